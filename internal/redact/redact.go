@@ -1,0 +1,64 @@
+// Package redact owns the one rule for keeping secrets out of logs, events
+// and status output: passwords inside URLs, and values whose key names a
+// secret, are replaced by a fixed marker.
+package redact
+
+import (
+	"net/url"
+	"regexp"
+	"strings"
+)
+
+// Marker replaces every secret.
+const Marker = "xxxxx"
+
+// secretKey matches attribute, env and config key names whose values are secret.
+var secretKey = regexp.MustCompile(`(?i)(pass(word|wd)?|secret|token|credential|private[_-]?key|access[_-]?key|api[_-]?key|session[_-]?key)`)
+
+// urlWithUserinfo finds scheme://user:password@ in free text.
+var urlWithUserinfo = regexp.MustCompile(`([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*):([^@\s]*)@`)
+
+// awsKeyID matches AWS access key ids (AKIA…/ASIA…).
+var awsKeyID = regexp.MustCompile(`\b(AKIA|ASIA)[A-Z0-9]{16}\b`)
+
+// IsSecretKey reports whether a key name says its value is a secret.
+func IsSecretKey(key string) bool { return secretKey.MatchString(key) }
+
+// String removes URL passwords and AWS key ids from free text.
+func String(s string) string {
+	s = urlWithUserinfo.ReplaceAllString(s, "${1}:"+Marker+"@")
+	return awsKeyID.ReplaceAllString(s, "${1}"+strings.Repeat("X", 16))
+}
+
+// URL returns u with its password replaced; unparsable input goes through String.
+func URL(u string) string {
+	p, err := url.Parse(u)
+	if err != nil || p.User == nil {
+		return String(u)
+	}
+	if _, has := p.User.Password(); has {
+		p.User = url.UserPassword(p.User.Username(), Marker)
+	}
+	return p.String()
+}
+
+// Value redacts one value given its key: the whole value when the key names
+// a secret, otherwise only embedded URL passwords.
+func Value(key, value string) string {
+	if IsSecretKey(key) && value != "" {
+		return Marker
+	}
+	return String(value)
+}
+
+// Map returns a copy of m with every value passed through Value.
+func Map(m map[string]string) map[string]string {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = Value(k, v)
+	}
+	return out
+}
