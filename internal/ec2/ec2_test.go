@@ -1,0 +1,222 @@
+package ec2_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	awsec2 "github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/smithy-go"
+	"github.com/google/uuid"
+
+	"nightshift"
+	"nightshift/internal/ec2"
+	"nightshift/internal/ec2/ec2test"
+)
+
+func tags(run, inst string) ec2.Tags {
+	return ec2.Tags{Run: run, Owner: "provisioner", Job: "work", Launch: "l1", Instance: inst}
+}
+
+func newRun() string { return "t" + uuid.NewString()[:8] }
+
+func TestLaunchIsIdempotentByTag(t *testing.T) {
+	c, _ := ec2test.Client(t)
+	ctx := context.Background()
+	run := newRun()
+	spec := ec2.Spec{Image: ec2test.Image, InstanceType: "t3.micro", Tags: tags(run, "work-1")}
+	a, err := c.Launch(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.Launch(ctx, spec) // a retry after a crash or an ambiguous answer
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.ID != b.ID {
+		t.Fatalf("second launch made a new instance: %s then %s", a.ID, b.ID)
+	}
+	live, err := c.Find(ctx, map[string]string{ec2.TagRun: run}, nil)
+	if err != nil || len(live) != 1 {
+		t.Fatalf("live instances %v (err %v), want exactly 1", live, err)
+	}
+	for k, want := range map[string]string{ec2.TagRun: run, ec2.TagOwner: "provisioner", ec2.TagJob: "work", ec2.TagLaunch: "l1", ec2.TagInstance: "work-1"} {
+		if live[0].Tags[k] != want {
+			t.Errorf("tag %s = %q, want %q", k, live[0].Tags[k], want)
+		}
+	}
+	got, err := c.WaitRunning(ctx, a.ID, 10*time.Second)
+	if err != nil || got.Address() == "" {
+		t.Fatalf("wait running: %+v %v", got, err)
+	}
+	h, err := c.Health(ctx, []string{a.ID})
+	if err != nil || h[a.ID] != "ok" {
+		t.Fatalf("health %v %v", h, err)
+	}
+}
+
+// lossyAPI launches for real but reports a network failure, as a dropped
+// connection after EC2 accepted the request would.
+type lossyAPI struct {
+	ec2.API
+	drops int
+}
+
+func (l *lossyAPI) RunInstances(ctx context.Context, in *awsec2.RunInstancesInput, o ...func(*awsec2.Options)) (*awsec2.RunInstancesOutput, error) {
+	out, err := l.API.RunInstances(ctx, in, o...)
+	if err == nil && l.drops > 0 {
+		l.drops--
+		return nil, errors.New("read tcp: connection reset by peer")
+	}
+	return out, err
+}
+
+
+func TestAmbiguousErrorThenRetryAdoptsInsteadOfDoubling(t *testing.T) {
+	u := ec2test.URL(t)
+	t.Setenv("AWS_ACCESS_KEY_ID", "testing")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "testing")
+	t.Setenv("AWS_REGION", "us-east-1")
+	real, err := newSDK(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lossy := &lossyAPI{API: real, drops: 1}
+	c := ec2.NewWithAPI(lossy, nil)
+	ctx := context.Background()
+	run := newRun()
+	spec := ec2.Spec{Image: ec2test.Image, InstanceType: "t3.micro", Tags: tags(run, "work-7")}
+	_, err = c.Launch(ctx, spec)
+	if err == nil || !ec2.Ambiguous(err) {
+		t.Fatalf("want an ambiguous error, got %v", err)
+	}
+	spec.Attempt++
+	inst, err := c.Launch(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live, _ := c.Find(ctx, map[string]string{ec2.TagRun: run}, nil)
+	if len(live) != 1 || live[0].ID != inst.ID {
+		t.Fatalf("after the retry %d live instances (%v), want the one adopted %s", len(live), live, inst.ID)
+	}
+}
+
+func TestErrorsBecomeReasons(t *testing.T) {
+	c, _ := ec2test.Client(t)
+	ctx := context.Background()
+	_, err := c.Launch(ctx, ec2.Spec{Image: "ami-00000000deadbeef0", InstanceType: "t3.micro", Tags: tags(newRun(), "x-1")})
+	var le *ec2.LaunchError
+	if !errors.As(err, &le) || !strings.Contains(le.Reason, "bad image") {
+		t.Fatalf("bad AMI: got %v", err)
+	}
+	if ec2.Ambiguous(err) {
+		t.Fatal("an answered refusal must not count as ambiguous")
+	}
+
+	cases := []struct {
+		code, want string
+	}{
+		{"UnauthorizedOperation", "not authorized"},
+		{"AuthFailure", "not authorized"},
+		{"InsufficientInstanceCapacity", "insufficient capacity"},
+		{"InvalidKeyPair.NotFound", "bad key pair"},
+		{"RequestLimitExceeded", "throttled"},
+		{"InvalidAMIID.Malformed", "bad image"},
+		{"SomethingNew", "ec2 refused (SomethingNew)"},
+	}
+	for _, tc := range cases {
+		got := ec2.Reason(&smithy.GenericAPIError{Code: tc.code, Message: "m"})
+		if !strings.Contains(got, tc.want) {
+			t.Errorf("Reason(%s) = %q, want it to contain %q", tc.code, got, tc.want)
+		}
+	}
+	if got := ec2.Reason(context.DeadlineExceeded); !strings.Contains(got, "timed out") {
+		t.Errorf("Reason(deadline) = %q", got)
+	}
+}
+
+// deniedAPI answers every launch as IAM would without permission.
+type deniedAPI struct{ ec2.API }
+
+func (deniedAPI) RunInstances(context.Context, *awsec2.RunInstancesInput, ...func(*awsec2.Options)) (*awsec2.RunInstancesOutput, error) {
+	return nil, &smithy.GenericAPIError{Code: "UnauthorizedOperation", Message: "You are not authorized to perform this operation."}
+}
+
+func TestUnauthorizedLaunchIsAReason(t *testing.T) {
+	u := ec2test.URL(t)
+	t.Setenv("AWS_ACCESS_KEY_ID", "testing")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "testing")
+	t.Setenv("AWS_REGION", "us-east-1")
+	real, err := newSDK(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := ec2.NewWithAPI(deniedAPI{real}, nil)
+	_, err = c.Launch(context.Background(), ec2.Spec{Image: ec2test.Image, InstanceType: "t3.micro", Tags: tags(newRun(), "x-2")})
+	var le *ec2.LaunchError
+	if !errors.As(err, &le) || !strings.Contains(le.Reason, "not authorized") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestSweepLeavesNothingLiveAndTerminateToleratesUnknownIDs(t *testing.T) {
+	c, _ := ec2test.Client(t)
+	ctx := context.Background()
+	run, other := newRun(), newRun()
+	var ids []string
+	for i := 0; i < 3; i++ {
+		inst, err := c.Launch(ctx, ec2.Spec{Image: ec2test.Image, InstanceType: "t3.micro", Tags: tags(run, fmt.Sprintf("w-%d", i))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, inst.ID)
+	}
+	keep, err := c.Launch(ctx, ec2.Spec{Image: ec2test.Image, InstanceType: "t3.micro", Tags: tags(other, "w-0")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One instance already gone behind our back, plus an id EC2 never had.
+	if err := c.Terminate(ctx, []string{ids[0], "i-0123456789abcdef0"}); err != nil {
+		t.Fatalf("terminate with an unknown id: %v", err)
+	}
+	would, _, err := c.Sweep(ctx, run, true)
+	if err != nil || len(would) != 2 {
+		t.Fatalf("dry run lists %v (err %v), want 2", would, err)
+	}
+	destroyed, remaining, err := c.Sweep(ctx, run, false)
+	if err != nil || len(destroyed) != 2 || len(remaining) != 0 {
+		t.Fatalf("sweep destroyed %v remaining %v err %v", destroyed, remaining, err)
+	}
+	if live, _ := c.Find(ctx, map[string]string{ec2.TagRun: run}, nil); len(live) != 0 {
+		t.Fatalf("live after sweep: %v", live)
+	}
+	if live, _ := c.Find(ctx, map[string]string{ec2.TagRun: other}, nil); len(live) != 1 || live[0].ID != keep.ID {
+		t.Fatalf("sweep touched another run: %v", live)
+	}
+	c.Terminate(ctx, []string{keep.ID})
+}
+
+func TestMapState(t *testing.T) {
+	for in, want := range map[string]nightshift.InstanceState{
+		"pending": nightshift.StatePending, "running": nightshift.StateRunning,
+		"shutting-down": nightshift.StateTerminating, "stopped": nightshift.StateTerminating,
+		"terminated": nightshift.StateTerminated, "weird": nightshift.StateFailed,
+	} {
+		if got := ec2.MapState(in); got != want {
+			t.Errorf("MapState(%s) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+func TestWorkerUserDataQuotesEverything(t *testing.T) {
+	s := ec2.WorkerUserData{Run: "r", Job: "j'; rm -rf / #", InstanceID: "i-1", BrokerURL: "amqp://u:p@h/"}.Script()
+	if !strings.Contains(s, `'j'\''; rm -rf / #'`) {
+		t.Fatalf("job not quoted:\n%s", s)
+	}
+	if strings.Contains(s, "--broker-url amqp") {
+		t.Fatalf("broker URL (with credentials) on the command line:\n%s", s)
+	}
+}

@@ -1,0 +1,49 @@
+package ec2
+
+import (
+	"encoding/base64"
+	"fmt"
+	"strings"
+)
+
+func encodeUserData(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+// WorkerUserData is the cloud-init script that starts a sitter on a worker
+// instance. The sitter binary is baked into the image at SitterPath, or
+// fetched from SitterURL first. Every value is single-quoted for the shell,
+// so nothing in a plan can inject a command into the instance's boot.
+type WorkerUserData struct {
+	SitterPath string // default /usr/local/bin/sitter
+	SitterURL  string // optional: download the sitter from here first
+	Run        string
+	Job        string
+	InstanceID string
+	BrokerURL  string // carries credentials: it is written to a 0600 file, not the command line
+	Args       []string
+}
+
+// Script renders the user data.
+func (w WorkerUserData) Script() string {
+	path := w.SitterPath
+	if path == "" {
+		path = "/usr/local/bin/sitter"
+	}
+	var b strings.Builder
+	b.WriteString("#!/bin/sh\nset -eu\n")
+	if w.SitterURL != "" {
+		fmt.Fprintf(&b, "curl -fsSL --retry 5 -o %s %s\nchmod 0755 %s\n", q(path), q(w.SitterURL), q(path))
+	}
+	b.WriteString("umask 077\nmkdir -p /etc/nightshift\n")
+	fmt.Fprintf(&b, "printf '%%s\\n' %s > /etc/nightshift/broker-url\n", q(w.BrokerURL))
+	args := []string{path, "agent", "--run", w.Run, "--job", w.Job, "--instance", w.InstanceID, "--broker-url-file", "/etc/nightshift/broker-url"}
+	args = append(args, w.Args...)
+	quoted := make([]string, len(args))
+	for i, a := range args {
+		quoted[i] = q(a)
+	}
+	fmt.Fprintf(&b, "nohup %s >/var/log/nightshift-sitter.log 2>&1 &\n", strings.Join(quoted, " "))
+	return b.String()
+}
+
+// q quotes s for a POSIX shell.
+func q(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
