@@ -1,0 +1,885 @@
+package launchplan
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Keys a plan may use. Anything else is reported as a typo.
+var (
+	topKeys     = []string{"name", "globals", "defaults", "level", "jobs"}
+	levelKeys   = []string{"parallelism", "file", "service"}
+	includeKeys = []string{"parallelism", "service"}
+	globalsKeys = []string{"globals"}
+	serviceKeys = []string{
+		"driver", "type", "config", "boot", "ready", "terminate", "env", "workdir",
+		"timeout", "boot_timeout", "ready_timeout", "terminate_timeout",
+		"ready_interval", "ready_start_period", "replica_count",
+		"attributes", "exports", "ssh", "ec2",
+	}
+	programKeys = []string{"program", "args", "remote"}
+	sshKeys     = []string{"host", "port", "user", "key_file", "known_hosts_file", "stage_dir"}
+	drivers     = []string{DriverLocal, DriverSSH, DriverEC2}
+	types       = []string{"broker", "provisioner", "controller"}
+	builtins    = []string{AttrHostname, AttrInstanceID, AttrLevel, AttrRun}
+)
+
+// Defaults for service keys that are not set.
+const (
+	DefaultBootTimeout      = 10 * time.Minute
+	DefaultReadyTimeout     = 5 * time.Minute
+	DefaultTerminateTimeout = 2 * time.Minute
+	DefaultReadyInterval    = time.Second
+	DefaultSSHPort          = 22
+	DefaultStageDir         = "/tmp/nightshift"
+	// MaxReplicas bounds replica_count; a plan is not the place for more.
+	MaxReplicas = 1000
+)
+
+// decl is a declared service (before replica expansion) with what reference
+// validation needs to know about it.
+type decl struct {
+	name     string
+	level    int
+	node     node
+	svc      Service // template for the replicas
+	replicas int
+	// templates are every template field, with the node errors point at.
+	templates []tmplField
+	// attrNode is the attributes key, for cycle errors.
+	attrNode node
+	hasAttrs bool
+}
+
+type tmplField struct {
+	n    node
+	text string
+}
+
+func (b *builder) build(plan *Plan, top *source) {
+	for _, k := range top.keys() {
+		if !contains(topKeys, k) {
+			n, _ := top.node(k)
+			b.errf(n, "unknown key%s", suggest(k, topKeys))
+		}
+	}
+
+	plan.Name = strings.TrimSuffix(filepath.Base(top.display), ".toml")
+	if n, ok := top.node("name"); ok {
+		if s, ok := b.str(n); ok {
+			plan.Name = s
+			if !namePattern.MatchString(s) {
+				b.errf(n, "plan name %q must match %s", s, namePattern)
+			}
+		}
+	} else if !namePattern.MatchString(plan.Name) {
+		b.errs.add(top.filePos(), "name", "default plan name %q (from the file name) must match %s; set name = \"...\"", plan.Name, namePattern)
+	}
+
+	plan.Globals = map[string]string{}
+	if n, ok := top.node("globals"); ok {
+		b.globals(n, plan.Globals)
+	}
+
+	defaults := map[string]node{}
+	if n, ok := top.node("defaults"); ok {
+		if kids, ok := b.table(n, serviceKeys); ok {
+			for _, c := range kids {
+				defaults[c.path[len(c.path)-1]] = c
+			}
+		}
+	}
+
+	var decls []*decl
+	if n, ok := top.node("level"); ok {
+		decls = b.levels(plan, top, n, defaults)
+	} else {
+		b.errs.add(top.filePos(), "level", "plan has no [[level]] tables")
+	}
+
+	if n, ok := top.node("jobs"); ok {
+		plan.Jobs = b.jobs(n)
+	}
+
+	// -G files are read after the includes so that Hash covers files in the
+	// documented order: top file, includes, -G files.
+	for _, gf := range b.opts.GlobalFiles {
+		b.globalFile(gf, plan.Globals)
+	}
+	for _, k := range sortedKeys(b.opts.Globals) {
+		if !validRefName(k) {
+			b.errs.add(Pos{File: "-g"}, k, "global name may only hold letters, digits, '_' and '-'")
+			continue
+		}
+		plan.Globals[k] = b.opts.Globals[k]
+	}
+
+	b.checkNames(decls)
+	b.checkReferences(decls, plan.Globals)
+}
+
+// globals reads a [globals] table into dst (later calls override).
+func (b *builder) globals(n node, dst map[string]string) {
+	kids, ok := b.table(n, nil)
+	if !ok {
+		return
+	}
+	for _, c := range kids {
+		k := c.path[len(c.path)-1]
+		if !validRefName(k) {
+			b.errf(c, "global name may only hold letters, digits, '_' and '-'")
+			continue
+		}
+		if v, ok := b.scalar(c); ok {
+			dst[k] = v
+		}
+	}
+}
+
+func (b *builder) globalFile(path string, dst map[string]string) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		b.errs.add(Pos{File: path}, "", "globals file: %v", err)
+		return
+	}
+	data, err := readFile(abs)
+	if err != nil {
+		b.errs.add(Pos{File: path}, "", "read globals file: %v", err)
+		return
+	}
+	src := b.parseSource(path, abs, data)
+	if src == nil {
+		return
+	}
+	for _, k := range src.keys() {
+		n, _ := src.node(k)
+		if k != "globals" {
+			b.errf(n, "unknown key%s; a globals file holds only a [globals] table", suggest(k, globalsKeys))
+			continue
+		}
+		b.globals(n, dst)
+	}
+}
+
+func (b *builder) levels(plan *Plan, top *source, n node, defaults map[string]node) []*decl {
+	if _, single := n.val.(map[string]any); single {
+		b.errf(n, "levels are an array of tables: write [[level]], not [level]")
+		return nil
+	}
+	elems, ok := b.array(n)
+	if !ok {
+		return nil
+	}
+	if len(elems) == 0 {
+		b.errf(n, "plan has no levels")
+	}
+	var decls []*decl
+	for i, e := range elems {
+		idx := i + 1
+		ln := n
+		if i < len(top.levelLocs) && top.levelLocs[i] != nil {
+			ln.loc = top.levelLocs[i]
+		}
+		ln.key = fmt.Sprintf("level[%d]", idx)
+		ln.val = e.val
+		lvl := Level{Index: idx, Pos: ln.pos()}
+		kids, ok := b.table(ln, levelKeys)
+		if !ok {
+			plan.Levels = append(plan.Levels, lvl)
+			continue
+		}
+		var fileNode, svcNode, parNode *node
+		for j := range kids {
+			switch kids[j].path[len(kids[j].path)-1] {
+			case "file":
+				fileNode = &kids[j]
+			case "service":
+				svcNode = &kids[j]
+			case "parallelism":
+				parNode = &kids[j]
+			}
+		}
+		if fileNode != nil && svcNode != nil {
+			b.errf(*fileNode, "a level has either file or services, not both")
+		}
+		var svcs []node
+		switch {
+		case fileNode != nil && svcNode == nil:
+			f, ok := b.str(*fileNode)
+			if !ok {
+				break
+			}
+			inc := b.includeSource(top, *fileNode, f)
+			if inc == nil {
+				break
+			}
+			svcs, parNode = b.include(inc, idx, parNode)
+			if len(svcs) == 0 {
+				b.errs.add(inc.filePos(), ln.key, "level file has no [service.NAME] tables")
+			}
+		case svcNode != nil:
+			if kids, ok := b.table(*svcNode, nil); ok {
+				svcs = kids
+				sortNodes(svcs)
+				if len(svcs) == 0 {
+					b.errf(ln, "level has no services")
+				}
+			}
+		default:
+			b.errf(ln, "level has no services; add [level.service.NAME] tables or file = \"...\"")
+		}
+		if parNode != nil {
+			if p, ok := b.integer(*parNode); ok {
+				if p < 0 {
+					b.errf(*parNode, "parallelism must be 0 (unbounded) or more, got %d", p)
+				} else {
+					lvl.Parallelism = int(min(p, 1<<20))
+				}
+			}
+		}
+		for _, sn := range svcs {
+			d := b.service(idx, sn, defaults)
+			if d == nil {
+				continue
+			}
+			decls = append(decls, d)
+			lvl.Services = append(lvl.Services, d.expand()...)
+		}
+		plan.Levels = append(plan.Levels, lvl)
+	}
+	return decls
+}
+
+// include returns the service nodes of a level file and the parallelism
+// node to use (the including level's or the file's; both is an error).
+func (b *builder) include(inc *source, idx int, par *node) ([]node, *node) {
+	prefix := fmt.Sprintf("level[%d]", idx)
+	var svcs []node
+	for _, k := range inc.keys() {
+		n, _ := inc.node(k)
+		n.key = prefix + "." + k
+		switch k {
+		case "service":
+			if kids, ok := b.table(n, nil); ok {
+				svcs = kids
+				sortNodes(svcs)
+			}
+		case "parallelism":
+			if par != nil {
+				b.errf(n, "parallelism is also set by the including level at %s", par.pos())
+				continue
+			}
+			nn := n
+			par = &nn
+		default:
+			b.errf(n, "unknown key%s; a level file holds parallelism and [service.NAME] tables", suggest(k, includeKeys))
+		}
+	}
+	return svcs, par
+}
+
+// expand turns a declaration into its services (replicas when count > 1).
+func (d *decl) expand() []Service {
+	if d.replicas <= 1 {
+		s := d.svc.clone()
+		s.Replica = -1
+		return []Service{*s}
+	}
+	out := make([]Service, d.replicas)
+	for i := range out {
+		s := d.svc.clone()
+		s.Name = fmt.Sprintf("%s-%d", d.name, i)
+		s.Replica = i
+		s.ReplicaOf = d.name
+		out[i] = *s
+	}
+	return out
+}
+
+// service decodes one [service.NAME] table with defaults applied.
+func (b *builder) service(level int, n node, defaults map[string]node) *decl {
+	name := n.path[len(n.path)-1]
+	d := &decl{name: name, level: level, node: n, replicas: 1}
+	if !namePattern.MatchString(name) {
+		b.errf(n, "service name %q must match %s", name, namePattern)
+	} else if name == refGlobal || name == refEnv {
+		b.errf(n, "service name %q is reserved: ${%s.x} means something else", name, name)
+	}
+	kids, ok := b.table(n, serviceKeys)
+	if !ok {
+		return nil
+	}
+	own := make(map[string]node, len(kids))
+	for _, c := range kids {
+		own[c.path[len(c.path)-1]] = c
+	}
+	get := func(k string) (node, bool) {
+		if c, ok := own[k]; ok {
+			return c, true
+		}
+		c, ok := defaults[k]
+		return c, ok
+	}
+
+	svc := &d.svc
+	svc.Name = name
+	svc.Level = level
+	svc.Pos = n.pos()
+	svc.Driver = DriverLocal
+	if c, ok := get("driver"); ok {
+		if s, ok := b.str(c); ok {
+			if contains(drivers, s) {
+				svc.Driver = s
+			} else {
+				b.errf(c, "unknown driver %q; want local, ssh or ec2%s", s, suggest(s, drivers))
+			}
+		}
+	}
+	if c, ok := get("type"); ok {
+		if s, ok := b.str(c); ok {
+			if contains(types, s) {
+				svc.Type = s
+			} else {
+				b.errf(c, "unknown type %q; want broker, provisioner or controller%s", s, suggest(s, types))
+			}
+		}
+	}
+	if cfg, cn, ok := b.mergedTable("config", own, defaults, nil); ok {
+		if svc.Type == "" {
+			b.errf(cn, "config is only used by a built-in type; set type")
+		}
+		svc.TypeConfig = rawTable(cfg)
+		for _, c := range cfg {
+			walkStrings(c.key, c.val, func(field, s string) {
+				f := c
+				f.key = field
+				d.templates = append(d.templates, tmplField{f, s})
+			})
+		}
+	}
+
+	for _, p := range []struct {
+		key  string
+		dest **Program
+	}{{"boot", &svc.Boot}, {"ready", &svc.Ready}, {"terminate", &svc.Terminate}} {
+		if c, ok := get(p.key); ok {
+			if prog := b.program(c, svc.Driver); prog != nil {
+				*p.dest = prog
+				for _, a := range prog.Args {
+					d.templates = append(d.templates, tmplField{c, a})
+				}
+			}
+		}
+	}
+	if svc.Type == "" && svc.Boot == nil && svc.Ready == nil {
+		if _, hasBoot := get("boot"); !hasBoot {
+			if _, hasReady := get("ready"); !hasReady {
+				b.errf(n, "a service needs a boot or ready program (or a built-in type)")
+			}
+		}
+	}
+
+	if env, _, ok := b.mergedTable("env", own, defaults, nil); ok {
+		svc.Env = map[string]string{}
+		for _, c := range env {
+			k := c.path[len(c.path)-1]
+			switch {
+			case k == "" || strings.ContainsAny(k, "=\x00"):
+				b.errf(c, "bad environment variable name %q", k)
+				continue
+			case strings.HasPrefix(k, "NIGHTSHIFT_"):
+				b.errf(c, "environment variables NIGHTSHIFT_* are set by the engine")
+				continue
+			}
+			if v, ok := b.scalar(c); ok {
+				svc.Env[k] = v
+				d.templates = append(d.templates, tmplField{c, v})
+			}
+		}
+	}
+	if c, ok := get("workdir"); ok {
+		if s, ok := b.str(c); ok {
+			svc.WorkDir = s
+			d.templates = append(d.templates, tmplField{c, s})
+		}
+	}
+
+	svc.BootTimeout = b.timeout(own, defaults, "boot_timeout", DefaultBootTimeout)
+	svc.ReadyTimeout = b.timeout(own, defaults, "ready_timeout", DefaultReadyTimeout)
+	svc.TerminateTimeout = b.timeout(own, defaults, "terminate_timeout", DefaultTerminateTimeout)
+	svc.ReadyInterval = DefaultReadyInterval
+	if c, ok := get("ready_interval"); ok {
+		if v, ok := b.duration(c, true); ok {
+			svc.ReadyInterval = v
+		}
+	}
+	if c, ok := get("ready_start_period"); ok {
+		if v, ok := b.duration(c, false); ok {
+			svc.ReadyStartPeriod = v
+		}
+	}
+	if c, ok := get("replica_count"); ok {
+		if v, ok := b.integer(c); ok {
+			switch {
+			case v < 1:
+				b.errf(c, "replica_count must be at least 1, got %d", v)
+			case v > MaxReplicas:
+				b.errf(c, "replica_count must be at most %d, got %d", MaxReplicas, v)
+			default:
+				d.replicas = int(v)
+				if v > 1 && len(fmt.Sprintf("%s-%d", name, v-1)) > 63 {
+					b.errf(n, "replica name %s-%d is longer than 63 characters", name, v-1)
+				}
+			}
+		}
+	}
+
+	if c, ok := get("exports"); ok {
+		if elems, ok := b.array(c); ok {
+			for _, e := range elems {
+				s, ok := b.str(e)
+				if !ok {
+					continue
+				}
+				switch {
+				case !validRefName(s):
+					b.errf(e, "export name %q may only hold letters, digits, '_' and '-'", s)
+				case contains(builtins, s):
+					b.errf(e, "export %q is a built-in attribute", s)
+				case contains(svc.Exports, s):
+					b.errf(e, "export %q is listed twice", s)
+				default:
+					svc.Exports = append(svc.Exports, s)
+				}
+			}
+		}
+	}
+	if attrs, an, ok := b.mergedTable("attributes", own, defaults, nil); ok {
+		d.attrNode, d.hasAttrs = an, true
+		svc.Attributes = map[string]string{}
+		for _, c := range attrs {
+			k := c.path[len(c.path)-1]
+			switch {
+			case !validRefName(k):
+				b.errf(c, "attribute name may only hold letters, digits, '_' and '-'")
+				continue
+			case contains(builtins, k):
+				b.errf(c, "attribute %q is a built-in and cannot be declared", k)
+				continue
+			case contains(svc.Exports, k):
+				b.errf(c, "attribute %q is also listed in exports", k)
+				continue
+			}
+			if v, ok := b.scalar(c); ok {
+				svc.Attributes[k] = v
+				d.templates = append(d.templates, tmplField{c, v})
+			}
+		}
+	}
+
+	b.ssh(d, own, defaults)
+	if ec2, _, ok := b.mergedTable("ec2", own, defaults, nil); ok {
+		svc.EC2 = rawTable(ec2)
+		for _, c := range ec2 {
+			walkStrings(c.key, c.val, func(field, s string) {
+				f := c
+				f.key = field
+				d.templates = append(d.templates, tmplField{f, s})
+			})
+		}
+	}
+	return d
+}
+
+// timeout resolves a timeout from the most specific key that is set:
+// the service's own key, its own `timeout`, then the same in [defaults].
+func (b *builder) timeout(own, defaults map[string]node, key string, def time.Duration) time.Duration {
+	for _, c := range []struct {
+		m map[string]node
+		k string
+	}{{own, key}, {own, "timeout"}, {defaults, key}, {defaults, "timeout"}} {
+		if n, ok := c.m[c.k]; ok {
+			if v, ok := b.duration(n, true); ok {
+				return v
+			}
+			return def
+		}
+	}
+	return def
+}
+
+// mergedTable merges a table-valued key of [defaults] and of the service,
+// key by key, the service's entries winning. It returns the entries, the
+// node to blame for the table as a whole, and whether either side set it.
+func (b *builder) mergedTable(key string, own, defaults map[string]node, known []string) ([]node, node, bool) {
+	var blame node
+	merged := map[string]node{}
+	found := false
+	for _, m := range []map[string]node{defaults, own} {
+		n, ok := m[key]
+		if !ok {
+			continue
+		}
+		found, blame = true, n
+		kids, ok := b.table(n, known)
+		if !ok {
+			continue
+		}
+		for _, c := range kids {
+			merged[c.path[len(c.path)-1]] = c
+		}
+	}
+	if !found {
+		return nil, blame, false
+	}
+	out := make([]node, 0, len(merged))
+	for _, k := range sortedKeys(merged) {
+		out = append(out, merged[k])
+	}
+	return out, blame, true
+}
+
+func rawTable(nodes []node) map[string]any {
+	m := make(map[string]any, len(nodes))
+	for _, c := range nodes {
+		m[c.path[len(c.path)-1]] = cloneValue(c.val)
+	}
+	return m
+}
+
+func (b *builder) ssh(d *decl, own, defaults map[string]node) {
+	svc := &d.svc
+	kids, blame, ok := b.mergedTable("ssh", own, defaults, sshKeys)
+	if !ok {
+		if svc.Driver == DriverSSH {
+			b.errf(d.node, "driver ssh needs ssh.host")
+		}
+		return
+	}
+	if svc.Driver == DriverLocal {
+		if _, isOwn := own["ssh"]; isOwn {
+			b.errf(blame, "ssh is set but driver is local; set driver = \"ssh\"")
+		}
+		return
+	}
+	ssh := &SSH{Port: DefaultSSHPort, StageDir: DefaultStageDir}
+	for _, c := range kids {
+		switch c.path[len(c.path)-1] {
+		case "host":
+			if s, ok := b.str(c); ok {
+				ssh.Host = s
+				d.templates = append(d.templates, tmplField{c, s})
+			}
+		case "user":
+			if s, ok := b.str(c); ok {
+				ssh.User = s
+				d.templates = append(d.templates, tmplField{c, s})
+			}
+		case "port":
+			if p, ok := b.integer(c); ok {
+				if p < 1 || p > 65535 {
+					b.errf(c, "port %d is out of range 1-65535", p)
+				} else {
+					ssh.Port = int(p)
+				}
+			}
+		case "key_file":
+			if s, ok := b.str(c); ok {
+				ssh.KeyFile = localPath(c.src.dir, s)
+			}
+		case "known_hosts_file":
+			if s, ok := b.str(c); ok {
+				ssh.KnownHostsFile = localPath(c.src.dir, s)
+			}
+		case "stage_dir":
+			if s, ok := b.str(c); ok {
+				if !strings.HasPrefix(s, "/") {
+					b.errf(c, "stage_dir %q must be an absolute path on the target host", s)
+				} else {
+					ssh.StageDir = s
+				}
+			}
+		}
+	}
+	if svc.Driver == DriverSSH && ssh.Host == "" {
+		b.errf(blame, "driver ssh needs ssh.host")
+	}
+	svc.SSH = ssh
+}
+
+// localPath anchors a relative local path at the declaring file's directory;
+// "~/..." is left for the engine to expand for the user who runs it.
+func localPath(dir, p string) string {
+	if p == "" || filepath.IsAbs(p) || strings.HasPrefix(p, "~") {
+		return p
+	}
+	return filepath.Join(dir, p)
+}
+
+// program decodes boot/ready/terminate: an argv array, a bare program path,
+// or a table {program, args, remote}.
+func (b *builder) program(n node, driver string) *Program {
+	prog := &Program{Pos: n.pos()}
+	var argNodes []node
+	switch v := n.val.(type) {
+	case string:
+		if strings.ContainsAny(v, " \t\n") {
+			b.errf(n, "program %q contains whitespace; a program is an argv array, never a shell string: write [\"prog\", \"arg\"]", v)
+			return nil
+		}
+		prog.Path = v
+	case []any:
+		elems, _ := b.array(n)
+		if len(elems) == 0 {
+			b.errf(n, "empty program; want [program, args...]")
+			return nil
+		}
+		s, ok := b.str(elems[0])
+		if !ok {
+			return nil
+		}
+		prog.Path = s
+		argNodes = elems[1:]
+	case map[string]any:
+		kids, _ := b.table(n, programKeys)
+		hasProgram := false
+		for _, c := range kids {
+			switch c.path[len(c.path)-1] {
+			case "program":
+				s, ok := b.str(c)
+				if !ok {
+					return nil
+				}
+				prog.Path, hasProgram = s, true
+			case "args":
+				elems, ok := b.array(c)
+				if !ok {
+					return nil
+				}
+				argNodes = elems
+			case "remote":
+				if r, ok := b.boolean(c); ok {
+					prog.Remote = r
+				}
+			}
+		}
+		if !hasProgram {
+			b.errf(n, "missing program")
+			return nil
+		}
+	default:
+		b.errf(n, "want [program, args...] or {program = ..., args = [...]}, got %s", typeName(n.val))
+		return nil
+	}
+	for _, a := range argNodes {
+		s, ok := b.scalar(a)
+		if !ok {
+			return nil
+		}
+		prog.Args = append(prog.Args, s)
+	}
+	if prog.Path == "" {
+		b.errf(n, "empty program path")
+		return nil
+	}
+	if !b.resolveProgram(n, prog, driver) {
+		return nil
+	}
+	return prog
+}
+
+// resolveProgram makes prog.Path absolute and checks that it exists.
+func (b *builder) resolveProgram(n node, prog *Program, driver string) bool {
+	if prog.Remote {
+		return true
+	}
+	if !strings.Contains(prog.Path, "/") {
+		if driver != DriverLocal {
+			b.errf(n, "program %q: driver %s uploads the program, so name a local file (./%s) or set remote = true to use the target's PATH", prog.Path, driver, prog.Path)
+			return false
+		}
+		found, err := b.opts.LookPath(prog.Path)
+		if err != nil {
+			b.errf(n, "program %q not found in PATH", prog.Path)
+			return false
+		}
+		if abs, err := filepath.Abs(found); err == nil {
+			found = abs
+		}
+		prog.Path = found
+		return true
+	}
+	p := prog.Path
+	rel := filepath.Dir(n.src.display)
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(n.src.dir, p)
+	}
+	st, err := os.Stat(p)
+	switch {
+	case err != nil && os.IsNotExist(err):
+		b.errf(n, "program %s does not exist (relative paths start at %s)", prog.Path, rel)
+		return false
+	case err != nil:
+		b.errf(n, "program %s: %v", prog.Path, err)
+		return false
+	case !st.Mode().IsRegular():
+		b.errf(n, "program %s is not a regular file", prog.Path)
+		return false
+	case driver == DriverLocal && st.Mode().Perm()&0o111 == 0:
+		b.errf(n, "program %s is not executable (chmod +x it)", prog.Path)
+		return false
+	}
+	prog.Path = p
+	return true
+}
+
+func (b *builder) jobs(n node) []Job {
+	kids, ok := b.table(n, nil)
+	if !ok {
+		return nil
+	}
+	sortNodes(kids)
+	var jobs []Job
+	for _, c := range kids {
+		name := c.path[len(c.path)-1]
+		if !namePattern.MatchString(name) {
+			b.errf(c, "job name %q must match %s", name, namePattern)
+			continue
+		}
+		cfg, ok := c.val.(map[string]any)
+		if !ok {
+			b.errf(c, "want a table, got %s", typeName(c.val))
+			continue
+		}
+		jobs = append(jobs, Job{Name: name, Pos: c.pos(), Config: cloneTable(cfg)})
+	}
+	return jobs
+}
+
+// checkNames reports duplicate service names, counting replica names.
+func (b *builder) checkNames(decls []*decl) {
+	type owner struct {
+		d       *decl
+		replica int
+	}
+	seen := map[string]owner{}
+	for _, d := range decls {
+		names := []string{d.name}
+		if d.replicas > 1 {
+			names = names[:0]
+			for i := 0; i < d.replicas; i++ {
+				names = append(names, fmt.Sprintf("%s-%d", d.name, i))
+			}
+		}
+		for i, nm := range names {
+			prev, dup := seen[nm]
+			if !dup {
+				r := -1
+				if d.replicas > 1 {
+					r = i
+				}
+				seen[nm] = owner{d, r}
+				continue
+			}
+			switch {
+			case prev.replica >= 0:
+				b.errf(d.node, "service %q collides with replica %d of %q declared at %s", nm, prev.replica, prev.d.name, prev.d.node.pos())
+			case d.replicas > 1:
+				b.errf(d.node, "replica %q of %q collides with service %q declared at %s", nm, d.name, nm, prev.d.node.pos())
+			default:
+				b.errf(d.node, "duplicate service name %q (first declared at %s)", nm, prev.d.node.pos())
+			}
+		}
+	}
+}
+
+// checkReferences validates every template of every declared service.
+func (b *builder) checkReferences(decls []*decl, globals map[string]string) {
+	byName := map[string]*decl{}
+	replicated := map[string]*decl{}
+	var names []string
+	for _, d := range decls {
+		if d.replicas > 1 {
+			replicated[d.name] = d
+			for i := 0; i < d.replicas; i++ {
+				nm := fmt.Sprintf("%s-%d", d.name, i)
+				if _, ok := byName[nm]; !ok {
+					byName[nm] = d
+					names = append(names, nm)
+				}
+			}
+			continue
+		}
+		if _, ok := byName[d.name]; !ok {
+			byName[d.name] = d
+			names = append(names, d.name)
+		}
+	}
+	for _, d := range decls {
+		if d.hasAttrs {
+			if _, err := attributeOrder(d.svc.Attributes); err != nil {
+				b.errf(d.attrNode, "%v", err)
+			}
+		}
+		for _, t := range d.templates {
+			refs, err := References(t.text)
+			if err != nil {
+				b.errf(t.n, "%v", err)
+				continue
+			}
+			for _, r := range refs {
+				if msg := b.checkRef(d, r, byName, replicated, names, globals); msg != "" {
+					b.errf(t.n, "reference %s: %s", r, msg)
+				}
+			}
+		}
+	}
+}
+
+func (b *builder) checkRef(d *decl, r Ref, byName, replicated map[string]*decl, names []string, globals map[string]string) string {
+	switch r.Kind {
+	case RefSelf:
+		return attrProblem(d, "this service", r.Name)
+	case RefGlobal:
+		if _, ok := globals[r.Name]; !ok {
+			return fmt.Sprintf("global %q is not set (set it in [globals], a -G file or with -g %s=VALUE)%s", r.Name, r.Name, suggest(r.Name, sortedKeys(globals)))
+		}
+		return ""
+	case RefEnv:
+		if _, ok := b.opts.Getenv(r.Name); !ok {
+			return fmt.Sprintf("environment variable %s is not set", r.Name)
+		}
+		return ""
+	}
+	t, ok := byName[r.Service]
+	if !ok {
+		if rep, ok := replicated[r.Service]; ok {
+			return fmt.Sprintf("service %q has replica_count %d; reference one replica by name, e.g. ${%s-0.%s}", r.Service, rep.replicas, r.Service, r.Name)
+		}
+		return fmt.Sprintf("unknown service %q%s", r.Service, suggest(r.Service, names))
+	}
+	switch {
+	case t.level == d.level:
+		return fmt.Sprintf("service %q is in the same level %d; a service may only reference services in earlier levels", r.Service, t.level)
+	case t.level > d.level:
+		return fmt.Sprintf("service %q is in a later level %d; a service may only reference services in earlier levels", r.Service, t.level)
+	}
+	return attrProblem(t, fmt.Sprintf("service %q", r.Service), r.Name)
+}
+
+// attrProblem says why d has no attribute name, or "" when it has one.
+func attrProblem(d *decl, who, name string) string {
+	if contains(builtins, name) || contains(d.svc.Exports, name) {
+		return ""
+	}
+	if _, ok := d.svc.Attributes[name]; ok {
+		return ""
+	}
+	known := append(append(append([]string(nil), builtins...), sortedKeys(d.svc.Attributes)...), d.svc.Exports...)
+	sort.Strings(known)
+	return fmt.Sprintf("%s has no attribute %q; it has %s%s", who, name, strings.Join(known, ", "), suggest(name, known))
+}
