@@ -1,0 +1,117 @@
+// Package app wires Nightshift's adapters together for the command-line
+// programs: where the home directory is, which store backs the runs, and which
+// drivers and built-in service types the boot engine gets. Keeping the wiring
+// here keeps cmd/* thin and gives launch and mgmt exactly the same engine.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"nightshift/bootlevel"
+	"nightshift/internal/localdriver"
+	"nightshift/internal/runstore"
+	"nightshift/internal/sshdriver"
+	"nightshift/launchplan"
+)
+
+// HomeEnv names the environment variable that sets the home directory.
+const HomeEnv = "NIGHTSHIFT_HOME"
+
+// ResolveHome picks the home directory: the flag, then $NIGHTSHIFT_HOME,
+// then ~/.nightshift. The result is absolute, because it is handed to
+// programs that run in other working directories.
+func ResolveHome(flagValue string) (string, error) {
+	home := flagValue
+	if home == "" {
+		home = os.Getenv(HomeEnv)
+	}
+	if home == "" {
+		u, err := os.UserHomeDir()
+		if err != nil {
+			return "", fmt.Errorf("find home directory (set --home or %s): %w", HomeEnv, err)
+		}
+		home = filepath.Join(u, ".nightshift")
+	}
+	abs, err := filepath.Abs(home)
+	if err != nil {
+		return "", fmt.Errorf("home %q: %w", home, err)
+	}
+	return abs, nil
+}
+
+// App is an opened home: the run store and a boot engine over it.
+type App struct {
+	Home   string
+	Store  *runstore.Store
+	Engine *bootlevel.Engine
+	Log    *slog.Logger
+}
+
+// Open opens (creating if needed) the home directory and its run database.
+func Open(ctx context.Context, home string, log *slog.Logger) (*App, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		return nil, fmt.Errorf("create home %s: %w", home, err)
+	}
+	st, err := runstore.Open(ctx, filepath.Join(home, "nightshift.db"))
+	if err != nil {
+		return nil, fmt.Errorf("open run database in %s: %w", home, err)
+	}
+	eng := &bootlevel.Engine{
+		Store: st,
+		Drivers: map[string]bootlevel.Driver{
+			launchplan.DriverLocal: localdriver.New(log),
+			launchplan.DriverSSH:   sshdriver.New(home, log),
+		},
+		Types: map[string]bootlevel.Driver{},
+		Log:   log,
+		Home:  home,
+	}
+	return &App{Home: home, Store: st, Engine: eng, Log: log}, nil
+}
+
+// Close releases the store.
+func (a *App) Close() error { return a.Store.Close() }
+
+// Exit codes shared by every command.
+const (
+	ExitOK      = 0
+	ExitFailed  = 1 // an operation failed
+	ExitUsage   = 2 // bad usage or an invalid plan
+	exitUnknown = ExitFailed
+)
+
+// UsageError marks an error that is the caller's fault (exit code 2).
+type UsageError struct{ Err error }
+
+func (e *UsageError) Error() string { return e.Err.Error() }
+func (e *UsageError) Unwrap() error { return e.Err }
+
+// Usagef builds a UsageError.
+func Usagef(format string, args ...any) error {
+	return &UsageError{Err: fmt.Errorf(format, args...)}
+}
+
+// ExitCode maps an error to the process exit code.
+func ExitCode(err error) int {
+	if err == nil {
+		return ExitOK
+	}
+	var ue *UsageError
+	if errors.As(err, &ue) {
+		return ExitUsage
+	}
+	var pe *launchplan.Error
+	var pl *launchplan.ErrorList
+	if errors.As(err, &pe) || errors.As(err, &pl) {
+		return ExitUsage
+	}
+	return exitUnknown
+}

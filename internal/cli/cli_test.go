@@ -1,0 +1,184 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"nightshift/internal/procscan"
+	"nightshift/mgmt"
+)
+
+// run invokes a command in-process exactly as the binary would.
+func run(t *testing.T, cmd func(context.Context, []string, *bytes.Buffer, *bytes.Buffer) int, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := cmd(context.Background(), args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func launch(ctx context.Context, args []string, o, e *bytes.Buffer) int { return Launch(ctx, args, o, e) }
+func mgmtc(ctx context.Context, args []string, o, e *bytes.Buffer) int  { return Mgmt(ctx, args, o, e) }
+
+func TestInvalidPlansExit2WithPositionAndLaunchNothing(t *testing.T) {
+	cases := []struct {
+		file string
+		want []string // substrings of stderr
+	}{
+		{"forward-ref.toml", []string{"forward-ref.toml:", "${b.port}", "level"}},
+		{"unknown-key.toml", []string{"unknown-key.toml:5", "ready_timout"}},
+		{"syntax.toml", []string{"syntax.toml:4"}},
+	}
+	for _, c := range cases {
+		t.Run(c.file, func(t *testing.T) {
+			home := t.TempDir()
+			code, _, stderr := run(t, launch, "--home", home, filepath.Join("testdata", c.file))
+			if code != 2 {
+				t.Fatalf("exit %d, want 2; stderr:\n%s", code, stderr)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("stderr lacks %q:\n%s", w, stderr)
+				}
+			}
+			if _, err := os.Stat(filepath.Join(home, "nightshift.db")); !os.IsNotExist(err) {
+				t.Errorf("an invalid plan created a run database (err=%v)", err)
+			}
+		})
+	}
+}
+
+func TestDryRunPrintsLevelsAndReferences(t *testing.T) {
+	code, out, stderr := run(t, launch, "--dry-run", "../../examples/hello/plan.toml")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, w := range []string{"level 1", "level 3", "echo", "greeter", "notes", "smoke", "greeter -> echo", "nothing launched"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("dry run output lacks %q:\n%s", w, out)
+		}
+	}
+}
+
+func status(t *testing.T, home, runName string) mgmt.RunStatus {
+	t.Helper()
+	code, out, stderr := run(t, mgmtc, "--home", home, "status", "--json", runName)
+	if code != 0 {
+		t.Fatalf("status exit %d: %s", code, stderr)
+	}
+	var st mgmt.RunStatus
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status JSON: %v\n%s", err, out)
+	}
+	return st
+}
+
+// TestHelloEndToEnd is the "done when": launch the example, see every
+// service ready with the exported port wired through, tear down, and find no
+// process of the run left.
+func TestHelloEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots real daemons")
+	}
+	home := t.TempDir()
+	t.Setenv("NIGHTSHIFT_HOME", home)
+	code, out, stderr := run(t, launch, "--home", home, "--plain", "../../examples/hello/plan.toml")
+	if code != 0 {
+		t.Fatalf("launch exit %d\nstdout:\n%s\nstderr:\n%s", code, out, stderr)
+	}
+	t.Cleanup(func() { procscan.Kill("", home, "hello", 0) })
+
+	st := status(t, home, "hello")
+	if st.State != "ready" || len(st.Levels) != 3 {
+		t.Fatalf("run state %q with %d levels, want ready with 3", st.State, len(st.Levels))
+	}
+	var echoPort, greeterURL string
+	for _, l := range st.Levels {
+		for _, s := range l.Services {
+			if s.State != "ready" {
+				t.Errorf("service %s is %s", s.Name, s.State)
+			}
+			switch s.Name {
+			case "echo":
+				echoPort = s.Attributes["port"]
+			case "greeter":
+				greeterURL = s.Attributes["url"]
+			}
+		}
+	}
+	if echoPort == "" || !strings.HasPrefix(greeterURL, "http://127.0.0.1:") {
+		t.Fatalf("exports not recorded: echo port %q, greeter url %q", echoPort, greeterURL)
+	}
+	procs, err := procscan.Find("", home, "hello")
+	if err != nil || len(procs) < 2 {
+		t.Fatalf("want the two daemons running, found %v (err %v)", procs, err)
+	}
+
+	// Resume: launching again re-verifies and boots nothing twice.
+	code, out, stderr = run(t, launch, "--home", home, "--plain", "../../examples/hello/plan.toml")
+	if code != 0 {
+		t.Fatalf("relaunch exit %d: %s %s", code, out, stderr)
+	}
+	if strings.Contains(out, "step=boot") {
+		t.Errorf("resume booted something again:\n%s", out)
+	}
+	if again := status(t, home, "hello"); again.Levels[0].Services[0].Attributes["port"] != echoPort {
+		t.Errorf("resume changed echo's port: %q -> %q", echoPort, again.Levels[0].Services[0].Attributes["port"])
+	}
+
+	code, out, stderr = run(t, mgmtc, "--home", home, "teardown", "hello")
+	if code != 0 {
+		t.Fatalf("teardown exit %d\n%s\n%s", code, out, stderr)
+	}
+	if left, _ := procscan.Find("", home, "hello"); len(left) != 0 {
+		t.Fatalf("processes left after teardown: %v", left)
+	}
+	if st := status(t, home, "hello"); st.State != "terminated" {
+		t.Fatalf("after teardown the run is %q", st.State)
+	}
+	// Idempotent.
+	if code, out, stderr = run(t, mgmtc, "--home", home, "teardown", "hello"); code != 0 {
+		t.Fatalf("second teardown exit %d\n%s\n%s", code, out, stderr)
+	}
+}
+
+func TestFailureReportAndRollback(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("NIGHTSHIFT_HOME", home)
+	marker := filepath.Join(t.TempDir(), "terminated")
+	code, out, stderr := run(t, launch, "--home", home, "--plain", "--on-failure", "rollback",
+		"-g", "marker="+marker, "testdata/failing.toml")
+	if code != 1 {
+		t.Fatalf("exit %d, want 1\n%s\n%s", code, out, stderr)
+	}
+	for _, w := range []string{"second", "boot", "exit code 3", "on stderr", "second.log"} {
+		if !strings.Contains(stderr, w) {
+			t.Errorf("failure report lacks %q:\n%s", w, stderr)
+		}
+	}
+	got, err := os.ReadFile(marker)
+	if err != nil || !strings.Contains(string(got), "first terminated") {
+		t.Fatalf("rollback did not terminate level 1 (marker %q, err %v)", got, err)
+	}
+	code, out, _ = run(t, mgmtc, "--home", home, "history", "failing")
+	if code != 0 || !strings.Contains(out, "second") {
+		t.Fatalf("history exit %d:\n%s", code, out)
+	}
+}
+
+func TestMgmtUnknownRunAndUsage(t *testing.T) {
+	home := t.TempDir()
+	if code, _, _ := run(t, mgmtc, "--home", home, "frobnicate"); code != 2 {
+		t.Errorf("unknown command exit %d, want 2", code)
+	}
+	if code, _, _ := run(t, mgmtc, "--home", home, "status"); code != 2 {
+		t.Errorf("status without run exit %d, want 2", code)
+	}
+	if code, _, stderr := run(t, mgmtc, "--home", home, "status", "nope"); code != 1 || !strings.Contains(stderr, "no runs") {
+		t.Errorf("status of unknown run: exit %d, %s", code, stderr)
+	}
+}

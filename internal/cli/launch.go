@@ -1,0 +1,186 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+
+	"nightshift/bootlevel"
+	"nightshift/internal/app"
+	"nightshift/internal/progress"
+	"nightshift/internal/redact"
+	"nightshift/launchplan"
+)
+
+const launchUsage = `usage: launch [flags] PLAN.toml
+
+Boots a launch plan level by level and records the run. Launching a plan whose
+run already exists resumes it: ready levels are re-verified and skipped.
+
+flags:
+`
+
+// Launch runs the launch command and returns its exit code.
+func Launch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("launch", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, launchUsage); fs.PrintDefaults() }
+	name := fs.String("name", "", "run name (default: the plan's name)")
+	home := fs.String("home", "", "home directory for runs (default $NIGHTSHIFT_HOME or ~/.nightshift)")
+	dry := fs.Bool("dry-run", false, "validate the plan, print levels, services and references, launch nothing")
+	onFailure := fs.String("on-failure", "keep", "what to do with started services when a level fails: keep or rollback")
+	parallel := fs.Int("parallelism", 0, "at most this many services boot at once per level (0: no bound)")
+	allowChange := fs.Bool("allow-plan-change", false, "resume a run even though its plan file changed")
+	plain := fs.Bool("plain", false, "one line per event even on a terminal")
+	logLevel := fs.String("log-level", "info", "level of the run's log file: debug, info, warn, error")
+	globals := kvFlag{}
+	var globalFiles listFlag
+	fs.Var(globals, "g", "set a global: -g key=value (repeatable; overrides -G and [globals])")
+	fs.Var(&globalFiles, "G", "read globals from the [globals] table of a TOML file (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return app.ExitOK
+		}
+		return app.ExitUsage
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprintln(stderr, "launch: want exactly one plan file")
+		fs.Usage()
+		return app.ExitUsage
+	}
+	policy := bootlevel.FailurePolicy(*onFailure)
+	if policy != bootlevel.FailKeep && policy != bootlevel.FailRollback {
+		fmt.Fprintf(stderr, "launch: --on-failure must be keep or rollback, not %q\n", *onFailure)
+		return app.ExitUsage
+	}
+	level, err := parseLevel(*logLevel)
+	if err != nil {
+		fmt.Fprintln(stderr, "launch:", err)
+		return app.ExitUsage
+	}
+
+	plan, err := launchplan.Load(fs.Arg(0), launchplan.Options{GlobalFiles: globalFiles, Globals: globals})
+	if err != nil {
+		fmt.Fprintf(stderr, "launch: invalid plan:\n%v\n", err)
+		return app.ExitUsage
+	}
+	run := *name
+	if run == "" {
+		run = plan.Name
+	}
+	if *dry {
+		printDryRun(stdout, plan, run)
+		return app.ExitOK
+	}
+
+	homeDir, err := app.ResolveHome(*home)
+	if err != nil {
+		fmt.Fprintln(stderr, "launch:", err)
+		return app.ExitUsage
+	}
+	// Every program the run starts inherits these, which is how teardown's
+	// process sweep recognises the run's stragglers.
+	os.Setenv(app.HomeEnv, homeDir)
+	runDir := filepath.Join(homeDir, "runs", run)
+	if err := os.MkdirAll(runDir, 0o700); err != nil {
+		fmt.Fprintln(stderr, "launch:", err)
+		return app.ExitFailed
+	}
+	log, closeLog, err := newLogger(filepath.Join(runDir, "launch.log"), level)
+	if err != nil {
+		fmt.Fprintln(stderr, "launch:", err)
+		return app.ExitFailed
+	}
+	defer closeLog()
+
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	a, err := app.Open(ctx, homeDir, log)
+	if err != nil {
+		fmt.Fprintln(stderr, "launch:", err)
+		return app.ExitFailed
+	}
+	defer a.Close()
+	live := isTerminal(stdout) && !*plain
+	pr := progress.New(stdout, live)
+	a.Engine.OnEvent = pr.Event
+	a.Engine.Parallelism = *parallel
+
+	fmt.Fprintf(stdout, "launching run %s from %s (home %s)\n", run, plan.Path, homeDir)
+	rep, err := a.Engine.Launch(ctx, plan, bootlevel.LaunchOptions{Run: run, OnFailure: policy, AllowPlanChange: *allowChange})
+	if err != nil {
+		fmt.Fprintf(stderr, "launch: run %s failed: %s\n", run, redact.String(err.Error()))
+		if rep != nil {
+			for _, f := range rep.Failures {
+				fmt.Fprintf(stderr, "  %s\n", indent(redact.String(f.Error())))
+			}
+		}
+		fmt.Fprintf(stderr, "inspect: mgmt status --home %s %s; logs under %s\n", homeDir, run, filepath.Join(runDir, "logs"))
+		return app.ExitCode(err)
+	}
+	fmt.Fprintf(stdout, "run %s is %s: %d services in %d levels\n", run, rep.State, len(rep.Services), len(plan.Levels))
+	fmt.Fprintf(stdout, "next: mgmt status %s   |   mgmt teardown %s\n", run, run)
+	return app.ExitOK
+}
+
+func indent(s string) string { return strings.ReplaceAll(s, "\n", "\n  ") }
+
+func printDryRun(w io.Writer, p *launchplan.Plan, run string) {
+	fmt.Fprintf(w, "plan %s (run name %s)\n", p.Path, run)
+	fmt.Fprintf(w, "hash %s\n", p.Hash)
+	if len(p.Globals) > 0 {
+		keys := make([]string, 0, len(p.Globals))
+		for k := range p.Globals {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		fmt.Fprintln(w, "globals:")
+		for _, k := range keys {
+			fmt.Fprintf(w, "  %s = %s\n", k, redact.Value(k, p.Globals[k]))
+		}
+	}
+	for _, l := range p.Levels {
+		fmt.Fprintf(w, "level %d (%d services", l.Index, len(l.Services))
+		if l.Parallelism > 0 {
+			fmt.Fprintf(w, ", at most %d at once", l.Parallelism)
+		}
+		fmt.Fprintln(w, ")")
+		for _, s := range l.Services {
+			kind := s.Driver
+			if s.Type != "" {
+				kind = s.Type + " on " + s.Driver
+			}
+			fmt.Fprintf(w, "  %s [%s]\n", s.Name, kind)
+			for _, st := range []struct {
+				name string
+				p    *launchplan.Program
+			}{{"boot", s.Boot}, {"ready", s.Ready}, {"terminate", s.Terminate}} {
+				if st.p != nil {
+					fmt.Fprintf(w, "    %-9s %s %s\n", st.name, st.p.Path, strings.Join(st.p.Args, " "))
+				}
+			}
+		}
+	}
+	edges := p.Graph()
+	if len(edges) > 0 {
+		fmt.Fprintln(w, "references:")
+		for _, e := range edges {
+			fmt.Fprintf(w, "  %s -> %s (%s)\n", e.From, e.To, e.Ref)
+		}
+	}
+	if len(p.Jobs) > 0 {
+		fmt.Fprintln(w, "jobs:")
+		for _, j := range p.Jobs {
+			fmt.Fprintf(w, "  %s\n", j.Name)
+		}
+	}
+	fmt.Fprintln(w, "dry run: nothing launched")
+}

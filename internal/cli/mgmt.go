@@ -1,0 +1,380 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"nightshift/bootlevel"
+	"nightshift/internal/app"
+	"nightshift/internal/redact"
+	"nightshift/mgmt"
+)
+
+const mgmtUsage = `usage: mgmt [--home DIR] COMMAND [flags] [RUN]
+
+commands:
+  list                         list runs
+  status [--json] [--verify] [--watch] RUN
+                               levels, services and pools of a run
+  history [--json] RUN         the run's event history
+  repair [--max-restarts N] RUN
+                               re-verify every service and restart failed ones
+  teardown [--dry-run] RUN     stop pools, terminate levels in reverse, sweep,
+                               and prove nothing is left
+  logs RUN SERVICE             print a service's log
+`
+
+// Mgmt runs the mgmt command and returns its exit code.
+func Mgmt(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	top := flag.NewFlagSet("mgmt", flag.ContinueOnError)
+	top.SetOutput(stderr)
+	top.Usage = func() { fmt.Fprint(stderr, mgmtUsage) }
+	home := top.String("home", "", "home directory for runs (default $NIGHTSHIFT_HOME or ~/.nightshift)")
+	if err := top.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return app.ExitOK
+		}
+		return app.ExitUsage
+	}
+	if top.NArg() == 0 {
+		top.Usage()
+		return app.ExitUsage
+	}
+	cmd, rest := top.Arg(0), top.Args()[1:]
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	m := &mgmtCmd{stdout: stdout, stderr: stderr, homeFlag: *home}
+	var err error
+	switch cmd {
+	case "list":
+		err = m.list(ctx, rest)
+	case "status":
+		err = m.status(ctx, rest)
+	case "history":
+		err = m.history(ctx, rest)
+	case "repair":
+		err = m.repair(ctx, rest)
+	case "teardown":
+		err = m.teardown(ctx, rest)
+	case "logs":
+		err = m.logs(ctx, rest)
+	case "help":
+		top.Usage()
+		return app.ExitOK
+	default:
+		err = app.Usagef("unknown command %q (see mgmt help)", cmd)
+	}
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(stderr, "mgmt %s: %s\n", cmd, redact.String(err.Error()))
+		}
+		return app.ExitCode(err)
+	}
+	return app.ExitOK
+}
+
+type mgmtCmd struct {
+	stdout, stderr io.Writer
+	homeFlag       string
+	home           string
+}
+
+func (m *mgmtCmd) open(ctx context.Context) (*app.App, error) {
+	home, err := app.ResolveHome(m.homeFlag)
+	if err != nil {
+		return nil, err
+	}
+	m.home = home
+	if _, err := os.Stat(filepath.Join(home, "nightshift.db")); err != nil {
+		return nil, fmt.Errorf("no runs in %s (nothing was launched with this home)", home)
+	}
+	log, _, err := newLogger(filepath.Join(home, "mgmt.log"), 0)
+	if err != nil {
+		return nil, err
+	}
+	return app.Open(ctx, home, log)
+}
+
+// flags parses a subcommand's flags and wants exactly nargs positionals.
+func (m *mgmtCmd) flags(name string, args []string, nargs int, define func(*flag.FlagSet)) (*flag.FlagSet, error) {
+	fs := flag.NewFlagSet("mgmt "+name, flag.ContinueOnError)
+	fs.SetOutput(m.stderr)
+	if define != nil {
+		define(fs)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, &app.UsageError{Err: err}
+	}
+	if fs.NArg() != nargs {
+		return nil, app.Usagef("want %d argument(s), got %d (see mgmt help)", nargs, fs.NArg())
+	}
+	return fs, nil
+}
+
+func (m *mgmtCmd) list(ctx context.Context, args []string) error {
+	if _, err := m.flags("list", args, 0, nil); err != nil {
+		return err
+	}
+	a, err := m.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	runs, err := a.Store.ListRuns(ctx)
+	if err != nil {
+		return err
+	}
+	sort.Slice(runs, func(i, j int) bool { return runs[i].Created.Before(runs[j].Created) })
+	tw := tabwriter.NewWriter(m.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "RUN\tSTATE\tCREATED\tPLAN")
+	for _, r := range runs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Name, r.State, r.Created.Local().Format(time.DateTime), r.PlanPath)
+	}
+	return tw.Flush()
+}
+
+func (m *mgmtCmd) status(ctx context.Context, args []string) error {
+	var asJSON, verify, watch *bool
+	var every *time.Duration
+	fs, err := m.flags("status", args, 1, func(fs *flag.FlagSet) {
+		asJSON = fs.Bool("json", false, "print JSON")
+		verify = fs.Bool("verify", false, "run every ready check now and show the result")
+		watch = fs.Bool("watch", false, "refresh in place until interrupted")
+		every = fs.Duration("interval", 2*time.Second, "refresh interval for --watch")
+	})
+	if err != nil {
+		return err
+	}
+	a, err := m.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	run := fs.Arg(0)
+	show := func() error {
+		var verified map[string]bool
+		if *verify {
+			rep, err := a.Engine.Verify(ctx, run)
+			if err != nil && rep == nil {
+				return err
+			}
+			verified = map[string]bool{}
+			for _, s := range rep.Services {
+				verified[s.Name] = s.State == bootlevel.ServiceReady
+			}
+		}
+		st, err := mgmt.Status(ctx, a.Store, run, nil)
+		if err != nil {
+			return err
+		}
+		for i := range st.Levels {
+			for j := range st.Levels[i].Services {
+				s := &st.Levels[i].Services[j]
+				if ok, has := verified[s.Name]; has {
+					s.Verified = &ok
+				}
+			}
+		}
+		if *asJSON {
+			enc := json.NewEncoder(m.stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(st)
+		}
+		return mgmt.WriteTable(m.stdout, st)
+	}
+	if !*watch {
+		return show()
+	}
+	t := time.NewTicker(*every)
+	defer t.Stop()
+	for {
+		if isTerminal(m.stdout) {
+			fmt.Fprint(m.stdout, "\x1b[H\x1b[2J")
+		}
+		if err := show(); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (m *mgmtCmd) history(ctx context.Context, args []string) error {
+	var asJSON *bool
+	fs, err := m.flags("history", args, 1, func(fs *flag.FlagSet) { asJSON = fs.Bool("json", false, "print JSON") })
+	if err != nil {
+		return err
+	}
+	a, err := m.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	if _, err := a.Store.GetRun(ctx, fs.Arg(0)); err != nil {
+		return err
+	}
+	evs, err := a.Store.Events(ctx, fs.Arg(0), 0)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		for i := range evs {
+			evs[i].Message = redact.String(evs[i].Message)
+		}
+		enc := json.NewEncoder(m.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(evs)
+	}
+	for _, e := range evs {
+		fmt.Fprintln(m.stdout, historyLine(e))
+	}
+	return nil
+}
+
+func historyLine(e bootlevel.Event) string {
+	s := fmt.Sprintf("%5d %s", e.Seq, e.Time.Local().Format("2006-01-02 15:04:05.000"))
+	if e.Level > 0 {
+		s += fmt.Sprintf(" L%d", e.Level)
+	}
+	if e.Service != "" {
+		s += " " + e.Service
+	}
+	s += " " + e.Kind
+	if e.Step != "" {
+		s += " step=" + string(e.Step)
+	}
+	if e.State != "" {
+		s += " state=" + e.State
+	}
+	if e.Message != "" {
+		s += ": " + redact.String(e.Message)
+	}
+	return s
+}
+
+func (m *mgmtCmd) repair(ctx context.Context, args []string) error {
+	var max *int
+	fs, err := m.flags("repair", args, 1, func(fs *flag.FlagSet) {
+		max = fs.Int("max-restarts", 2, "restart a failed service at most this many times")
+	})
+	if err != nil {
+		return err
+	}
+	a, err := m.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	os.Setenv(app.HomeEnv, m.home)
+	rep, err := a.Engine.Repair(ctx, fs.Arg(0), *max)
+	if rep != nil {
+		for _, f := range rep.Failures {
+			fmt.Fprintln(m.stderr, "  "+indent(redact.String(f.Error())))
+		}
+		fmt.Fprintf(m.stdout, "run %s is %s\n", rep.Run, rep.State)
+	}
+	return err
+}
+
+func (m *mgmtCmd) teardown(ctx context.Context, args []string) error {
+	var dry, asJSON *bool
+	fs, err := m.flags("teardown", args, 1, func(fs *flag.FlagSet) {
+		dry = fs.Bool("dry-run", false, "list what would be destroyed, destroy nothing")
+		asJSON = fs.Bool("json", false, "print the report as JSON")
+	})
+	if err != nil {
+		return err
+	}
+	a, err := m.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	td := &mgmt.Teardown{
+		Engine:   a.Engine,
+		Store:    a.Store,
+		Sweepers: []mgmt.Sweeper{mgmt.ProcessSweeper{Home: m.home}},
+	}
+	if !*asJSON {
+		td.Out = m.stdout
+	}
+	rep, err := td.Run(ctx, fs.Arg(0), *dry)
+	if rep == nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(m.stdout)
+		enc.SetIndent("", "  ")
+		if jerr := enc.Encode(rep); jerr != nil {
+			return jerr
+		}
+		return err
+	}
+	verb := "destroyed"
+	if rep.DryRun {
+		verb = "would destroy"
+	}
+	fmt.Fprintf(m.stdout, "%s %d:\n", verb, len(rep.Destroyed))
+	for _, d := range rep.Destroyed {
+		fmt.Fprintf(m.stdout, "  %s\n", d)
+	}
+	for _, n := range rep.Notes {
+		fmt.Fprintf(m.stdout, "note: %s\n", n)
+	}
+	if !rep.DryRun {
+		fmt.Fprintf(m.stdout, "remaining %d:\n", len(rep.Remaining))
+		for _, r := range rep.Remaining {
+			fmt.Fprintf(m.stdout, "  %s\n", r)
+		}
+	}
+	return err
+}
+
+func (m *mgmtCmd) logs(ctx context.Context, args []string) error {
+	fs, err := m.flags("logs", args, 2, nil)
+	if err != nil {
+		return err
+	}
+	a, err := m.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	recs, err := a.Store.Services(ctx, fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	for _, s := range recs {
+		if s.Name == fs.Arg(1) {
+			if s.LogPath == "" {
+				return fmt.Errorf("service %s has no log yet", s.Name)
+			}
+			f, err := os.Open(s.LogPath)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			_, err = io.Copy(m.stdout, f)
+			return err
+		}
+	}
+	return app.Usagef("run %s has no service %q", fs.Arg(0), fs.Arg(1))
+}

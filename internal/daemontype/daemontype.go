@@ -1,0 +1,289 @@
+// Package daemontype turns a Nightshift daemon (the provisioner, the
+// controller) into a built-in launch-plan service type: boot starts the
+// daemon detached, in its own session, with its log in the service's working
+// directory and its AMQP URL in a 0600 file rather than on a command line
+// anyone can read; ready pings it over AMQP; terminate stops it with SIGTERM,
+// then SIGKILL after a grace period.
+package daemontype
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"nightshift/bootlevel"
+	"nightshift/internal/amqpbus"
+	"nightshift/internal/ping"
+	"nightshift/internal/redact"
+	"nightshift/launchplan"
+)
+
+// Spec describes one daemon type.
+type Spec struct {
+	// Name is the service type and the default binary name.
+	Name string
+	// Component is the AMQP component the daemon consumes and answers pings on.
+	Component string
+	// Keys are the config keys the type accepts besides amqp_url and binary.
+	Keys []string
+	// Args builds the daemon's arguments from the checked config. files lets
+	// it write extra files (jobs, specs) into the daemon's directory.
+	Args func(req bootlevel.StepRequest, cfg map[string]any, dir string) ([]string, error)
+}
+
+// Type implements bootlevel.Driver for a daemon.
+type Type struct {
+	Spec Spec
+	// BinDir is where the daemons' binaries are looked for first (the
+	// directory of the running launch binary); then $PATH.
+	BinDir string
+	Log    *slog.Logger
+	Grace  time.Duration
+}
+
+var _ bootlevel.Driver = (*Type)(nil)
+
+// Check validates a service's config table.
+func (t *Type) Check(cfg map[string]any) error {
+	known := map[string]bool{"amqp_url": true, "binary": true}
+	for _, k := range t.Spec.Keys {
+		known[k] = true
+	}
+	for k := range cfg {
+		if !known[k] {
+			keys := append([]string{"amqp_url", "binary"}, t.Spec.Keys...)
+			return fmt.Errorf("config.%s: unknown key for a %s (known: %s)", k, t.Spec.Name, strings.Join(keys, ", "))
+		}
+	}
+	if s, _ := cfg["amqp_url"].(string); s == "" {
+		return fmt.Errorf("config.amqp_url: required (for example \"${broker.url}\")")
+	}
+	return nil
+}
+
+// Acquire: daemons run on this machine.
+func (t *Type) Acquire(ctx context.Context, run string, svc *launchplan.Service) (bootlevel.Host, error) {
+	if err := t.Check(svc.TypeConfig); err != nil {
+		return bootlevel.Host{}, fmt.Errorf("%s %s: %w", t.Spec.Name, svc.Name, err)
+	}
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "localhost"
+	}
+	return bootlevel.Host{Hostname: host, InstanceID: t.Spec.Name + ":" + svc.Name}, nil
+}
+
+// Release: nothing beyond the terminate step.
+func (t *Type) Release(context.Context, string, *launchplan.Service, bootlevel.Host) error { return nil }
+
+// Run performs boot, ready and terminate.
+func (t *Type) Run(ctx context.Context, req bootlevel.StepRequest) (bootlevel.StepResult, error) {
+	cfg := req.Service.TypeConfig
+	if err := t.Check(cfg); err != nil {
+		return bootlevel.StepResult{}, fmt.Errorf("%s %s: %w", t.Spec.Name, req.Service.Name, err)
+	}
+	dir := filepath.Join(req.WorkDir, t.Spec.Name)
+	var tail []string
+	say := func(format string, args ...any) {
+		line := redact.String(fmt.Sprintf(format, args...))
+		tail = append(tail, line)
+		appendLog(req.LogPath, t.Spec.Name+": "+line)
+	}
+	var err error
+	var out map[string]string
+	switch req.Step {
+	case bootlevel.StepBoot:
+		out, err = t.boot(ctx, req, cfg, dir, say)
+	case bootlevel.StepReady:
+		err = t.ready(ctx, req, cfg)
+	case bootlevel.StepTerminate:
+		err = t.stop(ctx, dir, say)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return bootlevel.StepResult{Tail: tail}, fmt.Errorf("%s %s %s: %w", t.Spec.Name, req.Service.Name, req.Step, errors.Join(err, ctx.Err()))
+		}
+		say("%s failed: %v", req.Step, err)
+		if req.Step == bootlevel.StepReady || req.Step == bootlevel.StepBoot {
+			tail = append(tail, lastLines(filepath.Join(dir, "daemon.log"), 10)...)
+		}
+		return bootlevel.StepResult{ExitCode: 1, Tail: tail}, nil
+	}
+	return bootlevel.StepResult{Outputs: out, Tail: tail}, nil
+}
+
+func (t *Type) binary(cfg map[string]any) (string, error) {
+	if b, _ := cfg["binary"].(string); b != "" {
+		return b, nil
+	}
+	if t.BinDir != "" {
+		p := filepath.Join(t.BinDir, t.Spec.Name)
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath(t.Spec.Name)
+	if err != nil {
+		return "", fmt.Errorf("no %s binary beside launch (%s) or on $PATH: build it with `go build -o bin/ ./cmd/...`", t.Spec.Name, t.BinDir)
+	}
+	return p, nil
+}
+
+func (t *Type) boot(ctx context.Context, req bootlevel.StepRequest, cfg map[string]any, dir string, say func(string, ...any)) (map[string]string, error) {
+	if err := t.stop(ctx, dir, say); err != nil { // never two daemons for one service
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	bin, err := t.binary(cfg)
+	if err != nil {
+		return nil, err
+	}
+	urlFile := filepath.Join(dir, "amqp-url")
+	if err := os.WriteFile(urlFile, []byte(cfg["amqp_url"].(string)+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	home := os.Getenv("NIGHTSHIFT_HOME")
+	args := []string{"--run", req.Run, "--home", home, "--amqp-url-file", urlFile}
+	if t.Spec.Args != nil {
+		more, err := t.Spec.Args(req, cfg, dir)
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, more...)
+	}
+	logf, err := os.OpenFile(filepath.Join(dir, "daemon.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	cmd.Env = os.Environ()
+	for k, v := range req.Env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true} // outlives launch, as a daemon must
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	pid := cmd.Process.Pid
+	cmd.Process.Release()
+	if err := os.WriteFile(filepath.Join(dir, "pid"), []byte(strconv.Itoa(pid)+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	say("started %s (pid %d), log %s", bin, pid, filepath.Join(dir, "daemon.log"))
+	return map[string]string{"pid": strconv.Itoa(pid), "component": t.Spec.Component, "log": filepath.Join(dir, "daemon.log")}, nil
+}
+
+func (t *Type) ready(ctx context.Context, req bootlevel.StepRequest, cfg map[string]any) error {
+	url := cfg["amqp_url"].(string)
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	bus, err := amqpbus.Dial(dctx, amqpbus.Config{URL: url, Run: req.Run, Name: "ready-check:" + req.Service.Name, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return fmt.Errorf("connect to the broker: %w", err)
+	}
+	defer bus.Close()
+	pctx, pcancel := context.WithTimeout(ctx, 3*time.Second)
+	defer pcancel()
+	_, err = ping.Call(pctx, bus, req.Run, "launch", t.Spec.Component)
+	return err
+}
+
+func (t *Type) stop(ctx context.Context, dir string, say func(string, ...any)) error {
+	pidFile := filepath.Join(dir, "pid")
+	data, err := os.ReadFile(pidFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil || pid <= 1 {
+		return fmt.Errorf("pid file %s holds %q", pidFile, data)
+	}
+	if !alive(pid, dir) {
+		os.Remove(pidFile)
+		return nil
+	}
+	grace := t.Grace
+	if grace == 0 {
+		grace = 10 * time.Second
+	}
+	say("stopping pid %d", pid)
+	syscall.Kill(pid, syscall.SIGTERM)
+	deadline := time.Now().Add(grace)
+	for alive(pid, dir) {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			say("pid %d ignored SIGTERM for %s: SIGKILL", pid, grace)
+			syscall.Kill(pid, syscall.SIGKILL)
+			for i := 0; i < 20 && alive(pid, dir); i++ {
+				time.Sleep(50 * time.Millisecond)
+			}
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if alive(pid, dir) {
+		return fmt.Errorf("pid %d survived SIGKILL", pid)
+	}
+	return os.Remove(pidFile)
+}
+
+// alive reports whether pid still runs the daemon started in dir; pids are
+// reused, and the daemon's working directory identifies it.
+func alive(pid int, dir string) bool {
+	cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid))
+	if err != nil {
+		return false
+	}
+	if stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+		if i := strings.LastIndexByte(string(stat), ')'); i > 0 && i+2 < len(stat) && stat[i+2] == 'Z' {
+			return false
+		}
+	}
+	return filepath.Clean(cwd) == filepath.Clean(dir)
+}
+
+func appendLog(path, line string) {
+	if path == "" {
+		return
+	}
+	os.MkdirAll(filepath.Dir(path), 0o700)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	fmt.Fprintf(f, "%s %s\n", time.Now().UTC().Format(time.RFC3339), line)
+}
+
+func lastLines(path string, n int) []string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	if len(data) > 64<<10 {
+		data = data[len(data)-64<<10:]
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	for i := range lines {
+		lines[i] = redact.String(lines[i])
+	}
+	return lines
+}

@@ -1,0 +1,144 @@
+// Package progress renders a boot's events for a person: on a terminal a
+// compact view redrawn in place (one line per service, grouped by level), and
+// elsewhere one plain line per event, which is what logs and CI want.
+package progress
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"nightshift/bootlevel"
+	"nightshift/internal/redact"
+)
+
+// Printer receives engine events; it is safe for concurrent use because the
+// engine reports from one goroutine per service.
+type Printer struct {
+	mu    sync.Mutex
+	w     io.Writer
+	live  bool
+	lines int // lines drawn by the last live frame
+	start time.Time
+	svcs  map[string]*row
+	order []string
+}
+
+type row struct {
+	level int
+	name  string
+	state string
+	note  string
+	since time.Time
+}
+
+// New returns a printer; live selects the in-place terminal view.
+func New(w io.Writer, live bool) *Printer {
+	return &Printer{w: w, live: live, start: time.Now(), svcs: map[string]*row{}}
+}
+
+// Event is the engine's OnEvent hook.
+func (p *Printer) Event(e bootlevel.Event) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.live {
+		fmt.Fprintln(p.w, Line(e))
+		return
+	}
+	if e.Service != "" {
+		r, ok := p.svcs[e.Service]
+		if !ok {
+			r = &row{level: e.Level, name: e.Service, since: e.Time}
+			p.svcs[e.Service] = r
+			p.order = append(p.order, e.Service)
+		}
+		if e.State != "" && e.State != r.state {
+			r.state = e.State
+			r.since = e.Time
+		}
+		if e.Step != "" {
+			r.note = string(e.Step)
+		}
+		if e.Message != "" {
+			r.note = firstLine(redact.String(e.Message))
+		}
+	}
+	p.redraw()
+}
+
+// Line formats one event as a single plain line.
+func Line(e bootlevel.Event) string {
+	var b strings.Builder
+	b.WriteString(e.Time.Format("15:04:05.000"))
+	if e.Level > 0 {
+		fmt.Fprintf(&b, " L%d", e.Level)
+	}
+	if e.Service != "" {
+		fmt.Fprintf(&b, " %s", e.Service)
+	}
+	fmt.Fprintf(&b, " %s", e.Kind)
+	if e.Step != "" {
+		fmt.Fprintf(&b, " step=%s", e.Step)
+	}
+	if e.State != "" {
+		fmt.Fprintf(&b, " state=%s", e.State)
+	}
+	if e.Message != "" {
+		fmt.Fprintf(&b, ": %s", redact.String(e.Message))
+	}
+	return b.String()
+}
+
+func (p *Printer) redraw() {
+	if p.lines > 0 {
+		fmt.Fprintf(p.w, "\x1b[%dA\x1b[J", p.lines) // up and clear to the end
+	}
+	rows := make([]*row, 0, len(p.order))
+	for _, n := range p.order {
+		rows = append(rows, p.svcs[n])
+	}
+	sort.SliceStable(rows, func(i, j int) bool { return rows[i].level < rows[j].level })
+	lines := 0
+	level := -1
+	for _, r := range rows {
+		if r.level != level {
+			level = r.level
+			fmt.Fprintf(p.w, "level %d\n", level)
+			lines++
+		}
+		fmt.Fprintf(p.w, "  %s %-24s %-11s %s\n", mark(r.state), r.name, r.state, trim(r.note, 60))
+		lines++
+	}
+	p.lines = lines
+}
+
+func mark(state string) string {
+	switch bootlevel.ServiceState(state) {
+	case bootlevel.ServiceReady:
+		return "✔"
+	case bootlevel.ServiceFailed:
+		return "✘"
+	case bootlevel.ServiceTerminated:
+		return "■"
+	case bootlevel.ServiceBooting, bootlevel.ServiceTerminating:
+		return "…"
+	}
+	return "·"
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+func trim(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-1] + "…"
+}

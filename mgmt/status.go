@@ -1,0 +1,236 @@
+// Package mgmt owns what an operator sees and does to a run after launch:
+// status (levels, services, and the worker pools of its jobs, with the reason
+// for each decision), history, and teardown, which stops the pools, tears the
+// levels down in reverse and then proves that nothing of the run is left.
+package mgmt
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"nightshift/bootlevel"
+	"nightshift/internal/redact"
+)
+
+// RunStatus is the shape of `mgmt status --json`. States are lowercase.
+type RunStatus struct {
+	Run     string        `json:"run"`
+	Plan    string        `json:"plan"`
+	State   string        `json:"state"`
+	Created time.Time     `json:"created"`
+	Updated time.Time     `json:"updated"`
+	Levels  []LevelStatus `json:"levels"`
+	Jobs    []JobStatus   `json:"jobs"`
+}
+
+// LevelStatus is one bootlevel.
+type LevelStatus struct {
+	Level    int             `json:"level"`
+	Services []ServiceStatus `json:"services"`
+}
+
+// ServiceStatus is one service; secret attribute values are redacted.
+type ServiceStatus struct {
+	Name       string            `json:"name"`
+	State      string            `json:"state"`
+	Attributes map[string]string `json:"attributes"`
+	Host       string            `json:"host,omitempty"`
+	InstanceID string            `json:"instance_id,omitempty"`
+	Restarts   int               `json:"restarts"`
+	Error      string            `json:"error,omitempty"`
+	Log        string            `json:"log,omitempty"`
+	// Verified is set by `status --verify`: the result of running the
+	// service's ready check just now.
+	Verified *bool `json:"verified,omitempty"`
+}
+
+// JobStatus is one worker pool.
+type JobStatus struct {
+	Name         string         `json:"name"`
+	Engine       string         `json:"engine"`
+	Policy       map[string]any `json:"policy,omitempty"`
+	Desired      int            `json:"desired"`
+	Counts       map[string]int `json:"counts,omitempty"`
+	QueueDepth   *int           `json:"queue_depth"`
+	QueueSource  string         `json:"queue_source,omitempty"`
+	LastDecision *Decision      `json:"last_decision,omitempty"`
+	Workers      []WorkerStatus `json:"workers"`
+}
+
+// Decision is the last decision an engine took, with its reason.
+type Decision struct {
+	Time   time.Time `json:"time"`
+	Reason string    `json:"reason"`
+}
+
+// WorkerStatus is one worker instance of a pool.
+type WorkerStatus struct {
+	ID            string   `json:"id"`
+	State         string   `json:"state"`
+	Health        string   `json:"health"`
+	Host          string   `json:"host,omitempty"`
+	HeartbeatAgeS *float64 `json:"heartbeat_age_s"`
+	Restarts      int      `json:"restarts"`
+}
+
+// JobSource supplies the pools of a run; the controllers provide one. It may
+// be nil for runs that have no jobs.
+type JobSource interface {
+	Jobs(ctx context.Context, run string) ([]JobStatus, error)
+}
+
+// Status assembles a run's status from the store (and the pools from jobs).
+func Status(ctx context.Context, st bootlevel.Store, run string, jobs JobSource) (*RunStatus, error) {
+	r, err := st.GetRun(ctx, run)
+	if err != nil {
+		return nil, fmt.Errorf("status of run %q: %w", run, err)
+	}
+	recs, err := st.Services(ctx, run)
+	if err != nil {
+		return nil, fmt.Errorf("status of run %q: %w", run, err)
+	}
+	out := &RunStatus{
+		Run: r.Name, Plan: r.PlanPath, State: string(r.State),
+		Created: r.Created, Updated: r.Updated,
+		Levels: levels(recs), Jobs: []JobStatus{},
+	}
+	if jobs != nil {
+		js, err := jobs.Jobs(ctx, run)
+		if err != nil {
+			return nil, fmt.Errorf("pools of run %q: %w", run, err)
+		}
+		out.Jobs = js
+	}
+	return out, nil
+}
+
+func levels(recs []bootlevel.ServiceRecord) []LevelStatus {
+	byLevel := map[int][]ServiceStatus{}
+	for _, s := range recs {
+		attrs := redact.Map(s.Attributes)
+		if attrs == nil {
+			attrs = map[string]string{}
+		}
+		byLevel[s.Level] = append(byLevel[s.Level], ServiceStatus{
+			Name: s.Name, State: string(s.State), Attributes: attrs,
+			Host: s.Host.Hostname, InstanceID: s.Host.InstanceID,
+			Restarts: s.Restarts, Error: redact.String(s.Error), Log: s.LogPath,
+		})
+	}
+	nums := make([]int, 0, len(byLevel))
+	for n := range byLevel {
+		nums = append(nums, n)
+	}
+	sort.Ints(nums)
+	out := make([]LevelStatus, 0, len(nums))
+	for _, n := range nums {
+		svcs := byLevel[n]
+		sort.Slice(svcs, func(i, j int) bool { return svcs[i].Name < svcs[j].Name })
+		out = append(out, LevelStatus{Level: n, Services: svcs})
+	}
+	return out
+}
+
+// WriteTable renders a status for a person.
+func WriteTable(w io.Writer, s *RunStatus) error {
+	fmt.Fprintf(w, "run %s  state %s  plan %s\n", s.Run, s.State, s.Plan)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "LEVEL\tSERVICE\tSTATE\tHOST\tATTRIBUTES")
+	for _, l := range s.Levels {
+		for _, svc := range l.Services {
+			state := svc.State
+			if svc.Verified != nil && !*svc.Verified {
+				state += " (ready check failing)"
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", l.Level, svc.Name, state, svc.Host, attrLine(svc.Attributes))
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, l := range s.Levels {
+		for _, svc := range l.Services {
+			if svc.Error != "" {
+				fmt.Fprintf(w, "  %s: %s\n", svc.Name, firstLine(svc.Error))
+			}
+		}
+	}
+	for _, j := range s.Jobs {
+		writeJob(w, j)
+	}
+	return nil
+}
+
+func writeJob(w io.Writer, j JobStatus) {
+	depth := "n/a"
+	if j.QueueDepth != nil {
+		depth = fmt.Sprintf("%d", *j.QueueDepth)
+		if j.QueueSource != "" {
+			depth += " (" + j.QueueSource + ")"
+		}
+	}
+	fmt.Fprintf(w, "\njob %s  engine %s  desired %d  queue %s  %s\n", j.Name, j.Engine, j.Desired, depth, countLine(j.Counts))
+	if j.LastDecision != nil {
+		fmt.Fprintf(w, "  last decision %s: %s\n", j.LastDecision.Time.Format(time.RFC3339), j.LastDecision.Reason)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  WORKER\tSTATE\tHEALTH\tHOST\tHEARTBEAT\tRESTARTS")
+	for _, wk := range j.Workers {
+		hb := "-"
+		if wk.HeartbeatAgeS != nil {
+			hb = fmt.Sprintf("%.1fs ago", *wk.HeartbeatAgeS)
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%d\n", wk.ID, wk.State, wk.Health, wk.Host, hb, wk.Restarts)
+	}
+	tw.Flush()
+}
+
+func countLine(c map[string]int) string {
+	keys := make([]string, 0, len(c))
+	for k := range c {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s=%d", k, c[k]))
+	}
+	return strings.Join(parts, " ")
+}
+
+// builtinAttr are shown in their own columns (or are implied by the row),
+// so the table leaves them out of the attribute list.
+func builtinAttr(k string) bool {
+	return k == "hostname" || k == "instance_id" || k == "level" || k == "run"
+}
+
+func attrLine(m map[string]string) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		if !builtinAttr(k) {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, k+"="+m[k])
+	}
+	s := strings.Join(parts, " ")
+	if len(s) > 80 {
+		s = s[:77] + "..."
+	}
+	return s
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
