@@ -21,8 +21,10 @@ func run(t *testing.T, cmd func(context.Context, []string, *bytes.Buffer, *bytes
 	return code, out.String(), errb.String()
 }
 
-func launch(ctx context.Context, args []string, o, e *bytes.Buffer) int { return Launch(ctx, args, o, e) }
-func mgmtc(ctx context.Context, args []string, o, e *bytes.Buffer) int  { return Mgmt(ctx, args, o, e) }
+func launch(ctx context.Context, args []string, o, e *bytes.Buffer) int {
+	return Launch(ctx, args, o, e)
+}
+func mgmtc(ctx context.Context, args []string, o, e *bytes.Buffer) int { return Mgmt(ctx, args, o, e) }
 
 func TestInvalidPlansExit2WithPositionAndLaunchNothing(t *testing.T) {
 	cases := []struct {

@@ -82,7 +82,9 @@ func (t *Type) Acquire(ctx context.Context, run string, svc *launchplan.Service)
 }
 
 // Release: nothing beyond the terminate step.
-func (t *Type) Release(context.Context, string, *launchplan.Service, bootlevel.Host) error { return nil }
+func (t *Type) Release(context.Context, string, *launchplan.Service, bootlevel.Host) error {
+	return nil
+}
 
 // Run performs boot, ready and terminate.
 func (t *Type) Run(ctx context.Context, req bootlevel.StepRequest) (bootlevel.StepResult, error) {

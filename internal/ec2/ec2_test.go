@@ -74,7 +74,6 @@ func (l *lossyAPI) RunInstances(ctx context.Context, in *awsec2.RunInstancesInpu
 	return out, err
 }
 
-
 func TestAmbiguousErrorThenRetryAdoptsInsteadOfDoubling(t *testing.T) {
 	u := ec2test.URL(t)
 	t.Setenv("AWS_ACCESS_KEY_ID", "testing")
