@@ -1,0 +1,478 @@
+// Package brokertype is the built-in `broker` service type: it gives a run
+// its RabbitMQ. In private mode (the default for local plans) it starts a
+// node of the run's own on this host — its own node name, ports, data and
+// logs under the service's working directory, its own generated password —
+// so several runs and the system broker never collide. In external mode it
+// adopts an existing broker given by URL and never stops it. Readiness is an
+// AMQP connection, plus the management API in private mode, because the
+// queue-length engine needs it to count unacknowledged messages.
+package brokertype
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"nightshift/bootlevel"
+	"nightshift/internal/redact"
+	"nightshift/launchplan"
+)
+
+// Type implements bootlevel.Driver for `type = "broker"` services.
+type Type struct {
+	Log *slog.Logger
+	// ServerPath is RabbitMQ's own start script (not Debian's wrapper, which
+	// insists on /var/lib/rabbitmq as working directory).
+	ServerPath string
+}
+
+var _ bootlevel.Driver = (*Type)(nil)
+
+// New returns the broker type with Debian's paths.
+func New(log *slog.Logger) *Type {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Type{Log: log, ServerPath: "/usr/lib/rabbitmq/bin/rabbitmq-server"}
+}
+
+// Config is a broker service's `config` table.
+type Config struct {
+	Mode           string // "private" or "external"
+	URL            string // external mode
+	Port           int    // private mode; 0 picks a free port
+	ManagementPort int
+	DistPort       int
+	User           string
+}
+
+// Keys lists the accepted config keys.
+func Keys() []string { return []string{"mode", "url", "port", "management_port", "dist_port", "user"} }
+
+// ParseConfig reads and checks a broker's config table.
+func ParseConfig(m map[string]any) (Config, error) {
+	c := Config{Mode: "private", User: "nightshift"}
+	for k, v := range m {
+		var err error
+		switch k {
+		case "mode":
+			c.Mode, err = str(k, v)
+		case "url":
+			c.URL, err = str(k, v)
+		case "user":
+			c.User, err = str(k, v)
+		case "port":
+			c.Port, err = port(k, v)
+		case "management_port":
+			c.ManagementPort, err = port(k, v)
+		case "dist_port":
+			c.DistPort, err = port(k, v)
+		default:
+			err = fmt.Errorf("config.%s: unknown key for a broker (known: %s)", k, strings.Join(Keys(), ", "))
+		}
+		if err != nil {
+			return Config{}, err
+		}
+	}
+	switch c.Mode {
+	case "private":
+		if c.URL != "" {
+			return Config{}, errors.New("config.url: only for mode = \"external\"")
+		}
+	case "external":
+		if c.URL == "" {
+			return Config{}, errors.New("config.url: required for mode = \"external\"")
+		}
+		u, err := url.Parse(c.URL)
+		if err != nil || (u.Scheme != "amqp" && u.Scheme != "amqps") {
+			return Config{}, fmt.Errorf("config.url: want amqp://user:pass@host:port/vhost, got %q", redact.URL(c.URL))
+		}
+	default:
+		return Config{}, fmt.Errorf("config.mode: want private or external, got %q", c.Mode)
+	}
+	return c, nil
+}
+
+func str(k string, v any) (string, error) {
+	s, ok := v.(string)
+	if !ok {
+		return "", fmt.Errorf("config.%s: want a string, got %T", k, v)
+	}
+	return s, nil
+}
+
+func port(k string, v any) (int, error) {
+	var n int64
+	switch x := v.(type) {
+	case int64:
+		n = x
+	case int:
+		n = int64(x)
+	case float64:
+		n = int64(x)
+	case string:
+		p, err := strconv.Atoi(x)
+		if err != nil {
+			return 0, fmt.Errorf("config.%s: want a port number, got %q", k, x)
+		}
+		n = int64(p)
+	default:
+		return 0, fmt.Errorf("config.%s: want a port number, got %T", k, v)
+	}
+	if n < 0 || n > 65535 {
+		return 0, fmt.Errorf("config.%s: %d is not a port", k, n)
+	}
+	return int(n), nil
+}
+
+// Acquire: the broker runs on this machine (private) or wherever its URL says.
+func (t *Type) Acquire(ctx context.Context, run string, svc *launchplan.Service) (bootlevel.Host, error) {
+	cfg, err := ParseConfig(svc.TypeConfig)
+	if err != nil {
+		return bootlevel.Host{}, fmt.Errorf("broker %s: %w", svc.Name, err)
+	}
+	if cfg.Mode == "external" {
+		u, _ := url.Parse(cfg.URL)
+		return bootlevel.Host{Hostname: u.Hostname(), InstanceID: "external"}, nil
+	}
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "localhost"
+	}
+	return bootlevel.Host{Hostname: host, InstanceID: nodeName(run, svc.Name)}, nil
+}
+
+// Release: nothing to give back; the terminate step stopped the node.
+func (t *Type) Release(context.Context, string, *launchplan.Service, bootlevel.Host) error {
+	return nil
+}
+
+// Run performs the boot, ready and terminate steps.
+func (t *Type) Run(ctx context.Context, req bootlevel.StepRequest) (bootlevel.StepResult, error) {
+	cfg, err := ParseConfig(req.Service.TypeConfig)
+	if err != nil {
+		return bootlevel.StepResult{}, fmt.Errorf("broker %s: %w", req.Service.Name, err)
+	}
+	lg := newStepLog(req.LogPath)
+	defer lg.close()
+	var stepErr error
+	var out map[string]string
+	switch req.Step {
+	case bootlevel.StepBoot:
+		out, stepErr = t.boot(ctx, req, cfg, lg)
+	case bootlevel.StepReady:
+		stepErr = t.ready(ctx, req, cfg, lg)
+	case bootlevel.StepTerminate:
+		stepErr = t.terminate(ctx, req, cfg, lg)
+	default:
+		return bootlevel.StepResult{}, nil
+	}
+	if stepErr != nil {
+		if ctx.Err() != nil {
+			return bootlevel.StepResult{Tail: lg.tail()}, fmt.Errorf("broker %s %s: %w", req.Service.Name, req.Step, errors.Join(stepErr, ctx.Err()))
+		}
+		lg.printf("%s failed: %v", req.Step, stepErr)
+		return bootlevel.StepResult{ExitCode: 1, Tail: lg.tail()}, nil
+	}
+	return bootlevel.StepResult{Outputs: out, Tail: lg.tail()}, nil
+}
+
+func nodeName(run, svc string) string { return "ns-" + run + "-" + svc + "@localhost" }
+
+func (t *Type) dir(req bootlevel.StepRequest) string { return filepath.Join(req.WorkDir, "rabbit") }
+
+func (t *Type) boot(ctx context.Context, req bootlevel.StepRequest, cfg Config, lg *stepLog) (map[string]string, error) {
+	if cfg.Mode == "external" {
+		u, _ := url.Parse(cfg.URL)
+		lg.printf("using external broker %s", redact.URL(cfg.URL))
+		return map[string]string{"url": cfg.URL, "host": u.Hostname(), "port": portOf(u), "mode": "external", "management_url": ""}, nil
+	}
+	if _, err := os.Stat(t.ServerPath); err != nil {
+		return nil, fmt.Errorf("rabbitmq-server is not installed (%s missing): apt-get install rabbitmq-server", t.ServerPath)
+	}
+	dir := t.dir(req)
+	// A node left from an earlier boot of this service is stopped first, so
+	// a re-boot never leaves two nodes of one service.
+	if err := stopNode(ctx, dir, 30*time.Second, lg); err != nil {
+		return nil, err
+	}
+	ports := []int{cfg.Port, cfg.ManagementPort, cfg.DistPort}
+	for i, p := range ports {
+		if p == 0 {
+			free, err := freePort()
+			if err != nil {
+				return nil, err
+			}
+			ports[i] = free
+		}
+	}
+	pass, err := password()
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range []string{dir, filepath.Join(dir, "mnesia"), filepath.Join(dir, "log")} {
+		if err := os.MkdirAll(d, 0o750); err != nil {
+			return nil, fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	conf := fmt.Sprintf(`listeners.tcp.default = 127.0.0.1:%d
+management.tcp.port = %d
+management.tcp.ip = 127.0.0.1
+loopback_users = none
+default_user = %s
+default_pass = %s
+`, ports[0], ports[1], cfg.User, pass)
+	if err := os.WriteFile(filepath.Join(dir, "rabbitmq.conf"), []byte(conf), 0o600); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "enabled_plugins"), []byte("[rabbitmq_management].\n"), 0o600); err != nil {
+		return nil, err
+	}
+	cred, err := runAs(dir, lg)
+	if err != nil {
+		return nil, err
+	}
+	node := nodeName(req.Run, req.Service.Name)
+	cmd := exec.CommandContext(ctx, t.ServerPath, "-detached")
+	cmd.Dir = dir // where a failed boot leaves erl_crash.dump
+	cmd.Env = append(os.Environ(), envList(req.Env)...)
+	cmd.Env = append(cmd.Env,
+		"HOME="+dir,
+		"RABBITMQ_NODENAME="+node,
+		"RABBITMQ_NODE_PORT="+strconv.Itoa(ports[0]),
+		"RABBITMQ_DIST_PORT="+strconv.Itoa(ports[2]),
+		"RABBITMQ_MNESIA_BASE="+filepath.Join(dir, "mnesia"),
+		"RABBITMQ_LOG_BASE="+filepath.Join(dir, "log"),
+		"RABBITMQ_PID_FILE="+filepath.Join(dir, "pid"),
+		"RABBITMQ_ENABLED_PLUGINS_FILE="+filepath.Join(dir, "enabled_plugins"),
+		"RABBITMQ_CONFIG_FILE="+filepath.Join(dir, "rabbitmq"),
+	)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setsid: true}
+	if cred != nil {
+		cmd.Env = append(cmd.Env, "USER=rabbitmq", "LOGNAME=rabbitmq")
+	}
+	cmd.Stdout, cmd.Stderr = lg.file(), lg.file()
+	lg.printf("starting private RabbitMQ node %s on 127.0.0.1:%d (management %d) in %s", node, ports[0], ports[1], dir)
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("start rabbitmq node %s: %w", node, err)
+	}
+	u := &url.URL{Scheme: "amqp", User: url.UserPassword(cfg.User, pass), Host: fmt.Sprintf("127.0.0.1:%d", ports[0]), Path: "/"}
+	mgmtURL := (&url.URL{Scheme: "http", User: url.UserPassword(cfg.User, pass), Host: fmt.Sprintf("127.0.0.1:%d", ports[1])}).String()
+	return map[string]string{
+		"url": u.String(), "host": "127.0.0.1", "port": strconv.Itoa(ports[0]),
+		"management_url": mgmtURL, "node": node, "mode": "private",
+		"user": cfg.User, "password": pass, "data_dir": dir,
+	}, nil
+}
+
+func (t *Type) ready(ctx context.Context, req bootlevel.StepRequest, cfg Config, lg *stepLog) error {
+	raw := cfg.URL
+	mgmtURL := ""
+	if cfg.Mode == "private" {
+		raw = req.Service.Attributes["url"]
+		mgmtURL = req.Service.Attributes["management_url"]
+	}
+	if raw == "" {
+		return errors.New("no broker url recorded: the boot step did not export one")
+	}
+	dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	conn, err := amqp.DialConfig(raw, amqp.Config{Dial: func(network, addr string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(dctx, network, addr)
+	}, Properties: amqp.Table{"connection_name": "nightshift-ready-check"}})
+	if err != nil {
+		return fmt.Errorf("connect %s: %s", redact.URL(raw), redact.String(err.Error()))
+	}
+	conn.Close()
+	if mgmtURL != "" {
+		if err := mgmtReady(dctx, mgmtURL); err != nil {
+			return err
+		}
+	}
+	lg.printf("broker %s is ready", redact.URL(raw))
+	return nil
+}
+
+func mgmtReady(ctx context.Context, mgmtURL string) error {
+	u, err := url.Parse(mgmtURL)
+	if err != nil {
+		return fmt.Errorf("management url: %w", err)
+	}
+	pass, _ := u.User.Password()
+	userName := u.User.Username()
+	u.User = nil
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String()+"/api/overview", nil)
+	if err != nil {
+		return err
+	}
+	req.SetBasicAuth(userName, pass)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("management api %s: %s", u.String(), redact.String(err.Error()))
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("management api %s: HTTP %d", u.String(), resp.StatusCode)
+	}
+	return nil
+}
+
+func (t *Type) terminate(ctx context.Context, req bootlevel.StepRequest, cfg Config, lg *stepLog) error {
+	if cfg.Mode == "external" {
+		lg.printf("external broker left running")
+		return nil
+	}
+	return stopNode(ctx, t.dir(req), 30*time.Second, lg)
+}
+
+// stopNode stops the node whose pid file is in dir: SIGTERM (the Erlang VM
+// shuts down cleanly on it), then SIGKILL after grace. No pid file, or a
+// pid that is gone or no longer the node's VM, means there is nothing to stop.
+func stopNode(ctx context.Context, dir string, grace time.Duration, lg *stepLog) error {
+	data, err := os.ReadFile(filepath.Join(dir, "pid"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil || pid <= 1 {
+		return fmt.Errorf("pid file %s holds %q", filepath.Join(dir, "pid"), data)
+	}
+	if !isNode(pid, dir) {
+		os.Remove(filepath.Join(dir, "pid"))
+		return nil
+	}
+	lg.printf("stopping RabbitMQ node (pid %d)", pid)
+	syscall.Kill(pid, syscall.SIGTERM)
+	deadline := time.Now().Add(grace)
+	for isNode(pid, dir) {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			lg.printf("node did not stop within %s: SIGKILL", grace)
+			syscall.Kill(pid, syscall.SIGKILL)
+			time.Sleep(200 * time.Millisecond)
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if isNode(pid, dir) {
+		return fmt.Errorf("rabbitmq node pid %d survived SIGKILL", pid)
+	}
+	os.Remove(filepath.Join(dir, "pid"))
+	return nil
+}
+
+// isNode reports whether pid is alive and is the VM of the node in dir
+// (pids are reused; the VM's command line names its home).
+func isNode(pid int, dir string) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return false
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err == nil {
+		if i := strings.LastIndexByte(string(stat), ')'); i > 0 && i+2 < len(stat) && stat[i+2] == 'Z' {
+			return false
+		}
+	}
+	return strings.Contains(string(b), dir)
+}
+
+// runAs returns the credential to start the node with. As root we prefer
+// the rabbitmq user, whose files Debian's tools expect, but only when it can
+// reach dir: the run's own directories (under $NIGHTSHIFT_HOME) are opened
+// for traversal, nothing above them is touched, and when something above
+// them is closed (a home under /root, say) the node runs as root instead.
+func runAs(dir string, lg *stepLog) (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	u, err := user.Lookup("rabbitmq")
+	if err != nil {
+		lg.printf("no rabbitmq user; running the node as root")
+		return nil, nil
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	home := filepath.Clean(os.Getenv("NIGHTSHIFT_HOME"))
+	for p := filepath.Dir(dir); p != "/" && p != "."; p = filepath.Dir(p) {
+		st, err := os.Stat(p)
+		if err != nil {
+			return nil, err
+		}
+		if st.Mode().Perm()&0o001 != 0 {
+			continue
+		}
+		if home != "." && (p == home || strings.HasPrefix(p, home+string(filepath.Separator))) {
+			if err := os.Chmod(p, st.Mode().Perm()|0o001); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		lg.printf("user rabbitmq cannot reach %s (%s is closed); running the node as root", dir, p)
+		return nil, nil
+	}
+	err = filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, uid, gid)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("give %s to rabbitmq: %w", dir, err)
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+func password() (string, error) {
+	b := make([]byte, 18)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b), nil
+}
+
+func portOf(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	if u.Scheme == "amqps" {
+		return "5671"
+	}
+	return "5672"
+}
+
+func envList(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k, v := range m {
+		out = append(out, k+"="+v)
+	}
+	return out
+}
