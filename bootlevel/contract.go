@@ -127,9 +127,9 @@ type ServiceRecord struct {
 	Error      string            `json:"error,omitempty"`
 	LogPath    string            `json:"log_path,omitempty"`
 	Restarts   int               `json:"restarts"`
-	Started    time.Time         `json:"started,omitempty"`
-	ReadyAt    time.Time         `json:"ready_at,omitempty"`
-	Ended      time.Time         `json:"ended,omitempty"`
+	Started    time.Time         `json:"started,omitzero"`
+	ReadyAt    time.Time         `json:"ready_at,omitzero"`
+	Ended      time.Time         `json:"ended,omitzero"`
 	Updated    time.Time         `json:"updated"`
 }
 
