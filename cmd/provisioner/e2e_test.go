@@ -1,0 +1,244 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"nightshift"
+	"nightshift/internal/amqpbus"
+	"nightshift/internal/envelope"
+	"nightshift/internal/procscan"
+	localworker "nightshift/internal/workerdriver/local"
+	"nightshift/provisioner"
+	"nightshift/provisioner/client"
+)
+
+func brokerURL() string {
+	if u := os.Getenv("NIGHTSHIFT_AMQP_URL"); u != "" {
+		return u
+	}
+	return "amqp://guest:guest@127.0.0.1:5672/"
+}
+
+func needBroker(t *testing.T) {
+	t.Helper()
+	uri, err := amqp.ParseURI(brokerURL())
+	if err != nil {
+		t.Fatalf("NIGHTSHIFT_AMQP_URL: %v", err)
+	}
+	c, err := net.DialTimeout("tcp", net.JoinHostPort(uri.Host, fmt.Sprint(uri.Port)), 2*time.Second)
+	if err != nil {
+		msg := fmt.Sprintf("RabbitMQ not reachable at %s: %v", amqpbus.Redacted(brokerURL()), err)
+		if os.Getenv("NIGHTSHIFT_TEST_STRICT") == "1" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	c.Close()
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestSurvivesKill9MidLaunch is the "done when": launches go to a
+// real provisioner process through the real broker, the process is
+// SIGKILLed while launching, a new one starts on the same home, and the run
+// ends with exactly the requested instances and no strays.
+func TestSurvivesKill9MidLaunch(t *testing.T) {
+	needBroker(t)
+	bin := filepath.Join(t.TempDir(), "provisioner")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	home := t.TempDir()
+	rb := make([]byte, 5)
+	rand.Read(rb)
+	run := "prove2e" + hex.EncodeToString(rb)
+	deleteTopology(t, run)
+	secret, err := envelope.LoadOrCreateSecret(filepath.Join(home, "runs", run, "secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if killed, _ := localworker.Sweep(context.Background(), home, run); len(killed) > 0 {
+			t.Errorf("swept stray instances at cleanup: %v", killed)
+		}
+	})
+
+	logs := &syncBuf{}
+	start := func() *exec.Cmd {
+		cmd := exec.Command(bin, "--run", run, "--home", home, "--amqp-url", brokerURL(),
+			"--worker-command", "sleep 3600", "--max-launches", "2", "--reconcile-every", "1s", "--grace", "1s")
+		cmd.Stderr = logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return cmd
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	subscribed := make(chan string, 1)
+	bus, err := amqpbus.Dial(ctx, amqpbus.Config{URL: brokerURL(), Name: "e2e-client", Run: run,
+		Log: slog.New(slog.DiscardHandler), OnConsume: func(q string) { subscribed <- q }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bus.Close()
+	c := client.New(bus, &envelope.Signer{Secret: secret}, "e2e", nil)
+	running := make(chan string, 100)
+	go c.SubscribeEvents(ctx, []string{"instance.*.running"}, func(_ context.Context, inst provisioner.Instance) error {
+		running <- inst.ID
+		return nil
+	})
+	<-subscribed
+
+	const launches, per = 5, 4
+	send := func() {
+		for i := range launches {
+			env, err := envelope.NewEnvelope(provisioner.TypeLaunch, 1, run, "e2e",
+				provisioner.LaunchRequest{LaunchID: fmt.Sprintf("launch-%d", i), Job: "web", Count: per}, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := bus.SendCommand(ctx, provisioner.Component, env); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	first := start()
+	send()
+	// Kill it once a few instances are up: the rest are queued, recorded
+	// but not launched, or mid-launch.
+	for range 3 {
+		select {
+		case <-running:
+		case <-ctx.Done():
+			t.Fatalf("no instances came up before the kill; logs:\n%s", logs)
+		}
+	}
+	first.Process.Signal(syscall.SIGKILL)
+	first.Wait()
+
+	second := start()
+	send() // a client retrying after the outage must not double anything
+
+	var st provisioner.Status
+	for {
+		st, err = c.Describe(ctx, provisioner.DescribeBody{Job: "web"})
+		if err == nil && len(st.Instances) == launches*per && countState(st, nightshift.StateRunning) == launches*per {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("never converged: %+v, err %v\nlogs:\n%s", st, err, logs)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	var want []string
+	for _, in := range st.Instances {
+		want = append(want, in.ID)
+	}
+	slices.Sort(want)
+	owned, err := localworker.ListOwned(home, run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, o := range owned {
+		got = append(got, o.InstanceID)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("live instances %v\nwant exactly the records %v", got, want)
+	}
+	procs, err := procscan.Find("", home, run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(procs) != launches*per {
+		t.Errorf("%d processes carry the run's environment, want %d: %v", len(procs), launches*per, procs)
+	}
+
+	for live := -1; live != 0; {
+		if live, err = c.TerminateAll(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("terminate_all never finished\nlogs:\n%s", logs)
+		}
+		time.Sleep(50 * time.Millisecond) // poll interval, not an assertion
+	}
+	if procs, _ := procscan.Find("", home, run); len(procs) != 0 {
+		t.Errorf("processes left after terminate_all: %v", procs)
+	}
+	second.Process.Signal(syscall.SIGTERM)
+	if err := second.Wait(); err != nil {
+		t.Errorf("provisioner exit after SIGTERM: %v\nlogs:\n%s", err, logs)
+	}
+}
+
+func countState(st provisioner.Status, s nightshift.InstanceState) int {
+	n := 0
+	for _, in := range st.Instances {
+		if in.State == s {
+			n++
+		}
+	}
+	return n
+}
+
+// deleteTopology removes the run's queues and exchanges from the shared
+// broker once the test is done with them.
+func deleteTopology(t *testing.T, run string) {
+	t.Cleanup(func() {
+		conn, err := amqp.Dial(brokerURL())
+		if err != nil {
+			t.Logf("clean up run %s: %v", run, err)
+			return
+		}
+		defer conn.Close()
+		for _, q := range []string{amqpbus.CommandQueue(run, provisioner.Component), amqpbus.DeadQueue(run)} {
+			if ch, err := conn.Channel(); err == nil {
+				ch.QueueDelete(q, false, false, false)
+				ch.Close()
+			}
+		}
+		for _, x := range []string{amqpbus.EventsExchange(run), amqpbus.DeadLetterExchange(run)} {
+			if ch, err := conn.Channel(); err == nil {
+				ch.ExchangeDelete(x, false, false)
+				ch.Close()
+			}
+		}
+	})
+}

@@ -1,0 +1,441 @@
+// Package localworker is the provisioner Driver that runs each instance as a
+// detached process tree on this machine. An instance owns a working
+// directory Home/runs/<run>/instances/<id>/ holding its stdout, stderr,
+// spec.json and owner.json, the ownership marker that lets a teardown (Sweep)
+// or a restarted provisioner (List) find and kill it without any database.
+// Instances run in their own session, so they outlive the provisioner.
+package localworker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"golang.org/x/sync/errgroup"
+
+	"nightshift/provisioner"
+)
+
+// Environment variables every instance process carries. NIGHTSHIFT_HOME and
+// NIGHTSHIFT_RUN follow the convention internal/procscan relies on.
+const (
+	envHome     = "NIGHTSHIFT_HOME"
+	envRun      = "NIGHTSHIFT_RUN"
+	envJob      = "NIGHTSHIFT_JOB"
+	envInstance = "NIGHTSHIFT_INSTANCE_ID"
+	envDir      = "NIGHTSHIFT_INSTANCE_DIR"
+)
+
+const (
+	ownerFile     = "owner.json"
+	defaultGrace  = 10 * time.Second
+	pollInterval  = 50 * time.Millisecond
+	killWaitLimit = 5 * time.Second
+)
+
+// pathSafe is the alphabet of run names and instance ids, which become
+// directory names.
+var pathSafe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$`)
+
+// Owner is the content of owner.json.
+type Owner struct {
+	Run        string `json:"run"`
+	Job        string `json:"job"`
+	InstanceID string `json:"instance_id"`
+	LaunchID   string `json:"launch_id,omitempty"`
+	PID        int    `json:"pid"`
+	// StartTime is the process start time in clock ticks since boot, from
+	// /proc/<pid>/stat, so a reused pid is never mistaken for the instance.
+	StartTime uint64 `json:"start_time"`
+}
+
+// Config configures a Driver.
+type Config struct {
+	Home    string   // root directory; required
+	Run     string   // run name; required
+	Command []string // argv of every instance; required
+	Env     []string // KEY=VALUE pairs added to the few variables inherited (see inheritedEnv)
+	Grace   time.Duration
+	Host    string // reported as the instance host; default os.Hostname()
+	Log     *slog.Logger
+	Clock   clockwork.Clock
+}
+
+// Driver implements provisioner.Driver with local processes.
+type Driver struct {
+	cfg Config
+	// locks serialises launch and terminate per instance within this
+	// process; flock on the directory covers other processes.
+	mu    sync.Mutex
+	locks map[string]*sync.Mutex
+}
+
+var _ provisioner.Driver = (*Driver)(nil)
+
+// New validates cfg.
+func New(cfg Config) (*Driver, error) {
+	if cfg.Home == "" || len(cfg.Command) == 0 {
+		return nil, errors.New("local worker driver: Home and Command are required")
+	}
+	if !pathSafe.MatchString(cfg.Run) {
+		return nil, fmt.Errorf("local worker driver: run %q: want [a-zA-Z0-9_.-]", cfg.Run)
+	}
+	home, err := filepath.Abs(cfg.Home)
+	if err != nil {
+		return nil, fmt.Errorf("local worker driver: home: %w", err)
+	}
+	cfg.Home = home
+	if cfg.Grace <= 0 {
+		cfg.Grace = defaultGrace
+	}
+	if cfg.Host == "" {
+		cfg.Host, _ = os.Hostname()
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clockwork.NewRealClock()
+	}
+	return &Driver{cfg: cfg, locks: map[string]*sync.Mutex{}}, nil
+}
+
+// Name implements provisioner.Driver.
+func (d *Driver) Name() string { return "local" }
+
+// InstanceDir is where instance id of run keeps its files.
+func InstanceDir(home, run, id string) string {
+	return filepath.Join(home, "runs", run, "instances", id)
+}
+
+func (d *Driver) lock(id string) func() {
+	d.mu.Lock()
+	m, ok := d.locks[id]
+	if !ok {
+		m = &sync.Mutex{}
+		d.locks[id] = m
+	}
+	d.mu.Unlock()
+	m.Lock()
+	return m.Unlock
+}
+
+// flock takes an exclusive advisory lock on the instance directory so two
+// provisioner processes cannot launch the same instance at once.
+func flock(ctx context.Context, dir string) (func(), error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", dir, err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", dir, ctx.Err())
+		case <-time.After(pollInterval):
+		}
+	}
+}
+
+// Launch starts the instance, or returns it if it is already running.
+func (d *Driver) Launch(ctx context.Context, spec provisioner.InstanceSpec) (provisioner.LaunchResult, error) {
+	if !pathSafe.MatchString(spec.ID) {
+		return provisioner.LaunchResult{}, fmt.Errorf("launch: instance id %q: want [a-zA-Z0-9_.-]", spec.ID)
+	}
+	if spec.Run != "" && spec.Run != d.cfg.Run {
+		return provisioner.LaunchResult{}, fmt.Errorf("launch %s: run %q is not this driver's run %q", spec.ID, spec.Run, d.cfg.Run)
+	}
+	defer d.lock(spec.ID)()
+	dir := InstanceDir(d.cfg.Home, d.cfg.Run, spec.ID)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return provisioner.LaunchResult{}, fmt.Errorf("launch %s: %w", spec.ID, err)
+	}
+	unlock, err := flock(ctx, dir)
+	if err != nil {
+		return provisioner.LaunchResult{}, fmt.Errorf("launch %s: %w", spec.ID, err)
+	}
+	defer unlock()
+	if o, err := readOwner(dir); err == nil && alive("/proc", o.PID, o.StartTime) {
+		return provisioner.LaunchResult{Host: d.cfg.Host, PID: o.PID}, nil
+	}
+	if len(spec.Spec) > 0 {
+		if err := writeFileAtomic(filepath.Join(dir, "spec.json"), spec.Spec); err != nil {
+			return provisioner.LaunchResult{}, fmt.Errorf("launch %s: %w", spec.ID, err)
+		}
+	}
+	stdout, err := os.OpenFile(filepath.Join(dir, "stdout"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return provisioner.LaunchResult{}, fmt.Errorf("launch %s: %w", spec.ID, err)
+	}
+	defer stdout.Close()
+	stderr, err := os.OpenFile(filepath.Join(dir, "stderr"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return provisioner.LaunchResult{}, fmt.Errorf("launch %s: %w", spec.ID, err)
+	}
+	defer stderr.Close()
+
+	// Not CommandContext: the instance must outlive this call and this process.
+	cmd := exec.Command(d.cfg.Command[0], d.cfg.Command[1:]...)
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	cmd.Env = append(append(baseEnv(), d.cfg.Env...),
+		envHome+"="+d.cfg.Home, envRun+"="+d.cfg.Run, envJob+"="+spec.Job,
+		envInstance+"="+spec.ID, envDir+"="+dir)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return provisioner.LaunchResult{}, fmt.Errorf("launch %s: start %s: %w", spec.ID, d.cfg.Command[0], err)
+	}
+	pid := cmd.Process.Pid
+	// Reap it while we live; after we exit init inherits it.
+	go cmd.Wait()
+	st, err := readStat("/proc", pid)
+	if err == nil {
+		o := Owner{Run: d.cfg.Run, Job: spec.Job, InstanceID: spec.ID, LaunchID: spec.LaunchID, PID: pid, StartTime: st.startTime}
+		var b []byte
+		if b, err = json.MarshalIndent(o, "", "  "); err == nil {
+			err = writeFileAtomic(filepath.Join(dir, ownerFile), b)
+		}
+	}
+	if err != nil {
+		// Without a marker nobody could find it later; kill it now. The
+		// environment scan in List/Sweep still covers a crash right here.
+		syscall.Kill(-pid, syscall.SIGKILL)
+		return provisioner.LaunchResult{}, fmt.Errorf("launch %s: write ownership marker: %w", spec.ID, err)
+	}
+	d.cfg.Log.Info("local instance started", "instance", spec.ID, "pid", pid, "dir", dir)
+	return provisioner.LaunchResult{Host: d.cfg.Host, PID: pid}, nil
+}
+
+// inheritedEnv is all an instance gets from the provisioner's environment:
+// the provisioner may hold broker passwords or cloud keys that workers must
+// not see unless Config.Env passes them on purpose.
+var inheritedEnv = []string{"PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR"}
+
+func baseEnv() []string {
+	var env []string
+	for _, k := range inheritedEnv {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	return env
+}
+
+func writeFileAtomic(path string, b []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func readOwner(dir string) (Owner, error) {
+	var o Owner
+	b, err := os.ReadFile(filepath.Join(dir, ownerFile))
+	if err != nil {
+		return o, err
+	}
+	if err := json.Unmarshal(b, &o); err != nil {
+		return o, fmt.Errorf("%s: %w", filepath.Join(dir, ownerFile), err)
+	}
+	return o, nil
+}
+
+// Terminate stops every process of the instance: SIGTERM, then SIGKILL
+// after the grace period. An instance that is already gone is not an error.
+func (d *Driver) Terminate(ctx context.Context, id string) error {
+	if !pathSafe.MatchString(id) {
+		return fmt.Errorf("terminate: instance id %q: want [a-zA-Z0-9_.-]", id)
+	}
+	defer d.lock(id)()
+	_, err := terminate(ctx, d.cfg.Clock, d.cfg.Home, d.cfg.Run, id, d.cfg.Grace)
+	if err != nil {
+		return fmt.Errorf("terminate %s: %w", id, err)
+	}
+	return nil
+}
+
+// terminate kills one instance and reports whether anything was running.
+func terminate(ctx context.Context, clock clockwork.Clock, home, run, id string, grace time.Duration) (bool, error) {
+	dir := InstanceDir(home, run, id)
+	o, err := readOwner(dir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, err
+	}
+	leaderAlive := err == nil && alive("/proc", o.PID, o.StartTime)
+	find := func() ([]proc, error) {
+		procs, err := scan("/proc")
+		if err != nil {
+			return nil, err
+		}
+		return members(procs, home, run, id, o.PID, leaderAlive), nil
+	}
+	ps, err := find()
+	if err != nil || len(ps) == 0 {
+		return false, err
+	}
+	if err := signal(ps, syscall.SIGTERM); err != nil {
+		return true, err
+	}
+	if ps, err = waitGone(ctx, clock, find, grace); err != nil || len(ps) == 0 {
+		return true, err
+	}
+	if err := signal(ps, syscall.SIGKILL); err != nil {
+		return true, err
+	}
+	ps, err = waitGone(ctx, clock, find, killWaitLimit)
+	if err != nil {
+		return true, err
+	}
+	if len(ps) > 0 {
+		return true, fmt.Errorf("%d processes survived SIGKILL (first pid %d)", len(ps), ps[0].pid)
+	}
+	return true, nil
+}
+
+// waitGone polls until find returns nothing or limit passes.
+func waitGone(ctx context.Context, clock clockwork.Clock, find func() ([]proc, error), limit time.Duration) ([]proc, error) {
+	deadline := clock.Now().Add(limit)
+	for {
+		ps, err := find()
+		if err != nil || len(ps) == 0 || !clock.Now().Before(deadline) {
+			return ps, err
+		}
+		select {
+		case <-ctx.Done():
+			return ps, ctx.Err()
+		case <-clock.After(pollInterval):
+		}
+	}
+}
+
+// List implements provisioner.Driver.
+func (d *Driver) List(ctx context.Context) ([]provisioner.Owned, error) {
+	owners, err := ListOwned(d.cfg.Home, d.cfg.Run)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]provisioner.Owned, 0, len(owners))
+	for _, o := range owners {
+		out = append(out, provisioner.Owned{Run: o.Run, Job: o.Job, InstanceID: o.InstanceID, LaunchID: o.LaunchID, Host: d.cfg.Host, PID: o.PID})
+	}
+	return out, nil
+}
+
+// ListOwned returns the live instances of run under home: those whose
+// owner.json names a live process, plus session leaders whose environment
+// names an instance but whose marker was never written (a crash between
+// starting the process and writing owner.json).
+func ListOwned(home, run string) ([]Owner, error) {
+	home, err := filepath.Abs(home)
+	if err != nil {
+		return nil, fmt.Errorf("list owned: %w", err)
+	}
+	base := filepath.Join(home, "runs", run, "instances")
+	entries, err := os.ReadDir(base)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("list owned: %w", err)
+	}
+	var out []Owner
+	seen := map[string]bool{}
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		o, err := readOwner(filepath.Join(base, e.Name()))
+		if err != nil {
+			continue // no marker yet, or torn; the scan below covers it
+		}
+		if o.InstanceID != e.Name() || o.Run != run {
+			continue // a marker copied elsewhere proves nothing
+		}
+		if alive("/proc", o.PID, o.StartTime) {
+			out = append(out, o)
+			seen[o.InstanceID] = true
+		}
+	}
+	procs, err := scan("/proc")
+	if err != nil {
+		return nil, fmt.Errorf("list owned: %w", err)
+	}
+	for _, p := range procs {
+		if p.home == home && p.run == run && p.instance != "" && p.sid == p.pid && !seen[p.instance] {
+			out = append(out, Owner{Run: run, InstanceID: p.instance, PID: p.pid, StartTime: p.startTime})
+			seen[p.instance] = true
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].InstanceID < out[j].InstanceID })
+	return out, nil
+}
+
+// Sweep kills every instance process of run under home, found by marker or
+// by environment, without needing the provisioner or its database. It
+// returns the ids of the instances that had processes.
+func Sweep(ctx context.Context, home, run string) (killed []string, err error) {
+	home, err = filepath.Abs(home)
+	if err != nil {
+		return nil, fmt.Errorf("sweep %s: %w", run, err)
+	}
+	ids := map[string]bool{}
+	owners, err := ListOwned(home, run)
+	if err != nil {
+		return nil, fmt.Errorf("sweep %s: %w", run, err)
+	}
+	for _, o := range owners {
+		ids[o.InstanceID] = true
+	}
+	procs, err := scan("/proc")
+	if err != nil {
+		return nil, fmt.Errorf("sweep %s: %w", run, err)
+	}
+	for _, p := range procs {
+		if p.home == home && p.run == run && pathSafe.MatchString(p.instance) {
+			ids[p.instance] = true
+		}
+	}
+	clock := clockwork.NewRealClock()
+	var mu sync.Mutex
+	var errs []error
+	var g errgroup.Group
+	g.SetLimit(16) // each waits out its own grace period; do them together
+	for id := range ids {
+		g.Go(func() error {
+			had, err := terminate(ctx, clock, home, run, id, defaultGrace)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("instance %s: %w", id, err))
+			}
+			if had {
+				killed = append(killed, id)
+			}
+			return nil
+		})
+	}
+	g.Wait()
+	sort.Strings(killed)
+	if err := errors.Join(errs...); err != nil {
+		return killed, fmt.Errorf("sweep %s: %w", run, err)
+	}
+	return killed, nil
+}

@@ -1,0 +1,276 @@
+package localworker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"nightshift/provisioner"
+)
+
+// In helper mode the test binary plays a provisioner that launches one
+// instance and exits at once, so tests can check the instance outlives it.
+func TestMain(m *testing.M) {
+	if os.Getenv("LOCALWORKER_HELPER") == "1" {
+		d, err := New(Config{Home: os.Getenv("H_HOME"), Run: os.Getenv("H_RUN"), Command: []string{"sleep", "300"}})
+		if err == nil {
+			var res provisioner.LaunchResult
+			res, err = d.Launch(context.Background(), provisioner.InstanceSpec{ID: os.Getenv("H_ID"), Job: "web", LaunchID: "L1", Run: os.Getenv("H_RUN")})
+			fmt.Println(res.PID)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func newDriver(t *testing.T, argv ...string) *Driver {
+	t.Helper()
+	home := t.TempDir()
+	d, err := New(Config{Home: home, Run: "r1", Command: argv, Grace: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if killed, err := Sweep(context.Background(), home, "r1"); err != nil || len(killed) > 0 {
+			t.Errorf("stray instances after test: %v %v", killed, err)
+		}
+	})
+	return d
+}
+
+func launch(t *testing.T, d *Driver, id string) provisioner.LaunchResult {
+	t.Helper()
+	res, err := d.Launch(context.Background(), provisioner.InstanceSpec{ID: id, Job: "web", LaunchID: "L1", Run: "r1", Spec: []byte(`{"k":1}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func procAlive(pid int) bool {
+	p, err := readStat("/proc", pid)
+	return err == nil && !p.zombie
+}
+
+// sessionMembers polls until the instance's session has at least n live
+// processes (its shell has forked its children), or fails.
+func sessionMembers(t *testing.T, leader, n int) []proc {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		procs, err := scan("/proc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []proc
+		for _, p := range procs {
+			if p.sid == leader {
+				got = append(got, p)
+			}
+		}
+		if len(got) >= n {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("session %d has %d processes, want %d", leader, len(got), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestInstanceOutlivesLauncherAndSweepKillsIt(t *testing.T) {
+	home := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "LOCALWORKER_HELPER=1", "LOCALWORKER_SECRET=hunter2", "H_HOME="+home, "H_RUN=r1", "H_ID=web-1")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("launcher: %v: %s", err, out)
+	}
+	var pid int
+	if _, err := fmt.Sscan(string(out), &pid); err != nil || pid <= 0 {
+		t.Fatalf("launcher printed %q", out)
+	}
+	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
+
+	if !procAlive(pid) {
+		t.Fatalf("instance pid %d died with its launcher", pid)
+	}
+	st, err := readStat("/proc", pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, _ := readStat("/proc", os.Getpid())
+	if st.sid != pid || st.sid == self.sid {
+		t.Errorf("instance session %d, want its own (pid %d, ours %d)", st.sid, pid, self.sid)
+	}
+	dir := InstanceDir(home, "r1", "web-1")
+	o, err := readOwner(dir)
+	if err != nil {
+		t.Fatalf("ownership marker: %v", err)
+	}
+	if o.PID != pid || o.StartTime != st.startTime || o.Run != "r1" || o.Job != "web" || o.InstanceID != "web-1" {
+		t.Errorf("owner.json = %+v, want pid %d start %d", o, pid, st.startTime)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, ownerFile)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("owner.json mode: %v %v", fi.Mode(), err)
+	}
+	for _, f := range []string{"stdout", "stderr"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	for _, kv := range []string{"NIGHTSHIFT_RUN=r1", "NIGHTSHIFT_JOB=web", "NIGHTSHIFT_INSTANCE_ID=web-1"} {
+		if !bytes.Contains(env, []byte(kv+"\x00")) {
+			t.Errorf("instance environment lacks %s", kv)
+		}
+	}
+	if bytes.Contains(env, []byte("LOCALWORKER_SECRET=")) {
+		t.Error("instance inherited the launcher's private environment")
+	}
+	owned, err := ListOwned(home, "r1")
+	if err != nil || len(owned) != 1 || owned[0].PID != pid {
+		t.Fatalf("ListOwned = %+v, %v; want pid %d", owned, err, pid)
+	}
+
+	killed, err := Sweep(context.Background(), home, "r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(killed, ",") != "web-1" {
+		t.Errorf("Sweep killed %v, want [web-1]", killed)
+	}
+	if procAlive(pid) {
+		t.Errorf("pid %d still alive after Sweep", pid)
+	}
+	if owned, _ := ListOwned(home, "r1"); len(owned) != 0 {
+		t.Errorf("ListOwned after Sweep = %+v", owned)
+	}
+}
+
+func TestTerminateKillsWholeTree(t *testing.T) {
+	cases := []struct {
+		name string
+		argv []string
+		n    int // processes in the session once started
+	}{
+		{"children", []string{"sh", "-c", "sleep 300 & sleep 300 & wait"}, 3},
+		{"ignores SIGTERM", []string{"sh", "-c", `trap "" TERM; sleep 300 & wait`}, 2},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			d := newDriver(t, c.argv...)
+			d.cfg.Grace = 300 * time.Millisecond
+			res := launch(t, d, "web-1")
+			ps := sessionMembers(t, res.PID, c.n)
+			if err := d.Terminate(context.Background(), "web-1"); err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range ps {
+				if procAlive(p.pid) {
+					t.Errorf("pid %d survived Terminate", p.pid)
+				}
+			}
+			if err := d.Terminate(context.Background(), "web-1"); err != nil {
+				t.Errorf("second Terminate: %v, want nil (idempotent)", err)
+			}
+		})
+	}
+}
+
+func TestLaunchIsIdempotent(t *testing.T) {
+	d := newDriver(t, "sleep", "300")
+	a := launch(t, d, "web-1")
+	b := launch(t, d, "web-1")
+	if a.PID != b.PID {
+		t.Errorf("second launch started pid %d, want the first %d", b.PID, a.PID)
+	}
+	spec, err := os.ReadFile(filepath.Join(InstanceDir(d.cfg.Home, "r1", "web-1"), "spec.json"))
+	if err != nil || string(spec) != `{"k":1}` {
+		t.Errorf("spec.json = %q, %v", spec, err)
+	}
+	if err := d.Terminate(context.Background(), "web-1"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestListFindsInstanceWhoseMarkerIsMissing(t *testing.T) {
+	d := newDriver(t, "sleep", "300")
+	res := launch(t, d, "web-1")
+	if err := os.Remove(filepath.Join(InstanceDir(d.cfg.Home, "r1", "web-1"), ownerFile)); err != nil {
+		t.Fatal(err)
+	}
+	owned, err := d.List(context.Background())
+	if err != nil || len(owned) != 1 || owned[0].InstanceID != "web-1" || owned[0].PID != res.PID {
+		t.Fatalf("List = %+v, %v; want web-1 pid %d found by environment", owned, err, res.PID)
+	}
+	if err := d.Terminate(context.Background(), "web-1"); err != nil {
+		t.Fatal(err)
+	}
+	if procAlive(res.PID) {
+		t.Error("instance without marker survived Terminate")
+	}
+}
+
+func TestReusedPIDIsNotMistakenForInstance(t *testing.T) {
+	d := newDriver(t, "sleep", "300")
+	// A process that is not an instance, with a marker naming its pid but
+	// another start time: what a reused pid looks like.
+	bystander := exec.Command("sleep", "300")
+	if err := bystander.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bystander.Process.Kill(); bystander.Wait() })
+	st, err := readStat("/proc", bystander.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := InstanceDir(d.cfg.Home, "r1", "web-9")
+	os.MkdirAll(dir, 0o700)
+	b, _ := json.Marshal(Owner{Run: "r1", Job: "web", InstanceID: "web-9", PID: st.pid, StartTime: st.startTime + 1})
+	os.WriteFile(filepath.Join(dir, ownerFile), b, 0o600)
+
+	if owned, _ := d.List(context.Background()); len(owned) != 0 {
+		t.Errorf("List = %+v, want nothing", owned)
+	}
+	if err := d.Terminate(context.Background(), "web-9"); err != nil {
+		t.Fatal(err)
+	}
+	if !procAlive(st.pid) {
+		t.Error("Terminate killed a process whose pid merely matched the marker")
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	d := newDriver(t, "sleep", "300")
+	for _, id := range []string{"", "../etc", "a/b", ".hidden", strings.Repeat("x", 200)} {
+		if _, err := d.Launch(context.Background(), provisioner.InstanceSpec{ID: id, Run: "r1"}); err == nil || !strings.Contains(err.Error(), "instance id") {
+			t.Errorf("Launch(%q): err = %v, want instance id error", id, err)
+		}
+		if err := d.Terminate(context.Background(), id); err == nil {
+			t.Errorf("Terminate(%q): want error", id)
+		}
+	}
+	if _, err := d.Launch(context.Background(), provisioner.InstanceSpec{ID: "x", Run: "other"}); err == nil {
+		t.Error("Launch for another run: want error")
+	}
+	if _, err := New(Config{Home: t.TempDir(), Run: "../x", Command: []string{"true"}}); err == nil {
+		t.Error("New with path-unsafe run: want error")
+	}
+	d2, _ := New(Config{Home: t.TempDir(), Run: "r1", Command: []string{"/nonexistent/binary"}})
+	if _, err := d2.Launch(context.Background(), provisioner.InstanceSpec{ID: "x", Run: "r1"}); err == nil || !strings.Contains(err.Error(), "start") {
+		t.Errorf("Launch of missing binary: err = %v", err)
+	}
+}

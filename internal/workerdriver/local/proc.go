@@ -1,0 +1,124 @@
+package localworker
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// proc is what one /proc scan learns about a process.
+type proc struct {
+	pid       int
+	sid       int
+	pgrp      int
+	startTime uint64 // clock ticks since boot; with pid it names one process
+	zombie    bool
+	// From the environment: which instance of which run the process
+	// belongs to. Children inherit these, and they survive setsid.
+	home, run, instance string
+}
+
+// readStat parses /proc/<pid>/stat. The command name is parenthesised and
+// may contain spaces or parentheses, so fields are counted from the last ')'.
+func readStat(procRoot string, pid int) (proc, error) {
+	b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return proc{}, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return proc{}, fmt.Errorf("/proc/%d/stat: no command field", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// f[0] is field 3 (state); starttime is field 22.
+	if len(f) < 20 {
+		return proc{}, fmt.Errorf("/proc/%d/stat: %d fields, want at least 22", pid, len(f)+2)
+	}
+	p := proc{pid: pid, zombie: f[0] == "Z" || f[0] == "X"}
+	if p.pgrp, err = strconv.Atoi(f[2]); err != nil {
+		return proc{}, fmt.Errorf("/proc/%d/stat: pgrp: %w", pid, err)
+	}
+	if p.sid, err = strconv.Atoi(f[3]); err != nil {
+		return proc{}, fmt.Errorf("/proc/%d/stat: session: %w", pid, err)
+	}
+	if p.startTime, err = strconv.ParseUint(f[19], 10, 64); err != nil {
+		return proc{}, fmt.Errorf("/proc/%d/stat: starttime: %w", pid, err)
+	}
+	return p, nil
+}
+
+// alive reports whether pid is still the process that started at
+// startTime; a reused pid or a zombie is not.
+func alive(procRoot string, pid int, startTime uint64) bool {
+	if pid <= 0 {
+		return false
+	}
+	p, err := readStat(procRoot, pid)
+	return err == nil && !p.zombie && p.startTime == startTime
+}
+
+// scan reads every live process once.
+func scan(procRoot string) ([]proc, error) {
+	entries, err := os.ReadDir(procRoot)
+	if err != nil {
+		return nil, fmt.Errorf("scan %s: %w", procRoot, err)
+	}
+	self := os.Getpid()
+	var out []proc
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		p, err := readStat(procRoot, pid)
+		if err != nil || p.zombie {
+			continue // gone meanwhile, or a zombie holding nothing
+		}
+		if env, err := os.ReadFile(filepath.Join(procRoot, e.Name(), "environ")); err == nil {
+			for _, kv := range bytes.Split(env, []byte{0}) {
+				k, v, _ := bytes.Cut(kv, []byte{'='})
+				switch string(k) {
+				case envHome:
+					p.home = string(v)
+				case envRun:
+					p.run = string(v)
+				case envInstance:
+					p.instance = string(v)
+				}
+			}
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// members returns the processes of one instance: those in the session the
+// instance's leader created (while that leader is verifiably the original
+// process) and those whose environment names the instance.
+func members(procs []proc, home, run, id string, leader int, leaderAlive bool) []proc {
+	var out []proc
+	for _, p := range procs {
+		byEnv := p.instance == id && p.run == run && p.home == home
+		bySession := leaderAlive && p.sid == leader
+		if byEnv || bySession {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// signal sends sig to each process, ignoring those already gone.
+func signal(ps []proc, sig syscall.Signal) error {
+	var errs []error
+	for _, p := range ps {
+		if err := syscall.Kill(p.pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+			errs = append(errs, fmt.Errorf("signal %d to pid %d: %w", sig, p.pid, err))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,143 @@
+// Package client is the typed caller side of the provisioner's bus
+// protocol: Launch, Terminate, TerminateAll, Enable and Describe as RPCs
+// over AMQP, destructive ones signed with the run secret, and
+// SubscribeEvents for instance state changes.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+
+	"nightshift/internal/amqpbus"
+	"nightshift/internal/envelope"
+	"nightshift/provisioner"
+)
+
+// DefaultTimeout bounds a call whose ctx has no deadline.
+const DefaultTimeout = 30 * time.Second
+
+// MaxReplySize caps a reply; describe replies for big pools exceed the bus's
+// 1 MiB command limit, and the provisioner is trusted more than commands.
+const MaxReplySize = 64 << 20
+
+// Client calls a provisioner over a Bus.
+type Client struct {
+	bus    *amqpbus.Bus
+	signer *envelope.Signer
+	sender string
+	reg    *envelope.Registry
+	clock  clockwork.Clock
+	log    *slog.Logger
+}
+
+// New returns a client that identifies itself as sender. signer may be nil
+// for a client that only launches and describes; destructive calls then
+// fail without reaching the bus.
+func New(bus *amqpbus.Bus, signer *envelope.Signer, sender string, log *slog.Logger) *Client {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Client{bus: bus, signer: signer, sender: sender, reg: provisioner.Messages(), clock: clockwork.NewRealClock(), log: log}
+}
+
+// ErrRemote marks errors the provisioner reported (as opposed to transport
+// errors); errors.Is(err, provisioner.ErrNotFound) also works for unknown
+// instances.
+var ErrRemote = errors.New("provisioner refused")
+
+func (c *Client) call(ctx context.Context, typ string, body any) (provisioner.Reply, error) {
+	env, err := envelope.NewEnvelope(typ, 1, c.bus.Run(), c.sender, body, c.clock.Now())
+	if err != nil {
+		return provisioner.Reply{}, fmt.Errorf("%s: %w", typ, err)
+	}
+	if c.reg.Destructive(typ) {
+		if c.signer == nil {
+			return provisioner.Reply{}, fmt.Errorf("%s: destructive command needs a signer", typ)
+		}
+		if err := c.signer.Sign(&env); err != nil {
+			return provisioner.Reply{}, fmt.Errorf("%s: sign: %w", typ, err)
+		}
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultTimeout)
+		defer cancel()
+	}
+	raw, err := c.bus.Call(ctx, provisioner.Component, env)
+	if err != nil {
+		return provisioner.Reply{}, fmt.Errorf("%s: %w", typ, err)
+	}
+	renv, rbody, err := c.reg.Decode(raw, MaxReplySize)
+	if err != nil {
+		return provisioner.Reply{}, fmt.Errorf("%s: reply: %w", typ, err)
+	}
+	r, ok := rbody.(*provisioner.Reply)
+	if !ok {
+		return provisioner.Reply{}, fmt.Errorf("%s: reply has type %q, want %q", typ, renv.Type, provisioner.TypeReply)
+	}
+	if r.Error != "" {
+		if r.NotFound {
+			return *r, fmt.Errorf("%s: %w: %s: %w", typ, ErrRemote, r.Error, provisioner.ErrNotFound)
+		}
+		return *r, fmt.Errorf("%s: %w: %s", typ, ErrRemote, r.Error)
+	}
+	return *r, nil
+}
+
+// Launch asks for req.Count instances; it returns the recorded (usually
+// requested) instances. Repeating a call with the same LaunchID is safe.
+func (c *Client) Launch(ctx context.Context, req provisioner.LaunchRequest) ([]provisioner.Instance, error) {
+	r, err := c.call(ctx, provisioner.TypeLaunch, req)
+	return r.Instances, err
+}
+
+// Terminate asks for instances to be terminated.
+func (c *Client) Terminate(ctx context.Context, ids []string) ([]provisioner.Instance, error) {
+	r, err := c.call(ctx, provisioner.TypeTerminate, provisioner.TerminateBody{InstanceIDs: ids})
+	return r.Instances, err
+}
+
+// TerminateAll disables launches and terminates everything; poll it until
+// live is 0.
+func (c *Client) TerminateAll(ctx context.Context) (live int, err error) {
+	r, err := c.call(ctx, provisioner.TypeTerminateAll, provisioner.TerminateAllBody{})
+	return r.Live, err
+}
+
+// Enable accepts launches again.
+func (c *Client) Enable(ctx context.Context) error {
+	_, err := c.call(ctx, provisioner.TypeEnable, provisioner.EnableBody{})
+	return err
+}
+
+// Describe returns the records q selects; Live counts all live instances
+// of q.Job whatever q.LiveOnly says.
+func (c *Client) Describe(ctx context.Context, q provisioner.DescribeBody) (provisioner.Status, error) {
+	r, err := c.call(ctx, provisioner.TypeDescribe, q)
+	return provisioner.Status{Disabled: r.Disabled, Live: r.Live, Instances: r.Instances}, err
+}
+
+// SubscribeEvents calls h for each instance event matching keys (topic
+// patterns such as "instance.web.*"; all instance events when empty) until
+// ctx ends. Malformed events are dropped and logged.
+func (c *Client) SubscribeEvents(ctx context.Context, keys []string, h func(context.Context, provisioner.Instance) error) error {
+	if len(keys) == 0 {
+		keys = []string{"instance.#"}
+	}
+	return c.bus.Subscribe(ctx, keys, func(ctx context.Context, d amqpbus.Delivery) error {
+		env, body, err := amqpbus.DecodeOrReject(c.reg, c.log, d)
+		if err != nil {
+			return err
+		}
+		ev, ok := body.(*provisioner.InstanceEvent)
+		if !ok {
+			return fmt.Errorf("%w: event type %q on %s, want %q", amqpbus.ErrReject, env.Type, d.RoutingKey, provisioner.TypeInstance)
+		}
+		return h(ctx, ev.Instance)
+	})
+}

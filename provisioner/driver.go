@@ -1,0 +1,60 @@
+package provisioner
+
+import (
+	"context"
+	"encoding/json"
+
+	"nightshift"
+)
+
+// Driver runs instances. It is the only seam to the outside world that
+// creates or destroys anything, so its contract is strict:
+//
+//   - Launch is idempotent per InstanceSpec.ID: if an instance with that id
+//     is already live it returns it instead of starting another. This is
+//     what makes retrying a launch after a crash safe (EC2's ClientToken).
+//   - Terminate is idempotent: terminating an instance that is already gone
+//     returns nil.
+//   - List reports every live instance the driver owns for the run,
+//     identified by the marker the driver left on it, so orphans can be found
+//     without the provisioner's database.
+//
+// Every call gets a context with a deadline; a driver must return promptly
+// once it is done.
+type Driver interface {
+	Name() string
+	Launch(ctx context.Context, spec InstanceSpec) (LaunchResult, error)
+	Terminate(ctx context.Context, id string) error
+	List(ctx context.Context) ([]Owned, error)
+}
+
+// InstanceSpec is what a driver needs to start one instance.
+type InstanceSpec struct {
+	ID       string
+	Job      string
+	LaunchID string
+	Run      string
+	// Spec is the driver-specific part of the launch request, a JSON object
+	// or empty.
+	Spec json.RawMessage
+}
+
+// LaunchResult describes a started instance. State is the state the
+// instance is in once Launch returns; empty means running (drivers without
+// a separate contextualisation step start instances ready to work).
+type LaunchResult struct {
+	Host    string
+	Address string
+	PID     int
+	State   nightshift.InstanceState
+}
+
+// Owned is one live instance a driver found carrying its ownership marker.
+type Owned struct {
+	Run        string
+	Job        string
+	InstanceID string
+	LaunchID   string
+	Host       string
+	PID        int
+}

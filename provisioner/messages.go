@@ -1,0 +1,165 @@
+package provisioner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"nightshift/internal/envelope"
+)
+
+// Component is the provisioner's name on the bus: commands go to its
+// command queue, and it is the Sender of its events and replies.
+const Component = "provisioner"
+
+// Message types, all version 1. Commands marked destructive in Messages
+// must be signed with the run secret.
+const (
+	TypeLaunch       = "provisioner.launch"
+	TypeTerminate    = "provisioner.terminate"
+	TypeTerminateAll = "provisioner.terminate_all"
+	TypeEnable       = "provisioner.enable"
+	TypeDescribe     = "provisioner.describe"
+	TypeReply        = "provisioner.reply"
+	TypeInstance     = "provisioner.instance" // event, routing key EventKey
+)
+
+// Limits of the terminate body.
+const maxInstanceIDLen = 200
+
+// TerminateBody asks to terminate instances by id.
+type TerminateBody struct {
+	InstanceIDs []string `json:"instance_ids"`
+}
+
+// Validate implements envelope.Validator.
+func (b *TerminateBody) Validate() error {
+	if len(b.InstanceIDs) == 0 || len(b.InstanceIDs) > MaxCount {
+		return &envelope.FieldError{Field: "instance_ids", Reason: fmt.Sprintf("want 1..%d ids", MaxCount)}
+	}
+	for i, id := range b.InstanceIDs {
+		if id == "" || len(id) > maxInstanceIDLen {
+			return &envelope.FieldError{Field: fmt.Sprintf("instance_ids[%d]", i), Reason: fmt.Sprintf("want 1..%d characters", maxInstanceIDLen)}
+		}
+	}
+	return nil
+}
+
+// TerminateAllBody disables launches and terminates everything.
+type TerminateAllBody struct{}
+
+// Validate implements envelope.Validator.
+func (*TerminateAllBody) Validate() error { return nil }
+
+// EnableBody re-enables launches after terminate_all.
+type EnableBody struct{}
+
+// Validate implements envelope.Validator.
+func (*EnableBody) Validate() error { return nil }
+
+// DescribeBody asks for the records of one job, or all when Job is empty.
+// Replies travel as one message, so large pools should ask for LiveOnly
+// and leave History off.
+type DescribeBody struct {
+	Job      string `json:"job,omitempty"`
+	LiveOnly bool   `json:"live_only,omitempty"`
+	History  bool   `json:"history,omitempty"`
+}
+
+// Validate implements envelope.Validator.
+func (b *DescribeBody) Validate() error {
+	if b.Job != "" {
+		if err := ValidJob(b.Job); err != nil {
+			return &envelope.FieldError{Field: "job", Reason: err.Error()}
+		}
+	}
+	return nil
+}
+
+// Reply answers every command. Error is empty on success; Instances holds
+// the affected records (launch, terminate) or all matching ones (describe);
+// Live counts live instances (terminate_all, describe) so callers can poll
+// until it reaches zero.
+type Reply struct {
+	Error    string `json:"error,omitempty"`
+	NotFound bool   `json:"not_found,omitempty"`
+	// Retryable says the command failed for a reason other than its
+	// content (the store, say); sending it again later may succeed.
+	Retryable bool       `json:"retryable,omitempty"`
+	Disabled  bool       `json:"disabled,omitempty"`
+	Live      int        `json:"live"`
+	Instances []Instance `json:"instances,omitempty"`
+}
+
+// Validate implements envelope.Validator.
+func (*Reply) Validate() error { return nil }
+
+// InstanceEvent announces an instance's new state.
+type InstanceEvent struct {
+	Instance Instance `json:"instance"`
+}
+
+// Validate implements envelope.Validator.
+func (e *InstanceEvent) Validate() error {
+	if e.Instance.ID == "" {
+		return &envelope.FieldError{Field: "instance.id", Reason: "missing"}
+	}
+	if !e.Instance.State.Valid() {
+		return &envelope.FieldError{Field: "instance.state", Reason: fmt.Sprintf("unknown state %q", e.Instance.State)}
+	}
+	return nil
+}
+
+// Messages returns a registry of every provisioner message type.
+func Messages() *envelope.Registry {
+	r := &envelope.Registry{}
+	r.Register(TypeLaunch, 1, func() envelope.Validator { return &LaunchRequest{} }, false)
+	r.Register(TypeTerminate, 1, func() envelope.Validator { return &TerminateBody{} }, true)
+	r.Register(TypeTerminateAll, 1, func() envelope.Validator { return &TerminateAllBody{} }, true)
+	r.Register(TypeEnable, 1, func() envelope.Validator { return &EnableBody{} }, true)
+	r.Register(TypeDescribe, 1, func() envelope.Validator { return &DescribeBody{} }, false)
+	r.Register(TypeReply, 1, func() envelope.Validator { return &Reply{} }, false)
+	r.Register(TypeInstance, 1, func() envelope.Validator { return &InstanceEvent{} }, false)
+	return r
+}
+
+// Handle executes one decoded command body (as returned by
+// Messages().Decode) and returns the reply. Authentication of destructive
+// commands is the transport's job and must happen before Handle.
+func (p *Provisioner) Handle(ctx context.Context, body any) Reply {
+	var r Reply
+	var err error
+	switch b := body.(type) {
+	case *LaunchRequest:
+		r.Instances, err = p.Launch(ctx, *b)
+	case *TerminateBody:
+		r.Instances, err = p.Terminate(ctx, b.InstanceIDs)
+	case *TerminateAllBody:
+		r.Live, err = p.TerminateAll(ctx)
+		r.Disabled = err == nil
+	case *EnableBody:
+		err = p.Enable(ctx)
+	case *DescribeBody:
+		var st Status
+		st, err = p.Describe(ctx, b.Job)
+		r.Live, r.Disabled = st.Live, st.Disabled
+		for _, in := range st.Instances {
+			if b.LiveOnly && !in.State.Live() {
+				continue
+			}
+			if !b.History {
+				in.History = nil
+			}
+			r.Instances = append(r.Instances, in)
+		}
+	default:
+		err = fmt.Errorf("handle: %T is not a provisioner command", body)
+	}
+	if err != nil {
+		r.Error = err.Error()
+		r.NotFound = errors.Is(err, ErrNotFound)
+		_, badBody := body.(interface{ Validate() error })
+		r.Retryable = badBody && !r.NotFound && !errors.Is(err, ErrInvalid)
+	}
+	return r
+}

@@ -1,0 +1,159 @@
+package provisioner_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"nightshift"
+	"nightshift/internal/envelope"
+	"nightshift/provisioner"
+)
+
+func envelopeJSON(t testing.TB, typ string, body string) []byte {
+	t.Helper()
+	env := map[string]any{
+		"type": typ, "version": 1, "id": "m1", "run": "r1", "sender": "test",
+		"time": time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), "body": json.RawMessage(body),
+	}
+	b, err := json.Marshal(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestMalformedMessagesNameTypeAndField(t *testing.T) {
+	reg := provisioner.Messages()
+	cases := []struct {
+		name, typ, body string
+		wantField       string
+	}{
+		{"count zero", provisioner.TypeLaunch, `{"launch_id":"a","job":"web","count":0}`, "count"},
+		{"count not a number", provisioner.TypeLaunch, `{"launch_id":"a","job":"web","count":"3"}`, "count"},
+		{"missing launch id", provisioner.TypeLaunch, `{"job":"web","count":1}`, "launch_id"},
+		{"path in job", provisioner.TypeLaunch, `{"launch_id":"a","job":"../x","count":1}`, "job"},
+		{"spec is a list", provisioner.TypeLaunch, `{"launch_id":"a","job":"web","count":1,"spec":[1]}`, "spec"},
+		{"unknown field", provisioner.TypeLaunch, `{"launch_id":"a","job":"web","count":1,"cuont":2}`, "cuont"},
+		{"no ids", provisioner.TypeTerminate, `{"instance_ids":[]}`, "instance_ids"},
+		{"empty id", provisioner.TypeTerminate, `{"instance_ids":["a",""]}`, "instance_ids[1]"},
+		{"bad describe job", provisioner.TypeDescribe, `{"job":"a b"}`, "job"},
+		{"event without state", provisioner.TypeInstance, `{"instance":{"id":"x","state":"sideways"}}`, "instance.state"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, _, err := reg.Decode(envelopeJSON(t, c.typ, c.body), 1<<20)
+			var de *envelope.DecodeError
+			if !errors.As(err, &de) {
+				t.Fatalf("err = %v, want *envelope.DecodeError", err)
+			}
+			if de.Type != c.typ || de.Field != c.wantField {
+				t.Errorf("error names type %q field %q, want %q %q (%v)", de.Type, de.Field, c.typ, c.wantField, err)
+			}
+		})
+	}
+}
+
+func TestDestructiveCommandsNeedSignatures(t *testing.T) {
+	reg := provisioner.Messages()
+	for typ, want := range map[string]bool{
+		provisioner.TypeLaunch: false, provisioner.TypeDescribe: false,
+		provisioner.TypeTerminate: true, provisioner.TypeTerminateAll: true, provisioner.TypeEnable: true,
+	} {
+		if got := reg.Destructive(typ); got != want {
+			t.Errorf("Destructive(%s) = %v, want %v", typ, got, want)
+		}
+	}
+}
+
+func TestHandleDispatchesCommands(t *testing.T) {
+	h := newHarness(t, nil)
+	h.start()
+	ctx := context.Background()
+	r := h.p.Handle(ctx, &provisioner.LaunchRequest{LaunchID: "L1", Job: "web", Count: 2})
+	if r.Error != "" || len(r.Instances) != 2 {
+		t.Fatalf("launch reply = %+v", r)
+	}
+	h.idle()
+	r = h.p.Handle(ctx, &provisioner.DescribeBody{Job: "web", History: true})
+	if r.Live != 2 || len(r.Instances) != 2 || r.Instances[0].State != nightshift.StateRunning || len(r.Instances[0].History) != 3 {
+		t.Fatalf("describe reply = %+v", r)
+	}
+	h.p.Terminate(ctx, []string{r.Instances[0].ID})
+	h.idle()
+	r = h.p.Handle(ctx, &provisioner.DescribeBody{LiveOnly: true})
+	if r.Live != 1 || len(r.Instances) != 1 || r.Instances[0].History != nil {
+		t.Fatalf("live-only describe without history = %+v", r)
+	}
+	r = h.p.Handle(ctx, &provisioner.TerminateBody{InstanceIDs: []string{"nope"}})
+	if !r.NotFound || r.Error == "" {
+		t.Errorf("terminate unknown: reply = %+v, want not_found", r)
+	}
+	r = h.p.Handle(ctx, &provisioner.TerminateAllBody{})
+	if r.Error != "" || !r.Disabled {
+		t.Errorf("terminate_all reply = %+v", r)
+	}
+	h.idle()
+	if r = h.p.Handle(ctx, &provisioner.TerminateAllBody{}); r.Live != 0 {
+		t.Errorf("polled terminate_all: live = %d", r.Live)
+	}
+	if r = h.p.Handle(ctx, &provisioner.EnableBody{}); r.Error != "" {
+		t.Errorf("enable: %s", r.Error)
+	}
+	if r = h.p.Handle(ctx, "junk"); !strings.Contains(r.Error, "not a provisioner command") {
+		t.Errorf("junk body: reply = %+v", r)
+	}
+}
+
+// FuzzDecodeMessage checks that no input makes the provisioner's decoder
+// panic, and that whatever it accepts is valid and survives a round trip.
+func FuzzDecodeMessage(f *testing.F) {
+	for _, s := range []struct{ typ, body string }{
+		{provisioner.TypeLaunch, `{"launch_id":"a","job":"web","count":3,"spec":{"x":1}}`},
+		{provisioner.TypeTerminate, `{"instance_ids":["web-1"]}`},
+		{provisioner.TypeDescribe, `{}`},
+		{provisioner.TypeInstance, `{"instance":{"id":"x","state":"running"}}`},
+	} {
+		f.Add(envelopeJSON(f, s.typ, s.body))
+	}
+	reg := provisioner.Messages()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		env, body, err := reg.Decode(data, 1<<16)
+		if err != nil {
+			return
+		}
+		v, ok := body.(envelope.Validator)
+		if !ok {
+			t.Fatalf("%s decoded to %T, not a Validator", env.Type, body)
+		}
+		if err := v.Validate(); err != nil {
+			t.Fatalf("accepted %s body fails Validate: %v", env.Type, err)
+		}
+		re, err := json.Marshal(body)
+		if err != nil {
+			t.Fatalf("re-marshal %s: %v", env.Type, err)
+		}
+		env.Body = re
+		b, _ := json.Marshal(env)
+		if _, _, err := reg.Decode(b, 0); err != nil {
+			t.Fatalf("round trip of accepted %s fails: %v", env.Type, err)
+		}
+		_ = fmt.Sprint(body)
+	})
+}
+
+func TestReplySaysWhetherRetryingCanHelp(t *testing.T) {
+	h := newHarness(t, nil)
+	ctx := context.Background()
+	if r := h.p.Handle(ctx, &provisioner.LaunchRequest{LaunchID: "L1", Job: "web", Count: 0}); r.Error == "" || r.Retryable {
+		t.Errorf("invalid launch: %+v, want a final error", r)
+	}
+	h.store.Close() // the store fails from now on
+	if r := h.p.Handle(ctx, &provisioner.LaunchRequest{LaunchID: "L1", Job: "web", Count: 1}); r.Error == "" || !r.Retryable {
+		t.Errorf("launch with a broken store: %+v, want a retryable error", r)
+	}
+}

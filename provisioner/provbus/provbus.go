@@ -1,0 +1,136 @@
+// Package provbus binds a provisioner.Provisioner to the AMQP bus: Serve
+// consumes the provisioner's command queue, refuses malformed, foreign and
+// unsigned destructive commands, and replies to RPC callers; Events
+// publishes instance state changes on the run's events exchange. It is the
+// only provisioner code that knows about AMQP.
+package provbus
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+
+	"nightshift/internal/amqpbus"
+	"nightshift/internal/envelope"
+	"nightshift/internal/ping"
+	"nightshift/provisioner"
+)
+
+// commands are the types Serve executes; replies and events sent to the
+// command queue by mistake are refused.
+var commands = []string{
+	provisioner.TypeLaunch, provisioner.TypeTerminate, provisioner.TypeTerminateAll,
+	provisioner.TypeEnable, provisioner.TypeDescribe,
+}
+
+// Server serves one Provisioner on one Bus.
+type Server struct {
+	Bus         *amqpbus.Bus
+	Provisioner *provisioner.Provisioner
+	// Signer verifies destructive commands; it needs Secret and Seen.
+	Signer *envelope.Signer
+	Log    *slog.Logger
+	Clock  clockwork.Clock
+
+	started time.Time
+}
+
+// Serve handles commands until ctx ends.
+func (s *Server) Serve(ctx context.Context) error {
+	if s.Log == nil {
+		s.Log = slog.New(slog.DiscardHandler)
+	}
+	if s.Clock == nil {
+		s.Clock = clockwork.NewRealClock()
+	}
+	reg := provisioner.Messages()
+	ping.Register(reg)
+	started := s.Clock.Now()
+	s.started = started
+	return s.Bus.Consume(ctx, provisioner.Component, func(ctx context.Context, d amqpbus.Delivery) error {
+		return s.handle(ctx, reg, d)
+	})
+}
+
+func (s *Server) handle(ctx context.Context, reg *envelope.Registry, d amqpbus.Delivery) error {
+	env, body, err := amqpbus.DecodeOrReject(reg, s.Log, d)
+	if err == nil && env.Type == ping.Type {
+		// Liveness for launch plans' ready checks; it changes nothing.
+		return ping.Answer(ctx, s.Bus, d, ping.Reply{Component: provisioner.Component, PID: os.Getpid(), Started: s.started})
+	}
+	if err == nil && env.Run != s.Bus.Run() {
+		err = fmt.Errorf("%w: message %q for run %q on run %q", amqpbus.ErrReject, env.Type, env.Run, s.Bus.Run())
+	}
+	if err == nil && !slices.Contains(commands, env.Type) {
+		err = fmt.Errorf("%w: message %q is not a provisioner command", amqpbus.ErrReject, env.Type)
+	}
+	if err == nil {
+		err = amqpbus.VerifyOrReject(reg, s.Signer, s.Log, env)
+	}
+	if err != nil {
+		// Tell an RPC caller now rather than letting it time out.
+		s.reply(ctx, d, provisioner.Reply{Error: err.Error()})
+		return err
+	}
+	s.Log.Info("provisioner command", "type", env.Type, "id", env.ID, "sender", env.Sender)
+	r := s.Provisioner.Handle(ctx, body)
+	if r.Retryable && d.ReplyTo == "" {
+		// A fire-and-forget command has nobody to tell; requeue it so it
+		// is not lost to a passing store failure.
+		return fmt.Errorf("%s %s: %s", env.Type, env.ID, r.Error)
+	}
+	s.reply(ctx, d, r)
+	return nil
+}
+
+func (s *Server) reply(ctx context.Context, d amqpbus.Delivery, r provisioner.Reply) {
+	if d.ReplyTo == "" {
+		return
+	}
+	env, err := envelope.NewEnvelope(provisioner.TypeReply, 1, s.Bus.Run(), provisioner.Component, r, s.Clock.Now())
+	if err == nil {
+		var b []byte
+		if b, err = json.Marshal(env); err == nil {
+			err = s.Bus.Reply(ctx, d, b)
+		}
+	}
+	if err != nil {
+		s.Log.Warn("reply failed", "correlation_id", d.CorrelationID, "err", err)
+	}
+}
+
+// Events publishes instance events; it implements provisioner.Events.
+type Events struct {
+	Bus   *amqpbus.Bus
+	Clock clockwork.Clock
+	// Timeout bounds each publish, because publishing blocks while the
+	// broker is unreachable and events are best effort; default 5s.
+	Timeout time.Duration
+}
+
+var _ provisioner.Events = Events{}
+
+// InstanceChanged implements provisioner.Events.
+func (e Events) InstanceChanged(ctx context.Context, inst provisioner.Instance) error {
+	clock, timeout := e.Clock, e.Timeout
+	if clock == nil {
+		clock = clockwork.NewRealClock()
+	}
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	env, err := envelope.NewEnvelope(provisioner.TypeInstance, 1, e.Bus.Run(), provisioner.Component,
+		provisioner.InstanceEvent{Instance: inst}, clock.Now())
+	if err != nil {
+		return fmt.Errorf("instance event %s: %w", inst.ID, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return e.Bus.Publish(ctx, provisioner.EventKey(inst), env)
+}

@@ -1,0 +1,583 @@
+package provisioner
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"golang.org/x/sync/semaphore"
+
+	"nightshift"
+	"nightshift/internal/envelope"
+	"nightshift/internal/redact"
+)
+
+// Config wires a Provisioner. Driver and Store are required.
+type Config struct {
+	// Run names the deployment; it is passed to the driver and scopes
+	// ownership markers.
+	Run    string
+	Driver Driver
+	Store  Store
+	Events Events // nil: state changes are only logged and stored
+	Log    *slog.Logger
+	Clock  clockwork.Clock
+
+	MaxLaunches     int           // concurrent driver launches; default 8
+	MaxTerminations int           // concurrent driver terminations; default 8
+	CallTimeout     time.Duration // deadline of every driver call; default 2m
+	ReconcileEvery  time.Duration // periodic reconcile; default 30s, negative: only at start
+	RetryDelay      time.Duration // before retrying a failed termination; default 5s
+}
+
+// Provisioner owns instance records and drives the Driver to match them.
+type Provisioner struct {
+	cfg     Config
+	log     *slog.Logger
+	clock   clockwork.Clock
+	events  Events
+	launchQ *queue
+	termQ   *queue
+
+	// mu serialises each read-check-write of a record so that two
+	// concurrent transitions of one instance cannot both win; the Store's
+	// compare-and-set backs this up across processes.
+	mu sync.Mutex
+	// gate makes TerminateAll wait for launches that already checked the
+	// disabled flag, so none slips past it unterminated.
+	gate sync.RWMutex
+
+	idleMu  sync.Mutex
+	changed chan struct{}
+
+	ready     chan struct{}
+	readyOnce sync.Once
+}
+
+// New checks cfg and returns a Provisioner; call Run to start its workers.
+func New(cfg Config) (*Provisioner, error) {
+	if cfg.Driver == nil || cfg.Store == nil {
+		return nil, errors.New("new provisioner: Driver and Store are required")
+	}
+	if cfg.Run == "" {
+		return nil, errors.New("new provisioner: Run is required")
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clockwork.NewRealClock()
+	}
+	if cfg.Events == nil {
+		cfg.Events = noEvents{}
+	}
+	if cfg.MaxLaunches <= 0 {
+		cfg.MaxLaunches = 8
+	}
+	if cfg.MaxTerminations <= 0 {
+		cfg.MaxTerminations = 8
+	}
+	if cfg.CallTimeout <= 0 {
+		cfg.CallTimeout = 2 * time.Minute
+	}
+	if cfg.ReconcileEvery == 0 {
+		cfg.ReconcileEvery = 30 * time.Second
+	}
+	if cfg.RetryDelay <= 0 {
+		cfg.RetryDelay = 5 * time.Second
+	}
+	return &Provisioner{
+		cfg:     cfg,
+		log:     cfg.Log.With("component", "provisioner", "run", cfg.Run, "driver", cfg.Driver.Name()),
+		clock:   cfg.Clock,
+		events:  cfg.Events,
+		launchQ: newQueue(),
+		termQ:   newQueue(),
+		changed: make(chan struct{}),
+		ready:   make(chan struct{}),
+	}, nil
+}
+
+// Run reconciles once, then launches and terminates queued instances and
+// reconciles periodically until ctx ends. In-flight driver calls are allowed
+// to finish (within CallTimeout) rather than being cancelled, because a
+// cancelled launch would be recorded as failed. Call Run once.
+func (p *Provisioner) Run(ctx context.Context) error {
+	if err := p.Reconcile(ctx); err != nil {
+		// Not fatal: the periodic reconcile retries, and requests still work.
+		p.log.Error("reconcile at start-up failed", "err", err)
+	}
+	p.readyOnce.Do(func() { close(p.ready) })
+	var wg sync.WaitGroup
+	work := context.WithoutCancel(ctx)
+	dispatch := func(q *queue, n int, do func(context.Context, string)) {
+		defer wg.Done()
+		sem := semaphore.NewWeighted(int64(n))
+		for {
+			id, ok := q.Get(ctx)
+			if !ok {
+				return
+			}
+			if err := sem.Acquire(ctx, 1); err != nil {
+				q.Done(id)
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer sem.Release(1)
+				do(work, id)
+				q.Done(id)
+				p.notify()
+			}()
+		}
+	}
+	wg.Add(2)
+	go dispatch(p.launchQ, p.cfg.MaxLaunches, p.launchOne)
+	go dispatch(p.termQ, p.cfg.MaxTerminations, p.terminateOne)
+	if p.cfg.ReconcileEvery > 0 {
+		t := p.clock.NewTicker(p.cfg.ReconcileEvery)
+		defer t.Stop()
+		for done := false; !done; {
+			select {
+			case <-ctx.Done():
+				done = true
+			case <-t.Chan():
+				if err := p.Reconcile(ctx); err != nil && ctx.Err() == nil {
+					p.log.Error("periodic reconcile failed", "err", err)
+				}
+			}
+		}
+	} else {
+		<-ctx.Done()
+	}
+	wg.Wait()
+	return nil
+}
+
+// Ready is closed once Run has finished its start-up reconcile, so that
+// what it queued is visible to Idle.
+func (p *Provisioner) Ready() <-chan struct{} { return p.ready }
+
+// notify wakes WaitIdle callers.
+func (p *Provisioner) notify() {
+	p.idleMu.Lock()
+	close(p.changed)
+	p.changed = make(chan struct{})
+	p.idleMu.Unlock()
+}
+
+// Idle reports whether no launch or termination is queued or in progress.
+func (p *Provisioner) Idle() bool { return p.launchQ.Len() == 0 && p.termQ.Len() == 0 }
+
+// WaitIdle blocks until Idle or ctx ends; tests and benchmarks use it.
+func (p *Provisioner) WaitIdle(ctx context.Context) error {
+	for {
+		p.idleMu.Lock()
+		ch := p.changed
+		p.idleMu.Unlock()
+		if p.Idle() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for idle provisioner: %w", ctx.Err())
+		case <-ch:
+		}
+	}
+}
+
+// LaunchRequest asks for Count instances of Job. LaunchID is the
+// idempotency key; Spec is passed to the driver untouched.
+type LaunchRequest struct {
+	LaunchID string          `json:"launch_id"`
+	Job      string          `json:"job"`
+	Count    int             `json:"count"`
+	Spec     json.RawMessage `json:"spec,omitempty"`
+}
+
+// Validate names the first bad field; the error is an
+// *envelope.FieldError so a decoder can report type and field.
+func (r LaunchRequest) Validate() error {
+	if err := ValidLaunchID(r.LaunchID); err != nil {
+		return &envelope.FieldError{Field: "launch_id", Reason: err.Error()}
+	}
+	if err := ValidJob(r.Job); err != nil {
+		return &envelope.FieldError{Field: "job", Reason: err.Error()}
+	}
+	if r.Count < 1 || r.Count > MaxCount {
+		return &envelope.FieldError{Field: "count", Reason: fmt.Sprintf("%d: want 1..%d", r.Count, MaxCount)}
+	}
+	if len(r.Spec) > 0 {
+		var obj map[string]json.RawMessage
+		if err := json.Unmarshal(r.Spec, &obj); err != nil || obj == nil {
+			return &envelope.FieldError{Field: "spec", Reason: "want a JSON object"}
+		}
+	}
+	return nil
+}
+
+// Launch records the request and its instances (write-ahead) and queues
+// them for the driver. It returns the recorded instances at once; their
+// progress is announced through Events. The same LaunchID again returns
+// the first request's instances and starts nothing; reusing it with a
+// different job or count is an error. While disabled (after TerminateAll)
+// the instances are recorded as rejected.
+func (p *Provisioner) Launch(ctx context.Context, req LaunchRequest) ([]Instance, error) {
+	if err := req.Validate(); err != nil {
+		return nil, fmt.Errorf("launch: %w: %w", ErrInvalid, err)
+	}
+	p.gate.RLock()
+	defer p.gate.RUnlock()
+	disabled, err := p.cfg.Store.Disabled(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("launch %s: %w", req.LaunchID, err)
+	}
+	now := p.clock.Now().UTC()
+	state, reason := nightshift.StateRequested, "launch requested"
+	if disabled {
+		state, reason = nightshift.StateRejected, "provisioner disabled by terminate_all; enable it first"
+	}
+	insts := make([]Instance, req.Count)
+	for i := range insts {
+		insts[i] = Instance{
+			ID: InstanceID(req.Job, req.LaunchID, i), Job: req.Job, LaunchID: req.LaunchID, Index: i,
+			Driver: p.cfg.Driver.Name(), State: state, Reason: reason, Created: now, Updated: now,
+			History: []Change{{State: state, Reason: reason, Time: now}},
+		}
+	}
+	l := Launch{LaunchID: req.LaunchID, Job: req.Job, Count: req.Count, Spec: req.Spec, Created: now}
+	existing, created, err := p.cfg.Store.CreateLaunch(ctx, l, insts)
+	if err != nil {
+		return nil, fmt.Errorf("launch %s: record: %w", req.LaunchID, err)
+	}
+	if !created {
+		prev, err := p.cfg.Store.Launch(ctx, req.LaunchID)
+		if err != nil {
+			return nil, fmt.Errorf("launch %s: %w", req.LaunchID, err)
+		}
+		if prev.Job != req.Job || prev.Count != req.Count {
+			return nil, fmt.Errorf("launch %s: %w: launch_id already used for job %s count %d", req.LaunchID, ErrInvalid, prev.Job, prev.Count)
+		}
+		p.log.Info("duplicate launch ignored", "launch_id", req.LaunchID, "job", req.Job)
+		return existing, nil
+	}
+	for _, inst := range insts {
+		p.logChange(inst, "")
+		p.publish(ctx, inst)
+		if !disabled {
+			p.launchQ.Add(inst.ID)
+		}
+	}
+	return insts, nil
+}
+
+// Terminate moves the named instances to terminating and queues them.
+// Unknown ids are reported in an error wrapping ErrNotFound after the known
+// ones have been handled; instances already gone are returned as they are.
+func (p *Provisioner) Terminate(ctx context.Context, ids []string) ([]Instance, error) {
+	var out []Instance
+	var missing []string
+	for _, id := range ids {
+		inst, _, err := p.Transition(ctx, id, nightshift.StateTerminating, "terminate requested")
+		if errors.Is(err, ErrNotFound) {
+			missing = append(missing, id)
+			continue
+		}
+		if err != nil {
+			return out, fmt.Errorf("terminate %s: %w", id, err)
+		}
+		if inst.State == nightshift.StateTerminating {
+			p.termQ.Add(id)
+		}
+		out = append(out, inst)
+	}
+	if len(missing) > 0 {
+		return out, fmt.Errorf("terminate: unknown instances %v: %w", missing, ErrNotFound)
+	}
+	return out, nil
+}
+
+// TerminateAll disables new launches, moves every live instance to
+// terminating and queues it. It is idempotent; poll it (or Describe) until
+// it reports no live instances.
+func (p *Provisioner) TerminateAll(ctx context.Context) (live int, err error) {
+	p.gate.Lock()
+	err = p.cfg.Store.SetDisabled(ctx, true)
+	p.gate.Unlock()
+	if err != nil {
+		return 0, fmt.Errorf("terminate all: disable: %w", err)
+	}
+	recs, err := p.cfg.Store.Instances(ctx, Filter{LiveOnly: true})
+	if err != nil {
+		return 0, fmt.Errorf("terminate all: %w", err)
+	}
+	for _, r := range recs {
+		inst, _, err := p.Transition(ctx, r.ID, nightshift.StateTerminating, "terminate_all")
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return len(recs), fmt.Errorf("terminate all: %s: %w", r.ID, err)
+		}
+		if inst.State == nightshift.StateTerminating {
+			p.termQ.Add(r.ID)
+		}
+	}
+	return len(recs), nil
+}
+
+// Enable accepts launches again after TerminateAll.
+func (p *Provisioner) Enable(ctx context.Context) error {
+	if err := p.cfg.Store.SetDisabled(ctx, false); err != nil {
+		return fmt.Errorf("enable: %w", err)
+	}
+	p.log.Info("provisioner enabled")
+	return nil
+}
+
+// Status is what Describe reports.
+type Status struct {
+	Disabled  bool       `json:"disabled"`
+	Live      int        `json:"live"`
+	Instances []Instance `json:"instances"`
+}
+
+// Describe returns the records of job (all jobs if empty).
+func (p *Provisioner) Describe(ctx context.Context, job string) (Status, error) {
+	disabled, err := p.cfg.Store.Disabled(ctx)
+	if err != nil {
+		return Status{}, fmt.Errorf("describe: %w", err)
+	}
+	recs, err := p.cfg.Store.Instances(ctx, Filter{Job: job})
+	if err != nil {
+		return Status{}, fmt.Errorf("describe: %w", err)
+	}
+	st := Status{Disabled: disabled, Instances: recs}
+	for _, r := range recs {
+		if r.State.Live() {
+			st.Live++
+		}
+	}
+	return st, nil
+}
+
+// Transition moves instance id to next, persisting the change before
+// returning and then publishing it. A stale or duplicate move is ignored:
+// it returns the current record and false.
+func (p *Provisioner) Transition(ctx context.Context, id string, next nightshift.InstanceState, reason string) (Instance, bool, error) {
+	return p.transition(ctx, id, next, reason, nil)
+}
+
+func (p *Provisioner) transition(ctx context.Context, id string, next nightshift.InstanceState, reason string, mutate func(*Instance)) (Instance, bool, error) {
+	p.mu.Lock()
+	cur, err := p.cfg.Store.Instance(ctx, id)
+	if err != nil {
+		p.mu.Unlock()
+		return Instance{}, false, fmt.Errorf("instance %s: %w", id, err)
+	}
+	out, ok := Apply(cur, next, reason, p.clock.Now().UTC())
+	if !ok {
+		p.mu.Unlock()
+		p.log.Debug("stale instance update ignored", "instance", id, "state", cur.State, "update", next)
+		return cur, false, nil
+	}
+	if mutate != nil {
+		mutate(&out)
+	}
+	err = p.cfg.Store.UpdateInstance(ctx, out, cur.State)
+	p.mu.Unlock()
+	if err != nil {
+		return cur, false, fmt.Errorf("instance %s: record %s: %w", id, next, err)
+	}
+	p.logChange(out, cur.State)
+	p.publish(ctx, out)
+	return out, true, nil
+}
+
+func (p *Provisioner) logChange(inst Instance, from nightshift.InstanceState) {
+	p.log.Info("instance state changed", "instance", inst.ID, "job", inst.Job, "launch_id", inst.LaunchID,
+		"from", string(from), "to", string(inst.State), "reason", inst.Reason)
+}
+
+func (p *Provisioner) publish(ctx context.Context, inst Instance) {
+	if err := p.events.InstanceChanged(ctx, inst); err != nil {
+		p.log.Warn("publish instance event failed", "instance", inst.ID, "state", inst.State, "err", err)
+	}
+}
+
+// launchOne brings one record to life if it still wants to be launched.
+func (p *Provisioner) launchOne(ctx context.Context, id string) {
+	inst, err := p.cfg.Store.Instance(ctx, id)
+	if err != nil {
+		p.log.Error("launch: read record", "instance", id, "err", err)
+		return
+	}
+	switch inst.State {
+	case nightshift.StateRequested:
+		var ok bool
+		if inst, ok, err = p.Transition(ctx, id, nightshift.StatePending, "launching"); err != nil || !ok {
+			if err != nil {
+				p.log.Error("launch: record pending", "instance", id, "err", err)
+			}
+			return
+		}
+	case nightshift.StatePending:
+		// Recorded as launching by an earlier run or attempt; the driver's
+		// idempotency per id makes a second call safe.
+	default:
+		return
+	}
+	l, err := p.cfg.Store.Launch(ctx, inst.LaunchID)
+	if err != nil {
+		p.fail(ctx, id, fmt.Sprintf("launch record missing: %v", err))
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, p.cfg.CallTimeout)
+	res, err := p.cfg.Driver.Launch(cctx, InstanceSpec{ID: id, Job: inst.Job, LaunchID: inst.LaunchID, Run: p.cfg.Run, Spec: l.Spec})
+	cancel()
+	if err != nil {
+		reason := "launch failed: " + redact.String(err.Error())
+		if errors.Is(err, context.DeadlineExceeded) {
+			reason = fmt.Sprintf("launch timed out after %s", p.cfg.CallTimeout)
+		}
+		// Record first so nothing relaunches it, then clean up whatever
+		// half-started; a crash in between leaves an orphan that the next
+		// reconcile kills.
+		p.fail(ctx, id, reason)
+		p.driverTerminate(ctx, id, "clean up failed launch")
+		return
+	}
+	next := res.State
+	if next == "" {
+		next = nightshift.StateRunning
+	}
+	cur, ok, err := p.transition(ctx, id, next, "launched", func(i *Instance) {
+		i.Host, i.Address, i.PID = res.Host, res.Address, res.PID
+	})
+	if err != nil {
+		p.log.Error("launch: record launched instance", "instance", id, "err", err)
+		return
+	}
+	if !ok {
+		// Terminated (or failed) while the driver was launching: the
+		// instance must not outlive its record.
+		if cur.State == nightshift.StateTerminating {
+			p.termQ.Add(id)
+		} else if cur.State.Terminal() {
+			p.driverTerminate(ctx, id, "launched after its record ended")
+		}
+	}
+}
+
+func (p *Provisioner) fail(ctx context.Context, id, reason string) {
+	if _, _, err := p.Transition(ctx, id, nightshift.StateFailed, reason); err != nil {
+		p.log.Error("record failed instance", "instance", id, "err", err)
+	}
+}
+
+func (p *Provisioner) driverTerminate(ctx context.Context, id, why string) error {
+	cctx, cancel := context.WithTimeout(ctx, p.cfg.CallTimeout)
+	defer cancel()
+	if err := p.cfg.Driver.Terminate(cctx, id); err != nil {
+		p.log.Warn("driver terminate failed", "instance", id, "why", why, "err", err)
+		return fmt.Errorf("terminate %s: %w", id, err)
+	}
+	p.log.Info("driver terminated instance", "instance", id, "why", why)
+	return nil
+}
+
+// terminateOne finishes a recorded termination.
+func (p *Provisioner) terminateOne(ctx context.Context, id string) {
+	inst, err := p.cfg.Store.Instance(ctx, id)
+	if err != nil {
+		p.log.Error("terminate: read record", "instance", id, "err", err)
+		return
+	}
+	if inst.State != nightshift.StateTerminating {
+		return
+	}
+	if err := p.driverTerminate(ctx, id, inst.Reason); err != nil {
+		// Stay terminating; retry later (and every reconcile retries too).
+		p.clock.AfterFunc(p.cfg.RetryDelay, func() { p.termQ.Add(id); p.notify() })
+		return
+	}
+	if _, _, err := p.Transition(ctx, id, nightshift.StateTerminated, inst.Reason); err != nil {
+		p.log.Error("terminate: record terminated", "instance", id, "err", err)
+	}
+}
+
+// Reconcile compares the records with what the driver owns and repairs the
+// difference: half-done launches are launched (or adopted if the driver
+// already has them), half-done terminations finished, orphans killed and
+// vanished instances failed with reason "disappeared". Run calls it at
+// start-up and periodically; it is safe to call at any time.
+func (p *Provisioner) Reconcile(ctx context.Context) error {
+	recs, err := p.cfg.Store.Instances(ctx, Filter{LiveOnly: true})
+	if err != nil {
+		return fmt.Errorf("reconcile: list records: %w", err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, p.cfg.CallTimeout)
+	owned, err := p.cfg.Driver.List(cctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("reconcile: list %s instances: %w", p.cfg.Driver.Name(), err)
+	}
+	mine := owned[:0:0]
+	for _, o := range owned {
+		if o.Run == p.cfg.Run {
+			mine = append(mine, o)
+		}
+	}
+	var errs []error
+	for _, a := range PlanReconcile(recs, mine) {
+		if err := p.act(ctx, a); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	p.notify()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("reconcile: %w", err)
+	}
+	return nil
+}
+
+func (p *Provisioner) act(ctx context.Context, a Action) error {
+	switch a.Kind {
+	case ActLaunch:
+		p.launchQ.Add(a.ID)
+	case ActTerminate:
+		p.termQ.Add(a.ID)
+	case ActAdopt:
+		o := a.Owned
+		_, _, err := p.transition(ctx, a.ID, nightshift.StateRunning, "adopted: instance found live after restart", func(i *Instance) {
+			i.Host, i.PID = o.Host, o.PID
+		})
+		return err
+	case ActDisappeared:
+		if _, _, err := p.Transition(ctx, a.ID, nightshift.StateFailed, "disappeared"); err != nil {
+			return err
+		}
+		// The driver no longer lists it, but leftovers (children of a dead
+		// leader, a half-deleted VM) may remain; terminate is idempotent.
+		p.driverTerminate(ctx, a.ID, "clean up disappeared instance")
+		return nil
+	case ActKillOrphan:
+		// A launch recorded after the snapshot is not an orphan.
+		cur, err := p.cfg.Store.Instance(ctx, a.ID)
+		switch {
+		case err == nil && cur.State.Live():
+			return nil
+		case err != nil && !errors.Is(err, ErrNotFound):
+			return fmt.Errorf("orphan %s: %w", a.ID, err)
+		}
+		why := "orphan: no record"
+		if err == nil {
+			why = "zombie: record is " + string(cur.State)
+		}
+		return p.driverTerminate(ctx, a.ID, why)
+	}
+	return nil
+}

@@ -1,0 +1,54 @@
+package provisioner
+
+import (
+	"context"
+
+	"nightshift"
+)
+
+// Store keeps launches and instance records durably. internal/provstore is
+// the SQLite implementation. All methods are safe for concurrent use.
+type Store interface {
+	// CreateLaunch atomically records a launch and its instances. If the
+	// launch id is already recorded it writes nothing and returns the
+	// existing instances with created=false.
+	CreateLaunch(ctx context.Context, l Launch, insts []Instance) (existing []Instance, created bool, err error)
+	// Launch returns a recorded launch or an error wrapping ErrNotFound.
+	Launch(ctx context.Context, launchID string) (Launch, error)
+	// Instance returns one record with its history or an error wrapping
+	// ErrNotFound.
+	Instance(ctx context.Context, id string) (Instance, error)
+	// Instances lists records, oldest first.
+	Instances(ctx context.Context, f Filter) ([]Instance, error)
+	// UpdateInstance stores inst, whose last History entry is new, only if
+	// the stored state is still prev; otherwise it returns an error wrapping
+	// ErrConflict.
+	UpdateInstance(ctx context.Context, inst Instance, prev nightshift.InstanceState) error
+	// Disabled reports the flag terminate_all sets and enable clears.
+	Disabled(ctx context.Context) (bool, error)
+	SetDisabled(ctx context.Context, disabled bool) error
+}
+
+// Filter selects instance records; zero fields match everything.
+type Filter struct {
+	Job      string
+	LaunchID string
+	LiveOnly bool
+	IDs      []string
+}
+
+// Events announces state changes. The AMQP glue publishes each Instance as
+// an event with routing key EventKey(inst). Publishing is best effort: the
+// Store is the truth and describe can always be polled.
+type Events interface {
+	InstanceChanged(ctx context.Context, inst Instance) error
+}
+
+// EventKey is the routing key of an instance event.
+func EventKey(inst Instance) string {
+	return "instance." + inst.Job + "." + string(inst.State)
+}
+
+type noEvents struct{}
+
+func (noEvents) InstanceChanged(context.Context, Instance) error { return nil }
