@@ -1,0 +1,287 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"nightshift/sitter"
+)
+
+func buildSitter(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "sitter")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// procTable maps pid to (ppid, pgid) for every live, non-zombie process.
+func procTable(t *testing.T) map[int][2]int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int][2]int{}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+		if len(f) < 3 || f[0] == "Z" {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		pgid, _ := strconv.Atoi(f[2])
+		out[pid] = [2]int{ppid, pgid}
+	}
+	return out
+}
+
+func descendants(t *testing.T, root int) map[int]bool {
+	procs := procTable(t)
+	kids := map[int][]int{}
+	for pid, pp := range procs {
+		kids[pp[0]] = append(kids[pp[0]], pid)
+	}
+	out := map[int]bool{}
+	queue := []int{root}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		for _, k := range kids[p] {
+			if !out[k] {
+				out[k] = true
+				queue = append(queue, k)
+			}
+		}
+	}
+	return out
+}
+
+func TestRunStatusAndSIGTERM(t *testing.T) {
+	bin := buildSitter(t)
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	tasks := filepath.Join(dir, "tasks.toml")
+	err := os.WriteFile(tasks, []byte(`
+sample_interval = "100ms"
+[[task]]
+name = "family"
+shell = "sleep 300 & sleep 300 & wait"
+mem = 64
+[[task]]
+name = "stubborn"
+shell = 'trap "" TERM; sleep 300 & wait'
+stop_grace = "500ms"
+[[task]]
+name = "nested"
+shell = "sh -c 'sleep 300 & wait' & wait"
+cpu = 0.5
+`), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	cmd := exec.Command(bin, "run", "--state-dir", state, tasks)
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("sitter log:\n%s", logs.String())
+		}
+	})
+
+	// status over the control socket, from "another shell".
+	var st sitter.Status
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		out, err := exec.Command(bin, "status", "--json", "--state-dir", state).Output()
+		if err == nil && json.Unmarshal(out, &st) == nil && len(st.Tasks) == 3 && allRunning(st) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status never showed 3 running tasks: %s %v", out, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	table, err := exec.Command(bin, "status", "--state-dir", state).Output()
+	if err != nil || !strings.Contains(string(table), "family") || !strings.Contains(string(table), "limits: ") {
+		t.Errorf("status table: %s %v", table, err)
+	}
+	if out, err := exec.Command(bin, "stop", "--state-dir", state, "nope").CombinedOutput(); err == nil || !strings.Contains(string(out), "no such task") {
+		t.Errorf("stop of unknown task: %s %v", out, err)
+	}
+
+	// Wait until every task has its children, then remember them all.
+	var desc map[int]bool
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		desc = descendants(t, cmd.Process.Pid)
+		if len(desc) >= 8 { // 3 leaders, 2+1+2 sleeps, 1 inner shell
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d descendants: %v", len(desc), desc)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	groups := map[int]bool{}
+	for _, ts := range st.Tasks {
+		groups[ts.PID] = true
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("sitter exit: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("sitter did not exit after SIGTERM")
+	}
+	// The exit must not leave anything behind: no former descendant and no
+	// member of a task's process group.
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		var left []string
+		for pid, pp := range procTable(t) {
+			if desc[pid] || groups[pp[1]] {
+				left = append(left, fmt.Sprint(pid))
+			}
+		}
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("processes left after SIGTERM: %v", left)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := os.Stat(filepath.Join(state, "sitter.sock")); !os.IsNotExist(err) {
+		t.Errorf("control socket left behind: %v", err)
+	}
+	if st.LimitMode != "polling" {
+		prefix := fmt.Sprintf("nightshift/sitter-%d", cmd.Process.Pid)
+		for _, ctl := range []string{"memory", "cpu"} {
+			if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", ctl, prefix)); !os.IsNotExist(err) {
+				t.Errorf("cgroup %s/%s left behind: %v", ctl, prefix, err)
+			}
+		}
+	}
+}
+
+func allRunning(st sitter.Status) bool {
+	for _, ts := range st.Tasks {
+		if ts.State != sitter.StateRunning {
+			return false
+		}
+	}
+	return true
+}
+
+func TestUsageErrors(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run(nil, &out, &errb); code != 2 || !strings.Contains(errb.String(), "usage:") {
+		t.Errorf("no args: code %d, stderr %q", code, errb.String())
+	}
+	errb.Reset()
+	bad := filepath.Join(t.TempDir(), "bad.toml")
+	os.WriteFile(bad, []byte("[[task]]\nname = \"a\"\ncommand = [\"true\"]\ncpu = -2\n"), 0o644)
+	if code := run([]string{"run", "--state-dir", t.TempDir(), bad}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "bad.toml:4: task a: cpu") {
+		t.Errorf("bad file: code %d, stderr %q", code, errb.String())
+	}
+	errb.Reset()
+	if code := run([]string{"status", "--state-dir", t.TempDir()}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "is the sitter running") {
+		t.Errorf("status without sitter: code %d, stderr %q", code, errb.String())
+	}
+}
+
+// TestRestartAfterKill9 kills the sitter with SIGKILL (it cannot clean up)
+// and checks that the next sitter on the same state dir kills what the
+// first one left before starting the tasks again.
+func TestRestartAfterKill9(t *testing.T) {
+	bin := buildSitter(t)
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	tasks := filepath.Join(dir, "tasks.toml")
+	if err := os.WriteFile(tasks, []byte("sample_interval = \"100ms\"\n[[task]]\nname = \"fam\"\nshell = \"sleep 300 & wait\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	startSitter := func() *exec.Cmd {
+		cmd := exec.Command(bin, "run", "--cgroup", "off", "--state-dir", state, tasks)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() })
+		return cmd
+	}
+	waitFamily := func(sitterPID int) map[int]bool {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if d := descendants(t, sitterPID); len(d) >= 2 {
+				return d
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("task and child never appeared")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	first := startSitter()
+	orphans := waitFamily(first.Process.Pid)
+	if err := first.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = first.Wait()
+	for pid := range orphans {
+		if _, ok := procTable(t)[pid]; !ok {
+			t.Fatalf("pid %d died with the sitter; the test needs it orphaned", pid)
+		}
+	}
+	second := startSitter()
+	waitFamily(second.Process.Pid)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var left []int
+		procs := procTable(t)
+		for pid := range orphans {
+			if _, ok := procs[pid]; ok {
+				left = append(left, pid)
+			}
+		}
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("orphans of the killed sitter still alive: %v", left)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,203 @@
+package sitter_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"nightshift/internal/cgroup"
+	"nightshift/internal/psutil"
+	"nightshift/sitter"
+)
+
+// memhogBin is built once in TestMain from examples/sitter/memhog.
+var memhogBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "sitter-test-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	memhogBin = filepath.Join(dir, "memhog")
+	out, err := exec.Command("go", "build", "-o", memhogBin, "../examples/sitter/memhog").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build memhog: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+const sampleEvery = 100 * time.Millisecond
+
+var cgroupSeq atomic.Int64
+
+// limiterFor returns a cgroup limiter for mode "cgroup" (skipping when the
+// host has none we can write) and nil for "polling".
+func limiterFor(t *testing.T, mode string) sitter.Limiter {
+	t.Helper()
+	if mode == "polling" {
+		return nil
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("cgroup mode needs root")
+	}
+	prefix := fmt.Sprintf("nightshift-test/%d-%d", os.Getpid(), cgroupSeq.Add(1))
+	m, err := cgroup.Detect(cgroup.DefaultRoot, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m == nil {
+		t.Skip("no writable cgroup v1/v2 on this host")
+	}
+	t.Cleanup(func() {
+		if err := m.Close(); err != nil {
+			t.Errorf("cgroup dirs left behind: %v", err)
+		}
+	})
+	return m
+}
+
+type harness struct {
+	s   *sitter.Sitter
+	dir string
+}
+
+// start runs a sitter with the given tasks until the test ends.
+func start(t *testing.T, cfg sitter.Config, tasks ...sitter.Task) *harness {
+	t.Helper()
+	if cfg.StateDir == "" {
+		cfg.StateDir = t.TempDir()
+	}
+	if cfg.Sampler == nil {
+		cfg.Sampler = psutil.New()
+	}
+	if cfg.SampleInterval == 0 {
+		cfg.SampleInterval = sampleEvery
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	s, err := sitter.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	for _, task := range tasks {
+		if err := s.AddTask(ctx, task); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("Serve did not return after cancel")
+		}
+	})
+	return &harness{s: s, dir: cfg.StateDir}
+}
+
+func (h *harness) task(t *testing.T, name string) sitter.TaskStatus {
+	t.Helper()
+	for _, ts := range h.s.Status().Tasks {
+		if ts.Name == name {
+			return ts
+		}
+	}
+	t.Fatalf("task %s not in status", name)
+	return sitter.TaskStatus{}
+}
+
+// waitTask polls the task's status until cond holds or timeout passes.
+func (h *harness) waitTask(t *testing.T, name string, timeout time.Duration, what string, cond func(sitter.TaskStatus) bool) sitter.TaskStatus {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ts := h.task(t, name)
+		if cond(ts) {
+			return ts
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task %s: timed out after %s waiting for %s; last status %+v", name, timeout, what, ts)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// Field 3 is the state; a zombie is already dead.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
+
+func waitDead(t *testing.T, pid int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d still alive after %s", pid, timeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func readPID(t *testing.T, path string, timeout time.Duration) int {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		b, err := os.ReadFile(path)
+		if n, perr := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && perr == nil && n > 0 {
+			return n
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no pid in %s after %s", path, timeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func intp(n int) *int    { return &n }
+func boolp(b bool) *bool { return &b }
+
+func dur(d time.Duration) sitter.Duration { return sitter.Duration(d) }
+
+// syncBuffer is a log destination the test can read while the sitter writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

@@ -1,0 +1,445 @@
+package sitter_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"nightshift/internal/psutil"
+	"nightshift/sitter"
+)
+
+// TestLimitsCaught runs a CPU spinner, a memory hog and a sleeper past its
+// time limit, in polling mode and (when the host allows) cgroup mode. Each
+// must be caught quickly, recorded with measured value and limit, take its
+// children with it, and be restarted by policy.
+func TestLimitsCaught(t *testing.T) {
+	for _, mode := range []string{"polling", "cgroup"} {
+		t.Run(mode, func(t *testing.T) {
+			limiter := limiterFor(t, mode)
+			dir := t.TempDir()
+			base := sitter.Task{Restart: sitter.RestartOnFailure, MaxRestarts: intp(-1),
+				BackoffInitial: dur(100 * time.Millisecond), StopGrace: dur(500 * time.Millisecond)}
+			spinner, hog, sleeper := base, base, base
+			spinner.Name, spinner.CPU = "spinner", 0.1
+			// The background sleep is the child that must die with the task.
+			spinner.Shell = fmt.Sprintf(`sleep 300 & echo $! > %s/$$.child; while :; do :; done`, dir)
+			hog.Name, hog.Mem, hog.Command = "hog", 48, []string{memhogBin, "-mb", "200", "-step", "8", "-every", "10ms"}
+			sleeper.Name, sleeper.TimeLimit = "sleeper", dur(300*time.Millisecond)
+			sleeper.Shell = fmt.Sprintf(`sleep 300 & echo $! > %s/$$.child; wait`, dir)
+			// Well within every limit: must never be touched.
+			calm := base
+			calm.Name, calm.CPU, calm.Mem, calm.TimeLimit = "calm", 0.5, 48, dur(time.Hour)
+			calm.Command = []string{memhogBin, "-mb", "16"}
+			h := start(t, sitter.Config{Limiter: limiter}, spinner, hog, sleeper, calm)
+			if got := h.s.Status().LimitMode; (mode == "polling") != (got == "polling") {
+				t.Fatalf("limit mode = %s in %s test", got, mode)
+			}
+
+			cases := []struct {
+				task  string
+				kind  sitter.ViolationKind
+				limit float64
+				// within bounds how long after start the violation may come:
+				// two samples for CPU (the spike filter), one sample after
+				// the hog passes the limit, the timer itself for time.
+				within time.Duration
+			}{
+				// The slack covers a loaded 2-core machine under -race.
+				{"spinner", sitter.ViolationCPU, 0.1, 2*sampleEvery + 700*time.Millisecond},
+				{"hog", sitter.ViolationMem, 48, sampleEvery + 700*time.Millisecond},
+				{"sleeper", sitter.ViolationTime, 0.3, 300*time.Millisecond + 500*time.Millisecond},
+			}
+			var wg sync.WaitGroup
+			for _, c := range cases {
+				wg.Go(func() {
+					first := h.waitTask(t, c.task, 10*time.Second, "first run", func(ts sitter.TaskStatus) bool { return ts.PID > 0 })
+					child := 0
+					if c.task != "hog" {
+						child = readPID(t, filepath.Join(dir, fmt.Sprintf("%d.child", first.PID)), 5*time.Second)
+					}
+					ts := h.waitTask(t, c.task, 15*time.Second, "a violation", func(ts sitter.TaskStatus) bool { return ts.LastViolation != nil })
+					v := ts.LastViolation
+					if v.Kind != c.kind || v.Limit != c.limit || v.Measured < v.Limit {
+						t.Errorf("%s: violation %+v, want kind %s with measured >= limit %g", c.task, v, c.kind, c.limit)
+					}
+					if took := v.At.Sub(first.StartedAt); took > c.within {
+						t.Errorf("%s: caught %s after start, want within %s", c.task, took, c.within)
+					}
+					if c.kind == sitter.ViolationTime && v.Measured < 0.3 {
+						t.Errorf("sleeper stopped early: %gs", v.Measured)
+					}
+					h.waitTask(t, c.task, 10*time.Second, "restart by policy", func(ts sitter.TaskStatus) bool {
+						return ts.Restarts >= 1 && ts.PID > 0 && ts.PID != first.PID
+					})
+					waitDead(t, first.PID, 5*time.Second)
+					if child != 0 {
+						waitDead(t, child, 5*time.Second) // the sleep died with its task
+					}
+				})
+			}
+			wg.Wait()
+			if ts := h.task(t, "calm"); ts.State != sitter.StateRunning || ts.Restarts != 0 || ts.LastViolation != nil || ts.MemMB < 16 {
+				t.Errorf("well-behaved task was disturbed or not measured: %+v", ts)
+			}
+		})
+	}
+}
+
+// TestChildrenDieWithTask checks /proc for a task's grandchild after a
+// violation kills the task.
+func TestChildrenDieWithTask(t *testing.T) {
+	dir := t.TempDir()
+	task := sitter.Task{Name: "parent", Restart: sitter.RestartNever, TimeLimit: dur(300 * time.Millisecond),
+		StopGrace: dur(2 * time.Second),
+		// A nested shell makes the sleep a grandchild; the outer shell
+		// ignores TERM so only the group kill reaches everything.
+		Shell: fmt.Sprintf(`sh -c 'sleep 300 & echo $! > %s/gc; wait' & wait`, dir)}
+	h := start(t, sitter.Config{}, task)
+	gc := readPID(t, filepath.Join(dir, "gc"), 5*time.Second)
+	if !alive(gc) {
+		t.Fatalf("grandchild %d not running", gc)
+	}
+	ts := h.waitTask(t, "parent", 10*time.Second, "failed after time limit", func(ts sitter.TaskStatus) bool { return ts.State == sitter.StateFailed })
+	if ts.LastViolation == nil || ts.LastViolation.Kind != sitter.ViolationTime || !strings.Contains(ts.Reason, "restart=never") {
+		t.Errorf("status %+v, want failed by time violation with restart=never", ts)
+	}
+	waitDead(t, gc, 5*time.Second)
+}
+
+func TestGiveUpAfterMaxRestarts(t *testing.T) {
+	task := sitter.Task{Name: "crasher", Shell: "exit 3", Restart: sitter.RestartOnFailure,
+		MaxRestarts: intp(3), RestartWindow: dur(time.Minute),
+		BackoffInitial: dur(100 * time.Millisecond), BackoffMax: dur(200 * time.Millisecond)}
+	began := time.Now()
+	h := start(t, sitter.Config{}, task)
+	ts := h.waitTask(t, "crasher", 15*time.Second, "failed", func(ts sitter.TaskStatus) bool { return ts.State == sitter.StateFailed })
+	if ts.Restarts != 3 || ts.ExitCode != 3 || !strings.Contains(ts.Reason, "gave up: 3 restarts within 1m0s (max_restarts 3); last run: exit status 3") {
+		t.Errorf("status %+v", ts)
+	}
+	// Back-off 100ms, 200ms, 200ms (capped) must all have been waited.
+	if took := time.Since(began); took < 500*time.Millisecond {
+		t.Errorf("gave up after %s, faster than the back-off allows", took)
+	}
+	// An operator start forgets the history and runs it again.
+	if err := h.s.StartTask(context.Background(), "crasher"); err != nil {
+		t.Fatal(err)
+	}
+	h.waitTask(t, "crasher", 5*time.Second, "backoff after fresh start", func(ts sitter.TaskStatus) bool {
+		return ts.State == sitter.StateBackoff || ts.State == sitter.StateRunning
+	})
+}
+
+func TestExitPolicies(t *testing.T) {
+	cases := []struct {
+		name  string
+		task  sitter.Task
+		state sitter.TaskState
+	}{
+		{"allow-exit clean exit is final", sitter.Task{Shell: "exit 0"}, sitter.StateExited},
+		{"restart never on failure", sitter.Task{Shell: "exit 1", Restart: sitter.RestartNever}, sitter.StateFailed},
+		{"missing binary fails clearly", sitter.Task{Command: []string{"/nonexistent/bin"}, Restart: sitter.RestartNever}, sitter.StateFailed},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			c.task.Name = "t"
+			h := start(t, sitter.Config{}, c.task)
+			ts := h.waitTask(t, "t", 10*time.Second, string(c.state), func(ts sitter.TaskStatus) bool { return ts.State == c.state })
+			if ts.Restarts != 0 {
+				t.Errorf("restarted %d times", ts.Restarts)
+			}
+			if c.task.Command != nil && !strings.Contains(ts.Reason, "/nonexistent/bin") {
+				t.Errorf("reason %q does not name the binary", ts.Reason)
+			}
+		})
+	}
+}
+
+func TestControlMethods(t *testing.T) {
+	ctx := context.Background()
+	h := start(t, sitter.Config{}, sitter.Task{Name: "svc", Shell: "echo hello; echo oops >&2; exec sleep 300", StopGrace: dur(time.Second)},
+		sitter.Task{Name: "idle", Command: []string{"sleep", "300"}, Autostart: boolp(false)})
+	first := h.waitTask(t, "svc", 5*time.Second, "running", func(ts sitter.TaskStatus) bool { return ts.State == sitter.StateRunning })
+	if h.task(t, "idle").State != sitter.StateStopped {
+		t.Errorf("autostart=false task is %s", h.task(t, "idle").State)
+	}
+	if err := h.s.StopTask(ctx, "svc"); err != nil {
+		t.Fatal(err)
+	}
+	if ts := h.task(t, "svc"); ts.State != sitter.StateStopped || ts.PID != 0 {
+		t.Errorf("after stop: %+v", ts)
+	}
+	waitDead(t, first.PID, 2*time.Second)
+	if err := h.s.StartTask(ctx, "svc"); err != nil {
+		t.Fatal(err)
+	}
+	second := h.waitTask(t, "svc", 5*time.Second, "running again", func(ts sitter.TaskStatus) bool { return ts.State == sitter.StateRunning })
+	if err := h.s.RestartTask(ctx, "svc"); err != nil {
+		t.Fatal(err)
+	}
+	third := h.waitTask(t, "svc", 5*time.Second, "running after restart", func(ts sitter.TaskStatus) bool { return ts.State == sitter.StateRunning })
+	if third.PID == second.PID {
+		t.Errorf("restart kept pid %d", third.PID)
+	}
+	waitDead(t, second.PID, 2*time.Second)
+	lt := waitTail(t, h.s, "svc")
+	if lt.Stdout[len(lt.Stdout)-1] != "hello" || lt.Stderr[len(lt.Stderr)-1] != "oops" {
+		t.Errorf("tail = %+v", lt)
+	}
+	if err := h.s.RemoveTask(ctx, "svc"); err != nil {
+		t.Fatal(err)
+	}
+	waitDead(t, third.PID, 2*time.Second)
+	if err := h.s.StopTask(ctx, "svc"); !errors.Is(err, sitter.ErrNoTask) {
+		t.Errorf("stop removed task: %v, want ErrNoTask", err)
+	}
+	if err := h.s.Drain(ctx, "idle"); err == nil || !strings.Contains(err.Error(), "not running") {
+		t.Errorf("drain of a stopped task: %v", err)
+	}
+	if err := h.s.AddTask(ctx, sitter.Task{Name: "idle", Shell: "true"}); err == nil {
+		t.Error("duplicate AddTask accepted")
+	}
+	// Added while serving: runs at once.
+	if err := h.s.AddTask(ctx, sitter.Task{Name: "late", Command: []string{"sleep", "300"}}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitTask(t, "late", 5*time.Second, "running", func(ts sitter.TaskStatus) bool { return ts.State == sitter.StateRunning })
+}
+
+func waitTail(t *testing.T, s *sitter.Sitter, name string) sitter.LogTail {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		lt, err := s.TailLog(name, 5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(lt.Stdout) > 0 && len(lt.Stderr) > 0 {
+			return lt
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no log lines for %s: %+v", name, lt)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestStopGraceThenKill: a task that ignores the stop signal is killed
+// after stop_grace, and StopTask waits for that.
+func TestStopGraceThenKill(t *testing.T) {
+	grace := 300 * time.Millisecond
+	h := start(t, sitter.Config{}, sitter.Task{Name: "stubborn", Shell: `trap "" TERM; sleep 300 & wait`, StopGrace: dur(grace)})
+	ts := h.waitTask(t, "stubborn", 5*time.Second, "running", func(ts sitter.TaskStatus) bool { return ts.State == sitter.StateRunning })
+	began := time.Now()
+	if err := h.s.StopTask(context.Background(), "stubborn"); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(began); took < grace {
+		t.Errorf("stop returned after %s, before the grace of %s", took, grace)
+	}
+	if got := h.task(t, "stubborn"); got.State != sitter.StateStopped || !strings.Contains(got.Reason, "SIGKILL") {
+		t.Errorf("after stop: %+v, want stopped by SIGKILL", got)
+	}
+	waitDead(t, ts.PID, 2*time.Second)
+}
+
+// TestDrainAndWorkStatus exercises the busy/idle and drain protocol with a
+// shell worker.
+func TestDrainAndWorkStatus(t *testing.T) {
+	worker := `echo busy > "$NIGHTSHIFT_STATUS_FILE"
+while [ ! -e "$NIGHTSHIFT_DRAIN_FILE" ]; do sleep 0.05; done
+echo idle > "$NIGHTSHIFT_STATUS_FILE.tmp" && mv "$NIGHTSHIFT_STATUS_FILE.tmp" "$NIGHTSHIFT_STATUS_FILE"
+exit 0`
+	h := start(t, sitter.Config{}, sitter.Task{Name: "w", Shell: worker, Restart: sitter.RestartAlways})
+	h.waitTask(t, "w", 5*time.Second, "busy", func(ts sitter.TaskStatus) bool { return ts.Work == sitter.WorkBusy })
+	if err := h.s.Drain(context.Background(), "w"); err != nil {
+		t.Fatal(err)
+	}
+	ts := h.waitTask(t, "w", 5*time.Second, "exited", func(ts sitter.TaskStatus) bool { return ts.State == sitter.StateExited })
+	if !strings.HasPrefix(ts.Reason, "drained") || ts.Restarts != 0 {
+		t.Errorf("after drain: %+v, want exited/drained without restart", ts)
+	}
+}
+
+func TestHealthCheckFailureRestarts(t *testing.T) {
+	dir := t.TempDir()
+	flag := filepath.Join(dir, "healthy")
+	if err := os.WriteFile(flag, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := start(t, sitter.Config{}, sitter.Task{Name: "h", Command: []string{"sleep", "300"},
+		HealthCommand: []string{"test", "-e", flag}, HealthInterval: dur(100 * time.Millisecond),
+		BackoffInitial: dur(100 * time.Millisecond), StopGrace: dur(time.Second)})
+	first := h.waitTask(t, "h", 5*time.Second, "running", func(ts sitter.TaskStatus) bool { return ts.State == sitter.StateRunning })
+	os.Remove(flag)
+	ts := h.waitTask(t, "h", 5*time.Second, "health violation", func(ts sitter.TaskStatus) bool { return ts.LastViolation != nil })
+	if ts.LastViolation.Kind != sitter.ViolationHealth || ts.LastViolation.Measured != 1 {
+		t.Errorf("violation %+v, want health with status 1", ts.LastViolation)
+	}
+	h.waitTask(t, "h", 5*time.Second, "restarted", func(ts sitter.TaskStatus) bool { return ts.Restarts == 1 && ts.PID != first.PID && ts.PID > 0 })
+}
+
+func TestLogRotation(t *testing.T) {
+	// ~3.5 MB of 100-byte lines against 1 MiB files and 2 backups: three
+	// rotations happen and the oldest backup is pruned.
+	h := start(t, sitter.Config{}, sitter.Task{Name: "chatty", LogMaxMB: 1, LogBackups: 2,
+		Shell: `head -c 3500000 /dev/zero | tr '\0' x | fold -w 99; echo END; exec sleep 300`})
+	const written = 3500000/99*100 + 3500000%99 + 1 + 4
+	logs := filepath.Join(h.dir, "logs")
+	current := filepath.Join(logs, "chatty.stdout.log")
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		backups, _ := filepath.Glob(filepath.Join(logs, "chatty.stdout-*.log"))
+		b, _ := os.ReadFile(current)
+		// lumberjack prunes old backups in the background.
+		if strings.HasSuffix(string(b), "END\n") && len(backups) == 2 {
+			total := int64(len(b))
+			for _, bk := range backups {
+				fi, err := os.Stat(bk)
+				if err != nil {
+					t.Fatal(err)
+				}
+				// lumberjack rotates before a write that would cross the
+				// limit, and output arrives in pipe-sized chunks (<= 64 KiB).
+				if fi.Size() > 1<<20 || fi.Size() < 1<<20-64<<10 {
+					t.Errorf("backup %s is %d bytes, want within 64 KiB under 1 MiB", bk, fi.Size())
+				}
+				total += fi.Size()
+			}
+			if len(b) > 1<<20 {
+				t.Errorf("current log %d bytes, over the limit", len(b))
+			}
+			if total >= written {
+				t.Errorf("kept %d of %d bytes: the oldest backup was not pruned", total, written)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rotation not seen: backups %v, current %d bytes", backups, len(b))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+type recordingSink struct {
+	mu   sync.Mutex
+	hbs  []sitter.Heartbeat
+	fail bool
+}
+
+func (r *recordingSink) SendHeartbeat(ctx context.Context, hb sitter.Heartbeat) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.hbs = append(r.hbs, hb)
+	if r.fail {
+		return errors.New("broker amqp://guest:secret@127.0.0.1:5672/ unreachable")
+	}
+	return nil
+}
+
+func (r *recordingSink) count() int { r.mu.Lock(); defer r.mu.Unlock(); return len(r.hbs) }
+
+func TestHeartbeats(t *testing.T) {
+	for _, fail := range []bool{false, true} {
+		t.Run(fmt.Sprintf("failing=%v", fail), func(t *testing.T) {
+			sink := &recordingSink{fail: fail}
+			var logs syncBuffer
+			h := start(t, sitter.Config{Sink: sink, HeartbeatInterval: 50 * time.Millisecond, InstanceID: "i-123", Job: "j",
+				Logger: slog.New(slog.NewTextHandler(&logs, nil))},
+				sitter.Task{Name: "beat", Command: []string{"sleep", "300"}, TimeLimit: dur(200 * time.Millisecond),
+					Restart: sitter.RestartAlways, BackoffInitial: dur(50 * time.Millisecond), MaxRestarts: intp(-1)})
+			// Supervision goes on whatever the sink does: the time limit
+			// keeps restarting the task.
+			h.waitTask(t, "beat", 10*time.Second, "two policy restarts", func(ts sitter.TaskStatus) bool { return ts.Restarts >= 2 })
+			if n := sink.count(); n < 3 {
+				t.Fatalf("sink got %d heartbeats", n)
+			}
+			sink.mu.Lock()
+			defer sink.mu.Unlock()
+			last := sink.hbs[len(sink.hbs)-1]
+			if last.InstanceID != "i-123" || last.Job != "j" || last.Host == "" || len(last.Tasks) != 1 || last.Tasks[0].Name != "beat" ||
+				last.Vitals.MemTotalMB <= 0 || last.LimitMode != "polling" {
+				t.Errorf("heartbeat %+v", last)
+			}
+			states := map[sitter.TaskState]bool{}
+			for _, hb := range sink.hbs {
+				states[hb.Tasks[0].State] = true
+			}
+			if !states[sitter.StateRunning] {
+				t.Errorf("no heartbeat saw the task running: %v", states)
+			}
+			if fail {
+				l := logs.String()
+				if strings.Count(l, "send heartbeat failed") != 1 || strings.Contains(l, "secret") || !strings.Contains(l, "guest:xxxxx@") {
+					t.Errorf("want exactly one redacted failure line, got:\n%s", l)
+				}
+			}
+		})
+	}
+}
+
+// TestKill9Restarts: a task killed -9 from outside counts as a failure and
+// is restarted.
+func TestKill9Restarts(t *testing.T) {
+	h := start(t, sitter.Config{}, sitter.Task{Name: "victim", Command: []string{"sleep", "300"},
+		BackoffInitial: dur(50 * time.Millisecond)})
+	first := h.waitTask(t, "victim", 5*time.Second, "running", func(ts sitter.TaskStatus) bool { return ts.State == sitter.StateRunning })
+	if err := syscall.Kill(first.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	ts := h.waitTask(t, "victim", 5*time.Second, "restarted", func(ts sitter.TaskStatus) bool {
+		return ts.State == sitter.StateRunning && ts.PID != first.PID
+	})
+	if ts.Restarts != 1 {
+		t.Errorf("restarts = %d, want 1", ts.Restarts)
+	}
+}
+
+func TestServeContract(t *testing.T) {
+	s, err := sitter.New(sitter.Config{StateDir: t.TempDir(), Sampler: psutil.New()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := s.AddTask(ctx, sitter.Task{Name: "a", Command: []string{"sleep", "300"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.StopTask(ctx, "a"); !errors.Is(err, sitter.ErrNotServing) {
+		t.Errorf("control before Serve: %v, want ErrNotServing", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Status().Tasks[0].State != sitter.StateRunning {
+		if time.Now().After(deadline) {
+			t.Fatal("task never ran")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	pid := s.Status().Tasks[0].PID
+	if err := s.Serve(ctx); err == nil {
+		t.Error("second Serve accepted")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Status().Tasks[0]; st.State != sitter.StateStopped {
+		t.Errorf("after Serve returned: %+v", st)
+	}
+	waitDead(t, pid, 2*time.Second)
+	if err := s.AddTask(context.Background(), sitter.Task{Name: "b", Shell: "true"}); !errors.Is(err, sitter.ErrNotServing) {
+		t.Errorf("AddTask after shutdown: %v", err)
+	}
+	if _, err := sitter.New(sitter.Config{Sampler: psutil.New()}); err == nil {
+		t.Error("New without StateDir accepted")
+	}
+}
