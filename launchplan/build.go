@@ -80,7 +80,10 @@ func (b *builder) build(plan *Plan, top *source) {
 		b.errs.add(top.filePos(), "name", "default plan name %q (from the file name) must match %s; set name = \"...\"", plan.Name, namePattern)
 	}
 
-	plan.Globals = map[string]string{}
+	// plan_dir is a built-in global (rank 0: any plan, -G or -g value wins)
+	// so that a plan can name files beside it in values that reach other
+	// working directories, such as a worker's command.
+	plan.Globals = map[string]string{GlobalPlanDir: plan.Dir}
 	if n, ok := top.node("globals"); ok {
 		b.globals(n, plan.Globals)
 	}

@@ -138,6 +138,10 @@ const (
 	AttrLevel      = "level"
 )
 
+// GlobalPlanDir is the built-in global holding the absolute directory of
+// the top plan file.
+const GlobalPlanDir = "plan_dir"
+
 // OutputEnv is the environment variable through which a boot program learns
 // the path of the JSON file it may write to export attributes.
 const OutputEnv = "NIGHTSHIFT_OUTPUT"
