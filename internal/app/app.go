@@ -13,7 +13,9 @@ import (
 	"path/filepath"
 
 	"nightshift/bootlevel"
+	"nightshift/internal/ec2driver"
 	"nightshift/internal/localdriver"
+	"nightshift/internal/nstypes"
 	"nightshift/internal/runstore"
 	"nightshift/internal/sshdriver"
 	"nightshift/launchplan"
@@ -64,17 +66,38 @@ func Open(ctx context.Context, home string, log *slog.Logger) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open run database in %s: %w", home, err)
 	}
+	local := localdriver.New(log)
+	ssh := sshdriver.New(home, log)
 	eng := &bootlevel.Engine{
 		Store: st,
 		Drivers: map[string]bootlevel.Driver{
-			launchplan.DriverLocal: localdriver.New(log),
-			launchplan.DriverSSH:   sshdriver.New(home, log),
+			launchplan.DriverLocal: local,
+			launchplan.DriverSSH:   ssh,
+			launchplan.DriverEC2: &ec2driver.Driver{
+				Remote: ssh, Local: local, Log: log,
+				// Tests point prod plans at moto, whose instances cannot be
+				// reached over ssh: run their steps here instead.
+				AllStepsLocal: os.Getenv("NIGHTSHIFT_EC2_STEPS_LOCAL") == "1",
+			},
 		},
-		Types: map[string]bootlevel.Driver{},
+		Types: nstypes.Types(BinDir(), log),
 		Log:   log,
 		Home:  home,
 	}
 	return &App{Home: home, Store: st, Engine: eng, Log: log}, nil
+}
+
+// BinDir is the directory of the running binary, where the other
+// Nightshift binaries are looked for first.
+func BinDir() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	if real, err := filepath.EvalSymlinks(exe); err == nil {
+		exe = real
+	}
+	return filepath.Dir(exe)
 }
 
 // Close releases the store.

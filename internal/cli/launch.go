@@ -15,6 +15,8 @@ import (
 
 	"nightshift/bootlevel"
 	"nightshift/internal/app"
+	"nightshift/internal/envelope"
+	"nightshift/internal/nstypes"
 	"nightshift/internal/progress"
 	"nightshift/internal/redact"
 	"nightshift/launchplan"
@@ -91,6 +93,12 @@ func Launch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	os.Setenv(app.HomeEnv, homeDir)
 	runDir := filepath.Join(homeDir, "runs", run)
 	if err := os.MkdirAll(runDir, 0o700); err != nil {
+		fmt.Fprintln(stderr, "launch:", err)
+		return app.ExitFailed
+	}
+	// The run's secret signs destructive commands between its components;
+	// it exists before any of them starts.
+	if _, err := envelope.LoadOrCreateSecret(nstypes.SecretPath(homeDir, run)); err != nil {
 		fmt.Fprintln(stderr, "launch:", err)
 		return app.ExitFailed
 	}

@@ -34,9 +34,10 @@ type Spec struct {
 	Component string
 	// Keys are the config keys the type accepts besides amqp_url and binary.
 	Keys []string
-	// Args builds the daemon's arguments from the checked config. files lets
-	// it write extra files (jobs, specs) into the daemon's directory.
-	Args func(req bootlevel.StepRequest, cfg map[string]any, dir string) ([]string, error)
+	// Args builds the daemon's arguments (beyond --run and --amqp-url-file)
+	// from the checked config; it may write files (jobs, specs) into dir,
+	// the daemon's directory. binDir is where sibling binaries live.
+	Args func(req bootlevel.StepRequest, cfg map[string]any, dir, binDir string) ([]string, error)
 }
 
 // Type implements bootlevel.Driver for a daemon.
@@ -126,15 +127,21 @@ func (t *Type) binary(cfg map[string]any) (string, error) {
 	if b, _ := cfg["binary"].(string); b != "" {
 		return b, nil
 	}
-	if t.BinDir != "" {
-		p := filepath.Join(t.BinDir, t.Spec.Name)
+	return FindBinary(t.BinDir, t.Spec.Name)
+}
+
+// FindBinary finds a Nightshift binary: beside the running launch binary
+// first (so a build directory is self-contained), then on $PATH.
+func FindBinary(binDir, name string) (string, error) {
+	if binDir != "" {
+		p := filepath.Join(binDir, name)
 		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
 			return p, nil
 		}
 	}
-	p, err := exec.LookPath(t.Spec.Name)
+	p, err := exec.LookPath(name)
 	if err != nil {
-		return "", fmt.Errorf("no %s binary beside launch (%s) or on $PATH: build it with `go build -o bin/ ./cmd/...`", t.Spec.Name, t.BinDir)
+		return "", fmt.Errorf("no %s binary beside launch (%s) or on $PATH: build them with `go build -o bin/ ./cmd/...`", name, binDir)
 	}
 	return p, nil
 }
@@ -154,10 +161,9 @@ func (t *Type) boot(ctx context.Context, req bootlevel.StepRequest, cfg map[stri
 	if err := os.WriteFile(urlFile, []byte(cfg["amqp_url"].(string)+"\n"), 0o600); err != nil {
 		return nil, err
 	}
-	home := os.Getenv("NIGHTSHIFT_HOME")
-	args := []string{"--run", req.Run, "--home", home, "--amqp-url-file", urlFile}
+	args := []string{"--run", req.Run, "--amqp-url-file", urlFile}
 	if t.Spec.Args != nil {
-		more, err := t.Spec.Args(req, cfg, dir)
+		more, err := t.Spec.Args(req, cfg, dir, t.BinDir)
 		if err != nil {
 			return nil, err
 		}

@@ -1,0 +1,132 @@
+// Package nstypes declares Nightshift's own daemons as built-in launch-plan
+// service types, so a plan boots its provisioner and controller without
+// wrapper scripts: what each one accepts in its `config` table and how that
+// becomes the daemon's command line and files.
+package nstypes
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"nightshift/bootlevel"
+	"nightshift/internal/brokertype"
+	"nightshift/internal/daemontype"
+)
+
+// SecretPath is where a run's HMAC secret lives; every component of the run
+// uses the same file.
+func SecretPath(home, run string) string { return filepath.Join(home, "runs", run, "secret") }
+
+// Types returns the built-in service types for an engine.
+func Types(binDir string, log *slog.Logger) map[string]bootlevel.Driver {
+	return map[string]bootlevel.Driver{
+		"broker":      brokertype.New(log),
+		"provisioner": &daemontype.Type{Spec: provisionerSpec, BinDir: binDir, Log: log},
+		"controller":  &daemontype.Type{Spec: controllerSpec, BinDir: binDir, Log: log},
+	}
+}
+
+var provisionerSpec = daemontype.Spec{
+	Name:      "provisioner",
+	Component: "provisioner",
+	Keys:      []string{"driver", "worker_command", "max_launches", "max_terminations", "reconcile_every"},
+	Args: func(req bootlevel.StepRequest, cfg map[string]any, dir, binDir string) ([]string, error) {
+		driver := "local"
+		if d, ok := cfg["driver"].(string); ok && d != "" {
+			driver = d
+		}
+		if driver != "local" {
+			return nil, fmt.Errorf("config.driver: %q is not available to the provisioner yet (local)", driver)
+		}
+		worker, err := stringList(cfg, "worker_command")
+		if err != nil {
+			return nil, err
+		}
+		if len(worker) == 0 {
+			sitter, err := daemontype.FindBinary(binDir, "sitter")
+			if err != nil {
+				return nil, err
+			}
+			worker = []string{sitter, "agent"}
+		}
+		for _, w := range worker {
+			if strings.ContainsAny(w, " \t\n") {
+				return nil, fmt.Errorf("config.worker_command: %q holds white space, which the provisioner cannot pass through", w)
+			}
+		}
+		args := []string{
+			"--home", os.Getenv("NIGHTSHIFT_HOME"),
+			"--driver", driver,
+			"--worker-command", strings.Join(worker, " "),
+			// The sitters reach the broker through the same 0600 file.
+			"--worker-env", "NIGHTSHIFT_AMQP_URL_FILE=" + filepath.Join(dir, "amqp-url"),
+		}
+		for _, k := range []string{"max_launches", "max_terminations"} {
+			if v, ok := cfg[k]; ok {
+				n, ok := v.(float64)
+				if !ok || n < 1 || n != float64(int(n)) {
+					return nil, fmt.Errorf("config.%s: want a whole number >= 1, got %v", k, v)
+				}
+				args = append(args, "--"+strings.ReplaceAll(k, "_", "-"), fmt.Sprint(int(n)))
+			}
+		}
+		if v, ok := cfg["reconcile_every"]; ok {
+			s, ok := v.(string)
+			if !ok {
+				return nil, fmt.Errorf("config.reconcile_every: want a duration such as \"30s\", got %v", v)
+			}
+			args = append(args, "--reconcile-every", s)
+		}
+		return args, nil
+	},
+}
+
+var controllerSpec = daemontype.Spec{
+	Name:      "controller",
+	Component: "controller",
+	Keys:      []string{"jobs", "tick"},
+	Args: func(req bootlevel.StepRequest, cfg map[string]any, dir, binDir string) ([]string, error) {
+		jobs, ok := cfg["jobs"].(map[string]any)
+		if !ok || len(jobs) == 0 {
+			return nil, fmt.Errorf("config.jobs: want one [config.jobs.NAME] table per worker pool")
+		}
+		data, err := json.MarshalIndent(map[string]any{"jobs": jobs}, "", "  ")
+		if err != nil {
+			return nil, fmt.Errorf("config.jobs: %w", err)
+		}
+		jobsFile := filepath.Join(dir, "jobs.json")
+		if err := os.WriteFile(jobsFile, data, 0o600); err != nil {
+			return nil, err
+		}
+		home := os.Getenv("NIGHTSHIFT_HOME")
+		args := []string{"--home", dir, "--jobs", jobsFile, "--secret-file", SecretPath(home, req.Run)}
+		if t, ok := cfg["tick"].(string); ok {
+			args = append(args, "--tick", t)
+		}
+		return args, nil
+	},
+}
+
+func stringList(cfg map[string]any, key string) ([]string, error) {
+	v, ok := cfg[key]
+	if !ok {
+		return nil, nil
+	}
+	list, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("config.%s: want a list of strings", key)
+	}
+	out := make([]string, 0, len(list))
+	for _, e := range list {
+		s, ok := e.(string)
+		if !ok {
+			return nil, fmt.Errorf("config.%s: want strings, got %T", key, e)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
