@@ -24,7 +24,7 @@ import (
 )
 
 func main() {
-	urlFlag := flag.String("amqp-url", os.Getenv("NIGHTSHIFT_AMQP_URL"), "broker URL (default $NIGHTSHIFT_AMQP_URL)")
+	urlFlag := flag.String("amqp-url", defaultURL(), "broker URL (default $NIGHTSHIFT_AMQP_URL, or the file named by $NIGHTSHIFT_AMQP_URL_FILE)")
 	queue := flag.String("queue", os.Getenv("NIGHTSHIFT_WORK_QUEUE"), "queue to consume (default $NIGHTSHIFT_WORK_QUEUE)")
 	work := flag.Duration("work", 200*time.Millisecond, "time spent on each item")
 	flag.Parse()
@@ -56,6 +56,20 @@ func main() {
 }
 
 var errDrained = errors.New("drained")
+
+// defaultURL takes the broker URL from the environment a sitter gives its
+// tasks; a file keeps the password out of the environment of every process.
+func defaultURL() string {
+	if u := os.Getenv("NIGHTSHIFT_AMQP_URL"); u != "" {
+		return u
+	}
+	if f := os.Getenv("NIGHTSHIFT_AMQP_URL_FILE"); f != "" {
+		if b, err := os.ReadFile(f); err == nil {
+			return strings.TrimSpace(string(b))
+		}
+	}
+	return ""
+}
 
 func consume(ctx context.Context, url, queue string, work time.Duration, st *workerkit.Status, log *slog.Logger) error {
 	conn, err := amqp.DialConfig(url, amqp.Config{Properties: amqp.Table{"connection_name": "queueworker " + os.Getenv("NIGHTSHIFT_INSTANCE_ID")}})
