@@ -1,0 +1,175 @@
+// Command controller is the daemon that keeps every job (worker pool) of one
+// run at its decision engine's policy; see decision/controller and
+// docs/jobs.md. It is a thin main: flags, logging and wiring of the bus,
+// the store, the provisioner client and the controller.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"nightshift/decision"
+	"nightshift/decision/controller"
+	"nightshift/decision/execengine"
+	"nightshift/internal/amqpbus"
+	"nightshift/internal/ctlstore"
+	"nightshift/internal/envelope"
+	"nightshift/internal/redact"
+	"nightshift/provisioner"
+	"nightshift/provisioner/client"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stderr))
+}
+
+type options struct {
+	run, home, amqpURL, amqpURLFile, jobs, secretFile, logLevel string
+	tick                                                        time.Duration
+}
+
+func run(ctx context.Context, args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("controller", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o options
+	fs.StringVar(&o.run, "run", "", "run name (required)")
+	fs.StringVar(&o.home, "home", "", "state directory; the store is HOME/controller.db (required)")
+	fs.StringVar(&o.amqpURL, "amqp-url", "", "broker URL amqp://user:pass@host:port/vhost")
+	fs.StringVar(&o.amqpURLFile, "amqp-url-file", "", "file holding the broker URL (keeps the password out of ps)")
+	fs.StringVar(&o.jobs, "jobs", "", "jobs file: TOML [jobs.NAME] tables, or JSON {\"jobs\":{...}} (required)")
+	fs.StringVar(&o.secretFile, "secret-file", "", "run secret for signing commands (default HOME/secret)")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.DurationVar(&o.tick, "tick", controller.DefaultTick, "decision period")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		fmt.Fprintf(stderr, "controller: --log-level: %v\n", err)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if err := serve(ctx, o, log); err != nil && !errors.Is(err, context.Canceled) {
+		log.Error("controller stopped", "err", redact.String(err.Error()))
+		return 1
+	}
+	return 0
+}
+
+func serve(ctx context.Context, o options, log *slog.Logger) error {
+	if o.run == "" || o.home == "" || o.jobs == "" {
+		return errors.New("--run, --home and --jobs are required")
+	}
+	url, err := brokerURL(o)
+	if err != nil {
+		return err
+	}
+	if o.secretFile == "" {
+		o.secretFile = filepath.Join(o.home, "secret")
+	}
+	log = log.With("run", o.run)
+	reg := decision.NewRegistry()
+	if err := reg.Register(execengine.Name, execengine.Factory(log)); err != nil {
+		return err
+	}
+	jobs, err := controller.LoadJobs(o.jobs, reg)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(o.home, 0o700); err != nil {
+		return fmt.Errorf("create home: %w", err)
+	}
+	store, err := ctlstore.Open(ctx, filepath.Join(o.home, "controller.db"))
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	secret, err := envelope.LoadOrCreateSecret(o.secretFile)
+	if err != nil {
+		return err
+	}
+	host, _ := os.Hostname()
+	sender := "controller@" + host
+	bus, err := amqpbus.Dial(ctx, amqpbus.Config{URL: url, Name: sender, Run: o.run, Log: log})
+	if err != nil {
+		return fmt.Errorf("connect to broker %s: %w", redact.URL(url), err)
+	}
+	defer bus.Close()
+	signer := &envelope.Signer{Secret: secret, Seen: envelope.NewReplayCache(10000)}
+	ctrl, err := controller.New(ctx, controller.Config{
+		Jobs: jobs, Registry: reg, Store: store,
+		Provisioner:   provClient{client.New(bus, signer, sender, log)},
+		Drainer:       controller.BusDrainer{Bus: bus, Signer: signer, Sender: sender},
+		Meter:         bus,
+		Log:           log,
+		Tick:          o.tick,
+		RemoteRefused: func(err error) bool { return errors.Is(err, client.ErrRemote) },
+	})
+	if err != nil {
+		return err
+	}
+	names := make([]string, 0, len(jobs))
+	for _, j := range jobs {
+		names = append(names, j.Name)
+	}
+	log.Info("controller starting", "jobs", names, "broker", redact.URL(url), "store", filepath.Join(o.home, "controller.db"))
+	parent := ctx
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		srv := &controller.Server{Bus: bus, Controller: ctrl, Signer: signer, Log: log}
+		return srv.Serve(ctx)
+	})
+	g.Go(func() error { return ctrl.Run(ctx) })
+	g.Go(func() error {
+		// Closing the connection first unblocks consumers whose channel
+		// close would otherwise wait on the broker during shutdown.
+		<-ctx.Done()
+		return bus.Close()
+	})
+	err = g.Wait()
+	if parent.Err() != nil {
+		// Asked to stop: whichever part noticed first, this is a clean exit.
+		log.Info("controller stopped")
+		return nil
+	}
+	return err
+}
+
+// provClient adapts the provisioner's bus client to controller.Provisioner.
+type provClient struct{ *client.Client }
+
+// Describe asks for every record of job, gone ones included, so that a
+// launch whose instances already ended is still recognised after a crash.
+func (p provClient) Describe(ctx context.Context, job string) (provisioner.Status, error) {
+	return p.Client.Describe(ctx, provisioner.DescribeBody{Job: job})
+}
+
+func brokerURL(o options) (string, error) {
+	switch {
+	case o.amqpURL != "" && o.amqpURLFile != "":
+		return "", errors.New("give --amqp-url or --amqp-url-file, not both")
+	case o.amqpURL != "":
+		return o.amqpURL, nil
+	case o.amqpURLFile != "":
+		b, err := os.ReadFile(o.amqpURLFile)
+		if err != nil {
+			return "", fmt.Errorf("read --amqp-url-file: %w", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	return "", errors.New("--amqp-url or --amqp-url-file is required")
+}

@@ -1,0 +1,316 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"nightshift"
+	"nightshift/decision/controller"
+	"nightshift/internal/amqpbus"
+	"nightshift/internal/envelope"
+	"nightshift/provisioner"
+)
+
+const brokerURLForTest = "amqp://guest:guest@127.0.0.1:5672/"
+
+func needBroker(t *testing.T) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", "127.0.0.1:5672", 2*time.Second)
+	if err != nil {
+		if os.Getenv("NIGHTSHIFT_TEST_STRICT") == "1" {
+			t.Fatalf("RabbitMQ at 127.0.0.1:5672 is required (NIGHTSHIFT_TEST_STRICT=1): %v", err)
+		}
+		t.Skipf("RabbitMQ at 127.0.0.1:5672 not reachable (%v); set NIGHTSHIFT_TEST_STRICT=1 to fail instead", err)
+	}
+	c.Close()
+}
+
+// fakeProvisioner serves the provisioner's bus protocol from the test
+// process, deduping launches by id like the real one. It withholds the
+// reply to the first launch, so the controller is killed with that launch
+// in flight.
+type fakeProvisioner struct {
+	mu        sync.Mutex
+	launches  []provisioner.LaunchRequest
+	byLaunch  map[string][]provisioner.Instance
+	describes int
+}
+
+func (f *fakeProvisioner) handle(ctx context.Context, bus *amqpbus.Bus, reg *envelope.Registry, d amqpbus.Delivery) error {
+	_, body, err := amqpbus.DecodeOrReject(reg, slog.New(slog.DiscardHandler), d)
+	if err != nil {
+		return err
+	}
+	var r provisioner.Reply
+	withhold := false
+	f.mu.Lock()
+	switch b := body.(type) {
+	case *provisioner.LaunchRequest:
+		f.launches = append(f.launches, *b)
+		insts, ok := f.byLaunch[b.LaunchID]
+		if !ok {
+			now := time.Now().UTC()
+			for i := range b.Count {
+				insts = append(insts, provisioner.Instance{ID: provisioner.InstanceID(b.Job, b.LaunchID, i), Job: b.Job,
+					LaunchID: b.LaunchID, Index: i, State: nightshift.StateRequested, Created: now, Updated: now})
+			}
+			f.byLaunch[b.LaunchID] = insts
+		}
+		r.Instances = insts
+		withhold = len(f.launches) == 1
+	case *provisioner.DescribeBody:
+		f.describes++
+		for _, insts := range f.byLaunch {
+			for _, in := range insts {
+				if in.Job == b.Job {
+					r.Instances = append(r.Instances, in)
+				}
+			}
+		}
+	default:
+		r.Error = fmt.Sprintf("fake provisioner: %T not supported", body)
+	}
+	f.mu.Unlock()
+	if withhold || d.ReplyTo == "" {
+		return nil
+	}
+	env, err := envelope.NewEnvelope(provisioner.TypeReply, 1, bus.Run(), provisioner.Component, r, time.Now())
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(env)
+	if err != nil {
+		return err
+	}
+	return bus.Reply(ctx, d, b)
+}
+
+func (f *fakeProvisioner) snapshot() (calls []provisioner.LaunchRequest, instances, describes int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, insts := range f.byLaunch {
+		instances += len(insts)
+	}
+	return append([]provisioner.LaunchRequest(nil), f.launches...), instances, f.describes
+}
+
+func buildController(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "controller")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build controller: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// syncBuffer is a bytes.Buffer the child's output copier and the test may
+// use at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type daemon struct {
+	cmd *exec.Cmd
+	out *syncBuffer
+}
+
+func startDaemon(t *testing.T, bin string, args ...string) *daemon {
+	t.Helper()
+	out := &syncBuffer{}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{cmd: cmd, out: out}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+	return d
+}
+
+func waitUntil(t *testing.T, what string, d *daemon, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			log := ""
+			if d != nil {
+				log = d.out.String()
+			}
+			t.Fatalf("timed out waiting for %s; controller log:\n%s", what, log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// cleanupRun deletes the run's queues and exchanges from the shared broker.
+func cleanupRun(t *testing.T, run string) {
+	conn, err := amqp.Dial(brokerURLForTest)
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return
+	}
+	defer ch.Close()
+	for _, q := range []string{amqpbus.CommandQueue(run, controller.Component), amqpbus.CommandQueue(run, provisioner.Component), amqpbus.DeadQueue(run)} {
+		_, _ = ch.QueueDelete(q, false, false, false)
+	}
+	for _, x := range []string{amqpbus.EventsExchange(run), amqpbus.DeadLetterExchange(run)} {
+		_ = ch.ExchangeDelete(x, false, false)
+	}
+}
+
+func TestKillAndRestartNeverDoubleLaunches(t *testing.T) {
+	needBroker(t)
+	bin := buildController(t)
+	var rnd [4]byte
+	_, _ = rand.Read(rnd[:])
+	run := "ctltest-" + hex.EncodeToString(rnd[:])
+	t.Cleanup(func() { cleanupRun(t, run) })
+	home := t.TempDir()
+	jobs := filepath.Join(home, "jobs.toml")
+	if err := os.WriteFile(jobs, []byte("[jobs.web]\nengine = \"npreserving\"\n[jobs.web.policy]\nn = 3\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	urlFile := filepath.Join(home, "amqp-url")
+	if err := os.WriteFile(urlFile, []byte(brokerURLForTest+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	secret, err := envelope.LoadOrCreateSecret(filepath.Join(home, "secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	bus, err := amqpbus.Dial(ctx, amqpbus.Config{URL: brokerURLForTest, Name: "fake-provisioner", Run: run, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bus.Close()
+	fake := &fakeProvisioner{byLaunch: map[string][]provisioner.Instance{}}
+	reg := provisioner.Messages()
+	go func() {
+		_ = bus.Consume(ctx, provisioner.Component, func(ctx context.Context, d amqpbus.Delivery) error {
+			return fake.handle(ctx, bus, reg, d)
+		})
+	}()
+
+	args := []string{"--run", run, "--home", home, "--amqp-url-file", urlFile, "--jobs", jobs, "--tick", "100ms"}
+	first := startDaemon(t, bin, args...)
+	waitUntil(t, "the first launch", first, func() bool { calls, _, _ := fake.snapshot(); return len(calls) == 1 })
+	// The launch reached the provisioner but its reply is withheld: kill -9
+	// now, with the launch in flight.
+	if err := first.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = first.cmd.Wait()
+	if strings.Contains(first.out.String(), "guest:guest") {
+		t.Fatalf("broker password in the log:\n%s", first.out.String())
+	}
+
+	second := startDaemon(t, bin, args...)
+	client := &controller.Client{Bus: bus, Signer: &envelope.Signer{Secret: secret}, Sender: "test"}
+	waitUntil(t, "the restarted controller to settle its pending launch", second, func() bool {
+		cctx, ccancel := context.WithTimeout(ctx, 2*time.Second)
+		defer ccancel()
+		st, err := client.Status(cctx, "web")
+		return err == nil && len(st) == 1 && len(st[0].Workers) == 3 && st[0].Counts["pending_launch"] == 0
+	})
+	// Prove the restarted controller is deciding: one more worker must
+	// come from exactly one new launch.
+	rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer rcancel()
+	if err := client.Reconfigure(rctx, "web", map[string]any{"n": 4}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the launch for n=4", second, func() bool { _, n, _ := fake.snapshot(); return n >= 4 })
+	calls, n, describes := fake.snapshot()
+	if n != 4 {
+		t.Fatalf("%d instances created, want 4 (3 + 1 after reconfigure)", n)
+	}
+	ids := map[string]int{}
+	total := 0
+	for _, c := range calls {
+		ids[c.LaunchID]++
+		if ids[c.LaunchID] == 1 {
+			total += c.Count
+		}
+	}
+	if total != 4 || len(ids) != 2 {
+		t.Fatalf("launch ids %v: want 2 distinct launches totalling 4", ids)
+	}
+	if describes < 2 {
+		t.Fatalf("%d describes, want one per start", describes)
+	}
+	// The pending launch was found in the provisioner's records after the
+	// restart, so it was not even resent.
+	if len(calls) != 2 {
+		t.Fatalf("%d launch calls (%v), want 2", len(calls), ids)
+	}
+	if err := second.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := second.cmd.Wait(); err != nil {
+		t.Fatalf("controller exit after SIGTERM: %v\n%s", err, second.out.String())
+	}
+}
+
+func TestFlagErrors(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--run", "r"}, "--run, --home and --jobs are required"},
+		{[]string{"--run", "r", "--home", "h", "--jobs", "j"}, "--amqp-url or --amqp-url-file is required"},
+		{[]string{"--run", "r", "--home", "h", "--jobs", "j", "--amqp-url", "amqp://u:p@h", "--amqp-url-file", "f"}, "not both"},
+		{[]string{"--run", "r", "--home", t.TempDir(), "--jobs", "/nonexistent/jobs.toml", "--amqp-url", "amqp://u:hunter2@h"}, "load jobs"},
+	}
+	for _, tc := range cases {
+		var out bytes.Buffer
+		code := run(context.Background(), tc.args, &out)
+		if code != 1 || !strings.Contains(out.String(), tc.want) {
+			t.Errorf("args %v: exit %d, output %q, want 1 and %q", tc.args, code, out.String(), tc.want)
+		}
+		if strings.Contains(out.String(), "hunter2") {
+			t.Errorf("password leaked: %s", out.String())
+		}
+	}
+}

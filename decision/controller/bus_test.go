@@ -1,0 +1,191 @@
+package controller_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"nightshift"
+	"nightshift/decision/controller"
+	"nightshift/internal/amqpbus"
+	"nightshift/internal/envelope"
+	"nightshift/sitter"
+)
+
+const testBrokerURL = "amqp://guest:guest@127.0.0.1:5672/"
+
+// dialTestBus connects to the shared broker under a unique run, or skips
+// (fails under NIGHTSHIFT_TEST_STRICT=1) when it is not there.
+func dialTestBus(t *testing.T) (*amqpbus.Bus, string) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", "127.0.0.1:5672", 2*time.Second)
+	if err != nil {
+		if os.Getenv("NIGHTSHIFT_TEST_STRICT") == "1" {
+			t.Fatalf("RabbitMQ at 127.0.0.1:5672 is required (NIGHTSHIFT_TEST_STRICT=1): %v", err)
+		}
+		t.Skipf("RabbitMQ at 127.0.0.1:5672 not reachable (%v); set NIGHTSHIFT_TEST_STRICT=1 to fail instead", err)
+	}
+	c.Close()
+	var rnd [4]byte
+	_, _ = rand.Read(rnd[:])
+	run := "ctlbus-" + hex.EncodeToString(rnd[:])
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	bus, err := amqpbus.Dial(ctx, amqpbus.Config{URL: testBrokerURL, Name: "controller-test", Run: run, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		bus.Close()
+		deleteRun(run, []string{controller.Component, controller.SitterComponent("web-seed-1")})
+	})
+	return bus, run
+}
+
+func deleteRun(run string, components []string) {
+	conn, err := amqp.Dial(testBrokerURL)
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return
+	}
+	defer ch.Close()
+	for _, c := range components {
+		_, _ = ch.QueueDelete(amqpbus.CommandQueue(run, c), false, false, false)
+	}
+	_, _ = ch.QueueDelete(amqpbus.DeadQueue(run), false, false, false)
+	_ = ch.ExchangeDelete(amqpbus.EventsExchange(run), false, false)
+	_ = ch.ExchangeDelete(amqpbus.DeadLetterExchange(run), false, false)
+}
+
+func TestServeOverBus(t *testing.T) {
+	bus, _ := dialTestBus(t)
+	secret := []byte(strings.Repeat("k", 32))
+	r := newRig(t, npJob(t, 2))
+	ids := r.prov.seed("web", 2, nightshift.StateRunning, t0)
+	r.restart()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	clock := r.clock
+	srv := &controller.Server{Bus: bus, Controller: r.c, Clock: clock,
+		Signer: &envelope.Signer{Secret: secret, Seen: envelope.NewReplayCache(100), Now: clock.Now}}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx) }()
+	cl := &controller.Client{Bus: bus, Signer: &envelope.Signer{Secret: secret}, Sender: "ops@test", Clock: clock, Timeout: 10 * time.Second}
+
+	// Status answers once the command consumer is up.
+	var st []controller.JobStatus
+	waitFor(t, func() bool {
+		cctx, c := context.WithTimeout(ctx, time.Second)
+		defer c()
+		var err error
+		st, err = cl.Status(cctx, "web")
+		return err == nil
+	})
+	if len(st) != 1 || st[0].Name != "web" || len(st[0].Workers) != 2 {
+		t.Fatalf("status %+v", st)
+	}
+	if _, err := cl.Status(ctx, "nope"); !errors.Is(err, controller.ErrRemote) {
+		t.Fatalf("status of unknown job: %v, want ErrRemote", err)
+	}
+
+	// A bad value is refused with the engine's error; the old config stays.
+	err := cl.Reconfigure(ctx, "web", map[string]any{"n": -3})
+	if !errors.Is(err, controller.ErrRemote) || !strings.Contains(err.Error(), "npreserving: n:") {
+		t.Fatalf("bad reconfigure: %v, want the engine's error", err)
+	}
+	if err := cl.Reconfigure(ctx, "web", map[string]any{"n": 3}); err != nil {
+		t.Fatal(err)
+	}
+	st, _ = cl.Status(ctx, "web")
+	if st[0].Policy["n"] != 3.0 {
+		t.Fatalf("policy after reconfigure %v, want n=3", st[0].Policy)
+	}
+
+	// Wrong secret: destructive commands are refused.
+	forger := &controller.Client{Bus: bus, Signer: &envelope.Signer{Secret: []byte(strings.Repeat("x", 32))}, Sender: "mallory", Clock: clock}
+	if err := forger.Freeze(ctx); err == nil || !strings.Contains(err.Error(), "signature") {
+		t.Fatalf("forged freeze: %v, want a signature error", err)
+	}
+	if r.c.Frozen() {
+		t.Fatal("forged freeze froze the controller")
+	}
+	if err := cl.Freeze(ctx); err != nil || !r.c.Frozen() {
+		t.Fatalf("freeze: %v (frozen %v)", err, r.c.Frozen())
+	}
+	if err := cl.Unfreeze(ctx); err != nil || r.c.Frozen() {
+		t.Fatalf("unfreeze: %v (frozen %v)", err, r.c.Frozen())
+	}
+
+	// Heartbeats published by a sitter reach the controller.
+	pub := controller.HeartbeatPublisher{Bus: bus, Sender: "sitter@h", Clock: clock}
+	waitFor(t, func() bool {
+		hb := sitter.Heartbeat{InstanceID: ids[0], Job: "web", Host: "h0", Time: clock.Now(),
+			Tasks: []sitter.TaskStatus{{Name: "work", State: sitter.StateRunning, Work: sitter.WorkIdle}}}
+		if err := pub.SendHeartbeat(ctx, hb); err != nil {
+			t.Fatal(err)
+		}
+		st, _ := r.c.Status("web")
+		for _, w := range st[0].Workers {
+			if w.ID == ids[0] && w.HeartbeatAgeS != nil && w.Host == "h0" {
+				return true
+			}
+		}
+		return false
+	})
+
+	// Decisions history over RPC.
+	r.tick()
+	ds, err := cl.Decisions(ctx, "web", 5)
+	if err != nil || len(ds) == 0 || ds[0].Reason == "" {
+		t.Fatalf("decisions %+v err %v", ds, err)
+	}
+
+	// A drain is a signed command on the sitter's queue.
+	dr := controller.BusDrainer{Bus: bus, Signer: &envelope.Signer{Secret: secret}, Sender: "controller", Clock: clock}
+	if err := dr.Drain(ctx, "web", ids[1], "scale in"); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan controller.DrainBody, 1)
+	cctx, ccancel := context.WithCancel(ctx)
+	defer ccancel()
+	reg := controller.Messages()
+	verifier := &envelope.Signer{Secret: secret, Seen: envelope.NewReplayCache(10), Now: clock.Now}
+	go bus.Consume(cctx, controller.SitterComponent(ids[1]), func(ctx context.Context, d amqpbus.Delivery) error {
+		env, body, err := amqpbus.DecodeOrReject(reg, slog.New(slog.DiscardHandler), d)
+		if err != nil {
+			return err
+		}
+		if err := amqpbus.VerifyOrReject(reg, verifier, slog.New(slog.DiscardHandler), env); err != nil {
+			return err
+		}
+		got <- *body.(*controller.DrainBody)
+		return nil
+	})
+	select {
+	case b := <-got:
+		if b.InstanceID != ids[1] || b.Job != "web" || b.Reason != "scale in" {
+			t.Fatalf("drain body %+v", b)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no drain command on the sitter's queue")
+	}
+	cancel()
+	// Closing the connection unblocks consumers still closing channels.
+	bus.Close()
+	if err := <-served; err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, amqpbus.ErrClosed) {
+		t.Fatalf("Serve returned %v", err)
+	}
+}

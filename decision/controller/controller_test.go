@@ -1,0 +1,467 @@
+package controller_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"nightshift"
+	"nightshift/decision"
+	"nightshift/decision/controller"
+	"nightshift/provisioner"
+)
+
+func npJob(t testing.TB, n int) controller.Job {
+	return mustJob(t, "web", map[string]any{
+		"engine": "npreserving",
+		"policy": map[string]any{"n": n, "drain_timeout": "30s", "deployable": "worker"},
+		"health": map[string]any{"heartbeat_interval": "1s", "missing_timeout": "3s", "boot_timeout": "20s"},
+		"worker": map[string]any{"command": []any{"/bin/worker"}},
+	})
+}
+
+func TestNPreservingReplacesDeadWorker(t *testing.T) {
+	r := newRig(t, npJob(t, 2))
+	r.tick()
+	n, calls := r.prov.launched()
+	if n != 2 || len(calls) != 1 {
+		t.Fatalf("first tick: %d instances in %d launch calls, want 2 in 1", n, len(calls))
+	}
+	var spec map[string]any
+	if err := json.Unmarshal(calls[0].Spec, &spec); err != nil || spec["driver"] != "local" || spec["worker"] == nil {
+		t.Fatalf("launch spec %s (err %v): want driver and worker forwarded", calls[0].Spec, err)
+	}
+	ids := r.runAll("web", false)
+	r.clock.Advance(time.Second)
+	r.tick()
+	if n, _ := r.prov.launched(); n != 2 {
+		t.Fatalf("healthy pool: %d instances launched, want still 2", n)
+	}
+	// ids[1] falls silent; ids[0] keeps beating past missing_timeout.
+	for range 5 {
+		r.clock.Advance(time.Second)
+		r.heartbeat("web", ids[0], false)
+	}
+	r.tick()
+	terms := r.prov.terminated()
+	if len(terms) != 1 || !slices.Equal(terms[0], []string{ids[1]}) {
+		t.Fatalf("terminated %v, want [[%s]] (the missing worker)", terms, ids[1])
+	}
+	if n, calls := r.prov.launched(); n != 3 || len(calls) != 2 || calls[1].Count != 1 {
+		t.Fatalf("after a death: %d instances in %d calls, want a replacement launch of 1", n, len(calls))
+	}
+	ds, err := r.c.Decisions(context.Background(), "web", 1)
+	if err != nil || len(ds) != 1 || !strings.Contains(ds[0].Reason, "unhealthy") || !strings.Contains(string(ds[0].Actions), ids[1]+" missing") {
+		t.Fatalf("last decision %+v (err %v): want a reason and actions naming the missing worker", ds, err)
+	}
+}
+
+func TestQueueBacklogLaunches(t *testing.T) {
+	ctx := context.Background()
+	qlJob := func(mgmtURL string) controller.Job {
+		q := map[string]any{"name": "work.q"}
+		if mgmtURL != "" {
+			q["management_url"] = mgmtURL
+		}
+		return mustJob(t, "crunch", map[string]any{
+			"engine": "queuelen",
+			"policy": map[string]any{"high_water": 5, "low_water": 1, "max_instances": 3},
+			"queue":  q,
+		})
+	}
+	t.Run("passive declare", func(t *testing.T) {
+		r := newRig(t, qlJob(""))
+		r.meter.depth = 40
+		r.tick()
+		if n, _ := r.prov.launched(); n != 1 {
+			t.Fatalf("backlog 40 on empty pool: %d launched, want 1", n)
+		}
+		st, _ := r.c.Status("crunch")
+		if st[0].QueueDepth == nil || *st[0].QueueDepth != 40 || st[0].QueueSource != "passive_declare" {
+			t.Fatalf("status depth %v source %q, want 40 passive_declare", st[0].QueueDepth, st[0].QueueSource)
+		}
+	})
+	t.Run("management api counts unacked", func(t *testing.T) {
+		var gotPath, gotUser string
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			gotPath = req.URL.EscapedPath()
+			gotUser, _, _ = req.BasicAuth()
+			w.Write([]byte(`{"name":"work.q","messages_ready":0,"messages_unacknowledged":9}`))
+		}))
+		defer srv.Close()
+		u := strings.Replace(srv.URL, "http://", "http://ops:s3cret@", 1)
+		r := newRig(t, qlJob(u))
+		r.tick()
+		if gotPath != "/api/queues/%2F/work.q" || gotUser != "ops" {
+			t.Fatalf("request path %q user %q, want /api/queues/%%2F/work.q as ops", gotPath, gotUser)
+		}
+		if n, _ := r.prov.launched(); n != 1 {
+			t.Fatalf("9 unacked, 0 ready: %d launched, want 1 (unacked work counts)", n)
+		}
+		st, _ := r.c.Status("crunch")
+		if st[0].QueueSource != "mgmt_api" || *st[0].QueueDepth != 9 {
+			t.Fatalf("status source %q depth %v, want mgmt_api 9", st[0].QueueSource, *st[0].QueueDepth)
+		}
+	})
+	t.Run("depth unavailable holds", func(t *testing.T) {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			http.Error(w, "boom", http.StatusInternalServerError)
+		}))
+		defer srv.Close()
+		r := newRig(t, qlJob(srv.URL))
+		r.tick()
+		if n, _ := r.prov.launched(); n != 0 {
+			t.Fatalf("no metric: %d launched, want 0 (hold)", n)
+		}
+		st, _ := r.c.Status("crunch")
+		if st[0].QueueDepth != nil || st[0].QueueSource != "" {
+			t.Fatalf("status depth %v source %q, want unavailable", st[0].QueueDepth, st[0].QueueSource)
+		}
+		ds, _ := r.c.Decisions(ctx, "crunch", 0)
+		if len(ds) == 0 || !strings.Contains(ds[0].Reason, "unavailable") && !strings.Contains(ds[0].Reason, "no ") {
+			t.Fatalf("decisions %+v: want a hold reason about the missing metric", ds)
+		}
+	})
+}
+
+func TestNoDoubleLaunchAfterRestart(t *testing.T) {
+	cases := []struct {
+		name      string
+		lostReply bool // the provisioner recorded the launch but the reply was lost
+	}{
+		{"launch recorded, reply lost", true},
+		{"launch never arrived", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, npJob(t, 3))
+			r.prov.failLaunch, r.prov.lostReply = 1, tc.lostReply
+			r.tick()
+			// Crash after the decision was stored and the launch (maybe) sent.
+			r.restart()
+			r.tick()
+			r.clock.Advance(time.Second)
+			r.tick()
+			n, calls := r.prov.launched()
+			if n != 3 {
+				t.Fatalf("%d instances exist, want exactly 3 (no double launch)", n)
+			}
+			idsSeen := map[string]bool{}
+			for _, c := range calls {
+				idsSeen[c.LaunchID] = true
+			}
+			if len(idsSeen) != 1 {
+				t.Fatalf("launch ids %v: want one id, resent unchanged", calls)
+			}
+			wantCalls := 2
+			if tc.lostReply {
+				wantCalls = 1 // found in the provisioner's records, not resent
+			}
+			if len(calls) != wantCalls {
+				t.Fatalf("%d launch calls, want %d", len(calls), wantCalls)
+			}
+		})
+	}
+}
+
+func TestNoDoubleLaunchWhileProvisionerUnreachable(t *testing.T) {
+	r := newRig(t, npJob(t, 2))
+	r.prov.failLaunch = 3
+	for range 4 {
+		r.tick()
+		r.clock.Advance(time.Second)
+	}
+	n, calls := r.prov.launched()
+	if n != 2 {
+		t.Fatalf("%d instances, want 2", n)
+	}
+	for _, c := range calls {
+		if c.LaunchID != calls[0].LaunchID {
+			t.Fatalf("retries used new launch ids: %v", calls)
+		}
+	}
+}
+
+func TestScaleInDrainsBusyTerminatesIdleFirst(t *testing.T) {
+	r := newRig(t, npJob(t, 0))
+	ids := r.prov.seed("web", 3, nightshift.StateRunning, t0.Add(-time.Hour))
+	r.restart()
+	// Under n=0 nothing would be kept; start with n=3 and shrink to 1.
+	ctx := context.Background()
+	if err := r.c.Reconfigure(ctx, "web", map[string]any{"n": 3}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	// ids[0] idle (oldest), ids[1] and ids[2] busy; ids[2] is the newest.
+	r.heartbeat("web", ids[0], false)
+	r.heartbeat("web", ids[1], true)
+	r.heartbeat("web", ids[2], true)
+	r.tick()
+	if len(r.prov.terminated()) != 0 {
+		t.Fatal("terminated workers at n=3")
+	}
+	if err := r.c.Reconfigure(ctx, "web", map[string]any{"n": 1}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	r.tick()
+	terms := r.prov.terminated()
+	if len(terms) != 1 || !slices.Equal(terms[0], []string{ids[0]}) {
+		t.Fatalf("terminated %v, want the idle worker %s first", terms, ids[0])
+	}
+	if got := r.drainer.got(); !slices.Equal(got, []string{ids[2]}) {
+		t.Fatalf("drained %v, want the newest busy worker %s", got, ids[2])
+	}
+	st, _ := r.c.Status("web")
+	if st[0].Counts["draining"] != 1 {
+		t.Fatalf("counts %v: want 1 draining", st[0].Counts)
+	}
+	// The drained worker finishes its item and reports idle: terminated.
+	r.clock.Advance(time.Second)
+	r.heartbeat("web", ids[1], true)
+	r.heartbeat("web", ids[2], false)
+	r.tick()
+	terms = r.prov.terminated()
+	if len(terms) != 2 || !slices.Equal(terms[1], []string{ids[2]}) {
+		t.Fatalf("terminated %v, want the drained worker %s once idle", terms, ids[2])
+	}
+	if n, _ := r.prov.launched(); n != 0 {
+		t.Fatalf("scale-in launched %d", n)
+	}
+}
+
+func TestDrainSurvivesRestartAndTimesOut(t *testing.T) {
+	r := newRig(t, npJob(t, 2))
+	ids := r.prov.seed("web", 2, nightshift.StateRunning, t0.Add(-time.Hour))
+	r.restart()
+	r.heartbeat("web", ids[0], true)
+	r.heartbeat("web", ids[1], true)
+	if err := r.c.Reconfigure(context.Background(), "web", map[string]any{"n": 1}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	r.tick()
+	if len(r.drainer.got()) != 1 {
+		t.Fatalf("drained %v, want one busy worker", r.drainer.got())
+	}
+	r.restart()
+	for range 31 {
+		r.clock.Advance(time.Second)
+		r.heartbeat("web", ids[0], true)
+		r.heartbeat("web", ids[1], true)
+		r.tick()
+	}
+	if len(r.drainer.got()) != 1 {
+		t.Fatalf("drained %v after restart, want the stored drain kept (no second victim)", r.drainer.got())
+	}
+	terms := r.prov.terminated()
+	if len(terms) != 1 {
+		t.Fatalf("terminated %v, want the drained worker after drain_timeout 30s", terms)
+	}
+}
+
+func TestReconfigureBadValueKeepsOldConfig(t *testing.T) {
+	r := newRig(t, npJob(t, 2))
+	ctx := context.Background()
+	err := r.c.Reconfigure(ctx, "web", map[string]any{"n": "lots"}, "ops@host")
+	if err == nil || !strings.Contains(err.Error(), "npreserving: n:") {
+		t.Fatalf("bad n: err %v, want the engine's error naming n", err)
+	}
+	st, _ := r.c.Status("web")
+	if got := st[0].Policy["n"]; got != 2 {
+		t.Fatalf("policy n = %v after a refused reconfigure, want 2", got)
+	}
+	if err := r.c.Reconfigure(ctx, "nope", map[string]any{"n": 1}, "ops"); err == nil {
+		t.Fatal("reconfigure of an unknown job succeeded")
+	}
+	if err := r.c.Reconfigure(ctx, "web", map[string]any{"n": 4}, "ops@host"); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := r.store.Reconfigurations(ctx, "web")
+	if err != nil || len(recs) != 2 || recs[0].Error == "" || recs[1].Error != "" || recs[1].Who != "ops@host" {
+		t.Fatalf("reconfigurations %+v (err %v): want a refused then an accepted one, with who", recs, err)
+	}
+	// The accepted value survives a restart with an unchanged jobs file.
+	r.restart()
+	st, _ = r.c.Status("web")
+	if got := st[0].Policy["n"]; got != 4 {
+		t.Fatalf("policy n = %v after restart, want 4", got)
+	}
+}
+
+func TestFreezeStopsAllActions(t *testing.T) {
+	r := newRig(t, npJob(t, 2))
+	ctx := context.Background()
+	if err := r.c.Freeze(ctx, "teardown"); err != nil {
+		t.Fatal(err)
+	}
+	r.tick()
+	r.restart()
+	if !r.c.Frozen() {
+		t.Fatal("restart forgot the freeze")
+	}
+	r.tick()
+	if n, calls := r.prov.launched(); n != 0 || len(calls) != 0 {
+		t.Fatalf("frozen controller launched %d (%d calls)", n, len(calls))
+	}
+	if ds, _ := r.c.Decisions(ctx, "web", 0); len(ds) != 0 {
+		t.Fatalf("frozen controller decided: %+v", ds)
+	}
+	if err := r.c.Unfreeze(ctx, "ops"); err != nil {
+		t.Fatal(err)
+	}
+	r.tick()
+	if n, _ := r.prov.launched(); n != 2 {
+		t.Fatalf("after unfreeze %d launched, want 2", n)
+	}
+}
+
+func TestDecisionsPersistedWithReason(t *testing.T) {
+	r := newRig(t, npJob(t, 2))
+	ctx := context.Background()
+	r.tick()
+	r.runAll("web", false)
+	for range 3 {
+		r.clock.Advance(time.Second)
+		for _, id := range r.prov.ids("web", true) {
+			r.heartbeat("web", id, false)
+		}
+		r.tick()
+	}
+	r.restart()
+	ds, err := r.c.Decisions(ctx, "web", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds) < 2 {
+		t.Fatalf("decisions %+v: want the launch and the first hold", ds)
+	}
+	for _, d := range ds {
+		if d.Reason == "" || d.Engine != "npreserving" || d.Job != "web" || d.Time.IsZero() {
+			t.Errorf("decision %+v: want job, engine, time and reason", d)
+		}
+	}
+	launch := ds[len(ds)-1]
+	var acts []map[string]any
+	if err := json.Unmarshal(launch.Actions, &acts); err != nil || len(acts) != 1 || acts[0]["type"] != "launch" || acts[0]["launch_id"] == "" {
+		t.Fatalf("first decision actions %s (err %v): want a launch with its launch id", launch.Actions, err)
+	}
+	if launch.Target != 2 {
+		t.Fatalf("target %d, want 2", launch.Target)
+	}
+	// Unchanged holds are not repeated.
+	if len(ds) > 3 {
+		t.Fatalf("%d decisions stored for 1 launch and identical holds", len(ds))
+	}
+	st, _ := r.c.Status("web")
+	if st[0].LastDecision == nil || st[0].LastDecision.Reason != ds[0].Reason {
+		t.Fatalf("status last decision %+v, want %q", st[0].LastDecision, ds[0].Reason)
+	}
+}
+
+func TestRefusedLaunchIsNotResent(t *testing.T) {
+	r := newRig(t, npJob(t, 1))
+	r.prov.refuse = true
+	r.tick()
+	r.prov.refuse = false
+	r.tick()
+	_, calls := r.prov.launched()
+	if len(calls) != 2 || calls[0].LaunchID == calls[1].LaunchID {
+		t.Fatalf("calls %v: want the refused id dropped and a new decision with a new id", calls)
+	}
+}
+
+func TestRecoverFailsWithoutProvisioner(t *testing.T) {
+	r := newRig(t, npJob(t, 1))
+	r.prov.failDesc = true
+	r.restart2(t)
+}
+
+// restart2 restarts without recovering, checking that an unrecovered
+// controller takes no decision.
+func (r *rig) restart2(t *testing.T) {
+	r.store.Close()
+	ctx := context.Background()
+	st := mustOpen(t, r.path)
+	r.store = st
+	c, err := controller.New(ctx, controller.Config{Jobs: r.jobs, Registry: decision.NewRegistry(), Store: st, Provisioner: r.prov, Clock: r.clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Recover(ctx); err == nil {
+		t.Fatal("recover succeeded without the provisioner")
+	}
+	c.Tick(ctx)
+	if n, calls := r.prov.launched(); n != 0 || len(calls) != 0 {
+		t.Fatalf("unrecovered controller launched %d", n)
+	}
+}
+
+func TestRunDecidesPromptlyOnEvents(t *testing.T) {
+	r := newRig(t, npJob(t, 1))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- r.c.Run(ctx) }()
+	waitFor(t, func() bool { n, _ := r.prov.launched(); return n == 1 })
+	id := r.prov.ids("web", true)[0]
+	// The worker dies; no clock advance: the event alone must cause the
+	// replacement.
+	r.c.HandleInstance(r.prov.setState(id, nightshift.StateFailed))
+	waitFor(t, func() bool { n, _ := r.prov.launched(); return n == 2 })
+	cancel()
+	if err := <-done; err != context.Canceled {
+		t.Fatalf("Run returned %v, want context.Canceled", err)
+	}
+}
+
+func TestHeartbeatFromUnknownOrOtherJobIgnored(t *testing.T) {
+	r := newRig(t, npJob(t, 1))
+	r.heartbeat("web", "ghost", true)
+	r.heartbeat("other", "ghost", true)
+	st, _ := r.c.Status("")
+	if len(st) != 1 || len(st[0].Workers) != 0 {
+		t.Fatalf("status %+v: heartbeats must not invent workers", st)
+	}
+	r.c.HandleInstance(provisioner.Instance{ID: "x", Job: "other", State: nightshift.StateRunning})
+	if st, _ := r.c.Status(""); len(st[0].Workers) != 0 {
+		t.Fatalf("an event of another job changed job web: %+v", st)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestDecisionPersistedBeforeLaunch(t *testing.T) {
+	r := newRig(t, npJob(t, 2))
+	checked := false
+	r.prov.onLaunch = func(req provisioner.LaunchRequest) {
+		ctx := context.Background()
+		pend, err := r.store.PendingLaunches(ctx, "web")
+		if err != nil || len(pend) != 1 || pend[0].LaunchID != req.LaunchID || pend[0].Count != req.Count {
+			t.Errorf("at launch time the store holds %+v (err %v), want launch %s pending", pend, err, req.LaunchID)
+		}
+		ds, err := r.store.Decisions(ctx, "web", 1)
+		if err != nil || len(ds) != 1 || !strings.Contains(string(ds[0].Actions), req.LaunchID) || ds[0].Reason == "" {
+			t.Errorf("at launch time the last decision is %+v (err %v), want one naming %s with a reason", ds, err, req.LaunchID)
+		}
+		checked = true
+	}
+	r.tick()
+	if !checked {
+		t.Fatal("no launch")
+	}
+	if pend, _ := r.store.PendingLaunches(context.Background(), "web"); len(pend) != 0 {
+		t.Fatalf("launch still pending after a successful reply: %+v", pend)
+	}
+}

@@ -1,0 +1,298 @@
+package controller_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+
+	"nightshift"
+	"nightshift/decision"
+	"nightshift/decision/controller"
+	"nightshift/internal/ctlstore"
+	"nightshift/provisioner"
+	"nightshift/sitter"
+)
+
+var t0 = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+
+// fakeProv is an in-memory provisioner that dedupes by launch id, like the
+// real one.
+type fakeProv struct {
+	mu       sync.Mutex
+	clock    clockwork.Clock
+	records  map[string]provisioner.Instance
+	byLaunch map[string][]string
+	calls    []provisioner.LaunchRequest
+	terms    [][]string
+	// failLaunch makes the next launches fail as a transport error would;
+	// lostReply records the launch first (the reply was lost), otherwise
+	// the request never arrived.
+	failLaunch int
+	lostReply  bool
+	refuse     bool
+	failDesc   bool
+	// onLaunch, when set, runs as a launch arrives (before it is recorded).
+	onLaunch func(provisioner.LaunchRequest)
+}
+
+func newFakeProv(clock clockwork.Clock) *fakeProv {
+	return &fakeProv{clock: clock, records: map[string]provisioner.Instance{}, byLaunch: map[string][]string{}}
+}
+
+var errTransport = errors.New("connection lost before reply")
+
+func (f *fakeProv) Launch(_ context.Context, req provisioner.LaunchRequest) ([]provisioner.Instance, error) {
+	if f.onLaunch != nil {
+		f.onLaunch(req)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, req)
+	if f.refuse {
+		return nil, fmt.Errorf("launch: %w: launches disabled", controller.ErrRefused)
+	}
+	if f.failLaunch > 0 && !f.lostReply {
+		f.failLaunch--
+		return nil, errTransport
+	}
+	ids, ok := f.byLaunch[req.LaunchID]
+	if !ok {
+		now := f.clock.Now()
+		for i := range req.Count {
+			id := provisioner.InstanceID(req.Job, req.LaunchID, i)
+			f.records[id] = provisioner.Instance{ID: id, Job: req.Job, LaunchID: req.LaunchID, Index: i,
+				State: nightshift.StateRequested, Created: now, Updated: now}
+			ids = append(ids, id)
+		}
+		f.byLaunch[req.LaunchID] = ids
+	}
+	if f.failLaunch > 0 {
+		f.failLaunch--
+		return nil, errTransport
+	}
+	out := make([]provisioner.Instance, 0, len(ids))
+	for _, id := range ids {
+		out = append(out, f.records[id])
+	}
+	return out, nil
+}
+
+func (f *fakeProv) Terminate(_ context.Context, ids []string) ([]provisioner.Instance, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.terms = append(f.terms, slices.Clone(ids))
+	var out []provisioner.Instance
+	for _, id := range ids {
+		r, ok := f.records[id]
+		if !ok {
+			continue
+		}
+		r.State, r.Updated = nightshift.StateTerminated, f.clock.Now()
+		f.records[id] = r
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+func (f *fakeProv) Describe(_ context.Context, job string) (provisioner.Status, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failDesc {
+		return provisioner.Status{}, errTransport
+	}
+	var st provisioner.Status
+	for _, r := range f.records {
+		if r.Job == job {
+			st.Instances = append(st.Instances, r)
+		}
+	}
+	return st, nil
+}
+
+// setState moves an instance and returns the record, as an event would
+// carry it.
+func (f *fakeProv) setState(id string, s nightshift.InstanceState) provisioner.Instance {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r := f.records[id]
+	r.State, r.Updated = s, f.clock.Now()
+	f.records[id] = r
+	return r
+}
+
+func (f *fakeProv) seed(job string, n int, state nightshift.InstanceState, created time.Time) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var ids []string
+	for i := range n {
+		id := fmt.Sprintf("%s-seed-%d", job, i)
+		f.records[id] = provisioner.Instance{ID: id, Job: job, LaunchID: "seed", Index: i, State: state,
+			Created: created.Add(time.Duration(i) * time.Second), Updated: created}
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// launched returns the number of instances created and launch calls made.
+func (f *fakeProv) launched() (instances int, calls []provisioner.LaunchRequest) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, ids := range f.byLaunch {
+		instances += len(ids)
+	}
+	return instances, slices.Clone(f.calls)
+}
+
+func (f *fakeProv) terminated() [][]string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.terms)
+}
+
+func (f *fakeProv) ids(job string, live bool) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for id, r := range f.records {
+		if r.Job == job && (!live || r.State.Live()) {
+			out = append(out, id)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+type fakeDrainer struct {
+	mu     sync.Mutex
+	drains []string
+	err    error
+}
+
+func (d *fakeDrainer) Drain(_ context.Context, job, id, reason string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.err != nil {
+		return d.err
+	}
+	d.drains = append(d.drains, id)
+	return nil
+}
+
+func (d *fakeDrainer) got() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.drains)
+}
+
+type fakeMeter struct {
+	mu    sync.Mutex
+	depth int
+	err   error
+}
+
+func (m *fakeMeter) QueueDepth(context.Context, string) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.depth, m.err
+}
+
+// rig is one controller with fakes around it.
+type rig struct {
+	t       testing.TB
+	clock   *clockwork.FakeClock
+	prov    *fakeProv
+	drainer *fakeDrainer
+	meter   *fakeMeter
+	path    string
+	store   *ctlstore.Store
+	jobs    []controller.Job
+	c       *controller.Controller
+}
+
+func mustJob(t testing.TB, name string, table map[string]any) controller.Job {
+	t.Helper()
+	j, err := controller.ParseJob(name, table, decision.NewRegistry())
+	if err != nil {
+		t.Fatalf("parse job %s: %v", name, err)
+	}
+	return j
+}
+
+func newRig(t testing.TB, jobs ...controller.Job) *rig {
+	t.Helper()
+	clock := clockwork.NewFakeClockAt(t0)
+	r := &rig{t: t, clock: clock, prov: newFakeProv(clock), drainer: &fakeDrainer{}, meter: &fakeMeter{},
+		path: filepath.Join(t.TempDir(), "controller.db"), jobs: jobs}
+	r.start()
+	return r
+}
+
+// start opens the store and a new controller on it, as a (re)started
+// daemon would, and recovers.
+func (r *rig) start() {
+	r.t.Helper()
+	ctx := context.Background()
+	st, err := ctlstore.Open(ctx, r.path)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(func() { st.Close() })
+	r.store = st
+	c, err := controller.New(ctx, controller.Config{
+		Jobs: r.jobs, Registry: decision.NewRegistry(), Store: st, Provisioner: r.prov,
+		Drainer: r.drainer, Meter: r.meter, Clock: r.clock,
+	})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if err := c.Recover(ctx); err != nil {
+		r.t.Fatal(err)
+	}
+	r.c = c
+}
+
+// restart simulates a crash: the old controller is dropped without any
+// shutdown step and a new one opens the same store.
+func (r *rig) restart() {
+	r.t.Helper()
+	r.store.Close()
+	r.start()
+}
+
+func (r *rig) tick() { r.c.Tick(context.Background()) }
+
+func (r *rig) heartbeat(job, id string, busy bool) {
+	w := sitter.WorkIdle
+	if busy {
+		w = sitter.WorkBusy
+	}
+	r.c.IngestHeartbeat(sitter.Heartbeat{InstanceID: id, Job: job, Host: "h-" + id, Time: r.clock.Now(),
+		Tasks: []sitter.TaskStatus{{Name: "work", State: sitter.StateRunning, Work: w}}})
+}
+
+// runAll moves every live instance of job to running and has it heartbeat.
+func (r *rig) runAll(job string, busy bool) []string {
+	ids := r.prov.ids(job, true)
+	for _, id := range ids {
+		r.c.HandleInstance(r.prov.setState(id, nightshift.StateRunning))
+		r.heartbeat(job, id, busy)
+	}
+	return ids
+}
+
+func mustOpen(t *testing.T, path string) *ctlstore.Store {
+	t.Helper()
+	st, err := ctlstore.Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}

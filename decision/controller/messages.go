@@ -1,0 +1,230 @@
+package controller
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"nightshift/internal/ctlstore"
+	"nightshift/internal/envelope"
+	"nightshift/provisioner"
+	"nightshift/sitter"
+)
+
+// Component is the controller's name on the bus.
+const Component = "controller"
+
+// Message types, all version 1. Reconfigure, freeze, unfreeze and drain
+// change what runs, so they must be signed with the run secret.
+const (
+	TypeReconfigure = "controller.reconfigure"
+	TypeFreeze      = "controller.freeze"
+	TypeUnfreeze    = "controller.unfreeze"
+	TypeStatus      = "controller.status"
+	TypeDecisions   = "controller.decisions"
+	TypeReply       = "controller.reply"
+	// TypeHeartbeat is a sitter heartbeat event, published with routing
+	// key HeartbeatKey(job, instance id).
+	TypeHeartbeat = "sitter.heartbeat"
+	// TypeDrain is the command sent to component SitterComponent(id).
+	TypeDrain = "sitter.drain"
+)
+
+// HeartbeatKey is the routing key a sitter publishes its heartbeats with on
+// the run's events exchange.
+func HeartbeatKey(job, instanceID string) string { return "heartbeat." + job + "." + instanceID }
+
+// SitterComponent is the bus component of the sitter on one instance; drain
+// commands go to its command queue.
+func SitterComponent(instanceID string) string { return "sitter." + instanceID }
+
+// ReconfigureBody changes a job's engine configuration (merged with the
+// engine's Reconfigure rules).
+type ReconfigureBody struct {
+	Job    string         `json:"job"`
+	Values map[string]any `json:"values"`
+}
+
+// Validate implements envelope.Validator.
+func (b *ReconfigureBody) Validate() error {
+	return envelope.FirstError(
+		envelope.Require("job", b.Job != ""),
+		envelope.Check("values", len(b.Values) > 0, "must hold at least one key"))
+}
+
+// FreezeBody stops the controller acting (teardown); UnfreezeBody resumes.
+type FreezeBody struct{}
+
+// Validate implements envelope.Validator.
+func (*FreezeBody) Validate() error { return nil }
+
+// UnfreezeBody resumes acting after FreezeBody.
+type UnfreezeBody struct{}
+
+// Validate implements envelope.Validator.
+func (*UnfreezeBody) Validate() error { return nil }
+
+// StatusBody asks for the status of one job, or all when Job is empty.
+type StatusBody struct {
+	Job string `json:"job,omitempty"`
+}
+
+// Validate implements envelope.Validator.
+func (*StatusBody) Validate() error { return nil }
+
+// DecisionsBody asks for a job's decision history, newest first.
+type DecisionsBody struct {
+	Job   string `json:"job"`
+	Limit int    `json:"limit,omitempty"`
+}
+
+// Validate implements envelope.Validator.
+func (b *DecisionsBody) Validate() error {
+	return envelope.FirstError(
+		envelope.Require("job", b.Job != ""),
+		envelope.Check("limit", b.Limit >= 0 && b.Limit <= 10000, "want 0..10000"))
+}
+
+// DecisionRecord is one persisted decision: time, job, engine, reason,
+// actions (JSON, with launch ids), target.
+type DecisionRecord = ctlstore.Decision
+
+// Reply answers every controller command. Error is empty on success.
+type Reply struct {
+	Error     string           `json:"error,omitempty"`
+	Frozen    bool             `json:"frozen"`
+	Jobs      []JobStatus      `json:"jobs,omitempty"`
+	Decisions []DecisionRecord `json:"decisions,omitempty"`
+}
+
+// Validate implements envelope.Validator.
+func (*Reply) Validate() error { return nil }
+
+// HeartbeatBody is sitter.Heartbeat on the wire.
+type HeartbeatBody sitter.Heartbeat
+
+// Validate implements envelope.Validator.
+func (h *HeartbeatBody) Validate() error {
+	return envelope.FirstError(
+		envelope.Require("instance_id", h.InstanceID != ""),
+		envelope.Require("job", h.Job != ""),
+		envelope.Require("time", !h.Time.IsZero()))
+}
+
+// DrainBody asks the sitter of InstanceID to drain its tasks: finish the
+// current item, take no new one, exit.
+type DrainBody struct {
+	InstanceID string `json:"instance_id"`
+	Job        string `json:"job"`
+	Reason     string `json:"reason,omitempty"`
+}
+
+// Validate implements envelope.Validator.
+func (b *DrainBody) Validate() error {
+	return envelope.FirstError(
+		envelope.Require("instance_id", b.InstanceID != ""),
+		envelope.Require("job", b.Job != ""))
+}
+
+// Messages returns a registry of every message the controller sends or
+// receives (its own, heartbeats, drains and the provisioner's events).
+func Messages() *envelope.Registry {
+	r := &envelope.Registry{}
+	r.Register(TypeReconfigure, 1, func() envelope.Validator { return &ReconfigureBody{} }, true)
+	r.Register(TypeFreeze, 1, func() envelope.Validator { return &FreezeBody{} }, true)
+	r.Register(TypeUnfreeze, 1, func() envelope.Validator { return &UnfreezeBody{} }, true)
+	r.Register(TypeStatus, 1, func() envelope.Validator { return &StatusBody{} }, false)
+	r.Register(TypeDecisions, 1, func() envelope.Validator { return &DecisionsBody{} }, false)
+	r.Register(TypeReply, 1, func() envelope.Validator { return &Reply{} }, false)
+	r.Register(TypeHeartbeat, 1, func() envelope.Validator { return &HeartbeatBody{} }, false)
+	r.Register(TypeDrain, 1, func() envelope.Validator { return &DrainBody{} }, true)
+	r.Register(provisioner.TypeInstance, 1, func() envelope.Validator { return &provisioner.InstanceEvent{} }, false)
+	return r
+}
+
+// DecodeHeartbeat decodes one heartbeat message, returning an error naming
+// the type and field when it is malformed.
+func DecodeHeartbeat(reg *envelope.Registry, data []byte) (sitter.Heartbeat, error) {
+	env, body, err := reg.Decode(data, 1<<20)
+	if err != nil {
+		return sitter.Heartbeat{}, fmt.Errorf("decode heartbeat: %w", err)
+	}
+	hb, ok := body.(*HeartbeatBody)
+	if !ok {
+		return sitter.Heartbeat{}, fmt.Errorf("decode heartbeat: message %q is not %q", env.Type, TypeHeartbeat)
+	}
+	return sitter.Heartbeat(*hb), nil
+}
+
+// JobStatus is the JSON shape of mgmt.JobStatus (kept as a copy so mgmt
+// can depend on this package and not the other way round).
+type JobStatus struct {
+	Name         string         `json:"name"`
+	Engine       string         `json:"engine"`
+	Policy       map[string]any `json:"policy,omitempty"`
+	Desired      int            `json:"desired"`
+	Counts       map[string]int `json:"counts,omitempty"`
+	QueueDepth   *int           `json:"queue_depth"`
+	QueueSource  string         `json:"queue_source,omitempty"`
+	LastDecision *LastDecision  `json:"last_decision,omitempty"`
+	Workers      []WorkerStatus `json:"workers"`
+	// Frozen is an addition to mgmt.JobStatus; decoders that do not know
+	// it ignore it.
+	Frozen bool `json:"frozen,omitempty"`
+}
+
+// LastDecision is the last decision of a job, with its reason.
+type LastDecision struct {
+	Time   time.Time `json:"time"`
+	Reason string    `json:"reason"`
+}
+
+// WorkerStatus is one worker of a job.
+type WorkerStatus struct {
+	ID            string   `json:"id"`
+	State         string   `json:"state"`
+	Health        string   `json:"health"`
+	Host          string   `json:"host,omitempty"`
+	HeartbeatAgeS *float64 `json:"heartbeat_age_s"`
+	Restarts      int      `json:"restarts"`
+}
+
+// launchSpec is the JSON the provisioner receives as LaunchRequest.Spec and
+// hands to the driver untouched.
+type launchSpec struct {
+	Driver   string         `json:"driver"`
+	Instance map[string]any `json:"instance,omitempty"`
+	Worker   map[string]any `json:"worker,omitempty"`
+	Engine   engineSpec     `json:"engine"`
+}
+
+type engineSpec struct {
+	Deployable string            `json:"deployable,omitempty"`
+	Site       string            `json:"site,omitempty"`
+	Allocation string            `json:"allocation,omitempty"`
+	Vars       map[string]string `json:"vars,omitempty"`
+}
+
+// actionRecord is how an action is stored with its decision.
+type actionRecord struct {
+	Type     string   `json:"type"`
+	Count    int      `json:"count,omitempty"`
+	LaunchID string   `json:"launch_id,omitempty"`
+	IDs      []string `json:"ids,omitempty"`
+	Reason   string   `json:"reason,omitempty"`
+}
+
+func encodeActions(acts []actionRecord) (json.RawMessage, error) {
+	if acts == nil {
+		acts = []actionRecord{}
+	}
+	b, err := json.Marshal(acts)
+	return b, err
+}
+
+// LaunchID derives the idempotency key of the i-th launch of decision seq
+// of job. epoch is a random value created with the store, so a controller
+// started on a fresh store never reuses an id an older store handed out.
+func LaunchID(job, epoch string, seq int64, i int) string {
+	return fmt.Sprintf("%s.%s.d%d.%d", job, epoch, seq, i)
+}

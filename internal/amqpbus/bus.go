@@ -1,0 +1,363 @@
+package amqpbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"nightshift/internal/redact"
+)
+
+// Defaults for zero Config fields.
+const (
+	DefaultMinBackoff   = 100 * time.Millisecond
+	DefaultMaxBackoff   = 30 * time.Second
+	DefaultPrefetch     = 32
+	DefaultRequeueDelay = time.Second
+	dialTimeout         = 30 * time.Second
+	heartbeat           = 10 * time.Second
+)
+
+// Errors callers can test for with errors.Is.
+var (
+	// ErrClosed is returned by every call once Close has been called.
+	ErrClosed = errors.New("bus closed")
+	// ErrReject, returned (wrapped) by a Handler, dead-letters the message.
+	ErrReject = errors.New("message rejected")
+	// ErrNacked means the broker refused to take a published message.
+	ErrNacked = errors.New("broker nacked publish")
+	// ErrConnectionLost means a Call's reply could no longer arrive.
+	ErrConnectionLost = errors.New("connection lost before reply")
+	// ErrQueueNotFound is returned by QueueDepth for a missing queue.
+	ErrQueueNotFound = errors.New("queue not found")
+)
+
+// Config says where and who to connect as. Only URL and Run are required.
+type Config struct {
+	URL  string // amqp://user:pass@host:port/vhost; the password is never logged
+	Name string // connection_name client property shown by the broker, e.g. "provisioner@host"
+	Run  string // scopes every exchange and queue name
+	Log  *slog.Logger
+
+	MinBackoff, MaxBackoff time.Duration // reconnect back-off bounds
+	Clock                  clockwork.Clock
+
+	Prefetch     int           // unacked deliveries per consumer (QoS); default 32
+	RequeueDelay time.Duration // pause before requeueing a failed delivery; default 1s
+
+	// OnConsume, if set, is called each time a consumer starts or restarts
+	// after a reconnect, with the queue it consumes. Useful for readiness
+	// reporting, and for tests that must not publish events before a
+	// subscription is bound. It runs on the consumer's goroutine: keep it
+	// short and non-blocking.
+	OnConsume func(queue string)
+}
+
+// validName keeps run and component names safe inside exchange and queue
+// names and free of topic wildcards.
+var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_@.-]{0,99}$`)
+
+func (c Config) withDefaults() (Config, error) {
+	if c.URL == "" {
+		return c, errors.New("amqp config: empty URL")
+	}
+	if _, err := amqp.ParseURI(c.URL); err != nil {
+		return c, fmt.Errorf("amqp config: URL %s: %s", Redacted(c.URL), redact.String(err.Error()))
+	}
+	if !validName.MatchString(c.Run) {
+		return c, fmt.Errorf("amqp config: run %q: want letters, digits, '_', '-', '.', '@'", c.Run)
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+	if c.Clock == nil {
+		c.Clock = clockwork.NewRealClock()
+	}
+	if c.MinBackoff <= 0 {
+		c.MinBackoff = DefaultMinBackoff
+	}
+	if c.MaxBackoff <= 0 {
+		c.MaxBackoff = DefaultMaxBackoff
+	}
+	if c.MaxBackoff < c.MinBackoff {
+		c.MaxBackoff = c.MinBackoff
+	}
+	if c.Prefetch <= 0 {
+		c.Prefetch = DefaultPrefetch
+	}
+	if c.RequeueDelay <= 0 {
+		c.RequeueDelay = DefaultRequeueDelay
+	}
+	return c, nil
+}
+
+// Redacted returns url with its password masked, for logs and errors.
+func Redacted(url string) string { return redact.URL(url) }
+
+// Topology names. Exported so tools (and the queue-length engine) can name
+// queues without a Bus.
+
+// EventsExchange is the run's topic exchange.
+func EventsExchange(run string) string { return "nightshift." + run + ".events" }
+
+// CommandQueue is the durable queue a component consumes commands from.
+func CommandQueue(run, component string) string { return "nightshift." + run + ".cmd." + component }
+
+// SubscriptionQueue is the durable queue behind SubscribeDurable(name).
+func SubscriptionQueue(run, name string) string { return "nightshift." + run + ".sub." + name }
+
+// DeadLetterExchange receives every rejected message of the run.
+func DeadLetterExchange(run string) string { return "nightshift." + run + ".dlx" }
+
+// DeadQueue holds the run's dead-lettered messages for inspection.
+func DeadQueue(run string) string { return "nightshift." + run + ".dead" }
+
+// Bus is a self-healing connection to RabbitMQ for one run. All methods are
+// safe for concurrent use.
+type Bus struct {
+	cfg   Config
+	log   *slog.Logger
+	clock clockwork.Clock
+
+	// life is cancelled by Close; every wait also selects on it.
+	life   context.Context
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the supervisor has exited
+
+	mu      sync.Mutex
+	conn    *amqp.Connection // nil while disconnected
+	changed chan struct{}    // closed and replaced whenever conn changes
+
+	pubMu    sync.Mutex
+	pub      *amqp.Channel // shared confirm-mode channel for publishing
+	pubConn  *amqp.Connection
+	declared map[string]*amqp.Channel // once-per-channel declarations
+
+	rpcMu sync.Mutex
+	rpc   *rpcSession
+}
+
+// Dial connects and starts the supervisor that keeps the connection alive.
+// The first connection is retried with back-off until ctx ends, because at
+// boot the broker may still be starting; a refused login or bad URL fails at
+// once. Later reconnects happen in the background until Close.
+func Dial(ctx context.Context, cfg Config) (*Bus, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	life, cancel := context.WithCancel(context.Background())
+	b := &Bus{
+		cfg: cfg, log: cfg.Log.With("component", "amqpbus", "run", cfg.Run, "name", cfg.Name), clock: cfg.Clock,
+		life: life, cancel: cancel, done: make(chan struct{}),
+		changed: make(chan struct{}), declared: make(map[string]*amqp.Channel),
+	}
+	conn, err := b.connect(ctx)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	go b.supervise(conn)
+	return b, nil
+}
+
+// Close shuts the connection and stops reconnecting. Blocked calls return
+// ErrClosed. It is safe to call more than once.
+func (b *Bus) Close() error {
+	b.cancel()
+	<-b.done
+	return nil
+}
+
+// Connected reports whether the bus currently has a live connection.
+func (b *Bus) Connected() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.conn != nil && !b.conn.IsClosed()
+}
+
+// Run returns the run this bus is scoped to.
+func (b *Bus) Run() string { return b.cfg.Run }
+
+func (b *Bus) setConn(c *amqp.Connection) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.conn = c
+	close(b.changed)
+	b.changed = make(chan struct{})
+}
+
+// awaitConn returns the live connection, waiting for a reconnect if needed.
+func (b *Bus) awaitConn(ctx context.Context) (*amqp.Connection, error) {
+	for {
+		if b.life.Err() != nil {
+			return nil, ErrClosed
+		}
+		b.mu.Lock()
+		conn, changed := b.conn, b.changed
+		b.mu.Unlock()
+		if conn != nil && !conn.IsClosed() {
+			return conn, nil
+		}
+		// A closed but not yet replaced conn means the supervisor is about
+		// to swap it; changed fires then, so this does not spin.
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-b.life.Done():
+			return nil, ErrClosed
+		}
+	}
+}
+
+// supervise owns the connection for the Bus's lifetime.
+func (b *Bus) supervise(conn *amqp.Connection) {
+	defer close(b.done)
+	for {
+		lost := conn.NotifyClose(make(chan *amqp.Error, 1))
+		blocked := conn.NotifyBlocked(make(chan amqp.Blocking, 4))
+		b.setConn(conn)
+	watch:
+		for {
+			select {
+			case <-b.life.Done():
+				b.setConn(nil)
+				if err := conn.Close(); err != nil && !errors.Is(err, amqp.ErrClosed) {
+					b.log.Warn("amqp close", "err", err)
+				}
+				b.log.Info("amqp closed", "url", Redacted(b.cfg.URL))
+				return
+			case e := <-lost:
+				reason := "closed"
+				if e != nil {
+					reason = redact.String(e.Error())
+				}
+				b.log.Warn("amqp disconnected", "url", Redacted(b.cfg.URL), "reason", reason)
+				break watch
+			case bl, ok := <-blocked:
+				if !ok {
+					blocked = nil
+					continue
+				}
+				// Publishes stall while the broker is blocked (memory or
+				// disk alarm); say so, or stuck publishers look like a bug.
+				b.log.Warn("amqp connection blocked by broker", "active", bl.Active, "reason", bl.Reason)
+			}
+		}
+		b.setConn(nil)
+		conn = b.reconnect()
+		if conn == nil {
+			return
+		}
+	}
+}
+
+// reconnect redials until it succeeds or the bus is closed (nil).
+func (b *Bus) reconnect() *amqp.Connection {
+	for attempt := 1; ; attempt++ {
+		wait := backoff(attempt, b.cfg.MinBackoff, b.cfg.MaxBackoff, rand.Float64())
+		select {
+		case <-b.clock.After(wait):
+		case <-b.life.Done():
+			return nil
+		}
+		conn, err := b.dialOnce(b.life)
+		if err == nil {
+			b.log.Info("amqp reconnected", "url", Redacted(b.cfg.URL), "attempt", attempt)
+			return conn
+		}
+		if b.life.Err() != nil {
+			return nil
+		}
+		b.log.Warn("amqp reconnect failed", "url", Redacted(b.cfg.URL), "attempt", attempt, "err", redact.String(err.Error()))
+	}
+}
+
+// connect makes the first connection, retrying transient failures until ctx ends.
+func (b *Bus) connect(ctx context.Context) (*amqp.Connection, error) {
+	url := Redacted(b.cfg.URL)
+	for attempt := 1; ; attempt++ {
+		conn, err := b.dialOnce(ctx)
+		if err == nil {
+			b.log.Info("amqp connected", "url", url)
+			return conn, nil
+		}
+		msg := redact.String(err.Error())
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("dial amqp %s: %w (after %d attempts)", url, ctx.Err(), attempt)
+		}
+		var ae *amqp.Error
+		if errors.As(err, &ae) && ae.Code == amqp.AccessRefused {
+			return nil, fmt.Errorf("dial amqp %s: %s", url, msg)
+		}
+		wait := backoff(attempt, b.cfg.MinBackoff, b.cfg.MaxBackoff, rand.Float64())
+		b.log.Warn("amqp connect failed", "url", url, "attempt", attempt, "retry_in", wait, "err", msg)
+		select {
+		case <-b.clock.After(wait):
+		case <-ctx.Done():
+			return nil, fmt.Errorf("dial amqp %s: %w (last error: %s)", url, ctx.Err(), msg)
+		}
+	}
+}
+
+// dialOnce dials in a goroutine because amqp091-go takes no ctx; if ctx ends
+// first, a connection that arrives late is closed rather than leaked.
+func (b *Bus) dialOnce(ctx context.Context) (*amqp.Connection, error) {
+	props := amqp.NewConnectionProperties()
+	if b.cfg.Name != "" {
+		props["connection_name"] = b.cfg.Name
+	}
+	cfg := amqp.Config{Properties: props, Heartbeat: heartbeat, Locale: "en_US", Dial: amqp.DefaultDial(dialTimeout)}
+	type result struct {
+		conn *amqp.Connection
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() {
+		c, err := amqp.DialConfig(b.cfg.URL, cfg)
+		res <- result{c, err}
+	}()
+	select {
+	case r := <-res:
+		return r.conn, r.err
+	case <-ctx.Done():
+		go func() {
+			if r := <-res; r.conn != nil {
+				_ = r.conn.Close()
+			}
+		}()
+		return nil, ctx.Err()
+	}
+}
+
+// backoff returns the wait before attempt (1-based): min doubled per
+// attempt, capped at max, with "equal jitter" (between half and all of it)
+// so that many clients dropped together do not reconnect in lockstep. r is
+// a random number in [0,1).
+func backoff(attempt int, min, max time.Duration, r float64) time.Duration {
+	d := min
+	for i := 1; i < attempt && d < max; i++ {
+		d *= 2
+	}
+	if d > max {
+		d = max
+	}
+	half := d / 2
+	return half + time.Duration(r*float64(d-half))
+}
+
+// isFatal reports broker errors that retrying cannot fix: refused access and
+// declarations that clash with an existing queue or exchange.
+func isFatal(err error) bool {
+	var ae *amqp.Error
+	return errors.As(err, &ae) && (ae.Code == amqp.AccessRefused || ae.Code == amqp.PreconditionFailed)
+}
