@@ -396,6 +396,9 @@ func (r *runner) expand(svc *launchplan.Service, step Step) (*launchplan.Service
 	if exp.WorkDir == "" {
 		exp.WorkDir = filepath.Join(r.runDir(), "work", svc.Name)
 	}
+	// Drivers and built-in types see every attribute known so far, boot's
+	// exports included: a broker's ready check needs the url its boot made.
+	exp.Attributes = maps.Clone(self)
 	r.noteSecrets(self)
 	r.noteSecrets(exp.Env)
 	env := make(map[string]string, len(exp.Env)+5)

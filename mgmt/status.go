@@ -26,6 +26,9 @@ type RunStatus struct {
 	Updated time.Time     `json:"updated"`
 	Levels  []LevelStatus `json:"levels"`
 	Jobs    []JobStatus   `json:"jobs"`
+	// Notes say what could not be shown, such as pools whose controller
+	// cannot be reached.
+	Notes []string `json:"notes,omitempty"`
 }
 
 // LevelStatus is one bootlevel.
@@ -162,6 +165,9 @@ func WriteTable(w io.Writer, s *RunStatus) error {
 	}
 	for _, j := range s.Jobs {
 		writeJob(w, j)
+	}
+	for _, n := range s.Notes {
+		fmt.Fprintf(w, "note: %s\n", n)
 	}
 	return nil
 }

@@ -11,13 +11,19 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"nightshift/bootlevel"
 	"nightshift/internal/app"
+	"nightshift/internal/ec2"
+	"nightshift/internal/ec2driver"
 	"nightshift/internal/redact"
+	"nightshift/internal/runbus"
+	"nightshift/launchplan"
 	"nightshift/mgmt"
 )
 
@@ -33,6 +39,10 @@ commands:
   teardown [--dry-run] RUN     stop pools, terminate levels in reverse, sweep,
                                and prove nothing is left
   logs RUN SERVICE             print a service's log
+  reconfigure RUN JOB key=value...
+                               change a pool's policy live (validated by its engine)
+  decisions [--limit N] RUN JOB
+                               a pool's decisions with their reasons, newest first
 `
 
 // Mgmt runs the mgmt command and returns its exit code.
@@ -70,6 +80,10 @@ func Mgmt(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = m.teardown(ctx, rest)
 	case "logs":
 		err = m.logs(ctx, rest)
+	case "reconfigure":
+		err = m.reconfigure(ctx, rest)
+	case "decisions":
+		err = m.decisions(ctx, rest)
 	case "help":
 		top.Usage()
 		return app.ExitOK
@@ -178,9 +192,28 @@ func (m *mgmtCmd) status(ctx context.Context, args []string) error {
 				verified[s.Name] = s.State == bootlevel.ServiceReady
 			}
 		}
-		st, err := mgmt.Status(ctx, a.Store, run, nil)
+		var jobs mgmt.JobSource
+		var note string
+		if r, err := a.Store.GetRun(ctx, run); err == nil && r.State != bootlevel.RunTerminated && hasPools(r) {
+			conn, err := runbus.Dial(ctx, a.Store, m.home, run, 3*time.Second)
+			if err != nil {
+				note = "pools unavailable: " + err.Error()
+			} else {
+				defer conn.Close()
+				jobs = conn
+			}
+		}
+		st, err := mgmt.Status(ctx, a.Store, run, jobs)
+		if err != nil && jobs != nil {
+			// The controller may be down: still show the levels.
+			note = "pools unavailable: " + err.Error()
+			st, err = mgmt.Status(ctx, a.Store, run, nil)
+		}
 		if err != nil {
 			return err
+		}
+		if note != "" {
+			st.Notes = append(st.Notes, redact.String(note))
 		}
 		for i := range st.Levels {
 			for j := range st.Levels[i].Services {
@@ -308,15 +341,37 @@ func (m *mgmtCmd) teardown(ctx context.Context, args []string) error {
 		return err
 	}
 	defer a.Close()
+	run := fs.Arg(0)
 	td := &mgmt.Teardown{
-		Engine:   a.Engine,
-		Store:    a.Store,
-		Sweepers: []mgmt.Sweeper{mgmt.ProcessSweeper{Home: m.home}},
+		Engine: a.Engine,
+		Store:  a.Store,
+		Sweepers: []mgmt.Sweeper{
+			runbus.WorkerSweeper{Home: m.home},
+			mgmt.ProcessSweeper{Home: m.home},
+		},
 	}
 	if !*asJSON {
 		td.Out = m.stdout
 	}
-	rep, err := td.Run(ctx, fs.Arg(0), *dry)
+	r, err := a.Store.GetRun(ctx, run)
+	if err != nil {
+		return err
+	}
+	if sw, err := ec2Sweeper(ctx, r); err != nil {
+		fmt.Fprintf(m.stderr, "note: no EC2 sweep: %v\n", err)
+	} else if sw != nil {
+		td.Sweepers = append(td.Sweepers, sw)
+	}
+	if !*dry && r.State != bootlevel.RunTerminated && hasPools(r) {
+		conn, err := runbus.Dial(ctx, a.Store, m.home, run, 3*time.Second)
+		if err != nil {
+			fmt.Fprintf(m.stdout, "pools unreachable (%s); the sweep will find their workers\n", redact.String(err.Error()))
+		} else {
+			defer conn.Close()
+			td.Pools = conn
+		}
+	}
+	rep, err := td.Run(ctx, run, *dry)
 	if rep == nil {
 		return err
 	}
@@ -377,4 +432,142 @@ func (m *mgmtCmd) logs(ctx context.Context, args []string) error {
 		}
 	}
 	return app.Usagef("run %s has no service %q", fs.Arg(0), fs.Arg(1))
+}
+
+// hasPools reports whether a run's plan has a controller, i.e. worker pools
+// that status should show and teardown must stop first.
+func hasPools(r bootlevel.Run) bool {
+	p, err := bootlevel.LoadRunPlan(r)
+	if err != nil {
+		return false
+	}
+	for _, l := range p.Levels {
+		for _, s := range l.Services {
+			if s.Type == "controller" || s.Type == "provisioner" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (m *mgmtCmd) reconfigure(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("mgmt reconfigure", flag.ContinueOnError)
+	fs.SetOutput(m.stderr)
+	if err := fs.Parse(args); err != nil {
+		return &app.UsageError{Err: err}
+	}
+	if fs.NArg() < 3 {
+		return app.Usagef("want RUN JOB key=value... (see mgmt help)")
+	}
+	run, job := fs.Arg(0), fs.Arg(1)
+	values := map[string]any{}
+	for _, kv := range fs.Args()[2:] {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return app.Usagef("want key=value, got %q", kv)
+		}
+		values[k] = parseValue(v)
+	}
+	a, err := m.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	conn, err := runbus.Dial(ctx, a.Store, m.home, run, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := conn.Reconfigure(ctx, job, values); err != nil {
+		return err
+	}
+	fmt.Fprintf(m.stdout, "job %s reconfigured: %s\n", job, strings.Join(fs.Args()[2:], " "))
+	return nil
+}
+
+// parseValue gives numbers and booleans their type, so an engine checks
+// n=5 as a number; anything else (durations included) stays a string.
+func parseValue(v string) any {
+	if i, err := strconv.ParseInt(v, 10, 64); err == nil {
+		return i
+	}
+	if f, err := strconv.ParseFloat(v, 64); err == nil {
+		return f
+	}
+	if b, err := strconv.ParseBool(v); err == nil {
+		return b
+	}
+	return v
+}
+
+func (m *mgmtCmd) decisions(ctx context.Context, args []string) error {
+	var limit *int
+	var asJSON *bool
+	fs, err := m.flags("decisions", args, 2, func(fs *flag.FlagSet) {
+		limit = fs.Int("limit", 20, "how many decisions")
+		asJSON = fs.Bool("json", false, "print JSON")
+	})
+	if err != nil {
+		return err
+	}
+	a, err := m.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	conn, err := runbus.Dial(ctx, a.Store, m.home, fs.Arg(0), 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ds, err := conn.Decisions(ctx, fs.Arg(1), *limit)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(m.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(ds)
+	}
+	for _, d := range ds {
+		b, _ := json.Marshal(d)
+		var row struct {
+			Time   time.Time `json:"time"`
+			Reason string    `json:"reason"`
+		}
+		json.Unmarshal(b, &row)
+		fmt.Fprintf(m.stdout, "%s  %s\n", row.Time.Local().Format("15:04:05.000"), row.Reason)
+	}
+	return nil
+}
+
+// ec2Sweeper returns a tag sweeper when the run's plan uses EC2 anywhere,
+// configured from the first EC2 service's region and endpoint.
+func ec2Sweeper(ctx context.Context, r bootlevel.Run) (mgmt.Sweeper, error) {
+	p, err := bootlevel.LoadRunPlan(r)
+	if err != nil {
+		return nil, nil
+	}
+	for _, l := range p.Levels {
+		for _, s := range l.Services {
+			if s.Driver != launchplan.DriverEC2 {
+				continue
+			}
+			cfg, err := ec2driver.ParseConfig(s.EC2)
+			if err != nil {
+				return nil, err
+			}
+			endpoint := cfg.EndpointURL
+			if endpoint == "" {
+				endpoint = os.Getenv("AWS_ENDPOINT_URL")
+			}
+			c, err := ec2.New(ctx, ec2.Config{Region: cfg.Region, EndpointURL: endpoint})
+			if err != nil {
+				return nil, err
+			}
+			return ec2driver.Sweeper{Client: c}, nil
+		}
+	}
+	return nil, nil
 }

@@ -379,7 +379,7 @@ func ListOwned(home, run string) ([]Owner, error) {
 		return nil, fmt.Errorf("list owned: %w", err)
 	}
 	for _, p := range procs {
-		if p.home == home && p.run == run && p.instance != "" && p.sid == p.pid && !seen[p.instance] {
+		if p.ours(home, run) && p.sid == p.pid && !seen[p.instance] {
 			out = append(out, Owner{Run: run, InstanceID: p.instance, PID: p.pid, StartTime: p.startTime})
 			seen[p.instance] = true
 		}
@@ -409,7 +409,7 @@ func Sweep(ctx context.Context, home, run string) (killed []string, err error) {
 		return nil, fmt.Errorf("sweep %s: %w", run, err)
 	}
 	for _, p := range procs {
-		if p.home == home && p.run == run && pathSafe.MatchString(p.instance) {
+		if p.ours(home, run) {
 			ids[p.instance] = true
 		}
 	}

@@ -21,6 +21,17 @@ type proc struct {
 	// From the environment: which instance of which run the process
 	// belongs to. Children inherit these, and they survive setsid.
 	home, run, instance string
+	dir                 string // NIGHTSHIFT_INSTANCE_DIR
+}
+
+// ours reports whether the process was started by this driver for an
+// instance of run under home. NIGHTSHIFT_RUN and NIGHTSHIFT_INSTANCE_ID
+// alone are not enough: the boot engine gives every plan service (the
+// broker, the daemons, a user's own services) those variables too, and the
+// provisioner must never take one of them for an orphaned worker.
+func (p proc) ours(home, run string) bool {
+	return p.home == home && p.run == run && pathSafe.MatchString(p.instance) &&
+		p.dir == InstanceDir(home, run, p.instance)
 }
 
 // readStat parses /proc/<pid>/stat. The command name is parenthesised and
@@ -89,6 +100,8 @@ func scan(procRoot string) ([]proc, error) {
 					p.run = string(v)
 				case envInstance:
 					p.instance = string(v)
+				case envDir:
+					p.dir = string(v)
 				}
 			}
 		}
@@ -103,7 +116,7 @@ func scan(procRoot string) ([]proc, error) {
 func members(procs []proc, home, run, id string, leader int, leaderAlive bool) []proc {
 	var out []proc
 	for _, p := range procs {
-		byEnv := p.instance == id && p.run == run && p.home == home
+		byEnv := p.instance == id && p.ours(home, run)
 		bySession := leaderAlive && p.sid == leader
 		if byEnv || bySession {
 			out = append(out, p)

@@ -1,0 +1,194 @@
+// Package runbus connects mgmt to a running system: it finds the run's
+// broker from the URL its broker service exported, signs commands with the
+// run's secret, and gives mgmt the pools' status (from the controller), the
+// teardown of pools (controller freeze, then provisioner terminate_all until
+// nothing is live), live reconfiguration, and the local worker sweep. Every
+// call is bounded, so a dead broker or daemon turns into an error that
+// teardown answers with its sweeps instead of a hang.
+package runbus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"nightshift/bootlevel"
+	"nightshift/decision/controller"
+	"nightshift/internal/amqpbus"
+	"nightshift/internal/envelope"
+	"nightshift/internal/nstypes"
+	workerlocal "nightshift/internal/workerdriver/local"
+	"nightshift/mgmt"
+	"nightshift/provisioner"
+	"nightshift/provisioner/client"
+)
+
+// BrokerURL returns the URL exported by the run's broker service (the
+// service whose type is broker, or else any service exporting an amqp url).
+func BrokerURL(ctx context.Context, st bootlevel.Store, run string) (string, error) {
+	recs, err := st.Services(ctx, run)
+	if err != nil {
+		return "", err
+	}
+	for _, s := range recs {
+		if u := s.Attributes["url"]; strings.HasPrefix(u, "amqp") {
+			return u, nil
+		}
+	}
+	return "", fmt.Errorf("run %s has no service exporting an amqp url", run)
+}
+
+// Conn is a connection to one run's bus.
+type Conn struct {
+	run    string
+	bus    *amqpbus.Bus
+	signer *envelope.Signer
+	ctl    *controller.Client
+	prov   *client.Client
+}
+
+// Dial connects to the run's broker within timeout.
+func Dial(ctx context.Context, st bootlevel.Store, home, run string, timeout time.Duration) (*Conn, error) {
+	url, err := BrokerURL(ctx, st, run)
+	if err != nil {
+		return nil, err
+	}
+	secret, err := envelope.LoadOrCreateSecret(nstypes.SecretPath(home, run))
+	if err != nil {
+		return nil, err
+	}
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	host, _ := os.Hostname()
+	bus, err := amqpbus.Dial(dctx, amqpbus.Config{URL: url, Run: run, Name: "mgmt@" + host, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return nil, fmt.Errorf("connect to run %s's broker: %w", run, err)
+	}
+	signer := &envelope.Signer{Secret: secret, Seen: envelope.NewReplayCache(1024)}
+	return &Conn{
+		run: run, bus: bus, signer: signer,
+		ctl:  &controller.Client{Bus: bus, Signer: signer, Sender: "mgmt", Timeout: 10 * time.Second},
+		prov: client.New(bus, signer, "mgmt", slog.New(slog.DiscardHandler)),
+	}, nil
+}
+
+// Close closes the connection.
+func (c *Conn) Close() error { return c.bus.Close() }
+
+// Jobs implements mgmt.JobSource through the controller's status RPC.
+func (c *Conn) Jobs(ctx context.Context, run string) ([]mgmt.JobStatus, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	js, err := c.ctl.Status(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	// The controller's wire type and mgmt's are the same JSON shape.
+	raw, err := json.Marshal(js)
+	if err != nil {
+		return nil, err
+	}
+	var out []mgmt.JobStatus
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return nil, fmt.Errorf("controller status: %w", err)
+	}
+	return out, nil
+}
+
+// Reconfigure changes a job's policy live.
+func (c *Conn) Reconfigure(ctx context.Context, job string, values map[string]any) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return c.ctl.Reconfigure(ctx, job, values)
+}
+
+// Decisions returns a job's decision history, newest first.
+func (c *Conn) Decisions(ctx context.Context, job string, limit int) ([]controller.DecisionRecord, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return c.ctl.Decisions(ctx, job, limit)
+}
+
+// Freeze implements mgmt.PoolStopper.
+func (c *Conn) Freeze(ctx context.Context, run string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return c.ctl.Freeze(ctx)
+}
+
+// TerminateAll implements mgmt.PoolStopper: terminate_all, then poll
+// describe until no instance is live (or the deadline passes).
+func (c *Conn) TerminateAll(ctx context.Context, run string, progress func(live int)) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	before, err := c.describe(ctx)
+	if err != nil {
+		return nil, err
+	}
+	live := map[string]bool{}
+	for _, i := range before.Instances {
+		if i.State.Live() {
+			live[i.ID] = true
+		}
+	}
+	last := -1
+	for {
+		cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+		n, err := c.prov.TerminateAll(cctx)
+		ccancel()
+		if err != nil {
+			return nil, fmt.Errorf("terminate_all: %w", err)
+		}
+		if n != last && progress != nil {
+			progress(n)
+		}
+		last = n
+		if n == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("terminate_all: %d workers still live: %w", n, ctx.Err())
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	gone := make([]string, 0, len(live))
+	for id := range live {
+		gone = append(gone, id)
+	}
+	return gone, nil
+}
+
+func (c *Conn) describe(ctx context.Context) (provisioner.Status, error) {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return c.prov.Describe(cctx, provisioner.DescribeBody{})
+}
+
+// WorkerSweeper kills local worker instances of a run found through their
+// ownership markers, without the provisioner or its database.
+type WorkerSweeper struct{ Home string }
+
+// Name implements mgmt.Sweeper.
+func (WorkerSweeper) Name() string { return "worker" }
+
+// Sweep implements mgmt.Sweeper.
+func (w WorkerSweeper) Sweep(ctx context.Context, run string, dryRun bool) (destroyed, remaining []string, err error) {
+	owned, err := workerlocal.ListOwned(w.Home, run)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, nil, err
+	}
+	if dryRun {
+		for _, o := range owned {
+			destroyed = append(destroyed, fmt.Sprintf("%s (job %s, pid %d)", o.InstanceID, o.Job, o.PID))
+		}
+		return destroyed, nil, nil
+	}
+	killed, err := workerlocal.Sweep(ctx, w.Home, run)
+	return killed, nil, err
+}
