@@ -404,7 +404,12 @@ func (m *mgmtCmd) teardown(ctx context.Context, args []string) error {
 }
 
 func (m *mgmtCmd) logs(ctx context.Context, args []string) error {
-	fs, err := m.flags("logs", args, 2, nil)
+	var follow *bool
+	var lines *int
+	fs, err := m.flags("logs", args, 2, func(fs *flag.FlagSet) {
+		follow = fs.Bool("f", false, "follow: keep printing what is appended")
+		lines = fs.Int("n", 200, "start with the last N lines of each file (0: whole file)")
+	})
 	if err != nil {
 		return err
 	}
@@ -413,25 +418,44 @@ func (m *mgmtCmd) logs(ctx context.Context, args []string) error {
 		return err
 	}
 	defer a.Close()
-	recs, err := a.Store.Services(ctx, fs.Arg(0))
+	run, name := fs.Arg(0), fs.Arg(1)
+	files, err := logFiles(ctx, a, m.home, run, name)
 	if err != nil {
 		return err
 	}
-	for _, s := range recs {
-		if s.Name == fs.Arg(1) {
-			if s.LogPath == "" {
-				return fmt.Errorf("service %s has no log yet", s.Name)
-			}
-			f, err := os.Open(s.LogPath)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			_, err = io.Copy(m.stdout, f)
-			return err
-		}
+	return mgmt.ShowLogs(ctx, m.stdout, files, *lines, *follow)
+}
+
+// logFiles finds the logs of a service (its step log, and a daemon's own
+// log) or of a worker instance (the sitter's output and its tasks' logs).
+func logFiles(ctx context.Context, a *app.App, home, run, name string) ([]string, error) {
+	recs, err := a.Store.Services(ctx, run)
+	if err != nil {
+		return nil, err
 	}
-	return app.Usagef("run %s has no service %q", fs.Arg(0), fs.Arg(1))
+	for _, s := range recs {
+		if s.Name != name {
+			continue
+		}
+		var files []string
+		if s.LogPath != "" {
+			files = append(files, s.LogPath)
+		}
+		if l := s.Attributes["log"]; l != "" {
+			files = append(files, l) // a built-in daemon's own log
+		}
+		if len(files) == 0 {
+			return nil, fmt.Errorf("service %s has no log yet", name)
+		}
+		return files, nil
+	}
+	dir := filepath.Join(home, "runs", run, "instances", name)
+	if st, err := os.Stat(dir); err == nil && st.IsDir() {
+		files := []string{filepath.Join(dir, "stderr"), filepath.Join(dir, "stdout")}
+		more, _ := filepath.Glob(filepath.Join(dir, "sitter", "logs", "*.log"))
+		return append(files, more...), nil
+	}
+	return nil, app.Usagef("run %s has no service or worker %q (see mgmt status %s)", run, name, run)
 }
 
 // hasPools reports whether a run's plan has a controller, i.e. worker pools
