@@ -250,7 +250,12 @@ func (r *runner) waitReady(ctx context.Context, drv Driver, svc, exp *launchplan
 		if now.Before(grace) {
 			r.log.Debug("ready check failed within start period", "service", svc.Name, "attempt", attempt)
 		} else {
-			msg := fmt.Sprintf("ready attempt %d failed: %s; retrying in %s", attempt, strings.TrimPrefix(se.Summary(), fmt.Sprintf("service %q (level %d) step ready failed: ", svc.Name, svc.Level)), wait)
+			se.Service, se.Level = svc.Name, svc.Level
+			why := strings.TrimPrefix(se.Summary(), fmt.Sprintf("service %q (level %d) step ready failed: ", svc.Name, svc.Level))
+			if len(se.Tail) > 0 {
+				why += ": " + se.Tail[len(se.Tail)-1]
+			}
+			msg := fmt.Sprintf("ready attempt %d failed: %s; retrying in %s", attempt, why, wait)
 			r.log.Info("ready check failed", "service", svc.Name, "attempt", attempt, "exit_code", se.ExitCode)
 			_ = r.emit(Event{Kind: EventStepRetry, Level: svc.Level, Service: svc.Name, Step: StepReady, Message: msg})
 		}
