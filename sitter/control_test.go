@@ -30,8 +30,12 @@ func TestControlSocket(t *testing.T) {
 		defer ccancel()
 		var resp sitter.ControlResponse
 		var err error
-		for range 100 { // the listener may not be up yet
-			if resp, err = sitter.Control(cctx, sock, req); err == nil || !strings.Contains(err.Error(), "is the sitter running") {
+		// The listener may not be up yet; wait for it until cctx's
+		// deadline, not for a fixed number of tries that a loaded machine
+		// can use up.
+		for {
+			resp, err = sitter.Control(cctx, sock, req)
+			if err == nil || !strings.Contains(err.Error(), "is the sitter running") || cctx.Err() != nil {
 				break
 			}
 			time.Sleep(10 * time.Millisecond)

@@ -69,6 +69,44 @@ func limiterFor(t *testing.T, mode string) sitter.Limiter {
 	return m
 }
 
+// recordingSampler remembers every scan the sitter takes, so a test can
+// say how many samples a reaction took instead of how many milliseconds:
+// sample counts do not change when a loaded machine makes every sample
+// late, wall-clock bounds do.
+type recordingSampler struct {
+	sitter.Sampler
+	mu    sync.Mutex
+	scans []scan
+}
+
+type scan struct {
+	at    time.Time // just after the scan, at or before the sitter's own timestamp
+	procs []sitter.ProcSample
+}
+
+func (r *recordingSampler) Processes(ctx context.Context) ([]sitter.ProcSample, error) {
+	procs, err := r.Sampler.Processes(ctx)
+	if err == nil {
+		r.mu.Lock()
+		r.scans = append(r.scans, scan{at: time.Now(), procs: procs})
+		r.mu.Unlock()
+	}
+	return procs, err
+}
+
+// between returns the scans taken in (from, to].
+func (r *recordingSampler) between(from, to time.Time) []scan {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []scan
+	for _, s := range r.scans {
+		if s.at.After(from) && !s.at.After(to) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 type harness struct {
 	s   *sitter.Sitter
 	dir string

@@ -1,6 +1,8 @@
 // Command sitter supervises the tasks of one host with CPU, memory and
 // lifetime limits. `sitter run tasks.toml` runs standalone (no broker) and
-// serves a control socket that the other subcommands talk to. The logic
+// serves a control socket that the other subcommands talk to. `sitter
+// agent` runs one instance's worker task from its launch spec and talks to
+// the run's broker (heartbeats out, drain and control in). The logic
 // lives in package sitter; this file only parses flags and wires adapters.
 package main
 
@@ -26,6 +28,7 @@ import (
 )
 
 const usage = `usage:
+  sitter agent [--run R --job J --instance I --broker-url-file F ...]   (see sitter agent -h)
   sitter run [--state-dir DIR] [--cgroup auto|off] [--log-level LEVEL] tasks.toml
   sitter status [--json]
   sitter start|stop|restart|drain|remove TASK
@@ -52,6 +55,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cmd, args := args[0], args[1:]
+	if cmd == "agent" {
+		return agent(args, stderr)
+	}
 	fs := flag.NewFlagSet("sitter "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	stateDir := fs.String("state-dir", defaultStateDir(), "directory for logs, status files and the control socket")

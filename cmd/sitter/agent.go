@@ -1,0 +1,303 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"golang.org/x/sync/errgroup"
+
+	"nightshift/internal/amqpbus"
+	"nightshift/internal/cgroup"
+	"nightshift/internal/envelope"
+	"nightshift/internal/psutil"
+	"nightshift/internal/redact"
+	"nightshift/sitter"
+	"nightshift/sitter/sitterbus"
+)
+
+const agentUsage = `usage: sitter agent [flags]
+Supervises this instance's worker task (from spec.json), publishes
+heartbeats and serves drain/control/tail/status/ping on the run's broker.
+Every flag defaults from the environment the provisioner's driver sets.
+`
+
+// Environment the provisioner's local driver (and operators) set.
+const (
+	envHome        = "NIGHTSHIFT_HOME"
+	envRun         = "NIGHTSHIFT_RUN"
+	envJob         = "NIGHTSHIFT_JOB"
+	envInstance    = "NIGHTSHIFT_INSTANCE_ID"
+	envInstanceDir = "NIGHTSHIFT_INSTANCE_DIR"
+	envAMQPURLFile = "NIGHTSHIFT_AMQP_URL_FILE"
+	envAMQPURL     = "NIGHTSHIFT_AMQP_URL"
+)
+
+// agentConfig is the agent's resolved input. brokerURL carries the
+// password: print it only through redact.
+type agentConfig struct {
+	run, job, instance   string
+	specPath, secretFile string
+	brokerURL, urlSource string
+	stateDir             string
+	tempState            bool
+	heartbeat, sample    time.Duration
+	cgroupMode, logLevel string
+}
+
+// usageError is bad or missing input: exit status 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+// parseAgent resolves flags, then environment, then defaults. It reads
+// the broker URL file but starts nothing.
+func parseAgent(args []string, getenv func(string) string, stderr io.Writer) (agentConfig, error) {
+	var c agentConfig
+	fs := flag.NewFlagSet("sitter agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, agentUsage); fs.PrintDefaults() }
+	fs.StringVar(&c.run, "run", "", "run name (default $"+envRun+")")
+	fs.StringVar(&c.job, "job", "", "job name (default $"+envJob+")")
+	fs.StringVar(&c.instance, "instance", "", "instance id (default $"+envInstance+")")
+	fs.StringVar(&c.specPath, "spec", "", "launch spec with the worker task (default $"+envInstanceDir+"/spec.json)")
+	urlFile := fs.String("broker-url-file", "", "file holding the AMQP URL (default $"+envAMQPURLFile+", else $"+envAMQPURL+")")
+	fs.StringVar(&c.secretFile, "secret-file", "", "run secret verifying drain and control (default $"+envHome+"/runs/<run>/secret)")
+	fs.StringVar(&c.stateDir, "state-dir", "", "logs, status files, control socket (default $"+envInstanceDir+"/sitter, else a temp dir)")
+	fs.DurationVar(&c.heartbeat, "heartbeat-interval", time.Second, "how often a heartbeat is published")
+	fs.DurationVar(&c.sample, "sample-interval", time.Second, "how often task trees are measured")
+	fs.StringVar(&c.cgroupMode, "cgroup", "auto", "auto: use cgroup v2 or v1 when available; off: polling only")
+	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return c, usageError{}
+		}
+		return c, usageError{err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return c, usagef("unexpected argument %q", fs.Arg(0))
+	}
+	orEnv := func(v *string, key string) {
+		if *v == "" {
+			*v = getenv(key)
+		}
+	}
+	orEnv(&c.run, envRun)
+	orEnv(&c.job, envJob)
+	orEnv(&c.instance, envInstance)
+	for _, f := range []struct{ flag, env, val string }{{"run", envRun, c.run}, {"job", envJob, c.job}, {"instance", envInstance, c.instance}} {
+		if f.val == "" {
+			return c, usagef("--%s is required (or set $%s)", f.flag, f.env)
+		}
+	}
+	if c.heartbeat <= 0 || c.sample <= 0 {
+		return c, usagef("--heartbeat-interval and --sample-interval must be > 0")
+	}
+	if c.cgroupMode != "auto" && c.cgroupMode != "off" {
+		return c, usagef("--cgroup %q: want auto or off", c.cgroupMode)
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(c.logLevel)); err != nil {
+		return c, usagef("--log-level: %v", err)
+	}
+	instDir := getenv(envInstanceDir)
+	if c.specPath == "" {
+		if instDir == "" {
+			return c, usagef("--spec is required (or set $%s to the directory holding spec.json)", envInstanceDir)
+		}
+		c.specPath = filepath.Join(instDir, "spec.json")
+	}
+	if c.stateDir == "" && instDir != "" {
+		c.stateDir = filepath.Join(instDir, "sitter")
+	}
+	c.tempState = c.stateDir == ""
+	if c.secretFile == "" {
+		if home := getenv(envHome); home != "" {
+			c.secretFile = filepath.Join(home, "runs", c.run, "secret")
+		}
+	}
+
+	orEnv(urlFile, envAMQPURLFile)
+	switch {
+	case *urlFile != "":
+		b, err := os.ReadFile(*urlFile)
+		if err != nil {
+			return c, usagef("--broker-url-file: %v", err)
+		}
+		c.brokerURL, c.urlSource = strings.TrimSpace(string(b)), *urlFile
+	case getenv(envAMQPURL) != "":
+		c.brokerURL, c.urlSource = strings.TrimSpace(getenv(envAMQPURL)), "$"+envAMQPURL
+	default:
+		return c, usagef("no broker URL: pass --broker-url-file, or set $%s or $%s", envAMQPURLFile, envAMQPURL)
+	}
+	if c.brokerURL == "" {
+		return c, usagef("broker URL from %s is empty", c.urlSource)
+	}
+	if _, err := amqp.ParseURI(c.brokerURL); err != nil {
+		// The parser's message may quote the URL, password and all.
+		return c, usagef("broker URL from %s (%s): %s", c.urlSource, redact.URL(c.brokerURL), redact.String(err.Error()))
+	}
+	return c, nil
+}
+
+// agent runs `sitter agent`: 0 after SIGTERM/SIGINT, 2 for bad input, 1 when
+// it could not keep going.
+func agent(args []string, stderr io.Writer) int {
+	c, err := parseAgent(args, os.Getenv, stderr)
+	if err != nil {
+		if msg := err.Error(); msg != "" {
+			fmt.Fprintln(stderr, "sitter agent:", msg)
+		}
+		return 2
+	}
+	// Tasks inherit the agent's environment; the URL holds the broker
+	// password and its variable name does not look secret to the filter.
+	os.Unsetenv(envAMQPURL)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := runAgent(ctx, c, stderr); err != nil {
+		fmt.Fprintln(stderr, "sitter agent:", redact.String(err.Error()))
+		if errors.As(err, new(usageError)) {
+			return 2
+		}
+		return 1
+	}
+	return 0
+}
+
+func runAgent(ctx context.Context, c agentConfig, stderr io.Writer) error {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(c.logLevel)) // checked by parseAgent
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl})).
+		With("run", c.run, "job", c.job, "instance", c.instance)
+
+	task, err := sitterbus.LoadSpec(c.specPath, c.job)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	signer := &envelope.Signer{Seen: envelope.NewReplayCache(10000)}
+	if c.secretFile == "" {
+		log.Warn("no run secret (--secret-file, $" + envHome + "): signed commands (drain, control) will be refused")
+	} else {
+		// Never create it: a secret made up here would match nobody's.
+		if _, err := os.Stat(c.secretFile); err != nil {
+			return usagef("--secret-file: %v", err)
+		}
+		if signer.Secret, err = envelope.LoadOrCreateSecret(c.secretFile); err != nil {
+			return usagef("--secret-file: %v", err)
+		}
+	}
+	if c.tempState {
+		if c.stateDir, err = os.MkdirTemp("", "nightshift-sitter-"+c.instance+"-"); err != nil {
+			return fmt.Errorf("state dir: %w", err)
+		}
+	}
+	cfg := sitter.Config{
+		StateDir: c.stateDir, Sampler: psutil.New(), Logger: log,
+		SampleInterval: c.sample, HeartbeatInterval: c.heartbeat,
+		InstanceID: c.instance, Job: c.job,
+	}
+	if c.cgroupMode == "auto" {
+		cg, err := cgroup.Detect(cgroup.DefaultRoot, fmt.Sprintf("nightshift/sitter-%d", os.Getpid()))
+		if err != nil {
+			log.Warn("cgroups unusable, polling only", "err", err)
+		} else if cg != nil {
+			cfg.Limiter = cg
+			defer func() {
+				if err := cg.Close(); err != nil {
+					log.Warn("cgroup cleanup", "err", err)
+				}
+			}()
+		}
+	}
+	bus := &laterBus{run: c.run}
+	cfg.Sink = &sitterbus.Sink{Bus: bus, Sender: sitterbus.Component(c.instance)}
+	s, err := sitter.New(cfg)
+	if err != nil {
+		return err
+	}
+	if err := s.AddTask(ctx, task); err != nil {
+		return fmt.Errorf("worker spec %s: %w", c.specPath, err)
+	}
+	log.Info("sitter agent starting", "task", task.Name, "spec", c.specPath, "state_dir", c.stateDir,
+		"broker", redact.URL(c.brokerURL))
+
+	// Supervision starts at once and never waits for the broker: at boot
+	// it may still be coming up, and tasks must run through outages.
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.Serve(gctx) })
+	g.Go(func() error {
+		err := s.ServeControl(gctx, filepath.Join(c.stateDir, "sitter.sock"))
+		if err != nil {
+			log.Warn("local control socket unavailable", "err", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		b, err := amqpbus.Dial(gctx, amqpbus.Config{URL: c.brokerURL, Name: sitterbus.Component(c.instance), Run: c.run, Log: log})
+		if err != nil {
+			if gctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("connect to broker: %w", err)
+		}
+		defer b.Close()
+		// Close on shutdown rather than after the consumer returns: a
+		// consumer stuck on a half-dead channel must not keep the agent
+		// (and so the instance) alive; Close makes it return ErrClosed.
+		stopBus := context.AfterFunc(gctx, func() { _ = b.Close() })
+		defer stopBus()
+		bus.set(b)
+		srv := &sitterbus.Server{Bus: b, Sitter: s, Signer: signer, InstanceID: c.instance, Job: c.job, Log: log}
+		if err := srv.Serve(gctx); err != nil && gctx.Err() == nil {
+			return err
+		}
+		return nil
+	})
+	err = g.Wait()
+	if c.tempState {
+		_ = os.RemoveAll(c.stateDir)
+	}
+	if err != nil {
+		return err
+	}
+	log.Info("sitter agent stopped")
+	return nil
+}
+
+// laterBus is the heartbeat sink's view of a bus that is dialled after
+// supervision has started: until then every heartbeat is dropped.
+type laterBus struct {
+	run string
+	b   atomic.Pointer[amqpbus.Bus]
+}
+
+func (l *laterBus) set(b *amqpbus.Bus) { l.b.Store(b) }
+
+func (l *laterBus) Run() string { return l.run }
+
+func (l *laterBus) Connected() bool {
+	b := l.b.Load()
+	return b != nil && b.Connected()
+}
+
+func (l *laterBus) Publish(ctx context.Context, key string, env envelope.Envelope) error {
+	b := l.b.Load()
+	if b == nil {
+		return sitterbus.ErrDisconnected
+	}
+	return b.Publish(ctx, key, env)
+}

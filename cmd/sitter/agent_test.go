@@ -1,0 +1,444 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"nightshift/decision/controller"
+	"nightshift/internal/amqpbus"
+	"nightshift/internal/envelope"
+	"nightshift/internal/redact"
+	localworker "nightshift/internal/workerdriver/local"
+	"nightshift/provisioner"
+	"nightshift/sitter"
+)
+
+func TestParseAgent(t *testing.T) {
+	dir := t.TempDir()
+	urlFile := filepath.Join(dir, "broker-url")
+	if err := os.WriteFile(urlFile, []byte("amqp://guest:hunter2@broker:5672/\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	badURL := filepath.Join(dir, "bad-url")
+	if err := os.WriteFile(badURL, []byte("http://guest:hunter2@broker/\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fullEnv := map[string]string{
+		envHome: "/home/ns", envRun: "r1", envJob: "crunch", envInstance: "i-1",
+		envInstanceDir: "/home/ns/runs/r1/instances/i-1", envAMQPURL: "amqp://guest:hunter2@h:5672/",
+	}
+	without := func(keys ...string) map[string]string {
+		m := map[string]string{}
+		for k, v := range fullEnv {
+			m[k] = v
+		}
+		for _, k := range keys {
+			delete(m, k)
+		}
+		return m
+	}
+	cases := []struct {
+		name  string
+		args  []string
+		env   map[string]string
+		check func(agentConfig) bool
+		err   string // "" = accepted
+	}{
+		{name: "everything from the local driver's environment", env: fullEnv, check: func(c agentConfig) bool {
+			return c.run == "r1" && c.job == "crunch" && c.instance == "i-1" &&
+				c.specPath == "/home/ns/runs/r1/instances/i-1/spec.json" &&
+				c.stateDir == "/home/ns/runs/r1/instances/i-1/sitter" && !c.tempState &&
+				c.secretFile == "/home/ns/runs/r1/secret" && c.brokerURL == "amqp://guest:hunter2@h:5672/" &&
+				c.heartbeat == time.Second && c.sample == time.Second
+		}},
+		{name: "EC2 user data flags", env: map[string]string{},
+			args: []string{"--run", "r2", "--job", "web", "--instance", "i-9", "--broker-url-file", urlFile, "--spec", "/etc/nightshift/spec.json"},
+			check: func(c agentConfig) bool {
+				return c.run == "r2" && c.job == "web" && c.instance == "i-9" && c.brokerURL == "amqp://guest:hunter2@broker:5672/" &&
+					c.secretFile == "" && c.tempState
+			}},
+		{name: "flags beat environment", env: fullEnv,
+			args: []string{"--run", "r3", "--state-dir", "/s", "--secret-file", "/k", "--heartbeat-interval", "250ms"},
+			check: func(c agentConfig) bool {
+				return c.run == "r3" && c.stateDir == "/s" && c.secretFile == "/k" && c.heartbeat == 250*time.Millisecond
+			}},
+		{name: "URL file from environment beats URL", env: func() map[string]string { m := without(); m[envAMQPURLFile] = urlFile; return m }(),
+			check: func(c agentConfig) bool { return c.brokerURL == "amqp://guest:hunter2@broker:5672/" }},
+		{name: "no run", env: without(envRun), err: "--run is required (or set $NIGHTSHIFT_RUN)"},
+		{name: "no instance", env: without(envInstance), err: "--instance is required"},
+		{name: "no spec", env: without(envInstanceDir), err: "--spec is required"},
+		{name: "no broker", env: without(envAMQPURL), err: "no broker URL"},
+		{name: "missing URL file", env: fullEnv, args: []string{"--broker-url-file", filepath.Join(dir, "nope")}, err: "--broker-url-file: open"},
+		{name: "bad URL, password hidden", env: fullEnv, args: []string{"--broker-url-file", badURL}, err: "guest:xxxxx@broker"},
+		{name: "zero interval", env: fullEnv, args: []string{"--sample-interval", "0s"}, err: "must be > 0"},
+		{name: "bad cgroup mode", env: fullEnv, args: []string{"--cgroup", "maybe"}, err: `--cgroup "maybe"`},
+		{name: "stray argument", env: fullEnv, args: []string{"extra"}, err: `unexpected argument "extra"`},
+		{name: "unknown flag", env: fullEnv, args: []string{"--bogus"}, err: "flag provided but not defined"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			cfg, err := parseAgent(c.args, func(k string) string { return c.env[k] }, &stderr)
+			if c.err == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				if !c.check(cfg) {
+					t.Errorf("config %+v", cfg)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Fatalf("error %v, want one containing %q", err, c.err)
+			}
+			if _, ok := err.(usageError); !ok {
+				t.Errorf("error %T is not a usage error (exit 2)", err)
+			}
+			if strings.Contains(err.Error()+stderr.String(), "hunter2") {
+				t.Errorf("password printed: %v %s", err, stderr.String())
+			}
+		})
+	}
+}
+
+// TestAgentExitCodes runs the real entry point on bad input: exit 2 with a
+// message naming what is wrong, and no password anywhere.
+func TestAgentExitCodes(t *testing.T) {
+	dir := t.TempDir()
+	spec := filepath.Join(dir, "spec.json")
+	if err := os.WriteFile(spec, []byte(`{"worker": {"shell": "true", "cpus": 1}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(envAMQPURL, "amqp://guest:hunter2@127.0.0.1:1/")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"agent", "--job", "j", "--instance", "i"}, "--run is required"},
+		{[]string{"agent", "--run", "r", "--job", "j", "--instance", "i", "--spec", spec}, "key worker.cpus: unknown key"},
+		{[]string{"agent", "--run", "r", "--job", "j", "--instance", "i", "--spec", filepath.Join(dir, "nope.json")}, "nope.json"},
+	} {
+		// The agent drops the URL from its environment once read.
+		t.Setenv(envAMQPURL, "amqp://guest:hunter2@127.0.0.1:1/")
+		var out, errb bytes.Buffer
+		if code := run(c.args, &out, &errb); code != 2 || !strings.Contains(errb.String(), c.want) {
+			t.Errorf("%q: exit %d, stderr %q; want 2 and %q", c.args, code, errb.String(), c.want)
+		}
+		if strings.Contains(errb.String(), "hunter2") {
+			t.Errorf("password printed: %s", errb.String())
+		}
+	}
+	// A secret file that does not exist is an error, never created.
+	t.Setenv(envAMQPURL, "amqp://guest:hunter2@127.0.0.1:1/")
+	var out, errb bytes.Buffer
+	okSpec := filepath.Join(dir, "ok.json")
+	os.WriteFile(okSpec, []byte(`{"worker": {"shell": "true"}}`), 0o600)
+	secret := filepath.Join(dir, "runs", "r", "secret")
+	if code := run([]string{"agent", "--run", "r", "--job", "j", "--instance", "i", "--spec", okSpec, "--secret-file", secret}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "--secret-file") {
+		t.Errorf("missing secret: exit %d, stderr %q", code, errb.String())
+	}
+	if _, err := os.Stat(secret); !os.IsNotExist(err) {
+		t.Errorf("agent created a secret: %v", err)
+	}
+}
+
+// ---- broker-backed tests of the real binary ----
+
+func testURL() string {
+	if u := os.Getenv("NIGHTSHIFT_AMQP_URL"); u != "" {
+		return u
+	}
+	return "amqp://guest:guest@127.0.0.1:5672/"
+}
+
+func needBroker(t *testing.T) {
+	t.Helper()
+	uri, err := amqp.ParseURI(testURL())
+	if err != nil {
+		t.Fatalf("NIGHTSHIFT_AMQP_URL: %v", err)
+	}
+	c, err := net.DialTimeout("tcp", net.JoinHostPort(uri.Host, fmt.Sprint(uri.Port)), 2*time.Second)
+	if err != nil {
+		msg := fmt.Sprintf("RabbitMQ not reachable at %s (%v); start it with `rabbitmq-server -detached`", redact.URL(testURL()), err)
+		if os.Getenv("NIGHTSHIFT_TEST_STRICT") == "1" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	_ = c.Close()
+}
+
+func suffix(t *testing.T) string {
+	b := make([]byte, 5)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// agentEnv is a run home with a secret and one instance directory holding
+// spec.json, as the provisioner and its local driver leave them.
+type agentEnv struct {
+	home, run, job, inst, dir string
+	beats                     chan sitter.Heartbeat
+	bus                       *amqpbus.Bus
+}
+
+func newAgentEnv(t *testing.T, worker map[string]any) *agentEnv {
+	t.Helper()
+	needBroker(t)
+	e := &agentEnv{home: t.TempDir(), run: "agtest-" + suffix(t), job: "crunch", inst: "i-" + suffix(t),
+		beats: make(chan sitter.Heartbeat, 1000)}
+	if _, err := envelope.LoadOrCreateSecret(filepath.Join(e.home, "runs", e.run, "secret")); err != nil {
+		t.Fatal(err)
+	}
+	e.dir = localworker.InstanceDir(e.home, e.run, e.inst)
+	if err := os.MkdirAll(e.dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	spec, _ := json.Marshal(map[string]any{"driver": "local", "worker": worker})
+	if err := os.WriteFile(filepath.Join(e.dir, "spec.json"), spec, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan string, 4)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	b, err := amqpbus.Dial(ctx, amqpbus.Config{URL: testURL(), Name: "agtest-observer-" + e.inst, Run: e.run,
+		Log: slog.New(slog.DiscardHandler), OnConsume: func(q string) { ready <- q }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.bus = b
+	sctx, scancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = b.Subscribe(sctx, []string{controller.HeartbeatKey(e.job, "*")}, func(_ context.Context, d amqpbus.Delivery) error {
+			hb, err := controller.DecodeHeartbeat(controller.Messages(), d.Body)
+			if err != nil {
+				t.Errorf("heartbeat does not decode: %v", err)
+				return nil
+			}
+			select {
+			case e.beats <- hb:
+			default:
+			}
+			return nil
+		})
+	}()
+	t.Cleanup(func() {
+		scancel()
+		<-done
+		_ = b.Close()
+		deleteTopology(t, e.run, e.inst)
+	})
+	select {
+	case <-ready:
+	case <-time.After(15 * time.Second):
+		t.Fatal("heartbeat subscription did not start")
+	}
+	return e
+}
+
+func deleteTopology(t *testing.T, run, inst string) {
+	conn, err := amqp.Dial(testURL())
+	if err != nil {
+		t.Logf("cleanup: %v", err)
+		return
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return
+	}
+	defer ch.Close()
+	_, _ = ch.QueueDelete(amqpbus.CommandQueue(run, controller.SitterComponent(inst)), false, false, false)
+	_, _ = ch.QueueDelete(amqpbus.DeadQueue(run), false, false, false)
+	_ = ch.ExchangeDelete(amqpbus.DeadLetterExchange(run), false, false)
+	_ = ch.ExchangeDelete(amqpbus.EventsExchange(run), false, false)
+}
+
+func (e *agentEnv) runningBeat(t *testing.T) sitter.TaskStatus {
+	t.Helper()
+	deadline := time.After(30 * time.Second)
+	for {
+		select {
+		case hb := <-e.beats:
+			if hb.InstanceID == e.inst && len(hb.Tasks) == 1 && hb.Tasks[0].State == sitter.StateRunning && hb.Tasks[0].PID > 0 {
+				return hb.Tasks[0]
+			}
+		case <-deadline:
+			t.Fatal("no heartbeat showing the task running within 30s")
+		}
+	}
+}
+
+// lockedBuffer collects a child's stderr while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestAgentSIGTERMLeavesNothing: a real `sitter agent` heartbeats to the
+// broker with its task running; SIGTERM makes it stop the task (a shell
+// with a child) and exit 0, leaving no descendant.
+func TestAgentSIGTERMLeavesNothing(t *testing.T) {
+	e := newAgentEnv(t, map[string]any{"shell": "sleep 300 & wait", "stop_grace": "2s"})
+	bin := buildSitter(t)
+	cmd := exec.Command(bin, "agent", "--heartbeat-interval", "100ms", "--sample-interval", "100ms", "--cgroup", "off")
+	cmd.Env = append(os.Environ(), envHome+"="+e.home, envRun+"="+e.run, envJob+"="+e.job,
+		envInstance+"="+e.inst, envInstanceDir+"="+e.dir, envAMQPURL+"="+testURL())
+	var logs lockedBuffer
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("agent log:\n%s", logs.String())
+		}
+	})
+	task := e.runningBeat(t)
+	var desc map[int]bool
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if desc = descendants(t, cmd.Process.Pid); len(desc) >= 2 && desc[task.PID] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task %d and its child not among the agent's descendants %v", task.PID, desc)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", task.PID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(environ), envAMQPURL+"=") || !strings.Contains(string(environ), envInstance+"="+e.inst) {
+		t.Errorf("task environment: want the instance id and no broker URL, got %q", environ)
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("agent exit after SIGTERM: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("agent did not exit within 30s of SIGTERM")
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		var left []int
+		procs := procTable(t)
+		for pid := range desc {
+			if _, ok := procs[pid]; ok {
+				left = append(left, pid)
+			}
+		}
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("descendants left after SIGTERM: %v", left)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	l := logs.String()
+	if strings.Contains(l, "guest:guest@") || !strings.Contains(l, "sitter agent stopped") {
+		t.Errorf("agent log leaks the password or lacks the clean stop:\n%s", l)
+	}
+}
+
+// TestAgentUnderLocalDriver is the issue's "done when": a sitter started by
+// the provisioner's local driver heartbeats to the broker, and terminating
+// the instance leaves no process.
+func TestAgentUnderLocalDriver(t *testing.T) {
+	e := newAgentEnv(t, map[string]any{"shell": "sleep 300 & wait", "stop_grace": "2s"})
+	bin := buildSitter(t)
+	drv, err := localworker.New(localworker.Config{Home: e.home, Run: e.run,
+		Command: []string{bin, "agent", "--heartbeat-interval", "100ms", "--sample-interval", "100ms", "--cgroup", "off"},
+		Env:     []string{envAMQPURL + "=" + testURL()}, Grace: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	spec, _ := os.ReadFile(filepath.Join(e.dir, "spec.json"))
+	res, err := drv.Launch(ctx, provisioner.InstanceSpec{ID: e.inst, Job: e.job, Run: e.run, Spec: spec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = localworker.Sweep(context.Background(), e.home, e.run)
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(e.dir, "stderr"))
+			t.Logf("agent stderr:\n%s", b)
+		}
+	})
+	task := e.runningBeat(t)
+	if task.Name != e.job {
+		t.Errorf("task name %q, want the job name", task.Name)
+	}
+	family := descendants(t, res.PID)
+	family[res.PID] = true
+	if !family[task.PID] {
+		t.Fatalf("task %d is not under the agent %d", task.PID, res.PID)
+	}
+	if err := drv.Terminate(ctx, e.inst); err != nil {
+		t.Fatal(err)
+	}
+	procs := procTable(t)
+	for pid := range family {
+		if _, ok := procs[pid]; ok {
+			t.Errorf("pid %d survived Terminate", pid)
+		}
+	}
+	if _, ok := procs[task.PID]; ok {
+		t.Errorf("task pid %d still in /proc", task.PID)
+	}
+	// The agent stopped its task itself within the driver's grace rather
+	// than being SIGKILLed.
+	if b, _ := os.ReadFile(filepath.Join(e.dir, "stderr")); !strings.Contains(string(b), "sitter agent stopped") {
+		t.Errorf("agent did not stop cleanly:\n%s", b)
+	}
+	if owned, err := localworker.ListOwned(e.home, e.run); err != nil || len(owned) != 0 {
+		t.Errorf("still owned after Terminate: %+v, %v", owned, err)
+	}
+}

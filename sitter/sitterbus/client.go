@@ -1,0 +1,123 @@
+package sitterbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+
+	"nightshift/decision/controller"
+	"nightshift/internal/amqpbus"
+	"nightshift/internal/envelope"
+	"nightshift/sitter"
+)
+
+// ErrRemote marks errors the sitter reported (no such task), as opposed to
+// transport errors.
+var ErrRemote = errors.New("sitter refused")
+
+// Client commands the sitter of one instance over the bus.
+type Client struct {
+	Bus        *amqpbus.Bus
+	InstanceID string
+	Sender     string
+	Signer     *envelope.Signer // needed for Control and Drain
+	Clock      clockwork.Clock
+	// Timeout bounds a call whose ctx has no deadline (default 30s).
+	Timeout time.Duration
+}
+
+// Status returns the status of every task.
+func (c *Client) Status(ctx context.Context) (sitter.Status, error) {
+	r, err := c.call(ctx, TypeStatus, StatusBody{})
+	if err != nil {
+		return sitter.Status{}, err
+	}
+	if r.Status == nil {
+		return sitter.Status{}, fmt.Errorf("%s: reply without status", TypeStatus)
+	}
+	return *r.Status, nil
+}
+
+// Tail returns the last lines of a task's logs (0 means 20).
+func (c *Client) Tail(ctx context.Context, task string, lines int) (sitter.LogTail, error) {
+	r, err := c.call(ctx, TypeTail, TailBody{Task: task, Lines: lines})
+	if err != nil {
+		return sitter.LogTail{}, err
+	}
+	if r.Tail == nil {
+		return sitter.LogTail{}, fmt.Errorf("%s: reply without tail", TypeTail)
+	}
+	return *r.Tail, nil
+}
+
+// Control stops, starts or restarts a task and waits for the sitter to act
+// (a stop waits out the task's stop_grace).
+func (c *Client) Control(ctx context.Context, action, task string) error {
+	_, err := c.call(ctx, TypeControl, ControlBody{Action: action, Task: task})
+	return err
+}
+
+// Drain asks the sitter to drain its tasks and waits for its answer. The
+// controller sends drains fire-and-forget (controller.BusDrainer); this is
+// for operators who want to see what was drained.
+func (c *Client) Drain(ctx context.Context, job, reason string) (Reply, error) {
+	return c.call(ctx, controller.TypeDrain, controller.DrainBody{InstanceID: c.InstanceID, Job: job, Reason: reason})
+}
+
+func (c *Client) call(ctx context.Context, typ string, body any) (Reply, error) {
+	clock := c.Clock
+	if clock == nil {
+		clock = clockwork.NewRealClock()
+	}
+	reg := Messages()
+	env, err := envelope.NewEnvelope(typ, 1, c.Bus.Run(), c.Sender, body, clock.Now())
+	if err != nil {
+		return Reply{}, fmt.Errorf("%s: %w", typ, err)
+	}
+	if reg.Destructive(typ) {
+		if c.Signer == nil {
+			return Reply{}, fmt.Errorf("%s: needs a signer (run secret)", typ)
+		}
+		if err := c.Signer.Sign(&env); err != nil {
+			return Reply{}, fmt.Errorf("%s: sign: %w", typ, err)
+		}
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		t := c.Timeout
+		if t <= 0 {
+			t = 30 * time.Second
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, t)
+		defer cancel()
+	}
+	raw, err := c.Bus.Call(ctx, Component(c.InstanceID), env)
+	if err != nil {
+		return Reply{}, fmt.Errorf("%s: %w", typ, err)
+	}
+	r, err := DecodeReply(reg, raw)
+	if err != nil {
+		return Reply{}, fmt.Errorf("%s: %w", typ, err)
+	}
+	if r.Error != "" {
+		return r, fmt.Errorf("%s: %w: %s", typ, ErrRemote, r.Error)
+	}
+	return r, nil
+}
+
+// DecodeReply decodes a sitter.reply envelope, naming type and field when
+// it is malformed.
+func DecodeReply(reg *envelope.Registry, raw []byte) (Reply, error) {
+	env, body, err := reg.Decode(raw, amqpbus.MaxMessageSize)
+	if err != nil {
+		return Reply{}, fmt.Errorf("decode reply: %w", err)
+	}
+	r, ok := body.(*Reply)
+	if !ok {
+		return Reply{}, fmt.Errorf("decode reply: message %q is not %q", env.Type, TypeReply)
+	}
+	return *r, nil
+}

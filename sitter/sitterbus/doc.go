@@ -1,0 +1,31 @@
+// Package sitterbus owns the sitter's side of the message bus: it
+// publishes a sitter's heartbeats on the run's events exchange and serves
+// the commands sent to one instance's sitter (drain, control, tail,
+// status, ping). The supervision itself stays in package sitter; this
+// package only translates between envelopes and sitter calls.
+//
+// # Wire contract
+//
+// Heartbeats and drains use the names the controller defines
+// (controller.TypeHeartbeat with routing key controller.HeartbeatKey, and
+// controller.TypeDrain on component controller.SitterComponent), so the
+// two sides cannot drift apart. The other commands are defined here:
+//
+//	sitter.control  signed    {action: stop|start|restart, task}  RPC or fire-and-forget
+//	sitter.tail     unsigned  {task, lines}                        RPC
+//	sitter.status   unsigned  {}                                   RPC
+//	ping            unsigned  {}                                   RPC (internal/ping)
+//
+// RPC replies are envelopes of type sitter.reply (Reply). A command that
+// cannot be decoded, or a destructive one without a valid signature, is
+// dead-lettered and logged; the server keeps serving.
+//
+// # Heartbeats while the broker is away
+//
+// Tasks must keep running while the broker is unreachable, so Sink never
+// waits for a reconnect: with no live connection it drops the heartbeat at
+// once, and otherwise bounds the publish by Sink.Timeout. A heartbeat is
+// only worth its freshness, so a dropped one is never queued for later:
+// the next tick builds a new one. The sitter's heartbeat loop logs the
+// first failure of an outage and the recovery, not every beat.
+package sitterbus
