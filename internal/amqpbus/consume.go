@@ -148,7 +148,19 @@ func (b *Bus) serveChannel(ctx context.Context, conn *amqp.Connection, declare f
 	if err != nil {
 		return false, fmt.Errorf("open channel: %w", err)
 	}
-	defer func() { _ = ch.Close() }()
+	var deliveries <-chan amqp.Delivery
+	defer func() {
+		// amqp091-go's dispatcher blocks handing a buffered delivery to a
+		// reader that is gone, and Close waits for the dispatcher: drain
+		// what is left (closing requeues it anyway) so Close can finish.
+		if deliveries != nil {
+			go func() {
+				for range deliveries {
+				}
+			}()
+		}
+		_ = ch.Close()
+	}()
 	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
 	if err := ch.Qos(b.cfg.Prefetch, 0, false); err != nil {
 		return false, fmt.Errorf("set prefetch: %w", err)
@@ -160,7 +172,7 @@ func (b *Bus) serveChannel(ctx context.Context, conn *amqp.Connection, declare f
 	// Not ConsumeWithContext: its cancel goroutine races our ch.Close for
 	// the channel's single RPC slot and can leave Close waiting forever.
 	// Closing the channel cancels the consumer and requeues unacked messages.
-	deliveries, err := ch.Consume(queue, "", false, false, false, false, nil)
+	deliveries, err = ch.Consume(queue, "", false, false, false, false, nil)
 	if err != nil {
 		return false, fmt.Errorf("consume %s: %w", queue, err)
 	}
