@@ -54,7 +54,11 @@ func (r *runner) boot(ctx context.Context, svc *launchplan.Service) *StepError {
 		return r.fail(svc, &StepError{Step: StepAcquire, ExitCode: NoExit, Err: fmt.Errorf("create log directory: %w", err)})
 	}
 
-	host, err := drv.Acquire(ctx, r.run.Name, svc)
+	acq, err := r.hostView(svc, nil)
+	if err != nil {
+		return r.fail(svc, &StepError{Step: StepAcquire, ExitCode: NoExit, Err: err})
+	}
+	host, err := drv.Acquire(ctx, r.run.Name, acq)
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil {
 			err = describeCause(cause)
@@ -532,7 +536,11 @@ func (r *runner) terminate(ctx context.Context, svc *launchplan.Service) error {
 	if err := r.emit(Event{Kind: EventStepStart, Level: svc.Level, Service: svc.Name, Step: StepRelease, Message: "release host with driver " + driverName(svc)}); err != nil {
 		return r.fail(svc, &StepError{Step: StepRelease, ExitCode: NoExit, Err: err})
 	}
-	if err := drv.Release(ctx, r.run.Name, svc, rec.Host); err != nil {
+	rel, err := r.hostView(svc, rec.Attributes)
+	if err != nil {
+		return r.fail(svc, &StepError{Step: StepRelease, ExitCode: NoExit, Err: err})
+	}
+	if err := drv.Release(ctx, r.run.Name, rel, rec.Host); err != nil {
 		if cause := context.Cause(ctx); cause != nil {
 			err = describeCause(cause)
 		}
@@ -561,4 +569,22 @@ func (r *runner) mkdir(dir string) error {
 	r.dirs[dir] = true
 	r.mu.Unlock()
 	return nil
+}
+
+// hostView is svc with its ec2 table expanded, for Acquire and Release: the
+// host must be chosen (region, image, ...) before boot, so only globals,
+// the environment and earlier services can be used there, plus self
+// attributes already known (at release).
+func (r *runner) hostView(svc *launchplan.Service, self map[string]string) (*launchplan.Service, error) {
+	if len(svc.EC2) == 0 {
+		return svc, nil
+	}
+	only := launchplan.Service{Name: svc.Name, Pos: svc.Pos, EC2: svc.EC2}
+	exp, err := launchplan.ExpandService(&only, r.scope(maps.Clone(self)))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", svc.Pos, err)
+	}
+	out := *svc
+	out.EC2 = exp.EC2
+	return &out, nil
 }

@@ -1,7 +1,9 @@
 // Command provisioner runs the provisioner service for one run: it serves
 // launch, terminate, terminate_all, enable and describe commands from the
 // run's AMQP command queue, keeps instance records in SQLite under the run
-// directory, and runs instances with the local worker driver.
+// directory, and runs instances with the local worker driver (processes on
+// this machine) or the ec2 worker driver (one EC2 instance per worker, with
+// credentials from the AWS SDK's standard chain only).
 package main
 
 import (
@@ -21,9 +23,11 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"nightshift/internal/amqpbus"
+	"nightshift/internal/ec2"
 	"nightshift/internal/envelope"
 	"nightshift/internal/provstore"
 	"nightshift/internal/redact"
+	ec2worker "nightshift/internal/workerdriver/ec2"
 	localworker "nightshift/internal/workerdriver/local"
 	"nightshift/provisioner"
 	"nightshift/provisioner/provbus"
@@ -43,6 +47,10 @@ type config struct {
 	workerCommand, workerEnv                             []string
 	maxLaunches, maxTerminations                         int
 	reconcileEvery, grace, callTimeout                   time.Duration
+	// --driver ec2 only. Credentials are deliberately not flags: they come
+	// from the SDK's chain (environment, profile, instance role).
+	ec2Region, ec2Endpoint string
+	ec2WaitTimeout         time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -59,8 +67,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.amqpURL, "amqp-url", defURL, "broker URL (default $NIGHTSHIFT_AMQP_URL)")
 	var urlFile string
 	fs.StringVar(&urlFile, "amqp-url-file", "", "read the broker URL from this file, keeping its password off the command line")
-	fs.StringVar(&c.driver, "driver", "local", "instance driver: local")
+	fs.StringVar(&c.driver, "driver", "local", "instance driver: local or ec2")
 	fs.StringVar(&worker, "worker-command", "", "command each local instance runs, split on spaces (required for --driver local)")
+	fs.StringVar(&c.ec2Region, "ec2-region", "", "AWS region for --driver ec2 (default AWS_REGION or the profile's)")
+	fs.StringVar(&c.ec2Endpoint, "ec2-endpoint-url", os.Getenv("AWS_ENDPOINT_URL"), "EC2 endpoint for --driver ec2 (default $AWS_ENDPOINT_URL, else AWS's)")
+	fs.DurationVar(&c.ec2WaitTimeout, "ec2-wait-timeout", 5*time.Minute, "how long an EC2 worker may take to run with an address")
 	fs.Func("worker-env", "KEY=VALUE for local instances (repeatable); they inherit only PATH, HOME, LANG and similar", func(v string) error {
 		if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
 			return fmt.Errorf("want KEY=VALUE, got %q", v)
@@ -92,12 +103,21 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if c.run == "" {
 		return c, errors.New("--run is required")
 	}
-	if c.driver != "local" {
-		return c, fmt.Errorf("--driver %q: only local is available", c.driver)
-	}
 	c.workerCommand = strings.Fields(worker)
-	if len(c.workerCommand) == 0 {
-		return c, errors.New("--worker-command is required for --driver local")
+	switch c.driver {
+	case "local":
+		if len(c.workerCommand) == 0 {
+			return c, errors.New("--worker-command is required for --driver local")
+		}
+	case "ec2":
+		if len(c.workerCommand) > 0 || len(c.workerEnv) > 0 {
+			return c, errors.New("--worker-command and --worker-env are for --driver local; ec2 workers run the sitter named in the job's instance table")
+		}
+		if c.ec2WaitTimeout <= 0 {
+			return c, errors.New("--ec2-wait-timeout must be positive")
+		}
+	default:
+		return c, fmt.Errorf("--driver %q: want local or ec2", c.driver)
 	}
 	if c.home == "" {
 		h, err := os.UserHomeDir()
@@ -143,7 +163,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	drv, err := localworker.New(localworker.Config{Home: c.home, Run: c.run, Command: c.workerCommand, Env: c.workerEnv, Grace: c.grace, Log: log})
+	drv, err := newDriver(ctx, c, secret, log)
 	if err != nil {
 		return err
 	}
@@ -180,4 +200,21 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	return nil
+}
+
+func newDriver(ctx context.Context, c config, secret []byte, log *slog.Logger) (provisioner.Driver, error) {
+	if c.driver == "local" {
+		return localworker.New(localworker.Config{Home: c.home, Run: c.run, Command: c.workerCommand, Env: c.workerEnv, Grace: c.grace, Log: log})
+	}
+	cl, err := ec2.New(ctx, ec2.Config{Region: c.ec2Region, EndpointURL: c.ec2Endpoint, Log: log})
+	if err != nil {
+		return nil, fmt.Errorf("--driver ec2: %w", err)
+	}
+	log.Info("ec2 worker driver", "region", c.ec2Region, "endpoint", redact.URL(c.ec2Endpoint))
+	return ec2worker.New(ec2worker.Config{
+		Run: c.run, Client: cl, Region: c.ec2Region, EndpointURL: c.ec2Endpoint,
+		// Workers reach the broker at the URL this provisioner uses; in the
+		// prod plan that is the broker instance's private address.
+		BrokerURL: c.amqpURL, Secret: secret, WaitTimeout: c.ec2WaitTimeout, Log: log,
+	})
 }

@@ -13,15 +13,27 @@ func TestParseFlags(t *testing.T) {
 		want string // error substring; empty: success
 	}{
 		{"ok", []string{"--run", "r1", "--home", "/h", "--worker-command", "sleep 10", "--worker-env", "A=b"}, ""},
+		{"ec2", []string{"--run", "r1", "--home", "/h", "--driver", "ec2", "--ec2-region", "eu-west-1", "--ec2-endpoint-url", "http://127.0.0.1:5055"}, ""},
 		{"no run", []string{"--worker-command", "sleep 10"}, "--run"},
 		{"no command", []string{"--run", "r1"}, "--worker-command"},
-		{"other driver", []string{"--run", "r1", "--driver", "ec2", "--worker-command", "x"}, "only local"},
+		{"other driver", []string{"--run", "r1", "--driver", "gce"}, "want local or ec2"},
+		{"ec2 with worker command", []string{"--run", "r1", "--driver", "ec2", "--worker-command", "x"}, "for --driver local"},
+		{"ec2 bad wait", []string{"--run", "r1", "--driver", "ec2", "--ec2-wait-timeout", "0s"}, "--ec2-wait-timeout"},
 		{"bad env", []string{"--run", "r1", "--worker-command", "x", "--worker-env", "novalue"}, "KEY=VALUE"},
 		{"stray args", []string{"--run", "r1", "--worker-command", "x", "extra"}, "unexpected"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			cfg, err := parseFlags(c.args, io.Discard)
+			if c.want == "" && c.name == "ec2" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if cfg.driver != "ec2" || cfg.ec2Region != "eu-west-1" || cfg.ec2Endpoint != "http://127.0.0.1:5055" {
+					t.Errorf("config = %+v", cfg)
+				}
+				return
+			}
 			if c.want == "" {
 				if err != nil {
 					t.Fatal(err)

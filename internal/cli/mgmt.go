@@ -578,7 +578,12 @@ func ec2Sweeper(ctx context.Context, r bootlevel.Run) (mgmt.Sweeper, error) {
 			if s.Driver != launchplan.DriverEC2 {
 				continue
 			}
-			cfg, err := ec2driver.ParseConfig(s.EC2)
+			// The host settings usually come from globals (-g region=...).
+			table := s.EC2
+			if exp, err := launchplan.ExpandService(&launchplan.Service{Name: s.Name, EC2: s.EC2}, launchplan.Scope{Globals: p.Globals}); err == nil {
+				table = exp.EC2
+			}
+			cfg, err := ec2driver.ParseConfig(table)
 			if err != nil {
 				return nil, err
 			}

@@ -1,0 +1,193 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	awsec2 "github.com/aws/aws-sdk-go-v2/service/ec2"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"nightshift/internal/amqpbus"
+	"nightshift/internal/ec2"
+	"nightshift/internal/ec2/ec2test"
+	"nightshift/internal/procscan"
+)
+
+// needRabbit skips (fails under NIGHTSHIFT_TEST_STRICT=1) without the
+// shared broker the prod plan's test mode exports.
+func needRabbit(t *testing.T) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", "127.0.0.1:5672", 2*time.Second)
+	if err != nil {
+		msg := "RabbitMQ not reachable at 127.0.0.1:5672: " + err.Error()
+		if os.Getenv("NIGHTSHIFT_TEST_STRICT") == "1" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	c.Close()
+}
+
+// deleteRunTopology removes what the run's daemons declared on the shared
+// broker: the test mode uses it instead of a private broker.
+func deleteRunTopology(run string) {
+	conn, err := amqp.Dial("amqp://guest:guest@127.0.0.1:5672/")
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	for _, q := range []string{amqpbus.CommandQueue(run, "provisioner"), amqpbus.CommandQueue(run, "controller"),
+		amqpbus.DeadQueue(run), "nightshift." + run + ".work"} {
+		if ch, err := conn.Channel(); err == nil {
+			ch.QueueDelete(q, false, false, false)
+			ch.Close()
+		}
+	}
+	for _, x := range []string{amqpbus.EventsExchange(run), amqpbus.DeadLetterExchange(run)} {
+		if ch, err := conn.Channel(); err == nil {
+			ch.ExchangeDelete(x, false, false)
+			ch.Close()
+		}
+	}
+}
+
+// buildDaemons builds what the prod plan's boot scripts fetch from
+// release_url (a file:// URL in the test).
+func buildDaemons(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	cmd := exec.Command("go", "build", "-o", dir+"/", "nightshift/cmd/provisioner", "nightshift/cmd/controller")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build daemons: %v\n%s", err, out)
+	}
+	return dir
+}
+
+// defaultGroup returns the id of the default VPC's security group on moto,
+// which moto checks RunInstances' groups against as EC2 does.
+func defaultGroup(t *testing.T, endpoint string) string {
+	t.Helper()
+	cfg, err := config.LoadDefaultConfig(context.Background(), config.WithBaseEndpoint(endpoint), config.WithRetryMaxAttempts(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := awsec2.NewFromConfig(cfg).DescribeSecurityGroups(context.Background(), &awsec2.DescribeSecurityGroupsInput{GroupNames: []string{"default"}})
+	if err != nil || len(out.SecurityGroups) == 0 {
+		t.Fatalf("moto's default security group: %v", err)
+	}
+	return aws.ToString(out.SecurityGroups[0].GroupId)
+}
+
+// TestProdPlanOnMoto boots the whole of plans/prod.toml against moto: the
+// three service instances are launched on EC2 (moto), their steps run here
+// (NIGHTSHIFT_EC2_STEPS_LOCAL=1, NIGHTSHIFT_TEST_MODE=1), the provisioner
+// runs with --driver ec2 and the controller's sleeper pool becomes worker
+// instances; then `mgmt teardown` leaves no instance of the run live and no
+// daemon running.
+func TestProdPlanOnMoto(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots real daemons")
+	}
+	needRabbit(t)
+	cl, moto := ec2test.Client(t) // also sets test AWS credentials and region
+	bin := buildDaemons(t)
+	home := t.TempDir()
+	t.Setenv("NIGHTSHIFT_HOME", home)
+	t.Setenv("NIGHTSHIFT_EC2_STEPS_LOCAL", "1")
+	t.Setenv("NIGHTSHIFT_TEST_MODE", "1")
+	t.Setenv("AWS_ENDPOINT_URL", "") // only the plan's endpoint_url may point anywhere
+	rb := make([]byte, 4)
+	rand.Read(rb)
+	runName := "prod-" + hex.EncodeToString(rb)
+	ctx := context.Background()
+	t.Cleanup(func() {
+		procscan.Kill("", home, runName, 0)
+		cl.Sweep(context.Background(), runName, false)
+		deleteRunTopology(runName)
+	})
+
+	args := []string{"--home", home, "--plain", "--name", runName,
+		"-g", "endpoint_url=" + moto, "-g", "ami=" + ec2test.Image,
+		"-g", "security_group=" + defaultGroup(t, moto),
+		// moto checks these against resources nobody created; EC2 would too.
+		"-g", "key_name=", "-g", "provisioner_profile=",
+		"-g", "release_url=file://" + bin,
+		// Never fetched: moto runs no user data. The driver wants http(s).
+		"-g", "sitter_url=http://127.0.0.1:9/sitter",
+		"../../plans/prod.toml"}
+	code, out, stderr := run(t, launch, args...)
+	if code != 0 {
+		t.Fatalf("launch exit %d\nstdout:\n%s\nstderr:\n%s\n%s", code, out, stderr, daemonLogs(home, runName))
+	}
+	st := status(t, home, runName)
+	if st.State != "ready" || len(st.Levels) != 3 {
+		t.Fatalf("run %q with %d levels, want ready with 3", st.State, len(st.Levels))
+	}
+	for _, l := range st.Levels {
+		for _, s := range l.Services {
+			if !strings.HasPrefix(s.InstanceID, "i-") {
+				t.Errorf("service %s on %q, want an EC2 instance", s.Name, s.InstanceID)
+			}
+			if v := s.Attributes["run_secret"]; v != "" && len(v) == 64 {
+				t.Errorf("status shows the run secret of %s unredacted", s.Name)
+			}
+		}
+	}
+	services, err := cl.Find(ctx, map[string]string{ec2.TagRun: runName, ec2.TagOwner: "launch"}, nil)
+	if err != nil || len(services) != 3 {
+		t.Fatalf("service instances %v (err %v), want 3", services, err)
+	}
+	// The controller asks the provisioner for the sleeper pool (n = 3); the
+	// provisioner's ec2 driver launches them. Polling, not a timing assertion.
+	deadline := time.Now().Add(60 * time.Second)
+	var workers []ec2.Instance
+	for {
+		workers, err = cl.Find(ctx, map[string]string{ec2.TagRun: runName, ec2.TagOwner: "provisioner", ec2.TagJob: "sleeper"}, nil)
+		if err == nil && len(workers) >= 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sleeper workers %v (err %v), want 3\n%s", workers, err, daemonLogs(home, runName))
+		}
+		time.Sleep(250 * time.Millisecond) // poll interval
+	}
+
+	code, out, stderr = run(t, mgmtc, "--home", home, "teardown", runName)
+	if code != 0 {
+		t.Fatalf("teardown exit %d\n%s\n%s", code, out, stderr)
+	}
+	for _, state := range []string{"pending", "running", "stopping", "stopped", "shutting-down"} {
+		left, err := cl.Find(ctx, map[string]string{ec2.TagRun: runName}, []string{state})
+		if err != nil || len(left) != 0 {
+			t.Errorf("after teardown %d instances of the run are %s: %v (err %v)\n%s", len(left), state, left, err, out)
+		}
+	}
+	if left, _ := procscan.Find("", home, runName); len(left) != 0 {
+		t.Errorf("daemons left after teardown: %v", left)
+	}
+	if st := status(t, home, runName); st.State != "terminated" {
+		t.Errorf("after teardown the run is %q", st.State)
+	}
+}
+
+// daemonLogs returns the test-mode daemons' logs for failure messages.
+func daemonLogs(home, run string) string {
+	var b strings.Builder
+	for _, d := range []string{"provisioner", "controller"} {
+		data, _ := os.ReadFile(filepath.Join(home, "runs", run, "prod", d, d+".log"))
+		fmt.Fprintf(&b, "--- %s log:\n%s\n", d, data)
+	}
+	return b.String()
+}
