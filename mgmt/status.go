@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"nightshift/bootlevel"
+	"nightshift/decision/controller"
 	"nightshift/internal/redact"
 )
 
@@ -52,34 +53,15 @@ type ServiceStatus struct {
 	Verified *bool `json:"verified,omitempty"`
 }
 
-// JobStatus is one worker pool.
-type JobStatus struct {
-	Name         string         `json:"name"`
-	Engine       string         `json:"engine"`
-	Policy       map[string]any `json:"policy,omitempty"`
-	Desired      int            `json:"desired"`
-	Counts       map[string]int `json:"counts,omitempty"`
-	QueueDepth   *int           `json:"queue_depth"`
-	QueueSource  string         `json:"queue_source,omitempty"`
-	LastDecision *Decision      `json:"last_decision,omitempty"`
-	Workers      []WorkerStatus `json:"workers"`
-}
+// JobStatus is one worker pool, exactly as the controller reports it; the
+// controller owns the shape so that status and its RPC cannot drift apart.
+type JobStatus = controller.JobStatus
 
 // Decision is the last decision an engine took, with its reason.
-type Decision struct {
-	Time   time.Time `json:"time"`
-	Reason string    `json:"reason"`
-}
+type Decision = controller.LastDecision
 
 // WorkerStatus is one worker instance of a pool.
-type WorkerStatus struct {
-	ID            string   `json:"id"`
-	State         string   `json:"state"`
-	Health        string   `json:"health"`
-	Host          string   `json:"host,omitempty"`
-	HeartbeatAgeS *float64 `json:"heartbeat_age_s"`
-	Restarts      int      `json:"restarts"`
-}
+type WorkerStatus = controller.WorkerStatus
 
 // JobSource supplies the pools of a run; the controllers provide one. It may
 // be nil for runs that have no jobs.
@@ -180,7 +162,11 @@ func writeJob(w io.Writer, j JobStatus) {
 			depth += " (" + j.QueueSource + ")"
 		}
 	}
-	fmt.Fprintf(w, "\njob %s  engine %s  desired %d  queue %s  %s\n", j.Name, j.Engine, j.Desired, depth, countLine(j.Counts))
+	frozen := ""
+	if j.Frozen {
+		frozen = "  FROZEN"
+	}
+	fmt.Fprintf(w, "\njob %s  engine %s  desired %d  queue %s  %s%s\n", j.Name, j.Engine, j.Desired, depth, countLine(j.Counts), frozen)
 	if j.LastDecision != nil {
 		fmt.Fprintf(w, "  last decision %s: %s\n", j.LastDecision.Time.Format(time.RFC3339), j.LastDecision.Reason)
 	}

@@ -13,8 +13,11 @@
 // of suture's Serve(ctx).
 //
 // Seams, each declared here and implemented elsewhere:
-//   - Sampler (internal/psutil, gopsutil): one scan of every process per
-//     sample interval, shared by all tasks.
+//   - Sampler (internal/psutil): per sample interval, one read of each
+//     supervised process's /proc stat, descendants found through the
+//     kernel's children lists (or the task's cgroup counters), so the cost
+//     follows what the sitter supervises, not the host's process count;
+//     gopsutil reports host vitals.
 //   - Limiter (internal/cgroup): kernel caps, cgroup v2 or v1; nil means
 //     polling only. Status().LimitMode and a log line say which is in force.
 //   - HeartbeatSink: wired by the caller to the message bus.

@@ -13,6 +13,9 @@ type ProcSample struct {
 	// CPUSeconds is user+system time consumed since the process started.
 	CPUSeconds float64
 	RSSBytes   uint64
+	// Start is the start time in clock ticks since boot, which tells a
+	// process apart from a later one with the same pid; 0 if unknown.
+	Start uint64
 }
 
 // Usage is a task's process tree at one sample.
@@ -24,6 +27,19 @@ type Usage struct {
 	PIDs  []int
 	// cpu is each member's cumulative CPU seconds, for the next delta.
 	cpu map[int]float64
+	// starts is each member's start time, so that a pid reused between
+	// samples is not taken for the process it replaced.
+	starts map[int]uint64
+}
+
+// Members lists the processes of u with their start times, for
+// Root.Known of the next sample.
+func (u Usage) Members() []Member {
+	out := make([]Member, 0, len(u.PIDs))
+	for _, pid := range u.PIDs {
+		out = append(out, Member{PID: pid, Start: u.starts[pid]})
+	}
+	return out
 }
 
 // TreeOf returns the processes that belong to a task whose leader is root:
@@ -70,18 +86,22 @@ func TreeOf(procs []ProcSample, root int, extra []int) []ProcSample {
 // that appeared since prev contributes all its CPU time, which is what it
 // burnt within the interval unless it was adopted from outside.
 func Measure(tree []ProcSample, now time.Time, prev Usage) Usage {
-	u := Usage{At: now, cpu: make(map[int]float64, len(tree))}
+	u := Usage{At: now, cpu: make(map[int]float64, len(tree)), starts: make(map[int]uint64, len(tree)),
+		PIDs: make([]int, 0, len(tree))}
 	var rss uint64
 	var burnt float64
 	for _, p := range tree {
 		u.PIDs = append(u.PIDs, p.PID)
 		u.cpu[p.PID] = p.CPUSeconds
+		u.starts[p.PID] = p.Start
 		rss += p.RSSBytes
 		if prev.cpu == nil {
 			continue
 		}
 		d := p.CPUSeconds
-		if before, ok := prev.cpu[p.PID]; ok {
+		// A pid whose start time changed is a new process: all its CPU
+		// time is new, and subtracting its predecessor's would hide it.
+		if before, ok := prev.cpu[p.PID]; ok && (p.Start == 0 || prev.starts[p.PID] == 0 || prev.starts[p.PID] == p.Start) {
 			d -= before
 		}
 		if d > 0 {

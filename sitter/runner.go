@@ -34,10 +34,13 @@ type command struct {
 	reply chan error
 }
 
-// snapshot is one host-wide process scan, shared read-only by all runners.
+// snapshot is one sample, shared read-only by all runners: either the
+// trees of every run (TreeSampler) or one host-wide process scan.
 type snapshot struct {
 	at    time.Time
 	procs []ProcSample
+	// trees is keyed by leader pid; nil when the Sampler scans the host.
+	trees map[int][]ProcSample
 }
 
 // stopIntent is why the current run is being stopped; it decides what
@@ -66,6 +69,24 @@ type runner struct {
 
 	mu sync.Mutex
 	st TaskStatus
+	// root describes the current run to the sample loop (PID 0: no run);
+	// written by loop, read by Sitter.sampleOnce.
+	root Root
+}
+
+// setRoot publishes the run the sample loop should measure next.
+func (r *runner) setRoot(root Root) {
+	r.mu.Lock()
+	r.root = root
+	r.mu.Unlock()
+}
+
+// sampleRoot is the current run's Root.
+func (r *runner) sampleRoot() (Root, bool) {
+	r.mu.Lock()
+	root := r.root
+	r.mu.Unlock()
+	return root, root.PID > 0
 }
 
 func newRunner(s *Sitter, t Task) *runner {
@@ -196,6 +217,11 @@ func (r *runner) loop(ctx context.Context) {
 		// The first CPU delta runs from the start, so a spinner is caught
 		// within cpuStrikes samples rather than cpuStrikes+1.
 		prev = Usage{At: p.started, cpu: map[int]float64{}}
+		root := Root{PID: p.pid, Group: p.group}
+		if _, start, err := procStat(p.pid); err == nil {
+			root.Start = start
+		}
+		r.setRoot(root)
 		if t.TimeLimit > 0 {
 			deadline = clock.NewTimer(t.TimeLimit.D())
 		}
@@ -252,6 +278,7 @@ func (r *runner) loop(ctx context.Context) {
 			cancel()
 		}
 		p = nil
+		r.setRoot(Root{})
 		_ = os.Remove(r.recordFile())
 		r.update(func(st *TaskStatus) {
 			st.PID, st.ExitCode, st.CPU, st.MemMB = 0, res.code, 0, 0
@@ -400,12 +427,28 @@ func (r *runner) loop(ctx context.Context) {
 			if p == nil || intent != intentNone {
 				continue
 			}
-			var extra []int
-			if p.group != nil {
-				extra, _ = p.group.PIDs()
+			var tree []ProcSample
+			if snap.trees != nil {
+				var ok bool
+				// Absent: the sample was taken for an earlier run, or the
+				// leader just died; its exit is handled on its own.
+				if tree, ok = snap.trees[p.pid]; !ok {
+					continue
+				}
+			} else {
+				var extra []int
+				if p.group != nil {
+					extra, _ = p.group.PIDs()
+				}
+				tree = TreeOf(snap.procs, p.pid, extra)
 			}
-			u := Measure(TreeOf(snap.procs, p.pid, extra), snap.at, prev)
+			u := Measure(tree, snap.at, prev)
 			prev = u
+			r.mu.Lock()
+			if r.root.PID == p.pid {
+				r.root.Known = u.Members()
+			}
+			r.mu.Unlock()
 			work := WorkUnknown
 			if b, err := os.ReadFile(r.statusFile()); err == nil {
 				work = ParseWork(b)

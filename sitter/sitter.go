@@ -177,38 +177,65 @@ func (s *Sitter) launch(r *runner) {
 func (s *Sitter) sampleLoop(ctx context.Context) {
 	tick := s.clock.NewTicker(s.cfg.SampleInterval)
 	defer tick.Stop()
+	var failing string
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.Chan():
 		}
-		s.sampleOnce(ctx)
+		// Log a change of error, not every sample: a lasting problem
+		// would otherwise write a line per second.
+		switch err := s.sampleOnce(ctx); {
+		case err != nil && err.Error() != failing && ctx.Err() == nil:
+			failing = err.Error()
+			s.log.Warn("sample processes", "err", err)
+		case err == nil && failing != "":
+			failing = ""
+			s.log.Info("sampling recovered")
+		}
 	}
 }
 
-func (s *Sitter) sampleOnce(ctx context.Context) {
-	procs, err := s.sampler.Processes(ctx)
-	now := s.clock.Now()
-	if err != nil {
-		s.log.Warn("sample processes", "err", err)
-		return
-	}
-	if h, err := s.sampler.Host(ctx); err == nil {
-		s.mu.Lock()
-		s.host = h
-		s.mu.Unlock()
-	}
-	snap := snapshot{at: now, procs: procs}
+// sampleOnce measures every run and hands the result to the runners. With
+// a TreeSampler only the runs' trees are read; trees that could be read are
+// used even when others failed.
+func (s *Sitter) sampleOnce(ctx context.Context) error {
 	s.mu.Lock()
 	rs := make([]*runner, 0, len(s.runners))
 	for _, r := range s.runners {
 		rs = append(rs, r)
 	}
 	s.mu.Unlock()
+	var snap snapshot
+	var err error
+	if ts, ok := s.sampler.(TreeSampler); ok {
+		roots := make([]Root, 0, len(rs))
+		for _, r := range rs {
+			if root, ok := r.sampleRoot(); ok {
+				roots = append(roots, root)
+			}
+		}
+		snap.trees, err = ts.Trees(ctx, roots)
+		if snap.trees == nil && err == nil {
+			snap.trees = map[int][]ProcSample{}
+		}
+	} else {
+		snap.procs, err = s.sampler.Processes(ctx)
+	}
+	snap.at = s.clock.Now()
+	if snap.trees == nil && err != nil {
+		return err
+	}
+	if h, err := s.sampler.Host(ctx); err == nil {
+		s.mu.Lock()
+		s.host = h
+		s.mu.Unlock()
+	}
 	for _, r := range rs {
 		r.offer(snap)
 	}
+	return err
 }
 
 func (s *Sitter) heartbeatLoop(ctx context.Context) {

@@ -3,6 +3,7 @@ package sitter
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"regexp"
 	"strings"
@@ -77,7 +78,8 @@ const (
 	DefaultHealthInterval    = 10 * time.Second
 )
 
-// WithDefaults returns a copy of t with every unset field filled in.
+// WithDefaults returns a copy of t with every unset field filled in. A
+// duration set to ZeroDuration ("0s" in a file) is set, and stays zero.
 func (t Task) WithDefaults() Task {
 	if t.Restart == "" {
 		t.Restart = RestartOnFailure
@@ -177,9 +179,14 @@ func (t Task) Validate() error {
 		"backoff_max": t.BackoffMax, "backoff_reset_after": t.BackoffResetAfter, "stop_grace": t.StopGrace,
 		"health_interval": t.HealthInterval,
 	} {
-		if d < 0 {
-			return bad(key, "must not be negative, got %s", time.Duration(d))
+		if d.D() < 0 {
+			return bad(key, "must not be negative, got %s", d.D())
 		}
+	}
+	// An explicit zero interval would run the check back to back, each
+	// one timing out at once.
+	if len(t.HealthCommand) > 0 && t.HealthInterval == ZeroDuration {
+		return bad("health_interval", "must be > 0 when health_command is set")
 	}
 	switch t.Restart {
 	case "", RestartAlways, RestartOnFailure, RestartNever:
@@ -222,8 +229,17 @@ func (p *RestartPolicy) UnmarshalText(b []byte) error {
 	return fmt.Errorf("restart %q is not one of always, on-failure, never", string(b))
 }
 
-// Duration is a time.Duration written as "1m30s" in TOML and JSON.
+// Duration is a time.Duration written as "1m30s" in TOML and JSON. The
+// zero value means unset (WithDefaults fills in the default); ZeroDuration
+// is an explicit zero, which is what "0s" in a file decodes to.
 type Duration time.Duration
+
+// ZeroDuration is a duration set to zero on purpose, so that defaults are
+// not applied: backoff_initial = "0s" means restart at once, not after the
+// 1 s default. D() returns 0 for it and it is written as "0s". The value
+// is an otherwise unusable one (the most negative duration), so that a
+// Duration stays a plain integer that existing code converts freely.
+const ZeroDuration Duration = math.MinInt64
 
 // UnmarshalText parses Go duration syntax.
 func (d *Duration) UnmarshalText(b []byte) error {
@@ -232,14 +248,25 @@ func (d *Duration) UnmarshalText(b []byte) error {
 		return fmt.Errorf("duration %q: use Go syntax like 500ms, 10s, 2m", string(b))
 	}
 	*d = Duration(v)
+	if v == 0 {
+		*d = ZeroDuration
+	}
 	return nil
 }
 
 // MarshalText writes Go duration syntax.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.D().String()), nil }
 
-// D is the value as a time.Duration.
-func (d Duration) D() time.Duration { return time.Duration(d) }
+// D is the value as a time.Duration (0 for ZeroDuration).
+func (d Duration) D() time.Duration {
+	if d == ZeroDuration {
+		return 0
+	}
+	return time.Duration(d)
+}
+
+// IsSet reports whether d was given, even as zero.
+func (d Duration) IsSet() bool { return d != 0 }
 
 // Signal is a signal written by name ("TERM", "SIGINT") in config.
 type Signal syscall.Signal
@@ -312,7 +339,7 @@ func ParseFile(name string, src []byte) (File, error) {
 		}
 		return File{}, fmt.Errorf("%s:%d: unknown key %s", name, lineOf(src, idx, key), k.String())
 	}
-	if f.SampleInterval < 0 || f.HeartbeatInterval < 0 {
+	if f.SampleInterval.D() < 0 || f.HeartbeatInterval.D() < 0 {
 		return File{}, fmt.Errorf("%s:%d: sample_interval and heartbeat_interval must not be negative", name, lineOf(src, -1, "sample_interval"))
 	}
 	seen := map[string]int{}

@@ -9,7 +9,6 @@ package runbus
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -84,20 +83,7 @@ func (c *Conn) Close() error { return c.bus.Close() }
 func (c *Conn) Jobs(ctx context.Context, run string) ([]mgmt.JobStatus, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	js, err := c.ctl.Status(ctx, "")
-	if err != nil {
-		return nil, err
-	}
-	// The controller's wire type and mgmt's are the same JSON shape.
-	raw, err := json.Marshal(js)
-	if err != nil {
-		return nil, err
-	}
-	var out []mgmt.JobStatus
-	if err := json.Unmarshal(raw, &out); err != nil {
-		return nil, fmt.Errorf("controller status: %w", err)
-	}
-	return out, nil
+	return c.ctl.Status(ctx, "")
 }
 
 // Reconfigure changes a job's policy live.
