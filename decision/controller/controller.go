@@ -114,6 +114,49 @@ type pool struct {
 	last        *LastDecision
 	lastTarget  int
 	lastError   string
+	// Launch failures in a row (instances that failed before running):
+	// launches then back off exponentially, as an Auto Scaling group does,
+	// instead of asking every tick for an image that does not exist.
+	launchFailures    int
+	lastLaunchFailure time.Time
+	launchFailReason  string
+}
+
+// launchBackoff is the pause after n launch failures in a row.
+func launchBackoff(n int) time.Duration {
+	if n <= 0 {
+		return 0
+	}
+	d := time.Second << min(n-1, 9)
+	return min(d, 5*time.Minute)
+}
+
+// holdLaunches drops the launch actions of d while the pool backs off after
+// failed launches, saying why; terminations and drains go ahead.
+func holdLaunches(p *pool, d decision.Decision, now time.Time) decision.Decision {
+	if p.launchFailures == 0 {
+		return d
+	}
+	until := p.lastLaunchFailure.Add(launchBackoff(p.launchFailures))
+	if !now.Before(until) {
+		return d
+	}
+	kept := d.Actions[:0:0]
+	held := false
+	for _, a := range d.Actions {
+		if _, ok := a.(decision.Launch); ok {
+			held = true
+			continue
+		}
+		kept = append(kept, a)
+	}
+	if !held {
+		return d
+	}
+	d.Actions = kept
+	d.Reason = fmt.Sprintf("launch back-off after %d failed launch(es) (last: %s): next launch in %s; engine: %s",
+		p.launchFailures, p.launchFailReason, until.Sub(now).Round(100*time.Millisecond), d.Reason)
+	return d
 }
 
 type worker struct {
@@ -402,6 +445,9 @@ func (c *Controller) tickJob(ctx context.Context, name string) error {
 	c.mu.Unlock()
 
 	d := decision.Run(ctx, p.engine, snap)
+	c.mu.Lock()
+	d = holdLaunches(p, d, now)
+	c.mu.Unlock()
 	if len(d.Actions) == 0 && p.last != nil && p.last.Reason == d.Reason && p.lastTarget == d.Target && p.lastError == d.Error {
 		// Holding (or failing) for the same reason is not news; history
 		// stays readable.
@@ -660,6 +706,14 @@ func (c *Controller) applyInstanceLocked(p *pool, inst provisioner.Instance) boo
 			launched = since
 		}
 		p.workers[inst.ID] = &worker{id: inst.ID, launchID: inst.LaunchID, host: inst.Host, state: inst.State, stateSince: since, launchedAt: launched}
+		// First seen already failed: the launch itself failed (a refusal comes
+		// back in the launch reply). Old failures read at recovery are older
+		// than any back-off and only lengthen the next one a little.
+		if inst.State == nightshift.StateFailed && c.cfg.Clock.Now().Sub(since) < 5*time.Minute {
+			p.launchFailures++
+			p.lastLaunchFailure = since
+			p.launchFailReason = inst.Reason
+		}
 		return true
 	}
 	if inst.Host != "" {
@@ -667,6 +721,14 @@ func (c *Controller) applyInstanceLocked(p *pool, inst provisioner.Instance) boo
 	}
 	if w.state == inst.State || !w.state.CanMoveTo(inst.State) {
 		return false
+	}
+	switch {
+	case inst.State == nightshift.StateRunning:
+		p.launchFailures = 0
+	case inst.State == nightshift.StateFailed && w.state.Rank() < nightshift.StateRunning.Rank():
+		p.launchFailures++
+		p.lastLaunchFailure = since
+		p.launchFailReason = inst.Reason
 	}
 	w.state, w.stateSince = inst.State, since
 	return true

@@ -407,8 +407,10 @@ func TestRunDecidesPromptlyOnEvents(t *testing.T) {
 	go func() { done <- r.c.Run(ctx) }()
 	waitFor(t, func() bool { n, _ := r.prov.launched(); return n == 1 })
 	id := r.prov.ids("web", true)[0]
-	// The worker dies; no clock advance: the event alone must cause the
-	// replacement.
+	// The worker runs, then dies; no clock advance: the event alone must
+	// cause the replacement. (One that fails before running is a failed
+	// launch, which backs off: TestFailedLaunchesBackOff.)
+	r.c.HandleInstance(r.prov.setState(id, nightshift.StateRunning))
 	r.c.HandleInstance(r.prov.setState(id, nightshift.StateFailed))
 	waitFor(t, func() bool { n, _ := r.prov.launched(); return n == 2 })
 	cancel()
@@ -463,5 +465,52 @@ func TestDecisionPersistedBeforeLaunch(t *testing.T) {
 	}
 	if pend, _ := r.store.PendingLaunches(context.Background(), "web"); len(pend) != 0 {
 		t.Fatalf("launch still pending after a successful reply: %+v", pend)
+	}
+}
+
+// TestFailedLaunchesBackOff: a pool whose launches keep failing (a bad
+// image, no capacity) waits longer and longer between attempts instead of
+// asking every tick, and says so in its reason; one running worker resets it.
+func TestFailedLaunchesBackOff(t *testing.T) {
+	r := newRig(t, npJob(t, 1))
+	fail := func() {
+		for _, id := range r.prov.ids("web", true) {
+			inst := r.prov.setState(id, nightshift.StateFailed)
+			inst.Reason = "bad image (InvalidAMIID.NotFound)"
+			r.c.HandleInstance(inst)
+		}
+	}
+	r.tick()
+	if n, _ := r.prov.launched(); n != 1 {
+		t.Fatalf("first launch: %d instances", n)
+	}
+	fail() // 1 failure: back off 1 s
+	r.tick()
+	if n, _ := r.prov.launched(); n != 1 {
+		t.Fatalf("relaunched at once after a failed launch: %d instances", n)
+	}
+	ds, _ := r.c.Decisions(context.Background(), "web", 1)
+	if len(ds) != 1 || !strings.Contains(ds[0].Reason, "launch back-off after 1 failed launch") || !strings.Contains(ds[0].Reason, "InvalidAMIID") {
+		t.Fatalf("decision %+v: want a back-off reason naming the failure", ds)
+	}
+	r.clock.Advance(1100 * time.Millisecond)
+	r.tick()
+	if n, _ := r.prov.launched(); n != 2 {
+		t.Fatalf("after the 1 s back-off: %d instances launched, want 2", n)
+	}
+	fail() // 2 failures: back off 2 s
+	r.clock.Advance(1100 * time.Millisecond)
+	r.tick()
+	if n, _ := r.prov.launched(); n != 2 {
+		t.Fatalf("second back-off not longer than the first: %d instances", n)
+	}
+	r.clock.Advance(1000 * time.Millisecond)
+	r.tick()
+	if n, _ := r.prov.launched(); n != 3 {
+		t.Fatalf("after the 2 s back-off: %d instances, want 3", n)
+	}
+	r.runAll("web", false) // success resets the count
+	if got := controller.LaunchBackoffForTest(0); got != 0 {
+		t.Fatalf("back-off with no failures = %s", got)
 	}
 }
