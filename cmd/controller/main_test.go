@@ -3,12 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,28 +15,13 @@ import (
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
-
 	"nightshift"
 	"nightshift/decision/controller"
 	"nightshift/internal/amqpbus"
+	"nightshift/internal/amqptest"
 	"nightshift/internal/envelope"
 	"nightshift/provisioner"
 )
-
-const brokerURLForTest = "amqp://guest:guest@127.0.0.1:5672/"
-
-func needBroker(t *testing.T) {
-	t.Helper()
-	c, err := net.DialTimeout("tcp", "127.0.0.1:5672", 2*time.Second)
-	if err != nil {
-		if os.Getenv("NIGHTSHIFT_TEST_STRICT") == "1" {
-			t.Fatalf("RabbitMQ at 127.0.0.1:5672 is required (NIGHTSHIFT_TEST_STRICT=1): %v", err)
-		}
-		t.Skipf("RabbitMQ at 127.0.0.1:5672 not reachable (%v); set NIGHTSHIFT_TEST_STRICT=1 to fail instead", err)
-	}
-	c.Close()
-}
 
 // fakeProvisioner serves the provisioner's bus protocol from the test
 // process, deduping launches by id like the real one. It withholds the
@@ -177,40 +159,21 @@ func waitUntil(t *testing.T, what string, d *daemon, cond func() bool) {
 	}
 }
 
-// cleanupRun deletes the run's queues and exchanges from the shared broker.
-func cleanupRun(t *testing.T, run string) {
-	conn, err := amqp.Dial(brokerURLForTest)
-	if err != nil {
-		return
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		return
-	}
-	defer ch.Close()
-	for _, q := range []string{amqpbus.CommandQueue(run, controller.Component), amqpbus.CommandQueue(run, provisioner.Component), amqpbus.DeadQueue(run)} {
-		_, _ = ch.QueueDelete(q, false, false, false)
-	}
-	for _, x := range []string{amqpbus.EventsExchange(run), amqpbus.DeadLetterExchange(run)} {
-		_ = ch.ExchangeDelete(x, false, false)
-	}
-}
-
 func TestKillAndRestartNeverDoubleLaunches(t *testing.T) {
-	needBroker(t)
+	amqptest.NeedBroker(t)
 	bin := buildController(t)
-	var rnd [4]byte
-	_, _ = rand.Read(rnd[:])
-	run := "ctltest-" + hex.EncodeToString(rnd[:])
-	t.Cleanup(func() { cleanupRun(t, run) })
+	run := amqptest.UniqueName(t, "ctltest-")
+	amqptest.DeleteAtEnd(t, amqptest.Topology{
+		Queues:    []string{amqpbus.CommandQueue(run, controller.Component), amqpbus.CommandQueue(run, provisioner.Component), amqpbus.DeadQueue(run)},
+		Exchanges: []string{amqpbus.EventsExchange(run), amqpbus.DeadLetterExchange(run)},
+	})
 	home := t.TempDir()
 	jobs := filepath.Join(home, "jobs.toml")
 	if err := os.WriteFile(jobs, []byte("[jobs.web]\nengine = \"npreserving\"\n[jobs.web.policy]\nn = 3\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	urlFile := filepath.Join(home, "amqp-url")
-	if err := os.WriteFile(urlFile, []byte(brokerURLForTest+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(urlFile, []byte(amqptest.URL()+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	secret, err := envelope.LoadOrCreateSecret(filepath.Join(home, "secret"))
@@ -220,7 +183,7 @@ func TestKillAndRestartNeverDoubleLaunches(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	bus, err := amqpbus.Dial(ctx, amqpbus.Config{URL: brokerURLForTest, Name: "fake-provisioner", Run: run, Log: slog.New(slog.DiscardHandler)})
+	bus, err := amqpbus.Dial(ctx, amqpbus.Config{URL: amqptest.URL(), Name: "fake-provisioner", Run: run, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

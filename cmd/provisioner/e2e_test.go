@@ -3,12 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
-	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -17,40 +13,15 @@ import (
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
-
 	"nightshift"
 	"nightshift/internal/amqpbus"
+	"nightshift/internal/amqptest"
 	"nightshift/internal/envelope"
 	"nightshift/internal/procscan"
 	localworker "nightshift/internal/workerdriver/local"
 	"nightshift/provisioner"
 	"nightshift/provisioner/client"
 )
-
-func brokerURL() string {
-	if u := os.Getenv("NIGHTSHIFT_AMQP_URL"); u != "" {
-		return u
-	}
-	return "amqp://guest:guest@127.0.0.1:5672/"
-}
-
-func needBroker(t *testing.T) {
-	t.Helper()
-	uri, err := amqp.ParseURI(brokerURL())
-	if err != nil {
-		t.Fatalf("NIGHTSHIFT_AMQP_URL: %v", err)
-	}
-	c, err := net.DialTimeout("tcp", net.JoinHostPort(uri.Host, fmt.Sprint(uri.Port)), 2*time.Second)
-	if err != nil {
-		msg := fmt.Sprintf("RabbitMQ not reachable at %s: %v", amqpbus.Redacted(brokerURL()), err)
-		if os.Getenv("NIGHTSHIFT_TEST_STRICT") == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	c.Close()
-}
 
 type syncBuf struct {
 	mu sync.Mutex
@@ -74,15 +45,13 @@ func (s *syncBuf) String() string {
 // SIGKILLed while launching, a new one starts on the same home, and the run
 // ends with exactly the requested instances and no strays.
 func TestSurvivesKill9MidLaunch(t *testing.T) {
-	needBroker(t)
+	amqptest.NeedBroker(t)
 	bin := filepath.Join(t.TempDir(), "provisioner")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	home := t.TempDir()
-	rb := make([]byte, 5)
-	rand.Read(rb)
-	run := "prove2e" + hex.EncodeToString(rb)
+	run := amqptest.UniqueName(t, "prove2e")
 	deleteTopology(t, run)
 	secret, err := envelope.LoadOrCreateSecret(filepath.Join(home, "runs", run, "secret"))
 	if err != nil {
@@ -96,7 +65,7 @@ func TestSurvivesKill9MidLaunch(t *testing.T) {
 
 	logs := &syncBuf{}
 	start := func() *exec.Cmd {
-		cmd := exec.Command(bin, "--run", run, "--home", home, "--amqp-url", brokerURL(),
+		cmd := exec.Command(bin, "--run", run, "--home", home, "--amqp-url", amqptest.URL(),
 			"--worker-command", "sleep 3600", "--max-launches", "2", "--reconcile-every", "1s", "--grace", "1s")
 		cmd.Stderr = logs
 		if err := cmd.Start(); err != nil {
@@ -109,7 +78,7 @@ func TestSurvivesKill9MidLaunch(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	subscribed := make(chan string, 1)
-	bus, err := amqpbus.Dial(ctx, amqpbus.Config{URL: brokerURL(), Name: "e2e-client", Run: run,
+	bus, err := amqpbus.Dial(ctx, amqpbus.Config{URL: amqptest.URL(), Name: "e2e-client", Run: run,
 		Log: slog.New(slog.DiscardHandler), OnConsume: func(q string) { subscribed <- q }})
 	if err != nil {
 		t.Fatal(err)
@@ -219,26 +188,10 @@ func countState(st provisioner.Status, s nightshift.InstanceState) int {
 }
 
 // deleteTopology removes the run's queues and exchanges from the shared
-// broker once the test is done with them.
+// broker when the test ends.
 func deleteTopology(t *testing.T, run string) {
-	t.Cleanup(func() {
-		conn, err := amqp.Dial(brokerURL())
-		if err != nil {
-			t.Logf("clean up run %s: %v", run, err)
-			return
-		}
-		defer conn.Close()
-		for _, q := range []string{amqpbus.CommandQueue(run, provisioner.Component), amqpbus.DeadQueue(run)} {
-			if ch, err := conn.Channel(); err == nil {
-				ch.QueueDelete(q, false, false, false)
-				ch.Close()
-			}
-		}
-		for _, x := range []string{amqpbus.EventsExchange(run), amqpbus.DeadLetterExchange(run)} {
-			if ch, err := conn.Channel(); err == nil {
-				ch.ExchangeDelete(x, false, false)
-				ch.Close()
-			}
-		}
+	amqptest.DeleteAtEnd(t, amqptest.Topology{
+		Queues:    []string{amqpbus.CommandQueue(run, provisioner.Component), amqpbus.DeadQueue(run)},
+		Exchanges: []string{amqpbus.EventsExchange(run), amqpbus.DeadLetterExchange(run)},
 	})
 }

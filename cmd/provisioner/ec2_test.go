@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -14,6 +12,7 @@ import (
 
 	"nightshift"
 	"nightshift/internal/amqpbus"
+	"nightshift/internal/amqptest"
 	"nightshift/internal/ec2"
 	"nightshift/internal/ec2/ec2test"
 	"nightshift/internal/envelope"
@@ -25,7 +24,7 @@ import (
 // launches over the bus become tagged EC2 instances, terminate_all removes
 // them, and neither the AWS secret key nor the broker password reach the log.
 func TestEC2DriverAgainstMoto(t *testing.T) {
-	needBroker(t)
+	amqptest.NeedBroker(t)
 	moto := ec2test.URL(t)
 	const awsSecret = "nsTestSecretKeyDoNotLog42"
 	t.Setenv("AWS_ACCESS_KEY_ID", "AKIANSTESTKEY0000001")
@@ -37,9 +36,7 @@ func TestEC2DriverAgainstMoto(t *testing.T) {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	home := t.TempDir()
-	rb := make([]byte, 5)
-	rand.Read(rb)
-	run := "provec2" + hex.EncodeToString(rb)
+	run := amqptest.UniqueName(t, "provec2")
 	deleteTopology(t, run)
 	secret, err := envelope.LoadOrCreateSecret(filepath.Join(home, "runs", run, "secret"))
 	if err != nil {
@@ -52,7 +49,7 @@ func TestEC2DriverAgainstMoto(t *testing.T) {
 	t.Cleanup(func() { cl.Sweep(context.Background(), run, false) })
 
 	urlFile := filepath.Join(home, "amqp-url")
-	if err := os.WriteFile(urlFile, []byte(brokerURL()), 0o600); err != nil {
+	if err := os.WriteFile(urlFile, []byte(amqptest.URL()), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	logs := &syncBuf{}
@@ -66,7 +63,7 @@ func TestEC2DriverAgainstMoto(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	bus, err := amqpbus.Dial(ctx, amqpbus.Config{URL: brokerURL(), Name: "ec2-e2e-client", Run: run, Log: slog.New(slog.DiscardHandler)})
+	bus, err := amqpbus.Dial(ctx, amqpbus.Config{URL: amqptest.URL(), Name: "ec2-e2e-client", Run: run, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,12 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,12 +15,10 @@ import (
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
-
 	"nightshift/decision/controller"
 	"nightshift/internal/amqpbus"
+	"nightshift/internal/amqptest"
 	"nightshift/internal/envelope"
-	"nightshift/internal/redact"
 	localworker "nightshift/internal/workerdriver/local"
 	"nightshift/provisioner"
 	"nightshift/sitter"
@@ -160,38 +155,6 @@ func TestAgentExitCodes(t *testing.T) {
 
 // ---- broker-backed tests of the real binary ----
 
-func testURL() string {
-	if u := os.Getenv("NIGHTSHIFT_AMQP_URL"); u != "" {
-		return u
-	}
-	return "amqp://guest:guest@127.0.0.1:5672/"
-}
-
-func needBroker(t *testing.T) {
-	t.Helper()
-	uri, err := amqp.ParseURI(testURL())
-	if err != nil {
-		t.Fatalf("NIGHTSHIFT_AMQP_URL: %v", err)
-	}
-	c, err := net.DialTimeout("tcp", net.JoinHostPort(uri.Host, fmt.Sprint(uri.Port)), 2*time.Second)
-	if err != nil {
-		msg := fmt.Sprintf("RabbitMQ not reachable at %s (%v); start it with `rabbitmq-server -detached`", redact.URL(testURL()), err)
-		if os.Getenv("NIGHTSHIFT_TEST_STRICT") == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	_ = c.Close()
-}
-
-func suffix(t *testing.T) string {
-	b := make([]byte, 5)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
-}
-
 // agentEnv is a run home with a secret and one instance directory holding
 // spec.json, as the provisioner and its local driver leave them.
 type agentEnv struct {
@@ -202,8 +165,8 @@ type agentEnv struct {
 
 func newAgentEnv(t *testing.T, worker map[string]any) *agentEnv {
 	t.Helper()
-	needBroker(t)
-	e := &agentEnv{home: t.TempDir(), run: "agtest-" + suffix(t), job: "crunch", inst: "i-" + suffix(t),
+	amqptest.NeedBroker(t)
+	e := &agentEnv{home: t.TempDir(), run: amqptest.UniqueName(t, "agtest-"), job: "crunch", inst: amqptest.UniqueName(t, "i-"),
 		beats: make(chan sitter.Heartbeat, 1000)}
 	if _, err := envelope.LoadOrCreateSecret(filepath.Join(e.home, "runs", e.run, "secret")); err != nil {
 		t.Fatal(err)
@@ -219,7 +182,7 @@ func newAgentEnv(t *testing.T, worker map[string]any) *agentEnv {
 	ready := make(chan string, 4)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	b, err := amqpbus.Dial(ctx, amqpbus.Config{URL: testURL(), Name: "agtest-observer-" + e.inst, Run: e.run,
+	b, err := amqpbus.Dial(ctx, amqpbus.Config{URL: amqptest.URL(), Name: "agtest-observer-" + e.inst, Run: e.run,
 		Log: slog.New(slog.DiscardHandler), OnConsume: func(q string) { ready <- q }})
 	if err != nil {
 		t.Fatal(err)
@@ -246,7 +209,10 @@ func newAgentEnv(t *testing.T, worker map[string]any) *agentEnv {
 		scancel()
 		<-done
 		_ = b.Close()
-		deleteTopology(t, e.run, e.inst)
+		amqptest.Delete(t, amqptest.Topology{
+			Queues:    []string{amqpbus.CommandQueue(e.run, controller.SitterComponent(e.inst)), amqpbus.DeadQueue(e.run)},
+			Exchanges: []string{amqpbus.DeadLetterExchange(e.run), amqpbus.EventsExchange(e.run)},
+		})
 	})
 	select {
 	case <-ready:
@@ -254,24 +220,6 @@ func newAgentEnv(t *testing.T, worker map[string]any) *agentEnv {
 		t.Fatal("heartbeat subscription did not start")
 	}
 	return e
-}
-
-func deleteTopology(t *testing.T, run, inst string) {
-	conn, err := amqp.Dial(testURL())
-	if err != nil {
-		t.Logf("cleanup: %v", err)
-		return
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		return
-	}
-	defer ch.Close()
-	_, _ = ch.QueueDelete(amqpbus.CommandQueue(run, controller.SitterComponent(inst)), false, false, false)
-	_, _ = ch.QueueDelete(amqpbus.DeadQueue(run), false, false, false)
-	_ = ch.ExchangeDelete(amqpbus.DeadLetterExchange(run), false, false)
-	_ = ch.ExchangeDelete(amqpbus.EventsExchange(run), false, false)
 }
 
 func (e *agentEnv) runningBeat(t *testing.T) sitter.TaskStatus {
@@ -315,7 +263,7 @@ func TestAgentSIGTERMLeavesNothing(t *testing.T) {
 	bin := buildSitter(t)
 	cmd := exec.Command(bin, "agent", "--heartbeat-interval", "100ms", "--sample-interval", "100ms", "--cgroup", "off")
 	cmd.Env = append(os.Environ(), envHome+"="+e.home, envRun+"="+e.run, envJob+"="+e.job,
-		envInstance+"="+e.inst, envInstanceDir+"="+e.dir, envAMQPURL+"="+testURL())
+		envInstance+"="+e.inst, envInstanceDir+"="+e.dir, envAMQPURL+"="+amqptest.URL())
 	var logs lockedBuffer
 	cmd.Stderr = &logs
 	if err := cmd.Start(); err != nil {
@@ -394,7 +342,7 @@ func TestAgentUnderLocalDriver(t *testing.T) {
 	bin := buildSitter(t)
 	drv, err := localworker.New(localworker.Config{Home: e.home, Run: e.run,
 		Command: []string{bin, "agent", "--heartbeat-interval", "100ms", "--sample-interval", "100ms", "--cgroup", "off"},
-		Env:     []string{envAMQPURL + "=" + testURL()}, Grace: 10 * time.Second})
+		Env:     []string{envAMQPURL + "=" + amqptest.URL()}, Grace: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,72 +2,41 @@ package controller_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"log/slog"
-	"net"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
-
 	"nightshift"
 	"nightshift/decision/controller"
 	"nightshift/internal/amqpbus"
+	"nightshift/internal/amqptest"
 	"nightshift/internal/envelope"
 	"nightshift/sitter"
 )
-
-const testBrokerURL = "amqp://guest:guest@127.0.0.1:5672/"
 
 // dialTestBus connects to the shared broker under a unique run, or skips
 // (fails under NIGHTSHIFT_TEST_STRICT=1) when it is not there.
 func dialTestBus(t *testing.T) (*amqpbus.Bus, string) {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", "127.0.0.1:5672", 2*time.Second)
-	if err != nil {
-		if os.Getenv("NIGHTSHIFT_TEST_STRICT") == "1" {
-			t.Fatalf("RabbitMQ at 127.0.0.1:5672 is required (NIGHTSHIFT_TEST_STRICT=1): %v", err)
-		}
-		t.Skipf("RabbitMQ at 127.0.0.1:5672 not reachable (%v); set NIGHTSHIFT_TEST_STRICT=1 to fail instead", err)
-	}
-	c.Close()
-	var rnd [4]byte
-	_, _ = rand.Read(rnd[:])
-	run := "ctlbus-" + hex.EncodeToString(rnd[:])
+	amqptest.NeedBroker(t)
+	run := amqptest.UniqueName(t, "ctlbus-")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	bus, err := amqpbus.Dial(ctx, amqpbus.Config{URL: testBrokerURL, Name: "controller-test", Run: run, Log: slog.New(slog.DiscardHandler)})
+	bus, err := amqpbus.Dial(ctx, amqpbus.Config{URL: amqptest.URL(), Name: "controller-test", Run: run, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		bus.Close()
-		deleteRun(run, []string{controller.Component, controller.SitterComponent("web-seed-1")})
+		amqptest.Delete(t, amqptest.Topology{
+			Queues: []string{amqpbus.CommandQueue(run, controller.Component),
+				amqpbus.CommandQueue(run, controller.SitterComponent("web-seed-1")), amqpbus.DeadQueue(run)},
+			Exchanges: []string{amqpbus.EventsExchange(run), amqpbus.DeadLetterExchange(run)},
+		})
 	})
 	return bus, run
-}
-
-func deleteRun(run string, components []string) {
-	conn, err := amqp.Dial(testBrokerURL)
-	if err != nil {
-		return
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		return
-	}
-	defer ch.Close()
-	for _, c := range components {
-		_, _ = ch.QueueDelete(amqpbus.CommandQueue(run, c), false, false, false)
-	}
-	_, _ = ch.QueueDelete(amqpbus.DeadQueue(run), false, false, false)
-	_ = ch.ExchangeDelete(amqpbus.EventsExchange(run), false, false)
-	_ = ch.ExchangeDelete(amqpbus.DeadLetterExchange(run), false, false)
 }
 
 func TestServeOverBus(t *testing.T) {

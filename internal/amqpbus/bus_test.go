@@ -9,8 +9,7 @@ import (
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
-
+	"nightshift/internal/amqptest"
 	"nightshift/internal/envelope"
 )
 
@@ -98,8 +97,8 @@ func TestDialUnreachableHonoursCtx(t *testing.T) {
 }
 
 func TestDialBadCredentialsFailsFast(t *testing.T) {
-	needBroker(t)
-	cfg := Config{URL: strings.Replace(testURL(), "guest:guest", "guest:wrongpw", 1), Run: "r", Log: newTestLogger(&syncBuffer{})}
+	amqptest.NeedBroker(t)
+	cfg := Config{URL: strings.Replace(amqptest.URL(), "guest:guest", "guest:wrongpw", 1), Run: "r", Log: newTestLogger(&syncBuffer{})}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	_, err := Dial(ctx, cfg)
@@ -423,7 +422,7 @@ func TestSubscribeDurableKeepsEventsWhileAway(t *testing.T) {
 // and subscribers come back by themselves, and a command sent during the
 // outage is neither lost nor (after dedupe by ID) handled twice.
 func TestReconnectAfterConnectionLoss(t *testing.T) {
-	needRabbitmqctl(t)
+	amqptest.NeedRabbitmqctl(t)
 	f := newFixture(t, "worker")
 	name := "reconnect-" + f.run
 	ready := make(readyCounter, 8)
@@ -572,23 +571,15 @@ func TestQueueDepth(t *testing.T) {
 
 // BenchmarkSendCommand measures a confirmed, persistent command send.
 func BenchmarkSendCommand(b *testing.B) {
-	run := "bench" + fmt.Sprint(time.Now().UnixNano())
-	bus, err := Dial(context.Background(), Config{URL: testURL(), Run: run, Log: newTestLogger(&syncBuffer{})})
+	amqptest.NeedBroker(b)
+	run := amqptest.UniqueName(b, "bench")
+	amqptest.DeleteAtEnd(b, amqptest.Topology{Queues: []string{CommandQueue(run, "bench"), DeadQueue(run)},
+		Exchanges: []string{EventsExchange(run), DeadLetterExchange(run)}})
+	bus, err := Dial(context.Background(), Config{URL: amqptest.URL(), Run: run, Log: newTestLogger(&syncBuffer{})})
 	if err != nil {
 		b.Skipf("broker: %v", err)
 	}
 	defer bus.Close()
-	defer func() {
-		conn, err := amqp.Dial(testURL())
-		if err != nil {
-			return
-		}
-		defer conn.Close()
-		ch, _ := conn.Channel()
-		_, _ = ch.QueueDelete(CommandQueue(run, "bench"), false, false, false)
-		_, _ = ch.QueueDelete(DeadQueue(run), false, false, false)
-		_ = ch.ExchangeDelete(DeadLetterExchange(run), false, false)
-	}()
 	env, _ := envelope.NewEnvelope("launch", 1, run, "bench", launch{Count: 1}, time.Now())
 	b.ResetTimer()
 	for b.Loop() {

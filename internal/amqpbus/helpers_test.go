@@ -3,14 +3,11 @@ package amqpbus
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -19,53 +16,9 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"nightshift/internal/amqptest"
 	"nightshift/internal/envelope"
 )
-
-// testURL is the shared broker; NIGHTSHIFT_AMQP_URL overrides it.
-func testURL() string {
-	if u := os.Getenv("NIGHTSHIFT_AMQP_URL"); u != "" {
-		return u
-	}
-	return "amqp://guest:guest@127.0.0.1:5672/"
-}
-
-// needBroker skips when RabbitMQ is unreachable, or fails under
-// NIGHTSHIFT_TEST_STRICT=1 (CI), where a missing broker is a broken setup.
-func needBroker(t *testing.T) {
-	t.Helper()
-	uri, err := amqp.ParseURI(testURL())
-	if err != nil {
-		t.Fatalf("NIGHTSHIFT_AMQP_URL: %v", err)
-	}
-	c, err := net.DialTimeout("tcp", net.JoinHostPort(uri.Host, fmt.Sprint(uri.Port)), 2*time.Second)
-	if err != nil {
-		msg := fmt.Sprintf("RabbitMQ not reachable at %s (%v); start it with `rabbitmq-server -detached`", Redacted(testURL()), err)
-		if os.Getenv("NIGHTSHIFT_TEST_STRICT") == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	_ = c.Close()
-}
-
-// needRabbitmqctl is needBroker plus the CLI used to kill connections.
-func needRabbitmqctl(t *testing.T) {
-	t.Helper()
-	needBroker(t)
-	if _, err := exec.LookPath("rabbitmqctl"); err != nil {
-		if os.Getenv("NIGHTSHIFT_TEST_STRICT") == "1" {
-			t.Fatal("rabbitmqctl not on PATH")
-		}
-		t.Skip("rabbitmqctl not on PATH; cannot force-close a connection")
-	}
-}
-
-func newRun(t *testing.T) string {
-	b := make([]byte, 5)
-	_, _ = rand.Read(b)
-	return "t" + hex.EncodeToString(b)
-}
 
 // syncBuffer collects log output from bus goroutines for assertions.
 type syncBuffer struct {
@@ -100,8 +53,8 @@ type fixture struct {
 // end so the shared broker stays clean.
 func newFixture(t *testing.T, components ...string) *fixture {
 	t.Helper()
-	needBroker(t)
-	f := &fixture{t: t, run: newRun(t), logs: &syncBuffer{}}
+	amqptest.NeedBroker(t)
+	f := &fixture{t: t, run: amqptest.UniqueName(t, "t"), logs: &syncBuffer{}}
 	f.log = newTestLogger(f.logs)
 	t.Cleanup(func() {
 		f.deleteTopology(components...)
@@ -113,7 +66,7 @@ func newFixture(t *testing.T, components ...string) *fixture {
 }
 
 func (f *fixture) config(name string) Config {
-	return Config{URL: testURL(), Name: name, Run: f.run, Log: f.log, MinBackoff: 20 * time.Millisecond,
+	return Config{URL: amqptest.URL(), Name: name, Run: f.run, Log: f.log, MinBackoff: 20 * time.Millisecond,
 		MaxBackoff: 500 * time.Millisecond, RequeueDelay: 20 * time.Millisecond}
 }
 
@@ -131,7 +84,7 @@ func (f *fixture) dial(cfg Config) *Bus {
 
 func (f *fixture) raw() (*amqp.Connection, *amqp.Channel) {
 	f.t.Helper()
-	conn, err := amqp.Dial(testURL())
+	conn, err := amqp.Dial(amqptest.URL())
 	if err != nil {
 		f.t.Fatalf("raw dial: %v", err)
 	}
@@ -144,32 +97,11 @@ func (f *fixture) raw() (*amqp.Connection, *amqp.Channel) {
 }
 
 func (f *fixture) deleteTopology(components ...string) {
-	conn, err := amqp.Dial(testURL())
-	if err != nil {
-		f.t.Logf("cleanup: %v", err)
-		return
-	}
-	defer conn.Close()
-	queues := []string{DeadQueue(f.run)}
+	top := amqptest.Topology{Queues: []string{DeadQueue(f.run)}, Exchanges: []string{EventsExchange(f.run), DeadLetterExchange(f.run)}}
 	for _, c := range components {
-		queues = append(queues, CommandQueue(f.run, c), SubscriptionQueue(f.run, c))
+		top.Queues = append(top.Queues, CommandQueue(f.run, c), SubscriptionQueue(f.run, c))
 	}
-	// A delete of a missing queue or exchange succeeds in RabbitMQ 3.x, but
-	// any channel error still closes the channel: use one per delete.
-	del := func(fn func(*amqp.Channel) error) {
-		ch, err := conn.Channel()
-		if err != nil {
-			return
-		}
-		_ = fn(ch)
-		_ = ch.Close()
-	}
-	for _, q := range queues {
-		del(func(ch *amqp.Channel) error { _, err := ch.QueueDelete(q, false, false, false); return err })
-	}
-	for _, x := range []string{EventsExchange(f.run), DeadLetterExchange(f.run)} {
-		del(func(ch *amqp.Channel) error { return ch.ExchangeDelete(x, false, false) })
-	}
+	amqptest.Delete(f.t, top)
 }
 
 // rawPublish puts body on queue without any envelope, as a buggy or hostile
@@ -220,23 +152,7 @@ func (f *fixture) killConnection(b *Bus) {
 		f.t.Fatal(err)
 	}
 	f.checkConnectionName(port, b.cfg.Name)
-	out, err := exec.Command("rabbitmqctl", "-q", "--no-table-headers", "list_connections", "pid", "peer_port").Output()
-	if err != nil {
-		f.t.Fatalf("rabbitmqctl list_connections: %v", err)
-	}
-	var pids []string
-	for _, line := range strings.Split(string(out), "\n") {
-		fields := strings.Fields(line)
-		if len(fields) == 2 && fields[1] == port {
-			pids = append(pids, fields[0])
-		}
-	}
-	if len(pids) != 1 {
-		f.t.Fatalf("found %d connections from port %s, want exactly 1:\n%s", len(pids), port, out)
-	}
-	if out, err := exec.Command("rabbitmqctl", "-q", "close_connection", pids[0], "test: simulated connection loss").CombinedOutput(); err != nil {
-		f.t.Fatalf("close_connection %s: %v\n%s", pids[0], err, out)
-	}
+	amqptest.KillConnectionOnPort(f.t, port)
 }
 
 // checkConnectionName asserts the broker shows the connection from port
@@ -353,7 +269,7 @@ type proxy struct {
 
 func startProxy(t *testing.T) *proxy {
 	t.Helper()
-	uri, err := amqp.ParseURI(testURL())
+	uri, err := amqp.ParseURI(amqptest.URL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -370,7 +286,7 @@ func startProxy(t *testing.T) *proxy {
 
 // url is testURL with the host replaced by the proxy.
 func (p *proxy) url() string {
-	uri, _ := amqp.ParseURI(testURL())
+	uri, _ := amqp.ParseURI(amqptest.URL())
 	return fmt.Sprintf("amqp://%s:%s@%s/", uri.Username, uri.Password, p.addr)
 }
 

@@ -14,13 +14,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path"
-	"sort"
 	"time"
 
-	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
+	"nightshift/internal/sqlitedb"
 )
 
 //go:embed migrations/*.sql
@@ -82,67 +78,25 @@ type Reconfiguration struct {
 // ErrNotFound is returned for an unknown job.
 var ErrNotFound = errors.New("not found")
 
-// Open opens (creating if needed) the database at file and migrates it.
+// Open opens (creating if needed) the database at file and migrates it. The
+// directory must exist.
 func Open(ctx context.Context, file string) (*Store, error) {
-	// Create the file ourselves so it never exists with a wider mode;
-	// SQLite gives the -wal and -shm files the main file's mode.
-	f, err := os.OpenFile(file, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("open controller store %s: %w", file, err)
-	}
-	_ = f.Close()
-	if err := os.Chmod(file, 0o600); err != nil {
-		return nil, fmt.Errorf("open controller store %s: %w", file, err)
-	}
-	dsn := "file:" + file + "?_journal_mode=WAL&_synchronous=NORMAL&_busy_timeout=10000&_txlock=immediate"
-	db, err := sql.Open("sqlite3", dsn)
+	db, err := sqlitedb.Open(ctx, file, sqlitedb.Config{
+		Migrations:  migrations,
+		Dir:         "migrations",
+		Tracking:    sqlitedb.UserVersion,
+		BusyTimeout: 10 * time.Second,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("open controller store %s: %w", file, err)
 	}
 	// One connection turns SQLite lock contention into Go-side queueing.
 	db.SetMaxOpenConns(1)
-	s := &Store{db: db}
-	if err := s.migrate(ctx); err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("open controller store %s: %w", file, err)
-	}
-	return s, nil
+	return &Store{db: db}, nil
 }
 
 // Close releases the database.
 func (s *Store) Close() error { return s.db.Close() }
-
-func (s *Store) migrate(ctx context.Context) error {
-	names, err := fs.Glob(migrations, "migrations/*.sql")
-	if err != nil {
-		return err
-	}
-	sort.Strings(names)
-	var version int
-	if err := s.db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
-		return fmt.Errorf("read schema version: %w", err)
-	}
-	if version > len(names) {
-		return fmt.Errorf("schema version %d is newer than this program (%d)", version, len(names))
-	}
-	for i := version; i < len(names); i++ {
-		body, err := migrations.ReadFile(names[i])
-		if err != nil {
-			return err
-		}
-		err = s.tx(ctx, func(tx *sql.Tx) error {
-			if _, err := tx.ExecContext(ctx, string(body)); err != nil {
-				return err
-			}
-			_, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", i+1))
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("migration %s: %w", path.Base(names[i]), err)
-		}
-	}
-	return nil
-}
 
 func (s *Store) tx(ctx context.Context, f func(*sql.Tx) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)

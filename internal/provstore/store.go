@@ -10,16 +10,11 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path"
-	"sort"
 	"strings"
 	"time"
 
-	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
-
 	"nightshift"
+	"nightshift/internal/sqlitedb"
 	"nightshift/provisioner"
 )
 
@@ -42,20 +37,14 @@ const selectInstance = `SELECT i.id, i.launch_id, i.idx, i.job, i.driver, i.host
 var _ provisioner.Store = (*Store)(nil)
 
 // Open opens (creating if needed) the database file and applies pending
-// migrations.
+// migrations. The directory must exist.
 func Open(ctx context.Context, file string) (*Store, error) {
-	// Create the file ourselves so it never exists with a wider mode;
-	// SQLite gives the -wal and -shm files the main file's mode.
-	f, err := os.OpenFile(file, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("open provisioner store %s: %w", file, err)
-	}
-	f.Close()
-	if err := os.Chmod(file, 0o600); err != nil {
-		return nil, fmt.Errorf("open provisioner store %s: %w", file, err)
-	}
-	dsn := "file:" + file + "?_journal_mode=WAL&_synchronous=NORMAL&_busy_timeout=10000&_foreign_keys=1&_txlock=immediate"
-	db, err := sql.Open("sqlite3", dsn)
+	db, err := sqlitedb.Open(ctx, file, sqlitedb.Config{
+		Migrations:  migrations,
+		Dir:         "migrations",
+		Tracking:    sqlitedb.UserVersion,
+		BusyTimeout: 10 * time.Second,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("open provisioner store %s: %w", file, err)
 	}
@@ -63,10 +52,6 @@ func Open(ctx context.Context, file string) (*Store, error) {
 	// lock contention into Go-side queueing instead of SQLITE_BUSY.
 	db.SetMaxOpenConns(1)
 	s := &Store{db: db, path: file}
-	if err := s.migrate(ctx); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open provisioner store %s: %w", file, err)
-	}
 	if err := s.prepare(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open provisioner store %s: %w", file, err)
@@ -103,43 +88,6 @@ func (s *Store) Close() error {
 		}
 	}
 	return s.db.Close()
-}
-
-func (s *Store) migrate(ctx context.Context) error {
-	names, err := fs.Glob(migrations, "migrations/*.sql")
-	if err != nil {
-		return err
-	}
-	sort.Strings(names)
-	var version int
-	if err := s.db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
-		return fmt.Errorf("read schema version: %w", err)
-	}
-	if version > len(names) {
-		return fmt.Errorf("schema version %d is newer than this program (%d)", version, len(names))
-	}
-	for i := version; i < len(names); i++ {
-		body, err := migrations.ReadFile(names[i])
-		if err != nil {
-			return err
-		}
-		tx, err := s.db.BeginTx(ctx, nil)
-		if err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
-			tx.Rollback()
-			return fmt.Errorf("migration %s: %w", path.Base(names[i]), err)
-		}
-		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", i+1)); err != nil {
-			tx.Rollback()
-			return fmt.Errorf("migration %s: %w", path.Base(names[i]), err)
-		}
-		if err := tx.Commit(); err != nil {
-			return fmt.Errorf("migration %s: %w", path.Base(names[i]), err)
-		}
-	}
-	return nil
 }
 
 func nanos(t time.Time) int64 { return t.UnixNano() }

@@ -10,18 +10,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
-	"net/url"
-	"os"
 	"path/filepath"
-	"sort"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/mattn/go-sqlite3"
 
 	"nightshift/bootlevel"
+	"nightshift/internal/sqlitedb"
 )
 
 //go:embed migrations/*.sql
@@ -52,56 +47,19 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open run store %s: %w", path, err)
 	}
-	if err := os.MkdirAll(filepath.Dir(abs), 0o700); err != nil {
-		return nil, fmt.Errorf("open run store %s: %w", abs, err)
-	}
-	// Create the file ourselves so that its mode does not depend on the
-	// umask; SQLite gives the -wal and -shm files the mode of the main file.
-	f, err := os.OpenFile(abs, os.O_RDWR|os.O_CREATE, 0o600)
+	// The connection pool is left unlimited: readers must not queue behind
+	// the writer (see readRun).
+	db, err := sqlitedb.Open(ctx, abs, sqlitedb.Config{
+		Migrations:  migrationFS,
+		Dir:         "migrations",
+		Tracking:    sqlitedb.VersionTable,
+		BusyTimeout: busyTimeout,
+		CreateDir:   true,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("open run store %s: %w", abs, err)
 	}
-	err = f.Chmod(0o600)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return nil, fmt.Errorf("open run store %s: %w", abs, err)
-	}
-
-	db, err := sql.Open("sqlite3", dsn(abs))
-	if err != nil {
-		return nil, fmt.Errorf("open run store %s: %w", abs, err)
-	}
-	s := &Store{db: db, path: abs}
-	if err := s.migrate(ctx); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open run store %s: %w", abs, err)
-	}
-	// The -wal and -shm files exist now; tighten them in case they were
-	// created before this process (by an older build, or by hand).
-	for _, suffix := range []string{"-wal", "-shm"} {
-		if err := os.Chmod(abs+suffix, 0o600); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			db.Close()
-			return nil, fmt.Errorf("open run store %s: %w", abs, err)
-		}
-	}
-	return s, nil
-}
-
-// dsn builds a URI filename so that any path (with '?', '#' or '%') works.
-// _txlock=immediate makes every transaction take the write lock up front:
-// a deferred transaction that reads and then writes can fail with
-// SQLITE_BUSY without waiting when another process wrote in between.
-func dsn(abs string) string {
-	u := url.URL{Scheme: "file", Path: abs}
-	q := url.Values{}
-	q.Set("_busy_timeout", strconv.FormatInt(busyTimeout.Milliseconds(), 10))
-	q.Set("_journal_mode", "WAL")
-	q.Set("_synchronous", "NORMAL")
-	q.Set("_foreign_keys", "on")
-	q.Set("_txlock", "immediate")
-	return u.String() + "?" + q.Encode()
+	return &Store{db: db, path: abs}, nil
 }
 
 // Close closes the database.
@@ -117,80 +75,6 @@ func (s *Store) DB() *sql.DB { return s.db }
 
 // Path is the absolute path of the database file.
 func (s *Store) Path() string { return s.path }
-
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
-
-// migrations reads the embedded NNNN_name.sql files in version order.
-func migrations() ([]migration, error) {
-	entries, err := fs.ReadDir(migrationFS, "migrations")
-	if err != nil {
-		return nil, fmt.Errorf("read migrations: %w", err)
-	}
-	var ms []migration
-	for _, e := range entries {
-		num, _, ok := strings.Cut(e.Name(), "_")
-		v, err := strconv.Atoi(num)
-		if !ok || err != nil || v <= 0 {
-			return nil, fmt.Errorf("migration %s: name must start with a positive version and '_'", e.Name())
-		}
-		body, err := migrationFS.ReadFile("migrations/" + e.Name())
-		if err != nil {
-			return nil, fmt.Errorf("migration %s: %w", e.Name(), err)
-		}
-		ms = append(ms, migration{version: v, name: e.Name(), sql: string(body)})
-	}
-	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
-	for i, m := range ms {
-		if m.version != i+1 {
-			return nil, fmt.Errorf("migration %s: version %d, want %d (versions must be 1, 2, 3, ...)", m.name, m.version, i+1)
-		}
-	}
-	return ms, nil
-}
-
-// migrate applies the missing migrations in one write transaction, so that
-// processes opening a fresh file at the same time apply each exactly once.
-func (s *Store) migrate(ctx context.Context) error {
-	ms, err := migrations()
-	if err != nil {
-		return err
-	}
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (
-		version INTEGER PRIMARY KEY NOT NULL,
-		name    TEXT NOT NULL,
-		applied TEXT NOT NULL)`); err != nil {
-		return fmt.Errorf("migrate: create schema_version: %w", err)
-	}
-	var have int
-	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_version`).Scan(&have); err != nil {
-		return fmt.Errorf("migrate: read schema_version: %w", err)
-	}
-	if have > len(ms) {
-		return fmt.Errorf("migrate: schema version %d is newer than this program knows (%d); use a newer nightshift", have, len(ms))
-	}
-	for _, m := range ms[have:] {
-		if _, err := tx.ExecContext(ctx, m.sql); err != nil {
-			return fmt.Errorf("migrate: apply %s: %w", m.name, err)
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version, name, applied) VALUES (?, ?, ?)`,
-			m.version, m.name, formatTime(time.Now())); err != nil {
-			return fmt.Errorf("migrate: record %s: %w", m.name, err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("migrate: commit: %w", err)
-	}
-	return nil
-}
 
 // timeLayout is RFC3339 with a fixed nine-digit fraction: text order is time
 // order, and nanoseconds round-trip.

@@ -15,7 +15,13 @@ import (
 
 	"nightshift/bootlevel"
 	"nightshift/internal/runstore/storetest"
+	"nightshift/internal/sqlitedb"
 )
+
+// migrations is the schema this build applies.
+func migrations() ([]sqlitedb.Migration, error) {
+	return sqlitedb.ReadMigrations(migrationFS, "migrations")
+}
 
 func testCtx(t *testing.T) context.Context {
 	t.Helper()

@@ -2,22 +2,16 @@ package provbus_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
-	"fmt"
 	"log/slog"
-	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
-
 	"nightshift"
 	"nightshift/internal/amqpbus"
+	"nightshift/internal/amqptest"
 	"nightshift/internal/envelope"
 	"nightshift/internal/provstore"
 	"nightshift/provisioner"
@@ -25,37 +19,6 @@ import (
 	"nightshift/provisioner/provbus"
 	"nightshift/provisioner/provisionertest"
 )
-
-func brokerURL() string {
-	if u := os.Getenv("NIGHTSHIFT_AMQP_URL"); u != "" {
-		return u
-	}
-	return "amqp://guest:guest@127.0.0.1:5672/"
-}
-
-// needBroker skips without RabbitMQ, or fails under NIGHTSHIFT_TEST_STRICT=1.
-func needBroker(t *testing.T) {
-	t.Helper()
-	uri, err := amqp.ParseURI(brokerURL())
-	if err != nil {
-		t.Fatalf("NIGHTSHIFT_AMQP_URL: %v", err)
-	}
-	c, err := net.DialTimeout("tcp", net.JoinHostPort(uri.Host, fmt.Sprint(uri.Port)), 2*time.Second)
-	if err != nil {
-		msg := fmt.Sprintf("RabbitMQ not reachable at %s: %v", amqpbus.Redacted(brokerURL()), err)
-		if os.Getenv("NIGHTSHIFT_TEST_STRICT") == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	c.Close()
-}
-
-func uniqueRun() string {
-	b := make([]byte, 5)
-	rand.Read(b)
-	return "provtest" + hex.EncodeToString(b)
-}
 
 type fixture struct {
 	run    string
@@ -70,7 +33,7 @@ func dial(t *testing.T, run, name string, onConsume func(string)) *amqpbus.Bus {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	b, err := amqpbus.Dial(ctx, amqpbus.Config{URL: brokerURL(), Name: name, Run: run, Log: slog.New(slog.DiscardHandler), OnConsume: onConsume})
+	b, err := amqpbus.Dial(ctx, amqpbus.Config{URL: amqptest.URL(), Name: name, Run: run, Log: slog.New(slog.DiscardHandler), OnConsume: onConsume})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,8 +45,8 @@ func dial(t *testing.T, run, name string, onConsume func(string)) *amqpbus.Bus {
 // client for it.
 func start(t *testing.T) *fixture {
 	t.Helper()
-	needBroker(t)
-	f := &fixture{run: uniqueRun(), secret: []byte("0123456789abcdef0123456789abcdef")}
+	amqptest.NeedBroker(t)
+	f := &fixture{run: amqptest.UniqueName(t, "provtest"), secret: []byte("0123456789abcdef0123456789abcdef")}
 	deleteTopology(t, f.run)
 	st, err := provstore.Open(context.Background(), filepath.Join(t.TempDir(), "p.db"))
 	if err != nil {
@@ -215,26 +178,10 @@ func TestUnsignedDestructiveCommandsAreRefused(t *testing.T) {
 }
 
 // deleteTopology removes the run's queues and exchanges from the shared
-// broker once the test is done with them.
+// broker when the test ends.
 func deleteTopology(t *testing.T, run string) {
-	t.Cleanup(func() {
-		conn, err := amqp.Dial(brokerURL())
-		if err != nil {
-			t.Logf("clean up run %s: %v", run, err)
-			return
-		}
-		defer conn.Close()
-		for _, q := range []string{amqpbus.CommandQueue(run, provisioner.Component), amqpbus.DeadQueue(run)} {
-			if ch, err := conn.Channel(); err == nil {
-				ch.QueueDelete(q, false, false, false)
-				ch.Close()
-			}
-		}
-		for _, x := range []string{amqpbus.EventsExchange(run), amqpbus.DeadLetterExchange(run)} {
-			if ch, err := conn.Channel(); err == nil {
-				ch.ExchangeDelete(x, false, false)
-				ch.Close()
-			}
-		}
+	amqptest.DeleteAtEnd(t, amqptest.Topology{
+		Queues:    []string{amqpbus.CommandQueue(run, provisioner.Component), amqpbus.DeadQueue(run)},
+		Exchanges: []string{amqpbus.EventsExchange(run), amqpbus.DeadLetterExchange(run)},
 	})
 }

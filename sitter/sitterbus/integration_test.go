@@ -15,6 +15,7 @@ import (
 
 	"nightshift/decision/controller"
 	"nightshift/internal/amqpbus"
+	"nightshift/internal/amqptest"
 	"nightshift/internal/envelope"
 	"nightshift/internal/ping"
 	"nightshift/internal/psutil"
@@ -45,8 +46,8 @@ type agentFixture struct {
 // bus waits at least reconnect before redialling after a lost connection.
 func startAgent(t *testing.T, reconnect time.Duration) *agentFixture {
 	t.Helper()
-	needBroker(t)
-	f := &agentFixture{job: "crunch", inst: "i-" + randomSuffix(t), beats: make(chan sitter.Heartbeat, 1000), logs: &syncBuffer{}}
+	amqptest.NeedBroker(t)
+	f := &agentFixture{job: "crunch", inst: amqptest.UniqueName(t, "i-"), beats: make(chan sitter.Heartbeat, 1000), logs: &syncBuffer{}}
 	f.run = newRun(t, f.inst)
 	f.secret = make([]byte, envelope.SecretSize)
 	_, _ = rand.Read(f.secret)
@@ -84,7 +85,7 @@ func startAgent(t *testing.T, reconnect time.Duration) *agentFixture {
 	}
 
 	ready := make(chan string, 4)
-	cfg := amqpbus.Config{URL: testURL(), Name: sitterbus.Component(f.inst), Run: f.run, Log: log,
+	cfg := amqpbus.Config{URL: amqptest.URL(), Name: sitterbus.Component(f.inst), Run: f.run, Log: log,
 		MinBackoff: 2 * reconnect, MaxBackoff: 2 * reconnect, RequeueDelay: 20 * time.Millisecond,
 		OnConsume: func(q string) { ready <- q }}
 	dctx, dcancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -179,7 +180,7 @@ func (f *agentFixture) sendUnsigned(t *testing.T, typ string, body any) {
 // once it holds n.
 func deadTypes(t *testing.T, run string, n int) []string {
 	t.Helper()
-	conn, err := amqp.Dial(testURL())
+	conn, err := amqp.Dial(amqptest.URL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,11 +313,11 @@ func TestDrainOverBroker(t *testing.T) {
 // TestBrokerOutage force-closes only the agent's own connection: the task
 // keeps its process, and heartbeats resume once amqpbus has reconnected.
 func TestBrokerOutage(t *testing.T) {
-	needRabbitmqctl(t)
+	amqptest.NeedRabbitmqctl(t)
 	f := startAgent(t, time.Second)
 	first := f.nextBeat(t, 15*time.Second, "the task running", running).Tasks[0]
 
-	killConnection(t, sitterbus.Component(f.inst))
+	amqptest.KillConnection(t, sitterbus.Component(f.inst))
 	killed := time.Now()
 	eventually(t, 10*time.Second, "the agent to notice the outage", func() bool {
 		return strings.Contains(f.logs.String(), "amqp disconnected")
