@@ -24,6 +24,8 @@ type env struct {
 	root  string // module root, where go build and go test run
 	work  string // scratch space for plans, configs, homes and logs
 	quick bool
+	// fuzztime is go test's -fuzztime for each target of the fuzz step.
+	fuzztime string
 	// settle is the pause between "every child is up" and the start of a
 	// CPU window, so start-up work is not billed as idle cost; 0 means 3 s.
 	settle time.Duration
@@ -41,6 +43,7 @@ func scenarios(e *env) []bench.Scenario {
 		{Name: "sitter", Title: "Sitter against supervisord: 100 idle processes", Reproduce: "go run ./cmd/nsbench -run sitter", Run: e.sitterScenario},
 		{Name: "controller", Title: "Controller and decision engines: time per tick, heartbeat ingest", Reproduce: "go run ./cmd/nsbench -run controller", Run: e.controllerScenario},
 		{Name: "recovery", Title: "Recovery end to end on plans/local.toml, teardown of 50 workers", Reproduce: "go run ./cmd/nsbench -run recovery", Run: e.recoveryScenario},
+		{Name: "fuzz", Title: "Bad-input corpus: every fuzz target of the module", Reproduce: "go run ./cmd/nsbench -run fuzz", Run: e.fuzzScenario},
 	}
 }
 

@@ -40,7 +40,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	quick := fs.Bool("quick", false, "smoke test: small sizes and short windows, under 2 minutes")
 	out := fs.String("out", "", "markdown report path; the JSON goes beside it (default docs/BENCHMARKS.md in the module)")
 	keep := fs.Bool("keep", false, "keep the work directory (generated plans, configs, logs) and print its path")
+	fuzztime := fs.String("fuzztime", defaultFuzztime, "go test -fuzztime for each fuzz target in the fuzz step (full mode only)")
 	if fs.Parse(args) != nil {
+		return 2
+	}
+	if err := checkFuzztime(*fuzztime); err != nil {
+		fmt.Fprintln(stderr, "nsbench:", err)
 		return 2
 	}
 	if fs.NArg() != 0 {
@@ -66,7 +71,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	} else {
 		defer os.RemoveAll(work)
 	}
-	e := &env{root: root, work: work, quick: *quick, clock: clockwork.NewRealClock(), log: log}
+	e := &env{root: root, work: work, quick: *quick, fuzztime: *fuzztime, clock: clockwork.NewRealClock(), log: log}
 	all := scenarios(e)
 	selected, err := bench.Select(all, *only)
 	if err != nil {

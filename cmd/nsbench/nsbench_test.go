@@ -99,6 +99,7 @@ func TestRunFlags(t *testing.T) {
 		{[]string{"-run", "nope"}, 2, `unknown scenario "nope"`},
 		{[]string{"extra"}, 2, `unexpected argument "extra"`},
 		{[]string{"-bogus"}, 2, "flag provided but not defined"},
+		{[]string{"-fuzztime", "soon"}, 2, `-fuzztime "soon": want a positive duration`},
 	} {
 		var out, errb bytes.Buffer
 		if code := run(tc.args, &out, &errb); code != tc.code || !strings.Contains(errb.String(), tc.msg) {
@@ -107,19 +108,19 @@ func TestRunFlags(t *testing.T) {
 	}
 }
 
-// The recovery hook needs nothing built, so it shows the whole path from
-// flags to both report files.
+// The fuzz step needs nothing built in quick mode, where it is skipped, so
+// it shows the whole path from flags to both report files.
 func TestRunWritesReport(t *testing.T) {
 	md := filepath.Join(t.TempDir(), "B.md")
 	var out, errb bytes.Buffer
-	if code := run([]string{"-quick", "-run", "recovery", "-out", md}, &out, &errb); code != 0 {
+	if code := run([]string{"-quick", "-run", "fuzz", "-out", md}, &out, &errb); code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
 	b, err := os.ReadFile(md)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"| recovery |", "not measured: not wired yet", "(quick mode), ", "`go run ./cmd/nsbench -quick -run recovery -out "} {
+	for _, want := range []string{"| fuzz |", "not measured: full mode only", "(quick mode), ", "`go run ./cmd/nsbench -quick -run fuzz -out "} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("report lacks %q:\n%s", want, b)
 		}
