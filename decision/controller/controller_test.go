@@ -108,6 +108,22 @@ func TestQueueBacklogLaunches(t *testing.T) {
 			t.Fatalf("status source %q depth %v, want mgmt_api 9", st[0].QueueSource, *st[0].QueueDepth)
 		}
 	})
+	t.Run("a fresh backlog counts before the management api samples it", func(t *testing.T) {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			w.Write([]byte(`{"name":"work.q","messages_ready":0,"messages_unacknowledged":0}`)) // stale sample
+		}))
+		defer srv.Close()
+		r := newRig(t, qlJob(srv.URL))
+		r.meter.depth = 60 // what a passive declare sees right now
+		r.tick()
+		if n, _ := r.prov.launched(); n != 1 {
+			t.Fatalf("live backlog 60, stale api 0: %d launched, want 1", n)
+		}
+		st, _ := r.c.Status("crunch")
+		if *st[0].QueueDepth != 60 {
+			t.Fatalf("status depth %d, want the live 60", *st[0].QueueDepth)
+		}
+	})
 	t.Run("depth unavailable holds", func(t *testing.T) {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 			http.Error(w, "boom", http.StatusInternalServerError)

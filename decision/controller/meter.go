@@ -28,6 +28,16 @@ func (c *Controller) readDepth(ctx context.Context, j Job) (*int, decision.Depth
 			c.cfg.Log.Warn("queue depth unavailable", "job", j.Name, "source", decision.SourceMgmtAPI, "err", redact.String(err.Error()))
 			return nil, decision.SourceNone
 		}
+		// The management API's figures are sampled (every few seconds), so
+		// a backlog that just arrived shows there late; a passive declare
+		// counts ready messages now. The larger of the two is the depth:
+		// ready+unacked once the API catches up, the live ready count
+		// before it does.
+		if c.cfg.Meter != nil {
+			if live, err := c.cfg.Meter.QueueDepth(ctx, j.Queue.Name); err == nil && live > n {
+				n = live
+			}
+		}
 		return &n, decision.SourceMgmtAPI
 	}
 	if c.cfg.Meter == nil {

@@ -235,6 +235,7 @@ func (t *Type) boot(ctx context.Context, req bootlevel.StepRequest, cfg Config, 
 management.tcp.port = %d
 management.tcp.ip = 127.0.0.1
 loopback_users = none
+collect_statistics_interval = 1000
 default_user = %s
 default_pass = %s
 `, ports[0], ports[1], cfg.User, pass)
