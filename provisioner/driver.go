@@ -28,6 +28,21 @@ type Driver interface {
 	List(ctx context.Context) ([]Owned, error)
 }
 
+// ExitWatcher is implemented by drivers that learn of an instance's end the
+// moment it happens, such as a local process exiting. The provisioner then
+// records the instance failed at once instead of at its next reconcile, so
+// the job's controller replaces it within a tick rather than after the
+// heartbeat timeout. Drivers without it are covered by reconcile alone.
+type ExitWatcher interface {
+	Exits() <-chan Exit
+}
+
+// Exit says that an instance's process or machine is gone.
+type Exit struct {
+	ID     string
+	Reason string
+}
+
 // InstanceSpec is what a driver needs to start one instance.
 type InstanceSpec struct {
 	ID       string

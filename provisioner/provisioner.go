@@ -137,6 +137,20 @@ func (p *Provisioner) Run(ctx context.Context) error {
 			}()
 		}
 	}
+	if w, ok := p.cfg.Driver.(ExitWatcher); ok {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case e := <-w.Exits():
+					p.instanceExited(work, e)
+				}
+			}
+		}()
+	}
 	wg.Add(2)
 	go dispatch(p.launchQ, p.cfg.MaxLaunches, p.launchOne)
 	go dispatch(p.termQ, p.cfg.MaxTerminations, p.terminateOne)
@@ -158,6 +172,24 @@ func (p *Provisioner) Run(ctx context.Context) error {
 	}
 	wg.Wait()
 	return nil
+}
+
+// instanceExited records an instance whose process ended on its own as
+// failed. An exit the provisioner caused (the record is already
+// terminating) is not news: terminateOne records that one.
+func (p *Provisioner) instanceExited(ctx context.Context, e Exit) {
+	cur, err := p.cfg.Store.Instance(ctx, e.ID)
+	if err != nil {
+		p.log.Warn("exit of an unknown instance", "instance", e.ID, "reason", e.Reason, "err", err)
+		return
+	}
+	if !cur.State.Live() || cur.State.Rank() >= nightshift.StateTerminating.Rank() {
+		return
+	}
+	if _, _, err := p.transition(ctx, e.ID, nightshift.StateFailed, "exited: "+e.Reason, nil); err != nil {
+		p.log.Error("record instance exit", "instance", e.ID, "err", err)
+	}
+	p.notify()
 }
 
 // Ready is closed once Run has finished its start-up reconcile, so that

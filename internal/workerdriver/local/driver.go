@@ -80,9 +80,18 @@ type Driver struct {
 	// process; flock on the directory covers other processes.
 	mu    sync.Mutex
 	locks map[string]*sync.Mutex
+	exits chan provisioner.Exit
 }
 
-var _ provisioner.Driver = (*Driver)(nil)
+var (
+	_ provisioner.Driver      = (*Driver)(nil)
+	_ provisioner.ExitWatcher = (*Driver)(nil)
+)
+
+// Exits reports instances this process started whose process ended, the
+// moment it is reaped. After a provisioner restart it is no longer the
+// instances' parent, and reconcile finds dead ones instead.
+func (d *Driver) Exits() <-chan provisioner.Exit { return d.exits }
 
 // New validates cfg.
 func New(cfg Config) (*Driver, error) {
@@ -109,7 +118,7 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = clockwork.NewRealClock()
 	}
-	return &Driver{cfg: cfg, locks: map[string]*sync.Mutex{}}, nil
+	return &Driver{cfg: cfg, locks: map[string]*sync.Mutex{}, exits: make(chan provisioner.Exit, 256)}, nil
 }
 
 // Name implements provisioner.Driver.
@@ -206,8 +215,19 @@ func (d *Driver) Launch(ctx context.Context, spec provisioner.InstanceSpec) (pro
 		return provisioner.LaunchResult{}, fmt.Errorf("launch %s: start %s: %w", spec.ID, d.cfg.Command[0], err)
 	}
 	pid := cmd.Process.Pid
-	// Reap it while we live; after we exit init inherits it.
-	go cmd.Wait()
+	// Reap it while we live (after we exit init inherits it), and say so
+	// at once: the provisioner records it and the pool replaces it.
+	go func(id string) {
+		err := cmd.Wait()
+		reason := "process exited"
+		if err != nil {
+			reason = "process " + err.Error() // "exit status 2", "signal: killed"
+		}
+		select {
+		case d.exits <- provisioner.Exit{ID: id, Reason: reason}:
+		default: // nobody listening and the buffer is full: reconcile covers it
+		}
+	}(spec.ID)
 	st, err := readStat("/proc", pid)
 	if err == nil {
 		o := Owner{Run: d.cfg.Run, Job: spec.Job, InstanceID: spec.ID, LaunchID: spec.LaunchID, PID: pid, StartTime: st.startTime}

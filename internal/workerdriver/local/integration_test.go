@@ -58,6 +58,9 @@ func TestKilledInstanceIsReportedDisappeared(t *testing.T) {
 	if victim.State != nightshift.StateRunning || victim.PID == 0 {
 		t.Fatalf("instance not running: %+v", victim)
 	}
+	// Killed while no provisioner runs, so only the start-up reconcile can
+	// notice (TestExitIsRecordedAtOnce covers a running provisioner).
+	stop()
 	syscall.Kill(-victim.PID, syscall.SIGKILL)
 	// The kill is asynchronous; wait for the driver to stop listing it.
 	for {
@@ -70,7 +73,6 @@ func TestKilledInstanceIsReportedDisappeared(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	stop()
 
 	p, stop = newProv() // start-up reconcile
 	defer stop()
@@ -92,5 +94,66 @@ func TestKilledInstanceIsReportedDisappeared(t *testing.T) {
 	}
 	if owned, _ := localworker.ListOwned(home, "r1"); len(owned) != 0 {
 		t.Errorf("after terminate_all the driver still owns %+v", owned)
+	}
+}
+
+// TestExitIsRecordedAtOnce: a running provisioner is the parent of the
+// instances it started, so it records one that dies the moment it is
+// reaped, with no reconcile, and its controller can replace it within a
+// tick instead of waiting for the heartbeat timeout. An instance it
+// terminates itself is recorded terminated, not failed.
+func TestExitIsRecordedAtOnce(t *testing.T) {
+	home := t.TempDir()
+	t.Cleanup(func() { localworker.Sweep(context.Background(), home, "r2") })
+	st, err := provstore.Open(context.Background(), filepath.Join(home, "p.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	drv, err := localworker.New(localworker.Config{Home: home, Run: "r2", Command: []string{"sleep", "300"}, Grace: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := provisioner.New(provisioner.Config{Run: "r2", Driver: drv, Store: st, Log: slog.New(slog.DiscardHandler), ReconcileEvery: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	<-p.Ready()
+	insts, err := p.Launch(ctx, provisioner.LaunchRequest{LaunchID: "L1", Job: "web", Count: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.WaitIdle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	victim, _ := st.Instance(ctx, insts[0].ID)
+	syscall.Kill(-victim.PID, syscall.SIGKILL)
+	for {
+		got, _ := st.Instance(ctx, victim.ID)
+		if got.State == nightshift.StateFailed {
+			if got.Reason != "exited: process signal: killed" {
+				t.Fatalf("reason %q, want the exit named", got.Reason)
+			}
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("killed instance still %s: the exit was not recorded", got.State)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := p.Terminate(ctx, []string{insts[1].ID}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.WaitIdle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // let the reaped exit arrive, if it wrongly counted
+	if got, _ := st.Instance(ctx, insts[1].ID); got.State != nightshift.StateTerminated {
+		t.Fatalf("terminated instance is %s %q, want terminated", got.State, got.Reason)
 	}
 }
