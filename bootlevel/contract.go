@@ -86,6 +86,10 @@ type StepResult struct {
 	Outputs map[string]string
 	// Tail holds the last lines of combined output, for error reports.
 	Tail []string
+	// Gone says a failed ready check cannot pass by waiting: the service's
+	// process is dead. The engine then stops retrying at once, so repair
+	// restarts a dead daemon now rather than after its ready timeout.
+	Gone bool
 }
 
 // Driver runs a service's programs somewhere. Implementations live in their

@@ -233,9 +233,13 @@ func (r *runner) waitReady(ctx context.Context, drv Driver, svc, exp *launchplan
 		interval = defaultReadyInterval
 	}
 	for attempt := 1; ; attempt++ {
-		_, se := r.runStep(ctx, drv, exp, env, StepReady, exp.Ready, r.clock.Until(deadline))
+		res, se := r.runStep(ctx, drv, exp, env, StepReady, exp.Ready, r.clock.Until(deadline))
 		if se == nil {
 			return nil
+		}
+		if res.Gone {
+			se.Err = errors.Join(se.Err, errors.New("the service's process is gone; not retrying"))
+			return se
 		}
 		if ctx.Err() != nil {
 			return se

@@ -12,6 +12,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -177,6 +178,10 @@ func (t *Type) Run(ctx context.Context, req bootlevel.StepRequest) (bootlevel.St
 	case bootlevel.StepBoot:
 		out, stepErr = t.boot(ctx, req, cfg, lg)
 	case bootlevel.StepReady:
+		if cfg.Mode == "private" && !nodeRunning(t.dir(req)) {
+			lg.printf("ready failed: the RabbitMQ node is not running")
+			return bootlevel.StepResult{ExitCode: 1, Tail: lg.tail(), Gone: true}, nil
+		}
 		stepErr = t.ready(ctx, req, cfg, lg)
 	case bootlevel.StepTerminate:
 		stepErr = t.terminate(ctx, req, cfg, lg)
@@ -212,7 +217,16 @@ func (t *Type) boot(ctx context.Context, req bootlevel.StepRequest, cfg Config, 
 	if err := stopNode(ctx, dir, 30*time.Second, lg); err != nil {
 		return nil, err
 	}
+	// A re-boot (repair after the node died) keeps the node's password and
+	// ports: RabbitMQ applies default_pass only to an empty database, and
+	// every daemon and sitter of the run holds a URL with both.
+	prev, _ := loadState(dir)
 	ports := []int{cfg.Port, cfg.ManagementPort, cfg.DistPort}
+	for i, p := range []int{prev.Port, prev.ManagementPort, prev.DistPort} {
+		if ports[i] == 0 && p != 0 {
+			ports[i] = p
+		}
+	}
 	for i, p := range ports {
 		if p == 0 {
 			free, err := freePort()
@@ -222,9 +236,12 @@ func (t *Type) boot(ctx context.Context, req bootlevel.StepRequest, cfg Config, 
 			ports[i] = free
 		}
 	}
-	pass, err := password()
-	if err != nil {
-		return nil, err
+	pass := prev.Password
+	if pass == "" || prev.User != cfg.User {
+		var err error
+		if pass, err = password(); err != nil {
+			return nil, err
+		}
 	}
 	for _, d := range []string{dir, filepath.Join(dir, "mnesia"), filepath.Join(dir, "log")} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
@@ -240,6 +257,9 @@ default_user = %s
 default_pass = %s
 `, ports[0], ports[1], cfg.User, pass)
 	if err := os.WriteFile(filepath.Join(dir, "rabbitmq.conf"), []byte(conf), 0o600); err != nil {
+		return nil, err
+	}
+	if err := saveState(dir, nodeState{User: cfg.User, Password: pass, Port: ports[0], ManagementPort: ports[1], DistPort: ports[2], Booted: time.Now()}); err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "enabled_plugins"), []byte("[rabbitmq_management].\n"), 0o600); err != nil {
@@ -381,6 +401,21 @@ func stopNode(ctx context.Context, dir string, grace time.Duration, lg *stepLog)
 	return nil
 }
 
+// nodeRunning reports whether the node started in dir is alive. A node
+// booted moments ago whose pid file is not written yet counts as running.
+func nodeRunning(dir string) bool {
+	data, err := os.ReadFile(filepath.Join(dir, "pid"))
+	if errors.Is(err, os.ErrNotExist) {
+		st, serr := loadState(dir)
+		return serr == nil && time.Since(st.Booted) < 30*time.Second
+	}
+	if err != nil {
+		return false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	return err == nil && isNode(pid, dir)
+}
+
 // isNode reports whether pid is alive and is the VM of the node in dir
 // (pids are reused; the VM's command line names its home).
 func isNode(pid int, dir string) bool {
@@ -441,6 +476,35 @@ func runAs(dir string, lg *stepLog) (*syscall.Credential, error) {
 		return nil, fmt.Errorf("give %s to rabbitmq: %w", dir, err)
 	}
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+// nodeState is what a re-boot of the same node must keep.
+type nodeState struct {
+	User           string `json:"user"`
+	Password       string `json:"password"`
+	Port           int    `json:"port"`
+	ManagementPort int    `json:"management_port"`
+	DistPort       int    `json:"dist_port"`
+	// Booted is when the node was last started: a node without a pid file
+	// is still starting shortly after, and stopped later.
+	Booted time.Time `json:"booted"`
+}
+
+func loadState(dir string) (nodeState, error) {
+	var st nodeState
+	b, err := os.ReadFile(filepath.Join(dir, "nightshift-node.json"))
+	if err != nil {
+		return st, err
+	}
+	return st, json.Unmarshal(b, &st)
+}
+
+func saveState(dir string, st nodeState) error {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "nightshift-node.json"), b, 0o600)
 }
 
 func freePort() (int, error) {

@@ -131,3 +131,65 @@ func TestPrivateNodeLifecycle(t *testing.T) {
 		t.Fatalf("second terminate: %+v %v", res, err)
 	}
 }
+
+// TestRebootKeepsPasswordAndPorts: after the node dies, repair boots the
+// service again; the node's database keeps its first password, and every
+// daemon and sitter holds a URL with it and the port, so both must stay.
+// A dead node's ready check says so at once (Gone), so repair does not
+// wait out the ready timeout first.
+func TestRebootKeepsPasswordAndPorts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a RabbitMQ node twice")
+	}
+	ty := New(nil)
+	if _, err := os.Stat(ty.ServerPath); err != nil {
+		if os.Getenv("NIGHTSHIFT_TEST_STRICT") == "1" {
+			t.Fatal("rabbitmq-server not installed")
+		}
+		t.Skip("rabbitmq-server not installed")
+	}
+	home := t.TempDir()
+	t.Setenv("NIGHTSHIFT_HOME", home)
+	dir := filepath.Join(home, "runs", "t", "work", "mq2")
+	svc := &launchplan.Service{Name: "mq2", Type: "broker"}
+	ctx := context.Background()
+	t.Cleanup(func() { ty.Run(context.Background(), step(svc, bootlevel.StepTerminate, dir)) })
+	waitReady := func() {
+		t.Helper()
+		for i := 0; i < 160; i++ {
+			res, err := ty.Run(ctx, step(svc, bootlevel.StepReady, dir))
+			if err == nil && res.ExitCode == 0 {
+				return
+			}
+			waitABit()
+		}
+		t.Fatal("node never became ready")
+	}
+	first, err := ty.Run(ctx, step(svc, bootlevel.StepBoot, dir))
+	if err != nil || first.ExitCode != 0 {
+		t.Fatalf("boot: %+v %v", first, err)
+	}
+	svc.Attributes = first.Outputs
+	waitReady()
+	pidData, _ := os.ReadFile(filepath.Join(dir, "rabbit", "pid"))
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(pidData)))
+	syscall.Kill(pid, syscall.SIGKILL)
+	for i := 0; i < 100 && isNode(pid, filepath.Join(dir, "rabbit")); i++ {
+		waitABit()
+	}
+	res, err := ty.Run(ctx, step(svc, bootlevel.StepReady, dir))
+	if err != nil || res.ExitCode == 0 || !res.Gone {
+		t.Fatalf("ready of a dead node: %+v %v, want a failure marked Gone", res, err)
+	}
+	second, err := ty.Run(ctx, step(svc, bootlevel.StepBoot, dir))
+	if err != nil || second.ExitCode != 0 {
+		t.Fatalf("re-boot: %+v %v", second, err)
+	}
+	for _, k := range []string{"url", "password", "port", "management_url"} {
+		if second.Outputs[k] != first.Outputs[k] {
+			t.Errorf("re-boot changed %s", k)
+		}
+	}
+	svc.Attributes = second.Outputs
+	waitReady() // the old URL, password included, still connects
+}

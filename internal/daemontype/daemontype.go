@@ -106,6 +106,10 @@ func (t *Type) Run(ctx context.Context, req bootlevel.StepRequest) (bootlevel.St
 	case bootlevel.StepBoot:
 		out, err = t.boot(ctx, req, cfg, dir, say)
 	case bootlevel.StepReady:
+		if pid, ok := t.pid(dir); !ok {
+			say("ready failed: the %s is not running (pid %d)", t.Spec.Name, pid)
+			return bootlevel.StepResult{ExitCode: 1, Tail: append(tail, lastLines(filepath.Join(dir, "daemon.log"), 10)...), Gone: true}, nil
+		}
 		err = t.ready(ctx, req, cfg)
 	case bootlevel.StepTerminate:
 		err = t.stop(ctx, dir, say)
@@ -248,6 +252,19 @@ func (t *Type) stop(ctx context.Context, dir string, say func(string, ...any)) e
 		return fmt.Errorf("pid %d survived SIGKILL", pid)
 	}
 	return os.Remove(pidFile)
+}
+
+// pid reads the daemon's pid file and says whether that process still runs.
+func (t *Type) pid(dir string) (int, bool) {
+	data, err := os.ReadFile(filepath.Join(dir, "pid"))
+	if err != nil {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil {
+		return 0, false
+	}
+	return pid, alive(pid, dir)
 }
 
 // alive reports whether pid still runs the daemon started in dir; pids are
