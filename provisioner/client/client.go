@@ -51,26 +51,10 @@ func New(bus *amqpbus.Bus, signer *envelope.Signer, sender string, log *slog.Log
 var ErrRemote = errors.New("provisioner refused")
 
 func (c *Client) call(ctx context.Context, typ string, body any) (provisioner.Reply, error) {
-	env, err := envelope.NewEnvelope(typ, 1, c.bus.Run(), c.sender, body, c.clock.Now())
+	raw, err := c.bus.Request(ctx, amqpbus.Request{Registry: c.reg, Signer: c.signer, Sender: c.sender,
+		Component: provisioner.Component, Type: typ, Body: body, Now: c.clock.Now(), Timeout: DefaultTimeout})
 	if err != nil {
-		return provisioner.Reply{}, fmt.Errorf("%s: %w", typ, err)
-	}
-	if c.reg.Destructive(typ) {
-		if c.signer == nil {
-			return provisioner.Reply{}, fmt.Errorf("%s: destructive command needs a signer", typ)
-		}
-		if err := c.signer.Sign(&env); err != nil {
-			return provisioner.Reply{}, fmt.Errorf("%s: sign: %w", typ, err)
-		}
-	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, DefaultTimeout)
-		defer cancel()
-	}
-	raw, err := c.bus.Call(ctx, provisioner.Component, env)
-	if err != nil {
-		return provisioner.Reply{}, fmt.Errorf("%s: %w", typ, err)
+		return provisioner.Reply{}, err
 	}
 	renv, rbody, err := c.reg.Decode(raw, MaxReplySize)
 	if err != nil {

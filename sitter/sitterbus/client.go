@@ -73,30 +73,10 @@ func (c *Client) call(ctx context.Context, typ string, body any) (Reply, error) 
 		clock = clockwork.NewRealClock()
 	}
 	reg := Messages()
-	env, err := envelope.NewEnvelope(typ, 1, c.Bus.Run(), c.Sender, body, clock.Now())
+	raw, err := c.Bus.Request(ctx, amqpbus.Request{Registry: reg, Signer: c.Signer, Sender: c.Sender,
+		Component: Component(c.InstanceID), Type: typ, Body: body, Now: clock.Now(), Timeout: c.Timeout})
 	if err != nil {
-		return Reply{}, fmt.Errorf("%s: %w", typ, err)
-	}
-	if reg.Destructive(typ) {
-		if c.Signer == nil {
-			return Reply{}, fmt.Errorf("%s: needs a signer (run secret)", typ)
-		}
-		if err := c.Signer.Sign(&env); err != nil {
-			return Reply{}, fmt.Errorf("%s: sign: %w", typ, err)
-		}
-	}
-	if _, ok := ctx.Deadline(); !ok {
-		t := c.Timeout
-		if t <= 0 {
-			t = 30 * time.Second
-		}
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, t)
-		defer cancel()
-	}
-	raw, err := c.Bus.Call(ctx, Component(c.InstanceID), env)
-	if err != nil {
-		return Reply{}, fmt.Errorf("%s: %w", typ, err)
+		return Reply{}, err
 	}
 	r, err := DecodeReply(reg, raw)
 	if err != nil {
