@@ -16,6 +16,7 @@ import (
 
 	"nightshift/internal/cgroup"
 	"nightshift/internal/psutil"
+	"nightshift/internal/syncbuf"
 	"nightshift/sitter"
 )
 
@@ -222,20 +223,5 @@ func boolp(b bool) *bool { return &b }
 
 func dur(d time.Duration) sitter.Duration { return sitter.Duration(d) }
 
-// syncBuffer is a log destination the test can read while the sitter writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is the shared concurrent-safe test buffer.
+type syncBuffer = syncbuf.Buffer

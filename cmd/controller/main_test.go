@@ -20,6 +20,7 @@ import (
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/amqptest"
 	"nightshift/internal/envelope"
+	"nightshift/internal/syncbuf"
 	"nightshift/provisioner"
 )
 
@@ -102,24 +103,8 @@ func buildController(t *testing.T) string {
 	return bin
 }
 
-// syncBuffer is a bytes.Buffer the child's output copier and the test may
-// use at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is the shared concurrent-safe test buffer.
+type syncBuffer = syncbuf.Buffer
 
 type daemon struct {
 	cmd *exec.Cmd

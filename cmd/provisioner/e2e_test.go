@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,27 +16,14 @@ import (
 	"nightshift/internal/amqptest"
 	"nightshift/internal/envelope"
 	"nightshift/internal/procscan"
+	"nightshift/internal/syncbuf"
 	localworker "nightshift/internal/workerdriver/local"
 	"nightshift/provisioner"
 	"nightshift/provisioner/client"
 )
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuf is the shared concurrent-safe test buffer.
+type syncBuf = syncbuf.Buffer
 
 // TestSurvivesKill9MidLaunch is the "done when": launches go to a
 // real provisioner process through the real broker, the process is

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/amqptest"
 	"nightshift/internal/envelope"
+	"nightshift/internal/syncbuf"
 	localworker "nightshift/internal/workerdriver/local"
 	"nightshift/provisioner"
 	"nightshift/sitter"
@@ -237,23 +237,8 @@ func (e *agentEnv) runningBeat(t *testing.T) sitter.TaskStatus {
 	}
 }
 
-// lockedBuffer collects a child's stderr while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+// lockedBuffer is the shared concurrent-safe test buffer.
+type lockedBuffer = syncbuf.Buffer
 
 // TestAgentSIGTERMLeavesNothing: a real `sitter agent` heartbeats to the
 // broker with its task running; SIGTERM makes it stop the task (a shell

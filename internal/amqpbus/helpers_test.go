@@ -1,7 +1,6 @@
 package amqpbus
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -18,25 +17,11 @@ import (
 
 	"nightshift/internal/amqptest"
 	"nightshift/internal/envelope"
+	"nightshift/internal/syncbuf"
 )
 
-// syncBuffer collects log output from bus goroutines for assertions.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
-}
+// syncBuffer is the shared concurrent-safe test buffer.
+type syncBuffer = syncbuf.Buffer
 
 func newTestLogger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))

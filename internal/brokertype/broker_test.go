@@ -83,13 +83,7 @@ func TestPrivateNodeLifecycle(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a RabbitMQ node (~10 s)")
 	}
-	ty := New(nil)
-	if _, err := os.Stat(ty.ServerPath); err != nil {
-		if os.Getenv("NIGHTSHIFT_TEST_STRICT") == "1" {
-			t.Fatal("rabbitmq-server not installed")
-		}
-		t.Skip("rabbitmq-server not installed")
-	}
+	ty := needServer(t)
 	home := t.TempDir()
 	t.Setenv("NIGHTSHIFT_HOME", home)
 	dir := filepath.Join(home, "runs", "t", "work", "mq")
@@ -141,13 +135,7 @@ func TestRebootKeepsPasswordAndPorts(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a RabbitMQ node twice")
 	}
-	ty := New(nil)
-	if _, err := os.Stat(ty.ServerPath); err != nil {
-		if os.Getenv("NIGHTSHIFT_TEST_STRICT") == "1" {
-			t.Fatal("rabbitmq-server not installed")
-		}
-		t.Skip("rabbitmq-server not installed")
-	}
+	ty := needServer(t)
 	home := t.TempDir()
 	t.Setenv("NIGHTSHIFT_HOME", home)
 	dir := filepath.Join(home, "runs", "t", "work", "mq2")
@@ -192,4 +180,18 @@ func TestRebootKeepsPasswordAndPorts(t *testing.T) {
 	}
 	svc.Attributes = second.Outputs
 	waitReady() // the old URL, password included, still connects
+}
+
+// needServer returns the broker type, skipping (failing under strict mode)
+// where RabbitMQ is not installed.
+func needServer(t *testing.T) *Type {
+	t.Helper()
+	ty := New(nil)
+	if _, err := os.Stat(ty.ServerPath); err != nil {
+		if os.Getenv("NIGHTSHIFT_TEST_STRICT") == "1" {
+			t.Fatal("rabbitmq-server not installed")
+		}
+		t.Skip("rabbitmq-server not installed")
+	}
+	return ty
 }

@@ -6,13 +6,13 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"nightshift/decision/controller"
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/amqptest"
+	"nightshift/internal/syncbuf"
 )
 
 // newRun returns a run name no other test uses and deletes its topology
@@ -43,23 +43,8 @@ func dialBus(t *testing.T, run, name string, log *slog.Logger, onConsume func(st
 	return b
 }
 
-// syncBuffer is a log destination the test reads while others write.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is the shared concurrent-safe test buffer.
+type syncBuffer = syncbuf.Buffer
 
 // eventually polls cond every 20ms until it holds or timeout passes.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
