@@ -24,22 +24,48 @@ type Usage struct {
 	// CPU is cores used since the previous sample (0 on the first).
 	CPU   float64
 	MemMB float64
-	PIDs  []int
-	// cpu is each member's cumulative CPU seconds, for the next delta.
-	cpu map[int]float64
-	// starts is each member's start time, so that a pid reused between
-	// samples is not taken for the process it replaced.
-	starts map[int]uint64
+	// members are the tree's processes with their cumulative CPU seconds,
+	// in tree order, for the next sample's delta.
+	members []memberCPU
+	// base: this is a baseline for the next delta (a sample, or the start
+	// of a run); the zero Usage is none.
+	base bool
 }
+
+// memberCPU is one process of a sample: who it is (the start time tells
+// a reused pid apart) and the CPU seconds it had burnt.
+type memberCPU struct {
+	Member
+	cpu float64
+}
+
+// StartUsage is the baseline of a run that starts at at, so that its first
+// sample counts all CPU burnt since the start.
+func StartUsage(at time.Time) Usage { return Usage{At: at, base: true} }
 
 // Members lists the processes of u with their start times, for
 // Root.Known of the next sample.
-func (u Usage) Members() []Member {
-	out := make([]Member, 0, len(u.PIDs))
-	for _, pid := range u.PIDs {
-		out = append(out, Member{PID: pid, Start: u.starts[pid]})
+func (u Usage) Members() []Member { return u.appendMembers(nil) }
+
+func (u Usage) appendMembers(dst []Member) []Member {
+	for _, m := range u.members {
+		dst = append(dst, m.Member)
 	}
-	return out
+	return dst
+}
+
+// cpuOf finds pid among u's members; hint is where it is likely to be,
+// since a tree's order rarely changes between samples.
+func (u Usage) cpuOf(pid, hint int) (memberCPU, bool) {
+	if hint < len(u.members) && u.members[hint].PID == pid {
+		return u.members[hint], true
+	}
+	for _, m := range u.members {
+		if m.PID == pid {
+			return m, true
+		}
+	}
+	return memberCPU{}, false
 }
 
 // TreeOf returns the processes that belong to a task whose leader is root:
@@ -86,30 +112,52 @@ func TreeOf(procs []ProcSample, root int, extra []int) []ProcSample {
 // that appeared since prev contributes all its CPU time, which is what it
 // burnt within the interval unless it was adopted from outside.
 func Measure(tree []ProcSample, now time.Time, prev Usage) Usage {
-	u := Usage{At: now, cpu: make(map[int]float64, len(tree)), starts: make(map[int]uint64, len(tree)),
-		PIDs: make([]int, 0, len(tree))}
+	return measureInto(nil, tree, now, prev)
+}
+
+// measureInto is Measure appending the members to buf, so that the sample
+// loop can reuse last-but-one sample's slice instead of allocating per task
+// per second.
+func measureInto(buf []memberCPU, tree []ProcSample, now time.Time, prev Usage) Usage {
+	u := Usage{At: now, base: true, members: buf[:0]}
 	var rss uint64
 	var burnt float64
-	for _, p := range tree {
-		u.PIDs = append(u.PIDs, p.PID)
-		u.cpu[p.PID] = p.CPUSeconds
-		u.starts[p.PID] = p.Start
+	// Trees of many processes get an index; small ones are searched.
+	var index map[int]int
+	if len(tree) > 32 && len(prev.members) > 32 {
+		index = make(map[int]int, len(prev.members))
+		for i, m := range prev.members {
+			index[m.PID] = i
+		}
+	}
+	for i, p := range tree {
+		u.members = append(u.members, memberCPU{Member: Member{PID: p.PID, Start: p.Start}, cpu: p.CPUSeconds})
 		rss += p.RSSBytes
-		if prev.cpu == nil {
+		if !prev.base {
 			continue
 		}
 		d := p.CPUSeconds
+		var before memberCPU
+		var ok bool
+		if index != nil {
+			var j int
+			if j, ok = index[p.PID]; ok {
+				before = prev.members[j]
+			}
+		} else {
+			before, ok = prev.cpuOf(p.PID, i)
+		}
 		// A pid whose start time changed is a new process: all its CPU
 		// time is new, and subtracting its predecessor's would hide it.
-		if before, ok := prev.cpu[p.PID]; ok && (p.Start == 0 || prev.starts[p.PID] == 0 || prev.starts[p.PID] == p.Start) {
-			d -= before
+		if ok && (p.Start == 0 || before.Start == 0 || before.Start == p.Start) {
+			d -= before.cpu
 		}
 		if d > 0 {
 			burnt += d
 		}
 	}
 	u.MemMB = float64(rss) / (1 << 20)
-	if dt := now.Sub(prev.At).Seconds(); prev.cpu != nil && dt > 0 {
+	if dt := now.Sub(prev.At).Seconds(); prev.base && dt > 0 {
 		u.CPU = burnt / dt
 	}
 	return u

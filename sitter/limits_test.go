@@ -34,7 +34,7 @@ func TestTreeOf(t *testing.T) {
 func TestMeasureAndCheck(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	task := Task{Name: "w", Command: []string{"x"}, CPU: 0.5, Mem: 100}
-	start := Usage{At: t0, cpu: map[int]float64{}}
+	start := StartUsage(t0)
 	// 1s after start: leader burnt 0.8s, child 0.1s → 0.9 cores.
 	u1 := Measure([]ProcSample{{PID: 1, CPUSeconds: 0.8, RSSBytes: 10 << 20}, {PID: 2, CPUSeconds: 0.1, RSSBytes: 20 << 20}}, t0.Add(time.Second), start)
 	if math.Abs(u1.CPU-0.9) > 1e-9 || u1.MemMB != 30 {

@@ -31,6 +31,7 @@ type process struct {
 	started time.Time
 	exited  chan exitResult
 	group   Group
+	run     uint64 // which of the task's runs, for the sample loop's findings
 }
 
 type exitResult struct {
@@ -224,6 +225,7 @@ func (r *runner) prepareDir(cred *syscall.Credential) error {
 			return fmt.Errorf("task dir: %w", err)
 		}
 	}
+	r.s.watchTask(r)
 	// A drain file left from an earlier run must not drain the new one.
 	if err := os.Remove(r.drainFile()); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("task dir: %w", err)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -34,8 +35,9 @@ type command struct {
 	reply chan error
 }
 
-// snapshot is one sample, shared read-only by all runners: either the
-// trees of every run (TreeSampler) or one host-wide process scan.
+// snapshot is one sample, shared read-only while the sample loop measures
+// each run from it: either the trees of every run (TreeSampler) or one
+// host-wide process scan.
 type snapshot struct {
 	at    time.Time
 	procs []ProcSample
@@ -56,37 +58,123 @@ const (
 )
 
 // runner owns one task: a single goroutine (loop) makes every decision, so
-// the task's state needs no locking beyond the status snapshot.
+// the task's state needs no locking beyond the status snapshot and the
+// meter the sample loop shares.
 type runner struct {
-	s       *Sitter
-	spec    Task
-	stdout  *lumberjack.Logger
-	stderr  *lumberjack.Logger
-	cmds    chan command
-	samples chan snapshot
-	done    chan struct{}
-	runs    int
+	s      *Sitter
+	spec   Task
+	stdout *lumberjack.Logger
+	stderr *lumberjack.Logger
+	cmds   chan command
+	// violations carries what the sample loop found over a limit; only the
+	// newest matters, so it holds one.
+	violations chan runViolation
+	done       chan struct{}
+	runs       int    // cgroups made, for their names
+	seq        uint64 // runs started; owned by loop
+
+	// workDirty: the status file may have changed since it was last read.
+	// With inotify it is set by the watch; without, it is always read.
+	workDirty   atomic.Bool
+	workWatched atomic.Bool
 
 	mu sync.Mutex
 	st TaskStatus
-	// root describes the current run to the sample loop (PID 0: no run);
-	// written by loop, read by Sitter.sampleOnce.
-	root Root
+	// meter is the current run as the sample loop measures it (run 0: no
+	// run); loop replaces it at each start and exit, the sample loop
+	// advances it.
+	meter meter
 }
 
-// setRoot publishes the run the sample loop should measure next.
-func (r *runner) setRoot(root Root) {
+// meter is what the sample loop keeps of one run between samples. Keeping
+// it here, and measuring from the sample loop rather than handing each
+// sample to each runner, means an idle host costs one goroutine wake-up per
+// sample instead of one per task.
+type meter struct {
+	run     uint64
+	root    Root
+	prev    Usage
+	strikes int
+	// spare is the members slice of the sample before prev, reused for
+	// the next one.
+	spare []memberCPU
+}
+
+// runViolation is a limit the sample loop saw broken by run.
+type runViolation struct {
+	run uint64
+	v   *Violation
+}
+
+// setMeter publishes the run the sample loop should measure next.
+func (r *runner) setMeter(m meter) {
 	r.mu.Lock()
-	r.root = root
+	r.meter = m
 	r.mu.Unlock()
 }
 
-// sampleRoot is the current run's Root.
-func (r *runner) sampleRoot() (Root, bool) {
+// target is the current run, for the sample loop; ok is false between runs.
+func (r *runner) target() (run uint64, root Root, ok bool) {
 	r.mu.Lock()
-	root := r.root
+	defer r.mu.Unlock()
+	return r.meter.run, r.meter.root, r.meter.run != 0
+}
+
+// measure advances run's meter by one sample and checks its limits. A
+// sample taken for a run that has since ended is dropped.
+func (r *runner) measure(run uint64, snap snapshot) {
+	var tree []ProcSample
+	if snap.trees != nil {
+		r.mu.Lock()
+		pid := r.meter.root.PID
+		r.mu.Unlock()
+		var ok bool
+		// Absent: the leader just died; its exit is handled on its own.
+		if tree, ok = snap.trees[pid]; !ok {
+			return
+		}
+	} else {
+		_, root, _ := r.target()
+		var extra []int
+		if root.Group != nil {
+			extra, _ = root.Group.PIDs()
+		}
+		tree = TreeOf(snap.procs, root.PID, extra)
+	}
+	r.mu.Lock()
+	m := &r.meter
+	if m.run != run {
+		r.mu.Unlock()
+		return
+	}
+	u := measureInto(m.spare, tree, snap.at, m.prev)
+	m.spare, m.prev = m.prev.members, u
+	// Known is read by Trees in the same sample loop, before this runs
+	// again, so its array can be reused too.
+	m.root.Known = u.appendMembers(m.root.Known[:0])
+	var v *Violation
+	v, m.strikes = Check(r.spec, u, m.strikes)
+	r.st.CPU, r.st.MemMB = u.CPU, u.MemMB
 	r.mu.Unlock()
-	return root, root.PID > 0
+	if v != nil {
+		r.flag(runViolation{run: run, v: v})
+	}
+}
+
+// refreshWork reads the worker's status file when it may have changed.
+func (r *runner) refreshWork(run uint64) {
+	if r.workWatched.Load() && !r.workDirty.Swap(false) {
+		return
+	}
+	work := WorkUnknown
+	if b, err := os.ReadFile(r.statusFile()); err == nil {
+		work = ParseWork(b)
+	}
+	r.mu.Lock()
+	if r.meter.run == run {
+		r.st.Work = work
+	}
+	r.mu.Unlock()
 }
 
 func newRunner(s *Sitter, t Task) *runner {
@@ -103,10 +191,10 @@ func newRunner(s *Sitter, t Task) *runner {
 	return &runner{
 		s: s, spec: t,
 		stdout: logger("stdout"), stderr: logger("stderr"),
-		cmds:    make(chan command),
-		samples: make(chan snapshot, 1),
-		done:    make(chan struct{}),
-		st:      TaskStatus{Name: t.Name, State: StateStopped, Work: WorkUnknown},
+		cmds:       make(chan command),
+		violations: make(chan runViolation, 1),
+		done:       make(chan struct{}),
+		st:         TaskStatus{Name: t.Name, State: StateStopped, Work: WorkUnknown},
 	}
 }
 
@@ -132,17 +220,17 @@ func (r *runner) update(f func(st *TaskStatus)) {
 	}
 }
 
-// offer hands the runner the newest snapshot, dropping one it has not read
-// yet: only the latest sample matters.
-func (r *runner) offer(snap snapshot) {
+// flag hands the runner a violation, replacing one it has not read yet:
+// that one is of the same run or of an older one.
+func (r *runner) flag(rv runViolation) {
 	for range 2 {
 		select {
-		case r.samples <- snap:
+		case r.violations <- rv:
 			return
 		default:
 		}
 		select {
-		case <-r.samples:
+		case <-r.violations:
 		default:
 		}
 	}
@@ -181,8 +269,6 @@ func (r *runner) loop(ctx context.Context) {
 		violation  *Violation
 		drained    bool
 		removing   bool
-		strikes    int
-		prev       Usage
 		waiters    []chan error
 		backoff    clockwork.Timer
 		grace      clockwork.Timer
@@ -211,17 +297,19 @@ func (r *runner) loop(ctx context.Context) {
 			}
 			return fmt.Errorf("start task %s: %w", t.Name, err)
 		}
-		p, intent, violation, drained, strikes = np, intentNone, nil, false, 0
+		p, intent, violation, drained = np, intentNone, nil, false
 		healthDone = nil // a check of the previous run must not judge this one
 		r.writeRecord(p.pid)
-		// The first CPU delta runs from the start, so a spinner is caught
-		// within cpuStrikes samples rather than cpuStrikes+1.
-		prev = Usage{At: p.started, cpu: map[int]float64{}}
 		root := Root{PID: p.pid, Group: p.group}
 		if _, start, err := procStat(p.pid); err == nil {
 			root.Start = start
 		}
-		r.setRoot(root)
+		r.seq++
+		p.run = r.seq
+		r.workDirty.Store(true)
+		// The first CPU delta runs from the start, so a spinner is caught
+		// within cpuStrikes samples rather than cpuStrikes+1.
+		r.setMeter(meter{run: p.run, root: root, prev: StartUsage(p.started)})
 		if t.TimeLimit > 0 {
 			deadline = clock.NewTimer(t.TimeLimit.D())
 		}
@@ -278,7 +366,7 @@ func (r *runner) loop(ctx context.Context) {
 			cancel()
 		}
 		p = nil
-		r.setRoot(Root{})
+		r.setMeter(meter{})
 		_ = os.Remove(r.recordFile())
 		r.update(func(st *TaskStatus) {
 			st.PID, st.ExitCode, st.CPU, st.MemMB = 0, res.code, 0, 0
@@ -423,40 +511,11 @@ func (r *runner) loop(ctx context.Context) {
 			}
 			beginStop(intentViolation, &Violation{Kind: ViolationHealth, Measured: float64(h.code), At: clock.Now(), Detail: detail})
 
-		case snap := <-r.samples:
-			if p == nil || intent != intentNone {
-				continue
-			}
-			var tree []ProcSample
-			if snap.trees != nil {
-				var ok bool
-				// Absent: the sample was taken for an earlier run, or the
-				// leader just died; its exit is handled on its own.
-				if tree, ok = snap.trees[p.pid]; !ok {
-					continue
-				}
-			} else {
-				var extra []int
-				if p.group != nil {
-					extra, _ = p.group.PIDs()
-				}
-				tree = TreeOf(snap.procs, p.pid, extra)
-			}
-			u := Measure(tree, snap.at, prev)
-			prev = u
-			r.mu.Lock()
-			if r.root.PID == p.pid {
-				r.root.Known = u.Members()
-			}
-			r.mu.Unlock()
-			work := WorkUnknown
-			if b, err := os.ReadFile(r.statusFile()); err == nil {
-				work = ParseWork(b)
-			}
-			r.update(func(st *TaskStatus) { st.CPU, st.MemMB, st.Work = u.CPU, u.MemMB, work })
-			var v *Violation
-			if v, strikes = Check(t, u, strikes); v != nil {
-				beginStop(intentViolation, v)
+		case rv := <-r.violations:
+			// Stale (an earlier run) or late (already stopping): the stop in
+			// progress stands.
+			if p != nil && rv.run == p.run && intent == intentNone {
+				beginStop(intentViolation, rv.v)
 			}
 		}
 	}

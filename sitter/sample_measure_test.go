@@ -12,7 +12,7 @@ import (
 // predecessor had burnt would hide it (or go negative and be dropped).
 func TestMeasurePIDReuse(t *testing.T) {
 	t0 := time.Unix(1000, 0)
-	prev := Measure([]ProcSample{{PID: 7, CPUSeconds: 10, Start: 100}}, t0, Usage{At: t0.Add(-time.Second), cpu: map[int]float64{}})
+	prev := Measure([]ProcSample{{PID: 7, CPUSeconds: 10, Start: 100}}, t0, StartUsage(t0.Add(-time.Second)))
 	cases := []struct {
 		name string
 		now  ProcSample

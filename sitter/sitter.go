@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fsnotify/fsnotify"
 	"github.com/jonboulle/clockwork"
 
 	"nightshift/internal/redact"
@@ -65,7 +66,15 @@ type Sitter struct {
 	ctx     context.Context // Serve's; nil until Serve runs
 	closed  bool            // Serve is shutting down: no new runners
 	wg      sync.WaitGroup
-	host    HostVitals
+	// watch tells of writes to the workers' status files; nil when inotify
+	// is unavailable, and then every status file is read every sample.
+	watch *fsnotify.Watcher
+
+	sampleBuf sampleBuffers // sample loop only
+
+	hostMu sync.Mutex
+	host   HostVitals
+	hostAt time.Time
 }
 
 // New checks cfg and fills in defaults.
@@ -146,15 +155,29 @@ func (s *Sitter) Serve(ctx context.Context) error {
 		return errors.New("sitter: Serve called twice")
 	}
 	s.ctx = ctx
+	// fsnotify (inotify) rather than reading every status file each
+	// second: with a hundred idle workers those reads were a fifth of the
+	// sitter's CPU. The watch must exist before the runners make their
+	// task dirs.
+	w, werr := fsnotify.NewWatcher()
+	if werr == nil {
+		s.watch = w
+	}
 	for _, name := range s.order {
 		s.launch(s.runners[name])
 	}
 	s.mu.Unlock()
+	if werr != nil {
+		s.log.Warn("inotify unavailable: reading every status file each sample", "err", werr)
+	}
 	s.log.Info("sitter serving", "limit_mode", s.LimitMode(), "state_dir", s.stateDir,
 		"sample_interval", s.cfg.SampleInterval, "tasks", len(s.order))
 
 	var loops sync.WaitGroup
 	loops.Go(func() { s.sampleLoop(ctx) })
+	if w != nil {
+		loops.Go(func() { s.watchLoop(ctx, w) })
+	}
 	if s.cfg.Sink != nil {
 		loops.Go(func() { s.heartbeatLoop(ctx) })
 	}
@@ -164,6 +187,9 @@ func (s *Sitter) Serve(ctx context.Context) error {
 	s.mu.Unlock()
 	s.wg.Wait()
 	loops.Wait()
+	if w != nil {
+		_ = w.Close()
+	}
 	s.log.Info("sitter stopped")
 	return nil
 }
@@ -197,25 +223,29 @@ func (s *Sitter) sampleLoop(ctx context.Context) {
 	}
 }
 
-// sampleOnce measures every run and hands the result to the runners. With
-// a TreeSampler only the runs' trees are read; trees that could be read are
-// used even when others failed.
+// sampleOnce measures every run and checks its limits. With a TreeSampler
+// only the runs' trees are read; trees that could be read are used even
+// when others failed. Runners hear of a sample only when it breaks a limit.
 func (s *Sitter) sampleOnce(ctx context.Context) error {
+	// The buffers are the sample loop's own, reused every second.
+	buf := &s.sampleBuf
 	s.mu.Lock()
-	rs := make([]*runner, 0, len(s.runners))
+	buf.runners = buf.runners[:0]
 	for _, r := range s.runners {
-		rs = append(rs, r)
+		buf.runners = append(buf.runners, r)
 	}
 	s.mu.Unlock()
+	buf.targets, buf.roots = buf.targets[:0], buf.roots[:0]
+	for _, r := range buf.runners {
+		if run, root, ok := r.target(); ok {
+			buf.targets = append(buf.targets, sampleTarget{r: r, run: run})
+			buf.roots = append(buf.roots, root)
+		}
+	}
+	targets, roots := buf.targets, buf.roots
 	var snap snapshot
 	var err error
 	if ts, ok := s.sampler.(TreeSampler); ok {
-		roots := make([]Root, 0, len(rs))
-		for _, r := range rs {
-			if root, ok := r.sampleRoot(); ok {
-				roots = append(roots, root)
-			}
-		}
 		snap.trees, err = ts.Trees(ctx, roots)
 		if snap.trees == nil && err == nil {
 			snap.trees = map[int][]ProcSample{}
@@ -227,15 +257,47 @@ func (s *Sitter) sampleOnce(ctx context.Context) error {
 	if snap.trees == nil && err != nil {
 		return err
 	}
-	if h, err := s.sampler.Host(ctx); err == nil {
-		s.mu.Lock()
-		s.host = h
-		s.mu.Unlock()
+	for _, t := range targets {
+		t.r.measure(t.run, snap)
+		t.r.refreshWork(t.run)
 	}
-	for _, r := range rs {
-		r.offer(snap)
-	}
+	clear(buf.runners) // a removed task's runner must not stay reachable
 	return err
+}
+
+// sampleBuffers are slices the sample loop reuses between samples.
+type sampleBuffers struct {
+	runners []*runner
+	targets []sampleTarget
+	roots   []Root
+}
+
+type sampleTarget struct {
+	r   *runner
+	run uint64
+}
+
+// vitals returns the host's vitals, read at most once per sample interval
+// and only when asked for: a sitter nobody watches spends nothing on them.
+func (s *Sitter) vitals() HostVitals {
+	s.hostMu.Lock()
+	defer s.hostMu.Unlock()
+	now := s.clock.Now()
+	if !s.hostAt.IsZero() && now.Sub(s.hostAt) < s.cfg.SampleInterval {
+		return s.host
+	}
+	s.mu.Lock()
+	ctx := s.ctx
+	s.mu.Unlock()
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.SampleInterval)
+	defer cancel()
+	if h, err := s.sampler.Host(ctx); err == nil {
+		s.host, s.hostAt = h, now
+	}
+	return s.host
 }
 
 func (s *Sitter) heartbeatLoop(ctx context.Context) {
@@ -283,9 +345,10 @@ func (s *Sitter) Heartbeat() Heartbeat {
 
 // Status snapshots every task, in the order they were added.
 func (s *Sitter) Status() Status {
+	host := s.vitals()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := Status{LimitMode: s.LimitMode(), Host: s.host, Tasks: make([]TaskStatus, 0, len(s.order))}
+	st := Status{LimitMode: s.LimitMode(), Host: host, Tasks: make([]TaskStatus, 0, len(s.order))}
 	for _, n := range s.order {
 		st.Tasks = append(st.Tasks, s.runners[n].status())
 	}
@@ -359,6 +422,7 @@ func (s *Sitter) RemoveTask(ctx context.Context, name string) error {
 	s.mu.Unlock()
 	if r != nil {
 		<-r.done
+		s.unwatchTask(r)
 		_ = r.stdout.Close()
 		_ = r.stderr.Close()
 		_ = os.RemoveAll(r.dir())

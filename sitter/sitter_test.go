@@ -314,6 +314,44 @@ exit 0`
 	}
 }
 
+// TestWorkStatusFollowsWrites: every later write to the status file is
+// seen, in place or by rename, and so is its removal; the sitter reads the
+// file only when inotify says it changed, so a missed event would freeze
+// the first value.
+func TestWorkStatusFollowsWrites(t *testing.T) {
+	h := start(t, sitter.Config{}, sitter.Task{Name: "flip", Command: []string{"sleep", "300"}, StopGrace: dur(time.Second)})
+	h.waitTask(t, "flip", 5*time.Second, "running", func(ts sitter.TaskStatus) bool { return ts.State == sitter.StateRunning })
+	file := filepath.Join(h.dir, "tasks", "flip", "flip.status")
+	inPlace := func(s string) func() error { return func() error { return os.WriteFile(file, []byte(s+"\n"), 0o644) } }
+	renamed := func(s string) func() error {
+		return func() error {
+			if err := os.WriteFile(file+".tmp", []byte(s+"\n"), 0o644); err != nil {
+				return err
+			}
+			return os.Rename(file+".tmp", file)
+		}
+	}
+	steps := []struct {
+		name  string
+		write func() error
+		want  sitter.Work
+	}{
+		{"busy in place", inPlace("busy"), sitter.WorkBusy},
+		{"idle by rename", renamed("idle"), sitter.WorkIdle},
+		{"busy by rename", renamed("busy"), sitter.WorkBusy},
+		{"removed", func() error { return os.Remove(file) }, sitter.WorkUnknown},
+		{"idle in place", inPlace("idle"), sitter.WorkIdle},
+		{"garbage", inPlace("sleeping"), sitter.WorkUnknown},
+		{"busy again", inPlace("busy"), sitter.WorkBusy},
+	}
+	for _, st := range steps {
+		if err := st.write(); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		h.waitTask(t, "flip", 5*time.Second, st.name, func(ts sitter.TaskStatus) bool { return ts.Work == st.want })
+	}
+}
+
 func TestHealthCheckFailureRestarts(t *testing.T) {
 	dir := t.TempDir()
 	flag := filepath.Join(dir, "healthy")

@@ -46,6 +46,15 @@ type Sampler struct {
 	// haveChildren: the kernel has /proc/<pid>/task/<tid>/children
 	// (CONFIG_PROC_CHILDREN); without it Trees falls back to a scan.
 	haveChildren bool
+	// haveCPUClock: clock_gettime reads other processes' CPU-time clocks,
+	// so a process that has not run since its last read can be told apart
+	// without reading its stat (see quietProc).
+	haveCPUClock bool
+
+	// quiet remembers, per single-threaded process, its last full read and
+	// the CPU time it had then; statReads counts full reads, for tests.
+	quiet     map[int]*quietProc
+	statReads uint64
 
 	// Buffers reused from sample to sample.
 	r         *procReader
@@ -134,6 +143,7 @@ func (s *Sampler) init() {
 		s.maxFDs = int(lim.Cur / 4)
 	}
 	s.cgroups = map[cgKey]cgRun{}
+	s.quiet = map[int]*quietProc{}
 	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
 		s.mounts = parseMountinfo(b)
 	}
@@ -144,6 +154,8 @@ func (s *Sampler) init() {
 	s.r.pidPath(self, self, "children")
 	_, err := s.r.read()
 	s.haveChildren = err == nil
+	_, err = cpuClock(self)
+	s.haveCPUClock = err == nil
 	s.ready = true
 }
 
@@ -156,6 +168,7 @@ func (s *Sampler) Close() error {
 		_ = syscall.Close(c.fd)
 		delete(s.fds, k)
 	}
+	clear(s.quiet) // what they proved is gone with them
 	return nil
 }
 
@@ -222,6 +235,11 @@ func (s *Sampler) sweep() {
 	for k, c := range s.cgroups {
 		if c.gen != s.gen {
 			delete(s.cgroups, k)
+		}
+	}
+	for pid, q := range s.quiet {
+		if q.gen != s.gen {
+			delete(s.quiet, pid)
 		}
 	}
 }

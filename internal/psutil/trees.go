@@ -15,6 +15,8 @@ import (
 type member struct {
 	pid, threads int
 	start        uint64
+	// quiet: the process has not run since its children were last read.
+	quiet bool
 }
 
 type span struct{ pid, from, to int }
@@ -86,7 +88,7 @@ func (s *Sampler) walk(all []sitter.ProcSample, root sitter.Root) ([]sitter.Proc
 			return out, nil
 		}
 	}
-	st, ok, err := s.stat(root.PID)
+	st, quiet, ok, err := s.look(root.PID)
 	if err != nil || !ok {
 		return all, err
 	}
@@ -101,41 +103,48 @@ func (s *Sampler) walk(all []sitter.ProcSample, root sitter.Root) ([]sitter.Proc
 	}
 	clear(s.seen)
 	s.queue = s.queue[:0]
-	all = s.add(all, root.PID, st)
+	all = s.add(all, root.PID, st, quiet)
 	for _, k := range root.Known {
 		if _, dup := s.seen[k.PID]; dup || k.Start == 0 {
 			continue
 		}
-		st, ok, err := s.stat(k.PID)
+		st, quiet, ok, err := s.look(k.PID)
 		if err != nil {
 			return all, err
 		}
 		if ok && st.start == k.Start {
-			all = s.add(all, k.PID, st)
+			all = s.add(all, k.PID, st, quiet)
 		}
 	}
 	for _, pid := range root.Extra {
 		if _, dup := s.seen[pid]; dup {
 			continue
 		}
-		st, ok, err := s.stat(pid)
+		st, quiet, ok, err := s.look(pid)
 		if err != nil {
 			return all, err
 		}
 		if ok {
-			all = s.add(all, pid, st)
+			all = s.add(all, pid, st, quiet)
 		}
 	}
 	for i := 0; i < len(s.queue); i++ {
 		parent := s.queue[i]
-		if s.kids, err = s.children(s.kids[:0], parent); err != nil {
-			return all, err
+		if parent.quiet {
+			// It has not run, so it forked nothing; children that died
+			// since are skipped below like any other that is gone.
+			s.kids = append(s.kids[:0], s.quiet[parent.pid].kids...)
+		} else {
+			if s.kids, err = s.children(s.kids[:0], parent); err != nil {
+				return all, err
+			}
+			s.rememberKids(parent.pid, s.kids)
 		}
 		for _, pid := range s.kids {
 			if _, dup := s.seen[pid]; dup {
 				continue
 			}
-			st, ok, err := s.stat(pid)
+			st, quiet, ok, err := s.look(pid)
 			if err != nil {
 				return all, err
 			}
@@ -145,15 +154,15 @@ func (s *Sampler) walk(all []sitter.ProcSample, root sitter.Root) ([]sitter.Proc
 			if !ok || st.ppid != parent.pid || st.start < parent.start {
 				continue
 			}
-			all = s.add(all, pid, st)
+			all = s.add(all, pid, st, quiet)
 		}
 	}
 	return all, nil
 }
 
-func (s *Sampler) add(all []sitter.ProcSample, pid int, st stat) []sitter.ProcSample {
+func (s *Sampler) add(all []sitter.ProcSample, pid int, st stat, quiet bool) []sitter.ProcSample {
 	s.seen[pid] = struct{}{}
-	s.queue = append(s.queue, member{pid: pid, threads: st.threads, start: st.start})
+	s.queue = append(s.queue, member{pid: pid, threads: st.threads, start: st.start, quiet: quiet})
 	return append(all, s.sample(pid, st))
 }
 
@@ -168,6 +177,7 @@ func (s *Sampler) sample(pid int, st stat) sitter.ProcSample {
 // stat reads and parses /proc/<pid>/stat; ok is false if the process is
 // gone.
 func (s *Sampler) stat(pid int) (st stat, ok bool, err error) {
+	s.statReads++
 	b, err := s.readProc(pid, 0, false)
 	if err != nil {
 		if gone(err) {
