@@ -10,14 +10,17 @@
 // they use) take values and return values. One goroutine per task (the
 // runner) executes them against real processes; Sitter.Serve owns the
 // runners, one host-wide sampling loop and the heartbeat loop, in the way
-// of suture's Serve(ctx).
+// of suture's Serve(ctx). The sampling loop measures every run and checks
+// its limits itself, and wakes a runner only with a violation: an idle
+// host then costs one goroutine wake-up per sample, not one per task.
 //
 // Seams, each declared here and implemented elsewhere:
 //   - Sampler (internal/psutil): per sample interval, one read of each
 //     supervised process's /proc stat, descendants found through the
 //     kernel's children lists (or the task's cgroup counters), so the cost
-//     follows what the sitter supervises, not the host's process count;
-//     gopsutil reports host vitals.
+//     follows what the sitter supervises, not the host's process count; a
+//     process whose CPU clock has not moved costs one syscall; gopsutil
+//     reports host vitals, read only when a status or heartbeat asks.
 //   - Limiter (internal/cgroup): kernel caps, cgroup v2 or v1; nil means
 //     polling only. Status().LimitMode and a log line say which is in force.
 //   - HeartbeatSink: wired by the caller to the message bus.
@@ -54,7 +57,8 @@
 //
 // A worker writes "busy" or "idle" into the status file, replacing the
 // whole file (write a temp file in the same directory, then rename); the
-// sitter reads it every sample and reports busy, idle or unknown. The
+// sitter watches the directory (fsnotify), reads the file at the next
+// sample after it changed, and reports busy, idle or unknown. The
 // directory belongs to the task's user for this reason.
 //
 // Drain(task) creates the drain file. A worker that sees it finishes its

@@ -62,7 +62,7 @@ type Sitter struct {
 
 	mu      sync.Mutex
 	runners map[string]*runner
-	order   []string
+	order   []*runner       // in the order added
 	ctx     context.Context // Serve's; nil until Serve runs
 	closed  bool            // Serve is shutting down: no new runners
 	wg      sync.WaitGroup
@@ -163,8 +163,8 @@ func (s *Sitter) Serve(ctx context.Context) error {
 	if werr == nil {
 		s.watch = w
 	}
-	for _, name := range s.order {
-		s.launch(s.runners[name])
+	for _, r := range s.order {
+		s.launch(r)
 	}
 	s.mu.Unlock()
 	if werr != nil {
@@ -230,10 +230,7 @@ func (s *Sitter) sampleOnce(ctx context.Context) error {
 	// The buffers are the sample loop's own, reused every second.
 	buf := &s.sampleBuf
 	s.mu.Lock()
-	buf.runners = buf.runners[:0]
-	for _, r := range s.runners {
-		buf.runners = append(buf.runners, r)
-	}
+	buf.runners = append(buf.runners[:0], s.order...)
 	s.mu.Unlock()
 	buf.targets, buf.roots = buf.targets[:0], buf.roots[:0]
 	for _, r := range buf.runners {
@@ -349,8 +346,8 @@ func (s *Sitter) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := Status{LimitMode: s.LimitMode(), Host: host, Tasks: make([]TaskStatus, 0, len(s.order))}
-	for _, n := range s.order {
-		st.Tasks = append(st.Tasks, s.runners[n].status())
+	for _, r := range s.order {
+		st.Tasks = append(st.Tasks, r.status())
 	}
 	return st
 }
@@ -375,7 +372,7 @@ func (s *Sitter) AddTask(ctx context.Context, t Task) error {
 	}
 	r := newRunner(s, t)
 	s.runners[t.Name] = r
-	s.order = append(s.order, t.Name)
+	s.order = append(s.order, r)
 	if s.ctx != nil {
 		s.launch(r)
 	}
@@ -413,8 +410,8 @@ func (s *Sitter) RemoveTask(ctx context.Context, name string) error {
 	s.mu.Lock()
 	r := s.runners[name]
 	delete(s.runners, name)
-	for i, n := range s.order {
-		if n == name {
+	for i, o := range s.order {
+		if o.spec.Name == name {
 			s.order = append(s.order[:i:i], s.order[i+1:]...)
 			break
 		}
@@ -541,5 +538,9 @@ func tailFile(path string, n int) ([]string, error) {
 func (s *Sitter) Names() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]string(nil), s.order...)
+	names := make([]string, 0, len(s.order))
+	for _, r := range s.order {
+		names = append(names, r.spec.Name)
+	}
+	return names
 }

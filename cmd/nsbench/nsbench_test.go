@@ -173,7 +173,7 @@ func TestMeasureSupervisor(t *testing.T) {
 	mark := strconv.Itoa(os.Getpid())
 	t.Setenv("NSBENCH_TEST_MARK", mark)
 	e := testEnv(t)
-	r, err := e.measureSupervisor(context.Background(), "bash", []string{"bash", "-c", bashSupervisor}, e.work, 500*time.Millisecond, 3)
+	r, err := e.measureSupervisor(context.Background(), "bash", []string{"bash", "-c", bashSupervisor}, e.work, 500*time.Millisecond, 3, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,17 +192,17 @@ func TestMeasureSupervisor(t *testing.T) {
 
 func TestMeasureSupervisorFailures(t *testing.T) {
 	e := testEnv(t)
-	_, err := e.measureSupervisor(context.Background(), "crashy", []string{"sh", "-c", "echo boom; exit 3"}, e.work, time.Second, 1)
+	_, err := e.measureSupervisor(context.Background(), "crashy", []string{"sh", "-c", "echo boom; exit 3"}, e.work, time.Second, 1, nil)
 	if err == nil || !strings.Contains(err.Error(), "crashy exited during start-up") || !strings.Contains(err.Error(), "boom") {
 		t.Errorf("err = %v, want start-up exit with its output", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	_, err = e.measureSupervisor(ctx, "slow", []string{"sh", "-c", "sleep 3600"}, e.work, time.Second, 1)
+	_, err = e.measureSupervisor(ctx, "slow", []string{"sh", "-c", "sleep 3600"}, e.work, time.Second, 1, nil)
 	if err == nil || !strings.Contains(err.Error(), "deadline exceeded") {
 		t.Errorf("err = %v, want the context's deadline", err)
 	}
-	_, err = e.measureSupervisor(context.Background(), "missing", []string{filepath.Join(e.work, "no-such-binary")}, e.work, time.Second, 1)
+	_, err = e.measureSupervisor(context.Background(), "missing", []string{filepath.Join(e.work, "no-such-binary")}, e.work, time.Second, 1, nil)
 	if err == nil || !strings.Contains(err.Error(), "start missing") {
 		t.Errorf("err = %v", err)
 	}
@@ -265,5 +265,49 @@ func TestBootScenario(t *testing.T) {
 	}
 	if len(o.Series) != 1 || len(o.Series[0].Points) != 3 || o.Series[0].Linearity == nil {
 		t.Errorf("level curve: %+v", o.Series)
+	}
+}
+
+// TestWindowSync: side-by-side windows start together, and a supervisor
+// that fails before its window releases the one waiting for it.
+func TestWindowSync(t *testing.T) {
+	ctx := context.Background()
+	var nilSync *windowSync
+	if err := nilSync.arrive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	nilSync.leave()
+	nilSync.crashTurn()()
+
+	for _, other := range []string{"arrives", "leaves"} {
+		t.Run(other, func(t *testing.T) {
+			ws := newWindowSync(2)
+			released := make(chan error, 1)
+			go func() { released <- ws.arrive(ctx) }()
+			select {
+			case <-released:
+				t.Fatal("released before the other supervisor was ready")
+			case <-time.After(50 * time.Millisecond):
+			}
+			if other == "arrives" {
+				go func() { _ = ws.arrive(ctx) }()
+			} else {
+				ws.leave()
+			}
+			select {
+			case err := <-released:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("still waiting after the other supervisor " + other)
+			}
+		})
+	}
+	ws := newWindowSync(2)
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := ws.arrive(cctx); err == nil {
+		t.Error("arrive with a canceled context returned nil while the other never came")
 	}
 }

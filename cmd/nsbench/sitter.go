@@ -10,12 +10,14 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/tklauser/go-sysconf"
 
 	"nightshift/internal/bench"
+	"nightshift/internal/psutil"
 )
 
 const idleChildren = 100
@@ -23,11 +25,13 @@ const idleChildren = 100
 // superRun is what one supervisor measured with idleChildren idle children.
 type superRun struct {
 	cpuPerMin float64 // CPU seconds used per minute of wall time
-	rssMB     float64
-	restarts  []time.Duration
-	timeouts  int
-	command   string
-	installed bool // the peer was installed by this run
+	// ticksPerMin is the same from utime+stime, in whole clock ticks.
+	ticksPerMin float64
+	rssMB       float64
+	restarts    []time.Duration
+	timeouts    int
+	command     string
+	installed   bool // the peer was installed by this run
 }
 
 func (e *env) sitterWindow() (window time.Duration, crashes int) {
@@ -52,23 +56,51 @@ func (e *env) sitterScenario(ctx context.Context) (bench.Result, error) {
 	if err := os.WriteFile(tasks, []byte(sitterTasks(idleChildren)), 0o644); err != nil {
 		return res, fmt.Errorf("sitter: write tasks: %w", err)
 	}
+	// supervisord is found (or installed) first, so that installing it is
+	// over before anything is measured.
+	peerBin, installed, peerErr := e.ensureSupervisord(ctx)
+	// Both run side by side and are measured over the same window: the
+	// shared machine's background load moves from minute to minute by as
+	// much as the difference being measured, and a common window cancels
+	// it. Crash tests take turns.
+	ws := newWindowSync(1)
+	if peerErr == nil {
+		ws = newWindowSync(2)
+	}
+	var (
+		sup      superRun
+		peerName string
+		peerDone = make(chan struct{})
+	)
+	go func() {
+		defer close(peerDone)
+		if peerErr != nil {
+			return
+		}
+		peerName, sup, peerErr = e.supervisordRun(ctx, peerBin, dir, window, crashes, ws)
+		sup.installed = installed
+	}()
 	// Polling mode (--cgroup off): the sitter samples every task's CPU and
 	// memory against its limits each second itself, the costlier way, and
 	// it leaves nothing behind in the shared machine's cgroup tree.
-	sit, err := e.measureSupervisor(ctx, "sitter", []string{bin, "run", "--state-dir", filepath.Join(dir, "state"), "--cgroup", "off", tasks}, dir, window, crashes)
+	sit, err := e.measureSupervisor(ctx, "sitter", []string{bin, "run", "--state-dir", filepath.Join(dir, "state"), "--cgroup", "off", tasks}, dir, window, crashes, ws)
+	<-peerDone
 	if err != nil {
 		return res, fmt.Errorf("sitter: %w", err)
 	}
 	res.Notes = append(res.Notes,
-		fmt.Sprintf("Each supervisor runs %d `sleep 3600` children. CPU is utime+stime of the supervisor's own pid from /proc/PID/stat over %s "+
+		fmt.Sprintf("Each supervisor runs %d `sleep 3600` children; the sitter and supervisord run at the same time and their CPU is "+
+			"measured over the same window. CPU is the supervisor process's CPU-time clock "+
+			"(clock_gettime on clock_getcpuclockid(PID), nanoseconds, all its threads) over %s "+
 			"after a settle period; RSS is VmRSS from /proc/PID/status. Restart latency is SIGKILL of one child until a new child pid "+
 			"appears in /proc/PID/task/*/children (polled every 2 ms), median of %d crashes of different children.", idleChildren, window, crashes),
 		"sitter tasks: restart = \"always\", max_restarts = -1, backoff_initial = \"0s\", cpu and mem limits set, sample_interval = \"1s\".",
-		fmt.Sprintf("sitter restart samples (ms): %s; timeouts: %d", msList(sit.restarts), sit.timeouts))
+		fmt.Sprintf("sitter restart samples (ms): %s; timeouts: %d", msList(sit.restarts), sit.timeouts),
+		fmt.Sprintf("sitter CPU cross-check from utime+stime (whole clock ticks): %.3f CPU s/min", sit.ticksPerMin))
 
-	peerName, sup, peerErr := e.supervisordRun(ctx, dir, window, crashes)
 	if peerErr == nil {
 		res.Notes = append(res.Notes, fmt.Sprintf("supervisord restart samples (ms): %s; timeouts: %d", msList(sup.restarts), sup.timeouts),
+			fmt.Sprintf("supervisord CPU cross-check from utime+stime (whole clock ticks): %.3f CPU s/min", sup.ticksPerMin),
 			"supervisord.conf: one [program:x] per child with autorestart=true, startsecs=0, startretries=1000000; run as `supervisord -n -c FILE`.")
 		if sup.installed {
 			res.Notes = append(res.Notes, "supervisord was missing: nsbench installed Debian's supervisor package with `apt-get install -y --no-install-recommends supervisor` during this run.")
@@ -125,25 +157,22 @@ func supervisordConf(dir string, n int) string {
 
 // supervisordRun measures the peer; a missing supervisord that cannot be
 // installed is "not measured", not a failure.
-func (e *env) supervisordRun(ctx context.Context, parent string, window time.Duration, crashes int) (string, superRun, error) {
-	bin, installed, err := e.ensureSupervisord(ctx)
-	if err != nil {
-		return "", superRun{}, err
-	}
+func (e *env) supervisordRun(ctx context.Context, bin, parent string, window time.Duration, crashes int, ws *windowSync) (string, superRun, error) {
 	name := "supervisord"
 	if out, err := exec.CommandContext(ctx, bin, "--version").Output(); err == nil {
 		name += " " + strings.TrimSpace(string(out))
 	}
 	dir := filepath.Join(parent, "supervisord")
 	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
+		ws.leave()
 		return "", superRun{}, err
 	}
 	conf := filepath.Join(dir, "supervisord.conf")
 	if err := os.WriteFile(conf, []byte(supervisordConf(dir, idleChildren)), 0o644); err != nil {
+		ws.leave()
 		return "", superRun{}, fmt.Errorf("write supervisord.conf: %w", err)
 	}
-	r, err := e.measureSupervisor(ctx, "supervisord", []string{bin, "-n", "-c", conf}, dir, window, crashes)
-	r.installed = installed
+	r, err := e.measureSupervisor(ctx, "supervisord", []string{bin, "-n", "-c", conf}, dir, window, crashes, ws)
 	return name, r, err
 }
 
@@ -190,8 +219,15 @@ func (e *env) ensureSupervisord(ctx context.Context) (path string, installed boo
 // measureSupervisor starts a supervisor, waits for its children, measures
 // CPU over window and RSS, then crashes children one by one and times
 // their restarts. It always stops the supervisor and kills any child it
-// saw that outlived it.
-func (e *env) measureSupervisor(ctx context.Context, name string, argv []string, dir string, window time.Duration, crashes int) (superRun, error) {
+// saw that outlived it. ws (nil: alone) lines the window up with other
+// supervisors' and keeps the crash tests apart.
+func (e *env) measureSupervisor(ctx context.Context, name string, argv []string, dir string, window time.Duration, crashes int, ws *windowSync) (superRun, error) {
+	arrived := false
+	defer func() {
+		if !arrived {
+			ws.leave() // an early return must not keep the others waiting
+		}
+	}()
 	r := superRun{command: e.relArgv(argv)}
 	logf, err := os.Create(filepath.Join(dir, name+".out"))
 	if err != nil {
@@ -247,12 +283,23 @@ func (e *env) measureSupervisor(ctx context.Context, name string, argv []string,
 	if err := sleepCtx(ctx, e.clock, settle); err != nil {
 		return r, err
 	}
+	arrived = true
+	if err := ws.arrive(ctx); err != nil {
+		return r, err
+	}
 
 	tick, err := sysconf.Sysconf(sysconf.SC_CLK_TCK)
 	if err != nil || tick <= 0 {
 		return r, fmt.Errorf("clock ticks per second: %v", err)
 	}
+	// The figure comes from the process's CPU clock, to the nanosecond;
+	// utime+stime are read too, as a cross-check in whole clock ticks
+	// (a quiet supervisor uses a handful of them in a minute).
 	c0, err := cpuTicks(pid)
+	if err != nil {
+		return r, err
+	}
+	n0, err := psutil.CPUTime(pid)
 	if err != nil {
 		return r, err
 	}
@@ -260,15 +307,22 @@ func (e *env) measureSupervisor(ctx context.Context, name string, argv []string,
 	if err := sleepCtx(ctx, e.clock, window); err != nil {
 		return r, err
 	}
+	n1, err := psutil.CPUTime(pid)
+	if err != nil {
+		return r, fmt.Errorf("%s after the window: %w: %s", name, err, tail())
+	}
 	c1, err := cpuTicks(pid)
 	if err != nil {
 		return r, fmt.Errorf("%s after the window: %w: %s", name, err, tail())
 	}
 	el := e.clock.Since(t0)
-	r.cpuPerMin = float64(c1-c0) / float64(tick) / el.Seconds() * 60
+	r.cpuPerMin = (n1 - n0).Seconds() / el.Seconds() * 60
+	r.ticksPerMin = float64(c1-c0) / float64(tick) / el.Seconds() * 60
 	if r.rssMB, err = rssMB(pid); err != nil {
 		return r, err
 	}
+	unlock := ws.crashTurn()
+	defer unlock()
 
 	for i := range crashes {
 		victims := sleepers(kids())
@@ -416,4 +470,61 @@ func msList(ds []time.Duration) string {
 		s[i] = strconv.FormatFloat(ms(d), 'f', 1, 64)
 	}
 	return strings.Join(s, ", ")
+}
+
+// windowSync starts the CPU windows of supervisors measured side by side
+// together, and gives their crash tests one at a time. A nil *windowSync
+// does nothing.
+type windowSync struct {
+	mu      sync.Mutex
+	waiting int
+	all     chan struct{}
+	crash   sync.Mutex
+}
+
+func newWindowSync(n int) *windowSync {
+	return &windowSync{waiting: n, all: make(chan struct{})}
+}
+
+// arrive counts one supervisor ready and waits for the others (or for
+// those that failed to leave).
+func (w *windowSync) arrive(ctx context.Context) error {
+	if w == nil {
+		return nil
+	}
+	w.done()
+	select {
+	case <-w.all:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// leave is arrive, without waiting, for a supervisor that will not
+// measure after all. Each supervisor calls one of the two, once.
+func (w *windowSync) leave() {
+	if w == nil {
+		return
+	}
+	w.done()
+}
+
+func (w *windowSync) done() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.waiting > 0 {
+		if w.waiting--; w.waiting == 0 {
+			close(w.all)
+		}
+	}
+}
+
+// crashTurn waits for the other supervisors' crash tests to finish.
+func (w *windowSync) crashTurn() (unlock func()) {
+	if w == nil {
+		return func() {}
+	}
+	w.crash.Lock()
+	return w.crash.Unlock
 }

@@ -2,8 +2,8 @@
 // how the sitter measures processes, cgroups and the host, so that the
 // sitter core stays free of /proc and can be tested with a fake.
 //
-// What uses gopsutil/v3: Host (load, memory, CPU percent), once per sample,
-// where its parsing of /proc/loadavg, /proc/meminfo and /proc/stat is worth
+// What uses gopsutil/v3: Host (load, memory, CPU percent), when the sitter
+// asks (a status or heartbeat, at most once per sample), where its parsing of /proc/loadavg, /proc/meminfo and /proc/stat is worth
 // having (about 60 µs a call, BenchmarkHost).
 //
 // Why the per-process hot path reads /proc itself: gopsutil's Process API
@@ -19,6 +19,8 @@
 // /proc/<pid>/task/<tid>/children, keeping those files open between samples
 // (one pread each instead of open, read and close), with reused buffers;
 // a run with a cgroup of its own is read from the group's two counters.
+// A process that has not run since its last full read is not read at all:
+// its CPU-time clock, one syscall, proves it (quietProc).
 package psutil
 
 import (
@@ -223,22 +225,36 @@ func (s *Sampler) readCached(k fdKey) ([]byte, error) {
 	return b, nil
 }
 
-// sweep closes the cached fds, and forgets the runs, that the current
-// sample did not use.
+// Sweeping walks every cached fd and run, so it happens every sweepEvery
+// samples, not every sample. fdIdle is how long an unused fd stays open:
+// longer than quietRefresh, so that a quiet process's files are still open
+// when it is next read in full.
+const (
+	sweepEvery = 16
+	fdIdle     = quietRefresh + sweepEvery
+)
+
+// sweep closes the cached fds that have not been used for fdIdle samples,
+// and forgets the runs and quiet processes that recent samples did not
+// use. A dead process's fds read ESRCH and are closed when read, so what
+// lingers here is only fds and entries of processes no tree reaches.
 func (s *Sampler) sweep() {
+	if s.gen%sweepEvery != 0 && len(s.fds) < s.maxFDs {
+		return
+	}
 	for k, c := range s.fds {
-		if c.gen != s.gen {
+		if s.gen-c.gen >= fdIdle {
 			_ = syscall.Close(c.fd)
 			delete(s.fds, k)
 		}
 	}
 	for k, c := range s.cgroups {
-		if c.gen != s.gen {
+		if s.gen-c.gen >= sweepEvery {
 			delete(s.cgroups, k)
 		}
 	}
 	for pid, q := range s.quiet {
-		if q.gen != s.gen {
+		if s.gen-q.gen >= sweepEvery {
 			delete(s.quiet, pid)
 		}
 	}

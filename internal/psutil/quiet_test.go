@@ -123,3 +123,27 @@ func TestTreesQuietProcessWakes(t *testing.T) {
 		t.Fatalf("after the wake-up: %+v, want the shell spinning and its child", tree)
 	}
 }
+
+// TestTreesSweepAgesOut: a process no tree reaches any more (its task was
+// removed; it lives on) has its files closed and is forgotten within
+// fdIdle+sweepEvery samples, so fds do not pile up.
+func TestTreesSweepAgesOut(t *testing.T) {
+	pid := spawn(t, `exec sleep 30`, nil).Process.Pid
+	s := New()
+	t.Cleanup(func() { _ = s.Close() })
+	ctx := context.Background()
+	if trees, err := s.Trees(ctx, []sitter.Root{{PID: pid}}); err != nil || len(trees[pid]) != 1 {
+		t.Fatalf("trees = %+v, %v", trees, err)
+	}
+	if len(s.fds) == 0 {
+		t.Fatal("no fds cached after the first sample")
+	}
+	for i := 0; i < fdIdle+sweepEvery; i++ {
+		if _, err := s.Trees(ctx, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(s.fds) != 0 || len(s.quiet) != 0 {
+		t.Errorf("after %d samples without it: %d fds, %d quiet entries left", fdIdle+sweepEvery, len(s.fds), len(s.quiet))
+	}
+}

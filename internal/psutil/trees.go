@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"syscall"
 
 	"nightshift/sitter"
 )
@@ -181,6 +182,7 @@ func (s *Sampler) stat(pid int) (st stat, ok bool, err error) {
 	b, err := s.readProc(pid, 0, false)
 	if err != nil {
 		if gone(err) {
+			s.forget(pid)
 			return st, false, nil
 		}
 		return st, false, err
@@ -189,6 +191,18 @@ func (s *Sampler) stat(pid int) (st stat, ok bool, err error) {
 		return st, false, fmt.Errorf("/proc/%d/stat: %w", pid, err)
 	}
 	return st, true, nil
+}
+
+// forget closes the files of a process that is gone (its main thread's
+// children list; the stat fd was closed by the failed read) and drops what
+// was remembered of it. Other threads' files age out in sweep.
+func (s *Sampler) forget(pid int) {
+	k := fdKey{pid: pid, tid: pid, children: true}
+	if c, ok := s.fds[k]; ok {
+		_ = syscall.Close(c.fd)
+		delete(s.fds, k)
+	}
+	delete(s.quiet, pid)
 }
 
 // children appends m's children to dst. The kernel lists a child under the
