@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"nightshift/internal/app"
 	"nightshift/internal/procscan"
 	"nightshift/mgmt"
 )
@@ -131,6 +132,34 @@ func TestHelloEndToEnd(t *testing.T) {
 	if again := status(t, home, "hello"); again.Levels[0].Services[0].Attributes["port"] != echoPort {
 		t.Errorf("resume changed echo's port: %q -> %q", echoPort, again.Levels[0].Services[0].Attributes["port"])
 	}
+
+	// While another command holds the run, launch, repair and teardown are
+	// refused and change nothing.
+	release, err := app.LockRun(home, "hello", "launch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		cmd  func(context.Context, []string, *bytes.Buffer, *bytes.Buffer) int
+		args []string
+	}{
+		{"launch", launch, []string{"--home", home, "--plain", "../../examples/hello/plan.toml"}},
+		{"repair", mgmtc, []string{"--home", home, "repair", "hello"}},
+		{"teardown", mgmtc, []string{"--home", home, "teardown", "hello"}},
+	} {
+		code, out, stderr := run(t, c.cmd, c.args...)
+		if code != 1 || !strings.Contains(stderr, "run is busy: launch (pid ") {
+			t.Errorf("%s while the run is locked: exit %d, stderr %q, want 1 naming the holder", c.name, code, stderr)
+		}
+		if strings.Contains(out, "step=boot") || strings.Contains(out, "destroyed") {
+			t.Errorf("%s acted while the run was locked:\n%s", c.name, out)
+		}
+	}
+	if procs, _ := procscan.Find("", home, "hello"); len(procs) < 2 {
+		t.Fatalf("daemons gone while the run was locked: %v", procs)
+	}
+	release()
 
 	code, out, stderr = run(t, mgmtc, "--home", home, "teardown", "hello")
 	if code != 0 {

@@ -96,6 +96,12 @@ func Launch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "launch:", err)
 		return app.ExitFailed
 	}
+	release, err := app.LockRun(homeDir, run, "launch")
+	if err != nil {
+		fmt.Fprintln(stderr, "launch:", err)
+		return app.ExitFailed
+	}
+	defer release()
 	// The run's secret signs destructive commands between its components;
 	// it exists before any of them starts.
 	if _, err := envelope.LoadOrCreateSecret(nstypes.SecretPath(homeDir, run)); err != nil {

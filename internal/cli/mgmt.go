@@ -316,6 +316,14 @@ func (m *mgmtCmd) repair(ctx context.Context, args []string) error {
 		return err
 	}
 	defer a.Close()
+	if _, err := a.Store.GetRun(ctx, fs.Arg(0)); err != nil {
+		return err
+	}
+	release, err := app.LockRun(m.home, fs.Arg(0), "mgmt repair")
+	if err != nil {
+		return err
+	}
+	defer release()
 	os.Setenv(app.HomeEnv, m.home)
 	rep, err := a.Engine.Repair(ctx, fs.Arg(0), *max)
 	if rep != nil {
@@ -356,6 +364,13 @@ func (m *mgmtCmd) teardown(ctx context.Context, args []string) error {
 	r, err := a.Store.GetRun(ctx, run)
 	if err != nil {
 		return err
+	}
+	if !*dry {
+		release, err := app.LockRun(m.home, run, "mgmt teardown")
+		if err != nil {
+			return err
+		}
+		defer release()
 	}
 	if sw, err := ec2Sweeper(ctx, r); err != nil {
 		fmt.Fprintf(m.stderr, "note: no EC2 sweep: %v\n", err)
