@@ -9,6 +9,7 @@ import (
 	"nightshift/internal/envelope"
 	"nightshift/provisioner"
 	"nightshift/sitter"
+	"nightshift/sitter/sitterbus"
 )
 
 // Component is the controller's name on the bus.
@@ -23,20 +24,20 @@ const (
 	TypeStatus      = "controller.status"
 	TypeDecisions   = "controller.decisions"
 	TypeReply       = "controller.reply"
-	// TypeHeartbeat is a sitter heartbeat event, published with routing
-	// key HeartbeatKey(job, instance id).
-	TypeHeartbeat = "sitter.heartbeat"
-	// TypeDrain is the command sent to component SitterComponent(id).
-	TypeDrain = "sitter.drain"
+	// TypeHeartbeat and TypeDrain are the sitter's (package sitterbus
+	// owns the sitter's side of the wire); the controller consumes the one
+	// and sends the other.
+	TypeHeartbeat = sitterbus.TypeHeartbeat
+	TypeDrain     = sitterbus.TypeDrain
 )
 
 // HeartbeatKey is the routing key a sitter publishes its heartbeats with on
 // the run's events exchange.
-func HeartbeatKey(job, instanceID string) string { return "heartbeat." + job + "." + instanceID }
+func HeartbeatKey(job, instanceID string) string { return sitterbus.HeartbeatKey(job, instanceID) }
 
 // SitterComponent is the bus component of the sitter on one instance; drain
 // commands go to its command queue.
-func SitterComponent(instanceID string) string { return "sitter." + instanceID }
+func SitterComponent(instanceID string) string { return sitterbus.Component(instanceID) }
 
 // ReconfigureBody changes a job's engine configuration (merged with the
 // engine's Reconfigure rules).
@@ -101,30 +102,10 @@ type Reply struct {
 func (*Reply) Validate() error { return nil }
 
 // HeartbeatBody is sitter.Heartbeat on the wire.
-type HeartbeatBody sitter.Heartbeat
+type HeartbeatBody = sitterbus.HeartbeatBody
 
-// Validate implements envelope.Validator.
-func (h *HeartbeatBody) Validate() error {
-	return envelope.FirstError(
-		envelope.Require("instance_id", h.InstanceID != ""),
-		envelope.Require("job", h.Job != ""),
-		envelope.Require("time", !h.Time.IsZero()))
-}
-
-// DrainBody asks the sitter of InstanceID to drain its tasks: finish the
-// current item, take no new one, exit.
-type DrainBody struct {
-	InstanceID string `json:"instance_id"`
-	Job        string `json:"job"`
-	Reason     string `json:"reason,omitempty"`
-}
-
-// Validate implements envelope.Validator.
-func (b *DrainBody) Validate() error {
-	return envelope.FirstError(
-		envelope.Require("instance_id", b.InstanceID != ""),
-		envelope.Require("job", b.Job != ""))
-}
+// DrainBody asks the sitter of an instance to drain its tasks.
+type DrainBody = sitterbus.DrainBody
 
 // Messages returns a registry of every message the controller sends or
 // receives (its own, heartbeats, drains and the provisioner's events).

@@ -8,7 +8,6 @@ import (
 
 	"github.com/jonboulle/clockwork"
 
-	"nightshift/decision/controller"
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/envelope"
 	"nightshift/sitter"
@@ -64,7 +63,7 @@ func (c *Client) Control(ctx context.Context, action, task string) error {
 // controller sends drains fire-and-forget (controller.BusDrainer); this is
 // for operators who want to see what was drained.
 func (c *Client) Drain(ctx context.Context, job, reason string) (Reply, error) {
-	return c.call(ctx, controller.TypeDrain, controller.DrainBody{InstanceID: c.InstanceID, Job: job, Reason: reason})
+	return c.call(ctx, TypeDrain, DrainBody{InstanceID: c.InstanceID, Job: job, Reason: reason})
 }
 
 func (c *Client) call(ctx context.Context, typ string, body any) (Reply, error) {

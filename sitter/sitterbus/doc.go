@@ -6,10 +6,11 @@
 //
 // # Wire contract
 //
-// Heartbeats and drains use the names the controller defines
-// (controller.TypeHeartbeat with routing key controller.HeartbeatKey, and
-// controller.TypeDrain on component controller.SitterComponent), so the
-// two sides cannot drift apart. The other commands are defined here:
+// Every message a sitter sends or receives is defined here, the two the
+// controller speaks included (TypeHeartbeat with routing key HeartbeatKey,
+// and TypeDrain on component Component); package controller uses these
+// names, so the two sides cannot drift apart, and the sitter binary does
+// not carry the controller (or SQLite). The commands:
 //
 //	sitter.control  signed    {action: stop|start|restart, task}  RPC or fire-and-forget
 //	sitter.tail     unsigned  {task, lines}                        RPC

@@ -3,15 +3,19 @@ package sitterbus
 import (
 	"fmt"
 
-	"nightshift/decision/controller"
 	"nightshift/internal/envelope"
 	"nightshift/internal/ping"
 	"nightshift/sitter"
 )
 
-// Message types defined by the sitter, all version 1. Drain and heartbeat
-// types are the controller's (controller.TypeDrain, controller.TypeHeartbeat).
+// Message types defined by the sitter, all version 1. The controller
+// speaks two of them: it consumes heartbeats and sends drains.
 const (
+	// TypeHeartbeat is a sitter heartbeat event, published with routing
+	// key HeartbeatKey(job, instance id).
+	TypeHeartbeat = "sitter.heartbeat"
+	// TypeDrain is the command sent to component Component(id).
+	TypeDrain   = "sitter.drain"
 	TypeControl = "sitter.control"
 	TypeTail    = "sitter.tail"
 	TypeStatus  = "sitter.status"
@@ -28,6 +32,36 @@ const (
 // MaxTailLines bounds a tail request, so one RPC cannot make the sitter
 // read and ship a whole log.
 const MaxTailLines = 10000
+
+// HeartbeatKey is the routing key a sitter publishes its heartbeats with on
+// the run's events exchange.
+func HeartbeatKey(job, instanceID string) string { return "heartbeat." + job + "." + instanceID }
+
+// HeartbeatBody is sitter.Heartbeat on the wire.
+type HeartbeatBody sitter.Heartbeat
+
+// Validate implements envelope.Validator.
+func (h *HeartbeatBody) Validate() error {
+	return envelope.FirstError(
+		envelope.Require("instance_id", h.InstanceID != ""),
+		envelope.Require("job", h.Job != ""),
+		envelope.Require("time", !h.Time.IsZero()))
+}
+
+// DrainBody asks the sitter of InstanceID to drain its tasks: finish the
+// current item, take no new one, exit.
+type DrainBody struct {
+	InstanceID string `json:"instance_id"`
+	Job        string `json:"job"`
+	Reason     string `json:"reason,omitempty"`
+}
+
+// Validate implements envelope.Validator.
+func (b *DrainBody) Validate() error {
+	return envelope.FirstError(
+		envelope.Require("instance_id", b.InstanceID != ""),
+		envelope.Require("job", b.Job != ""))
+}
 
 // ControlBody stops, starts or restarts one task. It changes what runs, so
 // it must be signed with the run secret.
@@ -79,12 +113,12 @@ type Reply struct {
 func (*Reply) Validate() error { return nil }
 
 // Messages returns the registry of every message a sitter receives or
-// answers with: drain and heartbeat (the controller's types), control,
-// tail, status, reply and ping. Each process builds its own.
+// answers with: drain, heartbeat, control, tail, status, reply and ping.
+// Each process builds its own.
 func Messages() *envelope.Registry {
 	r := &envelope.Registry{}
-	r.Register(controller.TypeDrain, 1, func() envelope.Validator { return &controller.DrainBody{} }, true)
-	r.Register(controller.TypeHeartbeat, 1, func() envelope.Validator { return &controller.HeartbeatBody{} }, false)
+	r.Register(TypeDrain, 1, func() envelope.Validator { return &DrainBody{} }, true)
+	r.Register(TypeHeartbeat, 1, func() envelope.Validator { return &HeartbeatBody{} }, false)
 	r.Register(TypeControl, 1, func() envelope.Validator { return &ControlBody{} }, true)
 	r.Register(TypeTail, 1, func() envelope.Validator { return &TailBody{} }, false)
 	r.Register(TypeStatus, 1, func() envelope.Validator { return &StatusBody{} }, false)
@@ -95,4 +129,4 @@ func Messages() *envelope.Registry {
 
 // Component is the bus component of the sitter on instanceID: its command
 // queue is where drains and control commands go.
-func Component(instanceID string) string { return controller.SitterComponent(instanceID) }
+func Component(instanceID string) string { return "sitter." + instanceID }

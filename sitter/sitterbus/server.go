@@ -11,7 +11,6 @@ import (
 
 	"github.com/jonboulle/clockwork"
 
-	"nightshift/decision/controller"
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/envelope"
 	"nightshift/internal/ping"
@@ -114,7 +113,7 @@ func (s *Server) command(ctx context.Context, reg *envelope.Registry, d amqpbus.
 // (a drain for another instance, a type that is not a command).
 func (s *Server) Handle(ctx context.Context, env envelope.Envelope, body any) (Reply, error) {
 	switch b := body.(type) {
-	case *controller.DrainBody:
+	case *DrainBody:
 		if b.InstanceID != s.InstanceID || (s.Job != "" && b.Job != s.Job) {
 			return Reply{}, fmt.Errorf("%w: message %q: field instance_id/job: drain for %s/%s reached sitter of %s/%s",
 				amqpbus.ErrReject, env.Type, b.Job, b.InstanceID, s.Job, s.InstanceID)

@@ -8,7 +8,6 @@ import (
 
 	"github.com/jonboulle/clockwork"
 
-	"nightshift/decision/controller"
 	"nightshift/internal/envelope"
 	"nightshift/sitter"
 )
@@ -29,8 +28,8 @@ type EventBus interface {
 	Connected() bool
 }
 
-// Sink publishes heartbeats as controller.TypeHeartbeat events with
-// routing key controller.HeartbeatKey(job, instance). It implements
+// Sink publishes heartbeats as TypeHeartbeat events with
+// routing key HeartbeatKey(job, instance). It implements
 // sitter.HeartbeatSink and never blocks longer than Timeout.
 type Sink struct {
 	Bus     EventBus
@@ -57,7 +56,7 @@ func (s *Sink) SendHeartbeat(ctx context.Context, hb sitter.Heartbeat) error {
 	if clock == nil {
 		clock = clockwork.NewRealClock()
 	}
-	env, err := envelope.NewEnvelope(controller.TypeHeartbeat, 1, s.Bus.Run(), s.Sender, controller.HeartbeatBody(hb), clock.Now())
+	env, err := envelope.NewEnvelope(TypeHeartbeat, 1, s.Bus.Run(), s.Sender, HeartbeatBody(hb), clock.Now())
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
@@ -67,7 +66,7 @@ func (s *Sink) SendHeartbeat(ctx context.Context, hb sitter.Heartbeat) error {
 	}
 	pctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if err := s.Bus.Publish(pctx, controller.HeartbeatKey(hb.Job, hb.InstanceID), env); err != nil {
+	if err := s.Bus.Publish(pctx, HeartbeatKey(hb.Job, hb.InstanceID), env); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	return nil
