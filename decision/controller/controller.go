@@ -91,9 +91,10 @@ type Controller struct {
 	epoch   string
 	trigger chan struct{}
 
-	// act serialises deciding and acting with Freeze, so that once Freeze
-	// returns no action is in progress or will start.
-	act sync.Mutex
+	// act orders deciding and acting with Freeze: rounds of different
+	// jobs hold it shared and run at once, Freeze holds it alone, so once
+	// Freeze returns no action is in progress or will start.
+	act sync.RWMutex
 
 	mu        sync.Mutex // guards everything below
 	frozen    bool
@@ -103,8 +104,14 @@ type Controller struct {
 }
 
 type pool struct {
-	job     Job
-	engine  decision.Engine
+	job    Job
+	engine decision.Engine
+	// acting serialises this job's decision rounds with Reconfigure; each
+	// job has its own, so a provisioner call that hangs for one job holds
+	// up no other.
+	acting sync.Mutex
+	// trigger wakes the job's loop for a prompt round; it holds one.
+	trigger chan struct{}
 	workers map[string]*worker
 	pending []ctlstore.Launch
 	// lastScaleAt feeds Snapshot.LastScaleAt (cooldowns).
@@ -201,7 +208,7 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 	if cfg.RemoteRefused == nil {
 		cfg.RemoteRefused = func(err error) bool { return errors.Is(err, ErrRefused) }
 	}
-	c := &Controller{cfg: cfg, started: cfg.Clock.Now(), trigger: make(chan struct{}, 1), pools: map[string]*pool{}}
+	c := &Controller{cfg: cfg, started: cfg.Clock.Now(), pools: map[string]*pool{}}
 	epoch, err := cfg.Store.Epoch(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("new controller: %w", err)
@@ -234,7 +241,7 @@ func (c *Controller) openPool(ctx context.Context, j Job) (*pool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("job %s: encode definition: %w", j.Name, err)
 	}
-	p := &pool{job: j, engine: e, workers: map[string]*worker{}}
+	p := &pool{job: j, engine: e, workers: map[string]*worker{}, trigger: make(chan struct{}, 1)}
 	policy := j.Policy
 	rec, err := c.cfg.Store.Job(ctx, j.Name)
 	switch {
@@ -345,7 +352,9 @@ func (c *Controller) recoverJob(ctx context.Context, name string) error {
 }
 
 // Run recovers (retrying until the provisioner answers) and then decides
-// every Tick and promptly after relevant events, until ctx ends.
+// every Tick and promptly after relevant events, until ctx ends. Each job
+// has its own loop, so one job's slow provisioner call (up to
+// CallTimeout) does not delay another's decisions.
 func (c *Controller) Run(ctx context.Context) error {
 	delay := c.cfg.Tick
 	for {
@@ -361,23 +370,48 @@ func (c *Controller) Run(ctx context.Context) error {
 		}
 		delay = min(delay*2, 30*time.Second)
 	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		// Events are best effort (missed while disconnected); the
+		// provisioner's records are the truth.
+		t := c.cfg.Clock.NewTicker(c.cfg.ResyncEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.Chan():
+				c.resync(ctx)
+			}
+		}
+	})
+	for _, name := range c.names {
+		p := c.pools[name]
+		wg.Go(func() { c.jobLoop(ctx, p) })
+	}
+	wg.Wait()
+	return ctx.Err()
+}
+
+// jobLoop runs p's decision rounds every Tick and on its trigger.
+func (c *Controller) jobLoop(ctx context.Context, p *pool) {
 	t := c.cfg.Clock.NewTicker(c.cfg.Tick)
 	defer t.Stop()
-	lastSync := c.cfg.Clock.Now()
 	for {
-		if c.cfg.Clock.Since(lastSync) >= c.cfg.ResyncEvery {
-			// Events are best effort (missed while disconnected); the
-			// provisioner's records are the truth.
-			c.resync(ctx)
-			lastSync = c.cfg.Clock.Now()
-		}
-		c.Tick(ctx)
+		c.round(ctx, p)
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return
 		case <-t.Chan():
-		case <-c.trigger:
+		case <-p.trigger:
 		}
+	}
+}
+
+// round runs one decision round of p and logs its failure.
+func (c *Controller) round(ctx context.Context, p *pool) {
+	if err := c.tickJob(ctx, p); err != nil {
+		c.cfg.Log.Warn("decision round failed", "job", p.job.Name, "err", redact.String(err.Error()))
 	}
 }
 
@@ -396,31 +430,37 @@ func (c *Controller) resync(ctx context.Context) {
 	}
 }
 
-// Trigger asks for a decision round as soon as possible; requests made
-// while one is pending coalesce.
+// Trigger asks for a decision round of every job as soon as possible;
+// requests made while one is pending coalesce.
 func (c *Controller) Trigger() {
+	for _, p := range c.pools {
+		p.poke()
+	}
+}
+
+func (p *pool) poke() {
 	select {
-	case c.trigger <- struct{}{}:
+	case p.trigger <- struct{}{}:
 	default:
 	}
 }
 
-// Tick runs one decision round for every job. A failing job is logged and
-// does not stop the others.
+// Tick runs one decision round for every job, at once, and returns when
+// all are done. A failing job is logged and does not stop the others.
 func (c *Controller) Tick(ctx context.Context) {
+	var wg sync.WaitGroup
 	for _, name := range c.names {
-		if ctx.Err() != nil {
-			return
-		}
-		if err := c.tickJob(ctx, name); err != nil {
-			c.cfg.Log.Warn("decision round failed", "job", name, "err", redact.String(err.Error()))
-		}
+		p := c.pools[name]
+		wg.Go(func() { c.round(ctx, p) })
 	}
+	wg.Wait()
 }
 
-func (c *Controller) tickJob(ctx context.Context, name string) error {
+func (c *Controller) tickJob(ctx context.Context, p *pool) error {
+	if ctx.Err() != nil {
+		return nil
+	}
 	c.mu.Lock()
-	p := c.pools[name]
 	job := p.job
 	ready := c.recovered && !c.frozen
 	c.mu.Unlock()
@@ -428,8 +468,10 @@ func (c *Controller) tickJob(ctx context.Context, name string) error {
 		return nil
 	}
 	depth, source := c.readDepth(ctx, job)
-	c.act.Lock()
-	defer c.act.Unlock()
+	c.act.RLock()
+	defer c.act.RUnlock()
+	p.acting.Lock()
+	defer p.acting.Unlock()
 	if err := c.flushLaunches(ctx, p); err != nil {
 		return err
 	}
@@ -690,7 +732,7 @@ func (c *Controller) HandleInstance(inst provisioner.Instance) {
 	}
 	c.mu.Unlock()
 	if changed {
-		c.Trigger()
+		p.poke()
 	}
 }
 
@@ -771,7 +813,7 @@ func (c *Controller) IngestHeartbeat(hb sitter.Heartbeat) {
 	}
 	c.mu.Unlock()
 	if changed {
-		c.Trigger()
+		p.poke()
 	}
 }
 
@@ -790,8 +832,10 @@ func (c *Controller) Reconfigure(ctx context.Context, job string, values map[str
 		return fmt.Errorf("reconfigure job %s: encode values: %w", job, err)
 	}
 	rec := ctlstore.Reconfiguration{Time: c.cfg.Clock.Now(), Job: job, Who: who, What: what}
-	c.act.Lock()
-	defer c.act.Unlock()
+	c.act.RLock()
+	defer c.act.RUnlock()
+	p.acting.Lock()
+	defer p.acting.Unlock()
 	rerr := p.engine.Reconfigure(values)
 	if rerr != nil {
 		rec.Error = rerr.Error()
@@ -808,7 +852,7 @@ func (c *Controller) Reconfigure(ctx context.Context, job string, values map[str
 		return fmt.Errorf("reconfigure job %s: %w", job, rerr)
 	}
 	c.cfg.Log.Info("reconfigured", "job", job, "who", who, "keys", slices.Sorted(maps.Keys(values)))
-	c.Trigger()
+	p.poke()
 	return nil
 }
 

@@ -530,3 +530,49 @@ func TestFailedLaunchesBackOff(t *testing.T) {
 		t.Fatalf("back-off with no failures = %s", got)
 	}
 }
+
+// TestHungJobDoesNotStallOthers: a provisioner call that hangs for one job
+// (up to CallTimeout in real life; for good here) must not hold up another
+// job's decisions. "batch" sorts first, so a controller that decided its
+// jobs one after another would never reach "web".
+func TestHungJobDoesNotStallOthers(t *testing.T) {
+	batch := mustJob(t, "batch", map[string]any{
+		"engine": "npreserving",
+		"policy": map[string]any{"n": 1, "drain_timeout": "30s", "deployable": "worker"},
+		"worker": map[string]any{"command": []any{"/bin/worker"}},
+	})
+	r := newRig(t, batch, npJob(t, 1))
+	hang := make(chan struct{})
+	hung := make(chan struct{}, 1)
+	r.prov.onLaunch = func(req provisioner.LaunchRequest) {
+		if req.Job == "batch" {
+			select {
+			case hung <- struct{}{}:
+			default:
+			}
+			<-hang
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		close(hang)
+		<-done
+	})
+	select {
+	case <-hung:
+	case <-time.After(10 * time.Second):
+		t.Fatal("batch's launch never reached the provisioner")
+	}
+	waitFor(t, func() bool { return len(r.prov.ids("web", true)) == 1 })
+	// And web keeps being looked after while batch is still stuck.
+	id := r.prov.ids("web", true)[0]
+	r.c.HandleInstance(r.prov.setState(id, nightshift.StateRunning))
+	r.c.HandleInstance(r.prov.setState(id, nightshift.StateFailed))
+	waitFor(t, func() bool {
+		ids := r.prov.ids("web", true)
+		return len(ids) == 1 && ids[0] != id
+	})
+}
