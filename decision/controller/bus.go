@@ -85,7 +85,7 @@ func (s *Server) command(ctx context.Context, reg *envelope.Registry, d amqpbus.
 		err = fmt.Errorf("%w: message %q for run %q on run %q", amqpbus.ErrReject, env.Type, env.Run, s.Bus.Run())
 	}
 	if err == nil {
-		err = amqpbus.VerifyOrReject(reg, s.Signer, s.Log, env)
+		err = amqpbus.VerifyOrReject(reg, s.Signer, s.Log, env, d)
 	}
 	if err != nil {
 		s.reply(ctx, d, Reply{Error: err.Error()})

@@ -137,7 +137,7 @@ func TestServeOverBus(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if err := amqpbus.VerifyOrReject(reg, verifier, slog.New(slog.DiscardHandler), env); err != nil {
+		if err := amqpbus.VerifyOrReject(reg, verifier, slog.New(slog.DiscardHandler), env, amqpbus.Delivery{}); err != nil {
 			return err
 		}
 		got <- *body.(*controller.DrainBody)

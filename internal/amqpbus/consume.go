@@ -255,14 +255,28 @@ func DecodeOrReject(reg *envelope.Registry, log *slog.Logger, d Delivery) (envel
 	return env, body, nil
 }
 
-// VerifyOrReject checks the signature of env when reg marks its type
-// destructive, returning an error wrapping ErrReject (and the envelope
-// error) when it fails. Non-destructive types pass unchecked.
-func VerifyOrReject(reg *envelope.Registry, s *envelope.Signer, log *slog.Logger, env envelope.Envelope) error {
+// VerifyOrReject checks the signature of env, delivered as d, when reg
+// marks its type destructive, returning an error wrapping ErrReject (and
+// the envelope error) when it fails. Non-destructive types pass unchecked.
+//
+// A message the broker redelivers (requeued after a handler asked to retry,
+// or its ack lost with a connection) carries an ID this process has
+// already verified. That is not a replay: the broker vouches it is the
+// same delivery, and a copy someone re-published is a new delivery, which
+// is refused at its first arrival and so never redelivered. Such a message
+// passes, and is handled again: commands are idempotent (launch ids,
+// terminate and drain of what is already gone), as at-least-once delivery
+// needs them to be. Refusing it would dead-letter every retried command.
+func VerifyOrReject(reg *envelope.Registry, s *envelope.Signer, log *slog.Logger, env envelope.Envelope, d Delivery) error {
 	if !reg.Destructive(env.Type) {
 		return nil
 	}
-	if err := s.Verify(env); err != nil {
+	err := s.Verify(env)
+	if err != nil && d.Redelivered && errors.Is(err, envelope.ErrReplay) {
+		log.Info("redelivered command; handling it again", "type", env.Type, "id", env.ID, "sender", env.Sender)
+		return nil
+	}
+	if err != nil {
 		log.Warn("refusing unauthenticated destructive message; dead-lettering", "err", err, "sender", env.Sender)
 		return fmt.Errorf("%w: %w", ErrReject, err)
 	}

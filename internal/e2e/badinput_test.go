@@ -134,7 +134,7 @@ func gate(reg *envelope.Registry, s *envelope.Signer, data []byte) (envelope.Env
 	if err != nil {
 		return env, nil, err
 	}
-	if err := amqpbus.VerifyOrReject(reg, s, log, env); err != nil {
+	if err := amqpbus.VerifyOrReject(reg, s, log, env, amqpbus.Delivery{}); err != nil {
 		return env, nil, err
 	}
 	return env, body, nil

@@ -71,7 +71,7 @@ func (s *Server) handle(ctx context.Context, reg *envelope.Registry, d amqpbus.D
 		err = fmt.Errorf("%w: message %q is not a provisioner command", amqpbus.ErrReject, env.Type)
 	}
 	if err == nil {
-		err = amqpbus.VerifyOrReject(reg, s.Signer, s.Log, env)
+		err = amqpbus.VerifyOrReject(reg, s.Signer, s.Log, env, d)
 	}
 	if err != nil {
 		// Tell an RPC caller now rather than letting it time out.

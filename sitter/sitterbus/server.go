@@ -72,7 +72,7 @@ func (s *Server) command(ctx context.Context, reg *envelope.Registry, d amqpbus.
 		s.Log.Warn("refusing message for another run; dead-lettering", "type", env.Type, "run", env.Run)
 	}
 	if err == nil {
-		err = amqpbus.VerifyOrReject(reg, s.Signer, s.Log, env)
+		err = amqpbus.VerifyOrReject(reg, s.Signer, s.Log, env, d)
 	}
 	if err != nil {
 		s.reply(ctx, d, Reply{Error: err.Error()})
