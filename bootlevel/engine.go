@@ -71,6 +71,12 @@ type Engine struct {
 	OnEvent func(Event)
 	// Getenv is nil for os.LookupEnv; it serves ${env.NAME}.
 	Getenv func(string) (string, bool)
+	// RunEnv, when set, serves ${env.NAME} for names that belong to one
+	// run (the run's secret, say) before Getenv is asked. A value it gives
+	// is scrubbed from logs like a secret attribute: what only the run may
+	// know never sits in the launcher's process environment, where every
+	// program it starts would inherit it.
+	RunEnv func(run, name string) (string, bool)
 }
 
 // LaunchOptions tune Launch.
@@ -339,6 +345,12 @@ func (r *runner) noteSecretsLocked(m map[string]string) {
 }
 
 func (r *runner) getenv(k string) (string, bool) {
+	if r.e.RunEnv != nil {
+		if v, ok := r.e.RunEnv(r.run.Name, k); ok {
+			r.noteSecrets(map[string]string{"secret": v})
+			return v, true
+		}
+	}
 	if r.e.Getenv != nil {
 		return r.e.Getenv(k)
 	}

@@ -3,6 +3,7 @@ package bootlevel
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -685,5 +686,56 @@ func TestDriverErrors(t *testing.T) {
 				t.Fatalf("err %v remaining %v", err, rep.Remaining)
 			}
 		})
+	})
+}
+
+// TestRunEnvServesRunScopedValues: RunEnv answers ${env.NAME} for one run
+// before Getenv, and what it gives is scrubbed from the run's events like
+// a secret attribute, even when a failing step echoes it.
+func TestRunEnvServesRunScopedValues(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const secret = "f00dfeedf00dfeedf00dfeed"
+		drv := &fakeDriver{script: func(ctx context.Context, req StepRequest) (StepResult, error) {
+			if req.Service.Name == "web" && req.Step == StepBoot {
+				return StepResult{}, fmt.Errorf("boot printed %s and died", req.Env["RUN_KEY"])
+			}
+			return StepResult{}, nil
+		}}
+		e, st := newEngine(t, drv)
+		e.RunEnv = func(run, name string) (string, bool) {
+			if name == "RUN_KEY" {
+				return secret + "-" + run, true
+			}
+			return "", false
+		}
+		web := service("web")
+		web.Env = map[string]string{"RUN_KEY": "${env.RUN_KEY}", "REGION": "${env.HOME_REGION}"}
+		_, err := e.Launch(t.Context(), plan([]launchplan.Service{web}), LaunchOptions{Run: "keyed"})
+		if err == nil {
+			t.Fatal("launch succeeded; the boot was scripted to fail")
+		}
+		var boot StepRequest
+		for _, c := range drv.all() {
+			if c.Service == "web" && c.Step == StepBoot {
+				boot = c.Req
+			}
+		}
+		if boot.Env["RUN_KEY"] != secret+"-keyed" || boot.Env["REGION"] != "north" {
+			t.Fatalf("boot env %v, want the run's key from RunEnv and the region from Getenv", boot.Env)
+		}
+		evs, err := st.Events(t.Context(), "keyed", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		failed := false
+		for _, ev := range evs {
+			if strings.Contains(ev.Message, secret) {
+				t.Errorf("event %q shows the run's key", ev.Message)
+			}
+			failed = failed || strings.Contains(ev.Message, "boot printed")
+		}
+		if !failed {
+			t.Errorf("no event carries the boot failure: %+v", evs)
+		}
 	})
 }

@@ -55,6 +55,12 @@ func (r Ref) String() string {
 	return "${" + r.Service + "." + r.Name + "}"
 }
 
+// EnvRunSecret is the ${env.NAME} the launcher serves for every run: the
+// run's signing secret (hex), for components that do not share the
+// launching machine's home. It is never in the real environment (see
+// bootlevel.Engine.RunEnv), so a plan may always reference it.
+const EnvRunSecret = "NIGHTSHIFT_RUN_SECRET"
+
 // Words that cannot be service names because they select another RefKind.
 const (
 	refGlobal = "global"

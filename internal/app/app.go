@@ -80,9 +80,10 @@ func Open(ctx context.Context, home string, log *slog.Logger) (*App, error) {
 				AllStepsLocal: os.Getenv("NIGHTSHIFT_EC2_STEPS_LOCAL") == "1",
 			},
 		},
-		Types: nstypes.Types(BinDir(), log),
-		Log:   log,
-		Home:  home,
+		Types:  nstypes.Types(BinDir(), log),
+		Log:    log,
+		Home:   home,
+		RunEnv: nstypes.RunEnv(home),
 	}
 	return &App{Home: home, Store: st, Engine: eng, Log: log}, nil
 }

@@ -164,9 +164,20 @@ func TestProdPlanOnMoto(t *testing.T) {
 		time.Sleep(250 * time.Millisecond) // poll interval
 	}
 
+	// The daemons verify what mgmt signs here: they were handed this
+	// machine's run secret, not one made on the broker.
+	code, out, stderr = run(t, mgmtc, "--home", home, "reconfigure", runName, "sleeper", "n=3")
+	if code != 0 {
+		t.Fatalf("signed reconfigure exit %d\n%s\n%s\n%s", code, out, stderr, daemonLogs(home, runName))
+	}
 	code, out, stderr = run(t, mgmtc, "--home", home, "teardown", runName)
 	if code != 0 {
 		t.Fatalf("teardown exit %d\n%s\n%s", code, out, stderr)
+	}
+	for _, fallback := range []string{"could not freeze", "terminate_all failed", "pools unreachable"} {
+		if strings.Contains(out, fallback) {
+			t.Errorf("teardown fell back (%q) instead of freezing and terminating through the bus:\n%s", fallback, out)
+		}
 	}
 	for _, state := range []string{"pending", "running", "stopping", "stopped", "shutting-down"} {
 		left, err := cl.Find(ctx, map[string]string{ec2.TagRun: runName}, []string{state})

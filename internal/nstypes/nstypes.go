@@ -5,6 +5,7 @@
 package nstypes
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -15,11 +16,34 @@ import (
 	"nightshift/bootlevel"
 	"nightshift/internal/brokertype"
 	"nightshift/internal/daemontype"
+	"nightshift/internal/envelope"
+	"nightshift/launchplan"
 )
 
 // SecretPath is where a run's HMAC secret lives; every component of the run
 // uses the same file.
 func SecretPath(home, run string) string { return filepath.Join(home, "runs", run, "secret") }
+
+// EnvRunSecret is the ${env.NAME} a plan uses to hand the run's secret (hex,
+// as in the secret file) to components that do not share this machine's
+// home, such as daemons on EC2 instances, so that they verify what mgmt
+// signs. It is served by RunEnv, never set in the environment.
+const EnvRunSecret = launchplan.EnvRunSecret
+
+// RunEnv serves the run-scoped ${env.NAME} values (bootlevel.Engine.RunEnv):
+// EnvRunSecret, from the run's secret file, created if the run has none yet.
+func RunEnv(home string) func(run, name string) (string, bool) {
+	return func(run, name string) (string, bool) {
+		if name != EnvRunSecret {
+			return "", false
+		}
+		secret, err := envelope.LoadOrCreateSecret(SecretPath(home, run))
+		if err != nil {
+			return "", false
+		}
+		return hex.EncodeToString(secret), true
+	}
+}
 
 // Types returns the built-in service types for an engine.
 func Types(binDir string, log *slog.Logger) map[string]bootlevel.Driver {

@@ -1,12 +1,14 @@
 #!/bin/sh
 # Boot program of the prod plan's broker: installs and configures
 # rabbitmq-server on its EC2 instance (run over ssh by the ec2 driver) with a
-# generated password, and exports url, host, port, management_url, the run
-# secret the daemons sign commands with, and check_host (the address the
-# launching machine's TCP ready check connects to).
+# generated password, and exports url, host, port, management_url and
+# check_host (the address the launching machine's TCP ready check connects
+# to). The run's signing secret is not made here: the plan hands the
+# launching machine's (${env.NIGHTSHIFT_RUN_SECRET}) to the daemons, so what
+# mgmt signs there verifies on them.
 #
-# Re-running it (a resumed launch) keeps the password and the secret: they
-# live in /etc/nightshift, 0600, so daemons already configured keep working.
+# Re-running it (a resumed launch) keeps the password: it lives in
+# /etc/nightshift, 0600, so daemons already configured keep working.
 #
 # NIGHTSHIFT_TEST_MODE=1 (tests against moto, whose instances do not exist):
 # install nothing and export the shared test broker at 127.0.0.1:5672.
@@ -15,7 +17,7 @@ out=${NIGHTSHIFT_OUTPUT:?NIGHTSHIFT_OUTPUT is not set: run me from a Nightshift 
 gen() { od -An -N32 -tx1 /dev/urandom | tr -d ' \n'; }
 
 if [ "${NIGHTSHIFT_TEST_MODE:-}" = 1 ]; then
-  user=guest pw=guest host=127.0.0.1 check_host=127.0.0.1 secret=$(gen)
+  user=guest pw=guest host=127.0.0.1 check_host=127.0.0.1
 else
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo -n"
@@ -34,7 +36,6 @@ else
     $sudo cat "$1"
   }
   pw=$(keep /etc/nightshift/broker-password)
-  secret=$(keep /etc/nightshift/run-secret)
   user=nightshift
   # The password goes in on stdin, not argv, so ps on the broker never shows it.
   if $sudo rabbitmqctl -q list_users | awk '{print $1}' | grep -qx "$user"; then
@@ -54,5 +55,5 @@ else
 fi
 port=5672
 echo "broker ready for configuration on $host:$port (user $user)"
-printf '{"url": "amqp://%s:%s@%s:%s/", "host": "%s", "port": %s, "management_url": "http://%s:%s@%s:15672", "run_secret": "%s", "check_host": "%s"}\n' \
-  "$user" "$pw" "$host" "$port" "$host" "$port" "$user" "$pw" "$host" "$secret" "$check_host" >"$out"
+printf '{"url": "amqp://%s:%s@%s:%s/", "host": "%s", "port": %s, "management_url": "http://%s:%s@%s:15672", "check_host": "%s"}\n' \
+  "$user" "$pw" "$host" "$port" "$host" "$port" "$user" "$pw" "$host" "$check_host" >"$out"
