@@ -352,6 +352,37 @@ func TestWorkStatusFollowsWrites(t *testing.T) {
 	}
 }
 
+// TestWorkStatusAfterTaskDirRemoved: a task dir deleted under a running
+// task takes its inotify watch with it; after the next start the sitter
+// watches the new dir, so later writes are seen again.
+func TestWorkStatusAfterTaskDirRemoved(t *testing.T) {
+	h := start(t, sitter.Config{}, sitter.Task{Name: "gone", Command: []string{"sleep", "300"}, StopGrace: dur(time.Second)})
+	h.waitTask(t, "gone", 5*time.Second, "running", func(ts sitter.TaskStatus) bool { return ts.State == sitter.StateRunning })
+	dir := filepath.Join(h.dir, "tasks", "gone")
+	file := filepath.Join(dir, "gone.status")
+	if err := os.WriteFile(file, []byte("busy\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.waitTask(t, "gone", 5*time.Second, "busy", func(ts sitter.TaskStatus) bool { return ts.Work == sitter.WorkBusy })
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	h.waitTask(t, "gone", 5*time.Second, "unknown once the dir is gone", func(ts sitter.TaskStatus) bool { return ts.Work == sitter.WorkUnknown })
+	if err := h.s.RestartTask(context.Background(), "gone"); err != nil {
+		t.Fatal(err)
+	}
+	h.waitTask(t, "gone", 5*time.Second, "running again", func(ts sitter.TaskStatus) bool { return ts.State == sitter.StateRunning })
+	// Let a sample read the new, empty dir before the writes, so that
+	// only the new watch can report them.
+	time.Sleep(3 * sampleEvery)
+	for _, w := range []string{"idle", "busy"} {
+		if err := os.WriteFile(file, []byte(w+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		h.waitTask(t, "gone", 5*time.Second, w+" after the restart", func(ts sitter.TaskStatus) bool { return string(ts.Work) == w })
+	}
+}
+
 func TestHealthCheckFailureRestarts(t *testing.T) {
 	dir := t.TempDir()
 	flag := filepath.Join(dir, "healthy")

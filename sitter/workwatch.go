@@ -46,6 +46,19 @@ func (s *Sitter) watchLoop(ctx context.Context, w *fsnotify.Watcher) {
 			if !ok {
 				return
 			}
+			if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
+				// The task dir itself went (someone cleaned the state dir):
+				// its watch went with it. Read every sample until the next
+				// start makes the dir, and the watch, again.
+				s.mu.Lock()
+				r := s.runners[filepath.Base(ev.Name)]
+				s.mu.Unlock()
+				if r != nil && ev.Name == r.dir() {
+					r.workWatched.Store(false)
+					r.workDirty.Store(true)
+					continue
+				}
+			}
 			task := filepath.Base(filepath.Dir(ev.Name))
 			if filepath.Base(ev.Name) != task+".status" {
 				continue
