@@ -123,24 +123,25 @@ func (r *runner) target() (run uint64, root Root, ok bool) {
 // measure advances run's meter by one sample and checks its limits. A
 // sample taken for a run that has since ended is dropped.
 func (r *runner) measure(run uint64, snap snapshot) {
+	current, root, _ := r.target()
+	if current != run {
+		return
+	}
 	var tree []ProcSample
 	if snap.trees != nil {
-		r.mu.Lock()
-		pid := r.meter.root.PID
-		r.mu.Unlock()
 		var ok bool
 		// Absent: the leader just died; its exit is handled on its own.
-		if tree, ok = snap.trees[pid]; !ok {
+		if tree, ok = snap.trees[root.PID]; !ok {
 			return
 		}
 	} else {
-		_, root, _ := r.target()
 		var extra []int
 		if root.Group != nil {
 			extra, _ = root.Group.PIDs()
 		}
 		tree = TreeOf(snap.procs, root.PID, extra)
 	}
+	// Checked again: the run may have ended while the tree was cut.
 	r.mu.Lock()
 	m := &r.meter
 	if m.run != run {

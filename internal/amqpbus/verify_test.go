@@ -37,6 +37,14 @@ func TestVerifyOrRejectRedelivery(t *testing.T) {
 		return env
 	}
 	log := slog.New(slog.DiscardHandler)
+	// verifiedOnce is a command this process has already verified once.
+	verifiedOnce := func(t *testing.T, s *envelope.Signer) envelope.Envelope {
+		env := signed(t, s, "test.destroy", now)
+		if err := VerifyOrReject(reg, s, log, env, Delivery{}); err != nil {
+			t.Fatal(err)
+		}
+		return env
+	}
 	cases := []struct {
 		name        string
 		prepare     func(t *testing.T, s *envelope.Signer) envelope.Envelope
@@ -46,20 +54,8 @@ func TestVerifyOrRejectRedelivery(t *testing.T) {
 		{"first delivery", func(t *testing.T, s *envelope.Signer) envelope.Envelope {
 			return signed(t, s, "test.destroy", now)
 		}, false, nil},
-		{"re-published copy", func(t *testing.T, s *envelope.Signer) envelope.Envelope {
-			env := signed(t, s, "test.destroy", now)
-			if err := VerifyOrReject(reg, s, log, env, Delivery{}); err != nil {
-				t.Fatal(err)
-			}
-			return env
-		}, false, envelope.ErrReplay},
-		{"redelivered", func(t *testing.T, s *envelope.Signer) envelope.Envelope {
-			env := signed(t, s, "test.destroy", now)
-			if err := VerifyOrReject(reg, s, log, env, Delivery{}); err != nil {
-				t.Fatal(err)
-			}
-			return env
-		}, true, nil},
+		{"re-published copy", verifiedOnce, false, envelope.ErrReplay},
+		{"redelivered", verifiedOnce, true, nil},
 		{"redelivered, bad signature", func(t *testing.T, s *envelope.Signer) envelope.Envelope {
 			env := signed(t, s, "test.destroy", now)
 			env.Sender = "someone-else"
