@@ -22,7 +22,7 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
-	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
+	"github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
 )
 
 // Tracking says where a database records which migrations it has.
@@ -113,7 +113,7 @@ func Open(ctx context.Context, file string, c Config) (*sql.DB, error) {
 	if clock == nil {
 		clock = clockwork.NewRealClock()
 	}
-	if err := migrate(ctx, db, ms, c.Tracking, clock); err != nil {
+	if err := migrateRetrying(ctx, db, ms, c.Tracking, clock, timeout); err != nil {
 		_ = db.Close()
 		return nil, err
 	}
@@ -184,6 +184,35 @@ func ReadMigrations(fsys fs.FS, dir string) ([]Migration, error) {
 // timeLayout is RFC3339 with a fixed nine-digit fraction, as the run store
 // writes all its times.
 const timeLayout = "2006-01-02T15:04:05.000000000Z07:00"
+
+// migrateRetrying runs migrate again while SQLite answers SQLITE_BUSY or
+// SQLITE_LOCKED, for at most the busy timeout. The busy handler alone is not
+// enough here: while several processes open a fresh file at once, one of
+// them may be switching it to WAL or rebuilding the WAL index, and SQLite
+// then returns BUSY at BEGIN without calling the handler.
+func migrateRetrying(ctx context.Context, db *sql.DB, ms []Migration, tr Tracking, clock clockwork.Clock, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	wait := 5 * time.Millisecond
+	for {
+		err := migrate(ctx, db, ms, tr, clock)
+		if err == nil || !isBusy(err) || time.Now().Add(wait).After(deadline) {
+			return err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return errors.Join(err, ctx.Err())
+		case <-t.C:
+		}
+		wait = min(2*wait, 200*time.Millisecond)
+	}
+}
+
+func isBusy(err error) bool {
+	var se sqlite3.Error
+	return errors.As(err, &se) && (se.Code == sqlite3.ErrBusy || se.Code == sqlite3.ErrLocked)
+}
 
 // migrate applies the missing migrations in one write transaction, so that
 // processes opening a fresh file at the same time apply each exactly once.

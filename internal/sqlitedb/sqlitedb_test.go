@@ -3,6 +3,7 @@ package sqlitedb
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	"github.com/mattn/go-sqlite3"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -332,6 +334,22 @@ func TestReadMigrationsOrder(t *testing.T) {
 	for i, m := range ms {
 		if m.Version != i+1 {
 			t.Errorf("position %d holds %s", i, m.Name)
+		}
+	}
+}
+
+func TestIsBusy(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("migrate: %w", sqlite3.Error{Code: sqlite3.ErrBusy}), true},
+		{fmt.Errorf("migrate: %w", sqlite3.Error{Code: sqlite3.ErrLocked}), true},
+		{fmt.Errorf("migrate: %w", sqlite3.Error{Code: sqlite3.ErrConstraint}), false},
+		{errors.New("database is locked"), false}, // only typed errors count
+	} {
+		if got := isBusy(tc.err); got != tc.want {
+			t.Errorf("isBusy(%v) = %v, want %v", tc.err, got, tc.want)
 		}
 	}
 }
