@@ -2,6 +2,8 @@ package amqpbus
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +15,7 @@ import (
 	"github.com/jonboulle/clockwork"
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"nightshift/internal/pki"
 	"nightshift/internal/redact"
 )
 
@@ -42,10 +45,18 @@ var (
 
 // Config says where and who to connect as. Only URL and Run are required.
 type Config struct {
-	URL  string // amqp://user:pass@host:port/vhost; the password is never logged
+	URL  string // amqp://user:pass@host:port/vhost, or amqps://; the password is never logged
 	Name string // connection_name client property shown by the broker, e.g. "provisioner@host"
 	Run  string // scopes every exchange and queue name
 	Log  *slog.Logger
+
+	// CAFile names the PEM CA an amqps:// broker's certificate must chain
+	// to (the run's CA, the broker's ca_file attribute); RootCAs, if set,
+	// is used instead. With neither, an amqps:// broker is verified against
+	// the system's roots. Verification is never skipped, and a CA given with
+	// a plain amqp:// URL is refused rather than silently unused.
+	CAFile  string
+	RootCAs *x509.CertPool
 
 	MinBackoff, MaxBackoff time.Duration // reconnect back-off bounds
 	Clock                  clockwork.Clock
@@ -69,8 +80,17 @@ func (c Config) withDefaults() (Config, error) {
 	if c.URL == "" {
 		return c, errors.New("amqp config: empty URL")
 	}
-	if _, err := amqp.ParseURI(c.URL); err != nil {
+	uri, err := amqp.ParseURI(c.URL)
+	if err != nil {
 		return c, fmt.Errorf("amqp config: URL %s: %s", Redacted(c.URL), redact.String(err.Error()))
+	}
+	if uri.Scheme != "amqps" && (c.CAFile != "" || c.RootCAs != nil) {
+		return c, fmt.Errorf("amqp config: a CA is given but URL %s is not amqps://", Redacted(c.URL))
+	}
+	if c.CAFile != "" && c.RootCAs == nil {
+		if c.RootCAs, err = pki.LoadPool(c.CAFile); err != nil {
+			return c, fmt.Errorf("amqp config: %w", err)
+		}
 	}
 	if !validName.MatchString(c.Run) {
 		return c, fmt.Errorf("amqp config: run %q: want letters, digits, '_', '-', '.', '@'", c.Run)
@@ -299,6 +319,11 @@ func (b *Bus) connect(ctx context.Context) (*amqp.Connection, error) {
 		if errors.As(err, &ae) && ae.Code == amqp.AccessRefused {
 			return nil, fmt.Errorf("dial amqp %s: %s", url, msg)
 		}
+		// A certificate that does not verify will not verify on retry.
+		var ve *tls.CertificateVerificationError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("dial amqp %s: broker certificate refused: %w", url, err)
+		}
 		wait := backoff(attempt, b.cfg.MinBackoff, b.cfg.MaxBackoff, rand.Float64())
 		b.log.Warn("amqp connect failed", "url", url, "attempt", attempt, "retry_in", wait, "err", msg)
 		select {
@@ -317,6 +342,11 @@ func (b *Bus) dialOnce(ctx context.Context) (*amqp.Connection, error) {
 		props["connection_name"] = b.cfg.Name
 	}
 	cfg := amqp.Config{Properties: props, Heartbeat: heartbeat, Locale: "en_US", Dial: amqp.DefaultDial(dialTimeout)}
+	if tc, err := TLSConfig(b.cfg.URL, b.cfg.RootCAs); err != nil {
+		return nil, err
+	} else if tc != nil {
+		cfg.TLSClientConfig = tc
+	}
 	type result struct {
 		conn *amqp.Connection
 		err  error
@@ -337,6 +367,27 @@ func (b *Bus) dialOnce(ctx context.Context) (*amqp.Connection, error) {
 		}()
 		return nil, ctx.Err()
 	}
+}
+
+// TLSConfig is the client TLS configuration for url: nil for amqp://; for
+// amqps:// one that verifies the chain against roots (nil: the system's)
+// and the host name of the URL, or the URL's server_name_indication when it
+// names the certificate's host instead (a broker reached by address whose
+// certificate carries a name). amqp091-go's own URL-driven TLS setup is not
+// used: it reads the CA file on every dial and cannot take a pool.
+func TLSConfig(url string, roots *x509.CertPool) (*tls.Config, error) {
+	uri, err := amqp.ParseURI(url)
+	if err != nil {
+		return nil, fmt.Errorf("amqp URL %s: %s", Redacted(url), redact.String(err.Error()))
+	}
+	if uri.Scheme != "amqps" {
+		return nil, nil
+	}
+	name := uri.ServerName
+	if name == "" {
+		name = uri.Host
+	}
+	return pki.ClientConfig(roots, name), nil
 }
 
 // backoff returns the wait before attempt (1-based): min doubled per
