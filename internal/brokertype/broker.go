@@ -6,11 +6,18 @@
 // adopts an existing broker given by URL and never stops it. Readiness is an
 // AMQP connection, plus the management API in private mode, because the
 // queue-length engine needs it to count unacknowledged messages.
+//
+// With `tls = true` a private node serves AMQPS only (plain AMQP is off) and
+// its management API over HTTPS, with a certificate issued by the run's own
+// CA (package pki), whose key stays in the launcher's run directory. The
+// service exports an amqps:// URL and `ca_file`, the CA certificate every
+// client verifies the broker against.
 package brokertype
 
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -31,6 +38,8 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"nightshift/bootlevel"
+	"nightshift/internal/amqpbus"
+	"nightshift/internal/pki"
 	"nightshift/internal/redact"
 	"nightshift/launchplan"
 )
@@ -41,6 +50,9 @@ type Type struct {
 	// ServerPath is RabbitMQ's own start script (not Debian's wrapper, which
 	// insists on /var/lib/rabbitmq as working directory).
 	ServerPath string
+	// Home is Nightshift's home, where a run's CA is kept (pki.Dir); empty
+	// means $NIGHTSHIFT_HOME, which launch and mgmt set.
+	Home string
 }
 
 var _ bootlevel.Driver = (*Type)(nil)
@@ -61,10 +73,14 @@ type Config struct {
 	ManagementPort int
 	DistPort       int
 	User           string
+	TLS            bool   // private mode: AMQPS and HTTPS only, certificates from the run's CA
+	CAFile         string // external mode: the CA an amqps:// URL's broker is verified against
 }
 
 // Keys lists the accepted config keys.
-func Keys() []string { return []string{"mode", "url", "port", "management_port", "dist_port", "user"} }
+func Keys() []string {
+	return []string{"mode", "url", "port", "management_port", "dist_port", "user", "tls", "ca_file"}
+}
 
 // ParseConfig reads and checks a broker's config table.
 func ParseConfig(m map[string]any) (Config, error) {
@@ -84,6 +100,14 @@ func ParseConfig(m map[string]any) (Config, error) {
 			c.ManagementPort, err = port(k, v)
 		case "dist_port":
 			c.DistPort, err = port(k, v)
+		case "tls":
+			b, ok := v.(bool)
+			if !ok {
+				err = fmt.Errorf("config.tls: want true or false, got %T", v)
+			}
+			c.TLS = b
+		case "ca_file":
+			c.CAFile, err = str(k, v)
 		default:
 			err = fmt.Errorf("config.%s: unknown key for a broker (known: %s)", k, strings.Join(Keys(), ", "))
 		}
@@ -96,6 +120,9 @@ func ParseConfig(m map[string]any) (Config, error) {
 		if c.URL != "" {
 			return Config{}, errors.New("config.url: only for mode = \"external\"")
 		}
+		if c.CAFile != "" {
+			return Config{}, errors.New("config.ca_file: only for mode = \"external\" (a private node with tls = true makes its own CA)")
+		}
 	case "external":
 		if c.URL == "" {
 			return Config{}, errors.New("config.url: required for mode = \"external\"")
@@ -103,6 +130,12 @@ func ParseConfig(m map[string]any) (Config, error) {
 		u, err := url.Parse(c.URL)
 		if err != nil || (u.Scheme != "amqp" && u.Scheme != "amqps") {
 			return Config{}, fmt.Errorf("config.url: want amqp://user:pass@host:port/vhost, got %q", redact.URL(c.URL))
+		}
+		if c.TLS {
+			return Config{}, errors.New("config.tls: only for mode = \"private\"; an external broker uses TLS when its url is amqps://")
+		}
+		if c.CAFile != "" && u.Scheme != "amqps" {
+			return Config{}, errors.New("config.ca_file: only with an amqps:// url")
 		}
 	default:
 		return Config{}, fmt.Errorf("config.mode: want private or external, got %q", c.Mode)
@@ -206,7 +239,7 @@ func (t *Type) boot(ctx context.Context, req bootlevel.StepRequest, cfg Config, 
 	if cfg.Mode == "external" {
 		u, _ := url.Parse(cfg.URL)
 		lg.printf("using external broker %s", redact.URL(cfg.URL))
-		return map[string]string{"url": cfg.URL, "host": u.Hostname(), "port": portOf(u), "mode": "external", "management_url": ""}, nil
+		return map[string]string{"url": cfg.URL, "host": u.Hostname(), "port": portOf(u), "mode": "external", "management_url": "", "ca_file": cfg.CAFile}, nil
 	}
 	if _, err := os.Stat(t.ServerPath); err != nil {
 		return nil, fmt.Errorf("rabbitmq-server is not installed (%s missing): apt-get install rabbitmq-server", t.ServerPath)
@@ -248,15 +281,14 @@ func (t *Type) boot(ctx context.Context, req bootlevel.StepRequest, cfg Config, 
 			return nil, fmt.Errorf("create %s: %w", d, err)
 		}
 	}
-	conf := fmt.Sprintf(`listeners.tcp.default = 127.0.0.1:%d
-management.tcp.port = %d
-management.tcp.ip = 127.0.0.1
-loopback_users = none
-collect_statistics_interval = 1000
-default_user = %s
-default_pass = %s
-`, ports[0], ports[1], cfg.User, pass)
-	if err := os.WriteFile(filepath.Join(dir, "rabbitmq.conf"), []byte(conf), 0o600); err != nil {
+	var tlsFiles *serverFiles
+	if cfg.TLS {
+		var err error
+		if tlsFiles, err = t.serverCert(req.Run, dir, lg); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "rabbitmq.conf"), []byte(nodeConf(ports, cfg.User, pass, tlsFiles)), 0o600); err != nil {
 		return nil, err
 	}
 	if err := saveState(dir, nodeState{User: cfg.User, Password: pass, Port: ports[0], ManagementPort: ports[1], DistPort: ports[2], Booted: time.Now()}); err != nil {
@@ -276,7 +308,6 @@ default_pass = %s
 	cmd.Env = append(cmd.Env,
 		"HOME="+dir,
 		"RABBITMQ_NODENAME="+node,
-		"RABBITMQ_NODE_PORT="+strconv.Itoa(ports[0]),
 		"RABBITMQ_DIST_PORT="+strconv.Itoa(ports[2]),
 		"RABBITMQ_MNESIA_BASE="+filepath.Join(dir, "mnesia"),
 		"RABBITMQ_LOG_BASE="+filepath.Join(dir, "log"),
@@ -284,46 +315,158 @@ default_pass = %s
 		"RABBITMQ_ENABLED_PLUGINS_FILE="+filepath.Join(dir, "enabled_plugins"),
 		"RABBITMQ_CONFIG_FILE="+filepath.Join(dir, "rabbitmq"),
 	)
+	if tlsFiles == nil {
+		// Only for plain AMQP: RABBITMQ_NODE_PORT would open the TCP
+		// listener that `listeners.tcp = none` keeps shut.
+		cmd.Env = append(cmd.Env, "RABBITMQ_NODE_PORT="+strconv.Itoa(ports[0]))
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setsid: true}
 	if cred != nil {
 		cmd.Env = append(cmd.Env, "USER=rabbitmq", "LOGNAME=rabbitmq")
 	}
 	cmd.Stdout, cmd.Stderr = lg.file(), lg.file()
-	lg.printf("starting private RabbitMQ node %s on 127.0.0.1:%d (management %d) in %s", node, ports[0], ports[1], dir)
+	scheme, mgmtScheme := "amqp", "http"
+	if tlsFiles != nil {
+		scheme, mgmtScheme = "amqps", "https"
+	}
+	lg.printf("starting private RabbitMQ node %s on %s://127.0.0.1:%d (management %s port %d) in %s", node, scheme, ports[0], mgmtScheme, ports[1], dir)
 	if err := cmd.Run(); err != nil {
 		return nil, fmt.Errorf("start rabbitmq node %s: %w", node, err)
 	}
-	u := &url.URL{Scheme: "amqp", User: url.UserPassword(cfg.User, pass), Host: fmt.Sprintf("127.0.0.1:%d", ports[0]), Path: "/"}
-	mgmtURL := (&url.URL{Scheme: "http", User: url.UserPassword(cfg.User, pass), Host: fmt.Sprintf("127.0.0.1:%d", ports[1])}).String()
-	return map[string]string{
+	u := &url.URL{Scheme: scheme, User: url.UserPassword(cfg.User, pass), Host: fmt.Sprintf("127.0.0.1:%d", ports[0]), Path: "/"}
+	mgmtURL := (&url.URL{Scheme: mgmtScheme, User: url.UserPassword(cfg.User, pass), Host: fmt.Sprintf("127.0.0.1:%d", ports[1])}).String()
+	out := map[string]string{
 		"url": u.String(), "host": "127.0.0.1", "port": strconv.Itoa(ports[0]),
 		"management_url": mgmtURL, "node": node, "mode": "private",
-		"user": cfg.User, "password": pass, "data_dir": dir,
-	}, nil
+		"user": cfg.User, "password": pass, "data_dir": dir, "ca_file": "",
+	}
+	if tlsFiles != nil {
+		out["ca_file"] = tlsFiles.runCA
+	}
+	return out, nil
+}
+
+// nodeConf renders rabbitmq.conf. With TLS the only AMQP listener is the
+// TLS one, and the management API, still bound to loopback, speaks HTTPS
+// only. Client certificates are not asked for: clients log in with a
+// password, over a channel whose server they have verified.
+func nodeConf(ports []int, user, pass string, tf *serverFiles) string {
+	var b strings.Builder
+	if tf == nil {
+		fmt.Fprintf(&b, "listeners.tcp.default = 127.0.0.1:%d\nmanagement.tcp.port = %d\nmanagement.tcp.ip = 127.0.0.1\n", ports[0], ports[1])
+	} else {
+		fmt.Fprintf(&b, "listeners.tcp = none\nlisteners.ssl.default = 127.0.0.1:%d\n", ports[0])
+		for _, prefix := range []string{"ssl_options", "management.ssl"} {
+			fmt.Fprintf(&b, "%s.cacertfile = %s\n%s.certfile = %s\n%s.keyfile = %s\n", prefix, tf.ca, prefix, tf.cert, prefix, tf.key)
+		}
+		b.WriteString("ssl_options.verify = verify_none\nssl_options.fail_if_no_peer_cert = false\n")
+		b.WriteString("ssl_options.versions.1 = tlsv1.3\nssl_options.versions.2 = tlsv1.2\n")
+		fmt.Fprintf(&b, "management.ssl.port = %d\nmanagement.ssl.ip = 127.0.0.1\n", ports[1])
+	}
+	fmt.Fprintf(&b, "loopback_users = none\ncollect_statistics_interval = 1000\ndefault_user = %s\ndefault_pass = %s\n", user, pass)
+	return b.String()
+}
+
+// serverFiles are the node's TLS files, inside its data dir (readable by
+// the node's user), and the run CA's certificate that clients are given.
+type serverFiles struct {
+	ca, cert, key string
+	runCA         string
+}
+
+// serverCert makes sure the node has a certificate from the run's CA for
+// every name it is reached by. A re-boot keeps a certificate that still
+// verifies, names them all and is not about to expire, as it keeps the
+// password: clients hold the CA, and a kept certificate changes nothing for
+// them. The CA's key stays in the run's pki directory, outside dir, which
+// is handed to the rabbitmq user.
+func (t *Type) serverCert(run, dir string, lg *stepLog) (*serverFiles, error) {
+	home := t.Home
+	if home == "" {
+		home = os.Getenv("NIGHTSHIFT_HOME")
+	}
+	if home == "" {
+		return nil, errors.New("tls: no Nightshift home to keep the run's CA in ($NIGHTSHIFT_HOME is not set)")
+	}
+	now := time.Now()
+	caDir := pki.Dir(home, run)
+	ca, err := pki.LoadOrCreateCA(caDir, run, now)
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	tlsDir := filepath.Join(dir, "tls")
+	if err := os.MkdirAll(tlsDir, 0o750); err != nil {
+		return nil, err
+	}
+	tf := &serverFiles{
+		ca: filepath.Join(tlsDir, "ca.pem"), cert: filepath.Join(tlsDir, "server.pem"), key: filepath.Join(tlsDir, "server.key"),
+		runCA: filepath.Join(caDir, pki.CACertFile),
+	}
+	hosts := []string{"localhost", "127.0.0.1", "::1"}
+	if h, err := os.Hostname(); err == nil && h != "" && h != "localhost" {
+		hosts = append(hosts, h)
+	}
+	if err := pki.WriteFile(tf.ca, ca.CertPEM, 0o644); err != nil {
+		return nil, err
+	}
+	old, rerr := os.ReadFile(tf.cert)
+	_, kerr := os.Stat(tf.key)
+	if rerr == nil && kerr == nil {
+		why := pki.CheckServer(old, ca.Pool(), hosts, now)
+		if why == nil {
+			lg.printf("tls: keeping the node's certificate")
+			return tf, nil
+		}
+		lg.printf("tls: replacing the node's certificate: %v", why)
+	}
+	certPEM, keyPEM, err := ca.IssueServer(hosts, now)
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	if err := pki.WriteFile(tf.key, keyPEM, 0o600); err != nil {
+		return nil, err
+	}
+	if err := pki.WriteFile(tf.cert, certPEM, 0o644); err != nil {
+		return nil, err
+	}
+	lg.printf("tls: issued the node a certificate for %s from the run's CA %s", strings.Join(hosts, ", "), tf.runCA)
+	return tf, nil
 }
 
 func (t *Type) ready(ctx context.Context, req bootlevel.StepRequest, cfg Config, lg *stepLog) error {
-	raw := cfg.URL
+	raw, caFile := cfg.URL, cfg.CAFile
 	mgmtURL := ""
 	if cfg.Mode == "private" {
 		raw = req.Service.Attributes["url"]
 		mgmtURL = req.Service.Attributes["management_url"]
+		caFile = req.Service.Attributes["ca_file"]
 	}
 	if raw == "" {
 		return errors.New("no broker url recorded: the boot step did not export one")
+	}
+	var roots *x509.CertPool
+	if caFile != "" {
+		var err error
+		if roots, err = pki.LoadPool(caFile); err != nil {
+			return err
+		}
+	}
+	tc, err := amqpbus.TLSConfig(raw, roots)
+	if err != nil {
+		return err
 	}
 	dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	conn, err := amqp.DialConfig(raw, amqp.Config{Dial: func(network, addr string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(dctx, network, addr)
-	}, Properties: amqp.Table{"connection_name": "nightshift-ready-check"}})
+	}, Properties: amqp.Table{"connection_name": "nightshift-ready-check"}, TLSClientConfig: tc})
 	if err != nil {
 		return fmt.Errorf("connect %s: %s", redact.URL(raw), redact.String(err.Error()))
 	}
 	conn.Close()
 	if mgmtURL != "" {
-		if err := mgmtReady(dctx, mgmtURL); err != nil {
+		if err := mgmtReady(dctx, mgmtURL, caFile); err != nil {
 			return err
 		}
 	}
@@ -331,7 +474,11 @@ func (t *Type) ready(ctx context.Context, req bootlevel.StepRequest, cfg Config,
 	return nil
 }
 
-func mgmtReady(ctx context.Context, mgmtURL string) error {
+func mgmtReady(ctx context.Context, mgmtURL, caFile string) error {
+	client, err := pki.HTTPClient(caFile, 0)
+	if err != nil {
+		return err
+	}
 	u, err := url.Parse(mgmtURL)
 	if err != nil {
 		return fmt.Errorf("management url: %w", err)
@@ -344,7 +491,7 @@ func mgmtReady(ctx context.Context, mgmtURL string) error {
 		return err
 	}
 	req.SetBasicAuth(userName, pass)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("management api %s: %s", u.String(), redact.String(err.Error()))
 	}
