@@ -26,6 +26,7 @@ import (
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/ctlstore"
 	"nightshift/internal/envelope"
+	"nightshift/internal/pki"
 	"nightshift/internal/redact"
 	"nightshift/provisioner"
 	"nightshift/provisioner/client"
@@ -38,7 +39,7 @@ func main() {
 }
 
 type options struct {
-	run, home, amqpURL, amqpURLFile, jobs, secretFile, logLevel string
+	run, home, amqpURL, amqpURLFile, amqpCAFile, jobs, secretFile, logLevel string
 	tick                                                        time.Duration
 }
 
@@ -50,6 +51,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.StringVar(&o.home, "home", "", "state directory; the store is HOME/controller.db (required)")
 	fs.StringVar(&o.amqpURL, "amqp-url", "", "broker URL amqp://user:pass@host:port/vhost")
 	fs.StringVar(&o.amqpURLFile, "amqp-url-file", "", "file holding the broker URL (keeps the password out of ps)")
+	fs.StringVar(&o.amqpCAFile, "amqp-ca-file", os.Getenv("NIGHTSHIFT_AMQP_CA_FILE"), "PEM CA an amqps:// broker and an https:// management API must chain to (default $NIGHTSHIFT_AMQP_CA_FILE)")
 	fs.StringVar(&o.jobs, "jobs", "", "jobs file: TOML [jobs.NAME] tables, or JSON {\"jobs\":{...}} (required)")
 	fs.StringVar(&o.secretFile, "secret-file", "", "run secret for signing commands (default HOME/secret)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -78,6 +80,12 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// Queue depth comes from the broker's management API, which a TLS
+	// broker serves over HTTPS with a certificate from the same CA.
+	mgmtHTTP, err := pki.HTTPClient(o.amqpCAFile, 5*time.Second)
+	if err != nil {
+		return fmt.Errorf("--amqp-ca-file: %w", err)
+	}
 	if o.secretFile == "" {
 		o.secretFile = filepath.Join(o.home, "secret")
 	}
@@ -104,7 +112,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	}
 	host, _ := os.Hostname()
 	sender := "controller@" + host
-	bus, err := amqpbus.Dial(ctx, amqpbus.Config{URL: url, Name: sender, Run: o.run, Log: log})
+	bus, err := amqpbus.Dial(ctx, amqpbus.Config{URL: url, CAFile: o.amqpCAFile, Name: sender, Run: o.run, Log: log})
 	if err != nil {
 		return fmt.Errorf("connect to broker %s: %w", redact.URL(url), err)
 	}
@@ -115,6 +123,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		Provisioner:   provClient{client.New(bus, signer, sender, log)},
 		Drainer:       controller.BusDrainer{Bus: bus, Signer: signer, Sender: sender},
 		Meter:         bus,
+		HTTP:          mgmtHTTP,
 		Log:           log,
 		Tick:          o.tick,
 		RemoteRefused: func(err error) bool { return errors.Is(err, client.ErrRemote) },

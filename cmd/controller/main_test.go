@@ -249,6 +249,7 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--run", "r"}, "--run, --home and --jobs are required"},
 		{[]string{"--run", "r", "--home", "h", "--jobs", "j"}, "--amqp-url or --amqp-url-file is required"},
 		{[]string{"--run", "r", "--home", "h", "--jobs", "j", "--amqp-url", "amqp://u:p@h", "--amqp-url-file", "f"}, "not both"},
+		{[]string{"--run", "r", "--home", "h", "--jobs", "j", "--amqp-url", "amqps://u:p@h", "--amqp-ca-file", "/nonexistent/ca.pem"}, "--amqp-ca-file"},
 		{[]string{"--run", "r", "--home", t.TempDir(), "--jobs", "/nonexistent/jobs.toml", "--amqp-url", "amqp://u:hunter2@h"}, "load jobs"},
 	}
 	for _, tc := range cases {

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -44,6 +45,9 @@ func main() {
 
 type config struct {
 	run, home, amqpURL, driver, db, secretFile, logLevel string
+	// amqpCAFile is the CA an amqps:// broker is verified against; workers
+	// are handed the same CA (local: its path; ec2: its PEM in user data).
+	amqpCAFile string
 	workerCommand, workerEnv                             []string
 	maxLaunches, maxTerminations                         int
 	reconcileEvery, grace, callTimeout                   time.Duration
@@ -67,6 +71,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.amqpURL, "amqp-url", defURL, "broker URL (default $NIGHTSHIFT_AMQP_URL)")
 	var urlFile string
 	fs.StringVar(&urlFile, "amqp-url-file", "", "read the broker URL from this file, keeping its password off the command line")
+	fs.StringVar(&c.amqpCAFile, "amqp-ca-file", os.Getenv("NIGHTSHIFT_AMQP_CA_FILE"), "PEM CA an amqps:// broker's certificate must chain to; workers get it too (default $NIGHTSHIFT_AMQP_CA_FILE)")
 	fs.StringVar(&c.driver, "driver", "local", "instance driver: local or ec2")
 	fs.StringVar(&worker, "worker-command", "", "command each local instance runs, split on spaces (required for --driver local)")
 	fs.StringVar(&c.ec2Region, "ec2-region", "", "AWS region for --driver ec2 (default AWS_REGION or the profile's)")
@@ -102,6 +107,16 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	if c.run == "" {
 		return c, errors.New("--run is required")
+	}
+	if c.amqpCAFile != "" {
+		if !strings.HasPrefix(c.amqpURL, "amqps://") {
+			return c, errors.New("--amqp-ca-file is for an amqps:// broker URL")
+		}
+		abs, err := filepath.Abs(c.amqpCAFile)
+		if err != nil {
+			return c, fmt.Errorf("--amqp-ca-file: %w", err)
+		}
+		c.amqpCAFile = abs
 	}
 	c.workerCommand = strings.Fields(worker)
 	switch c.driver {
@@ -168,7 +183,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	host, _ := os.Hostname()
-	bus, err := amqpbus.Dial(ctx, amqpbus.Config{URL: c.amqpURL, Name: "provisioner@" + host, Run: c.run, Log: log})
+	bus, err := amqpbus.Dial(ctx, amqpbus.Config{URL: c.amqpURL, CAFile: c.amqpCAFile, Name: "provisioner@" + host, Run: c.run, Log: log})
 	if err != nil {
 		return err
 	}
@@ -204,7 +219,20 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 
 func newDriver(ctx context.Context, c config, secret []byte, log *slog.Logger) (provisioner.Driver, error) {
 	if c.driver == "local" {
-		return localworker.New(localworker.Config{Home: c.home, Run: c.run, Command: c.workerCommand, Env: c.workerEnv, Grace: c.grace, Log: log})
+		env := c.workerEnv
+		if c.amqpCAFile != "" {
+			// The sitter verifies the broker with it, and hands it on to
+			// its worker tasks, which may use the broker too.
+			env = append(slices.Clip(env), "NIGHTSHIFT_AMQP_CA_FILE="+c.amqpCAFile)
+		}
+		return localworker.New(localworker.Config{Home: c.home, Run: c.run, Command: c.workerCommand, Env: env, Grace: c.grace, Log: log})
+	}
+	var brokerCA []byte
+	if c.amqpCAFile != "" {
+		var err error
+		if brokerCA, err = os.ReadFile(c.amqpCAFile); err != nil {
+			return nil, fmt.Errorf("--amqp-ca-file: %w", err)
+		}
 	}
 	cl, err := ec2.New(ctx, ec2.Config{Region: c.ec2Region, EndpointURL: c.ec2Endpoint, Log: log})
 	if err != nil {
@@ -215,6 +243,6 @@ func newDriver(ctx context.Context, c config, secret []byte, log *slog.Logger) (
 		Run: c.run, Client: cl, Region: c.ec2Region, EndpointURL: c.ec2Endpoint,
 		// Workers reach the broker at the URL this provisioner uses; in the
 		// prod plan that is the broker instance's private address.
-		BrokerURL: c.amqpURL, Secret: secret, WaitTimeout: c.ec2WaitTimeout, Log: log,
+		BrokerURL: c.amqpURL, BrokerCA: brokerCA, Secret: secret, WaitTimeout: c.ec2WaitTimeout, Log: log,
 	})
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -21,6 +22,7 @@ func TestParseFlags(t *testing.T) {
 		{"ec2 bad wait", []string{"--run", "r1", "--driver", "ec2", "--ec2-wait-timeout", "0s"}, "--ec2-wait-timeout"},
 		{"bad env", []string{"--run", "r1", "--worker-command", "x", "--worker-env", "novalue"}, "KEY=VALUE"},
 		{"stray args", []string{"--run", "r1", "--worker-command", "x", "extra"}, "unexpected"},
+		{"CA for a plain URL", []string{"--run", "r1", "--worker-command", "x", "--amqp-url", "amqp://u:p@h/", "--amqp-ca-file", "/ca.pem"}, "amqps://"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -48,5 +50,16 @@ func TestParseFlags(t *testing.T) {
 				t.Errorf("err = %v, want mention of %q", err, c.want)
 			}
 		})
+	}
+}
+
+func TestParseFlagsCAFile(t *testing.T) {
+	cfg, err := parseFlags([]string{"--run", "r1", "--home", "/h", "--worker-command", "x",
+		"--amqp-url", "amqps://u:p@localhost:5671/", "--amqp-ca-file", "ca.pem"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !filepath.IsAbs(cfg.amqpCAFile) || filepath.Base(cfg.amqpCAFile) != "ca.pem" {
+		t.Errorf("CA file %q: want it made absolute, as workers run elsewhere", cfg.amqpCAFile)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/cgroup"
 	"nightshift/internal/envelope"
+	"nightshift/internal/pki"
 	"nightshift/internal/psutil"
 	"nightshift/internal/redact"
 	"nightshift/sitter"
@@ -42,6 +43,7 @@ const (
 	envInstanceDir = "NIGHTSHIFT_INSTANCE_DIR"
 	envAMQPURLFile = "NIGHTSHIFT_AMQP_URL_FILE"
 	envAMQPURL     = "NIGHTSHIFT_AMQP_URL"
+	envAMQPCAFile  = "NIGHTSHIFT_AMQP_CA_FILE"
 )
 
 // agentConfig is the agent's resolved input. brokerURL carries the
@@ -50,6 +52,7 @@ type agentConfig struct {
 	run, job, instance   string
 	specPath, secretFile string
 	brokerURL, urlSource string
+	caFile               string // CA an amqps:// broker is verified against
 	stateDir             string
 	tempState            bool
 	heartbeat, sample    time.Duration
@@ -75,6 +78,7 @@ func parseAgent(args []string, getenv func(string) string, stderr io.Writer) (ag
 	fs.StringVar(&c.instance, "instance", "", "instance id (default $"+envInstance+")")
 	fs.StringVar(&c.specPath, "spec", "", "launch spec with the worker task (default $"+envInstanceDir+"/spec.json)")
 	urlFile := fs.String("broker-url-file", "", "file holding the AMQP URL (default $"+envAMQPURLFile+", else $"+envAMQPURL+")")
+	fs.StringVar(&c.caFile, "amqp-ca-file", "", "PEM CA an amqps:// broker's certificate must chain to (default $"+envAMQPCAFile+")")
 	fs.StringVar(&c.secretFile, "secret-file", "", "run secret verifying drain and control (default $"+envHome+"/runs/<run>/secret)")
 	fs.StringVar(&c.stateDir, "state-dir", "", "logs, status files, control socket (default $"+envInstanceDir+"/sitter, else a temp dir)")
 	fs.DurationVar(&c.heartbeat, "heartbeat-interval", time.Second, "how often a heartbeat is published")
@@ -150,6 +154,20 @@ func parseAgent(args []string, getenv func(string) string, stderr io.Writer) (ag
 		// The parser's message may quote the URL, password and all.
 		return c, usagef("broker URL from %s (%s): %s", c.urlSource, redact.URL(c.brokerURL), redact.String(err.Error()))
 	}
+	orEnv(&c.caFile, envAMQPCAFile)
+	if c.caFile != "" {
+		if !strings.HasPrefix(c.brokerURL, "amqps://") {
+			return c, usagef("--amqp-ca-file is for an amqps:// broker, but the URL from %s is not one", c.urlSource)
+		}
+		if _, err := pki.LoadPool(c.caFile); err != nil {
+			return c, usagef("--amqp-ca-file: %v", err)
+		}
+		abs, err := filepath.Abs(c.caFile)
+		if err != nil {
+			return c, usagef("--amqp-ca-file: %v", err)
+		}
+		c.caFile = abs
+	}
 	return c, nil
 }
 
@@ -166,6 +184,11 @@ func agent(args []string, stderr io.Writer) int {
 	// Tasks inherit the agent's environment; the URL holds the broker
 	// password and its variable name does not look secret to the filter.
 	os.Unsetenv(envAMQPURL)
+	// The CA is no secret, and workers that use the broker themselves
+	// (the queue worker) verify it with the same file.
+	if c.caFile != "" {
+		os.Setenv(envAMQPCAFile, c.caFile)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := runAgent(ctx, c, stderr); err != nil {
@@ -247,7 +270,7 @@ func runAgent(ctx context.Context, c agentConfig, stderr io.Writer) error {
 		return nil
 	})
 	g.Go(func() error {
-		b, err := amqpbus.Dial(gctx, amqpbus.Config{URL: c.brokerURL, Name: sitterbus.Component(c.instance), Run: c.run, Log: log})
+		b, err := amqpbus.Dial(gctx, amqpbus.Config{URL: c.brokerURL, CAFile: c.caFile, Name: sitterbus.Component(c.instance), Run: c.run, Log: log})
 		if err != nil {
 			if gctx.Err() != nil {
 				return nil

@@ -18,6 +18,7 @@ import (
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/amqptest"
 	"nightshift/internal/envelope"
+	"nightshift/internal/pki"
 	"nightshift/internal/syncbuf"
 	localworker "nightshift/internal/workerdriver/local"
 	"nightshift/provisioner"
@@ -34,6 +35,12 @@ func TestParseAgent(t *testing.T) {
 	if err := os.WriteFile(badURL, []byte("http://guest:hunter2@broker/\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	caDir := filepath.Join(dir, "pki")
+	if _, err := pki.LoadOrCreateCA(caDir, "r1", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(caDir, pki.CACertFile)
+	tlsURL := "amqps://guest:hunter2@localhost:5671/"
 	fullEnv := map[string]string{
 		envHome: "/home/ns", envRun: "r1", envJob: "crunch", envInstance: "i-1",
 		envInstanceDir: "/home/ns/runs/r1/instances/i-1", envAMQPURL: "amqp://guest:hunter2@h:5672/",
@@ -75,6 +82,16 @@ func TestParseAgent(t *testing.T) {
 			}},
 		{name: "URL file from environment beats URL", env: func() map[string]string { m := without(); m[envAMQPURLFile] = urlFile; return m }(),
 			check: func(c agentConfig) bool { return c.brokerURL == "amqp://guest:hunter2@broker:5672/" }},
+		{name: "CA from the local driver's environment", env: func() map[string]string { m := without(); m[envAMQPURL], m[envAMQPCAFile] = tlsURL, caFile; return m }(),
+			check: func(c agentConfig) bool { return c.caFile == caFile && c.brokerURL == tlsURL }},
+		{name: "CA flag beats environment", env: func() map[string]string { m := without(); m[envAMQPURL], m[envAMQPCAFile] = tlsURL, "/nope"; return m }(),
+			args:  []string{"--amqp-ca-file", caFile},
+			check: func(c agentConfig) bool { return c.caFile == caFile }},
+		{name: "CA for a plain URL", env: fullEnv, args: []string{"--amqp-ca-file", caFile}, err: "--amqp-ca-file is for an amqps:// broker"},
+		{name: "CA file missing", env: func() map[string]string { m := without(); m[envAMQPURL] = tlsURL; return m }(),
+			args: []string{"--amqp-ca-file", filepath.Join(dir, "nope.pem")}, err: "--amqp-ca-file: CA file"},
+		{name: "CA file not a certificate", env: func() map[string]string { m := without(); m[envAMQPURL] = tlsURL; return m }(),
+			args: []string{"--amqp-ca-file", urlFile}, err: "no PEM certificate"},
 		{name: "no run", env: without(envRun), err: "--run is required (or set $NIGHTSHIFT_RUN)"},
 		{name: "no instance", env: without(envInstance), err: "--instance is required"},
 		{name: "no spec", env: without(envInstanceDir), err: "--spec is required"},

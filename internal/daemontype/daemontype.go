@@ -2,8 +2,9 @@
 // controller) into a built-in launch-plan service type: boot starts the
 // daemon detached, in its own session, with its log in the service's working
 // directory and its AMQP URL in a 0600 file rather than on a command line
-// anyone can read; ready pings it over AMQP; terminate stops it with SIGTERM,
-// then SIGKILL after a grace period.
+// anyone can read (and, for an amqps:// broker, the CA to verify it against,
+// config key amqp_ca_file, passed as --amqp-ca-file); ready pings it over
+// AMQP; terminate stops it with SIGTERM, then SIGKILL after a grace period.
 package daemontype
 
 import (
@@ -32,9 +33,11 @@ type Spec struct {
 	Name string
 	// Component is the AMQP component the daemon consumes and answers pings on.
 	Component string
-	// Keys are the config keys the type accepts besides amqp_url and binary.
+	// Keys are the config keys the type accepts besides amqp_url,
+	// amqp_ca_file and binary.
 	Keys []string
-	// Args builds the daemon's arguments (beyond --run and --amqp-url-file)
+	// Args builds the daemon's arguments (beyond --run, --amqp-url-file and
+	// --amqp-ca-file)
 	// from the checked config; it may write files (jobs, specs) into dir,
 	// the daemon's directory. binDir is where sibling binaries live.
 	Args func(req bootlevel.StepRequest, cfg map[string]any, dir, binDir string) ([]string, error)
@@ -54,20 +57,42 @@ var _ bootlevel.Driver = (*Type)(nil)
 
 // Check validates a service's config table.
 func (t *Type) Check(cfg map[string]any) error {
-	known := map[string]bool{"amqp_url": true, "binary": true}
+	known := map[string]bool{"amqp_url": true, "amqp_ca_file": true, "binary": true}
 	for _, k := range t.Spec.Keys {
 		known[k] = true
 	}
 	for k := range cfg {
 		if !known[k] {
-			keys := append([]string{"amqp_url", "binary"}, t.Spec.Keys...)
+			keys := append([]string{"amqp_url", "amqp_ca_file", "binary"}, t.Spec.Keys...)
 			return fmt.Errorf("config.%s: unknown key for a %s (known: %s)", k, t.Spec.Name, strings.Join(keys, ", "))
 		}
 	}
 	if s, _ := cfg["amqp_url"].(string); s == "" {
 		return fmt.Errorf("config.amqp_url: required (for example \"${broker.url}\")")
 	}
+	if v, ok := cfg["amqp_ca_file"]; ok {
+		if _, ok := v.(string); !ok {
+			return fmt.Errorf("config.amqp_ca_file: want a path (for example \"${broker.ca_file}\"), got %T", v)
+		}
+	}
 	return nil
+}
+
+// caFile is the CA the daemon verifies an amqps:// broker against; empty
+// for a plain broker, whose ca_file attribute is empty too, so a plan may
+// always write amqp_ca_file = "${broker.ca_file}".
+func caFile(cfg map[string]any) (string, error) {
+	ca, _ := cfg["amqp_ca_file"].(string)
+	if ca == "" {
+		return "", nil
+	}
+	if u, _ := cfg["amqp_url"].(string); !strings.HasPrefix(u, "amqps://") {
+		return "", fmt.Errorf("config.amqp_ca_file: given, but amqp_url is not amqps://")
+	}
+	if !filepath.IsAbs(ca) {
+		return "", fmt.Errorf("config.amqp_ca_file: %q is not an absolute path", ca)
+	}
+	return ca, nil
 }
 
 // Acquire: daemons run on this machine.
@@ -166,6 +191,13 @@ func (t *Type) boot(ctx context.Context, req bootlevel.StepRequest, cfg map[stri
 		return nil, err
 	}
 	args := []string{"--run", req.Run, "--amqp-url-file", urlFile}
+	ca, err := caFile(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if ca != "" {
+		args = append(args, "--amqp-ca-file", ca)
+	}
 	if t.Spec.Args != nil {
 		more, err := t.Spec.Args(req, cfg, dir, t.BinDir)
 		if err != nil {
@@ -200,9 +232,13 @@ func (t *Type) boot(ctx context.Context, req bootlevel.StepRequest, cfg map[stri
 
 func (t *Type) ready(ctx context.Context, req bootlevel.StepRequest, cfg map[string]any) error {
 	url := cfg["amqp_url"].(string)
+	ca, err := caFile(cfg)
+	if err != nil {
+		return err
+	}
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	bus, err := amqpbus.Dial(dctx, amqpbus.Config{URL: url, Run: req.Run, Name: "ready-check:" + req.Service.Name, Log: slog.New(slog.DiscardHandler)})
+	bus, err := amqpbus.Dial(dctx, amqpbus.Config{URL: url, CAFile: ca, Run: req.Run, Name: "ready-check:" + req.Service.Name, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return fmt.Errorf("connect to the broker: %w", err)
 	}

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -217,5 +220,36 @@ func TestWorkerUserDataQuotesEverything(t *testing.T) {
 	}
 	if strings.Contains(s, "--broker-url amqp") {
 		t.Fatalf("broker URL (with credentials) on the command line:\n%s", s)
+	}
+}
+
+// TestWorkerUserDataWritesTheBrokerCA runs the script's own command that
+// writes the CA, with the path moved to a temp dir, and checks the file
+// holds the PEM byte for byte and the sitter is told to verify with it.
+func TestWorkerUserDataWritesTheBrokerCA(t *testing.T) {
+	pem := "-----BEGIN CERTIFICATE-----\nMIIB'x\n-----END CERTIFICATE-----\n"
+	s := ec2.WorkerUserData{Run: "r", Job: "j", InstanceID: "i-1", BrokerURL: "amqps://u:p@h/", BrokerCA: pem}.Script()
+	if !strings.Contains(s, "'--amqp-ca-file' '"+ec2.BrokerCAPath+"'") {
+		t.Fatalf("sitter not given the CA:\n%s", s)
+	}
+	// The PEM spans lines inside its quotes: take the command from its
+	// start to its redirection.
+	i := strings.Index(s, "printf '%s' '-----BEGIN")
+	j := strings.Index(s, "> "+ec2.BrokerCAPath)
+	if i < 0 || j < i {
+		t.Fatalf("no command writes the CA:\n%s", s)
+	}
+	line := s[i : j+len("> "+ec2.BrokerCAPath)]
+	out := filepath.Join(t.TempDir(), "ca.pem")
+	cmd := exec.Command("sh", "-c", strings.Replace(line, ec2.BrokerCAPath, out, 1))
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, b)
+	}
+	got, err := os.ReadFile(out)
+	if err != nil || string(got) != pem {
+		t.Errorf("CA file = %q (%v), want %q", got, err, pem)
+	}
+	if plain := (ec2.WorkerUserData{Run: "r", Job: "j", InstanceID: "i-1", BrokerURL: "amqp://u:p@h/"}).Script(); strings.Contains(plain, "amqp-ca-file") {
+		t.Errorf("a CA-less script names a CA file:\n%s", plain)
 	}
 }

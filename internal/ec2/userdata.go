@@ -19,8 +19,14 @@ type WorkerUserData struct {
 	Job        string
 	InstanceID string
 	BrokerURL  string // carries credentials: it is written to a 0600 file, not the command line
+	// BrokerCA is the PEM CA an amqps:// broker is verified against (the
+	// run's CA); written to a file the sitter gets as --amqp-ca-file.
+	BrokerCA string
 	Args       []string
 }
+
+// BrokerCAPath is where a worker instance keeps the broker's CA.
+const BrokerCAPath = "/etc/nightshift/broker-ca.pem"
 
 // Script renders the user data.
 func (w WorkerUserData) Script() string {
@@ -36,6 +42,10 @@ func (w WorkerUserData) Script() string {
 	b.WriteString("umask 077\nmkdir -p /etc/nightshift\n")
 	fmt.Fprintf(&b, "printf '%%s\\n' %s > /etc/nightshift/broker-url\n", q(w.BrokerURL))
 	args := []string{path, "agent", "--run", w.Run, "--job", w.Job, "--instance", w.InstanceID, "--broker-url-file", "/etc/nightshift/broker-url"}
+	if w.BrokerCA != "" {
+		fmt.Fprintf(&b, "printf '%%s' %s > %s\n", q(w.BrokerCA), BrokerCAPath)
+		args = append(args, "--amqp-ca-file", BrokerCAPath)
+	}
 	args = append(args, w.Args...)
 	quoted := make([]string, len(args))
 	for i, a := range args {

@@ -58,6 +58,9 @@ type Config struct {
 	// BrokerURL is what sitters connect to; it carries a password, so it
 	// only travels in user data and lands in a 0600 file. Required.
 	BrokerURL string
+	// BrokerCA is the PEM CA an amqps:// BrokerURL is verified against
+	// (the run's CA); the sitter gets it in a file through user data.
+	BrokerCA []byte
 	// Secret is the run's raw HMAC secret; when set the sitter gets it (hex,
 	// in a 0600 file) to verify drain commands.
 	Secret []byte
@@ -276,7 +279,7 @@ func (d *Driver) userData(spec provisioner.InstanceSpec, ls LaunchSpec) (string,
 	}
 	w := ec2.WorkerUserData{
 		SitterPath: ls.Instance.SitterPath, SitterURL: ls.Instance.SitterURL,
-		Run: d.cfg.Run, Job: spec.Job, InstanceID: spec.ID, BrokerURL: d.cfg.BrokerURL,
+		Run: d.cfg.Run, Job: spec.Job, InstanceID: spec.ID, BrokerURL: d.cfg.BrokerURL, BrokerCA: string(d.cfg.BrokerCA),
 		Args: append(args, d.cfg.SitterArgs...),
 	}
 	script := w.Script()

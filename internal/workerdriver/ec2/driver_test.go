@@ -476,3 +476,33 @@ func TestSpecEndpointGetsItsOwnClient(t *testing.T) {
 		t.Fatalf("after terminate live %v, want far-dd-1 only", got)
 	}
 }
+
+func TestUserDataHandsTheWorkerTheBrokerCA(t *testing.T) {
+	run := newRun()
+	rec := &recordingAPI{API: sdk(t)}
+	cl := ec2.NewWithAPI(rec, nil)
+	ca := "-----BEGIN CERTIFICATE-----\nMIIBrunCA\n-----END CERTIFICATE-----\n"
+	d, err := ec2worker.New(ec2worker.Config{Run: run, Client: cl, BrokerURL: "amqps://u:s3cr3t-pw@10.0.0.5:5671/", BrokerCA: []byte(ca),
+		WaitTimeout: 20 * time.Second, RetryDelay: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if _, left, err := cl.Sweep(context.Background(), run, false); err != nil || len(left) > 0 {
+			t.Errorf("cleanup sweep: left %v, err %v", left, err)
+		}
+	})
+	if _, err := d.Launch(context.Background(), provisioner.InstanceSpec{ID: "work-ca-0", Job: "work", LaunchID: "L3", Run: run, Spec: specJSON(ec2test.Image)}); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := base64.StdEncoding.DecodeString(aws.ToString(rec.last.UserData))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ud := string(raw)
+	for _, want := range []string{"'" + ca + "' > " + ec2.BrokerCAPath, "'--amqp-ca-file' '" + ec2.BrokerCAPath + "'"} {
+		if !strings.Contains(ud, want) {
+			t.Errorf("user data lacks %q:\n%s", want, ud)
+		}
+	}
+}
