@@ -1,10 +1,12 @@
 // Command producer publishes N work items to a run's work queue, to watch a
 // queue-length pool grow and then shrink. It finds the broker of a run by
-// itself (the exported url of the run's broker service), or takes a URL.
+// itself (the exported url and ca_file of the run's broker service), or
+// takes a URL, and a CA file for an amqps:// broker.
 package main
 
 import (
 	"context"
+	"crypto/x509"
 	"flag"
 	"fmt"
 	"os"
@@ -13,7 +15,9 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"nightshift/internal/amqpbus"
 	"nightshift/internal/app"
+	"nightshift/internal/pki"
 	"nightshift/internal/redact"
 )
 
@@ -22,15 +26,16 @@ func main() {
 	run := flag.String("run", "local", "run whose broker to use")
 	home := flag.String("home", "", "home directory (default $NIGHTSHIFT_HOME or ~/.nightshift)")
 	urlFlag := flag.String("amqp-url", "", "broker URL (default: the run's broker)")
+	caFlag := flag.String("amqp-ca-file", "", "PEM CA of an amqps:// --amqp-url (default: the run's broker's ca_file)")
 	queue := flag.String("queue", "", "queue name (default: nightshift.RUN.work)")
 	flag.Parse()
-	if err := produce(*count, *run, *home, *urlFlag, *queue); err != nil {
+	if err := produce(*count, *run, *home, *urlFlag, *caFlag, *queue); err != nil {
 		fmt.Fprintln(os.Stderr, "producer:", redact.String(err.Error()))
 		os.Exit(1)
 	}
 }
 
-func produce(count int, run, home, url, queue string) error {
+func produce(count int, run, home, url, caFile, queue string) error {
 	if count < 1 {
 		return fmt.Errorf("--count must be at least 1")
 	}
@@ -41,11 +46,22 @@ func produce(count int, run, home, url, queue string) error {
 	}
 	if url == "" {
 		var err error
-		if url, err = brokerURL(ctx, run, home); err != nil {
+		if url, caFile, err = brokerURL(ctx, run, home); err != nil {
 			return err
 		}
 	}
-	conn, err := amqp.Dial(url)
+	var roots *x509.CertPool
+	if caFile != "" {
+		var err error
+		if roots, err = pki.LoadPool(caFile); err != nil {
+			return err
+		}
+	}
+	tc, err := amqpbus.TLSConfig(url, roots)
+	if err != nil {
+		return err
+	}
+	conn, err := amqp.DialConfig(url, amqp.Config{TLSClientConfig: tc})
 	if err != nil {
 		return fmt.Errorf("connect %s: %w", redact.URL(url), err)
 	}
@@ -76,25 +92,25 @@ func produce(count int, run, home, url, queue string) error {
 	return nil
 }
 
-// brokerURL reads the url exported by the run's broker service.
-func brokerURL(ctx context.Context, run, homeFlag string) (string, error) {
+// brokerURL reads the url and ca_file exported by the run's broker service.
+func brokerURL(ctx context.Context, run, homeFlag string) (url, caFile string, err error) {
 	home, err := app.ResolveHome(homeFlag)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	a, err := app.Open(ctx, home, nil)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	defer a.Close()
 	recs, err := a.Store.Services(ctx, run)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	for _, s := range recs {
 		if u := s.Attributes["url"]; strings.HasPrefix(u, "amqp") && s.Attributes["mode"] != "" {
-			return u, nil
+			return u, s.Attributes["ca_file"], nil
 		}
 	}
-	return "", fmt.Errorf("run %s in %s has no broker service with an exported url; pass --amqp-url", run, home)
+	return "", "", fmt.Errorf("run %s in %s has no broker service with an exported url; pass --amqp-url", run, home)
 }

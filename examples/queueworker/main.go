@@ -7,6 +7,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -20,11 +22,14 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"nightshift/examples/workerkit"
+	"nightshift/internal/amqpbus"
+	"nightshift/internal/pki"
 	"nightshift/internal/redact"
 )
 
 func main() {
 	urlFlag := flag.String("amqp-url", defaultURL(), "broker URL (default $NIGHTSHIFT_AMQP_URL, or the file named by $NIGHTSHIFT_AMQP_URL_FILE)")
+	caFile := flag.String("amqp-ca-file", os.Getenv("NIGHTSHIFT_AMQP_CA_FILE"), "PEM CA an amqps:// broker must chain to (default $NIGHTSHIFT_AMQP_CA_FILE)")
 	queue := flag.String("queue", os.Getenv("NIGHTSHIFT_WORK_QUEUE"), "queue to consume (default $NIGHTSHIFT_WORK_QUEUE)")
 	work := flag.Duration("work", 200*time.Millisecond, "time spent on each item")
 	flag.Parse()
@@ -33,11 +38,24 @@ func main() {
 		fmt.Fprintln(os.Stderr, "queueworker: --amqp-url and --queue (or NIGHTSHIFT_AMQP_URL and NIGHTSHIFT_WORK_QUEUE) are required")
 		os.Exit(2)
 	}
+	var roots *x509.CertPool
+	if *caFile != "" {
+		var err error
+		if roots, err = pki.LoadPool(*caFile); err != nil {
+			fmt.Fprintln(os.Stderr, "queueworker: --amqp-ca-file:", err)
+			os.Exit(2)
+		}
+	}
+	tc, err := amqpbus.TLSConfig(*urlFlag, roots)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "queueworker:", err)
+		os.Exit(2)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	st := workerkit.FromEnv()
 	for ctx.Err() == nil {
-		err := consume(ctx, *urlFlag, *queue, *work, st, log)
+		err := consume(ctx, *urlFlag, tc, *queue, *work, st, log)
 		if errors.Is(err, errDrained) {
 			log.Info("drained: exiting")
 			return
@@ -71,8 +89,8 @@ func defaultURL() string {
 	return ""
 }
 
-func consume(ctx context.Context, url, queue string, work time.Duration, st *workerkit.Status, log *slog.Logger) error {
-	conn, err := amqp.DialConfig(url, amqp.Config{Properties: amqp.Table{"connection_name": "queueworker " + os.Getenv("NIGHTSHIFT_INSTANCE_ID")}})
+func consume(ctx context.Context, url string, tc *tls.Config, queue string, work time.Duration, st *workerkit.Status, log *slog.Logger) error {
+	conn, err := amqp.DialConfig(url, amqp.Config{TLSClientConfig: tc, Properties: amqp.Table{"connection_name": "queueworker " + os.Getenv("NIGHTSHIFT_INSTANCE_ID")}})
 	if err != nil {
 		return err
 	}

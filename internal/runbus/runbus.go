@@ -30,16 +30,24 @@ import (
 // BrokerURL returns the URL exported by the run's broker service (the
 // service whose type is broker, or else any service exporting an amqp url).
 func BrokerURL(ctx context.Context, st bootlevel.Store, run string) (string, error) {
+	url, _, err := Broker(ctx, st, run)
+	return url, err
+}
+
+// Broker returns the URL exported by the run's broker service and the CA
+// file it exported with it (ca_file; empty for a plain amqp:// broker), the
+// CA an amqps:// broker is verified against.
+func Broker(ctx context.Context, st bootlevel.Store, run string) (url, caFile string, err error) {
 	recs, err := st.Services(ctx, run)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	for _, s := range recs {
 		if u := s.Attributes["url"]; strings.HasPrefix(u, "amqp") {
-			return u, nil
+			return u, s.Attributes["ca_file"], nil
 		}
 	}
-	return "", fmt.Errorf("run %s has no service exporting an amqp url", run)
+	return "", "", fmt.Errorf("run %s has no service exporting an amqp url", run)
 }
 
 // Conn is a connection to one run's bus.
@@ -53,7 +61,7 @@ type Conn struct {
 
 // Dial connects to the run's broker within timeout.
 func Dial(ctx context.Context, st bootlevel.Store, home, run string, timeout time.Duration) (*Conn, error) {
-	url, err := BrokerURL(ctx, st, run)
+	url, caFile, err := Broker(ctx, st, run)
 	if err != nil {
 		return nil, err
 	}
@@ -64,7 +72,7 @@ func Dial(ctx context.Context, st bootlevel.Store, home, run string, timeout tim
 	dctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	host, _ := os.Hostname()
-	bus, err := amqpbus.Dial(dctx, amqpbus.Config{URL: url, Run: run, Name: "mgmt@" + host, Log: slog.New(slog.DiscardHandler)})
+	bus, err := amqpbus.Dial(dctx, amqpbus.Config{URL: url, CAFile: caFile, Run: run, Name: "mgmt@" + host, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return nil, fmt.Errorf("connect to run %s's broker: %w", run, err)
 	}
