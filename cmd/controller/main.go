@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
 	"golang.org/x/sync/errgroup"
 
 	"nightshift/decision"
@@ -39,8 +40,10 @@ func main() {
 }
 
 type options struct {
-	run, home, amqpURL, amqpURLFile, amqpCAFile, jobs, secretFile, logLevel string
+	run, home, amqpURL, amqpURLFile, jobs, secretFile, logLevel string
 	tick                                                        time.Duration
+
+	amqpCAFile string // CA of an amqps:// broker and its https:// management API
 }
 
 func run(ctx context.Context, args []string, stderr io.Writer) int {
@@ -81,8 +84,14 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		return err
 	}
 	// Queue depth comes from the broker's management API, which a TLS
-	// broker serves over HTTPS with a certificate from the same CA.
-	mgmtHTTP, err := pki.HTTPClient(o.amqpCAFile, 5*time.Second)
+	// broker serves over HTTPS with the certificate of its AMQPS listener:
+	// same CA, and the same name when the URL gives one to verify
+	// (server_name_indication, for a broker reached by address).
+	sni := ""
+	if uri, err := amqp.ParseURI(url); err == nil {
+		sni = uri.ServerName
+	}
+	mgmtHTTP, err := pki.HTTPClient(o.amqpCAFile, sni, 5*time.Second)
 	if err != nil {
 		return fmt.Errorf("--amqp-ca-file: %w", err)
 	}

@@ -45,12 +45,14 @@ func main() {
 
 type config struct {
 	run, home, amqpURL, driver, db, secretFile, logLevel string
-	// amqpCAFile is the CA an amqps:// broker is verified against; workers
-	// are handed the same CA (local: its path; ec2: its PEM in user data).
-	amqpCAFile string
 	workerCommand, workerEnv                             []string
 	maxLaunches, maxTerminations                         int
 	reconcileEvery, grace, callTimeout                   time.Duration
+
+	// amqpCAFile is the CA an amqps:// broker is verified against; workers
+	// are handed the same CA (local: its path; ec2: its PEM in user data).
+	amqpCAFile string
+
 	// --driver ec2 only. Credentials are deliberately not flags: they come
 	// from the SDK's chain (environment, profile, instance role).
 	ec2Region, ec2Endpoint string

@@ -409,27 +409,11 @@ func (t *Type) serverCert(run, dir string, lg *stepLog) (*serverFiles, error) {
 	if err := pki.WriteFile(tf.ca, ca.CertPEM, 0o644); err != nil {
 		return nil, err
 	}
-	old, rerr := os.ReadFile(tf.cert)
-	_, kerr := os.Stat(tf.key)
-	if rerr == nil && kerr == nil {
-		why := pki.CheckServer(old, ca.Pool(), hosts, now)
-		if why == nil {
-			lg.printf("tls: keeping the node's certificate")
-			return tf, nil
-		}
-		lg.printf("tls: replacing the node's certificate: %v", why)
-	}
-	certPEM, keyPEM, err := ca.IssueServer(hosts, now)
+	_, _, why, err := ca.LoadOrIssue(tlsDir, "server", hosts, now)
 	if err != nil {
 		return nil, fmt.Errorf("tls: %w", err)
 	}
-	if err := pki.WriteFile(tf.key, keyPEM, 0o600); err != nil {
-		return nil, err
-	}
-	if err := pki.WriteFile(tf.cert, certPEM, 0o644); err != nil {
-		return nil, err
-	}
-	lg.printf("tls: issued the node a certificate for %s from the run's CA %s", strings.Join(hosts, ", "), tf.runCA)
+	lg.printf("tls: node certificate for %s from the run's CA %s: %s", strings.Join(hosts, ", "), tf.runCA, why)
 	return tf, nil
 }
 
@@ -475,7 +459,7 @@ func (t *Type) ready(ctx context.Context, req bootlevel.StepRequest, cfg Config,
 }
 
 func mgmtReady(ctx context.Context, mgmtURL, caFile string) error {
-	client, err := pki.HTTPClient(caFile, 0)
+	client, err := pki.HTTPClient(caFile, "", 0)
 	if err != nil {
 		return err
 	}

@@ -195,7 +195,7 @@ func TestPrivateNodeTLS(t *testing.T) {
 // which listeners it runs.
 func listenerProtocols(t *testing.T, mgmtURL, caFile string) []string {
 	t.Helper()
-	client, err := pki.HTTPClient(caFile, 5*time.Second)
+	client, err := pki.HTTPClient(caFile, "", 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

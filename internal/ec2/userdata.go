@@ -19,10 +19,11 @@ type WorkerUserData struct {
 	Job        string
 	InstanceID string
 	BrokerURL  string // carries credentials: it is written to a 0600 file, not the command line
+	Args       []string
+
 	// BrokerCA is the PEM CA an amqps:// broker is verified against (the
 	// run's CA); written to a file the sitter gets as --amqp-ca-file.
 	BrokerCA string
-	Args       []string
 }
 
 // BrokerCAPath is where a worker instance keeps the broker's CA.

@@ -202,6 +202,48 @@ func (ca *CA) IssueServer(hosts []string, now time.Time) (certPEM, keyPEM []byte
 		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), nil
 }
 
+// LoadOrIssue returns the server certificate and key kept in dir as
+// base.pem and base.key, issuing (and keeping, key 0600) a new pair when
+// there is none or the kept one is unfit for hosts (see CheckServer). A
+// re-boot thus keeps its certificate as long as it may. reason says what
+// happened, for the caller's log.
+func (ca *CA) LoadOrIssue(dir, base string, hosts []string, now time.Time) (certPEM, keyPEM []byte, reason string, err error) {
+	certPath, keyPath := filepath.Join(dir, base+".pem"), filepath.Join(dir, base+".key")
+	oldCert, cerr := os.ReadFile(certPath)
+	oldKey, kerr := os.ReadFile(keyPath)
+	reason = "no certificate yet"
+	if cerr == nil && kerr == nil {
+		why := CheckServer(oldCert, ca.Pool(), hosts, now)
+		if why == nil {
+			_, why = tls.X509KeyPair(oldCert, oldKey)
+		}
+		if why == nil {
+			return oldCert, oldKey, "kept", nil
+		}
+		reason = "replaced: " + why.Error()
+	}
+	if certPEM, keyPEM, err = ca.IssueServer(hosts, now); err != nil {
+		return nil, nil, "", err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, nil, "", err
+	}
+	if err := WriteFile(keyPath, keyPEM, 0o600); err != nil {
+		return nil, nil, "", err
+	}
+	if err := WriteFile(certPath, certPEM, 0o644); err != nil {
+		return nil, nil, "", err
+	}
+	return certPEM, keyPEM, reason, nil
+}
+
+// BrokerName is the DNS name a run's broker certificate carries when
+// clients reach the broker by an address not known when the certificate is
+// made (an EC2 instance's private IP): they dial the address and verify this
+// name, given as the amqps:// URL's server_name_indication. The .invalid
+// top-level domain never resolves, so the name cannot lead anywhere else.
+func BrokerName(run string) string { return "broker." + run + ".nightshift.invalid" }
+
 // CheckServer reports why certPEM cannot keep serving hosts: it does not
 // chain to pool, it expires within RenewBefore of now, or a host is missing
 // from its names. nil means the certificate may be kept.
@@ -262,9 +304,10 @@ func ClientConfig(pool *x509.CertPool, serverName string) *tls.Config {
 }
 
 // HTTPClient returns an HTTP client for a management API whose certificate
-// chains to the CA in caFile; an empty caFile gives a plain client with the
-// system's roots (for http:// URLs and public brokers).
-func HTTPClient(caFile string, timeout time.Duration) (*http.Client, error) {
+// chains to the CA in caFile and names serverName (empty: the URL's host);
+// an empty caFile gives a plain client with the system's roots (for http://
+// URLs and public brokers).
+func HTTPClient(caFile, serverName string, timeout time.Duration) (*http.Client, error) {
 	if caFile == "" {
 		return &http.Client{Timeout: timeout}, nil
 	}
@@ -273,7 +316,7 @@ func HTTPClient(caFile string, timeout time.Duration) (*http.Client, error) {
 		return nil, err
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = ClientConfig(pool, "")
+	tr.TLSClientConfig = ClientConfig(pool, serverName)
 	return &http.Client{Timeout: timeout, Transport: tr}, nil
 }
 

@@ -162,7 +162,7 @@ func TestClientWithWrongCAIsRefused(t *testing.T) {
 	srv.StartTLS()
 	defer srv.Close()
 
-	good, err := HTTPClient(filepath.Join(dir, CACertFile), 5*time.Second)
+	good, err := HTTPClient(filepath.Join(dir, CACertFile), "", 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,11 +176,11 @@ func TestClientWithWrongCAIsRefused(t *testing.T) {
 	if _, err := LoadOrCreateCA(otherDir, "other", time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	wrong, err := HTTPClient(filepath.Join(otherDir, CACertFile), 5*time.Second)
+	wrong, err := HTTPClient(filepath.Join(otherDir, CACertFile), "", 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	system, _ := HTTPClient("", 5*time.Second)
+	system, _ := HTTPClient("", "", 5*time.Second)
 	for name, c := range map[string]*http.Client{"another run's CA": wrong, "system roots": system} {
 		_, err := c.Get(srv.URL)
 		var unknown x509.UnknownAuthorityError
@@ -212,10 +212,47 @@ func TestLoadPoolFailures(t *testing.T) {
 	if _, err := LoadPool(junk); err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
 		t.Errorf("junk CA file: %v", err)
 	}
-	if _, err := HTTPClient(junk, time.Second); err == nil {
+	if _, err := HTTPClient(junk, "", time.Second); err == nil {
 		t.Error("HTTP client built from a junk CA file")
 	}
 	if c := ClientConfig(nil, "h"); c.InsecureSkipVerify || c.MinVersion < tls.VersionTLS12 {
 		t.Errorf("client config %+v", c)
+	}
+}
+
+func TestLoadOrIssueKeepsAFitCertificate(t *testing.T) {
+	ca, err := LoadOrCreateCA(t.TempDir(), "r", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "tls")
+	hosts := []string{BrokerName("r"), "127.0.0.1"}
+	cert1, key1, why, err := ca.LoadOrIssue(dir, "broker", hosts, now)
+	if err != nil || why != "no certificate yet" {
+		t.Fatalf("first issue: %q %v", why, err)
+	}
+	if st, err := os.Stat(filepath.Join(dir, "broker.key")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("key file: %v %v", err, st)
+	}
+	cert2, key2, why, err := ca.LoadOrIssue(dir, "broker", hosts, now.Add(24*time.Hour))
+	if err != nil || why != "kept" || string(cert1) != string(cert2) || string(key1) != string(key2) {
+		t.Errorf("second call: %q %v; want the same pair kept", why, err)
+	}
+	// Near its end, or asked for another name, it is replaced.
+	for name, c := range map[string]struct {
+		hosts []string
+		at    time.Time
+	}{
+		"near expiry": {hosts, now.Add(ServerValidity - RenewBefore/2)},
+		"new host":    {append(hosts, "10.1.2.3"), now},
+	} {
+		cert3, _, why, err := ca.LoadOrIssue(dir, "broker", c.hosts, c.at)
+		if err != nil || !strings.HasPrefix(why, "replaced") || string(cert3) == string(cert1) {
+			t.Errorf("%s: %q %v; want a new certificate", name, why, err)
+		}
+		cert1 = cert3
+	}
+	if !strings.HasSuffix(BrokerName("prod"), ".invalid") || !strings.Contains(BrokerName("prod"), "prod") {
+		t.Errorf("BrokerName = %q", BrokerName("prod"))
 	}
 }
