@@ -853,7 +853,7 @@ func (b *builder) checkRef(d *decl, r Ref, byName, replicated map[string]*decl, 
 		}
 		return ""
 	case RefEnv:
-		if _, ok := b.opts.Getenv(r.Name); !ok && r.Name != EnvRunSecret {
+		if _, ok := b.opts.Getenv(r.Name); !ok && !IsRunEnv(r.Name) {
 			return fmt.Sprintf("environment variable %s is not set", r.Name)
 		}
 		return ""

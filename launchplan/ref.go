@@ -61,6 +61,28 @@ func (r Ref) String() string {
 // bootlevel.Engine.RunEnv), so a plan may always reference it.
 const EnvRunSecret = "NIGHTSHIFT_RUN_SECRET"
 
+// The ${env.NAME}s the launcher serves for a run's TLS, for a broker and
+// clients that do not share the launching machine's home: the run CA's
+// certificate (PEM), a broker certificate and key from that CA (PEM), and the
+// name the certificate carries (to verify when the broker is reached by an
+// address). The CA's own key is never served.
+const (
+	EnvTLSCA         = "NIGHTSHIFT_TLS_CA"
+	EnvTLSBrokerCert = "NIGHTSHIFT_TLS_BROKER_CERT"
+	EnvTLSBrokerKey  = "NIGHTSHIFT_TLS_BROKER_KEY"
+	EnvTLSBrokerName = "NIGHTSHIFT_TLS_BROKER_NAME"
+)
+
+// IsRunEnv reports whether name is served per run by the launcher (see
+// bootlevel.Engine.RunEnv) rather than read from the environment.
+func IsRunEnv(name string) bool {
+	switch name {
+	case EnvRunSecret, EnvTLSCA, EnvTLSBrokerCert, EnvTLSBrokerKey, EnvTLSBrokerName:
+		return true
+	}
+	return false
+}
+
 // Words that cannot be service names because they select another RefKind.
 const (
 	refGlobal = "global"

@@ -12,11 +12,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"nightshift/bootlevel"
 	"nightshift/internal/brokertype"
 	"nightshift/internal/daemontype"
 	"nightshift/internal/envelope"
+	"nightshift/internal/pki"
 	"nightshift/launchplan"
 )
 
@@ -31,18 +33,50 @@ func SecretPath(home, run string) string { return filepath.Join(home, "runs", ru
 const EnvRunSecret = launchplan.EnvRunSecret
 
 // RunEnv serves the run-scoped ${env.NAME} values (bootlevel.Engine.RunEnv):
-// EnvRunSecret, from the run's secret file, created if the run has none yet.
+// EnvRunSecret, from the run's secret file, created if the run has none yet;
+// and the TLS material of launchplan's EnvTLS* names, from the run's CA
+// (pki.Dir), created likewise. The broker certificate served is kept beside
+// the CA and re-served on every boot while it is fit, so a re-boot of a
+// remote broker keeps its certificate, as it keeps its password.
 func RunEnv(home string) func(run, name string) (string, bool) {
 	return func(run, name string) (string, bool) {
-		if name != EnvRunSecret {
-			return "", false
+		switch name {
+		case EnvRunSecret:
+			secret, err := envelope.LoadOrCreateSecret(SecretPath(home, run))
+			if err != nil {
+				return "", false
+			}
+			return hex.EncodeToString(secret), true
+		case launchplan.EnvTLSBrokerName:
+			return pki.BrokerName(run), true
+		case launchplan.EnvTLSCA, launchplan.EnvTLSBrokerCert, launchplan.EnvTLSBrokerKey:
+			v, err := tlsEnv(home, run, name)
+			return v, err == nil
 		}
-		secret, err := envelope.LoadOrCreateSecret(SecretPath(home, run))
-		if err != nil {
-			return "", false
-		}
-		return hex.EncodeToString(secret), true
+		return "", false
 	}
+}
+
+// tlsEnv returns the run CA's certificate, or the remote broker's
+// certificate or key, issued for pki.BrokerName(run) and loopback.
+func tlsEnv(home, run, name string) (string, error) {
+	now := time.Now()
+	dir := pki.Dir(home, run)
+	ca, err := pki.LoadOrCreateCA(dir, run, now)
+	if err != nil {
+		return "", err
+	}
+	if name == launchplan.EnvTLSCA {
+		return string(ca.CertPEM), nil
+	}
+	cert, key, _, err := ca.LoadOrIssue(dir, "broker", []string{pki.BrokerName(run), "localhost", "127.0.0.1"}, now)
+	if err != nil {
+		return "", err
+	}
+	if name == launchplan.EnvTLSBrokerKey {
+		return string(key), nil
+	}
+	return string(cert), nil
 }
 
 // Types returns the built-in service types for an engine.

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/envelope"
 	"nightshift/internal/nstypes"
+	"nightshift/internal/pki"
 	workerlocal "nightshift/internal/workerdriver/local"
 	"nightshift/mgmt"
 	"nightshift/provisioner"
@@ -65,6 +67,13 @@ func Dial(ctx context.Context, st bootlevel.Store, home, run string, timeout tim
 	if err != nil {
 		return nil, err
 	}
+	if caFile == "" && strings.HasPrefix(url, "amqps://") {
+		// A broker on another host (the prod plan's) exports no path on
+		// this machine; its certificate comes from the run's CA, kept here.
+		if p := filepath.Join(pki.Dir(home, run), pki.CACertFile); fileExists(p) {
+			caFile = p
+		}
+	}
 	secret, err := envelope.LoadOrCreateSecret(nstypes.SecretPath(home, run))
 	if err != nil {
 		return nil, err
@@ -82,6 +91,11 @@ func Dial(ctx context.Context, st bootlevel.Store, home, run string, timeout tim
 		ctl:  &controller.Client{Bus: bus, Signer: signer, Sender: "mgmt", Timeout: 10 * time.Second},
 		prov: client.New(bus, signer, "mgmt", slog.New(slog.DiscardHandler)),
 	}, nil
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 // Close closes the connection.

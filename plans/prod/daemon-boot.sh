@@ -6,7 +6,9 @@
 # Usage: daemon-boot.sh provisioner|controller
 #
 # Environment (from the plan): NS_RELEASE_URL, NS_AMQP_URL, NS_RUN_SECRET;
-# provisioner: NS_EC2_REGION, NS_EC2_ENDPOINT_URL; controller: NS_JOBS_TOML.
+# NS_AMQP_CA, the run CA's certificate, used (--amqp-ca-file) when NS_AMQP_URL
+# is amqps://; provisioner: NS_EC2_REGION, NS_EC2_ENDPOINT_URL; controller:
+# NS_JOBS_TOML.
 #
 # NIGHTSHIFT_TEST_MODE=1: the step runs on the launching machine (tests
 # against moto), so install under $NIGHTSHIFT_HOME and start the daemon
@@ -42,6 +44,12 @@ printf '%s\n' "$NS_AMQP_URL" | put "$base/amqp-url"
 printf '%s\n' "$NS_RUN_SECRET" | put "$base/secret"
 
 set -- --run "$run" --home "$base" --amqp-url-file "$base/amqp-url" --secret-file "$base/secret"
+case $NS_AMQP_URL in
+amqps://*)
+  printf '%s\n' "${NS_AMQP_CA:?NS_AMQP_CA is needed for an amqps:// broker}" | put "$base/amqp-ca.pem"
+  set -- "$@" --amqp-ca-file "$base/amqp-ca.pem"
+  ;;
+esac
 if [ "$daemon" = provisioner ]; then
   set -- "$@" --driver ec2
   [ -z "${NS_EC2_REGION:-}" ] || set -- "$@" --ec2-region "$NS_EC2_REGION"
@@ -56,7 +64,7 @@ if [ "${NIGHTSHIFT_TEST_MODE:-}" = 1 ]; then
     kill "$(cat "$base/pid")" || true
   fi
   # The secrets stay in files; the daemon does not need them in its environment.
-  NS_AMQP_URL= NS_RUN_SECRET= setsid "$bin" "$@" >>"$base/$daemon.log" 2>&1 </dev/null &
+  NS_AMQP_URL= NS_RUN_SECRET= NS_AMQP_CA= setsid "$bin" "$@" >>"$base/$daemon.log" 2>&1 </dev/null &
   echo $! >"$base/pid"
   echo "$daemon started locally (pid $!), log $base/$daemon.log"
   printf '{"unit": "%s", "pid_file": "%s", "log": "%s"}\n' "nightshift-$daemon" "$base/pid" "$base/$daemon.log" >"${NIGHTSHIFT_OUTPUT:?}"
