@@ -1,6 +1,9 @@
 // Package redact owns the one rule for keeping secrets out of logs, events
-// and status output: passwords inside URLs, and values whose key names a
-// secret, are replaced by a fixed marker.
+// and status output: passwords inside URLs, values whose key names a secret,
+// and every value a Redactor knows to be secret (the run's secret, broker
+// passwords, whatever a component registers) are replaced by a fixed marker,
+// wherever they occur. It also opens the files such text lands in (logs,
+// the secret registry) private to their owner.
 package redact
 
 import (
