@@ -12,6 +12,7 @@ import (
 
 	"github.com/jonboulle/clockwork"
 
+	"nightshift/internal/redact"
 	"nightshift/launchplan"
 )
 
@@ -76,7 +77,16 @@ type StepRequest struct {
 	// and stderr are appended.
 	LogPath string
 	Host    Host
+	// Redactor knows the run's secrets by value; a driver passes what it
+	// writes itself (log headers, error messages) through Scrub. Programs'
+	// own output goes to LogPath as written: the file is 0600 and mgmt
+	// redacts it when it shows it.
+	Redactor *redact.Redactor
 }
+
+// Scrub removes the run's known secrets from s (with a nil Redactor, only
+// URL passwords and key ids).
+func (r StepRequest) Scrub(s string) string { return r.Redactor.String(s) }
 
 // StepResult is what a finished program left behind.
 type StepResult struct {

@@ -77,6 +77,15 @@ type Engine struct {
 	// know never sits in the launcher's process environment, where every
 	// program it starts would inherit it.
 	RunEnv func(run, name string) (string, bool)
+	// Secrets, when set, returns the redactor for a run, seeded with the
+	// secrets kept outside the plan (the run's secret file, values that
+	// components registered). The engine adds what it learns (secret
+	// attributes, URL passwords, RunEnv values) and scrubs with it every
+	// event, log line and error it writes, and hands it to drivers in
+	// StepRequest.Redactor. A caller that shares the returned redactor
+	// (launch does, for its log and its error report) sees those additions.
+	// Nil starts every run with an empty redactor.
+	Secrets func(run string) *redact.Redactor
 }
 
 // LaunchOptions tune Launch.
@@ -138,11 +147,8 @@ type runner struct {
 	recs    map[string]ServiceRecord
 	started map[string]bool
 
-	secretKeys   map[string]bool // cache of redact.IsSecretKey
-	secrets      map[string]bool // secret values seen so far
-	secretList   []string
-	secretsDirty bool
-	dirs         map[string]bool // directories already created
+	red  *redact.Redactor // the run's secrets, by value
+	dirs map[string]bool  // directories already created
 }
 
 func (e *Engine) clock() Clock {
@@ -183,11 +189,10 @@ func (e *Engine) newRunner(ctx context.Context, run Run, plan *launchplan.Plan, 
 		recs:    map[string]ServiceRecord{},
 		started: map[string]bool{},
 
-		secretKeys: map[string]bool{},
-		secrets:    map[string]bool{},
-		dirs:       map[string]bool{},
+		red:  e.redactor(run.Name),
+		dirs: map[string]bool{},
 	}
-	r.noteSecretsLocked(plan.Globals)
+	LearnSecrets(r.red, plan, recs)
 	for li := range plan.Levels {
 		lvl := &plan.Levels[li]
 		for si := range lvl.Services {
@@ -210,7 +215,6 @@ func (e *Engine) newRunner(ctx context.Context, run Run, plan *launchplan.Plan, 
 	}
 	for _, rec := range recs {
 		r.recs[rec.Name] = rec
-		r.noteSecretsLocked(rec.Attributes)
 	}
 	return r, nil
 }
@@ -252,7 +256,7 @@ func (r *runner) put(rec ServiceRecord, ev Event) error {
 		return fmt.Errorf("store service %s: %w", rec.Name, err)
 	}
 	r.recs[rec.Name] = rec
-	r.noteSecretsLocked(rec.Attributes)
+	r.red.AddAttrs(rec.Attributes)
 	ev.Service = rec.Name
 	ev.Level = rec.Level
 	if ev.State == "" {
@@ -270,7 +274,7 @@ func (r *runner) emit(ev Event) error {
 func (r *runner) emitLocked(ev Event) error {
 	ev.Run = r.run.Name
 	ev.Time = r.clock.Now()
-	ev.Message = r.scrubLocked(ev.Message)
+	ev.Message = r.red.String(ev.Message)
 	stored, err := r.e.Store.AppendEvent(r.ctx, ev)
 	if err != nil {
 		return fmt.Errorf("store event %s: %w", ev.Kind, err)
@@ -293,53 +297,52 @@ func (r *runner) setRunState(st RunState) error {
 	return r.emitLocked(Event{Kind: EventRunState, State: string(st)})
 }
 
-// scrub removes secrets from free text: URL passwords and AWS key ids, and
-// the value of every attribute or env var whose name says it is secret.
-func (r *runner) scrub(s string) string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.scrubLocked(s)
-}
+// scrub removes the run's known secrets from free text: the values the
+// redactor was seeded with or has learnt, URL passwords and AWS key ids.
+func (r *runner) scrub(s string) string { return r.red.String(s) }
 
-func (r *runner) scrubLocked(s string) string {
-	if r.secretsDirty {
-		r.secretList = r.secretList[:0]
-		for v := range r.secrets {
-			r.secretList = append(r.secretList, v)
+// redactor returns the run's redactor from Secrets, or an empty one.
+func (e *Engine) redactor(run string) *redact.Redactor {
+	if e.Secrets != nil {
+		if red := e.Secrets(run); red != nil {
+			return red
 		}
-		// Longest first so that a secret containing another is replaced whole.
-		sort.Slice(r.secretList, func(i, j int) bool { return len(r.secretList[i]) > len(r.secretList[j]) })
-		r.secretsDirty = false
 	}
-	for _, v := range r.secretList {
-		s = strings.ReplaceAll(s, v, redact.Marker)
+	return redact.NewRedactor()
+}
+
+// LearnSecrets adds to red the secrets a plan and a run's service records
+// hold: the values of secret-named globals, env vars and type config keys,
+// the passwords of URLs among them, and the same for the records'
+// attributes. mgmt uses it to redact what it prints as the engine does.
+func LearnSecrets(red *redact.Redactor, plan *launchplan.Plan, recs []ServiceRecord) {
+	if plan != nil {
+		red.AddAttrs(plan.Globals)
+		for _, l := range plan.Levels {
+			for _, s := range l.Services {
+				red.AddAttrs(s.Env)
+				learnConfig(red, "", s.TypeConfig)
+			}
+		}
 	}
-	return redact.String(s)
+	for _, rec := range recs {
+		red.AddAttrs(rec.Attributes)
+		red.AddAttrs(rec.Host.Attrs)
+	}
 }
 
-// noteSecrets remembers the values of secret-named keys so that scrub can
-// remove them from free text (a password interpolated into an argument
-// no longer has a key next to it).
-func (r *runner) noteSecrets(m map[string]string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.noteSecretsLocked(m)
-}
-
-func (r *runner) noteSecretsLocked(m map[string]string) {
-	for k, v := range m {
-		// Very short values would blank out ordinary words.
-		if len(v) < 3 || r.secrets[v] {
-			continue
+// learnConfig walks a type's config table (nested tables and lists).
+func learnConfig(red *redact.Redactor, key string, v any) {
+	switch x := v.(type) {
+	case string:
+		red.AddAttrs(map[string]string{key: x})
+	case map[string]any:
+		for k, e := range x {
+			learnConfig(red, k, e)
 		}
-		secret, known := r.secretKeys[k]
-		if !known {
-			secret = redact.IsSecretKey(k)
-			r.secretKeys[k] = secret
-		}
-		if secret {
-			r.secrets[v] = true
-			r.secretsDirty = true
+	case []any:
+		for _, e := range x {
+			learnConfig(red, key, e)
 		}
 	}
 }
@@ -347,7 +350,7 @@ func (r *runner) noteSecretsLocked(m map[string]string) {
 func (r *runner) getenv(k string) (string, bool) {
 	if r.e.RunEnv != nil {
 		if v, ok := r.e.RunEnv(r.run.Name, k); ok {
-			r.noteSecrets(map[string]string{"secret": v})
+			r.red.Add(v)
 			return v, true
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"nightshift/internal/redact"
 	"nightshift/launchplan"
 )
 
@@ -293,14 +293,15 @@ func (r *runner) withTimeout(ctx context.Context, d time.Duration, step Step) (c
 func (r *runner) runStep(ctx context.Context, drv Driver, exp *launchplan.Service, env map[string]string, step Step, prog *launchplan.Program, timeout time.Duration) (StepResult, *StepError) {
 	rec := r.get(exp.Name)
 	req := StepRequest{
-		Run:     r.run.Name,
-		Level:   exp.Level,
-		Service: exp,
-		Step:    step,
-		Env:     env,
-		WorkDir: exp.WorkDir,
-		LogPath: r.logPath(exp.Name),
-		Host:    rec.Host,
+		Run:      r.run.Name,
+		Level:    exp.Level,
+		Service:  exp,
+		Step:     step,
+		Env:      env,
+		WorkDir:  exp.WorkDir,
+		LogPath:  r.logPath(exp.Name),
+		Host:     rec.Host,
+		Redactor: r.red,
 	}
 	if prog != nil {
 		req.Program = *prog
@@ -327,13 +328,10 @@ func (r *runner) runStep(ctx context.Context, drv Driver, exp *launchplan.Servic
 // appendLog adds an engine line to a service's log; the log is a help for
 // the operator, so failing to write it does not fail the step.
 func (r *runner) appendLog(path, line string) {
-	f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
-	if errors.Is(err, fs.ErrNotExist) {
-		// Teardown or verify on a machine (or Home) that never booted the run.
-		if err = r.mkdir(filepath.Dir(path)); err == nil {
-			f, err = os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
-		}
-	}
+	// Private, and tightened if an older version left it 0644: programs
+	// print connection strings. The directory is created for teardown or
+	// verify on a machine (or Home) that never booted the run.
+	f, err := redact.OpenPrivate(path)
 	if err != nil {
 		r.log.Warn("service log", "path", path, "err", err)
 		return
@@ -412,8 +410,8 @@ func (r *runner) expand(svc *launchplan.Service, step Step) (*launchplan.Service
 	// Drivers and built-in types see every attribute known so far, boot's
 	// exports included: a broker's ready check needs the url its boot made.
 	exp.Attributes = maps.Clone(self)
-	r.noteSecrets(self)
-	r.noteSecrets(exp.Env)
+	r.red.AddAttrs(self)
+	r.red.AddAttrs(exp.Env)
 	env := make(map[string]string, len(exp.Env)+5)
 	maps.Copy(env, exp.Env)
 	env["NIGHTSHIFT_RUN"] = r.run.Name
