@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -183,6 +185,10 @@ func newRunner(s *Sitter, t Task) *runner {
 	// well kept; writing our own rotation would mean re-solving rename
 	// races and backup pruning that it already gets right.
 	logger := func(stream string) *lumberjack.Logger {
+		// lumberjack creates logs 0600 and gives backups the mode of the
+		// file they rotate, but appends to an existing file as it is: tighten
+		// what an older version left 0644 (tasks print connection strings).
+		tightenLogs(s.logFile(t.Name, stream))
 		return &lumberjack.Logger{
 			Filename:   s.logFile(t.Name, stream),
 			MaxSize:    t.LogMaxMB,
@@ -572,4 +578,16 @@ func firstLine(b []byte) string {
 		b = b[:200]
 	}
 	return string(b)
+}
+
+// tightenLogs makes a task's log and its rotated backups (name-TIME.log)
+// 0600; a file that is gone or not ours is left to fail where it is opened.
+func tightenLogs(path string) {
+	ext := filepath.Ext(path)
+	backups, _ := filepath.Glob(strings.TrimSuffix(path, ext) + "-*" + ext)
+	for _, p := range append(backups, path) {
+		if st, err := os.Lstat(p); err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o077 != 0 {
+			_ = os.Chmod(p, 0o600)
+		}
+	}
 }

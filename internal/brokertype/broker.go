@@ -203,7 +203,7 @@ func (t *Type) Run(ctx context.Context, req bootlevel.StepRequest) (bootlevel.St
 	if err != nil {
 		return bootlevel.StepResult{}, fmt.Errorf("broker %s: %w", req.Service.Name, err)
 	}
-	lg := newStepLog(req.LogPath)
+	lg := newStepLog(req.LogPath, req.Scrub)
 	defer lg.close()
 	var stepErr error
 	var out map[string]string

@@ -3,7 +3,6 @@ package brokertype
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -17,13 +16,13 @@ type stepLog struct {
 	mu    sync.Mutex
 	f     *os.File
 	lines []string
+	scrub func(string) string // the run's redactor
 }
 
-func newStepLog(path string) *stepLog {
-	l := &stepLog{}
+func newStepLog(path string, scrub func(string) string) *stepLog {
+	l := &stepLog{scrub: scrub}
 	if path != "" {
-		os.MkdirAll(filepath.Dir(path), 0o700)
-		if f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err == nil {
+		if f, err := redact.OpenPrivate(path); err == nil {
 			l.f = f
 		}
 	}
@@ -33,7 +32,7 @@ func newStepLog(path string) *stepLog {
 func (l *stepLog) file() *os.File { return l.f }
 
 func (l *stepLog) printf(format string, args ...any) {
-	line := redact.String(fmt.Sprintf(format, args...))
+	line := l.scrub(fmt.Sprintf(format, args...))
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.lines = append(l.lines, line)

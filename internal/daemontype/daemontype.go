@@ -121,7 +121,7 @@ func (t *Type) Run(ctx context.Context, req bootlevel.StepRequest) (bootlevel.St
 	dir := filepath.Join(req.WorkDir, t.Spec.Name)
 	var tail []string
 	say := func(format string, args ...any) {
-		line := redact.String(fmt.Sprintf(format, args...))
+		line := req.Scrub(fmt.Sprintf(format, args...))
 		tail = append(tail, line)
 		appendLog(req.LogPath, t.Spec.Name+": "+line)
 	}
@@ -133,7 +133,7 @@ func (t *Type) Run(ctx context.Context, req bootlevel.StepRequest) (bootlevel.St
 	case bootlevel.StepReady:
 		if pid, ok := t.pid(dir); !ok {
 			say("ready failed: the %s is not running (pid %d)", t.Spec.Name, pid)
-			return bootlevel.StepResult{ExitCode: 1, Tail: append(tail, lastLines(filepath.Join(dir, "daemon.log"), 10)...), Gone: true}, nil
+			return bootlevel.StepResult{ExitCode: 1, Tail: append(tail, lastLines(filepath.Join(dir, "daemon.log"), 10, req.Scrub)...), Gone: true}, nil
 		}
 		err = t.ready(ctx, req, cfg)
 	case bootlevel.StepTerminate:
@@ -145,7 +145,7 @@ func (t *Type) Run(ctx context.Context, req bootlevel.StepRequest) (bootlevel.St
 		}
 		say("%s failed: %v", req.Step, err)
 		if req.Step == bootlevel.StepReady || req.Step == bootlevel.StepBoot {
-			tail = append(tail, lastLines(filepath.Join(dir, "daemon.log"), 10)...)
+			tail = append(tail, lastLines(filepath.Join(dir, "daemon.log"), 10, req.Scrub)...)
 		}
 		return bootlevel.StepResult{ExitCode: 1, Tail: tail}, nil
 	}
@@ -205,7 +205,7 @@ func (t *Type) boot(ctx context.Context, req bootlevel.StepRequest, cfg map[stri
 		}
 		args = append(args, more...)
 	}
-	logf, err := os.OpenFile(filepath.Join(dir, "daemon.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	logf, err := redact.OpenPrivate(filepath.Join(dir, "daemon.log"))
 	if err != nil {
 		return nil, err
 	}
@@ -322,8 +322,7 @@ func appendLog(path, line string) {
 	if path == "" {
 		return
 	}
-	os.MkdirAll(filepath.Dir(path), 0o700)
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	f, err := redact.OpenPrivate(path)
 	if err != nil {
 		return
 	}
@@ -331,7 +330,7 @@ func appendLog(path, line string) {
 	fmt.Fprintf(f, "%s %s\n", time.Now().UTC().Format(time.RFC3339), line)
 }
 
-func lastLines(path string, n int) []string {
+func lastLines(path string, n int, scrub func(string) string) []string {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil
@@ -344,7 +343,7 @@ func lastLines(path string, n int) []string {
 		lines = lines[len(lines)-n:]
 	}
 	for i := range lines {
-		lines[i] = redact.String(lines[i])
+		lines[i] = scrub(lines[i])
 	}
 	return lines
 }

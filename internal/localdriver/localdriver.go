@@ -146,7 +146,7 @@ func (d *Driver) Run(ctx context.Context, req bootlevel.StepRequest) (bootlevel.
 		env = append(env, launchplan.OutputEnv+"="+outputPath)
 	}
 
-	if _, err := fmt.Fprintf(logFile, "%s=== %s %s: %s ===\n", lineBreak(logReader), now.UTC().Format(time.RFC3339Nano), req.Step, commandLine(req.Program)); err != nil {
+	if _, err := fmt.Fprintf(logFile, "%s=== %s %s: %s ===\n", lineBreak(logReader), now.UTC().Format(time.RFC3339Nano), req.Step, commandLine(req.Program, req.Scrub)); err != nil {
 		return bootlevel.StepResult{}, fmt.Errorf("%s: write log %s: %w", what, req.LogPath, err)
 	}
 	start, err := logFile.Seek(0, io.SeekEnd)
@@ -166,7 +166,7 @@ func (d *Driver) Run(ctx context.Context, req bootlevel.StepRequest) (bootlevel.
 
 	log := d.log().With("run", req.Run, "service", serviceName(req), "step", string(req.Step))
 	if err := cmd.Start(); err != nil {
-		fmt.Fprintf(logFile, "%s=== could not start: %s ===\n", lineBreak(logReader), redact.String(err.Error()))
+		fmt.Fprintf(logFile, "%s=== could not start: %s ===\n", lineBreak(logReader), req.Scrub(err.Error()))
 		return bootlevel.StepResult{}, fmt.Errorf("%s: start %s: %w", what, req.Program.Path, err)
 	}
 	log.DebugContext(ctx, "step started", "pid", cmd.Process.Pid, "program", req.Program.Path)
@@ -253,18 +253,11 @@ func sortedKeys(m map[string]string) []string {
 }
 
 // openLog opens the step log for appending, private to the owner because
-// programs print connection strings.
+// programs print connection strings; a log left 0644 is tightened.
 func openLog(path string) (*os.File, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("log dir: %w", err)
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	f, err := redact.OpenPrivate(path)
 	if err != nil {
-		return nil, fmt.Errorf("open log: %w", err)
-	}
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("log %s: %w", path, err)
+		return nil, fmt.Errorf("open log %s: %w", path, err)
 	}
 	return f, nil
 }
@@ -298,14 +291,15 @@ func safeName(s string) string {
 }
 
 // commandLine renders argv for the log header, quoting where needed and
-// redacting URL passwords and key ids that expanded templates put in args.
-func commandLine(p launchplan.Program) string {
+// passing each argument through scrub: expanded templates put the run's
+// secret, passwords and URLs with passwords on command lines.
+func commandLine(p launchplan.Program, scrub func(string) string) string {
 	parts := []string{strconv.Quote(p.Path)}
 	if !strings.ContainsAny(p.Path, " \t\n\"'\\") {
 		parts[0] = p.Path
 	}
 	for _, a := range p.Args {
-		a = redact.String(a)
+		a = scrub(a)
 		if a == "" || strings.ContainsAny(a, " \t\n\"'\\$;&|<>()`*?[]{}#~") {
 			a = strconv.Quote(a)
 		}

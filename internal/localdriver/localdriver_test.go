@@ -19,6 +19,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"nightshift/bootlevel"
+	"nightshift/internal/redact"
 	"nightshift/launchplan"
 )
 
@@ -288,6 +289,48 @@ func TestHeaderIsStampedAndRedacted(t *testing.T) {
 	want := fmt.Sprintf("=== 2026-11-21T22:00:00Z terminate: %q --url amqp://nightshift:xxxxx@broker:5672/ \"two words\" ===\n", prog)
 	if got := readFile(t, req.LogPath); got != want {
 		t.Errorf("log =\n%q\nwant\n%q", got, want)
+	}
+}
+
+// TestHeaderRedactsKnownSecretsByValue: a secret the run's redactor knows
+// is removed from the command line in the header even where nothing (no
+// key name, no URL) marks it as one.
+func TestHeaderRedactsKnownSecretsByValue(t *testing.T) {
+	const secret = "0123456789abcdef0123456789abcdef"
+	prog := writeScript(t, "exit 0")
+	req := newReq(t, bootlevel.StepBoot, prog, "--key", secret, "--other", "x"+secret+"y")
+	req.Redactor = redact.NewRedactor(secret)
+	if _, err := testDriver().Run(ctxFor(t, 20*time.Second), req); err != nil {
+		t.Fatal(err)
+	}
+	got := readFile(t, req.LogPath)
+	if strings.Contains(got, secret) || !strings.Contains(got, "--key xxxxx --other xxxxxxy") {
+		t.Errorf("header = %q", got)
+	}
+}
+
+// TestExistingLogIsTightened: a step log an older version created 0644 is
+// 0600 after the next step appends to it.
+func TestExistingLogIsTightened(t *testing.T) {
+	req := newReq(t, bootlevel.StepBoot, writeScript(t, "echo again"))
+	if err := os.MkdirAll(filepath.Dir(req.LogPath), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(req.LogPath, []byte("old run\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := testDriver().Run(ctxFor(t, 20*time.Second), req); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(req.LogPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("log mode = %o, want 600", fi.Mode().Perm())
+	}
+	if got := readFile(t, req.LogPath); !strings.HasPrefix(got, "old run\n") || !strings.Contains(got, "again") {
+		t.Errorf("log = %q: the old content must stay and the new be appended", got)
 	}
 }
 

@@ -31,6 +31,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"nightshift/bootlevel"
+	"nightshift/internal/redact"
 	"nightshift/launchplan"
 )
 
@@ -179,7 +180,7 @@ func (d *Driver) run(ctx context.Context, req bootlevel.StepRequest) (bootlevel.
 
 	var logOut io.Writer
 	if req.LogPath != "" {
-		f, err := os.OpenFile(req.LogPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		f, err := redact.OpenPrivate(req.LogPath)
 		if err != nil {
 			return bootlevel.StepResult{}, fmt.Errorf("open step log: %w", err)
 		}

@@ -25,6 +25,7 @@ import (
 	"github.com/jonboulle/clockwork"
 	"golang.org/x/sync/errgroup"
 
+	"nightshift/internal/redact"
 	"nightshift/provisioner"
 )
 
@@ -192,12 +193,12 @@ func (d *Driver) Launch(ctx context.Context, spec provisioner.InstanceSpec) (pro
 			return provisioner.LaunchResult{}, fmt.Errorf("launch %s: %w", spec.ID, err)
 		}
 	}
-	stdout, err := os.OpenFile(filepath.Join(dir, "stdout"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	stdout, err := redact.OpenPrivate(filepath.Join(dir, "stdout"))
 	if err != nil {
 		return provisioner.LaunchResult{}, fmt.Errorf("launch %s: %w", spec.ID, err)
 	}
 	defer stdout.Close()
-	stderr, err := os.OpenFile(filepath.Join(dir, "stderr"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	stderr, err := redact.OpenPrivate(filepath.Join(dir, "stderr"))
 	if err != nil {
 		return provisioner.LaunchResult{}, fmt.Errorf("launch %s: %w", spec.ID, err)
 	}
