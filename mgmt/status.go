@@ -5,7 +5,9 @@
 package mgmt
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
@@ -16,6 +18,7 @@ import (
 	"nightshift/bootlevel"
 	"nightshift/decision/controller"
 	"nightshift/internal/redact"
+	"nightshift/internal/termtext"
 )
 
 // RunStatus is the shape of `mgmt status --json`. States are lowercase.
@@ -121,18 +124,36 @@ func levels(recs []bootlevel.ServiceRecord) []LevelStatus {
 	return out
 }
 
-// WriteTable renders a status for a person.
+// Redact returns a copy of s in which every string (attributes, errors,
+// notes, the pools' reasons and policies, whatever the controller reports)
+// has passed through red, as redact.Redactor.EncodeJSON does; both the table
+// and --json show the copy.
+func Redact(s *RunStatus, red *redact.Redactor) (*RunStatus, error) {
+	var buf bytes.Buffer
+	if err := red.EncodeJSON(&buf, s); err != nil {
+		return nil, fmt.Errorf("redact status: %w", err)
+	}
+	var out RunStatus
+	if err := json.Unmarshal(buf.Bytes(), &out); err != nil {
+		return nil, fmt.Errorf("redact status: %w", err)
+	}
+	return &out, nil
+}
+
+// WriteTable renders a status for a person. Every value is escaped
+// (termtext.Line): a cell is one line, whatever a service exported.
 func WriteTable(w io.Writer, s *RunStatus) error {
-	fmt.Fprintf(w, "run %s  state %s  plan %s\n", s.Run, s.State, s.Plan)
+	q := termtext.Line
+	fmt.Fprintf(w, "run %s  state %s  plan %s\n", q(s.Run), q(s.State), q(s.Plan))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "LEVEL\tSERVICE\tSTATE\tHOST\tATTRIBUTES")
 	for _, l := range s.Levels {
 		for _, svc := range l.Services {
-			state := svc.State
+			state := q(svc.State)
 			if svc.Verified != nil && !*svc.Verified {
 				state += " (ready check failing)"
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", l.Level, svc.Name, state, svc.Host, attrLine(svc.Attributes))
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", l.Level, q(svc.Name), state, q(svc.Host), attrLine(svc.Attributes))
 		}
 	}
 	if err := tw.Flush(); err != nil {
@@ -141,7 +162,7 @@ func WriteTable(w io.Writer, s *RunStatus) error {
 	for _, l := range s.Levels {
 		for _, svc := range l.Services {
 			if svc.Error != "" {
-				fmt.Fprintf(w, "  %s: %s\n", svc.Name, firstLine(svc.Error))
+				fmt.Fprintf(w, "  %s: %s\n", q(svc.Name), q(firstLine(svc.Error)))
 			}
 		}
 	}
@@ -149,26 +170,27 @@ func WriteTable(w io.Writer, s *RunStatus) error {
 		writeJob(w, j)
 	}
 	for _, n := range s.Notes {
-		fmt.Fprintf(w, "note: %s\n", n)
+		fmt.Fprintf(w, "note: %s\n", q(n))
 	}
 	return nil
 }
 
 func writeJob(w io.Writer, j JobStatus) {
+	q := termtext.Line
 	depth := "n/a"
 	if j.QueueDepth != nil {
 		depth = fmt.Sprintf("%d", *j.QueueDepth)
 		if j.QueueSource != "" {
-			depth += " (" + j.QueueSource + ")"
+			depth += " (" + q(j.QueueSource) + ")"
 		}
 	}
 	frozen := ""
 	if j.Frozen {
 		frozen = "  FROZEN"
 	}
-	fmt.Fprintf(w, "\njob %s  engine %s  desired %d  queue %s  %s%s\n", j.Name, j.Engine, j.Desired, depth, countLine(j.Counts), frozen)
+	fmt.Fprintf(w, "\njob %s  engine %s  desired %d  queue %s  %s%s\n", q(j.Name), q(j.Engine), j.Desired, depth, q(countLine(j.Counts)), frozen)
 	if j.LastDecision != nil {
-		fmt.Fprintf(w, "  last decision %s: %s\n", j.LastDecision.Time.Format(time.RFC3339), j.LastDecision.Reason)
+		fmt.Fprintf(w, "  last decision %s: %s\n", j.LastDecision.Time.Format(time.RFC3339), q(j.LastDecision.Reason))
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  WORKER\tSTATE\tHEALTH\tHOST\tHEARTBEAT\tRESTARTS")
@@ -177,7 +199,7 @@ func writeJob(w io.Writer, j JobStatus) {
 		if wk.HeartbeatAgeS != nil {
 			hb = fmt.Sprintf("%.1fs ago", *wk.HeartbeatAgeS)
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%d\n", wk.ID, wk.State, wk.Health, wk.Host, hb, wk.Restarts)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%d\n", q(wk.ID), q(wk.State), q(wk.Health), q(wk.Host), hb, wk.Restarts)
 	}
 	tw.Flush()
 }
@@ -211,13 +233,9 @@ func attrLine(m map[string]string) string {
 	sort.Strings(keys)
 	parts := make([]string, 0, len(keys))
 	for _, k := range keys {
-		parts = append(parts, k+"="+m[k])
+		parts = append(parts, termtext.Line(k)+"="+termtext.Line(m[k]))
 	}
-	s := strings.Join(parts, " ")
-	if len(s) > 80 {
-		s = s[:77] + "..."
-	}
-	return s
+	return termtext.Trim(strings.Join(parts, " "), 80)
 }
 
 func firstLine(s string) string {

@@ -16,6 +16,7 @@ import (
 	"nightshift/internal/ec2driver"
 	"nightshift/internal/localdriver"
 	"nightshift/internal/nstypes"
+	"nightshift/internal/redact"
 	"nightshift/internal/runstore"
 	"nightshift/internal/sshdriver"
 	"nightshift/launchplan"
@@ -84,8 +85,33 @@ func Open(ctx context.Context, home string, log *slog.Logger) (*App, error) {
 		Log:    log,
 		Home:   home,
 		RunEnv: nstypes.RunEnv(home),
+		Secrets: func(run string) *redact.Redactor {
+			red, err := nstypes.RunRedactor(home, run)
+			if err != nil {
+				log.Warn("redaction may miss secrets", "run", run, "err", err)
+			}
+			return red
+		},
 	}
 	return &App{Home: home, Store: st, Engine: eng, Log: log}, nil
+}
+
+// Redactor returns what a person may see of a run's output: a redactor that
+// knows the run's secret file and registry (nstypes.RunRedactor) and the
+// secrets in its stored plan and service records (bootlevel.LearnSecrets).
+// It never fails: what cannot be read is reported in the error, and the
+// redactor still knows everything else.
+func (a *App) Redactor(ctx context.Context, run string) (*redact.Redactor, error) {
+	red, err := nstypes.RunRedactor(a.Home, run)
+	errs := []error{err}
+	if r, gerr := a.Store.GetRun(ctx, run); gerr == nil {
+		plan, perr := bootlevel.LoadRunPlan(r)
+		errs = append(errs, perr)
+		recs, serr := a.Store.Services(ctx, run)
+		errs = append(errs, serr)
+		bootlevel.LearnSecrets(red, plan, recs)
+	}
+	return red, errors.Join(errs...)
 }
 
 // BinDir is the directory of the running binary, where the other

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/term"
+
+	"nightshift/internal/redact"
 )
 
 // kvFlag collects repeated -g key=value pairs.
@@ -42,15 +44,16 @@ func isTerminal(f any) bool {
 
 // newLogger writes structured logs to a file in the home directory (the
 // terminal gets progress, not log noise) or to stderr with --log-level.
-func newLogger(path string, level slog.Level) (*slog.Logger, func(), error) {
+func newLogger(path string, level slog.Level, red *redact.Redactor) (*slog.Logger, func(), error) {
 	if path == "" {
 		return slog.New(slog.DiscardHandler), func() {}, nil
 	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	f, err := redact.OpenPrivate(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open log %s: %w", path, err)
 	}
-	return slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: level})), func() { f.Close() }, nil
+	h := slog.NewTextHandler(f, &slog.HandlerOptions{Level: level})
+	return slog.New(redact.Handler(h, red)), func() { f.Close() }, nil
 }
 
 func parseLevel(s string) (slog.Level, error) {

@@ -19,6 +19,7 @@ import (
 	"nightshift/internal/nstypes"
 	"nightshift/internal/progress"
 	"nightshift/internal/redact"
+	"nightshift/internal/termtext"
 	"nightshift/launchplan"
 )
 
@@ -108,7 +109,14 @@ func Launch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "launch:", err)
 		return app.ExitFailed
 	}
-	log, closeLog, err := newLogger(filepath.Join(runDir, "launch.log"), level)
+	// One redactor for everything this launch writes: the engine adds the
+	// secrets it learns while booting, and the log, the progress and the
+	// failure report below leave them out.
+	red, err := nstypes.RunRedactor(homeDir, run)
+	if err != nil {
+		fmt.Fprintln(stderr, "launch: note:", termtext.Line(red.String(err.Error())))
+	}
+	log, closeLog, err := newLogger(filepath.Join(runDir, "launch.log"), level, red)
 	if err != nil {
 		fmt.Fprintln(stderr, "launch:", err)
 		return app.ExitFailed
@@ -123,32 +131,43 @@ func Launch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return app.ExitFailed
 	}
 	defer a.Close()
+	seed := a.Engine.Secrets
+	a.Engine.Secrets = func(r string) *redact.Redactor {
+		if r == run {
+			return red
+		}
+		return seed(r)
+	}
 	live := isTerminal(stdout) && !*plain
-	pr := progress.New(stdout, live)
+	pr := progress.New(stdout, live, red)
 	a.Engine.OnEvent = pr.Event
 	a.Engine.Parallelism = *parallel
 
-	fmt.Fprintf(stdout, "launching run %s from %s (home %s)\n", run, plan.Path, homeDir)
+	show := func(s string) string { return termtext.Line(red.String(s)) }
+	fmt.Fprintf(stdout, "launching run %s from %s (home %s)\n", show(run), show(plan.Path), show(homeDir))
 	rep, err := a.Engine.Launch(ctx, plan, bootlevel.LaunchOptions{Run: run, OnFailure: policy, AllowPlanChange: *allowChange})
 	if err != nil {
-		fmt.Fprintf(stderr, "launch: run %s failed: %s\n", run, redact.String(err.Error()))
+		fmt.Fprintf(stderr, "launch: run %s failed: %s\n", show(run), termtext.Text(red.String(err.Error())))
 		if rep != nil {
 			for _, f := range rep.Failures {
-				fmt.Fprintf(stderr, "  %s\n", indent(redact.String(f.Error())))
+				fmt.Fprintf(stderr, "  %s\n", indent(termtext.Text(red.String(f.Error()))))
 			}
 		}
-		fmt.Fprintf(stderr, "inspect: mgmt status --home %s %s; logs under %s\n", homeDir, run, filepath.Join(runDir, "logs"))
+		fmt.Fprintf(stderr, "inspect: mgmt status --home %s %s; logs under %s\n", show(homeDir), show(run), show(filepath.Join(runDir, "logs")))
 		return app.ExitCode(err)
 	}
-	fmt.Fprintf(stdout, "run %s is %s: %d services in %d levels\n", run, rep.State, len(rep.Services), len(plan.Levels))
-	fmt.Fprintf(stdout, "next: mgmt status %s   |   mgmt teardown %s\n", run, run)
+	fmt.Fprintf(stdout, "run %s is %s: %d services in %d levels\n", show(run), rep.State, len(rep.Services), len(plan.Levels))
+	fmt.Fprintf(stdout, "next: mgmt status %s   |   mgmt teardown %s\n", show(run), show(run))
 	return app.ExitOK
 }
 
 func indent(s string) string { return strings.ReplaceAll(s, "\n", "\n  ") }
 
+// printDryRun shows the plan as loaded; every value from the plan file is
+// escaped (termtext.Line) and secret-named globals are redacted.
 func printDryRun(w io.Writer, p *launchplan.Plan, run string) {
-	fmt.Fprintf(w, "plan %s (run name %s)\n", p.Path, run)
+	q := termtext.Line
+	fmt.Fprintf(w, "plan %s (run name %s)\n", q(p.Path), q(run))
 	fmt.Fprintf(w, "hash %s\n", p.Hash)
 	if len(p.Globals) > 0 {
 		keys := make([]string, 0, len(p.Globals))
@@ -158,7 +177,7 @@ func printDryRun(w io.Writer, p *launchplan.Plan, run string) {
 		sort.Strings(keys)
 		fmt.Fprintln(w, "globals:")
 		for _, k := range keys {
-			fmt.Fprintf(w, "  %s = %s\n", k, redact.Value(k, p.Globals[k]))
+			fmt.Fprintf(w, "  %s = %s\n", q(k), q(redact.Value(k, p.Globals[k])))
 		}
 	}
 	for _, l := range p.Levels {
@@ -172,13 +191,13 @@ func printDryRun(w io.Writer, p *launchplan.Plan, run string) {
 			if s.Type != "" {
 				kind = s.Type + " on " + s.Driver
 			}
-			fmt.Fprintf(w, "  %s [%s]\n", s.Name, kind)
+			fmt.Fprintf(w, "  %s [%s]\n", q(s.Name), q(kind))
 			for _, st := range []struct {
 				name string
 				p    *launchplan.Program
 			}{{"boot", s.Boot}, {"ready", s.Ready}, {"terminate", s.Terminate}} {
 				if st.p != nil {
-					fmt.Fprintf(w, "    %-9s %s %s\n", st.name, st.p.Path, strings.Join(st.p.Args, " "))
+					fmt.Fprintf(w, "    %-9s %s %s\n", st.name, q(st.p.Path), q(redact.String(strings.Join(st.p.Args, " "))))
 				}
 			}
 		}
@@ -187,13 +206,13 @@ func printDryRun(w io.Writer, p *launchplan.Plan, run string) {
 	if len(edges) > 0 {
 		fmt.Fprintln(w, "references:")
 		for _, e := range edges {
-			fmt.Fprintf(w, "  %s -> %s (%s)\n", e.From, e.To, e.Ref)
+			fmt.Fprintf(w, "  %s -> %s (%s)\n", q(e.From), q(e.To), q(e.Ref))
 		}
 	}
 	if len(p.Jobs) > 0 {
 		fmt.Fprintln(w, "jobs:")
 		for _, j := range p.Jobs {
-			fmt.Fprintf(w, "  %s\n", j.Name)
+			fmt.Fprintf(w, "  %s\n", q(j.Name))
 		}
 	}
 	fmt.Fprintln(w, "dry run: nothing launched")

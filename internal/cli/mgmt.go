@@ -23,6 +23,7 @@ import (
 	"nightshift/internal/ec2driver"
 	"nightshift/internal/redact"
 	"nightshift/internal/runbus"
+	"nightshift/internal/termtext"
 	"nightshift/launchplan"
 	"nightshift/mgmt"
 )
@@ -38,7 +39,9 @@ commands:
                                re-verify every service and restart failed ones
   teardown [--dry-run] RUN     stop pools, terminate levels in reverse, sweep,
                                and prove nothing is left
-  logs RUN SERVICE             print a service's log
+  logs [-f] [-n N] [--raw] RUN SERVICE
+                               print a service's log (escaped unless --raw;
+                               secrets are redacted either way)
   reconfigure RUN JOB key=value...
                                change a pool's policy live (validated by its engine)
   decisions [--limit N] RUN JOB
@@ -92,7 +95,7 @@ func Mgmt(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(stderr, "mgmt %s: %s\n", cmd, redact.String(err.Error()))
+			fmt.Fprintf(stderr, "mgmt %s: %s\n", termtext.Line(cmd), termtext.Text(m.red.String(err.Error())))
 		}
 		return app.ExitCode(err)
 	}
@@ -103,7 +106,25 @@ type mgmtCmd struct {
 	stdout, stderr io.Writer
 	homeFlag       string
 	home           string
+	// red knows the secrets of the run a command works on, once it has
+	// one; everything printed passes through it (nil-safe before then).
+	red *redact.Redactor
 }
+
+// learn loads the redactor of run, for everything the command prints after.
+func (m *mgmtCmd) learn(ctx context.Context, a *app.App, run string) {
+	red, err := a.Redactor(ctx, run)
+	if err != nil {
+		fmt.Fprintf(m.stderr, "note: %s\n", termtext.Line(red.String(err.Error())))
+	}
+	m.red = red
+}
+
+// line is how one value is shown to a person: redacted, then escaped.
+func (m *mgmtCmd) line(s string) string { return termtext.Line(m.red.String(s)) }
+
+// json prints v for programs: exact, apart from the run's secrets.
+func (m *mgmtCmd) json(v any) error { return m.red.EncodeJSON(m.stdout, v) }
 
 func (m *mgmtCmd) open(ctx context.Context) (*app.App, error) {
 	home, err := app.ResolveHome(m.homeFlag)
@@ -114,7 +135,7 @@ func (m *mgmtCmd) open(ctx context.Context) (*app.App, error) {
 	if _, err := os.Stat(filepath.Join(home, "nightshift.db")); err != nil {
 		return nil, fmt.Errorf("no runs in %s (nothing was launched with this home)", home)
 	}
-	log, _, err := newLogger(filepath.Join(home, "mgmt.log"), 0)
+	log, _, err := newLogger(filepath.Join(home, "mgmt.log"), 0, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -157,7 +178,7 @@ func (m *mgmtCmd) list(ctx context.Context, args []string) error {
 	tw := tabwriter.NewWriter(m.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "RUN\tSTATE\tCREATED\tPLAN")
 	for _, r := range runs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Name, r.State, r.Created.Local().Format(time.DateTime), r.PlanPath)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.line(r.Name), m.line(string(r.State)), r.Created.Local().Format(time.DateTime), m.line(r.PlanPath))
 	}
 	return tw.Flush()
 }
@@ -181,6 +202,8 @@ func (m *mgmtCmd) status(ctx context.Context, args []string) error {
 	defer a.Close()
 	run := fs.Arg(0)
 	show := func() error {
+		// Again on every refresh of --watch: services export new secrets.
+		m.learn(ctx, a, run)
 		var verified map[string]bool
 		if *verify {
 			rep, err := a.Engine.Verify(ctx, run)
@@ -213,7 +236,7 @@ func (m *mgmtCmd) status(ctx context.Context, args []string) error {
 			return err
 		}
 		if note != "" {
-			st.Notes = append(st.Notes, redact.String(note))
+			st.Notes = append(st.Notes, note)
 		}
 		for i := range st.Levels {
 			for j := range st.Levels[i].Services {
@@ -224,11 +247,13 @@ func (m *mgmtCmd) status(ctx context.Context, args []string) error {
 			}
 		}
 		if *asJSON {
-			enc := json.NewEncoder(m.stdout)
-			enc.SetIndent("", "  ")
-			return enc.Encode(st)
+			return m.json(st)
 		}
-		return mgmt.WriteTable(m.stdout, st)
+		clean, err := mgmt.Redact(st, m.red)
+		if err != nil {
+			return err
+		}
+		return mgmt.WriteTable(m.stdout, clean)
 	}
 	if !*watch {
 		return show()
@@ -264,24 +289,23 @@ func (m *mgmtCmd) history(ctx context.Context, args []string) error {
 	if _, err := a.Store.GetRun(ctx, fs.Arg(0)); err != nil {
 		return err
 	}
+	m.learn(ctx, a, fs.Arg(0))
 	evs, err := a.Store.Events(ctx, fs.Arg(0), 0)
 	if err != nil {
 		return err
 	}
 	if *asJSON {
-		for i := range evs {
-			evs[i].Message = redact.String(evs[i].Message)
-		}
-		enc := json.NewEncoder(m.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(evs)
+		return m.json(evs)
 	}
 	for _, e := range evs {
+		e.Message = m.red.String(e.Message)
 		fmt.Fprintln(m.stdout, historyLine(e))
 	}
 	return nil
 }
 
+// historyLine shows one event on one line, escaped; the caller has redacted
+// its message with the run's secrets.
 func historyLine(e bootlevel.Event) string {
 	s := fmt.Sprintf("%5d %s", e.Seq, e.Time.Local().Format("2006-01-02 15:04:05.000"))
 	if e.Level > 0 {
@@ -300,7 +324,7 @@ func historyLine(e bootlevel.Event) string {
 	if e.Message != "" {
 		s += ": " + redact.String(e.Message)
 	}
-	return s
+	return termtext.Line(s)
 }
 
 func (m *mgmtCmd) repair(ctx context.Context, args []string) error {
@@ -319,6 +343,7 @@ func (m *mgmtCmd) repair(ctx context.Context, args []string) error {
 	if _, err := a.Store.GetRun(ctx, fs.Arg(0)); err != nil {
 		return err
 	}
+	m.learn(ctx, a, fs.Arg(0))
 	release, err := app.LockRun(m.home, fs.Arg(0), "mgmt repair")
 	if err != nil {
 		return err
@@ -328,9 +353,9 @@ func (m *mgmtCmd) repair(ctx context.Context, args []string) error {
 	rep, err := a.Engine.Repair(ctx, fs.Arg(0), *max)
 	if rep != nil {
 		for _, f := range rep.Failures {
-			fmt.Fprintln(m.stderr, "  "+indent(redact.String(f.Error())))
+			fmt.Fprintln(m.stderr, "  "+indent(termtext.Text(m.red.String(f.Error()))))
 		}
-		fmt.Fprintf(m.stdout, "run %s is %s\n", rep.Run, rep.State)
+		fmt.Fprintf(m.stdout, "run %s is %s\n", m.line(rep.Run), rep.State)
 	}
 	return err
 }
@@ -365,6 +390,7 @@ func (m *mgmtCmd) teardown(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	m.learn(ctx, a, run)
 	if !*dry {
 		release, err := app.LockRun(m.home, run, "mgmt teardown")
 		if err != nil {
@@ -373,14 +399,14 @@ func (m *mgmtCmd) teardown(ctx context.Context, args []string) error {
 		defer release()
 	}
 	if sw, err := ec2Sweeper(ctx, r); err != nil {
-		fmt.Fprintf(m.stderr, "note: no EC2 sweep: %v\n", err)
+		fmt.Fprintf(m.stderr, "note: no EC2 sweep: %s\n", m.line(err.Error()))
 	} else if sw != nil {
 		td.Sweepers = append(td.Sweepers, sw)
 	}
 	if !*dry && r.State != bootlevel.RunTerminated && hasPools(r) {
 		conn, err := runbus.Dial(ctx, a.Store, m.home, run, 3*time.Second)
 		if err != nil {
-			fmt.Fprintf(m.stdout, "pools unreachable (%s); the sweep will find their workers\n", redact.String(err.Error()))
+			fmt.Fprintf(m.stdout, "pools unreachable (%s); the sweep will find their workers\n", m.line(err.Error()))
 		} else {
 			defer conn.Close()
 			td.Pools = conn
@@ -391,9 +417,7 @@ func (m *mgmtCmd) teardown(ctx context.Context, args []string) error {
 		return err
 	}
 	if *asJSON {
-		enc := json.NewEncoder(m.stdout)
-		enc.SetIndent("", "  ")
-		if jerr := enc.Encode(rep); jerr != nil {
+		if jerr := m.json(rep); jerr != nil {
 			return jerr
 		}
 		return err
@@ -404,26 +428,27 @@ func (m *mgmtCmd) teardown(ctx context.Context, args []string) error {
 	}
 	fmt.Fprintf(m.stdout, "%s %d:\n", verb, len(rep.Destroyed))
 	for _, d := range rep.Destroyed {
-		fmt.Fprintf(m.stdout, "  %s\n", d)
+		fmt.Fprintf(m.stdout, "  %s\n", m.line(d))
 	}
 	for _, n := range rep.Notes {
-		fmt.Fprintf(m.stdout, "note: %s\n", n)
+		fmt.Fprintf(m.stdout, "note: %s\n", m.line(n))
 	}
 	if !rep.DryRun {
 		fmt.Fprintf(m.stdout, "remaining %d:\n", len(rep.Remaining))
 		for _, r := range rep.Remaining {
-			fmt.Fprintf(m.stdout, "  %s\n", r)
+			fmt.Fprintf(m.stdout, "  %s\n", m.line(r))
 		}
 	}
 	return err
 }
 
 func (m *mgmtCmd) logs(ctx context.Context, args []string) error {
-	var follow *bool
+	var follow, raw *bool
 	var lines *int
 	fs, err := m.flags("logs", args, 2, func(fs *flag.FlagSet) {
 		follow = fs.Bool("f", false, "follow: keep printing what is appended")
 		lines = fs.Int("n", 200, "start with the last N lines of each file (0: whole file)")
+		raw = fs.Bool("raw", false, "print lines as written, without escaping control characters (secrets are still redacted)")
 	})
 	if err != nil {
 		return err
@@ -434,11 +459,12 @@ func (m *mgmtCmd) logs(ctx context.Context, args []string) error {
 	}
 	defer a.Close()
 	run, name := fs.Arg(0), fs.Arg(1)
+	m.learn(ctx, a, run)
 	files, err := logFiles(ctx, a, m.home, run, name)
 	if err != nil {
 		return err
 	}
-	return mgmt.ShowLogs(ctx, m.stdout, files, *lines, *follow)
+	return mgmt.ShowLogs(ctx, m.stdout, files, mgmt.LogOptions{Lines: *lines, Follow: *follow, Redactor: m.red, Raw: *raw})
 }
 
 // logFiles finds the logs of a service (its step log, and a daemon's own
@@ -513,6 +539,7 @@ func (m *mgmtCmd) reconfigure(ctx context.Context, args []string) error {
 		return err
 	}
 	defer a.Close()
+	m.learn(ctx, a, run)
 	conn, err := runbus.Dial(ctx, a.Store, m.home, run, 5*time.Second)
 	if err != nil {
 		return err
@@ -521,7 +548,7 @@ func (m *mgmtCmd) reconfigure(ctx context.Context, args []string) error {
 	if err := conn.Reconfigure(ctx, job, values); err != nil {
 		return err
 	}
-	fmt.Fprintf(m.stdout, "job %s reconfigured: %s\n", job, strings.Join(fs.Args()[2:], " "))
+	fmt.Fprintf(m.stdout, "job %s reconfigured: %s\n", m.line(job), m.line(strings.Join(fs.Args()[2:], " ")))
 	return nil
 }
 
@@ -555,6 +582,7 @@ func (m *mgmtCmd) decisions(ctx context.Context, args []string) error {
 		return err
 	}
 	defer a.Close()
+	m.learn(ctx, a, fs.Arg(0))
 	conn, err := runbus.Dial(ctx, a.Store, m.home, fs.Arg(0), 5*time.Second)
 	if err != nil {
 		return err
@@ -565,9 +593,7 @@ func (m *mgmtCmd) decisions(ctx context.Context, args []string) error {
 		return err
 	}
 	if *asJSON {
-		enc := json.NewEncoder(m.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(ds)
+		return m.json(ds)
 	}
 	for _, d := range ds {
 		b, _ := json.Marshal(d)
@@ -576,7 +602,7 @@ func (m *mgmtCmd) decisions(ctx context.Context, args []string) error {
 			Reason string    `json:"reason"`
 		}
 		json.Unmarshal(b, &row)
-		fmt.Fprintf(m.stdout, "%s  %s\n", row.Time.Local().Format("15:04:05.000"), row.Reason)
+		fmt.Fprintf(m.stdout, "%s  %s\n", row.Time.Local().Format("15:04:05.000"), m.line(row.Reason))
 	}
 	return nil
 }

@@ -7,7 +7,9 @@ package nstypes
 import (
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -19,12 +21,45 @@ import (
 	"nightshift/internal/daemontype"
 	"nightshift/internal/envelope"
 	"nightshift/internal/pki"
+	"nightshift/internal/redact"
 	"nightshift/launchplan"
 )
 
 // SecretPath is where a run's HMAC secret lives; every component of the run
 // uses the same file.
 func SecretPath(home, run string) string { return filepath.Join(home, "runs", run, "secret") }
+
+// RegistryPath is the run's secret registry: a component that mints a
+// secret at run time (a broker password of its own, say) records it there
+// with redact.Register, and launch and mgmt redact it from what they show.
+func RegistryPath(home, run string) string {
+	return filepath.Join(home, "runs", run, "redact-values")
+}
+
+// RunRedactor returns a redactor that knows the run's secrets kept in files:
+// the run secret, in the hex it is handed out in and its other encodings,
+// and the values in the run's registry. A missing file adds nothing (the
+// run may not have one yet); an unreadable one is reported, and the
+// redactor holds whatever could be read.
+func RunRedactor(home, run string) (*redact.Redactor, error) {
+	red := redact.NewRedactor()
+	var errs []error
+	data, err := os.ReadFile(SecretPath(home, run))
+	switch {
+	case err == nil:
+		s := strings.TrimSpace(string(data))
+		if raw, herr := hex.DecodeString(s); herr == nil {
+			red.AddBytes(raw)
+		}
+		red.Add(s)
+	case !errors.Is(err, fs.ErrNotExist):
+		errs = append(errs, fmt.Errorf("run secret: %w", err))
+	}
+	if err := red.LoadRegistry(RegistryPath(home, run)); err != nil {
+		errs = append(errs, err)
+	}
+	return red, errors.Join(errs...)
+}
 
 // EnvRunSecret is the ${env.NAME} a plan uses to hand the run's secret (hex,
 // as in the secret file) to components that do not share this machine's

@@ -1,6 +1,9 @@
 // Package progress renders a boot's events for a person: on a terminal a
 // compact view redrawn in place (one line per service, grouped by level), and
-// elsewhere one plain line per event, which is what logs and CI want.
+// elsewhere one plain line per event, which is what logs and CI want. Every
+// value in an event passes through the run's redactor and is escaped
+// (termtext), so service output can neither show a secret nor drive the
+// terminal.
 package progress
 
 import (
@@ -13,6 +16,7 @@ import (
 
 	"nightshift/bootlevel"
 	"nightshift/internal/redact"
+	"nightshift/internal/termtext"
 )
 
 // Printer receives engine events; it is safe for concurrent use because the
@@ -25,6 +29,7 @@ type Printer struct {
 	start time.Time
 	svcs  map[string]*row
 	order []string
+	red   *redact.Redactor
 }
 
 type row struct {
@@ -35,15 +40,19 @@ type row struct {
 	since time.Time
 }
 
-// New returns a printer; live selects the in-place terminal view.
-func New(w io.Writer, live bool) *Printer {
-	return &Printer{w: w, live: live, start: time.Now(), svcs: map[string]*row{}}
+// New returns a printer; live selects the in-place terminal view. red knows
+// the run's secrets; nil removes only what redact.String finds.
+func New(w io.Writer, live bool, red *redact.Redactor) *Printer {
+	return &Printer{w: w, live: live, start: time.Now(), svcs: map[string]*row{}, red: red}
 }
 
 // Event is the engine's OnEvent hook.
 func (p *Printer) Event(e bootlevel.Event) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	// Redact before escaping: a secret with a control byte in it would
+	// not be found in its escaped form.
+	e.Message = p.red.String(e.Message)
 	if !p.live {
 		fmt.Fprintln(p.w, Line(e))
 		return
@@ -63,13 +72,14 @@ func (p *Printer) Event(e bootlevel.Event) {
 			r.note = string(e.Step)
 		}
 		if e.Message != "" {
-			r.note = firstLine(redact.String(e.Message))
+			r.note = termtext.Line(firstLine(e.Message))
 		}
 	}
 	p.redraw()
 }
 
-// Line formats one event as a single plain line.
+// Line formats one event as a single plain line, escaped (termtext.Line)
+// and with URL passwords and key ids removed.
 func Line(e bootlevel.Event) string {
 	var b strings.Builder
 	b.WriteString(e.Time.Format("15:04:05.000"))
@@ -89,7 +99,7 @@ func Line(e bootlevel.Event) string {
 	if e.Message != "" {
 		fmt.Fprintf(&b, ": %s", redact.String(e.Message))
 	}
-	return b.String()
+	return termtext.Line(b.String())
 }
 
 func (p *Printer) redraw() {
@@ -109,7 +119,7 @@ func (p *Printer) redraw() {
 			fmt.Fprintf(p.w, "level %d\n", level)
 			lines++
 		}
-		fmt.Fprintf(p.w, "  %s %-24s %-11s %s\n", mark(r.state), r.name, r.state, trim(r.note, 60))
+		fmt.Fprintf(p.w, "  %s %-24s %-11s %s\n", mark(r.state), termtext.Line(r.name), termtext.Line(r.state), termtext.Trim(r.note, 60))
 		lines++
 	}
 	p.lines = lines
@@ -134,11 +144,4 @@ func firstLine(s string) string {
 		return s[:i]
 	}
 	return s
-}
-
-func trim(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n-1] + "…"
 }
