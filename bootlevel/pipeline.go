@@ -53,6 +53,11 @@ func (r *runner) boot(ctx context.Context, svc *launchplan.Service) *StepError {
 	if err := r.mkdir(filepath.Dir(rec.LogPath)); err != nil {
 		return r.fail(svc, &StepError{Step: StepAcquire, ExitCode: NoExit, Err: fmt.Errorf("create log directory: %w", err)})
 	}
+	// The run's own log directory (not a plan's work_dir) is private, like
+	// the logs in it; a directory an older version made 0755 is tightened.
+	if err := os.Chmod(filepath.Dir(rec.LogPath), 0o700); err != nil {
+		return r.fail(svc, &StepError{Step: StepAcquire, ExitCode: NoExit, Err: fmt.Errorf("log directory: %w", err)})
+	}
 
 	acq, err := r.hostView(svc, nil)
 	if err != nil {

@@ -59,8 +59,8 @@ func TestSecretsSeedRedactionEverywhere(t *testing.T) {
 	})
 }
 
-// TestStepLogsArePrivate: the engine creates service logs 0600 and tightens
-// one an older version left 0644.
+// TestStepLogsArePrivate: the engine creates service logs 0600 in a 0700
+// directory, and tightens what an older version left 0644 and 0755.
 func TestStepLogsArePrivate(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		e, _ := newEngine(t, &fakeDriver{})
@@ -73,6 +73,9 @@ func TestStepLogsArePrivate(t *testing.T) {
 		}
 		if _, err := e.Launch(t.Context(), plan([]launchplan.Service{service("old"), service("new")}), LaunchOptions{Run: "modes"}); err != nil {
 			t.Fatal(err)
+		}
+		if st, err := os.Stat(logs); err != nil || st.Mode().Perm() != 0o700 {
+			t.Errorf("log directory is %v (err %v), want 0700", st.Mode().Perm(), err)
 		}
 		for _, n := range []string{"old", "new"} {
 			st, err := os.Stat(filepath.Join(logs, n+".log"))

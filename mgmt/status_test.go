@@ -1,0 +1,83 @@
+package mgmt
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"nightshift/internal/redact"
+)
+
+// TestTableRedactsAndEscapesEveryField: what the controller reports (the
+// reason of a decision, a worker's host, a policy) and what services
+// exported go through the run's redactor and reach the table escaped, one
+// line per row. (Status passes through JSON, which turns an invalid UTF-8
+// byte into U+FFFD, as --json always has.)
+func TestTableRedactsAndEscapesEveryField(t *testing.T) {
+	const secret = "per-worker-pass-42"
+	depth := 3
+	st := &RunStatus{
+		Run: "r", State: "ready", Plan: "/p.toml",
+		Levels: []LevelStatus{{Level: 1, Services: []ServiceStatus{{
+			Name: "svc", State: "ready", Host: "h\x1b[2J",
+			Attributes: map[string]string{"motd": "hi\x1b]0;t\a\nforged row", "note": "pw " + secret},
+			Error:      "boom \u202e" + secret,
+		}}}},
+		Jobs: []JobStatus{{
+			Name: "work", Engine: "queue", Desired: 1, QueueDepth: &depth,
+			Policy:       map[string]any{"nested": map[string]any{"x": secret}},
+			LastDecision: &Decision{Time: time.Unix(0, 0), Reason: "scaled up\r\x1b[1Aforged " + secret},
+			Workers:      []WorkerStatus{{ID: "w1", State: "running", Health: "ok", Host: "evil\x9bhost"}},
+		}},
+		Notes: []string{"note \x1b[31m"},
+	}
+	clean, err := Redact(st, redact.NewRedactor(secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if clean.Jobs[0].Policy["nested"].(map[string]any)["x"] != redact.Marker {
+		t.Errorf("policy not redacted: %v", clean.Jobs[0].Policy)
+	}
+	var out bytes.Buffer
+	if err := WriteTable(&out, clean); err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()
+	for _, bad := range []string{secret, "\x1b", "\a", "\r", "\x9b", "\u202e", "\nforged row"} {
+		if strings.Contains(got, bad) {
+			t.Errorf("table holds %q:\n%s", bad, got)
+		}
+	}
+	for _, want := range []string{`motd=hi\x1b]0;t\a\nforged row`, `scaled up\r\x1b[1Aforged xxxxx`, "evil\ufffdhost", `boom \u202exxxxx`, `note \x1b[31m`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("table lacks %q:\n%s", want, got)
+		}
+	}
+}
+
+// TestShowLogsEscapesUnlessRaw: logs are redacted either way, escaped by
+// default, and printed as written with Raw.
+func TestShowLogsEscapesUnlessRaw(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "svc.log")
+	if err := os.WriteFile(path, []byte("ok\tcol\nbad \x1b]0;t\a key=topsecret1\rforged\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	red := redact.NewRedactor("topsecret1")
+	for _, raw := range []bool{false, true} {
+		var out bytes.Buffer
+		if err := ShowLogs(context.Background(), &out, []string{path}, LogOptions{Redactor: red, Raw: raw}); err != nil {
+			t.Fatal(err)
+		}
+		want := "ok\tcol\nbad \\x1b]0;t\\a key=xxxxx\\rforged\n"
+		if raw {
+			want = "ok\tcol\nbad \x1b]0;t\a key=xxxxx\rforged\n"
+		}
+		if out.String() != want {
+			t.Errorf("raw=%v: got %q, want %q", raw, out.String(), want)
+		}
+	}
+}
