@@ -25,6 +25,8 @@ import (
 
 	"nightshift/internal/cgroup"
 	"nightshift/internal/psutil"
+	"nightshift/internal/redact"
+	"nightshift/internal/termtext"
 	"nightshift/sitter"
 )
 
@@ -113,15 +115,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		var resp sitter.ControlResponse
 		resp, err = control(*stateDir, sitter.ControlRequest{Op: "tail", Task: fs.Arg(0), N: *n})
 		if err == nil && resp.Tail != nil {
-			fmt.Fprintf(stdout, "==> %s stdout <==\n%s\n==> %s stderr <==\n%s\n", fs.Arg(0),
-				strings.Join(resp.Tail.Stdout, "\n"), fs.Arg(0), strings.Join(resp.Tail.Stderr, "\n"))
+			// Task output is shown escaped and without URL passwords: it is
+			// whatever the task printed, and this is a person's terminal.
+			fmt.Fprintf(stdout, "==> %s stdout <==\n%s\n==> %s stderr <==\n%s\n", termtext.Line(fs.Arg(0)),
+				shownLines(resp.Tail.Stdout), termtext.Line(fs.Arg(0)), shownLines(resp.Tail.Stderr))
 		}
 	default:
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
 	if err != nil {
-		fmt.Fprintln(stderr, "sitter:", err)
+		fmt.Fprintln(stderr, "sitter:", termtext.Text(redact.String(err.Error())))
 		return 1
 	}
 	return 0
@@ -157,9 +161,19 @@ func status(stateDir string, asJSON bool, w io.Writer) error {
 		if t.LastViolation != nil && reason == "" {
 			reason = "last: " + t.LastViolation.String()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.2f\t%.1f\t%s\t%s\n", t.Name, t.State, t.PID, t.Restarts, t.CPU, t.MemMB, t.Work, reason)
+		q := termtext.Line
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.2f\t%.1f\t%s\t%s\n", q(t.Name), q(string(t.State)), t.PID, t.Restarts, t.CPU, t.MemMB, q(string(t.Work)), q(redact.String(reason)))
 	}
 	return tw.Flush()
+}
+
+// shownLines joins a task's log lines for a terminal, each escaped.
+func shownLines(lines []string) string {
+	out := make([]string, len(lines))
+	for i, l := range lines {
+		out[i] = termtext.Line(redact.String(l))
+	}
+	return strings.Join(out, "\n")
 }
 
 func serve(stateDir, cgMode, level, tasksFile string, stderr io.Writer) error {

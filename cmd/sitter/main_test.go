@@ -285,3 +285,13 @@ func TestRestartAfterKill9(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestShownLinesEscapeTaskOutput: `sitter tail` shows what a task printed
+// escaped, one line per line, without URL passwords.
+func TestShownLinesEscapeTaskOutput(t *testing.T) {
+	got := shownLines([]string{"a\x1b[2J\r", "amqp://u:pw@h/ \u202e"})
+	want := "a\\x1b[2J\\r\namqp://u:xxxxx@h/ \\u202e"
+	if got != want {
+		t.Fatalf("shownLines = %q, want %q", got, want)
+	}
+}
