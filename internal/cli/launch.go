@@ -66,13 +66,13 @@ func Launch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	level, err := parseLevel(*logLevel)
 	if err != nil {
-		fmt.Fprintln(stderr, "launch:", err)
+		fmt.Fprintln(stderr, "launch:", termtext.Text(redact.String(err.Error())))
 		return app.ExitUsage
 	}
 
 	plan, err := launchplan.Load(fs.Arg(0), launchplan.Options{GlobalFiles: globalFiles, Globals: globals})
 	if err != nil {
-		fmt.Fprintf(stderr, "launch: invalid plan:\n%v\n", err)
+		fmt.Fprintf(stderr, "launch: invalid plan:\n%s\n", termtext.Text(err.Error()))
 		return app.ExitUsage
 	}
 	run := *name
@@ -86,7 +86,7 @@ func Launch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	homeDir, err := app.ResolveHome(*home)
 	if err != nil {
-		fmt.Fprintln(stderr, "launch:", err)
+		fmt.Fprintln(stderr, "launch:", termtext.Text(redact.String(err.Error())))
 		return app.ExitUsage
 	}
 	// Every program the run starts inherits these, which is how teardown's
@@ -94,19 +94,19 @@ func Launch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	os.Setenv(app.HomeEnv, homeDir)
 	runDir := filepath.Join(homeDir, "runs", run)
 	if err := os.MkdirAll(runDir, 0o700); err != nil {
-		fmt.Fprintln(stderr, "launch:", err)
+		fmt.Fprintln(stderr, "launch:", termtext.Text(redact.String(err.Error())))
 		return app.ExitFailed
 	}
 	release, err := app.LockRun(homeDir, run, "launch")
 	if err != nil {
-		fmt.Fprintln(stderr, "launch:", err)
+		fmt.Fprintln(stderr, "launch:", termtext.Text(redact.String(err.Error())))
 		return app.ExitFailed
 	}
 	defer release()
 	// The run's secret signs destructive commands between its components;
 	// it exists before any of them starts.
 	if _, err := envelope.LoadOrCreateSecret(nstypes.SecretPath(homeDir, run)); err != nil {
-		fmt.Fprintln(stderr, "launch:", err)
+		fmt.Fprintln(stderr, "launch:", termtext.Text(redact.String(err.Error())))
 		return app.ExitFailed
 	}
 	// One redactor for everything this launch writes: the engine adds the
@@ -118,7 +118,7 @@ func Launch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	log, closeLog, err := newLogger(filepath.Join(runDir, "launch.log"), level, red)
 	if err != nil {
-		fmt.Fprintln(stderr, "launch:", err)
+		fmt.Fprintln(stderr, "launch:", termtext.Text(red.String(err.Error())))
 		return app.ExitFailed
 	}
 	defer closeLog()
@@ -127,7 +127,7 @@ func Launch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	a, err := app.Open(ctx, homeDir, log)
 	if err != nil {
-		fmt.Fprintln(stderr, "launch:", err)
+		fmt.Fprintln(stderr, "launch:", termtext.Text(red.String(err.Error())))
 		return app.ExitFailed
 	}
 	defer a.Close()
