@@ -27,6 +27,7 @@ const MinLen = 4
 type Redactor struct {
 	mu     sync.Mutex
 	values map[string]bool
+	keys   map[string]bool   // IsSecretKey by key, since AddAttrs runs on every record write
 	rep    *strings.Replacer // built lazily from values, longest first
 }
 
@@ -47,7 +48,7 @@ func (r *Redactor) Add(values ...string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, v := range values {
-		if len(v) < MinLen {
+		if len(v) < MinLen || r.values[v] {
 			continue
 		}
 		forms := []string{v, url.QueryEscape(v), url.PathEscape(v), strings.TrimPrefix(url.UserPassword("", v).String(), ":")}
@@ -83,11 +84,28 @@ func (r *Redactor) AddBytes(b []byte) {
 // every key that names a secret, and the password of every URL value.
 func (r *Redactor) AddAttrs(m map[string]string) {
 	for k, v := range m {
-		if IsSecretKey(k) {
+		if r.secretKey(k) {
 			r.Add(v)
 		}
 		r.AddURLPasswords(v)
 	}
+}
+
+func (r *Redactor) secretKey(k string) bool {
+	if r == nil {
+		return IsSecretKey(k)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	secret, known := r.keys[k]
+	if !known {
+		secret = IsSecretKey(k)
+		if r.keys == nil {
+			r.keys = map[string]bool{}
+		}
+		r.keys[k] = secret
+	}
+	return secret
 }
 
 // AddURLPasswords learns the passwords of the URLs written in s.
