@@ -38,9 +38,9 @@ func RegistryPath(home, run string) string {
 
 // RunRedactor returns a redactor that knows the run's secrets kept in files:
 // the run secret, in the hex it is handed out in and its other encodings,
-// and the values in the run's registry. A missing file adds nothing (the
-// run may not have one yet); an unreadable one is reported, and the
-// redactor holds whatever could be read.
+// the private keys of the run's PKI, and the values in the run's registry.
+// A missing file adds nothing (the run may not have one yet); an unreadable
+// one is reported, and the redactor holds whatever could be read.
 func RunRedactor(home, run string) (*redact.Redactor, error) {
 	red := redact.NewRedactor()
 	var errs []error
@@ -57,6 +57,16 @@ func RunRedactor(home, run string) (*redact.Redactor, error) {
 	}
 	if err := red.LoadRegistry(RegistryPath(home, run)); err != nil {
 		errs = append(errs, err)
+	}
+	// The private keys of the run's PKI (the CA's, the broker's).
+	keys, _ := filepath.Glob(filepath.Join(pki.Dir(home, run), "*.key"))
+	for _, k := range keys {
+		data, err := os.ReadFile(k)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("run key: %w", err))
+			continue
+		}
+		red.Add(string(data))
 	}
 	return red, errors.Join(errs...)
 }

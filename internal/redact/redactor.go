@@ -17,6 +17,10 @@ import (
 // (Value, Map) or a URL's structure (String) says they are secret.
 const MinLen = 4
 
+// minLineLen is the shortest line of a multi-line secret that is hunted on
+// its own: a short line (the tail of a PEM body) is no secret by itself.
+const minLineLen = 16
+
 // Redactor replaces known secret values, and the encoded forms in which the
 // project hands them out, by Marker; after that it applies String, so URL
 // passwords and key ids are removed too. Values are added as they become
@@ -54,6 +58,17 @@ func (r *Redactor) Add(values ...string) {
 		forms := []string{v, url.QueryEscape(v), url.PathEscape(v), strings.TrimPrefix(url.UserPassword("", v).String(), ":")}
 		if b, err := json.Marshal(v); err == nil {
 			forms = append(forms, string(b[1:len(b)-1]))
+		}
+		// A multi-line secret (a PEM key) is printed line by line as often
+		// as whole, and logs are shown a line at a time: each long enough
+		// line is secret too, PEM armor aside.
+		if strings.ContainsRune(v, '\n') {
+			for _, l := range strings.Split(v, "\n") {
+				l = strings.TrimSpace(l)
+				if len(l) >= minLineLen && !strings.HasPrefix(l, "-----") {
+					forms = append(forms, l)
+				}
+			}
 		}
 		for _, f := range forms {
 			if len(f) >= MinLen && !r.values[f] {

@@ -67,6 +67,23 @@ func TestRedactorAttrs(t *testing.T) {
 	}
 }
 
+func TestRedactorMultiLineSecretLineByLine(t *testing.T) {
+	key := "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIBkg4LVWM9nuwNSk3yByxZpYRTBnVJk5vFjNb7i0YRKSoAoGCCqGSM49\nAwEHoUQDQgAE\n-----END EC PRIVATE KEY-----\n"
+	r := NewRedactor(key)
+	got := r.String("dump:\n" + key)
+	if strings.Contains(got, "MHcCAQEEIBkg4LVWM9nuwNSk3yByxZpYRTBnVJk5vFjNb7i0YRKSoAoGCCqGSM49") {
+		t.Fatalf("key body shown: %q", got)
+	}
+	// One line of it, as a log shows it, is caught too; short lines and
+	// the armor are not hunted on their own.
+	if got := r.String("line MHcCAQEEIBkg4LVWM9nuwNSk3yByxZpYRTBnVJk5vFjNb7i0YRKSoAoGCCqGSM49"); got != "line xxxxx" {
+		t.Fatalf("one line: %q", got)
+	}
+	if got := r.String("AwEHoUQDQgAE -----END EC PRIVATE KEY-----"); got != "AwEHoUQDQgAE -----END EC PRIVATE KEY-----" {
+		t.Fatalf("short line or armor redacted: %q", got)
+	}
+}
+
 func TestNilRedactorAppliesStringOnly(t *testing.T) {
 	var r *Redactor
 	r.Add("whatever")

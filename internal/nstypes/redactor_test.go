@@ -1,0 +1,52 @@
+package nstypes
+
+import (
+	"encoding/base64"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"nightshift/internal/envelope"
+	"nightshift/internal/pki"
+	"nightshift/internal/redact"
+)
+
+// TestRunRedactorKnowsTheRunsSecretFiles: the run secret (hex as served,
+// upper-case, base64), a value a component registered, and a PKI private
+// key are all redacted; a run with none of these files gives an empty
+// redactor and no error.
+func TestRunRedactorKnowsTheRunsSecretFiles(t *testing.T) {
+	home := t.TempDir()
+	raw, err := envelope.LoadOrCreateSecret(SecretPath(home, "r1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hexSecret, ok := RunEnv(home)("r1", EnvRunSecret)
+	if !ok {
+		t.Fatal("RunEnv served no secret")
+	}
+	if err := redact.Register(RegistryPath(home, "r1"), "worker-7-broker-password"); err != nil {
+		t.Fatal(err)
+	}
+	keyLine := "MHcCAQEEIBkg4LVWM9nuwNSk3yByxZpYRTBnVJk5vFjNb7i0YRKSoAoGCCqGSM49"
+	if err := os.MkdirAll(pki.Dir(home, "r1"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(pki.Dir(home, "r1"), "broker.key"), []byte("-----BEGIN EC PRIVATE KEY-----\n"+keyLine+"\n-----END EC PRIVATE KEY-----\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	red, err := RunRedactor(home, "r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{hexSecret, strings.ToUpper(hexSecret), base64.StdEncoding.EncodeToString(raw), "worker-7-broker-password", keyLine} {
+		if got := red.String("x " + s + " y"); got != "x xxxxx y" {
+			t.Errorf("%q not redacted: %q", s, got)
+		}
+	}
+	empty, err := RunRedactor(home, "no-such-run")
+	if err != nil || empty.Len() != 0 {
+		t.Fatalf("run without files: %d values, err %v", empty.Len(), err)
+	}
+}
