@@ -68,13 +68,33 @@ func (s *Signer) Sign(e *Envelope) error {
 // Verify refuses e unless it carries a valid signature, its time is within
 // ±MaxSkew of now, and its ID has not been verified before within the replay
 // window. Errors wrap ErrUnsigned, ErrBadSignature, ErrStale or ErrReplay.
+// Consumers that record command ids durably (internal/cmdledger) call
+// Authentic and Fresh instead and let their ledger decide what a repeat is.
 func (s *Signer) Verify(e Envelope) error {
+	what := fmt.Sprintf("verify message %q id %q", e.Type, e.ID)
+	if s.Seen == nil {
+		return fmt.Errorf("%s: signer has no replay cache", what)
+	}
+	if err := s.Authentic(e); err != nil {
+		return err
+	}
+	if err := s.Fresh(e); err != nil {
+		return err
+	}
+	// A message within ±skew of its own time can be replayed for at most
+	// 2*skew after we first saw it; remember it that long.
+	if s.Seen.CheckAndAdd(e.ID, s.now(), 2*s.maxSkew()) {
+		return fmt.Errorf("%s: %w", what, ErrReplay)
+	}
+	return nil
+}
+
+// Authentic reports whether e carries a valid signature made with the
+// secret, whatever its time. Errors wrap ErrUnsigned or ErrBadSignature.
+func (s *Signer) Authentic(e Envelope) error {
 	what := fmt.Sprintf("verify message %q id %q", e.Type, e.ID)
 	if len(s.Secret) == 0 {
 		return fmt.Errorf("%s: signer has empty secret", what)
-	}
-	if s.Seen == nil {
-		return fmt.Errorf("%s: signer has no replay cache", what)
 	}
 	if e.Sig == "" {
 		return fmt.Errorf("%s: %w", what, ErrUnsigned)
@@ -90,15 +110,17 @@ func (s *Signer) Verify(e Envelope) error {
 	if !hmac.Equal(got, want) {
 		return fmt.Errorf("%s: %w", what, ErrBadSignature)
 	}
+	return nil
+}
+
+// Fresh reports whether e's time is within ±MaxSkew of now; the error
+// wraps ErrStale. It says nothing about the signature: call Authentic
+// first, or the time is whatever a forger chose.
+func (s *Signer) Fresh(e Envelope) error {
 	now, skew := s.now(), s.maxSkew()
 	if d := now.Sub(e.Time); d > skew || d < -skew {
-		return fmt.Errorf("%s: %w: sent %s, now %s, max skew %s", what, ErrStale,
+		return fmt.Errorf("verify message %q id %q: %w: sent %s, now %s, max skew %s", e.Type, e.ID, ErrStale,
 			e.Time.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), skew)
-	}
-	// A message within ±skew of its own time can be replayed for at most
-	// 2*skew after we first saw it; remember it that long.
-	if s.Seen.CheckAndAdd(e.ID, now, 2*skew) {
-		return fmt.Errorf("%s: %w", what, ErrReplay)
 	}
 	return nil
 }
