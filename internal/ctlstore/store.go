@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"time"
 
+	"nightshift/internal/cmdledger"
 	"nightshift/internal/sqlitedb"
 )
 
@@ -393,3 +394,7 @@ func (s *Store) Epoch(ctx context.Context) (string, error) {
 	}
 	return s.Epoch(ctx)
 }
+
+// Commands is the ledger of signed commands by id (migration 0002), kept
+// in this database so a restart remembers what was handled.
+func (s *Store) Commands() cmdledger.Ledger { return cmdledger.SQL{DB: s.db} }

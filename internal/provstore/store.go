@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"nightshift"
+	"nightshift/internal/cmdledger"
 	"nightshift/internal/sqlitedb"
 	"nightshift/provisioner"
 )
@@ -306,3 +307,7 @@ func (s *Store) SetDisabled(ctx context.Context, disabled bool) error {
 	}
 	return nil
 }
+
+// Commands is the ledger of signed commands by id (migration 0002), kept
+// in this database so a restart remembers what was handled.
+func (s *Store) Commands() cmdledger.Ledger { return cmdledger.SQL{DB: s.db} }
