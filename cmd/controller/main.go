@@ -148,7 +148,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	parent := ctx
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		srv := &controller.Server{Bus: bus, Controller: ctrl, Signer: signer, Log: log}
+		srv := &controller.Server{Bus: bus, Controller: ctrl, Signer: signer, Ledger: store.Commands(), Log: log}
 		return srv.Serve(ctx)
 	})
 	g.Go(func() error { return ctrl.Run(ctx) })

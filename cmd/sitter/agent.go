@@ -20,6 +20,7 @@ import (
 
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/cgroup"
+	"nightshift/internal/cmdledger"
 	"nightshift/internal/envelope"
 	"nightshift/internal/pki"
 	"nightshift/internal/psutil"
@@ -284,7 +285,9 @@ func runAgent(ctx context.Context, c agentConfig, stderr io.Writer) error {
 		stopBus := context.AfterFunc(gctx, func() { _ = b.Close() })
 		defer stopBus()
 		bus.set(b)
-		srv := &sitterbus.Server{Bus: b, Sitter: s, Signer: signer, InstanceID: c.instance, Job: c.job, Log: log}
+		srv := &sitterbus.Server{Bus: b, Sitter: s, Signer: signer, InstanceID: c.instance, Job: c.job, Log: log,
+			// In the state dir, so a restarted agent still knows what it obeyed.
+			Ledger: &cmdledger.Dir{Path: filepath.Join(c.stateDir, "commands")}}
 		if err := srv.Serve(gctx); err != nil && gctx.Err() == nil {
 			return err
 		}

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"nightshift/internal/amqpbus"
+	"nightshift/internal/cmdledger"
 	"nightshift/internal/envelope"
 	"nightshift/provisioner"
 	"nightshift/sitter"
@@ -22,11 +23,15 @@ import (
 type Server struct {
 	Bus        *amqpbus.Bus
 	Controller *Controller
-	// Signer verifies reconfigure, freeze and unfreeze; it needs Secret
-	// and Seen.
+	// Signer verifies reconfigure, freeze and unfreeze; it needs Secret.
 	Signer *envelope.Signer
+	// Ledger records those commands by id (ctlstore.Store.Commands), so a
+	// repeat is answered, never applied again.
+	Ledger cmdledger.Ledger
 	Log    *slog.Logger
 	Clock  clockwork.Clock
+
+	guard *cmdledger.Guard
 }
 
 // Serve runs until ctx ends or a consumer fails for good.
@@ -37,6 +42,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	if s.Clock == nil {
 		s.Clock = clockwork.NewRealClock()
 	}
+	s.guard = &cmdledger.Guard{Ledger: s.Ledger, Signer: s.Signer, Log: s.Log}
 	reg := Messages()
 	var hbKeys, instKeys []string
 	for _, n := range s.Controller.names {
@@ -84,14 +90,18 @@ func (s *Server) command(ctx context.Context, reg *envelope.Registry, d amqpbus.
 	if err == nil && env.Run != s.Bus.Run() {
 		err = fmt.Errorf("%w: message %q for run %q on run %q", amqpbus.ErrReject, env.Type, env.Run, s.Bus.Run())
 	}
-	if err == nil {
-		err = amqpbus.VerifyOrReject(reg, s.Signer, s.Log, env, d)
+	var r Reply
+	if err == nil && reg.Destructive(env.Type) {
+		r, _, err = cmdledger.Do(ctx, s.guard, env, func(ctx context.Context) (Reply, bool) { return s.Handle(ctx, env, body), true })
+	} else if err == nil {
+		r = s.Handle(ctx, env, body)
 	}
 	if err != nil {
-		s.reply(ctx, d, Reply{Error: err.Error()})
+		if errors.Is(err, amqpbus.ErrReject) {
+			s.reply(ctx, d, Reply{Error: err.Error()})
+		}
 		return err
 	}
-	r := s.Handle(ctx, env, body)
 	s.reply(ctx, d, r)
 	return nil
 }

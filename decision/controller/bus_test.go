@@ -3,6 +3,7 @@ package controller_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -48,8 +49,8 @@ func TestServeOverBus(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	clock := r.clock
-	srv := &controller.Server{Bus: bus, Controller: r.c, Clock: clock,
-		Signer: &envelope.Signer{Secret: secret, Seen: envelope.NewReplayCache(100), Now: clock.Now}}
+	srv := &controller.Server{Bus: bus, Controller: r.c, Clock: clock, Ledger: r.store.Commands(),
+		Signer: &envelope.Signer{Secret: secret, Now: clock.Now}}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ctx) }()
 	cl := &controller.Client{Bus: bus, Signer: &envelope.Signer{Secret: secret}, Sender: "ops@test", Clock: clock, Timeout: 10 * time.Second}
@@ -137,8 +138,8 @@ func TestServeOverBus(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if err := amqpbus.VerifyOrReject(reg, verifier, slog.New(slog.DiscardHandler), env, amqpbus.Delivery{}); err != nil {
-			return err
+		if err := verifier.Verify(env); err != nil {
+			return fmt.Errorf("%w: %w", amqpbus.ErrReject, err)
 		}
 		got <- *body.(*controller.DrainBody)
 		return nil
@@ -156,5 +157,81 @@ func TestServeOverBus(t *testing.T) {
 	bus.Close()
 	if err := <-served; err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, amqpbus.ErrClosed) {
 		t.Fatalf("Serve returned %v", err)
+	}
+}
+
+// TestReplayedReconfigureDoesNotRevert is the audit's replay finding on
+// the controller: an old signed reconfigure published again after a later
+// one, with its id, is answered with its recorded reply and changes
+// nothing, before and after the controller restarts on its store.
+func TestReplayedReconfigureDoesNotRevert(t *testing.T) {
+	bus, run := dialTestBus(t)
+	secret := []byte(strings.Repeat("k", 32))
+	r := newRig(t, npJob(t, 2))
+	clock := r.clock
+	serve := func() context.CancelFunc {
+		ctx, cancel := context.WithCancel(context.Background())
+		srv := &controller.Server{Bus: bus, Controller: r.c, Clock: clock, Ledger: r.store.Commands(),
+			Signer: &envelope.Signer{Secret: secret, Now: clock.Now}}
+		done := make(chan struct{})
+		go func() { srv.Serve(ctx); close(done) }()
+		return func() { cancel(); <-done }
+	}
+	stop := serve()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	reg := controller.Messages()
+	signed := func(n int) envelope.Envelope {
+		env, err := envelope.NewEnvelope(controller.TypeReconfigure, 1, run, "ops@test", controller.ReconfigureBody{Job: "web", Values: map[string]any{"n": n}}, clock.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := (&envelope.Signer{Secret: secret}).Sign(&env); err != nil {
+			t.Fatal(err)
+		}
+		return env
+	}
+	call := func(env envelope.Envelope) controller.Reply {
+		t.Helper()
+		var rep controller.Reply
+		waitFor(t, func() bool {
+			cctx, c := context.WithTimeout(ctx, 2*time.Second)
+			defer c()
+			raw, err := bus.Call(cctx, controller.Component, env)
+			if err != nil {
+				return false
+			}
+			_, body, err := reg.Decode(raw, 1<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rep = *body.(*controller.Reply)
+			return true
+		})
+		return rep
+	}
+	policyN := func() string {
+		st, err := r.c.Status("web")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprint(st[0].Policy["n"])
+	}
+	old := signed(5)
+	if rep := call(old); rep.Error != "" {
+		t.Fatalf("reconfigure n=5: %+v", rep)
+	}
+	if rep := call(signed(2)); rep.Error != "" || policyN() != "2" {
+		t.Fatalf("reconfigure n=2: %+v, n=%v", rep, policyN())
+	}
+	if rep := call(old); rep.Error != "" || policyN() != "2" {
+		t.Fatalf("replayed n=5: reply %+v, n=%v; want the recorded reply and n still 2", rep, policyN())
+	}
+	stop()
+	r.restart()
+	stop = serve()
+	defer stop()
+	if rep := call(old); rep.Error != "" || policyN() != "2" {
+		t.Fatalf("replayed n=5 after a restart: reply %+v, n=%v; want n still 2", rep, policyN())
 	}
 }

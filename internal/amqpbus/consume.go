@@ -255,34 +255,6 @@ func DecodeOrReject(reg *envelope.Registry, log *slog.Logger, d Delivery) (envel
 	return env, body, nil
 }
 
-// VerifyOrReject checks the signature of env, delivered as d, when reg
-// marks its type destructive, returning an error wrapping ErrReject (and
-// the envelope error) when it fails. Non-destructive types pass unchecked.
-//
-// A message the broker redelivers (requeued after a handler asked to retry,
-// or its ack lost with a connection) carries an ID this process has
-// already verified. That is not a replay: the broker vouches it is the
-// same delivery, and a copy someone re-published is a new delivery, which
-// is refused at its first arrival and so never redelivered. Such a message
-// passes, and is handled again: commands are idempotent (launch ids,
-// terminate and drain of what is already gone), as at-least-once delivery
-// needs them to be. Refusing it would dead-letter every retried command.
-func VerifyOrReject(reg *envelope.Registry, s *envelope.Signer, log *slog.Logger, env envelope.Envelope, d Delivery) error {
-	if !reg.Destructive(env.Type) {
-		return nil
-	}
-	err := s.Verify(env)
-	if err != nil && d.Redelivered && errors.Is(err, envelope.ErrReplay) {
-		log.Info("redelivered command; handling it again", "type", env.Type, "id", env.ID, "sender", env.Sender)
-		return nil
-	}
-	if err != nil {
-		log.Warn("refusing unauthenticated destructive message; dead-lettering", "err", err, "sender", env.Sender)
-		return fmt.Errorf("%w: %w", ErrReject, err)
-	}
-	return nil
-}
-
 // QueueDepth returns the number of ready (not unacknowledged) messages in
 // queue, a full queue name such as CommandQueue(run, "worker"). It uses a
 // passive declare on a throwaway channel because a missing queue closes the

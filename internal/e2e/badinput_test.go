@@ -15,6 +15,7 @@ import (
 
 	"nightshift/decision/controller"
 	"nightshift/internal/amqpbus"
+	"nightshift/internal/cmdledger"
 	"nightshift/internal/envelope"
 	"nightshift/internal/provstore"
 	"nightshift/launchplan"
@@ -127,17 +128,22 @@ func hasLineNumber(s string) bool {
 	return true
 }
 
-// gate is what every consumer does with a delivery before acting on it.
-func gate(reg *envelope.Registry, s *envelope.Signer, data []byte) (envelope.Envelope, any, error) {
+// gate is what every consumer does with a delivery before acting on it:
+// decode, then for a signed command authenticate it and consult the
+// command ledger in dir. replayed says the id was handled before (and
+// would be answered, not handled).
+func gate(reg *envelope.Registry, s *envelope.Signer, dir string, data []byte) (env envelope.Envelope, body any, replayed bool, err error) {
 	log := slog.New(slog.DiscardHandler)
-	env, body, err := amqpbus.DecodeOrReject(reg, log, amqpbus.Delivery{Body: data})
+	env, body, err = amqpbus.DecodeOrReject(reg, log, amqpbus.Delivery{Body: data})
+	if err != nil || !reg.Destructive(env.Type) {
+		return env, body, false, err
+	}
+	g := &cmdledger.Guard{Ledger: &cmdledger.Dir{Path: dir}, Signer: s}
+	_, replayed, err = g.Run(context.Background(), env, func(context.Context) ([]byte, bool) { return []byte("{}"), true })
 	if err != nil {
-		return env, nil, err
+		return env, nil, false, err
 	}
-	if err := amqpbus.VerifyOrReject(reg, s, log, env, amqpbus.Delivery{}); err != nil {
-		return env, nil, err
-	}
-	return env, body, nil
+	return env, body, replayed, nil
 }
 
 func testBadMessages(t *testing.T) {
@@ -190,7 +196,7 @@ func testBadMessages(t *testing.T) {
 				signer := &envelope.Signer{Secret: secret, Seen: envelope.NewReplayCache(64)}
 				var gerr error
 				var body any
-				noPanic(t, target+" gate", func() { _, body, gerr = gate(regs[target], signer, data) })
+				noPanic(t, target+" gate", func() { _, body, _, gerr = gate(regs[target], signer, t.TempDir(), data) })
 				if gerr == nil {
 					t.Errorf("%s accepted the message (body %T)", target, body)
 					if target == "provisioner" {
@@ -218,7 +224,7 @@ func testBadMessages(t *testing.T) {
 		for name, reg := range regs {
 			var gerr error
 			noPanic(t, name+" gate", func() {
-				_, _, gerr = gate(reg, &envelope.Signer{Secret: secret, Seen: envelope.NewReplayCache(1)}, data)
+				_, _, _, gerr = gate(reg, &envelope.Signer{Secret: secret}, t.TempDir(), data)
 			})
 			if gerr == nil || !strings.Contains(gerr.Error(), "oversized") {
 				t.Errorf("%s: oversized message: %v, want refused as oversized", name, gerr)
@@ -241,11 +247,12 @@ func testBadMessages(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := gate(regs["provisioner"], signer, data); err != nil {
-			t.Fatalf("a freshly signed terminate_all was refused: %v", err)
+		dir := t.TempDir()
+		if _, _, replayed, err := gate(regs["provisioner"], signer, dir, data); err != nil || replayed {
+			t.Fatalf("a freshly signed terminate_all was refused: %v (replayed %v)", err, replayed)
 		}
-		if _, _, err := gate(regs["provisioner"], signer, data); !errors.Is(err, envelope.ErrReplay) {
-			t.Fatalf("the same terminate_all sent twice: %v, want ErrReplay", err)
+		if _, _, replayed, err := gate(regs["provisioner"], signer, dir, data); err != nil || !replayed {
+			t.Fatalf("the same terminate_all sent twice: %v (replayed %v), want it answered from the ledger", err, replayed)
 		}
 	})
 
@@ -307,7 +314,7 @@ func FuzzMessageGate(f *testing.F) {
 	regs := []*envelope.Registry{provisioner.Messages(), controller.Messages()}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for _, reg := range regs {
-			env, _, err := gate(reg, &envelope.Signer{Secret: secret, Seen: envelope.NewReplayCache(4)}, data)
+			env, _, _, err := gate(reg, &envelope.Signer{Secret: secret}, t.TempDir(), data)
 			if err == nil && reg.Destructive(env.Type) {
 				t.Fatalf("destructive %q accepted without the secret", env.Type)
 			}

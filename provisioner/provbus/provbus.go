@@ -1,6 +1,8 @@
 // Package provbus binds a provisioner.Provisioner to the AMQP bus: Serve
 // consumes the provisioner's command queue, refuses malformed, foreign and
-// unsigned destructive commands, and replies to RPC callers; Events
+// unsigned commands, handles each signed command id at most once (its
+// Ledger answers a repeat with the recorded reply), and replies to RPC
+// callers; Events
 // publishes instance state changes on the run's events exchange. It is the
 // only provisioner code that knows about AMQP.
 package provbus
@@ -8,6 +10,7 @@ package provbus
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -17,6 +20,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"nightshift/internal/amqpbus"
+	"nightshift/internal/cmdledger"
 	"nightshift/internal/envelope"
 	"nightshift/internal/ping"
 	"nightshift/provisioner"
@@ -33,12 +37,16 @@ var commands = []string{
 type Server struct {
 	Bus         *amqpbus.Bus
 	Provisioner *provisioner.Provisioner
-	// Signer verifies destructive commands; it needs Secret and Seen.
+	// Signer verifies signed commands (every one that changes anything,
+	// launch included); it needs Secret.
 	Signer *envelope.Signer
+	// Ledger records signed commands by id; provstore.Store.Commands.
+	Ledger cmdledger.Ledger
 	Log    *slog.Logger
 	Clock  clockwork.Clock
 
 	started time.Time
+	guard   *cmdledger.Guard
 }
 
 // Serve handles commands until ctx ends.
@@ -49,6 +57,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	if s.Clock == nil {
 		s.Clock = clockwork.NewRealClock()
 	}
+	if s.Signer == nil || s.Ledger == nil {
+		return errors.New("provisioner bus server: Signer and Ledger are required")
+	}
+	s.guard = &cmdledger.Guard{Ledger: s.Ledger, Signer: s.Signer, Log: s.Log}
 	reg := provisioner.Messages()
 	ping.Register(reg)
 	started := s.Clock.Now()
@@ -70,16 +82,27 @@ func (s *Server) handle(ctx context.Context, reg *envelope.Registry, d amqpbus.D
 	if err == nil && !slices.Contains(commands, env.Type) {
 		err = fmt.Errorf("%w: message %q is not a provisioner command", amqpbus.ErrReject, env.Type)
 	}
-	if err == nil {
-		err = amqpbus.VerifyOrReject(reg, s.Signer, s.Log, env, d)
-	}
 	if err != nil {
 		// Tell an RPC caller now rather than letting it time out.
 		s.reply(ctx, d, provisioner.Reply{Error: err.Error()})
 		return err
 	}
-	s.Log.Info("provisioner command", "type", env.Type, "id", env.ID, "sender", env.Sender)
-	r := s.Provisioner.Handle(ctx, body)
+	var r provisioner.Reply
+	if reg.Destructive(env.Type) {
+		r, _, err = cmdledger.Do(ctx, s.guard, env, func(ctx context.Context) (provisioner.Reply, bool) {
+			s.Log.Info("provisioner command", "type", env.Type, "id", env.ID, "sender", env.Sender)
+			r := s.Provisioner.Handle(ctx, body)
+			return r, !r.Retryable
+		})
+		if err != nil {
+			if errors.Is(err, amqpbus.ErrReject) {
+				s.reply(ctx, d, provisioner.Reply{Error: err.Error()})
+			}
+			return err
+		}
+	} else {
+		r = s.Provisioner.Handle(ctx, body)
+	}
 	if r.Retryable && d.ReplyTo == "" {
 		// A fire-and-forget command has nobody to tell; requeue it so it
 		// is not lost to a passing store failure.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"path/filepath"
 	"runtime/pprof"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"nightshift/decision/controller"
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/amqptest"
+	"nightshift/internal/cmdledger"
 	"nightshift/internal/envelope"
 	"nightshift/internal/ping"
 	"nightshift/internal/psutil"
@@ -105,7 +107,7 @@ func startAgent(t *testing.T, reconnect time.Duration) *agentFixture {
 		t.Fatal(err)
 	}
 	srv := &sitterbus.Server{Bus: f.bus, Sitter: f.s, InstanceID: f.inst, Job: f.job, Log: log,
-		Signer: &envelope.Signer{Secret: f.secret, Seen: envelope.NewReplayCache(100)}}
+		Signer: &envelope.Signer{Secret: f.secret}, Ledger: &cmdledger.Dir{Path: filepath.Join(t.TempDir(), "commands")}}
 	serveDone, srvDone := make(chan error, 1), make(chan error, 1)
 	go func() { serveDone <- f.s.Serve(ctx) }()
 	go func() { srvDone <- srv.Serve(ctx) }()
@@ -288,7 +290,7 @@ func TestDrainOverBroker(t *testing.T) {
 	if !running(hb) || hb.Tasks[0].PID != first.PID {
 		t.Fatalf("forged drain disturbed the task: %+v", hb.Tasks)
 	}
-	if !strings.Contains(f.logs.String(), "refusing unauthenticated destructive message") {
+	if !strings.Contains(f.logs.String(), "refusing unauthenticated command") {
 		t.Error("refusal not logged")
 	}
 
@@ -345,5 +347,57 @@ func TestBrokerOutage(t *testing.T) {
 	st, err := f.client(false).Status(context.Background())
 	if err != nil || st.Tasks[0].PID != first.PID {
 		t.Errorf("status after outage: %+v, %v", st, err)
+	}
+}
+
+// TestReplayedControlIsNotObeyedAgain: a signed "stop" published again with
+// its id after a later "start" is answered from the ledger and the task
+// keeps running.
+func TestReplayedControlIsNotObeyedAgain(t *testing.T) {
+	f := startAgent(t, 20*time.Millisecond)
+	f.nextBeat(t, 15*time.Second, "the task running", running)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stop, err := envelope.NewEnvelope(sitterbus.TypeControl, 1, f.run, "sbtest", sitterbus.ControlBody{Action: "stop", Task: f.job}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := (&envelope.Signer{Secret: f.secret}).Sign(&stop); err != nil {
+		t.Fatal(err)
+	}
+	call := func() sitterbus.Reply {
+		t.Helper()
+		raw, err := f.obs.Call(ctx, sitterbus.Component(f.inst), stop)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := sitterbus.DecodeReply(sitterbus.Messages(), raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	if r := call(); r.Error != "" {
+		t.Fatalf("stop: %+v", r)
+	}
+	f.nextBeat(t, 15*time.Second, "the task stopped", func(hb sitter.Heartbeat) bool {
+		return len(hb.Tasks) == 1 && hb.Tasks[0].State == sitter.StateStopped
+	})
+	if err := f.client(true).Control(ctx, "start", f.job); err != nil {
+		t.Fatal(err)
+	}
+	f.nextBeat(t, 15*time.Second, "the task running again", running)
+	if r := call(); r.Error != "" {
+		t.Fatalf("replayed stop: %+v, want the recorded reply", r)
+	}
+	// Several heartbeats after the replay: had it been obeyed, the task
+	// would be stopping or stopped by now.
+	for range 5 {
+		if hb := f.nextBeat(t, 15*time.Second, "a heartbeat", func(sitter.Heartbeat) bool { return true }); !running(hb) {
+			t.Fatalf("after the replayed stop the task is %+v: it was obeyed again", hb.Tasks)
+		}
+	}
+	if !strings.Contains(f.logs.String(), "answering with the recorded result") {
+		t.Error("the log does not say the repeat was answered from the ledger")
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"nightshift/internal/amqpbus"
+	"nightshift/internal/cmdledger"
 	"nightshift/internal/envelope"
 	"nightshift/internal/ping"
 	"nightshift/internal/redact"
@@ -28,8 +29,11 @@ type Supervisor interface {
 type Server struct {
 	Bus    *amqpbus.Bus
 	Sitter Supervisor
-	// Signer verifies drain and control; it needs Secret and Seen.
-	Signer     *envelope.Signer
+	// Signer verifies drain and control; it needs Secret.
+	Signer *envelope.Signer
+	// Ledger records drain and control by id (a cmdledger.Dir in the
+	// state directory), so a repeat is answered, never obeyed again.
+	Ledger     cmdledger.Ledger
 	InstanceID string
 	// Job, when set, must match a drain's job: a drain meant for another
 	// job's instance is a routing bug, not an order to obey.
@@ -37,13 +41,15 @@ type Server struct {
 	Log     *slog.Logger
 	Clock   clockwork.Clock
 	Started time.Time // reported by ping; default when Serve starts
+
+	guard *cmdledger.Guard
 }
 
 // Serve consumes commands until ctx ends or the bus closes. Malformed and
 // unauthenticated commands are dead-lettered and serving goes on.
 func (s *Server) Serve(ctx context.Context) error {
-	if s.Bus == nil || s.Sitter == nil || s.Signer == nil || s.InstanceID == "" {
-		return errors.New("sitter bus server: Bus, Sitter, Signer and InstanceID are required")
+	if s.Bus == nil || s.Sitter == nil || s.Signer == nil || s.Ledger == nil || s.InstanceID == "" {
+		return errors.New("sitter bus server: Bus, Sitter, Signer, Ledger and InstanceID are required")
 	}
 	if s.Log == nil {
 		s.Log = slog.New(slog.DiscardHandler)
@@ -54,6 +60,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	if s.Started.IsZero() {
 		s.Started = s.Clock.Now()
 	}
+	s.guard = &cmdledger.Guard{Ledger: s.Ledger, Signer: s.Signer, Log: s.Log}
 	reg := Messages()
 	component := Component(s.InstanceID)
 	err := s.Bus.Consume(ctx, component, func(ctx context.Context, d amqpbus.Delivery) error {
@@ -71,8 +78,8 @@ func (s *Server) command(ctx context.Context, reg *envelope.Registry, d amqpbus.
 		err = fmt.Errorf("%w: message %q for run %q on run %q", amqpbus.ErrReject, env.Type, env.Run, s.Bus.Run())
 		s.Log.Warn("refusing message for another run; dead-lettering", "type", env.Type, "run", env.Run)
 	}
-	if err == nil {
-		err = amqpbus.VerifyOrReject(reg, s.Signer, s.Log, env, d)
+	if err == nil && reg.Destructive(env.Type) {
+		return s.guarded(ctx, reg, env, body, d)
 	}
 	if err != nil {
 		s.reply(ctx, d, Reply{Error: err.Error()})
@@ -102,6 +109,36 @@ func (s *Server) command(ctx context.Context, reg *envelope.Registry, d amqpbus.
 	default:
 		// Status and tail are polled; at info they would drown the log.
 		s.Log.Debug("command done", "type", env.Type, "sender", env.Sender)
+	}
+	s.reply(ctx, d, r)
+	return nil
+}
+
+// guarded handles a signed command at most once by id.
+func (s *Server) guarded(ctx context.Context, reg *envelope.Registry, env envelope.Envelope, body any, d amqpbus.Delivery) error {
+	var herr error
+	r, _, err := cmdledger.Do(ctx, s.guard, env, func(ctx context.Context) (Reply, bool) {
+		r, err := s.Handle(ctx, env, body)
+		if err != nil {
+			herr = err
+			r = Reply{Error: err.Error()}
+		}
+		return r, true
+	})
+	switch {
+	case err != nil:
+		if errors.Is(err, amqpbus.ErrReject) {
+			s.reply(ctx, d, Reply{Error: err.Error()})
+		}
+		return err
+	case herr != nil:
+		s.Log.Warn("refusing command; dead-lettering", "type", env.Type, "sender", env.Sender, "err", herr)
+		s.reply(ctx, d, r)
+		return herr
+	case r.Error != "":
+		s.Log.Warn("command failed", "type", env.Type, "sender", env.Sender, "err", r.Error)
+	default:
+		s.Log.Info("command done", "type", env.Type, "sender", env.Sender)
 	}
 	s.reply(ctx, d, r)
 	return nil
