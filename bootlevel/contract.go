@@ -82,6 +82,13 @@ type StepRequest struct {
 	// own output goes to LogPath as written: the file is 0600 and mgmt
 	// redacts it when it shows it.
 	Redactor *redact.Redactor
+	// Plan is the run's plan, and Expand resolves a template in this
+	// service's scope (globals, earlier levels' attributes, ${.attr}), so
+	// a built-in type can read what other services declare: the
+	// provisioner takes the run's job definitions from the controller's
+	// config. Either may be nil for drivers that run programs.
+	Plan   *launchplan.Plan
+	Expand func(template string) (string, error)
 }
 
 // Scrub removes the run's known secrets from s (with a nil Redactor, only

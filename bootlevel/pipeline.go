@@ -307,6 +307,8 @@ func (r *runner) runStep(ctx context.Context, drv Driver, exp *launchplan.Servic
 		LogPath:  r.logPath(exp.Name),
 		Host:     rec.Host,
 		Redactor: r.red,
+		Plan:     r.plan,
+		Expand:   r.scope(maps.Clone(exp.Attributes)).Expand,
 	}
 	if prog != nil {
 		req.Program = *prog

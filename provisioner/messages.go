@@ -13,7 +13,8 @@ import (
 const Component = "provisioner"
 
 // Message types, all version 1. Commands marked destructive in Messages
-// must be signed with the run secret.
+// (launch, terminate, terminate_all, enable) must be signed with the run
+// secret; only describe, replies and events are not.
 const (
 	TypeLaunch       = "provisioner.launch"
 	TypeTerminate    = "provisioner.terminate"
@@ -113,7 +114,9 @@ func (e *InstanceEvent) Validate() error {
 // Messages returns a registry of every provisioner message type.
 func Messages() *envelope.Registry {
 	r := &envelope.Registry{}
-	r.Register(TypeLaunch, 1, func() envelope.Validator { return &LaunchRequest{} }, false)
+	// Launch is signed like every command that changes anything: it
+	// starts processes.
+	r.Register(TypeLaunch, 1, func() envelope.Validator { return &LaunchRequest{} }, true)
 	r.Register(TypeTerminate, 1, func() envelope.Validator { return &TerminateBody{} }, true)
 	r.Register(TypeTerminateAll, 1, func() envelope.Validator { return &TerminateAllBody{} }, true)
 	r.Register(TypeEnable, 1, func() envelope.Validator { return &EnableBody{} }, true)

@@ -12,6 +12,7 @@ import (
 	"nightshift"
 	"nightshift/internal/envelope"
 	"nightshift/provisioner"
+	"nightshift/provisioner/provisionertest"
 )
 
 func envelopeJSON(t testing.TB, typ string, body string) []byte {
@@ -37,7 +38,9 @@ func TestMalformedMessagesNameTypeAndField(t *testing.T) {
 		{"count not a number", provisioner.TypeLaunch, `{"launch_id":"a","job":"web","count":"3"}`, "count"},
 		{"missing launch id", provisioner.TypeLaunch, `{"job":"web","count":1}`, "launch_id"},
 		{"path in job", provisioner.TypeLaunch, `{"launch_id":"a","job":"../x","count":1}`, "job"},
-		{"spec is a list", provisioner.TypeLaunch, `{"launch_id":"a","job":"web","count":1,"spec":[1]}`, "spec"},
+		{"a spec of its own", provisioner.TypeLaunch, `{"launch_id":"a","job":"web","count":1,"spec":{"worker":{"command":["sh","-c","id"]}}}`, "spec"},
+		{"no spec digest", provisioner.TypeLaunch, `{"launch_id":"a","job":"web","count":1}`, "spec_digest"},
+		{"engine with a command", provisioner.TypeLaunch, `{"launch_id":"a","job":"web","count":1,"spec_digest":"sha256:` + strings.Repeat("a", 64) + `","engine":{"command":["sh"]}}`, "command"},
 		{"unknown field", provisioner.TypeLaunch, `{"launch_id":"a","job":"web","count":1,"cuont":2}`, "cuont"},
 		{"no ids", provisioner.TypeTerminate, `{"instance_ids":[]}`, "instance_ids"},
 		{"empty id", provisioner.TypeTerminate, `{"instance_ids":["a",""]}`, "instance_ids[1]"},
@@ -61,7 +64,7 @@ func TestMalformedMessagesNameTypeAndField(t *testing.T) {
 func TestDestructiveCommandsNeedSignatures(t *testing.T) {
 	reg := provisioner.Messages()
 	for typ, want := range map[string]bool{
-		provisioner.TypeLaunch: false, provisioner.TypeDescribe: false,
+		provisioner.TypeLaunch: true, provisioner.TypeDescribe: false,
 		provisioner.TypeTerminate: true, provisioner.TypeTerminateAll: true, provisioner.TypeEnable: true,
 	} {
 		if got := reg.Destructive(typ); got != want {
@@ -74,7 +77,8 @@ func TestHandleDispatchesCommands(t *testing.T) {
 	h := newHarness(t, nil)
 	h.start()
 	ctx := context.Background()
-	r := h.p.Handle(ctx, &provisioner.LaunchRequest{LaunchID: "L1", Job: "web", Count: 2})
+	req := provisionertest.Launch(h.cfg.Jobs, "L1", "web", 2)
+	r := h.p.Handle(ctx, &req)
 	if r.Error != "" || len(r.Instances) != 2 {
 		t.Fatalf("launch reply = %+v", r)
 	}
@@ -113,7 +117,8 @@ func TestHandleDispatchesCommands(t *testing.T) {
 // panic, and that whatever it accepts is valid and survives a round trip.
 func FuzzDecodeMessage(f *testing.F) {
 	for _, s := range []struct{ typ, body string }{
-		{provisioner.TypeLaunch, `{"launch_id":"a","job":"web","count":3,"spec":{"x":1}}`},
+		{provisioner.TypeLaunch, `{"launch_id":"a","job":"web","count":3,"spec_digest":"sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","engine":{"vars":{"k":"v"}}}`},
+		{provisioner.TypeLaunch, `{"launch_id":"a","job":"web","count":3,"spec":{"worker":{"command":["sh"]}}}`},
 		{provisioner.TypeTerminate, `{"instance_ids":["web-1"]}`},
 		{provisioner.TypeDescribe, `{}`},
 		{provisioner.TypeInstance, `{"instance":{"id":"x","state":"running"}}`},
@@ -149,11 +154,13 @@ func FuzzDecodeMessage(f *testing.F) {
 func TestReplySaysWhetherRetryingCanHelp(t *testing.T) {
 	h := newHarness(t, nil)
 	ctx := context.Background()
-	if r := h.p.Handle(ctx, &provisioner.LaunchRequest{LaunchID: "L1", Job: "web", Count: 0}); r.Error == "" || r.Retryable {
+	bad := provisionertest.Launch(h.cfg.Jobs, "L1", "web", 0)
+	if r := h.p.Handle(ctx, &bad); r.Error == "" || r.Retryable {
 		t.Errorf("invalid launch: %+v, want a final error", r)
 	}
 	h.store.Close() // the store fails from now on
-	if r := h.p.Handle(ctx, &provisioner.LaunchRequest{LaunchID: "L1", Job: "web", Count: 1}); r.Error == "" || !r.Retryable {
+	good := provisionertest.Launch(h.cfg.Jobs, "L1", "web", 1)
+	if r := h.p.Handle(ctx, &good); r.Error == "" || !r.Retryable {
 		t.Errorf("launch with a broken store: %+v, want a retryable error", r)
 	}
 }

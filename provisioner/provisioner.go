@@ -6,6 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"regexp"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -14,6 +18,7 @@ import (
 
 	"nightshift"
 	"nightshift/internal/envelope"
+	"nightshift/internal/jobspec"
 	"nightshift/internal/redact"
 )
 
@@ -25,8 +30,12 @@ type Config struct {
 	Driver Driver
 	Store  Store
 	Events Events // nil: state changes are only logged and stored
-	Log    *slog.Logger
-	Clock  clockwork.Clock
+	// Jobs are the run's worker specs by job, from the plan (jobspec.Load).
+	// A launch names a job and the digest of its spec; the spec the
+	// driver gets is built from here, never taken from the request.
+	Jobs  map[string]jobspec.Spec
+	Log   *slog.Logger
+	Clock clockwork.Clock
 
 	MaxLaunches     int           // concurrent driver launches; default 8
 	MaxTerminations int           // concurrent driver terminations; default 8
@@ -225,13 +234,34 @@ func (p *Provisioner) WaitIdle(ctx context.Context) error {
 }
 
 // LaunchRequest asks for Count instances of Job. LaunchID is the
-// idempotency key; Spec is passed to the driver untouched.
+// idempotency key. SpecDigest is the jobspec.Spec.Digest of the job's spec
+// as the sender knows it; the provisioner launches its own copy of that
+// spec and refuses the request when the digests differ. Engine is the
+// decision engine's launch metadata, passed to the instance under "engine".
 type LaunchRequest struct {
-	LaunchID string          `json:"launch_id"`
-	Job      string          `json:"job"`
-	Count    int             `json:"count"`
-	Spec     json.RawMessage `json:"spec,omitempty"`
+	LaunchID   string      `json:"launch_id"`
+	Job        string      `json:"job"`
+	Count      int         `json:"count"`
+	SpecDigest string      `json:"spec_digest"`
+	Engine     *EngineSpec `json:"engine,omitempty"`
 }
+
+// EngineSpec is what an engine says about a launch (decision.LaunchSpec):
+// labels for the instance, never a command.
+type EngineSpec struct {
+	Deployable string            `json:"deployable,omitempty"`
+	Site       string            `json:"site,omitempty"`
+	Allocation string            `json:"allocation,omitempty"`
+	Vars       map[string]string `json:"vars,omitempty"`
+}
+
+// Limits of EngineSpec.
+const (
+	maxEngineValue = 1024
+	maxEngineVars  = 64
+)
+
+var specDigest = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 
 // Validate names the first bad field; the error is an
 // *envelope.FieldError so a decoder can report type and field.
@@ -245,13 +275,55 @@ func (r LaunchRequest) Validate() error {
 	if r.Count < 1 || r.Count > MaxCount {
 		return &envelope.FieldError{Field: "count", Reason: fmt.Sprintf("%d: want 1..%d", r.Count, MaxCount)}
 	}
-	if len(r.Spec) > 0 {
-		var obj map[string]json.RawMessage
-		if err := json.Unmarshal(r.Spec, &obj); err != nil || obj == nil {
-			return &envelope.FieldError{Field: "spec", Reason: "want a JSON object"}
+	if !specDigest.MatchString(r.SpecDigest) {
+		return &envelope.FieldError{Field: "spec_digest", Reason: "want sha256: and 64 lower-case hex digits (jobspec.Spec.Digest)"}
+	}
+	if e := r.Engine; e != nil {
+		for k, v := range map[string]string{"deployable": e.Deployable, "site": e.Site, "allocation": e.Allocation} {
+			if len(v) > maxEngineValue {
+				return &envelope.FieldError{Field: "engine." + k, Reason: fmt.Sprintf("%d bytes, limit %d", len(v), maxEngineValue)}
+			}
+		}
+		if len(e.Vars) > maxEngineVars {
+			return &envelope.FieldError{Field: "engine.vars", Reason: fmt.Sprintf("%d vars, limit %d", len(e.Vars), maxEngineVars)}
+		}
+		for k, v := range e.Vars {
+			if k == "" || len(k) > maxEngineValue || len(v) > maxEngineValue {
+				return &envelope.FieldError{Field: "engine.vars", Reason: fmt.Sprintf("want names of 1..%d bytes and values of at most %d", maxEngineValue, maxEngineValue)}
+			}
 		}
 	}
 	return nil
+}
+
+// spec builds the driver's spec of req from the job's definition, refusing
+// an unknown job or a digest that is not the definition's.
+func (p *Provisioner) spec(req LaunchRequest) (json.RawMessage, error) {
+	js, ok := p.cfg.Jobs[req.Job]
+	if !ok {
+		known := slices.Sorted(maps.Keys(p.cfg.Jobs))
+		if len(known) == 0 {
+			return nil, fmt.Errorf("launch %s: %w: unknown job %q: this provisioner holds no job definitions (start it with --jobs)", req.LaunchID, ErrInvalid, req.Job)
+		}
+		return nil, fmt.Errorf("launch %s: %w: unknown job %q: the run's jobs are %s", req.LaunchID, ErrInvalid, req.Job, strings.Join(known, ", "))
+	}
+	digest, err := js.Digest()
+	if err != nil {
+		return nil, fmt.Errorf("launch %s: %w: job %s: %w", req.LaunchID, ErrInvalid, req.Job, err)
+	}
+	if digest != req.SpecDigest {
+		return nil, fmt.Errorf("launch %s: %w: job %s: spec digest %s is not the provisioner's %s: the sender and the provisioner hold different definitions of the job (relaunch the plan so both read the same one)",
+			req.LaunchID, ErrInvalid, req.Job, req.SpecDigest, digest)
+	}
+	var engine any
+	if req.Engine != nil {
+		engine = req.Engine
+	}
+	spec, err := js.LaunchSpec(engine)
+	if err != nil {
+		return nil, fmt.Errorf("launch %s: %w: job %s: %w", req.LaunchID, ErrInvalid, req.Job, err)
+	}
+	return spec, nil
 }
 
 // Launch records the request and its instances (write-ahead) and queues
@@ -263,6 +335,10 @@ func (r LaunchRequest) Validate() error {
 func (p *Provisioner) Launch(ctx context.Context, req LaunchRequest) ([]Instance, error) {
 	if err := req.Validate(); err != nil {
 		return nil, fmt.Errorf("launch: %w: %w", ErrInvalid, err)
+	}
+	spec, err := p.spec(req)
+	if err != nil {
+		return nil, err
 	}
 	p.gate.RLock()
 	defer p.gate.RUnlock()
@@ -283,7 +359,7 @@ func (p *Provisioner) Launch(ctx context.Context, req LaunchRequest) ([]Instance
 			History: []Change{{State: state, Reason: reason, Time: now}},
 		}
 	}
-	l := Launch{LaunchID: req.LaunchID, Job: req.Job, Count: req.Count, Spec: req.Spec, Created: now}
+	l := Launch{LaunchID: req.LaunchID, Job: req.Job, Count: req.Count, Spec: spec, Created: now}
 	existing, created, err := p.cfg.Store.CreateLaunch(ctx, l, insts)
 	if err != nil {
 		return nil, fmt.Errorf("launch %s: record: %w", req.LaunchID, err)

@@ -15,6 +15,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"nightshift"
+	"nightshift/internal/jobspec"
 	"nightshift/internal/provstore"
 	"nightshift/provisioner"
 	"nightshift/provisioner/provisionertest"
@@ -60,6 +61,7 @@ func newHarness(t *testing.T, tweak func(*provisioner.Config)) *harness {
 	h := &harness{t: t, store: st, drv: provisionertest.NewDriver("r1"), clock: clockwork.NewFakeClock(), events: &recorder{}}
 	h.cfg = provisioner.Config{
 		Run: "r1", Driver: h.drv, Store: st, Events: h.events, Clock: h.clock,
+		Jobs:           provisionertest.Jobs("web", "db"),
 		Log:            slog.New(slog.DiscardHandler),
 		ReconcileEvery: -1, RetryDelay: time.Second, CallTimeout: 10 * time.Second,
 	}
@@ -126,7 +128,7 @@ func (h *harness) idle() {
 
 func (h *harness) launch(id, job string, n int) []provisioner.Instance {
 	h.t.Helper()
-	insts, err := h.p.Launch(context.Background(), provisioner.LaunchRequest{LaunchID: id, Job: job, Count: n})
+	insts, err := h.p.Launch(context.Background(), provisionertest.Launch(h.cfg.Jobs, id, job, n))
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -204,7 +206,7 @@ func TestLaunchIDIsIdempotent(t *testing.T) {
 	if st, _ := h.p.Describe(context.Background(), ""); len(st.Instances) != 2 {
 		t.Errorf("describe has %d instances, want 2", len(st.Instances))
 	}
-	_, err := h.p.Launch(context.Background(), provisioner.LaunchRequest{LaunchID: "same", Job: "web", Count: 3})
+	_, err := h.p.Launch(context.Background(), provisionertest.Launch(h.cfg.Jobs, "same", "web", 3))
 	if err == nil || !strings.Contains(err.Error(), "already used") {
 		t.Errorf("reusing launch_id with another count: err = %v, want refusal", err)
 	}
@@ -212,22 +214,33 @@ func TestLaunchIDIsIdempotent(t *testing.T) {
 
 func TestLaunchRequestValidation(t *testing.T) {
 	h := newHarness(t, nil)
+	ok := func(f func(*provisioner.LaunchRequest)) provisioner.LaunchRequest {
+		r := provisionertest.Launch(h.cfg.Jobs, "a", "web", 1)
+		f(&r)
+		return r
+	}
+	other := provisionertest.Digest(jobspec.Spec{Worker: map[string]any{"command": []any{"/bin/sh", "-c", "id > /tmp/pwned"}}})
 	cases := []struct {
 		name string
 		req  provisioner.LaunchRequest
 		want string
 	}{
-		{"no launch id", provisioner.LaunchRequest{Job: "web", Count: 1}, "launch_id"},
-		{"bad job", provisioner.LaunchRequest{LaunchID: "a", Job: "../etc", Count: 1}, "job"},
-		{"zero count", provisioner.LaunchRequest{LaunchID: "a", Job: "web"}, "count"},
-		{"huge count", provisioner.LaunchRequest{LaunchID: "a", Job: "web", Count: provisioner.MaxCount + 1}, "count"},
-		{"spec not object", provisioner.LaunchRequest{LaunchID: "a", Job: "web", Count: 1, Spec: []byte(`[1]`)}, "spec"},
+		{"no launch id", ok(func(r *provisioner.LaunchRequest) { r.LaunchID = "" }), "launch_id"},
+		{"bad job", ok(func(r *provisioner.LaunchRequest) { r.Job = "../etc" }), "job"},
+		{"zero count", ok(func(r *provisioner.LaunchRequest) { r.Count = 0 }), "count"},
+		{"huge count", ok(func(r *provisioner.LaunchRequest) { r.Count = provisioner.MaxCount + 1 }), "count"},
+		{"no digest", ok(func(r *provisioner.LaunchRequest) { r.SpecDigest = "" }), "spec_digest"},
+		{"unknown job", ok(func(r *provisioner.LaunchRequest) { r.Job = "evil" }), `unknown job "evil": the run's jobs are db, web`},
+		{"another spec", ok(func(r *provisioner.LaunchRequest) { r.SpecDigest = other }), "spec digest " + other + " is not the provisioner's"},
+		{"huge engine var", ok(func(r *provisioner.LaunchRequest) {
+			r.Engine = &provisioner.EngineSpec{Vars: map[string]string{"x": strings.Repeat("v", 2000)}}
+		}), "engine.vars"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := h.p.Launch(context.Background(), c.req)
-			if err == nil || !strings.Contains(err.Error(), c.want) {
-				t.Fatalf("err = %v, want mention of %q", err, c.want)
+			if err == nil || !strings.Contains(err.Error(), c.want) || !errors.Is(err, provisioner.ErrInvalid) {
+				t.Fatalf("err = %v, want ErrInvalid mentioning %q", err, c.want)
 			}
 		})
 	}
@@ -565,5 +578,35 @@ func TestConcurrentLaunchesStayBounded(t *testing.T) {
 	}
 	if n := len(h.drv.Live()); n != 30 {
 		t.Errorf("%d live, want 30", n)
+	}
+}
+
+// TestLaunchSpecComesFromTheJobDefinition: the driver gets the job's spec
+// as the provisioner holds it, with the engine's labels, whatever the
+// request.
+func TestLaunchSpecComesFromTheJobDefinition(t *testing.T) {
+	var mu sync.Mutex
+	var got []string
+	h := newHarness(t, func(c *provisioner.Config) {
+		c.Jobs = map[string]jobspec.Spec{"web": {Worker: map[string]any{"command": []any{"/bin/worker", "--fast"}, "mem": int64(64)}}}
+	})
+	h.drv.BeforeLaunch = func(_ context.Context, spec provisioner.InstanceSpec) error {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, string(spec.Spec))
+		return nil
+	}
+	h.start()
+	req := provisionertest.Launch(h.cfg.Jobs, "L1", "web", 1)
+	req.Engine = &provisioner.EngineSpec{Deployable: "crunch"}
+	if _, err := h.p.Launch(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	h.idle()
+	mu.Lock()
+	defer mu.Unlock()
+	want := `{"driver":"local","engine":{"deployable":"crunch"},"worker":{"command":["/bin/worker","--fast"],"mem":64}}`
+	if len(got) != 1 || got[0] != want {
+		t.Errorf("driver got %q, want [%s]", got, want)
 	}
 }

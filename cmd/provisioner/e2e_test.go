@@ -15,11 +15,13 @@ import (
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/amqptest"
 	"nightshift/internal/envelope"
+	"nightshift/internal/jobspec"
 	"nightshift/internal/procscan"
 	"nightshift/internal/syncbuf"
 	localworker "nightshift/internal/workerdriver/local"
 	"nightshift/provisioner"
 	"nightshift/provisioner/client"
+	"nightshift/provisioner/provisionertest"
 )
 
 // syncBuf is the shared concurrent-safe test buffer.
@@ -48,9 +50,14 @@ func TestSurvivesKill9MidLaunch(t *testing.T) {
 		}
 	})
 
+	jobs := provisionertest.Jobs("web")
+	jobsFile := filepath.Join(home, "jobs.json")
+	if err := jobspec.Write(jobsFile, jobs); err != nil {
+		t.Fatal(err)
+	}
 	logs := &syncBuf{}
 	start := func() *exec.Cmd {
-		cmd := exec.Command(bin, "--run", run, "--home", home, "--amqp-url", amqptest.URL(),
+		cmd := exec.Command(bin, "--run", run, "--home", home, "--amqp-url", amqptest.URL(), "--jobs", jobsFile,
 			"--worker-command", "sleep 3600", "--max-launches", "2", "--reconcile-every", "1s", "--grace", "1s")
 		cmd.Stderr = logs
 		if err := cmd.Start(); err != nil {
@@ -81,8 +88,11 @@ func TestSurvivesKill9MidLaunch(t *testing.T) {
 	send := func() {
 		for i := range launches {
 			env, err := envelope.NewEnvelope(provisioner.TypeLaunch, 1, run, "e2e",
-				provisioner.LaunchRequest{LaunchID: fmt.Sprintf("launch-%d", i), Job: "web", Count: per}, time.Now())
+				provisionertest.Launch(jobs, fmt.Sprintf("launch-%d", i), "web", per), time.Now())
 			if err != nil {
+				t.Fatal(err)
+			}
+			if err := (&envelope.Signer{Secret: secret}).Sign(&env); err != nil {
 				t.Fatal(err)
 			}
 			if err := bus.SendCommand(ctx, provisioner.Component, env); err != nil {

@@ -16,8 +16,10 @@ import (
 	"nightshift/internal/ec2"
 	"nightshift/internal/ec2/ec2test"
 	"nightshift/internal/envelope"
+	"nightshift/internal/jobspec"
 	"nightshift/provisioner"
 	"nightshift/provisioner/client"
+	"nightshift/provisioner/provisionertest"
 )
 
 // TestEC2DriverAgainstMoto runs the real binary with --driver ec2 on moto:
@@ -52,8 +54,14 @@ func TestEC2DriverAgainstMoto(t *testing.T) {
 	if err := os.WriteFile(urlFile, []byte(amqptest.URL()), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	jobs := map[string]jobspec.Spec{"crunch": {Driver: "ec2",
+		Instance: map[string]any{"image": ec2test.Image, "instance_type": "t3.micro"}, Worker: map[string]any{"name": "w"}}}
+	jobsFile := filepath.Join(home, "jobs.json")
+	if err := jobspec.Write(jobsFile, jobs); err != nil {
+		t.Fatal(err)
+	}
 	logs := &syncBuf{}
-	cmd := exec.Command(bin, "--run", run, "--home", home, "--amqp-url-file", urlFile, "--driver", "ec2",
+	cmd := exec.Command(bin, "--run", run, "--home", home, "--amqp-url-file", urlFile, "--driver", "ec2", "--jobs", jobsFile,
 		"--ec2-endpoint-url", moto, "--reconcile-every", "1s", "--log-level", "debug")
 	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {
@@ -69,12 +77,11 @@ func TestEC2DriverAgainstMoto(t *testing.T) {
 	}
 	defer bus.Close()
 	c := client.New(bus, &envelope.Signer{Secret: secret}, "e2e", nil)
-	spec := []byte(`{"driver":"ec2","instance":{"image":"` + ec2test.Image + `","instance_type":"t3.micro"},"worker":{"name":"w"}}`)
 	var st provisioner.Status
 	for {
 		// Resending the same launch id is safe; it also covers the window
 		// before the provisioner consumes its queue.
-		_, lerr := c.Launch(ctx, provisioner.LaunchRequest{LaunchID: "L1", Job: "crunch", Count: 2, Spec: spec})
+		_, lerr := c.Launch(ctx, provisionertest.Launch(jobs, "L1", "crunch", 2))
 		st, err = c.Describe(ctx, provisioner.DescribeBody{Job: "crunch"})
 		if lerr == nil && err == nil && countState(st, nightshift.StateRunning) == 2 {
 			break

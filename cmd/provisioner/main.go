@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -26,6 +27,7 @@ import (
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/ec2"
 	"nightshift/internal/envelope"
+	"nightshift/internal/jobspec"
 	"nightshift/internal/provstore"
 	"nightshift/internal/redact"
 	ec2worker "nightshift/internal/workerdriver/ec2"
@@ -45,6 +47,7 @@ func main() {
 
 type config struct {
 	run, home, amqpURL, driver, db, secretFile, logLevel string
+	jobsFile                                             string
 	workerCommand, workerEnv                             []string
 	maxLaunches, maxTerminations                         int
 	reconcileEvery, grace, callTimeout                   time.Duration
@@ -86,6 +89,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		c.workerEnv = append(c.workerEnv, v)
 		return nil
 	})
+	fs.StringVar(&c.jobsFile, "jobs", "", "the run's job definitions (required): JSON or TOML [jobs.NAME] tables, mode 0600; launches run only these workers")
 	fs.StringVar(&c.db, "db", "", "SQLite file (default <home>/runs/<run>/provisioner.db)")
 	fs.StringVar(&c.secretFile, "secret-file", "", "run secret for destructive commands (default <home>/runs/<run>/secret)")
 	fs.IntVar(&c.maxLaunches, "max-launches", 8, "concurrent driver launches")
@@ -109,6 +113,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	if c.run == "" {
 		return c, errors.New("--run is required")
+	}
+	if c.jobsFile == "" {
+		return c, errors.New("--jobs is required: the provisioner launches only the run's job definitions")
 	}
 	if c.amqpCAFile != "" {
 		if !strings.HasPrefix(c.amqpURL, "amqps://") {
@@ -171,6 +178,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := os.MkdirAll(filepath.Dir(c.db), 0o700); err != nil {
 		return err
 	}
+	jobs, err := jobspec.Load(c.jobsFile)
+	if err != nil {
+		return err
+	}
 	store, err := provstore.Open(ctx, c.db)
 	if err != nil {
 		return err
@@ -191,15 +202,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer bus.Close()
 	p, err := provisioner.New(provisioner.Config{
-		Run: c.run, Driver: drv, Store: store, Events: provbus.Events{Bus: bus}, Log: log,
+		Run: c.run, Driver: drv, Store: store, Events: provbus.Events{Bus: bus}, Log: log, Jobs: jobs,
 		MaxLaunches: c.maxLaunches, MaxTerminations: c.maxTerminations,
 		CallTimeout: c.callTimeout, ReconcileEvery: c.reconcileEvery,
 	})
 	if err != nil {
 		return err
 	}
-	srv := &provbus.Server{Bus: bus, Provisioner: p, Log: log,
-		Signer: &envelope.Signer{Secret: secret, Seen: envelope.NewReplayCache(10000)}}
+	srv := &provbus.Server{Bus: bus, Provisioner: p, Log: log, Ledger: store.Commands(),
+		Signer: &envelope.Signer{Secret: secret}}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return p.Run(gctx) })
 	g.Go(func() error {
@@ -210,7 +221,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		case <-gctx.Done():
 			return nil
 		}
-		log.Info("provisioner ready", "run", c.run, "db", c.db, "amqp", redact.URL(c.amqpURL))
+		log.Info("provisioner ready", "run", c.run, "db", c.db, "jobs", slices.Sorted(maps.Keys(jobs)), "amqp", redact.URL(c.amqpURL))
 		return srv.Serve(gctx)
 	})
 	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {

@@ -13,16 +13,17 @@ func TestParseFlags(t *testing.T) {
 		args []string
 		want string // error substring; empty: success
 	}{
-		{"ok", []string{"--run", "r1", "--home", "/h", "--worker-command", "sleep 10", "--worker-env", "A=b"}, ""},
-		{"ec2", []string{"--run", "r1", "--home", "/h", "--driver", "ec2", "--ec2-region", "eu-west-1", "--ec2-endpoint-url", "http://127.0.0.1:5055"}, ""},
+		{"ok", []string{"--run", "r1", "--jobs", "/h/jobs.json", "--home", "/h", "--worker-command", "sleep 10", "--worker-env", "A=b"}, ""},
+		{"ec2", []string{"--run", "r1", "--jobs", "/h/jobs.json", "--home", "/h", "--driver", "ec2", "--ec2-region", "eu-west-1", "--ec2-endpoint-url", "http://127.0.0.1:5055"}, ""},
 		{"no run", []string{"--worker-command", "sleep 10"}, "--run"},
-		{"no command", []string{"--run", "r1"}, "--worker-command"},
-		{"other driver", []string{"--run", "r1", "--driver", "gce"}, "want local or ec2"},
-		{"ec2 with worker command", []string{"--run", "r1", "--driver", "ec2", "--worker-command", "x"}, "for --driver local"},
-		{"ec2 bad wait", []string{"--run", "r1", "--driver", "ec2", "--ec2-wait-timeout", "0s"}, "--ec2-wait-timeout"},
-		{"bad env", []string{"--run", "r1", "--worker-command", "x", "--worker-env", "novalue"}, "KEY=VALUE"},
-		{"stray args", []string{"--run", "r1", "--worker-command", "x", "extra"}, "unexpected"},
-		{"CA for a plain URL", []string{"--run", "r1", "--worker-command", "x", "--amqp-url", "amqp://u:p@h/", "--amqp-ca-file", "/ca.pem"}, "amqps://"},
+		{"no jobs", []string{"--run", "r1", "--worker-command", "sleep 10"}, "--jobs is required"},
+		{"no command", []string{"--run", "r1", "--jobs", "j"}, "--worker-command"},
+		{"other driver", []string{"--run", "r1", "--jobs", "j", "--driver", "gce"}, "want local or ec2"},
+		{"ec2 with worker command", []string{"--run", "r1", "--jobs", "j", "--driver", "ec2", "--worker-command", "x"}, "for --driver local"},
+		{"ec2 bad wait", []string{"--run", "r1", "--jobs", "j", "--driver", "ec2", "--ec2-wait-timeout", "0s"}, "--ec2-wait-timeout"},
+		{"bad env", []string{"--run", "r1", "--jobs", "j", "--worker-command", "x", "--worker-env", "novalue"}, "KEY=VALUE"},
+		{"stray args", []string{"--run", "r1", "--jobs", "j", "--worker-command", "x", "extra"}, "unexpected"},
+		{"CA for a plain URL", []string{"--run", "r1", "--jobs", "j", "--worker-command", "x", "--amqp-url", "amqp://u:p@h/", "--amqp-ca-file", "/ca.pem"}, "amqps://"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

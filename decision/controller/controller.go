@@ -558,8 +558,7 @@ func (c *Controller) apply(ctx context.Context, p *pool, d decision.Decision, no
 	var launches []ctlstore.PendingLaunch
 	for _, a := range d.Actions {
 		if l, ok := a.(decision.Launch); ok {
-			spec, err := json.Marshal(launchSpec{Driver: job.Driver, Instance: job.Instance, Worker: job.Worker,
-				Engine: engineSpec{Deployable: l.Spec.Deployable, Site: l.Spec.Site, Allocation: l.Spec.Allocation, Vars: l.Spec.Vars}})
+			spec, err := json.Marshal(provisioner.EngineSpec{Deployable: l.Spec.Deployable, Site: l.Spec.Site, Allocation: l.Spec.Allocation, Vars: l.Spec.Vars})
 			if err != nil {
 				return fmt.Errorf("job %s: encode launch spec: %w", job.Name, err)
 			}
@@ -645,8 +644,13 @@ func (c *Controller) flushLaunches(ctx context.Context, p *pool) error {
 			errs = append(errs, c.settle(ctx, p, l.LaunchID, ctlstore.LaunchDone, "instance records seen"))
 			continue
 		}
+		req, err := launchRequest(p.job, l)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
 		cctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
-		insts, err := c.cfg.Provisioner.Launch(cctx, provisioner.LaunchRequest{LaunchID: l.LaunchID, Job: l.Job, Count: l.Count, Spec: l.Spec})
+		insts, err := c.cfg.Provisioner.Launch(cctx, req)
 		cancel()
 		switch {
 		case err == nil:

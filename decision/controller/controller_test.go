@@ -13,6 +13,7 @@ import (
 	"nightshift"
 	"nightshift/decision"
 	"nightshift/decision/controller"
+	"nightshift/internal/jobspec"
 	"nightshift/provisioner"
 )
 
@@ -32,9 +33,14 @@ func TestNPreservingReplacesDeadWorker(t *testing.T) {
 	if n != 2 || len(calls) != 1 {
 		t.Fatalf("first tick: %d instances in %d launch calls, want 2 in 1", n, len(calls))
 	}
-	var spec map[string]any
-	if err := json.Unmarshal(calls[0].Spec, &spec); err != nil || spec["driver"] != "local" || spec["worker"] == nil {
-		t.Fatalf("launch spec %s (err %v): want driver and worker forwarded", calls[0].Spec, err)
+	// The launch names the job's spec by digest (the provisioner holds the
+	// spec) and carries the engine's labels, never a command.
+	want, err := jobspec.Spec{Driver: "local", Worker: map[string]any{"command": []any{"/bin/worker"}}}.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := calls[0]; c.SpecDigest != want || c.Engine == nil || c.Engine.Deployable != "worker" {
+		t.Fatalf("launch request %+v: want spec digest %s and the engine's deployable", c, want)
 	}
 	ids := r.runAll("web", false)
 	r.clock.Advance(time.Second)

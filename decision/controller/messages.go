@@ -7,6 +7,7 @@ import (
 
 	"nightshift/internal/ctlstore"
 	"nightshift/internal/envelope"
+	"nightshift/internal/jobspec"
 	"nightshift/provisioner"
 	"nightshift/sitter"
 	"nightshift/sitter/sitterbus"
@@ -170,20 +171,23 @@ type WorkerStatus struct {
 	Restarts      int      `json:"restarts"`
 }
 
-// launchSpec is the JSON the provisioner receives as LaunchRequest.Spec and
-// hands to the driver untouched.
-type launchSpec struct {
-	Driver   string         `json:"driver"`
-	Instance map[string]any `json:"instance,omitempty"`
-	Worker   map[string]any `json:"worker,omitempty"`
-	Engine   engineSpec     `json:"engine"`
-}
-
-type engineSpec struct {
-	Deployable string            `json:"deployable,omitempty"`
-	Site       string            `json:"site,omitempty"`
-	Allocation string            `json:"allocation,omitempty"`
-	Vars       map[string]string `json:"vars,omitempty"`
+// launchRequest is what the controller asks of the provisioner for a
+// pending launch: the job by name with the digest of its worker spec (the
+// provisioner holds the spec itself, from the plan) and the engine's labels,
+// stored with the launch as JSON.
+func launchRequest(j Job, l ctlstore.Launch) (provisioner.LaunchRequest, error) {
+	digest, err := jobspec.Spec{Driver: j.Driver, Instance: j.Instance, Worker: j.Worker}.Digest()
+	if err != nil {
+		return provisioner.LaunchRequest{}, fmt.Errorf("job %s: %w", j.Name, err)
+	}
+	req := provisioner.LaunchRequest{LaunchID: l.LaunchID, Job: l.Job, Count: l.Count, SpecDigest: digest}
+	var e provisioner.EngineSpec
+	// Launches stored by an older controller hold a whole spec; its
+	// engine labels are lost, which changes nothing that runs.
+	if len(l.Spec) > 0 && json.Unmarshal(l.Spec, &e) == nil && (e.Deployable != "" || e.Site != "" || e.Allocation != "" || len(e.Vars) > 0) {
+		req.Engine = &e
+	}
+	return req, nil
 }
 
 // actionRecord is how an action is stored with its decision.

@@ -11,8 +11,10 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -20,6 +22,7 @@ import (
 	"nightshift/internal/brokertype"
 	"nightshift/internal/daemontype"
 	"nightshift/internal/envelope"
+	"nightshift/internal/jobspec"
 	"nightshift/internal/pki"
 	"nightshift/internal/redact"
 	"nightshift/launchplan"
@@ -161,8 +164,13 @@ var provisionerSpec = daemontype.Spec{
 				return nil, fmt.Errorf("config.worker_command: %q holds white space, which the provisioner cannot pass through", w)
 			}
 		}
+		jobsFile := filepath.Join(dir, "jobs.json")
+		if err := writeRunJobs(req, jobsFile); err != nil {
+			return nil, err
+		}
 		args := []string{
 			"--home", os.Getenv("NIGHTSHIFT_HOME"),
+			"--jobs", jobsFile,
 			"--driver", driver,
 			"--worker-command", strings.Join(worker, " "),
 			// The sitters reach the broker through the same 0600 file.
@@ -186,6 +194,100 @@ var provisionerSpec = daemontype.Spec{
 		}
 		return args, nil
 	},
+}
+
+// writeRunJobs writes the worker specs of every job the plan's controller
+// services define to path (0600), resolved as the controllers resolve
+// them, for the provisioner to load with --jobs: it launches only these,
+// so no message can choose what a worker runs. Two controllers may define
+// one job only identically.
+func writeRunJobs(req bootlevel.StepRequest, path string) error {
+	if req.Plan == nil || req.Expand == nil {
+		return fmt.Errorf("the provisioner needs the plan's job definitions, and this engine passes none")
+	}
+	jobs := map[string]jobspec.Spec{}
+	from := map[string]string{}
+	for _, lv := range req.Plan.Levels {
+		for _, svc := range lv.Services {
+			if svc.Type != "controller" {
+				continue
+			}
+			tables, _ := svc.TypeConfig["jobs"].(map[string]any)
+			for _, name := range slices.Sorted(maps.Keys(tables)) {
+				t, ok := tables[name].(map[string]any)
+				if !ok {
+					return fmt.Errorf("%s: service %s: config.jobs.%s: want a table", svc.Pos, svc.Name, name)
+				}
+				spec, err := resolvedSpec(t, req.Expand)
+				if err != nil {
+					return fmt.Errorf("%s: service %s: config.jobs.%s: %w", svc.Pos, svc.Name, name, err)
+				}
+				if prev, dup := jobs[name]; dup {
+					a, _ := prev.Digest()
+					b, _ := spec.Digest()
+					if a != b {
+						return fmt.Errorf("%s: service %s: config.jobs.%s: defined differently by service %s; a job has one definition per run", svc.Pos, svc.Name, name, from[name])
+					}
+				}
+				jobs[name], from[name] = spec, svc.Name
+			}
+		}
+	}
+	if len(jobs) == 0 {
+		return fmt.Errorf("the plan has no controller service with [config.jobs.NAME] tables: the provisioner launches only the run's jobs")
+	}
+	return jobspec.Write(path, jobs)
+}
+
+// resolvedSpec expands the templates of a job's driver, instance and
+// worker, the keys that decide what runs; the controller's keys (queue,
+// ...) may refer to services that boot after the provisioner and are left
+// alone.
+func resolvedSpec(t map[string]any, expand func(string) (string, error)) (jobspec.Spec, error) {
+	cp := maps.Clone(t)
+	for _, k := range []string{"driver", "instance", "worker"} {
+		if v, ok := t[k]; ok {
+			e, err := expandValue(k, v, expand)
+			if err != nil {
+				return jobspec.Spec{}, err
+			}
+			cp[k] = e
+		}
+	}
+	return jobspec.FromTable(cp)
+}
+
+func expandValue(key string, v any, expand func(string) (string, error)) (any, error) {
+	switch v := v.(type) {
+	case string:
+		s, err := expand(v)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w (a worker may refer only to globals and to services of levels before the provisioner's)", key, err)
+		}
+		return s, nil
+	case []any:
+		out := make([]any, len(v))
+		for i, e := range v {
+			x, err := expandValue(fmt.Sprintf("%s[%d]", key, i), e, expand)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = x
+		}
+		return out, nil
+	case map[string]any:
+		out := make(map[string]any, len(v))
+		for k, e := range v {
+			x, err := expandValue(key+"."+k, e, expand)
+			if err != nil {
+				return nil, err
+			}
+			out[k] = x
+		}
+		return out, nil
+	default:
+		return v, nil
+	}
 }
 
 var controllerSpec = daemontype.Spec{

@@ -5,10 +5,11 @@
 # files (never on a command line). Re-running it updates and restarts the unit.
 # Usage: daemon-boot.sh provisioner|controller
 #
-# Environment (from the plan): NS_RELEASE_URL, NS_AMQP_URL, NS_RUN_SECRET;
-# NS_AMQP_CA, the run CA's certificate, used (--amqp-ca-file) when NS_AMQP_URL
-# is amqps://; provisioner: NS_EC2_REGION, NS_EC2_ENDPOINT_URL; controller:
-# NS_JOBS_TOML.
+# Environment (from the plan): NS_RELEASE_URL, NS_AMQP_URL, NS_RUN_SECRET,
+# NS_JOBS_TOML (the run's jobs: the provisioner launches only these, the
+# controller keeps them at policy); NS_AMQP_CA, the run CA's certificate, used
+# (--amqp-ca-file) when NS_AMQP_URL is amqps://; provisioner: NS_EC2_REGION,
+# NS_EC2_ENDPOINT_URL.
 #
 # NIGHTSHIFT_TEST_MODE=1: the step runs on the launching machine (tests
 # against moto), so install under $NIGHTSHIFT_HOME and start the daemon
@@ -18,7 +19,7 @@ set -eu
 daemon=${1:?usage: daemon-boot.sh provisioner|controller}
 case $daemon in provisioner | controller) ;; *) echo "unknown daemon $daemon" >&2; exit 2 ;; esac
 run=${NIGHTSHIFT_RUN:?NIGHTSHIFT_RUN is not set: run me from a Nightshift plan}
-: "${NS_RELEASE_URL:?}" "${NS_AMQP_URL:?}" "${NS_RUN_SECRET:?}"
+: "${NS_RELEASE_URL:?}" "${NS_AMQP_URL:?}" "${NS_RUN_SECRET:?}" "${NS_JOBS_TOML:?}"
 
 sudo=""
 if [ "${NIGHTSHIFT_TEST_MODE:-}" = 1 ]; then
@@ -42,8 +43,9 @@ put() { # FILE: write stdin to FILE, mode 0600
 }
 printf '%s\n' "$NS_AMQP_URL" | put "$base/amqp-url"
 printf '%s\n' "$NS_RUN_SECRET" | put "$base/secret"
+printf '%s\n' "$NS_JOBS_TOML" | put "$base/jobs.toml"
 
-set -- --run "$run" --home "$base" --amqp-url-file "$base/amqp-url" --secret-file "$base/secret"
+set -- --run "$run" --home "$base" --amqp-url-file "$base/amqp-url" --secret-file "$base/secret" --jobs "$base/jobs.toml"
 case $NS_AMQP_URL in
 amqps://*)
   printf '%s\n' "${NS_AMQP_CA:?NS_AMQP_CA is needed for an amqps:// broker}" | put "$base/amqp-ca.pem"
@@ -54,9 +56,6 @@ if [ "$daemon" = provisioner ]; then
   set -- "$@" --driver ec2
   [ -z "${NS_EC2_REGION:-}" ] || set -- "$@" --ec2-region "$NS_EC2_REGION"
   [ -z "${NS_EC2_ENDPOINT_URL:-}" ] || set -- "$@" --ec2-endpoint-url "$NS_EC2_ENDPOINT_URL"
-else
-  printf '%s\n' "${NS_JOBS_TOML:?}" | put "$base/jobs.toml"
-  set -- "$@" --jobs "$base/jobs.toml"
 fi
 
 if [ "${NIGHTSHIFT_TEST_MODE:-}" = 1 ]; then
@@ -64,7 +63,7 @@ if [ "${NIGHTSHIFT_TEST_MODE:-}" = 1 ]; then
     kill "$(cat "$base/pid")" || true
   fi
   # The secrets stay in files; the daemon does not need them in its environment.
-  NS_AMQP_URL= NS_RUN_SECRET= NS_AMQP_CA= setsid "$bin" "$@" >>"$base/$daemon.log" 2>&1 </dev/null &
+  NS_AMQP_URL= NS_RUN_SECRET= NS_AMQP_CA= NS_JOBS_TOML= setsid "$bin" "$@" >>"$base/$daemon.log" 2>&1 </dev/null &
   echo $! >"$base/pid"
   echo "$daemon started locally (pid $!), log $base/$daemon.log"
   printf '{"unit": "%s", "pid_file": "%s", "log": "%s"}\n' "nightshift-$daemon" "$base/pid" "$base/$daemon.log" >"${NIGHTSHIFT_OUTPUT:?}"

@@ -13,6 +13,7 @@ import (
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/amqptest"
 	"nightshift/internal/envelope"
+	"nightshift/internal/jobspec"
 	"nightshift/internal/provstore"
 	"nightshift/provisioner"
 	"nightshift/provisioner/client"
@@ -27,6 +28,7 @@ type fixture struct {
 	drv    *provisionertest.Driver
 	bus    *amqpbus.Bus // the caller's connection
 	client *client.Client
+	jobs   map[string]jobspec.Spec
 }
 
 func dial(t *testing.T, run, name string, onConsume func(string)) *amqpbus.Bus {
@@ -56,13 +58,14 @@ func start(t *testing.T) *fixture {
 	consuming := make(chan string, 4)
 	srvBus := dial(t, f.run, "provisioner-test", func(q string) { consuming <- q })
 	f.drv = provisionertest.NewDriver(f.run)
-	f.p, err = provisioner.New(provisioner.Config{Run: f.run, Driver: f.drv, Store: st, Events: provbus.Events{Bus: srvBus}, ReconcileEvery: -1})
+	f.jobs = provisionertest.Jobs("web")
+	f.p, err = provisioner.New(provisioner.Config{Run: f.run, Driver: f.drv, Store: st, Events: provbus.Events{Bus: srvBus}, ReconcileEvery: -1, Jobs: f.jobs})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	srv := &provbus.Server{Bus: srvBus, Provisioner: f.p, Log: slog.New(slog.DiscardHandler),
-		Signer: &envelope.Signer{Secret: f.secret, Seen: envelope.NewReplayCache(1000)}}
+		Signer: &envelope.Signer{Secret: f.secret}, Ledger: st.Commands()}
 	done := make(chan struct{}, 2)
 	go func() { f.p.Run(ctx); done <- struct{}{} }()
 	go func() { srv.Serve(ctx); done <- struct{}{} }()
@@ -92,7 +95,7 @@ func TestClientRoundTripAndEvents(t *testing.T) {
 	})
 	<-subscribed
 
-	insts, err := f.client.Launch(ctx, provisioner.LaunchRequest{LaunchID: "L1", Job: "web", Count: 2})
+	insts, err := f.client.Launch(ctx, provisionertest.Launch(f.jobs, "L1", "web", 2))
 	if err != nil || len(insts) != 2 {
 		t.Fatalf("launch: %v %+v", insts, err)
 	}
@@ -115,7 +118,7 @@ func TestClientRoundTripAndEvents(t *testing.T) {
 	if _, err := f.client.Terminate(ctx, []string{"missing-1"}); !errors.Is(err, provisioner.ErrNotFound) {
 		t.Errorf("terminate unknown: %v, want ErrNotFound", err)
 	}
-	if _, err := f.client.Launch(ctx, provisioner.LaunchRequest{LaunchID: "L2", Job: "web", Count: 0}); !errors.Is(err, client.ErrRemote) || !strings.Contains(err.Error(), "count") {
+	if _, err := f.client.Launch(ctx, provisionertest.Launch(f.jobs, "L2", "web", 0)); !errors.Is(err, client.ErrRemote) || !strings.Contains(err.Error(), "count") {
 		t.Errorf("invalid launch: %v, want refusal naming count", err)
 	}
 	for live := -1; live != 0; {
@@ -138,7 +141,7 @@ func TestUnsignedDestructiveCommandsAreRefused(t *testing.T) {
 	f := start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if _, err := f.client.Launch(ctx, provisioner.LaunchRequest{LaunchID: "L1", Job: "web", Count: 1}); err != nil {
+	if _, err := f.client.Launch(ctx, provisionertest.Launch(f.jobs, "L1", "web", 1)); err != nil {
 		t.Fatal(err)
 	}
 	cases := []struct {
@@ -154,21 +157,27 @@ func TestUnsignedDestructiveCommandsAreRefused(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if c.secret != nil {
-				(&envelope.Signer{Secret: c.secret}).Sign(&env)
-			}
-			raw, err := f.bus.Call(ctx, provisioner.Component, env)
+			launch, err := envelope.NewEnvelope(provisioner.TypeLaunch, 1, f.run, "intruder", provisionertest.Launch(f.jobs, "L-"+strings.ReplaceAll(c.name, " ", "-"), "web", 5), time.Now())
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !strings.Contains(string(raw), "signature") {
-				t.Errorf("reply %s, want a signature refusal", raw)
+			for _, env := range []envelope.Envelope{env, launch} {
+				if c.secret != nil {
+					(&envelope.Signer{Secret: c.secret}).Sign(&env)
+				}
+				raw, err := f.bus.Call(ctx, provisioner.Component, env)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !strings.Contains(string(raw), "signature") {
+					t.Errorf("%s: reply %s, want a signature refusal", env.Type, raw)
+				}
 			}
 		})
 	}
 	st, err := f.client.Describe(ctx, provisioner.DescribeBody{})
-	if err != nil || st.Disabled {
-		t.Fatalf("after refused commands: disabled=%v err=%v", st.Disabled, err)
+	if err != nil || st.Disabled || len(st.Instances) != 1 {
+		t.Fatalf("after refused commands: disabled=%v, %d instances (want 1), err=%v", st.Disabled, len(st.Instances), err)
 	}
 	if nc := client.New(f.bus, nil, "nosigner", nil); nc != nil {
 		if _, err := nc.TerminateAll(ctx); err == nil {

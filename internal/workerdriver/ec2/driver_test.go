@@ -3,6 +3,7 @@ package ec2worker_test
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"path/filepath"
 	"strings"
@@ -18,9 +19,11 @@ import (
 	"nightshift"
 	"nightshift/internal/ec2"
 	"nightshift/internal/ec2/ec2test"
+	"nightshift/internal/jobspec"
 	"nightshift/internal/provstore"
 	ec2worker "nightshift/internal/workerdriver/ec2"
 	"nightshift/provisioner"
+	"nightshift/provisioner/provisionertest"
 )
 
 const brokerURL = "amqp://worker:s3cr3t-pw@10.0.0.5:5672/"
@@ -223,9 +226,26 @@ func openStore(t *testing.T, dir string) *provstore.Store {
 	return st
 }
 
-func newProvisioner(t *testing.T, d provisioner.Driver, st provisioner.Store, run string) *provisioner.Provisioner {
+// ec2Jobs defines the jobs the tests launch, as a plan would: specJSON's
+// spec (without the engine labels a launch adds) for each.
+func ec2Jobs(t *testing.T, image string) map[string]jobspec.Spec {
 	t.Helper()
-	p, err := provisioner.New(provisioner.Config{Run: run, Driver: d, Store: st, ReconcileEvery: -1, CallTimeout: 30 * time.Second})
+	var s jobspec.Spec
+	if err := json.Unmarshal(specJSON(image), &s); err != nil {
+		t.Fatal(err)
+	}
+	return map[string]jobspec.Spec{"sleeper": s, "work": s, "w": s}
+}
+
+// newProvisioner runs the test jobs (ec2Jobs of the moto image) unless
+// given others.
+func newProvisioner(t *testing.T, d provisioner.Driver, st provisioner.Store, run string, jobs ...map[string]jobspec.Spec) *provisioner.Provisioner {
+	t.Helper()
+	js := ec2Jobs(t, ec2test.Image)
+	if len(jobs) > 0 {
+		js = jobs[0]
+	}
+	p, err := provisioner.New(provisioner.Config{Run: run, Driver: d, Store: st, ReconcileEvery: -1, CallTimeout: 30 * time.Second, Jobs: js})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,7 +288,7 @@ func states(r provisioner.Instance) string {
 
 func TestCrashRecoveryThroughTheProvisioner(t *testing.T) {
 	api := sdk(t)
-	req := provisioner.LaunchRequest{LaunchID: "L-crash", Job: "sleeper", Count: 1, Spec: specJSON(ec2test.Image)}
+	req := provisionertest.Launch(ec2Jobs(t, ec2test.Image), "L-crash", "sleeper", 1)
 	id := provisioner.InstanceID("sleeper", "L-crash", 0)
 
 	t.Run("before the driver call", func(t *testing.T) {
@@ -301,7 +321,7 @@ func TestCrashRecoveryThroughTheProvisioner(t *testing.T) {
 		}
 		// The driver call went through, then the process died before
 		// recording it.
-		res, err := d.Launch(context.Background(), provisioner.InstanceSpec{ID: id, Job: "sleeper", LaunchID: "L-crash", Run: run, Spec: req.Spec})
+		res, err := d.Launch(context.Background(), provisioner.InstanceSpec{ID: id, Job: "sleeper", LaunchID: "L-crash", Run: run, Spec: specJSON(ec2test.Image)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -333,22 +353,15 @@ func TestRefusedLaunchesBecomeFailedWithAReason(t *testing.T) {
 	}{
 		{"bad AMI", api, "ami-00000000deadbeef0", "bad image (InvalidAMIID"},
 		{"unauthorized", deniedAPI{api}, ec2test.Image, "not authorized (UnauthorizedOperation)"},
-		{"malformed spec", api, `"}`, "launch spec"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			run := newRun()
 			d, cl := newDriver(t, c.api, run)
 			st := openStore(t, t.TempDir())
-			p := newProvisioner(t, d, st, run)
-			insts, err := p.Launch(context.Background(), provisioner.LaunchRequest{LaunchID: "L-bad", Job: "w", Count: 1, Spec: specJSON(c.image)})
-			if c.name == "malformed spec" {
-				// The provisioner itself refuses a spec that is not JSON.
-				if err == nil || !strings.Contains(err.Error(), "spec") {
-					t.Fatalf("malformed spec accepted: %v", err)
-				}
-				return
-			}
+			jobs := ec2Jobs(t, c.image)
+			p := newProvisioner(t, d, st, run, jobs)
+			insts, err := p.Launch(context.Background(), provisionertest.Launch(jobs, "L-bad", "w", 1))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -368,9 +381,9 @@ func TestBadSpecFieldsBecomeFailedNamingTheField(t *testing.T) {
 	run := newRun()
 	d, _ := newDriver(t, sdk(t), run)
 	st := openStore(t, t.TempDir())
-	p := newProvisioner(t, d, st, run)
-	insts, err := p.Launch(context.Background(), provisioner.LaunchRequest{LaunchID: "L-f", Job: "w", Count: 1,
-		Spec: []byte(`{"driver":"ec2","instance":{"image":"` + ec2test.Image + `","instance_typo":"t3.micro"}}`)})
+	jobs := map[string]jobspec.Spec{"w": {Driver: "ec2", Instance: map[string]any{"image": ec2test.Image, "instance_typo": "t3.micro"}}}
+	p := newProvisioner(t, d, st, run, jobs)
+	insts, err := p.Launch(context.Background(), provisionertest.Launch(jobs, "L-f", "w", 1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -389,7 +402,7 @@ func TestKilledInstanceIsRecordedDisappeared(t *testing.T) {
 	d, cl := newDriver(t, sdk(t), run)
 	st := openStore(t, t.TempDir())
 	p := newProvisioner(t, d, st, run)
-	insts, err := p.Launch(context.Background(), provisioner.LaunchRequest{LaunchID: "L-kill", Job: "sleeper", Count: 2, Spec: specJSON(ec2test.Image)})
+	insts, err := p.Launch(context.Background(), provisionertest.Launch(ec2Jobs(t, ec2test.Image), "L-kill", "sleeper", 2))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"nightshift/internal/provstore"
 	localworker "nightshift/internal/workerdriver/local"
 	"nightshift/provisioner"
+	"nightshift/provisioner/provisionertest"
 )
 
 // TestKilledInstanceIsReportedDisappeared runs the provisioner core over the
@@ -32,7 +33,7 @@ func TestKilledInstanceIsReportedDisappeared(t *testing.T) {
 		t.Fatal(err)
 	}
 	newProv := func() (*provisioner.Provisioner, func()) {
-		p, err := provisioner.New(provisioner.Config{Run: "r1", Driver: drv, Store: st, Log: slog.New(slog.DiscardHandler), ReconcileEvery: -1})
+		p, err := provisioner.New(provisioner.Config{Run: "r1", Driver: drv, Store: st, Log: slog.New(slog.DiscardHandler), ReconcileEvery: -1, Jobs: provisionertest.Jobs("web")})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -46,7 +47,7 @@ func TestKilledInstanceIsReportedDisappeared(t *testing.T) {
 	defer cancel()
 
 	p, stop := newProv()
-	insts, err := p.Launch(ctx, provisioner.LaunchRequest{LaunchID: "L1", Job: "web", Count: 2})
+	insts, err := p.Launch(ctx, provisionertest.Launch(provisionertest.Jobs("web"), "L1", "web", 2))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +115,7 @@ func TestExitIsRecordedAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := provisioner.New(provisioner.Config{Run: "r2", Driver: drv, Store: st, Log: slog.New(slog.DiscardHandler), ReconcileEvery: -1})
+	p, err := provisioner.New(provisioner.Config{Run: "r2", Driver: drv, Store: st, Log: slog.New(slog.DiscardHandler), ReconcileEvery: -1, Jobs: provisionertest.Jobs("web")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +125,7 @@ func TestExitIsRecordedAtOnce(t *testing.T) {
 	go func() { p.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
 	<-p.Ready()
-	insts, err := p.Launch(ctx, provisioner.LaunchRequest{LaunchID: "L1", Job: "web", Count: 2})
+	insts, err := p.Launch(ctx, provisionertest.Launch(provisionertest.Jobs("web"), "L1", "web", 2))
 	if err != nil {
 		t.Fatal(err)
 	}
