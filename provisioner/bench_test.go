@@ -52,8 +52,9 @@ func BenchmarkLaunch(b *testing.B) {
 					b.Fatal(err)
 				}
 				ev := &runningClock{at: make(map[string]time.Time, n)}
+				jobs := provisionertest.Jobs("web")
 				p, err := provisioner.New(provisioner.Config{Run: "bench", Driver: provisionertest.NewDriver("bench"), Store: st,
-					Events: ev, Log: slog.New(slog.DiscardHandler), ReconcileEvery: -1})
+					Events: ev, Log: slog.New(slog.DiscardHandler), ReconcileEvery: -1, Jobs: jobs})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -62,12 +63,14 @@ func BenchmarkLaunch(b *testing.B) {
 				go func() { done <- p.Run(ctx) }()
 				<-p.Ready()
 				requested := make(map[string]time.Time, n)
+				req := provisionertest.Launch(jobs, "", "web", 1)
 				b.StartTimer()
 
 				t0 := time.Now()
 				for j := range n {
 					now := time.Now()
-					insts, err := p.Launch(ctx, provisioner.LaunchRequest{LaunchID: fmt.Sprintf("L%d", j), Job: "web", Count: 1})
+					req.LaunchID = fmt.Sprintf("L%d", j)
+					insts, err := p.Launch(ctx, req)
 					if err != nil {
 						b.Fatal(err)
 					}

@@ -66,6 +66,9 @@ type Provisioner struct {
 
 	ready     chan struct{}
 	readyOnce sync.Once
+
+	// digests of cfg.Jobs, computed once: every launch compares one.
+	digests map[string]string
 }
 
 // New checks cfg and returns a Provisioner; call Run to start its workers.
@@ -100,7 +103,19 @@ func New(cfg Config) (*Provisioner, error) {
 	if cfg.RetryDelay <= 0 {
 		cfg.RetryDelay = 5 * time.Second
 	}
+	digests := make(map[string]string, len(cfg.Jobs))
+	for name, js := range cfg.Jobs {
+		if err := ValidJob(name); err != nil {
+			return nil, fmt.Errorf("new provisioner: %w", err)
+		}
+		d, err := js.Digest()
+		if err != nil {
+			return nil, fmt.Errorf("new provisioner: job %s: %w", name, err)
+		}
+		digests[name] = d
+	}
 	return &Provisioner{
+		digests: digests,
 		cfg:     cfg,
 		log:     cfg.Log.With("component", "provisioner", "run", cfg.Run, "driver", cfg.Driver.Name()),
 		clock:   cfg.Clock,
@@ -307,13 +322,9 @@ func (p *Provisioner) spec(req LaunchRequest) (json.RawMessage, error) {
 		}
 		return nil, fmt.Errorf("launch %s: %w: unknown job %q: the run's jobs are %s", req.LaunchID, ErrInvalid, req.Job, strings.Join(known, ", "))
 	}
-	digest, err := js.Digest()
-	if err != nil {
-		return nil, fmt.Errorf("launch %s: %w: job %s: %w", req.LaunchID, ErrInvalid, req.Job, err)
-	}
-	if digest != req.SpecDigest {
+	if digest := p.digests[req.Job]; digest != req.SpecDigest {
 		return nil, fmt.Errorf("launch %s: %w: job %s: spec digest %s is not the provisioner's %s: the sender and the provisioner hold different definitions of the job (relaunch the plan so both read the same one)",
-			req.LaunchID, ErrInvalid, req.Job, req.SpecDigest, digest)
+			req.LaunchID, ErrInvalid, req.Job, req.SpecDigest, p.digests[req.Job])
 	}
 	var engine any
 	if req.Engine != nil {
