@@ -55,7 +55,7 @@ func TestParseFlags(t *testing.T) {
 }
 
 func TestParseFlagsCAFile(t *testing.T) {
-	cfg, err := parseFlags([]string{"--run", "r1", "--home", "/h", "--worker-command", "x",
+	cfg, err := parseFlags([]string{"--run", "r1", "--jobs", "j", "--home", "/h", "--worker-command", "x",
 		"--amqp-url", "amqps://u:p@localhost:5671/", "--amqp-ca-file", "ca.pem"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
