@@ -318,12 +318,12 @@ func (p *Provisioner) spec(req LaunchRequest) (json.RawMessage, error) {
 	if !ok {
 		known := slices.Sorted(maps.Keys(p.cfg.Jobs))
 		if len(known) == 0 {
-			return nil, fmt.Errorf("launch %s: %w: unknown job %q: this provisioner holds no job definitions (start it with --jobs)", req.LaunchID, ErrInvalid, req.Job)
+			return nil, fmt.Errorf("launch %s: %w: field \"job\": unknown job %q: this provisioner holds no job definitions (start it with --jobs)", req.LaunchID, ErrInvalid, req.Job)
 		}
-		return nil, fmt.Errorf("launch %s: %w: unknown job %q: the run's jobs are %s", req.LaunchID, ErrInvalid, req.Job, strings.Join(known, ", "))
+		return nil, fmt.Errorf("launch %s: %w: field \"job\": unknown job %q: the run's jobs are %s", req.LaunchID, ErrInvalid, req.Job, strings.Join(known, ", "))
 	}
 	if digest := p.digests[req.Job]; digest != req.SpecDigest {
-		return nil, fmt.Errorf("launch %s: %w: job %s: spec digest %s is not the provisioner's %s: the sender and the provisioner hold different definitions of the job (relaunch the plan so both read the same one)",
+		return nil, fmt.Errorf("launch %s: %w: field \"spec_digest\": job %s: spec digest %s is not the provisioner's %s: the sender and the provisioner hold different definitions of the job (relaunch the plan so both read the same one)",
 			req.LaunchID, ErrInvalid, req.Job, req.SpecDigest, p.digests[req.Job])
 	}
 	var engine any
