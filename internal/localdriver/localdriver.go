@@ -39,8 +39,6 @@ const (
 	// tailBytes caps how much of the log is read back for the tail, so a
 	// chatty program cannot make the driver read gigabytes.
 	tailBytes = 64 << 10
-	// maxOutputBytes caps the boot output file; attributes are small.
-	maxOutputBytes = 1 << 20
 	// instanceID is what Acquire reports: there is one local host.
 	instanceID = "local"
 	// outputDir is the directory under WorkDir that holds output files.

@@ -2,7 +2,6 @@ package localdriver
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -650,71 +649,6 @@ func TestAcquireRelease(t *testing.T) {
 	if d.KillGrace != DefaultKillGrace {
 		t.Errorf("New KillGrace = %v, want %v", d.KillGrace, DefaultKillGrace)
 	}
-}
-
-func TestParseOutputs(t *testing.T) {
-	cases := []struct {
-		in      string
-		want    map[string]string
-		wantErr string
-	}{
-		{`{"a":"x"}`, map[string]string{"a": "x"}, ""},
-		{" \n{\"a\" : 1 }\n\n", map[string]string{"a": "1"}, ""},
-		{`{"n": 12345678901234567890}`, map[string]string{"n": "12345678901234567890"}, ""},
-		{`{"n": 2.5E-3}`, map[string]string{"n": "0.0025"}, ""},
-		{`{"n": 1e400}`, nil, `f.json:1: key "n": number 1e400`},
-		{`{"s": "\u00fc\n"}`, map[string]string{"s": "ü\n"}, ""},
-		{`{"a": "1", "a": "2"}`, nil, `key "a": given twice`},
-		{`{"": "1"}`, nil, "empty key"},
-		{`{} {}`, nil, "data after the JSON object"},
-		{`{} x`, nil, "invalid JSON"},
-		{`"str"`, nil, "got a string"},
-		{`null`, nil, "got null"},
-		{"{\n\"a\": 1,\n\"b\": [1]}", nil, `f.json:3: key "b": value is an array`},
-		{`{"a" 1}`, nil, "invalid JSON"},
-		{``, nil, "empty file"},
-	}
-	for _, c := range cases {
-		got, err := ParseOutputs("f.json", []byte(c.in))
-		if c.wantErr != "" {
-			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
-				t.Errorf("ParseOutputs(%q) error = %v, want %q", c.in, err, c.wantErr)
-			}
-			continue
-		}
-		if err != nil || !reflect.DeepEqual(got, c.want) {
-			t.Errorf("ParseOutputs(%q) = %v, %v; want %v", c.in, got, err, c.want)
-		}
-	}
-}
-
-func FuzzParseOutputs(f *testing.F) {
-	for _, s := range []string{`{"port": 8080, "ok": true}`, `{"a": {"b": 1}}`, `[1]`, `{"n": 1e3}`, `{`} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		out, err := ParseOutputs("fuzz.json", data)
-		if err != nil {
-			if !strings.Contains(err.Error(), "fuzz.json") {
-				t.Errorf("error %q does not name the file", err)
-			}
-			return
-		}
-		// Whatever parses is a JSON object of scalars, so the standard
-		// decoder must agree on its keys.
-		var m map[string]any
-		if jerr := json.Unmarshal(data, &m); jerr != nil {
-			t.Fatalf("ParseOutputs accepted %q that encoding/json rejects: %v", data, jerr)
-		}
-		if len(m) != len(out) {
-			t.Fatalf("keys: ParseOutputs %d, encoding/json %d", len(out), len(m))
-		}
-		for k, v := range m {
-			if s, ok := v.(string); ok && out[k] != s {
-				t.Fatalf("key %q = %q, encoding/json says %q", k, out[k], s)
-			}
-		}
-	})
 }
 
 // TestRunUsesNoShell runs a program path with shell metacharacters in its

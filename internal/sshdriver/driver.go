@@ -240,7 +240,7 @@ func (d *Driver) run(ctx context.Context, req bootlevel.StepRequest) (bootlevel.
 		}
 		outputs, err := s.fetchOutputs(outPath)
 		if err != nil {
-			return res, s.ctxErr(ctx, fmt.Errorf("output file %s:%s: %w", s.t.addr, outPath, err))
+			return res, s.ctxErr(ctx, err)
 		}
 		res.Outputs = outputs
 	}
@@ -459,20 +459,18 @@ func (s *session) exec(ctx context.Context, cmd string, out *tailWriter, drain t
 	return info.code, nil
 }
 
+// fetchOutputs reads the boot output file through the same parser as the
+// local driver, so a plan exports the same attributes wherever it runs.
 func (s *session) fetchOutputs(p string) (map[string]string, error) {
 	f, err := s.fs.Open(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil // exporting nothing is allowed
 	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("boot outputs %s:%s: %w", s.t.addr, p, err)
 	}
 	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxOutputsSize+1))
-	if err != nil {
-		return nil, err
-	}
-	return parseOutputs(data)
+	return launchplan.ReadOutputs(s.t.addr+":"+p, f)
 }
 
 // signalNumber maps RFC 4254 signal names to Linux numbers.

@@ -2,7 +2,6 @@ package sshdriver
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os/exec"
@@ -88,79 +87,6 @@ func TestRemoteCommandIsDeterministic(t *testing.T) {
 	if !strings.Contains(first, `env 'A=1' 'B=2' 'C=3' '/p' 'x'`) {
 		t.Fatalf("env assignments not sorted and quoted: %s", first)
 	}
-}
-
-func TestParseOutputs(t *testing.T) {
-	tests := []struct {
-		name    string
-		in      string
-		want    map[string]string
-		wantErr string
-	}{
-		{"strings", `{"a":"x","b":""}`, map[string]string{"a": "x", "b": ""}, ""},
-		{"integer kept exact", `{"n":123456789012345678901}`, map[string]string{"n": "123456789012345678901"}, ""},
-		{"exponent expanded", `{"n":1.5e3,"m":1E-7}`, map[string]string{"n": "1500", "m": "0.0000001"}, ""},
-		{"fraction", `{"n":-0.25}`, map[string]string{"n": "-0.25"}, ""},
-		{"bool", `{"t":true,"f":false}`, map[string]string{"t": "true", "f": "false"}, ""},
-		{"empty object", `{}`, map[string]string{}, ""},
-		{"surrounding space", " \n{\"a\":\"b\"}\n", map[string]string{"a": "b"}, ""},
-		{"array value", `{"ok":"x","hosts":["a"]}`, nil, `key "hosts": value is an array`},
-		{"object value", `{"o":{}}`, nil, `key "o": value is an object`},
-		{"null value", `{"z":null}`, nil, `key "z": value is null`},
-		{"huge number", `{"n":1e999}`, nil, `key "n": number 1e999`},
-		{"not an object", `["a"]`, nil, "want a JSON object"},
-		{"null document", `null`, nil, "null, want a JSON object"},
-		{"empty", ``, nil, "empty file"},
-		{"truncated", `{"a":`, nil, "want a JSON object"},
-		{"trailing data", `{"a":"b"} {"c":"d"}`, nil, "trailing data"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := parseOutputs([]byte(tc.in))
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("err = %v, want it to contain %q", err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("unexpected error: %v", err)
-			}
-			if !reflect.DeepEqual(got, tc.want) {
-				t.Fatalf("got %v, want %v", got, tc.want)
-			}
-		})
-	}
-}
-
-func TestParseOutputsTooLarge(t *testing.T) {
-	big := `{"a":"` + strings.Repeat("x", maxOutputsSize) + `"}`
-	if _, err := parseOutputs([]byte(big)); err == nil || !strings.Contains(err.Error(), "larger than") {
-		t.Fatalf("err = %v, want size error", err)
-	}
-}
-
-func FuzzParseOutputs(f *testing.F) {
-	f.Add([]byte(`{"a":"x","n":1.5e3,"b":true}`))
-	f.Add([]byte(`{"a":[1]}`))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		got, err := parseOutputs(data)
-		if err != nil {
-			return
-		}
-		// Whatever was accepted must survive a round trip as plain strings.
-		enc, err := json.Marshal(got)
-		if err != nil {
-			t.Fatal(err)
-		}
-		again, err := parseOutputs(enc)
-		if err != nil {
-			t.Fatalf("re-parse of %s: %v", enc, err)
-		}
-		if !reflect.DeepEqual(got, again) {
-			t.Fatalf("round trip changed %v to %v", got, again)
-		}
-	})
 }
 
 func TestTailWriter(t *testing.T) {
