@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"nightshift/internal/cgroup"
+	"nightshift/internal/process"
 	"nightshift/internal/psutil"
 	"nightshift/internal/syncbuf"
 	"nightshift/sitter"
@@ -181,16 +182,7 @@ func (h *harness) waitTask(t *testing.T, name string, timeout time.Duration, wha
 	}
 }
 
-func alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	// Field 3 is the state; a zombie is already dead.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
-}
+func alive(pid int) bool { return process.Alive(pid) }
 
 func waitDead(t *testing.T, pid int, timeout time.Duration) {
 	t.Helper()

@@ -3,12 +3,12 @@ package sitter
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
+
+	procfs "nightshift/internal/process"
 )
 
 // runRecord is written when a run starts, so that a sitter restarted after
@@ -71,26 +71,9 @@ func (r *runner) sweepOrphans() {
 
 // procStat reads the process group and start time from /proc/<pid>/stat.
 func procStat(pid int) (pgid int, startTicks uint64, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	st, err := procfs.ReadStat("", pid)
 	if err != nil {
 		return 0, 0, err
 	}
-	s := string(b)
-	// comm may contain spaces and parentheses; fields resume after the last ')'.
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 || i+2 > len(s) {
-		return 0, 0, fmt.Errorf("/proc/%d/stat: malformed", pid)
-	}
-	f := strings.Fields(s[i+2:])
-	// f[0] is field 3 (state): pgrp is field 5, starttime field 22.
-	if len(f) < 20 {
-		return 0, 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
-	}
-	if pgid, err = strconv.Atoi(f[2]); err != nil {
-		return 0, 0, fmt.Errorf("/proc/%d/stat: pgrp: %w", pid, err)
-	}
-	if startTicks, err = strconv.ParseUint(f[19], 10, 64); err != nil {
-		return 0, 0, fmt.Errorf("/proc/%d/stat: starttime: %w", pid, err)
-	}
-	return pgid, startTicks, nil
+	return st.PGID, st.StartTicks, nil
 }

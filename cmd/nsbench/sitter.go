@@ -17,6 +17,7 @@ import (
 	"github.com/tklauser/go-sysconf"
 
 	"nightshift/internal/bench"
+	"nightshift/internal/process"
 	"nightshift/internal/psutil"
 )
 
@@ -427,9 +428,7 @@ func sleepers(pids []int) []int {
 		if err != nil {
 			continue
 		}
-		s := string(b)
-		i, j := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		if i < 0 || j < i || s[i+1:j] != "sleep" || strings.HasPrefix(strings.TrimSpace(s[j+1:]), "Z") {
+		if st, err := process.ParseStat(b); err != nil || st.Zombie() || process.Comm(b) != "sleep" {
 			continue
 		}
 		out = append(out, p)
@@ -438,15 +437,11 @@ func sleepers(pids []int) []int {
 }
 
 func cpuTicks(pid int) (uint64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	st, err := process.ReadStat("", pid)
 	if err != nil {
 		return 0, fmt.Errorf("read cpu of pid %d: %w", pid, err)
 	}
-	v, err := bench.ParseStatCPU(b)
-	if err != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
-	}
-	return v, nil
+	return st.UTime + st.STime, nil
 }
 
 func rssMB(pid int) (float64, error) {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"nightshift/internal/process"
 	"nightshift/sitter"
 )
 
@@ -42,14 +43,11 @@ func procTable(t *testing.T) map[int][2]int {
 		if err != nil {
 			continue
 		}
-		s := string(b)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-		if len(f) < 3 || f[0] == "Z" {
+		st, err := process.ParseStat(b)
+		if err != nil || st.Zombie() {
 			continue
 		}
-		ppid, _ := strconv.Atoi(f[1])
-		pgid, _ := strconv.Atoi(f[2])
-		out[pid] = [2]int{ppid, pgid}
+		out[pid] = [2]int{st.PPID, st.PGID}
 	}
 	return out
 }

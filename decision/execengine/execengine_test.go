@@ -14,6 +14,7 @@ import (
 
 	"nightshift"
 	"nightshift/decision"
+	"nightshift/internal/process"
 )
 
 var t0 = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
@@ -187,7 +188,7 @@ func waitGone(t *testing.T, pid int) {
 		if err != nil {
 			return
 		}
-		if f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:])); len(f) > 0 && f[0] == "Z" {
+		if st, err := process.ParseStat(stat); err == nil && st.Zombie() {
 			return
 		}
 		if time.Now().After(deadline) {

@@ -7,35 +7,6 @@ import (
 	"time"
 )
 
-func TestParseStatCPU(t *testing.T) {
-	for _, tc := range []struct {
-		name, in string
-		want     uint64
-		err      string
-	}{
-		{"supervisord", "1234 (supervisord) S 1 1234 1234 0 -1 4194560 1500 0 0 0 17 4 0 0 20 0 1 0 100 30000000 7000 18446744073709551615\n", 21, ""},
-		{"name with spaces and parens", "42 (a) b (c)) R 1 42 42 0 -1 0 0 0 0 0 300 200 0 0 20 0 1 0 5 0 0 0\n", 500, ""},
-		{"no closing paren", "42 (sitter S 1", 0, "no ')'"},
-		{"truncated", "42 (sitter) S 1 42 42 0 -1 0 0 0 0 0 7", 0, "12 fields after the command name, want at least 13"},
-		{"utime not a number", "42 (x) S 1 42 42 0 -1 0 0 0 0 0 x 2 0 0", 0, "field utime"},
-		{"overflow", "42 (x) S 1 42 42 0 -1 0 0 0 0 0 18446744073709551615 1 0 0", 0, "overflows"},
-		{"stime not a number", "42 (x) S 1 42 42 0 -1 0 0 0 0 0 1 -2 0 0", 0, "field stime"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := ParseStatCPU([]byte(tc.in))
-			if tc.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.err) {
-					t.Fatalf("err = %v, want %q", err, tc.err)
-				}
-				return
-			}
-			if err != nil || got != tc.want {
-				t.Fatalf("got %d, %v; want %d", got, err, tc.want)
-			}
-		})
-	}
-}
-
 func TestParseVmRSS(t *testing.T) {
 	for _, tc := range []struct {
 		name, in string
@@ -113,20 +84,6 @@ func TestPercentile(t *testing.T) {
 	if Median(ms(3, 1, 2)) != 2*time.Millisecond {
 		t.Error("Median is not the 50th percentile")
 	}
-}
-
-func FuzzParseStatCPU(f *testing.F) {
-	f.Add([]byte("1 (init) S 0 1 1 0 -1 0 0 0 0 0 5 6 0 0"))
-	f.Add([]byte("2 ((x)) R"))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		v, err := ParseStatCPU(b)
-		if err != nil && !strings.HasPrefix(err.Error(), "proc stat:") {
-			t.Fatalf("error does not say which file: %v", err)
-		}
-		if err != nil && v != 0 {
-			t.Fatalf("value %d with error %v", v, err)
-		}
-	})
 }
 
 func oneTo(n int) []int {

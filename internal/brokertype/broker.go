@@ -40,6 +40,7 @@ import (
 	"nightshift/bootlevel"
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/pki"
+	"nightshift/internal/process"
 	"nightshift/internal/redact"
 	"nightshift/launchplan"
 )
@@ -514,19 +515,9 @@ func stopNode(ctx context.Context, dir string, grace time.Duration, lg *stepLog)
 		return nil
 	}
 	lg.printf("stopping RabbitMQ node (pid %d)", pid)
-	syscall.Kill(pid, syscall.SIGTERM)
-	deadline := time.Now().Add(grace)
-	for isNode(pid, dir) {
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			lg.printf("node did not stop within %s: SIGKILL", grace)
-			syscall.Kill(pid, syscall.SIGKILL)
-			time.Sleep(200 * time.Millisecond)
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if isNode(pid, dir) {
-		return fmt.Errorf("rabbitmq node pid %d survived SIGKILL", pid)
+	if err := process.Stop(ctx, pid, grace, func() bool { return isNode(pid, dir) },
+		func() { lg.printf("node did not stop within %s: SIGKILL", grace) }); err != nil {
+		return fmt.Errorf("rabbitmq node: %w", err)
 	}
 	os.Remove(filepath.Join(dir, "pid"))
 	return nil
@@ -554,11 +545,8 @@ func isNode(pid int, dir string) bool {
 	if err != nil {
 		return false
 	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err == nil {
-		if i := strings.LastIndexByte(string(stat), ')'); i > 0 && i+2 < len(stat) && stat[i+2] == 'Z' {
-			return false
-		}
+	if st, err := process.ReadStat("", pid); err == nil && st.Zombie() {
+		return false
 	}
 	return strings.Contains(string(b), dir)
 }

@@ -23,6 +23,7 @@ import (
 	"nightshift/bootlevel"
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/ping"
+	"nightshift/internal/process"
 	"nightshift/internal/redact"
 	"nightshift/launchplan"
 )
@@ -271,21 +272,9 @@ func (t *Type) stop(ctx context.Context, dir string, say func(string, ...any)) e
 		grace = 10 * time.Second
 	}
 	say("stopping pid %d", pid)
-	syscall.Kill(pid, syscall.SIGTERM)
-	deadline := time.Now().Add(grace)
-	for alive(pid, dir) {
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			say("pid %d ignored SIGTERM for %s: SIGKILL", pid, grace)
-			syscall.Kill(pid, syscall.SIGKILL)
-			for i := 0; i < 20 && alive(pid, dir); i++ {
-				time.Sleep(50 * time.Millisecond)
-			}
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if alive(pid, dir) {
-		return fmt.Errorf("pid %d survived SIGKILL", pid)
+	if err := process.Stop(ctx, pid, grace, func() bool { return alive(pid, dir) },
+		func() { say("pid %d ignored SIGTERM for %s: SIGKILL", pid, grace) }); err != nil {
+		return err
 	}
 	return os.Remove(pidFile)
 }
@@ -310,10 +299,8 @@ func alive(pid int, dir string) bool {
 	if err != nil {
 		return false
 	}
-	if stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
-		if i := strings.LastIndexByte(string(stat), ')'); i > 0 && i+2 < len(stat) && stat[i+2] == 'Z' {
-			return false
-		}
+	if st, err := process.ReadStat("", pid); err == nil && st.Zombie() {
+		return false
 	}
 	return filepath.Clean(cwd) == filepath.Clean(dir)
 }

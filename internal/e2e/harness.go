@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"nightshift/internal/process"
 	"nightshift/internal/procscan"
 	localworker "nightshift/internal/workerdriver/local"
 	"nightshift/mgmt"
@@ -362,14 +363,7 @@ func readPID(path string) (int, bool, error) {
 }
 
 // Alive reports whether pid is a live, non-zombie process.
-func Alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
-}
+func Alive(pid int) bool { return process.Alive(pid) }
 
 // Kill9 SIGKILLs pid and waits (bounded) until it is gone or a zombie, so
 // the caller's next observation sees the fault.

@@ -18,6 +18,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"nightshift/bootlevel"
+	"nightshift/internal/process"
 	"nightshift/internal/redact"
 	"nightshift/launchplan"
 )
@@ -425,16 +426,7 @@ echo '{"n": 1}' > "$NIGHTSHIFT_OUTPUT"`)
 	}
 }
 
-func procAlive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	// A zombie is dead; it only waits for a parent (outside our control) to reap it.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
-}
+func procAlive(pid int) bool { return process.Alive(pid) }
 
 // waitDead polls /proc until pid is gone: SIGKILL is delivered asynchronously.
 func waitDead(t *testing.T, what string, pid int) {

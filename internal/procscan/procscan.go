@@ -16,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"nightshift/internal/process"
 )
 
 // Proc is one process found by a scan.
@@ -54,7 +56,7 @@ func Find(procRoot, home, run string) ([]Proc, error) {
 		if !hasVar(env, wantHome) || !hasVar(env, wantRun) {
 			continue
 		}
-		if zombie(dir) {
+		if zombie(procRoot, pid) {
 			continue
 		}
 		out = append(out, Proc{PID: pid, Command: cmdline(dir)})
@@ -99,17 +101,11 @@ func hasVar(environ, want []byte) bool {
 	return false
 }
 
-func zombie(dir string) bool {
-	stat, err := os.ReadFile(filepath.Join(dir, "stat"))
-	if err != nil {
-		return true
-	}
-	// The state follows the parenthesised command, which may itself hold spaces.
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 || i+2 >= len(stat) {
-		return false
-	}
-	return stat[i+2] == 'Z' || stat[i+2] == 'X'
+// zombie reports a process that is gone or not reaped yet; an unreadable
+// stat means it is gone.
+func zombie(procRoot string, pid int) bool {
+	st, err := process.ReadStat(procRoot, pid)
+	return err != nil || st.Zombie()
 }
 
 func cmdline(dir string) string {

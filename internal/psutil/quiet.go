@@ -5,6 +5,8 @@ import (
 	"syscall"
 	"time"
 	"unsafe"
+
+	"nightshift/internal/process"
 )
 
 // quietRefresh bounds how many samples a quiet process's last full read is
@@ -33,7 +35,7 @@ const quietRefresh = 30
 // run time to the nanosecond to be taken for it; the refresh bounds even
 // that, and a run's leader is our child, whose death is seen by wait.
 type quietProc struct {
-	st    stat
+	st    process.Stat
 	runNS uint64
 	kids  []int
 	// kidsRead: kids holds a children read made after runNS was taken.
@@ -45,7 +47,7 @@ type quietProc struct {
 // look returns pid's stat, from the quiet cache when the process has not
 // run since it was last read in full; quiet says so, and that its cached
 // children list (s.quiet[pid].kids) is current.
-func (s *Sampler) look(pid int) (st stat, quiet, ok bool, err error) {
+func (s *Sampler) look(pid int) (st process.Stat, quiet, ok bool, err error) {
 	if !s.haveCPUClock || !s.caching {
 		st, ok, err = s.stat(pid)
 		return st, false, ok, err

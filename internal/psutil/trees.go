@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"syscall"
 
+	"nightshift/internal/process"
 	"nightshift/sitter"
 )
 
@@ -93,7 +94,7 @@ func (s *Sampler) walk(all []sitter.ProcSample, root sitter.Root) ([]sitter.Proc
 	if err != nil || !ok {
 		return all, err
 	}
-	if root.Start != 0 && st.start != root.Start {
+	if root.Start != 0 && st.StartTicks != root.Start {
 		return all, nil // the leader died and its pid was reused
 	}
 	if root.Group != nil {
@@ -113,7 +114,7 @@ func (s *Sampler) walk(all []sitter.ProcSample, root sitter.Root) ([]sitter.Proc
 		if err != nil {
 			return all, err
 		}
-		if ok && st.start == k.Start {
+		if ok && st.StartTicks == k.Start {
 			all = s.add(all, k.PID, st, quiet)
 		}
 	}
@@ -152,7 +153,7 @@ func (s *Sampler) walk(all []sitter.ProcSample, root sitter.Root) ([]sitter.Proc
 			// Between listing and reading, the child may have died and its
 			// pid gone to an unrelated process, which has another parent or
 			// started before this parent did (a child never does).
-			if !ok || st.ppid != parent.pid || st.start < parent.start {
+			if !ok || st.PPID != parent.pid || st.StartTicks < parent.start {
 				continue
 			}
 			all = s.add(all, pid, st, quiet)
@@ -161,23 +162,23 @@ func (s *Sampler) walk(all []sitter.ProcSample, root sitter.Root) ([]sitter.Proc
 	return all, nil
 }
 
-func (s *Sampler) add(all []sitter.ProcSample, pid int, st stat, quiet bool) []sitter.ProcSample {
+func (s *Sampler) add(all []sitter.ProcSample, pid int, st process.Stat, quiet bool) []sitter.ProcSample {
 	s.seen[pid] = struct{}{}
-	s.queue = append(s.queue, member{pid: pid, threads: st.threads, start: st.start, quiet: quiet})
+	s.queue = append(s.queue, member{pid: pid, threads: st.Threads, start: st.StartTicks, quiet: quiet})
 	return append(all, s.sample(pid, st))
 }
 
-func (s *Sampler) sample(pid int, st stat) sitter.ProcSample {
+func (s *Sampler) sample(pid int, st process.Stat) sitter.ProcSample {
 	return sitter.ProcSample{
-		PID: pid, PPID: st.ppid, PGID: st.pgid, Start: st.start,
-		CPUSeconds: float64(st.utime+st.stime) / s.ticks,
-		RSSBytes:   st.rssPages * s.pageSize,
+		PID: pid, PPID: st.PPID, PGID: st.PGID, Start: st.StartTicks,
+		CPUSeconds: float64(st.UTime+st.STime) / s.ticks,
+		RSSBytes:   st.RSSPages * s.pageSize,
 	}
 }
 
 // stat reads and parses /proc/<pid>/stat; ok is false if the process is
 // gone.
-func (s *Sampler) stat(pid int) (st stat, ok bool, err error) {
+func (s *Sampler) stat(pid int) (st process.Stat, ok bool, err error) {
 	s.statReads++
 	b, err := s.readProc(pid, 0, false)
 	if err != nil {
@@ -187,7 +188,7 @@ func (s *Sampler) stat(pid int) (st stat, ok bool, err error) {
 		}
 		return st, false, err
 	}
-	if st, err = parseStat(b); err != nil {
+	if st, err = process.ParseStat(b); err != nil {
 		return st, false, fmt.Errorf("/proc/%d/stat: %w", pid, err)
 	}
 	return st, true, nil
@@ -273,7 +274,7 @@ func (s *Sampler) parentIndex() map[int][]int {
 	defer func() { s.caching = caching }()
 	_ = s.eachPID(func(pid int) error {
 		if st, ok, err := s.stat(pid); err == nil && ok {
-			s.byParent[st.ppid] = append(s.byParent[st.ppid], pid)
+			s.byParent[st.PPID] = append(s.byParent[st.PPID], pid)
 		}
 		return nil
 	})
@@ -318,11 +319,11 @@ func (s *Sampler) cgroupSample(all []sitter.ProcSample, root sitter.Root) (out [
 	run, ok := s.cgroups[k]
 	if !ok {
 		st, alive, err := s.stat(root.PID)
-		if err != nil || !alive || st.start != root.Start {
+		if err != nil || !alive || st.StartTicks != root.Start {
 			return all, false // the walk reports it
 		}
 		run = s.resolveRun(root.PID)
-		run.ppid, run.pgid = st.ppid, st.pgid
+		run.ppid, run.pgid = st.PPID, st.PGID
 	}
 	run.gen = s.gen
 	s.cgroups[k] = run

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"nightshift/internal/process"
 )
 
 // waitFor bounds every eventual condition; generous because the machine is
@@ -49,22 +51,11 @@ func waitPids(t *testing.T, file string, n int) []int {
 
 // procStat returns the state letter and process group of pid.
 func procStat(pid int) (state string, pgid int, ok bool) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	st, err := process.ReadStat("", pid)
 	if err != nil {
 		return "", 0, false
 	}
-	// The command name may contain spaces; fields start after its ')'.
-	s := string(data)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return "", 0, false
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 3 {
-		return "", 0, false
-	}
-	pg, _ := strconv.Atoi(f[2])
-	return f[0], pg, true
+	return string(st.State), st.PGID, true
 }
 
 // alive treats zombies as dead: they are gone, merely not reaped yet.

@@ -2,16 +2,14 @@ package sitterbus_test
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
-	"os"
-	"strings"
 	"testing"
 	"time"
 
 	"nightshift/decision/controller"
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/amqptest"
+	"nightshift/internal/process"
 	"nightshift/internal/syncbuf"
 )
 
@@ -58,12 +56,4 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() bo
 	}
 }
 
-func alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
-}
+func alive(pid int) bool { return process.Alive(pid) }

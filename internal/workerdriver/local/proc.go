@@ -7,8 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
+
+	"nightshift/internal/process"
 )
 
 // proc is what one /proc scan learns about a process.
@@ -34,33 +35,13 @@ func (p proc) ours(home, run string) bool {
 		p.dir == InstanceDir(home, run, p.instance)
 }
 
-// readStat parses /proc/<pid>/stat. The command name is parenthesised and
-// may contain spaces or parentheses, so fields are counted from the last ')'.
+// readStat reads the fields of /proc/<pid>/stat the driver needs.
 func readStat(procRoot string, pid int) (proc, error) {
-	b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "stat"))
+	st, err := process.ReadStat(procRoot, pid)
 	if err != nil {
 		return proc{}, err
 	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return proc{}, fmt.Errorf("/proc/%d/stat: no command field", pid)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	// f[0] is field 3 (state); starttime is field 22.
-	if len(f) < 20 {
-		return proc{}, fmt.Errorf("/proc/%d/stat: %d fields, want at least 22", pid, len(f)+2)
-	}
-	p := proc{pid: pid, zombie: f[0] == "Z" || f[0] == "X"}
-	if p.pgrp, err = strconv.Atoi(f[2]); err != nil {
-		return proc{}, fmt.Errorf("/proc/%d/stat: pgrp: %w", pid, err)
-	}
-	if p.sid, err = strconv.Atoi(f[3]); err != nil {
-		return proc{}, fmt.Errorf("/proc/%d/stat: session: %w", pid, err)
-	}
-	if p.startTime, err = strconv.ParseUint(f[19], 10, 64); err != nil {
-		return proc{}, fmt.Errorf("/proc/%d/stat: starttime: %w", pid, err)
-	}
-	return p, nil
+	return proc{pid: pid, sid: st.SID, pgrp: st.PGID, startTime: st.StartTicks, zombie: st.Zombie()}, nil
 }
 
 // alive reports whether pid is still the process that started at
