@@ -21,6 +21,10 @@ type Request struct {
 	Now       time.Time
 	// Timeout bounds the wait when ctx has no deadline of its own.
 	Timeout time.Duration
+	// ReplyType is the registered type the answer must have (for Ask).
+	ReplyType string
+	// MaxReply bounds the answer's size (for Ask); 0 means MaxMessageSize.
+	MaxReply int
 }
 
 // Request sends r and returns the raw reply for the caller to decode.
@@ -52,4 +56,40 @@ func (b *Bus) Request(ctx context.Context, r Request) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %w", r.Type, err)
 	}
 	return raw, nil
+}
+
+// Ask sends r and decodes the answer as the reply R registered in
+// r.Registry under r.ReplyType: the one call-and-reply path of every typed
+// bus client. Whether the reply reports a refusal is the caller's to judge.
+// Errors name the request type.
+func Ask[R any](ctx context.Context, b *Bus, r Request) (R, error) {
+	raw, err := b.Request(ctx, r)
+	if err != nil {
+		var zero R
+		return zero, err
+	}
+	rep, err := DecodeReply[R](r.Registry, raw, r.ReplyType, r.MaxReply)
+	if err != nil {
+		return rep, fmt.Errorf("%s: %w", r.Type, err)
+	}
+	return rep, nil
+}
+
+// DecodeReply decodes raw as the reply R registered in reg under
+// replyType, at most maxSize bytes (0 means MaxMessageSize), naming the
+// type and field when it is malformed.
+func DecodeReply[R any](reg *envelope.Registry, raw []byte, replyType string, maxSize int) (R, error) {
+	var zero R
+	if maxSize <= 0 {
+		maxSize = MaxMessageSize
+	}
+	env, body, err := reg.Decode(raw, maxSize)
+	if err != nil {
+		return zero, fmt.Errorf("decode reply: %w", err)
+	}
+	r, ok := body.(*R)
+	if !ok || env.Type != replyType {
+		return zero, fmt.Errorf("decode reply: message %q is not %q", env.Type, replyType)
+	}
+	return *r, nil
 }

@@ -246,7 +246,7 @@ func (t *Type) ready(ctx context.Context, req bootlevel.StepRequest, cfg map[str
 	defer bus.Close()
 	pctx, pcancel := context.WithTimeout(ctx, 3*time.Second)
 	defer pcancel()
-	_, err = ping.Call(pctx, bus, req.Run, "launch", t.Spec.Component)
+	_, err = ping.Call(pctx, bus, "launch", t.Spec.Component)
 	return err
 }
 

@@ -45,13 +45,10 @@ func Answer(ctx context.Context, bus *amqpbus.Bus, d amqpbus.Delivery, r Reply) 
 	return bus.Reply(ctx, d, body)
 }
 
-// Call pings component and returns its reply.
-func Call(ctx context.Context, bus *amqpbus.Bus, run, sender, component string) (Reply, error) {
-	env, err := envelope.NewEnvelope(Type, 1, run, sender, Request{}, time.Now())
-	if err != nil {
-		return Reply{}, err
-	}
-	raw, err := bus.Call(ctx, component, env)
+// Call pings component and returns its reply. The reply is plain JSON, not
+// an envelope: every daemon answers it the same way, registry or not.
+func Call(ctx context.Context, bus *amqpbus.Bus, sender, component string) (Reply, error) {
+	raw, err := bus.Request(ctx, amqpbus.Request{Sender: sender, Component: component, Type: Type, Body: Request{}, Now: time.Now()})
 	if err != nil {
 		return Reply{}, fmt.Errorf("ping %s: %w", component, err)
 	}

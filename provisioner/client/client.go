@@ -51,26 +51,19 @@ func New(bus *amqpbus.Bus, signer *envelope.Signer, sender string, log *slog.Log
 var ErrRemote = errors.New("provisioner refused")
 
 func (c *Client) call(ctx context.Context, typ string, body any) (provisioner.Reply, error) {
-	raw, err := c.bus.Request(ctx, amqpbus.Request{Registry: c.reg, Signer: c.signer, Sender: c.sender,
-		Component: provisioner.Component, Type: typ, Body: body, Now: c.clock.Now(), Timeout: DefaultTimeout})
+	r, err := amqpbus.Ask[provisioner.Reply](ctx, c.bus, amqpbus.Request{Registry: c.reg, Signer: c.signer, Sender: c.sender,
+		Component: provisioner.Component, Type: typ, Body: body, Now: c.clock.Now(), Timeout: DefaultTimeout,
+		ReplyType: provisioner.TypeReply, MaxReply: MaxReplySize})
 	if err != nil {
 		return provisioner.Reply{}, err
 	}
-	renv, rbody, err := c.reg.Decode(raw, MaxReplySize)
-	if err != nil {
-		return provisioner.Reply{}, fmt.Errorf("%s: reply: %w", typ, err)
-	}
-	r, ok := rbody.(*provisioner.Reply)
-	if !ok {
-		return provisioner.Reply{}, fmt.Errorf("%s: reply has type %q, want %q", typ, renv.Type, provisioner.TypeReply)
-	}
 	if r.Error != "" {
 		if r.NotFound {
-			return *r, fmt.Errorf("%s: %w: %s: %w", typ, ErrRemote, r.Error, provisioner.ErrNotFound)
+			return r, fmt.Errorf("%s: %w: %s: %w", typ, ErrRemote, r.Error, provisioner.ErrNotFound)
 		}
-		return *r, fmt.Errorf("%s: %w: %s", typ, ErrRemote, r.Error)
+		return r, fmt.Errorf("%s: %w: %s", typ, ErrRemote, r.Error)
 	}
-	return *r, nil
+	return r, nil
 }
 
 // Launch asks for req.Count instances; it returns the recorded (usually

@@ -71,15 +71,10 @@ func (c *Client) call(ctx context.Context, typ string, body any) (Reply, error) 
 	if clock == nil {
 		clock = clockwork.NewRealClock()
 	}
-	reg := Messages()
-	raw, err := c.Bus.Request(ctx, amqpbus.Request{Registry: reg, Signer: c.Signer, Sender: c.Sender,
-		Component: Component(c.InstanceID), Type: typ, Body: body, Now: clock.Now(), Timeout: c.Timeout})
+	r, err := amqpbus.Ask[Reply](ctx, c.Bus, amqpbus.Request{Registry: Messages(), Signer: c.Signer, Sender: c.Sender,
+		Component: Component(c.InstanceID), Type: typ, Body: body, Now: clock.Now(), Timeout: c.Timeout, ReplyType: TypeReply})
 	if err != nil {
 		return Reply{}, err
-	}
-	r, err := DecodeReply(reg, raw)
-	if err != nil {
-		return Reply{}, fmt.Errorf("%s: %w", typ, err)
 	}
 	if r.Error != "" {
 		return r, fmt.Errorf("%s: %w: %s", typ, ErrRemote, r.Error)
@@ -90,13 +85,5 @@ func (c *Client) call(ctx context.Context, typ string, body any) (Reply, error) 
 // DecodeReply decodes a sitter.reply envelope, naming type and field when
 // it is malformed.
 func DecodeReply(reg *envelope.Registry, raw []byte) (Reply, error) {
-	env, body, err := reg.Decode(raw, amqpbus.MaxMessageSize)
-	if err != nil {
-		return Reply{}, fmt.Errorf("decode reply: %w", err)
-	}
-	r, ok := body.(*Reply)
-	if !ok {
-		return Reply{}, fmt.Errorf("decode reply: message %q is not %q", env.Type, TypeReply)
-	}
-	return *r, nil
+	return amqpbus.DecodeReply[Reply](reg, raw, TypeReply, 0)
 }

@@ -236,7 +236,7 @@ func TestCommandsOverBroker(t *testing.T) {
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	pr, err := ping.Call(pctx, f.obs, f.run, "sbtest", sitterbus.Component(f.inst))
+	pr, err := ping.Call(pctx, f.obs, "sbtest", sitterbus.Component(f.inst))
 	if err != nil || pr.Component != sitterbus.Component(f.inst) || pr.PID <= 0 {
 		t.Errorf("ping %+v, %v", pr, err)
 	}
