@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"nightshift/internal/backoff"
 	"nightshift/internal/redact"
 	"nightshift/launchplan"
 )
@@ -237,6 +238,9 @@ func (r *runner) waitReady(ctx context.Context, drv Driver, svc, exp *launchplan
 	if interval <= 0 {
 		interval = defaultReadyInterval
 	}
+	// Ready checks poll at a constant interval: a service coming up is not
+	// a failure to back off from.
+	retry := backoff.Backoff{Policy: backoff.Policy{Initial: interval, Multiplier: 1}}
 	for attempt := 1; ; attempt++ {
 		res, se := r.runStep(ctx, drv, exp, env, StepReady, exp.Ready, r.clock.Until(deadline))
 		if se == nil {
@@ -251,7 +255,8 @@ func (r *runner) waitReady(ctx context.Context, drv Driver, svc, exp *launchplan
 		}
 		// Give up when the next attempt could not start before the deadline.
 		now := r.clock.Now()
-		if !now.Add(interval).Before(deadline) {
+		wait := retry.Next()
+		if !now.Add(wait).Before(deadline) {
 			if se.Err != nil {
 				se.Err = fmt.Errorf("not ready within %s after %d attempts: %w", svc.ReadyTimeout, attempt, se.Err)
 			} else {
@@ -259,7 +264,6 @@ func (r *runner) waitReady(ctx context.Context, drv Driver, svc, exp *launchplan
 			}
 			return se
 		}
-		wait := interval
 		if now.Before(grace) {
 			r.log.Debug("ready check failed within start period", "service", svc.Name, "attempt", attempt)
 		} else {

@@ -3,6 +3,8 @@ package sitter
 import (
 	"fmt"
 	"time"
+
+	"nightshift/internal/backoff"
 )
 
 // RunEnd describes how one run of a task ended; it is the input of Decide.
@@ -107,7 +109,8 @@ func Decide(t Task, h History, e RunEnd) (Decision, History) {
 		return Decision{Outcome: OutcomeFailed, State: StateFailed,
 			Reason: fmt.Sprintf("gave up: %d restarts within %s (max_restarts %d); last run: %s", len(h.Restarts), window, max, e)}, h
 	}
-	delay := Backoff(t.BackoffInitial.D(), t.BackoffMax.D(), h.Failures)
+	// No jitter: one sitter restarts its own tasks, there is no herd to spread.
+	delay := backoff.Policy{Initial: t.BackoffInitial.D(), Max: t.BackoffMax.D()}.Delay(h.Failures+1, 0)
 	h.Failures++
 	h.Total++
 	h.Restarts = append(append([]time.Time(nil), h.Restarts...), now)
@@ -120,17 +123,4 @@ func maxRestarts(t Task) int {
 		return DefaultMaxRestarts
 	}
 	return *t.MaxRestarts
-}
-
-// Backoff is initial·2^failures, capped at max. No jitter: one sitter
-// restarts its own tasks, there is no herd to spread.
-func Backoff(initial, max time.Duration, failures int) time.Duration {
-	d := initial
-	for i := 0; i < failures && d < max; i++ {
-		d *= 2
-	}
-	if d > max {
-		d = max
-	}
-	return d
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/jonboulle/clockwork"
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"nightshift/internal/backoff"
 	"nightshift/internal/pki"
 	"nightshift/internal/redact"
 )
@@ -284,7 +285,7 @@ func (b *Bus) supervise(conn *amqp.Connection) {
 // reconnect redials until it succeeds or the bus is closed (nil).
 func (b *Bus) reconnect() *amqp.Connection {
 	for attempt := 1; ; attempt++ {
-		wait := backoff(attempt, b.cfg.MinBackoff, b.cfg.MaxBackoff, rand.Float64())
+		wait := b.retryDelay(attempt, rand.Float64())
 		select {
 		case <-b.clock.After(wait):
 		case <-b.life.Done():
@@ -324,7 +325,7 @@ func (b *Bus) connect(ctx context.Context) (*amqp.Connection, error) {
 		if errors.As(err, &ve) {
 			return nil, fmt.Errorf("dial amqp %s: broker certificate refused: %w", url, err)
 		}
-		wait := backoff(attempt, b.cfg.MinBackoff, b.cfg.MaxBackoff, rand.Float64())
+		wait := b.retryDelay(attempt, rand.Float64())
 		b.log.Warn("amqp connect failed", "url", url, "attempt", attempt, "retry_in", wait, "err", msg)
 		select {
 		case <-b.clock.After(wait):
@@ -390,20 +391,13 @@ func TLSConfig(url string, roots *x509.CertPool) (*tls.Config, error) {
 	return pki.ClientConfig(roots, name), nil
 }
 
-// backoff returns the wait before attempt (1-based): min doubled per
-// attempt, capped at max, with "equal jitter" (between half and all of it)
-// so that many clients dropped together do not reconnect in lockstep. r is
-// a random number in [0,1).
-func backoff(attempt int, min, max time.Duration, r float64) time.Duration {
-	d := min
-	for i := 1; i < attempt && d < max; i++ {
-		d *= 2
-	}
-	if d > max {
-		d = max
-	}
-	half := d / 2
-	return half + time.Duration(r*float64(d-half))
+// retryDelay is the wait before attempt (1-based) of a reconnect, a
+// consumer restart or a publish: MinBackoff doubled per attempt up to
+// MaxBackoff, with "equal jitter" (between half and all of it) so that many
+// clients dropped together do not reconnect in lockstep. r is a random
+// number in [0,1).
+func (b *Bus) retryDelay(attempt int, r float64) time.Duration {
+	return backoff.Policy{Initial: b.cfg.MinBackoff, Max: b.cfg.MaxBackoff, Jitter: 0.5}.Delay(attempt, r)
 }
 
 // isFatal reports broker errors that retrying cannot fix: refused access and

@@ -133,7 +133,7 @@ func (b *Bus) serve(ctx context.Context, what string, declare func(*amqp.Channel
 			continue
 		}
 		failures++
-		if err := b.sleep(ctx, backoff(failures, b.cfg.MinBackoff, b.cfg.MaxBackoff, 0.5)); err != nil {
+		if err := b.sleep(ctx, b.retryDelay(failures, 0.5)); err != nil {
 			return err
 		}
 	}

@@ -169,7 +169,7 @@ func (b *Bus) publish(ctx context.Context, what string, get func(context.Context
 	prepare func(*amqp.Channel) error, exchange, key string, msg amqp.Publishing) error {
 	for attempt := 1; ; attempt++ {
 		if attempt > 1 {
-			if err := b.sleep(ctx, backoff(attempt-1, b.cfg.MinBackoff, b.cfg.MaxBackoff, 0.5)); err != nil {
+			if err := b.sleep(ctx, b.retryDelay(attempt-1, 0.5)); err != nil {
 				return fmt.Errorf("%s: %w", what, err)
 			}
 		}

@@ -23,6 +23,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"nightshift"
+	"nightshift/internal/backoff"
 )
 
 // API is the narrow part of the EC2 client Nightshift uses; *awsec2.Client
@@ -304,7 +305,7 @@ func (c *Client) Describe(ctx context.Context, ids []string) ([]Instance, error)
 func (c *Client) WaitRunning(ctx context.Context, id string, maxWait time.Duration) (Instance, error) {
 	ctx, cancel := context.WithTimeout(ctx, maxWait)
 	defer cancel()
-	delay := 250 * time.Millisecond
+	wait := backoff.Backoff{Policy: backoff.Policy{Initial: 250 * time.Millisecond, Max: 5 * time.Second}}
 	for {
 		got, err := c.Describe(ctx, []string{id})
 		if err != nil && ctx.Err() == nil {
@@ -323,9 +324,8 @@ func (c *Client) WaitRunning(ctx context.Context, id string, maxWait time.Durati
 		select {
 		case <-ctx.Done():
 			return Instance{}, fmt.Errorf("ec2 instance %s not running with an address after %s: %w", id, maxWait, ctx.Err())
-		case <-time.After(delay):
+		case <-time.After(wait.Next()):
 		}
-		delay = min(delay*2, 5*time.Second)
 	}
 }
 

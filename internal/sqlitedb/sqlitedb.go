@@ -23,6 +23,8 @@ import (
 
 	"github.com/jonboulle/clockwork"
 	"github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
+
+	"nightshift/internal/backoff"
 )
 
 // Tracking says where a database records which migrations it has.
@@ -192,10 +194,14 @@ const timeLayout = "2006-01-02T15:04:05.000000000Z07:00"
 // then returns BUSY at BEGIN without calling the handler.
 func migrateRetrying(ctx context.Context, db *sql.DB, ms []Migration, tr Tracking, clock clockwork.Clock, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
-	wait := 5 * time.Millisecond
+	retry := backoff.Backoff{Policy: backoff.Policy{Initial: 5 * time.Millisecond, Max: 200 * time.Millisecond}}
 	for {
 		err := migrate(ctx, db, ms, tr, clock)
-		if err == nil || !isBusy(err) || time.Now().Add(wait).After(deadline) {
+		if err == nil || !isBusy(err) {
+			return err
+		}
+		wait := retry.Next()
+		if time.Now().Add(wait).After(deadline) {
 			return err
 		}
 		t := time.NewTimer(wait)
@@ -205,7 +211,6 @@ func migrateRetrying(ctx context.Context, db *sql.DB, ms []Migration, tr Trackin
 			return errors.Join(err, ctx.Err())
 		case <-t.C:
 		}
-		wait = min(2*wait, 200*time.Millisecond)
 	}
 }
 

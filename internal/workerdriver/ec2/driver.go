@@ -21,6 +21,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"nightshift"
+	"nightshift/internal/backoff"
 	"nightshift/internal/ec2"
 	"nightshift/internal/redact"
 	"nightshift/provisioner"
@@ -247,7 +248,7 @@ func (d *Driver) Launch(ctx context.Context, spec provisioner.InstanceSpec) (pro
 // launched anything; ec2.Launch looks by tag first, so a retry adopts rather
 // than doubles. An answered refusal is final.
 func (d *Driver) launchWithRetry(ctx context.Context, cl *ec2.Client, es ec2.Spec) (ec2.Instance, error) {
-	delay := d.cfg.RetryDelay
+	wait := backoff.Backoff{Policy: backoff.Policy{Initial: d.cfg.RetryDelay, Max: 30 * time.Second}}
 	for attempt := 0; ; attempt++ {
 		es.Attempt = attempt
 		inst, err := cl.Launch(ctx, es)
@@ -259,9 +260,8 @@ func (d *Driver) launchWithRetry(ctx context.Context, cl *ec2.Client, es ec2.Spe
 		select {
 		case <-ctx.Done():
 			return ec2.Instance{}, fmt.Errorf("retry ec2 launch %s: %w (after %v)", es.Tags.Instance, ctx.Err(), err)
-		case <-d.cfg.Clock.After(delay):
+		case <-d.cfg.Clock.After(wait.Next()):
 		}
-		delay = min(delay*2, 30*time.Second)
 	}
 }
 
