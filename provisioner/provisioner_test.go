@@ -17,6 +17,7 @@ import (
 	"nightshift"
 	"nightshift/internal/jobspec"
 	"nightshift/internal/provstore"
+	"nightshift/internal/testsupport"
 	"nightshift/provisioner"
 	"nightshift/provisioner/provisionertest"
 )
@@ -387,13 +388,12 @@ func TestTerminateWhileLaunchInFlight(t *testing.T) {
 	}
 	// Let the termination finish first, so the driver creates the instance
 	// only after its record has ended: the worst order.
-	deadline := time.Now().Add(10 * time.Second)
-	for h.get(in.ID).State != nightshift.StateTerminated {
-		if time.Now().After(deadline) {
-			t.Fatalf("termination never recorded: %s", h.get(in.ID).State)
+	testsupport.Eventually(t, 10*time.Second, func() error {
+		if st := h.get(in.ID).State; st != nightshift.StateTerminated {
+			return fmt.Errorf("termination never recorded: %s", st)
 		}
-		time.Sleep(time.Millisecond)
-	}
+		return nil
+	})
 	close(release)
 	h.idle()
 	if got := h.get(in.ID); got.State != nightshift.StateTerminated {

@@ -18,6 +18,7 @@ import (
 	"nightshift/internal/process"
 	"nightshift/internal/psutil"
 	"nightshift/internal/syncbuf"
+	"nightshift/internal/testsupport"
 	"nightshift/sitter"
 )
 
@@ -169,45 +170,41 @@ func (h *harness) task(t *testing.T, name string) sitter.TaskStatus {
 // waitTask polls the task's status until cond holds or timeout passes.
 func (h *harness) waitTask(t *testing.T, name string, timeout time.Duration, what string, cond func(sitter.TaskStatus) bool) sitter.TaskStatus {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ts := h.task(t, name)
-		if cond(ts) {
-			return ts
+	var ts sitter.TaskStatus
+	testsupport.Eventually(t, timeout, func() error {
+		if ts = h.task(t, name); !cond(ts) {
+			return fmt.Errorf("task %s: waiting for %s; last status %+v", name, what, ts)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("task %s: timed out after %s waiting for %s; last status %+v", name, timeout, what, ts)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
+	return ts
 }
 
 func alive(pid int) bool { return process.Alive(pid) }
 
 func waitDead(t *testing.T, pid int, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for alive(pid) {
-		if time.Now().After(deadline) {
-			t.Fatalf("pid %d still alive after %s", pid, timeout)
+	testsupport.Eventually(t, timeout, func() error {
+		if alive(pid) {
+			return fmt.Errorf("pid %d still alive", pid)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func readPID(t *testing.T, path string, timeout time.Duration) int {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
+	var pid int
+	testsupport.Eventually(t, timeout, func() error {
 		b, err := os.ReadFile(path)
-		if n, perr := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && perr == nil && n > 0 {
-			return n
+		n, perr := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || perr != nil || n <= 0 {
+			return fmt.Errorf("no pid in %s (%q, %v)", path, b, err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no pid in %s after %s", path, timeout)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		pid = n
+		return nil
+	})
+	return pid
 }
 
 func intp(n int) *int    { return &n }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"nightshift/internal/psutil"
+	"nightshift/internal/testsupport"
 	"nightshift/sitter"
 )
 
@@ -33,21 +34,18 @@ func BenchmarkSitterIdle(b *testing.B) {
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx) }()
 	b.Cleanup(func() { cancel(); <-done })
-	for deadline := time.Now().Add(30 * time.Second); ; {
+	testsupport.Eventually(b, 30*time.Second, func() error {
 		running := 0
 		for _, ts := range s.Status().Tasks {
 			if ts.State == sitter.StateRunning {
 				running++
 			}
 		}
-		if running == tasks {
-			break
+		if running != tasks {
+			return fmt.Errorf("%d of %d tasks running", running, tasks)
 		}
-		if time.Now().After(deadline) {
-			b.Fatalf("%d of %d tasks running after 30s", running, tasks)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	cpu := func() time.Duration {
 		var ru syscall.Rusage
 		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)

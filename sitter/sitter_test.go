@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"nightshift/internal/psutil"
+	"nightshift/internal/testsupport"
 	"nightshift/sitter"
 )
 
@@ -261,20 +262,18 @@ func TestControlMethods(t *testing.T) {
 
 func waitTail(t *testing.T, s *sitter.Sitter, name string) sitter.LogTail {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		lt, err := s.TailLog(name, 5)
-		if err != nil {
+	var lt sitter.LogTail
+	testsupport.Eventually(t, 5*time.Second, func() error {
+		var err error
+		if lt, err = s.TailLog(name, 5); err != nil {
 			t.Fatal(err)
 		}
-		if len(lt.Stdout) > 0 && len(lt.Stderr) > 0 {
-			return lt
+		if len(lt.Stdout) == 0 || len(lt.Stderr) == 0 {
+			return fmt.Errorf("no log lines for %s: %+v", name, lt)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no log lines for %s: %+v", name, lt)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
+	return lt
 }
 
 // TestStopGraceThenKill: a task that ignores the stop signal is killed
@@ -409,37 +408,35 @@ func TestLogRotation(t *testing.T) {
 	const written = 3500000/99*100 + 3500000%99 + 1 + 4
 	logs := filepath.Join(h.dir, "logs")
 	current := filepath.Join(logs, "chatty.stdout.log")
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		backups, _ := filepath.Glob(filepath.Join(logs, "chatty.stdout-*.log"))
-		b, _ := os.ReadFile(current)
+	var backups []string
+	var b []byte
+	testsupport.Eventually(t, 15*time.Second, func() error {
+		backups, _ = filepath.Glob(filepath.Join(logs, "chatty.stdout-*.log"))
+		b, _ = os.ReadFile(current)
 		// lumberjack prunes old backups in the background.
-		if strings.HasSuffix(string(b), "END\n") && len(backups) == 2 {
-			total := int64(len(b))
-			for _, bk := range backups {
-				fi, err := os.Stat(bk)
-				if err != nil {
-					t.Fatal(err)
-				}
-				// lumberjack rotates before a write that would cross the
-				// limit, and output arrives in pipe-sized chunks (<= 64 KiB).
-				if fi.Size() > 1<<20 || fi.Size() < 1<<20-64<<10 {
-					t.Errorf("backup %s is %d bytes, want within 64 KiB under 1 MiB", bk, fi.Size())
-				}
-				total += fi.Size()
-			}
-			if len(b) > 1<<20 {
-				t.Errorf("current log %d bytes, over the limit", len(b))
-			}
-			if total >= written {
-				t.Errorf("kept %d of %d bytes: the oldest backup was not pruned", total, written)
-			}
-			return
+		if !strings.HasSuffix(string(b), "END\n") || len(backups) != 2 {
+			return fmt.Errorf("rotation not seen: backups %v, current %d bytes", backups, len(b))
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("rotation not seen: backups %v, current %d bytes", backups, len(b))
+		return nil
+	})
+	total := int64(len(b))
+	for _, bk := range backups {
+		fi, err := os.Stat(bk)
+		if err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(20 * time.Millisecond)
+		// lumberjack rotates before a write that would cross the
+		// limit, and output arrives in pipe-sized chunks (<= 64 KiB).
+		if fi.Size() > 1<<20 || fi.Size() < 1<<20-64<<10 {
+			t.Errorf("backup %s is %d bytes, want within 64 KiB under 1 MiB", bk, fi.Size())
+		}
+		total += fi.Size()
+	}
+	if len(b) > 1<<20 {
+		t.Errorf("current log %d bytes, over the limit", len(b))
+	}
+	if total >= written {
+		t.Errorf("kept %d of %d bytes: the oldest backup was not pruned", total, written)
 	}
 }
 
@@ -531,13 +528,12 @@ func TestServeContract(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx) }()
-	deadline := time.Now().Add(5 * time.Second)
-	for s.Status().Tasks[0].State != sitter.StateRunning {
-		if time.Now().After(deadline) {
-			t.Fatal("task never ran")
+	testsupport.Eventually(t, 5*time.Second, func() error {
+		if st := s.Status().Tasks[0].State; st != sitter.StateRunning {
+			return fmt.Errorf("task never ran: %s", st)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	pid := s.Status().Tasks[0].PID
 	if err := s.Serve(ctx); err == nil {
 		t.Error("second Serve accepted")

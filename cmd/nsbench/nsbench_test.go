@@ -20,6 +20,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"nightshift/internal/bench"
+	"nightshift/internal/testsupport"
 	"nightshift/launchplan"
 	"nightshift/sitter"
 )
@@ -141,13 +142,12 @@ func TestChildrenAndProcReaders(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	deadline := time.Now().Add(5 * time.Second)
-	for !slices.Contains(sleepers(children(os.Getpid())), cmd.Process.Pid) {
-		if time.Now().After(deadline) {
-			t.Fatalf("child %d never listed among %v", cmd.Process.Pid, children(os.Getpid()))
+	testsupport.Eventually(t, 5*time.Second, func() error {
+		if !slices.Contains(sleepers(children(os.Getpid())), cmd.Process.Pid) {
+			return fmt.Errorf("child %d never listed among %v", cmd.Process.Pid, children(os.Getpid()))
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 	if _, err := cpuTicks(os.Getpid()); err != nil {
 		t.Error(err)
 	}

@@ -20,6 +20,7 @@ import (
 	"nightshift/internal/envelope"
 	"nightshift/internal/pki"
 	"nightshift/internal/syncbuf"
+	"nightshift/internal/testsupport"
 	localworker "nightshift/internal/workerdriver/local"
 	"nightshift/provisioner"
 	"nightshift/sitter"
@@ -284,16 +285,12 @@ func TestAgentSIGTERMLeavesNothing(t *testing.T) {
 	})
 	task := e.runningBeat(t)
 	var desc map[int]bool
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if desc = descendants(t, cmd.Process.Pid); len(desc) >= 2 && desc[task.PID] {
-			break
+	testsupport.Eventually(t, 10*time.Second, func() error {
+		if desc = descendants(t, cmd.Process.Pid); len(desc) < 2 || !desc[task.PID] {
+			return fmt.Errorf("task %d and its child not among the agent's descendants %v", task.PID, desc)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("task %d and its child not among the agent's descendants %v", task.PID, desc)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", task.PID))
 	if err != nil {
 		t.Fatal(err)
@@ -313,8 +310,7 @@ func TestAgentSIGTERMLeavesNothing(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("agent did not exit within 30s of SIGTERM")
 	}
-	deadline = time.Now().Add(5 * time.Second)
-	for {
+	testsupport.Eventually(t, 5*time.Second, func() error {
 		var left []int
 		procs := procTable(t)
 		for pid := range desc {
@@ -322,14 +318,11 @@ func TestAgentSIGTERMLeavesNothing(t *testing.T) {
 				left = append(left, pid)
 			}
 		}
-		if len(left) == 0 {
-			break
+		if len(left) > 0 {
+			return fmt.Errorf("descendants left after SIGTERM: %v", left)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("descendants left after SIGTERM: %v", left)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	l := logs.String()
 	if strings.Contains(l, "guest:guest@") || !strings.Contains(l, "sitter agent stopped") {
 		t.Errorf("agent log leaks the password or lacks the clean stop:\n%s", l)

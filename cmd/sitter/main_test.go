@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"nightshift/internal/process"
+	"nightshift/internal/testsupport"
 	"nightshift/sitter"
 )
 
@@ -116,17 +117,13 @@ cpu = 0.5
 
 	// status over the control socket, from "another shell".
 	var st sitter.Status
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	testsupport.Eventually(t, 15*time.Second, func() error {
 		out, err := exec.Command(bin, "status", "--json", "--state-dir", state).Output()
-		if err == nil && json.Unmarshal(out, &st) == nil && len(st.Tasks) == 3 && allRunning(st) {
-			break
+		if err != nil || json.Unmarshal(out, &st) != nil || len(st.Tasks) != 3 || !allRunning(st) {
+			return fmt.Errorf("status never showed 3 running tasks: %s %v", out, err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("status never showed 3 running tasks: %s %v", out, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	table, err := exec.Command(bin, "status", "--state-dir", state).Output()
 	if err != nil || !strings.Contains(string(table), "family") || !strings.Contains(string(table), "limits: ") {
 		t.Errorf("status table: %s %v", table, err)
@@ -137,17 +134,13 @@ cpu = 0.5
 
 	// Wait until every task has its children, then remember them all.
 	var desc map[int]bool
-	deadline = time.Now().Add(10 * time.Second)
-	for {
+	testsupport.Eventually(t, 10*time.Second, func() error {
 		desc = descendants(t, cmd.Process.Pid)
-		if len(desc) >= 8 { // 3 leaders, 2+1+2 sleeps, 1 inner shell
-			break
+		if len(desc) < 8 { // 3 leaders, 2+1+2 sleeps, 1 inner shell
+			return fmt.Errorf("only %d descendants: %v", len(desc), desc)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d descendants: %v", len(desc), desc)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	groups := map[int]bool{}
 	for _, ts := range st.Tasks {
 		groups[ts.PID] = true
@@ -166,22 +159,18 @@ cpu = 0.5
 	}
 	// The exit must not leave anything behind: no former descendant and no
 	// member of a task's process group.
-	deadline = time.Now().Add(5 * time.Second)
-	for {
+	testsupport.Eventually(t, 5*time.Second, func() error {
 		var left []string
 		for pid, pp := range procTable(t) {
 			if desc[pid] || groups[pp[1]] {
 				left = append(left, fmt.Sprint(pid))
 			}
 		}
-		if len(left) == 0 {
-			break
+		if len(left) > 0 {
+			return fmt.Errorf("processes left after SIGTERM: %v", left)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("processes left after SIGTERM: %v", left)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	if _, err := os.Stat(filepath.Join(state, "sitter.sock")); !os.IsNotExist(err) {
 		t.Errorf("control socket left behind: %v", err)
 	}
@@ -241,16 +230,14 @@ func TestRestartAfterKill9(t *testing.T) {
 		return cmd
 	}
 	waitFamily := func(sitterPID int) map[int]bool {
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			if d := descendants(t, sitterPID); len(d) >= 2 {
-				return d
+		var d map[int]bool
+		testsupport.Eventually(t, 10*time.Second, func() error {
+			if d = descendants(t, sitterPID); len(d) < 2 {
+				return fmt.Errorf("task and child never appeared: descendants %v", d)
 			}
-			if time.Now().After(deadline) {
-				t.Fatal("task and child never appeared")
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return nil
+		})
+		return d
 	}
 	first := startSitter()
 	orphans := waitFamily(first.Process.Pid)
@@ -265,8 +252,7 @@ func TestRestartAfterKill9(t *testing.T) {
 	}
 	second := startSitter()
 	waitFamily(second.Process.Pid)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testsupport.Eventually(t, 5*time.Second, func() error {
 		var left []int
 		procs := procTable(t)
 		for pid := range orphans {
@@ -274,14 +260,11 @@ func TestRestartAfterKill9(t *testing.T) {
 				left = append(left, pid)
 			}
 		}
-		if len(left) == 0 {
-			break
+		if len(left) > 0 {
+			return fmt.Errorf("orphans of the killed sitter still alive: %v", left)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("orphans of the killed sitter still alive: %v", left)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestShownLinesEscapeTaskOutput: `sitter tail` shows what a task printed

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"nightshift"
 	"nightshift/decision"
 	"nightshift/internal/process"
+	"nightshift/internal/testsupport"
 )
 
 var t0 = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
@@ -182,20 +184,12 @@ wait`)
 // waiting for init to reap it.
 func waitGone(t *testing.T, pid int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-		if err != nil {
-			return
+	testsupport.Eventually(t, 10*time.Second, func() error {
+		if st, err := process.ReadStat("", pid); err == nil && !st.Zombie() {
+			return fmt.Errorf("child %d of the timed-out program is still running: %+v", pid, st)
 		}
-		if st, err := process.ParseStat(stat); err == nil && st.Zombie() {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("child %d of the timed-out program is still running: %s", pid, stat)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestContextCancelKills(t *testing.T) {

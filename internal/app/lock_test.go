@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"nightshift/internal/testsupport"
 )
 
 // TestLockRun: a second holder is refused with ErrRunBusy naming the
@@ -45,23 +47,20 @@ func TestLockRunDiesWithHolder(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testsupport.Eventually(t, 10*time.Second, func() error {
 		release, err := LockRun(home, "r", "teardown")
 		if err == nil {
 			release() // the helper has not taken it yet: give it back
+			return errors.New("lock never seen held by the helper")
 		}
-		if errors.Is(err, ErrRunBusy) {
-			if !strings.Contains(err.Error(), "holder (pid ") {
-				t.Errorf("busy error does not name the holder: %v", err)
-			}
-			break
-		}
-		if err != nil || time.Now().After(deadline) {
+		if !errors.Is(err, ErrRunBusy) {
 			t.Fatalf("lock never seen held by the helper: %v", err)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		if !strings.Contains(err.Error(), "holder (pid ") {
+			t.Errorf("busy error does not name the holder: %v", err)
+		}
+		return nil
+	})
 	_ = cmd.Process.Kill()
 	_ = cmd.Wait()
 	release, err := LockRun(home, "r", "launch")

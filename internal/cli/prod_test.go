@@ -23,6 +23,7 @@ import (
 	"nightshift/internal/ec2"
 	"nightshift/internal/ec2/ec2test"
 	"nightshift/internal/procscan"
+	"nightshift/internal/testsupport"
 )
 
 // needRabbit skips (fails under NIGHTSHIFT_TEST_STRICT=1) without the
@@ -151,17 +152,15 @@ func TestProdPlanOnMoto(t *testing.T) {
 	}
 	// The controller asks the provisioner for the sleeper pool (n = 3); the
 	// provisioner's ec2 driver launches them. Polling, not a timing assertion.
-	deadline := time.Now().Add(60 * time.Second)
 	var workers []ec2.Instance
-	for {
+	if err := testsupport.PollEvery(60*time.Second, 250*time.Millisecond, func() error {
 		workers, err = cl.Find(ctx, map[string]string{ec2.TagRun: runName, ec2.TagOwner: "provisioner", ec2.TagJob: "sleeper"}, nil)
-		if err == nil && len(workers) >= 3 {
-			break
+		if err != nil || len(workers) < 3 {
+			return fmt.Errorf("sleeper workers %v (err %v), want 3", workers, err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sleeper workers %v (err %v), want 3\n%s", workers, err, daemonLogs(home, runName))
-		}
-		time.Sleep(250 * time.Millisecond) // poll interval
+		return nil
+	}); err != nil {
+		t.Fatalf("%v\n%s", err, daemonLogs(home, runName))
 	}
 
 	// The daemons verify what mgmt signs here: they were handed this

@@ -24,6 +24,7 @@ import (
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/envelope"
 	"nightshift/internal/nstypes"
+	"nightshift/internal/testsupport"
 	"nightshift/mgmt"
 	"nightshift/provisioner"
 	"nightshift/provisioner/client"
@@ -225,12 +226,13 @@ func injectFault(t *testing.T, r *Run, ctx context.Context, rng *rand.Rand, faul
 		if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.Now().Add(30 * time.Second)
-		for Alive(pid) && time.Now().Before(deadline) {
-			time.Sleep(200 * time.Millisecond)
-		}
-		if Alive(pid) {
-			t.Fatalf("broker pid %d still alive 30s after SIGTERM", pid)
+		if err := testsupport.PollEvery(30*time.Second, 200*time.Millisecond, func() error {
+			if Alive(pid) {
+				return fmt.Errorf("broker pid %d still alive after SIGTERM", pid)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
 		}
 		// Nothing restarts a stopped broker by itself: the operator runs
 		// repair, which re-verifies every level and restarts what failed.
@@ -302,8 +304,7 @@ func checkInvariants(t *testing.T, r *Run, ctx context.Context, when string) {
 // (restart = "always"), and no worker may outlive its sitter.
 func checkWorkerProcesses(t *testing.T, r *Run, when string) {
 	t.Helper()
-	var saw string
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+	err := testsupport.PollEvery(20*time.Second, 500*time.Millisecond, func() error {
 		sitters, err := r.Sitters()
 		if err != nil {
 			t.Fatal(err)
@@ -316,13 +317,15 @@ func checkWorkerProcesses(t *testing.T, r *Run, when string) {
 			}
 			workers += len(ps)
 		}
-		if workers == len(sitters) {
-			t.Logf("%s: %d sitters, each with its worker process", when, workers)
-			return
+		if workers != len(sitters) {
+			return fmt.Errorf("%d live sitters but %d worker processes", len(sitters), workers)
 		}
-		saw = fmt.Sprintf("%d live sitters but %d worker processes", len(sitters), workers)
+		t.Logf("%s: %d sitters, each with its worker process", when, workers)
+		return nil
+	})
+	if err != nil {
+		t.Errorf("%s: %v", when, err)
 	}
-	t.Errorf("%s: for 20s: %s", when, saw)
 }
 
 // checkProvisioner compares the provisioner's live records with the live
@@ -330,12 +333,10 @@ func checkWorkerProcesses(t *testing.T, r *Run, when string) {
 // it did not record.
 func checkProvisioner(t *testing.T, r *Run, ctx context.Context, when string) {
 	t.Helper()
-	var diffs []string
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	err := testsupport.PollEvery(15*time.Second, time.Second, func() error {
 		status, err := describe(ctx, r)
 		sitters, serr := r.Sitters()
-		diffs = nil
+		var diffs []string
 		switch {
 		case err != nil:
 			diffs = append(diffs, err.Error())
@@ -364,15 +365,14 @@ func checkProvisioner(t *testing.T, r *Run, ctx context.Context, when string) {
 				diffs = append(diffs, fmt.Sprintf("provisioner says %d live, its records show %d", status.Live, len(live)))
 			}
 		}
-		if len(diffs) == 0 {
-			t.Logf("%s: provisioner records agree with /proc", when)
-			return
+		if len(diffs) > 0 {
+			return fmt.Errorf("provisioner records disagree with /proc:\n  %s", strings.Join(diffs, "\n  "))
 		}
-		if time.Now().After(deadline) {
-			t.Errorf("%s: provisioner records disagree with /proc for 15s:\n  %s", when, strings.Join(diffs, "\n  "))
-			return
-		}
-		time.Sleep(time.Second)
+		t.Logf("%s: provisioner records agree with /proc", when)
+		return nil
+	})
+	if err != nil {
+		t.Errorf("%s: %v", when, err)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"nightshift/internal/testsupport"
 	"nightshift/mgmt"
 )
 
@@ -217,9 +218,8 @@ func mustWait(t *testing.T, r *Run, ctx context.Context, what string, timeout ti
 // normal while a worker is starting or stopping; a lasting one is a bug.
 func assertAgrees(t *testing.T, r *Run, ctx context.Context, when string) {
 	t.Helper()
-	var diffs []string
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	err := testsupport.PollEvery(10*time.Second, 500*time.Millisecond, func() error {
+		var diffs []string
 		st, err := r.Status(ctx)
 		if err != nil {
 			diffs = []string{err.Error()}
@@ -227,13 +227,12 @@ func assertAgrees(t *testing.T, r *Run, ctx context.Context, when string) {
 			diffs = []string{err.Error()}
 		} else if diffs = Reconcile(st, sitters); len(diffs) == 0 {
 			t.Logf("%s: status agrees with /proc: %d live sitters", when, len(sitters))
-			return
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Errorf("%s: status disagrees with /proc for 10s:\n  %s", when, strings.Join(diffs, "\n  "))
-			return
-		}
-		time.Sleep(500 * time.Millisecond)
+		return fmt.Errorf("status disagrees with /proc:\n  %s", strings.Join(diffs, "\n  "))
+	})
+	if err != nil {
+		t.Errorf("%s: %v", when, err)
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"nightshift/bootlevel"
 	"nightshift/internal/process"
 	"nightshift/internal/redact"
+	"nightshift/internal/testsupport"
 	"nightshift/launchplan"
 )
 
@@ -431,14 +432,15 @@ func procAlive(pid int) bool { return process.Alive(pid) }
 // waitDead polls /proc until pid is gone: SIGKILL is delivered asynchronously.
 func waitDead(t *testing.T, what string, pid int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for procAlive(pid) {
-		if time.Now().After(deadline) {
-			t.Errorf("%s (pid %d) still alive", what, pid)
-			syscall.Kill(pid, syscall.SIGKILL)
-			return
+	err := testsupport.Poll(10*time.Second, func() error {
+		if procAlive(pid) {
+			return fmt.Errorf("%s (pid %d) still alive", what, pid)
 		}
-		time.Sleep(10 * time.Millisecond)
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
+		syscall.Kill(pid, syscall.SIGKILL)
 	}
 }
 

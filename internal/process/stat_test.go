@@ -1,12 +1,15 @@
 package process
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"nightshift/internal/testsupport"
 )
 
 // A real line (kernel 5.x, `sleep 300`), fields 1-52.
@@ -175,10 +178,12 @@ func TestAlive(t *testing.T) {
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for Alive(pid) && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	_ = testsupport.Poll(10*time.Second, func() error {
+		if Alive(pid) {
+			return errors.New("still alive")
+		}
+		return nil
+	}) // judged below
 	st, err := ReadStat("", pid)
 	if err != nil || !st.Zombie() || Alive(pid) {
 		t.Errorf("killed, unreaped child: stat %+v, %v; Alive = %v; want a zombie that is not alive", st, err, Alive(pid))

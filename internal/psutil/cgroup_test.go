@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"nightshift/internal/testsupport"
 	"nightshift/sitter"
 )
 
@@ -179,15 +180,17 @@ func TestTreesCgroupCounters(t *testing.T) {
 	}
 	r := sitter.Root{PID: pid, Start: first[pid][0].Start, Group: fixedGroup{pids: []int{pid}}}
 	var tree []sitter.ProcSample
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	// The checks below judge the last tree; a timeout only ends the wait.
+	_ = testsupport.Poll(10*time.Second, func() error {
 		trees, err := s.Trees(ctx, []sitter.Root{r})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if tree = trees[pid]; len(tree) == 1 && tree[0].RSSBytes > 0 {
-			break
+		if tree = trees[pid]; len(tree) != 1 || tree[0].RSSBytes == 0 {
+			return fmt.Errorf("cgroup tree %+v", tree)
 		}
-	}
+		return nil
+	})
 	if len(tree) != 1 || tree[0].PID != pid || tree[0].RSSBytes == 0 || tree[0].CPUSeconds <= 0 {
 		t.Fatalf("cgroup tree = %+v, want the leader alone carrying the group's memory and CPU", tree)
 	}

@@ -2,6 +2,7 @@ package psutil
 
 import (
 	"context"
+	"fmt"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"nightshift/internal/testsupport"
 	"nightshift/sitter"
 )
 
@@ -41,13 +43,14 @@ func spawn(t *testing.T, script string, extra *[]int) *exec.Cmd {
 // would otherwise hang.
 func waitTree(t *testing.T, s *Sampler, root sitter.Root, want int, also func([]sitter.ProcSample) bool) []sitter.ProcSample {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var tree []sitter.ProcSample
+	// The caller judges the tree it gets; a timeout only ends the wait.
+	_ = testsupport.Poll(10*time.Second, func() error {
 		trees, err := s.Trees(context.Background(), []sitter.Root{root})
 		if err != nil {
 			t.Fatal(err)
 		}
-		tree := trees[root.PID]
+		tree = trees[root.PID]
 		settled := len(tree) >= want
 		for _, p := range tree {
 			settled = settled && p.RSSBytes > 0 && p.PGID != 0
@@ -55,11 +58,12 @@ func waitTree(t *testing.T, s *Sampler, root sitter.Root, want int, also func([]
 		if settled && also != nil {
 			settled = also(tree)
 		}
-		if settled || time.Now().After(deadline) {
-			return tree
+		if !settled {
+			return fmt.Errorf("tree of %d not settled: %+v", root.PID, tree)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
+	return tree
 }
 
 func pids(tree []sitter.ProcSample) []int {

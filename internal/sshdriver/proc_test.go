@@ -1,6 +1,7 @@
 package sshdriver
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"nightshift/internal/process"
+	"nightshift/internal/testsupport"
 )
 
 // waitFor bounds every eventual condition; generous because the machine is
@@ -18,13 +20,12 @@ const waitFor = 15 * time.Second
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up after %s waiting for %s", waitFor, what)
+	testsupport.Eventually(t, waitFor, func() error {
+		if !cond() {
+			return fmt.Errorf("waiting for %s", what)
 		}
-		time.Sleep(10 * time.Millisecond) // polling, not an assertion
-	}
+		return nil
+	})
 }
 
 // waitPids waits for a test program to publish n pids in file.

@@ -2,6 +2,7 @@ package sitterbus_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"nightshift/internal/amqptest"
 	"nightshift/internal/process"
 	"nightshift/internal/syncbuf"
+	"nightshift/internal/testsupport"
 )
 
 // newRun returns a run name no other test uses and deletes its topology
@@ -44,16 +46,15 @@ func dialBus(t *testing.T, run, name string, log *slog.Logger, onConsume func(st
 // syncBuffer is the shared concurrent-safe test buffer.
 type syncBuffer = syncbuf.Buffer
 
-// eventually polls cond every 20ms until it holds or timeout passes.
+// eventually waits until cond holds or timeout passes.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+	testsupport.Eventually(t, timeout, func() error {
+		if !cond() {
+			return fmt.Errorf("waiting for %s", what)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func alive(pid int) bool { return process.Alive(pid) }

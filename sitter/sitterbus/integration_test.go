@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"runtime/pprof"
@@ -21,6 +22,7 @@ import (
 	"nightshift/internal/envelope"
 	"nightshift/internal/ping"
 	"nightshift/internal/psutil"
+	"nightshift/internal/testsupport"
 	"nightshift/sitter"
 	"nightshift/sitter/sitterbus"
 )
@@ -192,21 +194,19 @@ func deadTypes(t *testing.T, run string, n int) []string {
 		t.Fatal(err)
 	}
 	var types []string
-	deadline := time.Now().Add(10 * time.Second)
-	for len(types) < n {
-		d, ok, err := ch.Get(amqpbus.DeadQueue(run), true)
-		if err != nil {
-			t.Fatalf("get from dead queue: %v", err)
-		}
-		if !ok {
-			if time.Now().After(deadline) {
-				t.Fatalf("dead queue has %d messages %q, want %d", len(types), types, n)
+	testsupport.Eventually(t, 10*time.Second, func() error {
+		for len(types) < n {
+			d, ok, err := ch.Get(amqpbus.DeadQueue(run), true)
+			if err != nil {
+				t.Fatalf("get from dead queue: %v", err)
 			}
-			time.Sleep(20 * time.Millisecond)
-			continue
+			if !ok {
+				return fmt.Errorf("dead queue has %d messages %q, want %d", len(types), types, n)
+			}
+			types = append(types, d.Type)
 		}
-		types = append(types, d.Type)
-	}
+		return nil
+	})
 	return types
 }
 

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"nightshift/internal/testsupport"
 	"nightshift/provisioner"
 )
 
@@ -68,26 +69,24 @@ func procAlive(pid int) bool {
 // processes (its shell has forked its children), or fails.
 func sessionMembers(t *testing.T, leader, n int) []proc {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var got []proc
+	testsupport.Eventually(t, 10*time.Second, func() error {
 		procs, err := scan("/proc")
 		if err != nil {
 			t.Fatal(err)
 		}
-		var got []proc
+		got = got[:0]
 		for _, p := range procs {
 			if p.sid == leader {
 				got = append(got, p)
 			}
 		}
-		if len(got) >= n {
-			return got
+		if len(got) < n {
+			return fmt.Errorf("session %d has %d processes, want %d", leader, len(got), n)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("session %d has %d processes, want %d", leader, len(got), n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
+	return got
 }
 
 func TestInstanceOutlivesLauncherAndSweepKillsIt(t *testing.T) {
