@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -154,6 +155,52 @@ func TestShippedPlansValidate(t *testing.T) {
 	for _, p := range plans {
 		if _, err := launchplan.Load(p, launchplan.Options{}); err != nil {
 			t.Errorf("%s does not validate:\n%v", p, err)
+		}
+	}
+}
+
+// TestDocsLinkInsideRepo: product docs link only to files in the
+// repository, which a reader of a clone has; a link to a machine path or a
+// sibling checkout is broken for everyone else.
+func TestDocsLinkInsideRepo(t *testing.T) {
+	docs, _ := filepath.Glob("docs/*.md")
+	for _, g := range []string{"README.md", "*/README.md", "plans/*/README.md"} {
+		m, _ := filepath.Glob(g)
+		docs = append(docs, m...)
+	}
+	if len(docs) == 0 {
+		t.Fatal("no docs found")
+	}
+	root, err := filepath.Abs(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := regexp.MustCompile(`\]\(([^)\s]+)\)`)
+	for _, doc := range docs {
+		b, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, line := range strings.Split(string(b), "\n") {
+			for _, bad := range []string{"/work/", "../shared"} {
+				if strings.Contains(line, bad) {
+					t.Errorf("%s:%d: names %q, outside the repository", doc, i+1, bad)
+				}
+			}
+			for _, m := range link.FindAllStringSubmatch(line, -1) {
+				target, _, _ := strings.Cut(m[1], "#")
+				if target == "" || strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+					continue
+				}
+				abs, err := filepath.Abs(filepath.Join(filepath.Dir(doc), target))
+				if err != nil || !strings.HasPrefix(abs, root+string(filepath.Separator)) {
+					t.Errorf("%s:%d: link %q leaves the repository", doc, i+1, m[1])
+					continue
+				}
+				if _, err := os.Stat(abs); err != nil {
+					t.Errorf("%s:%d: link %q: %v", doc, i+1, m[1], err)
+				}
+			}
 		}
 	}
 }

@@ -40,9 +40,9 @@ func quotedPeers() (k8sNode, asg, keda bench.Peer) {
 	return bench.Peer{Name: "Kubernetes node failure (quoted default, not measured)", Value: 40,
 			Command: "quoted: kube-controller-manager --node-monitor-grace-period default 40s before NotReady, then eviction"},
 		bench.Peer{Name: "AWS ASG health-check grace (quoted default, not measured)", Value: 300,
-			Command: "quoted: /work/shared/reference/modern-peers.md §B4, health check grace period 300s (console)"},
+			Command: "quoted: AWS EC2 Auto Scaling user guide (health-check-grace-period), health check grace period 300s (console)"},
 		bench.Peer{Name: "KEDA pollingInterval (quoted default, not measured)", Value: 30,
-			Command: "quoted: /work/shared/reference/modern-peers.md §B3, ScaledObject pollingInterval 30s"}
+			Command: "quoted: KEDA ScaledObject specification, pollingInterval default 30s"}
 }
 
 // recoverySizes are the worker counts whose teardown is timed; the first
@@ -99,7 +99,7 @@ func (e *env) recoveryScenario(ctx context.Context) (bench.Result, error) {
 			"every 50 ms (each read takes ~15 ms, which bounds a sample's error).",
 		"Peers are quoted defaults, not measured here: Kubernetes marks a silent node NotReady after --node-monitor-grace-period "+
 			"(40 s; 50 s in recent releases) and only then evicts its pods; AWS ASG waits out a 300 s health-check grace period "+
-			"(console default) and a 300 s DefaultCooldown (modern-peers.md §B4); KEDA polls every 30 s (modern-peers.md §B3).")
+			"(console default) and a 300 s DefaultCooldown (EC2 Auto Scaling docs); KEDA polls every 30 s (ScaledObject pollingInterval).")
 
 	sys, err := e.startSystem(ctx, bin, home, prefix+"-kill", plan)
 	if err != nil {
