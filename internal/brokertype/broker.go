@@ -499,42 +499,23 @@ func (t *Type) terminate(ctx context.Context, req bootlevel.StepRequest, cfg Con
 // shuts down cleanly on it), then SIGKILL after grace. No pid file, or a
 // pid that is gone or no longer the node's VM, means there is nothing to stop.
 func stopNode(ctx context.Context, dir string, grace time.Duration, lg *stepLog) error {
-	data, err := os.ReadFile(filepath.Join(dir, "pid"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
+	err := process.StopPIDFile(ctx, filepath.Join(dir, "pid"), grace, func(pid int) bool { return isNode(pid, dir) },
+		func(pid int) { lg.printf("stopping RabbitMQ node (pid %d)", pid) },
+		func(int) { lg.printf("node did not stop within %s: SIGKILL", grace) })
 	if err != nil {
-		return err
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
-	if err != nil || pid <= 1 {
-		return fmt.Errorf("pid file %s holds %q", filepath.Join(dir, "pid"), data)
-	}
-	if !isNode(pid, dir) {
-		os.Remove(filepath.Join(dir, "pid"))
-		return nil
-	}
-	lg.printf("stopping RabbitMQ node (pid %d)", pid)
-	if err := process.Stop(ctx, pid, grace, func() bool { return isNode(pid, dir) },
-		func() { lg.printf("node did not stop within %s: SIGKILL", grace) }); err != nil {
 		return fmt.Errorf("rabbitmq node: %w", err)
 	}
-	os.Remove(filepath.Join(dir, "pid"))
 	return nil
 }
 
 // nodeRunning reports whether the node started in dir is alive. A node
 // booted moments ago whose pid file is not written yet counts as running.
 func nodeRunning(dir string) bool {
-	data, err := os.ReadFile(filepath.Join(dir, "pid"))
+	pid, err := process.ReadPIDFile(filepath.Join(dir, "pid"))
 	if errors.Is(err, os.ErrNotExist) {
 		st, serr := loadState(dir)
 		return serr == nil && time.Since(st.Booted) < 30*time.Second
 	}
-	if err != nil {
-		return false
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
 	return err == nil && isNode(pid, dir)
 }
 

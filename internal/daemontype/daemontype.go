@@ -251,41 +251,18 @@ func (t *Type) ready(ctx context.Context, req bootlevel.StepRequest, cfg map[str
 }
 
 func (t *Type) stop(ctx context.Context, dir string, say func(string, ...any)) error {
-	pidFile := filepath.Join(dir, "pid")
-	data, err := os.ReadFile(pidFile)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
-	if err != nil || pid <= 1 {
-		return fmt.Errorf("pid file %s holds %q", pidFile, data)
-	}
-	if !alive(pid, dir) {
-		os.Remove(pidFile)
-		return nil
-	}
 	grace := t.Grace
 	if grace == 0 {
 		grace = 10 * time.Second
 	}
-	say("stopping pid %d", pid)
-	if err := process.Stop(ctx, pid, grace, func() bool { return alive(pid, dir) },
-		func() { say("pid %d ignored SIGTERM for %s: SIGKILL", pid, grace) }); err != nil {
-		return err
-	}
-	return os.Remove(pidFile)
+	return process.StopPIDFile(ctx, filepath.Join(dir, "pid"), grace, func(pid int) bool { return alive(pid, dir) },
+		func(pid int) { say("stopping pid %d", pid) },
+		func(pid int) { say("pid %d ignored SIGTERM for %s: SIGKILL", pid, grace) })
 }
 
 // pid reads the daemon's pid file and says whether that process still runs.
 func (t *Type) pid(dir string) (int, bool) {
-	data, err := os.ReadFile(filepath.Join(dir, "pid"))
-	if err != nil {
-		return 0, false
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	pid, err := process.ReadPIDFile(filepath.Join(dir, "pid"))
 	if err != nil {
 		return 0, false
 	}
