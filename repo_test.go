@@ -69,6 +69,7 @@ var internalAllowed = map[string]bool{
 	"nightshift/internal/redact":   true, // secrets out of messages
 	"nightshift/internal/backoff":  true, // the one retry curve
 	"nightshift/internal/envelope": true, // the message format cores define their commands in
+	"nightshift/internal/jobspec":  true, // a job's worker spec and its digest, values only
 	"nightshift/internal/process":  true, // the /proc/<pid>/stat parser and the process stop
 }
 
