@@ -449,8 +449,8 @@ func (e *Engine) Launch(ctx context.Context, plan *launchplan.Plan, opts LaunchO
 	if opts.Run == "" {
 		opts.Run = strings.ReplaceAll(uuid.NewString(), "-", "")[:8]
 	}
-	if opts.Run != filepath.Base(opts.Run) || opts.Run == "." || opts.Run == ".." {
-		return nil, fmt.Errorf("launch: run name %q cannot be used as a directory name", opts.Run)
+	if err := launchplan.CheckRunName(opts.Run); err != nil {
+		return nil, fmt.Errorf("launch: %w", err)
 	}
 	planJSON, err := json.Marshal(plan)
 	if err != nil {

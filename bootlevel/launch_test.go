@@ -600,7 +600,7 @@ func TestLaunchRejectsBadOptions(t *testing.T) {
 	}{
 		{"nil plan", nil, LaunchOptions{Run: "x"}, "no plan"},
 		{"policy", plan([]launchplan.Service{service("a")}), LaunchOptions{Run: "x", OnFailure: "explode"}, `unknown failure policy "explode"`},
-		{"run name", plan([]launchplan.Service{service("a")}), LaunchOptions{Run: "../x"}, "cannot be used as a directory name"},
+		{"run name", plan([]launchplan.Service{service("a")}), LaunchOptions{Run: "../x"}, `run name "../x" must match`},
 		{"duplicate", plan([]launchplan.Service{service("a"), service("a")}), LaunchOptions{Run: "dup"}, `service "a" at /plans/test.toml:1: declared twice`},
 	}
 	for _, tc := range cases {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -71,16 +72,17 @@ func (b *builder) build(plan *Plan, top *source) {
 		}
 	}
 
+	// The plan's name is its runs' default name, so it is a run name.
 	plan.Name = strings.TrimSuffix(filepath.Base(top.display), ".toml")
 	if n, ok := top.node("name"); ok {
 		if s, ok := b.str(n); ok {
 			plan.Name = s
-			if !namePattern.MatchString(s) {
-				b.errf(n, "plan name %q must match %s", s, namePattern)
+			if CheckRunName(s) != nil {
+				b.errf(n, "plan name %s must match %s (it is the default run name)", strconv.Quote(s), RunNameSyntax)
 			}
 		}
-	} else if !namePattern.MatchString(plan.Name) {
-		b.errs.add(top.filePos(), "name", "default plan name %q (from the file name) must match %s; set name = \"...\"", plan.Name, namePattern)
+	} else if CheckRunName(plan.Name) != nil {
+		b.errs.add(top.filePos(), "name", "default plan name %s (from the file name) must match %s; set name = \"...\"", strconv.Quote(plan.Name), RunNameSyntax)
 	}
 
 	// plan_dir is a built-in global (rank 0: any plan, -G or -g value wins)

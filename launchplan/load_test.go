@@ -358,3 +358,26 @@ func TestExpandIsBounded(t *testing.T) {
 		t.Errorf("took %v", d)
 	}
 }
+
+func TestRunNames(t *testing.T) {
+	for _, ok := range []string{"a", "hello", "prod-2", "0", strings.Repeat("a", 63)} {
+		if err := CheckRunName(ok); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "-a", "A", "a_b", "a.b", "../x", "../../elsewhere/x", "a/b", "a\nb", "a\n", "a\x00", "a b", strings.Repeat("a", 64), "é"} {
+		err := CheckRunName(bad)
+		if err == nil {
+			t.Errorf("%q accepted", bad)
+			continue
+		}
+		if strings.ContainsAny(err.Error(), "\n\x00") {
+			t.Errorf("%q: error holds the raw name: %q", bad, err)
+		}
+	}
+	// The file name is the default run name, so it is checked as one.
+	dir := writeTree(t, map[string]string{"my_plan.toml": "[[level]]\n[level.service.a]\nboot = [\"true\"]\n"})
+	if _, err := Load(filepath.Join(dir, "my_plan.toml"), testOptions()); err == nil || !strings.Contains(err.Error(), `default plan name "my_plan"`) {
+		t.Errorf("err = %v", err)
+	}
+}

@@ -69,6 +69,14 @@ func Launch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "launch:", termtext.Text(redact.String(err.Error())))
 		return app.ExitUsage
 	}
+	// Before anything else: the run name makes the run's directory, secret,
+	// lock and log paths.
+	if *name != "" {
+		if err := launchplan.CheckRunName(*name); err != nil {
+			fmt.Fprintln(stderr, "launch: --name:", err)
+			return app.ExitUsage
+		}
+	}
 
 	plan, err := launchplan.Load(fs.Arg(0), launchplan.Options{GlobalFiles: globalFiles, Globals: globals})
 	if err != nil {
@@ -78,6 +86,10 @@ func Launch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	run := *name
 	if run == "" {
 		run = plan.Name
+	}
+	if err := launchplan.CheckRunName(run); err != nil {
+		fmt.Fprintln(stderr, "launch:", err)
+		return app.ExitUsage
 	}
 	if *dry {
 		printDryRun(stdout, plan, run)
