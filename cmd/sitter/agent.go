@@ -253,6 +253,7 @@ func runAgent(ctx context.Context, c agentConfig, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer s.Close()
 	if err := s.AddTask(ctx, task); err != nil {
 		return fmt.Errorf("worker spec %s: %w", c.specPath, err)
 	}
