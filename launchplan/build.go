@@ -903,6 +903,7 @@ func (b *builder) checkReferences(decls []*decl, globals map[string]string) {
 		}
 	}
 	z := &sizer{b: b, byName: byName, globals: globals, memo: map[*decl]map[string]int{}}
+	globalNames := sortedKeys(globals)
 	for _, d := range decls {
 		if b.errs.full() {
 			b.errs.dropped++
@@ -929,7 +930,7 @@ func (b *builder) checkReferences(decls []*decl, globals map[string]string) {
 				if b.errs.full() {
 					break
 				}
-				if msg := b.checkRef(d, r, byName, replicated, names, globals); msg != "" {
+				if msg := b.checkRef(d, r, byName, replicated, names, globalNames, globals); msg != "" {
 					b.errf(t.n, "reference %s: %s", r, msg)
 				}
 			}
@@ -1013,13 +1014,13 @@ func (z *sizer) attr(d *decl, name string) int {
 	return n
 }
 
-func (b *builder) checkRef(d *decl, r Ref, byName, replicated map[string]*decl, names []string, globals map[string]string) string {
+func (b *builder) checkRef(d *decl, r Ref, byName, replicated map[string]*decl, names, globalNames []string, globals map[string]string) string {
 	switch r.Kind {
 	case RefSelf:
-		return attrProblem(d, "this service", r.Name)
+		return b.attrProblem(d, "this service", r.Name)
 	case RefGlobal:
 		if _, ok := globals[r.Name]; !ok {
-			return fmt.Sprintf("global %q is not set (set it in [globals], a -G file or with -g %s=VALUE)%s", r.Name, r.Name, suggest(r.Name, sortedKeys(globals)))
+			return fmt.Sprintf("global %q is not set (set it in [globals], a -G file or with -g %s=VALUE)%s", r.Name, r.Name, b.suggest(r.Name, globalNames))
 		}
 		return ""
 	case RefEnv:
@@ -1033,7 +1034,7 @@ func (b *builder) checkRef(d *decl, r Ref, byName, replicated map[string]*decl, 
 		if rep, ok := replicated[r.Service]; ok {
 			return fmt.Sprintf("service %q has replica_count %d; reference one replica by name, e.g. ${%s-0.%s}", r.Service, rep.replicas, r.Service, r.Name)
 		}
-		return fmt.Sprintf("unknown service %q%s", r.Service, suggest(r.Service, names))
+		return fmt.Sprintf("unknown service %q%s", r.Service, b.suggest(r.Service, names))
 	}
 	switch {
 	case t.level == d.level:
@@ -1041,11 +1042,11 @@ func (b *builder) checkRef(d *decl, r Ref, byName, replicated map[string]*decl, 
 	case t.level > d.level:
 		return fmt.Sprintf("service %q is in a later level %d; a service may only reference services in earlier levels", r.Service, t.level)
 	}
-	return attrProblem(t, fmt.Sprintf("service %q", r.Service), r.Name)
+	return b.attrProblem(t, fmt.Sprintf("service %q", r.Service), r.Name)
 }
 
 // attrProblem says why d has no attribute name, or "" when it has one.
-func attrProblem(d *decl, who, name string) string {
+func (b *builder) attrProblem(d *decl, who, name string) string {
 	if contains(builtins, name) || contains(d.svc.Exports, name) {
 		return ""
 	}
@@ -1061,8 +1062,21 @@ func attrProblem(d *decl, who, name string) string {
 	if len(list) > maxListed {
 		list, more = list[:maxListed], fmt.Sprintf(" and %d more", len(d.known)-maxListed)
 	}
-	return fmt.Sprintf("%s has no attribute %q; it has %s%s%s", who, name, strings.Join(list, ", "), more, suggest(name, d.known))
+	return fmt.Sprintf("%s has no attribute %q; it has %s%s%s", who, name, strings.Join(list, ", "), more, b.suggest(name, d.known))
 }
 
 // maxListed bounds the names an error message lists.
 const maxListed = 20
+
+// suggest is the package's suggest for lists a plan makes as long as it
+// likes (services, attributes, globals): past suggestWork comparisons in
+// one load, errors come without "did you mean".
+func (b *builder) suggest(word string, candidates []string) string {
+	if b.suggestWork += len(candidates); b.suggestWork > suggestWork {
+		return ""
+	}
+	return suggest(word, candidates)
+}
+
+// suggestWork bounds the name comparisons suggestions may cost per load.
+const suggestWork = 200_000

@@ -151,9 +151,8 @@ func distinctTables(size int) string {
 
 // TestHostilePlansAreRefusedFast checks the bound issue 15 asks for in a
 // test: every hostile shape, at up to 1 MB, is refused in under a second
-// (each takes a few milliseconds; the bound is wide so that a loaded CI
-// machine does not fail it), with errors that name the file and, past the
-// file level, the line.
+// (the slowest takes well under 100 ms on an idle machine, so a loaded CI
+// machine has room), with errors that name the file and line.
 func TestHostilePlansAreRefusedFast(t *testing.T) {
 	dir := t.TempDir()
 	for _, c := range hostilePlans(hostileSize) {
@@ -164,8 +163,8 @@ func TestHostilePlansAreRefusedFast(t *testing.T) {
 			start := time.Now()
 			_, err := Parse(filepath.Join(dir, "hostile.toml"), []byte(c.text), testOptions())
 			took := time.Since(start)
-			if took > time.Second {
-				t.Errorf("took %v, want under 1s", took)
+			if took > hostileBound {
+				t.Errorf("took %v, want under %v", took, hostileBound)
 			}
 			if err == nil {
 				t.Fatalf("hostile plan of %d bytes loaded", len(c.text))
@@ -181,6 +180,9 @@ func TestHostilePlansAreRefusedFast(t *testing.T) {
 				if !strings.HasSuffix(e.Pos.File, "hostile.toml") {
 					t.Errorf("error without the file: %v", e)
 				}
+			}
+			if list[0].Pos.Line == 0 && c.want != "no [[level]]" {
+				t.Errorf("first error has no line: %v", list[0])
 			}
 			t.Logf("%d bytes, %v: %.200s", len(c.text), took, list[0])
 		})
@@ -202,8 +204,8 @@ func TestHostileLevelFiles(t *testing.T) {
 	dir := writeTree(t, map[string]string{"top.toml": top.String(), "big.toml": lvl.String()})
 	start := time.Now()
 	_, err := Load(filepath.Join(dir, "top.toml"), testOptions())
-	if took := time.Since(start); took > time.Second {
-		t.Errorf("took %v, want under 1s", took)
+	if took := time.Since(start); took > hostileBound {
+		t.Errorf("took %v, want under %v", took, hostileBound)
 	}
 	if err == nil || !strings.Contains(err.Error(), "services") && !strings.Contains(err.Error(), "together") {
 		t.Fatalf("err = %.2000v", err)

@@ -225,4 +225,5 @@ type builder struct {
 	// weight counts their values, against maxWeight.
 	services, weight int
 	defaultWeight    map[string]int // per [defaults] key, counted once
+	suggestWork      int            // see builder.suggest
 }
