@@ -35,9 +35,12 @@ const (
 type RunState string
 
 const (
-	RunBooting     RunState = "booting"
-	RunReady       RunState = "ready"
-	RunFailed      RunState = "failed"
+	RunBooting RunState = "booting"
+	RunReady   RunState = "ready"
+	RunFailed  RunState = "failed"
+	// RunInterrupted: the launch was stopped by its caller (SIGINT, SIGTERM,
+	// SIGHUP) before it finished; launching again resumes it.
+	RunInterrupted RunState = "interrupted"
 	RunTerminating RunState = "terminating"
 	RunTerminated  RunState = "terminated"
 )

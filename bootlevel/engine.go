@@ -142,6 +142,9 @@ type runner struct {
 	svcs  map[string]*launchplan.Service
 	order []string // service names in plan order
 
+	// level is the level Launch is at, for an interruption's report.
+	level int
+
 	mu      sync.Mutex
 	run     Run
 	recs    map[string]ServiceRecord
@@ -449,8 +452,8 @@ func (e *Engine) Launch(ctx context.Context, plan *launchplan.Plan, opts LaunchO
 	if opts.Run == "" {
 		opts.Run = strings.ReplaceAll(uuid.NewString(), "-", "")[:8]
 	}
-	if opts.Run != filepath.Base(opts.Run) || opts.Run == "." || opts.Run == ".." {
-		return nil, fmt.Errorf("launch: run name %q cannot be used as a directory name", opts.Run)
+	if err := launchplan.CheckRunName(opts.Run); err != nil {
+		return nil, fmt.Errorf("launch: %w", err)
 	}
 	planJSON, err := json.Marshal(plan)
 	if err != nil {
@@ -550,13 +553,14 @@ func short(h string) string {
 func (r *runner) launch(ctx context.Context, opts LaunchOptions) (*Report, error) {
 	for li := range r.plan.Levels {
 		lvl := &r.plan.Levels[li]
+		r.level = lvl.Index
 		if ctx.Err() != nil {
 			break
 		}
 		if err := r.emit(Event{Kind: EventLevelStart, Level: lvl.Index, Message: fmt.Sprintf("level %d: %d services", lvl.Index, len(lvl.Services))}); err != nil {
 			return r.finishLaunch(ctx, opts, nil, err)
 		}
-		if failures := r.forLevel(ctx, lvl, StepBoot, true, r.bringUp); len(failures) > 0 {
+		if failures := r.forLevel(ctx, lvl, StepBoot, true, r.bringUp); len(failures) > 0 || ctx.Err() != nil {
 			return r.finishLaunch(ctx, opts, failures, nil)
 		}
 		if err := r.emit(Event{Kind: EventLevelDone, Level: lvl.Index, State: string(ServiceReady)}); err != nil {
@@ -566,14 +570,17 @@ func (r *runner) launch(ctx context.Context, opts LaunchOptions) (*Report, error
 	return r.finishLaunch(ctx, opts, nil, nil)
 }
 
-// finishLaunch sets the run ready, or failed after the failure policy ran.
-// A cancelled ctx counts as failure even when it struck between levels.
+// finishLaunch sets the run ready, interrupted when the caller cancelled
+// ctx (even between levels), or failed after the failure policy ran.
 func (r *runner) finishLaunch(ctx context.Context, opts LaunchOptions, failures []*StepError, failure error) (*Report, error) {
 	if len(failures) == 0 && failure == nil && ctx.Err() == nil {
 		if err := r.setRunState(RunReady); err != nil {
 			return r.report(nil, nil), err
 		}
 		return r.report(nil, nil), nil
+	}
+	if ctx.Err() != nil {
+		return r.interrupted(ctx, opts, failures, failure)
 	}
 	var remaining []string
 	if opts.OnFailure == FailRollback {
@@ -589,14 +596,33 @@ func (r *runner) finishLaunch(ctx context.Context, opts LaunchOptions, failures 
 	for _, f := range failures {
 		errs = append(errs, f)
 	}
-	if ctx.Err() != nil && len(failures) == 0 {
-		errs = append(errs, fmt.Errorf("cancelled: %w", context.Cause(ctx)))
-	}
 	if len(remaining) > 0 {
 		errs = append(errs, fmt.Errorf("rollback left %s", strings.Join(remaining, ", ")))
 	}
 	errs = append(errs, failure, stErr)
 	return r.report(failures, remaining), errors.Join(errs...)
+}
+
+// interrupted records a launch its caller stopped: the run is left
+// RunInterrupted (no rollback: the caller took the time away, and a later
+// launch resumes), and the error says which step each service was cut in.
+// Failures that are not the interruption itself are reported with it.
+func (r *runner) interrupted(ctx context.Context, opts LaunchOptions, failures []*StepError, failure error) (*Report, error) {
+	ie := &InterruptedError{Run: r.run.Name, Cause: context.Cause(ctx), Level: r.level}
+	errs := []error{ie}
+	for _, f := range failures {
+		if errors.Is(f.Err, ie.Cause) || errors.Is(f.Err, ctx.Err()) {
+			ie.Steps = append(ie.Steps, f)
+		} else {
+			errs = append(errs, f)
+		}
+	}
+	if opts.OnFailure == FailRollback {
+		_ = r.emit(Event{Kind: EventNote, Message: "rollback skipped: launch was cancelled; launch again to resume, or tear the run down"})
+	}
+	_ = r.emit(Event{Kind: EventNote, Level: r.level, Message: ie.Error()})
+	errs = append(errs, failure, r.setRunState(RunInterrupted))
+	return r.report(failures, nil), errors.Join(errs...)
 }
 
 func (r *runner) startedHere(n string) bool {
@@ -624,6 +650,11 @@ func (r *runner) forLevel(ctx context.Context, lvl *launchplan.Level, step Step,
 		g.Go(func() error {
 			var se *StepError
 			if cause := context.Cause(lctx); cause != nil {
+				if ctx.Err() != nil && step != StepTerminate {
+					// Never started, and the caller stopped the launch: the
+					// service stays as it was, for the next launch.
+					return nil
+				}
 				// Never started: the level was cancelled while it waited for a slot.
 				se = &StepError{Run: r.run.Name, Service: svc.Name, Level: svc.Level, Step: step, ExitCode: NoExit, Err: describeCause(cause)}
 				if step != StepTerminate {

@@ -421,14 +421,25 @@ func TestCancelStopsPromptly(t *testing.T) {
 		time.AfterFunc(5*time.Second, cancel)
 		start := time.Now()
 		rep, err := e.Launch(ctx, plan(names("s", 3), names("t", 2)), LaunchOptions{Run: "cx", OnFailure: FailRollback})
-		if err == nil || !strings.Contains(err.Error(), "cancelled") {
-			t.Fatalf("err = %v", err)
+		var ie *InterruptedError
+		if !errors.As(err, &ie) || ie.Level != 1 || len(ie.Steps) != 3 || !errors.Is(err, context.Canceled) {
+			t.Fatalf("err = %v, want an InterruptedError in level 1 naming s00-s02", err)
+		}
+		for _, s := range ie.Steps {
+			if s.Step != StepBoot {
+				t.Errorf("%s interrupted in step %s, want boot", s.Service, s.Step)
+			}
 		}
 		if d := time.Since(start); d != 5*time.Second {
 			t.Errorf("returned after %v, want 5s", d)
 		}
-		if rep.State != RunFailed {
+		if rep.State != RunInterrupted {
 			t.Errorf("state %s", rep.State)
+		}
+		for _, n := range []string{"t00", "t01"} {
+			if rec := st.service(t, "cx", n); rec.State != ServicePending {
+				t.Errorf("%s of a level never reached: %s, want pending", n, rec.State)
+			}
 		}
 		for _, n := range []string{"s00", "s01", "s02"} {
 			if rec := st.service(t, "cx", n); rec.State != ServiceFailed || !strings.Contains(rec.Error, "cancelled") {
@@ -600,7 +611,7 @@ func TestLaunchRejectsBadOptions(t *testing.T) {
 	}{
 		{"nil plan", nil, LaunchOptions{Run: "x"}, "no plan"},
 		{"policy", plan([]launchplan.Service{service("a")}), LaunchOptions{Run: "x", OnFailure: "explode"}, `unknown failure policy "explode"`},
-		{"run name", plan([]launchplan.Service{service("a")}), LaunchOptions{Run: "../x"}, "cannot be used as a directory name"},
+		{"run name", plan([]launchplan.Service{service("a")}), LaunchOptions{Run: "../x"}, `run name "../x" must match`},
 		{"duplicate", plan([]launchplan.Service{service("a"), service("a")}), LaunchOptions{Run: "dup"}, `service "a" at /plans/test.toml:1: declared twice`},
 	}
 	for _, tc := range cases {
@@ -736,6 +747,45 @@ func TestRunEnvServesRunScopedValues(t *testing.T) {
 		}
 		if !failed {
 			t.Errorf("no event carries the boot failure: %+v", evs)
+		}
+	})
+}
+
+// TestInterruptNamesTheStepItCut: a launch stopped while a service waits
+// for its ready check says ready, not boot, and the run resumes from there.
+func TestInterruptNamesTheStepItCut(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancelCause(t.Context())
+		block := true
+		drv := &fakeDriver{script: func(ctx context.Context, req StepRequest) (StepResult, error) {
+			if req.Step == StepReady && req.Service.Name == "t00" && block {
+				if err := sleep(ctx, time.Hour); err != nil {
+					return StepResult{ExitCode: NoExit}, err
+				}
+			}
+			return StepResult{}, nil
+		}}
+		e, st := newEngine(t, drv)
+		time.AfterFunc(5*time.Second, func() { cancel(errors.New("hangup signal received")) })
+		p := plan(names("s", 1), names("t", 1))
+		rep, err := e.Launch(ctx, p, LaunchOptions{Run: "ir"})
+		var ie *InterruptedError
+		if !errors.As(err, &ie) || ie.Level != 2 || len(ie.Steps) != 1 || ie.Steps[0].Service != "t00" || ie.Steps[0].Step != StepReady {
+			t.Fatalf("err = %v, want t00 interrupted in step ready of level 2", err)
+		}
+		if !strings.Contains(err.Error(), "interrupted (hangup signal received) in level 2: service t00 in step ready") {
+			t.Errorf("err = %v", err)
+		}
+		if rep.State != RunInterrupted {
+			t.Errorf("state %s", rep.State)
+		}
+		block = false
+		rep, err = e.Launch(t.Context(), p, LaunchOptions{Run: "ir"})
+		if err != nil || rep.State != RunReady {
+			t.Fatalf("resume: %v, state %s", err, rep.State)
+		}
+		if rec := st.service(t, "ir", "s00"); rec.State != ServiceReady {
+			t.Errorf("s00 after resume: %s", rec.State)
 		}
 	})
 }

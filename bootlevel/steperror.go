@@ -89,3 +89,38 @@ type scrubbedError struct {
 
 func (e *scrubbedError) Error() string { return e.msg }
 func (e *scrubbedError) Unwrap() error { return e.err }
+
+// InterruptedError is a launch that its caller stopped (a signal, say)
+// before it finished. It says where the launch was: the level and, for
+// each service that was in the middle of a step, that step. The run is
+// left RunInterrupted, and launching it again resumes it.
+type InterruptedError struct {
+	Run string
+	// Cause is why the caller stopped, e.g. "hangup signal received".
+	Cause error
+	// Level is the level that was booting, or the next one when the launch
+	// stopped between levels.
+	Level int
+	// Steps are the services cut in the middle of a step, by name.
+	Steps []*StepError
+}
+
+func (e *InterruptedError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "run %s interrupted (%v) in level %d", e.Run, e.Cause, e.Level)
+	if len(e.Steps) == 0 {
+		b.WriteString(", before any of its services started")
+	}
+	for i, s := range e.Steps {
+		if i == 0 {
+			b.WriteString(": ")
+		} else {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "service %s in step %s", s.Service, s.Step)
+	}
+	b.WriteString("; launch it again to resume")
+	return b.String()
+}
+
+func (e *InterruptedError) Unwrap() error { return e.Cause }

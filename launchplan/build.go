@@ -5,8 +5,10 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Keys a plan may use. Anything else is reported as a typo.
@@ -53,6 +55,8 @@ type decl struct {
 	// attrNode is the attributes key, for cycle errors.
 	attrNode node
 	hasAttrs bool
+	// known are the attribute names sorted, for errors; nil until needed.
+	known []string
 }
 
 type tmplField struct {
@@ -68,16 +72,17 @@ func (b *builder) build(plan *Plan, top *source) {
 		}
 	}
 
+	// The plan's name is its runs' default name, so it is a run name.
 	plan.Name = strings.TrimSuffix(filepath.Base(top.display), ".toml")
 	if n, ok := top.node("name"); ok {
 		if s, ok := b.str(n); ok {
 			plan.Name = s
-			if !namePattern.MatchString(s) {
-				b.errf(n, "plan name %q must match %s", s, namePattern)
+			if CheckRunName(s) != nil {
+				b.errf(n, "plan name %s must match %s (it is the default run name)", strconv.Quote(s), RunNameSyntax)
 			}
 		}
-	} else if !namePattern.MatchString(plan.Name) {
-		b.errs.add(top.filePos(), "name", "default plan name %q (from the file name) must match %s; set name = \"...\"", plan.Name, namePattern)
+	} else if CheckRunName(plan.Name) != nil {
+		b.errs.add(top.filePos(), "name", "default plan name %s (from the file name) must match %s; set name = \"...\"", strconv.Quote(plan.Name), RunNameSyntax)
 	}
 
 	// plan_dir is a built-in global (rank 0: any plan, -G or -g value wins)
@@ -115,10 +120,23 @@ func (b *builder) build(plan *Plan, top *source) {
 	}
 	for _, k := range sortedKeys(b.opts.Globals) {
 		if !validRefName(k) {
-			b.errs.add(Pos{File: "-g"}, k, "global name may only hold letters, digits, '_' and '-'")
+			b.errs.add(Pos{File: "-g"}, keyPart(k), "global name may only hold letters, digits, '_' and '-'")
 			continue
 		}
-		plan.Globals[k] = b.opts.Globals[k]
+		v := b.opts.Globals[k]
+		if r, bad := badControl(v, true); bad {
+			b.errs.add(Pos{File: "-g"}, k, "value holds control character %U; only tab and line breaks may appear", r)
+			continue
+		}
+		if !utf8.ValidString(v) {
+			b.errs.add(Pos{File: "-g"}, k, "value is not valid UTF-8")
+			continue
+		}
+		if len(v) > MaxStringLen {
+			b.errs.add(Pos{File: "-g"}, k, "value of %d bytes; at most %d", len(v), MaxStringLen)
+			continue
+		}
+		plan.Globals[k] = v
 	}
 
 	b.checkNames(decls)
@@ -149,7 +167,7 @@ func (b *builder) globalFile(path string, dst map[string]string) {
 		b.errs.add(Pos{File: path}, "", "globals file: %v", err)
 		return
 	}
-	data, err := readFile(abs)
+	data, err := readFile(abs, b.budget.bytes)
 	if err != nil {
 		b.errs.add(Pos{File: path}, "", "read globals file: %v", err)
 		return
@@ -327,6 +345,50 @@ func (b *builder) service(level int, n node, defaults map[string]node) *decl {
 		c, ok := defaults[k]
 		return c, ok
 	}
+	if c, ok := get("replica_count"); ok {
+		if v, ok := b.integer(c); ok {
+			switch {
+			case v < 1:
+				b.errf(c, "replica_count must be at least 1, got %d", v)
+			case v > MaxReplicas:
+				b.errf(c, "replica_count must be at most %d, got %d", MaxReplicas, v)
+			default:
+				d.replicas = int(v)
+				if v > 1 && len(fmt.Sprintf("%s-%d", name, v-1)) > 63 {
+					b.errf(n, "replica name %s-%d is longer than 63 characters", name, v-1)
+				}
+			}
+		}
+	}
+	// Charge what this service will hold, [defaults] and replicas
+	// included, before any of it is copied: a big [defaults] table under
+	// many services, or a big service with many replicas, multiplies.
+	if b.services > MaxServices || b.weight > maxWeight {
+		return nil // said once already; more would be noise
+	}
+	if b.services += d.replicas; b.services > MaxServices {
+		b.errf(n, "more than %d services (replicas included)", MaxServices)
+		return nil
+	}
+	weight := 0
+	for _, k := range serviceKeys {
+		// Both sides: tables such as config and env are merged.
+		if c, ok := own[k]; ok {
+			weight += countValues(c.val, MaxValues)
+		}
+		if c, ok := defaults[k]; ok {
+			w, ok := b.defaultWeight[k]
+			if !ok {
+				w = countValues(c.val, MaxValues)
+				b.defaultWeight[k] = w
+			}
+			weight += w
+		}
+	}
+	if b.weight += weight * d.replicas; b.weight > maxWeight {
+		b.errf(n, "the services hold more than %d values once [defaults] and replicas are applied", maxWeight)
+		return nil
+	}
 
 	svc := &d.svc
 	svc.Name = name
@@ -357,7 +419,7 @@ func (b *builder) service(level int, n node, defaults map[string]node) *decl {
 		}
 		svc.TypeConfig = rawTable(cfg)
 		for _, c := range cfg {
-			walkStrings(c.key, c.val, func(field, s string) {
+			walkStringsIf(c.key, c.val, mayReference, func(field, s string) {
 				f := c
 				f.key = field
 				d.templates = append(d.templates, tmplField{f, s})
@@ -425,21 +487,6 @@ func (b *builder) service(level int, n node, defaults map[string]node) *decl {
 			svc.ReadyStartPeriod = v
 		}
 	}
-	if c, ok := get("replica_count"); ok {
-		if v, ok := b.integer(c); ok {
-			switch {
-			case v < 1:
-				b.errf(c, "replica_count must be at least 1, got %d", v)
-			case v > MaxReplicas:
-				b.errf(c, "replica_count must be at most %d, got %d", MaxReplicas, v)
-			default:
-				d.replicas = int(v)
-				if v > 1 && len(fmt.Sprintf("%s-%d", name, v-1)) > 63 {
-					b.errf(n, "replica name %s-%d is longer than 63 characters", name, v-1)
-				}
-			}
-		}
-	}
 
 	if c, ok := get("exports"); ok {
 		if elems, ok := b.array(c); ok {
@@ -488,7 +535,7 @@ func (b *builder) service(level int, n node, defaults map[string]node) *decl {
 	if ec2, _, ok := b.mergedTable("ec2", own, defaults, nil); ok {
 		svc.EC2 = rawTable(ec2)
 		for _, c := range ec2 {
-			walkStrings(c.key, c.val, func(field, s string) {
+			walkStringsIf(c.key, c.val, mayReference, func(field, s string) {
 				f := c
 				f.key = field
 				d.templates = append(d.templates, tmplField{f, s})
@@ -800,6 +847,39 @@ func (b *builder) checkNames(decls []*decl) {
 	}
 }
 
+// countValues counts the values in v, giving up past limit.
+func countValues(v any, limit int) int {
+	n := 1
+	switch t := v.(type) {
+	case map[string]any:
+		for _, e := range t {
+			if n > limit {
+				break
+			}
+			n += countValues(e, limit-n)
+		}
+	case []any:
+		for _, e := range t {
+			if n > limit {
+				break
+			}
+			n += countValues(e, limit-n)
+		}
+	case []map[string]any:
+		for _, e := range t {
+			if n > limit {
+				break
+			}
+			n += countValues(e, limit-n)
+		}
+	}
+	return n
+}
+
+// maxWeight bounds the values of every service together, counted once per
+// replica and with [defaults] applied: what the plan becomes in memory.
+const maxWeight = 4 * MaxValues
+
 // checkReferences validates every template of every declared service.
 func (b *builder) checkReferences(decls []*decl, globals map[string]string) {
 	byName := map[string]*decl{}
@@ -822,34 +902,125 @@ func (b *builder) checkReferences(decls []*decl, globals map[string]string) {
 			names = append(names, d.name)
 		}
 	}
+	z := &sizer{b: b, byName: byName, globals: globals, memo: map[*decl]map[string]int{}}
+	globalNames := sortedKeys(globals)
 	for _, d := range decls {
+		if b.errs.full() {
+			b.errs.dropped++
+			return
+		}
+		cyclic := false
 		if d.hasAttrs {
 			if _, err := attributeOrder(d.svc.Attributes); err != nil {
 				b.errf(d.attrNode, "%v", err)
+				cyclic = true
 			}
 		}
+		total := 0
 		for _, t := range d.templates {
+			if b.errs.full() {
+				break
+			}
 			refs, err := References(t.text)
 			if err != nil {
 				b.errf(t.n, "%v", err)
 				continue
 			}
 			for _, r := range refs {
-				if msg := b.checkRef(d, r, byName, replicated, names, globals); msg != "" {
+				if b.errs.full() {
+					break
+				}
+				if msg := b.checkRef(d, r, byName, replicated, names, globalNames, globals); msg != "" {
 					b.errf(t.n, "reference %s: %s", r, msg)
 				}
 			}
+			if cyclic || len(refs) == 0 {
+				total += len(t.text)
+				continue
+			}
+			size := z.template(d, t.text)
+			if size > MaxExpandedLen {
+				b.errf(t.n, "expands to more than %d bytes (references to references)", MaxExpandedLen)
+			}
+			total += size
+		}
+		if total > maxServiceExpanded {
+			b.errf(d.node, "the service's values expand to more than %d bytes together", maxServiceExpanded)
 		}
 	}
 }
 
-func (b *builder) checkRef(d *decl, r Ref, byName, replicated map[string]*decl, names []string, globals map[string]string) string {
+// maxServiceExpanded bounds all the values of one service after expansion.
+const maxServiceExpanded = 4 * MaxExpandedLen
+
+// sizer works out how long templates become once expanded, following
+// references to references through the attributes they name, each once.
+// Values known only at boot (exports, built-ins) count as empty here;
+// Scope.Expand bounds them when they arrive.
+type sizer struct {
+	b       *builder
+	byName  map[string]*decl
+	globals map[string]string
+	memo    map[*decl]map[string]int
+}
+
+func (z *sizer) template(d *decl, text string) int {
+	segs, err := parseTemplate(text)
+	if err != nil {
+		return len(text)
+	}
+	total := 0
+	for _, s := range segs {
+		if total > MaxExpandedLen {
+			break // saturate: the answer is "too long" either way
+		}
+		if s.ref == nil {
+			total += len(s.lit)
+			continue
+		}
+		switch r := s.ref; r.Kind {
+		case RefSelf:
+			total += z.attr(d, r.Name)
+		case RefService:
+			if t := z.byName[r.Service]; t != nil && t.level < d.level {
+				total += z.attr(t, r.Name)
+			}
+		case RefGlobal:
+			total += len(z.globals[r.Name])
+		case RefEnv:
+			v, _ := z.b.opts.Getenv(r.Name)
+			total += len(v)
+		}
+	}
+	return total
+}
+
+func (z *sizer) attr(d *decl, name string) int {
+	m := z.memo[d]
+	if m == nil {
+		m = map[string]int{}
+		z.memo[d] = m
+	}
+	if n, ok := m[name]; ok {
+		return max(n, 0)
+	}
+	v, ok := d.svc.Attributes[name]
+	if !ok {
+		return 0
+	}
+	m[name] = -1 // a cycle, reported by attributeOrder, counts as empty
+	n := z.template(d, v)
+	m[name] = n
+	return n
+}
+
+func (b *builder) checkRef(d *decl, r Ref, byName, replicated map[string]*decl, names, globalNames []string, globals map[string]string) string {
 	switch r.Kind {
 	case RefSelf:
-		return attrProblem(d, "this service", r.Name)
+		return b.attrProblem(d, "this service", r.Name)
 	case RefGlobal:
 		if _, ok := globals[r.Name]; !ok {
-			return fmt.Sprintf("global %q is not set (set it in [globals], a -G file or with -g %s=VALUE)%s", r.Name, r.Name, suggest(r.Name, sortedKeys(globals)))
+			return fmt.Sprintf("global %q is not set (set it in [globals], a -G file or with -g %s=VALUE)%s", r.Name, r.Name, b.suggest(r.Name, globalNames))
 		}
 		return ""
 	case RefEnv:
@@ -863,7 +1034,7 @@ func (b *builder) checkRef(d *decl, r Ref, byName, replicated map[string]*decl, 
 		if rep, ok := replicated[r.Service]; ok {
 			return fmt.Sprintf("service %q has replica_count %d; reference one replica by name, e.g. ${%s-0.%s}", r.Service, rep.replicas, r.Service, r.Name)
 		}
-		return fmt.Sprintf("unknown service %q%s", r.Service, suggest(r.Service, names))
+		return fmt.Sprintf("unknown service %q%s", r.Service, b.suggest(r.Service, names))
 	}
 	switch {
 	case t.level == d.level:
@@ -871,18 +1042,41 @@ func (b *builder) checkRef(d *decl, r Ref, byName, replicated map[string]*decl, 
 	case t.level > d.level:
 		return fmt.Sprintf("service %q is in a later level %d; a service may only reference services in earlier levels", r.Service, t.level)
 	}
-	return attrProblem(t, fmt.Sprintf("service %q", r.Service), r.Name)
+	return b.attrProblem(t, fmt.Sprintf("service %q", r.Service), r.Name)
 }
 
 // attrProblem says why d has no attribute name, or "" when it has one.
-func attrProblem(d *decl, who, name string) string {
+func (b *builder) attrProblem(d *decl, who, name string) string {
 	if contains(builtins, name) || contains(d.svc.Exports, name) {
 		return ""
 	}
 	if _, ok := d.svc.Attributes[name]; ok {
 		return ""
 	}
-	known := append(append(append([]string(nil), builtins...), sortedKeys(d.svc.Attributes)...), d.svc.Exports...)
-	sort.Strings(known)
-	return fmt.Sprintf("%s has no attribute %q; it has %s%s", who, name, strings.Join(known, ", "), suggest(name, known))
+	if d.known == nil {
+		d.known = append(append(append([]string(nil), builtins...), sortedKeys(d.svc.Attributes)...), d.svc.Exports...)
+		sort.Strings(d.known)
+	}
+	list := d.known
+	more := ""
+	if len(list) > maxListed {
+		list, more = list[:maxListed], fmt.Sprintf(" and %d more", len(d.known)-maxListed)
+	}
+	return fmt.Sprintf("%s has no attribute %q; it has %s%s%s", who, name, strings.Join(list, ", "), more, b.suggest(name, d.known))
 }
+
+// maxListed bounds the names an error message lists.
+const maxListed = 20
+
+// suggest is the package's suggest for lists a plan makes as long as it
+// likes (services, attributes, globals): past suggestWork comparisons in
+// one load, errors come without "did you mean".
+func (b *builder) suggest(word string, candidates []string) string {
+	if b.suggestWork += len(candidates); b.suggestWork > suggestWork {
+		return ""
+	}
+	return suggest(word, candidates)
+}
+
+// suggestWork bounds the name comparisons suggestions may cost per load.
+const suggestWork = 200_000

@@ -83,13 +83,36 @@ func (l ErrorList) sortDedup() ErrorList {
 	return out
 }
 
-// errs collects errors during one Load.
+// errs collects errors during one Load, at most maxErrors of them and
+// each once.
 type errs struct {
-	list ErrorList
+	list    ErrorList
+	seen    map[Error]bool
+	dropped int
+	// tries counts every add, repeats included: a plan can repeat one
+	// mistake without end, and each try costs a message.
+	tries int
 }
 
+// full says that further errors would only be counted: callers skip work
+// (suggestions, long messages) whose only use is an error.
+func (c *errs) full() bool { return len(c.list) >= maxErrors || c.tries >= 10*maxErrors }
+
 func (c *errs) add(pos Pos, key, format string, args ...any) {
-	c.list = append(c.list, &Error{Pos: pos, Key: key, Msg: fmt.Sprintf(format, args...)})
+	if c.full() {
+		c.dropped++
+		return
+	}
+	c.tries++
+	e := Error{Pos: pos, Key: key, Msg: fmt.Sprintf(format, args...)}
+	if c.seen[e] {
+		return
+	}
+	if c.seen == nil {
+		c.seen = map[Error]bool{}
+	}
+	c.seen[e] = true
+	c.list = append(c.list, &e)
 }
 
 func (c *errs) result() error {
@@ -97,5 +120,8 @@ func (c *errs) result() error {
 		return nil
 	}
 	l := c.list.sortDedup()
+	if c.dropped > 0 || c.full() {
+		l = append(l, &Error{Pos: Pos{File: l[0].Pos.File}, Msg: fmt.Sprintf("more errors not shown: loading stops after %d", maxErrors)})
+	}
 	return &l
 }

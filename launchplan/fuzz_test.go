@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/BurntSushi/toml"
 )
 
 // FuzzParse feeds arbitrary bytes to Parse. It must never panic, hang or
@@ -77,6 +79,41 @@ func FuzzReferences(f *testing.F) {
 		_, expErr := s.Expand(tmpl)
 		if (err == nil) != (expErr == nil) {
 			t.Fatalf("References err %v but Expand err %v", err, expErr)
+		}
+	})
+}
+
+// FuzzScan checks that the limits scan never undercounts what the decoder
+// then builds: whatever the scan lets through and the decoder accepts has
+// no key deeper than MaxDepth, none with a part longer than MaxKeyLen and
+// no more keys than MaxKeys. Those are what keep the decoder linear.
+func FuzzScan(f *testing.F) {
+	for _, s := range []string{
+		"a.b.c = 1", "[a.b]\nc.d = { e.f = [ { g = 1 } ] }", "[[level]]\n[level.service.x]\nboot = ['true']",
+		"x = [[[[1]]]]", "'a'.\"b\" = 1", "x = \"\"\"\n[[level]]\n\"\"\"",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		b := newBudget()
+		if _, err := scan(data, &b); err != nil {
+			return
+		}
+		var v map[string]any
+		md, err := toml.Decode(string(data), &v)
+		if err != nil {
+			return
+		}
+		keys := md.Keys()
+		for _, k := range keys {
+			if len(k) > MaxDepth {
+				t.Fatalf("key %q is %d deep; the scan allowed it", k, len(k))
+			}
+			for _, p := range k {
+				if len(p) > MaxKeyLen {
+					t.Fatalf("key part of %d bytes; the scan allowed it", len(p))
+				}
+			}
 		}
 	})
 }

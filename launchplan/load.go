@@ -30,10 +30,6 @@ type Options struct {
 	LookPath func(string) (string, error)
 }
 
-// MaxFileSize bounds every file a plan reads; plans are hand-written and a
-// larger file is a mistake (or an attack on the parser).
-const MaxFileSize = 4 << 20
-
 // namePattern is the shape of plan and service names: they become parts of
 // directory names, AMQP names and hostnames.
 var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
@@ -41,7 +37,7 @@ var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 // Load reads and validates the plan at path. A failure to read the file is
 // an *Error; problems in the plan are an *ErrorList holding all of them.
 func Load(path string, opts Options) (*Plan, error) {
-	data, err := readFile(path)
+	data, err := readFile(path, MaxFileSize)
 	if err != nil {
 		return nil, &Error{Pos: Pos{File: path}, Msg: fmt.Sprintf("read plan: %v", err), Err: err}
 	}
@@ -62,7 +58,7 @@ func Parse(path string, data []byte, opts Options) (*Plan, error) {
 	if err != nil {
 		return nil, &Error{Pos: Pos{File: path}, Msg: fmt.Sprintf("resolve plan path: %v", err), Err: err}
 	}
-	b := &builder{opts: opts, hash: sha256.New()}
+	b := &builder{opts: opts, hash: sha256.New(), budget: newBudget(), defaultWeight: map[string]int{}}
 	top := b.parseSource(path, abs, data)
 	if top == nil {
 		return nil, b.errs.result()
@@ -77,8 +73,9 @@ func Parse(path string, data []byte, opts Options) (*Plan, error) {
 }
 
 // readFile reads a plan file, refusing anything that is not a regular file
-// or is larger than MaxFileSize before reading all of it.
-func readFile(path string) ([]byte, error) {
+// or is larger than limit (at most MaxFileSize) before reading all of it.
+func readFile(path string, limit int) ([]byte, error) {
+	limit = min(limit, MaxFileSize)
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -91,17 +88,27 @@ func readFile(path string) ([]byte, error) {
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s is not a regular file", path)
 	}
-	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	tooLarge := errTooLarge
+	if limit < MaxFileSize {
+		tooLarge = errTotalTooLarge
+	}
+	if st.Size() > int64(limit) {
+		return nil, tooLarge
+	}
+	data, err := io.ReadAll(io.LimitReader(f, int64(limit)+1))
 	if err != nil {
 		return nil, err
 	}
-	if len(data) > MaxFileSize {
-		return nil, errTooLarge
+	if len(data) > limit {
+		return nil, tooLarge
 	}
 	return data, nil
 }
 
-var errTooLarge = fmt.Errorf("file is larger than %d MiB", MaxFileSize>>20)
+var (
+	errTooLarge      = fmt.Errorf("file is larger than %d MiB", MaxFileSize>>20)
+	errTotalTooLarge = fmt.Errorf("the plan's files together are larger than %d MiB", MaxTotalSize>>20)
+)
 
 // source is one parsed TOML file of a plan.
 type source struct {
@@ -141,26 +148,19 @@ func (s *source) filePos() Pos { return Pos{File: s.display} }
 // parseSource checks and parses one file, recording errors and returning
 // nil when the file cannot be used at all.
 func (b *builder) parseSource(display, abs string, data []byte) *source {
-	b.hash.Write(data)
-	if len(data) > MaxFileSize {
-		b.errs.add(Pos{File: display}, "", "%v", errTooLarge)
+	// Limits first: everything after this, the TOML parser included, may
+	// then take time in proportion to the file and no more.
+	lay, lerr := scan(data, &b.budget)
+	if lerr != nil {
+		b.errs.add(Pos{File: display, Line: lerr.line}, "", "%s", lerr.msg)
 		return nil
 	}
+	b.hash.Write(data)
 	if !utf8.Valid(data) {
 		b.errs.add(Pos{File: display, Line: invalidUTF8Line(data)}, "", "not valid UTF-8 (TOML files must be UTF-8)")
 		return nil
 	}
-	lay, err := scanLayout(data)
-	if err != nil {
-		var ne *nestingError
-		line := 0
-		if errors.As(err, &ne) {
-			line = ne.line
-		}
-		b.errs.add(Pos{File: display, Line: line}, "", "%v", err)
-		return nil
-	}
-	loc, err := newLocator(string(data))
+	loc, err := newLocator(string(data), lay.lines)
 	if err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
@@ -176,6 +176,7 @@ func (b *builder) parseSource(display, abs string, data []byte) *source {
 			src.levelLocs = chunkLocators(data, lay.levelLines, n)
 		}
 	}
+	b.checkControl(src)
 	return src
 }
 
@@ -202,7 +203,7 @@ func (b *builder) includeSource(from *source, n node, file string) *source {
 		display = filepath.Join(filepath.Dir(from.display), file)
 		abs = filepath.Join(from.dir, file)
 	}
-	data, err := readFile(abs)
+	data, err := readFile(abs, b.budget.bytes)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			b.errf(n, "include %s: file does not exist", display)
@@ -216,7 +217,13 @@ func (b *builder) includeSource(from *source, n node, file string) *source {
 
 // builder carries the state of one Load.
 type builder struct {
-	opts Options
-	hash hash.Hash
-	errs errs
+	opts   Options
+	hash   hash.Hash
+	errs   errs
+	budget budget
+	// services counts services with their replicas, against MaxServices;
+	// weight counts their values, against maxWeight.
+	services, weight int
+	defaultWeight    map[string]int // per [defaults] key, counted once
+	suggestWork      int            // see builder.suggest
 }

@@ -60,12 +60,12 @@ func TestLoadMissingFileIsError(t *testing.T) {
 func TestTooLarge(t *testing.T) {
 	big := bytes.Repeat([]byte("# padding padding padding\n"), MaxFileSize/26+10)
 	_, err := Parse("big.toml", big, testOptions())
-	if list := errorList(t, err); !strings.Contains(list.Error(), "larger than 4 MiB") {
+	if list := errorList(t, err); !strings.Contains(list.Error(), "larger than 1 MiB") {
 		t.Fatalf("err = %v", err)
 	}
 	dir := writeTree(t, map[string]string{"big.toml": string(big)})
 	_, err = Load(filepath.Join(dir, "big.toml"), testOptions())
-	if err == nil || !strings.Contains(err.Error(), "larger than 4 MiB") {
+	if err == nil || !strings.Contains(err.Error(), "larger than 1 MiB") {
 		t.Fatalf("Load err = %v", err)
 	}
 }
@@ -319,5 +319,65 @@ func TestStructuralErrors(t *testing.T) {
 				t.Fatalf("err =\n%v\nwant containing\n%s", err, c.want)
 			}
 		})
+	}
+}
+
+func TestControlBytesInGlobalArgumentsAreRefused(t *testing.T) {
+	dir := writeTree(t, map[string]string{"p.toml": "[[level]]\n[level.service.a]\nboot = [\"true\", \"${global.g}\"]\n"})
+	for _, v := range []string{"a\x00b", "\x1b[2J", "a\u0085b"} {
+		_, err := Load(filepath.Join(dir, "p.toml"), Options{Globals: map[string]string{"g": v}, Getenv: testOptions().Getenv, LookPath: testOptions().LookPath})
+		if err == nil || !strings.Contains(err.Error(), "-g: g: value holds control character") {
+			t.Errorf("-g g=%q: err = %v", v, err)
+		}
+	}
+	if _, err := Load(filepath.Join(dir, "p.toml"), Options{Globals: map[string]string{"g": "multi\nline\twith tab"}, Getenv: testOptions().Getenv, LookPath: testOptions().LookPath}); err != nil {
+		t.Errorf("tabs and line breaks are allowed: %v", err)
+	}
+}
+
+func TestExpandIsBounded(t *testing.T) {
+	attrs := map[string]string{"a40": "xxxxxxxx"}
+	for i := 0; i < 40; i++ {
+		attrs[fmt.Sprintf("a%d", i)] = fmt.Sprintf("${.a%d}${.a%d}", i+1, i+1)
+	}
+	start := time.Now()
+	_, err := ExpandService(&Service{Name: "s", Attributes: attrs}, Scope{})
+	if !errors.Is(err, ErrExpandedTooLong) {
+		t.Fatalf("err = %v, want ErrExpandedTooLong", err)
+	}
+	big := strings.Repeat("x", MaxExpandedLen/2)
+	env := map[string]string{}
+	for i := 0; i < 20; i++ {
+		env[fmt.Sprintf("E%d", i)] = "${global.big}"
+	}
+	_, err = ExpandService(&Service{Name: "s", Env: env}, Scope{Globals: map[string]string{"big": big}})
+	if err == nil || !strings.Contains(err.Error(), "together") {
+		t.Fatalf("err = %v, want the service's total refused", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("took %v", d)
+	}
+}
+
+func TestRunNames(t *testing.T) {
+	for _, ok := range []string{"a", "hello", "prod-2", "0", strings.Repeat("a", 63)} {
+		if err := CheckRunName(ok); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "-a", "A", "a_b", "a.b", "../x", "../../elsewhere/x", "a/b", "a\nb", "a\n", "a\x00", "a b", strings.Repeat("a", 64), "é"} {
+		err := CheckRunName(bad)
+		if err == nil {
+			t.Errorf("%q accepted", bad)
+			continue
+		}
+		if strings.ContainsAny(err.Error(), "\n\x00") {
+			t.Errorf("%q: error holds the raw name: %q", bad, err)
+		}
+	}
+	// The file name is the default run name, so it is checked as one.
+	dir := writeTree(t, map[string]string{"my_plan.toml": "[[level]]\n[level.service.a]\nboot = [\"true\"]\n"})
+	if _, err := Load(filepath.Join(dir, "my_plan.toml"), testOptions()); err == nil || !strings.Contains(err.Error(), `default plan name "my_plan"`) {
+		t.Errorf("err = %v", err)
 	}
 }

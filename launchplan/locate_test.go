@@ -21,7 +21,12 @@ host = "h"                # 11
 [jobs.j]                  # 12
 engine = "e"              # 13
 `
-	l, err := newLocator(text)
+	b := newBudget()
+	lay, serr := scan([]byte(text), &b)
+	if serr != nil {
+		t.Fatal(serr)
+	}
+	l, err := newLocator(text, lay.lines)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,13 +70,18 @@ func TestScanLayout(t *testing.T) {
 		{name: "escaped quote", text: "x = \"a\\\"[[level]]\"\n[[level]]\n", want: []int{2}},
 		{name: "in comment", text: "# [[level]]\n[[level]]\n", want: []int{2}},
 		{name: "inside array", text: "x = [\n[[level]]\n]\n", want: nil},
-		{name: "too deep", text: "x = " + strings.Repeat("[", maxNesting+1), wantErr: true},
-		{name: "deep tables", text: "x = " + strings.Repeat("{a=", maxNesting+1), wantErr: true},
-		{name: "deep but fine", text: "x = " + strings.Repeat("[", maxNesting) + strings.Repeat("]", maxNesting)},
+		{name: "quoted", text: "[[ \"level\" ]]\n[['level']]\n", want: []int{1, 2}},
+		{name: "too deep", text: "x = " + strings.Repeat("[", MaxDepth), wantErr: true},
+		{name: "deep tables", text: "x = " + strings.Repeat("{a=", MaxDepth/2), wantErr: true},
+		{name: "deep but fine", text: "x = " + strings.Repeat("[", MaxDepth-1) + strings.Repeat("]", MaxDepth-1)},
+		// 4 + 4, then 5 more for each brace and key inside it.
+		{name: "dotted keys count", text: "[a.b.c.d]\ne.f.g.h = " + strings.Repeat("{ i.j.k.l = ", 5) + "1" + strings.Repeat("}", 5) + "\n", wantErr: true},
+		{name: "dotted keys fine", text: "[a.b.c.d]\ne.f.g.h = " + strings.Repeat("{ i.j.k.l = ", 4) + "1" + strings.Repeat("}", 4) + "\n"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			lay, err := scanLayout([]byte(c.text))
+			b := newBudget()
+			lay, err := scan([]byte(c.text), &b)
 			if (err != nil) != c.wantErr {
 				t.Fatalf("err = %v, wantErr %v", err, c.wantErr)
 			}
@@ -84,7 +94,8 @@ func TestScanLayout(t *testing.T) {
 
 func TestChunkLocatorsGiveEachLevelItsLines(t *testing.T) {
 	text := "[[level]]\nparallelism = 1\n\n[[level]]\nparallelism = 2\n[[level]]\n\nparallelism = 3\n"
-	lay, err := scanLayout([]byte(text))
+	b := newBudget()
+	lay, err := scan([]byte(text), &b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +109,7 @@ func TestChunkLocatorsGiveEachLevelItsLines(t *testing.T) {
 		}
 	}
 	// The whole-file locator only knows the last one: the reason chunks exist.
-	whole, _ := newLocator(text)
+	whole, _ := newLocator(text, lay.lines)
 	if got := whole.line("level", "parallelism"); got != 8 {
 		t.Errorf("whole-file line = %d; if the decoder now tracks each element, chunking may go", got)
 	}

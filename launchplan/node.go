@@ -34,6 +34,10 @@ func (n node) elem(i int, v any) node {
 }
 
 func (b *builder) errf(n node, format string, args ...any) {
+	if b.errs.full() {
+		b.errs.dropped++ // and no line lookup for an error nobody sees
+		return
+	}
 	b.errs.add(n.pos(), n.key, format, args...)
 }
 

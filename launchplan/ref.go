@@ -237,20 +237,27 @@ func (s Scope) Expand(tmpl string) (string, error) {
 	for _, seg := range segs {
 		if seg.ref == nil {
 			b.WriteString(seg.lit)
-			continue
-		}
-		v, ok := s.lookup(*seg.ref)
-		if !ok {
+		} else if v, ok := s.lookup(*seg.ref); ok {
+			b.WriteString(v)
+		} else {
 			missing = append(missing, seg.ref.String())
-			continue
 		}
-		b.WriteString(v)
+		if b.Len() > MaxExpandedLen {
+			return "", ErrExpandedTooLong
+		}
 	}
 	if len(missing) > 0 {
 		return "", fmt.Errorf("unresolved reference %s", strings.Join(missing, ", "))
 	}
 	return b.String(), nil
 }
+
+// ErrExpandedTooLong is a value longer than MaxExpandedLen once expanded.
+var ErrExpandedTooLong = fmt.Errorf("value expands to more than %d bytes (references to references?)", MaxExpandedLen)
+
+// errServiceTooLong is a service whose values together expand past
+// maxServiceExpanded.
+var errServiceTooLong = fmt.Errorf("values expand to more than %d bytes together", maxServiceExpanded)
 
 // attributeOrder returns the declared attribute names ordered so that every
 // attribute comes after the attributes it references with ${.x}, or an error
@@ -334,8 +341,16 @@ func ExpandService(svc *Service, scope Scope) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("expand service %s: %w", svc.Name, err)
 	}
+	// Each value is bounded by Expand; all of them together here, or a
+	// thousand attributes naming one big one would still add up.
+	total := 0
 	for _, k := range order {
 		v, err := scope.Expand(svc.Attributes[k])
+		if err == nil {
+			if total += len(v); total > maxServiceExpanded {
+				err = errServiceTooLong
+			}
+		}
 		if err != nil {
 			return nil, fmt.Errorf("expand service %s: attributes.%s: %w", svc.Name, k, err)
 		}
@@ -347,6 +362,9 @@ func ExpandService(svc *Service, scope Scope) (*Service, error) {
 		v, err := scope.Expand(*p)
 		if err != nil {
 			return fmt.Errorf("expand service %s: %s: %w", svc.Name, field, err)
+		}
+		if total += len(v); total > maxServiceExpanded {
+			return fmt.Errorf("expand service %s: %s: %w", svc.Name, field, errServiceTooLong)
 		}
 		*p = v
 		return nil
@@ -438,23 +456,39 @@ func expandTree(field string, v any, expand func(field string, p *string) error)
 
 // walkStrings calls fn for every string inside a raw TOML value.
 func walkStrings(field string, v any, fn func(field, s string)) {
+	walkStringsIf(field, v, func(string) bool { return true }, fn)
+}
+
+// walkStringsIf is walkStrings for the strings want accepts; field names
+// are built only for those, which matters for big arrays.
+func walkStringsIf(field string, v any, want func(string) bool, fn func(field, s string)) {
+	walkLazy(func() string { return field }, v, want, fn)
+}
+
+func walkLazy(field func() string, v any, want func(string) bool, fn func(field, s string)) {
 	switch t := v.(type) {
 	case string:
-		fn(field, t)
+		if want(t) {
+			fn(field(), t)
+		}
 	case map[string]any:
 		for _, k := range sortedKeys(t) {
-			walkStrings(field+"."+k, t[k], fn)
+			walkLazy(func() string { return field() + "." + k }, t[k], want, fn)
 		}
 	case []any:
 		for i, e := range t {
-			walkStrings(fmt.Sprintf("%s[%d]", field, i), e, fn)
+			walkLazy(func() string { return fmt.Sprintf("%s[%d]", field(), i) }, e, want, fn)
 		}
 	case []map[string]any:
 		for i, e := range t {
-			walkStrings(fmt.Sprintf("%s[%d]", field, i), e, fn)
+			walkLazy(func() string { return fmt.Sprintf("%s[%d]", field(), i) }, e, want, fn)
 		}
 	}
 }
+
+// mayReference says whether s can hold a reference at all: most strings
+// cannot, and need no parse.
+func mayReference(s string) bool { return strings.Contains(s, "${") }
 
 func sortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))

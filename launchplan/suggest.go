@@ -1,22 +1,19 @@
 package launchplan
 
-import (
-	"fmt"
-	"sort"
-)
+import "fmt"
 
 // suggest returns " (did you mean X?)" for the candidate closest to word
 // within edit distance 2, or "" when none is close enough. Ties go to the
 // alphabetically first candidate so messages are stable.
 func suggest(word string, candidates []string) string {
 	best, bestD := "", 3
-	sorted := append([]string(nil), candidates...)
-	sort.Strings(sorted)
-	for _, c := range sorted {
+	for _, c := range candidates {
 		if c == word {
 			continue
 		}
-		if d := editDistance(word, c, bestD); d < bestD {
+		// One pass, no sorted copy: a hostile plan asks for thousands of
+		// suggestions among thousands of names.
+		if d := editDistance(word, c, bestD+1); d < bestD || d == bestD && best != "" && c < best {
 			best, bestD = c, d
 		}
 	}
@@ -32,8 +29,12 @@ func editDistance(a, b string, limit int) int {
 	if d := len(a) - len(b); d >= limit || -d >= limit {
 		return limit
 	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
+	var bufs [2][32]int // names are short: no allocation for them
+	prev, cur := bufs[0][:0], bufs[1][:0]
+	if len(b)+1 > len(bufs[0]) {
+		prev, cur = make([]int, 0, len(b)+1), make([]int, 0, len(b)+1)
+	}
+	prev, cur = prev[:len(b)+1], cur[:len(b)+1]
 	for j := range prev {
 		prev[j] = j
 	}

@@ -87,7 +87,12 @@ func (s *Sitter) Handle(ctx context.Context, req ControlRequest) ControlResponse
 // ServeControl answers requests on a unix socket at path (mode 0600: only
 // the sitter's user may command it) until ctx ends.
 func (s *Sitter) ServeControl(ctx context.Context, path string) error {
-	// A socket left by a sitter that was killed -9 would block Listen.
+	if !s.holdsLock() {
+		return errors.New("control socket: the sitter was closed")
+	}
+	// A socket left by a sitter that was killed -9 would block Listen. It
+	// is stale for sure: this sitter holds the state dir's lock, so no
+	// other sitter is serving it.
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("control socket: %w", err)
 	}

@@ -149,6 +149,7 @@ func start(t *testing.T, cfg sitter.Config, tasks ...sitter.Task) *harness {
 			if err != nil {
 				t.Errorf("Serve: %v", err)
 			}
+			_ = s.Close()
 		case <-time.After(30 * time.Second):
 			t.Errorf("Serve did not return after cancel")
 		}

@@ -60,7 +60,9 @@ type Sitter struct {
 	stateDir string
 	logDir   string
 
-	mu      sync.Mutex
+	mu sync.Mutex
+	// lock is the state dir's flock, held from New to Close.
+	lock    *os.File
 	runners map[string]*runner
 	order   []*runner       // in the order added
 	ctx     context.Context // Serve's; nil until Serve runs
@@ -119,13 +121,41 @@ func New(cfg Config) (*Sitter, error) {
 			return nil, fmt.Errorf("new sitter: %w", err)
 		}
 	}
+	// Before anything in the dir is touched: the orphan sweep and the
+	// control socket's removal assume that no other sitter uses it.
+	lock, err := lockStateDir(cfg.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("new sitter: %w", err)
+	}
 	if err := os.MkdirAll(cfg.LogDir, 0o755); err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("new sitter: %w", err)
 	}
 	return &Sitter{
 		cfg: cfg, log: cfg.Logger, clock: cfg.Clock, sampler: cfg.Sampler, limiter: cfg.Limiter,
-		stateDir: cfg.StateDir, logDir: cfg.LogDir, runners: map[string]*runner{},
+		stateDir: cfg.StateDir, logDir: cfg.LogDir, runners: map[string]*runner{}, lock: lock,
 	}, nil
+}
+
+// Close releases the state dir for another sitter. Call it after Serve and
+// ServeControl have returned; until then the sitter still uses the dir.
+func (s *Sitter) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lock == nil {
+		return nil
+	}
+	_ = s.lock.Truncate(0)
+	err := s.lock.Close() // closing the only fd drops the flock
+	s.lock = nil
+	return err
+}
+
+// holdsLock reports whether s still holds its state dir.
+func (s *Sitter) holdsLock() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lock != nil
 }
 
 // LimitMode reports how hard limits are enforced.
@@ -153,6 +183,10 @@ func (s *Sitter) Serve(ctx context.Context) error {
 	if s.ctx != nil {
 		s.mu.Unlock()
 		return errors.New("sitter: Serve called twice")
+	}
+	if s.lock == nil {
+		s.mu.Unlock()
+		return errors.New("sitter: Serve after Close")
 	}
 	s.ctx = ctx
 	// fsnotify (inotify) rather than reading every status file each

@@ -29,6 +29,7 @@ import (
 	"nightshift/internal/envelope"
 	"nightshift/internal/pki"
 	"nightshift/internal/redact"
+	"nightshift/launchplan"
 	"nightshift/provisioner"
 	"nightshift/provisioner/client"
 )
@@ -78,6 +79,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 func serve(ctx context.Context, o options, log *slog.Logger) error {
 	if o.run == "" || o.home == "" || o.jobs == "" {
 		return errors.New("--run, --home and --jobs are required")
+	}
+	if err := launchplan.CheckRunName(o.run); err != nil {
+		return fmt.Errorf("--run: %w", err)
 	}
 	url, err := brokerURL(o)
 	if err != nil {

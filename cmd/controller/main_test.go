@@ -247,6 +247,7 @@ func TestFlagErrors(t *testing.T) {
 		want string
 	}{
 		{[]string{"--run", "r"}, "--run, --home and --jobs are required"},
+		{[]string{"--run", "a/../b", "--home", "h", "--jobs", "j"}, "--run: run name"},
 		{[]string{"--run", "r", "--home", "h", "--jobs", "j"}, "--amqp-url or --amqp-url-file is required"},
 		{[]string{"--run", "r", "--home", "h", "--jobs", "j", "--amqp-url", "amqp://u:p@h", "--amqp-url-file", "f"}, "not both"},
 		{[]string{"--run", "r", "--home", "h", "--jobs", "j", "--amqp-url", "amqps://u:p@h", "--amqp-ca-file", "/nonexistent/ca.pem"}, "--amqp-ca-file"},

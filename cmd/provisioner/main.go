@@ -32,6 +32,7 @@ import (
 	"nightshift/internal/redact"
 	ec2worker "nightshift/internal/workerdriver/ec2"
 	localworker "nightshift/internal/workerdriver/local"
+	"nightshift/launchplan"
 	"nightshift/provisioner"
 	"nightshift/provisioner/provbus"
 )
@@ -113,6 +114,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	if c.run == "" {
 		return c, errors.New("--run is required")
+	}
+	// The run name makes the paths of the run's database and secret.
+	if err := launchplan.CheckRunName(c.run); err != nil {
+		return c, fmt.Errorf("--run: %w", err)
 	}
 	if c.jobsFile == "" {
 		return c, errors.New("--jobs is required: the provisioner launches only the run's job definitions")

@@ -16,6 +16,7 @@ func TestParseFlags(t *testing.T) {
 		{"ok", []string{"--run", "r1", "--jobs", "/h/jobs.json", "--home", "/h", "--worker-command", "sleep 10", "--worker-env", "A=b"}, ""},
 		{"ec2", []string{"--run", "r1", "--jobs", "/h/jobs.json", "--home", "/h", "--driver", "ec2", "--ec2-region", "eu-west-1", "--ec2-endpoint-url", "http://127.0.0.1:5055"}, ""},
 		{"no run", []string{"--worker-command", "sleep 10"}, "--run"},
+		{"bad run", []string{"--run", "../../x", "--jobs", "j", "--worker-command", "sleep 10"}, "--run: run name"},
 		{"no jobs", []string{"--run", "r1", "--worker-command", "sleep 10"}, "--jobs is required"},
 		{"no command", []string{"--run", "r1", "--jobs", "j"}, "--worker-command"},
 		{"other driver", []string{"--run", "r1", "--jobs", "j", "--driver", "gce"}, "want local or ec2"},

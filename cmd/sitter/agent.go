@@ -25,6 +25,7 @@ import (
 	"nightshift/internal/pki"
 	"nightshift/internal/psutil"
 	"nightshift/internal/redact"
+	"nightshift/launchplan"
 	"nightshift/sitter"
 	"nightshift/sitter/sitterbus"
 )
@@ -107,6 +108,10 @@ func parseAgent(args []string, getenv func(string) string, stderr io.Writer) (ag
 		if f.val == "" {
 			return c, usagef("--%s is required (or set $%s)", f.flag, f.env)
 		}
+	}
+	// The run name makes the path of the run's secret.
+	if err := launchplan.CheckRunName(c.run); err != nil {
+		return c, usagef("--run: %v", err)
 	}
 	if c.heartbeat <= 0 || c.sample <= 0 {
 		return c, usagef("--heartbeat-interval and --sample-interval must be > 0")
@@ -253,6 +258,7 @@ func runAgent(ctx context.Context, c agentConfig, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer s.Close()
 	if err := s.AddTask(ctx, task); err != nil {
 		return fmt.Errorf("worker spec %s: %w", c.specPath, err)
 	}

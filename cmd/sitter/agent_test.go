@@ -144,6 +144,7 @@ func TestAgentExitCodes(t *testing.T) {
 		want string
 	}{
 		{[]string{"agent", "--job", "j", "--instance", "i"}, "--run is required"},
+		{[]string{"agent", "--run", "../r", "--job", "j", "--instance", "i", "--spec", spec}, "--run: run name"},
 		{[]string{"agent", "--run", "r", "--job", "j", "--instance", "i", "--spec", spec}, "key worker.cpus: unknown key"},
 		{[]string{"agent", "--run", "r", "--job", "j", "--instance", "i", "--spec", filepath.Join(dir, "nope.json")}, "nope.json"},
 	} {

@@ -213,10 +213,14 @@ func serve(stateDir, cgMode, level, tasksFile string, stderr io.Writer) error {
 			}
 		}()
 	}
+	// New takes the state dir's lock: a second `sitter run` on the same
+	// dir stops here, before it sweeps the first one's tasks as orphans or
+	// removes its control socket.
 	s, err := sitter.New(cfg)
 	if err != nil {
 		return err
 	}
+	defer s.Close()
 	for _, t := range file.Tasks {
 		if err := s.AddTask(ctx, t); err != nil {
 			return err

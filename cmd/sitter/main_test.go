@@ -276,3 +276,91 @@ func TestShownLinesEscapeTaskOutput(t *testing.T) {
 		t.Fatalf("shownLines = %q, want %q", got, want)
 	}
 }
+
+// TestSecondSitterOnOneStateDirIsRefused runs two real sitters on one state
+// dir. The second must exit at once naming the first's pid, and leave the
+// first alone: its task running (not killed as an orphan), its control
+// socket in place and answering. Once the first stops, the dir is free.
+func TestSecondSitterOnOneStateDirIsRefused(t *testing.T) {
+	bin := buildSitter(t)
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	tasks := filepath.Join(dir, "tasks.toml")
+	if err := os.WriteFile(tasks, []byte("sample_interval = \"100ms\"\n[[task]]\nname = \"fam\"\nshell = \"sleep 300 & wait\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	first := exec.Command(bin, "run", "--cgroup", "off", "--state-dir", state, tasks)
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- first.Wait() }()
+	t.Cleanup(func() {
+		if first.ProcessState == nil {
+			_ = first.Process.Kill()
+			<-exited
+		}
+	})
+	statusPID := func() int {
+		out, err := exec.Command(bin, "status", "--json", "--state-dir", state).Output()
+		var st sitter.Status
+		if err != nil || json.Unmarshal(out, &st) != nil || len(st.Tasks) != 1 || st.Tasks[0].State != sitter.StateRunning {
+			return 0
+		}
+		return st.Tasks[0].PID
+	}
+	var taskPID int
+	for deadline := time.Now().Add(15 * time.Second); taskPID == 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("first sitter's task never ran")
+		}
+		taskPID = statusPID()
+	}
+
+	var stderr bytes.Buffer
+	second := exec.Command(bin, "run", "--cgroup", "off", "--state-dir", state, tasks)
+	second.Stderr = &stderr
+	done := make(chan error, 1)
+	if err := second.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- second.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("second sitter on the same state dir exited 0")
+		}
+	case <-time.After(10 * time.Second):
+		_ = second.Process.Kill()
+		t.Fatal("second sitter on the same state dir kept running")
+	}
+	if want := fmt.Sprintf("pid %d", first.Process.Pid); !strings.Contains(stderr.String(), want) || !strings.Contains(stderr.String(), "in use by another sitter") {
+		t.Errorf("second sitter's error lacks %q:\n%s", want, stderr.String())
+	}
+	if strings.Contains(stderr.String(), "left by a previous sitter") {
+		t.Errorf("second sitter swept orphans:\n%s", stderr.String())
+	}
+	if err := syscall.Kill(taskPID, 0); err != nil {
+		t.Errorf("first sitter's task %d is gone: %v", taskPID, err)
+	}
+	if got := statusPID(); got != taskPID {
+		t.Errorf("after the second sitter: status shows task pid %d, want %d (the socket must still reach the first)", got, taskPID)
+	}
+
+	if err := first.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-exited; err != nil {
+		t.Fatalf("first sitter: %v", err)
+	}
+	third := exec.Command(bin, "run", "--cgroup", "off", "--state-dir", state, tasks)
+	if err := third.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = third.Process.Signal(syscall.SIGTERM); _ = third.Wait() })
+	for deadline := time.Now().Add(15 * time.Second); statusPID() == 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("a sitter could not take the state dir after the first stopped")
+		}
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"nightshift/launchplan"
 )
 
 // ErrRunBusy means another command is changing the run: two launches (or a
@@ -21,6 +23,9 @@ var ErrRunBusy = errors.New("run is busy")
 // It is not inherited: Go opens files close-on-exec, so the daemons a
 // launch starts do not keep the run locked after the launch returns.
 func LockRun(home, run, command string) (release func(), err error) {
+	if err := launchplan.CheckRunName(run); err != nil {
+		return nil, &UsageError{Err: err}
+	}
 	dir := filepath.Join(home, "runs", run)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("lock run %s: %w", run, err)

@@ -213,3 +213,44 @@ func TestMgmtUnknownRunAndUsage(t *testing.T) {
 		t.Errorf("status of unknown run: exit %d, %s", code, stderr)
 	}
 }
+
+// TestBadRunNamesExit2AndMakeNothing: a run name becomes the paths of the
+// run's secret, lock and log; a bad one is refused before any exists.
+func TestBadRunNamesExit2AndMakeNothing(t *testing.T) {
+	root := t.TempDir()
+	home := filepath.Join(root, "home", "ns")
+	plan := "../../examples/hello/plan.toml"
+	for _, name := range []string{"../../elsewhere/x", "a\nb", "Upper", "under_score", "a.b", "x\x00"} {
+		for _, args := range [][]string{
+			{"--home", home, "--name", name, plan},
+			{"--home", home, "--dry-run", "--name", name, plan},
+		} {
+			code, _, stderr := run(t, launch, args...)
+			if code != 2 || !strings.Contains(stderr, "must match") {
+				t.Errorf("launch %q: exit %d, stderr %q", args, code, stderr)
+			}
+			if strings.ContainsAny(stderr, "\x00") || strings.Contains(stderr, "a\nb") {
+				t.Errorf("stderr holds the raw name: %q", stderr)
+			}
+		}
+		for _, sub := range [][]string{{"status", name}, {"history", name}, {"repair", name}, {"teardown", name}, {"logs", name, "svc"}, {"decisions", name, "job"}, {"reconfigure", name, "job", "n=1"}} {
+			code, _, stderr := run(t, mgmtc, append([]string{"--home", home}, sub...)...)
+			if code != 2 || !strings.Contains(stderr, "must match") {
+				t.Errorf("mgmt %q: exit %d, stderr %q", sub, code, stderr)
+			}
+		}
+	}
+	var made []string
+	filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if p != root {
+			made = append(made, p)
+		}
+		return nil
+	})
+	if len(made) > 0 {
+		t.Errorf("bad run names made %v", made)
+	}
+	if code, _, stderr := run(t, mgmtc, "--home", home, "logs", "hello", "../../etc"); code != 2 {
+		t.Errorf("logs with a path for a service: exit %d, stderr %q", code, stderr)
+	}
+}

@@ -69,6 +69,14 @@ func Launch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "launch:", termtext.Text(redact.String(err.Error())))
 		return app.ExitUsage
 	}
+	// Before anything else: the run name makes the run's directory, secret,
+	// lock and log paths.
+	if *name != "" {
+		if err := launchplan.CheckRunName(*name); err != nil {
+			fmt.Fprintln(stderr, "launch: --name:", err)
+			return app.ExitUsage
+		}
+	}
 
 	plan, err := launchplan.Load(fs.Arg(0), launchplan.Options{GlobalFiles: globalFiles, Globals: globals})
 	if err != nil {
@@ -78,6 +86,10 @@ func Launch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	run := *name
 	if run == "" {
 		run = plan.Name
+	}
+	if err := launchplan.CheckRunName(run); err != nil {
+		fmt.Fprintln(stderr, "launch:", err)
+		return app.ExitUsage
 	}
 	if *dry {
 		printDryRun(stdout, plan, run)
@@ -123,8 +135,17 @@ func Launch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	defer closeLog()
 
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	// A lost terminal (SIGHUP) stops the launch like Ctrl-C or SIGTERM: the
+	// run is recorded as interrupted where it was, and a later launch
+	// resumes it. Left to its default, SIGHUP killed the launch and the run
+	// stayed "booting" forever.
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
+	// With the terminal gone, a write to a closed pipe on stdout must fail
+	// the write rather than kill the launch before it records where it was.
+	pipe := make(chan os.Signal, 1)
+	signal.Notify(pipe, syscall.SIGPIPE)
+	defer signal.Stop(pipe)
 	a, err := app.Open(ctx, homeDir, log)
 	if err != nil {
 		fmt.Fprintln(stderr, "launch:", termtext.Text(red.String(err.Error())))
@@ -146,6 +167,21 @@ func Launch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	show := func(s string) string { return termtext.Line(red.String(s)) }
 	fmt.Fprintf(stdout, "launching run %s from %s (home %s)\n", show(run), show(plan.Path), show(homeDir))
 	rep, err := a.Engine.Launch(ctx, plan, bootlevel.LaunchOptions{Run: run, OnFailure: policy, AllowPlanChange: *allowChange})
+	var ie *bootlevel.InterruptedError
+	if errors.As(err, &ie) {
+		fmt.Fprintf(stderr, "launch: %s\n", redact.String(ie.Error()))
+		if rep != nil {
+			for _, f := range rep.Failures {
+				fmt.Fprintf(stderr, "  %s\n", indent(redact.String(f.Error())))
+			}
+		}
+		same := ""
+		if len(globals) > 0 || len(globalFiles) > 0 {
+			same = " (with the same -g and -G)"
+		}
+		fmt.Fprintf(stderr, "resume: launch --home %s --name %s %s%s\n", homeDir, run, plan.Path, same)
+		return app.ExitFailed
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "launch: run %s failed: %s\n", show(run), termtext.Text(red.String(err.Error())))
 		if rep != nil {

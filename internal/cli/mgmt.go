@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"nightshift/bootlevel"
 	"nightshift/internal/app"
@@ -157,6 +158,13 @@ func (m *mgmtCmd) flags(name string, args []string, nargs int, define func(*flag
 	}
 	if fs.NArg() != nargs {
 		return nil, app.Usagef("want %d argument(s), got %d (see mgmt help)", nargs, fs.NArg())
+	}
+	// Every subcommand's first argument is a run: a bad one must never
+	// make a path.
+	if nargs > 0 {
+		if err := launchplan.CheckRunName(fs.Arg(0)); err != nil {
+			return nil, &app.UsageError{Err: err}
+		}
 	}
 	return fs, nil
 }
@@ -453,6 +461,9 @@ func (m *mgmtCmd) logs(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if name := fs.Arg(1); name == "" || name != filepath.Base(name) || name == "." || name == ".." || strings.ContainsFunc(name, unicode.IsControl) {
+		return app.Usagef("service or worker name %s cannot be a file name", strconv.Quote(name))
+	}
 	a, err := m.open(ctx)
 	if err != nil {
 		return err
@@ -526,6 +537,9 @@ func (m *mgmtCmd) reconfigure(ctx context.Context, args []string) error {
 		return app.Usagef("want RUN JOB key=value... (see mgmt help)")
 	}
 	run, job := fs.Arg(0), fs.Arg(1)
+	if err := launchplan.CheckRunName(run); err != nil {
+		return &app.UsageError{Err: err}
+	}
 	values := map[string]any{}
 	for _, kv := range fs.Args()[2:] {
 		k, v, ok := strings.Cut(kv, "=")
