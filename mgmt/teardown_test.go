@@ -138,7 +138,7 @@ func launched(t *testing.T, drv *fakeDriver) (*bootlevel.Engine, *runstore.Store
 	}
 	t.Cleanup(func() { st.Close() })
 	eng := &bootlevel.Engine{Store: st, Home: dir, Drivers: map[string]bootlevel.Driver{launchplan.DriverLocal: drv}}
-	run := "td-" + strings.ToLower(strings.NewReplacer("/", "-", " ", "-").Replace(t.Name()))
+	run := runNameFor(t)
 	if len(run) > 40 {
 		run = run[:40]
 	}
@@ -350,4 +350,24 @@ func sorted(xs []string) []string {
 	out := slices.Clone(xs)
 	slices.Sort(out)
 	return out
+}
+
+// runNameFor derives a valid run name ([a-z0-9][a-z0-9-]{0,62}) from the
+// test's name, unique per subtest.
+func runNameFor(t *testing.T) string {
+	var b strings.Builder
+	b.WriteString("td-")
+	for _, r := range strings.ToLower(t.Name()) {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
+			b.WriteRune(r)
+		default:
+			b.WriteByte('-')
+		}
+	}
+	name := b.String()
+	if len(name) > 63 {
+		name = name[:63]
+	}
+	return strings.TrimRight(name, "-")
 }
