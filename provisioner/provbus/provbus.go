@@ -20,6 +20,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"nightshift/internal/amqpbus"
+	"nightshift/internal/busid"
 	"nightshift/internal/cmdledger"
 	"nightshift/internal/envelope"
 	"nightshift/internal/ping"
@@ -81,6 +82,14 @@ func (s *Server) handle(ctx context.Context, reg *envelope.Registry, d amqpbus.D
 	}
 	if err == nil && !slices.Contains(commands, env.Type) {
 		err = fmt.Errorf("%w: message %q is not a provisioner command", amqpbus.ErrReject, env.Type)
+	}
+	if err == nil {
+		// The broker validated user_id: only a controller or mgmt may
+		// command the provisioner.
+		if err = busid.For(s.Bus).From(env.Type, d.UserID, busid.RoleController, busid.RoleMgmt); err != nil {
+			s.Log.Warn("refusing command from a sender that may not command the provisioner; dead-lettering",
+				"type", env.Type, "user_id", d.UserID, "sender", env.Sender)
+		}
 	}
 	if err != nil {
 		// Tell an RPC caller now rather than letting it time out.
