@@ -29,20 +29,27 @@ import (
 	"nightshift/provisioner/client"
 )
 
-// BrokerURL returns the URL exported by the run's broker service (the
-// service whose type is broker, or else any service exporting an amqp url).
+// BrokerURL returns the URL mgmt connects with: the mgmt_url a broker
+// service exported (mgmt's own broker user), else the url exported by the
+// run's broker service (or any service exporting an amqp url).
 func BrokerURL(ctx context.Context, st bootlevel.Store, run string) (string, error) {
 	url, _, err := Broker(ctx, st, run)
 	return url, err
 }
 
-// Broker returns the URL exported by the run's broker service and the CA
+// Broker returns the URL mgmt connects with (mgmt_url, mgmt's own user,
+// when the broker service exported one, else its url) and the CA
 // file it exported with it (ca_file; empty for a plain amqp:// broker), the
 // CA an amqps:// broker is verified against.
 func Broker(ctx context.Context, st bootlevel.Store, run string) (url, caFile string, err error) {
 	recs, err := st.Services(ctx, run)
 	if err != nil {
 		return "", "", err
+	}
+	for _, s := range recs {
+		if u := s.Attributes["mgmt_url"]; strings.HasPrefix(u, "amqp") {
+			return u, s.Attributes["ca_file"], nil
+		}
 	}
 	for _, s := range recs {
 		if u := s.Attributes["url"]; strings.HasPrefix(u, "amqp") {
