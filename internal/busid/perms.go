@@ -18,6 +18,11 @@ type TopicPermission struct {
 	Write, Read string
 }
 
+// Binding a queue to an exchange needs write on the queue and read on the
+// exchange; declaring a queue with a dead-letter exchange needs write on
+// that exchange and read on the queue. Hence the dlx and dead entries of
+// every role that declares the dead-letter path.
+
 // none matches no resource name (RabbitMQ's "" would too; "^$" reads
 // better in the management UI).
 const none = "^$"
@@ -37,8 +42,8 @@ func ProvisionerPermissions(run string) Permissions {
 	ns, events := names(run)
 	return Permissions{
 		Configure: `^` + ns + `.*$`,
-		Write:     `^` + ns + `(events|dlx)$|^amq\.default$`,
-		Read:      `^` + ns + `(cmd\..+|dead)$|^amq\.rabbitmq\.reply-to$`,
+		Write:     `^` + ns + `(events|dlx|dead)$|^amq\.default$`,
+		Read:      `^` + ns + `(dlx|dead|cmd\..+)$|^amq\.rabbitmq\.reply-to$`,
 		Topics:    []TopicPermission{{Exchange: events, Write: `^instance\.`, Read: none}},
 		Tags:      "administrator",
 	}
@@ -52,8 +57,8 @@ func ControllerPermissions(run string) Permissions {
 	ns, events := names(run)
 	return Permissions{
 		Configure: `^` + ns + `(events|dlx|dead|cmd\..+|sub\..+)$|^amq\.gen-.*$`,
-		Write:     `^` + ns + `(dlx|cmd\..+|sub\..+)$|^amq\.(default|gen-.*)$`,
-		Read:      `^` + ns + `(events|dead|cmd\..+|sub\..+)$|^amq\.(gen-.*|rabbitmq\.reply-to)$`,
+		Write:     `^` + ns + `(dlx|dead|cmd\..+|sub\..+)$|^amq\.(default|gen-.*)$`,
+		Read:      `^` + ns + `(events|dlx|dead|cmd\..+|sub\..+)$|^amq\.(gen-.*|rabbitmq\.reply-to)$`,
 		Topics:    []TopicPermission{{Exchange: events, Write: none, Read: `^(heartbeat|instance)\.`}},
 		Tags:      "management",
 	}
