@@ -79,11 +79,13 @@ func MgmtPermissions(run string) Permissions {
 
 // WorkerPermissions: worker instance id of job may consume only its own
 // command queue and, when workQueue is set, its job's work queue; publish
-// only its own heartbeats (topic permission on the events exchange) and
-// RPC replies; declare nothing but its own command queue. The write on
-// amq.default that replies need also lets it deliver a message to any queue
-// it can name through the default exchange, which is not a topic exchange:
-// that is why every consumer checks the broker-validated user_id.
+// only its own heartbeats (a topic permission on the events exchange);
+// declare nothing but its own command queue. It has no write on the
+// default exchange, through which it could otherwise deliver a message to
+// any queue it can name (the default exchange is not a topic exchange, so
+// no routing-key rule could narrow it): the price is that a sitter cannot
+// answer RPCs (status, tail, ping) over the bus, only act on the drain and
+// control commands the controller and mgmt send it fire-and-forget.
 func WorkerPermissions(run, job, id, workQueue string) Permissions {
 	ns, events := names(run)
 	own := ns + `cmd\.sitter\.` + regexp.QuoteMeta(id)
@@ -93,7 +95,7 @@ func WorkerPermissions(run, job, id, workQueue string) Permissions {
 	}
 	return Permissions{
 		Configure: `^` + own + `$`,
-		Write:     `^` + ns + `events$|^amq\.default$`,
+		Write:     `^` + ns + `events$`,
 		Read:      read,
 		Topics: []TopicPermission{{Exchange: events,
 			Write: `^heartbeat\.` + regexp.QuoteMeta(job) + `\.` + regexp.QuoteMeta(id) + `$`, Read: none}},

@@ -20,6 +20,9 @@ import (
 	"nightshift/sitter"
 )
 
+// replyTimeout bounds one RPC reply.
+const replyTimeout = 5 * time.Second
+
 // Supervisor is what Server needs of *sitter.Sitter.
 type Supervisor interface {
 	Handle(ctx context.Context, req sitter.ControlRequest) sitter.ControlResponse
@@ -106,7 +109,9 @@ func (s *Server) command(ctx context.Context, reg *envelope.Registry, d amqpbus.
 			return nil
 		}
 		r := ping.Reply{Component: Component(s.InstanceID), PID: os.Getpid(), Started: s.Started, Detail: "job " + s.Job}
-		if err := ping.Answer(ctx, s.Bus, d, r); err != nil {
+		pctx, cancel := context.WithTimeout(ctx, replyTimeout)
+		defer cancel()
+		if err := ping.Answer(pctx, s.Bus, d, r); err != nil {
 			s.Log.Warn("ping reply failed", "correlation_id", d.CorrelationID, "err", redact.String(err.Error()))
 		}
 		return nil
@@ -298,6 +303,11 @@ func (s *Server) reply(ctx context.Context, d amqpbus.Delivery, r Reply) {
 	if d.ReplyTo == "" {
 		return
 	}
+	// A worker's own broker user may not publish replies (see
+	// busid.WorkerPermissions); bound the attempt so a refused reply
+	// cannot hold up the commands behind it.
+	ctx, cancel := context.WithTimeout(ctx, replyTimeout)
+	defer cancel()
 	env, err := envelope.NewEnvelope(TypeReply, 1, s.Bus.Run(), Component(s.InstanceID), r, s.Clock.Now())
 	if err == nil {
 		var b []byte
