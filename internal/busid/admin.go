@@ -29,6 +29,10 @@ type Admin struct {
 // cannot be created (an external broker adopted without one).
 var ErrNoManagement = errors.New("no management API URL: per-component broker users cannot be created")
 
+// ErrUnreachable means the management API did not answer at all (the
+// node is down), as opposed to answering with an error.
+var ErrUnreachable = errors.New("management API unreachable")
+
 func (a Admin) do(ctx context.Context, method, path string, body any) ([]byte, int, error) {
 	if a.URL == "" {
 		return nil, 0, ErrNoManagement
@@ -60,7 +64,7 @@ func (a Admin) do(ctx context.Context, method, path string, body any) ([]byte, i
 	}
 	resp, err := cl.Do(req)
 	if err != nil {
-		return nil, 0, fmt.Errorf("management api %s %s: %s", method, path, redact.String(err.Error()))
+		return nil, 0, fmt.Errorf("management api %s %s: %w: %s", method, path, ErrUnreachable, redact.String(err.Error()))
 	}
 	defer resp.Body.Close()
 	out, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
