@@ -19,21 +19,16 @@ type Origin struct {
 func For(bus *amqpbus.Bus) Origin { return Origin{Run: bus.Run(), Self: bus.User()} }
 
 // Shared reports whether the consumer connects with a shared identity (see
-// package doc), so user_id can only be compared with its own.
+// package doc): it then also accepts messages from its own user, which
+// every component sharing it publishes with.
 func (o Origin) Shared() bool { return !Issued(o.Run, o.Self) }
 
 // From accepts a message of type typ published by userID when userID has
 // one of roles. The error wraps amqpbus.ErrReject, so a handler returns it
 // to dead-letter the message, and names the type and the field.
 func (o Origin) From(typ, userID string, roles ...string) error {
-	if userID != "" {
-		if o.Shared() {
-			if userID == o.Self {
-				return nil
-			}
-		} else if slices.Contains(roles, RoleOf(o.Run, userID)) {
-			return nil
-		}
+	if userID != "" && (slices.Contains(roles, RoleOf(o.Run, userID)) || (o.Shared() && userID == o.Self)) {
+		return nil
 	}
 	return o.refuse(typ, userID, strings.Join(roles, " or ")+" of run "+o.Run)
 }
@@ -41,13 +36,8 @@ func (o Origin) From(typ, userID string, roles ...string) error {
 // Heartbeat accepts a heartbeat (or any message speaking for one worker
 // instance) about instanceID only from that instance's own user.
 func (o Origin) Heartbeat(typ, userID, instanceID string) error {
-	if userID != "" {
-		if o.Shared() && userID == o.Self {
-			return nil
-		}
-		if !o.Shared() && userID == WorkerUser(o.Run, instanceID) {
-			return nil
-		}
+	if userID != "" && (userID == WorkerUser(o.Run, instanceID) || (o.Shared() && userID == o.Self)) {
+		return nil
 	}
 	return o.refuse(typ, userID, "worker "+instanceID)
 }

@@ -63,12 +63,16 @@ func TestOriginChecks(t *testing.T) {
 		{"shared identity: own user", shared, from("guest", cmdRoles...), true},
 		{"shared identity: another user", shared, from("someone", cmdRoles...), false},
 		{"shared identity: no user_id", shared, from("", cmdRoles...), false},
+		{"shared identity: mgmt's own user", shared, from(mgmt, cmdRoles...), true},
+		{"shared identity: a worker's own user", shared, from(w1, cmdRoles...), false},
 		{"heartbeat about itself", strict, hb(w1, "i-1"), true},
 		{"heartbeat about another worker", strict, hb(w2, "i-1"), false},
 		{"heartbeat from the controller", strict, hb(ctl, "i-1"), false},
 		{"heartbeat without user_id", strict, hb("", "i-1"), false},
 		{"shared heartbeat", shared, hb("guest", "i-1"), true},
 		{"shared heartbeat from a stranger", shared, hb("x", "i-1"), false},
+		{"shared: a worker's own heartbeat", shared, hb(w1, "i-1"), true},
+		{"shared: another worker's heartbeat", shared, hb(w2, "i-1"), false},
 	} {
 		err := c.check(c.o)
 		if (err == nil) != c.accept {

@@ -19,8 +19,11 @@
 // # Shared identity
 //
 // A run whose components all connect as one user (an external broker
-// without a management API, or the tests' guest) cannot tell senders
-// apart. A consumer whose own user is not a Nightshift name is in that
-// mode: it accepts messages whose user_id is its own user and nothing
-// else. Messages without user_id are refused in both modes.
+// without a management API, daemons booted without management_url, or
+// the tests' guest) cannot tell those senders apart. A consumer whose own
+// user is not a Nightshift name is in that mode: besides the users whose
+// names carry an allowed role (mgmt's own user, say, which the private
+// broker creates whatever the daemons do), it accepts messages whose
+// user_id is its own user. Messages without user_id are refused in both
+// modes.
 package busid
