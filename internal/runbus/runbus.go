@@ -193,7 +193,11 @@ func (c *Conn) describe(ctx context.Context) (provisioner.Status, error) {
 // credentials. A broker that no longer answers took its users with it
 // (a private node is stopped before the sweeps); one without a management
 // API never had per-component users.
-type BrokerUserSweeper struct{ Store bootlevel.Store }
+type BrokerUserSweeper struct {
+	Store interface {
+		Services(ctx context.Context, run string) ([]bootlevel.ServiceRecord, error)
+	}
+}
 
 // Name implements mgmt.Sweeper.
 func (BrokerUserSweeper) Name() string { return "broker-user" }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -13,14 +12,12 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"nightshift/bootlevel"
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/amqptest"
-	"nightshift/internal/brokertype"
 	"nightshift/internal/busid"
+	"nightshift/internal/busid/busidtest"
 	"nightshift/internal/envelope"
 	"nightshift/internal/provstore"
-	"nightshift/launchplan"
 	"nightshift/provisioner"
 	"nightshift/provisioner/client"
 	"nightshift/provisioner/provbus"
@@ -28,49 +25,6 @@ import (
 	"nightshift/sitter"
 	"nightshift/sitter/sitterbus"
 )
-
-// privateBroker boots a RabbitMQ node of its own for run (the shared
-// broker has no management API, and users must not be made there) and
-// returns the broker service's attributes: url and management_url (the
-// node's admin) and mgmt_url (mgmt's own user, created by the ready step).
-func privateBroker(t *testing.T, run string) map[string]string {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("starts a RabbitMQ node (~10 s)")
-	}
-	ty := brokertype.New(nil)
-	if _, err := os.Stat(ty.ServerPath); err != nil {
-		if os.Getenv("NIGHTSHIFT_TEST_STRICT") == "1" {
-			t.Fatal("rabbitmq-server not installed")
-		}
-		t.Skip("rabbitmq-server not installed")
-	}
-	home := t.TempDir()
-	t.Setenv("NIGHTSHIFT_HOME", home)
-	dir := filepath.Join(home, "runs", run, "work", "mq")
-	svc := &launchplan.Service{Name: "mq", Type: "broker"}
-	req := func(st bootlevel.Step) bootlevel.StepRequest {
-		return bootlevel.StepRequest{Run: run, Service: svc, Step: st, WorkDir: dir, LogPath: filepath.Join(dir, "broker.log")}
-	}
-	ctx := context.Background()
-	res, err := ty.Run(ctx, req(bootlevel.StepBoot))
-	if err != nil || res.ExitCode != 0 {
-		t.Fatalf("boot: %+v %v", res, err)
-	}
-	t.Cleanup(func() { ty.Run(context.Background(), req(bootlevel.StepTerminate)) })
-	svc.Attributes = res.Outputs
-	for i := 0; ; i++ {
-		ready, err := ty.Run(ctx, req(bootlevel.StepReady))
-		if err == nil && ready.ExitCode == 0 {
-			break
-		}
-		if i > 240 {
-			t.Fatalf("node never became ready: %+v %v", ready, err)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	return res.Outputs
-}
 
 // rawTry runs f on a fresh channel of conn and returns the broker's
 // refusal, if any (a refusal closes the channel, sometimes after a nack).
@@ -153,7 +107,7 @@ func (s *supervisor) seen() []string {
 // proves against the real broker what each identity may and may not do.
 func TestIdentitiesOnAPrivateBroker(t *testing.T) {
 	run := amqptest.UniqueName(t, "id")
-	attrs := privateBroker(t, run)
+	attrs := busidtest.PrivateBroker(t, run)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	admin := busid.Admin{URL: attrs["management_url"]}
