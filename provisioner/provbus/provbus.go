@@ -1,10 +1,11 @@
 // Package provbus binds a provisioner.Provisioner to the AMQP bus: Serve
-// consumes the provisioner's command queue, refuses malformed, foreign and
-// unsigned commands, handles each signed command id at most once (its
-// Ledger answers a repeat with the recorded reply), and replies to RPC
-// callers; Events
-// publishes instance state changes on the run's events exchange. It is the
-// only provisioner code that knows about AMQP.
+// consumes the provisioner's command queue, refuses malformed and foreign
+// commands, commands from a broker user that is not a controller's or
+// mgmt's, and unsigned ones, handles each signed command id at most once
+// (its Ledger answers a repeat with the recorded reply), and replies to RPC
+// callers; Events publishes instance state changes on the run's events
+// exchange; WorkerUsers gives every worker instance a broker user of its
+// own. It is the only provisioner code that knows about AMQP.
 package provbus
 
 import (
