@@ -40,7 +40,8 @@ type WorkerUsers struct {
 	Log       *slog.Logger
 
 	mu       sync.Mutex
-	inflight map[string]int // instance ids whose Launch is running
+	inflight map[string]int  // instance ids whose Launch is running
+	touched  map[string]bool // ids launched at any time since the current List began
 }
 
 var _ provisioner.Driver = (*WorkerUsers)(nil)
@@ -70,6 +71,9 @@ func (w *WorkerUsers) Launch(ctx context.Context, spec provisioner.InstanceSpec)
 		w.inflight = map[string]int{}
 	}
 	w.inflight[spec.ID]++
+	if w.touched != nil {
+		w.touched[spec.ID] = true
+	}
 	w.mu.Unlock()
 	defer func() {
 		w.mu.Lock()
@@ -122,6 +126,19 @@ func (w *WorkerUsers) forget(ctx context.Context, id string) error {
 // List implements provisioner.Driver, and deletes the users of instances
 // that are neither live nor being launched.
 func (w *WorkerUsers) List(ctx context.Context) ([]provisioner.Owned, error) {
+	// A launch running at any moment of this List may have started its
+	// instance after the driver's listing: its user is not a leftover.
+	w.mu.Lock()
+	w.touched = map[string]bool{}
+	for id := range w.inflight {
+		w.touched[id] = true
+	}
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		w.touched = nil
+		w.mu.Unlock()
+	}()
 	owned, err := w.Driver.List(ctx)
 	if err != nil {
 		return nil, err
@@ -136,7 +153,7 @@ func (w *WorkerUsers) List(ctx context.Context) ([]provisioner.Owned, error) {
 		live[busid.WorkerUser(w.Run, o.InstanceID)] = true
 	}
 	w.mu.Lock()
-	for id := range w.inflight {
+	for id := range w.touched {
 		live[busid.WorkerUser(w.Run, id)] = true
 	}
 	w.mu.Unlock()
