@@ -271,8 +271,10 @@ func TestHostileWorker(t *testing.T) {
 	})
 
 	t.Run("launch with a command of the worker's choice", func(t *testing.T) {
+		// The request as a launch of before signed launches looked, with a
+		// worker spec of the attacker's choice.
 		spec := json.RawMessage(fmt.Sprintf(`{"driver":"local","worker":{"name":"evil","command":["/bin/sh","-c","touch %s"]}}`, marker))
-		body := provisioner.LaunchRequest{LaunchID: "evil-1", Job: "sleeper", Count: 1, Spec: spec}
+		body := map[string]any{"launch_id": "evil-1", "job": "sleeper", "count": 1, "spec": spec}
 		// A worker has no write on the default exchange, the only way to
 		// a command queue.
 		refused(t, "launch on the provisioner's queue", w.do(publish("", provQ, asMe(provisioner.TypeLaunch, body))))

@@ -16,7 +16,9 @@ import (
 	"nightshift/internal/amqptest"
 	"nightshift/internal/busid"
 	"nightshift/internal/busid/busidtest"
+	"nightshift/internal/cmdledger"
 	"nightshift/internal/envelope"
+	"nightshift/internal/jobspec"
 	"nightshift/internal/provstore"
 	"nightshift/provisioner"
 	"nightshift/provisioner/client"
@@ -146,11 +148,14 @@ func TestIdentitiesOnAPrivateBroker(t *testing.T) {
 	fake.BeforeLaunch = func(_ context.Context, spec provisioner.InstanceSpec) error { urls <- spec.BrokerURL; return nil }
 	wu := &provbus.WorkerUsers{Driver: fake, Bus: provBus, Run: run, Key: secret, BrokerURL: provURL,
 		Admin: busid.Admin{URL: provMgmt}}
-	p, err := provisioner.New(provisioner.Config{Run: run, Driver: wu, Store: st, Events: provbus.Events{Bus: provBus}, ReconcileEvery: -1})
+	workQ := "nightshift." + run + ".work"
+	jobs := map[string]jobspec.Spec{"work": {Driver: "local", Worker: map[string]any{
+		"command": []any{"/bin/true"}, "env": map[string]any{"NIGHTSHIFT_WORK_QUEUE": workQ}}}}
+	p, err := provisioner.New(provisioner.Config{Run: run, Driver: wu, Store: st, Events: provbus.Events{Bus: provBus}, ReconcileEvery: -1, Jobs: jobs})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &provbus.Server{Bus: provBus, Provisioner: p, Signer: &envelope.Signer{Secret: secret, Seen: envelope.NewReplayCache(100)}}
+	srv := &provbus.Server{Bus: provBus, Provisioner: p, Signer: &envelope.Signer{Secret: secret}, Ledger: st.Commands()}
 	sctx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -164,11 +169,9 @@ func TestIdentitiesOnAPrivateBroker(t *testing.T) {
 	}
 
 	// The controller launches one worker whose job has a work queue.
-	workQ := "nightshift." + run + ".work"
 	ctlBus := busAs(t, ctlURL, run, false, nil)
 	ctl := client.New(ctlBus, &envelope.Signer{Secret: secret}, "controller", nil)
-	spec := []byte(`{"worker":{"command":["/bin/true"],"env":{"NIGHTSHIFT_WORK_QUEUE":"` + workQ + `"}}}`)
-	insts, err := ctl.Launch(ctx, provisioner.LaunchRequest{LaunchID: "L1", Job: "work", Count: 1, Spec: spec})
+	insts, err := ctl.Launch(ctx, provisionertest.Launch(jobs, "L1", "work", 1))
 	if err != nil || len(insts) != 1 {
 		t.Fatalf("launch as the controller: %v %v", insts, err)
 	}
@@ -190,7 +193,8 @@ func TestIdentitiesOnAPrivateBroker(t *testing.T) {
 		wctx, wstop := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() {
-			done <- (&sitterbus.Server{Bus: wb, Sitter: sv, InstanceID: id, Job: "work"}).Serve(wctx)
+			done <- (&sitterbus.Server{Bus: wb, Sitter: sv, InstanceID: id, Job: "work",
+				Ledger: &cmdledger.Dir{Path: t.TempDir()}}).Serve(wctx)
 		}()
 		defer func() { wstop(); <-done }()
 		select {
@@ -205,7 +209,7 @@ func TestIdentitiesOnAPrivateBroker(t *testing.T) {
 		// A control from the provisioner's user (which may write to the
 		// default exchange) is refused by the sitter; the controller's and
 		// mgmt's are obeyed.
-		send := func(b *amqpbus.Bus, action string) {
+		send := func(b *amqpbus.Bus, action string) envelope.Envelope {
 			env, err := envelope.NewEnvelope(sitterbus.TypeControl, 1, run, "x", sitterbus.ControlBody{Action: action, Task: "t"}, time.Now())
 			if err != nil {
 				t.Fatal(err)
@@ -213,17 +217,31 @@ func TestIdentitiesOnAPrivateBroker(t *testing.T) {
 			if err := b.SendCommand(ctx, sitterbus.Component(id), env); err != nil {
 				t.Fatalf("send %s: %v", action, err)
 			}
+			return env
 		}
 		send(provBus, sitterbus.ActionRestart)
-		send(ctlBus, sitterbus.ActionStop)
+		stop := send(ctlBus, sitterbus.ActionStop)
 		send(busAs(t, mgmtURL, run, false, nil), sitterbus.ActionStart)
-		deadline := time.Now().Add(10 * time.Second)
-		for len(sv.seen()) < 2 && time.Now().Before(deadline) {
-			time.Sleep(50 * time.Millisecond)
+		waitOps := func(n int) {
+			deadline := time.Now().Add(10 * time.Second)
+			for len(sv.seen()) < n && time.Now().Before(deadline) {
+				time.Sleep(50 * time.Millisecond)
+			}
+			time.Sleep(300 * time.Millisecond)
 		}
-		time.Sleep(300 * time.Millisecond)
+		waitOps(2)
 		if got := strings.Join(sv.seen(), ","); got != "stop,start" {
 			t.Errorf("sitter ran %q, want only the controller's stop and mgmt's start", got)
+		}
+		// Sent again with the same id, the stop is answered from the
+		// sitter's ledger, not obeyed again.
+		if err := ctlBus.SendCommand(ctx, sitterbus.Component(id), stop); err != nil {
+			t.Fatal(err)
+		}
+		send(ctlBus, sitterbus.ActionRestart) // a new id: obeyed, and marks when the repeat is past
+		waitOps(3)
+		if got := strings.Join(sv.seen(), ","); got != "stop,start,restart" {
+			t.Errorf("after a repeated stop the sitter ran %q, want stop,start,restart", got)
 		}
 	})
 
