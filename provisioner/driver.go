@@ -52,6 +52,10 @@ type InstanceSpec struct {
 	// Spec is the driver-specific part of the launch request, a JSON object
 	// or empty.
 	Spec json.RawMessage
+	// BrokerURL, when set, is the broker URL with this instance's own
+	// credentials (provbus.WorkerUsers); the driver hands it to the
+	// instance instead of any run-wide URL. It carries a password.
+	BrokerURL string
 }
 
 // LaunchResult describes a started instance. State is the state the

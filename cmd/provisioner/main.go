@@ -25,9 +25,11 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"nightshift/internal/amqpbus"
+	"nightshift/internal/busid"
 	"nightshift/internal/ec2"
 	"nightshift/internal/envelope"
 	"nightshift/internal/jobspec"
+	"nightshift/internal/pki"
 	"nightshift/internal/provstore"
 	"nightshift/internal/redact"
 	ec2worker "nightshift/internal/workerdriver/ec2"
@@ -61,6 +63,10 @@ type config struct {
 	// from the SDK's chain (environment, profile, instance role).
 	ec2Region, ec2Endpoint string
 	ec2WaitTimeout         time.Duration
+	// managementURL (from --management-url-file) is the broker's management
+	// API with this provisioner's own, administrator, credentials; with it
+	// every worker gets a broker user of its own.
+	managementURL string
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -78,6 +84,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var urlFile string
 	fs.StringVar(&urlFile, "amqp-url-file", "", "read the broker URL from this file, keeping its password off the command line")
 	fs.StringVar(&c.amqpCAFile, "amqp-ca-file", os.Getenv("NIGHTSHIFT_AMQP_CA_FILE"), "PEM CA an amqps:// broker's certificate must chain to; workers get it too (default $NIGHTSHIFT_AMQP_CA_FILE)")
+	var mgmtFile string
+	fs.StringVar(&mgmtFile, "management-url-file", "", "file holding the broker's management API URL with this provisioner's administrator credentials: each worker then gets a broker user of its own")
 	fs.StringVar(&c.driver, "driver", "local", "instance driver: local or ec2")
 	fs.StringVar(&worker, "worker-command", "", "command each local instance runs, split on spaces (required for --driver local)")
 	fs.StringVar(&c.ec2Region, "ec2-region", "", "AWS region for --driver ec2 (default AWS_REGION or the profile's)")
@@ -111,6 +119,13 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 			return c, fmt.Errorf("--amqp-url-file: %w", err)
 		}
 		c.amqpURL = strings.TrimSpace(string(b))
+	}
+	if mgmtFile != "" {
+		b, err := os.ReadFile(mgmtFile)
+		if err != nil {
+			return c, fmt.Errorf("--management-url-file: %w", err)
+		}
+		c.managementURL = strings.TrimSpace(string(b))
 	}
 	if c.run == "" {
 		return c, errors.New("--run is required")
@@ -196,7 +211,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	drv, err := newDriver(ctx, c, secret, log)
+	drv, err := newDriver(ctx, c, log)
 	if err != nil {
 		return err
 	}
@@ -206,6 +221,19 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer bus.Close()
+	if c.managementURL != "" {
+		// An amqps:// broker serves its management API over HTTPS with
+		// the same CA.
+		hc, err := pki.HTTPClient(c.amqpCAFile, "", 30*time.Second)
+		if err != nil {
+			return err
+		}
+		drv = &provbus.WorkerUsers{Driver: drv, Bus: bus, Run: c.run, Key: secret, BrokerURL: c.amqpURL, Log: log,
+			Admin: busid.Admin{URL: c.managementURL, VHost: busid.VHost(c.amqpURL), Client: hc}}
+		log.Info("each worker gets its own broker user", "management", redact.URL(c.managementURL))
+	} else {
+		log.Warn("no --management-url-file: workers share this provisioner's broker user")
+	}
 	p, err := provisioner.New(provisioner.Config{
 		Run: c.run, Driver: drv, Store: store, Events: provbus.Events{Bus: bus}, Log: log, Jobs: jobs,
 		MaxLaunches: c.maxLaunches, MaxTerminations: c.maxTerminations,
@@ -235,7 +263,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	return nil
 }
 
-func newDriver(ctx context.Context, c config, secret []byte, log *slog.Logger) (provisioner.Driver, error) {
+func newDriver(ctx context.Context, c config, log *slog.Logger) (provisioner.Driver, error) {
 	if c.driver == "local" {
 		env := c.workerEnv
 		if c.amqpCAFile != "" {
@@ -261,6 +289,6 @@ func newDriver(ctx context.Context, c config, secret []byte, log *slog.Logger) (
 		Run: c.run, Client: cl, Region: c.ec2Region, EndpointURL: c.ec2Endpoint,
 		// Workers reach the broker at the URL this provisioner uses; in the
 		// prod plan that is the broker instance's private address.
-		BrokerURL: c.amqpURL, BrokerCA: brokerCA, Secret: secret, WaitTimeout: c.ec2WaitTimeout, Log: log,
+		BrokerURL: c.amqpURL, BrokerCA: brokerCA, WaitTimeout: c.ec2WaitTimeout, Log: log,
 	})
 }

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"nightshift/internal/amqpbus"
+	"nightshift/internal/busid"
 	"nightshift/internal/cgroup"
 	"nightshift/internal/cmdledger"
 	"nightshift/internal/envelope"
@@ -81,7 +82,7 @@ func parseAgent(args []string, getenv func(string) string, stderr io.Writer) (ag
 	fs.StringVar(&c.specPath, "spec", "", "launch spec with the worker task (default $"+envInstanceDir+"/spec.json)")
 	urlFile := fs.String("broker-url-file", "", "file holding the AMQP URL (default $"+envAMQPURLFile+", else $"+envAMQPURL+")")
 	fs.StringVar(&c.caFile, "amqp-ca-file", "", "PEM CA an amqps:// broker's certificate must chain to (default $"+envAMQPCAFile+")")
-	fs.StringVar(&c.secretFile, "secret-file", "", "run secret verifying drain and control (default $"+envHome+"/runs/<run>/secret)")
+	fs.StringVar(&c.secretFile, "secret-file", "", "run secret to verify drain and control signatures too (only for a sitter on a trusted host: a worker must never hold it)")
 	fs.StringVar(&c.stateDir, "state-dir", "", "logs, status files, control socket (default $"+envInstanceDir+"/sitter, else a temp dir)")
 	fs.DurationVar(&c.heartbeat, "heartbeat-interval", time.Second, "how often a heartbeat is published")
 	fs.DurationVar(&c.sample, "sample-interval", time.Second, "how often task trees are measured")
@@ -134,12 +135,6 @@ func parseAgent(args []string, getenv func(string) string, stderr io.Writer) (ag
 		c.stateDir = filepath.Join(instDir, "sitter")
 	}
 	c.tempState = c.stateDir == ""
-	if c.secretFile == "" {
-		if home := getenv(envHome); home != "" {
-			c.secretFile = filepath.Join(home, "runs", c.run, "secret")
-		}
-	}
-
 	orEnv(urlFile, envAMQPURLFile)
 	switch {
 	case *urlFile != "":
@@ -217,10 +212,12 @@ func runAgent(ctx context.Context, c agentConfig, stderr io.Writer) error {
 	if err != nil {
 		return usageError{err.Error()}
 	}
-	signer := &envelope.Signer{Seen: envelope.NewReplayCache(10000)}
-	if c.secretFile == "" {
-		log.Warn("no run secret (--secret-file, $" + envHome + "): signed commands (drain, control) will be refused")
-	} else {
+	// Without the run's secret (the normal case: a worker holding it could
+	// sign terminate_all) commands are authenticated by the broker-validated
+	// user_id alone; see sitterbus.Server.
+	var signer *envelope.Signer
+	if c.secretFile != "" {
+		signer = &envelope.Signer{Seen: envelope.NewReplayCache(10000)}
 		// Never create it: a secret made up here would match nobody's.
 		if _, err := os.Stat(c.secretFile); err != nil {
 			return usagef("--secret-file: %v", err)
@@ -277,7 +274,10 @@ func runAgent(ctx context.Context, c agentConfig, stderr io.Writer) error {
 		return nil
 	})
 	g.Go(func() error {
-		b, err := amqpbus.Dial(gctx, amqpbus.Config{URL: c.brokerURL, CAFile: c.caFile, Name: sitterbus.Component(c.instance), Run: c.run, Log: log})
+		// A worker's own broker user may not declare the run's topology:
+		// the provisioner declared this sitter's queue before starting it.
+		passive := busid.RoleOf(c.run, brokerUser(c.brokerURL)) == busid.RoleWorker
+		b, err := amqpbus.Dial(gctx, amqpbus.Config{URL: c.brokerURL, CAFile: c.caFile, Name: sitterbus.Component(c.instance), Run: c.run, Log: log, Passive: passive})
 		if err != nil {
 			if gctx.Err() != nil {
 				return nil
@@ -308,6 +308,14 @@ func runAgent(ctx context.Context, c agentConfig, stderr io.Writer) error {
 	}
 	log.Info("sitter agent stopped")
 	return nil
+}
+
+func brokerUser(raw string) string {
+	u, err := amqp.ParseURI(raw)
+	if err != nil {
+		return ""
+	}
+	return u.Username
 }
 
 // laterBus is the heartbeat sink's view of a bus that is dialled after

@@ -67,7 +67,8 @@ func TestParseAgent(t *testing.T) {
 			return c.run == "r1" && c.job == "crunch" && c.instance == "i-1" &&
 				c.specPath == "/home/ns/runs/r1/instances/i-1/spec.json" &&
 				c.stateDir == "/home/ns/runs/r1/instances/i-1/sitter" && !c.tempState &&
-				c.secretFile == "/home/ns/runs/r1/secret" && c.brokerURL == "amqp://guest:hunter2@h:5672/" &&
+				// The run's secret stays off workers: $NIGHTSHIFT_HOME no longer implies it.
+				c.secretFile == "" && c.brokerURL == "amqp://guest:hunter2@h:5672/" &&
 				c.heartbeat == time.Second && c.sample == time.Second
 		}},
 		{name: "EC2 user data flags", env: map[string]string{},

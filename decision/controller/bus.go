@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"nightshift/internal/amqpbus"
+	"nightshift/internal/busid"
 	"nightshift/internal/cmdledger"
 	"nightshift/internal/envelope"
 	"nightshift/provisioner"
@@ -63,6 +64,10 @@ func (s *Server) Serve(ctx context.Context) error {
 					s.Log.Warn("malformed heartbeat dropped", "routing_key", d.RoutingKey, "err", err)
 					return fmt.Errorf("%w: %w", amqpbus.ErrReject, err)
 				}
+				if err := busid.For(s.Bus).Heartbeat(TypeHeartbeat, d.UserID, hb.InstanceID); err != nil {
+					s.Log.Warn("forged heartbeat dropped", "instance", hb.InstanceID, "err", err)
+					return err
+				}
 				s.Controller.IngestHeartbeat(hb)
 				return nil
 			})
@@ -77,6 +82,10 @@ func (s *Server) Serve(ctx context.Context) error {
 				if !ok {
 					return fmt.Errorf("%w: event %q on %s, want %q", amqpbus.ErrReject, env.Type, d.RoutingKey, provisioner.TypeInstance)
 				}
+				if err := busid.For(s.Bus).From(env.Type, d.UserID, busid.RoleProvisioner); err != nil {
+					s.Log.Warn("forged instance event dropped", "instance", ev.Instance.ID, "err", err)
+					return err
+				}
 				s.Controller.HandleInstance(ev.Instance)
 				return nil
 			})
@@ -89,6 +98,9 @@ func (s *Server) command(ctx context.Context, reg *envelope.Registry, d amqpbus.
 	env, body, err := amqpbus.DecodeOrReject(reg, s.Log, d)
 	if err == nil && env.Run != s.Bus.Run() {
 		err = fmt.Errorf("%w: message %q for run %q on run %q", amqpbus.ErrReject, env.Type, env.Run, s.Bus.Run())
+	}
+	if err == nil {
+		err = busid.For(s.Bus).From(env.Type, d.UserID, busid.RoleMgmt)
 	}
 	var r Reply
 	if err == nil && reg.Destructive(env.Type) {

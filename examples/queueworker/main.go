@@ -99,8 +99,15 @@ func consume(ctx context.Context, url string, tc *tls.Config, queue string, work
 	if err != nil {
 		return err
 	}
-	if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
-		return err
+	// A worker's own broker user may read its job's queue but not declare
+	// it (the provisioner did); declare it only when it does not exist.
+	if _, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil); err != nil {
+		if ch, err = conn.Channel(); err != nil {
+			return err
+		}
+		if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
+			return err
+		}
 	}
 	// One at a time: an item waiting in this worker's buffer is an item
 	// another worker could be doing.

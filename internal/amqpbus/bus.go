@@ -65,6 +65,13 @@ type Config struct {
 	Prefetch     int           // unacked deliveries per consumer (QoS); default 32
 	RequeueDelay time.Duration // pause before requeueing a failed delivery; default 1s
 
+	// Passive makes the bus declare nothing it does not own: the events
+	// exchange, the dead-letter path and command queues are checked with
+	// passive declares instead. A worker's sitter, whose broker user has no
+	// configure rights on the run's topology, sets it; the provisioner
+	// declares the worker's command queue before the worker starts.
+	Passive bool
+
 	// OnConsume, if set, is called each time a consumer starts or restarts
 	// after a reconnect, with the queue it consumes. Useful for readiness
 	// reporting, and for tests that must not publish events before a
@@ -164,6 +171,8 @@ type Bus struct {
 
 	rpcMu sync.Mutex
 	rpc   *rpcSession
+
+	user string // the URL's user name, stamped on every publish as user_id
 }
 
 // Dial connects and starts the supervisor that keeps the connection alive.
@@ -175,8 +184,9 @@ func Dial(ctx context.Context, cfg Config) (*Bus, error) {
 	if err != nil {
 		return nil, err
 	}
+	uri, _ := amqp.ParseURI(cfg.URL) // checked by withDefaults
 	life, cancel := context.WithCancel(context.Background())
-	b := &Bus{
+	b := &Bus{user: uri.Username,
 		cfg: cfg, log: cfg.Log.With("component", "amqpbus", "run", cfg.Run, "name", cfg.Name), clock: cfg.Clock,
 		life: life, cancel: cancel, done: make(chan struct{}),
 		changed: make(chan struct{}), declared: make(map[string]*amqp.Channel),
@@ -204,6 +214,10 @@ func (b *Bus) Connected() bool {
 	defer b.mu.Unlock()
 	return b.conn != nil && !b.conn.IsClosed()
 }
+
+// User returns the broker user this bus connects as. Every message it
+// publishes carries it as the AMQP user_id, which the broker validates.
+func (b *Bus) User() string { return b.user }
 
 // Run returns the run this bus is scoped to.
 func (b *Bus) Run() string { return b.cfg.Run }

@@ -29,6 +29,11 @@ type Delivery struct {
 	Headers       map[string]any
 	RoutingKey    string // the event's key, or the command queue name
 	MessageID     string // the envelope ID, as set by the sender
+	// UserID is the broker user that published the message. The broker
+	// refuses a publish whose user_id is not its connection's user, and
+	// every Bus sets it, so it identifies the sender; empty means a
+	// publisher that is not a Nightshift bus (refuse it where it matters).
+	UserID string
 }
 
 // Consume runs h for every command sent to component until ctx ends (it then
@@ -41,6 +46,9 @@ func (b *Bus) Consume(ctx context.Context, component string, h Handler) error {
 	}
 	queue := CommandQueue(b.cfg.Run, component)
 	return b.serve(ctx, "consume "+queue, func(ch *amqp.Channel) (string, error) {
+		if b.cfg.Passive {
+			return queue, declarePassive(ch, queue)
+		}
 		if err := declareDead(ch, b.cfg.Run); err != nil {
 			return "", err
 		}
@@ -209,8 +217,9 @@ func (b *Bus) handle(ctx context.Context, queue string, d amqp.Delivery, h Handl
 	del := Delivery{
 		Body: d.Body, ReplyTo: d.ReplyTo, CorrelationID: d.CorrelationId, Redelivered: d.Redelivered,
 		Headers: map[string]any(d.Headers), RoutingKey: d.RoutingKey, MessageID: d.MessageId,
+		UserID: d.UserId,
 	}
-	log := b.log.With("queue", queue, "message_id", d.MessageId, "type", d.Type)
+	log := b.log.With("queue", queue, "message_id", d.MessageId, "type", d.Type, "user_id", d.UserId)
 	err := runHandler(ctx, h, del, log)
 	var settle error
 	switch {

@@ -18,6 +18,16 @@
 // Declarations are idempotent and repeated after every reconnect, so either
 // side may start first.
 //
+// # Identity
+//
+// Every message the Bus publishes (commands, events, requests, replies)
+// carries the connection's user name as the AMQP user_id, which the broker
+// refuses to pass on when it is not the connection's user; consumers read
+// it as Delivery.UserID and decide with package busid whether that sender
+// may say what it says. A Passive bus declares nothing it does not own
+// (passive declares only), for a worker whose user may not configure the
+// run's topology.
+//
 // # Delivery guarantees
 //
 // Commands are persistent and publisher-confirmed: SendCommand returns nil

@@ -51,7 +51,7 @@ func (b *Bus) Publish(ctx context.Context, routingKey string, env envelope.Envel
 	msg.DeliveryMode = amqp.Persistent
 	exchange := EventsExchange(b.cfg.Run)
 	prepare := func(ch *amqp.Channel) error {
-		return b.declareOnce(ch, exchange, func() error { return declareEvents(ch, exchange) })
+		return b.declareOnce(ch, exchange, func() error { return b.declareEvents(ch, exchange) })
 	}
 	return b.publish(ctx, what, b.publisher, prepare, exchange, routingKey, msg)
 }
@@ -132,6 +132,7 @@ func (b *Bus) Reply(ctx context.Context, d Delivery, body []byte) error {
 		ContentType:   "application/json",
 		CorrelationId: d.CorrelationID,
 		AppId:         b.cfg.Name,
+		UserId:        b.user,
 		Body:          body,
 	}
 	return b.publish(ctx, what, b.publisher, nil, "", d.ReplyTo, msg)
@@ -158,7 +159,10 @@ func (b *Bus) message(env envelope.Envelope) (amqp.Publishing, error) {
 		Type:        env.Type,
 		Timestamp:   env.Time,
 		AppId:       b.cfg.Name,
-		Body:        body,
+		// The broker refuses a user_id that is not the connection's user,
+		// so consumers can trust it as the sender's identity.
+		UserId: b.user,
+		Body:   body,
 	}, nil
 }
 
@@ -279,10 +283,86 @@ func (b *Bus) declareOnce(ch *amqp.Channel, name string, declare func() error) e
 // itself is declared on every send (one cheap round trip) so a queue deleted
 // by an operator is recreated instead of silently swallowing commands.
 func (b *Bus) declareCommandQueue(ch *amqp.Channel, queue string) error {
+	if b.cfg.Passive {
+		return declarePassive(ch, queue)
+	}
 	if err := b.declareOnce(ch, DeadLetterExchange(b.cfg.Run), func() error { return declareDead(ch, b.cfg.Run) }); err != nil {
 		return err
 	}
 	return declareDurableQueue(ch, b.cfg.Run, queue)
+}
+
+// DeclareCommandQueue declares component's command queue and the run's
+// dead-letter path, so that a consumer without configure rights (a worker's
+// sitter on a Passive bus) finds its queue in place.
+func (b *Bus) DeclareCommandQueue(ctx context.Context, component string) error {
+	if !validName.MatchString(component) {
+		return fmt.Errorf("declare command queue %q: invalid component name", component)
+	}
+	conn, err := b.awaitConn(ctx)
+	if err != nil {
+		return fmt.Errorf("declare command queue of %s: %w", component, err)
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		return fmt.Errorf("declare command queue of %s: open channel: %w", component, err)
+	}
+	defer func() { _ = ch.Close() }()
+	if err := declareDead(ch, b.cfg.Run); err != nil {
+		return err
+	}
+	return declareDurableQueue(ch, b.cfg.Run, CommandQueue(b.cfg.Run, component))
+}
+
+// DeclareQueue declares a plain durable queue, such as a job's work queue,
+// as the examples' producer and worker declare it.
+func (b *Bus) DeclareQueue(ctx context.Context, queue string) error {
+	conn, err := b.awaitConn(ctx)
+	if err != nil {
+		return fmt.Errorf("declare queue %s: %w", queue, err)
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		return fmt.Errorf("declare queue %s: open channel: %w", queue, err)
+	}
+	defer func() { _ = ch.Close() }()
+	if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
+		return fmt.Errorf("declare queue %s: %w", queue, err)
+	}
+	return nil
+}
+
+// DeleteCommandQueue deletes component's command queue, for example a
+// terminated worker's; a queue that is already gone is not an error.
+func (b *Bus) DeleteCommandQueue(ctx context.Context, component string) error {
+	if !validName.MatchString(component) {
+		return fmt.Errorf("delete command queue %q: invalid component name", component)
+	}
+	conn, err := b.awaitConn(ctx)
+	if err != nil {
+		return fmt.Errorf("delete command queue of %s: %w", component, err)
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		return fmt.Errorf("delete command queue of %s: open channel: %w", component, err)
+	}
+	defer func() { _ = ch.Close() }()
+	if _, err := ch.QueueDelete(CommandQueue(b.cfg.Run, component), false, false, false); err != nil {
+		var ae *amqp.Error
+		if errors.As(err, &ae) && ae.Code == amqp.NotFound {
+			return nil
+		}
+		return fmt.Errorf("delete command queue of %s: %w", component, err)
+	}
+	return nil
+}
+
+// declarePassive checks that queue exists without needing configure rights.
+func declarePassive(ch *amqp.Channel, queue string) error {
+	if _, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil); err != nil {
+		return fmt.Errorf("queue %s (passive declare): %w", queue, err)
+	}
+	return nil
 }
 
 func declareDead(ch *amqp.Channel, run string) error {
@@ -305,6 +385,16 @@ func declareDurableQueue(ch *amqp.Channel, run, queue string) error {
 		return fmt.Errorf("declare queue %s: %w", queue, err)
 	}
 	return nil
+}
+
+func (b *Bus) declareEvents(ch *amqp.Channel, exchange string) error {
+	if b.cfg.Passive {
+		if err := ch.ExchangeDeclarePassive(exchange, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
+			return fmt.Errorf("exchange %s (passive declare): %w", exchange, err)
+		}
+		return nil
+	}
+	return declareEvents(ch, exchange)
 }
 
 func declareEvents(ch *amqp.Channel, exchange string) error {

@@ -39,6 +39,7 @@ import (
 
 	"nightshift/bootlevel"
 	"nightshift/internal/amqpbus"
+	"nightshift/internal/busid"
 	"nightshift/internal/pki"
 	"nightshift/internal/process"
 	"nightshift/internal/redact"
@@ -240,7 +241,8 @@ func (t *Type) boot(ctx context.Context, req bootlevel.StepRequest, cfg Config, 
 	if cfg.Mode == "external" {
 		u, _ := url.Parse(cfg.URL)
 		lg.printf("using external broker %s", redact.URL(cfg.URL))
-		return map[string]string{"url": cfg.URL, "host": u.Hostname(), "port": portOf(u), "mode": "external", "management_url": "", "ca_file": cfg.CAFile}, nil
+		// No management API, so no per-component users: mgmt shares the URL.
+		return map[string]string{"url": cfg.URL, "mgmt_url": cfg.URL, "host": u.Hostname(), "port": portOf(u), "mode": "external", "management_url": "", "ca_file": cfg.CAFile}, nil
 	}
 	if _, err := os.Stat(t.ServerPath); err != nil {
 		return nil, fmt.Errorf("rabbitmq-server is not installed (%s missing): apt-get install rabbitmq-server", t.ServerPath)
@@ -277,6 +279,13 @@ func (t *Type) boot(ctx context.Context, req bootlevel.StepRequest, cfg Config, 
 			return nil, err
 		}
 	}
+	mgmtPass := prev.MgmtPassword
+	if mgmtPass == "" {
+		var err error
+		if mgmtPass, err = password(); err != nil {
+			return nil, err
+		}
+	}
 	for _, d := range []string{dir, filepath.Join(dir, "mnesia"), filepath.Join(dir, "log")} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return nil, fmt.Errorf("create %s: %w", d, err)
@@ -292,7 +301,7 @@ func (t *Type) boot(ctx context.Context, req bootlevel.StepRequest, cfg Config, 
 	if err := os.WriteFile(filepath.Join(dir, "rabbitmq.conf"), []byte(nodeConf(ports, cfg.User, pass, tlsFiles)), 0o600); err != nil {
 		return nil, err
 	}
-	if err := saveState(dir, nodeState{User: cfg.User, Password: pass, Port: ports[0], ManagementPort: ports[1], DistPort: ports[2], Booted: time.Now()}); err != nil {
+	if err := saveState(dir, nodeState{User: cfg.User, Password: pass, MgmtPassword: mgmtPass, Port: ports[0], ManagementPort: ports[1], DistPort: ports[2], Booted: time.Now()}); err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "enabled_plugins"), []byte("[rabbitmq_management].\n"), 0o600); err != nil {
@@ -336,8 +345,10 @@ func (t *Type) boot(ctx context.Context, req bootlevel.StepRequest, cfg Config, 
 	}
 	u := &url.URL{Scheme: scheme, User: url.UserPassword(cfg.User, pass), Host: fmt.Sprintf("127.0.0.1:%d", ports[0]), Path: "/"}
 	mgmtURL := (&url.URL{Scheme: mgmtScheme, User: url.UserPassword(cfg.User, pass), Host: fmt.Sprintf("127.0.0.1:%d", ports[1])}).String()
+	// mgmt's own user: created by the ready step, once the node answers.
+	mgmtAMQP := &url.URL{Scheme: scheme, User: url.UserPassword(busid.MgmtUser(req.Run), mgmtPass), Host: u.Host, Path: "/"}
 	out := map[string]string{
-		"url": u.String(), "host": "127.0.0.1", "port": strconv.Itoa(ports[0]),
+		"url": u.String(), "mgmt_url": mgmtAMQP.String(), "host": "127.0.0.1", "port": strconv.Itoa(ports[0]),
 		"management_url": mgmtURL, "node": node, "mode": "private",
 		"user": cfg.User, "password": pass, "data_dir": dir, "ca_file": "",
 	}
@@ -454,9 +465,35 @@ func (t *Type) ready(ctx context.Context, req bootlevel.StepRequest, cfg Config,
 		if err := mgmtReady(dctx, mgmtURL, caFile); err != nil {
 			return err
 		}
+		uctx, ucancel := context.WithTimeout(ctx, 10*time.Second)
+		defer ucancel()
+		if err := ensureMgmtUser(uctx, req, caFile); err != nil {
+			return err
+		}
 	}
 	lg.printf("broker %s is ready", redact.URL(raw))
 	return nil
+}
+
+// ensureMgmtUser creates (or re-grants: it is idempotent) the broker user
+// mgmt connects as, from the mgmt_url the boot step exported. Components
+// and workers never see the node's admin user; mgmt does not either.
+func ensureMgmtUser(ctx context.Context, req bootlevel.StepRequest, caFile string) error {
+	raw := req.Service.Attributes["mgmt_url"]
+	if raw == "" {
+		return nil // booted by a version without per-component users
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("mgmt_url: %s", redact.String(err.Error()))
+	}
+	client, err := pki.HTTPClient(caFile, "", 30*time.Second)
+	if err != nil {
+		return err
+	}
+	pass, _ := u.User.Password()
+	admin := busid.Admin{URL: req.Service.Attributes["management_url"], VHost: busid.VHost(raw), Client: client}
+	return admin.EnsureUser(ctx, u.User.Username(), pass, busid.MgmtPermissions(req.Run))
 }
 
 func mgmtReady(ctx context.Context, mgmtURL, caFile string) error {
@@ -582,6 +619,7 @@ func runAs(dir string, lg *stepLog) (*syscall.Credential, error) {
 type nodeState struct {
 	User           string `json:"user"`
 	Password       string `json:"password"`
+	MgmtPassword   string `json:"mgmt_password,omitempty"`
 	Port           int    `json:"port"`
 	ManagementPort int    `json:"management_port"`
 	DistPort       int    `json:"dist_port"`

@@ -389,6 +389,7 @@ func (m *mgmtCmd) teardown(ctx context.Context, args []string) error {
 		Sweepers: []mgmt.Sweeper{
 			runbus.WorkerSweeper{Home: m.home},
 			mgmt.ProcessSweeper{Home: m.home},
+			runbus.BrokerUserSweeper{Store: a.Store},
 		},
 	}
 	if !*asJSON {

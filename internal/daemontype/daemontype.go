@@ -5,10 +5,18 @@
 // anyone can read (and, for an amqps:// broker, the CA to verify it against,
 // config key amqp_ca_file, passed as --amqp-ca-file); ready pings it over
 // AMQP; terminate stops it with SIGTERM, then SIGKILL after a grace period.
+//
+// Given the broker's management API (config key management_url, the
+// broker's admin URL), boot first creates the daemon's own broker user
+// (busid.ComponentUser, with the Spec's permissions) and writes only that
+// user's URL for the daemon: the admin credentials in the plan stay with
+// the launcher. Without it the daemon connects with amqp_url as given.
 package daemontype
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,7 +30,9 @@ import (
 
 	"nightshift/bootlevel"
 	"nightshift/internal/amqpbus"
+	"nightshift/internal/busid"
 	"nightshift/internal/ping"
+	"nightshift/internal/pki"
 	"nightshift/internal/process"
 	"nightshift/internal/redact"
 	"nightshift/launchplan"
@@ -37,11 +47,26 @@ type Spec struct {
 	// Keys are the config keys the type accepts besides amqp_url,
 	// amqp_ca_file and binary.
 	Keys []string
+	// Role is the daemon's busid role (provisioner, controller) and
+	// Permissions what its own broker user may do.
+	Role        string
+	Permissions func(run string) busid.Permissions
 	// Args builds the daemon's arguments (beyond --run, --amqp-url-file and
 	// --amqp-ca-file)
 	// from the checked config; it may write files (jobs, specs) into dir,
 	// the daemon's directory. binDir is where sibling binaries live.
-	Args func(req bootlevel.StepRequest, cfg map[string]any, dir, binDir string) ([]string, error)
+	Args func(req bootlevel.StepRequest, cfg map[string]any, dir, binDir string, self Self) ([]string, error)
+}
+
+// Self is the daemon's own broker identity, as boot created it.
+type Self struct {
+	// User is empty when the daemon shares amqp_url's user (no
+	// management_url in its config).
+	User string
+	// ManagementURL is the management API with the daemon's own
+	// credentials, and ManagementURLFile a 0600 file holding it; both
+	// empty without an own user.
+	ManagementURL, ManagementURLFile string
 }
 
 // Type implements bootlevel.Driver for a daemon.
@@ -58,13 +83,13 @@ var _ bootlevel.Driver = (*Type)(nil)
 
 // Check validates a service's config table.
 func (t *Type) Check(cfg map[string]any) error {
-	known := map[string]bool{"amqp_url": true, "amqp_ca_file": true, "binary": true}
+	known := map[string]bool{"amqp_url": true, "amqp_ca_file": true, "binary": true, "management_url": true}
 	for _, k := range t.Spec.Keys {
 		known[k] = true
 	}
 	for k := range cfg {
 		if !known[k] {
-			keys := append([]string{"amqp_url", "amqp_ca_file", "binary"}, t.Spec.Keys...)
+			keys := append([]string{"amqp_url", "amqp_ca_file", "binary", "management_url"}, t.Spec.Keys...)
 			return fmt.Errorf("config.%s: unknown key for a %s (known: %s)", k, t.Spec.Name, strings.Join(keys, ", "))
 		}
 	}
@@ -187,8 +212,15 @@ func (t *Type) boot(ctx context.Context, req bootlevel.StepRequest, cfg map[stri
 	if err != nil {
 		return nil, err
 	}
+	own, self, err := t.identity(ctx, req, cfg, dir)
+	if err != nil {
+		return nil, err
+	}
+	if self.User != "" {
+		say("broker user %s created for the %s", self.User, t.Spec.Name)
+	}
 	urlFile := filepath.Join(dir, "amqp-url")
-	if err := os.WriteFile(urlFile, []byte(cfg["amqp_url"].(string)+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(urlFile, []byte(own+"\n"), 0o600); err != nil {
 		return nil, err
 	}
 	args := []string{"--run", req.Run, "--amqp-url-file", urlFile}
@@ -200,7 +232,7 @@ func (t *Type) boot(ctx context.Context, req bootlevel.StepRequest, cfg map[stri
 		args = append(args, "--amqp-ca-file", ca)
 	}
 	if t.Spec.Args != nil {
-		more, err := t.Spec.Args(req, cfg, dir, t.BinDir)
+		more, err := t.Spec.Args(req, cfg, dir, t.BinDir, self)
 		if err != nil {
 			return nil, err
 		}
@@ -228,7 +260,55 @@ func (t *Type) boot(ctx context.Context, req bootlevel.StepRequest, cfg map[stri
 		return nil, err
 	}
 	say("started %s (pid %d), log %s", bin, pid, filepath.Join(dir, "daemon.log"))
-	return map[string]string{"pid": strconv.Itoa(pid), "component": t.Spec.Component, "log": filepath.Join(dir, "daemon.log")}, nil
+	return map[string]string{"pid": strconv.Itoa(pid), "component": t.Spec.Component, "log": filepath.Join(dir, "daemon.log"),
+		"broker_user": self.User}, nil
+}
+
+// identity creates the daemon's own broker user when the config names the
+// management API, and returns the AMQP URL the daemon is to use. A re-boot
+// resets the user's password (PUT is idempotent): the old daemon is
+// stopped by then, and the new one gets the new URL.
+func (t *Type) identity(ctx context.Context, req bootlevel.StepRequest, cfg map[string]any, dir string) (string, Self, error) {
+	amqpURL := cfg["amqp_url"].(string)
+	mgmtURL, _ := cfg["management_url"].(string)
+	if mgmtURL == "" || t.Spec.Permissions == nil {
+		return amqpURL, Self{}, nil
+	}
+	user := busid.ComponentUser(req.Run, t.Spec.Role, req.Service.Name)
+	b := make([]byte, 18)
+	if _, err := rand.Read(b); err != nil {
+		return "", Self{}, err
+	}
+	pass := hex.EncodeToString(b)
+	ca, err := caFile(cfg)
+	if err != nil {
+		return "", Self{}, err
+	}
+	// An amqps:// broker serves its management API over HTTPS with the
+	// same CA.
+	client, err := pki.HTTPClient(ca, "", 30*time.Second)
+	if err != nil {
+		return "", Self{}, err
+	}
+	admin := busid.Admin{URL: mgmtURL, VHost: busid.VHost(amqpURL), Client: client}
+	uctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := admin.EnsureUser(uctx, user, pass, t.Spec.Permissions(req.Run)); err != nil {
+		return "", Self{}, err
+	}
+	own, err := busid.WithUser(amqpURL, user, pass)
+	if err != nil {
+		return "", Self{}, fmt.Errorf("config.amqp_url: %w", err)
+	}
+	ownMgmt, err := busid.WithUser(mgmtURL, user, pass)
+	if err != nil {
+		return "", Self{}, fmt.Errorf("config.management_url: %w", err)
+	}
+	file := filepath.Join(dir, "management-url")
+	if err := os.WriteFile(file, []byte(ownMgmt+"\n"), 0o600); err != nil {
+		return "", Self{}, err
+	}
+	return own, Self{User: user, ManagementURL: ownMgmt, ManagementURLFile: file}, nil
 }
 
 func (t *Type) ready(ctx context.Context, req bootlevel.StepRequest, cfg map[string]any) error {

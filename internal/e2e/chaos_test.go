@@ -379,7 +379,9 @@ func checkProvisioner(t *testing.T, r *Run, ctx context.Context, when string) {
 // describe asks the run's provisioner for its records over the run's bus,
 // with the credentials the daemons themselves were given.
 func describe(ctx context.Context, r *Run) (provisioner.Status, error) {
-	url, err := os.ReadFile(filepath.Join(r.RunDir(), "work", "provisioner", "provisioner", "amqp-url"))
+	// The controller's own broker user may ask the provisioner; the
+	// provisioner's own may not command itself.
+	url, err := os.ReadFile(filepath.Join(r.RunDir(), "work", "controller", "controller", "amqp-url"))
 	if err != nil {
 		return provisioner.Status{}, fmt.Errorf("describe: %w", err)
 	}

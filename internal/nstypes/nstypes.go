@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"maps"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -20,6 +21,7 @@ import (
 
 	"nightshift/bootlevel"
 	"nightshift/internal/brokertype"
+	"nightshift/internal/busid"
 	"nightshift/internal/daemontype"
 	"nightshift/internal/envelope"
 	"nightshift/internal/jobspec"
@@ -137,10 +139,12 @@ func Types(binDir string, log *slog.Logger) map[string]bootlevel.Driver {
 }
 
 var provisionerSpec = daemontype.Spec{
-	Name:      "provisioner",
-	Component: "provisioner",
-	Keys:      []string{"driver", "worker_command", "max_launches", "max_terminations", "reconcile_every"},
-	Args: func(req bootlevel.StepRequest, cfg map[string]any, dir, binDir string) ([]string, error) {
+	Name:        "provisioner",
+	Component:   "provisioner",
+	Role:        busid.RoleProvisioner,
+	Permissions: busid.ProvisionerPermissions,
+	Keys:        []string{"driver", "worker_command", "max_launches", "max_terminations", "reconcile_every"},
+	Args: func(req bootlevel.StepRequest, cfg map[string]any, dir, binDir string, self daemontype.Self) ([]string, error) {
 		driver := "local"
 		if d, ok := cfg["driver"].(string); ok && d != "" {
 			driver = d
@@ -173,8 +177,14 @@ var provisionerSpec = daemontype.Spec{
 			"--jobs", jobsFile,
 			"--driver", driver,
 			"--worker-command", strings.Join(worker, " "),
-			// The sitters reach the broker through the same 0600 file.
-			"--worker-env", "NIGHTSHIFT_AMQP_URL_FILE=" + filepath.Join(dir, "amqp-url"),
+		}
+		if self.ManagementURLFile != "" {
+			// Each worker gets a broker user of its own, created by the
+			// provisioner, which needs the management API for that.
+			args = append(args, "--management-url-file", self.ManagementURLFile)
+		} else {
+			// No management API: the sitters share the provisioner's URL.
+			args = append(args, "--worker-env", "NIGHTSHIFT_AMQP_URL_FILE="+filepath.Join(dir, "amqp-url"))
 		}
 		for _, k := range []string{"max_launches", "max_terminations"} {
 			if v, ok := cfg[k]; ok {
@@ -291,13 +301,30 @@ func expandValue(key string, v any, expand func(string) (string, error)) (any, e
 }
 
 var controllerSpec = daemontype.Spec{
-	Name:      "controller",
-	Component: "controller",
-	Keys:      []string{"jobs", "tick"},
-	Args: func(req bootlevel.StepRequest, cfg map[string]any, dir, binDir string) ([]string, error) {
+	Name:        "controller",
+	Component:   "controller",
+	Role:        busid.RoleController,
+	Permissions: busid.ControllerPermissions,
+	Keys:        []string{"jobs", "tick"},
+	Args: func(req bootlevel.StepRequest, cfg map[string]any, dir, binDir string, self daemontype.Self) ([]string, error) {
 		jobs, ok := cfg["jobs"].(map[string]any)
 		if !ok || len(jobs) == 0 {
 			return nil, fmt.Errorf("config.jobs: want one [config.jobs.NAME] table per worker pool")
+		}
+		if self.ManagementURL != "" {
+			// A copy: the plan's tables are read by other services too.
+			var mine map[string]any
+			b, err := json.Marshal(jobs)
+			if err == nil {
+				err = json.Unmarshal(b, &mine)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("config.jobs: %w", err)
+			}
+			if err := ownQueueCredentials(mine, self.ManagementURL); err != nil {
+				return nil, err
+			}
+			jobs = mine
 		}
 		data, err := json.MarshalIndent(map[string]any{"jobs": jobs}, "", "  ")
 		if err != nil {
@@ -314,6 +341,32 @@ var controllerSpec = daemontype.Spec{
 		}
 		return args, nil
 	},
+}
+
+// ownQueueCredentials points every job's queue.management_url at the
+// controller's own user, so the broker's admin credentials a plan names
+// there never reach the controller's files.
+func ownQueueCredentials(jobs map[string]any, own string) error {
+	u, err := url.Parse(own)
+	if err != nil {
+		return fmt.Errorf("management url: %w", err)
+	}
+	user := u.User.Username()
+	pass, _ := u.User.Password()
+	for name, j := range jobs {
+		job, _ := j.(map[string]any)
+		q, _ := job["queue"].(map[string]any)
+		raw, _ := q["management_url"].(string)
+		if raw == "" {
+			continue
+		}
+		mine, err := busid.WithUser(raw, user, pass)
+		if err != nil {
+			return fmt.Errorf("config.jobs.%s.queue.management_url: %w", name, err)
+		}
+		q["management_url"] = mine
+	}
+	return nil
 }
 
 func stringList(cfg map[string]any, key string) ([]string, error) {

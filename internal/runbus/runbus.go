@@ -14,12 +14,14 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"nightshift/bootlevel"
 	"nightshift/decision/controller"
 	"nightshift/internal/amqpbus"
+	"nightshift/internal/busid"
 	"nightshift/internal/envelope"
 	"nightshift/internal/nstypes"
 	"nightshift/internal/pki"
@@ -29,20 +31,27 @@ import (
 	"nightshift/provisioner/client"
 )
 
-// BrokerURL returns the URL exported by the run's broker service (the
-// service whose type is broker, or else any service exporting an amqp url).
+// BrokerURL returns the URL mgmt connects with: the mgmt_url a broker
+// service exported (mgmt's own broker user), else the url exported by the
+// run's broker service (or any service exporting an amqp url).
 func BrokerURL(ctx context.Context, st bootlevel.Store, run string) (string, error) {
 	url, _, err := Broker(ctx, st, run)
 	return url, err
 }
 
-// Broker returns the URL exported by the run's broker service and the CA
+// Broker returns the URL mgmt connects with (mgmt_url, mgmt's own user,
+// when the broker service exported one, else its url) and the CA
 // file it exported with it (ca_file; empty for a plain amqp:// broker), the
 // CA an amqps:// broker is verified against.
 func Broker(ctx context.Context, st bootlevel.Store, run string) (url, caFile string, err error) {
 	recs, err := st.Services(ctx, run)
 	if err != nil {
 		return "", "", err
+	}
+	for _, s := range recs {
+		if u := s.Attributes["mgmt_url"]; strings.HasPrefix(u, "amqp") {
+			return u, s.Attributes["ca_file"], nil
+		}
 	}
 	for _, s := range recs {
 		if u := s.Attributes["url"]; strings.HasPrefix(u, "amqp") {
@@ -176,6 +185,59 @@ func (c *Conn) describe(ctx context.Context) (provisioner.Status, error) {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	return c.prov.Describe(cctx, provisioner.DescribeBody{})
+}
+
+// BrokerUserSweeper deletes the broker users a run left behind (a worker
+// whose end the provisioner never saw, the daemons', mgmt's) through the
+// management API its broker service exported with the node's admin
+// credentials. A broker that no longer answers took its users with it
+// (a private node is stopped before the sweeps); one without a management
+// API never had per-component users.
+type BrokerUserSweeper struct {
+	Store interface {
+		Services(ctx context.Context, run string) ([]bootlevel.ServiceRecord, error)
+	}
+}
+
+// Name implements mgmt.Sweeper.
+func (BrokerUserSweeper) Name() string { return "broker-user" }
+
+// Sweep implements mgmt.Sweeper.
+func (s BrokerUserSweeper) Sweep(ctx context.Context, run string, dryRun bool) (destroyed, remaining []string, err error) {
+	recs, err := s.Store.Services(ctx, run)
+	if err != nil {
+		return nil, nil, err
+	}
+	var admin busid.Admin
+	for _, r := range recs {
+		if u := r.Attributes["management_url"]; u != "" && r.Attributes["url"] != "" {
+			hc, err := pki.HTTPClient(r.Attributes["ca_file"], "", 30*time.Second)
+			if err != nil {
+				return nil, nil, err
+			}
+			admin = busid.Admin{URL: u, VHost: busid.VHost(r.Attributes["url"]), Client: hc}
+			break
+		}
+	}
+	if admin.URL == "" {
+		return nil, nil, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	users, err := admin.Users(ctx, busid.RunPrefix(run))
+	if errors.Is(err, busid.ErrUnreachable) {
+		return nil, nil, nil
+	}
+	if err != nil || dryRun {
+		return users, nil, err
+	}
+	destroyed, err = admin.DeleteUsers(ctx, busid.RunPrefix(run))
+	for _, u := range users {
+		if !slices.Contains(destroyed, u) {
+			remaining = append(remaining, u)
+		}
+	}
+	return destroyed, remaining, err
 }
 
 // WorkerSweeper kills local worker instances of a run found through their

@@ -1,10 +1,11 @@
 // Package provbus binds a provisioner.Provisioner to the AMQP bus: Serve
-// consumes the provisioner's command queue, refuses malformed, foreign and
-// unsigned commands, handles each signed command id at most once (its
-// Ledger answers a repeat with the recorded reply), and replies to RPC
-// callers; Events
-// publishes instance state changes on the run's events exchange. It is the
-// only provisioner code that knows about AMQP.
+// consumes the provisioner's command queue, refuses malformed and foreign
+// commands, commands from a broker user that is not a controller's or
+// mgmt's, and unsigned ones, handles each signed command id at most once
+// (its Ledger answers a repeat with the recorded reply), and replies to RPC
+// callers; Events publishes instance state changes on the run's events
+// exchange; WorkerUsers gives every worker instance a broker user of its
+// own. It is the only provisioner code that knows about AMQP.
 package provbus
 
 import (
@@ -20,6 +21,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"nightshift/internal/amqpbus"
+	"nightshift/internal/busid"
 	"nightshift/internal/cmdledger"
 	"nightshift/internal/envelope"
 	"nightshift/internal/ping"
@@ -81,6 +83,14 @@ func (s *Server) handle(ctx context.Context, reg *envelope.Registry, d amqpbus.D
 	}
 	if err == nil && !slices.Contains(commands, env.Type) {
 		err = fmt.Errorf("%w: message %q is not a provisioner command", amqpbus.ErrReject, env.Type)
+	}
+	if err == nil {
+		// The broker validated user_id: only a controller or mgmt may
+		// command the provisioner.
+		if err = busid.For(s.Bus).From(env.Type, d.UserID, busid.RoleController, busid.RoleMgmt); err != nil {
+			s.Log.Warn("refusing command from a sender that may not command the provisioner; dead-lettering",
+				"type", env.Type, "user_id", d.UserID, "sender", env.Sender)
+		}
 	}
 	if err != nil {
 		// Tell an RPC caller now rather than letting it time out.

@@ -18,8 +18,13 @@
 //	ping            unsigned  {}                                   RPC (internal/ping)
 //
 // RPC replies are envelopes of type sitter.reply (Reply). A command that
-// cannot be decoded, or a destructive one without a valid signature, is
-// dead-lettered and logged; the server keeps serving.
+// cannot be decoded, that comes from a broker user other than a
+// controller's or mgmt's (busid), or, when the sitter was given the run's
+// secret, a destructive one without a valid signature, is dead-lettered
+// and logged; the server keeps serving. A sitter connected as its worker's
+// own broker user cannot publish RPC replies (busid.WorkerPermissions):
+// it acts on drain and control, and callers of status, tail and ping time
+// out; the sitter's local control socket serves those on its host.
 //
 // # Heartbeats while the broker is away
 //

@@ -12,6 +12,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"nightshift/internal/amqpbus"
+	"nightshift/internal/busid"
 	"nightshift/internal/cmdledger"
 	"nightshift/internal/envelope"
 	"nightshift/internal/ping"
@@ -19,17 +20,24 @@ import (
 	"nightshift/sitter"
 )
 
+// replyTimeout bounds one RPC reply.
+const replyTimeout = 5 * time.Second
+
 // Supervisor is what Server needs of *sitter.Sitter.
 type Supervisor interface {
 	Handle(ctx context.Context, req sitter.ControlRequest) sitter.ControlResponse
 }
 
 // Server answers the commands sent to one instance's sitter on component
-// Component(InstanceID). Bus, Sitter, Signer and InstanceID are required.
+// Component(InstanceID). Bus, Sitter and InstanceID are required.
 type Server struct {
 	Bus    *amqpbus.Bus
 	Sitter Supervisor
-	// Signer verifies drain and control; it needs Secret.
+	// Signer, when set, also verifies the HMAC of drain and control. A
+	// worker never holds the run's secret (it could then sign commands),
+	// so a sitter agent runs without one and relies on the user_id check,
+	// which the broker enforces; Signer is for sitters run by an operator
+	// on a trusted host.
 	Signer *envelope.Signer
 	// Ledger records drain and control by id (a cmdledger.Dir in the
 	// state directory), so a repeat is answered, never obeyed again.
@@ -48,8 +56,8 @@ type Server struct {
 // Serve consumes commands until ctx ends or the bus closes. Malformed and
 // unauthenticated commands are dead-lettered and serving goes on.
 func (s *Server) Serve(ctx context.Context) error {
-	if s.Bus == nil || s.Sitter == nil || s.Signer == nil || s.Ledger == nil || s.InstanceID == "" {
-		return errors.New("sitter bus server: Bus, Sitter, Signer, Ledger and InstanceID are required")
+	if s.Bus == nil || s.Sitter == nil || s.Ledger == nil || s.InstanceID == "" {
+		return errors.New("sitter bus server: Bus, Sitter, Ledger and InstanceID are required")
 	}
 	if s.Log == nil {
 		s.Log = slog.New(slog.DiscardHandler)
@@ -60,7 +68,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	if s.Started.IsZero() {
 		s.Started = s.Clock.Now()
 	}
-	s.guard = &cmdledger.Guard{Ledger: s.Ledger, Signer: s.Signer, Log: s.Log}
+	if s.Signer != nil {
+		s.guard = &cmdledger.Guard{Ledger: s.Ledger, Signer: s.Signer, Log: s.Log}
+	}
 	reg := Messages()
 	component := Component(s.InstanceID)
 	err := s.Bus.Consume(ctx, component, func(ctx context.Context, d amqpbus.Delivery) error {
@@ -78,6 +88,15 @@ func (s *Server) command(ctx context.Context, reg *envelope.Registry, d amqpbus.
 		err = fmt.Errorf("%w: message %q for run %q on run %q", amqpbus.ErrReject, env.Type, env.Run, s.Bus.Run())
 		s.Log.Warn("refusing message for another run; dead-lettering", "type", env.Type, "run", env.Run)
 	}
+	_, isPing := body.(*ping.Request)
+	if err == nil && !isPing {
+		// Only a controller or mgmt may command a sitter; the broker
+		// validated user_id (and keeps workers off this queue anyway).
+		if err = busid.For(s.Bus).From(env.Type, d.UserID, busid.RoleController, busid.RoleMgmt); err != nil {
+			s.Log.Warn("refusing command from a sender that may not command this sitter; dead-lettering",
+				"type", env.Type, "user_id", d.UserID)
+		}
+	}
 	if err == nil && reg.Destructive(env.Type) {
 		return s.guarded(ctx, reg, env, body, d)
 	}
@@ -85,12 +104,14 @@ func (s *Server) command(ctx context.Context, reg *envelope.Registry, d amqpbus.
 		s.reply(ctx, d, Reply{Error: err.Error()})
 		return err
 	}
-	if _, ok := body.(*ping.Request); ok {
+	if isPing {
 		if d.ReplyTo == "" {
 			return nil
 		}
 		r := ping.Reply{Component: Component(s.InstanceID), PID: os.Getpid(), Started: s.Started, Detail: "job " + s.Job}
-		if err := ping.Answer(ctx, s.Bus, d, r); err != nil {
+		pctx, cancel := context.WithTimeout(ctx, replyTimeout)
+		defer cancel()
+		if err := ping.Answer(pctx, s.Bus, d, r); err != nil {
 			s.Log.Warn("ping reply failed", "correlation_id", d.CorrelationID, "err", redact.String(err.Error()))
 		}
 		return nil
@@ -117,14 +138,21 @@ func (s *Server) command(ctx context.Context, reg *envelope.Registry, d amqpbus.
 // guarded handles a signed command at most once by id.
 func (s *Server) guarded(ctx context.Context, reg *envelope.Registry, env envelope.Envelope, body any, d amqpbus.Delivery) error {
 	var herr error
-	r, _, err := cmdledger.Do(ctx, s.guard, env, func(ctx context.Context) (Reply, bool) {
+	handle := func(ctx context.Context) (Reply, bool) {
 		r, err := s.Handle(ctx, env, body)
 		if err != nil {
 			herr = err
 			r = Reply{Error: err.Error()}
 		}
 		return r, true
-	})
+	}
+	var r Reply
+	var err error
+	if s.guard != nil {
+		r, _, err = cmdledger.Do(ctx, s.guard, env, handle)
+	} else {
+		r, err = s.once(ctx, env, handle)
+	}
 	switch {
 	case err != nil:
 		if errors.Is(err, amqpbus.ErrReject) {
@@ -142,6 +170,39 @@ func (s *Server) guarded(ctx context.Context, reg *envelope.Registry, env envelo
 	}
 	s.reply(ctx, d, r)
 	return nil
+}
+
+// once handles a command at most once by id without a signature to check:
+// the sender was authenticated by its broker-validated user_id. A done id
+// is answered with its recorded reply; a ledger failure requeues.
+func (s *Server) once(ctx context.Context, env envelope.Envelope, handle func(context.Context) (Reply, bool)) (Reply, error) {
+	prev, err := s.Ledger.Lookup(ctx, env.ID)
+	switch {
+	case err == nil && prev.Type != env.Type:
+		return Reply{}, fmt.Errorf("%w: message %q id %q: %w: the id belongs to another command", amqpbus.ErrReject, env.Type, env.ID, envelope.ErrReplay)
+	case err == nil && prev.State == cmdledger.StateDone:
+		s.logger().Info("command already handled; answering with the recorded result, not executing it again", "type", env.Type, "id", env.ID)
+		var r Reply
+		if err := json.Unmarshal(prev.Reply, &r); err != nil {
+			return Reply{}, fmt.Errorf("command %q %s: recorded reply: %w", env.Type, env.ID, err)
+		}
+		return r, nil
+	case err != nil && !errors.Is(err, cmdledger.ErrNotFound):
+		return Reply{}, err
+	}
+	now := s.Clock.Now()
+	if _, err := s.Ledger.Start(ctx, cmdledger.Entry{ID: env.ID, Type: env.Type, Sig: env.Sig, Started: now}); err != nil {
+		return Reply{}, err
+	}
+	r, _ := handle(ctx)
+	b, err := json.Marshal(r)
+	if err != nil {
+		return Reply{}, err
+	}
+	if err := s.Ledger.Finish(ctx, env.ID, b, s.Clock.Now()); err != nil {
+		return Reply{}, err
+	}
+	return r, nil
 }
 
 // Handle executes one decoded, authenticated command. Failures of the
@@ -242,6 +303,11 @@ func (s *Server) reply(ctx context.Context, d amqpbus.Delivery, r Reply) {
 	if d.ReplyTo == "" {
 		return
 	}
+	// A worker's own broker user may not publish replies (see
+	// busid.WorkerPermissions); bound the attempt so a refused reply
+	// cannot hold up the commands behind it.
+	ctx, cancel := context.WithTimeout(ctx, replyTimeout)
+	defer cancel()
 	env, err := envelope.NewEnvelope(TypeReply, 1, s.Bus.Run(), Component(s.InstanceID), r, s.Clock.Now())
 	if err == nil {
 		var b []byte

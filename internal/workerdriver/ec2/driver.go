@@ -9,7 +9,6 @@ package ec2worker
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,12 +31,12 @@ import (
 // "launch") are never adopted or killed as worker orphans.
 const Owner = "provisioner"
 
-// Paths on the instance. The broker URL and secret go in 0600 files so they
-// never appear on a command line (ps) on the worker.
+// Paths on the instance. The broker URL goes in a 0600 file so it never
+// appears on a command line (ps) on the worker. The run's HMAC secret never
+// goes to a worker at all: with it a worker could sign terminate_all.
 const (
-	specPath   = "/etc/nightshift/spec.json"
-	secretPath = "/etc/nightshift/secret"
-	stateDir   = "/var/lib/nightshift/sitter"
+	specPath = "/etc/nightshift/spec.json"
+	stateDir = "/var/lib/nightshift/sitter"
 )
 
 // maxUserData is EC2's limit on user data before base64.
@@ -56,15 +55,14 @@ type Config struct {
 	// NewClient builds clients for specs naming another region or endpoint;
 	// nil means ec2.New.
 	NewClient func(ctx context.Context, cfg ec2.Config) (*ec2.Client, error)
-	// BrokerURL is what sitters connect to; it carries a password, so it
-	// only travels in user data and lands in a 0600 file. Required.
+	// BrokerURL is what sitters connect to when a launch carries no URL of
+	// its own (InstanceSpec.BrokerURL, the worker's own user, wins); it
+	// carries a password, so it only travels in user data and lands in a
+	// 0600 file. Required.
 	BrokerURL string
 	// BrokerCA is the PEM CA an amqps:// BrokerURL is verified against
 	// (the run's CA); the sitter gets it in a file through user data.
 	BrokerCA []byte
-	// Secret is the run's raw HMAC secret; when set the sitter gets it (hex,
-	// in a 0600 file) to verify drain commands.
-	Secret []byte
 	// SitterArgs are appended to the sitter agent's arguments.
 	SitterArgs []string
 	// WaitTimeout bounds the wait for running with an address; default 5m.
@@ -265,7 +263,7 @@ func (d *Driver) launchWithRetry(ctx context.Context, cl *ec2.Client, es ec2.Spe
 	}
 }
 
-// userData writes the launch spec and the secret to files, then runs
+// userData writes the launch spec to a file, then runs
 // ec2.WorkerUserData's script, which writes the broker URL and starts the
 // sitter agent.
 func (d *Driver) userData(spec provisioner.InstanceSpec, ls LaunchSpec) (string, error) {
@@ -273,13 +271,13 @@ func (d *Driver) userData(spec provisioner.InstanceSpec, ls LaunchSpec) (string,
 	var b strings.Builder
 	b.WriteString("#!/bin/sh\nset -eu\numask 077\nmkdir -p /etc/nightshift " + stateDir + "\n")
 	fmt.Fprintf(&b, "printf '%%s\\n' %s > %s\n", shellQuote(string(spec.Spec)), specPath)
-	if len(d.cfg.Secret) > 0 {
-		fmt.Fprintf(&b, "printf '%%s\\n' %s > %s\n", hex.EncodeToString(d.cfg.Secret), secretPath)
-		args = append(args, "--secret-file", secretPath)
+	broker := d.cfg.BrokerURL
+	if spec.BrokerURL != "" {
+		broker = spec.BrokerURL
 	}
 	w := ec2.WorkerUserData{
 		SitterPath: ls.Instance.SitterPath, SitterURL: ls.Instance.SitterURL,
-		Run: d.cfg.Run, Job: spec.Job, InstanceID: spec.ID, BrokerURL: d.cfg.BrokerURL, BrokerCA: string(d.cfg.BrokerCA),
+		Run: d.cfg.Run, Job: spec.Job, InstanceID: spec.ID, BrokerURL: broker, BrokerCA: string(d.cfg.BrokerCA),
 		Args: append(args, d.cfg.SitterArgs...),
 	}
 	script := w.Script()

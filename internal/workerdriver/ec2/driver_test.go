@@ -54,7 +54,7 @@ func sdk(t *testing.T) *awsec2.Client {
 func newDriver(t *testing.T, api ec2.API, run string) (*ec2worker.Driver, *ec2.Client) {
 	t.Helper()
 	cl := ec2.NewWithAPI(api, nil)
-	d, err := ec2worker.New(ec2worker.Config{Run: run, Client: cl, BrokerURL: brokerURL, Secret: []byte{1, 2, 3},
+	d, err := ec2worker.New(ec2worker.Config{Run: run, Client: cl, BrokerURL: brokerURL,
 		WaitTimeout: 20 * time.Second, RetryDelay: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -155,7 +155,8 @@ func TestUserDataStartsTheSitterWithSecretsInFilesOnly(t *testing.T) {
 	run := newRun()
 	rec := &recordingAPI{API: sdk(t)}
 	d, _ := newDriver(t, rec, run)
-	if _, err := d.Launch(context.Background(), provisioner.InstanceSpec{ID: "work-bb-0", Job: "work", LaunchID: "L2", Run: run, Spec: specJSON(ec2test.Image)}); err != nil {
+	own := "amqp://ns." + run + ".worker.work-bb-0:own-pw@10.0.0.5:5672/"
+	if _, err := d.Launch(context.Background(), provisioner.InstanceSpec{ID: "work-bb-0", Job: "work", LaunchID: "L2", Run: run, Spec: specJSON(ec2test.Image), BrokerURL: own}); err != nil {
 		t.Fatal(err)
 	}
 	raw, err := base64.StdEncoding.DecodeString(aws.ToString(rec.last.UserData))
@@ -164,13 +165,20 @@ func TestUserDataStartsTheSitterWithSecretsInFilesOnly(t *testing.T) {
 	}
 	ud := string(raw)
 	for _, want := range []string{"'/opt/ns/sitter' 'agent' '--run' '" + run + "' '--job' 'work' '--instance' 'work-bb-0'",
-		"'--spec' '/etc/nightshift/spec.json'", "'--secret-file' '/etc/nightshift/secret'", "umask 077", `"command":["/opt/ns/sleeper"]`, "010203"} {
+		"'--spec' '/etc/nightshift/spec.json'", "umask 077", `"command":["/opt/ns/sleeper"]`, "own-pw"} {
 		if !strings.Contains(ud, want) {
 			t.Errorf("user data lacks %q:\n%s", want, ud)
 		}
 	}
+	// The worker gets its own broker user, never the run-wide URL, and
+	// never the run's HMAC secret, with which it could sign terminate_all.
+	for _, bad := range []string{"s3cr3t-pw", "--secret-file", "/etc/nightshift/secret"} {
+		if strings.Contains(ud, bad) {
+			t.Errorf("user data holds %q:\n%s", bad, ud)
+		}
+	}
 	for _, line := range strings.Split(ud, "\n") {
-		if strings.HasPrefix(line, "nohup") && (strings.Contains(line, "s3cr3t-pw") || strings.Contains(line, "010203")) {
+		if strings.HasPrefix(line, "nohup") && strings.Contains(line, "own-pw") {
 			t.Errorf("a secret is on the sitter's command line: %s", line)
 		}
 	}

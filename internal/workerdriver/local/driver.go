@@ -37,6 +37,7 @@ const (
 	envJob      = "NIGHTSHIFT_JOB"
 	envInstance = "NIGHTSHIFT_INSTANCE_ID"
 	envDir      = "NIGHTSHIFT_INSTANCE_DIR"
+	envURLFile  = "NIGHTSHIFT_AMQP_URL_FILE"
 )
 
 const (
@@ -193,6 +194,16 @@ func (d *Driver) Launch(ctx context.Context, spec provisioner.InstanceSpec) (pro
 			return provisioner.LaunchResult{}, fmt.Errorf("launch %s: %w", spec.ID, err)
 		}
 	}
+	var urlEnv []string
+	if spec.BrokerURL != "" {
+		// The instance's own credentials, in a 0600 file rather than the
+		// environment, which every task of the instance inherits.
+		urlFile := filepath.Join(dir, "amqp-url")
+		if err := writeFileAtomic(urlFile, []byte(spec.BrokerURL+"\n")); err != nil {
+			return provisioner.LaunchResult{}, fmt.Errorf("launch %s: %w", spec.ID, err)
+		}
+		urlEnv = []string{envURLFile + "=" + urlFile}
+	}
 	stdout, err := redact.OpenPrivate(filepath.Join(dir, "stdout"))
 	if err != nil {
 		return provisioner.LaunchResult{}, fmt.Errorf("launch %s: %w", spec.ID, err)
@@ -208,7 +219,9 @@ func (d *Driver) Launch(ctx context.Context, spec provisioner.InstanceSpec) (pro
 	cmd := exec.Command(d.cfg.Command[0], d.cfg.Command[1:]...)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = stdout, stderr
-	cmd.Env = append(append(baseEnv(), d.cfg.Env...),
+	// urlEnv comes after Config.Env so the instance's own URL wins over a
+	// run-wide one.
+	cmd.Env = append(append(append(baseEnv(), d.cfg.Env...), urlEnv...),
 		envHome+"="+d.cfg.Home, envRun+"="+d.cfg.Run, envJob+"="+spec.Job,
 		envInstance+"="+spec.ID, envDir+"="+dir)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

@@ -273,3 +273,38 @@ func TestBadInput(t *testing.T) {
 		t.Errorf("Launch of missing binary: err = %v", err)
 	}
 }
+
+// TestInstanceGetsItsOwnBrokerURL: a launch carrying the instance's own
+// broker URL puts it in a 0600 file of the instance's own, and that file,
+// not a run-wide one from Config.Env, is what the instance is pointed at.
+func TestInstanceGetsItsOwnBrokerURL(t *testing.T) {
+	home := t.TempDir()
+	out := filepath.Join(home, "env-seen")
+	d, err := New(Config{Home: home, Run: "r1", Grace: 2 * time.Second,
+		Command: []string{"/bin/sh", "-c", `cat "$NIGHTSHIFT_AMQP_URL_FILE" > ` + out + `; env >> ` + out + `; sleep 300`},
+		Env:     []string{"NIGHTSHIFT_AMQP_URL_FILE=/shared/provisioner-url"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { Sweep(context.Background(), home, "r1") })
+	own := "amqp://ns.r1.worker.web-1:own-pw@127.0.0.1:5672/"
+	if _, err := d.Launch(context.Background(), provisioner.InstanceSpec{ID: "web-1", Job: "web", LaunchID: "L1", Run: "r1", BrokerURL: own}); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(InstanceDir(home, "r1", "web-1"), "amqp-url")
+	st, err := os.Stat(file)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("instance URL file: %v %v, want mode 0600", st, err)
+	}
+	var seen []byte
+	for i := 0; i < 100 && !bytes.Contains(seen, []byte("PATH=")); i++ {
+		time.Sleep(50 * time.Millisecond)
+		seen, _ = os.ReadFile(out)
+	}
+	if !bytes.HasPrefix(seen, []byte(own)) || !bytes.Contains(seen, []byte("NIGHTSHIFT_AMQP_URL_FILE="+file)) {
+		t.Errorf("instance saw:\n%s\nwant its own URL through %s", seen, file)
+	}
+	if bytes.Contains(seen, []byte("/shared/provisioner-url")) || bytes.Contains(seen, []byte("secret")) {
+		t.Errorf("instance environment holds the run-wide URL file or a secret:\n%s", seen)
+	}
+}
