@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"nightshift/bootlevel"
-	"nightshift/decision/controller"
+	"nightshift/controller"
 	"nightshift/internal/redact"
 	"nightshift/internal/termtext"
 )

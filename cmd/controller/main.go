@@ -1,5 +1,5 @@
 // Command controller is the daemon that keeps every job (worker pool) of one
-// run at its decision engine's policy; see decision/controller and
+// run at its decision engine's policy; see package controller and
 // docs/jobs.md. It is a thin main: flags, logging and wiring of the bus,
 // the store, the provisioner client and the controller.
 package main
@@ -22,7 +22,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"nightshift/decision"
-	"nightshift/decision/controller"
+	"nightshift/controller"
 	"nightshift/decision/execengine"
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/ctlstore"

@@ -53,7 +53,7 @@ func (e *env) provisionerScenario(ctx context.Context) (bench.Result, error) {
 	return res, nil
 }
 
-// controllerScenario reads the decision/controller benchmarks (tick of a
+// controllerScenario reads the controller benchmarks (tick of a
 // steady pool, heartbeat ingest) and the pure decision engines.
 func (e *env) controllerScenario(ctx context.Context) (bench.Result, error) {
 	var res bench.Result
@@ -63,7 +63,7 @@ func (e *env) controllerScenario(ctx context.Context) (bench.Result, error) {
 	}
 	var missing []string
 
-	out, cmd, err := e.goBench(ctx, "./decision/controller", "^(BenchmarkTick|BenchmarkHeartbeatIngest)$", benchtime, timeout)
+	out, cmd, err := e.goBench(ctx, "./controller", "^(BenchmarkTick|BenchmarkHeartbeatIngest)$", benchtime, timeout)
 	switch {
 	case isNotMeasured(err):
 		missing = append(missing, err.Error())

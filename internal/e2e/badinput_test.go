@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"nightshift/decision/controller"
+	"nightshift/controller"
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/cmdledger"
 	"nightshift/internal/envelope"

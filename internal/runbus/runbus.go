@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"nightshift/bootlevel"
-	"nightshift/decision/controller"
+	"nightshift/controller"
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/busid"
 	"nightshift/internal/envelope"

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"nightshift/decision/controller"
+	"nightshift/controller"
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/amqptest"
 	"nightshift/internal/process"

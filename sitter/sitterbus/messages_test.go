@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"nightshift/decision/controller"
+	"nightshift/controller"
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/envelope"
 	"nightshift/internal/ping"

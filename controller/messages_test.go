@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"nightshift/decision/controller"
+	"nightshift/controller"
 	"nightshift/internal/envelope"
 	"nightshift/mgmt"
 	"nightshift/sitter"

@@ -12,7 +12,7 @@ import (
 
 	"nightshift"
 	"nightshift/decision"
-	"nightshift/decision/controller"
+	"nightshift/controller"
 	"nightshift/internal/jobspec"
 	"nightshift/provisioner"
 )

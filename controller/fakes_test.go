@@ -14,7 +14,7 @@ import (
 
 	"nightshift"
 	"nightshift/decision"
-	"nightshift/decision/controller"
+	"nightshift/controller"
 	"nightshift/internal/ctlstore"
 	"nightshift/provisioner"
 	"nightshift/sitter"

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"nightshift"
-	"nightshift/decision/controller"
+	"nightshift/controller"
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/amqptest"
 	"nightshift/internal/envelope"

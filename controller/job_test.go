@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"nightshift/decision"
-	"nightshift/decision/controller"
+	"nightshift/controller"
 )
 
 func TestLoadJobs(t *testing.T) {

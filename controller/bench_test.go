@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"nightshift"
-	"nightshift/decision/controller"
+	"nightshift/controller"
 	"nightshift/sitter"
 )
 
