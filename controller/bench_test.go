@@ -2,12 +2,14 @@ package controller_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
 
 	"nightshift"
-	"nightshift/controller"
+	"nightshift/controller/ctlbus"
+	"nightshift/internal/envelope"
 	"nightshift/sitter"
 )
 
@@ -48,11 +50,11 @@ func BenchmarkHeartbeatIngest(b *testing.B) {
 		msgs[i] = heartbeatMessage(b, sitter.Heartbeat{InstanceID: id, Job: "web", Host: "h", Time: t0,
 			Tasks: []sitter.TaskStatus{{Name: "work", State: sitter.StateRunning, Work: sitter.WorkBusy}}})
 	}
-	reg := controller.Messages()
+	reg := ctlbus.Messages()
 	b.ResetTimer()
 	i := 0
 	for b.Loop() {
-		hb, err := controller.DecodeHeartbeat(reg, msgs[i%n])
+		hb, err := ctlbus.DecodeHeartbeat(reg, msgs[i%n])
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -60,4 +62,16 @@ func BenchmarkHeartbeatIngest(b *testing.B) {
 		i++
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "heartbeats/s")
+}
+
+func heartbeatMessage(t testing.TB, hb sitter.Heartbeat) []byte {
+	env, err := envelope.NewEnvelope(ctlbus.TypeHeartbeat, 1, "r1", "sitter@h", ctlbus.HeartbeatBody(hb), t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -11,6 +11,7 @@ import (
 
 	"nightshift"
 	"nightshift/controller"
+	"nightshift/controller/ctlbus"
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/amqptest"
 	"nightshift/internal/envelope"
@@ -33,7 +34,7 @@ func dialTestBus(t *testing.T) (*amqpbus.Bus, string) {
 		bus.Close()
 		amqptest.Delete(t, amqptest.Topology{
 			Queues: []string{amqpbus.CommandQueue(run, controller.Component),
-				amqpbus.CommandQueue(run, controller.SitterComponent("web-seed-1")), amqpbus.DeadQueue(run)},
+				amqpbus.CommandQueue(run, ctlbus.SitterComponent("web-seed-1")), amqpbus.DeadQueue(run)},
 			Exchanges: []string{amqpbus.EventsExchange(run), amqpbus.DeadLetterExchange(run)},
 		})
 	})
@@ -49,11 +50,11 @@ func TestServeOverBus(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	clock := r.clock
-	srv := &controller.Server{Bus: bus, Controller: r.c, Clock: clock, Ledger: r.store.Commands(),
+	srv := &ctlbus.Server{Bus: bus, Controller: r.c, Clock: clock, Ledger: r.store.Commands(),
 		Signer: &envelope.Signer{Secret: secret, Now: clock.Now}}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ctx) }()
-	cl := &controller.Client{Bus: bus, Signer: &envelope.Signer{Secret: secret}, Sender: "ops@test", Clock: clock, Timeout: 10 * time.Second}
+	cl := &ctlbus.Client{Bus: bus, Signer: &envelope.Signer{Secret: secret}, Sender: "ops@test", Clock: clock, Timeout: 10 * time.Second}
 
 	// Status answers once the command consumer is up.
 	var st []controller.JobStatus
@@ -67,13 +68,13 @@ func TestServeOverBus(t *testing.T) {
 	if len(st) != 1 || st[0].Name != "web" || len(st[0].Workers) != 2 {
 		t.Fatalf("status %+v", st)
 	}
-	if _, err := cl.Status(ctx, "nope"); !errors.Is(err, controller.ErrRemote) {
+	if _, err := cl.Status(ctx, "nope"); !errors.Is(err, ctlbus.ErrRemote) {
 		t.Fatalf("status of unknown job: %v, want ErrRemote", err)
 	}
 
 	// A bad value is refused with the engine's error; the old config stays.
 	err := cl.Reconfigure(ctx, "web", map[string]any{"n": -3})
-	if !errors.Is(err, controller.ErrRemote) || !strings.Contains(err.Error(), "npreserving: n:") {
+	if !errors.Is(err, ctlbus.ErrRemote) || !strings.Contains(err.Error(), "npreserving: n:") {
 		t.Fatalf("bad reconfigure: %v, want the engine's error", err)
 	}
 	if err := cl.Reconfigure(ctx, "web", map[string]any{"n": 3}); err != nil {
@@ -85,7 +86,7 @@ func TestServeOverBus(t *testing.T) {
 	}
 
 	// Wrong secret: destructive commands are refused.
-	forger := &controller.Client{Bus: bus, Signer: &envelope.Signer{Secret: []byte(strings.Repeat("x", 32))}, Sender: "mallory", Clock: clock}
+	forger := &ctlbus.Client{Bus: bus, Signer: &envelope.Signer{Secret: []byte(strings.Repeat("x", 32))}, Sender: "mallory", Clock: clock}
 	if err := forger.Freeze(ctx); err == nil || !strings.Contains(err.Error(), "signature") {
 		t.Fatalf("forged freeze: %v, want a signature error", err)
 	}
@@ -100,7 +101,7 @@ func TestServeOverBus(t *testing.T) {
 	}
 
 	// Heartbeats published by a sitter reach the controller.
-	pub := controller.HeartbeatPublisher{Bus: bus, Sender: "sitter@h", Clock: clock}
+	pub := ctlbus.HeartbeatPublisher{Bus: bus, Sender: "sitter@h", Clock: clock}
 	waitFor(t, func() bool {
 		hb := sitter.Heartbeat{InstanceID: ids[0], Job: "web", Host: "h0", Time: clock.Now(),
 			Tasks: []sitter.TaskStatus{{Name: "work", State: sitter.StateRunning, Work: sitter.WorkIdle}}}
@@ -124,16 +125,16 @@ func TestServeOverBus(t *testing.T) {
 	}
 
 	// A drain is a signed command on the sitter's queue.
-	dr := controller.BusDrainer{Bus: bus, Signer: &envelope.Signer{Secret: secret}, Sender: "controller", Clock: clock}
+	dr := ctlbus.BusDrainer{Bus: bus, Signer: &envelope.Signer{Secret: secret}, Sender: "controller", Clock: clock}
 	if err := dr.Drain(ctx, "web", ids[1], "scale in"); err != nil {
 		t.Fatal(err)
 	}
-	got := make(chan controller.DrainBody, 1)
+	got := make(chan ctlbus.DrainBody, 1)
 	cctx, ccancel := context.WithCancel(ctx)
 	defer ccancel()
-	reg := controller.Messages()
+	reg := ctlbus.Messages()
 	verifier := &envelope.Signer{Secret: secret, Seen: envelope.NewReplayCache(10), Now: clock.Now}
-	go bus.Consume(cctx, controller.SitterComponent(ids[1]), func(ctx context.Context, d amqpbus.Delivery) error {
+	go bus.Consume(cctx, ctlbus.SitterComponent(ids[1]), func(ctx context.Context, d amqpbus.Delivery) error {
 		env, body, err := amqpbus.DecodeOrReject(reg, slog.New(slog.DiscardHandler), d)
 		if err != nil {
 			return err
@@ -141,7 +142,7 @@ func TestServeOverBus(t *testing.T) {
 		if err := verifier.Verify(env); err != nil {
 			return fmt.Errorf("%w: %w", amqpbus.ErrReject, err)
 		}
-		got <- *body.(*controller.DrainBody)
+		got <- *body.(*ctlbus.DrainBody)
 		return nil
 	})
 	select {
@@ -171,7 +172,7 @@ func TestReplayedReconfigureDoesNotRevert(t *testing.T) {
 	clock := r.clock
 	serve := func() context.CancelFunc {
 		ctx, cancel := context.WithCancel(context.Background())
-		srv := &controller.Server{Bus: bus, Controller: r.c, Clock: clock, Ledger: r.store.Commands(),
+		srv := &ctlbus.Server{Bus: bus, Controller: r.c, Clock: clock, Ledger: r.store.Commands(),
 			Signer: &envelope.Signer{Secret: secret, Now: clock.Now}}
 		done := make(chan struct{})
 		go func() { srv.Serve(ctx); close(done) }()
@@ -180,7 +181,7 @@ func TestReplayedReconfigureDoesNotRevert(t *testing.T) {
 	stop := serve()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	reg := controller.Messages()
+	reg := ctlbus.Messages()
 	signed := func(n int) envelope.Envelope {
 		env, err := envelope.NewEnvelope(controller.TypeReconfigure, 1, run, "ops@test", controller.ReconfigureBody{Job: "web", Values: map[string]any{"n": n}}, clock.Now())
 		if err != nil {

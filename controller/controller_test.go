@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"nightshift"
-	"nightshift/decision"
 	"nightshift/controller"
+	"nightshift/decision"
 	"nightshift/internal/jobspec"
 	"nightshift/provisioner"
 )
@@ -532,7 +532,7 @@ func TestFailedLaunchesBackOff(t *testing.T) {
 		t.Fatalf("after the 2 s back-off: %d instances, want 3", n)
 	}
 	r.runAll("web", false) // success resets the count
-	if got := controller.LaunchBackoffForTest(0); got != 0 {
+	if got := controller.LaunchBackoff(0); got != 0 {
 		t.Fatalf("back-off with no failures = %s", got)
 	}
 }

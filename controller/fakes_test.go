@@ -13,8 +13,9 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"nightshift"
-	"nightshift/decision"
 	"nightshift/controller"
+	"nightshift/controller/ctlbus"
+	"nightshift/decision"
 	"nightshift/internal/ctlstore"
 	"nightshift/provisioner"
 	"nightshift/sitter"
@@ -247,7 +248,7 @@ func (r *rig) start() {
 	r.store = st
 	c, err := controller.New(ctx, controller.Config{
 		Jobs: r.jobs, Registry: decision.NewRegistry(), Store: st, Provisioner: r.prov,
-		Drainer: r.drainer, Meter: r.meter, Clock: r.clock,
+		Drainer: r.drainer, Meter: r.meter, MgmtAPI: ctlbus.MgmtAPI{}, Clock: r.clock,
 	})
 	if err != nil {
 		r.t.Fatal(err)

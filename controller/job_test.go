@@ -4,8 +4,8 @@ import (
 	"strings"
 	"testing"
 
-	"nightshift/decision"
 	"nightshift/controller"
+	"nightshift/decision"
 )
 
 func TestLoadJobs(t *testing.T) {

@@ -5,18 +5,15 @@ import (
 	"fmt"
 	"time"
 
-	"nightshift/internal/ctlstore"
 	"nightshift/internal/envelope"
 	"nightshift/internal/jobspec"
 	"nightshift/provisioner"
-	"nightshift/sitter"
-	"nightshift/sitter/sitterbus"
 )
 
 // Component is the controller's name on the bus.
 const Component = "controller"
 
-// Message types, all version 1. Reconfigure, freeze, unfreeze and drain
+// Message types, all version 1. Reconfigure, freeze and unfreeze
 // change what runs, so they must be signed with the run secret.
 const (
 	TypeReconfigure = "controller.reconfigure"
@@ -25,20 +22,7 @@ const (
 	TypeStatus      = "controller.status"
 	TypeDecisions   = "controller.decisions"
 	TypeReply       = "controller.reply"
-	// TypeHeartbeat and TypeDrain are the sitter's (package sitterbus
-	// owns the sitter's side of the wire); the controller consumes the one
-	// and sends the other.
-	TypeHeartbeat = sitterbus.TypeHeartbeat
-	TypeDrain     = sitterbus.TypeDrain
 )
-
-// HeartbeatKey is the routing key a sitter publishes its heartbeats with on
-// the run's events exchange.
-func HeartbeatKey(job, instanceID string) string { return sitterbus.HeartbeatKey(job, instanceID) }
-
-// SitterComponent is the bus component of the sitter on one instance; drain
-// commands go to its command queue.
-func SitterComponent(instanceID string) string { return sitterbus.Component(instanceID) }
 
 // ReconfigureBody changes a job's engine configuration (merged with the
 // engine's Reconfigure rules).
@@ -89,7 +73,7 @@ func (b *DecisionsBody) Validate() error {
 
 // DecisionRecord is one persisted decision: time, job, engine, reason,
 // actions (JSON, with launch ids), target.
-type DecisionRecord = ctlstore.Decision
+type DecisionRecord = Decision
 
 // Reply answers every controller command. Error is empty on success.
 type Reply struct {
@@ -102,40 +86,16 @@ type Reply struct {
 // Validate implements envelope.Validator.
 func (*Reply) Validate() error { return nil }
 
-// HeartbeatBody is sitter.Heartbeat on the wire.
-type HeartbeatBody = sitterbus.HeartbeatBody
-
-// DrainBody asks the sitter of an instance to drain its tasks.
-type DrainBody = sitterbus.DrainBody
-
-// Messages returns a registry of every message the controller sends or
-// receives (its own, heartbeats, drains and the provisioner's events).
-func Messages() *envelope.Registry {
-	r := &envelope.Registry{}
+// RegisterMessages adds the controller's own commands and its reply to r;
+// ctlbus.Messages adds the sitters' and the provisioner's messages the
+// controller also speaks.
+func RegisterMessages(r *envelope.Registry) {
 	r.Register(TypeReconfigure, 1, func() envelope.Validator { return &ReconfigureBody{} }, true)
 	r.Register(TypeFreeze, 1, func() envelope.Validator { return &FreezeBody{} }, true)
 	r.Register(TypeUnfreeze, 1, func() envelope.Validator { return &UnfreezeBody{} }, true)
 	r.Register(TypeStatus, 1, func() envelope.Validator { return &StatusBody{} }, false)
 	r.Register(TypeDecisions, 1, func() envelope.Validator { return &DecisionsBody{} }, false)
 	r.Register(TypeReply, 1, func() envelope.Validator { return &Reply{} }, false)
-	r.Register(TypeHeartbeat, 1, func() envelope.Validator { return &HeartbeatBody{} }, false)
-	r.Register(TypeDrain, 1, func() envelope.Validator { return &DrainBody{} }, true)
-	r.Register(provisioner.TypeInstance, 1, func() envelope.Validator { return &provisioner.InstanceEvent{} }, false)
-	return r
-}
-
-// DecodeHeartbeat decodes one heartbeat message, returning an error naming
-// the type and field when it is malformed.
-func DecodeHeartbeat(reg *envelope.Registry, data []byte) (sitter.Heartbeat, error) {
-	env, body, err := reg.Decode(data, 1<<20)
-	if err != nil {
-		return sitter.Heartbeat{}, fmt.Errorf("decode heartbeat: %w", err)
-	}
-	hb, ok := body.(*HeartbeatBody)
-	if !ok {
-		return sitter.Heartbeat{}, fmt.Errorf("decode heartbeat: message %q is not %q", env.Type, TypeHeartbeat)
-	}
-	return sitter.Heartbeat(*hb), nil
 }
 
 // JobStatus is the JSON shape of mgmt.JobStatus (kept as a copy so mgmt
@@ -175,7 +135,7 @@ type WorkerStatus struct {
 // pending launch: the job by name with the digest of its worker spec (the
 // provisioner holds the spec itself, from the plan) and the engine's labels,
 // stored with the launch as JSON.
-func launchRequest(j Job, l ctlstore.Launch) (provisioner.LaunchRequest, error) {
+func launchRequest(j Job, l Launch) (provisioner.LaunchRequest, error) {
 	digest, err := jobspec.Spec{Driver: j.Driver, Instance: j.Instance, Worker: j.Worker}.Digest()
 	if err != nil {
 		return provisioner.LaunchRequest{}, fmt.Errorf("job %s: %w", j.Name, err)

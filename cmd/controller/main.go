@@ -1,7 +1,8 @@
 // Command controller is the daemon that keeps every job (worker pool) of one
 // run at its decision engine's policy; see package controller and
-// docs/jobs.md. It is a thin main: flags, logging and wiring of the bus,
-// the store, the provisioner client and the controller.
+// docs/jobs.md. It is a thin main: flags, logging and wiring of the bus
+// (controller/ctlbus), the store (internal/ctlstore), the provisioner
+// client and the controller.
 package main
 
 import (
@@ -21,8 +22,9 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"golang.org/x/sync/errgroup"
 
-	"nightshift/decision"
 	"nightshift/controller"
+	"nightshift/controller/ctlbus"
+	"nightshift/decision"
 	"nightshift/decision/execengine"
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/ctlstore"
@@ -134,9 +136,9 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	ctrl, err := controller.New(ctx, controller.Config{
 		Jobs: jobs, Registry: reg, Store: store,
 		Provisioner:   provClient{client.New(bus, signer, sender, log)},
-		Drainer:       controller.BusDrainer{Bus: bus, Signer: signer, Sender: sender},
+		Drainer:       ctlbus.BusDrainer{Bus: bus, Signer: signer, Sender: sender},
 		Meter:         bus,
-		HTTP:          mgmtHTTP,
+		MgmtAPI:       ctlbus.MgmtAPI{HTTP: mgmtHTTP},
 		Log:           log,
 		Tick:          o.tick,
 		RemoteRefused: func(err error) bool { return errors.Is(err, client.ErrRemote) },
@@ -152,7 +154,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	parent := ctx
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		srv := &controller.Server{Bus: bus, Controller: ctrl, Signer: signer, Ledger: store.Commands(), Log: log}
+		srv := &ctlbus.Server{Bus: bus, Controller: ctrl, Signer: signer, Ledger: store.Commands(), Log: log}
 		return srv.Serve(ctx)
 	})
 	g.Go(func() error { return ctrl.Run(ctx) })

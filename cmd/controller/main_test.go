@@ -17,6 +17,7 @@ import (
 
 	"nightshift"
 	"nightshift/controller"
+	"nightshift/controller/ctlbus"
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/amqptest"
 	"nightshift/internal/envelope"
@@ -195,7 +196,7 @@ func TestKillAndRestartNeverDoubleLaunches(t *testing.T) {
 	}
 
 	second := startDaemon(t, bin, args...)
-	client := &controller.Client{Bus: bus, Signer: &envelope.Signer{Secret: secret}, Sender: "test"}
+	client := &ctlbus.Client{Bus: bus, Signer: &envelope.Signer{Secret: secret}, Sender: "test"}
 	waitUntil(t, "the restarted controller to settle its pending launch", second, func() bool {
 		cctx, ccancel := context.WithTimeout(ctx, 2*time.Second)
 		defer ccancel()

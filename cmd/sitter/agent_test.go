@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"nightshift/controller"
+	"nightshift/controller/ctlbus"
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/amqptest"
 	"nightshift/internal/envelope"
@@ -212,8 +212,8 @@ func newAgentEnv(t *testing.T, worker map[string]any) *agentEnv {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = b.Subscribe(sctx, []string{controller.HeartbeatKey(e.job, "*")}, func(_ context.Context, d amqpbus.Delivery) error {
-			hb, err := controller.DecodeHeartbeat(controller.Messages(), d.Body)
+		_ = b.Subscribe(sctx, []string{ctlbus.HeartbeatKey(e.job, "*")}, func(_ context.Context, d amqpbus.Delivery) error {
+			hb, err := ctlbus.DecodeHeartbeat(ctlbus.Messages(), d.Body)
 			if err != nil {
 				t.Errorf("heartbeat does not decode: %v", err)
 				return nil
@@ -230,7 +230,7 @@ func newAgentEnv(t *testing.T, worker map[string]any) *agentEnv {
 		<-done
 		_ = b.Close()
 		amqptest.Delete(t, amqptest.Topology{
-			Queues:    []string{amqpbus.CommandQueue(e.run, controller.SitterComponent(e.inst)), amqpbus.DeadQueue(e.run)},
+			Queues:    []string{amqpbus.CommandQueue(e.run, ctlbus.SitterComponent(e.inst)), amqpbus.DeadQueue(e.run)},
 			Exchanges: []string{amqpbus.DeadLetterExchange(e.run), amqpbus.EventsExchange(e.run)},
 		})
 	})

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"time"
 
+	"nightshift/controller"
 	"nightshift/internal/cmdledger"
 	"nightshift/internal/sqlitedb"
 )
@@ -28,56 +29,28 @@ type Store struct {
 	db *sql.DB
 }
 
-// Launch states.
-const (
-	LaunchPending = "pending"
-	LaunchDone    = "done"
-	LaunchRefused = "refused"
+// The record types are the controller's (controller.Decision, Launch,
+// JobRecord, Reconfiguration); this package only stores them.
+type (
+	Decision        = controller.Decision
+	Launch          = controller.Launch
+	JobRecord       = controller.JobRecord
+	Reconfiguration = controller.Reconfiguration
+	PendingLaunch   = controller.PendingLaunch
+	LaunchIDFunc    = controller.LaunchIDFunc
 )
 
-// Decision is one persisted engine decision.
-type Decision struct {
-	Seq     int64           `json:"seq"`
-	Time    time.Time       `json:"time"`
-	Job     string          `json:"job"`
-	Engine  string          `json:"engine"`
-	Reason  string          `json:"reason"`
-	Actions json.RawMessage `json:"actions"`
-	Target  int             `json:"target"`
-	Scaled  bool            `json:"scaled"`
-	Error   string          `json:"error,omitempty"`
-}
-
-// Launch is a launch recorded before it was sent.
-type Launch struct {
-	LaunchID string
-	Job      string
-	Seq      int64
-	Count    int
-	Spec     json.RawMessage
-	State    string
-	Created  time.Time
-}
-
-// JobRecord is a job's stored configuration.
-type JobRecord struct {
-	Name        string
-	FileConfig  json.RawMessage
-	Policy      json.RawMessage
-	LastScaleAt time.Time
-}
-
-// Reconfiguration is one reconfigure request and its outcome.
-type Reconfiguration struct {
-	Time  time.Time
-	Job   string
-	Who   string
-	What  json.RawMessage
-	Error string
-}
+// Launch states.
+const (
+	LaunchPending = controller.LaunchPending
+	LaunchDone    = controller.LaunchDone
+	LaunchRefused = controller.LaunchRefused
+)
 
 // ErrNotFound is returned for an unknown job.
-var ErrNotFound = errors.New("not found")
+var ErrNotFound = controller.ErrNotFound
+
+var _ controller.Store = (*Store)(nil)
 
 // Open opens (creating if needed) the database at file and migrates it. The
 // directory must exist.
@@ -201,16 +174,6 @@ func (s *Store) Reconfigurations(ctx context.Context, job string) ([]Reconfigura
 		out = append(out, r)
 	}
 	return out, rows.Err()
-}
-
-// LaunchIDFunc derives a launch id from the decision's sequence number and
-// the launch's index within the decision.
-type LaunchIDFunc func(seq int64, i int) string
-
-// PendingLaunch is a launch to record together with its decision.
-type PendingLaunch struct {
-	Count int
-	Spec  json.RawMessage
 }
 
 // RecordDecision stores d and the launches it asks for in one transaction,

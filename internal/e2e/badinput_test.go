@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"nightshift/controller"
+	"nightshift/controller/ctlbus"
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/cmdledger"
 	"nightshift/internal/envelope"
@@ -177,7 +177,7 @@ func testBadMessages(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	regs := map[string]*envelope.Registry{"provisioner": provisioner.Messages(), "controller": controller.Messages()}
+	regs := map[string]*envelope.Registry{"provisioner": provisioner.Messages(), "controller": ctlbus.Messages()}
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
 			want := wants(t, f)
@@ -311,7 +311,7 @@ func FuzzMessageGate(f *testing.F) {
 		}
 	}
 	secret := []byte("fuzz-secret-the-fuzzer-never-sees")
-	regs := []*envelope.Registry{provisioner.Messages(), controller.Messages()}
+	regs := []*envelope.Registry{provisioner.Messages(), ctlbus.Messages()}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for _, reg := range regs {
 			env, _, _, err := gate(reg, &envelope.Signer{Secret: secret}, t.TempDir(), data)

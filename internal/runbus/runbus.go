@@ -20,6 +20,7 @@ import (
 
 	"nightshift/bootlevel"
 	"nightshift/controller"
+	"nightshift/controller/ctlbus"
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/busid"
 	"nightshift/internal/envelope"
@@ -66,7 +67,7 @@ type Conn struct {
 	run    string
 	bus    *amqpbus.Bus
 	signer *envelope.Signer
-	ctl    *controller.Client
+	ctl    *ctlbus.Client
 	prov   *client.Client
 }
 
@@ -97,7 +98,7 @@ func Dial(ctx context.Context, st bootlevel.Store, home, run string, timeout tim
 	signer := &envelope.Signer{Secret: secret, Seen: envelope.NewReplayCache(1024)}
 	return &Conn{
 		run: run, bus: bus, signer: signer,
-		ctl:  &controller.Client{Bus: bus, Signer: signer, Sender: "mgmt", Timeout: 10 * time.Second},
+		ctl:  &ctlbus.Client{Bus: bus, Signer: signer, Sender: "mgmt", Timeout: 10 * time.Second},
 		prov: client.New(bus, signer, "mgmt", slog.New(slog.DiscardHandler)),
 	}, nil
 }

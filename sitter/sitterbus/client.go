@@ -60,7 +60,7 @@ func (c *Client) Control(ctx context.Context, action, task string) error {
 }
 
 // Drain asks the sitter to drain its tasks and waits for its answer. The
-// controller sends drains fire-and-forget (controller.BusDrainer); this is
+// controller sends drains fire-and-forget (ctlbus.BusDrainer); this is
 // for operators who want to see what was drained.
 func (c *Client) Drain(ctx context.Context, job, reason string) (Reply, error) {
 	return c.call(ctx, TypeDrain, DrainBody{InstanceID: c.InstanceID, Job: job, Reason: reason})

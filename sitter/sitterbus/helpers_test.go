@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"nightshift/controller"
+	"nightshift/controller/ctlbus"
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/amqptest"
 	"nightshift/internal/process"
@@ -24,7 +24,7 @@ func newRun(t *testing.T, instances ...string) string {
 	top := amqptest.Topology{Queues: []string{amqpbus.DeadQueue(run)},
 		Exchanges: []string{amqpbus.DeadLetterExchange(run), amqpbus.EventsExchange(run)}}
 	for _, id := range instances {
-		top.Queues = append(top.Queues, amqpbus.CommandQueue(run, controller.SitterComponent(id)))
+		top.Queues = append(top.Queues, amqpbus.CommandQueue(run, ctlbus.SitterComponent(id)))
 	}
 	amqptest.DeleteAtEnd(t, top)
 	return run

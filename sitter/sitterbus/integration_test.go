@@ -16,6 +16,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"nightshift/controller"
+	"nightshift/controller/ctlbus"
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/amqptest"
 	"nightshift/internal/cmdledger"
@@ -69,8 +70,8 @@ func startAgent(t *testing.T, reconnect time.Duration) *agentFixture {
 	ctx, cancel := context.WithCancel(context.Background())
 	obsDone := make(chan error, 1)
 	go func() {
-		obsDone <- f.obs.Subscribe(ctx, []string{controller.HeartbeatKey(f.job, "*")}, func(_ context.Context, d amqpbus.Delivery) error {
-			hb, err := controller.DecodeHeartbeat(controller.Messages(), d.Body)
+		obsDone <- f.obs.Subscribe(ctx, []string{ctlbus.HeartbeatKey(f.job, "*")}, func(_ context.Context, d amqpbus.Delivery) error {
+			hb, err := ctlbus.DecodeHeartbeat(ctlbus.Messages(), d.Body)
 			if err != nil {
 				t.Errorf("heartbeat on %s does not decode: %v", d.RoutingKey, err)
 				return nil
@@ -282,8 +283,8 @@ func TestDrainOverBroker(t *testing.T) {
 	first := f.nextBeat(t, 15*time.Second, "the task running", running).Tasks[0]
 
 	// Unsigned: dead-lettered, the task runs on.
-	f.sendUnsigned(t, controller.TypeDrain, controller.DrainBody{InstanceID: f.inst, Job: f.job, Reason: "forged"})
-	if got := deadTypes(t, f.run, 1); got[0] != controller.TypeDrain {
+	f.sendUnsigned(t, ctlbus.TypeDrain, ctlbus.DrainBody{InstanceID: f.inst, Job: f.job, Reason: "forged"})
+	if got := deadTypes(t, f.run, 1); got[0] != ctlbus.TypeDrain {
 		t.Errorf("dead-lettered %q", got)
 	}
 	hb := f.nextBeat(t, 10*time.Second, "a beat after the forged drain", func(sitter.Heartbeat) bool { return true })
@@ -296,7 +297,7 @@ func TestDrainOverBroker(t *testing.T) {
 
 	// Signed, as the controller sends it: the worker finishes and the
 	// sitter does not restart it although restart=always.
-	drainer := controller.BusDrainer{Bus: f.obs, Sender: controller.Component,
+	drainer := ctlbus.BusDrainer{Bus: f.obs, Sender: controller.Component,
 		Signer: &envelope.Signer{Secret: f.secret, Seen: envelope.NewReplayCache(10)}}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"nightshift/controller"
+	"nightshift/controller/ctlbus"
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/envelope"
 	"nightshift/internal/ping"
@@ -23,8 +23,8 @@ import (
 // The drain and heartbeat contract is the controller's; the sitter's
 // registry must agree with it on names and on what needs a signature.
 func TestRegistryMatchesController(t *testing.T) {
-	ours, theirs := sitterbus.Messages(), controller.Messages()
-	for _, typ := range []string{controller.TypeDrain, controller.TypeHeartbeat} {
+	ours, theirs := sitterbus.Messages(), ctlbus.Messages()
+	for _, typ := range []string{ctlbus.TypeDrain, ctlbus.TypeHeartbeat} {
 		if ours.Destructive(typ) != theirs.Destructive(typ) {
 			t.Errorf("%s: destructive %v here, %v in controller", typ, ours.Destructive(typ), theirs.Destructive(typ))
 		}
@@ -32,7 +32,7 @@ func TestRegistryMatchesController(t *testing.T) {
 	if !ours.Destructive(sitterbus.TypeControl) || ours.Destructive(sitterbus.TypeTail) || ours.Destructive(sitterbus.TypeStatus) || ours.Destructive(ping.Type) {
 		t.Error("only drain and control may require a signature")
 	}
-	if sitterbus.Component("i-1") != controller.SitterComponent("i-1") {
+	if sitterbus.Component("i-1") != ctlbus.SitterComponent("i-1") {
 		t.Error("component name differs from the controller's")
 	}
 }
@@ -65,8 +65,8 @@ func TestDecodeCommands(t *testing.T) {
 		{"tail negative", envelopeJSON(t, sitterbus.TypeTail, map[string]any{"task": "w", "lines": -1}), `field "lines"`},
 		{"tail unknown field", envelopeJSON(t, sitterbus.TypeTail, map[string]any{"task": "w", "n": 3}), `field "n": unknown field`},
 		{"status", envelopeJSON(t, sitterbus.TypeStatus, sitterbus.StatusBody{}), ""},
-		{"drain", envelopeJSON(t, controller.TypeDrain, controller.DrainBody{InstanceID: "i", Job: "j"}), ""},
-		{"drain no instance", envelopeJSON(t, controller.TypeDrain, controller.DrainBody{Job: "j"}), `"sitter.drain" v1: field "instance_id": missing`},
+		{"drain", envelopeJSON(t, ctlbus.TypeDrain, ctlbus.DrainBody{InstanceID: "i", Job: "j"}), ""},
+		{"drain no instance", envelopeJSON(t, ctlbus.TypeDrain, ctlbus.DrainBody{Job: "j"}), `"sitter.drain" v1: field "instance_id": missing`},
 		{"ping", envelopeJSON(t, ping.Type, ping.Request{}), ""},
 		{"unknown type", envelopeJSON(t, "sitter.explode", map[string]any{}), `"sitter.explode": unknown type`},
 		{"not json", raw("drain now"), "bad JSON"},
@@ -91,7 +91,7 @@ func TestDecodeCommands(t *testing.T) {
 func FuzzDecodeCommand(f *testing.F) {
 	f.Add(envelopeJSON(f, sitterbus.TypeControl, sitterbus.ControlBody{Action: "stop", Task: "w"}))
 	f.Add(envelopeJSON(f, sitterbus.TypeTail, sitterbus.TailBody{Task: "w"}))
-	f.Add(envelopeJSON(f, controller.TypeDrain, controller.DrainBody{InstanceID: "i", Job: "j"}))
+	f.Add(envelopeJSON(f, ctlbus.TypeDrain, ctlbus.DrainBody{InstanceID: "i", Job: "j"}))
 	f.Add([]byte(`{"type":"sitter.status","version":1}`))
 	reg := sitterbus.Messages()
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -226,17 +226,17 @@ func TestHandle(t *testing.T) {
 		wantReject bool
 		check      func(sitterbus.Reply) bool
 	}{
-		{"drain for this instance", &controller.DrainBody{InstanceID: "i-1", Job: "crunch"}, false,
+		{"drain for this instance", &ctlbus.DrainBody{InstanceID: "i-1", Job: "crunch"}, false,
 			func(r sitterbus.Reply) bool { return slices.Equal(r.Drained, []string{"w"}) }},
-		{"drain for another instance", &controller.DrainBody{InstanceID: "i-2", Job: "crunch"}, true, nil},
-		{"drain for another job", &controller.DrainBody{InstanceID: "i-1", Job: "web"}, true, nil},
+		{"drain for another instance", &ctlbus.DrainBody{InstanceID: "i-2", Job: "crunch"}, true, nil},
+		{"drain for another job", &ctlbus.DrainBody{InstanceID: "i-1", Job: "web"}, true, nil},
 		{"control unknown task", &sitterbus.ControlBody{Action: "stop", Task: "nope"}, false,
 			func(r sitterbus.Reply) bool { return strings.Contains(r.Error, "no such task") }},
 		{"tail", &sitterbus.TailBody{Task: "w"}, false,
 			func(r sitterbus.Reply) bool { return r.Tail != nil && r.Tail.Stdout[0] == "line" }},
 		{"status", &sitterbus.StatusBody{}, false,
 			func(r sitterbus.Reply) bool { return r.Status != nil && len(r.Status.Tasks) == 1 }},
-		{"heartbeat is not a command", &controller.HeartbeatBody{}, true, nil},
+		{"heartbeat is not a command", &ctlbus.HeartbeatBody{}, true, nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -293,12 +293,12 @@ func TestSink(t *testing.T) {
 	if err := sink.SendHeartbeat(ctx, hb); err != nil {
 		t.Fatal(err)
 	}
-	if bus.keys[0] != controller.HeartbeatKey("crunch", "i-1") || bus.envs[0].Type != controller.TypeHeartbeat {
+	if bus.keys[0] != ctlbus.HeartbeatKey("crunch", "i-1") || bus.envs[0].Type != ctlbus.TypeHeartbeat {
 		t.Errorf("published %q as %q", bus.envs[0].Type, bus.keys[0])
 	}
 	// What the controller decodes is what was sent.
 	raw, _ := json.Marshal(bus.envs[0])
-	got, err := controller.DecodeHeartbeat(controller.Messages(), raw)
+	got, err := ctlbus.DecodeHeartbeat(ctlbus.Messages(), raw)
 	if err != nil || got.InstanceID != "i-1" || got.Tasks[0].State != sitter.StateRunning {
 		t.Errorf("controller decoded %+v, %v", got, err)
 	}

@@ -1,0 +1,83 @@
+package ctlbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+
+	"nightshift/controller"
+	"nightshift/internal/amqpbus"
+	"nightshift/internal/envelope"
+)
+
+// Client calls a controller over the bus.
+type Client struct {
+	Bus    *amqpbus.Bus
+	Signer *envelope.Signer // needed for Reconfigure, Freeze, Unfreeze
+	Sender string
+	Clock  clockwork.Clock
+	// Timeout bounds a call whose ctx has no deadline (default 30s).
+	Timeout time.Duration
+}
+
+// ErrRemote marks errors the controller reported, as opposed to transport
+// errors.
+var ErrRemote = errors.New("controller refused")
+
+func (c *Client) call(ctx context.Context, typ string, body any) (controller.Reply, error) {
+	clock := c.Clock
+	if clock == nil {
+		clock = clockwork.NewRealClock()
+	}
+	reg := Messages()
+	raw, err := c.Bus.Request(ctx, amqpbus.Request{Registry: reg, Signer: c.Signer, Sender: c.Sender,
+		Component: controller.Component, Type: typ, Body: body, Now: clock.Now(), Timeout: c.Timeout})
+	if err != nil {
+		return controller.Reply{}, err
+	}
+	renv, rbody, err := reg.Decode(raw, amqpbus.MaxMessageSize)
+	if err != nil {
+		return controller.Reply{}, fmt.Errorf("%s: reply: %w", typ, err)
+	}
+	r, ok := rbody.(*controller.Reply)
+	if !ok {
+		return controller.Reply{}, fmt.Errorf("%s: reply has type %q, want %q", typ, renv.Type, controller.TypeReply)
+	}
+	if r.Error != "" {
+		return *r, fmt.Errorf("%s: %w: %s", typ, ErrRemote, r.Error)
+	}
+	return *r, nil
+}
+
+// Reconfigure merges values into job's engine configuration.
+func (c *Client) Reconfigure(ctx context.Context, job string, values map[string]any) error {
+	_, err := c.call(ctx, controller.TypeReconfigure, controller.ReconfigureBody{Job: job, Values: values})
+	return err
+}
+
+// Freeze stops the controller acting.
+func (c *Client) Freeze(ctx context.Context) error {
+	_, err := c.call(ctx, controller.TypeFreeze, controller.FreezeBody{})
+	return err
+}
+
+// Unfreeze resumes acting.
+func (c *Client) Unfreeze(ctx context.Context) error {
+	_, err := c.call(ctx, controller.TypeUnfreeze, controller.UnfreezeBody{})
+	return err
+}
+
+// Status returns one job's status, or every job's when job is empty.
+func (c *Client) Status(ctx context.Context, job string) ([]controller.JobStatus, error) {
+	r, err := c.call(ctx, controller.TypeStatus, controller.StatusBody{Job: job})
+	return r.Jobs, err
+}
+
+// Decisions returns a job's decision history, newest first.
+func (c *Client) Decisions(ctx context.Context, job string, limit int) ([]controller.DecisionRecord, error) {
+	r, err := c.call(ctx, controller.TypeDecisions, controller.DecisionsBody{Job: job, Limit: limit})
+	return r.Decisions, err
+}

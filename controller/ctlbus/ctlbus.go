@@ -1,0 +1,168 @@
+// Package ctlbus binds a controller.Controller to the AMQP bus: Server
+// consumes the controller's command queue (reconfigure, freeze, unfreeze,
+// status, decisions), refusing malformed, foreign and unsigned destructive
+// commands, and feeds the controller the provisioner's instance events and
+// the sitters' heartbeats; Client calls it; BusDrainer sends drains to
+// sitters; HeartbeatPublisher publishes heartbeats where Server listens;
+// MgmtAPI reads queue depths from the RabbitMQ management API. It is the
+// only controller code that knows about AMQP or HTTP.
+package ctlbus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/jonboulle/clockwork"
+	"golang.org/x/sync/errgroup"
+
+	"nightshift/controller"
+	"nightshift/internal/amqpbus"
+	"nightshift/internal/busid"
+	"nightshift/internal/cmdledger"
+	"nightshift/internal/envelope"
+	"nightshift/provisioner"
+)
+
+// Server connects a Controller to the bus: it serves the controller's
+// commands and feeds it provisioner instance events and sitter heartbeats.
+type Server struct {
+	Bus        *amqpbus.Bus
+	Controller *controller.Controller
+	// Signer verifies reconfigure, freeze and unfreeze; it needs Secret.
+	Signer *envelope.Signer
+	// Ledger records those commands by id (ctlstore.Store.Commands), so a
+	// repeat is answered, never applied again.
+	Ledger cmdledger.Ledger
+	Log    *slog.Logger
+	Clock  clockwork.Clock
+
+	guard *cmdledger.Guard
+}
+
+// Serve runs until ctx ends or a consumer fails for good.
+func (s *Server) Serve(ctx context.Context) error {
+	if s.Log == nil {
+		s.Log = slog.New(slog.DiscardHandler)
+	}
+	if s.Clock == nil {
+		s.Clock = clockwork.NewRealClock()
+	}
+	s.guard = &cmdledger.Guard{Ledger: s.Ledger, Signer: s.Signer, Log: s.Log}
+	reg := Messages()
+	var hbKeys, instKeys []string
+	for _, n := range s.Controller.Jobs() {
+		hbKeys = append(hbKeys, HeartbeatKey(n, "*"))
+		instKeys = append(instKeys, "instance."+n+".*")
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		return s.Bus.Consume(ctx, controller.Component, func(ctx context.Context, d amqpbus.Delivery) error {
+			return s.command(ctx, reg, d)
+		})
+	})
+	if len(hbKeys) > 0 {
+		g.Go(func() error {
+			return s.Bus.Subscribe(ctx, hbKeys, func(ctx context.Context, d amqpbus.Delivery) error {
+				hb, err := DecodeHeartbeat(reg, d.Body)
+				if err != nil {
+					s.Log.Warn("malformed heartbeat dropped", "routing_key", d.RoutingKey, "err", err)
+					return fmt.Errorf("%w: %w", amqpbus.ErrReject, err)
+				}
+				if err := busid.For(s.Bus).Heartbeat(TypeHeartbeat, d.UserID, hb.InstanceID); err != nil {
+					s.Log.Warn("forged heartbeat dropped", "instance", hb.InstanceID, "err", err)
+					return err
+				}
+				s.Controller.IngestHeartbeat(hb)
+				return nil
+			})
+		})
+		g.Go(func() error {
+			return s.Bus.Subscribe(ctx, instKeys, func(ctx context.Context, d amqpbus.Delivery) error {
+				env, body, err := amqpbus.DecodeOrReject(reg, s.Log, d)
+				if err != nil {
+					return err
+				}
+				ev, ok := body.(*provisioner.InstanceEvent)
+				if !ok {
+					return fmt.Errorf("%w: event %q on %s, want %q", amqpbus.ErrReject, env.Type, d.RoutingKey, provisioner.TypeInstance)
+				}
+				if err := busid.For(s.Bus).From(env.Type, d.UserID, busid.RoleProvisioner); err != nil {
+					s.Log.Warn("forged instance event dropped", "instance", ev.Instance.ID, "err", err)
+					return err
+				}
+				s.Controller.HandleInstance(ev.Instance)
+				return nil
+			})
+		})
+	}
+	return g.Wait()
+}
+
+func (s *Server) command(ctx context.Context, reg *envelope.Registry, d amqpbus.Delivery) error {
+	env, body, err := amqpbus.DecodeOrReject(reg, s.Log, d)
+	if err == nil && env.Run != s.Bus.Run() {
+		err = fmt.Errorf("%w: message %q for run %q on run %q", amqpbus.ErrReject, env.Type, env.Run, s.Bus.Run())
+	}
+	if err == nil {
+		err = busid.For(s.Bus).From(env.Type, d.UserID, busid.RoleMgmt)
+	}
+	var r controller.Reply
+	if err == nil && reg.Destructive(env.Type) {
+		r, _, err = cmdledger.Do(ctx, s.guard, env, func(ctx context.Context) (controller.Reply, bool) { return s.Handle(ctx, env, body), true })
+	} else if err == nil {
+		r = s.Handle(ctx, env, body)
+	}
+	if err != nil {
+		if errors.Is(err, amqpbus.ErrReject) {
+			s.reply(ctx, d, controller.Reply{Error: err.Error()})
+		}
+		return err
+	}
+	s.reply(ctx, d, r)
+	return nil
+}
+
+// Handle executes one decoded, authenticated command.
+func (s *Server) Handle(ctx context.Context, env envelope.Envelope, body any) controller.Reply {
+	c := s.Controller
+	var r controller.Reply
+	var err error
+	switch b := body.(type) {
+	case *controller.ReconfigureBody:
+		err = c.Reconfigure(ctx, b.Job, b.Values, env.Sender)
+	case *controller.FreezeBody:
+		err = c.Freeze(ctx, env.Sender)
+	case *controller.UnfreezeBody:
+		err = c.Unfreeze(ctx, env.Sender)
+	case *controller.StatusBody:
+		r.Jobs, err = c.Status(b.Job)
+	case *controller.DecisionsBody:
+		r.Decisions, err = c.Decisions(ctx, b.Job, b.Limit)
+	default:
+		err = fmt.Errorf("message %q is not a controller command", env.Type)
+	}
+	r.Frozen = c.Frozen()
+	if err != nil {
+		r.Error = err.Error()
+	}
+	return r
+}
+
+func (s *Server) reply(ctx context.Context, d amqpbus.Delivery, r controller.Reply) {
+	if d.ReplyTo == "" {
+		return
+	}
+	env, err := envelope.NewEnvelope(controller.TypeReply, 1, s.Bus.Run(), controller.Component, r, s.Clock.Now())
+	if err == nil {
+		var b []byte
+		if b, err = json.Marshal(env); err == nil {
+			err = s.Bus.Reply(ctx, d, b)
+		}
+	}
+	if err != nil {
+		s.Log.Warn("reply failed", "correlation_id", d.CorrelationID, "err", err)
+	}
+}

@@ -1,0 +1,446 @@
+package controller
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"nightshift"
+	"nightshift/decision"
+	"nightshift/provisioner"
+	"nightshift/sitter"
+)
+
+const (
+	// terminalKeep is how long a gone instance stays in the view, so late
+	// heartbeats from it can still be judged zombie.
+	terminalKeep = 10 * time.Minute
+	// launchFailureWindow: an instance first seen already failed counts as
+	// a failed launch only if it failed this recently, so failures read at
+	// recovery do not hold a restarted controller's launches back.
+	launchFailureWindow = 5 * time.Minute
+)
+
+// Pool is one job's view of its workers and the rules that move it: how
+// instance records and heartbeats update the view, how health is judged,
+// when failed launches hold further launches back, which decisions are no
+// news, what a decision asks to store and send, and what a job's status
+// reads. It is the controller's pure core, as Apply and PlanReconcile are
+// the provisioner's: it does no I/O, takes no lock, starts no goroutine and
+// reads no clock (methods that need the time take now). The Controller
+// serialises calls to a Pool and performs what its methods return.
+type Pool struct {
+	job Job
+	// started is when the controller started: health timers of running
+	// instances start no earlier, or every worker looks missing right
+	// after a restart.
+	started time.Time
+	workers map[string]*worker
+	pending []Launch
+	// lastScaleAt feeds Snapshot.LastScaleAt (cooldowns).
+	lastScaleAt time.Time
+	depth       *int
+	source      decision.DepthSource
+	last        *LastDecision
+	lastTarget  int
+	lastError   string
+	// Launch failures in a row (instances that failed before running):
+	// launches then back off exponentially, as an Auto Scaling group does,
+	// instead of asking every tick for an image that does not exist.
+	launchFailures    int
+	lastLaunchFailure time.Time
+	launchFailReason  string
+}
+
+type worker struct {
+	id, launchID, host string
+	state              nightshift.InstanceState
+	stateSince         time.Time
+	launchedAt         time.Time
+	lastHeartbeat      time.Time
+	failedTasks        []string
+	heartbeatError     string
+	busy               bool
+	restarts           int
+	drainingSince      time.Time
+}
+
+// NewPool returns an empty view of job for a controller started at
+// started.
+func NewPool(job Job, started time.Time) *Pool {
+	return &Pool{job: job, started: started, workers: map[string]*worker{}}
+}
+
+// Restore takes what the store remembers of the job: when it last scaled
+// and its latest decision (newest first; only the first is read).
+func (p *Pool) Restore(lastScaleAt time.Time, latest []Decision) {
+	p.lastScaleAt = lastScaleAt
+	if len(latest) > 0 {
+		p.last = &LastDecision{Time: latest[0].Time, Reason: latest[0].Reason}
+		p.lastTarget, p.lastError = latest[0].Target, latest[0].Error
+	}
+}
+
+// SortRecovered splits the launches still pending in the store after a
+// restart: one whose id is found in the provisioner's records arrived and
+// is done (it must not be resent); the others stay pending and are resent
+// with the same id (the provisioner dedupes one that did arrive after all).
+func SortRecovered(records []provisioner.Instance, pending []Launch) (done, still []Launch) {
+	known := map[string]bool{}
+	for _, inst := range records {
+		known[inst.LaunchID] = true
+	}
+	for _, l := range pending {
+		if known[l.LaunchID] {
+			done = append(done, l)
+		} else {
+			still = append(still, l)
+		}
+	}
+	return done, still
+}
+
+// Recover rebuilds the view after a restart from the provisioner's records
+// of the job, the launches still pending and the stored drains. It returns
+// the drains of instances that are gone, which the caller forgets.
+func (p *Pool) Recover(records []provisioner.Instance, still []Launch, drains map[string]time.Time, now time.Time) (gone []string) {
+	p.pending = still
+	for _, inst := range records {
+		if inst.Job == p.job.Name {
+			p.ApplyInstance(inst, now)
+		}
+	}
+	for id, since := range drains {
+		if w, ok := p.workers[id]; ok && !w.state.Terminal() {
+			w.drainingSince = since
+		} else {
+			gone = append(gone, id)
+		}
+	}
+	slices.Sort(gone)
+	return gone
+}
+
+// ApplyInstance applies a provisioner instance record or event and reports
+// whether the view changed (then a prompt decision round is due). Stale or
+// duplicate states are ignored: the ladder only moves forward. An instance
+// that fails before it ever ran is a failed launch and lengthens the
+// launch back-off; one that reaches running resets it.
+func (p *Pool) ApplyInstance(inst provisioner.Instance, now time.Time) bool {
+	since := inst.Updated
+	if since.IsZero() {
+		since = now
+	}
+	w, ok := p.workers[inst.ID]
+	if !ok {
+		launched := inst.Created
+		if launched.IsZero() {
+			launched = since
+		}
+		p.workers[inst.ID] = &worker{id: inst.ID, launchID: inst.LaunchID, host: inst.Host, state: inst.State, stateSince: since, launchedAt: launched}
+		// First seen already failed: the launch itself failed (a refusal comes
+		// back in the launch reply). Old failures read at recovery are older
+		// than any back-off and only lengthen the next one a little.
+		if inst.State == nightshift.StateFailed && now.Sub(since) < launchFailureWindow {
+			p.launchFailed(since, inst.Reason)
+		}
+		return true
+	}
+	if inst.Host != "" {
+		w.host = inst.Host
+	}
+	if w.state == inst.State || !w.state.CanMoveTo(inst.State) {
+		return false
+	}
+	switch {
+	case inst.State == nightshift.StateRunning:
+		p.launchFailures = 0
+	case inst.State == nightshift.StateFailed && w.state.Rank() < nightshift.StateRunning.Rank():
+		p.launchFailed(since, inst.Reason)
+	}
+	w.state, w.stateSince = inst.State, since
+	return true
+}
+
+func (p *Pool) launchFailed(at time.Time, reason string) {
+	p.launchFailures++
+	p.lastLaunchFailure = at
+	p.launchFailReason = reason
+}
+
+// Heartbeat records a sitter heartbeat received at now (the controller's
+// clock: hosts' clocks may be skewed). It reports whether the heartbeat
+// changed something an engine acts on (first heartbeat, busy flipped,
+// failed tasks changed), which is when a prompt round is due; steady
+// heartbeats wait for the tick. Heartbeats from instances the view does
+// not know yet are dropped: the next one, after the launch reply or
+// instance event, is not.
+func (p *Pool) Heartbeat(hb sitter.Heartbeat, now time.Time) bool {
+	w, ok := p.workers[hb.InstanceID]
+	if !ok {
+		return false
+	}
+	busy, restarts := false, 0
+	var failed []string
+	for _, t := range hb.Tasks {
+		if t.State == sitter.StateRunning && t.Work == sitter.WorkBusy {
+			busy = true
+		}
+		if t.State == sitter.StateFailed {
+			failed = append(failed, t.Name)
+		}
+		restarts += t.Restarts
+	}
+	changed := w.lastHeartbeat.IsZero() || w.busy != busy || len(w.failedTasks) != len(failed)
+	w.lastHeartbeat, w.busy, w.failedTasks, w.restarts = now, busy, failed, restarts
+	if hb.Host != "" {
+		w.host = hb.Host
+	}
+	return changed
+}
+
+// Observe records the latest queue depth reading (nil: unavailable).
+func (p *Pool) Observe(depth *int, source decision.DepthSource) {
+	p.depth, p.source = depth, source
+}
+
+// Snapshot builds the engine's input at now: every known instance with its
+// health, launches sent but not yet seen as instances, the queue depth and
+// the last scale time.
+func (p *Pool) Snapshot(now time.Time) decision.Snapshot {
+	s := decision.Snapshot{
+		Pool: p.job.Name, Now: now, Queue: p.job.Queue.Name,
+		Depth: p.depth, Source: p.source, LastScaleAt: p.lastScaleAt,
+		Instances: make([]decision.Instance, 0, len(p.workers)),
+	}
+	for _, l := range p.pending {
+		s.PendingLaunches += l.Count
+	}
+	for _, w := range p.workers {
+		s.Instances = append(s.Instances, decision.Instance{
+			ID: w.id, State: w.state, Health: p.health(w, now),
+			Busy: w.busy, LaunchedAt: w.launchedAt, DrainingSince: w.drainingSince,
+		})
+	}
+	// Map order is random; engines break ties by id, but a stable order
+	// keeps persisted snapshots and reasons reproducible.
+	slices.SortFunc(s.Instances, func(a, b decision.Instance) int {
+		switch {
+		case a.ID < b.ID:
+			return -1
+		case a.ID > b.ID:
+			return 1
+		}
+		return 0
+	})
+	return s
+}
+
+func (p *Pool) health(w *worker, now time.Time) nightshift.Health {
+	since := w.stateSince
+	// Timers start no earlier than our own start, or every worker looks
+	// missing right after a restart.
+	if since.Before(p.started) && w.state == nightshift.StateRunning {
+		since = p.started
+	}
+	return decision.Assess(decision.InstanceView{
+		ID: w.id, State: w.state, StateSince: since, LastHeartbeat: w.lastHeartbeat,
+		FailedTasks: w.failedTasks, HeartbeatError: w.heartbeatError,
+	}, now, p.job.Health)
+}
+
+// Prune forgets instances gone for longer than terminalKeep.
+func (p *Pool) Prune(now time.Time) {
+	for id, w := range p.workers {
+		if w.state.Terminal() && now.Sub(w.stateSince) > terminalKeep {
+			delete(p.workers, id)
+		}
+	}
+}
+
+// LaunchBackoff is the pause after n launch failures in a row: 1s,
+// doubling, at most 5 minutes.
+func LaunchBackoff(n int) time.Duration {
+	if n <= 0 {
+		return 0
+	}
+	d := time.Second << min(n-1, 9)
+	return min(d, 5*time.Minute)
+}
+
+// Hold drops the launch actions of d while the pool backs off after failed
+// launches, saying why in the reason; terminations and drains go ahead.
+func (p *Pool) Hold(d decision.Decision, now time.Time) decision.Decision {
+	if p.launchFailures == 0 {
+		return d
+	}
+	until := p.lastLaunchFailure.Add(LaunchBackoff(p.launchFailures))
+	if !now.Before(until) {
+		return d
+	}
+	kept := d.Actions[:0:0]
+	held := false
+	for _, a := range d.Actions {
+		if _, ok := a.(decision.Launch); ok {
+			held = true
+			continue
+		}
+		kept = append(kept, a)
+	}
+	if !held {
+		return d
+	}
+	d.Actions = kept
+	d.Reason = fmt.Sprintf("launch back-off after %d failed launch(es) (last: %s): next launch in %s; engine: %s",
+		p.launchFailures, p.launchFailReason, until.Sub(now).Round(100*time.Millisecond), d.Reason)
+	return d
+}
+
+// Plan is what one decision asks of the controller, in order: store Record
+// with Launches in one transaction (each launch gets its id there), then
+// carry out the decision's terminations and drains, then send the pending
+// launches (LaunchSteps).
+type Plan struct {
+	// Decision is the engine's decision after the launch back-off hold.
+	Decision decision.Decision
+	// Skip is set when the decision is no news: no actions, and the same
+	// reason, target and error as the last one stored. Nothing is stored
+	// or done, so the history stays readable.
+	Skip     bool
+	Record   Decision
+	Launches []PendingLaunch
+}
+
+// Plan applies the launch back-off hold and the same-reason skip to the
+// engine's decision d taken at now, and renders what to store.
+func (p *Pool) Plan(d decision.Decision, now time.Time) (Plan, error) {
+	d = p.Hold(d, now)
+	if len(d.Actions) == 0 && p.last != nil && p.last.Reason == d.Reason && p.lastTarget == d.Target && p.lastError == d.Error {
+		return Plan{Decision: d, Skip: true}, nil
+	}
+	job := p.job
+	var launches []PendingLaunch
+	for _, a := range d.Actions {
+		if l, ok := a.(decision.Launch); ok {
+			spec, err := json.Marshal(provisioner.EngineSpec{Deployable: l.Spec.Deployable, Site: l.Spec.Site, Allocation: l.Spec.Allocation, Vars: l.Spec.Vars})
+			if err != nil {
+				return Plan{}, fmt.Errorf("job %s: encode launch spec: %w", job.Name, err)
+			}
+			launches = append(launches, PendingLaunch{Count: l.Count, Spec: spec})
+		}
+	}
+	return Plan{
+		Decision: d,
+		Record:   Decision{Time: now, Job: job.Name, Engine: d.Engine, Reason: d.Reason, Target: d.Target, Scaled: d.Scaled, Error: d.Error},
+		Launches: launches,
+	}, nil
+}
+
+// Recorded notes that plan was stored as decision seq with launch ids ids
+// (in the order of plan.Launches): the launches become pending, and the
+// decision becomes the last one (and the last scale, when it scaled).
+func (p *Pool) Recorded(plan Plan, seq int64, ids []string) {
+	d, now := plan.Decision, plan.Record.Time
+	p.last = &LastDecision{Time: now, Reason: d.Reason}
+	p.lastTarget, p.lastError = d.Target, d.Error
+	for i, l := range plan.Launches {
+		p.pending = append(p.pending, Launch{LaunchID: ids[i], Job: p.job.Name, Seq: seq, Count: l.Count, Spec: l.Spec, State: LaunchPending, Created: now})
+	}
+	if d.Scaled {
+		p.lastScaleAt = now
+	}
+}
+
+// LaunchStep is what to do with one pending launch: settle it as done
+// without sending (its instance records are already in the view), or send
+// it (again; the provisioner dedupes by launch id).
+type LaunchStep struct {
+	Launch Launch
+	Settle bool
+}
+
+// LaunchSteps says, for every pending launch in order, whether to settle or
+// send it.
+func (p *Pool) LaunchSteps() []LaunchStep {
+	if len(p.pending) == 0 {
+		return nil
+	}
+	seen := map[string]bool{}
+	for _, w := range p.workers {
+		seen[w.launchID] = true
+	}
+	steps := make([]LaunchStep, 0, len(p.pending))
+	for _, l := range p.pending {
+		steps = append(steps, LaunchStep{Launch: l, Settle: seen[l.LaunchID]})
+	}
+	return steps
+}
+
+// Settled removes a launch that is done or refused from the pending ones.
+func (p *Pool) Settled(launchID string) {
+	p.pending = slices.DeleteFunc(p.pending, func(l Launch) bool { return l.LaunchID == launchID })
+}
+
+// Drained notes that instance id was told to drain at now; a drain already
+// in progress keeps its start.
+func (p *Pool) Drained(id string, now time.Time) {
+	if w, ok := p.workers[id]; ok && w.drainingSince.IsZero() {
+		w.drainingSince = now
+	}
+}
+
+// Status reports the job at now in the shape of mgmt.JobStatus; engine and
+// policy are the job's engine name and the configuration in force.
+func (p *Pool) Status(now time.Time, policy map[string]any, frozen bool) JobStatus {
+	js := JobStatus{
+		Name: p.job.Name, Engine: p.job.Engine, Policy: redactPolicy(policy), Desired: p.lastTarget,
+		Counts: map[string]int{}, QueueDepth: p.depth, QueueSource: string(p.source),
+		LastDecision: p.last, Workers: []WorkerStatus{}, Frozen: frozen,
+	}
+	for _, l := range p.pending {
+		js.Counts["pending_launch"] += l.Count
+	}
+	for _, id := range slices.Sorted(maps.Keys(p.workers)) {
+		w := p.workers[id]
+		h := p.health(w, now)
+		js.Counts[string(w.state)]++
+		if w.state.Terminal() {
+			continue
+		}
+		if !w.drainingSince.IsZero() {
+			js.Counts["draining"]++
+		}
+		ws := WorkerStatus{ID: id, State: string(w.state), Health: string(h), Host: w.host, Restarts: w.restarts}
+		if !w.lastHeartbeat.IsZero() {
+			age := now.Sub(w.lastHeartbeat).Seconds()
+			ws.HeartbeatAgeS = &age
+		}
+		js.Workers = append(js.Workers, ws)
+	}
+	return js
+}
+
+// actionRecords renders d's actions as stored with their decision, the
+// i-th launch carrying the i-th launch id.
+func actionRecords(acts []decision.Action, launchIDs []string) []actionRecord {
+	out := make([]actionRecord, 0, len(acts))
+	li := 0
+	for _, a := range acts {
+		switch a := a.(type) {
+		case decision.Launch:
+			r := actionRecord{Type: "launch", Count: a.Count, Reason: a.Reason}
+			if li < len(launchIDs) {
+				r.LaunchID = launchIDs[li]
+			}
+			li++
+			out = append(out, r)
+		case decision.Terminate:
+			out = append(out, actionRecord{Type: "terminate", IDs: a.IDs, Reason: a.Reason})
+		case decision.Drain:
+			out = append(out, actionRecord{Type: "drain", IDs: a.IDs, Reason: a.Reason})
+		}
+	}
+	return out
+}

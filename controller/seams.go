@@ -1,0 +1,40 @@
+package controller
+
+import (
+	"context"
+	"errors"
+
+	"nightshift/provisioner"
+)
+
+// Provisioner is what the controller needs of the provisioner;
+// provisioner/client.Client implements it.
+type Provisioner interface {
+	Launch(ctx context.Context, req provisioner.LaunchRequest) ([]provisioner.Instance, error)
+	Terminate(ctx context.Context, ids []string) ([]provisioner.Instance, error)
+	Describe(ctx context.Context, job string) (provisioner.Status, error)
+}
+
+// Drainer tells the sitter of one instance to drain; ctlbus.BusDrainer
+// implements it.
+type Drainer interface {
+	Drain(ctx context.Context, job, instanceID, reason string) error
+}
+
+// QueueMeter reads a queue's ready-message count (a passive declare);
+// amqpbus.Bus implements it.
+type QueueMeter interface {
+	QueueDepth(ctx context.Context, queue string) (int, error)
+}
+
+// QueueStats reads a queue's ready plus unacknowledged messages from the
+// RabbitMQ management API at base (credentials in its userinfo);
+// ctlbus.MgmtAPI implements it.
+type QueueStats interface {
+	QueueDepth(ctx context.Context, base, vhost, queue string) (int, error)
+}
+
+// ErrRefused marks provisioner errors that resending cannot fix (the
+// provisioner answered and said no). Provisioner implementations wrap it, or
+// provisioner/client.ErrRemote, which the controller also recognises.
+var ErrRefused = errors.New("refused")

@@ -1,0 +1,116 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+)
+
+// Store is the controller's durable memory: job configurations,
+// reconfigurations, every decision with its reason, the launch ids written
+// before a launch is sent, drains in progress and the frozen flag.
+// internal/ctlstore is the SQLite implementation. All methods are safe for
+// concurrent use.
+type Store interface {
+	// Epoch returns a random tag created with the store, which the
+	// controller mixes into launch ids so that ids from a lost store are
+	// never reused.
+	Epoch(ctx context.Context) (string, error)
+	// Frozen reads the frozen flag (false when never set); SetFrozen
+	// stores it.
+	Frozen(ctx context.Context) (bool, error)
+	SetFrozen(ctx context.Context, frozen bool) error
+	// Job returns a job's stored record, or an error wrapping ErrNotFound.
+	Job(ctx context.Context, name string) (JobRecord, error)
+	// PutJob stores a job's file definition and the policy in force,
+	// keeping its last scale time.
+	PutJob(ctx context.Context, name string, fileConfig, policy json.RawMessage, now time.Time) error
+	// SetLastScaleAt records when a job's pool size was last changed by
+	// policy.
+	SetLastScaleAt(ctx context.Context, job string, t time.Time) error
+	// Reconfigured records a reconfigure request; when r.Error is empty it
+	// also stores policy as the job's policy, in the same transaction.
+	Reconfigured(ctx context.Context, r Reconfiguration, policy json.RawMessage) error
+	// RecordDecision stores d and the launches it asks for in one
+	// transaction, so a launch id exists before anything is sent. It
+	// returns the decision's sequence number and the launch ids (made by
+	// id), in order; actions is called with those ids to render the
+	// decision's actions.
+	RecordDecision(ctx context.Context, d Decision, launches []PendingLaunch, id LaunchIDFunc,
+		actions func(ids []string) (json.RawMessage, error)) (int64, []string, error)
+	// Decisions returns a job's most recent decisions, newest first; limit
+	// <= 0 means 100.
+	Decisions(ctx context.Context, job string, limit int) ([]Decision, error)
+	// PendingLaunches lists a job's launches still in state LaunchPending.
+	PendingLaunches(ctx context.Context, job string) ([]Launch, error)
+	// SetLaunchState moves a launch to LaunchDone or LaunchRefused, with
+	// an optional note.
+	SetLaunchState(ctx context.Context, launchID, state, note string) error
+	// SetDraining records that an instance was told to drain at since;
+	// ClearDraining forgets it; Draining lists a job's drains.
+	SetDraining(ctx context.Context, job, id string, since time.Time) error
+	ClearDraining(ctx context.Context, job, id string) error
+	Draining(ctx context.Context, job string) (map[string]time.Time, error)
+}
+
+// ErrNotFound is what Store.Job wraps for an unknown job.
+var ErrNotFound = errors.New("not found")
+
+// Launch states.
+const (
+	LaunchPending = "pending"
+	LaunchDone    = "done"
+	LaunchRefused = "refused"
+)
+
+// Decision is one persisted engine decision.
+type Decision struct {
+	Seq     int64           `json:"seq"`
+	Time    time.Time       `json:"time"`
+	Job     string          `json:"job"`
+	Engine  string          `json:"engine"`
+	Reason  string          `json:"reason"`
+	Actions json.RawMessage `json:"actions"`
+	Target  int             `json:"target"`
+	Scaled  bool            `json:"scaled"`
+	Error   string          `json:"error,omitempty"`
+}
+
+// Launch is a launch recorded before it was sent.
+type Launch struct {
+	LaunchID string
+	Job      string
+	Seq      int64
+	Count    int
+	Spec     json.RawMessage
+	State    string
+	Created  time.Time
+}
+
+// JobRecord is a job's stored configuration.
+type JobRecord struct {
+	Name        string
+	FileConfig  json.RawMessage
+	Policy      json.RawMessage
+	LastScaleAt time.Time
+}
+
+// Reconfiguration is one reconfigure request and its outcome.
+type Reconfiguration struct {
+	Time  time.Time
+	Job   string
+	Who   string
+	What  json.RawMessage
+	Error string
+}
+
+// LaunchIDFunc derives a launch id from the decision's sequence number and
+// the launch's index within the decision.
+type LaunchIDFunc func(seq int64, i int) string
+
+// PendingLaunch is a launch to record together with its decision.
+type PendingLaunch struct {
+	Count int
+	Spec  json.RawMessage
+}
