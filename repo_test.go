@@ -74,7 +74,8 @@ var internalAllowed = map[string]bool{
 }
 
 // TestPureCoreImports keeps adapters out of the cores: the engines, the
-// plan loader and boot engine, the provisioner and the sitter.
+// plan loader and boot engine, the provisioner, the sitter and the
+// controller.
 func TestPureCoreImports(t *testing.T) {
 	rules := []struct {
 		pkg    string
@@ -89,6 +90,11 @@ func TestPureCoreImports(t *testing.T) {
 		// The sitter runs programs, so os/exec belongs; measuring them is
 		// internal/psutil's (gopsutil), its bus side sitterbus's.
 		{"./sitter", append(slices.Clone(adapterDeps), noInternal)},
+		// The controller decides (its Pool is the pure core); ctlbus serves
+		// it over AMQP and reads the management API, ctlstore keeps its
+		// records. It runs no program itself, but the sitter's types it
+		// reads bring os/exec along.
+		{"./controller", append(slices.Clone(adapterDeps), noInternal, "nightshift/controller/ctlbus")},
 		{".", append(slices.Clone(adapterDeps), "github.com/BurntSushi/toml")},
 	}
 	for _, r := range rules {

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+
 	"nightshift/decision"
 	"nightshift/internal/redact"
 )
