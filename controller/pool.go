@@ -9,6 +9,7 @@ import (
 
 	"nightshift"
 	"nightshift/decision"
+	"nightshift/internal/redact"
 	"nightshift/provisioner"
 	"nightshift/sitter"
 )
@@ -440,6 +441,24 @@ func actionRecords(acts []decision.Action, launchIDs []string) []actionRecord {
 			out = append(out, actionRecord{Type: "terminate", IDs: a.IDs, Reason: a.Reason})
 		case decision.Drain:
 			out = append(out, actionRecord{Type: "drain", IDs: a.IDs, Reason: a.Reason})
+		}
+	}
+	return out
+}
+
+// redactPolicy hides secret-looking values (vars may carry credentials).
+func redactPolicy(m map[string]any) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		switch v := v.(type) {
+		case string:
+			out[k] = redact.Value(k, v)
+		case map[string]string:
+			out[k] = redact.Map(v)
+		case map[string]any:
+			out[k] = redactPolicy(v)
+		default:
+			out[k] = v
 		}
 	}
 	return out

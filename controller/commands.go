@@ -1,0 +1,148 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+
+	"nightshift/provisioner"
+	"nightshift/sitter"
+)
+
+// HandleInstance applies a provisioner instance record or event (see
+// Pool.ApplyInstance) and wakes the job's loop when the view changed.
+func (c *Controller) HandleInstance(inst provisioner.Instance) {
+	j, ok := c.jobs[inst.Job]
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	changed := j.pool.ApplyInstance(inst, c.cfg.Clock.Now())
+	c.mu.Unlock()
+	if changed {
+		j.poke()
+	}
+}
+
+// IngestHeartbeat records a sitter heartbeat, timed by the controller's
+// clock (see Pool.Heartbeat), and wakes the job's loop when it changed
+// something an engine acts on.
+func (c *Controller) IngestHeartbeat(hb sitter.Heartbeat) {
+	j, ok := c.jobs[hb.Job]
+	if !ok {
+		return
+	}
+	now := c.cfg.Clock.Now()
+	c.mu.Lock()
+	changed := j.pool.Heartbeat(hb, now)
+	c.mu.Unlock()
+	if changed {
+		j.poke()
+	}
+}
+
+// Reconfigure applies a partial policy update to a job through its
+// engine's Reconfigure and records who asked. A bad value is refused with
+// the engine's error and the old configuration stays in force.
+func (c *Controller) Reconfigure(ctx context.Context, job string, values map[string]any, who string) error {
+	j, ok := c.jobs[job]
+	if !ok {
+		return fmt.Errorf("reconfigure job %q: unknown job", job)
+	}
+	what, err := json.Marshal(values)
+	if err != nil {
+		return fmt.Errorf("reconfigure job %s: encode values: %w", job, err)
+	}
+	rec := Reconfiguration{Time: c.cfg.Clock.Now(), Job: job, Who: who, What: what}
+	c.act.RLock()
+	defer c.act.RUnlock()
+	j.acting.Lock()
+	defer j.acting.Unlock()
+	rerr := j.engine.Reconfigure(values)
+	if rerr != nil {
+		rec.Error = rerr.Error()
+	}
+	pol, err := json.Marshal(j.engine.Config())
+	if err != nil {
+		return fmt.Errorf("reconfigure job %s: encode policy: %w", job, err)
+	}
+	if err := c.cfg.Store.Reconfigured(ctx, rec, pol); err != nil {
+		return err
+	}
+	if rerr != nil {
+		c.cfg.Log.Warn("reconfigure refused", "job", job, "who", who, "err", rerr)
+		return fmt.Errorf("reconfigure job %s: %w", job, rerr)
+	}
+	c.cfg.Log.Info("reconfigured", "job", job, "who", who, "keys", slices.Sorted(maps.Keys(values)))
+	j.poke()
+	return nil
+}
+
+// Freeze stops all actions (teardown uses it before terminating workers).
+// When it returns, no action is in progress and none will start until
+// Unfreeze. The flag is stored, so a restart stays frozen.
+func (c *Controller) Freeze(ctx context.Context, who string) error {
+	c.act.Lock()
+	defer c.act.Unlock()
+	if err := c.cfg.Store.SetFrozen(ctx, true); err != nil {
+		return fmt.Errorf("freeze: %w", err)
+	}
+	c.mu.Lock()
+	c.frozen = true
+	c.mu.Unlock()
+	c.cfg.Log.Info("frozen", "who", who)
+	return nil
+}
+
+// Unfreeze resumes acting.
+func (c *Controller) Unfreeze(ctx context.Context, who string) error {
+	c.act.Lock()
+	defer c.act.Unlock()
+	if err := c.cfg.Store.SetFrozen(ctx, false); err != nil {
+		return fmt.Errorf("unfreeze: %w", err)
+	}
+	c.mu.Lock()
+	c.frozen = false
+	c.mu.Unlock()
+	c.cfg.Log.Info("unfrozen", "who", who)
+	c.Trigger()
+	return nil
+}
+
+// Frozen reports whether the controller is frozen.
+func (c *Controller) Frozen() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.frozen
+}
+
+// Decisions returns a job's decision history, newest first.
+func (c *Controller) Decisions(ctx context.Context, job string, limit int) ([]Decision, error) {
+	if _, ok := c.jobs[job]; !ok {
+		return nil, fmt.Errorf("decisions of job %q: unknown job", job)
+	}
+	return c.cfg.Store.Decisions(ctx, job, limit)
+}
+
+// Status reports one job (or every job when job is empty) in the shape of
+// mgmt.JobStatus.
+func (c *Controller) Status(job string) ([]JobStatus, error) {
+	names := c.names
+	if job != "" {
+		if _, ok := c.jobs[job]; !ok {
+			return nil, fmt.Errorf("status of job %q: unknown job", job)
+		}
+		names = []string{job}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.cfg.Clock.Now()
+	out := make([]JobStatus, 0, len(names))
+	for _, n := range names {
+		j := c.jobs[n]
+		out = append(out, j.pool.Status(now, j.engine.Config(), c.frozen))
+	}
+	return out, nil
+}

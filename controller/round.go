@@ -1,0 +1,187 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"nightshift/decision"
+	"nightshift/internal/redact"
+	"nightshift/provisioner"
+)
+
+// tickJob is one decision round of j: read the queue depth, send launches
+// still pending, build the snapshot, ask the engine, and carry out the
+// pool's plan for its decision.
+func (c *Controller) tickJob(ctx context.Context, j *job) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	c.mu.Lock()
+	ready := c.recovered && !c.frozen
+	c.mu.Unlock()
+	if !ready {
+		return nil
+	}
+	depth, source := c.readDepth(ctx, j.def)
+	c.act.RLock()
+	defer c.act.RUnlock()
+	j.acting.Lock()
+	defer j.acting.Unlock()
+	if err := c.flushLaunches(ctx, j); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if c.frozen {
+		c.mu.Unlock()
+		return nil
+	}
+	now := c.cfg.Clock.Now()
+	j.pool.Observe(depth, source)
+	snap := j.pool.Snapshot(now)
+	j.pool.Prune(now)
+	c.mu.Unlock()
+
+	d := decision.Run(ctx, j.engine, snap)
+	c.mu.Lock()
+	plan, err := j.pool.Plan(d, now)
+	c.mu.Unlock()
+	if err != nil || plan.Skip {
+		return err
+	}
+	return c.apply(ctx, j, plan)
+}
+
+// apply persists plan's decision with its reason, then executes its
+// actions. Launch ids are written in the same transaction as the decision,
+// before any launch is sent.
+func (c *Controller) apply(ctx context.Context, j *job, plan Plan) error {
+	name, d, now := j.def.Name, plan.Decision, plan.Record.Time
+	idFor := func(seq int64, i int) string { return LaunchID(name, c.epoch, seq, i) }
+	seq, ids, err := c.cfg.Store.RecordDecision(ctx, plan.Record, plan.Launches, idFor, func(ids []string) (json.RawMessage, error) {
+		return encodeActions(actionRecords(d.Actions, ids))
+	})
+	if err != nil {
+		return err
+	}
+	c.cfg.Log.Info("decision", "job", name, "seq", seq, "engine", d.Engine, "reason", d.Reason,
+		"target", d.Target, "actions", len(d.Actions), "error", d.Error)
+	c.mu.Lock()
+	j.pool.Recorded(plan, seq, ids)
+	c.mu.Unlock()
+	if d.Scaled {
+		if err := c.cfg.Store.SetLastScaleAt(ctx, name, now); err != nil {
+			return err
+		}
+	}
+	var errs []error
+	for _, a := range d.Actions {
+		switch a := a.(type) {
+		case decision.Terminate:
+			errs = append(errs, c.terminate(ctx, j, a.IDs))
+		case decision.Drain:
+			errs = append(errs, c.drain(ctx, j, a, now))
+		}
+	}
+	errs = append(errs, c.flushLaunches(ctx, j))
+	return errors.Join(errs...)
+}
+
+// flushLaunches sends every pending launch of j (again). A launch whose
+// records are already in the view is settled without sending.
+func (c *Controller) flushLaunches(ctx context.Context, j *job) error {
+	c.mu.Lock()
+	steps := j.pool.LaunchSteps()
+	c.mu.Unlock()
+	var errs []error
+	for _, s := range steps {
+		l := s.Launch
+		if s.Settle {
+			errs = append(errs, c.settle(ctx, j, l.LaunchID, LaunchDone, "instance records seen"))
+			continue
+		}
+		req, err := launchRequest(j.def, l)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
+		insts, err := c.cfg.Provisioner.Launch(cctx, req)
+		cancel()
+		switch {
+		case err == nil:
+			c.applyInstances(j, insts)
+			c.cfg.Log.Info("launch sent", "job", l.Job, "launch_id", l.LaunchID, "count", l.Count, "instances", len(insts))
+			errs = append(errs, c.settle(ctx, j, l.LaunchID, LaunchDone, ""))
+		case c.cfg.RemoteRefused(err):
+			c.cfg.Log.Warn("launch refused", "job", l.Job, "launch_id", l.LaunchID, "err", redact.String(err.Error()))
+			errs = append(errs, c.settle(ctx, j, l.LaunchID, LaunchRefused, redact.String(err.Error())))
+		default:
+			// Unknown outcome: keep it pending (it counts toward the pool
+			// size) and resend the same id next round.
+			errs = append(errs, fmt.Errorf("job %s: launch %s: %w", l.Job, l.LaunchID, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Controller) settle(ctx context.Context, j *job, launchID, state, note string) error {
+	if err := c.cfg.Store.SetLaunchState(ctx, launchID, state, note); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	j.pool.Settled(launchID)
+	c.mu.Unlock()
+	return nil
+}
+
+// applyInstances applies the records a provisioner call returned.
+func (c *Controller) applyInstances(j *job, insts []provisioner.Instance) {
+	if len(insts) == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.cfg.Clock.Now()
+	for _, inst := range insts {
+		j.pool.ApplyInstance(inst, now)
+	}
+}
+
+func (c *Controller) terminate(ctx context.Context, j *job, ids []string) error {
+	cctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
+	insts, err := c.cfg.Provisioner.Terminate(cctx, ids)
+	cancel()
+	c.applyInstances(j, insts)
+	if err != nil {
+		return fmt.Errorf("job %s: terminate %v: %w", j.def.Name, ids, err)
+	}
+	return nil
+}
+
+func (c *Controller) drain(ctx context.Context, j *job, a decision.Drain, now time.Time) error {
+	var errs []error
+	for _, id := range a.IDs {
+		if c.cfg.Drainer == nil {
+			errs = append(errs, fmt.Errorf("job %s: drain %s: no drainer configured", j.def.Name, id))
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
+		err := c.cfg.Drainer.Drain(cctx, j.def.Name, id, a.Reason)
+		cancel()
+		if err != nil {
+			// Not marked draining, so the next decision picks a victim again.
+			errs = append(errs, fmt.Errorf("job %s: drain %s: %w", j.def.Name, id, err))
+			continue
+		}
+		if err := c.cfg.Store.SetDraining(ctx, j.def.Name, id, now); err != nil {
+			errs = append(errs, err)
+		}
+		c.mu.Lock()
+		j.pool.Drained(id, now)
+		c.mu.Unlock()
+	}
+	return errors.Join(errs...)
+}
