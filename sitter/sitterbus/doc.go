@@ -8,7 +8,7 @@
 //
 // Every message a sitter sends or receives is defined here, the two the
 // controller speaks included (TypeHeartbeat with routing key HeartbeatKey,
-// and TypeDrain on component Component); package controller uses these
+// and TypeDrain on component Component); package controller/ctlbus uses these
 // names, so the two sides cannot drift apart, and the sitter binary does
 // not carry the controller (or SQLite). The commands:
 //
