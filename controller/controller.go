@@ -13,6 +13,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"nightshift/decision"
+	"nightshift/internal/backoff"
 	"nightshift/internal/redact"
 )
 
@@ -245,19 +246,19 @@ func (c *Controller) recoverJob(ctx context.Context, j *job) error {
 // has its own loop, so one job's slow provisioner call (up to
 // CallTimeout) does not delay another's decisions.
 func (c *Controller) Run(ctx context.Context) error {
-	delay := c.cfg.Tick
+	retry := backoff.Backoff{Policy: backoff.Policy{Initial: c.cfg.Tick, Max: 30 * time.Second}}
 	for {
 		err := c.Recover(ctx)
 		if err == nil {
 			break
 		}
+		delay := retry.Next()
 		c.cfg.Log.Warn("recover failed; retrying", "err", redact.String(err.Error()), "in", delay)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-c.cfg.Clock.After(delay):
 		}
-		delay = min(delay*2, 30*time.Second)
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() {

@@ -9,6 +9,7 @@ import (
 
 	"nightshift"
 	"nightshift/decision"
+	"nightshift/internal/backoff"
 	"nightshift/internal/redact"
 	"nightshift/provisioner"
 	"nightshift/sitter"
@@ -261,14 +262,17 @@ func (p *Pool) Prune(now time.Time) {
 	}
 }
 
-// LaunchBackoff is the pause after n launch failures in a row: 1s,
-// doubling, at most 5 minutes.
+// launchBackoff is the curve launches back off by after failed launches:
+// 1s, doubling, at most 5 minutes, without jitter (one controller, so no
+// herd to spread).
+var launchBackoff = backoff.Policy{Initial: time.Second, Max: 5 * time.Minute}
+
+// LaunchBackoff is the pause after n launch failures in a row.
 func LaunchBackoff(n int) time.Duration {
 	if n <= 0 {
 		return 0
 	}
-	d := time.Second << min(n-1, 9)
-	return min(d, 5*time.Minute)
+	return launchBackoff.Delay(n, 0)
 }
 
 // Hold drops the launch actions of d while the pool backs off after failed

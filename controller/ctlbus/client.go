@@ -32,24 +32,15 @@ func (c *Client) call(ctx context.Context, typ string, body any) (controller.Rep
 	if clock == nil {
 		clock = clockwork.NewRealClock()
 	}
-	reg := Messages()
-	raw, err := c.Bus.Request(ctx, amqpbus.Request{Registry: reg, Signer: c.Signer, Sender: c.Sender,
-		Component: controller.Component, Type: typ, Body: body, Now: clock.Now(), Timeout: c.Timeout})
+	r, err := amqpbus.Ask[controller.Reply](ctx, c.Bus, amqpbus.Request{Registry: Messages(), Signer: c.Signer, Sender: c.Sender,
+		Component: controller.Component, Type: typ, Body: body, Now: clock.Now(), Timeout: c.Timeout, ReplyType: controller.TypeReply})
 	if err != nil {
 		return controller.Reply{}, err
 	}
-	renv, rbody, err := reg.Decode(raw, amqpbus.MaxMessageSize)
-	if err != nil {
-		return controller.Reply{}, fmt.Errorf("%s: reply: %w", typ, err)
-	}
-	r, ok := rbody.(*controller.Reply)
-	if !ok {
-		return controller.Reply{}, fmt.Errorf("%s: reply has type %q, want %q", typ, renv.Type, controller.TypeReply)
-	}
 	if r.Error != "" {
-		return *r, fmt.Errorf("%s: %w: %s", typ, ErrRemote, r.Error)
+		return r, fmt.Errorf("%s: %w: %s", typ, ErrRemote, r.Error)
 	}
-	return *r, nil
+	return r, nil
 }
 
 // Reconfigure merges values into job's engine configuration.
