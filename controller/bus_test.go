@@ -15,6 +15,7 @@ import (
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/amqptest"
 	"nightshift/internal/envelope"
+	"nightshift/internal/testsupport"
 	"nightshift/sitter"
 )
 
@@ -58,12 +59,12 @@ func TestServeOverBus(t *testing.T) {
 
 	// Status answers once the command consumer is up.
 	var st []controller.JobStatus
-	waitFor(t, func() bool {
+	testsupport.Eventually(t, 10*time.Second, func() error {
 		cctx, c := context.WithTimeout(ctx, time.Second)
 		defer c()
 		var err error
 		st, err = cl.Status(cctx, "web")
-		return err == nil
+		return err
 	})
 	if len(st) != 1 || st[0].Name != "web" || len(st[0].Workers) != 2 {
 		t.Fatalf("status %+v", st)
@@ -102,7 +103,7 @@ func TestServeOverBus(t *testing.T) {
 
 	// Heartbeats published by a sitter reach the controller.
 	pub := ctlbus.HeartbeatPublisher{Bus: bus, Sender: "sitter@h", Clock: clock}
-	waitFor(t, func() bool {
+	testsupport.Eventually(t, 10*time.Second, func() error {
 		hb := sitter.Heartbeat{InstanceID: ids[0], Job: "web", Host: "h0", Time: clock.Now(),
 			Tasks: []sitter.TaskStatus{{Name: "work", State: sitter.StateRunning, Work: sitter.WorkIdle}}}
 		if err := pub.SendHeartbeat(ctx, hb); err != nil {
@@ -111,10 +112,10 @@ func TestServeOverBus(t *testing.T) {
 		st, _ := r.c.Status("web")
 		for _, w := range st[0].Workers {
 			if w.ID == ids[0] && w.HeartbeatAgeS != nil && w.Host == "h0" {
-				return true
+				return nil
 			}
 		}
-		return false
+		return fmt.Errorf("workers %+v: no heartbeat from %s on h0 yet", st[0].Workers, ids[0])
 	})
 
 	// Decisions history over RPC.
@@ -195,19 +196,19 @@ func TestReplayedReconfigureDoesNotRevert(t *testing.T) {
 	call := func(env envelope.Envelope) controller.Reply {
 		t.Helper()
 		var rep controller.Reply
-		waitFor(t, func() bool {
+		testsupport.Eventually(t, 20*time.Second, func() error {
 			cctx, c := context.WithTimeout(ctx, 2*time.Second)
 			defer c()
 			raw, err := bus.Call(cctx, controller.Component, env)
 			if err != nil {
-				return false
+				return err
 			}
 			_, body, err := reg.Decode(raw, 1<<20)
 			if err != nil {
 				t.Fatal(err)
 			}
 			rep = *body.(*controller.Reply)
-			return true
+			return nil
 		})
 		return rep
 	}

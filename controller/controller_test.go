@@ -3,6 +3,7 @@ package controller_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -14,6 +15,7 @@ import (
 	"nightshift/controller"
 	"nightshift/decision"
 	"nightshift/internal/jobspec"
+	"nightshift/internal/testsupport"
 	"nightshift/provisioner"
 )
 
@@ -427,14 +429,22 @@ func TestRunDecidesPromptlyOnEvents(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- r.c.Run(ctx) }()
-	waitFor(t, func() bool { n, _ := r.prov.launched(); return n == 1 })
+	launchedN := func(want int) func() error {
+		return func() error {
+			if n, _ := r.prov.launched(); n != want {
+				return fmt.Errorf("%d instances launched, want %d", n, want)
+			}
+			return nil
+		}
+	}
+	testsupport.Eventually(t, 10*time.Second, launchedN(1))
 	id := r.prov.ids("web", true)[0]
 	// The worker runs, then dies; no clock advance: the event alone must
 	// cause the replacement. (One that fails before running is a failed
 	// launch, which backs off: TestFailedLaunchesBackOff.)
 	r.c.HandleInstance(r.prov.setState(id, nightshift.StateRunning))
 	r.c.HandleInstance(r.prov.setState(id, nightshift.StateFailed))
-	waitFor(t, func() bool { n, _ := r.prov.launched(); return n == 2 })
+	testsupport.Eventually(t, 10*time.Second, launchedN(2))
 	cancel()
 	if err := <-done; err != context.Canceled {
 		t.Fatalf("Run returned %v, want context.Canceled", err)
@@ -452,17 +462,6 @@ func TestHeartbeatFromUnknownOrOtherJobIgnored(t *testing.T) {
 	r.c.HandleInstance(provisioner.Instance{ID: "x", Job: "other", State: nightshift.StateRunning})
 	if st, _ := r.c.Status(""); len(st[0].Workers) != 0 {
 		t.Fatalf("an event of another job changed job web: %+v", st)
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached within 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -572,13 +571,21 @@ func TestHungJobDoesNotStallOthers(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("batch's launch never reached the provisioner")
 	}
-	waitFor(t, func() bool { return len(r.prov.ids("web", true)) == 1 })
+	testsupport.Eventually(t, 10*time.Second, func() error {
+		if ids := r.prov.ids("web", true); len(ids) != 1 {
+			return fmt.Errorf("web has live instances %v while batch hangs, want 1", ids)
+		}
+		return nil
+	})
 	// And web keeps being looked after while batch is still stuck.
 	id := r.prov.ids("web", true)[0]
 	r.c.HandleInstance(r.prov.setState(id, nightshift.StateRunning))
 	r.c.HandleInstance(r.prov.setState(id, nightshift.StateFailed))
-	waitFor(t, func() bool {
-		ids := r.prov.ids("web", true)
-		return len(ids) == 1 && ids[0] != id
+	testsupport.Eventually(t, 10*time.Second, func() error {
+		if ids := r.prov.ids("web", true); len(ids) != 1 || ids[0] == id {
+			return fmt.Errorf("web has live instances %v while batch hangs, want one replacing %s", ids, id)
+		}
+		return nil
 	})
+
 }

@@ -22,6 +22,7 @@ import (
 	"nightshift/internal/amqptest"
 	"nightshift/internal/envelope"
 	"nightshift/internal/syncbuf"
+	"nightshift/internal/testsupport"
 	"nightshift/provisioner"
 )
 
@@ -132,16 +133,18 @@ func startDaemon(t *testing.T, bin string, args ...string) *daemon {
 
 func waitUntil(t *testing.T, what string, d *daemon, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			log := ""
-			if d != nil {
-				log = d.out.String()
-			}
-			t.Fatalf("timed out waiting for %s; controller log:\n%s", what, log)
+	err := testsupport.PollEvery(30*time.Second, 20*time.Millisecond, func() error {
+		if !cond() {
+			return fmt.Errorf("still waiting for %s", what)
 		}
-		time.Sleep(20 * time.Millisecond)
+		return nil
+	})
+	if err != nil {
+		log := ""
+		if d != nil {
+			log = d.out.String()
+		}
+		t.Fatalf("%v; controller log:\n%s", err, log)
 	}
 }
 
