@@ -125,15 +125,42 @@ func (r *runner) finishMaintenance(ctx context.Context, op string, failures []*S
 // later levels that use a restarted service's attributes are not rebooted:
 // an event says so. Levels after one that stays broken are only verified.
 func (e *Engine) Repair(ctx context.Context, run string, maxRestarts int) (*Report, error) {
+	return e.repair(ctx, "repair", run, maxRestarts, nil)
+}
+
+// Restart is Repair for the named services only: each is verified and, if
+// its check fails (at once when its process is known dead), restarted
+// through the same boot and ready steps, levels in order. The other
+// services are neither checked nor touched. A supervisor that saw a
+// process die uses it, so a restarted service gets exactly what a person's
+// `mgmt repair` would give it (credentials, files, certificates).
+func (e *Engine) Restart(ctx context.Context, run string, names []string) (*Report, error) {
+	if len(names) == 0 {
+		return nil, fmt.Errorf("restart run %s: no service named", run)
+	}
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
+	return e.repair(ctx, "restart", run, 1, want)
+}
+
+func (e *Engine) repair(ctx context.Context, op, run string, maxRestarts int, want map[string]bool) (*Report, error) {
 	if maxRestarts < 0 {
-		return nil, fmt.Errorf("repair run %s: max restarts %d is negative", run, maxRestarts)
+		return nil, fmt.Errorf("%s run %s: max restarts %d is negative", op, run, maxRestarts)
 	}
 	r, err := e.open(ctx, run)
 	if err != nil {
-		return nil, fmt.Errorf("repair run %s: %w", run, err)
+		return nil, fmt.Errorf("%s run %s: %w", op, run, err)
 	}
-	if r.run.State == RunTerminated {
-		return r.report(nil, nil), fmt.Errorf("repair run %s: the run is terminated; launch it instead", run)
+	// A supervisor never restarts what a teardown is taking down.
+	if r.run.State == RunTerminated || (want != nil && r.run.State == RunTerminating) {
+		return r.report(nil, nil), fmt.Errorf("%s run %s: the run is %s; launch it instead", op, run, r.run.State)
+	}
+	for n := range want {
+		if _, ok := r.svcs[n]; !ok {
+			return r.report(nil, nil), fmt.Errorf("%s run %s: no service %q in its plan", op, run, n)
+		}
 	}
 	var (
 		failures  []*StepError
@@ -142,6 +169,9 @@ func (e *Engine) Repair(ctx context.Context, run string, maxRestarts int) (*Repo
 	for li := range r.plan.Levels {
 		canRestart := len(failures) == 0
 		fs := r.forLevel(ctx, &r.plan.Levels[li], StepReady, false, func(ctx context.Context, svc *launchplan.Service) *StepError {
+			if want != nil && !want[svc.Name] {
+				return nil
+			}
 			var se *StepError
 			switch st := r.get(svc.Name).State; st {
 			case ServicePending, ServiceTerminated:
@@ -172,7 +202,7 @@ func (e *Engine) Repair(ctx context.Context, run string, maxRestarts int) (*Repo
 		failures = append(failures, fs...)
 	}
 	r.noteDependents(restarted)
-	return r.finishMaintenance(ctx, "repair", failures)
+	return r.finishMaintenance(ctx, op, failures)
 }
 
 // noteDependents records, for each restarted service, the later services

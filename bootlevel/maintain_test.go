@@ -464,3 +464,58 @@ func TestTerminateSkipsUnexpandableProgram(t *testing.T) {
 		}
 	})
 }
+
+// TestRestartTouchesOnlyNamed: a supervisor that saw one process die
+// restarts that service through boot and ready, never checks or reboots
+// the others, and refuses a run being torn down.
+func TestRestartTouchesOnlyNamed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var dbDead atomic.Bool
+		drv := &fakeDriver{script: func(ctx context.Context, req StepRequest) (StepResult, error) {
+			if req.Service.Name == "db" && req.Step == StepBoot {
+				dbDead.Store(false)
+			}
+			if req.Service.Name == "db" && req.Step == StepReady && dbDead.Load() {
+				return StepResult{ExitCode: 1, Gone: true}, nil
+			}
+			return StepResult{}, nil
+		}}
+		e, st := newEngine(t, drv)
+		db := service("db")
+		db.ReadyTimeout = time.Minute
+		p := plan([]launchplan.Service{db}, []launchplan.Service{service("web")})
+		if _, err := e.Launch(t.Context(), p, LaunchOptions{Run: "rs"}); err != nil {
+			t.Fatal(err)
+		}
+		dbDead.Store(true)
+		start := time.Now()
+		rep, err := e.Restart(t.Context(), "rs", []string{"db"})
+		if err != nil {
+			t.Fatalf("restart: %v", err)
+		}
+		if took := time.Since(start); took >= time.Second {
+			t.Errorf("restart of a process known dead took %s; it must not wait out the ready timeout", took)
+		}
+		if rep.State != RunReady || st.service(t, "rs", "db").Restarts != 1 {
+			t.Errorf("run %s, db restarts %d", rep.State, st.service(t, "rs", "db").Restarts)
+		}
+		if drv.count("db", StepBoot) != 2 || drv.count("web", StepBoot) != 1 || drv.count("web", StepReady) != 1 {
+			t.Errorf("boots db %d web %d, web ready checks %d: only db may be touched",
+				drv.count("db", StepBoot), drv.count("web", StepBoot), drv.count("web", StepReady))
+		}
+		if _, err := e.Restart(t.Context(), "rs", []string{"nope"}); err == nil {
+			t.Error("restart of an unknown service succeeded")
+		}
+		run, _ := st.GetRun(t.Context(), "rs")
+		run.State = RunTerminating
+		if err := st.UpdateRun(t.Context(), run); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.Restart(t.Context(), "rs", []string{"db"}); err == nil || !strings.Contains(err.Error(), "terminating") {
+			t.Errorf("restart during teardown: err %v, want a refusal", err)
+		}
+		if drv.count("db", StepBoot) != 2 {
+			t.Error("a service of a run being torn down was rebooted")
+		}
+	})
+}
