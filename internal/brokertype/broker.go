@@ -679,3 +679,18 @@ func envList(m map[string]string) []string {
 	}
 	return out
 }
+
+// Process reports the private node a broker service runs from workDir: its
+// VM's pid and whether it is alive. An external broker is not this host's
+// to watch (watched is false).
+func (t *Type) Process(workDir string, svc *launchplan.Service) (pid int, alive, watched bool) {
+	cfg, err := ParseConfig(svc.TypeConfig)
+	if err != nil || cfg.Mode != "private" {
+		return 0, false, false
+	}
+	dir := filepath.Join(workDir, "rabbit")
+	if data, err := os.ReadFile(filepath.Join(dir, "pid")); err == nil {
+		pid, _ = strconv.Atoi(strings.TrimSpace(string(data)))
+	}
+	return pid, nodeRunning(dir), true
+}

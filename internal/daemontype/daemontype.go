@@ -391,3 +391,12 @@ func lastLines(path string, n int, scrub func(string) string) []string {
 	}
 	return lines
 }
+
+// Process reports the daemon a service of this type runs from workDir (the
+// service's working directory): its pid, and whether that process is alive
+// and still the daemon started there. It reads one pid file and /proc, so a
+// supervisor can ask many times a second.
+func (t *Type) Process(workDir string, _ *launchplan.Service) (pid int, alive, watched bool) {
+	pid, alive = t.pid(filepath.Join(workDir, t.Spec.Name))
+	return pid, alive, true
+}
