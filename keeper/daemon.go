@@ -136,9 +136,13 @@ func (d *Daemon) supervise(ctx context.Context, dir string) error {
 				d.Log.Info("the run is terminated; exiting")
 				return nil
 			default:
-				recs, err := d.Store.Services(ctx, d.Run)
+				plan, err := bootlevel.LoadRunPlan(run)
+				var recs []bootlevel.ServiceRecord
 				if err == nil {
-					watch, err = WatchList(d.Home, run, recs, d.Engine.Types)
+					recs, err = d.Store.Services(ctx, d.Run)
+				}
+				if err == nil {
+					watch = WatchList(d.Home, d.Run, plan, recs, d.Engine.Types)
 				}
 				if err != nil {
 					d.Log.Warn("read the run's services", "err", err)

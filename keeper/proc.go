@@ -29,15 +29,11 @@ type Watched struct {
 	Type    ProcessType
 }
 
-// WatchList returns the services of a run a keeper watches: those whose
-// type runs a process on this host and that have been booted (ready, or
-// failed since). Pending, booting and terminated services are a launch's
-// or a teardown's business.
-func WatchList(home string, run bootlevel.Run, recs []bootlevel.ServiceRecord, types map[string]bootlevel.Driver) ([]Watched, error) {
-	plan, err := bootlevel.LoadRunPlan(run)
-	if err != nil {
-		return nil, err
-	}
+// WatchList returns the services of a run's plan a keeper watches: those
+// whose type runs a process on this host and that have been booted (ready,
+// or failed since). Pending, booting and terminated services are a
+// launch's or a teardown's business.
+func WatchList(home, run string, plan *launchplan.Plan, recs []bootlevel.ServiceRecord, types map[string]bootlevel.Driver) []Watched {
 	state := map[string]bootlevel.ServiceState{}
 	for _, r := range recs {
 		state[r.Name] = r.State
@@ -55,12 +51,12 @@ func WatchList(home string, run bootlevel.Run, recs []bootlevel.ServiceRecord, t
 			}
 			dir := svc.WorkDir
 			if dir == "" {
-				dir = filepath.Join(home, "runs", run.Name, "work", svc.Name)
+				dir = filepath.Join(home, "runs", run, "work", svc.Name)
 			}
 			out = append(out, Watched{Service: svc, WorkDir: dir, Type: pt})
 		}
 	}
-	return out, nil
+	return out
 }
 
 // Look observes every watched service once: a pid file and /proc each.

@@ -54,6 +54,42 @@ type ServiceStatus struct {
 	// Verified is set by `status --verify`: the result of running the
 	// service's ready check just now.
 	Verified *bool `json:"verified,omitempty"`
+	// PID, Alive and LastExit describe the service's process on this host
+	// (pid file and /proc, looked at just now) for the types that run one.
+	PID      int    `json:"pid,omitempty"`
+	Alive    *bool  `json:"alive,omitempty"`
+	LastExit string `json:"last_exit,omitempty"`
+}
+
+// StateDown is the state status gives a booted service whose process is
+// known dead, whatever its record says: the record says what was booted,
+// /proc says what runs.
+const StateDown = "down"
+
+// Process is what this host knows of a service's process right now.
+type Process struct {
+	PID      int
+	Alive    bool
+	LastExit string // how it last ended, when known
+}
+
+// MarkProcesses adds procs to the services of st; a ready or failed
+// service whose process is dead shows as down.
+func MarkProcesses(st *RunStatus, procs map[string]Process) {
+	for i := range st.Levels {
+		for j := range st.Levels[i].Services {
+			s := &st.Levels[i].Services[j]
+			p, ok := procs[s.Name]
+			if !ok {
+				continue
+			}
+			alive := p.Alive
+			s.Alive, s.PID, s.LastExit = &alive, p.PID, redact.String(p.LastExit)
+			if !alive && (s.State == string(bootlevel.ServiceReady) || s.State == string(bootlevel.ServiceFailed)) {
+				s.State = StateDown
+			}
+		}
+	}
 }
 
 // JobStatus is one worker pool, exactly as the controller reports it; the
@@ -161,7 +197,9 @@ func WriteTable(w io.Writer, s *RunStatus) error {
 	}
 	for _, l := range s.Levels {
 		for _, svc := range l.Services {
-			if svc.Error != "" {
+			if svc.State == StateDown {
+				fmt.Fprintf(w, "  %s: down: %s; restarts %d\n", q(svc.Name), q(firstLine(svc.LastExit)), svc.Restarts)
+			} else if svc.Error != "" {
 				fmt.Fprintf(w, "  %s: %s\n", q(svc.Name), q(firstLine(svc.Error)))
 			}
 		}

@@ -15,11 +15,13 @@ import (
 
 	"nightshift/bootlevel"
 	"nightshift/internal/app"
+	"nightshift/internal/daemontype"
 	"nightshift/internal/envelope"
 	"nightshift/internal/nstypes"
 	"nightshift/internal/progress"
 	"nightshift/internal/redact"
 	"nightshift/internal/termtext"
+	"nightshift/keeper"
 	"nightshift/launchplan"
 )
 
@@ -165,6 +167,14 @@ func Launch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	a.Engine.Parallelism = *parallel
 
 	show := func(s string) string { return termtext.Line(red.String(s)) }
+	if prev, err := a.Store.GetRun(ctx, run); err == nil && prev.State == bootlevel.RunTerminated {
+		// A relaunch starts afresh: the daemons' databases would otherwise
+		// bring back the torn-down run's frozen pools and stale records.
+		if err := freshStart(runDir); err != nil {
+			fmt.Fprintln(stderr, "launch:", termtext.Text(red.String(err.Error())))
+			return app.ExitFailed
+		}
+	}
 	fmt.Fprintf(stdout, "launching run %s from %s (home %s)\n", show(run), show(plan.Path), show(homeDir))
 	rep, err := a.Engine.Launch(ctx, plan, bootlevel.LaunchOptions{Run: run, OnFailure: policy, AllowPlanChange: *allowChange})
 	var ie *bootlevel.InterruptedError
@@ -193,8 +203,41 @@ func Launch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return app.ExitCode(err)
 	}
 	fmt.Fprintf(stdout, "run %s is %s: %d services in %d levels\n", show(run), rep.State, len(rep.Services), len(plan.Levels))
+	if len(keeper.WatchList(homeDir, run, plan, rep.Services, a.Engine.Types)) > 0 {
+		startKeeper(ctx, stdout, stderr, homeDir, run)
+	}
 	fmt.Fprintf(stdout, "next: mgmt status %s   |   mgmt teardown %s\n", show(run), show(run))
 	return app.ExitOK
+}
+
+// startKeeper starts the run's keepers, which restart its broker node and
+// daemons when they die. A run without them still works, so a failure is
+// reported but does not fail the launch.
+func startKeeper(ctx context.Context, stdout, stderr io.Writer, home, run string) {
+	mgmtBin, err := daemontype.FindBinary(app.BinDir(), "mgmt")
+	if err == nil {
+		var pid int
+		pid, err = keeper.Start(ctx, home, run, []string{mgmtBin, "--home", home, "keep", run})
+		if err == nil {
+			fmt.Fprintf(stdout, "keeper: pid %d restarts the broker node and daemons if they die (log %s)\n",
+				pid, termtext.Line(filepath.Join(keeper.Dir(home, run), keeper.LogFile)))
+			return
+		}
+	}
+	fmt.Fprintf(stderr, "launch: warning: run %s has no keeper, so nothing restarts a daemon that dies: %s\n",
+		termtext.Line(run), termtext.Text(redact.String(err.Error())))
+}
+
+// freshStart removes what a torn-down run's components kept on disk (the
+// daemons' working directories and databases, the workers' directories and
+// the keepers' files); the run's logs and secret stay.
+func freshStart(runDir string) error {
+	for _, name := range []string{"work", "instances", "keeper", "provisioner.db", "provisioner.db-wal", "provisioner.db-shm"} {
+		if err := os.RemoveAll(filepath.Join(runDir, name)); err != nil {
+			return fmt.Errorf("start run afresh: %w", err)
+		}
+	}
+	return nil
 }
 
 func indent(s string) string { return strings.ReplaceAll(s, "\n", "\n  ") }

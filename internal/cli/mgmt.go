@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -25,6 +26,7 @@ import (
 	"nightshift/internal/redact"
 	"nightshift/internal/runbus"
 	"nightshift/internal/termtext"
+	"nightshift/keeper"
 	"nightshift/launchplan"
 	"nightshift/mgmt"
 )
@@ -47,6 +49,8 @@ commands:
                                change a pool's policy live (validated by its engine)
   decisions [--limit N] RUN JOB
                                a pool's decisions with their reasons, newest first
+  keep RUN                     the run's keeper (launch starts it; teardown stops it):
+                               restarts the broker node and daemons when they die
 `
 
 // Mgmt runs the mgmt command and returns its exit code.
@@ -88,6 +92,8 @@ func Mgmt(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = m.reconfigure(ctx, rest)
 	case "decisions":
 		err = m.decisions(ctx, rest)
+	case "keep":
+		err = m.keep(ctx, rest)
 	case "help":
 		top.Usage()
 		return app.ExitOK
@@ -246,6 +252,9 @@ func (m *mgmtCmd) status(ctx context.Context, args []string) error {
 		if note != "" {
 			st.Notes = append(st.Notes, note)
 		}
+		if procs := processes(ctx, a, m.home, run); procs != nil {
+			mgmt.MarkProcesses(st, procs)
+		}
 		for i := range st.Levels {
 			for j := range st.Levels[i].Services {
 				s := &st.Levels[i].Services[j]
@@ -401,6 +410,10 @@ func (m *mgmtCmd) teardown(ctx context.Context, args []string) error {
 	}
 	m.learn(ctx, a, run)
 	if !*dry {
+		// The keepers go first: nothing may restart what this tears down.
+		if err := keeper.Stop(ctx, m.home, run, 5*time.Second); err != nil {
+			return err
+		}
 		release, err := app.LockRun(m.home, run, "mgmt teardown")
 		if err != nil {
 			return err
@@ -655,4 +668,75 @@ func ec2Sweeper(ctx context.Context, r bootlevel.Run) (mgmt.Sweeper, error) {
 		}
 	}
 	return nil, nil
+}
+
+// processes looks at the run's watched services on this host (pid file and
+// /proc: cheap and certain) and adds the keeper's account of how each last
+// ended; nil when the run is not live.
+func processes(ctx context.Context, a *app.App, home, run string) map[string]mgmt.Process {
+	r, err := a.Store.GetRun(ctx, run)
+	if err != nil || r.State == bootlevel.RunTerminated {
+		return nil
+	}
+	recs, err := a.Store.Services(ctx, run)
+	if err != nil {
+		return nil
+	}
+	plan, err := bootlevel.LoadRunPlan(r)
+	if err != nil {
+		return nil
+	}
+	ws := keeper.WatchList(home, run, plan, recs, a.Engine.Types)
+	views := keeper.ReadState(home, run)
+	out := map[string]mgmt.Process{}
+	for _, o := range keeper.Look(ws) {
+		p := mgmt.Process{PID: o.PID, Alive: o.Alive}
+		if v, ok := views[o.Service]; ok {
+			p.LastExit = v.LastExit
+		}
+		if !o.Alive && p.LastExit == "" {
+			p.LastExit = "process gone"
+			if o.PID > 0 {
+				p.LastExit = fmt.Sprintf("pid %d gone", o.PID)
+			}
+		}
+		out[o.Service] = p
+	}
+	return out
+}
+
+// keep runs the run's keeper until teardown stops it (see package keeper).
+func (m *mgmtCmd) keep(ctx context.Context, args []string) error {
+	fs, err := m.flags("keep", args, 1, nil)
+	if err != nil {
+		return err
+	}
+	home, err := app.ResolveHome(m.homeFlag)
+	if err != nil {
+		return err
+	}
+	m.home = home
+	run := fs.Arg(0)
+	// The keeper's own output is its log (keeper.log, opened 0600 by
+	// whoever started it); the engine's steps log there too.
+	log := slog.New(slog.NewTextHandler(m.stderr, nil)).With("keeper", os.Getpid())
+	a, err := app.Open(ctx, home, log)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	if _, err := a.Store.GetRun(ctx, run); err != nil {
+		return err
+	}
+	os.Setenv(app.HomeEnv, home)
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	d := &keeper.Daemon{
+		Home: home, Run: run, Store: a.Store, Engine: a.Engine, Log: log,
+		Lock:    func() (func(), error) { return app.LockRun(home, run, "keeper") },
+		Command: []string{exe, "--home", home, "keep", run},
+	}
+	return d.Serve(ctx)
 }
