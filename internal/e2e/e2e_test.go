@@ -61,7 +61,7 @@ func wantsRuns() bool {
 			pat, ok = os.Args[i+2], true
 		}
 		if ok {
-			return strings.Contains(pat, "EndToEnd") || strings.Contains(pat, "Chaos") || pat == "" || pat == "."
+			return strings.Contains(pat, "EndToEnd") || strings.Contains(pat, "Chaos") || strings.Contains(pat, "SelfHeal") || pat == "" || pat == "."
 		}
 	}
 	return true

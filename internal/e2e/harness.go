@@ -25,6 +25,7 @@ import (
 	"nightshift/internal/process"
 	"nightshift/internal/procscan"
 	localworker "nightshift/internal/workerdriver/local"
+	"nightshift/keeper"
 	"nightshift/mgmt"
 )
 
@@ -345,6 +346,47 @@ func (r *Run) DaemonPID(service, typ string) (pid int, alive bool, err error) {
 // BrokerPID reads the private broker node's pid file.
 func (r *Run) BrokerPID() (pid int, alive bool, err error) {
 	return readPID(filepath.Join(r.RunDir(), "work", "broker", "rabbit", "pid"))
+}
+
+// KeeperPID reads the active keeper's pid file (pid and start time) and
+// reports whether it is alive.
+func (r *Run) KeeperPID() (pid int, alive bool, err error) {
+	b, err := os.ReadFile(filepath.Join(keeper.Dir(r.Home, r.Name), "active.pid"))
+	if err != nil {
+		return 0, false, fmt.Errorf("keeper pid file: %w", err)
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0, false, fmt.Errorf("keeper pid file holds %q", b)
+	}
+	pid, err = strconv.Atoi(f[0])
+	if err != nil || pid <= 0 {
+		return 0, false, fmt.Errorf("keeper pid file holds %q", b)
+	}
+	return pid, Alive(pid), nil
+}
+
+// StopKeepers stops the run's keepers the way teardown does, so a test can
+// watch what happens to a dead daemon with nobody to restart it.
+func (r *Run) StopKeepers(ctx context.Context) error {
+	return keeper.Stop(ctx, r.Home, r.Name, 5*time.Second)
+}
+
+// StartKeepers starts them again the way launch does.
+func (r *Run) StartKeepers(ctx context.Context) (int, error) {
+	return keeper.Start(ctx, r.Home, r.Name, []string{filepath.Join(r.Env.BinDir, "mgmt"), "--home", r.Home, "keep", r.Name})
+}
+
+// Service returns the named service of a status, or nil.
+func Service(st *mgmt.RunStatus, name string) *mgmt.ServiceStatus {
+	for i := range st.Levels {
+		for j := range st.Levels[i].Services {
+			if st.Levels[i].Services[j].Name == name {
+				return &st.Levels[i].Services[j]
+			}
+		}
+	}
+	return nil
 }
 
 // RunDir is HOME/runs/RUN.
