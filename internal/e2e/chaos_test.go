@@ -33,18 +33,24 @@ import (
 var (
 	chaosSeeds  = flag.Int("chaos.seeds", 1, "number of random seeds to run")
 	chaosSeed   = flag.Uint64("chaos.seed", 0, "replay this one seed (overrides -chaos.seeds)")
-	chaosSteps  = flag.Int("chaos.steps", 6, "faults injected per seed")
+	chaosSteps  = flag.Int("chaos.steps", len(allFaults), "faults injected per seed (the default covers every fault once)")
 	chaosFaults = flag.String("chaos.faults", strings.Join(allFaults, ","), "comma-separated faults to draw from")
 	chaosPlan   = flag.String("chaos.plan", "", "plan to run (default: plans/local.toml with [defaults] timeout lowered to 20s, see chaosPlanFile)")
 )
 
 // allFaults are the faults a seed draws from.
-var allFaults = []string{"provisioner", "controller", "sitter", "worker", "drop-connections", "broker-restart"}
+var allFaults = []string{"provisioner", "controller", "pair", "keeper", "sitter", "worker", "drop-connections", "broker-restart", "broker"}
 
 // convergeBound is how long a pool may take to return to policy after a
-// fault: missing_timeout (3s) + tick + boot, plus a daemon restart by repair
-// and the controller's Describe on start, with slack for a loaded 2-core box.
-const convergeBound = 90 * time.Second
+// fault, with nobody typing anything: the keeper restarts a dead daemon
+// within a second, then missing_timeout (3s) + tick + boot. A broker
+// restart costs the node's own start and the reconnections, hence more.
+func convergeBound(fault string) time.Duration {
+	if fault == "broker-restart" || fault == "broker" {
+		return 30 * time.Second
+	}
+	return 15 * time.Second
+}
 
 // TestChaos launches plans/local.toml once per seed and injects random
 // faults, checking after each that the pools converge back to policy with
@@ -100,7 +106,7 @@ func chaosSeedRun(t *testing.T, seed uint64, faults []string) {
 		fault := faults[order[(step-1)%len(faults)]]
 		t.Logf("step %d/%d: fault %s", step, *chaosSteps, fault)
 		injectFault(t, r, ctx, rng, fault)
-		checkInvariants(t, r, ctx, fmt.Sprintf("step %d (%s)", step, fault))
+		checkInvariants(t, r, ctx, fmt.Sprintf("step %d (%s)", step, fault), convergeBound(fault))
 		if t.Failed() {
 			break
 		}
@@ -114,10 +120,9 @@ func chaosSeedRun(t *testing.T, seed uint64, faults []string) {
 }
 
 // chaosPlanFile returns the plan a chaos run uses. The shipped plan's
-// [defaults] timeout of 2m bounds how long `mgmt repair` retries the ready
-// check of a daemon whose process is already dead before it restarts it
-// (see the report); 20s keeps three seeds within the CI budget without
-// changing anything else.
+// [defaults] timeout of 2m bounds how long a restart retries a ready check
+// that keeps failing; 20s keeps three seeds within the CI budget when a
+// fault makes one fail, without changing anything else.
 func chaosPlanFile(t *testing.T) string {
 	if *chaosPlan != "" {
 		return *chaosPlan
@@ -141,17 +146,48 @@ func chaosPlanFile(t *testing.T) string {
 func injectFault(t *testing.T, r *Run, ctx context.Context, rng *rand.Rand, fault string) {
 	t.Helper()
 	switch fault {
-	case "provisioner", "controller":
-		pid, alive, err := r.DaemonPID(fault, fault)
-		if err != nil || !alive {
-			t.Fatalf("%s pid file: pid %d alive %v err %v", fault, pid, alive, err)
+	case "provisioner", "controller", "pair":
+		daemons := []string{fault}
+		if fault == "pair" {
+			daemons = []string{"controller", "provisioner"}
 		}
-		if err := r.Kill9(fault, pid); err != nil {
+		old := map[string]int{}
+		for _, d := range daemons {
+			pid, alive, err := r.DaemonPID(d, d)
+			if err != nil || !alive {
+				t.Fatalf("%s pid file: pid %d alive %v err %v", d, pid, alive, err)
+			}
+			old[d] = pid
+		}
+		for _, d := range daemons {
+			if err := r.Kill9(d, old[d]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Nobody runs repair: the keeper must bring each one back.
+		for _, d := range daemons {
+			waitUntil(t, d+" restarted by the keeper", time.Now(), 10*time.Second, func() (bool, string) {
+				pid, alive, err := r.DaemonPID(d, d)
+				return err == nil && alive && pid != old[d], fmt.Sprintf("pid %d alive %v err %v", pid, alive, err)
+			})
+		}
+	case "keeper":
+		kpid, alive, err := r.KeeperPID()
+		if err != nil || !alive {
+			t.Fatalf("keeper pid file: pid %d alive %v err %v", kpid, alive, err)
+		}
+		before := daemonPIDs(t, r)
+		killed := time.Now()
+		if err := r.Kill9("keeper", kpid); err != nil {
 			t.Fatal(err)
 		}
-		repair(t, r, ctx, fault)
-		if npid, alive, err := r.DaemonPID(fault, fault); err != nil || !alive || npid == pid {
-			t.Errorf("after repair the %s is pid %d (alive %v, err %v); the killed one was %d", fault, npid, alive, err, pid)
+		waitUntil(t, "keeper replaced", killed, 5*time.Second, func() (bool, string) {
+			pid, alive, err := r.KeeperPID()
+			return err == nil && alive && pid != kpid, fmt.Sprintf("active keeper pid %d alive %v err %v", pid, alive, err)
+		})
+		time.Sleep(time.Second)
+		if after := daemonPIDs(t, r); fmt.Sprint(after) != fmt.Sprint(before) {
+			t.Errorf("killing the keeper restarted daemons: pids %v, before %v", after, before)
 		}
 	case "sitter", "worker":
 		sitters, err := r.Sitters()
@@ -217,40 +253,36 @@ func injectFault(t *testing.T, r *Run, ctx context.Context, rng *rand.Rand, faul
 		if err != nil {
 			t.Fatalf("close_all_connections on %s: %v", node, err)
 		}
-	case "broker-restart":
+	case "broker-restart", "broker":
 		pid, alive, err := r.BrokerPID()
 		if err != nil || !alive {
 			t.Fatalf("broker pid file: pid %d alive %v err %v", pid, alive, err)
 		}
-		t.Logf("fault: SIGTERM private broker node (pid %d)", pid)
-		if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
-			t.Fatal(err)
-		}
-		if err := testsupport.PollEvery(30*time.Second, 200*time.Millisecond, func() error {
-			if Alive(pid) {
-				return fmt.Errorf("broker pid %d still alive after SIGTERM", pid)
+		if fault == "broker" {
+			if err := r.Kill9("private broker node", pid); err != nil {
+				t.Fatal(err)
 			}
-			return nil
-		}); err != nil {
-			t.Fatal(err)
+		} else {
+			t.Logf("fault: SIGTERM private broker node (pid %d)", pid)
+			if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			if err := testsupport.PollEvery(30*time.Second, 200*time.Millisecond, func() error {
+				if Alive(pid) {
+					return fmt.Errorf("broker pid %d still alive after SIGTERM", pid)
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
 		}
-		// Nothing restarts a stopped broker by itself: the operator runs
-		// repair, which re-verifies every level and restarts what failed.
-		repair(t, r, ctx, "broker")
+		// Nobody runs repair: the keeper restarts the node.
+		waitUntil(t, "broker node restarted by the keeper", time.Now(), 30*time.Second, func() (bool, string) {
+			npid, alive, err := r.BrokerPID()
+			return err == nil && alive && npid != pid, fmt.Sprintf("pid %d alive %v err %v", npid, alive, err)
+		})
 	default:
 		t.Fatalf("unknown fault %q", fault)
-	}
-}
-
-// repair runs `mgmt repair` as an operator would after a daemon died. A
-// repair that cannot bring the run back is a product bug, reported as such.
-func repair(t *testing.T, r *Run, ctx context.Context, what string) {
-	t.Helper()
-	res := r.Mgmt(ctx, "repair", r.Name)
-	t.Logf("mgmt repair after %s: exit %d after %s: %s%s", what, res.Code, res.Took.Round(time.Millisecond),
-		res.Stdout, lastLines(res.Stderr, 6))
-	if res.Code != 0 {
-		t.Fatalf("PRODUCT BUG: mgmt repair could not restore the run after the %s was stopped (exit %d); see the history above", what, res.Code)
 	}
 }
 
@@ -274,9 +306,9 @@ func brokerNode(t *testing.T, r *Run, ctx context.Context) (node, dataDir string
 // checkInvariants waits for the pools to converge to policy and checks that
 // no instance is counted twice or beyond max, and that status, the
 // provisioner's records and /proc agree.
-func checkInvariants(t *testing.T, r *Run, ctx context.Context, when string) {
+func checkInvariants(t *testing.T, r *Run, ctx context.Context, when string, bound time.Duration) {
 	t.Helper()
-	_, err := r.WaitFor(ctx, when+": pools back at policy", convergeBound, func(st *mgmt.RunStatus) (bool, string) {
+	_, err := r.WaitFor(ctx, when+": pools back at policy", bound, func(st *mgmt.RunStatus) (bool, string) {
 		seen := map[string]string{}
 		for _, j := range st.Jobs {
 			for _, w := range j.Workers {
@@ -437,12 +469,4 @@ func sortedKeys(m map[string]int) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
