@@ -35,6 +35,7 @@ func TestInvalidPlansExit2WithPositionAndLaunchNothing(t *testing.T) {
 		{"forward-ref.toml", []string{"forward-ref.toml:", "${b.port}", "level"}},
 		{"unknown-key.toml", []string{"unknown-key.toml:5", "ready_timout"}},
 		{"syntax.toml", []string{"syntax.toml:4"}},
+		{"missing-worker.toml", []string{"missing-worker.toml:6", "config.jobs.w.worker.command", "testdata/no-such-worker does not exist"}},
 	}
 	for _, c := range cases {
 		t.Run(c.file, func(t *testing.T) {

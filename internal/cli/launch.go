@@ -98,6 +98,11 @@ func Launch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return app.ExitOK
 	}
 
+	if err := checkLocalWorkers(plan, run); err != nil {
+		fmt.Fprintf(stderr, "launch: invalid plan:\n%v\n", err)
+		return app.ExitUsage
+	}
+
 	homeDir, err := app.ResolveHome(*home)
 	if err != nil {
 		fmt.Fprintln(stderr, "launch:", termtext.Text(redact.String(err.Error())))

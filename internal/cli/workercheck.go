@@ -1,0 +1,81 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+
+	"nightshift/launchplan"
+)
+
+// checkLocalWorkers checks, before anything boots, that the command of
+// every local-driver job a controller service declares exists and is
+// executable on this machine: otherwise the pool would boot "ready" and
+// its workers fail to start over and over. Commands that use a later
+// service's attributes cannot be resolved yet and are skipped. Each
+// problem is reported with the service's file:line and the key.
+func checkLocalWorkers(p *launchplan.Plan, run string) error {
+	var errs []error
+	for _, l := range p.Levels {
+		for i := range l.Services {
+			svc := &l.Services[i]
+			if svc.Type != "controller" {
+				continue
+			}
+			jobs, _ := svc.TypeConfig["jobs"].(map[string]any)
+			names := make([]string, 0, len(jobs))
+			for n := range jobs {
+				names = append(names, n)
+			}
+			sort.Strings(names)
+			for _, name := range names {
+				job, _ := jobs[name].(map[string]any)
+				if d, _ := job["driver"].(string); d != "" && d != launchplan.DriverLocal {
+					continue
+				}
+				worker, _ := job["worker"].(map[string]any)
+				argv, _ := worker["command"].([]any)
+				if len(argv) == 0 {
+					continue
+				}
+				prog, _ := argv[0].(string)
+				scope := launchplan.Scope{Globals: p.Globals, Self: map[string]string{launchplan.AttrRun: run}}
+				exp, err := scope.Expand(prog)
+				if err != nil || prog == "" {
+					continue
+				}
+				if err := executable(exp); err != nil {
+					errs = append(errs, &launchplan.Error{Pos: svc.Pos, Key: fmt.Sprintf("config.jobs.%s.worker.command", name),
+						Msg: fmt.Sprintf("%s (the pool's workers could not start; build or install it first)", err)})
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// executable says why path cannot be run, or nil; a bare name is looked
+// up on $PATH, as the sitter will.
+func executable(path string) error {
+	if !strings.Contains(path, "/") {
+		if _, err := exec.LookPath(path); err != nil {
+			return fmt.Errorf("%s is not on $PATH", path)
+		}
+		return nil
+	}
+	st, err := os.Stat(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("%s does not exist", path)
+	case err != nil:
+		return err
+	case st.IsDir():
+		return fmt.Errorf("%s is a directory", path)
+	case st.Mode().Perm()&0o111 == 0:
+		return fmt.Errorf("%s is not executable", path)
+	}
+	return nil
+}
