@@ -17,6 +17,7 @@ import (
 	"nightshift/internal/jobspec"
 	"nightshift/internal/testsupport"
 	"nightshift/provisioner"
+	"nightshift/sitter"
 )
 
 func npJob(t testing.TB, n int) controller.Job {
@@ -588,4 +589,39 @@ func TestHungJobDoesNotStallOthers(t *testing.T) {
 		return nil
 	})
 
+}
+
+// TestCrashLoopingWorkerIsProcessError: a worker whose task keeps failing
+// to start heartbeats on time, yet is not healthy: status says
+// process_error with the task's error, and the pool replaces it. One crash
+// the sitter absorbs does not count.
+func TestCrashLoopingWorkerIsProcessError(t *testing.T) {
+	r := newRig(t, npJob(t, 1))
+	r.tick()
+	ids := r.runAll("web", false)
+	beat := func(failures int) {
+		r.c.IngestHeartbeat(sitter.Heartbeat{InstanceID: ids[0], Job: "web", Host: "h", Time: r.clock.Now(),
+			Tasks: []sitter.TaskStatus{{Name: "work", State: sitter.StateBackoff, Restarts: failures, Failures: failures,
+				Reason: "restarting in 800ms after: exec: \"/x/bin/worker\": no such file or directory"}}})
+	}
+	health := func() controller.WorkerStatus {
+		js, err := r.c.Status("web")
+		if err != nil || len(js) != 1 || len(js[0].Workers) == 0 {
+			t.Fatalf("jobs %+v err %v", js, err)
+		}
+		return js[0].Workers[0]
+	}
+	beat(1)
+	if w := health(); w.Health != "ok" || w.Error != "" {
+		t.Errorf("one failed run: worker %+v, want ok", w)
+	}
+	beat(controller.CrashLoopFailures)
+	w := health()
+	if w.Health != "process_error" || !strings.Contains(w.Error, "no such file") {
+		t.Errorf("crash-looping worker %+v: want process_error with the exec error", w)
+	}
+	r.tick()
+	if terms := r.prov.terminated(); len(terms) != 1 || !slices.Equal(terms[0], []string{ids[0]}) {
+		t.Errorf("terminated %v, want the crash-looping worker replaced", terms)
+	}
 }

@@ -129,7 +129,15 @@ type WorkerStatus struct {
 	Host          string   `json:"host,omitempty"`
 	HeartbeatAgeS *float64 `json:"heartbeat_age_s"`
 	Restarts      int      `json:"restarts"`
+	// Error is the failing task's last exit or start error when health is
+	// process_error.
+	Error string `json:"error,omitempty"`
 }
+
+// CrashLoopFailures is how many failed runs in a row make a task in
+// back-off count as failing (health process_error): one crash is the
+// sitter's to absorb, a loop is the pool's to replace.
+const CrashLoopFailures = 3
 
 // launchRequest is what the controller asks of the provisioner for a
 // pending launch: the job by name with the digest of its worker spec (the

@@ -63,6 +63,7 @@ type worker struct {
 	launchedAt         time.Time
 	lastHeartbeat      time.Time
 	failedTasks        []string
+	taskError          string // the failing task's last exit or start error
 	heartbeatError     string
 	busy               bool
 	restarts           int
@@ -186,17 +187,24 @@ func (p *Pool) Heartbeat(hb sitter.Heartbeat, now time.Time) bool {
 	}
 	busy, restarts := false, 0
 	var failed []string
+	taskErr := ""
 	for _, t := range hb.Tasks {
 		if t.State == sitter.StateRunning && t.Work == sitter.WorkBusy {
 			busy = true
 		}
-		if t.State == sitter.StateFailed {
+		// A task waiting out its back-off after CrashLoopFailures failed
+		// runs in a row cannot start or keeps exiting: the worker is no
+		// more healthy than one whose task the sitter gave up on.
+		if t.State == sitter.StateFailed || (t.State == sitter.StateBackoff && t.Failures >= CrashLoopFailures) {
 			failed = append(failed, t.Name)
+			if taskErr == "" {
+				taskErr = t.Name + ": " + t.Reason
+			}
 		}
 		restarts += t.Restarts
 	}
 	changed := w.lastHeartbeat.IsZero() || w.busy != busy || len(w.failedTasks) != len(failed)
-	w.lastHeartbeat, w.busy, w.failedTasks, w.restarts = now, busy, failed, restarts
+	w.lastHeartbeat, w.busy, w.failedTasks, w.restarts, w.taskError = now, busy, failed, restarts, taskErr
 	if hb.Host != "" {
 		w.host = hb.Host
 	}
@@ -418,6 +426,9 @@ func (p *Pool) Status(now time.Time, policy map[string]any, frozen bool) JobStat
 			js.Counts["draining"]++
 		}
 		ws := WorkerStatus{ID: id, State: string(w.state), Health: string(h), Host: w.host, Restarts: w.restarts}
+		if h == nightshift.HealthProcessError {
+			ws.Error = w.taskError
+		}
 		if !w.lastHeartbeat.IsZero() {
 			age := now.Sub(w.lastHeartbeat).Seconds()
 			ws.HeartbeatAgeS = &age

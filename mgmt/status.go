@@ -240,6 +240,11 @@ func writeJob(w io.Writer, j JobStatus) {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%d\n", q(wk.ID), q(wk.State), q(wk.Health), q(wk.Host), hb, wk.Restarts)
 	}
 	tw.Flush()
+	for _, wk := range j.Workers {
+		if wk.Error != "" {
+			fmt.Fprintf(w, "  %s: %s\n", wk.ID, firstLine(redact.String(wk.Error)))
+		}
+	}
 }
 
 func countLine(c map[string]int) string {

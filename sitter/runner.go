@@ -531,7 +531,7 @@ func (r *runner) loop(ctx context.Context) {
 // apply records a policy decision in the status.
 func (r *runner) apply(dec Decision, h History, v *Violation) {
 	r.update(func(st *TaskStatus) {
-		st.State, st.Reason, st.Restarts = dec.State, dec.Reason, h.Total
+		st.State, st.Reason, st.Restarts, st.Failures = dec.State, dec.Reason, h.Total, h.Failures
 		if v != nil {
 			st.LastViolation = v
 		}

@@ -97,7 +97,11 @@ type TaskStatus struct {
 	Reason string    `json:"reason,omitempty"`
 	PID    int       `json:"pid,omitempty"`
 	// Restarts counts runs started by policy since the task was added.
-	Restarts      int        `json:"restarts"`
+	Restarts int `json:"restarts"`
+	// Failures counts the task's unhealthy runs in a row (what sets its
+	// back-off); a healthy run of backoff_reset_after clears it. A task in
+	// back-off with several is crash-looping, which its pool must see.
+	Failures      int        `json:"failures,omitempty"`
 	LastViolation *Violation `json:"last_violation,omitempty"`
 	// CPU (cores) and MemMB are the last sample of the whole tree.
 	CPU       float64   `json:"cpu"`
