@@ -130,6 +130,9 @@ func (d *Daemon) supervise(ctx context.Context, dir string) error {
 		if loadedAt.IsZero() || now.Sub(loadedAt) >= reload {
 			run, err := d.Store.GetRun(ctx, d.Run)
 			switch {
+			case errors.Is(err, bootlevel.ErrNotFound):
+				d.Log.Info("the run no longer exists; exiting")
+				return nil
 			case err != nil:
 				d.Log.Warn("read the run", "err", err)
 			case run.State == bootlevel.RunTerminated:
