@@ -22,7 +22,8 @@ import (
 // expressed as a sitter task so that the sitter's Decide applies them: a
 // first restart after 100ms (a dead controller is back well within a
 // second), doubling to 30s for a service that keeps dying, the back-off
-// forgotten after a minute of health, and giving up after 20 restarts
+// forgotten once a run lasted 5s (a daemon that connected and answered
+// its ready check is not crash-looping), and giving up after 20 restarts
 // within 10 minutes, when something a restart cannot fix is wrong.
 func Policy() sitter.Task {
 	max := 20
@@ -33,7 +34,7 @@ func Policy() sitter.Task {
 		RestartWindow:     sitter.Duration(10 * time.Minute),
 		BackoffInitial:    sitter.Duration(100 * time.Millisecond),
 		BackoffMax:        sitter.Duration(30 * time.Second),
-		BackoffResetAfter: sitter.Duration(time.Minute),
+		BackoffResetAfter: sitter.Duration(5 * time.Second),
 	}
 }
 
