@@ -30,10 +30,9 @@ const (
 // Dir is where a run's keepers keep their files.
 func Dir(home, run string) string { return filepath.Join(home, "runs", run, "keeper") }
 
-// Daemon is one keeper process of a run. Run decides its role: the first
-// to take the run's keeper lock is active and supervises; the others wait
-// on the lock as standbys and take over the moment the active one dies
-// (see Serve).
+// Daemon is one keeper process of a run. Serve decides its role: the
+// first to take the run's keeper lock is active and supervises; the others
+// wait on the lock as standbys and take over the moment the active one dies.
 type Daemon struct {
 	Home, Run string
 	Store     bootlevel.Store
