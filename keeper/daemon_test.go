@@ -2,6 +2,7 @@ package keeper
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -15,6 +16,7 @@ import (
 
 	"nightshift/bootlevel"
 	"nightshift/internal/runstore"
+	"nightshift/internal/testsupport"
 	"nightshift/launchplan"
 )
 
@@ -153,9 +155,10 @@ func TestDaemonRestartsDeadServiceAndStops(t *testing.T) {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 10s", what)
+	testsupport.Eventually(t, 10*time.Second, func() error {
+		if !cond() {
+			return fmt.Errorf("%s: not yet", what)
 		}
-	}
+		return nil
+	})
 }

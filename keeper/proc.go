@@ -1,15 +1,13 @@
 package keeper
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 
 	"nightshift/bootlevel"
+	"nightshift/internal/process"
 	"nightshift/launchplan"
 )
 
@@ -76,25 +74,17 @@ func Look(ws []Watched) []Observation {
 	return out
 }
 
-// startTime reads a process's start time (field 22 of /proc/PID/stat).
+// startTime reads a live process's start time (/proc/PID/stat field 22);
+// a zombie is dead.
 func startTime(pid int) (uint64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	st, err := process.ReadStat("", pid)
 	if err != nil {
 		return 0, err
 	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no (comm)", pid)
+	if st.Zombie() {
+		return 0, fmt.Errorf("pid %d is a zombie", pid)
 	}
-	f := strings.Fields(string(b[i+1:]))
-	// f[0] is field 3 (state), so field 22 is f[19].
-	if len(f) < 20 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
-	}
-	if f[0] == "Z" || f[0] == "X" {
-		return 0, fmt.Errorf("/proc/%d/stat: process is a zombie", pid)
-	}
-	return strconv.ParseUint(f[19], 10, 64)
+	return st.StartTicks, nil
 }
 
 // pidFile is a keeper's record of itself: pid and start time, so that a

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"nightshift/internal/testsupport"
 	"nightshift/mgmt"
 )
 
@@ -167,17 +168,14 @@ func daemonPIDs(t *testing.T, r *Run) map[string]int {
 // from, and fails the test with the last observation otherwise.
 func waitUntil(t *testing.T, what string, from time.Time, bound time.Duration, cond func() (bool, string)) {
 	t.Helper()
-	var saw string
-	for {
-		ok, s := cond()
-		saw = s
-		if ok {
-			t.Logf("%s after %s", what, time.Since(from).Round(time.Millisecond))
-			return
+	err := testsupport.PollEvery(bound-time.Since(from), 20*time.Millisecond, func() error {
+		if ok, saw := cond(); !ok {
+			return fmt.Errorf("last saw %s", saw)
 		}
-		if time.Since(from) > bound {
-			t.Fatalf("%s: not within %s; last saw %s", what, bound, saw)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%s: not within %s: %v", what, bound, err)
 	}
+	t.Logf("%s after %s", what, time.Since(from).Round(time.Millisecond))
 }
