@@ -88,7 +88,7 @@ func (e *env) selfhealScenario(ctx context.Context) (bench.Result, error) {
 			}
 			policy = append(policy, e.clock.Since(t0))
 		}
-		cmd := "kill -9 $(cat $HOME_DIR/runs/RUN/work/" + d + "/" + d + "/pid)"
+		cmd := "kill -9 <the " + d + "'s pid from its pid file, as `mgmt status --json RUN` shows it>"
 		mb, mp := bench.Median(back).Seconds(), bench.Median(policy).Seconds()
 		res.Figures = append(res.Figures,
 			bench.Figure{Name: fmt.Sprintf("%s SIGKILLed to running again, median of %d", d, kills), Value: mb, Unit: "s",
@@ -207,7 +207,7 @@ func (e *env) selfhealScenario(ctx context.Context) (bench.Result, error) {
 		e.log.Info("selfheal: broker back", "kill", i+1, "node", nodeBack[i].Round(time.Millisecond), "pools", reconnected[i].Round(time.Millisecond), "processed", done)
 	}
 	mb, mr2, md := bench.Median(nodeBack).Seconds(), bench.Median(reconnected).Seconds(), bench.Median(drained).Seconds()
-	bcmd := "producer --run RUN --count 13; kill -9 $(cat $HOME_DIR/runs/RUN/work/broker/rabbit/pid)"
+	bcmd := "producer --run RUN --count 13; kill -9 <the broker node's pid from its pid file, as `mgmt status --json RUN` shows it>"
 	res.Figures = append(res.Figures,
 		bench.Figure{Name: fmt.Sprintf("broker node SIGKILLed to ready again, median of %d", kills), Value: mb, Unit: "s",
 			Target: "< 15 s", Verdict: bench.AtMost(mb, 15), Command: bcmd},
