@@ -61,6 +61,12 @@ func (r Ref) String() string {
 // bootlevel.Engine.RunEnv), so a plan may always reference it.
 const EnvRunSecret = "NIGHTSHIFT_RUN_SECRET"
 
+// EnvCommandKey is the ${env.NAME} the launcher serves for every run: the
+// seed (hex) of the run's Ed25519 command key, with which the controller and
+// mgmt sign drain and control to sitters, for daemons that do not share the
+// launching machine's home. Workers get only its public half.
+const EnvCommandKey = "NIGHTSHIFT_RUN_COMMAND_KEY"
+
 // The ${env.NAME}s the launcher serves for a run's TLS, for a broker and
 // clients that do not share the launching machine's home: the run CA's
 // certificate (PEM), a broker certificate and key from that CA (PEM), and the
@@ -77,7 +83,7 @@ const (
 // bootlevel.Engine.RunEnv) rather than read from the environment.
 func IsRunEnv(name string) bool {
 	switch name {
-	case EnvRunSecret, EnvTLSCA, EnvTLSBrokerCert, EnvTLSBrokerKey, EnvTLSBrokerName:
+	case EnvRunSecret, EnvCommandKey, EnvTLSCA, EnvTLSBrokerCert, EnvTLSBrokerKey, EnvTLSBrokerName:
 		return true
 	}
 	return false

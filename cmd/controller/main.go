@@ -133,10 +133,17 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	}
 	defer bus.Close()
 	signer := &envelope.Signer{Secret: secret, Seen: envelope.NewReplayCache(10000)}
+	// Drains are signed with the run's command key, not the secret: a
+	// sitter verifies them with the public half and so cannot sign one.
+	key, err := envelope.LoadOrCreateCommandKey(envelope.CommandKeyPath(o.secretFile))
+	if err != nil {
+		return err
+	}
+	drainSigner := &envelope.Signer{Key: key}
 	ctrl, err := controller.New(ctx, controller.Config{
 		Jobs: jobs, Registry: reg, Store: store,
 		Provisioner:   provClient{client.New(bus, signer, sender, log)},
-		Drainer:       ctlbus.BusDrainer{Bus: bus, Signer: signer, Sender: sender},
+		Drainer:       ctlbus.BusDrainer{Bus: bus, Signer: drainSigner, Sender: sender},
 		Meter:         bus,
 		MgmtAPI:       ctlbus.MgmtAPI{HTTP: mgmtHTTP},
 		Log:           log,

@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"flag"
 	"fmt"
@@ -52,8 +53,10 @@ type config struct {
 	run, home, amqpURL, driver, db, secretFile, logLevel string
 	jobsFile                                             string
 	workerCommand, workerEnv                             []string
-	maxLaunches, maxTerminations                         int
-	reconcileEvery, grace, callTimeout                   time.Duration
+	// commandKey is the public half of the run's command key, for workers.
+	commandKey                         ed25519.PublicKey
+	maxLaunches, maxTerminations       int
+	reconcileEvery, grace, callTimeout time.Duration
 
 	// amqpCAFile is the CA an amqps:// broker is verified against; workers
 	// are handed the same CA (local: its path; ec2: its PEM in user data).
@@ -211,6 +214,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Workers get the public half of the run's command key, with which
+	// their sitters verify the drain and control the controller and mgmt
+	// sign; the key itself stays beside the secret.
+	key, err := envelope.LoadOrCreateCommandKey(envelope.CommandKeyPath(c.secretFile))
+	if err != nil {
+		return err
+	}
+	c.commandKey = key.Public().(ed25519.PublicKey)
 	drv, err := newDriver(ctx, c, log)
 	if err != nil {
 		return err
@@ -271,7 +282,8 @@ func newDriver(ctx context.Context, c config, log *slog.Logger) (provisioner.Dri
 			// its worker tasks, which may use the broker too.
 			env = append(slices.Clip(env), "NIGHTSHIFT_AMQP_CA_FILE="+c.amqpCAFile)
 		}
-		return localworker.New(localworker.Config{Home: c.home, Run: c.run, Command: c.workerCommand, Env: env, Grace: c.grace, Log: log})
+		return localworker.New(localworker.Config{Home: c.home, Run: c.run, Command: c.workerCommand, Env: env, Grace: c.grace, Log: log,
+			CommandKey: c.commandKey})
 	}
 	var brokerCA []byte
 	if c.amqpCAFile != "" {
@@ -289,6 +301,6 @@ func newDriver(ctx context.Context, c config, log *slog.Logger) (provisioner.Dri
 		Run: c.run, Client: cl, Region: c.ec2Region, EndpointURL: c.ec2Endpoint,
 		// Workers reach the broker at the URL this provisioner uses; in the
 		// prod plan that is the broker instance's private address.
-		BrokerURL: c.amqpURL, BrokerCA: brokerCA, WaitTimeout: c.ec2WaitTimeout, Log: log,
+		BrokerURL: c.amqpURL, BrokerCA: brokerCA, WaitTimeout: c.ec2WaitTimeout, Log: log, CommandKey: c.commandKey,
 	})
 }

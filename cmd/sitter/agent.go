@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"flag"
 	"fmt"
@@ -47,13 +48,18 @@ const (
 	envAMQPURLFile = "NIGHTSHIFT_AMQP_URL_FILE"
 	envAMQPURL     = "NIGHTSHIFT_AMQP_URL"
 	envAMQPCAFile  = "NIGHTSHIFT_AMQP_CA_FILE"
+	// envCommandKey is the public half of the run's command key (hex), to
+	// verify drain and control. It is no secret: it lets a worker check a
+	// command, never make one.
+	envCommandKey = "NIGHTSHIFT_COMMAND_KEY"
 )
 
 // agentConfig is the agent's resolved input. brokerURL carries the
 // password: print it only through redact.
 type agentConfig struct {
 	run, job, instance   string
-	specPath, secretFile string
+	specPath             string
+	commandKey           ed25519.PublicKey // nil: drain and control are refused
 	brokerURL, urlSource string
 	caFile               string // CA an amqps:// broker is verified against
 	stateDir             string
@@ -82,7 +88,7 @@ func parseAgent(args []string, getenv func(string) string, stderr io.Writer) (ag
 	fs.StringVar(&c.specPath, "spec", "", "launch spec with the worker task (default $"+envInstanceDir+"/spec.json)")
 	urlFile := fs.String("broker-url-file", "", "file holding the AMQP URL (default $"+envAMQPURLFile+", else $"+envAMQPURL+")")
 	fs.StringVar(&c.caFile, "amqp-ca-file", "", "PEM CA an amqps:// broker's certificate must chain to (default $"+envAMQPCAFile+")")
-	fs.StringVar(&c.secretFile, "secret-file", "", "run secret to verify drain and control signatures too (only for a sitter on a trusted host: a worker must never hold it)")
+	commandKey := fs.String("command-key", "", "public half of the run's command key (hex), to verify drain and control (default $"+envCommandKey+"; without it they are refused)")
 	fs.StringVar(&c.stateDir, "state-dir", "", "logs, status files, control socket (default $"+envInstanceDir+"/sitter, else a temp dir)")
 	fs.DurationVar(&c.heartbeat, "heartbeat-interval", time.Second, "how often a heartbeat is published")
 	fs.DurationVar(&c.sample, "sample-interval", time.Second, "how often task trees are measured")
@@ -155,6 +161,14 @@ func parseAgent(args []string, getenv func(string) string, stderr io.Writer) (ag
 		// The parser's message may quote the URL, password and all.
 		return c, usagef("broker URL from %s (%s): %s", c.urlSource, redact.URL(c.brokerURL), redact.String(err.Error()))
 	}
+	orEnv(commandKey, envCommandKey)
+	if *commandKey != "" {
+		k, err := envelope.ParsePublicKey(*commandKey)
+		if err != nil {
+			return c, usagef("--command-key: %v", err)
+		}
+		c.commandKey = k
+	}
 	orEnv(&c.caFile, envAMQPCAFile)
 	if c.caFile != "" {
 		if !strings.HasPrefix(c.brokerURL, "amqps://") {
@@ -212,19 +226,13 @@ func runAgent(ctx context.Context, c agentConfig, stderr io.Writer) error {
 	if err != nil {
 		return usageError{err.Error()}
 	}
-	// Without the run's secret (the normal case: a worker holding it could
-	// sign terminate_all) commands are authenticated by the broker-validated
-	// user_id alone; see sitterbus.Server.
+	// Drain and control are verified with the run's command public key; a
+	// worker never holds the run's secret or the command key itself, so it
+	// can check a command but not make one. Without the key the server
+	// refuses them and says so (sitterbus.Server).
 	var signer *envelope.Signer
-	if c.secretFile != "" {
-		signer = &envelope.Signer{Seen: envelope.NewReplayCache(10000)}
-		// Never create it: a secret made up here would match nobody's.
-		if _, err := os.Stat(c.secretFile); err != nil {
-			return usagef("--secret-file: %v", err)
-		}
-		if signer.Secret, err = envelope.LoadOrCreateSecret(c.secretFile); err != nil {
-			return usagef("--secret-file: %v", err)
-		}
+	if c.commandKey != nil {
+		signer = &envelope.Signer{PublicKey: c.commandKey}
 	}
 	if c.tempState {
 		if c.stateDir, err = os.MkdirTemp("", "nightshift-sitter-"+c.instance+"-"); err != nil {

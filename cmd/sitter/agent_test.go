@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -42,9 +45,15 @@ func TestParseAgent(t *testing.T) {
 	}
 	caFile := filepath.Join(caDir, pki.CACertFile)
 	tlsURL := "amqps://guest:hunter2@localhost:5671/"
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub2, _, _ := ed25519.GenerateKey(rand.Reader)
 	fullEnv := map[string]string{
 		envHome: "/home/ns", envRun: "r1", envJob: "crunch", envInstance: "i-1",
 		envInstanceDir: "/home/ns/runs/r1/instances/i-1", envAMQPURL: "amqp://guest:hunter2@h:5672/",
+		envCommandKey: hex.EncodeToString(pub),
 	}
 	without := func(keys ...string) map[string]string {
 		m := map[string]string{}
@@ -67,21 +76,23 @@ func TestParseAgent(t *testing.T) {
 			return c.run == "r1" && c.job == "crunch" && c.instance == "i-1" &&
 				c.specPath == "/home/ns/runs/r1/instances/i-1/spec.json" &&
 				c.stateDir == "/home/ns/runs/r1/instances/i-1/sitter" && !c.tempState &&
-				// The run's secret stays off workers: $NIGHTSHIFT_HOME no longer implies it.
-				c.secretFile == "" && c.brokerURL == "amqp://guest:hunter2@h:5672/" &&
+				pub.Equal(c.commandKey) && c.brokerURL == "amqp://guest:hunter2@h:5672/" &&
 				c.heartbeat == time.Second && c.sample == time.Second
 		}},
 		{name: "EC2 user data flags", env: map[string]string{},
 			args: []string{"--run", "r2", "--job", "web", "--instance", "i-9", "--broker-url-file", urlFile, "--spec", "/etc/nightshift/spec.json"},
 			check: func(c agentConfig) bool {
 				return c.run == "r2" && c.job == "web" && c.instance == "i-9" && c.brokerURL == "amqp://guest:hunter2@broker:5672/" &&
-					c.secretFile == "" && c.tempState
+					c.commandKey == nil && c.tempState
 			}},
 		{name: "flags beat environment", env: fullEnv,
-			args: []string{"--run", "r3", "--state-dir", "/s", "--secret-file", "/k", "--heartbeat-interval", "250ms"},
+			args: []string{"--run", "r3", "--state-dir", "/s", "--command-key", hex.EncodeToString(pub2), "--heartbeat-interval", "250ms"},
 			check: func(c agentConfig) bool {
-				return c.run == "r3" && c.stateDir == "/s" && c.secretFile == "/k" && c.heartbeat == 250*time.Millisecond
+				return c.run == "r3" && c.stateDir == "/s" && pub2.Equal(c.commandKey) && c.heartbeat == 250*time.Millisecond
 			}},
+		{name: "command key not hex", env: fullEnv, args: []string{"--command-key", "zz"}, err: "--command-key: command public key: not hex"},
+		{name: "command key too short", env: func() map[string]string { m := without(); m[envCommandKey] = "0102"; return m }(),
+			err: "--command-key: command public key: 2 bytes"},
 		{name: "URL file from environment beats URL", env: func() map[string]string { m := without(); m[envAMQPURLFile] = urlFile; return m }(),
 			check: func(c agentConfig) bool { return c.brokerURL == "amqp://guest:hunter2@broker:5672/" }},
 		{name: "CA from the local driver's environment", env: func() map[string]string { m := without(); m[envAMQPURL], m[envAMQPCAFile] = tlsURL, caFile; return m }(),
@@ -159,17 +170,14 @@ func TestAgentExitCodes(t *testing.T) {
 			t.Errorf("password printed: %s", errb.String())
 		}
 	}
-	// A secret file that does not exist is an error, never created.
+	// The run's secret is no longer an agent input at all: a worker must
+	// never hold it.
 	t.Setenv(envAMQPURL, "amqp://guest:hunter2@127.0.0.1:1/")
 	var out, errb bytes.Buffer
 	okSpec := filepath.Join(dir, "ok.json")
 	os.WriteFile(okSpec, []byte(`{"worker": {"shell": "true"}}`), 0o600)
-	secret := filepath.Join(dir, "runs", "r", "secret")
-	if code := run([]string{"agent", "--run", "r", "--job", "j", "--instance", "i", "--spec", okSpec, "--secret-file", secret}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "--secret-file") {
-		t.Errorf("missing secret: exit %d, stderr %q", code, errb.String())
-	}
-	if _, err := os.Stat(secret); !os.IsNotExist(err) {
-		t.Errorf("agent created a secret: %v", err)
+	if code := run([]string{"agent", "--run", "r", "--job", "j", "--instance", "i", "--spec", okSpec, "--secret-file", "/k"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "flag provided but not defined") {
+		t.Errorf("--secret-file: exit %d, stderr %q", code, errb.String())
 	}
 }
 

@@ -24,6 +24,11 @@ type WorkerUserData struct {
 	// BrokerCA is the PEM CA an amqps:// broker is verified against (the
 	// run's CA); written to a file the sitter gets as --amqp-ca-file.
 	BrokerCA string
+
+	// CommandKey is the public half of the run's command key (hex), passed
+	// to the sitter as --command-key to verify drain and control. It is no
+	// secret; the private key is never put in user data.
+	CommandKey string
 }
 
 // BrokerCAPath is where a worker instance keeps the broker's CA.
@@ -46,6 +51,9 @@ func (w WorkerUserData) Script() string {
 	if w.BrokerCA != "" {
 		fmt.Fprintf(&b, "printf '%%s' %s > %s\n", q(w.BrokerCA), BrokerCAPath)
 		args = append(args, "--amqp-ca-file", BrokerCAPath)
+	}
+	if w.CommandKey != "" {
+		args = append(args, "--command-key", w.CommandKey)
 	}
 	args = append(args, w.Args...)
 	quoted := make([]string, len(args))

@@ -1,10 +1,13 @@
 // Package envelope owns the wire format of every Nightshift message: the
 // Envelope that wraps a typed body, the per-process Registry that decodes and
-// validates bodies, and the Signer that authenticates destructive commands.
+// validates bodies, and the Signer that authenticates destructive commands,
+// with the run's HMAC secret between daemons, or with the run's Ed25519
+// command key for commands to sitters, which verify with the public half
+// and so can never make a command themselves.
 //
-// It does no I/O except LoadOrCreateSecret and imports no transport, so the
-// same rules apply whether a message came over AMQP, an in-memory bus or a
-// test. Decoding and signature checking are separate steps: Registry.Decode
+// It does no I/O except LoadOrCreateSecret and LoadOrCreateCommandKey and
+// imports no transport, so the same rules apply whether a message came over
+// AMQP, an in-memory bus or a test. Decoding and signature checking are separate steps: Registry.Decode
 // proves a message is well formed, Signer.Verify proves who sent it and that
 // it is fresh; consumers call Verify when Registry.Destructive says so.
 package envelope
@@ -30,6 +33,11 @@ type Envelope struct {
 	Sender  string          `json:"sender"`
 	Body    json.RawMessage `json:"body"`
 	Sig     string          `json:"sig,omitempty"`
+	// Alg names the scheme that made Sig (AlgHMAC or AlgEd25519). A
+	// verifier accepts only the one scheme it was built for, so a message
+	// cannot be downgraded to a scheme the verifier would check
+	// differently, and a worker never tries a secret it does not hold.
+	Alg string `json:"alg,omitempty"`
 }
 
 // NewEnvelope marshals body and wraps it with a fresh random ID. The time is

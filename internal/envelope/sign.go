@@ -3,6 +3,7 @@ package envelope
 import (
 	"bytes"
 	"container/list"
+	"crypto/ed25519"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
@@ -25,16 +26,35 @@ var (
 	ErrBadSignature = errors.New("bad signature")
 	ErrStale        = errors.New("time outside allowed skew")
 	ErrReplay       = errors.New("message id already seen")
+	// ErrScheme (always with ErrBadSignature) marks a message signed, or
+	// claiming to be signed, with a scheme the verifier does not accept.
+	ErrScheme = errors.New("signature scheme not accepted")
 )
 
-// Signer signs and verifies destructive commands with the run's secret. A
-// signature alone would let anyone who captured a "terminate_all" replay it
-// later, so Verify also bounds the message time and remembers recent IDs.
+// The signature schemes an Envelope names in Alg.
+const (
+	// AlgHMAC is HMAC-SHA256 with the run's secret: commands between the
+	// run's daemons, all of which hold the secret.
+	AlgHMAC = "hmac-sha256"
+	// AlgEd25519 is Ed25519 with the run's command key: commands to
+	// sitters, which hold only the public key, so a worker can check a
+	// command but not make one.
+	AlgEd25519 = "ed25519"
+)
+
+// Signer signs and verifies destructive commands. It has exactly one
+// scheme: HMAC when Secret is set, Ed25519 when Key (to sign and verify) or
+// PublicKey (to verify only) is set; setting both kinds is an error, so no
+// verifier ever falls back from one scheme to the other. A signature alone
+// would let anyone who captured a "terminate_all" replay it later, so
+// Verify also bounds the message time and remembers recent IDs.
 type Signer struct {
-	Secret  []byte
-	Now     func() time.Time // nil means time.Now
-	MaxSkew time.Duration    // 0 means DefaultMaxSkew
-	Seen    *ReplayCache     // required by Verify; nil refuses everything
+	Secret    []byte
+	Key       ed25519.PrivateKey // signs (and verifies) with AlgEd25519
+	PublicKey ed25519.PublicKey  // verifies AlgEd25519; ignored when Key is set
+	Now       func() time.Time   // nil means time.Now
+	MaxSkew   time.Duration      // 0 means DefaultMaxSkew
+	Seen      *ReplayCache       // required by Verify; nil refuses everything
 }
 
 func (s *Signer) now() time.Time {
@@ -51,17 +71,57 @@ func (s *Signer) maxSkew() time.Duration {
 	return s.MaxSkew
 }
 
-// Sign sets e.Sig. The envelope's Time is signed as is, so set it (NewEnvelope
-// does) before signing.
-func (s *Signer) Sign(e *Envelope) error {
-	if len(s.Secret) == 0 {
-		return fmt.Errorf("sign message %q: empty secret", e.Type)
+// Scheme returns the one scheme s signs or verifies with (AlgHMAC or
+// AlgEd25519), or an error when it has no key, or keys of both kinds.
+func (s *Signer) Scheme() (string, error) {
+	hasKey := len(s.Key) > 0 || len(s.PublicKey) > 0
+	switch {
+	case len(s.Secret) > 0 && hasKey:
+		return "", errors.New("signer has both a secret and an Ed25519 key")
+	case len(s.Secret) > 0:
+		return AlgHMAC, nil
+	case len(s.Key) > 0:
+		if len(s.Key) != ed25519.PrivateKeySize {
+			return "", fmt.Errorf("signer's Ed25519 private key is %d bytes, want %d", len(s.Key), ed25519.PrivateKeySize)
+		}
+		return AlgEd25519, nil
+	case len(s.PublicKey) > 0:
+		if len(s.PublicKey) != ed25519.PublicKeySize {
+			return "", fmt.Errorf("signer's Ed25519 public key is %d bytes, want %d", len(s.PublicKey), ed25519.PublicKeySize)
+		}
+		return AlgEd25519, nil
 	}
-	mac, err := s.mac(*e)
+	return "", errors.New("signer has empty secret and no Ed25519 key")
+}
+
+func (s *Signer) publicKey() ed25519.PublicKey {
+	if len(s.Key) > 0 {
+		return s.Key.Public().(ed25519.PublicKey)
+	}
+	return s.PublicKey
+}
+
+// Sign sets e.Sig and e.Alg. The envelope's Time is signed as is, so set it
+// (NewEnvelope does) before signing. A verify-only signer (PublicKey) cannot
+// sign.
+func (s *Signer) Sign(e *Envelope) error {
+	alg, err := s.Scheme()
 	if err != nil {
 		return fmt.Errorf("sign message %q: %w", e.Type, err)
 	}
-	e.Sig = hex.EncodeToString(mac)
+	if alg == AlgEd25519 && len(s.Key) == 0 {
+		return fmt.Errorf("sign message %q: signer holds only a public key", e.Type)
+	}
+	e.Alg = alg
+	canon, err := canonical(*e, alg)
+	if err != nil {
+		return fmt.Errorf("sign message %q: %w", e.Type, err)
+	}
+	if alg == AlgEd25519 {
+		e.Sig = hex.EncodeToString(ed25519.Sign(s.Key, canon))
+		return nil
+	}
+	e.Sig = hex.EncodeToString(s.mac(canon))
 	return nil
 }
 
@@ -89,25 +149,36 @@ func (s *Signer) Verify(e Envelope) error {
 	return nil
 }
 
-// Authentic reports whether e carries a valid signature made with the
-// secret, whatever its time. Errors wrap ErrUnsigned or ErrBadSignature.
+// Authentic reports whether e carries a valid signature made with s's key
+// in s's scheme, whatever its time. Errors wrap ErrUnsigned or
+// ErrBadSignature (with ErrScheme when e names another scheme).
 func (s *Signer) Authentic(e Envelope) error {
 	what := fmt.Sprintf("verify message %q id %q", e.Type, e.ID)
-	if len(s.Secret) == 0 {
-		return fmt.Errorf("%s: signer has empty secret", what)
+	alg, err := s.Scheme()
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	if e.Sig == "" {
 		return fmt.Errorf("%s: %w", what, ErrUnsigned)
+	}
+	if e.Alg != alg {
+		return fmt.Errorf("%s: %w: %w: signed with %q, want %q", what, ErrBadSignature, ErrScheme, e.Alg, alg)
 	}
 	got, err := hex.DecodeString(e.Sig)
 	if err != nil {
 		return fmt.Errorf("%s: %w: not hex", what, ErrBadSignature)
 	}
-	want, err := s.mac(e)
+	canon, err := canonical(e, alg)
 	if err != nil {
 		return fmt.Errorf("%s: %w: %w", what, ErrBadSignature, err)
 	}
-	if !hmac.Equal(got, want) {
+	ok := false
+	if alg == AlgEd25519 {
+		ok = ed25519.Verify(s.publicKey(), canon, got)
+	} else {
+		ok = hmac.Equal(got, s.mac(canon))
+	}
+	if !ok {
 		return fmt.Errorf("%s: %w", what, ErrBadSignature)
 	}
 	return nil
@@ -125,20 +196,23 @@ func (s *Signer) Fresh(e Envelope) error {
 	return nil
 }
 
-func (s *Signer) mac(e Envelope) ([]byte, error) {
-	canon, err := canonical(e)
-	if err != nil {
-		return nil, err
-	}
+func (s *Signer) mac(canon []byte) []byte {
 	m := hmac.New(sha256.New, s.Secret)
 	m.Write(canon)
-	return m.Sum(nil), nil
+	return m.Sum(nil)
 }
 
 // canonical encodes the signed fields length-prefixed, so no two different
 // envelopes share an encoding. The body is compacted because encoding/json
 // compacts json.RawMessage on marshal: whitespace must not break signatures.
-func canonical(e Envelope) ([]byte, error) {
+// Each scheme has its own domain tag, so bytes signed in one are never
+// valid input to the other; the HMAC tag is the original one, so HMAC
+// signatures are unchanged.
+func canonical(e Envelope, alg string) ([]byte, error) {
+	tag := "nightshift-envelope-v1"
+	if alg == AlgEd25519 {
+		tag = "nightshift-envelope-ed25519-v1"
+	}
 	var body bytes.Buffer
 	if len(e.Body) > 0 {
 		if err := json.Compact(&body, e.Body); err != nil {
@@ -146,7 +220,7 @@ func canonical(e Envelope) ([]byte, error) {
 		}
 	}
 	fields := [][]byte{
-		[]byte("nightshift-envelope-v1"),
+		[]byte(tag),
 		[]byte(e.Type),
 		[]byte(strconv.Itoa(e.Version)),
 		[]byte(e.ID),

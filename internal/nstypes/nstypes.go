@@ -5,6 +5,7 @@
 package nstypes
 
 import (
+	"crypto/ed25519"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -43,7 +44,7 @@ func RegistryPath(home, run string) string {
 
 // RunRedactor returns a redactor that knows the run's secrets kept in files:
 // the run secret, in the hex it is handed out in and its other encodings,
-// the private keys of the run's PKI, and the values in the run's registry.
+// the run's command key likewise, the private keys of the run's PKI, and the values in the run's registry.
 // A missing file adds nothing (the run may not have one yet); an unreadable
 // one is reported, and the redactor holds whatever could be read.
 func RunRedactor(home, run string) (*redact.Redactor, error) {
@@ -59,6 +60,20 @@ func RunRedactor(home, run string) (*redact.Redactor, error) {
 		red.Add(s)
 	case !errors.Is(err, fs.ErrNotExist):
 		errs = append(errs, fmt.Errorf("run secret: %w", err))
+	}
+	// The run's command key (its hex seed as stored, and the seed and the
+	// whole private key in any encoding); its public half is no secret.
+	keyData, err := os.ReadFile(envelope.CommandKeyPath(SecretPath(home, run)))
+	switch {
+	case err == nil:
+		s := strings.TrimSpace(string(keyData))
+		if seed, herr := hex.DecodeString(s); herr == nil && len(seed) == ed25519.SeedSize {
+			red.AddBytes(seed)
+			red.AddBytes(ed25519.NewKeyFromSeed(seed))
+		}
+		red.Add(s)
+	case !errors.Is(err, fs.ErrNotExist):
+		errs = append(errs, fmt.Errorf("run command key: %w", err))
 	}
 	if err := red.LoadRegistry(RegistryPath(home, run)); err != nil {
 		errs = append(errs, err)
@@ -84,6 +99,7 @@ const EnvRunSecret = launchplan.EnvRunSecret
 
 // RunEnv serves the run-scoped ${env.NAME} values (bootlevel.Engine.RunEnv):
 // EnvRunSecret, from the run's secret file, created if the run has none yet;
+// launchplan.EnvCommandKey, from the run's command key file, likewise;
 // and the TLS material of launchplan's EnvTLS* names, from the run's CA
 // (pki.Dir), created likewise. The broker certificate served is kept beside
 // the CA and re-served on every boot while it is fit, so a re-boot of a
@@ -97,6 +113,12 @@ func RunEnv(home string) func(run, name string) (string, bool) {
 				return "", false
 			}
 			return hex.EncodeToString(secret), true
+		case launchplan.EnvCommandKey:
+			key, err := envelope.LoadOrCreateCommandKey(envelope.CommandKeyPath(SecretPath(home, run)))
+			if err != nil {
+				return "", false
+			}
+			return hex.EncodeToString(key.Seed()), true
 		case launchplan.EnvTLSBrokerName:
 			return pki.BrokerName(run), true
 		case launchplan.EnvTLSCA, launchplan.EnvTLSBrokerCert, launchplan.EnvTLSBrokerKey:

@@ -2,6 +2,7 @@ package nstypes
 
 import (
 	"encoding/base64"
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,11 +11,13 @@ import (
 	"nightshift/internal/envelope"
 	"nightshift/internal/pki"
 	"nightshift/internal/redact"
+	"nightshift/launchplan"
 )
 
 // TestRunRedactorKnowsTheRunsSecretFiles: the run secret (hex as served,
-// upper-case, base64), a value a component registered, and a PKI private
-// key are all redacted; a run with none of these files gives an empty
+// upper-case, base64), the command key (seed as served, whole private key),
+// a value a component registered, and a PKI private key are all redacted,
+// the command key's public half is not; a run with none of these files gives an empty
 // redactor and no error.
 func TestRunRedactorKnowsTheRunsSecretFiles(t *testing.T) {
 	home := t.TempDir()
@@ -36,11 +39,23 @@ func TestRunRedactorKnowsTheRunsSecretFiles(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(pki.Dir(home, "r1"), "broker.key"), []byte("-----BEGIN EC PRIVATE KEY-----\n"+keyLine+"\n-----END EC PRIVATE KEY-----\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	seedHex, ok := RunEnv(home)("r1", launchplan.EnvCommandKey)
+	if !ok {
+		t.Fatal("RunEnv served no command key")
+	}
+	key, err := envelope.LoadCommandKey(envelope.CommandKeyPath(SecretPath(home, "r1")))
+	if err != nil || hex.EncodeToString(key.Seed()) != seedHex {
+		t.Fatalf("served command key is not the run's: %v", err)
+	}
 	red, err := RunRedactor(home, "r1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []string{hexSecret, strings.ToUpper(hexSecret), base64.StdEncoding.EncodeToString(raw), "worker-7-broker-password", keyLine} {
+	// The public half is handed to workers and must stay readable.
+	if pub := envelope.EncodePublicKey(key); red.String(pub) != pub {
+		t.Errorf("public command key redacted: %q", red.String(pub))
+	}
+	for _, s := range []string{seedHex, base64.StdEncoding.EncodeToString(key), hex.EncodeToString(key), hexSecret, strings.ToUpper(hexSecret), base64.StdEncoding.EncodeToString(raw), "worker-7-broker-password", keyLine} {
 		if got := red.String("x " + s + " y"); got != "x xxxxx y" {
 			t.Errorf("%q not redacted: %q", s, got)
 		}

@@ -30,6 +30,7 @@ import (
 	"nightshift/mgmt"
 	"nightshift/provisioner"
 	"nightshift/provisioner/client"
+	"nightshift/sitter/sitterbus"
 )
 
 // BrokerURL returns the URL mgmt connects with: the mgmt_url a broker
@@ -67,8 +68,10 @@ type Conn struct {
 	run    string
 	bus    *amqpbus.Bus
 	signer *envelope.Signer
-	ctl    *ctlbus.Client
-	prov   *client.Client
+	// sitterSigner signs drain and control to sitters (AlgEd25519).
+	sitterSigner *envelope.Signer
+	ctl          *ctlbus.Client
+	prov         *client.Client
 }
 
 // Dial connects to the run's broker within timeout.
@@ -95,9 +98,15 @@ func Dial(ctx context.Context, st bootlevel.Store, home, run string, timeout tim
 	if err != nil {
 		return nil, fmt.Errorf("connect to run %s's broker: %w", run, err)
 	}
+	// Commands to sitters are signed with the run's command key, which they
+	// verify with its public half; never with the secret they do not hold.
+	key, err := envelope.LoadOrCreateCommandKey(envelope.CommandKeyPath(nstypes.SecretPath(home, run)))
+	if err != nil {
+		return nil, err
+	}
 	signer := &envelope.Signer{Secret: secret, Seen: envelope.NewReplayCache(1024)}
 	return &Conn{
-		run: run, bus: bus, signer: signer,
+		run: run, bus: bus, signer: signer, sitterSigner: &envelope.Signer{Key: key},
 		ctl:  &ctlbus.Client{Bus: bus, Signer: signer, Sender: "mgmt", Timeout: 10 * time.Second},
 		prov: client.New(bus, signer, "mgmt", slog.New(slog.DiscardHandler)),
 	}, nil
@@ -106,6 +115,12 @@ func Dial(ctx context.Context, st bootlevel.Store, home, run string, timeout tim
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
+}
+
+// Sitter returns a client for the sitter of instanceID, signing its drain
+// and control with the run's command key as the sitter requires.
+func (c *Conn) Sitter(instanceID string) *sitterbus.Client {
+	return &sitterbus.Client{Bus: c.bus, InstanceID: instanceID, Sender: "mgmt", Signer: c.sitterSigner, Timeout: 10 * time.Second}
 }
 
 // Close closes the connection.

@@ -6,6 +6,8 @@
 # Usage: daemon-boot.sh provisioner|controller
 #
 # Environment (from the plan): NS_RELEASE_URL, NS_AMQP_URL, NS_RUN_SECRET,
+# NS_COMMAND_KEY (the run's command key: the controller signs drains with it,
+# the provisioner hands its public half to workers),
 # NS_JOBS_TOML (the run's jobs: the provisioner launches only these, the
 # controller keeps them at policy); NS_AMQP_CA, the run CA's certificate, used
 # (--amqp-ca-file) when NS_AMQP_URL is amqps://; provisioner: NS_EC2_REGION,
@@ -19,7 +21,7 @@ set -eu
 daemon=${1:?usage: daemon-boot.sh provisioner|controller}
 case $daemon in provisioner | controller) ;; *) echo "unknown daemon $daemon" >&2; exit 2 ;; esac
 run=${NIGHTSHIFT_RUN:?NIGHTSHIFT_RUN is not set: run me from a Nightshift plan}
-: "${NS_RELEASE_URL:?}" "${NS_AMQP_URL:?}" "${NS_RUN_SECRET:?}" "${NS_JOBS_TOML:?}"
+: "${NS_RELEASE_URL:?}" "${NS_AMQP_URL:?}" "${NS_RUN_SECRET:?}" "${NS_COMMAND_KEY:?}" "${NS_JOBS_TOML:?}"
 
 sudo=""
 if [ "${NIGHTSHIFT_TEST_MODE:-}" = 1 ]; then
@@ -43,6 +45,7 @@ put() { # FILE: write stdin to FILE, mode 0600
 }
 printf '%s\n' "$NS_AMQP_URL" | put "$base/amqp-url"
 printf '%s\n' "$NS_RUN_SECRET" | put "$base/secret"
+printf '%s\n' "$NS_COMMAND_KEY" | put "$base/command.key" # beside the secret, where the daemons look
 printf '%s\n' "$NS_JOBS_TOML" | put "$base/jobs.toml"
 
 set -- --run "$run" --home "$base" --amqp-url-file "$base/amqp-url" --secret-file "$base/secret" --jobs "$base/jobs.toml"
@@ -63,7 +66,7 @@ if [ "${NIGHTSHIFT_TEST_MODE:-}" = 1 ]; then
     kill "$(cat "$base/pid")" || true
   fi
   # The secrets stay in files; the daemon does not need them in its environment.
-  NS_AMQP_URL= NS_RUN_SECRET= NS_AMQP_CA= NS_JOBS_TOML= setsid "$bin" "$@" >>"$base/$daemon.log" 2>&1 </dev/null &
+  NS_AMQP_URL= NS_RUN_SECRET= NS_COMMAND_KEY= NS_AMQP_CA= NS_JOBS_TOML= setsid "$bin" "$@" >>"$base/$daemon.log" 2>&1 </dev/null &
   echo $! >"$base/pid"
   echo "$daemon started locally (pid $!), log $base/$daemon.log"
   printf '{"unit": "%s", "pid_file": "%s", "log": "%s"}\n' "nightshift-$daemon" "$base/pid" "$base/$daemon.log" >"${NIGHTSHIFT_OUTPUT:?}"

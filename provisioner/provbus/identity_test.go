@@ -2,6 +2,8 @@ package provbus_test
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"errors"
 	"log/slog"
 	"path/filepath"
@@ -136,6 +138,10 @@ func TestIdentitiesOnAPrivateBroker(t *testing.T) {
 
 	// The provisioner, with WorkerUsers around a fake driver.
 	secret := []byte("0123456789abcdef0123456789abcdef")
+	_, cmdKey, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
 	st, err := provstore.Open(ctx, filepath.Join(t.TempDir(), "p.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -194,6 +200,7 @@ func TestIdentitiesOnAPrivateBroker(t *testing.T) {
 		done := make(chan error, 1)
 		go func() {
 			done <- (&sitterbus.Server{Bus: wb, Sitter: sv, InstanceID: id, Job: "work",
+				Signer: &envelope.Signer{PublicKey: cmdKey.Public().(ed25519.PublicKey)},
 				Ledger: &cmdledger.Dir{Path: t.TempDir()}}).Serve(wctx)
 		}()
 		defer func() { wstop(); <-done }()
@@ -207,19 +214,35 @@ func TestIdentitiesOnAPrivateBroker(t *testing.T) {
 			t.Errorf("own heartbeat: %v", err)
 		}
 		// A control from the provisioner's user (which may write to the
-		// default exchange) is refused by the sitter; the controller's and
-		// mgmt's are obeyed.
-		send := func(b *amqpbus.Bus, action string) envelope.Envelope {
+		// default exchange) is refused by the sitter, signed or not; the
+		// controller's and mgmt's are obeyed when signed with the run's
+		// command key, and refused, although their user_id passes, when
+		// signed with another key, with the run's HMAC secret, or not at all.
+		runKey := &envelope.Signer{Key: cmdKey}
+		sendAs := func(b *amqpbus.Bus, action string, signer *envelope.Signer) envelope.Envelope {
 			env, err := envelope.NewEnvelope(sitterbus.TypeControl, 1, run, "x", sitterbus.ControlBody{Action: action, Task: "t"}, time.Now())
 			if err != nil {
 				t.Fatal(err)
+			}
+			if signer != nil {
+				if err := signer.Sign(&env); err != nil {
+					t.Fatal(err)
+				}
 			}
 			if err := b.SendCommand(ctx, sitterbus.Component(id), env); err != nil {
 				t.Fatalf("send %s: %v", action, err)
 			}
 			return env
 		}
+		send := func(b *amqpbus.Bus, action string) envelope.Envelope { return sendAs(b, action, runKey) }
+		_, otherKey, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
 		send(provBus, sitterbus.ActionRestart)
+		sendAs(ctlBus, sitterbus.ActionRestart, &envelope.Signer{Key: otherKey})
+		sendAs(ctlBus, sitterbus.ActionRestart, &envelope.Signer{Secret: secret})
+		sendAs(ctlBus, sitterbus.ActionRestart, nil)
 		stop := send(ctlBus, sitterbus.ActionStop)
 		send(busAs(t, mgmtURL, run, false, nil), sitterbus.ActionStart)
 		waitOps := func(n int) {

@@ -19,9 +19,12 @@
 //
 // RPC replies are envelopes of type sitter.reply (Reply). A command that
 // cannot be decoded, that comes from a broker user other than a
-// controller's or mgmt's (busid), or, when the sitter was given the run's
-// secret, a destructive one without a valid signature, is dead-lettered
-// and logged; the server keeps serving. A sitter connected as its worker's
+// controller's or mgmt's (busid), or a drain or control without a valid,
+// fresh Ed25519 signature by the run's command key (envelope.AlgEd25519),
+// is dead-lettered and logged; the server keeps serving. A sitter holds
+// only the key's public half, never the run's HMAC secret, so it can check
+// a command but not make one; a sitter without the public key refuses
+// every drain and control. A sitter connected as its worker's
 // own broker user cannot publish RPC replies (busid.WorkerPermissions):
 // it acts on drain and control, and callers of status, tail and ping time
 // out; the sitter's local control socket serves those on its host.

@@ -2,6 +2,7 @@ package sitterbus_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -38,7 +39,8 @@ exit 0`
 
 type agentFixture struct {
 	run, job, inst string
-	secret         []byte
+	secret         []byte             // the run's HMAC secret: the sitter must not accept it
+	key            ed25519.PrivateKey // the run's command key; the sitter holds its public half
 	s              *sitter.Sitter
 	bus            *amqpbus.Bus // the agent's
 	obs            *amqpbus.Bus // the test's, standing in for controller and operator
@@ -51,11 +53,19 @@ type agentFixture struct {
 // bus waits at least reconnect before redialling after a lost connection.
 func startAgent(t *testing.T, reconnect time.Duration) *agentFixture {
 	t.Helper()
+	return startAgentKeyed(t, reconnect, true)
+}
+
+// startAgentKeyed is startAgent; withKey false leaves the sitter without
+// the run's command public key.
+func startAgentKeyed(t *testing.T, reconnect time.Duration, withKey bool) *agentFixture {
+	t.Helper()
 	amqptest.NeedBroker(t)
 	f := &agentFixture{job: "crunch", inst: amqptest.UniqueName(t, "i-"), beats: make(chan sitter.Heartbeat, 1000), logs: &syncBuffer{}}
 	f.run = newRun(t, f.inst)
 	f.secret = make([]byte, envelope.SecretSize)
 	_, _ = rand.Read(f.secret)
+	_, f.key, _ = ed25519.GenerateKey(rand.Reader)
 	log := slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	t.Cleanup(func() {
 		if t.Failed() || testing.Verbose() {
@@ -110,7 +120,10 @@ func startAgent(t *testing.T, reconnect time.Duration) *agentFixture {
 		t.Fatal(err)
 	}
 	srv := &sitterbus.Server{Bus: f.bus, Sitter: f.s, InstanceID: f.inst, Job: f.job, Log: log,
-		Signer: &envelope.Signer{Secret: f.secret}, Ledger: &cmdledger.Dir{Path: filepath.Join(t.TempDir(), "commands")}}
+		Ledger: &cmdledger.Dir{Path: filepath.Join(t.TempDir(), "commands")}}
+	if withKey {
+		srv.Signer = &envelope.Signer{PublicKey: f.key.Public().(ed25519.PublicKey)}
+	}
 	serveDone, srvDone := make(chan error, 1), make(chan error, 1)
 	go func() { serveDone <- f.s.Serve(ctx) }()
 	go func() { srvDone <- srv.Serve(ctx) }()
@@ -161,7 +174,7 @@ func running(hb sitter.Heartbeat) bool {
 func (f *agentFixture) client(signed bool) *sitterbus.Client {
 	c := &sitterbus.Client{Bus: f.obs, InstanceID: f.inst, Sender: "sbtest", Timeout: 15 * time.Second}
 	if signed {
-		c.Signer = &envelope.Signer{Secret: f.secret, Seen: envelope.NewReplayCache(10)}
+		c.Signer = &envelope.Signer{Key: f.key, Seen: envelope.NewReplayCache(10)}
 	}
 	return c
 }
@@ -298,7 +311,7 @@ func TestDrainOverBroker(t *testing.T) {
 	// Signed, as the controller sends it: the worker finishes and the
 	// sitter does not restart it although restart=always.
 	drainer := ctlbus.BusDrainer{Bus: f.obs, Sender: controller.Component,
-		Signer: &envelope.Signer{Secret: f.secret, Seen: envelope.NewReplayCache(10)}}
+		Signer: &envelope.Signer{Key: f.key, Seen: envelope.NewReplayCache(10)}}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := drainer.Drain(ctx, f.job, f.inst, "scale down"); err != nil {
@@ -311,6 +324,112 @@ func TestDrainOverBroker(t *testing.T) {
 		t.Errorf("after drain: %+v", ts)
 	}
 	eventually(t, 5*time.Second, "worker gone", func() bool { return !alive(first.PID) })
+}
+
+// TestDrainNeedsTheRunsCommandKey: the publisher is a user the sitter's
+// user_id check accepts, so only the signature stands between a forged
+// drain and the task. A drain signed with another Ed25519 key, with the
+// run's HMAC secret (the scheme daemons use among themselves), unsigned, or
+// stale is dead-lettered and the task runs on; the same drain signed with
+// the run's command key is obeyed.
+func TestDrainNeedsTheRunsCommandKey(t *testing.T) {
+	f := startAgent(t, 20*time.Millisecond)
+	first := f.nextBeat(t, 15*time.Second, "the task running", running).Tasks[0]
+	_, otherKey, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := ctlbus.DrainBody{InstanceID: f.inst, Job: f.job, Reason: "forged"}
+	forge := func(signer *envelope.Signer, at time.Time, relabel string) envelope.Envelope {
+		env, err := envelope.NewEnvelope(ctlbus.TypeDrain, 1, f.run, controller.Component, body, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if signer != nil {
+			if err := signer.Sign(&env); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if relabel != "" {
+			env.Alg = relabel
+		}
+		return env
+	}
+	now := time.Now()
+	forged := []struct {
+		name, log string
+		env       envelope.Envelope
+	}{
+		{"another key", "bad signature", forge(&envelope.Signer{Key: otherKey}, now, "")},
+		{"the run's HMAC secret", "signature scheme not accepted", forge(&envelope.Signer{Secret: f.secret}, now, "")},
+		{"HMAC relabelled ed25519", "bad signature", forge(&envelope.Signer{Secret: f.secret}, now, envelope.AlgEd25519)},
+		{"unsigned", "missing signature", forge(nil, now, "")},
+		{"stale", "time outside allowed skew", forge(&envelope.Signer{Key: f.key}, now.Add(-time.Hour), "")},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, c := range forged {
+		if err := f.obs.SendCommand(ctx, sitterbus.Component(f.inst), c.env); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+	}
+	got := deadTypes(t, f.run, len(forged))
+	for i, typ := range got {
+		if typ != ctlbus.TypeDrain {
+			t.Errorf("dead-lettered %d: %q, want %q (%s)", i, typ, ctlbus.TypeDrain, forged[i].name)
+		}
+	}
+	logs := f.logs.String()
+	for _, c := range forged {
+		if !strings.Contains(logs, c.log) {
+			t.Errorf("%s: refusal %q not logged", c.name, c.log)
+		}
+	}
+	hb := f.nextBeat(t, 10*time.Second, "a beat after the forged drains", func(sitter.Heartbeat) bool { return true })
+	if !running(hb) || hb.Tasks[0].PID != first.PID {
+		t.Fatalf("a forged drain disturbed the task: %+v", hb.Tasks)
+	}
+
+	drainer := ctlbus.BusDrainer{Bus: f.obs, Sender: controller.Component, Signer: &envelope.Signer{Key: f.key}}
+	if err := drainer.Drain(ctx, f.job, f.inst, "scale down"); err != nil {
+		t.Fatal(err)
+	}
+	hb = f.nextBeat(t, 15*time.Second, "the task drained", func(hb sitter.Heartbeat) bool {
+		return len(hb.Tasks) == 1 && hb.Tasks[0].State == sitter.StateExited
+	})
+	if ts := hb.Tasks[0]; !strings.HasPrefix(ts.Reason, "drained") {
+		t.Errorf("after the signed drain: %+v", ts)
+	}
+}
+
+// TestSitterWithoutCommandKeyFailsClosed: a sitter that was not given the
+// run's command public key refuses even a correctly signed drain and
+// control, and says why; status still works.
+func TestSitterWithoutCommandKeyFailsClosed(t *testing.T) {
+	f := startAgentKeyed(t, 20*time.Millisecond, false)
+	first := f.nextBeat(t, 15*time.Second, "the task running", running).Tasks[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := f.client(true).Control(ctx, sitterbus.ActionRestart, f.job); !errors.Is(err, sitterbus.ErrRemote) || !strings.Contains(err.Error(), "no command public key") {
+		t.Fatalf("signed control to a sitter without the key: %v", err)
+	}
+	drainer := ctlbus.BusDrainer{Bus: f.obs, Sender: controller.Component, Signer: &envelope.Signer{Key: f.key}}
+	if err := drainer.Drain(ctx, f.job, f.inst, "scale down"); err != nil {
+		t.Fatal(err)
+	}
+	if got := deadTypes(t, f.run, 2); got[0] != sitterbus.TypeControl || got[1] != ctlbus.TypeDrain {
+		t.Errorf("dead-lettered %q, want the control then the drain", got)
+	}
+	st, err := f.client(false).Status(ctx)
+	if err != nil || st.Tasks[0].PID != first.PID || st.Tasks[0].State != sitter.StateRunning {
+		t.Errorf("task after refused commands: %+v, %v (pid was %d)", st.Tasks, err, first.PID)
+	}
+	logs := f.logs.String()
+	for _, want := range []string{"no command public key: refusing every drain and control (fail closed)", "refusing command: no command public key to verify it"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("log lacks %q", want)
+		}
+	}
 }
 
 // TestBrokerOutage force-closes only the agent's own connection: the task
@@ -363,7 +482,7 @@ func TestReplayedControlIsNotObeyedAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := (&envelope.Signer{Secret: f.secret}).Sign(&stop); err != nil {
+	if err := (&envelope.Signer{Key: f.key}).Sign(&stop); err != nil {
 		t.Fatal(err)
 	}
 	call := func() sitterbus.Reply {

@@ -33,11 +33,11 @@ type Supervisor interface {
 type Server struct {
 	Bus    *amqpbus.Bus
 	Sitter Supervisor
-	// Signer, when set, also verifies the HMAC of drain and control. A
-	// worker never holds the run's secret (it could then sign commands),
-	// so a sitter agent runs without one and relies on the user_id check,
-	// which the broker enforces; Signer is for sitters run by an operator
-	// on a trusted host.
+	// Signer verifies the signature of drain and control after the
+	// broker-validated user_id: the public half of the run's command key
+	// (envelope.AlgEd25519), so the sitter can check a command but not make
+	// one. Without it the sitter refuses every drain and control (fail
+	// closed); status, tail and ping need no signature.
 	Signer *envelope.Signer
 	// Ledger records drain and control by id (a cmdledger.Dir in the
 	// state directory), so a repeat is answered, never obeyed again.
@@ -69,7 +69,16 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.Started = s.Clock.Now()
 	}
 	if s.Signer != nil {
+		alg, err := s.Signer.Scheme()
+		if err != nil {
+			return fmt.Errorf("sitter bus server: %w", err)
+		}
+		if alg != envelope.AlgEd25519 {
+			return fmt.Errorf("sitter bus server: signer uses %s; commands to sitters are verified with the run's command key (%s)", alg, envelope.AlgEd25519)
+		}
 		s.guard = &cmdledger.Guard{Ledger: s.Ledger, Signer: s.Signer, Log: s.Log}
+	} else {
+		s.Log.Error("no command public key: refusing every drain and control (fail closed); give the sitter the run's command public key")
 	}
 	reg := Messages()
 	component := Component(s.InstanceID)
@@ -135,7 +144,8 @@ func (s *Server) command(ctx context.Context, reg *envelope.Registry, d amqpbus.
 	return nil
 }
 
-// guarded handles a signed command at most once by id.
+// guarded handles a signed command at most once by id, after the guard
+// has verified its signature with the run's command public key.
 func (s *Server) guarded(ctx context.Context, reg *envelope.Registry, env envelope.Envelope, body any, d amqpbus.Delivery) error {
 	var herr error
 	handle := func(ctx context.Context) (Reply, bool) {
@@ -146,13 +156,14 @@ func (s *Server) guarded(ctx context.Context, reg *envelope.Registry, env envelo
 		}
 		return r, true
 	}
-	var r Reply
-	var err error
-	if s.guard != nil {
-		r, _, err = cmdledger.Do(ctx, s.guard, env, handle)
-	} else {
-		r, err = s.once(ctx, env, handle)
+	if s.guard == nil {
+		err := fmt.Errorf("%w: message %q: this sitter has no command public key to verify it", amqpbus.ErrReject, env.Type)
+		s.Log.Warn("refusing command: no command public key to verify it (fail closed); dead-lettering",
+			"type", env.Type, "id", env.ID, "sender", env.Sender)
+		s.reply(ctx, d, Reply{Error: err.Error()})
+		return err
 	}
+	r, _, err := cmdledger.Do(ctx, s.guard, env, handle)
 	switch {
 	case err != nil:
 		if errors.Is(err, amqpbus.ErrReject) {
@@ -170,39 +181,6 @@ func (s *Server) guarded(ctx context.Context, reg *envelope.Registry, env envelo
 	}
 	s.reply(ctx, d, r)
 	return nil
-}
-
-// once handles a command at most once by id without a signature to check:
-// the sender was authenticated by its broker-validated user_id. A done id
-// is answered with its recorded reply; a ledger failure requeues.
-func (s *Server) once(ctx context.Context, env envelope.Envelope, handle func(context.Context) (Reply, bool)) (Reply, error) {
-	prev, err := s.Ledger.Lookup(ctx, env.ID)
-	switch {
-	case err == nil && prev.Type != env.Type:
-		return Reply{}, fmt.Errorf("%w: message %q id %q: %w: the id belongs to another command", amqpbus.ErrReject, env.Type, env.ID, envelope.ErrReplay)
-	case err == nil && prev.State == cmdledger.StateDone:
-		s.logger().Info("command already handled; answering with the recorded result, not executing it again", "type", env.Type, "id", env.ID)
-		var r Reply
-		if err := json.Unmarshal(prev.Reply, &r); err != nil {
-			return Reply{}, fmt.Errorf("command %q %s: recorded reply: %w", env.Type, env.ID, err)
-		}
-		return r, nil
-	case err != nil && !errors.Is(err, cmdledger.ErrNotFound):
-		return Reply{}, err
-	}
-	now := s.Clock.Now()
-	if _, err := s.Ledger.Start(ctx, cmdledger.Entry{ID: env.ID, Type: env.Type, Sig: env.Sig, Started: now}); err != nil {
-		return Reply{}, err
-	}
-	r, _ := handle(ctx)
-	b, err := json.Marshal(r)
-	if err != nil {
-		return Reply{}, err
-	}
-	if err := s.Ledger.Finish(ctx, env.ID, b, s.Clock.Now()); err != nil {
-		return Reply{}, err
-	}
-	return r, nil
 }
 
 // Handle executes one decoded, authenticated command. Failures of the

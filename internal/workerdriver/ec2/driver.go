@@ -9,6 +9,8 @@ package ec2worker
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -63,6 +65,10 @@ type Config struct {
 	// BrokerCA is the PEM CA an amqps:// BrokerURL is verified against
 	// (the run's CA); the sitter gets it in a file through user data.
 	BrokerCA []byte
+	// CommandKey is the public half of the run's command key; every
+	// sitter gets it in user data to verify drain and control. Nil leaves
+	// sitters refusing those commands.
+	CommandKey ed25519.PublicKey
 	// SitterArgs are appended to the sitter agent's arguments.
 	SitterArgs []string
 	// WaitTimeout bounds the wait for running with an address; default 5m.
@@ -279,6 +285,9 @@ func (d *Driver) userData(spec provisioner.InstanceSpec, ls LaunchSpec) (string,
 		SitterPath: ls.Instance.SitterPath, SitterURL: ls.Instance.SitterURL,
 		Run: d.cfg.Run, Job: spec.Job, InstanceID: spec.ID, BrokerURL: broker, BrokerCA: string(d.cfg.BrokerCA),
 		Args: append(args, d.cfg.SitterArgs...),
+	}
+	if len(d.cfg.CommandKey) > 0 {
+		w.CommandKey = hex.EncodeToString(d.cfg.CommandKey)
 	}
 	script := w.Script()
 	if rest, ok := strings.CutPrefix(script, "#!/bin/sh\nset -eu\n"); ok {

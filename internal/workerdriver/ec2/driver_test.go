@@ -2,7 +2,10 @@ package ec2worker_test
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"path/filepath"
@@ -53,9 +56,14 @@ func sdk(t *testing.T) *awsec2.Client {
 
 func newDriver(t *testing.T, api ec2.API, run string) (*ec2worker.Driver, *ec2.Client) {
 	t.Helper()
+	return newDriverWithKey(t, api, run, nil)
+}
+
+func newDriverWithKey(t *testing.T, api ec2.API, run string, key ed25519.PublicKey) (*ec2worker.Driver, *ec2.Client) {
+	t.Helper()
 	cl := ec2.NewWithAPI(api, nil)
 	d, err := ec2worker.New(ec2worker.Config{Run: run, Client: cl, BrokerURL: brokerURL,
-		WaitTimeout: 20 * time.Second, RetryDelay: time.Millisecond})
+		WaitTimeout: 20 * time.Second, RetryDelay: time.Millisecond, CommandKey: key})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +162,11 @@ func (r *recordingAPI) RunInstances(ctx context.Context, in *awsec2.RunInstances
 func TestUserDataStartsTheSitterWithSecretsInFilesOnly(t *testing.T) {
 	run := newRun()
 	rec := &recordingAPI{API: sdk(t)}
-	d, _ := newDriver(t, rec, run)
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _ := newDriverWithKey(t, rec, run, key.Public().(ed25519.PublicKey))
 	own := "amqp://ns." + run + ".worker.work-bb-0:own-pw@10.0.0.5:5672/"
 	if _, err := d.Launch(context.Background(), provisioner.InstanceSpec{ID: "work-bb-0", Job: "work", LaunchID: "L2", Run: run, Spec: specJSON(ec2test.Image), BrokerURL: own}); err != nil {
 		t.Fatal(err)
@@ -165,14 +177,18 @@ func TestUserDataStartsTheSitterWithSecretsInFilesOnly(t *testing.T) {
 	}
 	ud := string(raw)
 	for _, want := range []string{"'/opt/ns/sitter' 'agent' '--run' '" + run + "' '--job' 'work' '--instance' 'work-bb-0'",
-		"'--spec' '/etc/nightshift/spec.json'", "umask 077", `"command":["/opt/ns/sleeper"]`, "own-pw"} {
+		"'--spec' '/etc/nightshift/spec.json'", "umask 077", `"command":["/opt/ns/sleeper"]`, "own-pw",
+		// The public half of the run's command key, to verify drain and control.
+		"'--command-key' '" + hex.EncodeToString(key.Public().(ed25519.PublicKey)) + "'"} {
 		if !strings.Contains(ud, want) {
 			t.Errorf("user data lacks %q:\n%s", want, ud)
 		}
 	}
 	// The worker gets its own broker user, never the run-wide URL, and
-	// never the run's HMAC secret, with which it could sign terminate_all.
-	for _, bad := range []string{"s3cr3t-pw", "--secret-file", "/etc/nightshift/secret"} {
+	// never the run's HMAC secret, with which it could sign terminate_all,
+	// nor the private command key, with which it could sign a drain.
+	for _, bad := range []string{"s3cr3t-pw", "--secret-file", "/etc/nightshift/secret",
+		hex.EncodeToString(key.Seed()), hex.EncodeToString(key), base64.StdEncoding.EncodeToString(key.Seed())} {
 		if strings.Contains(ud, bad) {
 			t.Errorf("user data holds %q:\n%s", bad, ud)
 		}

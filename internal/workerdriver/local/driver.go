@@ -8,6 +8,8 @@ package localworker
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -38,6 +40,9 @@ const (
 	envInstance = "NIGHTSHIFT_INSTANCE_ID"
 	envDir      = "NIGHTSHIFT_INSTANCE_DIR"
 	envURLFile  = "NIGHTSHIFT_AMQP_URL_FILE"
+	// envCommandKey carries the public half of the run's command key, with
+	// which the sitter verifies drain and control (cmd/sitter reads it).
+	envCommandKey = "NIGHTSHIFT_COMMAND_KEY"
 )
 
 const (
@@ -69,10 +74,15 @@ type Config struct {
 	Run     string   // run name; required
 	Command []string // argv of every instance; required
 	Env     []string // KEY=VALUE pairs added to the few variables inherited (see inheritedEnv)
-	Grace   time.Duration
-	Host    string // reported as the instance host; default os.Hostname()
-	Log     *slog.Logger
-	Clock   clockwork.Clock
+	// CommandKey is the public half of the run's command key, handed to
+	// every instance so its sitter can verify drain and control. Only the
+	// public half: the private key and the run's secret never reach a
+	// worker. Nil leaves sitters refusing those commands.
+	CommandKey ed25519.PublicKey
+	Grace      time.Duration
+	Host       string // reported as the instance host; default os.Hostname()
+	Log        *slog.Logger
+	Clock      clockwork.Clock
 }
 
 // Driver implements provisioner.Driver with local processes.
@@ -204,6 +214,9 @@ func (d *Driver) Launch(ctx context.Context, spec provisioner.InstanceSpec) (pro
 		}
 		urlEnv = []string{envURLFile + "=" + urlFile}
 	}
+	if len(d.cfg.CommandKey) > 0 {
+		urlEnv = append(urlEnv, envCommandKey+"="+hex.EncodeToString(d.cfg.CommandKey))
+	}
 	stdout, err := redact.OpenPrivate(filepath.Join(dir, "stdout"))
 	if err != nil {
 		return provisioner.LaunchResult{}, fmt.Errorf("launch %s: %w", spec.ID, err)
@@ -219,8 +232,8 @@ func (d *Driver) Launch(ctx context.Context, spec provisioner.InstanceSpec) (pro
 	cmd := exec.Command(d.cfg.Command[0], d.cfg.Command[1:]...)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = stdout, stderr
-	// urlEnv comes after Config.Env so the instance's own URL wins over a
-	// run-wide one.
+	// urlEnv comes after Config.Env so the instance's own URL and the
+	// run's command key win over anything a plan sets.
 	cmd.Env = append(append(append(baseEnv(), d.cfg.Env...), urlEnv...),
 		envHome+"="+d.cfg.Home, envRun+"="+d.cfg.Run, envJob+"="+spec.Job,
 		envInstance+"="+spec.ID, envDir+"="+dir)

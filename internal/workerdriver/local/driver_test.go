@@ -3,6 +3,8 @@ package localworker
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -13,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"nightshift/internal/envelope"
 	"nightshift/internal/testsupport"
 	"nightshift/provisioner"
 )
@@ -306,5 +309,54 @@ func TestInstanceGetsItsOwnBrokerURL(t *testing.T) {
 	}
 	if bytes.Contains(seen, []byte("/shared/provisioner-url")) || bytes.Contains(seen, []byte("secret")) {
 		t.Errorf("instance environment holds the run-wide URL file or a secret:\n%s", seen)
+	}
+}
+
+// TestInstanceGetsTheCommandPublicKeyOnly: every instance's environment
+// carries the public half of the run's command key, which its sitter needs
+// to verify drain and control, and neither the private key nor the run's
+// secret, even when a plan tries to set the variable itself.
+func TestInstanceGetsTheCommandPublicKeyOnly(t *testing.T) {
+	home := t.TempDir()
+	secretPath := filepath.Join(home, "runs", "r1", "secret")
+	secret, err := envelope.LoadOrCreateSecret(secretPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := envelope.LoadOrCreateCommandKey(envelope.CommandKeyPath(secretPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(home, "env-seen")
+	d, err := New(Config{Home: home, Run: "r1", Grace: 2 * time.Second,
+		Command:    []string{"/bin/sh", "-c", `env > ` + out + `.tmp; mv ` + out + `.tmp ` + out + `; sleep 300`},
+		Env:        []string{"NIGHTSHIFT_COMMAND_KEY=00"},
+		CommandKey: key.Public().(ed25519.PublicKey)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { Sweep(context.Background(), home, "r1") })
+	if _, err := d.Launch(context.Background(), provisioner.InstanceSpec{ID: "web-2", Job: "web", LaunchID: "L1", Run: "r1"}); err != nil {
+		t.Fatal(err)
+	}
+	var seen []byte
+	for i := 0; i < 100 && len(seen) == 0; i++ {
+		time.Sleep(50 * time.Millisecond)
+		seen, _ = os.ReadFile(out)
+	}
+	env := map[string]string{}
+	for _, line := range strings.Split(string(seen), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			env[k] = v
+		}
+	}
+	if got := env["NIGHTSHIFT_COMMAND_KEY"]; got != envelope.EncodePublicKey(key) {
+		t.Errorf("NIGHTSHIFT_COMMAND_KEY = %q, want the run's public key %q", got, envelope.EncodePublicKey(key))
+	}
+	text := strings.ToLower(string(seen))
+	for name, v := range map[string][]byte{"command key seed": key.Seed(), "private key": key, "run secret": secret} {
+		if strings.Contains(text, hex.EncodeToString(v)) {
+			t.Errorf("instance environment holds the %s:\n%s", name, seen)
+		}
 	}
 }
