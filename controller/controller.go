@@ -36,8 +36,12 @@ type Config struct {
 	// MgmtAPI reads depths from the management API for jobs with a
 	// management URL; nil leaves their depth unavailable.
 	MgmtAPI QueueStats
-	Clock   clockwork.Clock
-	Log     *slog.Logger
+	// Link tells whether the controller has its bus; nil means always.
+	// While it has not, rounds are skipped, and workers whose silence
+	// spans the outage are given time to be heard again afterwards.
+	Link  Link
+	Clock clockwork.Clock
+	Log   *slog.Logger
 	// Tick is the decision period (default 1s); CallTimeout bounds each
 	// provisioner, drain and depth call (default 10s).
 	Tick        time.Duration
@@ -49,6 +53,11 @@ type Config struct {
 	// refusal (never resend) rather than a transport failure. nil means
 	// errors.Is(err, ErrRefused).
 	RemoteRefused func(error) bool
+}
+
+// Link is the controller's view of its own connection to the bus.
+type Link interface {
+	Connected() bool
 }
 
 // Controller keeps every job of one run at its engine's policy: it is the

@@ -625,3 +625,47 @@ func TestCrashLoopingWorkerIsProcessError(t *testing.T) {
 		t.Errorf("terminated %v, want the crash-looping worker replaced", terms)
 	}
 }
+
+// TestBusOutageIsNotTheWorkers: while the controller has no bus it decides
+// nothing, and afterwards a worker silent through the outage gets
+// missing_timeout plus the outage's length to be heard again before it is
+// replaced: the sitters reconnect on back-off of their own.
+func TestBusOutageIsNotTheWorkers(t *testing.T) {
+	r := newRig(t, npJob(t, 2)) // missing_timeout 3s, boot_timeout 20s
+	r.tick()
+	ids := r.runAll("web", false)
+	r.tick()
+
+	r.link.down.Store(true)
+	for range 10 { // a 10 s outage: no heartbeat gets through
+		r.clock.Advance(time.Second)
+		r.tick()
+	}
+	if terms := r.prov.terminated(); len(terms) != 0 {
+		t.Fatalf("terminated %v while cut off from the bus, want nothing", terms)
+	}
+	r.link.down.Store(false)
+	r.tick() // hearing again: the grace is 3s + 10s
+	for i := range 12 {
+		r.clock.Advance(time.Second)
+		if i == 4 {
+			r.heartbeat("web", ids[0], false) // its sitter reconnected late
+		}
+		if i >= 4 {
+			r.heartbeat("web", ids[0], false)
+		}
+		r.tick()
+	}
+	if terms := r.prov.terminated(); len(terms) != 0 {
+		t.Fatalf("terminated %v within the grace after the outage, want nothing", terms)
+	}
+	for range 3 {
+		r.clock.Advance(time.Second)
+		r.heartbeat("web", ids[0], false)
+		r.tick()
+	}
+	terms := r.prov.terminated()
+	if len(terms) != 1 || !slices.Equal(terms[0], []string{ids[1]}) {
+		t.Fatalf("terminated %v, want [[%s]]: the worker never heard again is missing once the grace is over", terms, ids[1])
+	}
+}

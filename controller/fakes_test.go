@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -204,6 +205,11 @@ func (m *fakeMeter) QueueDepth(context.Context, string) (int, error) {
 	return m.depth, m.err
 }
 
+// fakeLink is the controller's bus connection, up unless cut.
+type fakeLink struct{ down atomic.Bool }
+
+func (l *fakeLink) Connected() bool { return !l.down.Load() }
+
 // rig is one controller with fakes around it.
 type rig struct {
 	t       testing.TB
@@ -211,6 +217,7 @@ type rig struct {
 	prov    *fakeProv
 	drainer *fakeDrainer
 	meter   *fakeMeter
+	link    *fakeLink
 	path    string
 	store   *ctlstore.Store
 	jobs    []controller.Job
@@ -230,7 +237,7 @@ func newRig(t testing.TB, jobs ...controller.Job) *rig {
 	t.Helper()
 	clock := clockwork.NewFakeClockAt(t0)
 	r := &rig{t: t, clock: clock, prov: newFakeProv(clock), drainer: &fakeDrainer{}, meter: &fakeMeter{},
-		path: filepath.Join(t.TempDir(), "controller.db"), jobs: jobs}
+		link: &fakeLink{}, path: filepath.Join(t.TempDir(), "controller.db"), jobs: jobs}
 	r.start()
 	return r
 }
@@ -248,7 +255,7 @@ func (r *rig) start() {
 	r.store = st
 	c, err := controller.New(ctx, controller.Config{
 		Jobs: r.jobs, Registry: decision.NewRegistry(), Store: st, Provisioner: r.prov,
-		Drainer: r.drainer, Meter: r.meter, MgmtAPI: ctlbus.MgmtAPI{}, Clock: r.clock,
+		Drainer: r.drainer, Meter: r.meter, MgmtAPI: ctlbus.MgmtAPI{}, Clock: r.clock, Link: r.link,
 	})
 	if err != nil {
 		r.t.Fatal(err)

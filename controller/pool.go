@@ -39,8 +39,18 @@ type Pool struct {
 	// instances start no earlier, or every worker looks missing right
 	// after a restart.
 	started time.Time
-	workers map[string]*worker
-	pending []Launch
+	// deafSince is when the controller was first seen without its bus in
+	// the current outage (zero while it hears); hearingSince is when it
+	// last got its bus back, and hearingGrace how long after that a
+	// worker not heard since may stay silent before it counts as missing.
+	// Heartbeats cannot arrive while the controller is cut off, and the
+	// sitters reconnect with back-off of their own after a broker
+	// restart, so a silence that spans the outage is not the workers'.
+	deafSince    time.Time
+	hearingSince time.Time
+	hearingGrace time.Duration
+	workers      map[string]*worker
+	pending      []Launch
 	// lastScaleAt feeds Snapshot.LastScaleAt (cooldowns).
 	lastScaleAt time.Time
 	depth       *int
@@ -74,6 +84,27 @@ type worker struct {
 // started.
 func NewPool(job Job, started time.Time) *Pool {
 	return &Pool{job: job, started: started, workers: map[string]*worker{}}
+}
+
+// Deaf records that the controller is cut off from the bus at now.
+func (p *Pool) Deaf(now time.Time) {
+	if p.deafSince.IsZero() {
+		p.deafSince = now
+	}
+}
+
+// Hearing records that the controller has its bus at now. After an outage
+// it gives each worker not heard since then missing_timeout plus the
+// outage's length (at most boot_timeout) to be heard again: a sitter's
+// reconnect back-off grows with the outage it waited through.
+func (p *Pool) Hearing(now time.Time) {
+	if p.deafSince.IsZero() {
+		return
+	}
+	hc := p.job.Health.WithDefaults()
+	p.hearingSince = now
+	p.hearingGrace = min(hc.MissingTimeout+now.Sub(p.deafSince), max(hc.BootTimeout, hc.MissingTimeout))
+	p.deafSince = time.Time{}
 }
 
 // Restore takes what the store remembers of the job: when it last scaled
@@ -255,10 +286,33 @@ func (p *Pool) health(w *worker, now time.Time) nightshift.Health {
 	if since.Before(p.started) && w.state == nightshift.StateRunning {
 		since = p.started
 	}
-	return decision.Assess(decision.InstanceView{
+	h := decision.Assess(decision.InstanceView{
 		ID: w.id, State: w.state, StateSince: since, LastHeartbeat: w.lastHeartbeat,
 		FailedTasks: w.failedTasks, HeartbeatError: w.heartbeatError,
 	}, now, p.job.Health)
+	// Silent through the controller's own outage: not known missing until
+	// the grace after it ends has run out, nor while it lasts.
+	if h == nightshift.HealthMissing && w.state == nightshift.StateRunning &&
+		w.lastHeartbeat.Before(p.lastCutOff()) && p.withinHearingGrace(now) {
+		return nightshift.HealthUnknown
+	}
+	return h
+}
+
+// lastCutOff is when the controller last lost or got back its bus: a
+// heartbeat older than that may have been followed by ones it never saw.
+func (p *Pool) lastCutOff() time.Time {
+	if !p.deafSince.IsZero() {
+		return p.deafSince
+	}
+	return p.hearingSince
+}
+
+func (p *Pool) withinHearingGrace(now time.Time) bool {
+	if !p.deafSince.IsZero() {
+		return true
+	}
+	return !p.hearingSince.IsZero() && now.Sub(p.hearingSince) <= p.hearingGrace
 }
 
 // Prune forgets instances gone for longer than terminalKeep.

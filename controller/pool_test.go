@@ -574,3 +574,42 @@ func TestPoolStatus(t *testing.T) {
 		t.Errorf("policy %v: want n kept and the token redacted", st.Policy)
 	}
 }
+
+// TestPoolHearingGrace: a running worker silent through the controller's
+// own bus outage is unknown, not missing, until missing_timeout plus the
+// outage's length (at most boot_timeout) after the bus is back.
+func TestPoolHearingGrace(t *testing.T) {
+	cases := []struct {
+		name            string
+		deaf, hear, now time.Duration // deaf 0: no outage
+		beatAfter       bool          // heard again after the outage, 1s after hear
+		want            nightshift.Health
+	}{
+		{"no outage: missing after 3s of silence", 0, 0, 5 * time.Second, false, nightshift.HealthMissing},
+		{"during the outage: unknown", 2 * time.Second, 0, 30 * time.Second, false, nightshift.HealthUnknown},
+		{"a 4s outage: grace 3s+4s, within it", 2 * time.Second, 6 * time.Second, 12 * time.Second, false, nightshift.HealthUnknown},
+		{"a 4s outage: past the grace", 2 * time.Second, 6 * time.Second, 14 * time.Second, false, nightshift.HealthMissing},
+		{"a long outage: grace capped at boot_timeout 20s", 2 * time.Second, 100 * time.Second, 119 * time.Second, false, nightshift.HealthUnknown},
+		{"and past the cap", 2 * time.Second, 100 * time.Second, 121 * time.Second, false, nightshift.HealthMissing},
+		{"heard after the outage: its own timer again", 2 * time.Second, 6 * time.Second, 11 * time.Second, true, nightshift.HealthMissing},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPool(t)
+			p.ApplyInstance(inst("a", nightshift.StateRunning, at(0)), at(0))
+			p.Heartbeat(beat("a"), at(time.Second))
+			if tc.deaf > 0 {
+				p.Deaf(at(tc.deaf))
+				if tc.hear > 0 {
+					p.Hearing(at(tc.hear))
+				}
+			}
+			if tc.beatAfter {
+				p.Heartbeat(beat("a"), at(tc.hear+time.Second))
+			}
+			if got, _ := snapInstance(t, p, at(tc.now), "a"); got.Health != tc.want {
+				t.Fatalf("health %s, want %s", got.Health, tc.want)
+			}
+		})
+	}
+}

@@ -25,6 +25,20 @@ func (c *Controller) tickJob(ctx context.Context, j *job) error {
 	if !ready {
 		return nil
 	}
+	if c.cfg.Link != nil {
+		now, connected := c.cfg.Clock.Now(), c.cfg.Link.Connected()
+		c.mu.Lock()
+		if connected {
+			j.pool.Hearing(now)
+		} else {
+			j.pool.Deaf(now)
+		}
+		c.mu.Unlock()
+		if !connected {
+			// Nothing can be sent, and every silence is our own.
+			return nil
+		}
+	}
 	depth, source := c.readDepth(ctx, j.def)
 	c.act.RLock()
 	defer c.act.RUnlock()

@@ -146,6 +146,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		Drainer:       ctlbus.BusDrainer{Bus: bus, Signer: drainSigner, Sender: sender},
 		Meter:         bus,
 		MgmtAPI:       ctlbus.MgmtAPI{HTTP: mgmtHTTP},
+		Link:          bus,
 		Log:           log,
 		Tick:          o.tick,
 		RemoteRefused: func(err error) bool { return errors.Is(err, client.ErrRemote) },
