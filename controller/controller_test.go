@@ -669,3 +669,49 @@ func TestBusOutageIsNotTheWorkers(t *testing.T) {
 		t.Fatalf("terminated %v, want [[%s]]: the worker never heard again is missing once the grace is over", terms, ids[1])
 	}
 }
+
+// TestNeverHealthyWorkersBackOff: workers that reach running but never
+// heartbeat (a wrong broker address, an image without the agent) are
+// replaced, but each one counts as a failed launch, so replacements back
+// off and the reason says why instead of launching every boot_timeout.
+func TestNeverHealthyWorkersBackOff(t *testing.T) {
+	r := newRig(t, npJob(t, 2)) // boot_timeout 20s
+	r.tick()
+	for _, id := range r.prov.ids("web", true) {
+		r.c.HandleInstance(r.prov.setState(id, nightshift.StateRunning))
+	}
+	r.clock.Advance(21 * time.Second)
+	r.tick()
+	if terms := r.prov.terminated(); len(terms) != 1 || len(terms[0]) != 2 {
+		t.Fatalf("terminated %v, want both silent workers", terms)
+	}
+	if n, _ := r.prov.launched(); n != 2 {
+		t.Fatalf("%d launched, want no replacement yet: the launches back off", n)
+	}
+	ds, err := r.c.Decisions(context.Background(), "web", 1)
+	if err != nil || len(ds) != 1 || !strings.Contains(ds[0].Reason, "launch back-off after 2 failed launch(es)") ||
+		!strings.Contains(ds[0].Reason, "never sent a heartbeat within boot_timeout 20s") {
+		t.Fatalf("last decision %+v (err %v): want the back-off and why", ds, err)
+	}
+	for range 3 { // back-off after 2 failures: 2s
+		r.clock.Advance(time.Second)
+		r.tick()
+	}
+	if n, _ := r.prov.launched(); n != 4 {
+		t.Fatalf("%d launched, want 2 replacements once the back-off ran out", n)
+	}
+	// The replacements are healthy: heard for missing_timeout, the count
+	// resets.
+	ids := r.runAll("web", false)
+	for range 4 {
+		r.clock.Advance(time.Second)
+		for _, id := range ids {
+			r.heartbeat("web", id, false)
+		}
+		r.tick()
+	}
+	st, err := r.c.Status("web")
+	if err != nil || len(st) != 1 || strings.Contains(st[0].LastDecision.Reason, "back-off") {
+		t.Fatalf("status %+v (err %v): want the back-off over", st, err)
+	}
+}

@@ -78,6 +78,15 @@ type worker struct {
 	busy               bool
 	restarts           int
 	drainingSince      time.Time
+	// everOK: heard healthy at least once. A worker replaced before that
+	// is a failed launch (countedFailed: counted once), so a pool whose
+	// workers reach running but never work backs off instead of being
+	// relaunched every boot_timeout forever.
+	// A worker is everOK once healthy heartbeats span missing_timeout
+	// (okSince is when the current healthy run began), so a task that
+	// runs for a moment between crashes does not count.
+	everOK, countedFailed bool
+	okSince               time.Time
 }
 
 // NewPool returns an empty view of job for a controller started at
@@ -189,8 +198,6 @@ func (p *Pool) ApplyInstance(inst provisioner.Instance, now time.Time) bool {
 		return false
 	}
 	switch {
-	case inst.State == nightshift.StateRunning:
-		p.launchFailures = 0
 	case inst.State == nightshift.StateFailed && w.state.Rank() < nightshift.StateRunning.Rank():
 		p.launchFailed(since, inst.Reason)
 	}
@@ -205,7 +212,9 @@ func (p *Pool) launchFailed(at time.Time, reason string) {
 }
 
 // Heartbeat records a sitter heartbeat received at now (the controller's
-// clock: hosts' clocks may be skewed). It reports whether the heartbeat
+// clock: hosts' clocks may be skewed). Healthy heartbeats for
+// missing_timeout end the launch back-off: the job's workers can work. It
+// reports whether the heartbeat
 // changed something an engine acts on (first heartbeat, busy flipped,
 // failed tasks changed), which is when a prompt round is due; steady
 // heartbeats wait for the tick. Heartbeats from instances the view does
@@ -233,6 +242,16 @@ func (p *Pool) Heartbeat(hb sitter.Heartbeat, now time.Time) bool {
 			}
 		}
 		restarts += t.Restarts
+	}
+	switch {
+	case len(failed) > 0 || w.state != nightshift.StateRunning:
+		w.okSince = time.Time{}
+	case w.okSince.IsZero():
+		w.okSince = now
+	}
+	if !w.okSince.IsZero() && now.Sub(w.okSince) >= p.job.Health.WithDefaults().MissingTimeout {
+		w.everOK = true
+		p.launchFailures = 0
 	}
 	changed := w.lastHeartbeat.IsZero() || w.busy != busy || len(w.failedTasks) != len(failed)
 	w.lastHeartbeat, w.busy, w.failedTasks, w.restarts, w.taskError = now, busy, failed, restarts, taskErr
@@ -365,6 +384,36 @@ func (p *Pool) Hold(d decision.Decision, now time.Time) decision.Decision {
 	return d
 }
 
+// countNeverHealthy counts each worker that d terminates as unhealthy
+// before it was ever heard healthy as a failed launch, with why: no
+// heartbeat ever arrived (wrong broker address, an image without the
+// agent, a firewall), or its task never ran (a crash loop).
+func (p *Pool) countNeverHealthy(d decision.Decision, now time.Time) {
+	for _, a := range d.Actions {
+		t, ok := a.(decision.Terminate)
+		if !ok {
+			continue
+		}
+		for _, id := range t.IDs {
+			w, ok := p.workers[id]
+			if !ok || w.everOK || w.countedFailed || w.state != nightshift.StateRunning {
+				continue
+			}
+			var why string
+			switch h := p.health(w, now); {
+			case h == nightshift.HealthMissing && w.lastHeartbeat.IsZero():
+				why = fmt.Sprintf("worker %s never sent a heartbeat within boot_timeout %s", id, p.job.Health.WithDefaults().BootTimeout)
+			case h == nightshift.HealthProcessError:
+				why = fmt.Sprintf("worker %s never ran its task: %s", id, w.taskError)
+			default:
+				continue
+			}
+			w.countedFailed = true
+			p.launchFailed(now, why)
+		}
+	}
+}
+
 // Plan is what one decision asks of the controller, in order: store Record
 // with Launches in one transaction (each launch gets its id there), then
 // carry out the decision's terminations and drains, then send the pending
@@ -383,6 +432,7 @@ type Plan struct {
 // Plan applies the launch back-off hold and the same-reason skip to the
 // engine's decision d taken at now, and renders what to store.
 func (p *Pool) Plan(d decision.Decision, now time.Time) (Plan, error) {
+	p.countNeverHealthy(d, now)
 	d = p.Hold(d, now)
 	if len(d.Actions) == 0 && p.last != nil && p.last.Reason == d.Reason && p.lastTarget == d.Target && p.lastError == d.Error {
 		return Plan{Decision: d, Skip: true}, nil

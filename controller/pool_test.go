@@ -165,6 +165,7 @@ func TestPoolLaunchBackOff(t *testing.T) {
 	type event struct {
 		inst provisioner.Instance
 		now  time.Time
+		beat bool // a healthy heartbeat of inst.ID at now, instead of inst
 	}
 	cases := []struct {
 		name   string
@@ -177,33 +178,43 @@ func TestPoolLaunchBackOff(t *testing.T) {
 	}{
 		{"no failures: nothing held", nil, at(time.Minute), false, ""},
 		{"a launch that failed before running holds for 1s",
-			[]event{{inst("a", nightshift.StatePending, at(0)), at(0)}, {failed("a", at(10*time.Second), "InvalidAMIID.NotFound"), at(10 * time.Second)}},
+			[]event{{inst("a", nightshift.StatePending, at(0)), at(0), false}, {failed("a", at(10*time.Second), "InvalidAMIID.NotFound"), at(10 * time.Second), false}},
 			at(10*time.Second + 500*time.Millisecond), true,
 			"launch back-off after 1 failed launch(es) (last: InvalidAMIID.NotFound): next launch in 500ms; engine: need more"},
 		{"and no longer once the back-off ran out",
-			[]event{{inst("a", nightshift.StatePending, at(0)), at(0)}, {failed("a", at(10*time.Second), "bad image"), at(10 * time.Second)}},
+			[]event{{inst("a", nightshift.StatePending, at(0)), at(0), false}, {failed("a", at(10*time.Second), "bad image"), at(10 * time.Second), false}},
 			at(11 * time.Second), false, ""},
 		{"two failures in a row hold for 2s",
-			[]event{{failed("a", at(0), "x"), at(0)}, {failed("b", at(10*time.Second), "y"), at(10 * time.Second)}},
+			[]event{{failed("a", at(0), "x"), at(0), false}, {failed("b", at(10*time.Second), "y"), at(10 * time.Second), false}},
 			at(11*time.Second + 500*time.Millisecond), true,
 			"launch back-off after 2 failed launch(es) (last: y): next launch in 500ms"},
 		{"first seen failed within 5 minutes counts",
-			[]event{{failed("old", at(0), "x"), at(5*time.Minute - time.Second)}, {failed("b", at(5*time.Minute), "y"), at(5 * time.Minute)}},
+			[]event{{failed("old", at(0), "x"), at(5*time.Minute - time.Second), false}, {failed("b", at(5*time.Minute), "y"), at(5 * time.Minute), false}},
 			at(5*time.Minute + time.Second), true, "launch back-off after 2 failed launch(es)"},
 		{"first seen failed 5 minutes ago or more does not",
-			[]event{{failed("old", at(0), "x"), at(5 * time.Minute)}, {failed("b", at(5*time.Minute), "y"), at(5 * time.Minute)}},
+			[]event{{failed("old", at(0), "x"), at(5 * time.Minute), false}, {failed("b", at(5*time.Minute), "y"), at(5 * time.Minute), false}},
 			at(5*time.Minute + 500*time.Millisecond), true, "launch back-off after 1 failed launch(es)"},
 		{"a worker that ran and then failed is no failed launch",
-			[]event{{inst("a", nightshift.StateRunning, at(0)), at(0)}, {failed("a", at(10*time.Second), "crashed"), at(10 * time.Second)}},
+			[]event{{inst("a", nightshift.StateRunning, at(0)), at(0), false}, {failed("a", at(10*time.Second), "crashed"), at(10 * time.Second), false}},
 			at(10 * time.Second), false, ""},
-		{"a running worker resets the count",
-			[]event{{failed("a", at(0), "x"), at(0)}, {inst("b", nightshift.StatePending, at(0)), at(0)}, {inst("b", nightshift.StateRunning, at(200*time.Millisecond)), at(200 * time.Millisecond)}},
-			at(500 * time.Millisecond), false, ""},
+		{"a worker heard healthy for missing_timeout resets the count",
+			[]event{{failed("a", at(0), "x"), at(0), false}, {inst("b", nightshift.StateRunning, at(0)), at(0), false},
+				{inst("b", "", time.Time{}), at(time.Second), true}, {inst("b", "", time.Time{}), at(4 * time.Second), true}},
+			at(4*time.Second + 500*time.Millisecond), false, ""},
+		{"reaching running alone does not",
+			[]event{{inst("b", nightshift.StatePending, at(0)), at(0), false}, {failed("a", at(0), "x"), at(0), false},
+				{inst("b", nightshift.StateRunning, at(200*time.Millisecond)), at(200 * time.Millisecond), false},
+				{inst("b", "", time.Time{}), at(300 * time.Millisecond), true}},
+			at(500 * time.Millisecond), true, "launch back-off after 1 failed launch(es) (last: x)"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			p := newPool(t)
 			for _, ev := range tc.events {
+				if ev.beat {
+					p.Heartbeat(beat(ev.inst.ID), ev.now)
+					continue
+				}
 				p.ApplyInstance(ev.inst, ev.now)
 			}
 			in := launchDecision("need more")
