@@ -66,11 +66,13 @@ var (
 // internalAllowed are the internal packages a core may use: pure helpers
 // with no I/O of their own that the rest of the tree shares.
 var internalAllowed = map[string]bool{
-	"nightshift/internal/redact":   true, // secrets out of messages
-	"nightshift/internal/backoff":  true, // the one retry curve
-	"nightshift/internal/envelope": true, // the message format cores define their commands in
-	"nightshift/internal/jobspec":  true, // a job's worker spec and its digest, values only
-	"nightshift/internal/process":  true, // the /proc/<pid>/stat parser and the process stop
+	"nightshift/internal/redact":    true, // secrets out of messages
+	"nightshift/internal/backoff":   true, // the one retry curve
+	"nightshift/internal/envelope":  true, // the message format cores define their commands in
+	"nightshift/internal/jobspec":   true, // a job's worker spec and its digest, values only
+	"nightshift/internal/process":   true, // the /proc/<pid>/stat parser and the process stop
+	"nightshift/internal/nsenv":     true, // the NIGHTSHIFT_* names, constants only
+	"nightshift/internal/runlayout": true, // paths under a run's directory, no I/O
 }
 
 // TestPureCoreImports keeps adapters out of the cores: the engines, the
@@ -147,6 +149,35 @@ func TestBannedDep(t *testing.T) {
 			t.Errorf("bannedDep(%q, %q) = %v, want %v", c.dep, c.rule, got, c.want)
 		}
 	}
+}
+
+// TestEnvNamesInOnePlace: a NIGHTSHIFT_* name is spelled in internal/nsenv
+// and nowhere else in production code, so that renaming or documenting one
+// is one edit. Tests may spell the wire name they assert; examples show
+// worker authors the contract as they would write it.
+func TestEnvNamesInOnePlace(t *testing.T) {
+	literal := regexp.MustCompile(`"NIGHTSHIFT_[A-Z0-9_]*=?"`)
+	filepath.WalkDir(".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (strings.HasPrefix(d.Name(), ".") && p != "." || d.Name() == "testdata" || p == "examples" || p == filepath.Join("internal", "nsenv")) {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(p, ".go") || strings.HasSuffix(p, "_test.go") {
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		for i, line := range strings.Split(string(b), "\n") {
+			if m := literal.FindString(line); m != "" {
+				t.Errorf("%s:%d: %s: use the constant in internal/nsenv", p, i+1, m)
+			}
+		}
+		return nil
+	})
 }
 
 // TestShippedPlansValidate: the plans the README and docs point at cannot rot.

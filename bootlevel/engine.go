@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"nightshift/internal/redact"
+	"nightshift/internal/runlayout"
 	"nightshift/launchplan"
 )
 
@@ -375,8 +376,8 @@ func (r *runner) lookup(svc, attr string) (string, bool) {
 	return v, ok
 }
 
-func (r *runner) runDir() string          { return filepath.Join(r.e.Home, "runs", r.run.Name) }
-func (r *runner) logPath(n string) string { return filepath.Join(r.runDir(), "logs", n+".log") }
+func (r *runner) layout() runlayout.Run   { return runlayout.Of(r.e.Home, r.run.Name) }
+func (r *runner) logPath(n string) string { return r.layout().StepLog(n) }
 
 func (r *runner) report(failures []*StepError, remaining []string) *Report {
 	r.mu.Lock()

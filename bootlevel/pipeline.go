@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"nightshift/internal/backoff"
+	"nightshift/internal/nsenv"
 	"nightshift/internal/redact"
 	"nightshift/launchplan"
 )
@@ -416,7 +417,7 @@ func (r *runner) expand(svc *launchplan.Service, step Step) (*launchplan.Service
 		return nil, nil, fmt.Errorf("%s: %w", svc.Pos, err)
 	}
 	if exp.WorkDir == "" {
-		exp.WorkDir = filepath.Join(r.runDir(), "work", svc.Name)
+		exp.WorkDir = r.layout().Work(svc.Name)
 	}
 	// Drivers and built-in types see every attribute known so far, boot's
 	// exports included: a broker's ready check needs the url its boot made.
@@ -425,11 +426,11 @@ func (r *runner) expand(svc *launchplan.Service, step Step) (*launchplan.Service
 	r.red.AddAttrs(exp.Env)
 	env := make(map[string]string, len(exp.Env)+5)
 	maps.Copy(env, exp.Env)
-	env["NIGHTSHIFT_RUN"] = r.run.Name
-	env["NIGHTSHIFT_SERVICE"] = svc.Name
-	env["NIGHTSHIFT_LEVEL"] = itoa(svc.Level)
-	env["NIGHTSHIFT_HOSTNAME"] = rec.Host.Hostname
-	env["NIGHTSHIFT_INSTANCE_ID"] = rec.Host.InstanceID
+	env[nsenv.Run] = r.run.Name
+	env[nsenv.Service] = svc.Name
+	env[nsenv.Level] = itoa(svc.Level)
+	env[nsenv.Hostname] = rec.Host.Hostname
+	env[nsenv.InstanceID] = rec.Host.InstanceID
 	return exp, env, nil
 }
 

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"nightshift/bootlevel"
+	"nightshift/internal/nsenv"
+	"nightshift/internal/runlayout"
 )
 
 // Files of a run's keepers, in Dir(home, run).
@@ -28,7 +30,7 @@ const (
 )
 
 // Dir is where a run's keepers keep their files.
-func Dir(home, run string) string { return filepath.Join(home, "runs", run, "keeper") }
+func Dir(home, run string) string { return runlayout.Of(home, run).Keeper() }
 
 // Daemon is one keeper process of a run. Serve decides its role: the
 // first to take the run's keeper lock is active and supervises; the others
@@ -291,7 +293,7 @@ func spawn(home, run string, argv []string) error {
 	defer logf.Close()
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "NIGHTSHIFT_HOME="+home, "NIGHTSHIFT_RUN="+run)
+	cmd.Env = append(os.Environ(), nsenv.Home+"="+home, nsenv.Run+"="+run)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {

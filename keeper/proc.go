@@ -3,11 +3,11 @@ package keeper
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"syscall"
 
 	"nightshift/bootlevel"
 	"nightshift/internal/process"
+	"nightshift/internal/runlayout"
 	"nightshift/launchplan"
 )
 
@@ -49,7 +49,7 @@ func WatchList(home, run string, plan *launchplan.Plan, recs []bootlevel.Service
 			}
 			dir := svc.WorkDir
 			if dir == "" {
-				dir = filepath.Join(home, "runs", run, "work", svc.Name)
+				dir = runlayout.Of(home, run).Work(svc.Name)
 			}
 			out = append(out, Watched{Service: svc, WorkDir: dir, Type: pt})
 		}

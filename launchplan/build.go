@@ -2,6 +2,7 @@ package launchplan
 
 import (
 	"fmt"
+	"nightshift/internal/nsenv"
 	"os"
 	"path/filepath"
 	"sort"
@@ -456,7 +457,7 @@ func (b *builder) service(level int, n node, defaults map[string]node) *decl {
 			case k == "" || strings.ContainsAny(k, "=\x00"):
 				b.errf(c, "bad environment variable name %q", k)
 				continue
-			case strings.HasPrefix(k, "NIGHTSHIFT_"):
+			case strings.HasPrefix(k, nsenv.Prefix):
 				b.errf(c, "environment variables NIGHTSHIFT_* are set by the engine")
 				continue
 			}

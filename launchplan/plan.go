@@ -7,6 +7,7 @@ package launchplan
 
 import (
 	"fmt"
+	"nightshift/internal/nsenv"
 	"time"
 )
 
@@ -144,4 +145,4 @@ const GlobalPlanDir = "plan_dir"
 
 // OutputEnv is the environment variable through which a boot program learns
 // the path of the JSON file it may write to export attributes.
-const OutputEnv = "NIGHTSHIFT_OUTPUT"
+const OutputEnv = nsenv.Output

@@ -2,6 +2,7 @@ package launchplan
 
 import (
 	"fmt"
+	"nightshift/internal/nsenv"
 	"os"
 	"sort"
 	"strings"
@@ -59,13 +60,13 @@ func (r Ref) String() string {
 // run's signing secret (hex), for components that do not share the
 // launching machine's home. It is never in the real environment (see
 // bootlevel.Engine.RunEnv), so a plan may always reference it.
-const EnvRunSecret = "NIGHTSHIFT_RUN_SECRET"
+const EnvRunSecret = nsenv.RunSecret
 
 // EnvCommandKey is the ${env.NAME} the launcher serves for every run: the
 // seed (hex) of the run's Ed25519 command key, with which the controller and
 // mgmt sign drain and control to sitters, for daemons that do not share the
 // launching machine's home. Workers get only its public half.
-const EnvCommandKey = "NIGHTSHIFT_RUN_COMMAND_KEY"
+const EnvCommandKey = nsenv.RunCommandKey
 
 // The ${env.NAME}s the launcher serves for a run's TLS, for a broker and
 // clients that do not share the launching machine's home: the run CA's
@@ -73,10 +74,10 @@ const EnvCommandKey = "NIGHTSHIFT_RUN_COMMAND_KEY"
 // name the certificate carries (to verify when the broker is reached by an
 // address). The CA's own key is never served.
 const (
-	EnvTLSCA         = "NIGHTSHIFT_TLS_CA"
-	EnvTLSBrokerCert = "NIGHTSHIFT_TLS_BROKER_CERT"
-	EnvTLSBrokerKey  = "NIGHTSHIFT_TLS_BROKER_KEY"
-	EnvTLSBrokerName = "NIGHTSHIFT_TLS_BROKER_NAME"
+	EnvTLSCA         = nsenv.TLSCA
+	EnvTLSBrokerCert = nsenv.TLSBrokerCert
+	EnvTLSBrokerKey  = nsenv.TLSBrokerKey
+	EnvTLSBrokerName = nsenv.TLSBrokerName
 )
 
 // IsRunEnv reports whether name is served per run by the launcher (see

@@ -14,14 +14,15 @@ import (
 	"syscall"
 	"time"
 
+	"nightshift/internal/nsenv"
 	"nightshift/internal/redact"
 )
 
 // Environment variables of the busy/idle and drain protocol (see doc.go).
 const (
-	EnvStatusFile = "NIGHTSHIFT_STATUS_FILE"
-	EnvDrainFile  = "NIGHTSHIFT_DRAIN_FILE"
-	EnvTaskName   = "NIGHTSHIFT_TASK"
+	EnvStatusFile = nsenv.StatusFile
+	EnvDrainFile  = nsenv.DrainFile
+	EnvTaskName   = nsenv.Task
 )
 
 // process is one run of a task.

@@ -29,6 +29,7 @@ import (
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/ctlstore"
 	"nightshift/internal/envelope"
+	"nightshift/internal/nsenv"
 	"nightshift/internal/pki"
 	"nightshift/internal/redact"
 	"nightshift/launchplan"
@@ -57,7 +58,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.StringVar(&o.home, "home", "", "state directory; the store is HOME/controller.db (required)")
 	fs.StringVar(&o.amqpURL, "amqp-url", "", "broker URL amqp://user:pass@host:port/vhost")
 	fs.StringVar(&o.amqpURLFile, "amqp-url-file", "", "file holding the broker URL (keeps the password out of ps)")
-	fs.StringVar(&o.amqpCAFile, "amqp-ca-file", os.Getenv("NIGHTSHIFT_AMQP_CA_FILE"), "PEM CA an amqps:// broker and an https:// management API must chain to (default $NIGHTSHIFT_AMQP_CA_FILE)")
+	fs.StringVar(&o.amqpCAFile, "amqp-ca-file", os.Getenv(nsenv.AMQPCAFile), "PEM CA an amqps:// broker and an https:// management API must chain to (default $NIGHTSHIFT_AMQP_CA_FILE)")
 	fs.StringVar(&o.jobs, "jobs", "", "jobs file: TOML [jobs.NAME] tables, or JSON {\"jobs\":{...}} (required)")
 	fs.StringVar(&o.secretFile, "secret-file", "", "run secret for signing commands (default HOME/secret)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")

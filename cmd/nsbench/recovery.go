@@ -18,6 +18,7 @@ import (
 	"nightshift/decision"
 	"nightshift/internal/bench"
 	"nightshift/internal/ctlstore"
+	"nightshift/internal/nsenv"
 	"nightshift/internal/procscan"
 	localworker "nightshift/internal/workerdriver/local"
 	"nightshift/mgmt"
@@ -193,11 +194,11 @@ func rabbitAvailable() error {
 func runEnv(home string) []string {
 	var out []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "NIGHTSHIFT_") {
+		if !strings.HasPrefix(kv, nsenv.Prefix) {
 			out = append(out, kv)
 		}
 	}
-	return append(out, "NIGHTSHIFT_HOME="+home)
+	return append(out, nsenv.Home+"="+home)
 }
 
 // command runs one of the system's binaries and returns its stdout. Its

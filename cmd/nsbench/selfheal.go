@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"nightshift/internal/bench"
+	"nightshift/internal/runlayout"
 	"nightshift/keeper"
 	"nightshift/mgmt"
 )
@@ -62,7 +63,7 @@ func (e *env) selfhealScenario(ctx context.Context) (bench.Result, error) {
 
 	for _, d := range []string{"provisioner", "controller"} {
 		var back, policy []time.Duration
-		pidFile := filepath.Join(sys.home, "runs", sys.name, "work", d, d, "pid")
+		pidFile := filepath.Join(runlayout.Of(sys.home, sys.name).Work(d), d, "pid")
 		for range kills {
 			if _, err := sys.waitFor(ctx, "pools at policy", 60*time.Second, poolsOK); err != nil {
 				return res, err
@@ -149,7 +150,7 @@ func (e *env) selfhealScenario(ctx context.Context) (bench.Result, error) {
 	// published before the kill processed.
 	var nodeBack, reconnected, drained []time.Duration
 	lost := 0
-	nodePID := filepath.Join(sys.home, "runs", sys.name, "work", "broker", "rabbit", "pid")
+	nodePID := filepath.Join(runlayout.Of(sys.home, sys.name).Work("broker"), "rabbit", "pid")
 	for i := range kills {
 		if _, err := sys.waitFor(ctx, "pools at policy", 90*time.Second, poolsOK); err != nil {
 			return res, err
@@ -278,10 +279,10 @@ func procAlive(pid int) bool {
 
 func (s *system) daemonPIDs() (map[string]int, error) {
 	out := map[string]int{}
-	run := filepath.Join(s.home, "runs", s.name, "work")
+	run := runlayout.Of(s.home, s.name)
 	for name, p := range map[string]string{
-		"broker": filepath.Join(run, "broker", "rabbit", "pid"), "provisioner": filepath.Join(run, "provisioner", "provisioner", "pid"),
-		"controller": filepath.Join(run, "controller", "controller", "pid"),
+		"broker": filepath.Join(run.Work("broker"), "rabbit", "pid"), "provisioner": filepath.Join(run.Work("provisioner"), "provisioner", "pid"),
+		"controller": filepath.Join(run.Work("controller"), "controller", "pid"),
 	} {
 		pid, err := livePID(p)
 		if err != nil {
@@ -297,7 +298,7 @@ var doneItem = regexp.MustCompile(`item="item (\d+) of (\d+) at ([^"]+)"`)
 // processed counts the distinct items of a batch of n, published at or
 // after since, that some worker logged as done.
 func (s *system) processed(since time.Time, n int) (int, error) {
-	logs, err := filepath.Glob(filepath.Join(s.home, "runs", s.name, "instances", "*", "sitter", "logs", "*.log"))
+	logs, err := filepath.Glob(filepath.Join(runlayout.Of(s.home, s.name).Instances(), "*", runlayout.SitterDir, "logs", "*.log"))
 	if err != nil {
 		return 0, err
 	}

@@ -30,9 +30,11 @@ import (
 	"nightshift/internal/ec2"
 	"nightshift/internal/envelope"
 	"nightshift/internal/jobspec"
+	"nightshift/internal/nsenv"
 	"nightshift/internal/pki"
 	"nightshift/internal/provstore"
 	"nightshift/internal/redact"
+	"nightshift/internal/runlayout"
 	ec2worker "nightshift/internal/workerdriver/ec2"
 	localworker "nightshift/internal/workerdriver/local"
 	"nightshift/launchplan"
@@ -78,15 +80,15 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("provisioner", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.run, "run", "", "run name (required)")
-	fs.StringVar(&c.home, "home", os.Getenv("NIGHTSHIFT_HOME"), "home directory (default $NIGHTSHIFT_HOME or ~/.nightshift)")
-	defURL := os.Getenv("NIGHTSHIFT_AMQP_URL")
+	fs.StringVar(&c.home, "home", os.Getenv(nsenv.Home), "home directory (default $NIGHTSHIFT_HOME or ~/.nightshift)")
+	defURL := os.Getenv(nsenv.AMQPURL)
 	if defURL == "" {
 		defURL = "amqp://guest:guest@127.0.0.1:5672/"
 	}
 	fs.StringVar(&c.amqpURL, "amqp-url", defURL, "broker URL (default $NIGHTSHIFT_AMQP_URL)")
 	var urlFile string
 	fs.StringVar(&urlFile, "amqp-url-file", "", "read the broker URL from this file, keeping its password off the command line")
-	fs.StringVar(&c.amqpCAFile, "amqp-ca-file", os.Getenv("NIGHTSHIFT_AMQP_CA_FILE"), "PEM CA an amqps:// broker's certificate must chain to; workers get it too (default $NIGHTSHIFT_AMQP_CA_FILE)")
+	fs.StringVar(&c.amqpCAFile, "amqp-ca-file", os.Getenv(nsenv.AMQPCAFile), "PEM CA an amqps:// broker's certificate must chain to; workers get it too (default $NIGHTSHIFT_AMQP_CA_FILE)")
 	var mgmtFile string
 	fs.StringVar(&mgmtFile, "management-url-file", "", "file holding the broker's management API URL with this provisioner's administrator credentials: each worker then gets a broker user of its own")
 	fs.StringVar(&c.driver, "driver", "local", "instance driver: local or ec2")
@@ -178,12 +180,12 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, fmt.Errorf("--home: %w", err)
 	}
 	c.home = abs
-	runDir := filepath.Join(c.home, "runs", c.run)
+	lay := runlayout.Of(c.home, c.run)
 	if c.db == "" {
-		c.db = filepath.Join(runDir, "provisioner.db")
+		c.db = lay.ProvisionerDB()
 	}
 	if c.secretFile == "" {
-		c.secretFile = filepath.Join(runDir, "secret")
+		c.secretFile = lay.Secret()
 	}
 	return c, nil
 }
@@ -280,7 +282,7 @@ func newDriver(ctx context.Context, c config, log *slog.Logger) (provisioner.Dri
 		if c.amqpCAFile != "" {
 			// The sitter verifies the broker with it, and hands it on to
 			// its worker tasks, which may use the broker too.
-			env = append(slices.Clip(env), "NIGHTSHIFT_AMQP_CA_FILE="+c.amqpCAFile)
+			env = append(slices.Clip(env), nsenv.AMQPCAFile+"="+c.amqpCAFile)
 		}
 		return localworker.New(localworker.Config{Home: c.home, Run: c.run, Command: c.workerCommand, Env: env, Grace: c.grace, Log: log,
 			CommandKey: c.commandKey})

@@ -24,9 +24,11 @@ import (
 	"nightshift/internal/cgroup"
 	"nightshift/internal/cmdledger"
 	"nightshift/internal/envelope"
+	"nightshift/internal/nsenv"
 	"nightshift/internal/pki"
 	"nightshift/internal/psutil"
 	"nightshift/internal/redact"
+	"nightshift/internal/runlayout"
 	"nightshift/launchplan"
 	"nightshift/sitter"
 	"nightshift/sitter/sitterbus"
@@ -40,18 +42,18 @@ Every flag defaults from the environment the provisioner's driver sets.
 
 // Environment the provisioner's local driver (and operators) set.
 const (
-	envHome        = "NIGHTSHIFT_HOME"
-	envRun         = "NIGHTSHIFT_RUN"
-	envJob         = "NIGHTSHIFT_JOB"
-	envInstance    = "NIGHTSHIFT_INSTANCE_ID"
-	envInstanceDir = "NIGHTSHIFT_INSTANCE_DIR"
-	envAMQPURLFile = "NIGHTSHIFT_AMQP_URL_FILE"
-	envAMQPURL     = "NIGHTSHIFT_AMQP_URL"
-	envAMQPCAFile  = "NIGHTSHIFT_AMQP_CA_FILE"
+	envHome        = nsenv.Home
+	envRun         = nsenv.Run
+	envJob         = nsenv.Job
+	envInstance    = nsenv.InstanceID
+	envInstanceDir = nsenv.InstanceDir
+	envAMQPURLFile = nsenv.AMQPURLFile
+	envAMQPURL     = nsenv.AMQPURL
+	envAMQPCAFile  = nsenv.AMQPCAFile
 	// envCommandKey is the public half of the run's command key (hex), to
 	// verify drain and control. It is no secret: it lets a worker check a
 	// command, never make one.
-	envCommandKey = "NIGHTSHIFT_COMMAND_KEY"
+	envCommandKey = nsenv.CommandKey
 )
 
 // agentConfig is the agent's resolved input. brokerURL carries the
@@ -135,10 +137,10 @@ func parseAgent(args []string, getenv func(string) string, stderr io.Writer) (ag
 		if instDir == "" {
 			return c, usagef("--spec is required (or set $%s to the directory holding spec.json)", envInstanceDir)
 		}
-		c.specPath = filepath.Join(instDir, "spec.json")
+		c.specPath = filepath.Join(instDir, runlayout.SpecFile)
 	}
 	if c.stateDir == "" && instDir != "" {
-		c.stateDir = filepath.Join(instDir, "sitter")
+		c.stateDir = filepath.Join(instDir, runlayout.SitterDir)
 	}
 	c.tempState = c.stateDir == ""
 	orEnv(urlFile, envAMQPURLFile)

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"nightshift/internal/cgroup"
+	"nightshift/internal/nsenv"
 	"nightshift/internal/psutil"
 	"nightshift/internal/redact"
 	"nightshift/internal/termtext"
@@ -52,7 +53,7 @@ func main() {
 }
 
 func defaultStateDir() string {
-	if h := os.Getenv("NIGHTSHIFT_HOME"); h != "" {
+	if h := os.Getenv(nsenv.Home); h != "" {
 		return filepath.Join(h, "sitter")
 	}
 	return fmt.Sprintf("/tmp/nightshift-sitter-%d", os.Getuid())

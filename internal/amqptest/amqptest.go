@@ -24,6 +24,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"nightshift/internal/nsenv"
 	"nightshift/internal/redact"
 )
 
@@ -32,7 +33,7 @@ const DefaultURL = "amqp://guest:guest@127.0.0.1:5672/"
 
 // URL is the broker tests use: NIGHTSHIFT_AMQP_URL, or DefaultURL.
 func URL() string {
-	if u := os.Getenv("NIGHTSHIFT_AMQP_URL"); u != "" {
+	if u := os.Getenv(nsenv.AMQPURL); u != "" {
 		return u
 	}
 	return DefaultURL
@@ -40,7 +41,7 @@ func URL() string {
 
 // Strict reports whether a missing external service must fail the test
 // (NIGHTSHIFT_TEST_STRICT=1, set by CI) rather than skip it.
-func Strict() bool { return os.Getenv("NIGHTSHIFT_TEST_STRICT") == "1" }
+func Strict() bool { return os.Getenv(nsenv.TestStrict) == "1" }
 
 // SkipOrFail skips the test, or fails it when Strict, because a service it
 // needs is missing. Like Skip and Fatal it does not return on a real test.

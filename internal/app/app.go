@@ -15,15 +15,17 @@ import (
 	"nightshift/bootlevel"
 	"nightshift/internal/ec2driver"
 	"nightshift/internal/localdriver"
+	"nightshift/internal/nsenv"
 	"nightshift/internal/nstypes"
 	"nightshift/internal/redact"
+	"nightshift/internal/runlayout"
 	"nightshift/internal/runstore"
 	"nightshift/internal/sshdriver"
 	"nightshift/launchplan"
 )
 
 // HomeEnv names the environment variable that sets the home directory.
-const HomeEnv = "NIGHTSHIFT_HOME"
+const HomeEnv = nsenv.Home
 
 // ResolveHome picks the home directory: the flag, then $NIGHTSHIFT_HOME,
 // then ~/.nightshift. The result is absolute, because it is handed to
@@ -63,7 +65,7 @@ func Open(ctx context.Context, home string, log *slog.Logger) (*App, error) {
 	if err := os.MkdirAll(home, 0o700); err != nil {
 		return nil, fmt.Errorf("create home %s: %w", home, err)
 	}
-	st, err := runstore.Open(ctx, filepath.Join(home, "nightshift.db"))
+	st, err := runstore.Open(ctx, runlayout.DB(home))
 	if err != nil {
 		return nil, fmt.Errorf("open run database in %s: %w", home, err)
 	}
@@ -78,7 +80,7 @@ func Open(ctx context.Context, home string, log *slog.Logger) (*App, error) {
 				Remote: ssh, Local: local, Log: log,
 				// Tests point prod plans at moto, whose instances cannot be
 				// reached over ssh: run their steps here instead.
-				AllStepsLocal: os.Getenv("NIGHTSHIFT_EC2_STEPS_LOCAL") == "1",
+				AllStepsLocal: os.Getenv(nsenv.EC2StepsLocal) == "1",
 			},
 		},
 		Types:  nstypes.Types(BinDir(), log),

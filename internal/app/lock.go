@@ -4,10 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 
+	"nightshift/internal/runlayout"
 	"nightshift/launchplan"
 )
 
@@ -26,11 +26,11 @@ func LockRun(home, run, command string) (release func(), err error) {
 	if err := launchplan.CheckRunName(run); err != nil {
 		return nil, &UsageError{Err: err}
 	}
-	dir := filepath.Join(home, "runs", run)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	lay := runlayout.Of(home, run)
+	if err := os.MkdirAll(lay.Dir(), 0o700); err != nil {
 		return nil, fmt.Errorf("lock run %s: %w", run, err)
 	}
-	path := filepath.Join(dir, "run.lock")
+	path := lay.Lock()
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("lock run %s: %w", run, err)

@@ -40,9 +40,11 @@ import (
 	"nightshift/bootlevel"
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/busid"
+	"nightshift/internal/nsenv"
 	"nightshift/internal/pki"
 	"nightshift/internal/process"
 	"nightshift/internal/redact"
+	"nightshift/internal/runlayout"
 	"nightshift/launchplan"
 )
 
@@ -52,7 +54,7 @@ type Type struct {
 	// ServerPath is RabbitMQ's own start script (not Debian's wrapper, which
 	// insists on /var/lib/rabbitmq as working directory).
 	ServerPath string
-	// Home is Nightshift's home, where a run's CA is kept (pki.Dir); empty
+	// Home is Nightshift's home, where a run's CA is kept (runlayout.Run.PKI); empty
 	// means $NIGHTSHIFT_HOME, which launch and mgmt set.
 	Home string
 }
@@ -395,13 +397,13 @@ type serverFiles struct {
 func (t *Type) serverCert(run, dir string, lg *stepLog) (*serverFiles, error) {
 	home := t.Home
 	if home == "" {
-		home = os.Getenv("NIGHTSHIFT_HOME")
+		home = os.Getenv(nsenv.Home)
 	}
 	if home == "" {
 		return nil, errors.New("tls: no Nightshift home to keep the run's CA in ($NIGHTSHIFT_HOME is not set)")
 	}
 	now := time.Now()
-	caDir := pki.Dir(home, run)
+	caDir := runlayout.Of(home, run).PKI()
 	ca, err := pki.LoadOrCreateCA(caDir, run, now)
 	if err != nil {
 		return nil, fmt.Errorf("tls: %w", err)
@@ -585,7 +587,7 @@ func runAs(dir string, lg *stepLog) (*syscall.Credential, error) {
 	}
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
-	home := filepath.Clean(os.Getenv("NIGHTSHIFT_HOME"))
+	home := filepath.Clean(os.Getenv(nsenv.Home))
 	for p := filepath.Dir(dir); p != "/" && p != "."; p = filepath.Dir(p) {
 		st, err := os.Stat(p)
 		if err != nil {

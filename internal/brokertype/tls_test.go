@@ -21,6 +21,7 @@ import (
 	"nightshift/bootlevel"
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/pki"
+	"nightshift/internal/runlayout"
 	"nightshift/launchplan"
 )
 
@@ -101,7 +102,7 @@ func TestPrivateNodeTLS(t *testing.T) {
 		t.Fatalf("boot: %+v %v", first, err)
 	}
 	out := first.Outputs
-	caFile := filepath.Join(pki.Dir(home, run), pki.CACertFile)
+	caFile := filepath.Join(runlayout.Of(home, run).PKI(), pki.CACertFile)
 	if !strings.HasPrefix(out["url"], "amqps://nightshift:") || !strings.HasPrefix(out["management_url"], "https://") || out["ca_file"] != caFile {
 		t.Fatalf("outputs %v", out)
 	}
@@ -109,7 +110,7 @@ func TestPrivateNodeTLS(t *testing.T) {
 	waitReady()
 
 	// The CA's key: 0600, in the run's pki dir, nowhere in the node's dir.
-	st, err := os.Stat(filepath.Join(pki.Dir(home, run), pki.CAKeyFile))
+	st, err := os.Stat(filepath.Join(runlayout.Of(home, run).PKI(), pki.CAKeyFile))
 	if err != nil || st.Mode().Perm() != 0o600 {
 		t.Errorf("CA key: %v mode %v", err, st)
 	}

@@ -20,6 +20,7 @@ import (
 	"nightshift/internal/nstypes"
 	"nightshift/internal/progress"
 	"nightshift/internal/redact"
+	"nightshift/internal/runlayout"
 	"nightshift/internal/termtext"
 	"nightshift/keeper"
 	"nightshift/launchplan"
@@ -111,7 +112,8 @@ func Launch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// Every program the run starts inherits these, which is how teardown's
 	// process sweep recognises the run's stragglers.
 	os.Setenv(app.HomeEnv, homeDir)
-	runDir := filepath.Join(homeDir, "runs", run)
+	lay := runlayout.Of(homeDir, run)
+	runDir := lay.Dir()
 	if err := os.MkdirAll(runDir, 0o700); err != nil {
 		fmt.Fprintln(stderr, "launch:", termtext.Text(redact.String(err.Error())))
 		return app.ExitFailed
@@ -124,7 +126,7 @@ func Launch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	defer release()
 	// The run's secret signs destructive commands between its components;
 	// it exists before any of them starts.
-	if _, err := envelope.LoadOrCreateSecret(nstypes.SecretPath(homeDir, run)); err != nil {
+	if _, err := envelope.LoadOrCreateSecret(runlayout.Of(homeDir, run).Secret()); err != nil {
 		fmt.Fprintln(stderr, "launch:", termtext.Text(redact.String(err.Error())))
 		return app.ExitFailed
 	}
@@ -135,7 +137,7 @@ func Launch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, "launch: note:", termtext.Line(red.String(err.Error())))
 	}
-	log, closeLog, err := newLogger(filepath.Join(runDir, "launch.log"), level, red)
+	log, closeLog, err := newLogger(lay.LaunchLog(), level, red)
 	if err != nil {
 		fmt.Fprintln(stderr, "launch:", termtext.Text(red.String(err.Error())))
 		return app.ExitFailed
@@ -204,7 +206,7 @@ func Launch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 				fmt.Fprintf(stderr, "  %s\n", indent(termtext.Text(red.String(f.Error()))))
 			}
 		}
-		fmt.Fprintf(stderr, "inspect: mgmt status --home %s %s; logs under %s\n", show(homeDir), show(run), show(filepath.Join(runDir, "logs")))
+		fmt.Fprintf(stderr, "inspect: mgmt status --home %s %s; logs under %s\n", show(homeDir), show(run), show(lay.Logs()))
 		return app.ExitCode(err)
 	}
 	fmt.Fprintf(stdout, "run %s is %s: %d services in %d levels\n", show(run), rep.State, len(rep.Services), len(plan.Levels))

@@ -25,6 +25,7 @@ import (
 	"nightshift/internal/ec2driver"
 	"nightshift/internal/redact"
 	"nightshift/internal/runbus"
+	"nightshift/internal/runlayout"
 	"nightshift/internal/termtext"
 	"nightshift/keeper"
 	"nightshift/launchplan"
@@ -139,10 +140,10 @@ func (m *mgmtCmd) open(ctx context.Context) (*app.App, error) {
 		return nil, err
 	}
 	m.home = home
-	if _, err := os.Stat(filepath.Join(home, "nightshift.db")); err != nil {
+	if _, err := os.Stat(runlayout.DB(home)); err != nil {
 		return nil, fmt.Errorf("no runs in %s (nothing was launched with this home)", home)
 	}
-	log, _, err := newLogger(filepath.Join(home, "mgmt.log"), 0, nil)
+	log, _, err := newLogger(runlayout.MgmtLog(home), 0, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -515,10 +516,10 @@ func logFiles(ctx context.Context, a *app.App, home, run, name string) ([]string
 		}
 		return files, nil
 	}
-	dir := filepath.Join(home, "runs", run, "instances", name)
+	dir := runlayout.Of(home, run).Instance(name)
 	if st, err := os.Stat(dir); err == nil && st.IsDir() {
 		files := []string{filepath.Join(dir, "stderr"), filepath.Join(dir, "stdout")}
-		more, _ := filepath.Glob(filepath.Join(dir, "sitter", "logs", "*.log"))
+		more, _ := filepath.Glob(filepath.Join(dir, runlayout.SitterDir, "logs", "*.log"))
 		return append(files, more...), nil
 	}
 	return nil, app.Usagef("run %s has no service or worker %q (see mgmt status %s)", run, name, run)

@@ -35,6 +35,7 @@ import (
 	"nightshift/internal/pki"
 	"nightshift/internal/process"
 	"nightshift/internal/redact"
+	"nightshift/internal/runlayout"
 	"nightshift/launchplan"
 )
 
@@ -219,7 +220,7 @@ func (t *Type) boot(ctx context.Context, req bootlevel.StepRequest, cfg map[stri
 	if self.User != "" {
 		say("broker user %s created for the %s", self.User, t.Spec.Name)
 	}
-	urlFile := filepath.Join(dir, "amqp-url")
+	urlFile := filepath.Join(dir, runlayout.URLFile)
 	if err := os.WriteFile(urlFile, []byte(own+"\n"), 0o600); err != nil {
 		return nil, err
 	}

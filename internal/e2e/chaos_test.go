@@ -23,7 +23,7 @@ import (
 
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/envelope"
-	"nightshift/internal/nstypes"
+	"nightshift/internal/runlayout"
 	"nightshift/internal/testsupport"
 	"nightshift/mgmt"
 	"nightshift/provisioner"
@@ -428,7 +428,7 @@ func describe(ctx context.Context, r *Run) (provisioner.Status, error) {
 	if err != nil {
 		return provisioner.Status{}, fmt.Errorf("describe: %w", err)
 	}
-	secret, err := envelope.LoadOrCreateSecret(nstypes.SecretPath(r.Home, r.Name))
+	secret, err := envelope.LoadOrCreateSecret(runlayout.Of(r.Home, r.Name).Secret())
 	if err != nil {
 		return provisioner.Status{}, fmt.Errorf("describe: %w", err)
 	}

@@ -22,8 +22,10 @@ import (
 	"testing"
 	"time"
 
+	"nightshift/internal/nsenv"
 	"nightshift/internal/process"
 	"nightshift/internal/procscan"
+	"nightshift/internal/runlayout"
 	localworker "nightshift/internal/workerdriver/local"
 	"nightshift/keeper"
 	"nightshift/mgmt"
@@ -155,7 +157,7 @@ type Result struct {
 func (r *Run) Cmd(ctx context.Context, prog string, args ...string) Result {
 	cmd := exec.CommandContext(ctx, filepath.Join(r.Env.BinDir, prog), args...)
 	cmd.Dir = r.Env.Root
-	cmd.Env = append(cleanEnv(), "NIGHTSHIFT_HOME="+r.Home)
+	cmd.Env = append(cleanEnv(), nsenv.Home+"="+r.Home)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	// Daemons started by launch inherit our pipes unless they detach them;
@@ -181,7 +183,7 @@ func (r *Run) Cmd(ctx context.Context, prog string, args ...string) Result {
 func cleanEnv() []string {
 	var out []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "NIGHTSHIFT_") {
+		if !strings.HasPrefix(kv, nsenv.Prefix) {
 			out = append(out, kv)
 		}
 	}
@@ -390,7 +392,7 @@ func Service(st *mgmt.RunStatus, name string) *mgmt.ServiceStatus {
 }
 
 // RunDir is HOME/runs/RUN.
-func (r *Run) RunDir() string { return filepath.Join(r.Home, "runs", r.Name) }
+func (r *Run) RunDir() string { return runlayout.Of(r.Home, r.Name).Dir() }
 
 func readPID(path string) (int, bool, error) {
 	b, err := os.ReadFile(path)

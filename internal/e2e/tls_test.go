@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"nightshift/internal/pki"
+	"nightshift/internal/runlayout"
 	"nightshift/mgmt"
 )
 
@@ -30,7 +31,7 @@ func TestLocalPlanOverTLSEndToEnd(t *testing.T) {
 	if broker == nil {
 		t.Fatal("no broker in status")
 	}
-	caFile := filepath.Join(pki.Dir(r.Home, r.Name), pki.CACertFile)
+	caFile := filepath.Join(runlayout.Of(r.Home, r.Name).PKI(), pki.CACertFile)
 	if u := broker.Attributes["url"]; !strings.HasPrefix(u, "amqps://") {
 		t.Errorf("broker url %q: want amqps://", u)
 	}
@@ -40,7 +41,7 @@ func TestLocalPlanOverTLSEndToEnd(t *testing.T) {
 	if got := broker.Attributes["ca_file"]; got != caFile {
 		t.Errorf("broker ca_file %q, want the run's CA %s", got, caFile)
 	}
-	if fi, err := os.Stat(filepath.Join(pki.Dir(r.Home, r.Name), pki.CAKeyFile)); err != nil || fi.Mode().Perm() != 0o600 {
+	if fi, err := os.Stat(filepath.Join(runlayout.Of(r.Home, r.Name).PKI(), pki.CAKeyFile)); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("run CA key: %v, mode %v; want 0600", err, fi)
 	}
 	assertAgrees(t, r, ctx, "after launch over TLS")

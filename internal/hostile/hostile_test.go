@@ -19,7 +19,7 @@ import (
 	"nightshift/internal/busid"
 	"nightshift/internal/e2e"
 	"nightshift/internal/envelope"
-	"nightshift/internal/nstypes"
+	"nightshift/internal/runlayout"
 	"nightshift/mgmt"
 	"nightshift/provisioner"
 	"nightshift/sitter"
@@ -238,7 +238,7 @@ func TestHostileWorker(t *testing.T) {
 		if u, _ := amqp.ParseURI(me.url); u.Username != busid.WorkerUser(run, me.id) {
 			t.Errorf("worker URL user %q, want its own %q", u.Username, busid.WorkerUser(run, me.id))
 		}
-		secret, err := os.ReadFile(nstypes.SecretPath(r.Home, run))
+		secret, err := os.ReadFile(runlayout.Of(r.Home, run).Secret())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -295,7 +295,7 @@ func TestHostileWorker(t *testing.T) {
 	t.Run("a signed command replayed by the worker", func(t *testing.T) {
 		// A command the worker captured, validly signed with the run's
 		// secret (as the controller or mgmt would), put back by the worker.
-		secret, err := envelope.LoadOrCreateSecret(nstypes.SecretPath(r.Home, run))
+		secret, err := envelope.LoadOrCreateSecret(runlayout.Of(r.Home, run).Secret())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -26,21 +26,12 @@ import (
 	"nightshift/internal/daemontype"
 	"nightshift/internal/envelope"
 	"nightshift/internal/jobspec"
+	"nightshift/internal/nsenv"
 	"nightshift/internal/pki"
 	"nightshift/internal/redact"
+	"nightshift/internal/runlayout"
 	"nightshift/launchplan"
 )
-
-// SecretPath is where a run's HMAC secret lives; every component of the run
-// uses the same file.
-func SecretPath(home, run string) string { return filepath.Join(home, "runs", run, "secret") }
-
-// RegistryPath is the run's secret registry: a component that mints a
-// secret at run time (a broker password of its own, say) records it there
-// with redact.Register, and launch and mgmt redact it from what they show.
-func RegistryPath(home, run string) string {
-	return filepath.Join(home, "runs", run, "redact-values")
-}
 
 // RunRedactor returns a redactor that knows the run's secrets kept in files:
 // the run secret, in the hex it is handed out in and its other encodings,
@@ -50,7 +41,7 @@ func RegistryPath(home, run string) string {
 func RunRedactor(home, run string) (*redact.Redactor, error) {
 	red := redact.NewRedactor()
 	var errs []error
-	data, err := os.ReadFile(SecretPath(home, run))
+	data, err := os.ReadFile(runlayout.Of(home, run).Secret())
 	switch {
 	case err == nil:
 		s := strings.TrimSpace(string(data))
@@ -63,7 +54,7 @@ func RunRedactor(home, run string) (*redact.Redactor, error) {
 	}
 	// The run's command key (its hex seed as stored, and the seed and the
 	// whole private key in any encoding); its public half is no secret.
-	keyData, err := os.ReadFile(envelope.CommandKeyPath(SecretPath(home, run)))
+	keyData, err := os.ReadFile(envelope.CommandKeyPath(runlayout.Of(home, run).Secret()))
 	switch {
 	case err == nil:
 		s := strings.TrimSpace(string(keyData))
@@ -75,11 +66,11 @@ func RunRedactor(home, run string) (*redact.Redactor, error) {
 	case !errors.Is(err, fs.ErrNotExist):
 		errs = append(errs, fmt.Errorf("run command key: %w", err))
 	}
-	if err := red.LoadRegistry(RegistryPath(home, run)); err != nil {
+	if err := red.LoadRegistry(runlayout.Of(home, run).RedactValues()); err != nil {
 		errs = append(errs, err)
 	}
 	// The private keys of the run's PKI (the CA's, the broker's).
-	keys, _ := filepath.Glob(filepath.Join(pki.Dir(home, run), "*.key"))
+	keys, _ := filepath.Glob(filepath.Join(runlayout.Of(home, run).PKI(), "*.key"))
 	for _, k := range keys {
 		data, err := os.ReadFile(k)
 		if err != nil {
@@ -101,20 +92,20 @@ const EnvRunSecret = launchplan.EnvRunSecret
 // EnvRunSecret, from the run's secret file, created if the run has none yet;
 // launchplan.EnvCommandKey, from the run's command key file, likewise;
 // and the TLS material of launchplan's EnvTLS* names, from the run's CA
-// (pki.Dir), created likewise. The broker certificate served is kept beside
+// (runlayout.Run.PKI), created likewise. The broker certificate served is kept beside
 // the CA and re-served on every boot while it is fit, so a re-boot of a
 // remote broker keeps its certificate, as it keeps its password.
 func RunEnv(home string) func(run, name string) (string, bool) {
 	return func(run, name string) (string, bool) {
 		switch name {
 		case EnvRunSecret:
-			secret, err := envelope.LoadOrCreateSecret(SecretPath(home, run))
+			secret, err := envelope.LoadOrCreateSecret(runlayout.Of(home, run).Secret())
 			if err != nil {
 				return "", false
 			}
 			return hex.EncodeToString(secret), true
 		case launchplan.EnvCommandKey:
-			key, err := envelope.LoadOrCreateCommandKey(envelope.CommandKeyPath(SecretPath(home, run)))
+			key, err := envelope.LoadOrCreateCommandKey(envelope.CommandKeyPath(runlayout.Of(home, run).Secret()))
 			if err != nil {
 				return "", false
 			}
@@ -133,7 +124,7 @@ func RunEnv(home string) func(run, name string) (string, bool) {
 // certificate or key, issued for pki.BrokerName(run) and loopback.
 func tlsEnv(home, run, name string) (string, error) {
 	now := time.Now()
-	dir := pki.Dir(home, run)
+	dir := runlayout.Of(home, run).PKI()
 	ca, err := pki.LoadOrCreateCA(dir, run, now)
 	if err != nil {
 		return "", err
@@ -195,7 +186,7 @@ var provisionerSpec = daemontype.Spec{
 			return nil, err
 		}
 		args := []string{
-			"--home", os.Getenv("NIGHTSHIFT_HOME"),
+			"--home", os.Getenv(nsenv.Home),
 			"--jobs", jobsFile,
 			"--driver", driver,
 			"--worker-command", strings.Join(worker, " "),
@@ -206,7 +197,7 @@ var provisionerSpec = daemontype.Spec{
 			args = append(args, "--management-url-file", self.ManagementURLFile)
 		} else {
 			// No management API: the sitters share the provisioner's URL.
-			args = append(args, "--worker-env", "NIGHTSHIFT_AMQP_URL_FILE="+filepath.Join(dir, "amqp-url"))
+			args = append(args, "--worker-env", nsenv.AMQPURLFile+"="+filepath.Join(dir, runlayout.URLFile))
 		}
 		for _, k := range []string{"max_launches", "max_terminations"} {
 			if v, ok := cfg[k]; ok {
@@ -356,8 +347,8 @@ var controllerSpec = daemontype.Spec{
 		if err := os.WriteFile(jobsFile, data, 0o600); err != nil {
 			return nil, err
 		}
-		home := os.Getenv("NIGHTSHIFT_HOME")
-		args := []string{"--home", dir, "--jobs", jobsFile, "--secret-file", SecretPath(home, req.Run)}
+		home := os.Getenv(nsenv.Home)
+		args := []string{"--home", dir, "--jobs", jobsFile, "--secret-file", runlayout.Of(home, req.Run).Secret()}
 		if t, ok := cfg["tick"].(string); ok {
 			args = append(args, "--tick", t)
 		}

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"nightshift/internal/pki"
+	"nightshift/internal/runlayout"
 	"nightshift/launchplan"
 )
 
@@ -48,7 +49,7 @@ func TestRunEnvServesTheRunsTLS(t *testing.T) {
 	if again := get("r1", launchplan.EnvTLSBrokerCert); again != cert {
 		t.Error("a second call issued another certificate: a re-booted broker would change it")
 	}
-	caKey, err := os.ReadFile(filepath.Join(pki.Dir(home, "r1"), pki.CAKeyFile))
+	caKey, err := os.ReadFile(filepath.Join(runlayout.Of(home, "r1").PKI(), pki.CAKeyFile))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,8 +9,8 @@ import (
 	"testing"
 
 	"nightshift/internal/envelope"
-	"nightshift/internal/pki"
 	"nightshift/internal/redact"
+	"nightshift/internal/runlayout"
 	"nightshift/launchplan"
 )
 
@@ -21,7 +21,7 @@ import (
 // redactor and no error.
 func TestRunRedactorKnowsTheRunsSecretFiles(t *testing.T) {
 	home := t.TempDir()
-	raw, err := envelope.LoadOrCreateSecret(SecretPath(home, "r1"))
+	raw, err := envelope.LoadOrCreateSecret(runlayout.Of(home, "r1").Secret())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,21 +29,21 @@ func TestRunRedactorKnowsTheRunsSecretFiles(t *testing.T) {
 	if !ok {
 		t.Fatal("RunEnv served no secret")
 	}
-	if err := redact.Register(RegistryPath(home, "r1"), "worker-7-broker-password"); err != nil {
+	if err := redact.Register(runlayout.Of(home, "r1").RedactValues(), "worker-7-broker-password"); err != nil {
 		t.Fatal(err)
 	}
 	keyLine := "MHcCAQEEIBkg4LVWM9nuwNSk3yByxZpYRTBnVJk5vFjNb7i0YRKSoAoGCCqGSM49"
-	if err := os.MkdirAll(pki.Dir(home, "r1"), 0o700); err != nil {
+	if err := os.MkdirAll(runlayout.Of(home, "r1").PKI(), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(pki.Dir(home, "r1"), "broker.key"), []byte("-----BEGIN EC PRIVATE KEY-----\n"+keyLine+"\n-----END EC PRIVATE KEY-----\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(runlayout.Of(home, "r1").PKI(), "broker.key"), []byte("-----BEGIN EC PRIVATE KEY-----\n"+keyLine+"\n-----END EC PRIVATE KEY-----\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	seedHex, ok := RunEnv(home)("r1", launchplan.EnvCommandKey)
 	if !ok {
 		t.Fatal("RunEnv served no command key")
 	}
-	key, err := envelope.LoadCommandKey(envelope.CommandKeyPath(SecretPath(home, "r1")))
+	key, err := envelope.LoadCommandKey(envelope.CommandKeyPath(runlayout.Of(home, "r1").Secret()))
 	if err != nil || hex.EncodeToString(key.Seed()) != seedHex {
 		t.Fatalf("served command key is not the run's: %v", err)
 	}

@@ -43,10 +43,6 @@ const (
 	CAKeyFile  = "ca.key"
 )
 
-// Dir is where a run's CA lives: beside the run's secret, in the launcher's
-// run directory, never in a directory handed to another user or host.
-func Dir(home, run string) string { return filepath.Join(home, "runs", run, "pki") }
-
 // CA is a run's certificate authority.
 type CA struct {
 	Cert    *x509.Certificate

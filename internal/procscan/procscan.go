@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"nightshift/internal/nsenv"
 	"nightshift/internal/process"
 )
 
@@ -39,8 +40,8 @@ func Find(procRoot, home, run string) ([]Proc, error) {
 	if err != nil {
 		return nil, fmt.Errorf("scan %s: %w", procRoot, err)
 	}
-	wantHome := []byte("NIGHTSHIFT_HOME=" + filepath.Clean(home))
-	wantRun := []byte("NIGHTSHIFT_RUN=" + run)
+	wantHome := []byte(nsenv.Home + "=" + filepath.Clean(home))
+	wantRun := []byte(nsenv.Run + "=" + run)
 	self := os.Getpid()
 	var out []Proc
 	for _, e := range entries {

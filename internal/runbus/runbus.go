@@ -24,8 +24,8 @@ import (
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/busid"
 	"nightshift/internal/envelope"
-	"nightshift/internal/nstypes"
 	"nightshift/internal/pki"
+	"nightshift/internal/runlayout"
 	workerlocal "nightshift/internal/workerdriver/local"
 	"nightshift/mgmt"
 	"nightshift/provisioner"
@@ -83,11 +83,11 @@ func Dial(ctx context.Context, st bootlevel.Store, home, run string, timeout tim
 	if caFile == "" && strings.HasPrefix(url, "amqps://") {
 		// A broker on another host (the prod plan's) exports no path on
 		// this machine; its certificate comes from the run's CA, kept here.
-		if p := filepath.Join(pki.Dir(home, run), pki.CACertFile); fileExists(p) {
+		if p := filepath.Join(runlayout.Of(home, run).PKI(), pki.CACertFile); fileExists(p) {
 			caFile = p
 		}
 	}
-	secret, err := envelope.LoadOrCreateSecret(nstypes.SecretPath(home, run))
+	secret, err := envelope.LoadOrCreateSecret(runlayout.Of(home, run).Secret())
 	if err != nil {
 		return nil, err
 	}
@@ -100,7 +100,7 @@ func Dial(ctx context.Context, st bootlevel.Store, home, run string, timeout tim
 	}
 	// Commands to sitters are signed with the run's command key, which they
 	// verify with its public half; never with the secret they do not hold.
-	key, err := envelope.LoadOrCreateCommandKey(envelope.CommandKeyPath(nstypes.SecretPath(home, run)))
+	key, err := envelope.LoadOrCreateCommandKey(envelope.CommandKeyPath(runlayout.Of(home, run).Secret()))
 	if err != nil {
 		return nil, err
 	}

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
+	"nightshift/internal/nsenv"
 	"nightshift/launchplan"
 )
 
@@ -32,7 +33,7 @@ import (
 const SSHDPath = "/usr/sbin/sshd"
 
 // StrictEnv makes missing services fail tests instead of skipping them (CI).
-const StrictEnv = "NIGHTSHIFT_TEST_STRICT"
+const StrictEnv = nsenv.TestStrict
 
 // Server is a running sshd that accepts the client key in KeyFile.
 type Server struct {

@@ -10,6 +10,7 @@ import (
 
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/busid"
+	"nightshift/internal/nsenv"
 	"nightshift/provisioner"
 	"nightshift/sitter/sitterbus"
 )
@@ -185,5 +186,5 @@ func WorkQueue(spec json.RawMessage) (string, error) {
 	if err := json.Unmarshal(spec, &s); err != nil {
 		return "", fmt.Errorf("launch spec: field worker.env: %w", err)
 	}
-	return s.Worker.Env["NIGHTSHIFT_WORK_QUEUE"], nil
+	return s.Worker.Env[nsenv.WorkQueue], nil
 }

@@ -12,6 +12,8 @@ import (
 
 	"nightshift/bootlevel"
 	"nightshift/internal/brokertype"
+	"nightshift/internal/nsenv"
+	"nightshift/internal/runlayout"
 	"nightshift/launchplan"
 )
 
@@ -26,14 +28,14 @@ func PrivateBroker(t *testing.T, run string) map[string]string {
 	}
 	ty := brokertype.New(nil)
 	if _, err := os.Stat(ty.ServerPath); err != nil {
-		if os.Getenv("NIGHTSHIFT_TEST_STRICT") == "1" {
+		if os.Getenv(nsenv.TestStrict) == "1" {
 			t.Fatal("rabbitmq-server not installed")
 		}
 		t.Skip("rabbitmq-server not installed")
 	}
 	home := t.TempDir()
-	t.Setenv("NIGHTSHIFT_HOME", home)
-	dir := filepath.Join(home, "runs", run, "work", "mq")
+	t.Setenv(nsenv.Home, home)
+	dir := runlayout.Of(home, run).Work("mq")
 	svc := &launchplan.Service{Name: "mq", Type: "broker"}
 	req := func(st bootlevel.Step) bootlevel.StepRequest {
 		return bootlevel.StepRequest{Run: run, Service: svc, Step: st, WorkDir: dir, LogPath: filepath.Join(dir, "broker.log")}

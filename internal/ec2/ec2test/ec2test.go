@@ -14,13 +14,14 @@ import (
 	"time"
 
 	"nightshift/internal/ec2"
+	"nightshift/internal/nsenv"
 )
 
 // URL returns a reachable moto endpoint, skipping the test when there is
 // none (failing instead under NIGHTSHIFT_TEST_STRICT=1).
 func URL(t testing.TB) string {
 	t.Helper()
-	if u := os.Getenv("NIGHTSHIFT_MOTO_URL"); u != "" && up(u) {
+	if u := os.Getenv(nsenv.MotoURL); u != "" && up(u) {
 		return u
 	}
 	bin, err := exec.LookPath("moto_server")
@@ -83,7 +84,7 @@ func up(u string) bool {
 
 func missing(t testing.TB, why string) {
 	t.Helper()
-	if os.Getenv("NIGHTSHIFT_TEST_STRICT") == "1" {
+	if os.Getenv(nsenv.TestStrict) == "1" {
 		t.Fatal(why)
 	}
 	t.Skip(why)

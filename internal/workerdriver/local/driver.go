@@ -27,22 +27,24 @@ import (
 	"github.com/jonboulle/clockwork"
 	"golang.org/x/sync/errgroup"
 
+	"nightshift/internal/nsenv"
 	"nightshift/internal/redact"
+	"nightshift/internal/runlayout"
 	"nightshift/provisioner"
 )
 
 // Environment variables every instance process carries. NIGHTSHIFT_HOME and
 // NIGHTSHIFT_RUN follow the convention internal/procscan relies on.
 const (
-	envHome     = "NIGHTSHIFT_HOME"
-	envRun      = "NIGHTSHIFT_RUN"
-	envJob      = "NIGHTSHIFT_JOB"
-	envInstance = "NIGHTSHIFT_INSTANCE_ID"
-	envDir      = "NIGHTSHIFT_INSTANCE_DIR"
-	envURLFile  = "NIGHTSHIFT_AMQP_URL_FILE"
+	envHome     = nsenv.Home
+	envRun      = nsenv.Run
+	envJob      = nsenv.Job
+	envInstance = nsenv.InstanceID
+	envDir      = nsenv.InstanceDir
+	envURLFile  = nsenv.AMQPURLFile
 	// envCommandKey carries the public half of the run's command key, with
 	// which the sitter verifies drain and control (cmd/sitter reads it).
-	envCommandKey = "NIGHTSHIFT_COMMAND_KEY"
+	envCommandKey = nsenv.CommandKey
 )
 
 const (
@@ -138,7 +140,7 @@ func (d *Driver) Name() string { return "local" }
 
 // InstanceDir is where instance id of run keeps its files.
 func InstanceDir(home, run, id string) string {
-	return filepath.Join(home, "runs", run, "instances", id)
+	return runlayout.Of(home, run).Instance(id)
 }
 
 func (d *Driver) lock(id string) func() {
@@ -200,7 +202,7 @@ func (d *Driver) Launch(ctx context.Context, spec provisioner.InstanceSpec) (pro
 		return provisioner.LaunchResult{Host: d.cfg.Host, PID: o.PID}, nil
 	}
 	if len(spec.Spec) > 0 {
-		if err := writeFileAtomic(filepath.Join(dir, "spec.json"), spec.Spec); err != nil {
+		if err := writeFileAtomic(filepath.Join(dir, runlayout.SpecFile), spec.Spec); err != nil {
 			return provisioner.LaunchResult{}, fmt.Errorf("launch %s: %w", spec.ID, err)
 		}
 	}
@@ -208,7 +210,7 @@ func (d *Driver) Launch(ctx context.Context, spec provisioner.InstanceSpec) (pro
 	if spec.BrokerURL != "" {
 		// The instance's own credentials, in a 0600 file rather than the
 		// environment, which every task of the instance inherits.
-		urlFile := filepath.Join(dir, "amqp-url")
+		urlFile := filepath.Join(dir, runlayout.URLFile)
 		if err := writeFileAtomic(urlFile, []byte(spec.BrokerURL+"\n")); err != nil {
 			return provisioner.LaunchResult{}, fmt.Errorf("launch %s: %w", spec.ID, err)
 		}
@@ -398,7 +400,7 @@ func ListOwned(home, run string) ([]Owner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list owned: %w", err)
 	}
-	base := filepath.Join(home, "runs", run, "instances")
+	base := runlayout.Of(home, run).Instances()
 	entries, err := os.ReadDir(base)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("list owned: %w", err)
