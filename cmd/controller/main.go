@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -28,11 +27,10 @@ import (
 	"nightshift/decision/execengine"
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/ctlstore"
+	"nightshift/internal/daemonflag"
 	"nightshift/internal/envelope"
-	"nightshift/internal/nsenv"
 	"nightshift/internal/pki"
 	"nightshift/internal/redact"
-	"nightshift/launchplan"
 	"nightshift/provisioner"
 	"nightshift/provisioner/client"
 )
@@ -40,56 +38,49 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	os.Exit(run(ctx, os.Args[1:], os.Stderr))
+	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stderr))
 }
 
 type options struct {
-	run, home, amqpURL, amqpURLFile, jobs, secretFile, logLevel string
-	tick                                                        time.Duration
-
-	amqpCAFile string // CA of an amqps:// broker and its https:// management API
+	// common.AMQPCAFile is the CA of an amqps:// broker and of its https://
+	// management API.
+	common         daemonflag.Common
+	stateDir, jobs string
+	tick           time.Duration
 }
 
-func run(ctx context.Context, args []string, stderr io.Writer) int {
+func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("controller", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o options
-	fs.StringVar(&o.run, "run", "", "run name (required)")
-	fs.StringVar(&o.home, "home", "", "state directory; the store is HOME/controller.db (required)")
-	fs.StringVar(&o.amqpURL, "amqp-url", "", "broker URL amqp://user:pass@host:port/vhost")
-	fs.StringVar(&o.amqpURLFile, "amqp-url-file", "", "file holding the broker URL (keeps the password out of ps)")
-	fs.StringVar(&o.amqpCAFile, "amqp-ca-file", os.Getenv(nsenv.AMQPCAFile), "PEM CA an amqps:// broker and an https:// management API must chain to (default $NIGHTSHIFT_AMQP_CA_FILE)")
+	o.common.Register(fs, daemonflag.Options{SecretDefault: true})
+	fs.StringVar(&o.stateDir, "state-dir", "", "the controller's own directory; its store is STATE-DIR/controller.db (required)")
 	fs.StringVar(&o.jobs, "jobs", "", "jobs file: TOML [jobs.NAME] tables, or JSON {\"jobs\":{...}} (required)")
-	fs.StringVar(&o.secretFile, "secret-file", "", "run secret for signing commands (default HOME/secret)")
-	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.DurationVar(&o.tick, "tick", controller.DefaultTick, "decision period")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	var level slog.Level
-	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+	if err := level.UnmarshalText([]byte(o.common.LogLevel)); err != nil {
 		fmt.Fprintf(stderr, "controller: --log-level: %v\n", err)
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	if err := serve(ctx, o, log); err != nil && !errors.Is(err, context.Canceled) {
+	if err := serve(ctx, o, getenv, log); err != nil && !errors.Is(err, context.Canceled) {
 		log.Error("controller stopped", "err", redact.String(err.Error()))
 		return 1
 	}
 	return 0
 }
 
-func serve(ctx context.Context, o options, log *slog.Logger) error {
-	if o.run == "" || o.home == "" || o.jobs == "" {
-		return errors.New("--run, --home and --jobs are required")
+func serve(ctx context.Context, o options, getenv func(string) string, log *slog.Logger) error {
+	if o.stateDir == "" || o.jobs == "" {
+		return errors.New("--state-dir and --jobs are required")
 	}
-	if err := launchplan.CheckRunName(o.run); err != nil {
-		return fmt.Errorf("--run: %w", err)
-	}
-	url, err := brokerURL(o)
-	if err != nil {
+	if err := o.common.Resolve(getenv); err != nil {
 		return err
 	}
+	url := o.common.URL
 	// Queue depth comes from the broker's management API, which a TLS
 	// broker serves over HTTPS with the certificate of its AMQPS listener:
 	// same CA, and the same name when the URL gives one to verify
@@ -98,14 +89,11 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	if uri, err := amqp.ParseURI(url); err == nil {
 		sni = uri.ServerName
 	}
-	mgmtHTTP, err := pki.HTTPClient(o.amqpCAFile, sni, 5*time.Second)
+	mgmtHTTP, err := pki.HTTPClient(o.common.AMQPCAFile, sni, 5*time.Second)
 	if err != nil {
 		return fmt.Errorf("--amqp-ca-file: %w", err)
 	}
-	if o.secretFile == "" {
-		o.secretFile = filepath.Join(o.home, "secret")
-	}
-	log = log.With("run", o.run)
+	log = log.With("run", o.common.Run)
 	reg := decision.NewRegistry()
 	if err := reg.Register(execengine.Name, execengine.Factory(log)); err != nil {
 		return err
@@ -114,21 +102,22 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(o.home, 0o700); err != nil {
-		return fmt.Errorf("create home: %w", err)
+	if err := os.MkdirAll(o.stateDir, 0o700); err != nil {
+		return fmt.Errorf("create --state-dir: %w", err)
 	}
-	store, err := ctlstore.Open(ctx, filepath.Join(o.home, "controller.db"))
+	storePath := filepath.Join(o.stateDir, "controller.db")
+	store, err := ctlstore.Open(ctx, storePath)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	secret, err := envelope.LoadOrCreateSecret(o.secretFile)
+	secret, err := envelope.LoadOrCreateSecret(o.common.SecretFile)
 	if err != nil {
 		return err
 	}
 	host, _ := os.Hostname()
 	sender := "controller@" + host
-	bus, err := amqpbus.Dial(ctx, amqpbus.Config{URL: url, CAFile: o.amqpCAFile, Name: sender, Run: o.run, Log: log})
+	bus, err := amqpbus.Dial(ctx, amqpbus.Config{URL: url, CAFile: o.common.AMQPCAFile, Name: sender, Run: o.common.Run, Log: log})
 	if err != nil {
 		return fmt.Errorf("connect to broker %s: %w", redact.URL(url), err)
 	}
@@ -136,7 +125,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	signer := &envelope.Signer{Secret: secret, Seen: envelope.NewReplayCache(10000)}
 	// Drains are signed with the run's command key, not the secret: a
 	// sitter verifies them with the public half and so cannot sign one.
-	key, err := envelope.LoadOrCreateCommandKey(envelope.CommandKeyPath(o.secretFile))
+	key, err := envelope.LoadOrCreateCommandKey(envelope.CommandKeyPath(o.common.SecretFile))
 	if err != nil {
 		return err
 	}
@@ -159,7 +148,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	for _, j := range jobs {
 		names = append(names, j.Name)
 	}
-	log.Info("controller starting", "jobs", names, "broker", redact.URL(url), "store", filepath.Join(o.home, "controller.db"))
+	log.Info("controller starting", "jobs", names, "broker", redact.URL(url), "store", storePath)
 	parent := ctx
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -189,20 +178,4 @@ type provClient struct{ *client.Client }
 // launch whose instances already ended is still recognised after a crash.
 func (p provClient) Describe(ctx context.Context, job string) (provisioner.Status, error) {
 	return p.Client.Describe(ctx, provisioner.DescribeBody{Job: job})
-}
-
-func brokerURL(o options) (string, error) {
-	switch {
-	case o.amqpURL != "" && o.amqpURLFile != "":
-		return "", errors.New("give --amqp-url or --amqp-url-file, not both")
-	case o.amqpURL != "":
-		return o.amqpURL, nil
-	case o.amqpURLFile != "":
-		b, err := os.ReadFile(o.amqpURLFile)
-		if err != nil {
-			return "", fmt.Errorf("read --amqp-url-file: %w", err)
-		}
-		return strings.TrimSpace(string(b)), nil
-	}
-	return "", errors.New("--amqp-url or --amqp-url-file is required")
 }

@@ -185,7 +185,7 @@ func TestKillAndRestartNeverDoubleLaunches(t *testing.T) {
 		})
 	}()
 
-	args := []string{"--run", run, "--home", home, "--amqp-url-file", urlFile, "--jobs", jobs, "--tick", "100ms"}
+	args := []string{"--run", run, "--state-dir", home, "--secret-file", filepath.Join(home, "secret"), "--amqp-url-file", urlFile, "--jobs", jobs, "--tick", "100ms"}
 	first := startDaemon(t, bin, args...)
 	waitUntil(t, "the first launch", first, func() bool { calls, _, _ := fake.snapshot(); return len(calls) == 1 })
 	// The launch reached the provisioner but its reply is withheld: kill -9
@@ -250,16 +250,17 @@ func TestFlagErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--run", "r"}, "--run, --home and --jobs are required"},
-		{[]string{"--run", "a/../b", "--home", "h", "--jobs", "j"}, "--run: run name"},
-		{[]string{"--run", "r", "--home", "h", "--jobs", "j"}, "--amqp-url or --amqp-url-file is required"},
-		{[]string{"--run", "r", "--home", "h", "--jobs", "j", "--amqp-url", "amqp://u:p@h", "--amqp-url-file", "f"}, "not both"},
-		{[]string{"--run", "r", "--home", "h", "--jobs", "j", "--amqp-url", "amqps://u:p@h", "--amqp-ca-file", "/nonexistent/ca.pem"}, "--amqp-ca-file"},
-		{[]string{"--run", "r", "--home", t.TempDir(), "--jobs", "/nonexistent/jobs.toml", "--amqp-url", "amqp://u:hunter2@h"}, "load jobs"},
+		{[]string{"--run", "r"}, "--state-dir and --jobs are required"},
+		{[]string{"--state-dir", "s", "--jobs", "j"}, "--run is required"},
+		{[]string{"--run", "a/../b", "--state-dir", "s", "--jobs", "j"}, "--run: run name"},
+		{[]string{"--run", "r", "--state-dir", "s", "--jobs", "j"}, "--amqp-url or --amqp-url-file is required"},
+		{[]string{"--run", "r", "--state-dir", "s", "--jobs", "j", "--amqp-url", "amqp://u:p@h", "--amqp-url-file", "f"}, "not both"},
+		{[]string{"--run", "r", "--state-dir", "s", "--jobs", "j", "--amqp-url", "amqps://u:p@h", "--amqp-ca-file", "/nonexistent/ca.pem"}, "--amqp-ca-file"},
+		{[]string{"--run", "r", "--state-dir", t.TempDir(), "--jobs", "/nonexistent/jobs.toml", "--amqp-url", "amqp://u:hunter2@h"}, "load jobs"},
 	}
 	for _, tc := range cases {
 		var out bytes.Buffer
-		code := run(context.Background(), tc.args, &out)
+		code := run(context.Background(), tc.args, func(string) string { return "" }, &out)
 		if code != 1 || !strings.Contains(out.String(), tc.want) {
 			t.Errorf("args %v: exit %d, output %q, want 1 and %q", tc.args, code, out.String(), tc.want)
 		}

@@ -27,6 +27,7 @@ import (
 
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/busid"
+	"nightshift/internal/daemonflag"
 	"nightshift/internal/ec2"
 	"nightshift/internal/envelope"
 	"nightshift/internal/jobspec"
@@ -37,7 +38,6 @@ import (
 	"nightshift/internal/runlayout"
 	ec2worker "nightshift/internal/workerdriver/ec2"
 	localworker "nightshift/internal/workerdriver/local"
-	"nightshift/launchplan"
 	"nightshift/provisioner"
 	"nightshift/provisioner/provbus"
 )
@@ -52,9 +52,10 @@ func main() {
 }
 
 type config struct {
-	run, home, amqpURL, driver, db, secretFile, logLevel string
-	jobsFile                                             string
-	workerCommand, workerEnv                             []string
+	run, home, amqpURL, driver, db, secretFile string
+	level                                      slog.Level
+	jobsFile                                   string
+	workerCommand, workerEnv                   []string
 	// commandKey is the public half of the run's command key, for workers.
 	commandKey                         ed25519.PublicKey
 	maxLaunches, maxTerminations       int
@@ -74,21 +75,14 @@ type config struct {
 	managementURL string
 }
 
-func parseFlags(args []string, stderr io.Writer) (config, error) {
+func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
 	var c config
 	var worker string
 	fs := flag.NewFlagSet("provisioner", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.run, "run", "", "run name (required)")
-	fs.StringVar(&c.home, "home", os.Getenv(nsenv.Home), "home directory (default $NIGHTSHIFT_HOME or ~/.nightshift)")
-	defURL := os.Getenv(nsenv.AMQPURL)
-	if defURL == "" {
-		defURL = "amqp://guest:guest@127.0.0.1:5672/"
-	}
-	fs.StringVar(&c.amqpURL, "amqp-url", defURL, "broker URL (default $NIGHTSHIFT_AMQP_URL)")
-	var urlFile string
-	fs.StringVar(&urlFile, "amqp-url-file", "", "read the broker URL from this file, keeping its password off the command line")
-	fs.StringVar(&c.amqpCAFile, "amqp-ca-file", os.Getenv(nsenv.AMQPCAFile), "PEM CA an amqps:// broker's certificate must chain to; workers get it too (default $NIGHTSHIFT_AMQP_CA_FILE)")
+	// The CA an amqps:// broker is verified against goes to workers too.
+	var common daemonflag.Common
+	common.Register(fs, daemonflag.Options{DefaultURL: "amqp://guest:guest@127.0.0.1:5672/", SecretDefault: true})
 	var mgmtFile string
 	fs.StringVar(&mgmtFile, "management-url-file", "", "file holding the broker's management API URL with this provisioner's administrator credentials: each worker then gets a broker user of its own")
 	fs.StringVar(&c.driver, "driver", "local", "instance driver: local or ec2")
@@ -105,26 +99,21 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	})
 	fs.StringVar(&c.jobsFile, "jobs", "", "the run's job definitions (required): JSON or TOML [jobs.NAME] tables, mode 0600; launches run only these workers")
 	fs.StringVar(&c.db, "db", "", "SQLite file (default <home>/runs/<run>/provisioner.db)")
-	fs.StringVar(&c.secretFile, "secret-file", "", "run secret for destructive commands (default <home>/runs/<run>/secret)")
 	fs.IntVar(&c.maxLaunches, "max-launches", 8, "concurrent driver launches")
 	fs.IntVar(&c.maxTerminations, "max-terminations", 8, "concurrent driver terminations")
 	fs.DurationVar(&c.reconcileEvery, "reconcile-every", 30*time.Second, "period of reconciliation with the driver")
 	fs.DurationVar(&c.grace, "grace", 10*time.Second, "SIGTERM to SIGKILL grace for local instances")
 	fs.DurationVar(&c.callTimeout, "call-timeout", 2*time.Minute, "deadline of every driver call")
-	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	if urlFile != "" {
-		b, err := os.ReadFile(urlFile)
-		if err != nil {
-			return c, fmt.Errorf("--amqp-url-file: %w", err)
-		}
-		c.amqpURL = strings.TrimSpace(string(b))
+	if err := common.Resolve(getenv); err != nil {
+		return c, err
 	}
+	c.run, c.home, c.amqpURL, c.amqpCAFile, c.secretFile, c.level = common.Run, common.Home, common.URL, common.AMQPCAFile, common.SecretFile, common.Level
 	if mgmtFile != "" {
 		b, err := os.ReadFile(mgmtFile)
 		if err != nil {
@@ -132,25 +121,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		}
 		c.managementURL = strings.TrimSpace(string(b))
 	}
-	if c.run == "" {
-		return c, errors.New("--run is required")
-	}
-	// The run name makes the paths of the run's database and secret.
-	if err := launchplan.CheckRunName(c.run); err != nil {
-		return c, fmt.Errorf("--run: %w", err)
-	}
 	if c.jobsFile == "" {
 		return c, errors.New("--jobs is required: the provisioner launches only the run's job definitions")
-	}
-	if c.amqpCAFile != "" {
-		if !strings.HasPrefix(c.amqpURL, "amqps://") {
-			return c, errors.New("--amqp-ca-file is for an amqps:// broker URL")
-		}
-		abs, err := filepath.Abs(c.amqpCAFile)
-		if err != nil {
-			return c, fmt.Errorf("--amqp-ca-file: %w", err)
-		}
-		c.amqpCAFile = abs
 	}
 	c.workerCommand = strings.Fields(worker)
 	switch c.driver {
@@ -168,38 +140,18 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	default:
 		return c, fmt.Errorf("--driver %q: want local or ec2", c.driver)
 	}
-	if c.home == "" {
-		h, err := os.UserHomeDir()
-		if err != nil {
-			return c, fmt.Errorf("--home: %w", err)
-		}
-		c.home = filepath.Join(h, ".nightshift")
-	}
-	abs, err := filepath.Abs(c.home)
-	if err != nil {
-		return c, fmt.Errorf("--home: %w", err)
-	}
-	c.home = abs
-	lay := runlayout.Of(c.home, c.run)
 	if c.db == "" {
-		c.db = lay.ProvisionerDB()
-	}
-	if c.secretFile == "" {
-		c.secretFile = lay.Secret()
+		c.db = runlayout.Of(c.home, c.run).ProvisionerDB()
 	}
 	return c, nil
 }
 
 func run(ctx context.Context, args []string, stderr io.Writer) error {
-	c, err := parseFlags(args, stderr)
+	c, err := parseFlags(args, os.Getenv, stderr)
 	if err != nil {
 		return err
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
-		return fmt.Errorf("--log-level: %w", err)
-	}
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: c.level}))
 	if err := os.MkdirAll(filepath.Dir(c.db), 0o700); err != nil {
 		return err
 	}

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -23,13 +22,13 @@ import (
 	"nightshift/internal/busid"
 	"nightshift/internal/cgroup"
 	"nightshift/internal/cmdledger"
+	"nightshift/internal/daemonflag"
 	"nightshift/internal/envelope"
 	"nightshift/internal/nsenv"
 	"nightshift/internal/pki"
 	"nightshift/internal/psutil"
 	"nightshift/internal/redact"
 	"nightshift/internal/runlayout"
-	"nightshift/launchplan"
 	"nightshift/sitter"
 	"nightshift/sitter/sitterbus"
 )
@@ -84,18 +83,19 @@ func parseAgent(args []string, getenv func(string) string, stderr io.Writer) (ag
 	fs := flag.NewFlagSet("sitter agent", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, agentUsage); fs.PrintDefaults() }
-	fs.StringVar(&c.run, "run", "", "run name (default $"+envRun+")")
+	// No --home: an agent keeps nothing under a home. No --amqp-url: a URL
+	// on the command line is one other users can read. No --secret-file: a
+	// worker's host never holds the run's secret (see --command-key).
+	var common daemonflag.Common
+	common.Register(fs, daemonflag.Options{NoHome: true, URLFileOnly: true, NoSecret: true})
 	fs.StringVar(&c.job, "job", "", "job name (default $"+envJob+")")
 	fs.StringVar(&c.instance, "instance", "", "instance id (default $"+envInstance+")")
 	fs.StringVar(&c.specPath, "spec", "", "launch spec with the worker task (default $"+envInstanceDir+"/spec.json)")
-	urlFile := fs.String("broker-url-file", "", "file holding the AMQP URL (default $"+envAMQPURLFile+", else $"+envAMQPURL+")")
-	fs.StringVar(&c.caFile, "amqp-ca-file", "", "PEM CA an amqps:// broker's certificate must chain to (default $"+envAMQPCAFile+")")
 	commandKey := fs.String("command-key", "", "public half of the run's command key (hex), to verify drain and control (default $"+envCommandKey+"; without it they are refused)")
 	fs.StringVar(&c.stateDir, "state-dir", "", "logs, status files, control socket (default $"+envInstanceDir+"/sitter, else a temp dir)")
 	fs.DurationVar(&c.heartbeat, "heartbeat-interval", time.Second, "how often a heartbeat is published")
 	fs.DurationVar(&c.sample, "sample-interval", time.Second, "how often task trees are measured")
 	fs.StringVar(&c.cgroupMode, "cgroup", "auto", "auto: use cgroup v2 or v1 when available; off: polling only")
-	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return c, usageError{}
@@ -110,27 +110,25 @@ func parseAgent(args []string, getenv func(string) string, stderr io.Writer) (ag
 			*v = getenv(key)
 		}
 	}
-	orEnv(&c.run, envRun)
+	// The run, the broker (URL file, else URL, from flags, then the
+	// environment) and the CA.
+	if err := common.Resolve(getenv); err != nil {
+		return c, usageError{err.Error()}
+	}
+	c.run, c.logLevel = common.Run, common.LogLevel
+	c.brokerURL, c.urlSource, c.caFile = common.URL, common.URLSource, common.AMQPCAFile
 	orEnv(&c.job, envJob)
 	orEnv(&c.instance, envInstance)
-	for _, f := range []struct{ flag, env, val string }{{"run", envRun, c.run}, {"job", envJob, c.job}, {"instance", envInstance, c.instance}} {
+	for _, f := range []struct{ flag, env, val string }{{"job", envJob, c.job}, {"instance", envInstance, c.instance}} {
 		if f.val == "" {
 			return c, usagef("--%s is required (or set $%s)", f.flag, f.env)
 		}
-	}
-	// The run name makes the path of the run's secret.
-	if err := launchplan.CheckRunName(c.run); err != nil {
-		return c, usagef("--run: %v", err)
 	}
 	if c.heartbeat <= 0 || c.sample <= 0 {
 		return c, usagef("--heartbeat-interval and --sample-interval must be > 0")
 	}
 	if c.cgroupMode != "auto" && c.cgroupMode != "off" {
 		return c, usagef("--cgroup %q: want auto or off", c.cgroupMode)
-	}
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(c.logLevel)); err != nil {
-		return c, usagef("--log-level: %v", err)
 	}
 	instDir := getenv(envInstanceDir)
 	if c.specPath == "" {
@@ -143,26 +141,6 @@ func parseAgent(args []string, getenv func(string) string, stderr io.Writer) (ag
 		c.stateDir = filepath.Join(instDir, runlayout.SitterDir)
 	}
 	c.tempState = c.stateDir == ""
-	orEnv(urlFile, envAMQPURLFile)
-	switch {
-	case *urlFile != "":
-		b, err := os.ReadFile(*urlFile)
-		if err != nil {
-			return c, usagef("--broker-url-file: %v", err)
-		}
-		c.brokerURL, c.urlSource = strings.TrimSpace(string(b)), *urlFile
-	case getenv(envAMQPURL) != "":
-		c.brokerURL, c.urlSource = strings.TrimSpace(getenv(envAMQPURL)), "$"+envAMQPURL
-	default:
-		return c, usagef("no broker URL: pass --broker-url-file, or set $%s or $%s", envAMQPURLFile, envAMQPURL)
-	}
-	if c.brokerURL == "" {
-		return c, usagef("broker URL from %s is empty", c.urlSource)
-	}
-	if _, err := amqp.ParseURI(c.brokerURL); err != nil {
-		// The parser's message may quote the URL, password and all.
-		return c, usagef("broker URL from %s (%s): %s", c.urlSource, redact.URL(c.brokerURL), redact.String(err.Error()))
-	}
 	orEnv(commandKey, envCommandKey)
 	if *commandKey != "" {
 		k, err := envelope.ParsePublicKey(*commandKey)
@@ -171,19 +149,11 @@ func parseAgent(args []string, getenv func(string) string, stderr io.Writer) (ag
 		}
 		c.commandKey = k
 	}
-	orEnv(&c.caFile, envAMQPCAFile)
+	// A sitter checks its CA at once: it runs unattended on a worker's host.
 	if c.caFile != "" {
-		if !strings.HasPrefix(c.brokerURL, "amqps://") {
-			return c, usagef("--amqp-ca-file is for an amqps:// broker, but the URL from %s is not one", c.urlSource)
-		}
 		if _, err := pki.LoadPool(c.caFile); err != nil {
 			return c, usagef("--amqp-ca-file: %v", err)
 		}
-		abs, err := filepath.Abs(c.caFile)
-		if err != nil {
-			return c, usagef("--amqp-ca-file: %v", err)
-		}
-		c.caFile = abs
 	}
 	return c, nil
 }

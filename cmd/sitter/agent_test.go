@@ -80,7 +80,7 @@ func TestParseAgent(t *testing.T) {
 				c.heartbeat == time.Second && c.sample == time.Second
 		}},
 		{name: "EC2 user data flags", env: map[string]string{},
-			args: []string{"--run", "r2", "--job", "web", "--instance", "i-9", "--broker-url-file", urlFile, "--spec", "/etc/nightshift/spec.json"},
+			args: []string{"--run", "r2", "--job", "web", "--instance", "i-9", "--amqp-url-file", urlFile, "--spec", "/etc/nightshift/spec.json"},
 			check: func(c agentConfig) bool {
 				return c.run == "r2" && c.job == "web" && c.instance == "i-9" && c.brokerURL == "amqp://guest:hunter2@broker:5672/" &&
 					c.commandKey == nil && c.tempState
@@ -109,8 +109,14 @@ func TestParseAgent(t *testing.T) {
 		{name: "no instance", env: without(envInstance), err: "--instance is required"},
 		{name: "no spec", env: without(envInstanceDir), err: "--spec is required"},
 		{name: "no broker", env: without(envAMQPURL), err: "no broker URL"},
-		{name: "missing URL file", env: fullEnv, args: []string{"--broker-url-file", filepath.Join(dir, "nope")}, err: "--broker-url-file: open"},
-		{name: "bad URL, password hidden", env: fullEnv, args: []string{"--broker-url-file", badURL}, err: "guest:xxxxx@broker"},
+		{name: "old flag spelling still read", env: without(envAMQPURL), args: []string{"--broker-url-file", urlFile},
+			check: func(c agentConfig) bool {
+				return c.brokerURL == "amqp://guest:hunter2@broker:5672/" && c.urlSource == urlFile
+			}},
+		{name: "URL flag is not the sitter's", env: fullEnv, args: []string{"--amqp-url", "amqp://guest:hunter2@h/"}, err: "flag provided but not defined: -amqp-url"},
+		{name: "missing URL file", env: fullEnv, args: []string{"--amqp-url-file", filepath.Join(dir, "nope")}, err: "--amqp-url-file: open"},
+		{name: "bad URL, password hidden", env: fullEnv, args: []string{"--amqp-url-file", badURL}, err: "guest:xxxxx@broker"},
+		{name: "bad log level", env: fullEnv, args: []string{"--log-level", "loud"}, err: "--log-level"},
 		{name: "zero interval", env: fullEnv, args: []string{"--sample-interval", "0s"}, err: "must be > 0"},
 		{name: "bad cgroup mode", env: fullEnv, args: []string{"--cgroup", "maybe"}, err: `--cgroup "maybe"`},
 		{name: "stray argument", env: fullEnv, args: []string{"extra"}, err: `unexpected argument "extra"`},

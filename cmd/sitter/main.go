@@ -32,7 +32,7 @@ import (
 )
 
 const usage = `usage:
-  sitter agent [--run R --job J --instance I --broker-url-file F ...]   (see sitter agent -h)
+  sitter agent [--run R --job J --instance I --amqp-url-file F ...]   (see sitter agent -h)
   sitter run [--state-dir DIR] [--cgroup auto|off] [--log-level LEVEL] tasks.toml
   sitter status [--json]
   sitter start|stop|restart|drain|remove TASK

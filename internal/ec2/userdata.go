@@ -47,7 +47,7 @@ func (w WorkerUserData) Script() string {
 	}
 	b.WriteString("umask 077\nmkdir -p /etc/nightshift\n")
 	fmt.Fprintf(&b, "printf '%%s\\n' %s > /etc/nightshift/broker-url\n", q(w.BrokerURL))
-	args := []string{path, "agent", "--run", w.Run, "--job", w.Job, "--instance", w.InstanceID, "--broker-url-file", "/etc/nightshift/broker-url"}
+	args := []string{path, "agent", "--run", w.Run, "--job", w.Job, "--instance", w.InstanceID, "--amqp-url-file", "/etc/nightshift/broker-url"}
 	if w.BrokerCA != "" {
 		fmt.Fprintf(&b, "printf '%%s' %s > %s\n", q(w.BrokerCA), BrokerCAPath)
 		args = append(args, "--amqp-ca-file", BrokerCAPath)

@@ -347,8 +347,13 @@ var controllerSpec = daemontype.Spec{
 		if err := os.WriteFile(jobsFile, data, 0o600); err != nil {
 			return nil, err
 		}
+		// --state-dir is the controller's own (its store); --home is the
+		// Nightshift home, as for every daemon.
 		home := os.Getenv(nsenv.Home)
-		args := []string{"--home", dir, "--jobs", jobsFile, "--secret-file", runlayout.Of(home, req.Run).Secret()}
+		args := []string{"--state-dir", dir, "--jobs", jobsFile, "--secret-file", runlayout.Of(home, req.Run).Secret()}
+		if home != "" {
+			args = append(args, "--home", home)
+		}
 		if t, ok := cfg["tick"].(string); ok {
 			args = append(args, "--tick", t)
 		}

@@ -55,6 +55,9 @@ amqps://*)
   set -- "$@" --amqp-ca-file "$base/amqp-ca.pem"
   ;;
 esac
+# --home is the Nightshift home for both daemons (the provisioner keeps its
+# ledger under it); the controller's store goes in its own --state-dir.
+if [ "$daemon" = controller ]; then set -- "$@" --state-dir "$base"; fi
 if [ "$daemon" = provisioner ]; then
   set -- "$@" --driver ec2
   [ -z "${NS_EC2_REGION:-}" ] || set -- "$@" --ec2-region "$NS_EC2_REGION"
