@@ -1,4 +1,4 @@
-package nightshift
+package nightshift_test
 
 import (
 	"go/parser"
@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"nightshift/internal/service/builtin"
 	"nightshift/launchplan"
 )
 
@@ -76,17 +77,19 @@ var internalAllowed = map[string]bool{
 }
 
 // TestPureCoreImports keeps adapters out of the cores: the engines, the
-// plan loader and boot engine, the provisioner, the sitter and the
-// controller.
+// plan loader and boot engine, the provisioner, the sitter, the controller
+// and mgmt.
 func TestPureCoreImports(t *testing.T) {
 	rules := []struct {
 		pkg    string
 		banned []string
 	}{
 		{"./decision", append(slices.Clone(adapterDeps), "os/exec", noInternal)},
-		{"./launchplan", adapterDeps},
+		// The loader validates against the type registry it is given
+		// (Options.Types); it does not reach for it.
+		{"./launchplan", append(slices.Clone(adapterDeps), "nightshift/internal/service")},
 		{"./bootlevel", adapterDeps},
-		// The provisioner decides; drivers (internal/workerdriver) launch,
+		// The provisioner decides; drivers (internal/worker) launch,
 		// provbus serves it over AMQP, provstore keeps its records.
 		{"./provisioner", append(slices.Clone(adapterDeps), "os/exec", noInternal)},
 		// The sitter runs programs, so os/exec belongs; measuring them is
@@ -97,6 +100,9 @@ func TestPureCoreImports(t *testing.T) {
 		// records. It runs no program itself, but the sitter's types it
 		// reads bring os/exec along.
 		{"./controller", append(slices.Clone(adapterDeps), noInternal, "nightshift/controller/ctlbus")},
+		// mgmt decides what an operator's command does; mgmtbus reaches
+		// the live run for it.
+		{"./mgmt", append(slices.Clone(adapterDeps), "nightshift/mgmt/mgmtbus")},
 		{".", append(slices.Clone(adapterDeps), "github.com/BurntSushi/toml")},
 	}
 	for _, r := range rules {
@@ -110,6 +116,20 @@ func TestPureCoreImports(t *testing.T) {
 					t.Errorf("%s depends on %s", r.pkg, dep)
 				}
 			}
+		}
+	}
+}
+
+// TestNoTestSupportInBinaries: the test-support family (a RabbitMQ
+// topology per test, a throwaway sshd, fake EC2) stays out of what ships.
+func TestNoTestSupportInBinaries(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "./cmd/...", "./examples/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		if bannedDep(dep, "nightshift/internal/testsupport") || strings.HasSuffix(dep, "test") && strings.HasPrefix(dep, "nightshift/") {
+			t.Errorf("a binary depends on %s", dep)
 		}
 	}
 }
@@ -191,7 +211,7 @@ func TestShippedPlansValidate(t *testing.T) {
 		t.Fatal("no shipped plans found")
 	}
 	for _, p := range plans {
-		if _, err := launchplan.Load(p, launchplan.Options{}); err != nil {
+		if _, err := launchplan.Load(p, launchplan.Options{Types: builtin.Names()}); err != nil {
 			t.Errorf("%s does not validate:\n%v", p, err)
 		}
 	}

@@ -113,7 +113,7 @@ type StepResult struct {
 }
 
 // Driver runs a service's programs somewhere. Implementations live in their
-// own packages (internal/localdriver, internal/sshdriver, later ec2).
+// own packages (internal/service/localservice, sshservice, ec2service).
 type Driver interface {
 	// Acquire obtains the host a service runs on. local and ssh return the
 	// host at once; ec2 launches (idempotently) and waits for it.
@@ -177,7 +177,7 @@ var ErrNotFound = errors.New("not found")
 var ErrExists = errors.New("already exists")
 
 // Store persists runs. The engine writes a record before it acts on it.
-// Implementations: internal/runstore (SQLite).
+// Implementations: internal/store/runstore (SQLite).
 type Store interface {
 	CreateRun(ctx context.Context, r Run) error
 	GetRun(ctx context.Context, name string) (Run, error)

@@ -13,9 +13,9 @@ import (
 	"nightshift/controller"
 	"nightshift/controller/ctlbus"
 	"nightshift/internal/amqpbus"
-	"nightshift/internal/amqptest"
 	"nightshift/internal/envelope"
 	"nightshift/internal/testsupport"
+	"nightshift/internal/testsupport/amqptest"
 	"nightshift/sitter"
 )
 

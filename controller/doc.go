@@ -17,7 +17,7 @@
 // job, each in its own decision loop, so a hung provisioner call for one
 // job holds up no other.
 //
-// The seams are Store (internal/ctlstore is the SQLite one), Provisioner
+// The seams are Store (internal/store/ctlstore is the SQLite one), Provisioner
 // (provisioner/client), Drainer, QueueMeter and QueueStats; controller/ctlbus
 // binds the controller to the bus and holds the AMQP and management-API
 // adapters. Ordering rule: a decision and its launch ids are stored before

@@ -17,7 +17,7 @@ import (
 	"nightshift/controller"
 	"nightshift/controller/ctlbus"
 	"nightshift/decision"
-	"nightshift/internal/ctlstore"
+	"nightshift/internal/store/ctlstore"
 	"nightshift/provisioner"
 	"nightshift/sitter"
 )

@@ -10,7 +10,7 @@ import (
 // Store is the controller's durable memory: job configurations,
 // reconfigurations, every decision with its reason, the launch ids written
 // before a launch is sent, drains in progress and the frozen flag.
-// internal/ctlstore is the SQLite implementation. All methods are safe for
+// internal/store/ctlstore is the SQLite implementation. All methods are safe for
 // concurrent use.
 type Store interface {
 	// Epoch returns a random tag created with the store, which the

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"nightshift/bootlevel"
-	"nightshift/internal/runstore"
+	"nightshift/internal/store/runstore"
 	"nightshift/internal/testsupport"
 	"nightshift/launchplan"
 )

@@ -12,7 +12,7 @@ import (
 )
 
 // ProcessType is implemented by the service types whose process runs on
-// this host (internal/daemontype, internal/brokertype): given the service's
+// this host (internal/service/builtin, internal/service/builtin/broker): given the service's
 // working directory, the pid it runs as and whether that process is alive.
 // watched is false for a service the type does not run here (an external
 // broker).

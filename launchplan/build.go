@@ -27,7 +27,6 @@ var (
 	programKeys = []string{"program", "args", "remote"}
 	sshKeys     = []string{"host", "port", "user", "key_file", "known_hosts_file", "stage_dir"}
 	drivers     = []string{DriverLocal, DriverSSH, DriverEC2}
-	types       = []string{"broker", "provisioner", "controller"}
 	builtins    = []string{AttrHostname, AttrInstanceID, AttrLevel, AttrRun}
 )
 
@@ -407,10 +406,13 @@ func (b *builder) service(level int, n node, defaults map[string]node) *decl {
 	}
 	if c, ok := get("type"); ok {
 		if s, ok := b.str(c); ok {
-			if contains(types, s) {
+			switch {
+			case contains(b.opts.Types, s):
 				svc.Type = s
-			} else {
-				b.errf(c, "unknown type %q; want broker, provisioner or controller%s", s, suggest(s, types))
+			case len(b.opts.Types) == 0:
+				b.errf(c, "unknown type %q: no built-in types are registered", s)
+			default:
+				b.errf(c, "unknown type %q; want %s%s", s, oneOf(b.opts.Types), suggest(s, b.opts.Types))
 			}
 		}
 	}

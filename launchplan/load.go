@@ -26,6 +26,11 @@ type Options struct {
 	Globals map[string]string
 	// Getenv resolves ${env.NAME} at load time; nil means os.LookupEnv.
 	Getenv func(string) (string, bool)
+	// Types are the built-in service types a service may name, from the
+	// type registry (builtin.Names, internal/service/builtin); a plan
+	// naming any other is refused. The loader keeps no list of its own, so
+	// the registry and validation cannot drift apart.
+	Types []string
 	// LookPath resolves bare program names; nil means exec.LookPath.
 	LookPath func(string) (string, error)
 }

@@ -381,3 +381,22 @@ func TestRunNames(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+// TestTypesComeFromTheCaller: the loader has no list of its own; without a
+// registry every type is unknown, with one only its names are accepted.
+func TestTypesComeFromTheCaller(t *testing.T) {
+	src := []byte("[[level]]\n[level.service.s]\ntype = \"queue\"\n")
+	opts := testOptions()
+	opts.Types = nil
+	if _, err := Parse("t.toml", src, opts); err == nil || !strings.Contains(err.Error(), `unknown type "queue": no built-in types are registered`) {
+		t.Errorf("no registry: %v", err)
+	}
+	opts.Types = []string{"queue"}
+	if _, err := Parse("t.toml", src, opts); err != nil && strings.Contains(err.Error(), "unknown type") {
+		t.Errorf("registered type refused: %v", err)
+	}
+	opts.Types = []string{"broker"}
+	if _, err := Parse("t.toml", src, opts); err == nil || !strings.Contains(err.Error(), `unknown type "queue"; want broker`) {
+		t.Errorf("unregistered type: %v", err)
+	}
+}

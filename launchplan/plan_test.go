@@ -18,6 +18,7 @@ var update = flag.Bool("update", false, "rewrite golden files under testdata/")
 func testOptions() Options {
 	env := map[string]string{"HOME": "/home/test", "REGION": "eu-west-1"}
 	return Options{
+		Types:  []string{"broker", "controller", "provisioner"},
 		Getenv: func(k string) (string, bool) { v, ok := env[k]; return v, ok },
 		LookPath: func(name string) (string, error) {
 			switch name {

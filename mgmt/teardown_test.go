@@ -12,7 +12,8 @@ import (
 	"testing"
 
 	"nightshift/bootlevel"
-	"nightshift/internal/runstore"
+	"nightshift/internal/service/builtin"
+	"nightshift/internal/store/runstore"
 	"nightshift/launchplan"
 	"nightshift/mgmt"
 )
@@ -128,7 +129,7 @@ func launched(t *testing.T, drv *fakeDriver) (*bootlevel.Engine, *runstore.Store
 	if err := os.WriteFile(planPath, []byte(teardownPlan), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	plan, err := launchplan.Load(planPath, launchplan.Options{})
+	plan, err := launchplan.Load(planPath, launchplan.Options{Types: builtin.Names()})
 	if err != nil {
 		t.Fatal(err)
 	}

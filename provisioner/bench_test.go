@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"nightshift"
-	"nightshift/internal/provstore"
+	"nightshift/internal/store/provstore"
 	"nightshift/provisioner"
 	"nightshift/provisioner/provisionertest"
 )

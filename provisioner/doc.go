@@ -5,8 +5,8 @@
 // against what the Driver really owns after a crash.
 //
 // The entry type is Provisioner. Its seams are Driver (what runs instances;
-// internal/workerdriver/local runs processes), Store (where records live;
-// internal/provstore is the SQLite one) and Events (where state changes are
+// internal/worker/localworker runs processes), Store (where records live;
+// internal/store/provstore is the SQLite one) and Events (where state changes are
 // announced). Apply and PlanReconcile are the pure cores; everything else is
 // the executor around them. Messages and Handle define the bus protocol;
 // provbus serves it over AMQP and client calls it. provisionertest holds an

@@ -16,7 +16,7 @@ import (
 
 	"nightshift"
 	"nightshift/internal/jobspec"
-	"nightshift/internal/provstore"
+	"nightshift/internal/store/provstore"
 	"nightshift/internal/testsupport"
 	"nightshift/provisioner"
 	"nightshift/provisioner/provisionertest"

@@ -6,7 +6,7 @@ import (
 	"nightshift"
 )
 
-// Store keeps launches and instance records durably. internal/provstore is
+// Store keeps launches and instance records durably. internal/store/provstore is
 // the SQLite implementation. All methods are safe for concurrent use.
 type Store interface {
 	// CreateLaunch atomically records a launch and its instances. If the

@@ -17,8 +17,8 @@ import (
 	"nightshift/internal/cgroup"
 	"nightshift/internal/process"
 	"nightshift/internal/psutil"
-	"nightshift/internal/syncbuf"
 	"nightshift/internal/testsupport"
+	"nightshift/internal/testsupport/syncbuf"
 	"nightshift/sitter"
 )
 

@@ -1,7 +1,7 @@
 // Command controller is the daemon that keeps every job (worker pool) of one
 // run at its decision engine's policy; see package controller and
 // docs/jobs.md. It is a thin main: flags, logging and wiring of the bus
-// (controller/ctlbus), the store (internal/ctlstore), the provisioner
+// (controller/ctlbus), the store (internal/store/ctlstore), the provisioner
 // client and the controller.
 package main
 
@@ -26,11 +26,11 @@ import (
 	"nightshift/decision"
 	"nightshift/decision/execengine"
 	"nightshift/internal/amqpbus"
-	"nightshift/internal/ctlstore"
 	"nightshift/internal/daemonflag"
 	"nightshift/internal/envelope"
 	"nightshift/internal/pki"
 	"nightshift/internal/redact"
+	"nightshift/internal/store/ctlstore"
 	"nightshift/provisioner"
 	"nightshift/provisioner/client"
 )

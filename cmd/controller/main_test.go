@@ -19,10 +19,10 @@ import (
 	"nightshift/controller"
 	"nightshift/controller/ctlbus"
 	"nightshift/internal/amqpbus"
-	"nightshift/internal/amqptest"
 	"nightshift/internal/envelope"
-	"nightshift/internal/syncbuf"
 	"nightshift/internal/testsupport"
+	"nightshift/internal/testsupport/amqptest"
+	"nightshift/internal/testsupport/syncbuf"
 	"nightshift/provisioner"
 )
 

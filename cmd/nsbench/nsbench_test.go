@@ -20,6 +20,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"nightshift/internal/bench"
+	"nightshift/internal/service/builtin"
 	"nightshift/internal/testsupport"
 	"nightshift/launchplan"
 	"nightshift/sitter"
@@ -46,7 +47,7 @@ func TestGeneratedPlansValidate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		plan, err := launchplan.Load(p, launchplan.Options{})
+		plan, err := launchplan.Load(p, launchplan.Options{Types: builtin.Names()})
 		if err != nil {
 			t.Fatalf("generated plan %s does not validate: %v", p, err)
 		}

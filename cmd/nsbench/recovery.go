@@ -17,10 +17,10 @@ import (
 
 	"nightshift/decision"
 	"nightshift/internal/bench"
-	"nightshift/internal/ctlstore"
 	"nightshift/internal/nsenv"
 	"nightshift/internal/procscan"
-	localworker "nightshift/internal/workerdriver/local"
+	"nightshift/internal/store/ctlstore"
+	"nightshift/internal/worker/localworker"
 	"nightshift/mgmt"
 )
 

@@ -12,11 +12,11 @@ import (
 
 	"nightshift"
 	"nightshift/internal/amqpbus"
-	"nightshift/internal/amqptest"
 	"nightshift/internal/ec2"
 	"nightshift/internal/ec2/ec2test"
 	"nightshift/internal/envelope"
 	"nightshift/internal/jobspec"
+	"nightshift/internal/testsupport/amqptest"
 	"nightshift/provisioner"
 	"nightshift/provisioner/client"
 	"nightshift/provisioner/provisionertest"

@@ -14,10 +14,10 @@ import (
 	"time"
 
 	"nightshift/internal/amqpbus"
-	"nightshift/internal/amqptest"
 	"nightshift/internal/envelope"
 	"nightshift/internal/jobspec"
 	"nightshift/internal/procscan"
+	"nightshift/internal/testsupport/amqptest"
 	"nightshift/provisioner"
 	"nightshift/provisioner/client"
 	"nightshift/provisioner/provisionertest"

@@ -19,12 +19,12 @@ import (
 
 	"nightshift/controller/ctlbus"
 	"nightshift/internal/amqpbus"
-	"nightshift/internal/amqptest"
 	"nightshift/internal/envelope"
 	"nightshift/internal/pki"
-	"nightshift/internal/syncbuf"
 	"nightshift/internal/testsupport"
-	localworker "nightshift/internal/workerdriver/local"
+	"nightshift/internal/testsupport/amqptest"
+	"nightshift/internal/testsupport/syncbuf"
+	"nightshift/internal/worker/localworker"
 	"nightshift/provisioner"
 	"nightshift/sitter"
 )

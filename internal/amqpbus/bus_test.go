@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"nightshift/internal/amqptest"
 	"nightshift/internal/envelope"
+	"nightshift/internal/testsupport/amqptest"
 )
 
 type launch struct {

@@ -15,9 +15,9 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"nightshift/internal/amqptest"
 	"nightshift/internal/envelope"
-	"nightshift/internal/syncbuf"
+	"nightshift/internal/testsupport/amqptest"
+	"nightshift/internal/testsupport/syncbuf"
 )
 
 // syncBuffer is the shared concurrent-safe test buffer.

@@ -13,8 +13,8 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"nightshift/internal/amqptest"
 	"nightshift/internal/pki"
+	"nightshift/internal/testsupport/amqptest"
 )
 
 // tlsFront terminates TLS with a certificate of ca and relays each

@@ -13,14 +13,14 @@ import (
 	"path/filepath"
 
 	"nightshift/bootlevel"
-	"nightshift/internal/ec2driver"
-	"nightshift/internal/localdriver"
 	"nightshift/internal/nsenv"
-	"nightshift/internal/nstypes"
 	"nightshift/internal/redact"
 	"nightshift/internal/runlayout"
-	"nightshift/internal/runstore"
-	"nightshift/internal/sshdriver"
+	"nightshift/internal/service/builtin"
+	"nightshift/internal/service/ec2service"
+	"nightshift/internal/service/localservice"
+	"nightshift/internal/service/sshservice"
+	"nightshift/internal/store/runstore"
 	"nightshift/launchplan"
 )
 
@@ -69,26 +69,26 @@ func Open(ctx context.Context, home string, log *slog.Logger) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open run database in %s: %w", home, err)
 	}
-	local := localdriver.New(log)
-	ssh := sshdriver.New(home, log)
+	local := localservice.New(log)
+	ssh := sshservice.New(home, log)
 	eng := &bootlevel.Engine{
 		Store: st,
 		Drivers: map[string]bootlevel.Driver{
 			launchplan.DriverLocal: local,
 			launchplan.DriverSSH:   ssh,
-			launchplan.DriverEC2: &ec2driver.Driver{
+			launchplan.DriverEC2: &ec2service.Driver{
 				Remote: ssh, Local: local, Log: log,
 				// Tests point prod plans at moto, whose instances cannot be
 				// reached over ssh: run their steps here instead.
 				AllStepsLocal: os.Getenv(nsenv.EC2StepsLocal) == "1",
 			},
 		},
-		Types:  nstypes.Types(BinDir(), log),
+		Types:  builtin.Types(BinDir(), log),
 		Log:    log,
 		Home:   home,
-		RunEnv: nstypes.RunEnv(home),
+		RunEnv: builtin.RunEnv(home),
 		Secrets: func(run string) *redact.Redactor {
-			red, err := nstypes.RunRedactor(home, run)
+			red, err := builtin.RunRedactor(home, run)
 			if err != nil {
 				log.Warn("redaction may miss secrets", "run", run, "err", err)
 			}
@@ -99,12 +99,12 @@ func Open(ctx context.Context, home string, log *slog.Logger) (*App, error) {
 }
 
 // Redactor returns what a person may see of a run's output: a redactor that
-// knows the run's secret file and registry (nstypes.RunRedactor) and the
+// knows the run's secret file and registry (builtin.RunRedactor) and the
 // secrets in its stored plan and service records (bootlevel.LearnSecrets).
 // It never fails: what cannot be read is reported in the error, and the
 // redactor still knows everything else.
 func (a *App) Redactor(ctx context.Context, run string) (*redact.Redactor, error) {
-	red, err := nstypes.RunRedactor(a.Home, run)
+	red, err := builtin.RunRedactor(a.Home, run)
 	errs := []error{err}
 	if r, gerr := a.Store.GetRun(ctx, run); gerr == nil {
 		plan, perr := bootlevel.LoadRunPlan(r)

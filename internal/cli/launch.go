@@ -15,12 +15,11 @@ import (
 
 	"nightshift/bootlevel"
 	"nightshift/internal/app"
-	"nightshift/internal/daemontype"
 	"nightshift/internal/envelope"
-	"nightshift/internal/nstypes"
 	"nightshift/internal/progress"
 	"nightshift/internal/redact"
 	"nightshift/internal/runlayout"
+	"nightshift/internal/service/builtin"
 	"nightshift/internal/termtext"
 	"nightshift/keeper"
 	"nightshift/launchplan"
@@ -81,7 +80,7 @@ func Launch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 
-	plan, err := launchplan.Load(fs.Arg(0), launchplan.Options{GlobalFiles: globalFiles, Globals: globals})
+	plan, err := launchplan.Load(fs.Arg(0), launchplan.Options{GlobalFiles: globalFiles, Globals: globals, Types: builtin.Names()})
 	if err != nil {
 		fmt.Fprintf(stderr, "launch: invalid plan:\n%s\n", termtext.Text(err.Error()))
 		return app.ExitUsage
@@ -133,7 +132,7 @@ func Launch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// One redactor for everything this launch writes: the engine adds the
 	// secrets it learns while booting, and the log, the progress and the
 	// failure report below leave them out.
-	red, err := nstypes.RunRedactor(homeDir, run)
+	red, err := builtin.RunRedactor(homeDir, run)
 	if err != nil {
 		fmt.Fprintln(stderr, "launch: note:", termtext.Line(red.String(err.Error())))
 	}
@@ -221,7 +220,7 @@ func Launch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // daemons when they die. A run without them still works, so a failure is
 // reported but does not fail the launch.
 func startKeeper(ctx context.Context, stdout, stderr io.Writer, home, run string) {
-	mgmtBin, err := daemontype.FindBinary(app.BinDir(), "mgmt")
+	mgmtBin, err := builtin.FindBinary(app.BinDir(), "mgmt")
 	if err == nil {
 		var pid int
 		pid, err = keeper.Start(ctx, home, run, []string{mgmtBin, "--home", home, "keep", run})

@@ -22,14 +22,14 @@ import (
 	"nightshift/bootlevel"
 	"nightshift/internal/app"
 	"nightshift/internal/ec2"
-	"nightshift/internal/ec2driver"
 	"nightshift/internal/redact"
-	"nightshift/internal/runbus"
 	"nightshift/internal/runlayout"
+	"nightshift/internal/service/ec2service"
 	"nightshift/internal/termtext"
 	"nightshift/keeper"
 	"nightshift/launchplan"
 	"nightshift/mgmt"
+	"nightshift/mgmt/mgmtbus"
 )
 
 const mgmtUsage = `usage: mgmt [--home DIR] COMMAND [flags] [RUN]
@@ -233,7 +233,7 @@ func (m *mgmtCmd) status(ctx context.Context, args []string) error {
 		var jobs mgmt.JobSource
 		var note string
 		if r, err := a.Store.GetRun(ctx, run); err == nil && r.State != bootlevel.RunTerminated && hasPools(r) {
-			conn, err := runbus.Dial(ctx, a.Store, m.home, run, 3*time.Second)
+			conn, err := mgmtbus.Dial(ctx, a.Store, m.home, run, 3*time.Second)
 			if err != nil {
 				note = "pools unavailable: " + err.Error()
 			} else {
@@ -397,9 +397,9 @@ func (m *mgmtCmd) teardown(ctx context.Context, args []string) error {
 		Engine: a.Engine,
 		Store:  a.Store,
 		Sweepers: []mgmt.Sweeper{
-			runbus.WorkerSweeper{Home: m.home},
+			mgmtbus.WorkerSweeper{Home: m.home},
 			mgmt.ProcessSweeper{Home: m.home},
-			runbus.BrokerUserSweeper{Store: a.Store},
+			mgmtbus.BrokerUserSweeper{Store: a.Store},
 		},
 	}
 	if !*asJSON {
@@ -427,7 +427,7 @@ func (m *mgmtCmd) teardown(ctx context.Context, args []string) error {
 		td.Sweepers = append(td.Sweepers, sw)
 	}
 	if !*dry && r.State != bootlevel.RunTerminated && hasPools(r) {
-		conn, err := runbus.Dial(ctx, a.Store, m.home, run, 3*time.Second)
+		conn, err := mgmtbus.Dial(ctx, a.Store, m.home, run, 3*time.Second)
 		if err != nil {
 			fmt.Fprintf(m.stdout, "pools unreachable (%s); the sweep will find their workers\n", m.line(err.Error()))
 		} else {
@@ -569,7 +569,7 @@ func (m *mgmtCmd) reconfigure(ctx context.Context, args []string) error {
 	}
 	defer a.Close()
 	m.learn(ctx, a, run)
-	conn, err := runbus.Dial(ctx, a.Store, m.home, run, 5*time.Second)
+	conn, err := mgmtbus.Dial(ctx, a.Store, m.home, run, 5*time.Second)
 	if err != nil {
 		return err
 	}
@@ -612,7 +612,7 @@ func (m *mgmtCmd) decisions(ctx context.Context, args []string) error {
 	}
 	defer a.Close()
 	m.learn(ctx, a, fs.Arg(0))
-	conn, err := runbus.Dial(ctx, a.Store, m.home, fs.Arg(0), 5*time.Second)
+	conn, err := mgmtbus.Dial(ctx, a.Store, m.home, fs.Arg(0), 5*time.Second)
 	if err != nil {
 		return err
 	}
@@ -653,7 +653,7 @@ func ec2Sweeper(ctx context.Context, r bootlevel.Run) (mgmt.Sweeper, error) {
 			if exp, err := launchplan.ExpandService(&launchplan.Service{Name: s.Name, EC2: s.EC2}, launchplan.Scope{Globals: p.Globals}); err == nil {
 				table = exp.EC2
 			}
-			cfg, err := ec2driver.ParseConfig(table)
+			cfg, err := ec2service.ParseConfig(table)
 			if err != nil {
 				return nil, err
 			}
@@ -665,7 +665,7 @@ func ec2Sweeper(ctx context.Context, r bootlevel.Run) (mgmt.Sweeper, error) {
 			if err != nil {
 				return nil, err
 			}
-			return ec2driver.Sweeper{Client: c}, nil
+			return ec2service.Sweeper{Client: c}, nil
 		}
 	}
 	return nil, nil

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"nightshift/internal/amqpbus"
-	"nightshift/internal/amqptest"
 	"nightshift/internal/envelope"
+	"nightshift/internal/testsupport/amqptest"
 )
 
 type outcome struct {

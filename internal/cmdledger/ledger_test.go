@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"nightshift/internal/sqlitedb"
+	"nightshift/internal/store/sqlitedb"
 )
 
 var t0 = time.Date(2026, 12, 2, 15, 0, 0, 0, time.UTC)

@@ -17,7 +17,8 @@ import (
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/cmdledger"
 	"nightshift/internal/envelope"
-	"nightshift/internal/provstore"
+	"nightshift/internal/service/builtin"
+	"nightshift/internal/store/provstore"
 	"nightshift/launchplan"
 	"nightshift/provisioner"
 	"nightshift/provisioner/provisionertest"
@@ -81,7 +82,7 @@ func testBadPlans(t *testing.T) {
 		t.Run(filepath.Base(f), func(t *testing.T) {
 			want := wants(t, f)
 			var err error
-			noPanic(t, "launchplan.Load", func() { _, err = launchplan.Load(f, launchplan.Options{}) })
+			noPanic(t, "launchplan.Load", func() { _, err = launchplan.Load(f, launchplan.Options{Types: builtin.Names()}) })
 			if err == nil {
 				t.Fatal("loaded without error")
 			}
@@ -108,7 +109,7 @@ func testBadPlans(t *testing.T) {
 			t.Fatal(err)
 		}
 		var err error
-		noPanic(t, "launchplan.Load", func() { _, err = launchplan.Load(f, launchplan.Options{}) })
+		noPanic(t, "launchplan.Load", func() { _, err = launchplan.Load(f, launchplan.Options{Types: builtin.Names()}) })
 		if err == nil || !strings.Contains(err.Error(), f) || !strings.Contains(err.Error(), "larger than") {
 			t.Fatalf("oversized plan: err %v, want it refused naming the file and its size", err)
 		}

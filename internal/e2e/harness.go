@@ -26,7 +26,7 @@ import (
 	"nightshift/internal/process"
 	"nightshift/internal/procscan"
 	"nightshift/internal/runlayout"
-	localworker "nightshift/internal/workerdriver/local"
+	"nightshift/internal/worker/localworker"
 	"nightshift/keeper"
 	"nightshift/mgmt"
 )

@@ -11,10 +11,10 @@ import (
 
 	"nightshift"
 	"nightshift/internal/amqpbus"
-	"nightshift/internal/amqptest"
 	"nightshift/internal/envelope"
 	"nightshift/internal/jobspec"
-	"nightshift/internal/provstore"
+	"nightshift/internal/store/provstore"
+	"nightshift/internal/testsupport/amqptest"
 	"nightshift/provisioner"
 	"nightshift/provisioner/client"
 	"nightshift/provisioner/provbus"

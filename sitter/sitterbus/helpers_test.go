@@ -9,10 +9,10 @@ import (
 
 	"nightshift/controller/ctlbus"
 	"nightshift/internal/amqpbus"
-	"nightshift/internal/amqptest"
 	"nightshift/internal/process"
-	"nightshift/internal/syncbuf"
 	"nightshift/internal/testsupport"
+	"nightshift/internal/testsupport/amqptest"
+	"nightshift/internal/testsupport/syncbuf"
 )
 
 // newRun returns a run name no other test uses and deletes its topology

@@ -19,12 +19,12 @@ import (
 	"nightshift/controller"
 	"nightshift/controller/ctlbus"
 	"nightshift/internal/amqpbus"
-	"nightshift/internal/amqptest"
 	"nightshift/internal/cmdledger"
 	"nightshift/internal/envelope"
 	"nightshift/internal/ping"
 	"nightshift/internal/psutil"
 	"nightshift/internal/testsupport"
+	"nightshift/internal/testsupport/amqptest"
 	"nightshift/sitter"
 	"nightshift/sitter/sitterbus"
 )

@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"nightshift/bootlevel"
-	"nightshift/internal/brokertype"
 	"nightshift/internal/nsenv"
 	"nightshift/internal/runlayout"
+	"nightshift/internal/service/builtin/broker"
 	"nightshift/launchplan"
 )
 
@@ -26,7 +26,7 @@ func PrivateBroker(t *testing.T, run string) map[string]string {
 	if testing.Short() {
 		t.Skip("starts a RabbitMQ node (~10 s)")
 	}
-	ty := brokertype.New(nil)
+	ty := broker.New(nil)
 	if _, err := os.Stat(ty.ServerPath); err != nil {
 		if os.Getenv(nsenv.TestStrict) == "1" {
 			t.Fatal("rabbitmq-server not installed")

@@ -1,5 +1,0 @@
-package brokertype
-
-import "time"
-
-func waitABit() { time.Sleep(250 * time.Millisecond) }

@@ -1,0 +1,415 @@
+// Package builtin is the registry of the built-in launch-plan service types
+// (Types, Names): the run's broker (package broker) and Nightshift's own
+// daemons, so a plan boots its provisioner and controller without wrapper
+// scripts. For the daemons it owns what each one accepts in its `config`
+// table and how that becomes the daemon's command line and files (Spec),
+// and how a daemon is booted, checked and stopped (Type, in daemon.go).
+package builtin
+
+import (
+	"crypto/ed25519"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"maps"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"nightshift/bootlevel"
+	"nightshift/internal/busid"
+	"nightshift/internal/envelope"
+	"nightshift/internal/jobspec"
+	"nightshift/internal/nsenv"
+	"nightshift/internal/pki"
+	"nightshift/internal/redact"
+	"nightshift/internal/runlayout"
+	"nightshift/internal/service/builtin/broker"
+	"nightshift/launchplan"
+)
+
+// RunRedactor returns a redactor that knows the run's secrets kept in files:
+// the run secret, in the hex it is handed out in and its other encodings,
+// the run's command key likewise, the private keys of the run's PKI, and the values in the run's registry.
+// A missing file adds nothing (the run may not have one yet); an unreadable
+// one is reported, and the redactor holds whatever could be read.
+func RunRedactor(home, run string) (*redact.Redactor, error) {
+	red := redact.NewRedactor()
+	var errs []error
+	data, err := os.ReadFile(runlayout.Of(home, run).Secret())
+	switch {
+	case err == nil:
+		s := strings.TrimSpace(string(data))
+		if raw, herr := hex.DecodeString(s); herr == nil {
+			red.AddBytes(raw)
+		}
+		red.Add(s)
+	case !errors.Is(err, fs.ErrNotExist):
+		errs = append(errs, fmt.Errorf("run secret: %w", err))
+	}
+	// The run's command key (its hex seed as stored, and the seed and the
+	// whole private key in any encoding); its public half is no secret.
+	keyData, err := os.ReadFile(envelope.CommandKeyPath(runlayout.Of(home, run).Secret()))
+	switch {
+	case err == nil:
+		s := strings.TrimSpace(string(keyData))
+		if seed, herr := hex.DecodeString(s); herr == nil && len(seed) == ed25519.SeedSize {
+			red.AddBytes(seed)
+			red.AddBytes(ed25519.NewKeyFromSeed(seed))
+		}
+		red.Add(s)
+	case !errors.Is(err, fs.ErrNotExist):
+		errs = append(errs, fmt.Errorf("run command key: %w", err))
+	}
+	if err := red.LoadRegistry(runlayout.Of(home, run).RedactValues()); err != nil {
+		errs = append(errs, err)
+	}
+	// The private keys of the run's PKI (the CA's, the broker's).
+	keys, _ := filepath.Glob(filepath.Join(runlayout.Of(home, run).PKI(), "*.key"))
+	for _, k := range keys {
+		data, err := os.ReadFile(k)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("run key: %w", err))
+			continue
+		}
+		red.Add(string(data))
+	}
+	return red, errors.Join(errs...)
+}
+
+// EnvRunSecret is the ${env.NAME} a plan uses to hand the run's secret (hex,
+// as in the secret file) to components that do not share this machine's
+// home, such as daemons on EC2 instances, so that they verify what mgmt
+// signs. It is served by RunEnv, never set in the environment.
+const EnvRunSecret = launchplan.EnvRunSecret
+
+// RunEnv serves the run-scoped ${env.NAME} values (bootlevel.Engine.RunEnv):
+// EnvRunSecret, from the run's secret file, created if the run has none yet;
+// launchplan.EnvCommandKey, from the run's command key file, likewise;
+// and the TLS material of launchplan's EnvTLS* names, from the run's CA
+// (runlayout.Run.PKI), created likewise. The broker certificate served is kept beside
+// the CA and re-served on every boot while it is fit, so a re-boot of a
+// remote broker keeps its certificate, as it keeps its password.
+func RunEnv(home string) func(run, name string) (string, bool) {
+	return func(run, name string) (string, bool) {
+		switch name {
+		case EnvRunSecret:
+			secret, err := envelope.LoadOrCreateSecret(runlayout.Of(home, run).Secret())
+			if err != nil {
+				return "", false
+			}
+			return hex.EncodeToString(secret), true
+		case launchplan.EnvCommandKey:
+			key, err := envelope.LoadOrCreateCommandKey(envelope.CommandKeyPath(runlayout.Of(home, run).Secret()))
+			if err != nil {
+				return "", false
+			}
+			return hex.EncodeToString(key.Seed()), true
+		case launchplan.EnvTLSBrokerName:
+			return pki.BrokerName(run), true
+		case launchplan.EnvTLSCA, launchplan.EnvTLSBrokerCert, launchplan.EnvTLSBrokerKey:
+			v, err := tlsEnv(home, run, name)
+			return v, err == nil
+		}
+		return "", false
+	}
+}
+
+// tlsEnv returns the run CA's certificate, or the remote broker's
+// certificate or key, issued for pki.BrokerName(run) and loopback.
+func tlsEnv(home, run, name string) (string, error) {
+	now := time.Now()
+	dir := runlayout.Of(home, run).PKI()
+	ca, err := pki.LoadOrCreateCA(dir, run, now)
+	if err != nil {
+		return "", err
+	}
+	if name == launchplan.EnvTLSCA {
+		return string(ca.CertPEM), nil
+	}
+	cert, key, _, err := ca.LoadOrIssue(dir, "broker", []string{pki.BrokerName(run), "localhost", "127.0.0.1"}, now)
+	if err != nil {
+		return "", err
+	}
+	if name == launchplan.EnvTLSBrokerKey {
+		return string(key), nil
+	}
+	return string(cert), nil
+}
+
+// Types returns the built-in service types for an engine.
+func Types(binDir string, log *slog.Logger) map[string]bootlevel.Driver {
+	return map[string]bootlevel.Driver{
+		"broker":      broker.New(log),
+		"provisioner": &Type{Spec: provisionerSpec, BinDir: binDir, Log: log},
+		"controller":  &Type{Spec: controllerSpec, BinDir: binDir, Log: log},
+	}
+}
+
+// Names are the built-in types a plan may name, sorted: the keys of Types,
+// which launchplan.Options.Types validates a plan against.
+func Names() []string {
+	return slices.Sorted(maps.Keys(Types("", slog.New(slog.DiscardHandler))))
+}
+
+var provisionerSpec = Spec{
+	Name:        "provisioner",
+	Component:   "provisioner",
+	Role:        busid.RoleProvisioner,
+	Permissions: busid.ProvisionerPermissions,
+	Keys:        []string{"driver", "worker_command", "max_launches", "max_terminations", "reconcile_every"},
+	Args: func(req bootlevel.StepRequest, cfg map[string]any, dir, binDir string, self Self) ([]string, error) {
+		driver := "local"
+		if d, ok := cfg["driver"].(string); ok && d != "" {
+			driver = d
+		}
+		if driver != "local" {
+			return nil, fmt.Errorf("config.driver: %q is not available to the provisioner yet (local)", driver)
+		}
+		worker, err := stringList(cfg, "worker_command")
+		if err != nil {
+			return nil, err
+		}
+		if len(worker) == 0 {
+			sitter, err := FindBinary(binDir, "sitter")
+			if err != nil {
+				return nil, err
+			}
+			worker = []string{sitter, "agent"}
+		}
+		for _, w := range worker {
+			if strings.ContainsAny(w, " \t\n") {
+				return nil, fmt.Errorf("config.worker_command: %q holds white space, which the provisioner cannot pass through", w)
+			}
+		}
+		jobsFile := filepath.Join(dir, "jobs.json")
+		if err := writeRunJobs(req, jobsFile); err != nil {
+			return nil, err
+		}
+		args := []string{
+			"--home", os.Getenv(nsenv.Home),
+			"--jobs", jobsFile,
+			"--driver", driver,
+			"--worker-command", strings.Join(worker, " "),
+		}
+		if self.ManagementURLFile != "" {
+			// Each worker gets a broker user of its own, created by the
+			// provisioner, which needs the management API for that.
+			args = append(args, "--management-url-file", self.ManagementURLFile)
+		} else {
+			// No management API: the sitters share the provisioner's URL.
+			args = append(args, "--worker-env", nsenv.AMQPURLFile+"="+filepath.Join(dir, runlayout.URLFile))
+		}
+		for _, k := range []string{"max_launches", "max_terminations"} {
+			if v, ok := cfg[k]; ok {
+				n, ok := v.(float64)
+				if !ok || n < 1 || n != float64(int(n)) {
+					return nil, fmt.Errorf("config.%s: want a whole number >= 1, got %v", k, v)
+				}
+				args = append(args, "--"+strings.ReplaceAll(k, "_", "-"), fmt.Sprint(int(n)))
+			}
+		}
+		if v, ok := cfg["reconcile_every"]; ok {
+			s, ok := v.(string)
+			if !ok {
+				return nil, fmt.Errorf("config.reconcile_every: want a duration such as \"30s\", got %v", v)
+			}
+			args = append(args, "--reconcile-every", s)
+		}
+		return args, nil
+	},
+}
+
+// writeRunJobs writes the worker specs of every job the plan's controller
+// services define to path (0600), resolved as the controllers resolve
+// them, for the provisioner to load with --jobs: it launches only these,
+// so no message can choose what a worker runs. Two controllers may define
+// one job only identically.
+func writeRunJobs(req bootlevel.StepRequest, path string) error {
+	if req.Plan == nil || req.Expand == nil {
+		return fmt.Errorf("the provisioner needs the plan's job definitions, and this engine passes none")
+	}
+	jobs := map[string]jobspec.Spec{}
+	from := map[string]string{}
+	for _, lv := range req.Plan.Levels {
+		for _, svc := range lv.Services {
+			if svc.Type != "controller" {
+				continue
+			}
+			tables, _ := svc.TypeConfig["jobs"].(map[string]any)
+			for _, name := range slices.Sorted(maps.Keys(tables)) {
+				t, ok := tables[name].(map[string]any)
+				if !ok {
+					return fmt.Errorf("%s: service %s: config.jobs.%s: want a table", svc.Pos, svc.Name, name)
+				}
+				spec, err := resolvedSpec(t, req.Expand)
+				if err != nil {
+					return fmt.Errorf("%s: service %s: config.jobs.%s: %w", svc.Pos, svc.Name, name, err)
+				}
+				if prev, dup := jobs[name]; dup {
+					a, _ := prev.Digest()
+					b, _ := spec.Digest()
+					if a != b {
+						return fmt.Errorf("%s: service %s: config.jobs.%s: defined differently by service %s; a job has one definition per run", svc.Pos, svc.Name, name, from[name])
+					}
+				}
+				jobs[name], from[name] = spec, svc.Name
+			}
+		}
+	}
+	if len(jobs) == 0 {
+		return fmt.Errorf("the plan has no controller service with [config.jobs.NAME] tables: the provisioner launches only the run's jobs")
+	}
+	return jobspec.Write(path, jobs)
+}
+
+// resolvedSpec expands the templates of a job's driver, instance and
+// worker, the keys that decide what runs; the controller's keys (queue,
+// ...) may refer to services that boot after the provisioner and are left
+// alone.
+func resolvedSpec(t map[string]any, expand func(string) (string, error)) (jobspec.Spec, error) {
+	cp := maps.Clone(t)
+	for _, k := range []string{"driver", "instance", "worker"} {
+		if v, ok := t[k]; ok {
+			e, err := expandValue(k, v, expand)
+			if err != nil {
+				return jobspec.Spec{}, err
+			}
+			cp[k] = e
+		}
+	}
+	return jobspec.FromTable(cp)
+}
+
+func expandValue(key string, v any, expand func(string) (string, error)) (any, error) {
+	switch v := v.(type) {
+	case string:
+		s, err := expand(v)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w (a worker may refer only to globals and to services of levels before the provisioner's)", key, err)
+		}
+		return s, nil
+	case []any:
+		out := make([]any, len(v))
+		for i, e := range v {
+			x, err := expandValue(fmt.Sprintf("%s[%d]", key, i), e, expand)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = x
+		}
+		return out, nil
+	case map[string]any:
+		out := make(map[string]any, len(v))
+		for k, e := range v {
+			x, err := expandValue(key+"."+k, e, expand)
+			if err != nil {
+				return nil, err
+			}
+			out[k] = x
+		}
+		return out, nil
+	default:
+		return v, nil
+	}
+}
+
+var controllerSpec = Spec{
+	Name:        "controller",
+	Component:   "controller",
+	Role:        busid.RoleController,
+	Permissions: busid.ControllerPermissions,
+	Keys:        []string{"jobs", "tick"},
+	Args: func(req bootlevel.StepRequest, cfg map[string]any, dir, binDir string, self Self) ([]string, error) {
+		jobs, ok := cfg["jobs"].(map[string]any)
+		if !ok || len(jobs) == 0 {
+			return nil, fmt.Errorf("config.jobs: want one [config.jobs.NAME] table per worker pool")
+		}
+		if self.ManagementURL != "" {
+			// A copy: the plan's tables are read by other services too.
+			var mine map[string]any
+			b, err := json.Marshal(jobs)
+			if err == nil {
+				err = json.Unmarshal(b, &mine)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("config.jobs: %w", err)
+			}
+			if err := ownQueueCredentials(mine, self.ManagementURL); err != nil {
+				return nil, err
+			}
+			jobs = mine
+		}
+		data, err := json.MarshalIndent(map[string]any{"jobs": jobs}, "", "  ")
+		if err != nil {
+			return nil, fmt.Errorf("config.jobs: %w", err)
+		}
+		jobsFile := filepath.Join(dir, "jobs.json")
+		if err := os.WriteFile(jobsFile, data, 0o600); err != nil {
+			return nil, err
+		}
+		// --state-dir is the controller's own (its store); --home is the
+		// Nightshift home, as for every daemon.
+		home := os.Getenv(nsenv.Home)
+		args := []string{"--state-dir", dir, "--jobs", jobsFile, "--secret-file", runlayout.Of(home, req.Run).Secret()}
+		if home != "" {
+			args = append(args, "--home", home)
+		}
+		if t, ok := cfg["tick"].(string); ok {
+			args = append(args, "--tick", t)
+		}
+		return args, nil
+	},
+}
+
+// ownQueueCredentials points every job's queue.management_url at the
+// controller's own user, so the broker's admin credentials a plan names
+// there never reach the controller's files.
+func ownQueueCredentials(jobs map[string]any, own string) error {
+	u, err := url.Parse(own)
+	if err != nil {
+		return fmt.Errorf("management url: %w", err)
+	}
+	user := u.User.Username()
+	pass, _ := u.User.Password()
+	for name, j := range jobs {
+		job, _ := j.(map[string]any)
+		q, _ := job["queue"].(map[string]any)
+		raw, _ := q["management_url"].(string)
+		if raw == "" {
+			continue
+		}
+		mine, err := busid.WithUser(raw, user, pass)
+		if err != nil {
+			return fmt.Errorf("config.jobs.%s.queue.management_url: %w", name, err)
+		}
+		q["management_url"] = mine
+	}
+	return nil
+}
+
+func stringList(cfg map[string]any, key string) ([]string, error) {
+	v, ok := cfg[key]
+	if !ok {
+		return nil, nil
+	}
+	list, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("config.%s: want a list of strings", key)
+	}
+	out := make([]string, 0, len(list))
+	for _, e := range list {
+		s, ok := e.(string)
+		if !ok {
+			return nil, fmt.Errorf("config.%s: want strings, got %T", key, e)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}

@@ -1,0 +1,70 @@
+package builtin
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"nightshift/internal/pki"
+	"nightshift/internal/runlayout"
+	"nightshift/launchplan"
+)
+
+// TestRunEnvServesTheRunsTLS: a remote broker gets a certificate and key
+// from the run's CA for the name its clients verify; clients get the CA;
+// both are stable across calls (a resumed launch re-serves the same pair);
+// the CA's key is never served; another run gets another CA.
+func TestRunEnvServesTheRunsTLS(t *testing.T) {
+	home := t.TempDir()
+	env := RunEnv(home)
+	get := func(run, name string) string {
+		t.Helper()
+		v, ok := env(run, name)
+		if !ok || v == "" {
+			t.Fatalf("%s for run %s not served", name, run)
+		}
+		return v
+	}
+	caPEM := get("r1", launchplan.EnvTLSCA)
+	cert, key := get("r1", launchplan.EnvTLSBrokerCert), get("r1", launchplan.EnvTLSBrokerKey)
+	name := get("r1", launchplan.EnvTLSBrokerName)
+	if name != pki.BrokerName("r1") {
+		t.Errorf("broker name %q", name)
+	}
+	pair, err := tls.X509KeyPair([]byte(cert), []byte(key))
+	if err != nil {
+		t.Fatalf("served certificate and key do not pair: %v", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(caPEM)) {
+		t.Fatal("served CA is not PEM")
+	}
+	leaf, _ := x509.ParseCertificate(pair.Certificate[0])
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, DNSName: name}); err != nil {
+		t.Errorf("broker certificate does not verify for %s against the served CA: %v", name, err)
+	}
+	if again := get("r1", launchplan.EnvTLSBrokerCert); again != cert {
+		t.Error("a second call issued another certificate: a re-booted broker would change it")
+	}
+	caKey, err := os.ReadFile(filepath.Join(runlayout.Of(home, "r1").PKI(), pki.CAKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{launchplan.EnvTLSCA, launchplan.EnvTLSBrokerCert, launchplan.EnvTLSBrokerKey, launchplan.EnvTLSBrokerName} {
+		if v, _ := env("r1", n); strings.Contains(v, strings.TrimSpace(string(caKey))) {
+			t.Errorf("%s serves the CA's key", n)
+		}
+	}
+	if other := get("r2", launchplan.EnvTLSCA); other == caPEM {
+		t.Error("two runs share a CA")
+	}
+	if _, ok := env("r1", "HOME"); ok {
+		t.Error("RunEnv served an ordinary variable")
+	}
+	if !launchplan.IsRunEnv(launchplan.EnvTLSCA) || launchplan.IsRunEnv("PATH") {
+		t.Error("IsRunEnv")
+	}
+}

@@ -1,0 +1,291 @@
+// Package ec2service runs launch-plan services on EC2 instances: Acquire
+// launches (idempotently, by tag) and waits for a running instance with an
+// address, the boot/ready/terminate programs then run on it over ssh, and
+// Release terminates it. A plan may choose to run the ready check from the
+// launching machine instead (for example a TCP connect to the instance).
+package ec2service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"nightshift/bootlevel"
+	"nightshift/internal/ec2"
+	"nightshift/launchplan"
+)
+
+// Driver implements bootlevel.Driver for services with driver = "ec2".
+type Driver struct {
+	// Remote runs programs on the instance (the ssh driver).
+	Remote bootlevel.Driver
+	// Local runs programs on the launching machine: ready checks a plan asks
+	// to run locally, and every step when tests replace ssh.
+	Local bootlevel.Driver
+	// AllStepsLocal replaces the ssh steps with local ones (tests against moto,
+	// whose instances cannot be reached).
+	AllStepsLocal bool
+	// NewClient builds the EC2 client for a service's region and endpoint.
+	NewClient func(ctx context.Context, cfg ec2.Config) (*ec2.Client, error)
+	Log       *slog.Logger
+
+	mu      sync.Mutex
+	clients map[string]*ec2.Client
+}
+
+var _ bootlevel.Driver = (*Driver)(nil)
+
+// Config is a service's `ec2` table.
+type Config struct {
+	Region             string
+	EndpointURL        string
+	Image              string
+	InstanceType       string
+	KeyName            string
+	SecurityGroups     []string
+	Subnet             string
+	IAMInstanceProfile string
+	UserData           string
+	WaitTimeout        time.Duration
+	ReadyLocal         bool
+}
+
+// ParseConfig reads and checks a service's `ec2` table.
+func ParseConfig(m map[string]any) (Config, error) {
+	c := Config{InstanceType: "t3.micro", WaitTimeout: 5 * time.Minute}
+	for k, v := range m {
+		var err error
+		switch k {
+		case "region":
+			c.Region, err = str(k, v)
+		case "endpoint_url":
+			c.EndpointURL, err = str(k, v)
+		case "image":
+			c.Image, err = str(k, v)
+		case "instance_type":
+			c.InstanceType, err = str(k, v)
+		case "key_name":
+			c.KeyName, err = str(k, v)
+		case "subnet":
+			c.Subnet, err = str(k, v)
+		case "iam_instance_profile":
+			c.IAMInstanceProfile, err = str(k, v)
+		case "user_data":
+			c.UserData, err = str(k, v)
+		case "security_groups":
+			c.SecurityGroups, err = strs(k, v)
+		case "wait_timeout":
+			var s string
+			if s, err = str(k, v); err == nil {
+				c.WaitTimeout, err = time.ParseDuration(s)
+				if err == nil && c.WaitTimeout <= 0 {
+					err = fmt.Errorf("must be positive")
+				}
+				if err != nil {
+					err = fmt.Errorf("ec2.wait_timeout: %w", err)
+				}
+			}
+		case "ready_local":
+			b, ok := v.(bool)
+			if !ok {
+				err = fmt.Errorf("ec2.ready_local: want true or false, got %T", v)
+			}
+			c.ReadyLocal = b
+		default:
+			err = fmt.Errorf("ec2.%s: unknown key", k)
+		}
+		if err != nil {
+			return Config{}, err
+		}
+	}
+	if c.Image == "" {
+		return Config{}, errors.New("ec2.image: required")
+	}
+	return c, nil
+}
+
+// Keys lists the keys ParseConfig accepts, for plan validation and docs.
+func Keys() []string {
+	return []string{"region", "endpoint_url", "image", "instance_type", "key_name", "security_groups", "subnet",
+		"iam_instance_profile", "user_data", "wait_timeout", "ready_local"}
+}
+
+func str(k string, v any) (string, error) {
+	s, ok := v.(string)
+	if !ok {
+		return "", fmt.Errorf("ec2.%s: want a string, got %T", k, v)
+	}
+	return s, nil
+}
+
+func strs(k string, v any) ([]string, error) {
+	switch x := v.(type) {
+	case []string:
+		return x, nil
+	case []any:
+		out := make([]string, 0, len(x))
+		for _, e := range x {
+			s, ok := e.(string)
+			if !ok {
+				return nil, fmt.Errorf("ec2.%s: want strings, got %T", k, e)
+			}
+			out = append(out, s)
+		}
+		return out, nil
+	case string:
+		return []string{x}, nil
+	}
+	return nil, fmt.Errorf("ec2.%s: want a list of strings, got %T", k, v)
+}
+
+func (d *Driver) client(ctx context.Context, c Config) (*ec2.Client, error) {
+	key := c.Region + "|" + c.EndpointURL
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if cl, ok := d.clients[key]; ok {
+		return cl, nil
+	}
+	newClient := d.NewClient
+	if newClient == nil {
+		newClient = ec2.New
+	}
+	endpoint := c.EndpointURL
+	if endpoint == "" {
+		endpoint = os.Getenv("AWS_ENDPOINT_URL")
+	}
+	cl, err := newClient(ctx, ec2.Config{Region: c.Region, EndpointURL: endpoint, Log: d.Log})
+	if err != nil {
+		return nil, err
+	}
+	if d.clients == nil {
+		d.clients = map[string]*ec2.Client{}
+	}
+	d.clients[key] = cl
+	return cl, nil
+}
+
+func tags(run string, svc *launchplan.Service) ec2.Tags {
+	return ec2.Tags{Run: run, Owner: "launch", Service: svc.Name, Launch: run + "/" + svc.Name, Instance: svc.Name}
+}
+
+// Acquire launches the service's instance, or adopts the one an earlier
+// attempt launched, and waits until it runs with an address.
+func (d *Driver) Acquire(ctx context.Context, run string, svc *launchplan.Service) (bootlevel.Host, error) {
+	cfg, err := ParseConfig(svc.EC2)
+	if err != nil {
+		return bootlevel.Host{}, fmt.Errorf("service %s: %w", svc.Name, err)
+	}
+	cl, err := d.client(ctx, cfg)
+	if err != nil {
+		return bootlevel.Host{}, fmt.Errorf("service %s: %w", svc.Name, err)
+	}
+	spec := ec2.Spec{
+		Image: cfg.Image, InstanceType: cfg.InstanceType, KeyName: cfg.KeyName,
+		SecurityGroupIDs: cfg.SecurityGroups, SubnetID: cfg.Subnet, IAMInstanceProfile: cfg.IAMInstanceProfile,
+		UserData: cfg.UserData, Tags: tags(run, svc),
+	}
+	var inst ec2.Instance
+	for attempt := 0; ; attempt++ {
+		spec.Attempt = attempt
+		inst, err = cl.Launch(ctx, spec)
+		if err == nil || !ec2.Ambiguous(err) || attempt >= 2 || ctx.Err() != nil {
+			break
+		}
+		d.log().Warn("ambiguous ec2 launch; looking up by tag before retrying", "service", svc.Name, "err", err)
+	}
+	if err != nil {
+		return bootlevel.Host{}, fmt.Errorf("service %s: %w", svc.Name, err)
+	}
+	running, err := cl.WaitRunning(ctx, inst.ID, cfg.WaitTimeout)
+	if err != nil {
+		return bootlevel.Host{InstanceID: inst.ID}, fmt.Errorf("service %s: %w", svc.Name, err)
+	}
+	return bootlevel.Host{
+		Hostname:   running.Address(),
+		InstanceID: running.ID,
+		Attrs:      map[string]string{"private_ip": running.PrivateIP, "public_ip": running.PublicIP, "public_dns": running.PublicDNS},
+	}, nil
+}
+
+// Run runs a step on the instance over ssh, or on this machine for a ready
+// check the plan wants run locally.
+func (d *Driver) Run(ctx context.Context, req bootlevel.StepRequest) (bootlevel.StepResult, error) {
+	cfg, err := ParseConfig(req.Service.EC2)
+	if err != nil {
+		return bootlevel.StepResult{}, fmt.Errorf("service %s: %w", req.Service.Name, err)
+	}
+	if d.AllStepsLocal || (cfg.ReadyLocal && req.Step == bootlevel.StepReady) {
+		if d.Local == nil {
+			return bootlevel.StepResult{}, errors.New("ec2 driver: no local driver configured")
+		}
+		return d.Local.Run(ctx, req)
+	}
+	if d.Remote == nil {
+		return bootlevel.StepResult{}, errors.New("ec2 driver: no ssh driver configured")
+	}
+	svc := *req.Service
+	ssh := launchplan.SSH{Port: 22, User: "ubuntu", StageDir: "/tmp/nightshift"}
+	if svc.SSH != nil {
+		ssh = *svc.SSH
+	}
+	ssh.Host = req.Host.Hostname
+	svc.SSH = &ssh
+	req.Service = &svc
+	return d.Remote.Run(ctx, req)
+}
+
+// Release terminates the service's instance; an instance already gone is fine.
+func (d *Driver) Release(ctx context.Context, run string, svc *launchplan.Service, host bootlevel.Host) error {
+	cfg, err := ParseConfig(svc.EC2)
+	if err != nil {
+		return fmt.Errorf("service %s: %w", svc.Name, err)
+	}
+	cl, err := d.client(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("service %s: %w", svc.Name, err)
+	}
+	ids := []string{}
+	if strings.HasPrefix(host.InstanceID, "i-") {
+		ids = append(ids, host.InstanceID)
+	}
+	// Also whatever carries the service's tags: an instance launched by an
+	// attempt whose record was lost.
+	found, err := cl.Find(ctx, map[string]string{ec2.TagRun: run, ec2.TagService: svc.Name}, nil)
+	if err != nil {
+		return fmt.Errorf("service %s: %w", svc.Name, err)
+	}
+	for _, i := range found {
+		if i.ID != host.InstanceID {
+			ids = append(ids, i.ID)
+		}
+	}
+	if err := cl.Terminate(ctx, ids); err != nil {
+		return fmt.Errorf("service %s: %w", svc.Name, err)
+	}
+	return nil
+}
+
+func (d *Driver) log() *slog.Logger {
+	if d.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return d.Log
+}
+
+// Sweeper finds a run's instances by tag for teardown, whatever launched them.
+type Sweeper struct {
+	Client *ec2.Client
+}
+
+// Name implements mgmt.Sweeper.
+func (s Sweeper) Name() string { return "ec2" }
+
+// Sweep implements mgmt.Sweeper.
+func (s Sweeper) Sweep(ctx context.Context, run string, dryRun bool) (destroyed, remaining []string, err error) {
+	return s.Client.Sweep(ctx, run, dryRun)
+}

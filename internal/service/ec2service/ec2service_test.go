@@ -1,0 +1,101 @@
+package ec2service
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"nightshift/bootlevel"
+	"nightshift/internal/ec2"
+	"nightshift/internal/ec2/ec2test"
+	"nightshift/launchplan"
+)
+
+func TestParseConfig(t *testing.T) {
+	cases := []struct {
+		in      map[string]any
+		wantErr string
+	}{
+		{map[string]any{"image": "ami-1"}, ""},
+		{map[string]any{}, "ec2.image: required"},
+		{map[string]any{"image": "ami-1", "instnce_type": "x"}, "ec2.instnce_type: unknown key"},
+		{map[string]any{"image": "ami-1", "wait_timeout": "soon"}, "ec2.wait_timeout"},
+		{map[string]any{"image": "ami-1", "wait_timeout": "-1s"}, "must be positive"},
+		{map[string]any{"image": "ami-1", "security_groups": []any{"sg-1", 3}}, "want strings"},
+		{map[string]any{"image": "ami-1", "ready_local": "yes"}, "want true or false"},
+	}
+	for _, c := range cases {
+		_, err := ParseConfig(c.in)
+		if c.wantErr == "" && err != nil {
+			t.Errorf("%v: unexpected %v", c.in, err)
+		}
+		if c.wantErr != "" && (err == nil || !strings.Contains(err.Error(), c.wantErr)) {
+			t.Errorf("%v: got %v, want %q", c.in, err, c.wantErr)
+		}
+	}
+}
+
+func TestAcquireIsIdempotentAndReleaseTerminates(t *testing.T) {
+	c, url := ec2test.Client(t)
+	d := &Driver{}
+	run := "t" + uuid.NewString()[:8]
+	svc := &launchplan.Service{Name: "broker", Driver: launchplan.DriverEC2,
+		EC2: map[string]any{"image": ec2test.Image, "endpoint_url": url, "region": "us-east-1"}}
+	ctx := context.Background()
+	h1, err := d.Acquire(ctx, run, svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(h1.InstanceID, "i-") || h1.Hostname == "" {
+		t.Fatalf("host %+v lacks an instance id or address", h1)
+	}
+	// A resumed launch after a crash acquires again: it must adopt, not double.
+	h2, err := d.Acquire(ctx, run, svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h2.InstanceID != h1.InstanceID {
+		t.Fatalf("second acquire launched %s besides %s", h2.InstanceID, h1.InstanceID)
+	}
+	if err := d.Release(ctx, run, svc, h1); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Release(ctx, run, svc, h1); err != nil {
+		t.Fatalf("release is not idempotent: %v", err)
+	}
+	if live, _ := c.Find(ctx, map[string]string{ec2.TagRun: run}, nil); len(live) != 0 {
+		t.Fatalf("instances live after release: %v", live)
+	}
+}
+
+type recordingDriver struct{ steps []bootlevel.Step }
+
+func (r *recordingDriver) Acquire(context.Context, string, *launchplan.Service) (bootlevel.Host, error) {
+	return bootlevel.Host{}, nil
+}
+func (r *recordingDriver) Run(_ context.Context, req bootlevel.StepRequest) (bootlevel.StepResult, error) {
+	r.steps = append(r.steps, req.Step)
+	return bootlevel.StepResult{}, nil
+}
+func (r *recordingDriver) Release(context.Context, string, *launchplan.Service, bootlevel.Host) error {
+	return nil
+}
+
+func TestReadyLocalRunsReadyOnTheLauncherAndTheRestOverSSH(t *testing.T) {
+	remote, local := &recordingDriver{}, &recordingDriver{}
+	d := &Driver{Remote: remote, Local: local}
+	svc := &launchplan.Service{Name: "web", EC2: map[string]any{"image": "ami-1", "ready_local": true}}
+	for _, st := range []bootlevel.Step{bootlevel.StepBoot, bootlevel.StepReady, bootlevel.StepTerminate} {
+		if _, err := d.Run(context.Background(), bootlevel.StepRequest{Service: svc, Step: st, Host: bootlevel.Host{Hostname: "10.0.0.5"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(local.steps) != 1 || local.steps[0] != bootlevel.StepReady {
+		t.Errorf("local ran %v, want only ready", local.steps)
+	}
+	if len(remote.steps) != 2 {
+		t.Errorf("remote ran %v, want boot and terminate", remote.steps)
+	}
+}

@@ -1,0 +1,363 @@
+// Package ctlstore is the controller's durable memory: job configurations,
+// reconfigurations (who, when, what), every decision with its reason, the
+// launch ids written before a launch is sent, drains in progress and the
+// frozen flag. It is one SQLite file (WAL mode, mode 0600), so a controller
+// killed at any point restarts knowing what it already asked for.
+package ctlstore
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"embed"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"nightshift/controller"
+	"nightshift/internal/cmdledger"
+	"nightshift/internal/store/sqlitedb"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Store is the controller's SQLite database.
+type Store struct {
+	db *sql.DB
+}
+
+// The record types are the controller's (controller.Decision, Launch,
+// JobRecord, Reconfiguration); this package only stores them.
+type (
+	Decision        = controller.Decision
+	Launch          = controller.Launch
+	JobRecord       = controller.JobRecord
+	Reconfiguration = controller.Reconfiguration
+	PendingLaunch   = controller.PendingLaunch
+	LaunchIDFunc    = controller.LaunchIDFunc
+)
+
+// Launch states.
+const (
+	LaunchPending = controller.LaunchPending
+	LaunchDone    = controller.LaunchDone
+	LaunchRefused = controller.LaunchRefused
+)
+
+// ErrNotFound is returned for an unknown job.
+var ErrNotFound = controller.ErrNotFound
+
+var _ controller.Store = (*Store)(nil)
+
+// Open opens (creating if needed) the database at file and migrates it. The
+// directory must exist.
+func Open(ctx context.Context, file string) (*Store, error) {
+	db, err := sqlitedb.Open(ctx, file, sqlitedb.Config{
+		Migrations:  migrations,
+		Dir:         "migrations",
+		Tracking:    sqlitedb.UserVersion,
+		BusyTimeout: 10 * time.Second,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open controller store %s: %w", file, err)
+	}
+	// One connection turns SQLite lock contention into Go-side queueing.
+	db.SetMaxOpenConns(1)
+	return &Store{db: db}, nil
+}
+
+// Close releases the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+func (s *Store) tx(ctx context.Context, f func(*sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := f(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromNanos(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+// Job returns a job's stored record, or ErrNotFound.
+func (s *Store) Job(ctx context.Context, name string) (JobRecord, error) {
+	var r JobRecord
+	var fc, pol string
+	var last int64
+	err := s.db.QueryRowContext(ctx, `SELECT name, file_config, policy, last_scale_at FROM jobs WHERE name = ?`, name).
+		Scan(&r.Name, &fc, &pol, &last)
+	if errors.Is(err, sql.ErrNoRows) {
+		return r, fmt.Errorf("job %q: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return r, fmt.Errorf("read job %q: %w", name, err)
+	}
+	r.FileConfig, r.Policy, r.LastScaleAt = json.RawMessage(fc), json.RawMessage(pol), fromNanos(last)
+	return r, nil
+}
+
+// PutJob stores a job's file definition and the policy in force, keeping
+// its last scale time.
+func (s *Store) PutJob(ctx context.Context, name string, fileConfig, policy json.RawMessage, now time.Time) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO jobs (name, file_config, policy, updated) VALUES (?, ?, ?, ?)
+		ON CONFLICT(name) DO UPDATE SET file_config = excluded.file_config, policy = excluded.policy, updated = excluded.updated`,
+		name, string(fileConfig), string(policy), nanos(now))
+	if err != nil {
+		return fmt.Errorf("store job %q: %w", name, err)
+	}
+	return nil
+}
+
+// SetLastScaleAt records when a job's pool size was last changed by policy.
+func (s *Store) SetLastScaleAt(ctx context.Context, job string, t time.Time) error {
+	if _, err := s.db.ExecContext(ctx, `UPDATE jobs SET last_scale_at = ? WHERE name = ?`, nanos(t), job); err != nil {
+		return fmt.Errorf("store last scale of job %q: %w", job, err)
+	}
+	return nil
+}
+
+// Reconfigured records a reconfigure request; on success (errText empty) it
+// also stores the resulting policy in the same transaction.
+func (s *Store) Reconfigured(ctx context.Context, r Reconfiguration, policy json.RawMessage) error {
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO reconfigurations (time, job, who, what, error) VALUES (?, ?, ?, ?, ?)`,
+			nanos(r.Time), r.Job, r.Who, string(r.What), r.Error); err != nil {
+			return err
+		}
+		if r.Error != "" {
+			return nil
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE jobs SET policy = ?, updated = ? WHERE name = ?`, string(policy), nanos(r.Time), r.Job)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store reconfiguration of job %q: %w", r.Job, err)
+	}
+	return nil
+}
+
+// Reconfigurations lists a job's reconfigure requests, oldest first.
+func (s *Store) Reconfigurations(ctx context.Context, job string) ([]Reconfiguration, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT time, job, who, what, error FROM reconfigurations WHERE job = ? ORDER BY id`, job)
+	if err != nil {
+		return nil, fmt.Errorf("read reconfigurations of job %q: %w", job, err)
+	}
+	defer rows.Close()
+	var out []Reconfiguration
+	for rows.Next() {
+		var r Reconfiguration
+		var t int64
+		var what string
+		if err := rows.Scan(&t, &r.Job, &r.Who, &what, &r.Error); err != nil {
+			return nil, fmt.Errorf("read reconfigurations of job %q: %w", job, err)
+		}
+		r.Time, r.What = fromNanos(t), json.RawMessage(what)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// RecordDecision stores d and the launches it asks for in one transaction,
+// so a launch id exists on disk before anything is sent. It returns the
+// decision's sequence number and the launch ids, in order. actions is
+// called with those ids to render the actions JSON.
+func (s *Store) RecordDecision(ctx context.Context, d Decision, launches []PendingLaunch, id LaunchIDFunc,
+	actions func(ids []string) (json.RawMessage, error)) (int64, []string, error) {
+	var seq int64
+	var ids []string
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO decisions (time, job, engine, reason, actions, target, scaled, error)
+			VALUES (?, ?, ?, ?, '[]', ?, ?, ?)`, nanos(d.Time), d.Job, d.Engine, d.Reason, d.Target, d.Scaled, d.Error)
+		if err != nil {
+			return err
+		}
+		if seq, err = res.LastInsertId(); err != nil {
+			return err
+		}
+		ids = make([]string, len(launches))
+		for i, l := range launches {
+			ids[i] = id(seq, i)
+			if _, err := tx.ExecContext(ctx, `INSERT INTO launches (launch_id, job, seq, count, spec, created) VALUES (?, ?, ?, ?, ?, ?)`,
+				ids[i], d.Job, seq, l.Count, string(l.Spec), nanos(d.Time)); err != nil {
+				return fmt.Errorf("launch %s: %w", ids[i], err)
+			}
+		}
+		acts, err := actions(ids)
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE decisions SET actions = ? WHERE seq = ?`, string(acts), seq)
+		return err
+	})
+	if err != nil {
+		return 0, nil, fmt.Errorf("store decision of job %q: %w", d.Job, err)
+	}
+	return seq, ids, nil
+}
+
+// Decisions returns a job's most recent decisions, newest first; limit <= 0
+// means 100.
+func (s *Store) Decisions(ctx context.Context, job string, limit int) ([]Decision, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT seq, time, job, engine, reason, actions, target, scaled, error
+		FROM decisions WHERE job = ? ORDER BY seq DESC LIMIT ?`, job, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read decisions of job %q: %w", job, err)
+	}
+	defer rows.Close()
+	var out []Decision
+	for rows.Next() {
+		var d Decision
+		var t int64
+		var acts string
+		if err := rows.Scan(&d.Seq, &t, &d.Job, &d.Engine, &d.Reason, &acts, &d.Target, &d.Scaled, &d.Error); err != nil {
+			return nil, fmt.Errorf("read decisions of job %q: %w", job, err)
+		}
+		d.Time, d.Actions = fromNanos(t), json.RawMessage(acts)
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// PendingLaunches lists a job's launches still in state pending.
+func (s *Store) PendingLaunches(ctx context.Context, job string) ([]Launch, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT launch_id, job, seq, count, spec, state, created
+		FROM launches WHERE job = ? AND state = ? ORDER BY seq, launch_id`, job, LaunchPending)
+	if err != nil {
+		return nil, fmt.Errorf("read pending launches of job %q: %w", job, err)
+	}
+	defer rows.Close()
+	var out []Launch
+	for rows.Next() {
+		var l Launch
+		var spec string
+		var created int64
+		if err := rows.Scan(&l.LaunchID, &l.Job, &l.Seq, &l.Count, &spec, &l.State, &created); err != nil {
+			return nil, fmt.Errorf("read pending launches of job %q: %w", job, err)
+		}
+		l.Spec, l.Created = json.RawMessage(spec), fromNanos(created)
+		out = append(out, l)
+	}
+	return out, rows.Err()
+}
+
+// SetLaunchState moves a launch to done or refused, with an optional note.
+func (s *Store) SetLaunchState(ctx context.Context, launchID, state, note string) error {
+	if _, err := s.db.ExecContext(ctx, `UPDATE launches SET state = ?, error = ? WHERE launch_id = ?`, state, note, launchID); err != nil {
+		return fmt.Errorf("store launch %s %s: %w", launchID, state, err)
+	}
+	return nil
+}
+
+// SetDraining records that an instance was told to drain at since.
+func (s *Store) SetDraining(ctx context.Context, job, id string, since time.Time) error {
+	if _, err := s.db.ExecContext(ctx, `INSERT OR IGNORE INTO drains (job, instance_id, since) VALUES (?, ?, ?)`, job, id, nanos(since)); err != nil {
+		return fmt.Errorf("store drain of %s: %w", id, err)
+	}
+	return nil
+}
+
+// ClearDraining forgets drains of instances that are gone.
+func (s *Store) ClearDraining(ctx context.Context, job, id string) error {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM drains WHERE job = ? AND instance_id = ?`, job, id); err != nil {
+		return fmt.Errorf("forget drain of %s: %w", id, err)
+	}
+	return nil
+}
+
+// Draining returns a job's draining instances and when each drain began.
+func (s *Store) Draining(ctx context.Context, job string) (map[string]time.Time, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT instance_id, since FROM drains WHERE job = ?`, job)
+	if err != nil {
+		return nil, fmt.Errorf("read drains of job %q: %w", job, err)
+	}
+	defer rows.Close()
+	out := map[string]time.Time{}
+	for rows.Next() {
+		var id string
+		var since int64
+		if err := rows.Scan(&id, &since); err != nil {
+			return nil, fmt.Errorf("read drains of job %q: %w", job, err)
+		}
+		out[id] = fromNanos(since)
+	}
+	return out, rows.Err()
+}
+
+const frozenKey = "frozen"
+
+// SetFrozen stores the controller-wide frozen flag, so a controller
+// restarted during teardown stays hands-off.
+func (s *Store) SetFrozen(ctx context.Context, frozen bool) error {
+	v := "0"
+	if frozen {
+		v = "1"
+	}
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO settings (key, value) VALUES (?, ?)
+		ON CONFLICT(key) DO UPDATE SET value = excluded.value`, frozenKey, v); err != nil {
+		return fmt.Errorf("store frozen flag: %w", err)
+	}
+	return nil
+}
+
+// Frozen reads the frozen flag (false when never set).
+func (s *Store) Frozen(ctx context.Context) (bool, error) {
+	var v string
+	err := s.db.QueryRowContext(ctx, `SELECT value FROM settings WHERE key = ?`, frozenKey).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read frozen flag: %w", err)
+	}
+	return v == "1", nil
+}
+
+const epochKey = "epoch"
+
+// Epoch returns a random tag created with the store, which callers mix into
+// idempotency keys so that ids from a lost store are never reused.
+func (s *Store) Epoch(ctx context.Context) (string, error) {
+	var v string
+	err := s.db.QueryRowContext(ctx, `SELECT value FROM settings WHERE key = ?`, epochKey).Scan(&v)
+	if err == nil {
+		return v, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return "", fmt.Errorf("read store epoch: %w", err)
+	}
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("create store epoch: %w", err)
+	}
+	v = hex.EncodeToString(b[:])
+	if _, err := s.db.ExecContext(ctx, `INSERT OR IGNORE INTO settings (key, value) VALUES (?, ?)`, epochKey, v); err != nil {
+		return "", fmt.Errorf("create store epoch: %w", err)
+	}
+	return s.Epoch(ctx)
+}
+
+// Commands is the ledger of signed commands by id (migration 0002), kept
+// in this database so a restart remembers what was handled.
+func (s *Store) Commands() cmdledger.Ledger { return cmdledger.SQL{DB: s.db} }
