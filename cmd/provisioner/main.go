@@ -80,7 +80,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	var worker string
 	fs := flag.NewFlagSet("provisioner", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	// The CA an amqps:// broker is verified against goes to workers too.
+	// --run, --home, the broker and its CA (handed to workers too), the
+	// secret and the log level, as every daemon has them.
 	var common daemonflag.Common
 	common.Register(fs, daemonflag.Options{DefaultURL: "amqp://guest:guest@127.0.0.1:5672/", SecretDefault: true})
 	var mgmtFile string
