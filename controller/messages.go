@@ -132,6 +132,16 @@ type WorkerStatus struct {
 	// Error is the failing task's last exit or start error when health is
 	// process_error.
 	Error string `json:"error,omitempty"`
+	// Busy is what the worker's last heartbeat said: a task running with
+	// work busy. Scale-in drains busy workers instead of terminating them.
+	Busy bool `json:"busy"`
+	// DrainingSince is when the controller told the worker to drain (it
+	// was chosen for scale-in while busy); nil when it is not draining.
+	DrainingSince *time.Time `json:"draining_since,omitempty"`
+	// DrainDeadline is DrainingSince plus the engine's drain_timeout: a
+	// worker still busy then is terminated anyway, and the decision says
+	// so. Nil when not draining or the engine has no drain_timeout.
+	DrainDeadline *time.Time `json:"drain_deadline,omitempty"`
 }
 
 // CrashLoopFailures is how many failed runs in a row make a task in

@@ -516,6 +516,7 @@ func (p *Pool) Status(now time.Time, policy map[string]any, frozen bool) JobStat
 		Counts: map[string]int{}, QueueDepth: p.depth, QueueSource: string(p.source),
 		LastDecision: p.last, Workers: []WorkerStatus{}, Frozen: frozen,
 	}
+	drainTimeout, hasTimeout := policyDuration(policy, "drain_timeout")
 	for _, l := range p.pending {
 		js.Counts["pending_launch"] += l.Count
 	}
@@ -529,9 +530,17 @@ func (p *Pool) Status(now time.Time, policy map[string]any, frozen bool) JobStat
 		if !w.drainingSince.IsZero() {
 			js.Counts["draining"]++
 		}
-		ws := WorkerStatus{ID: id, State: string(w.state), Health: string(h), Host: w.host, Restarts: w.restarts}
+		ws := WorkerStatus{ID: id, State: string(w.state), Health: string(h), Host: w.host, Restarts: w.restarts, Busy: w.busy}
 		if h == nightshift.HealthProcessError {
 			ws.Error = w.taskError
+		}
+		if !w.drainingSince.IsZero() {
+			since := w.drainingSince
+			ws.DrainingSince = &since
+			if hasTimeout {
+				deadline := since.Add(drainTimeout)
+				ws.DrainDeadline = &deadline
+			}
 		}
 		if !w.lastHeartbeat.IsZero() {
 			age := now.Sub(w.lastHeartbeat).Seconds()
@@ -540,6 +549,17 @@ func (p *Pool) Status(now time.Time, policy map[string]any, frozen bool) JobStat
 		js.Workers = append(js.Workers, ws)
 	}
 	return js
+}
+
+// policyDuration reads a duration the engine's rendered configuration
+// holds under key (engines render durations as strings, "5m0s").
+func policyDuration(policy map[string]any, key string) (time.Duration, bool) {
+	v, ok := policy[key].(string)
+	if !ok {
+		return 0, false
+	}
+	d, err := time.ParseDuration(v)
+	return d, err == nil
 }
 
 // actionRecords renders d's actions as stored with their decision, the

@@ -624,3 +624,50 @@ func TestPoolHearingGrace(t *testing.T) {
 		})
 	}
 }
+
+// A draining worker's status says since when it drains and when its
+// drain_timeout ends; a worker not draining, or an engine without a
+// drain_timeout, shows no deadline.
+func TestPoolStatusDrain(t *testing.T) {
+	cases := []struct {
+		name         string
+		policy       map[string]any
+		drain        bool
+		wantDeadline *time.Time
+	}{
+		{name: "not draining", policy: map[string]any{"drain_timeout": "5m0s"}},
+		{name: "draining with timeout", policy: map[string]any{"drain_timeout": "5m0s"}, drain: true, wantDeadline: ptr(at(2*time.Second + 5*time.Minute))},
+		{name: "draining, engine has no timeout", policy: map[string]any{}, drain: true},
+		{name: "draining, timeout unreadable", policy: map[string]any{"drain_timeout": 300}, drain: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPool(t)
+			p.ApplyInstance(inst("a", nightshift.StateRunning, at(0)), at(0))
+			p.Heartbeat(beat("a", sitter.TaskStatus{Name: "work", State: sitter.StateRunning, Work: sitter.WorkBusy}), at(time.Second))
+			if tc.drain {
+				p.Drained("a", at(2*time.Second))
+			}
+			st := p.Status(at(3*time.Second), tc.policy, false)
+			if len(st.Workers) != 1 {
+				t.Fatalf("workers %+v", st.Workers)
+			}
+			w := st.Workers[0]
+			if !w.Busy {
+				t.Errorf("busy = false, want true after a busy heartbeat")
+			}
+			switch {
+			case !tc.drain && (w.DrainingSince != nil || w.DrainDeadline != nil):
+				t.Errorf("not draining, but since %v deadline %v", w.DrainingSince, w.DrainDeadline)
+			case tc.drain && (w.DrainingSince == nil || !w.DrainingSince.Equal(at(2*time.Second))):
+				t.Errorf("draining since %v, want %s", w.DrainingSince, at(2*time.Second))
+			case (tc.wantDeadline == nil) != (w.DrainDeadline == nil):
+				t.Errorf("deadline %v, want %v", w.DrainDeadline, tc.wantDeadline)
+			case tc.wantDeadline != nil && !w.DrainDeadline.Equal(*tc.wantDeadline):
+				t.Errorf("deadline %s, want %s", w.DrainDeadline, tc.wantDeadline)
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -231,13 +231,17 @@ func writeJob(w io.Writer, j JobStatus) {
 		fmt.Fprintf(w, "  last decision %s: %s\n", j.LastDecision.Time.Format(time.RFC3339), q(j.LastDecision.Reason))
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  WORKER\tSTATE\tHEALTH\tHOST\tHEARTBEAT\tRESTARTS")
+	fmt.Fprintln(tw, "  WORKER\tSTATE\tHEALTH\tHOST\tHEARTBEAT\tRESTARTS\tWORK\tDRAINING")
 	for _, wk := range j.Workers {
 		hb := "-"
 		if wk.HeartbeatAgeS != nil {
 			hb = fmt.Sprintf("%.1fs ago", *wk.HeartbeatAgeS)
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%d\n", q(wk.ID), q(wk.State), q(wk.Health), q(wk.Host), hb, wk.Restarts)
+		work := "idle"
+		if wk.Busy {
+			work = "busy"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", q(wk.ID), q(wk.State), q(wk.Health), q(wk.Host), hb, wk.Restarts, work, drainCell(wk))
 	}
 	tw.Flush()
 	for _, wk := range j.Workers {
@@ -245,6 +249,19 @@ func writeJob(w io.Writer, j JobStatus) {
 			fmt.Fprintf(w, "  %s: %s\n", wk.ID, firstLine(redact.String(wk.Error)))
 		}
 	}
+}
+
+// drainCell says since when a worker drains and when its drain_timeout
+// ends, in UTC so that it compares with the decisions' times.
+func drainCell(wk WorkerStatus) string {
+	if wk.DrainingSince == nil {
+		return "-"
+	}
+	cell := "since " + wk.DrainingSince.UTC().Format(time.RFC3339)
+	if wk.DrainDeadline != nil {
+		cell += " deadline " + wk.DrainDeadline.UTC().Format(time.RFC3339)
+	}
+	return cell
 }
 
 func countLine(c map[string]int) string {

@@ -3,6 +3,7 @@ package mgmt
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -78,6 +79,49 @@ func TestShowLogsEscapesUnlessRaw(t *testing.T) {
 		}
 		if out.String() != want {
 			t.Errorf("raw=%v: got %q, want %q", raw, out.String(), want)
+		}
+	}
+}
+
+// TestTableShowsDrain: a worker chosen for scale-in while busy shows, in
+// the table and in --json, that it drains, since when and its deadline; an
+// idle worker shows neither.
+func TestTableShowsDrain(t *testing.T) {
+	since := time.Date(2026, 12, 2, 16, 0, 0, 0, time.UTC)
+	deadline := since.Add(5 * time.Minute)
+	st := &RunStatus{Run: "r", State: "ready", Jobs: []JobStatus{{
+		Name: "work", Engine: "queuelen", Desired: 1,
+		Workers: []WorkerStatus{
+			{ID: "w1", State: "running", Health: "ok", Busy: true, DrainingSince: &since, DrainDeadline: &deadline},
+			{ID: "w2", State: "running", Health: "ok"},
+		},
+	}}}
+	var out bytes.Buffer
+	if err := WriteTable(&out, st); err != nil {
+		t.Fatal(err)
+	}
+	var w1, w2 string
+	for _, l := range strings.Split(out.String(), "\n") {
+		switch f := strings.Fields(l); {
+		case len(f) > 0 && f[0] == "w1":
+			w1 = l
+		case len(f) > 0 && f[0] == "w2":
+			w2 = l
+		}
+	}
+	if !strings.Contains(w1, "busy") || !strings.Contains(w1, "since 2026-12-02T16:00:00Z deadline 2026-12-02T16:05:00Z") {
+		t.Errorf("draining row %q lacks busy, since and deadline:\n%s", w1, out.String())
+	}
+	if !strings.Contains(w2, "idle") || strings.Contains(w2, "since") {
+		t.Errorf("idle row %q:\n%s", w2, out.String())
+	}
+	b, err := json.Marshal(st.Jobs[0].Workers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"draining_since":"2026-12-02T16:00:00Z"`, `"drain_deadline":"2026-12-02T16:05:00Z"`, `"busy":true`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("JSON %s lacks %s", b, want)
 		}
 	}
 }

@@ -3,12 +3,19 @@
 // loses nothing: the broker redelivers it. It reports busy while it holds an
 // item and idle otherwise, and on drain stops taking items, finishes the one
 // it holds, and exits 0.
+//
+// It is idempotent the way docs/jobs.md asks a worker to be: delivery is
+// at least once, so an item may come again after a worker died holding it
+// (the delivery is then marked redelivered). With --record FILE it appends
+// one JSON line per item started, finished or given back, which is how the
+// end-to-end tests count that no item is lost or interrupted.
 package main
 
 import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -16,6 +23,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -32,6 +40,7 @@ func main() {
 	caFile := flag.String("amqp-ca-file", os.Getenv("NIGHTSHIFT_AMQP_CA_FILE"), "PEM CA an amqps:// broker must chain to (default $NIGHTSHIFT_AMQP_CA_FILE)")
 	queue := flag.String("queue", os.Getenv("NIGHTSHIFT_WORK_QUEUE"), "queue to consume (default $NIGHTSHIFT_WORK_QUEUE)")
 	work := flag.Duration("work", 200*time.Millisecond, "time spent on each item")
+	recordFile := flag.String("record", os.Getenv("NIGHTSHIFT_WORK_RECORD"), "append a JSON line per item started, finished or given back to this file (default $NIGHTSHIFT_WORK_RECORD; empty: none)")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stdout, nil))
 	if *urlFlag == "" || *queue == "" {
@@ -54,8 +63,14 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	st := workerkit.FromEnv()
+	rec, err := openRecorder(*recordFile)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "queueworker: --record:", err)
+		os.Exit(2)
+	}
+	defer rec.Close()
 	for ctx.Err() == nil {
-		err := consume(ctx, *urlFlag, tc, *queue, *work, st, log)
+		err := consume(ctx, *urlFlag, tc, *queue, *work, st, rec, log)
 		if errors.Is(err, errDrained) {
 			log.Info("drained: exiting")
 			return
@@ -89,7 +104,63 @@ func defaultURL() string {
 	return ""
 }
 
-func consume(ctx context.Context, url string, tc *tls.Config, queue string, work time.Duration, st *workerkit.Status, log *slog.Logger) error {
+// Record is one line of the --record file.
+type Record struct {
+	// Event is start (the item was received), finish (it was done and
+	// acked), requeue (the worker was stopped holding it and gave it back)
+	// or ack_failed (done, but the ack was lost with the connection: the
+	// broker will deliver it again).
+	Event       string    `json:"event"`
+	Item        string    `json:"item"`
+	Instance    string    `json:"instance"`
+	PID         int       `json:"pid"`
+	Redelivered bool      `json:"redelivered"`
+	Time        time.Time `json:"time"`
+}
+
+// recorder appends Records to a file; a nil recorder records nothing.
+type recorder struct {
+	mu       sync.Mutex
+	f        *os.File
+	instance string
+}
+
+func openRecorder(path string) (*recorder, error) {
+	if path == "" {
+		return nil, nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	return &recorder{f: f, instance: os.Getenv("NIGHTSHIFT_INSTANCE_ID")}, nil
+}
+
+// record writes one line with a single write on an O_APPEND file, so the
+// lines of several workers sharing the file do not interleave.
+func (r *recorder) record(event string, d amqp.Delivery, log *slog.Logger) {
+	if r == nil {
+		return
+	}
+	b, err := json.Marshal(Record{Event: event, Item: strings.TrimSpace(string(d.Body)), Instance: r.instance,
+		PID: os.Getpid(), Redelivered: d.Redelivered, Time: time.Now().UTC()})
+	if err == nil {
+		r.mu.Lock()
+		_, err = r.f.Write(append(b, '\n'))
+		r.mu.Unlock()
+	}
+	if err != nil {
+		log.Warn("record", "event", event, "err", err)
+	}
+}
+
+func (r *recorder) Close() {
+	if r != nil {
+		r.f.Close()
+	}
+}
+
+func consume(ctx context.Context, url string, tc *tls.Config, queue string, work time.Duration, st *workerkit.Status, rec *recorder, log *slog.Logger) error {
 	conn, err := amqp.DialConfig(url, amqp.Config{TLSClientConfig: tc, Properties: amqp.Table{"connection_name": "queueworker " + os.Getenv("NIGHTSHIFT_INSTANCE_ID")}})
 	if err != nil {
 		return err
@@ -137,15 +208,22 @@ func consume(ctx context.Context, url string, tc *tls.Config, queue string, work
 				return errors.New("delivery channel closed")
 			}
 			st.Busy()
+			rec.record("start", d, log)
+			// Acking only after the work is done makes delivery at least
+			// once: an item held by a worker that dies comes back. The work
+			// must therefore be idempotent (this one only sleeps).
 			select {
 			case <-time.After(work):
 			case <-ctx.Done():
 				d.Nack(false, true) // give it back: another worker will do it
+				rec.record("requeue", d, log)
 				return nil
 			}
 			if err := d.Ack(false); err != nil {
+				rec.record("ack_failed", d, log)
 				return err
 			}
+			rec.record("finish", d, log)
 			log.Info("done", "item", strings.TrimSpace(string(d.Body)))
 			st.Idle()
 			if st.Draining() {
