@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -624,16 +623,7 @@ func (m *mgmtCmd) decisions(ctx context.Context, args []string) error {
 	if *asJSON {
 		return m.json(ds)
 	}
-	for _, d := range ds {
-		b, _ := json.Marshal(d)
-		var row struct {
-			Time   time.Time `json:"time"`
-			Reason string    `json:"reason"`
-		}
-		json.Unmarshal(b, &row)
-		fmt.Fprintf(m.stdout, "%s  %s\n", row.Time.Local().Format("15:04:05.000"), m.line(row.Reason))
-	}
-	return nil
+	return mgmt.WriteDecisions(m.stdout, ds, m.line)
 }
 
 // ec2Sweeper returns a tag sweeper when the run's plan uses EC2 anywhere,
