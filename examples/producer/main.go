@@ -28,14 +28,15 @@ func main() {
 	urlFlag := flag.String("amqp-url", "", "broker URL (default: the run's broker)")
 	caFlag := flag.String("amqp-ca-file", "", "PEM CA of an amqps:// --amqp-url (default: the run's broker's ca_file)")
 	queue := flag.String("queue", "", "queue name (default: nightshift.RUN.work)")
+	work := flag.Duration("work", 0, "ask the worker to spend this long on each item (work=DURATION in the body; 0: the worker's own --work)")
 	flag.Parse()
-	if err := produce(*count, *run, *home, *urlFlag, *caFlag, *queue); err != nil {
+	if err := produce(*count, *run, *home, *urlFlag, *caFlag, *queue, *work); err != nil {
 		fmt.Fprintln(os.Stderr, "producer:", redact.String(err.Error()))
 		os.Exit(1)
 	}
 }
 
-func produce(count int, run, home, url, caFile, queue string) error {
+func produce(count int, run, home, url, caFile, queue string, work time.Duration) error {
 	if count < 1 {
 		return fmt.Errorf("--count must be at least 1")
 	}
@@ -78,6 +79,9 @@ func produce(count int, run, home, url, caFile, queue string) error {
 	}
 	for i := 1; i <= count; i++ {
 		body := fmt.Sprintf("item %d of %d at %s", i, count, time.Now().UTC().Format(time.RFC3339Nano))
+		if work > 0 {
+			body += " work=" + work.String()
+		}
 		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", queue, false, false, amqp.Publishing{
 			DeliveryMode: amqp.Persistent, ContentType: "text/plain", Body: []byte(body),
 		})

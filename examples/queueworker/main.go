@@ -39,7 +39,8 @@ func main() {
 	urlFlag := flag.String("amqp-url", defaultURL(), "broker URL (default $NIGHTSHIFT_AMQP_URL, or the file named by $NIGHTSHIFT_AMQP_URL_FILE)")
 	caFile := flag.String("amqp-ca-file", os.Getenv("NIGHTSHIFT_AMQP_CA_FILE"), "PEM CA an amqps:// broker must chain to (default $NIGHTSHIFT_AMQP_CA_FILE)")
 	queue := flag.String("queue", os.Getenv("NIGHTSHIFT_WORK_QUEUE"), "queue to consume (default $NIGHTSHIFT_WORK_QUEUE)")
-	work := flag.Duration("work", 200*time.Millisecond, "time spent on each item")
+	work := flag.Duration("work", 200*time.Millisecond, "time spent on each item, unless its body says work=DURATION")
+	maxWork := flag.Duration("max-work", time.Minute, "longest work=DURATION an item's body may ask for")
 	recordFile := flag.String("record", os.Getenv("NIGHTSHIFT_WORK_RECORD"), "append a JSON line per item started, finished or given back to this file (default $NIGHTSHIFT_WORK_RECORD; empty: none)")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stdout, nil))
@@ -70,7 +71,7 @@ func main() {
 	}
 	defer rec.Close()
 	for ctx.Err() == nil {
-		err := consume(ctx, *urlFlag, tc, *queue, *work, st, rec, log)
+		err := consume(ctx, *urlFlag, tc, *queue, workTime{*work, *maxWork}, st, rec, log)
 		if errors.Is(err, errDrained) {
 			log.Info("drained: exiting")
 			return
@@ -160,7 +161,22 @@ func (r *recorder) Close() {
 	}
 }
 
-func consume(ctx context.Context, url string, tc *tls.Config, queue string, work time.Duration, st *workerkit.Status, rec *recorder, log *slog.Logger) error {
+// workTime is how long an item takes: Default, or what the item's body asks
+// for with a work=DURATION word (producer --work), at most Max.
+type workTime struct{ Default, Max time.Duration }
+
+func (w workTime) of(body []byte) time.Duration {
+	for _, f := range strings.Fields(string(body)) {
+		if v, ok := strings.CutPrefix(f, "work="); ok {
+			if d, err := time.ParseDuration(v); err == nil && d >= 0 {
+				return min(d, w.Max)
+			}
+		}
+	}
+	return w.Default
+}
+
+func consume(ctx context.Context, url string, tc *tls.Config, queue string, work workTime, st *workerkit.Status, rec *recorder, log *slog.Logger) error {
 	conn, err := amqp.DialConfig(url, amqp.Config{TLSClientConfig: tc, Properties: amqp.Table{"connection_name": "queueworker " + os.Getenv("NIGHTSHIFT_INSTANCE_ID")}})
 	if err != nil {
 		return err
@@ -213,7 +229,7 @@ func consume(ctx context.Context, url string, tc *tls.Config, queue string, work
 			// once: an item held by a worker that dies comes back. The work
 			// must therefore be idempotent (this one only sleeps).
 			select {
-			case <-time.After(work):
+			case <-time.After(work.of(d.Body)):
 			case <-ctx.Done():
 				d.Nack(false, true) // give it back: another worker will do it
 				rec.record("requeue", d, log)

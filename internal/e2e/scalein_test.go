@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,18 +19,35 @@ import (
 // scaleInItems is how many 2 s items the scale-in test publishes: enough to
 // keep the queue above high_water (20) while the pool grows from 1 to 6
 // one worker per decision, on a slow machine too.
-const scaleInItems = 180
+const scaleInItems = 150
+
+// longItems are published at the end, one per worker of a pool held at 3,
+// each taking longItemWork: long past the drain_timeout the test sets then.
+const (
+	longItems    = 3
+	longItemWork = "8s"
+)
 
 // TestScaleInEndToEnd is issue 19's proof on the real binaries: the work
 // pool of plans/local.toml, real queueworkers on the run's private broker,
-// items of 2 s each. The pool grows to max_instances, the publishing stops,
-// and it shrinks while workers are still busy. The workers record every
-// item they start and finish; the test counts them: every item finished, no
-// item lost, no worker interrupted holding an item, and every busy worker
-// chosen for scale-in drained (finished its item) rather than killed.
+// every item recorded by the worker that starts and finishes it.
+//
+//  1. 150 items of 2 s: the pool grows to max_instances 6.
+//  2. max_instances lowered to 3 while every worker is busy: the victims are
+//     drained and each finishes its item before it exits.
+//  3. max_instances back to 6: it grows again, and shrinks to 1 as the queue
+//     empties, idle workers first.
+//  4. min_instances 3, three items of 8 s (one per worker), then the pool
+//     cut to 1 with drain_timeout 2s: two busy workers are drained, time
+//     out, and are terminated holding their items; the decisions say so,
+//     and the broker delivers those items again.
+//
+// The counts then show every item finished, none lost, redeliveries only
+// for items whose worker was stopped past drain_timeout, and no worker
+// stopped holding an item otherwise.
 func TestScaleInEndToEnd(t *testing.T) {
 	requireRuns(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 9*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
 
 	recFile := filepath.Join(t.TempDir(), "work-records.jsonl")
@@ -39,52 +57,66 @@ func TestScaleInEndToEnd(t *testing.T) {
 		w := Healthy(Job(st, "work"))
 		return len(w) == 1, fmt.Sprintf("healthy workers %v", w)
 	})
+	drains := &drainWatch{seen: map[string]mgmt.WorkerStatus{}}
+	want := map[int]int{scaleInItems: scaleInItems} // batch size -> items
 
-	if err := r.Publish(ctx, scaleInItems); err != nil {
-		t.Fatal(err)
-	}
+	// 1. Grow to max_instances.
+	publish(t, r, ctx, scaleInItems, "")
 	mustWait(t, r, ctx, "work pool at max_instances 6", 4*time.Minute, func(st *mgmt.RunStatus) (bool, string) {
 		j := Job(st, "work")
+		drains.note(j)
 		w := Running(j)
 		return len(w) == 6, fmt.Sprintf("running workers %v; %s", w, lastReason(j))
 	})
-	t.Logf("work pool reached 6 workers; no more items are published")
 
-	// Shrink: watch status until the pool is back at min_instances with
-	// an empty queue and every item finished, noting every draining worker
-	// status shows and the drain times it gives.
-	drainSeen := map[string]mgmt.WorkerStatus{}
-	var statusErrs []string
+	// 2. Shrink while every worker is busy.
+	reconfigure(t, r, ctx, "max_instances=3")
+	mustWait(t, r, ctx, "work pool at 3 with a deep queue, nothing draining", 3*time.Minute, func(st *mgmt.RunStatus) (bool, string) {
+		j := Job(st, "work")
+		drains.note(j)
+		w := Running(j)
+		return len(w) == 3 && j.Counts["draining"] == 0, fmt.Sprintf("running workers %v, draining %d; %s", w, j.Counts["draining"], lastReason(j))
+	})
+
+	// 3. Grow again, then shrink to 1 as the queue empties.
+	reconfigure(t, r, ctx, "max_instances=6")
 	mustWait(t, r, ctx, "pool back at 1 worker, queue empty, every item finished", 6*time.Minute, func(st *mgmt.RunStatus) (bool, string) {
 		j := Job(st, "work")
-		if j == nil {
-			return false, "no work job in status"
-		}
-		for _, w := range j.Workers {
-			if w.DrainingSince == nil {
-				continue
-			}
-			if _, ok := drainSeen[w.ID]; !ok {
-				drainSeen[w.ID] = w
-				if w.DrainDeadline == nil || !w.DrainDeadline.After(*w.DrainingSince) {
-					statusErrs = append(statusErrs, fmt.Sprintf("worker %s draining since %v with deadline %v", w.ID, w.DrainingSince, w.DrainDeadline))
-				}
-			}
-		}
-		recs, err := readRecords(recFile)
-		if err != nil {
-			return false, err.Error()
-		}
-		c := countItems(recs, scaleInItems)
-		depth := -1
-		if j.QueueDepth != nil {
-			depth = *j.QueueDepth
-		}
-		run := Running(j)
+		drains.note(j)
+		c := countItems(readRecordsOrNil(recFile), want)
+		run, depth := Running(j), queueDepth(j)
 		return len(run) == 1 && depth == 0 && c.finishedItems == scaleInItems,
 			fmt.Sprintf("running %v, depth %d, %d/%d items finished; %s", run, depth, c.finishedItems, scaleInItems, lastReason(j))
 	})
-	for _, e := range statusErrs {
+
+	// 4. Drain timeout: three busy workers, cut to one.
+	reconfigure(t, r, ctx, "min_instances=3")
+	mustWait(t, r, ctx, "3 idle workers", 3*time.Minute, func(st *mgmt.RunStatus) (bool, string) {
+		w := Healthy(Job(st, "work"))
+		return len(w) == 3, fmt.Sprintf("healthy workers %v", w)
+	})
+	want[longItems] = longItems
+	publish(t, r, ctx, longItems, longItemWork)
+	mustWait(t, r, ctx, "3 workers busy with the long items", 2*time.Minute, func(st *mgmt.RunStatus) (bool, string) {
+		j := Job(st, "work")
+		var busy []string
+		for _, w := range j.Workers {
+			if w.State == "running" && w.Busy {
+				busy = append(busy, w.ID)
+			}
+		}
+		return len(busy) == 3, fmt.Sprintf("busy workers %v", busy)
+	})
+	reconfigure(t, r, ctx, "min_instances=1", "max_instances=1", "drain_timeout=2s")
+	mustWait(t, r, ctx, "pool at 1, queue empty, every item finished", 4*time.Minute, func(st *mgmt.RunStatus) (bool, string) {
+		j := Job(st, "work")
+		drains.note(j)
+		c := countItems(readRecordsOrNil(recFile), want)
+		run, depth := Running(j), queueDepth(j)
+		return len(run) == 1 && depth == 0 && c.finishedItems == scaleInItems+longItems,
+			fmt.Sprintf("running %v, depth %d, %d/%d items finished; %s", run, depth, c.finishedItems, scaleInItems+longItems, lastReason(j))
+	})
+	for _, e := range drains.errs {
 		t.Errorf("status: %s", e)
 	}
 
@@ -92,12 +124,12 @@ func TestScaleInEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := countItems(recs, scaleInItems)
+	c := countItems(recs, want)
 	acts := scaleInActions(t, r, ctx)
 	t.Logf("counts: published %d, started %d, finished %d, redelivered %d, duplicates %d, interrupted %d, lost %d",
-		scaleInItems, c.starts, c.finishes, c.redelivered, c.duplicates, len(c.interrupted), len(c.lost))
-	t.Logf("scale-in: %d idle workers terminated %v, %d busy workers drained %v, %d terminated past drain_timeout %v; status showed %d draining",
-		len(acts.idle), acts.idle, len(acts.drained), acts.drained, len(acts.expired), acts.expired, len(drainSeen))
+		scaleInItems+longItems, c.starts, c.finishes, c.redelivered, c.duplicates, len(c.interrupted), len(c.lost))
+	t.Logf("scale-in victims: %d idle terminated %v; %d busy drained %v; %d terminated past drain_timeout %v; status showed %d draining",
+		len(acts.idle), acts.idle, len(acts.drained), acts.drained, len(acts.expired), acts.expired, len(drains.seen))
 
 	if len(c.lost) > 0 {
 		t.Errorf("%d items lost (never finished): %v", len(c.lost), c.lost)
@@ -105,42 +137,113 @@ func TestScaleInEndToEnd(t *testing.T) {
 	if len(c.bad) > 0 {
 		t.Errorf("records that name no published item: %v", c.bad)
 	}
-	// An interrupted item is one a worker started and never finished or
-	// gave back: the worker was killed holding it. Only a drain_timeout
-	// may do that (never here: items take 2 s, drain_timeout is 5m).
+	// An interrupted item is one a worker started and never finished: the
+	// worker was stopped holding it. Only a drain_timeout may do that.
 	for _, in := range c.interrupted {
 		if !slices.Contains(acts.expired, in.Instance) {
-			t.Errorf("worker %s (pid %d) was stopped while busy with %q: %s at %s, never finished",
+			t.Errorf("worker %s (pid %d) was stopped while busy with %q (%s at %s) and no decision says drain_timeout",
 				in.Instance, in.PID, in.Item, in.Event, in.Time.Format(time.RFC3339Nano))
 		}
 	}
 	// Duplicates are at-least-once delivery: an item finished twice must
-	// have been given back or interrupted first, and come again marked
-	// redelivered.
+	// have been given back or interrupted first.
 	for _, item := range c.unexplained {
-		t.Errorf("item %d finished more than once without a redelivery after an interruption", item)
+		t.Errorf("item %s finished more than once without an interruption before", item)
 	}
-	// A busy worker chosen for scale-in finishes the item it held: its
-	// last record is a finish, and it started nothing after the drain.
+	// Every start after a stop is a redelivery the broker marked so.
+	if c.redelivered < len(c.interrupted) {
+		t.Errorf("%d items interrupted but only %d deliveries marked redelivered", len(c.interrupted), c.redelivered)
+	}
+	// Step 2 drained busy workers; each finished the item it held: its last
+	// record is a finish. Step 4's timed out and were terminated.
+	finishedDrains := 0
 	for _, id := range acts.drained {
 		last, ok := c.lastByInstance[id]
 		switch {
 		case !ok:
 			t.Errorf("drained worker %s recorded nothing", id)
-		case last.Event != "finish" && !slices.Contains(acts.expired, id):
+		case slices.Contains(acts.expired, id):
+		case last.Event != "finish":
 			t.Errorf("drained worker %s: last record %s %q, want finish (or a drain_timeout in the decisions)", id, last.Event, last.Item)
-		}
-		if _, ok := drainSeen[id]; !ok {
-			t.Logf("drained worker %s finished before a status poll saw it draining", id)
+		default:
+			finishedDrains++
 		}
 	}
-	if len(acts.idle)+len(acts.drained)+len(acts.expired) < 5 {
-		t.Errorf("the pool shrank from 6 to 1 but the decisions name only %d scale-in victims", len(acts.idle)+len(acts.drained))
+	if finishedDrains == 0 {
+		t.Errorf("no busy worker was drained to its last finish: step 2 should drain the busy workers it removes")
+	}
+	if len(acts.expired) < 2 {
+		t.Errorf("step 4 should time out 2 drains, decisions name %v", acts.expired)
+	}
+	if !acts.expiredInReason {
+		t.Errorf("no decision's reason says a worker went past drain_timeout")
+	}
+	for _, id := range acts.expired {
+		if _, ok := drains.seen[id]; !ok {
+			t.Errorf("worker %s timed out its drain, but status never showed it draining with a deadline", id)
+		}
+	}
+	if len(acts.idle) == 0 {
+		t.Errorf("step 3 should terminate idle workers as the queue empties; decisions name none")
 	}
 	if res := r.Teardown(ctx); res.Code != 0 {
 		t.Fatalf("teardown exit %d", res.Code)
 	}
 	r.AssertNoProcesses()
+}
+
+// drainWatch notes every draining worker status shows, and whether it
+// gave a deadline after the start.
+type drainWatch struct {
+	seen map[string]mgmt.WorkerStatus
+	errs []string
+}
+
+func (d *drainWatch) note(j *mgmt.JobStatus) {
+	if j == nil {
+		return
+	}
+	for _, w := range j.Workers {
+		if w.DrainingSince == nil {
+			continue
+		}
+		if _, ok := d.seen[w.ID]; ok {
+			continue
+		}
+		d.seen[w.ID] = w
+		if w.DrainDeadline == nil || !w.DrainDeadline.After(*w.DrainingSince) {
+			d.errs = append(d.errs, fmt.Sprintf("worker %s draining since %v with deadline %v", w.ID, w.DrainingSince, w.DrainDeadline))
+		}
+	}
+}
+
+func publish(t *testing.T, r *Run, ctx context.Context, n int, work string) {
+	t.Helper()
+	args := []string{"--home", r.Home, "--run", r.Name, "--count", fmt.Sprint(n)}
+	if work != "" {
+		args = append(args, "--work", work)
+	}
+	res := r.Cmd(ctx, "producer", args...)
+	if res.Code != 0 {
+		t.Fatalf("producer exit %d: %s", res.Code, res.Stderr)
+	}
+	t.Logf("publish: %s", strings.TrimSpace(res.Stdout))
+}
+
+func reconfigure(t *testing.T, r *Run, ctx context.Context, kv ...string) {
+	t.Helper()
+	res := r.Mgmt(ctx, append([]string{"reconfigure", r.Name, "work"}, kv...)...)
+	if res.Code != 0 {
+		t.Fatalf("mgmt reconfigure %v: exit %d: %s", kv, res.Code, res.Stderr)
+	}
+	t.Logf("reconfigure work %v", kv)
+}
+
+func queueDepth(j *mgmt.JobStatus) int {
+	if j == nil || j.QueueDepth == nil {
+		return -1
+	}
+	return *j.QueueDepth
 }
 
 // scaleInPlan writes plans/local.toml with the work pool's worker taking
@@ -174,6 +277,11 @@ type workRecord struct {
 	Time        time.Time `json:"time"`
 }
 
+func readRecordsOrNil(path string) []workRecord {
+	recs, _ := readRecords(path)
+	return recs
+}
+
 func readRecords(path string) ([]workRecord, error) {
 	f, err := os.Open(path)
 	if os.IsNotExist(err) {
@@ -200,7 +308,7 @@ func readRecords(path string) ([]workRecord, error) {
 type itemCounts struct {
 	starts, finishes, redelivered, duplicates int
 	finishedItems                             int
-	lost                                      []int
+	lost                                      []string
 	bad                                       []string
 	// interrupted are starts with no finish, requeue or failed ack after
 	// them in the same process (killed holding the item), and requeues
@@ -208,23 +316,34 @@ type itemCounts struct {
 	interrupted []workRecord
 	// unexplained are items finished more than once with no earlier
 	// interruption, give-back or failed ack.
-	unexplained    []int
+	unexplained    []string
 	lastByInstance map[string]workRecord
 }
 
-func countItems(recs []workRecord, n int) itemCounts {
+// itemKey names an item by its number and its batch's size ("7/150"): the
+// producer numbers each batch from 1.
+func itemKey(body string) (string, int, bool) {
+	var n, of int
+	if _, err := fmt.Sscanf(body, "item %d of %d", &n, &of); err != nil || n < 1 || n > of {
+		return "", 0, false
+	}
+	return fmt.Sprintf("%d/%d", n, of), of, true
+}
+
+// countItems counts recs against the batches published (size -> items).
+func countItems(recs []workRecord, batches map[int]int) itemCounts {
 	c := itemCounts{lastByInstance: map[string]workRecord{}}
-	finished := map[int]int{}
-	retried := map[int]bool{} // the item's delivery ended without an ack at least once
-	open := map[int]workRecord{}
+	finished := map[string]int{}
+	retried := map[string]bool{} // the item's delivery ended without an ack at least once
+	open := map[string]workRecord{}
 	for _, rec := range recs {
-		var item, of int
-		if _, err := fmt.Sscanf(rec.Item, "item %d of %d", &item, &of); err != nil || item < 1 || item > n {
+		item, of, ok := itemKey(rec.Item)
+		if !ok || batches[of] == 0 {
 			c.bad = append(c.bad, rec.Item)
 			continue
 		}
 		c.lastByInstance[rec.Instance] = rec
-		key := rec.PID*1_000_000 + item
+		key := fmt.Sprintf("%d %s", rec.PID, item)
 		switch rec.Event {
 		case "start":
 			c.starts++
@@ -249,23 +368,25 @@ func countItems(recs []workRecord, n int) itemCounts {
 	}
 	for _, rec := range open {
 		c.interrupted = append(c.interrupted, rec)
-		var item, of int
-		fmt.Sscanf(rec.Item, "item %d of %d", &item, &of)
+		item, _, _ := itemKey(rec.Item)
 		retried[item] = true
 	}
 	slices.SortFunc(c.interrupted, func(a, b workRecord) int { return a.Time.Compare(b.Time) })
-	for item := 1; item <= n; item++ {
-		switch k := finished[item]; {
-		case k == 0:
-			c.lost = append(c.lost, item)
-		case k > 1:
-			c.duplicates += k - 1
-			if !retried[item] {
-				c.unexplained = append(c.unexplained, item)
+	for _, of := range slices.Sorted(maps.Keys(batches)) {
+		for n := 1; n <= batches[of]; n++ {
+			item := fmt.Sprintf("%d/%d", n, of)
+			switch k := finished[item]; {
+			case k == 0:
+				c.lost = append(c.lost, item)
+			case k > 1:
+				c.duplicates += k - 1
+				if !retried[item] {
+					c.unexplained = append(c.unexplained, item)
+				}
 			}
-		}
-		if finished[item] > 0 {
-			c.finishedItems++
+			if finished[item] > 0 {
+				c.finishedItems++
+			}
 		}
 	}
 	return c
@@ -274,6 +395,9 @@ func countItems(recs []workRecord, n int) itemCounts {
 // scaleInVictims are the workers the controller's decisions removed.
 type scaleInVictims struct {
 	idle, drained, expired []string
+	// expiredInReason: a decision's own reason says it terminated a
+	// worker past drain_timeout.
+	expiredInReason bool
 }
 
 // scaleInActions reads the work pool's decisions and sorts the workers its
@@ -297,6 +421,9 @@ func scaleInActions(t *testing.T, r *Run, ctx context.Context) scaleInVictims {
 	}
 	var v scaleInVictims
 	for _, d := range ds {
+		if strings.Contains(d.Reason, "past drain_timeout") {
+			v.expiredInReason = true
+		}
 		for _, a := range d.Actions {
 			switch {
 			case a.Type == "terminate" && strings.HasPrefix(a.Reason, "scale in") && strings.Contains(a.Reason, "idle"):
