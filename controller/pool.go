@@ -281,7 +281,7 @@ func (p *Pool) Snapshot(now time.Time) decision.Snapshot {
 	for _, w := range p.workers {
 		s.Instances = append(s.Instances, decision.Instance{
 			ID: w.id, State: w.state, Health: p.health(w, now),
-			Busy: w.busy, LaunchedAt: w.launchedAt, DrainingSince: w.drainingSince,
+			Busy: w.busy || p.drainUnconfirmed(w), LaunchedAt: w.launchedAt, DrainingSince: w.drainingSince,
 		})
 	}
 	// Map order is random; engines break ties by id, but a stable order
@@ -296,6 +296,23 @@ func (p *Pool) Snapshot(now time.Time) decision.Snapshot {
 		return 0
 	})
 	return s
+}
+
+// drainUnconfirmed reports whether w drains but no heartbeat has shown it
+// idle since: only a heartbeat received a full heartbeat interval after
+// the drain was sent was sampled after the worker could see its drain
+// file, and a worker that has seen it takes no new item. Until then an
+// "idle" heartbeat may predate an item the worker took, so the engines see
+// the worker as busy and do not terminate it (drain_timeout still does).
+func (p *Pool) drainUnconfirmed(w *worker) bool {
+	if w.drainingSince.IsZero() {
+		return false
+	}
+	interval := p.job.Health.HeartbeatInterval
+	if interval <= 0 {
+		interval = decision.DefaultHeartbeatInterval
+	}
+	return w.lastHeartbeat.Before(w.drainingSince.Add(interval))
 }
 
 func (p *Pool) health(w *worker, now time.Time) nightshift.Health {

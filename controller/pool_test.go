@@ -671,3 +671,41 @@ func TestPoolStatusDrain(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// A draining worker is shown to the engine as busy until a heartbeat
+// received a full heartbeat interval after the drain says idle: an idle
+// heartbeat from before may predate an item the worker took.
+func TestPoolDrainIdleNeedsHeartbeatAfterDrain(t *testing.T) {
+	idle := sitter.TaskStatus{Name: "work", State: sitter.StateRunning, Work: sitter.WorkIdle}
+	exited := sitter.TaskStatus{Name: "work", State: sitter.StateExited, Reason: "drained (exit status 0)"}
+	cases := []struct {
+		name     string
+		beatAt   time.Duration // after the drain at 10s; negative: none after
+		task     sitter.TaskStatus
+		wantBusy bool
+	}{
+		{name: "only the idle heartbeat from before the drain", beatAt: -1, task: idle, wantBusy: true},
+		{name: "idle heartbeat right after the drain", beatAt: 200 * time.Millisecond, task: idle, wantBusy: true},
+		{name: "idle heartbeat an interval after the drain", beatAt: time.Second, task: idle, wantBusy: false},
+		{name: "task exited, an interval after the drain", beatAt: 2 * time.Second, task: exited, wantBusy: false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPool(t)
+			p.ApplyInstance(inst("a", nightshift.StateRunning, at(0)), at(0))
+			p.Heartbeat(beat("a", idle), at(9*time.Second))
+			if in, _ := snapInstance(t, p, at(9*time.Second), "a"); in.Busy {
+				t.Fatal("idle worker not draining shown busy")
+			}
+			p.Drained("a", at(10*time.Second))
+			now := at(10*time.Second + 100*time.Millisecond)
+			if tc.beatAt >= 0 {
+				now = at(10*time.Second + tc.beatAt)
+				p.Heartbeat(beat("a", tc.task), now)
+			}
+			if in, _ := snapInstance(t, p, now, "a"); in.Busy != tc.wantBusy {
+				t.Errorf("busy = %v, want %v", in.Busy, tc.wantBusy)
+			}
+		})
+	}
+}

@@ -21,7 +21,7 @@ func TestNPreservingDecide(t *testing.T) {
 			want:      "none", reason: []string{"not configured"}},
 		{name: "explicit zero scales to zero", n: new(0),
 			instances: []string{"a running ok", "b running ok age=1m"},
-			want:      "terminate[b a]", reason: []string{"n=0, have 2: -2 (2 -> 0)"}},
+			want:      "drain[b a]", reason: []string{"n=0, have 2: -2 (2 -> 0)"}},
 		{name: "empty pool launches n", n: new(3),
 			want: "launch 3", reason: []string{"n=3, have 0: +3 (0 -> 3)"}},
 		{name: "pending instances and launches count, never overshoot", n: new(3),
@@ -44,9 +44,12 @@ func TestNPreservingDecide(t *testing.T) {
 			want:      "launch 1"},
 		{name: "scale in picks idle newest first and spares busy", n: new(1),
 			instances: []string{"old running ok age=3h", "busy running ok busy age=1m", "new running ok age=2h"},
-			want:      "terminate[new old]"},
+			want:      "drain[new old]", reason: []string{"-2 (3 -> 1)"}},
 		{name: "scale in drains busy when no idle left", n: new(1),
 			instances: []string{"a running ok busy age=3h", "b running ok busy age=1h", "c running ok age=2h"},
+			want:      "drain[c] drain[b]"},
+		{name: "scale in terminates workers not running yet, drains running idle ones", n: new(1),
+			instances: []string{"a running ok age=3h", "b running ok age=2h", "c pending unknown age=1s"},
 			want:      "terminate[c] drain[b]"},
 		{name: "pending instances go first on scale in", n: new(1),
 			instances: []string{"a running ok", "b requested unknown age=1s"},
@@ -181,7 +184,7 @@ func TestScaleInOrderIsDeterministic(t *testing.T) {
 	cfg := NPreservingConfig{N: new(1), DrainTimeout: DefaultDrainTimeout}
 	da := DecideNPreserving(cfg, Snapshot{Now: t0, Instances: a})
 	db := DecideNPreserving(cfg, Snapshot{Now: t0, Instances: b})
-	if summary(da.Actions) != summary(db.Actions) || summary(da.Actions) != "terminate[z y]" {
+	if summary(da.Actions) != summary(db.Actions) || summary(da.Actions) != "drain[z y]" {
 		t.Fatalf("order-dependent: %s vs %s", summary(da.Actions), summary(db.Actions))
 	}
 }

@@ -126,14 +126,21 @@ func steer(s Snapshot, p pool, target int, spec LaunchSpec, drainTimeout time.Du
 		}
 		acts = append(acts, Launch{Count: n, Spec: cloneSpec(spec), Reason: why})
 	case target < have:
-		idle, busy := pickVictims(p.members, have-target)
+		booting, idle, busy := pickVictims(p.members, have-target)
+		if len(booting) > 0 {
+			acts = append(acts, Terminate{IDs: booting, Reason: fmt.Sprintf("scale in %d -> %d: not running yet, newest first", have, target)})
+		}
+		// An idle worker is drained too, not terminated: "idle" is its last
+		// heartbeat, and it may have taken an item since. Draining stops it
+		// taking another; it is terminated once a heartbeat taken after the
+		// drain says idle.
 		if len(idle) > 0 {
-			acts = append(acts, Terminate{IDs: idle, Reason: fmt.Sprintf("scale in %d -> %d: idle, newest first", have, target)})
+			acts = append(acts, Drain{IDs: idle, Reason: fmt.Sprintf("scale in %d -> %d: idle, newest first; terminate once idle after the drain", have, target)})
 		}
 		if len(busy) > 0 {
 			acts = append(acts, Drain{IDs: busy, Reason: fmt.Sprintf("scale in %d -> %d: busy, terminate once idle or after drain_timeout %s", have, target, drainTimeout)})
 		}
-		if short := have - target - len(idle) - len(busy); short > 0 {
+		if short := have - target - len(booting) - len(idle) - len(busy); short > 0 {
 			// Only launches with no instance record are left; they cannot
 			// be cancelled, so the excess goes on the next decisions.
 			notes = append(notes, fmt.Sprintf("%d over target still launching", short))
@@ -144,10 +151,11 @@ func steer(s Snapshot, p pool, target int, spec LaunchSpec, drainTimeout time.Du
 
 // pickVictims chooses n members to remove: idle ones before busy ones, and
 // within each group the newest first (ties broken by ID, for determinism).
-// Idle victims are terminated; busy ones are drained.
-func pickVictims(members []Instance, n int) (idle, busy []string) {
+// Victims not running yet (booting) have no worker that could hold an item
+// and are terminated; running ones, idle or busy, are drained.
+func pickVictims(members []Instance, n int) (booting, idle, busy []string) {
 	if n <= 0 || len(members) == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	// Sort indexes, not Instances: moving 100-byte structs with pointers
 	// dominated the cost at 10,000 instances.
@@ -169,13 +177,16 @@ func pickVictims(members []Instance, n int) (idle, busy []string) {
 		return cmp.Compare(b.ID, a.ID)
 	})
 	for _, i := range order[:min(n, len(order))] {
-		if members[i].Busy {
-			busy = append(busy, members[i].ID)
-		} else {
-			idle = append(idle, members[i].ID)
+		switch m := &members[i]; {
+		case m.Busy:
+			busy = append(busy, m.ID)
+		case m.State.Rank() < nightshift.StateRunning.Rank():
+			booting = append(booting, m.ID)
+		default:
+			idle = append(idle, m.ID)
 		}
 	}
-	return idle, busy
+	return booting, idle, busy
 }
 
 // stable reports whether the pool is settled: no actions, nothing in

@@ -223,6 +223,13 @@ func consume(ctx context.Context, url string, tc *tls.Config, queue string, work
 			if !ok {
 				return errors.New("delivery channel closed")
 			}
+			// A drain that came while idle wins over the item: give it
+			// back unstarted, so that once the sitter has seen the drain
+			// file an idle report stays true and the worker can go.
+			if st.Draining() {
+				d.Nack(false, true)
+				return errDrained
+			}
 			st.Busy()
 			rec.record("start", d, log)
 			// Acking only after the work is done makes delivery at least

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -36,7 +37,8 @@ const (
 //  2. max_instances lowered to 3 while every worker is busy: the victims are
 //     drained and each finishes its item before it exits.
 //  3. max_instances back to 6: it grows again, and shrinks to 1 as the queue
-//     empties, idle workers first.
+//     empties, idle workers first (drained too: their last heartbeat may
+//     predate an item they took since).
 //  4. min_instances 3, three items of 8 s (one per worker), then the pool
 //     cut to 1 with drain_timeout 2s: two busy workers are drained, time
 //     out, and are terminated holding their items; the decisions say so,
@@ -128,8 +130,8 @@ func TestScaleInEndToEnd(t *testing.T) {
 	acts := scaleInActions(t, r, ctx)
 	t.Logf("counts: published %d, started %d, finished %d, redelivered %d, duplicates %d, interrupted %d, lost %d",
 		scaleInItems+longItems, c.starts, c.finishes, c.redelivered, c.duplicates, len(c.interrupted), len(c.lost))
-	t.Logf("scale-in victims: %d idle terminated %v; %d busy drained %v; %d terminated past drain_timeout %v; status showed %d draining",
-		len(acts.idle), acts.idle, len(acts.drained), acts.drained, len(acts.expired), acts.expired, len(drains.seen))
+	t.Logf("scale-in victims: %d idle %v; %d not running yet %v; %d busy drained %v; %d terminated past drain_timeout %v; status showed %d draining",
+		len(acts.idle), acts.idle, len(acts.booting), acts.booting, len(acts.drained), acts.drained, len(acts.expired), acts.expired, len(drains.seen))
 
 	if len(c.lost) > 0 {
 		t.Errorf("%d items lost (never finished): %v", len(c.lost), c.lost)
@@ -184,7 +186,7 @@ func TestScaleInEndToEnd(t *testing.T) {
 		}
 	}
 	if len(acts.idle) == 0 {
-		t.Errorf("step 3 should terminate idle workers as the queue empties; decisions name none")
+		t.Errorf("step 3 should remove idle workers as the queue empties; decisions name none")
 	}
 	if res := r.Teardown(ctx); res.Code != 0 {
 		t.Fatalf("teardown exit %d", res.Code)
@@ -394,7 +396,11 @@ func countItems(recs []workRecord, batches map[int]int) itemCounts {
 
 // scaleInVictims are the workers the controller's decisions removed.
 type scaleInVictims struct {
-	idle, drained, expired []string
+	// idle were idle when chosen (drained, then terminated once a
+	// heartbeat after the drain said idle); booting were not running yet
+	// (terminated); drained were busy (drained); expired were terminated
+	// past drain_timeout.
+	idle, booting, drained, expired []string
 	// expiredInReason: a decision's own reason says it terminated a
 	// worker past drain_timeout.
 	expiredInReason bool
@@ -426,8 +432,10 @@ func scaleInActions(t *testing.T, r *Run, ctx context.Context) scaleInVictims {
 		}
 		for _, a := range d.Actions {
 			switch {
-			case a.Type == "terminate" && strings.HasPrefix(a.Reason, "scale in") && strings.Contains(a.Reason, "idle"):
+			case strings.HasPrefix(a.Reason, "scale in") && strings.Contains(a.Reason, ": idle"):
 				v.idle = append(v.idle, a.IDs...)
+			case a.Type == "terminate" && strings.HasPrefix(a.Reason, "scale in"):
+				v.booting = append(v.booting, a.IDs...)
 			case a.Type == "drain":
 				v.drained = append(v.drained, a.IDs...)
 			case a.Type == "terminate" && strings.Contains(a.Reason, "drain_timeout"):
@@ -443,4 +451,136 @@ func lastReason(j *mgmt.JobStatus) string {
 		return "no decision yet"
 	}
 	return "last decision: " + j.LastDecision.Reason
+}
+
+// TestScaleInFaultsEndToEnd is issue 19's proof under faults: while the work
+// pool shrinks from 6 with every worker busy, the sitter of a busy worker
+// is SIGKILLed and then every connection of the run's broker is dropped
+// (rabbitmqctl close_all_connections). Items held by the dead worker or by
+// a worker whose connection dropped were never acked: the broker delivers
+// them again, and the counts still show every item finished and none lost,
+// every duplicate explained by such a redelivery.
+func TestScaleInFaultsEndToEnd(t *testing.T) {
+	requireRuns(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+
+	recFile := filepath.Join(t.TempDir(), "work-records.jsonl")
+	r := env.NewRun(t, scaleInPlan(t, recFile), "sf")
+	r.Launch(ctx)
+	mustWait(t, r, ctx, "1 work worker running and healthy", 90*time.Second, func(st *mgmt.RunStatus) (bool, string) {
+		w := Healthy(Job(st, "work"))
+		return len(w) == 1, fmt.Sprintf("healthy workers %v", w)
+	})
+	const items = 120
+	want := map[int]int{items: items}
+	publish(t, r, ctx, items, "")
+	mustWait(t, r, ctx, "work pool at max_instances 6", 4*time.Minute, func(st *mgmt.RunStatus) (bool, string) {
+		j := Job(st, "work")
+		w := Running(j)
+		return len(w) == 6, fmt.Sprintf("running workers %v; %s", w, lastReason(j))
+	})
+
+	// Shrink while busy, and kill the sitter of a busy worker the shrink
+	// keeps (the oldest are kept: victims are the newest).
+	reconfigure(t, r, ctx, "max_instances=3")
+	st := mustWait(t, r, ctx, "a busy worker not draining", time.Minute, func(st *mgmt.RunStatus) (bool, string) {
+		for _, w := range Job(st, "work").Workers {
+			if w.State == "running" && w.Busy && w.DrainingSince == nil {
+				return true, "busy: " + w.ID
+			}
+		}
+		return false, "no busy worker outside the drains"
+	})
+	var victim string
+	for _, w := range Job(st, "work").Workers {
+		if w.State == "running" && w.Busy && w.DrainingSince == nil {
+			victim = w.ID
+			break
+		}
+	}
+	sitters, err := r.Sitters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, ok := sitters[victim]
+	if !ok {
+		t.Fatalf("no live sitter for busy worker %s (sitters %v)", victim, sitters)
+	}
+	if err := r.Kill9("sitter of busy worker "+victim, pid); err != nil {
+		t.Fatal(err)
+	}
+
+	// Then drop every connection of the run's broker.
+	dropConnections(t, r, ctx)
+
+	mustWait(t, r, ctx, "queue empty and every item finished", 6*time.Minute, func(st *mgmt.RunStatus) (bool, string) {
+		j := Job(st, "work")
+		c := countItems(readRecordsOrNil(recFile), want)
+		depth := queueDepth(j)
+		return depth == 0 && c.finishedItems == items,
+			fmt.Sprintf("depth %d, %d/%d items finished; %s", depth, c.finishedItems, items, lastReason(j))
+	})
+	recs, err := readRecords(recFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := countItems(recs, want)
+	acts := scaleInActions(t, r, ctx)
+	t.Logf("counts: published %d, started %d, finished %d, redelivered %d, duplicates %d, interrupted %d, lost %d",
+		items, c.starts, c.finishes, c.redelivered, c.duplicates, len(c.interrupted), len(c.lost))
+	t.Logf("scale-in victims: %d idle %v; %d busy drained %v; %d past drain_timeout %v; sitter killed: %s",
+		len(acts.idle), acts.idle, len(acts.drained), acts.drained, len(acts.expired), acts.expired, victim)
+	if len(c.lost) > 0 {
+		t.Errorf("%d items lost (never finished): %v", len(c.lost), c.lost)
+	}
+	if len(c.bad) > 0 {
+		t.Errorf("records that name no published item: %v", c.bad)
+	}
+	for _, item := range c.unexplained {
+		t.Errorf("item %s finished more than once without an interruption or lost ack before", item)
+	}
+	// Only the worker whose sitter was killed may have been stopped
+	// holding an item (or one past a drain_timeout, not reached here).
+	for _, in := range c.interrupted {
+		if in.Instance != victim && !slices.Contains(acts.expired, in.Instance) {
+			t.Errorf("worker %s (pid %d) was stopped while busy with %q (%s at %s); only %s's sitter was killed",
+				in.Instance, in.PID, in.Item, in.Event, in.Time.Format(time.RFC3339Nano), victim)
+		}
+	}
+	if res := r.Teardown(ctx); res.Code != 0 {
+		t.Fatalf("teardown exit %d", res.Code)
+	}
+	r.AssertNoProcesses()
+}
+
+// dropConnections closes every client connection of the run's own broker
+// node (never the shared one), with the node's own cookie.
+func dropConnections(t *testing.T, r *Run, ctx context.Context) {
+	t.Helper()
+	st, err := r.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var node, dataDir string
+	for _, l := range st.Levels {
+		for _, s := range l.Services {
+			if s.Name == "broker" {
+				node, dataDir = s.Attributes["node"], s.Attributes["data_dir"]
+			}
+		}
+	}
+	if node == "" || dataDir == "" {
+		t.Fatal("status has no broker service with node and data_dir")
+	}
+	cookie, err := os.ReadFile(filepath.Join(dataDir, ".erlang.cookie"))
+	if err != nil {
+		t.Fatalf("private node's cookie: %v", err)
+	}
+	out, err := exec.CommandContext(ctx, "rabbitmqctl", "-n", node, "--erlang-cookie", strings.TrimSpace(string(cookie)),
+		"close_all_connections", "scale-in fault").CombinedOutput()
+	t.Logf("fault: rabbitmqctl -n %s close_all_connections: %s", node, strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatalf("close_all_connections on %s: %v", node, err)
+	}
 }
