@@ -128,8 +128,8 @@ func TestScaleInEndToEnd(t *testing.T) {
 	}
 	c := countItems(recs, want)
 	acts := scaleInActions(t, r, ctx)
-	t.Logf("counts: published %d, started %d, finished %d, redelivered %d, duplicates %d, interrupted %d, lost %d",
-		scaleInItems+longItems, c.starts, c.finishes, c.redelivered, c.duplicates, len(c.interrupted), len(c.lost))
+	t.Logf("counts: published %d, started %d, finished %d, ack lost %d, redelivered %d, duplicates %d, interrupted %d, lost %d",
+		scaleInItems+longItems, c.starts, c.finishes, c.ackFailed, c.redelivered, c.duplicates, len(c.interrupted), len(c.lost))
 	t.Logf("scale-in victims: %d idle %v; %d not running yet %v; %d busy drained %v; %d terminated past drain_timeout %v; status showed %d draining",
 		len(acts.idle), acts.idle, len(acts.booting), acts.booting, len(acts.drained), acts.drained, len(acts.expired), acts.expired, len(drains.seen))
 
@@ -309,9 +309,11 @@ func readRecords(path string) ([]workRecord, error) {
 // itemCounts is what the workers' records say about the items.
 type itemCounts struct {
 	starts, finishes, redelivered, duplicates int
-	finishedItems                             int
-	lost                                      []string
-	bad                                       []string
+	// ackFailed counts items done whose ack was lost with the connection.
+	ackFailed     int
+	finishedItems int
+	lost          []string
+	bad           []string
 	// interrupted are starts with no finish, requeue or failed ack after
 	// them in the same process (killed holding the item), and requeues
 	// (stopped holding it, and gave it back).
@@ -364,6 +366,7 @@ func countItems(recs []workRecord, batches map[int]int) itemCounts {
 			delete(open, key)
 			c.interrupted = append(c.interrupted, rec)
 		case "ack_failed":
+			c.ackFailed++
 			retried[item] = true
 			delete(open, key)
 		}
@@ -527,8 +530,8 @@ func TestScaleInFaultsEndToEnd(t *testing.T) {
 	}
 	c := countItems(recs, want)
 	acts := scaleInActions(t, r, ctx)
-	t.Logf("counts: published %d, started %d, finished %d, redelivered %d, duplicates %d, interrupted %d, lost %d",
-		items, c.starts, c.finishes, c.redelivered, c.duplicates, len(c.interrupted), len(c.lost))
+	t.Logf("counts: published %d, started %d, finished %d, ack lost %d, redelivered %d, duplicates %d, interrupted %d, lost %d",
+		items, c.starts, c.finishes, c.ackFailed, c.redelivered, c.duplicates, len(c.interrupted), len(c.lost))
 	t.Logf("scale-in victims: %d idle %v; %d busy drained %v; %d past drain_timeout %v; sitter killed: %s",
 		len(acts.idle), acts.idle, len(acts.drained), acts.drained, len(acts.expired), acts.expired, victim)
 	if len(c.lost) > 0 {
