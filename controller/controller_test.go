@@ -710,6 +710,30 @@ func TestNeverHealthyWorkersBackOff(t *testing.T) {
 	if n, _ := r.prov.launched(); n != 4 {
 		t.Fatalf("%d launched, want 2 replacements once the back-off ran out", n)
 	}
+	if st, _ := r.c.Status("web"); st[0].Blocked != nil {
+		t.Fatalf("blocked after 2 failed launches: %+v, want only from %d", st[0].Blocked, controller.BlockedAfter)
+	}
+	// The replacements never heartbeat either: 4 failed in a row, blocked.
+	for _, id := range r.prov.ids("web", true) {
+		r.c.HandleInstance(r.prov.setState(id, nightshift.StateRunning))
+	}
+	r.clock.Advance(21 * time.Second)
+	r.tick()
+	st, err := r.c.Status("web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := st[0].Blocked; b == nil || b.FailedLaunches != 4 || !strings.Contains(b.LastCause, "never sent a heartbeat") ||
+		!b.NextLaunch.Equal(r.clock.Now().Add(controller.LaunchBackoff(4))) {
+		t.Fatalf("blocked %+v, want 4 failed launches, the cause and the next launch time", b)
+	}
+	for range 9 { // back-off after 4 failures: 8s
+		r.clock.Advance(time.Second)
+		r.tick()
+	}
+	if n, _ := r.prov.launched(); n != 6 {
+		t.Fatalf("%d launched, want 2 more once the 8s back-off ran out", n)
+	}
 	// The replacements are healthy: heard for missing_timeout, the count
 	// resets.
 	ids := r.runAll("web", false)
@@ -720,8 +744,8 @@ func TestNeverHealthyWorkersBackOff(t *testing.T) {
 		}
 		r.tick()
 	}
-	st, err := r.c.Status("web")
-	if err != nil || len(st) != 1 || strings.Contains(st[0].LastDecision.Reason, "back-off") {
-		t.Fatalf("status %+v (err %v): want the back-off over", st, err)
+	st, err = r.c.Status("web")
+	if err != nil || len(st) != 1 || strings.Contains(st[0].LastDecision.Reason, "back-off") || st[0].Blocked != nil {
+		t.Fatalf("status %+v (err %v): want the back-off over and the pool unblocked", st, err)
 	}
 }

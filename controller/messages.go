@@ -113,6 +113,16 @@ type JobStatus struct {
 	// Frozen is an addition to mgmt.JobStatus; decoders that do not know
 	// it ignore it.
 	Frozen bool `json:"frozen,omitempty"`
+	// Blocked is set while launches keep failing: BlockedAfter failed
+	// launches in a row, none healthy since.
+	Blocked *Blocked `json:"blocked,omitempty"`
+}
+
+// Blocked says why a pool's launches are held and until when.
+type Blocked struct {
+	FailedLaunches int       `json:"failed_launches"`
+	LastCause      string    `json:"last_cause"`
+	NextLaunch     time.Time `json:"next_launch"`
 }
 
 // LastDecision is the last decision of a job, with its reason.

@@ -205,6 +205,12 @@ func (p *Pool) ApplyInstance(inst provisioner.Instance, now time.Time) bool {
 	return true
 }
 
+// BlockedAfter is how many failed launches in a row make a pool show as
+// blocked: its launches still back off from the first failure, but from
+// here on a person should know that something in the job's spec, image or
+// network is wrong rather than unlucky.
+const BlockedAfter = 3
+
 func (p *Pool) launchFailed(at time.Time, reason string) {
 	p.launchFailures++
 	p.lastLaunchFailure = at
@@ -532,6 +538,10 @@ func (p *Pool) Status(now time.Time, policy map[string]any, frozen bool) JobStat
 		Name: p.job.Name, Engine: p.job.Engine, Policy: redactPolicy(policy), Desired: p.lastTarget,
 		Counts: map[string]int{}, QueueDepth: p.depth, QueueSource: string(p.source),
 		LastDecision: p.last, Workers: []WorkerStatus{}, Frozen: frozen,
+	}
+	if p.launchFailures >= BlockedAfter {
+		js.Blocked = &Blocked{FailedLaunches: p.launchFailures, LastCause: p.launchFailReason,
+			NextLaunch: p.lastLaunchFailure.Add(LaunchBackoff(p.launchFailures))}
 	}
 	drainTimeout, hasTimeout := policyDuration(policy, "drain_timeout")
 	for _, l := range p.pending {

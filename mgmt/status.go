@@ -227,6 +227,10 @@ func writeJob(w io.Writer, j JobStatus) {
 		frozen = "  FROZEN"
 	}
 	fmt.Fprintf(w, "\njob %s  engine %s  desired %d  queue %s  %s%s\n", q(j.Name), q(j.Engine), j.Desired, depth, q(countLine(j.Counts)), frozen)
+	if b := j.Blocked; b != nil {
+		fmt.Fprintf(w, "  BLOCKED after %d failed launches in a row (last: %s); next launch at %s. Check the worker's command and image, and that it can reach the broker.\n",
+			b.FailedLaunches, q(b.LastCause), b.NextLaunch.Format(time.RFC3339))
+	}
 	if j.LastDecision != nil {
 		fmt.Fprintf(w, "  last decision %s: %s\n", j.LastDecision.Time.Format(time.RFC3339), q(j.LastDecision.Reason))
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"nightshift/controller"
 	"os"
 	"path/filepath"
 	"strings"
@@ -123,5 +124,23 @@ func TestTableShowsDrain(t *testing.T) {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("JSON %s lacks %s", b, want)
 		}
+	}
+}
+
+func TestTableShowsBlockedPool(t *testing.T) {
+	next := time.Date(2026, 12, 2, 16, 0, 8, 0, time.UTC)
+	cause := "worker web-1 never sent a heartbeat within boot_timeout 20s\x1b[2J"
+	st := &RunStatus{Run: "r", State: "ready", Jobs: []JobStatus{
+		{Name: "web", Engine: "npreserving", Desired: 2, Blocked: &controller.Blocked{FailedLaunches: 4, LastCause: cause, NextLaunch: next}},
+		{Name: "fine", Engine: "npreserving", Desired: 1},
+	}}
+	var out bytes.Buffer
+	if err := WriteTable(&out, st); err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()
+	want := "BLOCKED after 4 failed launches in a row (last: worker web-1 never sent a heartbeat within boot_timeout 20s\\x1b[2J); next launch at 2026-12-02T16:00:08Z"
+	if !strings.Contains(got, want) || strings.Count(got, "BLOCKED") != 1 {
+		t.Fatalf("table:\n%s\nwant one line with %q", got, want)
 	}
 }
