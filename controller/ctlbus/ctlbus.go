@@ -10,7 +10,6 @@ package ctlbus
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -152,16 +151,7 @@ func (s *Server) Handle(ctx context.Context, env envelope.Envelope, body any) co
 }
 
 func (s *Server) reply(ctx context.Context, d amqpbus.Delivery, r controller.Reply) {
-	if d.ReplyTo == "" {
-		return
-	}
-	env, err := envelope.NewEnvelope(controller.TypeReply, 1, s.Bus.Run(), controller.Component, r, s.Clock.Now())
-	if err == nil {
-		var b []byte
-		if b, err = json.Marshal(env); err == nil {
-			err = s.Bus.Reply(ctx, d, b)
-		}
-	}
+	err := s.Bus.Answer(ctx, d, controller.TypeReply, controller.Component, r, s.Clock.Now())
 	if err != nil {
 		s.Log.Warn("reply failed", "correlation_id", d.CorrelationID, "err", err)
 	}

@@ -2,6 +2,7 @@ package amqpbus
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -73,6 +74,25 @@ func Ask[R any](ctx context.Context, b *Bus, r Request) (R, error) {
 		return rep, fmt.Errorf("%s: %w", r.Type, err)
 	}
 	return rep, nil
+}
+
+// Answer wraps body in an envelope of type replyType from sender and sends
+// it back to whoever sent d with Call: the server side of Ask. A delivery
+// that nobody waits on (no ReplyTo) gets no answer and no error. Failing to
+// answer is the caller's to log: the request itself was already handled.
+func (b *Bus) Answer(ctx context.Context, d Delivery, replyType, sender string, body any, now time.Time) error {
+	if d.ReplyTo == "" {
+		return nil
+	}
+	env, err := envelope.NewEnvelope(replyType, 1, b.Run(), sender, body, now)
+	if err != nil {
+		return err
+	}
+	raw, err := json.Marshal(env)
+	if err != nil {
+		return err
+	}
+	return b.Reply(ctx, d, raw)
 }
 
 // DecodeReply decodes raw as the reply R registered in reg under

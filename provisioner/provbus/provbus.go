@@ -10,7 +10,6 @@ package provbus
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -123,16 +122,7 @@ func (s *Server) handle(ctx context.Context, reg *envelope.Registry, d amqpbus.D
 }
 
 func (s *Server) reply(ctx context.Context, d amqpbus.Delivery, r provisioner.Reply) {
-	if d.ReplyTo == "" {
-		return
-	}
-	env, err := envelope.NewEnvelope(provisioner.TypeReply, 1, s.Bus.Run(), provisioner.Component, r, s.Clock.Now())
-	if err == nil {
-		var b []byte
-		if b, err = json.Marshal(env); err == nil {
-			err = s.Bus.Reply(ctx, d, b)
-		}
-	}
+	err := s.Bus.Answer(ctx, d, provisioner.TypeReply, provisioner.Component, r, s.Clock.Now())
 	if err != nil {
 		s.Log.Warn("reply failed", "correlation_id", d.CorrelationID, "err", err)
 	}

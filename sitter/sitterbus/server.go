@@ -2,7 +2,6 @@ package sitterbus
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -286,13 +285,7 @@ func (s *Server) reply(ctx context.Context, d amqpbus.Delivery, r Reply) {
 	// cannot hold up the commands behind it.
 	ctx, cancel := context.WithTimeout(ctx, replyTimeout)
 	defer cancel()
-	env, err := envelope.NewEnvelope(TypeReply, 1, s.Bus.Run(), Component(s.InstanceID), r, s.Clock.Now())
-	if err == nil {
-		var b []byte
-		if b, err = json.Marshal(env); err == nil {
-			err = s.Bus.Reply(ctx, d, b)
-		}
-	}
+	err := s.Bus.Answer(ctx, d, TypeReply, Component(s.InstanceID), r, s.Clock.Now())
 	if err != nil {
 		s.Log.Warn("reply failed", "correlation_id", d.CorrelationID, "err", redact.String(err.Error()))
 	}
