@@ -55,17 +55,10 @@ var _ controller.Store = (*Store)(nil)
 // Open opens (creating if needed) the database at file and migrates it. The
 // directory must exist.
 func Open(ctx context.Context, file string) (*Store, error) {
-	db, err := sqlitedb.Open(ctx, file, sqlitedb.Config{
-		Migrations:  migrations,
-		Dir:         "migrations",
-		Tracking:    sqlitedb.UserVersion,
-		BusyTimeout: 10 * time.Second,
-	})
+	db, err := sqlitedb.OpenDaemon(ctx, file, migrations)
 	if err != nil {
 		return nil, fmt.Errorf("open controller store %s: %w", file, err)
 	}
-	// One connection turns SQLite lock contention into Go-side queueing.
-	db.SetMaxOpenConns(1)
 	return &Store{db: db}, nil
 }
 

@@ -40,18 +40,10 @@ var _ provisioner.Store = (*Store)(nil)
 // Open opens (creating if needed) the database file and applies pending
 // migrations. The directory must exist.
 func Open(ctx context.Context, file string) (*Store, error) {
-	db, err := sqlitedb.Open(ctx, file, sqlitedb.Config{
-		Migrations:  migrations,
-		Dir:         "migrations",
-		Tracking:    sqlitedb.UserVersion,
-		BusyTimeout: 10 * time.Second,
-	})
+	db, err := sqlitedb.OpenDaemon(ctx, file, migrations)
 	if err != nil {
 		return nil, fmt.Errorf("open provisioner store %s: %w", file, err)
 	}
-	// One writer at a time is all SQLite allows; a single connection turns
-	// lock contention into Go-side queueing instead of SQLITE_BUSY.
-	db.SetMaxOpenConns(1)
 	s := &Store{db: db, path: file}
 	if err := s.prepare(ctx); err != nil {
 		db.Close()

@@ -130,6 +130,26 @@ func Open(ctx context.Context, file string, c Config) (*sql.DB, error) {
 	return db, nil
 }
 
+// OpenDaemon opens a daemon's own store (the provisioner's or the
+// controller's): its NNNN_name.sql files under "migrations" in fsys, tracked
+// by user_version, a 10s busy timeout, and one connection, because SQLite
+// allows one writer at a time and a single connection turns lock contention
+// into Go-side queueing instead of SQLITE_BUSY. The directory must exist.
+// Errors name neither the store nor the file: callers add both.
+func OpenDaemon(ctx context.Context, file string, fsys fs.FS) (*sql.DB, error) {
+	db, err := Open(ctx, file, Config{
+		Migrations:  fsys,
+		Dir:         "migrations",
+		Tracking:    UserVersion,
+		BusyTimeout: 10 * time.Second,
+	})
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(1)
+	return db, nil
+}
+
 // dsn builds a URI filename so that any path (with '?', '#' or '%') works.
 // _txlock=immediate makes every transaction take the write lock up front:
 // a deferred transaction that reads and then writes can fail with

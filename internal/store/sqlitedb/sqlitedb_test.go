@@ -353,3 +353,35 @@ func TestIsBusy(t *testing.T) {
 		}
 	}
 }
+
+func TestOpenDaemon(t *testing.T) {
+	fsys := fstest.MapFS{
+		"migrations/0001_init.sql": {Data: []byte("CREATE TABLE a (id INTEGER PRIMARY KEY);")},
+		"migrations/0002_more.sql": {Data: []byte("CREATE TABLE b (id INTEGER PRIMARY KEY);")},
+	}
+	db, err := OpenDaemon(testCtx(t), filepath.Join(t.TempDir(), "d.db"), fsys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if n := db.Stats().MaxOpenConnections; n != 1 {
+		t.Errorf("max open connections = %d, want 1 (one writer)", n)
+	}
+	var v int
+	if err := db.QueryRow("PRAGMA user_version").Scan(&v); err != nil {
+		t.Fatal(err)
+	}
+	if v != 2 {
+		t.Errorf("user_version = %d, want 2", v)
+	}
+	var busy int
+	if err := db.QueryRow("PRAGMA busy_timeout").Scan(&busy); err != nil {
+		t.Fatal(err)
+	}
+	if busy != 10000 {
+		t.Errorf("busy_timeout = %d ms, want 10000", busy)
+	}
+	if _, err := OpenDaemon(testCtx(t), filepath.Join(t.TempDir(), "missing", "d.db"), fsys); err == nil {
+		t.Error("a missing directory was created; want an error")
+	}
+}
