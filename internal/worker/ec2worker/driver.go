@@ -25,6 +25,7 @@ import (
 	"nightshift/internal/backoff"
 	"nightshift/internal/ec2"
 	"nightshift/internal/redact"
+	"nightshift/internal/worker/instlock"
 	"nightshift/provisioner"
 )
 
@@ -89,7 +90,7 @@ type Driver struct {
 
 	mu      sync.Mutex
 	clients map[string]*ec2.Client // by region|endpoint
-	locks   map[string]*sync.Mutex // per instance id
+	locks   instlock.Set
 }
 
 var _ provisioner.Driver = (*Driver)(nil)
@@ -122,7 +123,7 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.NewClient == nil {
 		cfg.NewClient = ec2.New
 	}
-	d := &Driver{cfg: cfg, log: cfg.Log.With("driver", "ec2"), clients: map[string]*ec2.Client{}, locks: map[string]*sync.Mutex{}}
+	d := &Driver{cfg: cfg, log: cfg.Log.With("driver", "ec2"), clients: map[string]*ec2.Client{}}
 	d.clients[clientKey(cfg.Region, cfg.EndpointURL)] = cfg.Client
 	return d, nil
 }
@@ -180,18 +181,6 @@ func (d *Driver) allClients() []*ec2.Client {
 	return out
 }
 
-func (d *Driver) lock(id string) func() {
-	d.mu.Lock()
-	m, ok := d.locks[id]
-	if !ok {
-		m = &sync.Mutex{}
-		d.locks[id] = m
-	}
-	d.mu.Unlock()
-	m.Lock()
-	return m.Unlock
-}
-
 // LaunchError is a launch that ended without a running instance. Reason is
 // short and operator-facing (ec2.Reason's words); the cause is kept for
 // errors.As and logs.
@@ -230,7 +219,7 @@ func (d *Driver) Launch(ctx context.Context, spec provisioner.InstanceSpec) (pro
 		UserData: ud,
 		Tags:     ec2.Tags{Run: d.cfg.Run, Owner: Owner, Job: spec.Job, Launch: spec.LaunchID, Instance: spec.ID},
 	}
-	defer d.lock(spec.ID)()
+	defer d.locks.Lock(spec.ID)()
 	inst, err := d.launchWithRetry(ctx, cl, es)
 	if err != nil {
 		d.log.Warn("ec2 launch failed", "instance", spec.ID, "err", redact.String(err.Error()))
@@ -330,7 +319,7 @@ func (d *Driver) find(ctx context.Context, extra map[string]string) ([]ec2.Insta
 // Terminate terminates the EC2 instance tagged with instance id; one that is
 // already gone (or never started) is not an error.
 func (d *Driver) Terminate(ctx context.Context, id string) error {
-	defer d.lock(id)()
+	defer d.locks.Lock(id)()
 	found, where, err := d.find(ctx, map[string]string{ec2.TagInstance: id})
 	if err != nil {
 		return fmt.Errorf("terminate %s: find by tag: %w", id, err)

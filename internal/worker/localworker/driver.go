@@ -30,6 +30,7 @@ import (
 	"nightshift/internal/nsenv"
 	"nightshift/internal/redact"
 	"nightshift/internal/runlayout"
+	"nightshift/internal/worker/instlock"
 	"nightshift/provisioner"
 )
 
@@ -92,8 +93,7 @@ type Driver struct {
 	cfg Config
 	// locks serialises launch and terminate per instance within this
 	// process; flock on the directory covers other processes.
-	mu    sync.Mutex
-	locks map[string]*sync.Mutex
+	locks instlock.Set
 	exits chan provisioner.Exit
 }
 
@@ -132,7 +132,7 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = clockwork.NewRealClock()
 	}
-	return &Driver{cfg: cfg, locks: map[string]*sync.Mutex{}, exits: make(chan provisioner.Exit, 256)}, nil
+	return &Driver{cfg: cfg, exits: make(chan provisioner.Exit, 256)}, nil
 }
 
 // Name implements provisioner.Driver.
@@ -141,18 +141,6 @@ func (d *Driver) Name() string { return "local" }
 // InstanceDir is where instance id of run keeps its files.
 func InstanceDir(home, run, id string) string {
 	return runlayout.Of(home, run).Instance(id)
-}
-
-func (d *Driver) lock(id string) func() {
-	d.mu.Lock()
-	m, ok := d.locks[id]
-	if !ok {
-		m = &sync.Mutex{}
-		d.locks[id] = m
-	}
-	d.mu.Unlock()
-	m.Lock()
-	return m.Unlock
 }
 
 // flock takes an exclusive advisory lock on the instance directory so two
@@ -188,7 +176,7 @@ func (d *Driver) Launch(ctx context.Context, spec provisioner.InstanceSpec) (pro
 	if spec.Run != "" && spec.Run != d.cfg.Run {
 		return provisioner.LaunchResult{}, fmt.Errorf("launch %s: run %q is not this driver's run %q", spec.ID, spec.Run, d.cfg.Run)
 	}
-	defer d.lock(spec.ID)()
+	defer d.locks.Lock(spec.ID)()
 	dir := InstanceDir(d.cfg.Home, d.cfg.Run, spec.ID)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return provisioner.LaunchResult{}, fmt.Errorf("launch %s: %w", spec.ID, err)
@@ -316,7 +304,7 @@ func (d *Driver) Terminate(ctx context.Context, id string) error {
 	if !pathSafe.MatchString(id) {
 		return fmt.Errorf("terminate: instance id %q: want [a-zA-Z0-9_.-]", id)
 	}
-	defer d.lock(id)()
+	defer d.locks.Lock(id)()
 	_, err := terminate(ctx, d.cfg.Clock, d.cfg.Home, d.cfg.Run, id, d.cfg.Grace)
 	if err != nil {
 		return fmt.Errorf("terminate %s: %w", id, err)
