@@ -421,13 +421,7 @@ func (b *builder) service(level int, n node, defaults map[string]node) *decl {
 			b.errf(cn, "config is only used by a built-in type; set type")
 		}
 		svc.TypeConfig = rawTable(cfg)
-		for _, c := range cfg {
-			walkStringsIf(c.key, c.val, mayReference, func(field, s string) {
-				f := c
-				f.key = field
-				d.templates = append(d.templates, tmplField{f, s})
-			})
-		}
+		d.addTemplates(cfg)
 	}
 
 	for _, p := range []struct {
@@ -537,15 +531,21 @@ func (b *builder) service(level int, n node, defaults map[string]node) *decl {
 	b.ssh(d, own, defaults)
 	if ec2, _, ok := b.mergedTable("ec2", own, defaults, nil); ok {
 		svc.EC2 = rawTable(ec2)
-		for _, c := range ec2 {
-			walkStringsIf(c.key, c.val, mayReference, func(field, s string) {
-				f := c
-				f.key = field
-				d.templates = append(d.templates, tmplField{f, s})
-			})
-		}
+		d.addTemplates(ec2)
 	}
 	return d
+}
+
+// addTemplates records every string in the raw table nodes that may hold a
+// ${...} reference, each under its own key, for Expand to fill in at boot.
+func (d *decl) addTemplates(nodes []node) {
+	for _, c := range nodes {
+		walkStringsIf(c.key, c.val, mayReference, func(field, s string) {
+			f := c
+			f.key = field
+			d.templates = append(d.templates, tmplField{f, s})
+		})
+	}
 }
 
 // timeout resolves a timeout from the most specific key that is set:
