@@ -114,3 +114,34 @@ func TestAsk(t *testing.T) {
 		t.Errorf("Ask(wrong reply type) = %v", err)
 	}
 }
+
+// TestAnswer is Ask's server side over the real broker: the typed answer
+// reaches the caller decoded, and a delivery nobody waits on is answered
+// with nothing and no error.
+func TestAnswer(t *testing.T) {
+	f := newFixture(t, "svc")
+	ready := make(readyCounter, 4)
+	srvCfg := f.config("server")
+	srvCfg.OnConsume = ready.hook
+	server, client := f.dial(srvCfg), f.dial(f.config("client"))
+	reg := askRegistry()
+	f.consume(server, "svc", func(ctx context.Context, d Delivery) error {
+		env, _, err := reg.Decode(d.Body, MaxMessageSize)
+		if err != nil {
+			t.Errorf("server got %s: %v", d.Body, err)
+			return nil
+		}
+		return server.Answer(ctx, d, "answer", "svc", answer{Echo: env.ID}, time.Now())
+	})
+	ready.wait(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := Ask[answer](ctx, client, Request{Registry: reg, Sender: "test", Component: "svc", Type: "launch",
+		Body: launch{Count: 1}, Now: time.Now(), ReplyType: "answer"})
+	if err != nil || r.Echo == "" {
+		t.Errorf("Ask = %+v, %v; want the echoed id", r, err)
+	}
+	if err := server.Answer(ctx, Delivery{}, "answer", "svc", answer{}, time.Now()); err != nil {
+		t.Errorf("Answer without reply-to = %v, want nil", err)
+	}
+}
