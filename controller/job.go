@@ -3,7 +3,6 @@ package controller
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"net/url"
 	"os"
@@ -11,9 +10,8 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/BurntSushi/toml"
-
 	"nightshift/decision"
+	"nightshift/internal/jobspec"
 	"nightshift/provisioner"
 )
 
@@ -75,17 +73,9 @@ func LoadJobs(path string, reg *decision.Registry) ([]Job, error) {
 // ParseJobs parses a jobs document; name is used in errors and picks the
 // format (".json" means JSON, anything else TOML).
 func ParseJobs(name string, data []byte, reg *decision.Registry) ([]Job, error) {
-	var doc map[string]any
-	if strings.HasSuffix(name, ".json") {
-		dec := json.NewDecoder(bytes.NewReader(data))
-		dec.UseNumber()
-		if err := dec.Decode(&doc); err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
-		}
-	} else {
-		if _, err := toml.Decode(string(data), &doc); err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
-		}
+	doc, err := jobspec.DecodeDocument(name, data)
+	if err != nil {
+		return nil, err
 	}
 	for k := range doc {
 		if k != "jobs" {

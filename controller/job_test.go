@@ -91,3 +91,14 @@ func TestJobErrorExampleInDocs(t *testing.T) {
 	}
 	t.Log(err)
 }
+
+// TestParseJobsRefusesWhatTheProvisionerRefuses: the controller reads the
+// jobs file through the same decoder as the provisioner, so trailing data
+// after the JSON object is an error for both, not a silent truncation.
+func TestParseJobsRefusesWhatTheProvisionerRefuses(t *testing.T) {
+	doc := []byte(`{"jobs": {"web": {"engine": "npreserving", "policy": {"n": 1}}}} {"jobs": {}}`)
+	_, err := controller.ParseJobs("jobs.json", doc, decision.NewRegistry())
+	if err == nil || !strings.Contains(err.Error(), "trailing data") {
+		t.Fatalf("err = %v, want trailing data refused", err)
+	}
+}

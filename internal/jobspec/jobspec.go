@@ -94,11 +94,11 @@ func (s Spec) LaunchSpec(engine any) (json.RawMessage, error) {
 // ignored here.
 var controllerKeys = []string{"engine", "policy", "health", "queue"}
 
-// Parse reads a jobs document: {"jobs": {"NAME": {...}}} as JSON when name
-// ends in .json, else TOML [jobs.NAME] tables, the controller's jobs file
-// format. Each job's driver, instance and worker make its Spec. Errors name
-// the document, the job and the key.
-func Parse(name string, data []byte) (map[string]Spec, error) {
+// DecodeDocument decodes a jobs document, of at most MaxFileSize bytes, as
+// JSON (numbers kept as json.Number, nothing after the object) when name
+// ends in .json, else as TOML. The provisioner and the controller read the
+// same file through it, so neither accepts what the other would refuse.
+func DecodeDocument(name string, data []byte) (map[string]any, error) {
 	if len(data) > MaxFileSize {
 		return nil, fmt.Errorf("%s: %d bytes, limit %d", name, len(data), MaxFileSize)
 	}
@@ -114,6 +114,18 @@ func Parse(name string, data []byte) (map[string]Spec, error) {
 		}
 	} else if _, err := toml.Decode(string(data), &doc); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return doc, nil
+}
+
+// Parse reads a jobs document: {"jobs": {"NAME": {...}}} as JSON when name
+// ends in .json, else TOML [jobs.NAME] tables, the controller's jobs file
+// format. Each job's driver, instance and worker make its Spec. Errors name
+// the document, the job and the key.
+func Parse(name string, data []byte) (map[string]Spec, error) {
+	doc, err := DecodeDocument(name, data)
+	if err != nil {
+		return nil, err
 	}
 	for k := range doc {
 		if k != "jobs" {
