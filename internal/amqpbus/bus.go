@@ -20,10 +20,14 @@ import (
 	"nightshift/internal/redact"
 )
 
-// Defaults for zero Config fields.
+// Defaults for zero Config fields. The reconnect cap is short because a
+// run's broker is back within seconds of a crash (its keeper restarts it),
+// and every component must be back with it: a 30 s cap left sitters and
+// the controller away for up to half a minute after a 10 s outage. Jitter
+// spreads a large fleet's reconnects over the cap.
 const (
 	DefaultMinBackoff   = 100 * time.Millisecond
-	DefaultMaxBackoff   = 30 * time.Second
+	DefaultMaxBackoff   = 5 * time.Second
 	DefaultPrefetch     = 32
 	DefaultRequeueDelay = time.Second
 	dialTimeout         = 30 * time.Second
