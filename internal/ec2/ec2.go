@@ -1,14 +1,18 @@
 // Package ec2 is Nightshift's one adapter to EC2 (aws-sdk-go-v2), shared by
 // the launch plans' ec2 service driver and the provisioner's worker driver.
-// It makes launches idempotent without trusting ClientToken alone (moto
-// ignores it, and on EC2 a token covers one attempt only): every instance is
-// tagged with its run, owner, launch and instance ids, and before launching
-// we look for a live instance with those tags. It turns EC2 errors into
+// It makes launches idempotent twice over: every attempt of one (launch,
+// instance) carries the same RunInstances ClientToken, so EC2 itself
+// deduplicates a retry after an ambiguous error, and, because moto ignores
+// ClientToken and EC2 forgets tokens of terminated instances, every instance
+// is tagged with its run, owner, launch and instance ids and we look for a
+// live instance with those tags before launching. It turns EC2 errors into
 // reasons instead of crashes, and sweeps a run's instances by tag.
 package ec2
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -132,8 +136,6 @@ type Spec struct {
 	IAMInstanceProfile string // name or ARN
 	UserData           string // plain text; base64-encoded here
 	Tags               Tags
-	// Attempt distinguishes ClientTokens of retries after an ambiguous error.
-	Attempt int
 }
 
 // Instance is what Nightshift needs to know of an EC2 instance.
@@ -179,7 +181,7 @@ func (c *Client) Launch(ctx context.Context, spec Spec) (Instance, error) {
 		InstanceType: types.InstanceType(spec.InstanceType),
 		MinCount:     aws.Int32(1),
 		MaxCount:     aws.Int32(1),
-		ClientToken:  aws.String(clientToken(t, spec.Attempt)),
+		ClientToken:  aws.String(ClientToken(t)),
 		TagSpecifications: []types.TagSpecification{
 			{ResourceType: types.ResourceTypeInstance, Tags: t.list()},
 		},
@@ -238,12 +240,14 @@ func Ambiguous(err error) bool {
 	return err != nil
 }
 
-func clientToken(t Tags, attempt int) string {
-	tok := fmt.Sprintf("ns-%s-%s-%d", t.Launch, t.Instance, attempt)
-	if len(tok) > 64 { // EC2's limit
-		tok = tok[len(tok)-64:]
-	}
-	return tok
+// ClientToken is the RunInstances idempotency token of one (launch,
+// instance) of a run: the same for every attempt, because retries follow
+// ambiguous errors (a timeout after EC2 may have launched), which is exactly
+// when EC2's own deduplication is needed. It is a digest so that it stays
+// within EC2's 64 characters however long the ids are.
+func ClientToken(t Tags) string {
+	sum := sha256.Sum256([]byte(t.Run + "\x00" + t.Launch + "\x00" + t.Instance))
+	return "ns-" + hex.EncodeToString(sum[:24])
 }
 
 // Find lists instances whose tags match all of tags and whose state is one

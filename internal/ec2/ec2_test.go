@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	awsec2 "github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/smithy-go"
 	"github.com/google/uuid"
@@ -65,10 +66,17 @@ func TestLaunchIsIdempotentByTag(t *testing.T) {
 // connection after EC2 accepted the request would.
 type lossyAPI struct {
 	ec2.API
-	drops int
+	drops  int      // calls EC2 answers but whose answer is lost
+	lost   int      // calls lost before they reach EC2
+	tokens []string // the ClientToken of every RunInstances call
 }
 
 func (l *lossyAPI) RunInstances(ctx context.Context, in *awsec2.RunInstancesInput, o ...func(*awsec2.Options)) (*awsec2.RunInstancesOutput, error) {
+	l.tokens = append(l.tokens, aws.ToString(in.ClientToken))
+	if l.lost > 0 {
+		l.lost--
+		return nil, errors.New("dial tcp: i/o timeout")
+	}
 	out, err := l.API.RunInstances(ctx, in, o...)
 	if err == nil && l.drops > 0 {
 		l.drops--
@@ -95,14 +103,71 @@ func TestAmbiguousErrorThenRetryAdoptsInsteadOfDoubling(t *testing.T) {
 	if err == nil || !ec2.Ambiguous(err) {
 		t.Fatalf("want an ambiguous error, got %v", err)
 	}
-	spec.Attempt++
 	inst, err := c.Launch(ctx, spec)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Moto ignores ClientToken, so the tag lookup adopted the first
+	// instance; EC2 would also have deduplicated by the repeated token.
+	if len(lossy.tokens) != 1 || lossy.tokens[0] != ec2.ClientToken(spec.Tags) {
+		t.Fatalf("RunInstances tokens %q, want one call with %q", lossy.tokens, ec2.ClientToken(spec.Tags))
+	}
 	live, _ := c.Find(ctx, map[string]string{ec2.TagRun: run}, nil)
 	if len(live) != 1 || live[0].ID != inst.ID {
 		t.Fatalf("after the retry %d live instances (%v), want the one adopted %s", len(live), live, inst.ID)
+	}
+}
+
+func TestRetriesReuseOneClientTokenPerLaunchAndInstance(t *testing.T) {
+	u := ec2test.URL(t)
+	t.Setenv("AWS_ACCESS_KEY_ID", "testing")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "testing")
+	t.Setenv("AWS_REGION", "us-east-1")
+	real, err := newSDK(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lossy := &lossyAPI{API: real, lost: 2}
+	c := ec2.NewWithAPI(lossy, nil)
+	ctx := context.Background()
+	spec := ec2.Spec{Image: ec2test.Image, InstanceType: "t3.micro", Tags: tags(newRun(), "work-8")}
+	for range 2 {
+		if _, err := c.Launch(ctx, spec); err == nil || !ec2.Ambiguous(err) {
+			t.Fatalf("want an ambiguous error, got %v", err)
+		}
+	}
+	if _, err := c.Launch(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	want := ec2.ClientToken(spec.Tags)
+	if len(lossy.tokens) != 3 {
+		t.Fatalf("%d RunInstances calls, want 3", len(lossy.tokens))
+	}
+	for i, tok := range lossy.tokens {
+		if tok != want {
+			t.Errorf("attempt %d used token %q, want %q for every attempt", i, tok, want)
+		}
+	}
+
+	long := strings.Repeat("x", 128)
+	cases := []ec2.Tags{
+		{Run: "r", Launch: "l", Instance: "i-1"},
+		{Run: "r", Launch: "l", Instance: "i-2"},
+		{Run: "r", Launch: "l2", Instance: "i-1"},
+		{Run: "r2", Launch: "l", Instance: "i-1"},
+		{Run: long, Launch: long, Instance: long + "a"},
+		{Run: long, Launch: long, Instance: long + "b"},
+	}
+	seen := map[string]int{}
+	for i, tg := range cases {
+		tok := ec2.ClientToken(tg)
+		if len(tok) > 64 {
+			t.Errorf("case %d: token %q is over EC2's 64 characters", i, tok)
+		}
+		if j, dup := seen[tok]; dup {
+			t.Errorf("cases %d and %d share token %q", j, i, tok)
+		}
+		seen[tok] = i
 	}
 }
 

@@ -191,7 +191,6 @@ func (d *Driver) Acquire(ctx context.Context, run string, svc *launchplan.Servic
 	}
 	var inst ec2.Instance
 	for attempt := 0; ; attempt++ {
-		spec.Attempt = attempt
 		inst, err = cl.Launch(ctx, spec)
 		if err == nil || !ec2.Ambiguous(err) || attempt >= 2 || ctx.Err() != nil {
 			break

@@ -243,7 +243,6 @@ func (d *Driver) Launch(ctx context.Context, spec provisioner.InstanceSpec) (pro
 func (d *Driver) launchWithRetry(ctx context.Context, cl *ec2.Client, es ec2.Spec) (ec2.Instance, error) {
 	wait := backoff.Backoff{Policy: backoff.Policy{Initial: d.cfg.RetryDelay, Max: 30 * time.Second}}
 	for attempt := 0; ; attempt++ {
-		es.Attempt = attempt
 		inst, err := cl.Launch(ctx, es)
 		if err == nil || !ec2.Ambiguous(err) || attempt+1 >= d.cfg.LaunchAttempts || ctx.Err() != nil {
 			return inst, err
