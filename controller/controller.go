@@ -53,6 +53,12 @@ type Config struct {
 	// refusal (never resend) rather than a transport failure. nil means
 	// errors.Is(err, ErrRefused).
 	RemoteRefused func(error) bool
+	// SampleEvery is how often each job's history is sampled (default
+	// 1s); samples older than ThinAfter (default 1h) are thinned to one
+	// per ThinEvery (default 1m), and dropped after Keep (default a week).
+	SampleEvery, ThinAfter, ThinEvery, Keep time.Duration
+	// Observer is told of samples and decisions (metrics); nil for none.
+	Observer Observer
 }
 
 // Link is the controller's view of its own connection to the bus.
@@ -117,6 +123,18 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 	}
 	if cfg.ResyncEvery <= 0 {
 		cfg.ResyncEvery = 30 * time.Second
+	}
+	if cfg.SampleEvery <= 0 {
+		cfg.SampleEvery = DefaultSampleEvery
+	}
+	if cfg.ThinAfter <= 0 {
+		cfg.ThinAfter = DefaultThinAfter
+	}
+	if cfg.ThinEvery <= 0 {
+		cfg.ThinEvery = DefaultThinEvery
+	}
+	if cfg.Keep <= 0 {
+		cfg.Keep = DefaultKeep
 	}
 	if cfg.RemoteRefused == nil {
 		cfg.RemoteRefused = func(err error) bool { return errors.Is(err, ErrRefused) }
@@ -284,6 +302,7 @@ func (c *Controller) Run(ctx context.Context) error {
 			}
 		}
 	})
+	wg.Go(func() { c.sampleLoop(ctx) })
 	for _, name := range c.names {
 		j := c.jobs[name]
 		wg.Go(func() { c.jobLoop(ctx, j) })

@@ -221,7 +221,28 @@ type rig struct {
 	path    string
 	store   *ctlstore.Store
 	jobs    []controller.Job
+	obs     *recObserver
 	c       *controller.Controller
+}
+
+// recObserver records what a controller tells its Observer.
+type recObserver struct {
+	mu       sync.Mutex
+	samples  []controller.Sample
+	statuses []controller.JobStatus
+	decided  [][]string
+}
+
+func (o *recObserver) Sampled(js controller.JobStatus, s controller.Sample) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.samples, o.statuses = append(o.samples, s), append(o.statuses, js)
+}
+
+func (o *recObserver) Decided(job string, actions []string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.decided = append(o.decided, append([]string{job}, actions...))
 }
 
 func mustJob(t testing.TB, name string, table map[string]any) controller.Job {
@@ -237,7 +258,7 @@ func newRig(t testing.TB, jobs ...controller.Job) *rig {
 	t.Helper()
 	clock := clockwork.NewFakeClockAt(t0)
 	r := &rig{t: t, clock: clock, prov: newFakeProv(clock), drainer: &fakeDrainer{}, meter: &fakeMeter{},
-		link: &fakeLink{}, path: filepath.Join(t.TempDir(), "controller.db"), jobs: jobs}
+		link: &fakeLink{}, path: filepath.Join(t.TempDir(), "controller.db"), jobs: jobs, obs: &recObserver{}}
 	r.start()
 	return r
 }
@@ -255,7 +276,7 @@ func (r *rig) start() {
 	r.store = st
 	c, err := controller.New(ctx, controller.Config{
 		Jobs: r.jobs, Registry: decision.NewRegistry(), Store: st, Provisioner: r.prov,
-		Drainer: r.drainer, Meter: r.meter, MgmtAPI: ctlbus.MgmtAPI{}, Clock: r.clock, Link: r.link,
+		Drainer: r.drainer, Meter: r.meter, MgmtAPI: ctlbus.MgmtAPI{}, Clock: r.clock, Link: r.link, Observer: r.obs,
 	})
 	if err != nil {
 		r.t.Fatal(err)

@@ -74,12 +74,15 @@ func (c *Controller) tickJob(ctx context.Context, j *job) error {
 func (c *Controller) apply(ctx context.Context, j *job, plan Plan) error {
 	name, d, now := j.def.Name, plan.Decision, plan.Record.Time
 	idFor := func(seq int64, i int) string { return LaunchID(name, c.epoch, seq, i) }
+	var acts []actionRecord
 	seq, ids, err := c.cfg.Store.RecordDecision(ctx, plan.Record, plan.Launches, idFor, func(ids []string) (json.RawMessage, error) {
-		return encodeActions(actionRecords(d.Actions, ids))
+		acts = actionRecords(d.Actions, ids)
+		return encodeActions(acts)
 	})
 	if err != nil {
 		return err
 	}
+	c.observeDecision(name, acts)
 	c.cfg.Log.Info("decision", "job", name, "seq", seq, "engine", d.Engine, "reason", d.Reason,
 		"target", d.Target, "actions", len(d.Actions), "error", d.Error)
 	c.mu.Lock()

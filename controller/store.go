@@ -52,6 +52,18 @@ type Store interface {
 	SetDraining(ctx context.Context, job, id string, since time.Time) error
 	ClearDraining(ctx context.Context, job, id string) error
 	Draining(ctx context.Context, job string) (map[string]time.Time, error)
+	// DecisionsSince returns a job's decisions taken at or after since,
+	// oldest first, at most limit (<= 0 means 10000) of the newest.
+	DecisionsSince(ctx context.Context, job string, since time.Time, limit int) ([]Decision, error)
+	// RecordSample stores one sample of a job's pool (its history).
+	RecordSample(ctx context.Context, s Sample) error
+	// Samples returns a job's samples taken at or after since, oldest
+	// first.
+	Samples(ctx context.Context, job string, since time.Time) ([]Sample, error)
+	// CompactSamples keeps a job's history bounded: samples taken before
+	// thinBefore are thinned to the first of each period of every, and
+	// samples taken before dropBefore are deleted.
+	CompactSamples(ctx context.Context, job string, thinBefore time.Time, every time.Duration, dropBefore time.Time) error
 }
 
 // ErrNotFound is what Store.Job wraps for an unknown job.
@@ -75,6 +87,18 @@ type Decision struct {
 	Target  int             `json:"target"`
 	Scaled  bool            `json:"scaled"`
 	Error   string          `json:"error,omitempty"`
+}
+
+// Sample is one point of a job's history: the pool as the controller saw
+// it at Time. Running counts workers in state running, Healthy those whose
+// health is ok; QueueDepth is nil when the depth could not be read.
+type Sample struct {
+	Time       time.Time `json:"time"`
+	Job        string    `json:"job"`
+	Desired    int       `json:"desired"`
+	Running    int       `json:"running"`
+	Healthy    int       `json:"healthy"`
+	QueueDepth *int      `json:"queue_depth"`
 }
 
 // Launch is a launch recorded before it was sent.

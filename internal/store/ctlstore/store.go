@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"nightshift/controller"
@@ -37,6 +38,7 @@ type (
 	JobRecord       = controller.JobRecord
 	Reconfiguration = controller.Reconfiguration
 	PendingLaunch   = controller.PendingLaunch
+	Sample          = controller.Sample
 	LaunchIDFunc    = controller.LaunchIDFunc
 )
 
@@ -354,3 +356,119 @@ func (s *Store) Epoch(ctx context.Context) (string, error) {
 // Commands is the ledger of signed commands by id (migration 0002), kept
 // in this database so a restart remembers what was handled.
 func (s *Store) Commands() cmdledger.Ledger { return cmdledger.SQL{DB: s.db} }
+
+// DecisionsSince returns a job's decisions taken at or after since, oldest
+// first: the newest limit of them (<= 0 means 10000).
+func (s *Store) DecisionsSince(ctx context.Context, job string, since time.Time, limit int) ([]Decision, error) {
+	if limit <= 0 {
+		limit = 10000
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT seq, time, job, engine, reason, actions, target, scaled, error
+		FROM decisions WHERE job = ? AND time >= ? ORDER BY seq DESC LIMIT ?`, job, nanos(since), limit)
+	if err != nil {
+		return nil, fmt.Errorf("read decisions of job %q: %w", job, err)
+	}
+	defer rows.Close()
+	var out []Decision
+	for rows.Next() {
+		var d Decision
+		var t int64
+		var acts string
+		if err := rows.Scan(&d.Seq, &t, &d.Job, &d.Engine, &d.Reason, &acts, &d.Target, &d.Scaled, &d.Error); err != nil {
+			return nil, fmt.Errorf("read decisions of job %q: %w", job, err)
+		}
+		d.Time, d.Actions = fromNanos(t), json.RawMessage(acts)
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read decisions of job %q: %w", job, err)
+	}
+	slices.Reverse(out)
+	return out, nil
+}
+
+// RecordSample stores one sample of a job's pool.
+func (s *Store) RecordSample(ctx context.Context, sm Sample) error {
+	var depth sql.NullInt64
+	if sm.QueueDepth != nil {
+		depth = sql.NullInt64{Int64: int64(*sm.QueueDepth), Valid: true}
+	}
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO samples (time, job, desired, running, healthy, queue_depth) VALUES (?, ?, ?, ?, ?, ?)`,
+		nanos(sm.Time), sm.Job, sm.Desired, sm.Running, sm.Healthy, depth); err != nil {
+		return fmt.Errorf("store sample of job %q: %w", sm.Job, err)
+	}
+	return nil
+}
+
+// Samples returns a job's samples taken at or after since, oldest first.
+func (s *Store) Samples(ctx context.Context, job string, since time.Time) ([]Sample, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT time, job, desired, running, healthy, queue_depth
+		FROM samples WHERE job = ? AND time >= ? ORDER BY time, id`, job, nanos(since))
+	if err != nil {
+		return nil, fmt.Errorf("read samples of job %q: %w", job, err)
+	}
+	defer rows.Close()
+	var out []Sample
+	for rows.Next() {
+		var sm Sample
+		var t int64
+		var depth sql.NullInt64
+		if err := rows.Scan(&t, &sm.Job, &sm.Desired, &sm.Running, &sm.Healthy, &depth); err != nil {
+			return nil, fmt.Errorf("read samples of job %q: %w", job, err)
+		}
+		sm.Time = fromNanos(t)
+		if depth.Valid {
+			d := int(depth.Int64)
+			sm.QueueDepth = &d
+		}
+		out = append(out, sm)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read samples of job %q: %w", job, err)
+	}
+	return out, nil
+}
+
+// CompactSamples thins a job's samples taken before thinBefore to the first
+// of each period of every (periods counted from the Unix epoch, so thinning
+// again keeps the same points), and deletes those taken before dropBefore.
+// Plain SQL (integer division), so another backend can run it as written.
+func (s *Store) CompactSamples(ctx context.Context, job string, thinBefore time.Time, every time.Duration, dropBefore time.Time) error {
+	if every <= 0 {
+		return fmt.Errorf("compact samples of job %q: period %v, want > 0", job, every)
+	}
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM samples WHERE job = ? AND time < ?`, job, nanos(dropBefore)); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `DELETE FROM samples WHERE job = ? AND time < ? AND id NOT IN (
+			SELECT MIN(id) FROM samples WHERE job = ? AND time < ? GROUP BY time / ?)`,
+			job, nanos(thinBefore), job, nanos(thinBefore), int64(every))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("compact samples of job %q: %w", job, err)
+	}
+	return nil
+}
+
+// OpenReadOnly opens an existing controller store for reading only (mgmt's
+// history and plot), whether its controller runs or not; no method that
+// writes may be called on the result. A store written by a controller older
+// than the pools' history has no samples table, and Samples then fails.
+func OpenReadOnly(ctx context.Context, file string) (*Store, error) {
+	db, err := sqlitedb.OpenReadOnly(ctx, file)
+	if err != nil {
+		return nil, fmt.Errorf("open controller store %s: %w", file, err)
+	}
+	return &Store{db: db}, nil
+}
+
+// HasJob reports whether the store has ever held job.
+func (s *Store) HasJob(ctx context.Context, job string) (bool, error) {
+	var n int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM jobs WHERE name = ?`, job).Scan(&n); err != nil {
+		return false, fmt.Errorf("look for job %q: %w", job, err)
+	}
+	return n > 0, nil
+}

@@ -296,3 +296,30 @@ func migrate(ctx context.Context, db *sql.DB, ms []Migration, tr Tracking, clock
 	}
 	return nil
 }
+
+// OpenReadOnly opens an existing database for reading only: no file is
+// created, no schema migrated, nothing written, so a reader (mgmt) can look
+// at a daemon's store whether the daemon runs or not, and never changes
+// it. The caller copes with a schema older than its own (a missing table).
+func OpenReadOnly(ctx context.Context, file string) (*sql.DB, error) {
+	abs, err := filepath.Abs(file)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(abs); err != nil {
+		return nil, err
+	}
+	u := url.URL{Scheme: "file", Path: abs}
+	q := url.Values{}
+	q.Set("mode", "ro")
+	q.Set("_busy_timeout", strconv.FormatInt(DefaultBusyTimeout.Milliseconds(), 10))
+	db, err := sql.Open("sqlite3", u.String()+"?"+q.Encode())
+	if err != nil {
+		return nil, err
+	}
+	if err := db.PingContext(ctx); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return db, nil
+}
