@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -80,6 +81,13 @@ func serve(ctx context.Context, o options, getenv func(string) string, log *slog
 	if err := o.common.Resolve(getenv); err != nil {
 		return err
 	}
+	// From here on every record is redacted by the values the daemon was
+	// handed (the broker password, the run secret, the run's registry).
+	red, err := o.common.Redactor()
+	if err != nil {
+		return err
+	}
+	log = slog.New(redact.Handler(log.Handler(), red))
 	url := o.common.URL
 	// Queue depth comes from the broker's management API, which a TLS
 	// broker serves over HTTPS with the certificate of its AMQPS listener:
@@ -115,6 +123,7 @@ func serve(ctx context.Context, o options, getenv func(string) string, log *slog
 	if err != nil {
 		return err
 	}
+	red.Add(hex.EncodeToString(secret), string(secret))
 	host, _ := os.Hostname()
 	sender := "controller@" + host
 	bus, err := amqpbus.Dial(ctx, amqpbus.Config{URL: url, CAFile: o.common.AMQPCAFile, Name: sender, Run: o.common.Run, Log: log})

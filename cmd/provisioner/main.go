@@ -9,6 +9,7 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -73,6 +74,10 @@ type config struct {
 	// API with this provisioner's own, administrator, credentials; with it
 	// every worker gets a broker user of its own.
 	managementURL string
+
+	// common is the shared daemon flags, resolved: the source of what the
+	// log redacts by value.
+	common daemonflag.Common
 }
 
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -115,6 +120,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		return c, err
 	}
 	c.run, c.home, c.amqpURL, c.amqpCAFile, c.secretFile, c.level = common.Run, common.Home, common.URL, common.AMQPCAFile, common.SecretFile, common.Level
+	c.common = common
 	if mgmtFile != "" {
 		b, err := os.ReadFile(mgmtFile)
 		if err != nil {
@@ -152,7 +158,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: c.level}))
+	red, err := c.common.Redactor()
+	if err != nil {
+		return err
+	}
+	log := c.common.Logger(stderr, red, true)
 	if err := os.MkdirAll(filepath.Dir(c.db), 0o700); err != nil {
 		return err
 	}
@@ -169,6 +179,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	red.Add(hex.EncodeToString(secret), string(secret))
 	// Workers get the public half of the run's command key, with which
 	// their sitters verify the drain and control the controller and mgmt
 	// sign; the key itself stays beside the secret.
@@ -195,6 +206,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 		drv = &provbus.WorkerUsers{Driver: drv, Bus: bus, Run: c.run, Key: secret, BrokerURL: c.amqpURL, Log: log,
+			Redactor: red, Registry: runlayout.Of(c.home, c.run).RedactValues(),
 			Admin: busid.Admin{URL: c.managementURL, VHost: busid.VHost(c.amqpURL), Client: hc}}
 		log.Info("each worker gets its own broker user", "management", redact.URL(c.managementURL))
 	} else {

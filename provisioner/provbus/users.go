@@ -11,6 +11,7 @@ import (
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/busid"
 	"nightshift/internal/nsenv"
+	"nightshift/internal/redact"
 	"nightshift/provisioner"
 	"nightshift/sitter/sitterbus"
 )
@@ -39,6 +40,12 @@ type WorkerUsers struct {
 	// are replaced by each worker's own.
 	BrokerURL string
 	Log       *slog.Logger
+	// Redactor, when set, learns each worker's password as it is minted,
+	// so this daemon's own log never shows one; Registry, when set, is the
+	// run's secret registry (redact.Register), through which mgmt and a
+	// resumed launch learn it too.
+	Redactor *redact.Redactor
+	Registry string
 
 	mu       sync.Mutex
 	inflight map[string]int  // instance ids whose Launch is running
@@ -92,6 +99,12 @@ func (w *WorkerUsers) Launch(ctx context.Context, spec provisioner.InstanceSpec)
 	}
 	user := busid.WorkerUser(w.Run, spec.ID)
 	pass := busid.Password(w.Key, user)
+	w.Redactor.Add(pass)
+	if w.Registry != "" {
+		if err := redact.Register(w.Registry, pass); err != nil {
+			return provisioner.LaunchResult{}, fmt.Errorf("launch %s: %w", spec.ID, err)
+		}
+	}
 	if err := w.Admin.EnsureUser(ctx, user, pass, busid.WorkerPermissions(w.Run, spec.Job, spec.ID, queue)); err != nil {
 		return provisioner.LaunchResult{}, fmt.Errorf("launch %s: %w", spec.ID, err)
 	}
