@@ -212,6 +212,14 @@ func (c *Controller) openJob(ctx context.Context, j Job) (*job, error) {
 	return jb, nil
 }
 
+// Simulated reports whether job is one of the controller's jobs whose
+// workers are simulated (driver "sim"), whose heartbeats the run's
+// simulator identity may send.
+func (c *Controller) Simulated(job string) bool {
+	j, ok := c.jobs[job]
+	return ok && j.def.Driver == DriverSim
+}
+
 // Jobs returns the names of the controller's jobs, sorted.
 func (c *Controller) Jobs() []string { return slices.Clone(c.names) }
 

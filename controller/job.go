@@ -19,6 +19,10 @@ import (
 const (
 	DriverLocal = "local"
 	DriverEC2   = "ec2"
+	// DriverSim is the worker simulator (internal/worker/simworker), for
+	// capacity planning: its heartbeats come from the run's simulator
+	// identity, which the controller accepts for this job only.
+	DriverSim = "sim"
 )
 
 // Job is one worker pool's definition, as read from a plan's [jobs.NAME]
@@ -29,7 +33,7 @@ type Job struct {
 	Engine string `json:"engine"`
 	// Policy is the engine's configuration table, passed to Configure.
 	Policy map[string]any `json:"policy,omitempty"`
-	// Driver is "local" or "ec2"; Instance is its spec table.
+	// Driver is "local", "ec2" or "sim"; Instance is its spec table.
 	Driver   string         `json:"driver"`
 	Instance map[string]any `json:"instance,omitempty"`
 	// Worker is the sitter task spec, forwarded opaquely in launch specs.
@@ -151,8 +155,8 @@ func ParseJob(name string, t map[string]any, reg *decision.Registry) (Job, error
 	if j.Driver, err = f.String("driver", DriverLocal); err != nil {
 		return j, err
 	}
-	if j.Driver != DriverLocal && j.Driver != DriverEC2 {
-		return j, f.Errorf("driver", "%q: want %q or %q", j.Driver, DriverLocal, DriverEC2)
+	if j.Driver != DriverLocal && j.Driver != DriverEC2 && j.Driver != DriverSim {
+		return j, f.Errorf("driver", "%q: want %q, %q or %q", j.Driver, DriverLocal, DriverEC2, DriverSim)
 	}
 	if j.Instance, err = table(f, t, "instance"); err != nil {
 		return j, err

@@ -234,9 +234,16 @@ func writeJob(w io.Writer, j JobStatus) {
 	if j.LastDecision != nil {
 		fmt.Fprintf(w, "  last decision %s: %s\n", j.LastDecision.Time.Format(time.RFC3339), q(j.LastDecision.Reason))
 	}
+	rows := j.Workers
+	if len(rows) > MaxWorkerRows {
+		rows = summarizeWorkers(w, j.Workers)
+		if len(rows) == 0 {
+			return
+		}
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  WORKER\tSTATE\tHEALTH\tHOST\tHEARTBEAT\tRESTARTS\tWORK\tDRAINING")
-	for _, wk := range j.Workers {
+	for _, wk := range rows {
 		hb := "-"
 		if wk.HeartbeatAgeS != nil {
 			hb = fmt.Sprintf("%.1fs ago", *wk.HeartbeatAgeS)
@@ -248,11 +255,61 @@ func writeJob(w io.Writer, j JobStatus) {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", q(wk.ID), q(wk.State), q(wk.Health), q(wk.Host), hb, wk.Restarts, work, drainCell(wk))
 	}
 	tw.Flush()
-	for _, wk := range j.Workers {
+	for _, wk := range rows {
 		if wk.Error != "" {
 			fmt.Fprintf(w, "  %s: %s\n", wk.ID, firstLine(redact.String(wk.Error)))
 		}
 	}
+}
+
+// MaxWorkerRows is how many workers of a pool the table lists one a line.
+// A bigger pool (thousands of workers) is summarized instead: counts by
+// state and health, work, heartbeat ages, and a row for each worker that
+// is not running and healthy, up to this many; --json keeps every worker.
+const MaxWorkerRows = 50
+
+// summarizeWorkers writes a big pool's summary and returns the workers
+// worth a row of their own.
+func summarizeWorkers(w io.Writer, ws []WorkerStatus) []WorkerStatus {
+	byState := map[string]int{}
+	busy, draining := 0, 0
+	var ages []float64
+	var odd []WorkerStatus
+	for _, wk := range ws {
+		byState[wk.State+"/"+wk.Health]++
+		if wk.Busy {
+			busy++
+		}
+		if wk.DrainingSince != nil {
+			draining++
+		}
+		if wk.HeartbeatAgeS != nil {
+			ages = append(ages, *wk.HeartbeatAgeS)
+		}
+		if wk.State != "running" || wk.Health != "ok" || wk.DrainingSince != nil || wk.Error != "" {
+			odd = append(odd, wk)
+		}
+	}
+	fmt.Fprintf(w, "  %d workers (state/health): %s\n", len(ws), termtext.Line(countLine(byState)))
+	hb := "none heard"
+	if len(ages) > 0 {
+		sort.Float64s(ages)
+		hb = fmt.Sprintf("median %.1fs ago, oldest %.1fs ago", ages[len(ages)/2], ages[len(ages)-1])
+	}
+	fmt.Fprintf(w, "  busy %d  idle %d  draining %d  heartbeats: %s\n", busy, len(ws)-busy, draining, hb)
+	shown := odd
+	if len(shown) > MaxWorkerRows {
+		shown = shown[:MaxWorkerRows]
+	}
+	switch {
+	case len(odd) == 0:
+		fmt.Fprintf(w, "  every worker is running and healthy; `mgmt status --json` lists each one\n")
+	case len(shown) < len(odd):
+		fmt.Fprintf(w, "  %d workers are not running and healthy; the first %d (`mgmt status --json` lists every worker):\n", len(odd), len(shown))
+	default:
+		fmt.Fprintf(w, "  the %d workers not running and healthy (`mgmt status --json` lists every worker):\n", len(odd))
+	}
+	return shown
 }
 
 // drainCell says since when a worker drains and when its drain_timeout

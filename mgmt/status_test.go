@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"nightshift/controller"
 	"os"
 	"path/filepath"
@@ -142,5 +143,63 @@ func TestTableShowsBlockedPool(t *testing.T) {
 	want := "BLOCKED after 4 failed launches in a row (last: worker web-1 never sent a heartbeat within boot_timeout 20s\\x1b[2J); next launch at 2026-12-02T16:00:08Z"
 	if !strings.Contains(got, want) || strings.Count(got, "BLOCKED") != 1 {
 		t.Fatalf("table:\n%s\nwant one line with %q", got, want)
+	}
+}
+
+// TestTableSummarizesABigPool: a pool of thousands gets a summary and a
+// row only for each worker that is not running and healthy, while --json
+// keeps every worker; a small pool keeps a row per worker.
+func TestTableSummarizesABigPool(t *testing.T) {
+	pool := func(n int, sick ...int) *RunStatus {
+		ws := make([]WorkerStatus, n)
+		for i := range ws {
+			age := float64(i%10) / 10
+			ws[i] = WorkerStatus{ID: fmt.Sprintf("load-%05d", i), State: "running", Health: "ok", Host: "sim", HeartbeatAgeS: &age}
+		}
+		for _, i := range sick {
+			ws[i].Health = "missing"
+		}
+		return &RunStatus{Run: "r", State: "ready", Jobs: []JobStatus{{Name: "load", Engine: "npreserving", Desired: n, Workers: ws}}}
+	}
+	render := func(st *RunStatus) string {
+		var out bytes.Buffer
+		if err := WriteTable(&out, st); err != nil {
+			t.Fatal(err)
+		}
+		return out.String()
+	}
+	rows := func(s string) int { return strings.Count(s, "  load-") }
+
+	big := render(pool(10000, 17, 4242))
+	if n := rows(big); n != 2 {
+		t.Errorf("10,000 workers, 2 missing: %d worker rows, want the 2 missing:\n%s", n, big)
+	}
+	for _, want := range []string{"10000 workers (state/health): running/missing=2 running/ok=9998", "busy 0  idle 10000", "oldest 0.9s ago", "load-00017", "load-04242", "--json"} {
+		if !strings.Contains(big, want) {
+			t.Errorf("summary lacks %q:\n%s", want, big)
+		}
+	}
+	if lines := strings.Count(big, "\n"); lines > 20 {
+		t.Errorf("summary of 10,000 workers is %d lines", lines)
+	}
+	many := make([]int, 200)
+	for i := range many {
+		many[i] = i * 7
+	}
+	if n := rows(render(pool(5000, many...))); n != MaxWorkerRows {
+		t.Errorf("200 sick of 5,000: %d rows, want %d", n, MaxWorkerRows)
+	}
+	if healthy := render(pool(MaxWorkerRows + 1)); rows(healthy) != 0 || !strings.Contains(healthy, "every worker is running and healthy") {
+		t.Errorf("a healthy big pool:\n%s", healthy)
+	}
+	if small := render(pool(MaxWorkerRows)); rows(small) != MaxWorkerRows {
+		t.Errorf("a pool of %d: %d rows, want one per worker", MaxWorkerRows, rows(small))
+	}
+	b, err := json.Marshal(pool(10000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(b), `"id":"load-`); n != 10000 {
+		t.Errorf("--json holds %d workers, want 10000", n)
 	}
 }

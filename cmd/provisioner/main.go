@@ -2,8 +2,9 @@
 // launch, terminate, terminate_all, enable and describe commands from the
 // run's AMQP command queue, keeps instance records in SQLite under the run
 // directory, and runs instances with the local worker driver (processes on
-// this machine) or the ec2 worker driver (one EC2 instance per worker, with
-// credentials from the AWS SDK's standard chain only).
+// this machine), the ec2 worker driver (one EC2 instance per worker, with
+// credentials from the AWS SDK's standard chain only) or the sim driver
+// (simulated workers whose heartbeats are real, for capacity planning).
 package main
 
 import (
@@ -39,8 +40,11 @@ import (
 	"nightshift/internal/store/provstore"
 	"nightshift/internal/worker/ec2worker"
 	"nightshift/internal/worker/localworker"
+	"nightshift/internal/worker/simworker"
 	"nightshift/provisioner"
 	"nightshift/provisioner/provbus"
+	"nightshift/sitter"
+	"nightshift/sitter/sitterbus"
 )
 
 func main() {
@@ -78,6 +82,11 @@ type config struct {
 	// common is the shared daemon flags, resolved: the source of what the
 	// log redacts by value.
 	common daemonflag.Common
+
+	// --driver sim only.
+	simConns          int
+	simBoot, simEvery time.Duration
+	simFailRate       float64
 }
 
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -91,7 +100,11 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	common.Register(fs, daemonflag.Options{DefaultURL: "amqp://guest:guest@127.0.0.1:5672/", SecretDefault: true})
 	var mgmtFile string
 	fs.StringVar(&mgmtFile, "management-url-file", "", "file holding the broker's management API URL with this provisioner's administrator credentials: each worker then gets a broker user of its own")
-	fs.StringVar(&c.driver, "driver", "local", "instance driver: local or ec2")
+	fs.StringVar(&c.driver, "driver", "local", "instance driver: local, ec2 or sim")
+	fs.IntVar(&c.simConns, "sim-connections", 4, "AMQP connections the sim driver's heartbeats share")
+	fs.DurationVar(&c.simBoot, "sim-boot-delay", simworker.DefaultBootDelay, "sim driver: time from launch to a simulated worker's first heartbeat (a job's instance.boot_delay overrides it)")
+	fs.DurationVar(&c.simEvery, "sim-heartbeat-interval", simworker.DefaultHeartbeatInterval, "sim driver: heartbeat interval (a job's instance.heartbeat_interval overrides it)")
+	fs.Float64Var(&c.simFailRate, "sim-fail-rate", 0, "sim driver: probability per second that a simulated worker dies (a job's instance.fail_rate overrides it)")
 	fs.StringVar(&worker, "worker-command", "", "command each local instance runs, split on spaces (required for --driver local)")
 	fs.StringVar(&c.ec2Region, "ec2-region", "", "AWS region for --driver ec2 (default AWS_REGION or the profile's)")
 	fs.StringVar(&c.ec2Endpoint, "ec2-endpoint-url", os.Getenv("AWS_ENDPOINT_URL"), "EC2 endpoint for --driver ec2 (default $AWS_ENDPOINT_URL, else AWS's)")
@@ -144,8 +157,18 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		if c.ec2WaitTimeout <= 0 {
 			return c, errors.New("--ec2-wait-timeout must be positive")
 		}
+	case simworker.Name:
+		if len(c.workerCommand) > 0 || len(c.workerEnv) > 0 {
+			return c, errors.New("--worker-command and --worker-env are for --driver local; sim workers run nothing")
+		}
+		if c.simConns < 1 || c.simConns > 64 {
+			return c, fmt.Errorf("--sim-connections %d: want 1..64", c.simConns)
+		}
+		if c.simBoot < 0 || c.simEvery <= 0 || c.simFailRate < 0 || c.simFailRate > 1 {
+			return c, errors.New("--sim-boot-delay must be >= 0, --sim-heartbeat-interval > 0 and --sim-fail-rate within 0..1")
+		}
 	default:
-		return c, fmt.Errorf("--driver %q: want local or ec2", c.driver)
+		return c, fmt.Errorf("--driver %q: want local, ec2 or sim", c.driver)
 	}
 	if c.db == "" {
 		c.db = runlayout.Of(c.home, c.run).ProvisionerDB()
@@ -188,17 +211,27 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	c.commandKey = key.Public().(ed25519.PublicKey)
-	drv, err := newDriver(ctx, c, log)
-	if err != nil {
-		return err
-	}
 	host, _ := os.Hostname()
 	bus, err := amqpbus.Dial(ctx, amqpbus.Config{URL: c.amqpURL, CAFile: c.amqpCAFile, Name: "provisioner@" + host, Run: c.run, Log: log})
 	if err != nil {
 		return err
 	}
 	defer bus.Close()
-	if c.managementURL != "" {
+	var drv provisioner.Driver
+	var sim *simworker.Driver
+	if c.driver == simworker.Name {
+		var closeSim func()
+		if sim, closeSim, err = newSimDriver(ctx, c, jobs, secret, red, log); err != nil {
+			return err
+		}
+		defer closeSim()
+		drv = sim
+	} else if drv, err = newDriver(ctx, c, log); err != nil {
+		return err
+	}
+	// Simulated workers speak with the simulator's one identity, not a
+	// user each (see newSimDriver).
+	if sim == nil && c.managementURL != "" {
 		// An amqps:// broker serves its management API over HTTPS with
 		// the same CA.
 		hc, err := pki.HTTPClient(c.amqpCAFile, "", 30*time.Second)
@@ -209,7 +242,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			Redactor: red, Registry: runlayout.Of(c.home, c.run).RedactValues(),
 			Admin: busid.Admin{URL: c.managementURL, VHost: busid.VHost(c.amqpURL), Client: hc}}
 		log.Info("each worker gets its own broker user", "management", redact.URL(c.managementURL))
-	} else {
+	} else if sim == nil {
 		log.Warn("no --management-url-file: workers share this provisioner's broker user")
 	}
 	p, err := provisioner.New(provisioner.Config{
@@ -224,6 +257,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		Signer: &envelope.Signer{Secret: secret}}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return p.Run(gctx) })
+	if sim != nil {
+		g.Go(func() error { return sim.Serve(gctx, runlayout.Of(c.home, c.run).Sim(), 0) })
+	}
 	g.Go(func() error {
 		// Recover before taking new work, so requests never race the
 		// start-up reconcile.
@@ -270,4 +306,66 @@ func newDriver(ctx context.Context, c config, log *slog.Logger) (provisioner.Dri
 		// prod plan that is the broker instance's private address.
 		BrokerURL: c.amqpURL, BrokerCA: brokerCA, WaitTimeout: c.ec2WaitTimeout, Log: log, CommandKey: c.commandKey,
 	})
+}
+
+// newSimDriver dials the sim driver's few connections. With the broker's
+// management API (--management-url-file) the simulator gets the run's one
+// simulator user (busid.SimulatorUser), allowed to publish the heartbeats
+// of the jobs whose driver is "sim" and nothing else, and the controller
+// accepts its heartbeats for those jobs only; without it, it shares this
+// provisioner's user as every component then does.
+func newSimDriver(ctx context.Context, c config, jobs map[string]jobspec.Spec, secret []byte, red *redact.Redactor, log *slog.Logger) (*simworker.Driver, func(), error) {
+	url, passive := c.amqpURL, false
+	if c.managementURL != "" {
+		var simJobs []string
+		for _, n := range slices.Sorted(maps.Keys(jobs)) {
+			if jobs[n].Driver == simworker.Name {
+				simJobs = append(simJobs, n)
+			}
+		}
+		hc, err := pki.HTTPClient(c.amqpCAFile, "", 30*time.Second)
+		if err != nil {
+			return nil, nil, err
+		}
+		admin := busid.Admin{URL: c.managementURL, VHost: busid.VHost(c.amqpURL), Client: hc}
+		user := busid.SimulatorUser(c.run)
+		pass := busid.Password(secret, user)
+		// Redacted by value like every worker's password, here and in
+		// whatever reads the run's registry (mgmt, teardown).
+		red.Add(pass)
+		if err := redact.Register(runlayout.Of(c.home, c.run).RedactValues(), pass); err != nil {
+			return nil, nil, fmt.Errorf("--driver sim: %w", err)
+		}
+		if err := admin.EnsureUser(ctx, user, pass, busid.SimulatorPermissions(c.run, simJobs)); err != nil {
+			return nil, nil, fmt.Errorf("--driver sim: %w", err)
+		}
+		if url, err = busid.WithUser(c.amqpURL, user, pass); err != nil {
+			return nil, nil, err
+		}
+		passive = true
+		log.Info("sim driver speaks as its own broker user", "user", user, "jobs", simJobs)
+	}
+	var buses []*amqpbus.Bus
+	closeAll := func() {
+		for _, b := range buses {
+			b.Close()
+		}
+	}
+	sinks := make([]sitter.HeartbeatSink, 0, c.simConns)
+	for i := range c.simConns {
+		b, err := amqpbus.Dial(ctx, amqpbus.Config{URL: url, CAFile: c.amqpCAFile, Name: fmt.Sprintf("sim-%d", i), Run: c.run, Log: log, Passive: passive})
+		if err != nil {
+			closeAll()
+			return nil, nil, fmt.Errorf("--driver sim: connection %d: %w", i, err)
+		}
+		buses = append(buses, b)
+		sinks = append(sinks, &sitterbus.Sink{Bus: b, Sender: "sim@" + c.run})
+	}
+	d, err := simworker.New(simworker.Config{Run: c.run, Sinks: sinks, BootDelay: c.simBoot, HeartbeatInterval: c.simEvery,
+		FailRate: c.simFailRate, Log: log})
+	if err != nil {
+		closeAll()
+		return nil, nil, err
+	}
+	return d, func() { d.Close(); closeAll() }, nil
 }

@@ -23,6 +23,11 @@ type Client struct {
 	Timeout time.Duration
 }
 
+// MaxReplySize caps a reply: a status of a 10,000-worker pool (every
+// worker, as `mgmt status --json` keeps them) is a few MiB, beyond the
+// bus's 1 MiB command limit; the controller is trusted more than commands.
+const MaxReplySize = 64 << 20
+
 // ErrRemote marks errors the controller reported, as opposed to transport
 // errors.
 var ErrRemote = errors.New("controller refused")
@@ -33,7 +38,8 @@ func (c *Client) call(ctx context.Context, typ string, body any) (controller.Rep
 		clock = clockwork.NewRealClock()
 	}
 	r, err := amqpbus.Ask[controller.Reply](ctx, c.Bus, amqpbus.Request{Registry: Messages(), Signer: c.Signer, Sender: c.Sender,
-		Component: controller.Component, Type: typ, Body: body, Now: clock.Now(), Timeout: c.Timeout, ReplyType: controller.TypeReply})
+		Component: controller.Component, Type: typ, Body: body, Now: clock.Now(), Timeout: c.Timeout, ReplyType: controller.TypeReply,
+		MaxReply: MaxReplySize})
 	if err != nil {
 		return controller.Reply{}, err
 	}

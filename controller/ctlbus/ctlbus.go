@@ -70,7 +70,7 @@ func (s *Server) Serve(ctx context.Context) error {
 					s.Log.Warn("malformed heartbeat dropped", "routing_key", d.RoutingKey, "err", err)
 					return fmt.Errorf("%w: %w", amqpbus.ErrReject, err)
 				}
-				if err := busid.For(s.Bus).Heartbeat(TypeHeartbeat, d.UserID, hb.InstanceID); err != nil {
+				if err := s.heartbeatOrigin(d, hb.Job, hb.InstanceID); err != nil {
 					s.Log.Warn("forged heartbeat dropped", "instance", hb.InstanceID, "err", err)
 					return err
 				}
@@ -98,6 +98,19 @@ func (s *Server) Serve(ctx context.Context) error {
 		})
 	}
 	return g.Wait()
+}
+
+// heartbeatOrigin accepts a heartbeat from the instance's own user, or,
+// for a job this controller holds as simulated, from the run's simulator
+// (busid.Origin.SimHeartbeat), whose broker permissions allow only those
+// jobs' routing keys.
+func (s *Server) heartbeatOrigin(d amqpbus.Delivery, job, instanceID string) error {
+	o := busid.For(s.Bus)
+	err := o.Heartbeat(TypeHeartbeat, d.UserID, instanceID)
+	if err != nil && s.Controller.Simulated(job) && d.UserID == busid.SimulatorUser(o.Run) {
+		return o.SimHeartbeat(TypeHeartbeat, d.UserID, d.RoutingKey, job, instanceID)
+	}
+	return err
 }
 
 func (s *Server) command(ctx context.Context, reg *envelope.Registry, d amqpbus.Delivery) error {

@@ -42,6 +42,22 @@ func (o Origin) Heartbeat(typ, userID, instanceID string) error {
 	return o.refuse(typ, userID, "worker "+instanceID)
 }
 
+// SimHeartbeat accepts a heartbeat of job, published with routingKey,
+// from the run's worker simulator, which the consumer must only ask about
+// jobs it holds with driver "sim": the simulator speaks for every
+// instance of those jobs and no other. The routing key must be the
+// heartbeat's own (what the broker checked against the simulator's topic
+// permission), so the body cannot name another job.
+func (o Origin) SimHeartbeat(typ, userID, routingKey, job, instanceID string) error {
+	if userID != SimulatorUser(o.Run) {
+		return o.refuse(typ, userID, "worker "+instanceID+" or the run's simulator")
+	}
+	if routingKey != "heartbeat."+job+"."+instanceID {
+		return fmt.Errorf("%w: message %q: field job: %q does not match routing key %q", amqpbus.ErrReject, typ, job, routingKey)
+	}
+	return nil
+}
+
 func (o Origin) refuse(typ, userID, want string) error {
 	if userID == "" {
 		userID = "(none)"

@@ -18,6 +18,8 @@ func TestRoleOf(t *testing.T) {
 		{"ns.r1.worker.job.with.dots-ab-0", busid.RoleWorker},
 		{"ns.r1.provisioner", ""}, // a daemon's name carries its service
 		{"ns.r1.mgmt.x", ""},
+		{"ns.r1.sim", busid.RoleSimulator},
+		{"ns.r1.sim.x", ""},
 		{"ns.r2.mgmt", ""}, // another run's
 		{"ns.r1.admin.x", ""},
 		{"guest", ""},
@@ -82,6 +84,43 @@ func TestOriginChecks(t *testing.T) {
 		if err != nil && (!errors.Is(err, amqpbus.ErrReject) || !strings.Contains(err.Error(), "field user_id")) {
 			t.Errorf("%s: %v: want an ErrReject naming the user_id field", c.name, err)
 		}
+	}
+}
+
+func TestSimHeartbeat(t *testing.T) {
+	o := busid.Origin{Run: "r1", Self: busid.ComponentUser("r1", busid.RoleController, "controller")}
+	sim := busid.SimulatorUser("r1")
+	for _, c := range []struct {
+		name, user, key, job, id string
+		accept                   bool
+		field                    string
+	}{
+		{"the simulator about its job", sim, "heartbeat.load.i-1", "load", "i-1", true, ""},
+		{"another run's simulator", "ns.r2.sim", "heartbeat.load.i-1", "load", "i-1", false, "user_id"},
+		{"a worker", busid.WorkerUser("r1", "i-1"), "heartbeat.load.i-1", "load", "i-1", false, "user_id"},
+		{"mgmt", busid.MgmtUser("r1"), "heartbeat.load.i-1", "load", "i-1", false, "user_id"},
+		{"no user_id", "", "heartbeat.load.i-1", "load", "i-1", false, "user_id"},
+		{"body names another job than the key", sim, "heartbeat.load.i-1", "real", "i-1", false, "job"},
+		{"body names another instance than the key", sim, "heartbeat.load.i-1", "load", "i-2", false, "job"},
+	} {
+		err := o.SimHeartbeat("sitter.heartbeat", c.user, c.key, c.job, c.id)
+		if (err == nil) != c.accept {
+			t.Errorf("%s: err %v, want accept=%v", c.name, err, c.accept)
+			continue
+		}
+		if err != nil && (!errors.Is(err, amqpbus.ErrReject) || !strings.Contains(err.Error(), "field "+c.field)) {
+			t.Errorf("%s: %v: want an ErrReject naming field %s", c.name, err, c.field)
+		}
+	}
+}
+
+func TestSimulatorPermissionsNameOnlySimulatedJobs(t *testing.T) {
+	p := busid.SimulatorPermissions("r1", []string{"load", "a.b"})
+	if len(p.Topics) != 1 || p.Topics[0].Write != `^heartbeat\.(load|a\.b)\.[^.]+$` || p.Read != "^$" || p.Configure != "^$" || p.Tags != "" {
+		t.Fatalf("SimulatorPermissions = %+v", p)
+	}
+	if none := busid.SimulatorPermissions("r1", nil); none.Topics[0].Write != "^$" {
+		t.Fatalf("no simulated jobs: topic write %q, want none", none.Topics[0].Write)
 	}
 }
 

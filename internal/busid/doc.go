@@ -10,6 +10,7 @@
 //	ns.<run>.controller.<service>    a controller daemon
 //	ns.<run>.mgmt                    the operator's tool
 //	ns.<run>.worker.<instance id>    one worker instance's sitter (and its task)
+//	ns.<run>.sim                     the worker simulator (simworker): heartbeats of simulated jobs only
 //
 // A name says its role, so a consumer needs no configuration to know whom
 // to trust: a heartbeat about instance X is accepted only from

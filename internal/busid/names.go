@@ -15,6 +15,9 @@ const (
 	RoleController  = "controller"
 	RoleMgmt        = "mgmt"
 	RoleWorker      = "worker"
+	// RoleSimulator is the sim worker driver's one identity, which
+	// publishes the heartbeats of all its simulated instances.
+	RoleSimulator = "sim"
 )
 
 func prefix(run string) string { return "ns." + run + "." }
@@ -28,6 +31,10 @@ func MgmtUser(run string) string { return prefix(run) + RoleMgmt }
 
 // WorkerUser is the broker user of worker instance id.
 func WorkerUser(run, instanceID string) string { return prefix(run) + RoleWorker + "." + instanceID }
+
+// SimulatorUser is the broker user of run's worker simulator (package
+// simworker, inside the provisioner): one per run, as mgmt's.
+func SimulatorUser(run string) string { return prefix(run) + RoleSimulator }
 
 // WorkerPrefix starts the name of every worker user of run.
 func WorkerPrefix(run string) string { return prefix(run) + RoleWorker + "." }
@@ -49,8 +56,8 @@ func RoleOf(run, user string) string {
 			return ""
 		}
 		return role
-	case RoleMgmt:
-		if rest != RoleMgmt {
+	case RoleMgmt, RoleSimulator:
+		if rest != role {
 			return ""
 		}
 		return role

@@ -1,6 +1,9 @@
 package busid
 
-import "regexp"
+import (
+	"regexp"
+	"strings"
+)
 
 // Permissions is what one broker user may do in its vhost: RabbitMQ's
 // three resource regexes, topic-exchange routing-key regexes, and user
@@ -99,6 +102,30 @@ func WorkerPermissions(run, job, id, workQueue string) Permissions {
 		Read:      read,
 		Topics: []TopicPermission{{Exchange: events,
 			Write: `^heartbeat\.` + regexp.QuoteMeta(job) + `\.` + regexp.QuoteMeta(id) + `$`, Read: none}},
+	}
+}
+
+// SimulatorPermissions: the worker simulator may publish heartbeats of the
+// run's simulated jobs (those whose driver is "sim") and nothing else: no
+// command queue, no other job's heartbeats, no instance events, nothing
+// to consume. The controller accepts its heartbeats only for jobs it holds
+// as simulated (Origin.SimHeartbeat), so it speaks for its own instances
+// only.
+func SimulatorPermissions(run string, jobs []string) Permissions {
+	ns, events := names(run)
+	write := none
+	if len(jobs) > 0 {
+		q := make([]string, len(jobs))
+		for i, j := range jobs {
+			q[i] = regexp.QuoteMeta(j)
+		}
+		write = `^heartbeat\.(` + strings.Join(q, "|") + `)\.[^.]+$`
+	}
+	return Permissions{
+		Configure: none,
+		Write:     `^` + ns + `events$`,
+		Read:      none,
+		Topics:    []TopicPermission{{Exchange: events, Write: write, Read: none}},
 	}
 }
 

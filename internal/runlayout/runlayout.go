@@ -74,6 +74,10 @@ func (r Run) RedactValues() string { return r.join("redact-values") }
 // Keeper is the directory of the run's keepers: their lock, state and log.
 func (r Run) Keeper() string { return r.join("keeper") }
 
+// Sim is the sim worker driver's control directory: kill requests in,
+// their results and the simulator's counters out (package simworker).
+func (r Run) Sim() string { return r.join("sim") }
+
 // ProvisionerDB is the provisioner's ledger when --db does not say.
 func (r Run) ProvisionerDB() string { return r.join("provisioner.db") }
 

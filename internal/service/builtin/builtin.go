@@ -163,14 +163,19 @@ var provisionerSpec = Spec{
 	Component:   "provisioner",
 	Role:        busid.RoleProvisioner,
 	Permissions: busid.ProvisionerPermissions,
-	Keys:        []string{"driver", "worker_command", "max_launches", "max_terminations", "reconcile_every"},
+	Keys:        []string{"driver", "worker_command", "max_launches", "max_terminations", "reconcile_every", "sim_connections"},
 	Args: func(req bootlevel.StepRequest, cfg map[string]any, dir, binDir string, self Self) ([]string, error) {
-		driver := "local"
-		if d, ok := cfg["driver"].(string); ok && d != "" {
-			driver = d
+		jobsFile := filepath.Join(dir, "jobs.json")
+		jobs, err := writeRunJobs(req, jobsFile)
+		if err != nil {
+			return nil, err
 		}
-		if driver != "local" {
-			return nil, fmt.Errorf("config.driver: %q is not available to the provisioner yet (local)", driver)
+		driver, err := provisionerDriver(cfg, jobs)
+		if err != nil {
+			return nil, err
+		}
+		if driver == simDriver {
+			return simArgs(cfg, jobsFile, self)
 		}
 		worker, err := stringList(cfg, "worker_command")
 		if err != nil {
@@ -188,10 +193,6 @@ var provisionerSpec = Spec{
 				return nil, fmt.Errorf("config.worker_command: %q holds white space, which the provisioner cannot pass through", w)
 			}
 		}
-		jobsFile := filepath.Join(dir, "jobs.json")
-		if err := writeRunJobs(req, jobsFile); err != nil {
-			return nil, err
-		}
 		args := []string{
 			"--home", os.Getenv(nsenv.Home),
 			"--jobs", jobsFile,
@@ -206,24 +207,79 @@ var provisionerSpec = Spec{
 			// No management API: the sitters share the provisioner's URL.
 			args = append(args, "--worker-env", nsenv.AMQPURLFile+"="+filepath.Join(dir, runlayout.URLFile))
 		}
-		for _, k := range []string{"max_launches", "max_terminations"} {
-			if v, ok := cfg[k]; ok {
-				n, ok := v.(float64)
-				if !ok || n < 1 || n != float64(int(n)) {
-					return nil, fmt.Errorf("config.%s: want a whole number >= 1, got %v", k, v)
-				}
-				args = append(args, "--"+strings.ReplaceAll(k, "_", "-"), fmt.Sprint(int(n)))
-			}
+		if _, ok := cfg["sim_connections"]; ok {
+			return nil, fmt.Errorf("config.sim_connections: only for driver \"sim\"")
 		}
-		if v, ok := cfg["reconcile_every"]; ok {
-			s, ok := v.(string)
-			if !ok {
-				return nil, fmt.Errorf("config.reconcile_every: want a duration such as \"30s\", got %v", v)
-			}
-			args = append(args, "--reconcile-every", s)
-		}
-		return args, nil
+		return tuningArgs(args, cfg, "max_launches", "max_terminations")
 	},
+}
+
+// tuningArgs appends the provisioner's whole-number flags named by keys
+// and its reconcile period, as config gives them.
+func tuningArgs(args []string, cfg map[string]any, keys ...string) ([]string, error) {
+	for _, k := range keys {
+		if v, ok := cfg[k]; ok {
+			n, ok := v.(float64)
+			if !ok || n < 1 || n != float64(int(n)) {
+				return nil, fmt.Errorf("config.%s: want a whole number >= 1, got %v", k, v)
+			}
+			args = append(args, "--"+strings.ReplaceAll(k, "_", "-"), fmt.Sprint(int(n)))
+		}
+	}
+	if v, ok := cfg["reconcile_every"]; ok {
+		s, ok := v.(string)
+		if !ok {
+			return nil, fmt.Errorf("config.reconcile_every: want a duration such as \"30s\", got %v", v)
+		}
+		args = append(args, "--reconcile-every", s)
+	}
+	return args, nil
+}
+
+const simDriver = "sim"
+
+// provisionerDriver is config.driver, or, when the plan sets none, the
+// driver every job names ("local" unless they all say "sim"): a plan asks
+// for simulated workers with `driver = "sim"` on its jobs. One provisioner
+// runs one driver, so a sim provisioner refuses jobs of another driver.
+func provisionerDriver(cfg map[string]any, jobs map[string]jobspec.Spec) (string, error) {
+	allSim := len(jobs) > 0
+	for _, j := range jobs {
+		allSim = allSim && j.Driver == simDriver
+	}
+	driver := "local"
+	if allSim {
+		driver = simDriver
+	}
+	if d, ok := cfg["driver"].(string); ok && d != "" {
+		driver = d
+	}
+	switch driver {
+	case "local":
+		return driver, nil
+	case simDriver:
+		for _, n := range slices.Sorted(maps.Keys(jobs)) {
+			if jobs[n].Driver != simDriver {
+				return "", fmt.Errorf("config.driver: \"sim\": job %s has driver %q; a sim provisioner runs only jobs with driver = \"sim\"", n, jobs[n].Driver)
+			}
+		}
+		return driver, nil
+	}
+	return "", fmt.Errorf("config.driver: %q is not available to the provisioner yet (local or sim)", driver)
+}
+
+// simArgs are the provisioner's arguments for simulated workers; a job's
+// instance table sets their boot delay, heartbeat interval and fail rate.
+func simArgs(cfg map[string]any, jobsFile string, self Self) ([]string, error) {
+	if _, ok := cfg["worker_command"]; ok {
+		return nil, fmt.Errorf("config.worker_command: simulated workers run nothing")
+	}
+	args := []string{"--home", os.Getenv(nsenv.Home), "--jobs", jobsFile, "--driver", simDriver}
+	if self.ManagementURLFile != "" {
+		// The provisioner creates the simulator's own broker user.
+		args = append(args, "--management-url-file", self.ManagementURLFile)
+	}
+	return tuningArgs(args, cfg, "max_launches", "max_terminations", "sim_connections")
 }
 
 // writeRunJobs writes the worker specs of every job the plan's controller
@@ -231,9 +287,9 @@ var provisionerSpec = Spec{
 // them, for the provisioner to load with --jobs: it launches only these,
 // so no message can choose what a worker runs. Two controllers may define
 // one job only identically.
-func writeRunJobs(req bootlevel.StepRequest, path string) error {
+func writeRunJobs(req bootlevel.StepRequest, path string) (map[string]jobspec.Spec, error) {
 	if req.Plan == nil || req.Expand == nil {
-		return fmt.Errorf("the provisioner needs the plan's job definitions, and this engine passes none")
+		return nil, fmt.Errorf("the provisioner needs the plan's job definitions, and this engine passes none")
 	}
 	jobs := map[string]jobspec.Spec{}
 	from := map[string]string{}
@@ -246,17 +302,17 @@ func writeRunJobs(req bootlevel.StepRequest, path string) error {
 			for _, name := range slices.Sorted(maps.Keys(tables)) {
 				t, ok := tables[name].(map[string]any)
 				if !ok {
-					return fmt.Errorf("%s: service %s: config.jobs.%s: want a table", svc.Pos, svc.Name, name)
+					return nil, fmt.Errorf("%s: service %s: config.jobs.%s: want a table", svc.Pos, svc.Name, name)
 				}
 				spec, err := resolvedSpec(t, req.Expand)
 				if err != nil {
-					return fmt.Errorf("%s: service %s: config.jobs.%s: %w", svc.Pos, svc.Name, name, err)
+					return nil, fmt.Errorf("%s: service %s: config.jobs.%s: %w", svc.Pos, svc.Name, name, err)
 				}
 				if prev, dup := jobs[name]; dup {
 					a, _ := prev.Digest()
 					b, _ := spec.Digest()
 					if a != b {
-						return fmt.Errorf("%s: service %s: config.jobs.%s: defined differently by service %s; a job has one definition per run", svc.Pos, svc.Name, name, from[name])
+						return nil, fmt.Errorf("%s: service %s: config.jobs.%s: defined differently by service %s; a job has one definition per run", svc.Pos, svc.Name, name, from[name])
 					}
 				}
 				jobs[name], from[name] = spec, svc.Name
@@ -264,9 +320,9 @@ func writeRunJobs(req bootlevel.StepRequest, path string) error {
 		}
 	}
 	if len(jobs) == 0 {
-		return fmt.Errorf("the plan has no controller service with [config.jobs.NAME] tables: the provisioner launches only the run's jobs")
+		return nil, fmt.Errorf("the plan has no controller service with [config.jobs.NAME] tables: the provisioner launches only the run's jobs")
 	}
-	return jobspec.Write(path, jobs)
+	return jobs, jobspec.Write(path, jobs)
 }
 
 // resolvedSpec expands the templates of a job's driver, instance and
