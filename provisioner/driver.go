@@ -37,6 +37,25 @@ type ExitWatcher interface {
 	Exits() <-chan Exit
 }
 
+// EventualLister is implemented by drivers whose List may miss a live
+// instance for a while (EC2's DescribeInstances is eventually consistent).
+// The provisioner then fails a record as disappeared only when two
+// consecutive lists, at least one reconcile interval apart, both miss it
+// (ConfirmDisappeared).
+type EventualLister interface {
+	ListIsEventual() bool
+}
+
+// Locator is implemented by drivers that keep instances in more than one
+// place (EC2 regions and endpoints). Before every reconcile the provisioner
+// hands it the spec of every job it holds and of every launch with a live
+// record, so that List covers every place the ledger names, after a
+// restart too, before anything is judged missing. An error stops that
+// reconcile: judging from a partial list would fail live workers.
+type Locator interface {
+	Locate(ctx context.Context, specs []json.RawMessage) error
+}
+
 // Exit says that an instance's process or machine is gone.
 type Exit struct {
 	ID     string

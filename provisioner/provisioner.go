@@ -44,6 +44,10 @@ type Config struct {
 	RetryDelay      time.Duration // before retrying a failed termination; default 5s
 }
 
+// defaultReconcileEvery is also the two-list rule's gap when periodic
+// reconciles are off.
+const defaultReconcileEvery = 30 * time.Second
+
 // Provisioner owns instance records and drives the Driver to match them.
 type Provisioner struct {
 	cfg     Config
@@ -69,6 +73,11 @@ type Provisioner struct {
 
 	// digests of cfg.Jobs, computed once: every launch compares one.
 	digests map[string]string
+
+	// reconMu serialises reconciles; missedSince is the two-list rule's
+	// memory (ConfirmDisappeared).
+	reconMu     sync.Mutex
+	missedSince map[string]time.Time
 }
 
 // New checks cfg and returns a Provisioner; call Run to start its workers.
@@ -98,7 +107,7 @@ func New(cfg Config) (*Provisioner, error) {
 		cfg.CallTimeout = 2 * time.Minute
 	}
 	if cfg.ReconcileEvery == 0 {
-		cfg.ReconcileEvery = 30 * time.Second
+		cfg.ReconcileEvery = defaultReconcileEvery
 	}
 	if cfg.RetryDelay <= 0 {
 		cfg.RetryDelay = 5 * time.Second
@@ -634,13 +643,18 @@ func (p *Provisioner) terminateOne(ctx context.Context, id string) {
 // vanished instances failed with reason "disappeared". Run calls it at
 // start-up and periodically; it is safe to call at any time.
 func (p *Provisioner) Reconcile(ctx context.Context) error {
+	p.reconMu.Lock()
+	defer p.reconMu.Unlock()
 	recs, err := p.cfg.Store.Instances(ctx, Filter{LiveOnly: true})
 	if err != nil {
 		return fmt.Errorf("reconcile: list records: %w", err)
 	}
 	cctx, cancel := context.WithTimeout(ctx, p.cfg.CallTimeout)
+	defer cancel()
+	if err := p.locate(cctx, recs); err != nil {
+		return fmt.Errorf("reconcile: %w", err)
+	}
 	owned, err := p.cfg.Driver.List(cctx)
-	cancel()
 	if err != nil {
 		return fmt.Errorf("reconcile: list %s instances: %w", p.cfg.Driver.Name(), err)
 	}
@@ -650,8 +664,20 @@ func (p *Provisioner) Reconcile(ctx context.Context) error {
 			mine = append(mine, o)
 		}
 	}
+	acts := PlanReconcile(recs, mine)
+	if el, ok := p.cfg.Driver.(EventualLister); ok && el.ListIsEventual() {
+		gap := p.cfg.ReconcileEvery
+		if gap <= 0 {
+			gap = defaultReconcileEvery
+		}
+		before := len(acts)
+		acts, p.missedSince = ConfirmDisappeared(acts, p.missedSince, p.clock.Now(), gap)
+		if n := len(p.missedSince); n > 0 || before != len(acts) {
+			p.log.Info("instances missing from one list; judged at the next", "missing", n)
+		}
+	}
 	var errs []error
-	for _, a := range PlanReconcile(recs, mine) {
+	for _, a := range acts {
 		if err := p.act(ctx, a); err != nil {
 			errs = append(errs, err)
 		}
@@ -659,6 +685,40 @@ func (p *Provisioner) Reconcile(ctx context.Context) error {
 	p.notify()
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("reconcile: %w", err)
+	}
+	return nil
+}
+
+// locate hands a Locator the spec of every job and of every launch with a
+// live record, so that its List looks everywhere the ledger says workers
+// went.
+func (p *Provisioner) locate(ctx context.Context, recs []Instance) error {
+	loc, ok := p.cfg.Driver.(Locator)
+	if !ok {
+		return nil
+	}
+	var specs []json.RawMessage
+	for _, name := range slices.Sorted(maps.Keys(p.cfg.Jobs)) {
+		s, err := p.cfg.Jobs[name].LaunchSpec(nil)
+		if err != nil {
+			return fmt.Errorf("job %s: %w", name, err)
+		}
+		specs = append(specs, s)
+	}
+	seen := map[string]bool{}
+	for _, r := range recs {
+		if seen[r.LaunchID] {
+			continue
+		}
+		seen[r.LaunchID] = true
+		l, err := p.cfg.Store.Launch(ctx, r.LaunchID)
+		if err != nil {
+			return fmt.Errorf("launch %s of %s: %w", r.LaunchID, r.ID, err)
+		}
+		specs = append(specs, l.Spec)
+	}
+	if err := loc.Locate(ctx, specs); err != nil {
+		return fmt.Errorf("locate %s instances: %w", p.cfg.Driver.Name(), err)
 	}
 	return nil
 }

@@ -88,3 +88,32 @@ func PlanReconcile(records []Instance, owned []Owned) []Action {
 	}
 	return acts
 }
+
+// ConfirmDisappeared applies the two-list rule to a reconcile plan: on a
+// driver whose List is eventually consistent (EC2's DescribeInstances), one
+// list that misses a record is no proof that its instance is gone. An
+// ActDisappeared is kept only when the record was already missed by the
+// previous list, at least gap earlier, with no list seeing it in between;
+// otherwise it is dropped and remembered. missedSince holds, per record, the
+// time of the first of its consecutive misses; the returned map replaces it
+// (records seen again, or no longer planned as disappeared, are forgotten).
+func ConfirmDisappeared(acts []Action, missedSince map[string]time.Time, now time.Time, gap time.Duration) ([]Action, map[string]time.Time) {
+	next := make(map[string]time.Time)
+	out := acts[:0:0]
+	for _, a := range acts {
+		if a.Kind != ActDisappeared {
+			out = append(out, a)
+			continue
+		}
+		first, seen := missedSince[a.ID]
+		if seen && now.Sub(first) >= gap {
+			out = append(out, a)
+			continue
+		}
+		if !seen {
+			first = now
+		}
+		next[a.ID] = first
+	}
+	return out, next
+}

@@ -3,8 +3,10 @@ package provisioner_test
 import (
 	"encoding/json"
 	"flag"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -138,5 +140,53 @@ func TestInstanceEventGolden(t *testing.T) {
 		t.Errorf("golden event does not decode: %v", err)
 	} else if ev := body.(*provisioner.InstanceEvent); ev.Instance.PID != 4242 || len(ev.Instance.History) != 3 {
 		t.Errorf("decoded golden event = %+v", ev.Instance)
+	}
+}
+
+func TestConfirmDisappearedNeedsTwoMissingListsAGapApart(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	gap := 30 * time.Second
+	gone := func(id string) provisioner.Action {
+		return provisioner.Action{Kind: provisioner.ActDisappeared, ID: id}
+	}
+	cases := []struct {
+		name     string
+		acts     []provisioner.Action
+		missed   map[string]time.Time
+		now      time.Time
+		wantActs []string
+		wantNext map[string]time.Time
+	}{
+		{name: "first miss is remembered, not acted on",
+			acts: []provisioner.Action{gone("a")}, now: t0,
+			wantNext: map[string]time.Time{"a": t0}},
+		{name: "second miss a gap later is acted on",
+			acts: []provisioner.Action{gone("a")}, missed: map[string]time.Time{"a": t0}, now: t0.Add(gap),
+			wantActs: []string{"disappeared a"}, wantNext: map[string]time.Time{}},
+		{name: "second miss too soon keeps waiting from the first",
+			acts: []provisioner.Action{gone("a")}, missed: map[string]time.Time{"a": t0}, now: t0.Add(gap - time.Second),
+			wantNext: map[string]time.Time{"a": t0}},
+		{name: "a list that sees it again forgets the miss",
+			acts: nil, missed: map[string]time.Time{"a": t0}, now: t0.Add(gap),
+			wantNext: map[string]time.Time{}},
+		{name: "other actions pass through at once",
+			acts:   []provisioner.Action{{Kind: provisioner.ActKillOrphan, ID: "o"}, gone("b"), {Kind: provisioner.ActLaunch, ID: "l"}},
+			missed: map[string]time.Time{"a": t0}, now: t0.Add(time.Minute),
+			wantActs: []string{"kill-orphan o", "launch l"}, wantNext: map[string]time.Time{"b": t0.Add(time.Minute)}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			acts, next := provisioner.ConfirmDisappeared(tc.acts, tc.missed, tc.now, gap)
+			var got []string
+			for _, a := range acts {
+				got = append(got, string(a.Kind)+" "+a.ID)
+			}
+			if !slices.Equal(got, tc.wantActs) {
+				t.Errorf("actions %q, want %q", got, tc.wantActs)
+			}
+			if !maps.Equal(next, tc.wantNext) {
+				t.Errorf("missed %v, want %v", next, tc.wantNext)
+			}
+		})
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -93,7 +94,11 @@ type Driver struct {
 	locks   instlock.Set
 }
 
-var _ provisioner.Driver = (*Driver)(nil)
+var (
+	_ provisioner.Driver         = (*Driver)(nil)
+	_ provisioner.Locator        = (*Driver)(nil)
+	_ provisioner.EventualLister = (*Driver)(nil)
+)
 
 // New checks cfg.
 func New(cfg Config) (*Driver, error) {
@@ -160,8 +165,32 @@ func (d *Driver) client(ctx context.Context, ic InstanceConfig) (*ec2.Client, er
 	return c, nil
 }
 
-// allClients lists every distinct client this driver has used. A restarted
-// provisioner only knows the default one until a spec names another region.
+// Locate implements provisioner.Locator: it makes a client for every region
+// and endpoint the given job and launch specs name, so that List, Terminate
+// and Health look there too. The provisioner calls it with its ledger's
+// specs before each reconcile; without it a restarted provisioner would know
+// only the default region and fail every worker elsewhere as disappeared. A
+// spec this driver cannot read never launched anything, so it is skipped.
+func (d *Driver) Locate(ctx context.Context, specs []json.RawMessage) error {
+	for _, raw := range specs {
+		ls, err := ParseSpec(raw)
+		if err != nil {
+			d.log.Debug("locate: spec skipped", "err", err)
+			continue
+		}
+		if _, err := d.client(ctx, ls.Instance); err != nil {
+			return fmt.Errorf("locate: %w", err)
+		}
+	}
+	return nil
+}
+
+// ListIsEventual implements provisioner.EventualLister: DescribeInstances
+// may miss a live instance for a while, so one missing list is no proof.
+func (d *Driver) ListIsEventual() bool { return true }
+
+// allClients lists every distinct client this driver knows: the default one,
+// and one per region and endpoint that a spec named (Locate, Launch).
 func (d *Driver) allClients() []*ec2.Client {
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -18,6 +18,7 @@ import (
 	awsec2 "github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/smithy-go"
 	"github.com/google/uuid"
+	"github.com/jonboulle/clockwork"
 
 	"nightshift"
 	"nightshift/internal/ec2"
@@ -425,7 +426,12 @@ func TestKilledInstanceIsRecordedDisappeared(t *testing.T) {
 	run := newRun()
 	d, cl := newDriver(t, sdk(t), run)
 	st := openStore(t, t.TempDir())
-	p := newProvisioner(t, d, st, run)
+	clock := clockwork.NewFakeClock()
+	p, err := provisioner.New(provisioner.Config{Run: run, Driver: d, Store: st, ReconcileEvery: -1, CallTimeout: 30 * time.Second,
+		Jobs: ec2Jobs(t, ec2test.Image), Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
 	insts, err := p.Launch(context.Background(), provisionertest.Launch(ec2Jobs(t, ec2test.Image), "L-kill", "sleeper", 2))
 	if err != nil {
 		t.Fatal(err)
@@ -438,6 +444,15 @@ func TestKilledInstanceIsRecordedDisappeared(t *testing.T) {
 	if err := cl.Terminate(context.Background(), []string{victim.Host}); err != nil {
 		t.Fatal(err)
 	}
+	// One list that misses it is no proof on EC2 (eventually consistent):
+	// the second, a reconcile interval later, is.
+	if err := p.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if r := record(t, st, victim.ID); r.State != nightshift.StateRunning {
+		t.Fatalf("after one missing list the victim is %s %q, want still running", r.State, r.Reason)
+	}
+	clock.Advance(30 * time.Second)
 	if err := p.Reconcile(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -541,5 +556,98 @@ func TestUserDataHandsTheWorkerTheBrokerCA(t *testing.T) {
 		if !strings.Contains(ud, want) {
 			t.Errorf("user data lacks %q:\n%s", want, ud)
 		}
+	}
+}
+
+// TestRestartListsEveryRegionOfTheLedger: a provisioner restarted with a
+// fresh driver, which knows only the default region, finds the workers it
+// launched in another region through its ledger before it judges anything:
+// none is declared disappeared, none replaced or killed. One killed there
+// behind Nightshift's back is declared disappeared only by the second list.
+func TestRestartListsEveryRegionOfTheLedger(t *testing.T) {
+	api := sdk(t)
+	moto := ec2test.URL(t)
+	run := newRun()
+	ctx := context.Background()
+	west, err := ec2.New(ctx, ec2.Config{Region: "us-west-2", EndpointURL: moto})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if _, left, err := west.Sweep(context.Background(), run, false); err != nil || len(left) > 0 {
+			t.Errorf("cleanup sweep us-west-2: left %v, err %v", left, err)
+		}
+	})
+	var js jobspec.Spec
+	spec := `{"driver":"ec2","instance":{"image":"` + ec2test.Image + `","region":"us-west-2","endpoint_url":"` + moto + `"},"worker":{"name":"s","command":["/bin/true"]}}`
+	if err := json.Unmarshal([]byte(spec), &js); err != nil {
+		t.Fatal(err)
+	}
+	jobs := map[string]jobspec.Spec{"far": js}
+	st := openStore(t, t.TempDir())
+	start := func(jobs map[string]jobspec.Spec) (*provisioner.Provisioner, *clockwork.FakeClock) {
+		d, err := ec2worker.New(ec2worker.Config{Run: run, Client: ec2.NewWithAPI(api, nil), Region: "us-east-1", EndpointURL: moto,
+			BrokerURL: brokerURL, WaitTimeout: 20 * time.Second, RetryDelay: time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		clock := clockwork.NewFakeClock()
+		p, err := provisioner.New(provisioner.Config{Run: run, Driver: d, Store: st, ReconcileEvery: -1, CallTimeout: 30 * time.Second, Jobs: jobs, Clock: clock})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p, clock
+	}
+	p, _ := start(jobs)
+	insts, err := p.Launch(ctx, provisionertest.Launch(jobs, "L-west", "far", 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runUntilIdle(t, p)
+	before, err := west.Find(ctx, map[string]string{ec2.TagRun: run}, nil)
+	if err != nil || len(before) != 3 {
+		t.Fatalf("us-west-2 holds %d instances (%v), want 3", len(before), err)
+	}
+
+	// The restarted provisioner holds no job definitions: the ledger alone
+	// must lead it to us-west-2.
+	p, clock := start(nil)
+	for range 2 {
+		if err := p.Reconcile(ctx); err != nil {
+			t.Fatal(err)
+		}
+		clock.Advance(30 * time.Second)
+	}
+	for _, in := range insts {
+		if r := record(t, st, in.ID); r.State != nightshift.StateRunning {
+			t.Errorf("after the restart %s is %s %q, want running", in.ID, r.State, r.Reason)
+		}
+	}
+	after, err := west.Find(ctx, map[string]string{ec2.TagRun: run}, nil)
+	if err != nil || len(after) != 3 {
+		t.Fatalf("after the restart us-west-2 holds %d instances (%v), want the same 3", len(after), err)
+	}
+	for i := range after {
+		if after[i].ID != before[i].ID {
+			t.Fatalf("instances changed: %v, then %v", before, after)
+		}
+	}
+
+	victim := record(t, st, insts[0].ID)
+	if err := west.Terminate(ctx, []string{victim.Host}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := record(t, st, victim.ID); r.State != nightshift.StateRunning {
+		t.Fatalf("after one missing list %s is %s, want still running", victim.ID, r.State)
+	}
+	clock.Advance(30 * time.Second)
+	if err := p.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := record(t, st, victim.ID); r.State != nightshift.StateFailed || r.Reason != "disappeared" {
+		t.Fatalf("after two missing lists %s is %s %q, want failed disappeared", victim.ID, r.State, r.Reason)
 	}
 }
