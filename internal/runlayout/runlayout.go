@@ -81,6 +81,10 @@ func (r Run) Sim() string { return r.join("sim") }
 // ProvisionerDB is the provisioner's ledger when --db does not say.
 func (r Run) ProvisionerDB() string { return r.join("provisioner.db") }
 
+// Alerts is the run's alert journal (0600, one JSON record a line): every
+// alert event and every delivery of one, from whichever process raised it.
+func (r Run) Alerts() string { return r.join("alerts.jsonl") }
+
 func (r Run) join(elem ...string) string {
 	return filepath.Join(append([]string{r.Dir()}, elem...)...)
 }
