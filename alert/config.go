@@ -64,7 +64,8 @@ type Sink struct {
 	Format  string   `json:"format,omitempty"`
 	Command []string `json:"command,omitempty"`
 	// Timeout bounds one attempt; Retries is how many attempts follow a
-	// failed one, waiting by internal/backoff.
+	// failed one, waiting by internal/backoff (0 means the default, -1
+	// none: a plan's retries = 0).
 	Timeout  time.Duration `json:"timeout,omitempty"`
 	Retries  int           `json:"retries,omitempty"`
 	Disabled bool          `json:"disabled,omitempty"`
@@ -114,7 +115,7 @@ func CheckSink(s Sink) (key string, err error) {
 		return "type", fmt.Errorf("sink type %q: want one of %s", s.Type, strings.Join(SinkTypes, ", "))
 	case s.Timeout < 0:
 		return "timeout", errors.New("must not be negative")
-	case s.Retries < 0:
+	case s.Retries < -1:
 		return "retries", errors.New("must not be negative")
 	}
 	switch s.Type {

@@ -67,7 +67,7 @@ func TestCheckSink(t *testing.T) {
 		{Sink{Name: "a", Type: "webhook", URL: "https://h/x", Format: "teams"}, "format"},
 		{Sink{Name: "a", Type: "command"}, "command"},
 		{Sink{Name: "a", Type: "command", Command: []string{"/bin/true"}, URL: "http://h"}, "url"},
-		{Sink{Name: "a", Type: "webhook", URL: "https://h/x", Retries: -1}, "retries"},
+		{Sink{Name: "a", Type: "webhook", URL: "https://h/x", Retries: -2}, "retries"},
 	}
 	for _, tc := range cases {
 		if key, _ := CheckSink(tc.s); key != tc.key {

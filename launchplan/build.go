@@ -14,7 +14,7 @@ import (
 
 // Keys a plan may use. Anything else is reported as a typo.
 var (
-	topKeys     = []string{"name", "globals", "defaults", "level", "jobs"}
+	topKeys     = []string{"name", "globals", "defaults", "level", "jobs", "alerts"}
 	levelKeys   = []string{"parallelism", "file", "service"}
 	includeKeys = []string{"parallelism", "service"}
 	globalsKeys = []string{"globals"}
@@ -111,6 +111,9 @@ func (b *builder) build(plan *Plan, top *source) {
 
 	if n, ok := top.node("jobs"); ok {
 		plan.Jobs = b.jobs(n)
+	}
+	if n, ok := top.node("alerts"); ok {
+		plan.Alerts = b.alerts(n)
 	}
 
 	// -G files are read after the includes so that Hash covers files in the

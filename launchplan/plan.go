@@ -7,6 +7,7 @@ package launchplan
 
 import (
 	"fmt"
+	"nightshift/alert"
 	"nightshift/internal/nsenv"
 	"time"
 )
@@ -38,6 +39,9 @@ type Plan struct {
 	Levels  []Level           `json:"levels"`
 	// Jobs are worker pools (filled by the controller issue); kept raw here.
 	Jobs []Job `json:"jobs,omitempty"`
+	// Alerts is the [alerts] table: thresholds and sinks (docs/alerts.md);
+	// nil when the plan has none (defaults, no sinks).
+	Alerts *alert.Config `json:"alerts,omitempty"`
 }
 
 // Level is one bootlevel. Index is 1-based.

@@ -95,6 +95,7 @@ func TestValidPlans(t *testing.T) {
 	}{
 		{file: "hello.toml"},
 		{file: "minimal.toml"},
+		{file: "alerts.toml"},
 		{file: "ssh.toml"},
 		{file: "globals.toml", opts: func(o *Options) {
 			o.GlobalFiles = []string{"testdata/globals/site.toml"}
