@@ -9,6 +9,7 @@ package alert
 
 import (
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -102,4 +103,23 @@ func Key(run string, kind Kind, subject string) string {
 func Once(run string, kind Kind, subject string, sev Severity, summary string, details map[string]any, now time.Time) Event {
 	return Event{Version: Version, Key: Key(run, kind, subject), Run: run, Job: subject, Kind: kind, Severity: sev,
 		Status: Firing, Summary: summary, Details: details, FirstSeen: now, LastSeen: now}
+}
+
+// ControllerKinds are the kinds a controller's evaluator raises and
+// resolves; KeeperKinds the keeper's. Each restores only its own from the
+// journal, which they share.
+var (
+	ControllerKinds = []Kind{PoolBlocked, PoolBelowPolicy, ReplacementFlapping, BrokerUnreachable}
+	KeeperKinds     = []Kind{DaemonRestartLoop}
+)
+
+// OfKinds returns the events of evs whose kind is one of kinds.
+func OfKinds(evs []Event, kinds []Kind) []Event {
+	var out []Event
+	for _, ev := range evs {
+		if slices.Contains(kinds, ev.Kind) {
+			out = append(out, ev)
+		}
+	}
+	return out
 }

@@ -47,6 +47,9 @@ func (c *Controller) IngestHeartbeat(hb sitter.Heartbeat) {
 // engine's Reconfigure and records who asked. A bad value is refused with
 // the engine's error and the old configuration stays in force.
 func (c *Controller) Reconfigure(ctx context.Context, job string, values map[string]any, who string) error {
+	if job == AlertsJob {
+		return c.reconfigureAlerts(values, who)
+	}
 	j, ok := c.jobs[job]
 	if !ok {
 		return fmt.Errorf("reconfigure job %q: unknown job", job)
@@ -77,6 +80,18 @@ func (c *Controller) Reconfigure(ctx context.Context, job string, values map[str
 	}
 	c.cfg.Log.Info("reconfigured", "job", job, "who", who, "keys", slices.Sorted(maps.Keys(values)))
 	j.poke()
+	return nil
+}
+
+func (c *Controller) reconfigureAlerts(values map[string]any, who string) error {
+	if c.cfg.ReconfigureAlerts == nil {
+		return fmt.Errorf("reconfigure %s: this controller raises no alerts", AlertsJob)
+	}
+	if err := c.cfg.ReconfigureAlerts(values); err != nil {
+		c.cfg.Log.Warn("alerts reconfigure refused", "who", who, "err", err)
+		return fmt.Errorf("reconfigure %s: %w", AlertsJob, err)
+	}
+	c.cfg.Log.Info("alerts reconfigured", "who", who, "keys", slices.Sorted(maps.Keys(values)))
 	return nil
 }
 

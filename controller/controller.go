@@ -59,6 +59,9 @@ type Config struct {
 	SampleEvery, ThinAfter, ThinEvery, Keep time.Duration
 	// Observer is told of samples and decisions (metrics); nil for none.
 	Observer Observer
+	// ReconfigureAlerts applies `mgmt reconfigure RUN @alerts ...`
+	// (AlertsJob); nil refuses it.
+	ReconfigureAlerts func(values map[string]any) error
 }
 
 // Link is the controller's view of its own connection to the bus.

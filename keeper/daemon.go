@@ -106,6 +106,7 @@ func (d *Daemon) supervise(ctx context.Context, dir string) error {
 		reload = 2 * time.Second
 	}
 	core := NewCore(Policy())
+	alerts := newAlerts(ctx, d.Home, d.Run, d.Log)
 	var (
 		watch      []Watched
 		loadedAt   time.Time
@@ -147,6 +148,7 @@ func (d *Daemon) supervise(ctx context.Context, dir string) error {
 				}
 				if err == nil {
 					watch = WatchList(d.Home, d.Run, plan, recs, d.Engine.Types)
+					alerts.configure(plan.Alerts)
 				}
 				if err != nil {
 					d.Log.Warn("read the run's services", "err", err)
@@ -166,6 +168,7 @@ func (d *Daemon) supervise(ctx context.Context, dir string) error {
 			d.restart(ctx, core, due)
 			loadedAt = time.Time{} // records changed
 		}
+		alerts.observe(now, core.Views())
 		if b, err := json.Marshal(core.Views()); err == nil && !bytes.Equal(b, lastState) {
 			lastState = b
 			writeState(dir, b)

@@ -303,3 +303,23 @@ func sortedKeys[V any](m map[string]V) []string {
 	slices.Sort(out)
 	return out
 }
+
+// DeliverNow journals ev and delivers it to every configured sink at once,
+// with the sinks' retries, returning when all are done or ctx ends. It is
+// for a process that is about to exit (mgmt teardown), where nothing is
+// left to block; it does not need Run.
+func (d *Dispatcher) DeliverNow(ctx context.Context, ev alert.Event) {
+	ev = d.redacted(ev)
+	d.journal(Record{Time: d.o.Now(), Event: &ev})
+	d.mu.Lock()
+	var ws []*worker
+	for _, name := range sortedKeys(d.workers) {
+		ws = append(ws, d.workers[name])
+	}
+	d.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, w := range ws {
+		wg.Go(func() { d.deliver(ctx, w, ev) })
+	}
+	wg.Wait()
+}

@@ -8,6 +8,7 @@ package main
 import (
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -22,6 +23,8 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"golang.org/x/sync/errgroup"
 
+	"nightshift/alert"
+	"nightshift/alert/notify"
 	"nightshift/controller"
 	"nightshift/controller/ctlbus"
 	"nightshift/decision"
@@ -31,6 +34,7 @@ import (
 	"nightshift/internal/envelope"
 	"nightshift/internal/pki"
 	"nightshift/internal/redact"
+	"nightshift/internal/runlayout"
 	"nightshift/internal/store/ctlstore"
 	"nightshift/provisioner"
 	"nightshift/provisioner/client"
@@ -47,7 +51,10 @@ type options struct {
 	// management API.
 	common         daemonflag.Common
 	stateDir, jobs string
-	tick           time.Duration
+	// alerts is the plan's [alerts] table as JSON (alert.Config); ""
+	// means the defaults and no sinks (alerts are still journaled).
+	alerts string
+	tick   time.Duration
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
@@ -57,6 +64,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	o.common.Register(fs, daemonflag.Options{SecretDefault: true})
 	fs.StringVar(&o.stateDir, "state-dir", "", "the controller's own directory; its store is STATE-DIR/controller.db (required)")
 	fs.StringVar(&o.jobs, "jobs", "", "jobs file: TOML [jobs.NAME] tables, or JSON {\"jobs\":{...}} (required)")
+	fs.StringVar(&o.alerts, "alerts", "", "alerts file: the plan's [alerts] table as JSON (default: default thresholds, no sinks)")
 	fs.DurationVar(&o.tick, "tick", controller.DefaultTick, "decision period")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -139,6 +147,7 @@ func serve(ctx context.Context, o options, getenv func(string) string, log *slog
 		return err
 	}
 	drainSigner := &envelope.Signer{Key: key}
+	var watcher *notify.Watcher
 	ctrl, err := controller.New(ctx, controller.Config{
 		Jobs: jobs, Registry: reg, Store: store,
 		Provisioner:   provClient{client.New(bus, signer, sender, log)},
@@ -149,10 +158,18 @@ func serve(ctx context.Context, o options, getenv func(string) string, log *slog
 		Log:           log,
 		Tick:          o.tick,
 		RemoteRefused: func(err error) bool { return errors.Is(err, client.ErrRemote) },
+		ReconfigureAlerts: func(values map[string]any) error {
+			return watcher.Reconfigure(values)
+		},
 	})
 	if err != nil {
 		return err
 	}
+	alerts, dispatch, err := alertWatcher(o, log, ctrl)
+	if err != nil {
+		return err
+	}
+	watcher = alerts
 	names := make([]string, 0, len(jobs))
 	for _, j := range jobs {
 		names = append(names, j.Name)
@@ -165,6 +182,10 @@ func serve(ctx context.Context, o options, getenv func(string) string, log *slog
 		return srv.Serve(ctx)
 	})
 	g.Go(func() error { return ctrl.Run(ctx) })
+	// Alerts are evaluated and delivered beside the decision rounds, never
+	// in them: a sink that hangs holds up nothing but its own queue.
+	g.Go(func() error { dispatch.Run(ctx); return nil })
+	g.Go(func() error { alerts.Run(ctx); return nil })
 	g.Go(func() error {
 		// Closing the connection first unblocks consumers whose channel
 		// close would otherwise wait on the broker during shutdown.
@@ -178,6 +199,37 @@ func serve(ctx context.Context, o options, getenv func(string) string, log *slog
 		return nil
 	}
 	return err
+}
+
+// alertWatcher builds the controller's alert watcher: the plan's [alerts]
+// table (--alerts), the run's journal under --home, what the journal says
+// still fires, and the controller's pools as its source.
+func alertWatcher(o options, log *slog.Logger, ctrl *controller.Controller) (*notify.Watcher, *notify.Dispatcher, error) {
+	var cfg alert.Config
+	if o.alerts != "" {
+		data, err := os.ReadFile(o.alerts)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--alerts: %w", err)
+		}
+		if err := json.Unmarshal(data, &cfg); err != nil {
+			return nil, nil, fmt.Errorf("--alerts %s: %w", o.alerts, err)
+		}
+		if err := cfg.Validate(); err != nil {
+			return nil, nil, fmt.Errorf("--alerts %s: %w", o.alerts, err)
+		}
+	}
+	journalPath := runlayout.Of(o.common.Home, o.common.Run).Alerts()
+	recs, err := notify.ReadJournal(journalPath)
+	if err != nil {
+		log.Warn("alert journal unreadable; alerts firing before this start may fire again", "err", err)
+	}
+	dispatch := notify.New(notify.Options{Journal: notify.NewJournal(journalPath), Log: log.With("part", "alerts"), Redact: redact.String})
+	w, err := notify.NewWatcher(o.common.Run, cfg, filepath.Join(o.stateDir, "alerts-state.json"), alert.OfKinds(notify.Firing(recs), alert.ControllerKinds), dispatch,
+		func(time.Time) alert.Input { return alert.Input{Pools: ctrl.AlertPools()} })
+	if err != nil {
+		return nil, nil, err
+	}
+	return w, dispatch, nil
 }
 
 // provClient adapts the provisioner's bus client to controller.Provisioner.

@@ -46,7 +46,10 @@ commands:
                                print a service's log (escaped unless --raw;
                                secrets are redacted either way)
   reconfigure RUN JOB key=value...
-                               change a pool's policy live (validated by its engine)
+                               change a pool's policy live (validated by its engine);
+                               JOB @alerts changes alert thresholds and sinks
+  alerts [--json] [--recent D] RUN
+                               alerts firing now and resolved recently (docs/alerts.md)
   decisions [--limit N] RUN JOB
                                a pool's decisions with their reasons, newest first
   keep RUN                     the run's keeper (launch starts it; teardown stops it):
@@ -92,6 +95,8 @@ func Mgmt(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = m.reconfigure(ctx, rest)
 	case "decisions":
 		err = m.decisions(ctx, rest)
+	case "alerts":
+		err = m.alerts(ctx, rest)
 	case "keep":
 		err = m.keep(ctx, rest)
 	case "help":
@@ -438,6 +443,7 @@ func (m *mgmtCmd) teardown(ctx context.Context, args []string) error {
 	if rep == nil {
 		return err
 	}
+	m.teardownAlert(ctx, a, run, rep)
 	if *asJSON {
 		if jerr := m.json(rep); jerr != nil {
 			return jerr

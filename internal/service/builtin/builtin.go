@@ -420,6 +420,26 @@ var controllerSpec = Spec{
 		if t, ok := cfg["tick"].(string); ok {
 			args = append(args, "--tick", t)
 		}
+		if req.Plan != nil && req.Plan.Alerts != nil {
+			// 0600: a webhook's URL is often its only credential.
+			data, err := json.MarshalIndent(req.Plan.Alerts, "", "  ")
+			if err != nil {
+				return nil, fmt.Errorf("alerts: %w", err)
+			}
+			alertsFile := filepath.Join(dir, "alerts.json")
+			if err := os.WriteFile(alertsFile, data, 0o600); err != nil {
+				return nil, err
+			}
+			args = append(args, "--alerts", alertsFile)
+			for _, sk := range req.Plan.Alerts.Sinks {
+				if sk.URL != "" && home != "" {
+					// Hidden wherever Nightshift shows text, as any secret.
+					if err := redact.Register(runlayout.Of(home, req.Run).RedactValues(), sk.URL); err != nil {
+						return nil, fmt.Errorf("alerts: %w", err)
+					}
+				}
+			}
+		}
 		return args, nil
 	},
 }

@@ -1,0 +1,48 @@
+package controller
+
+import (
+	"time"
+
+	"nightshift"
+	"nightshift/alert"
+)
+
+// AlertsJob is the job name under which `mgmt reconfigure RUN @alerts
+// key=value...` reaches Config.ReconfigureAlerts; no job can have it (job
+// names start with a letter or digit).
+const AlertsJob = "@alerts"
+
+// AlertPools reads every job's pool as the alert evaluator sees it. It
+// holds the controller's lock only to copy, so an evaluator reading it
+// every second delays no decision round.
+func (c *Controller) AlertPools() []alert.Pool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.cfg.Clock.Now()
+	out := make([]alert.Pool, 0, len(c.names))
+	for _, n := range c.names {
+		out = append(out, c.jobs[n].pool.AlertView(now, c.frozen || !c.recovered))
+	}
+	return out
+}
+
+// AlertView is the pool at now for the alert evaluator; held says no
+// decisions are taken (frozen, or not yet recovered), so a pool short of
+// its target is not below policy.
+func (p *Pool) AlertView(now time.Time, held bool) alert.Pool {
+	v := alert.Pool{Job: p.job.Name, Desired: p.lastTarget, Frozen: held, DeafSince: p.deafSince}
+	if p.launchFailures >= BlockedAfter {
+		v.Blocked = &alert.Blocked{FailedLaunches: p.launchFailures, LastCause: p.launchFailReason}
+	}
+	for _, w := range p.workers {
+		if w.state.Terminal() {
+			continue
+		}
+		h := p.health(w, now)
+		if h == nightshift.HealthOK && w.state == nightshift.StateRunning {
+			v.Healthy++
+		}
+		v.Workers = append(v.Workers, alert.Worker{ID: w.id, Unhealthy: h.Unhealthy() || w.state == nightshift.StateFailed})
+	}
+	return v
+}
