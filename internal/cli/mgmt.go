@@ -52,6 +52,9 @@ commands:
                                alerts firing now and resolved recently (docs/alerts.md)
   decisions [--limit N] RUN JOB
                                a pool's decisions with their reasons, newest first
+  dashboard [--addr 127.0.0.1:0] RUN
+                               serve a read-only web page of the run (levels,
+                               pools, decisions, plots) and print its URL
   keep RUN                     the run's keeper (launch starts it; teardown stops it):
                                restarts the broker node and daemons when they die
 `
@@ -99,6 +102,8 @@ func Mgmt(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = m.alerts(ctx, rest)
 	case "keep":
 		err = m.keep(ctx, rest)
+	case "dashboard":
+		err = m.dashboard(ctx, rest)
 	case "help":
 		top.Usage()
 		return app.ExitOK
@@ -236,7 +241,7 @@ func (m *mgmtCmd) status(ctx context.Context, args []string) error {
 		}
 		var jobs mgmt.JobSource
 		var note string
-		if r, err := a.Store.GetRun(ctx, run); err == nil && r.State != bootlevel.RunTerminated && hasPools(r) {
+		if livePools(ctx, a, run) {
 			conn, err := mgmtbus.Dial(ctx, a.Store, m.home, run, 3*time.Second)
 			if err != nil {
 				note = "pools unavailable: " + err.Error()
@@ -245,20 +250,9 @@ func (m *mgmtCmd) status(ctx context.Context, args []string) error {
 				jobs = conn
 			}
 		}
-		st, err := mgmt.Status(ctx, a.Store, run, jobs)
-		if err != nil && jobs != nil {
-			// The controller may be down: still show the levels.
-			note = "pools unavailable: " + err.Error()
-			st, err = mgmt.Status(ctx, a.Store, run, nil)
-		}
+		st, err := runStatus(ctx, a, m.home, run, jobs, note)
 		if err != nil {
 			return err
-		}
-		if note != "" {
-			st.Notes = append(st.Notes, note)
-		}
-		if procs := processes(ctx, a, m.home, run); procs != nil {
-			mgmt.MarkProcesses(st, procs)
 		}
 		for i := range st.Levels {
 			for j := range st.Levels[i].Services {

@@ -60,4 +60,13 @@ const (
 	EC2StepsLocal = "NIGHTSHIFT_EC2_STEPS_LOCAL" // "1": ec2 services run their steps here
 	MotoURL       = "NIGHTSHIFT_MOTO_URL"        // moto_server for EC2 tests
 	TestStrict    = "NIGHTSHIFT_TEST_STRICT"     // "1": a missing test service fails rather than skips
+	Artifacts     = "NIGHTSHIFT_ARTIFACTS"       // a directory tests save artifacts (screenshots) into
+	// UpdateDocs "1": the browser test also writes its screenshot to docs/dashboard.png.
+	UpdateDocs = "NIGHTSHIFT_UPDATE_DOCS"
+	Chromium   = "NIGHTSHIFT_CHROMIUM" // the chromium the browser test drives (default: chromium on $PATH)
+)
+
+// Read by `mgmt dashboard`.
+const (
+	DashboardToken = "NIGHTSHIFT_DASHBOARD_TOKEN" // the bearer token to require instead of a generated one
 )
