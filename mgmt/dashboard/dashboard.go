@@ -46,6 +46,14 @@ type Source interface {
 	Decisions(ctx context.Context, job string, limit int) ([]controller.DecisionRecord, error)
 }
 
+// HistorySource is a Source that can also read a pool's stored history
+// (the controller samples every pool and keeps its series): the plot then
+// reaches back before the dashboard started. Without it, or while it has
+// nothing, the plot shows what the dashboard sampled itself.
+type HistorySource interface {
+	History(ctx context.Context, job string, since time.Time) ([]Point, error)
+}
+
 // Options configure a Server; zero values take the defaults.
 type Options struct {
 	// Addr is host:port to bind; default 127.0.0.1:0 (a free port).
@@ -60,8 +68,10 @@ type Options struct {
 	Keep int
 	// Decisions is how many decisions of each pool are shown; default 50.
 	Decisions int
-	Now       func() time.Time
-	Log       *slog.Logger
+	// Window is how far back a HistorySource is read; default 1h.
+	Window time.Duration
+	Now    func() time.Time
+	Log    *slog.Logger
 }
 
 // Server serves one run's dashboard.
@@ -95,6 +105,9 @@ func Listen(opts Options) (*Server, error) {
 	}
 	if opts.Decisions <= 0 {
 		opts.Decisions = 50
+	}
+	if opts.Window <= 0 {
+		opts.Window = time.Hour
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -245,7 +258,7 @@ func (s *Server) refresh(ctx context.Context, last *mgmt.RunStatus, decisions ma
 	snap.Status = st
 	if st != nil {
 		for _, j := range st.Jobs {
-			pv := PoolView{Job: j.Name, Series: s.hist.Series(j.Name)}
+			pv := PoolView{Job: j.Name, Series: s.series(ctx, now, j.Name)}
 			if err == nil {
 				ds, derr := s.opts.Source.Decisions(ctx, j.Name, s.opts.Decisions)
 				if derr != nil {
@@ -270,6 +283,20 @@ func (s *Server) refresh(ctx context.Context, last *mgmt.RunStatus, decisions ma
 	s.state = b
 	s.mu.Unlock()
 	return st
+}
+
+// series is a pool's plot: its stored history when the source has one,
+// else what the dashboard sampled.
+func (s *Server) series(ctx context.Context, now time.Time, job string) Series {
+	if hs, ok := s.opts.Source.(HistorySource); ok {
+		pts, err := hs.History(ctx, job, now.Add(-s.opts.Window))
+		if err != nil {
+			s.opts.Log.Debug("dashboard: stored history unavailable", "job", job, "err", err)
+		} else if len(pts) > 0 {
+			return seriesOf(pts)
+		}
+	}
+	return s.hist.Series(job)
 }
 
 func decisionViews(ds []controller.DecisionRecord) []DecisionView {

@@ -385,6 +385,57 @@ func TestServe(t *testing.T) {
 	}
 }
 
+// storedRun is a run whose controller keeps each pool's history.
+type storedRun struct {
+	*runSource
+	points []Point
+	since  time.Time
+	err    error
+}
+
+func (r *storedRun) History(_ context.Context, job string, since time.Time) ([]Point, error) {
+	r.since = since
+	return r.points, r.err
+}
+
+// TestStoredHistory: a source with stored history is plotted from it,
+// reaching back before the dashboard started; without it (an error, or
+// nothing stored yet) the dashboard's own samples are.
+func TestStoredHistory(t *testing.T) {
+	stored := []Point{
+		{Time: t0.Add(-30 * time.Minute), Desired: 1, Running: 1, Healthy: 1, Queue: ptr(0)},
+		{Time: t0.Add(-29 * time.Minute), Desired: 6, Running: 2, Healthy: 2, Queue: ptr(200)},
+		{Time: t0.Add(-28 * time.Minute), Desired: 6, Running: 6, Healthy: 6, Queue: ptr(90)},
+	}
+	cases := []struct {
+		name  string
+		pts   []Point
+		err   error
+		wantT []float64
+	}{
+		{"stored", stored, nil, []float64{float64(t0.Unix() - 1800), float64(t0.Unix() - 1740), float64(t0.Unix() - 1680)}},
+		{"store unreadable", stored, errors.New("no history"), []float64{float64(t0.Unix())}},
+		{"nothing stored yet", nil, nil, []float64{float64(t0.Unix())}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			src := &storedRun{runSource: sampleRun(), points: c.pts, err: c.err}
+			s := listen(t, Options{Source: src, Window: 45 * time.Minute, Now: func() time.Time { return t0 }})
+			s.refresh(context.Background(), nil, map[string][]DecisionView{})
+			if !src.since.Equal(t0.Add(-45 * time.Minute)) {
+				t.Errorf("history read since %v, want the window's start %v", src.since, t0.Add(-45*time.Minute))
+			}
+			got := state(t, s).Pools[0].Series
+			if !equalFloats(got.T, c.wantT) {
+				t.Errorf("plot times = %v, want %v", got.T, c.wantT)
+			}
+			if c.err == nil && c.pts != nil && (got.Desired[1] != 6 || *got.Queue[1] != 200) {
+				t.Errorf("plot = %+v, want the stored samples", got)
+			}
+		})
+	}
+}
+
 func TestListenRefusesBadInput(t *testing.T) {
 	if _, err := Listen(Options{}); err == nil {
 		t.Error("Listen without a source succeeded")
