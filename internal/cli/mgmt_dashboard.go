@@ -128,6 +128,21 @@ func (d *dashSource) Decisions(ctx context.Context, job string, limit int) ([]co
 	return redactJSON(ds, d.m.red)
 }
 
+// History implements dashboard.HistorySource: the samples the run's
+// controller stored (mgmt.History reads its store read-only), so the plot
+// reaches back before the dashboard started.
+func (d *dashSource) History(ctx context.Context, job string, since time.Time) ([]dashboard.Point, error) {
+	h, err := mgmt.History(ctx, d.m.home, d.run, job, since)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]dashboard.Point, 0, len(h.Samples))
+	for _, s := range h.Samples {
+		out = append(out, dashboard.Point{Time: s.Time, Desired: s.Desired, Running: s.Running, Healthy: s.Healthy, Queue: s.QueueDepth})
+	}
+	return out, nil
+}
+
 // redactJSON returns a copy of v in which every string has passed through
 // red, as mgmt.Redact does for a status.
 func redactJSON[T any](v T, red *redact.Redactor) (T, error) {
