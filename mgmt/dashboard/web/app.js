@@ -132,14 +132,15 @@
     const p = poolView(job.name);
     const counts = Object.entries(job.counts || {}).sort().map(([k, v]) => k + " " + v).join(", ");
     const depth = job.queue_depth == null ? "n/a" : String(job.queue_depth);
-    p.summary.replaceChildren(
+    p.summary.replaceChildren(...[
       "engine ", el("b", { text: job.engine }),
       " · desired ", el("b", { class: "desired", text: String(job.desired) }),
       " · queue ", el("b", { text: depth }),
       counts ? " · " + counts : "",
       job.frozen ? el("b", { class: "blocked", text: " · FROZEN" }) : null,
       job.blocked ? el("div", { class: "blocked", text: "blocked after " + job.blocked.failed_launches +
-        " failed launches (last: " + job.blocked.last_cause + ")" }) : null);
+        " failed launches (last: " + job.blocked.last_cause + ")" }) : null,
+    ].filter((c) => c != null && c !== ""));
 
     const rows = (job.workers || []).map((w) => {
       const hb = w.heartbeat_age_s == null ? "–" : w.heartbeat_age_s.toFixed(1) + " s ago";
