@@ -1,11 +1,15 @@
 package controller_test
 
 import (
+	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	"nightshift"
 	"nightshift/controller"
+	"nightshift/decision"
 )
 
 // TestPoolAlertView: what the alert evaluator reads of a pool: blocked
@@ -49,5 +53,40 @@ func TestPoolAlertView(t *testing.T) {
 	p.Hearing(at(13 * time.Second))
 	if v := p.AlertView(at(13*time.Second), false); !v.DeafSince.IsZero() {
 		t.Errorf("hearing again, still deaf since %s", v.DeafSince)
+	}
+}
+
+// TestReconfigureAlerts: `mgmt reconfigure RUN @alerts ...` reaches the
+// alert hook and never a job; without a hook it is refused; the hook's
+// refusal is the command's.
+func TestReconfigureAlerts(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t, npJob(t, 2))
+	if err := r.c.Reconfigure(ctx, controller.AlertsJob, map[string]any{"rate_limit": 3}, "mgmt"); err == nil || !strings.Contains(err.Error(), "raises no alerts") {
+		t.Fatalf("without a hook: %v, want refused", err)
+	}
+	var got []map[string]any
+	c, err := controller.New(ctx, controller.Config{Jobs: r.jobs, Registry: decision.NewRegistry(), Store: r.store, Provisioner: r.prov, Clock: r.clock,
+		ReconfigureAlerts: func(v map[string]any) error {
+			got = append(got, v)
+			if v["rate_limit"] == "lots" {
+				return errors.New("rate_limit: want a whole number")
+			}
+			return nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Reconfigure(ctx, controller.AlertsJob, map[string]any{"rate_limit": 3}, "mgmt"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Reconfigure(ctx, controller.AlertsJob, map[string]any{"rate_limit": "lots"}, "mgmt"); err == nil || !strings.Contains(err.Error(), "want a whole number") {
+		t.Fatalf("hook's refusal: %v", err)
+	}
+	if len(got) != 2 {
+		t.Errorf("hook called %d times, want 2", len(got))
+	}
+	if pools := c.AlertPools(); len(pools) != 1 || pools[0].Job != "web" || !pools[0].Frozen {
+		t.Errorf("AlertPools before recovery = %+v, want web, held", pools)
 	}
 }
