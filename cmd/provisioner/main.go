@@ -359,7 +359,9 @@ func newSimDriver(ctx context.Context, c config, jobs map[string]jobspec.Spec, s
 			return nil, nil, fmt.Errorf("--driver sim: connection %d: %w", i, err)
 		}
 		buses = append(buses, b)
-		sinks = append(sinks, &sitterbus.Sink{Bus: b, Sender: "sim@" + c.run})
+		// A beat not confirmed within its interval counts as dropped; the
+		// next one is due then anyway.
+		sinks = append(sinks, &sitterbus.Sink{Bus: b, Sender: "sim@" + c.run, Timeout: c.simEvery})
 	}
 	d, err := simworker.New(simworker.Config{Run: c.run, Sinks: sinks, BootDelay: c.simBoot, HeartbeatInterval: c.simEvery,
 		FailRate: c.simFailRate, Log: log})

@@ -19,7 +19,7 @@ func TestParseFlags(t *testing.T) {
 		{"bad run", []string{"--run", "../../x", "--jobs", "j", "--worker-command", "sleep 10"}, "--run: run name"},
 		{"no jobs", []string{"--run", "r1", "--worker-command", "sleep 10"}, "--jobs is required"},
 		{"no command", []string{"--run", "r1", "--jobs", "j"}, "--worker-command"},
-		{"other driver", []string{"--run", "r1", "--jobs", "j", "--driver", "gce"}, "want local or ec2"},
+		{"other driver", []string{"--run", "r1", "--jobs", "j", "--driver", "gce"}, "want local, ec2 or sim"},
 		{"ec2 with worker command", []string{"--run", "r1", "--jobs", "j", "--driver", "ec2", "--worker-command", "x"}, "for --driver local"},
 		{"ec2 bad wait", []string{"--run", "r1", "--jobs", "j", "--driver", "ec2", "--ec2-wait-timeout", "0s"}, "--ec2-wait-timeout"},
 		{"bad env", []string{"--run", "r1", "--jobs", "j", "--worker-command", "x", "--worker-env", "novalue"}, "KEY=VALUE"},
