@@ -42,6 +42,15 @@ type Config struct {
 	CallTimeout     time.Duration // deadline of every driver call; default 2m
 	ReconcileEvery  time.Duration // periodic reconcile; default 30s, negative: only at start
 	RetryDelay      time.Duration // before retrying a failed termination; default 5s
+	// Observer is told of every state change once it is recorded
+	// (metrics); nil for none.
+	Observer Observer
+}
+
+// Observer is told of each recorded state change of an instance, with the
+// state it left ("" for a new record). It must not block.
+type Observer interface {
+	InstanceChanged(inst Instance, from nightshift.InstanceState)
 }
 
 // defaultReconcileEvery is also the two-list rule's gap when periodic
@@ -525,9 +534,13 @@ func (p *Provisioner) transition(ctx context.Context, id string, next nightshift
 	return out, true, nil
 }
 
+// logChange logs a recorded state change and tells the observer.
 func (p *Provisioner) logChange(inst Instance, from nightshift.InstanceState) {
 	p.log.Info("instance state changed", "instance", inst.ID, "job", inst.Job, "launch_id", inst.LaunchID,
 		"from", string(from), "to", string(inst.State), "reason", inst.Reason)
+	if p.cfg.Observer != nil {
+		p.cfg.Observer.InstanceChanged(inst, from)
+	}
 }
 
 func (p *Provisioner) publish(ctx context.Context, inst Instance) {

@@ -32,6 +32,7 @@ import (
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/daemonflag"
 	"nightshift/internal/envelope"
+	"nightshift/internal/metrics"
 	"nightshift/internal/pki"
 	"nightshift/internal/redact"
 	"nightshift/internal/runlayout"
@@ -53,8 +54,9 @@ type options struct {
 	stateDir, jobs string
 	// alerts is the plan's [alerts] table as JSON (alert.Config); ""
 	// means the defaults and no sinks (alerts are still journaled).
-	alerts string
-	tick   time.Duration
+	alerts  string
+	tick    time.Duration
+	metrics metrics.Flags
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
@@ -66,6 +68,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	fs.StringVar(&o.jobs, "jobs", "", "jobs file: TOML [jobs.NAME] tables, or JSON {\"jobs\":{...}} (required)")
 	fs.StringVar(&o.alerts, "alerts", "", "alerts file: the plan's [alerts] table as JSON (default: default thresholds, no sinks)")
 	fs.DurationVar(&o.tick, "tick", controller.DefaultTick, "decision period")
+	o.metrics.Register(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -110,6 +113,13 @@ func serve(ctx context.Context, o options, getenv func(string) string, log *slog
 		return fmt.Errorf("--amqp-ca-file: %w", err)
 	}
 	log = log.With("run", o.common.Run)
+	// Metrics listen first, so the service type that booted this daemon
+	// learns their URL while the broker may still be coming up.
+	promReg := metrics.NewRegistry()
+	msrv, err := o.metrics.Start(promReg, log)
+	if err != nil {
+		return err
+	}
 	reg := decision.NewRegistry()
 	if err := reg.Register(execengine.Name, execengine.Factory(log)); err != nil {
 		return err
@@ -161,6 +171,7 @@ func serve(ctx context.Context, o options, getenv func(string) string, log *slog
 		ReconfigureAlerts: func(values map[string]any) error {
 			return watcher.Reconfigure(values)
 		},
+		Observer: metrics.NewController(promReg, o.common.Run),
 	})
 	if err != nil {
 		return err
@@ -186,6 +197,10 @@ func serve(ctx context.Context, o options, getenv func(string) string, log *slog
 	// in them: a sink that hangs holds up nothing but its own queue.
 	g.Go(func() error { dispatch.Run(ctx); return nil })
 	g.Go(func() error { alerts.Run(ctx); return nil })
+	if msrv != nil {
+		log.Info("metrics", "url", msrv.URL)
+		g.Go(func() error { return msrv.Serve(ctx) })
+	}
 	g.Go(func() error {
 		// Closing the connection first unblocks consumers whose channel
 		// close would otherwise wait on the broker during shutdown.

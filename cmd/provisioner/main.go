@@ -33,6 +33,7 @@ import (
 	"nightshift/internal/ec2"
 	"nightshift/internal/envelope"
 	"nightshift/internal/jobspec"
+	"nightshift/internal/metrics"
 	"nightshift/internal/nsenv"
 	"nightshift/internal/pki"
 	"nightshift/internal/redact"
@@ -87,6 +88,8 @@ type config struct {
 	simConns          int
 	simBoot, simEvery time.Duration
 	simFailRate       float64
+
+	metrics metrics.Flags
 }
 
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -123,6 +126,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.DurationVar(&c.reconcileEvery, "reconcile-every", 30*time.Second, "period of reconciliation with the driver")
 	fs.DurationVar(&c.grace, "grace", 10*time.Second, "SIGTERM to SIGKILL grace for local instances")
 	fs.DurationVar(&c.callTimeout, "call-timeout", 2*time.Minute, "deadline of every driver call")
+	c.metrics.Register(fs)
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -186,6 +190,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	log := c.common.Logger(stderr, red, true)
+	// Metrics listen first, so the service type that booted this daemon
+	// learns their URL while the broker may still be coming up.
+	promReg := metrics.NewRegistry()
+	msrv, err := c.metrics.Start(promReg, log)
+	if err != nil {
+		return err
+	}
 	if err := os.MkdirAll(filepath.Dir(c.db), 0o700); err != nil {
 		return err
 	}
@@ -249,6 +260,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		Run: c.run, Driver: drv, Store: store, Events: provbus.Events{Bus: bus}, Log: log, Jobs: jobs,
 		MaxLaunches: c.maxLaunches, MaxTerminations: c.maxTerminations,
 		CallTimeout: c.callTimeout, ReconcileEvery: c.reconcileEvery,
+		Observer: metrics.NewProvisioner(promReg, c.run),
 	})
 	if err != nil {
 		return err
@@ -259,6 +271,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	g.Go(func() error { return p.Run(gctx) })
 	if sim != nil {
 		g.Go(func() error { return sim.Serve(gctx, runlayout.Of(c.home, c.run).Sim(), 0) })
+	}
+	if msrv != nil {
+		log.Info("metrics", "url", msrv.URL)
+		g.Go(func() error { return msrv.Serve(gctx) })
 	}
 	g.Go(func() error {
 		// Recover before taking new work, so requests never race the

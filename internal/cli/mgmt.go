@@ -55,6 +55,9 @@ commands:
   dashboard [--addr 127.0.0.1:0] RUN
                                serve a read-only web page of the run (levels,
                                pools, decisions, plots) and print its URL
+  plot RUN JOB [--since 1h] -o FILE.svg
+                               draw a pool's desired size, running workers and queue
+                               depth over time, each decision marked (hover: reason)
   keep RUN                     the run's keeper (launch starts it; teardown stops it):
                                restarts the broker node and daemons when they die
 `
@@ -104,6 +107,8 @@ func Mgmt(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = m.keep(ctx, rest)
 	case "dashboard":
 		err = m.dashboard(ctx, rest)
+	case "plot":
+		err = m.plot(ctx, rest)
 	case "help":
 		top.Usage()
 		return app.ExitOK

@@ -107,6 +107,7 @@ func TestLocalPlanEndToEnd(t *testing.T) {
 	if ws, err := r.Workers("sleeper"); err != nil || len(ws) != 3 {
 		t.Errorf("want 3 sleeper worker processes under their sitters, found %v (err %v)", ws, err)
 	}
+	checkMetrics(t, r, ctx)
 
 	// 2. SIGKILL one sleeper's sitter: a new instance replaces it within
 	// missing_timeout (3s) + tick (1s) + boot and slack.

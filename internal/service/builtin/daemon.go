@@ -20,7 +20,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,7 +33,9 @@ import (
 
 	"nightshift/bootlevel"
 	"nightshift/internal/amqpbus"
+	"nightshift/internal/backoff"
 	"nightshift/internal/busid"
+	"nightshift/internal/metrics"
 	"nightshift/internal/ping"
 	"nightshift/internal/pki"
 	"nightshift/internal/process"
@@ -85,18 +89,30 @@ var _ bootlevel.Driver = (*Type)(nil)
 
 // Check validates a service's config table.
 func (t *Type) Check(cfg map[string]any) error {
-	known := map[string]bool{"amqp_url": true, "amqp_ca_file": true, "binary": true, "management_url": true}
-	for _, k := range t.Spec.Keys {
+	common := []string{"amqp_url", "amqp_ca_file", "binary", "management_url", "metrics_addr"}
+	known := map[string]bool{}
+	for _, k := range append(common, t.Spec.Keys...) {
 		known[k] = true
 	}
 	for k := range cfg {
 		if !known[k] {
-			keys := append([]string{"amqp_url", "amqp_ca_file", "binary", "management_url"}, t.Spec.Keys...)
+			keys := append(common, t.Spec.Keys...)
 			return fmt.Errorf("config.%s: unknown key for a %s (known: %s)", k, t.Spec.Name, strings.Join(keys, ", "))
 		}
 	}
 	if s, _ := cfg["amqp_url"].(string); s == "" {
 		return fmt.Errorf("config.amqp_url: required (for example \"${broker.url}\")")
+	}
+	if v, ok := cfg["metrics_addr"]; ok {
+		a, ok := v.(string)
+		if !ok {
+			return fmt.Errorf("config.metrics_addr: want host:port such as \"127.0.0.1:9464\", or \"off\", got %T", v)
+		}
+		if a != "off" {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				return fmt.Errorf("config.metrics_addr: %q: want host:port such as \"127.0.0.1:9464\", or \"off\"", a)
+			}
+		}
 	}
 	if v, ok := cfg["amqp_ca_file"]; ok {
 		if _, ok := v.(string); !ok {
@@ -233,6 +249,21 @@ func (t *Type) boot(ctx context.Context, req bootlevel.StepRequest, cfg map[stri
 	if ca != "" {
 		args = append(args, "--amqp-ca-file", ca)
 	}
+	// The daemon serves its metrics where the plan says (default an
+	// ephemeral loopback port) and writes the URL it got, which boot waits
+	// for and exports as metrics_url.
+	metricsAddr, _ := cfg["metrics_addr"].(string)
+	if metricsAddr == "" {
+		metricsAddr = metrics.DefaultAddr
+	}
+	metricsFile := filepath.Join(dir, "metrics-url")
+	if err := os.Remove(metricsFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	args = append(args, "--metrics-addr", metricsAddr)
+	if metricsAddr != "off" {
+		args = append(args, "--metrics-url-file", metricsFile)
+	}
 	if t.Spec.Args != nil {
 		more, err := t.Spec.Args(req, cfg, dir, t.BinDir, self)
 		if err != nil {
@@ -262,8 +293,42 @@ func (t *Type) boot(ctx context.Context, req bootlevel.StepRequest, cfg map[stri
 		return nil, err
 	}
 	say("started %s (pid %d), log %s", bin, pid, filepath.Join(dir, "daemon.log"))
-	return map[string]string{"pid": strconv.Itoa(pid), "component": t.Spec.Component, "log": filepath.Join(dir, "daemon.log"),
-		"broker_user": self.User}, nil
+	out := map[string]string{"pid": strconv.Itoa(pid), "component": t.Spec.Component, "log": filepath.Join(dir, "daemon.log"),
+		"broker_user": self.User}
+	if metricsAddr != "off" {
+		u, err := waitMetricsURL(ctx, metricsFile, func() bool { return alive(pid, dir) })
+		if err != nil {
+			return nil, err
+		}
+		say("metrics at %s", u)
+		out["metrics_url"] = u
+	}
+	return out, nil
+}
+
+// metricsWait bounds how long boot waits for a daemon to serve its metrics,
+// which it does before anything else (the broker included).
+const metricsWait = 30 * time.Second
+
+// waitMetricsURL waits for the daemon to write the URL of its metrics
+// endpoint, failing at once if the daemon dies first.
+func waitMetricsURL(ctx context.Context, file string, running func() bool) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, metricsWait)
+	defer cancel()
+	retry := backoff.Backoff{Policy: backoff.Policy{Initial: 20 * time.Millisecond, Max: 250 * time.Millisecond}}
+	for {
+		if u, err := metrics.ReadURLFile(file); err == nil && u != "" {
+			return u, nil
+		}
+		if !running() {
+			return "", fmt.Errorf("the daemon exited before serving its metrics (see its log)")
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("no metrics URL in %s after %v: %w", file, metricsWait, ctx.Err())
+		case <-time.After(retry.Next()):
+		}
+	}
 }
 
 // identity creates the daemon's own broker user when the config names the
