@@ -24,6 +24,7 @@ import (
 	"nightshift/internal/redact"
 	"nightshift/internal/runlayout"
 	"nightshift/internal/service/ec2service"
+	"nightshift/internal/ssmparams"
 	"nightshift/internal/termtext"
 	"nightshift/keeper"
 	"nightshift/launchplan"
@@ -424,11 +425,11 @@ func (m *mgmtCmd) teardown(ctx context.Context, args []string) error {
 		}
 		defer release()
 	}
-	if sw, err := ec2Sweeper(ctx, r); err != nil {
-		fmt.Fprintf(m.stderr, "note: no EC2 sweep: %s\n", m.line(err.Error()))
-	} else if sw != nil {
-		td.Sweepers = append(td.Sweepers, sw)
+	sws, err := ec2Sweepers(ctx, r)
+	if err != nil {
+		fmt.Fprintf(m.stderr, "note: EC2 sweep incomplete: %s\n", m.line(err.Error()))
 	}
+	td.Sweepers = append(td.Sweepers, sws...)
 	if !*dry && r.State != bootlevel.RunTerminated && hasPools(r) {
 		conn, err := mgmtbus.Dial(ctx, a.Store, m.home, run, 3*time.Second)
 		if err != nil {
@@ -631,39 +632,29 @@ func (m *mgmtCmd) decisions(ctx context.Context, args []string) error {
 	return mgmt.WriteDecisions(m.stdout, ds, m.line)
 }
 
-// ec2Sweeper returns a tag sweeper when the run's plan uses EC2 anywhere,
-// configured from the first EC2 service's region and endpoint.
-func ec2Sweeper(ctx context.Context, r bootlevel.Run) (mgmt.Sweeper, error) {
+// ec2Sweepers returns a tag sweeper and an SSM parameter sweeper for every
+// region and endpoint any service or job of the run names (mgmt.EC2Places),
+// so teardown looks everywhere the run may have gone, with its provisioner
+// dead too.
+func ec2Sweepers(ctx context.Context, r bootlevel.Run) ([]mgmt.Sweeper, error) {
 	p, err := bootlevel.LoadRunPlan(r)
 	if err != nil {
 		return nil, nil
 	}
-	for _, l := range p.Levels {
-		for _, s := range l.Services {
-			if s.Driver != launchplan.DriverEC2 {
-				continue
-			}
-			// The host settings usually come from globals (-g region=...).
-			table := s.EC2
-			if exp, err := launchplan.ExpandService(&launchplan.Service{Name: s.Name, EC2: s.EC2}, launchplan.Scope{Globals: p.Globals}); err == nil {
-				table = exp.EC2
-			}
-			cfg, err := ec2service.ParseConfig(table)
-			if err != nil {
-				return nil, err
-			}
-			endpoint := cfg.EndpointURL
-			if endpoint == "" {
-				endpoint = os.Getenv("AWS_ENDPOINT_URL")
-			}
-			c, err := ec2.New(ctx, ec2.Config{Region: cfg.Region, EndpointURL: endpoint})
-			if err != nil {
-				return nil, err
-			}
-			return ec2service.Sweeper{Client: c}, nil
+	var out []mgmt.Sweeper
+	for _, pl := range mgmt.EC2Places(p, os.Getenv("AWS_ENDPOINT_URL")) {
+		c, err := ec2.New(ctx, ec2.Config{Region: pl.Region, EndpointURL: pl.EndpointURL})
+		if err != nil {
+			return out, fmt.Errorf("%s: %w", pl, err)
 		}
+		out = append(out, ec2service.Sweeper{Client: c, Place: pl.String()})
+		s, err := ssmparams.New(ctx, ssmparams.Config{Region: pl.Region, EndpointURL: pl.EndpointURL})
+		if err != nil {
+			return out, fmt.Errorf("%s: %w", pl, err)
+		}
+		out = append(out, ssmparams.Sweeper{Store: s, Place: pl.String()})
 	}
-	return nil, nil
+	return out, nil
 }
 
 // processes looks at the run's watched services on this host (pid file and

@@ -205,10 +205,19 @@ func (s *Store) DeleteRun(ctx context.Context, run string, dryRun bool) (deleted
 
 // Sweeper deletes a run's parameters at teardown; it satisfies
 // mgmt.Sweeper.
-type Sweeper struct{ Store *Store }
+type Sweeper struct {
+	Store *Store
+	// Place names the region and endpoint Store looks in; "" for the only one.
+	Place string
+}
 
 // Name implements mgmt.Sweeper.
-func (Sweeper) Name() string { return "ssm-parameter" }
+func (w Sweeper) Name() string {
+	if w.Place == "" {
+		return "ssm-parameter"
+	}
+	return "ssm-parameter (" + w.Place + ")"
+}
 
 // Sweep implements mgmt.Sweeper.
 func (w Sweeper) Sweep(ctx context.Context, run string, dryRun bool) (destroyed, remaining []string, err error) {

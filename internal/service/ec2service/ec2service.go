@@ -279,10 +279,18 @@ func (d *Driver) log() *slog.Logger {
 // Sweeper finds a run's instances by tag for teardown, whatever launched them.
 type Sweeper struct {
 	Client *ec2.Client
+	// Place names the region and endpoint Client looks in, so a report
+	// says where something remains; "" for the only one.
+	Place string
 }
 
 // Name implements mgmt.Sweeper.
-func (s Sweeper) Name() string { return "ec2" }
+func (s Sweeper) Name() string {
+	if s.Place == "" {
+		return "ec2"
+	}
+	return "ec2 (" + s.Place + ")"
+}
 
 // Sweep implements mgmt.Sweeper.
 func (s Sweeper) Sweep(ctx context.Context, run string, dryRun bool) (destroyed, remaining []string, err error) {

@@ -1,0 +1,51 @@
+package mgmt_test
+
+import (
+	"slices"
+	"testing"
+
+	"nightshift/launchplan"
+	"nightshift/mgmt"
+)
+
+func TestEC2PlacesCoverEveryRegionAndEndpointTheRunNames(t *testing.T) {
+	svc := func(driver string, ec2 map[string]any, cfg map[string]any) launchplan.Service {
+		return launchplan.Service{Name: "s", Driver: driver, EC2: ec2, TypeConfig: cfg}
+	}
+	plan := func(globals map[string]string, ss ...launchplan.Service) *launchplan.Plan {
+		return &launchplan.Plan{Globals: globals, Levels: []launchplan.Level{{Services: ss}}}
+	}
+	cases := []struct {
+		name string
+		plan *launchplan.Plan
+		want []string
+	}{
+		{name: "nothing on ec2", plan: plan(nil, svc("local", nil, nil)), want: nil},
+		{name: "a service, endpoint from the environment",
+			plan: plan(nil, svc("ec2", map[string]any{"region": "us-east-1"}, nil)),
+			want: []string{"us-east-1 at http://env"}},
+		{name: "a job's workers in another region, through globals",
+			plan: plan(map[string]string{"region": "us-east-1", "worker_region": "eu-west-1"},
+				svc("ec2", map[string]any{"region": "${global.region}", "endpoint_url": "http://moto"}, nil),
+				svc("local", nil, map[string]any{"jobs": map[string]any{"sleeper": map[string]any{
+					"instance": map[string]any{"region": "${global.worker_region}", "endpoint_url": "http://moto"}}}})),
+			want: []string{"eu-west-1 at http://moto", "us-east-1 at http://moto"}},
+		{name: "jobs as a list, another endpoint, worker_region only as a global",
+			plan: plan(map[string]string{"worker_region": "ap-south-1"},
+				svc("ec2", map[string]any{"region": "us-east-1"}, nil),
+				svc("local", nil, map[string]any{"jobs": []any{map[string]any{
+					"instance": map[string]any{"region": "us-west-2", "endpoint_url": "http://other"}}}})),
+			want: []string{"ap-south-1 at http://env", "us-east-1 at http://env", "ap-south-1 at http://other", "us-west-2 at http://other"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			for _, p := range mgmt.EC2Places(tc.plan, "http://env") {
+				got = append(got, p.String())
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("places %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
