@@ -451,6 +451,9 @@ func (b *builder) controlWalk(src *source, loc *locator, path []string, key stri
 		if r, bad := badControl(t, true); bad {
 			b.errs.add(Pos{File: src.display, Line: loc.line(path...)}, key, "value holds control character %U; only tab and line breaks may appear", r)
 		}
+		if strings.Contains(t, PlaceholderMark) {
+			b.notePlaceholder(Pos{File: src.display, Line: loc.line(path...)}, path, key, t)
+		}
 	case map[string]any:
 		for _, k := range sortedKeys(t) {
 			b.controlWalk(src, loc, append(path[:len(path):len(path)], k), key+"."+keyPart(k), t[k], nil)

@@ -140,9 +140,12 @@ func (b *builder) build(plan *Plan, top *source) {
 			continue
 		}
 		plan.Globals[k] = v
+		b.setGlobalPos(k, Pos{File: "-g"})
 	}
 
+	b.expandGlobals(plan.Globals)
 	b.checkNames(decls)
+	b.finishPlaceholders(plan)
 	b.checkReferences(decls, plan.Globals)
 }
 
@@ -160,6 +163,7 @@ func (b *builder) globals(n node, dst map[string]string) {
 		}
 		if v, ok := b.scalar(c); ok {
 			dst[k] = v
+			b.setGlobalPos(k, c.pos())
 		}
 	}
 }

@@ -231,4 +231,8 @@ type builder struct {
 	services, weight int
 	defaultWeight    map[string]int // per [defaults] key, counted once
 	suggestWork      int            // see builder.suggest
+	// placeholders are values still holding PlaceholderMark, and
+	// globalPos where each global was last set (see placeholder.go).
+	placeholders []Placeholder
+	globalPos    map[string]Pos
 }

@@ -42,6 +42,9 @@ type Plan struct {
 	// Alerts is the [alerts] table: thresholds and sinks (docs/alerts.md);
 	// nil when the plan has none (defaults, no sinks).
 	Alerts *alert.Config `json:"alerts,omitempty"`
+	// Placeholders are values still holding PlaceholderMark (sorted by
+	// place): `launch` refuses a plan with any.
+	Placeholders []Placeholder `json:"placeholders,omitempty"`
 }
 
 // Level is one bootlevel. Index is 1-based.
@@ -141,6 +144,17 @@ const (
 	AttrInstanceID = "instance_id"
 	AttrRun        = "run"
 	AttrLevel      = "level"
+	// AttrComponent is exported by a service that runs a Nightshift
+	// daemon, naming it (ComponentProvisioner, ComponentController):
+	// mgmt finds a run's pools by what its services recorded, wherever
+	// and however they run, never by a type name in the plan.
+	AttrComponent = "component"
+)
+
+// The components a service may export as AttrComponent.
+const (
+	ComponentProvisioner = "provisioner"
+	ComponentController  = "controller"
 )
 
 // GlobalPlanDir is the built-in global holding the absolute directory of

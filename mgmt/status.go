@@ -19,6 +19,7 @@ import (
 	"nightshift/controller"
 	"nightshift/internal/redact"
 	"nightshift/internal/termtext"
+	"nightshift/launchplan"
 )
 
 // RunStatus is the shape of `mgmt status --json`. States are lowercase.
@@ -106,6 +107,21 @@ type WorkerStatus = controller.WorkerStatus
 // be nil for runs that have no jobs.
 type JobSource interface {
 	Jobs(ctx context.Context, run string) ([]JobStatus, error)
+}
+
+// HasPools reports whether a run's services recorded a Nightshift
+// controller or provisioner among them (launchplan.AttrComponent), i.e.
+// worker pools to show and to stop before teardown. What a service
+// recorded counts, not the type the plan gave it: a daemon booted by a
+// script on an EC2 host is as much a controller as a built-in one here.
+func HasPools(recs []bootlevel.ServiceRecord) bool {
+	for _, r := range recs {
+		switch r.Attributes[launchplan.AttrComponent] {
+		case launchplan.ComponentController, launchplan.ComponentProvisioner:
+			return true
+		}
+	}
+	return false
 }
 
 // Status assembles a run's status from the store (and the pools from jobs).

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"nightshift/bootlevel"
 	"nightshift/internal/redact"
 )
 
@@ -201,5 +202,28 @@ func TestTableSummarizesABigPool(t *testing.T) {
 	}
 	if n := strings.Count(string(b), `"id":"load-`); n != 10000 {
 		t.Errorf("--json holds %d workers, want 10000", n)
+	}
+}
+
+// TestHasPoolsByRecordedComponent: pools are found by what a run's
+// services recorded, whatever type (or none) the plan gave them.
+func TestHasPoolsByRecordedComponent(t *testing.T) {
+	rec := func(attrs map[string]string) bootlevel.ServiceRecord {
+		return bootlevel.ServiceRecord{Name: "s", Attributes: attrs}
+	}
+	for _, tc := range []struct {
+		name string
+		recs []bootlevel.ServiceRecord
+		want bool
+	}{
+		{"no services", nil, false},
+		{"a broker only", []bootlevel.ServiceRecord{rec(map[string]string{"url": "amqp://x"})}, false},
+		{"a script-booted controller", []bootlevel.ServiceRecord{rec(map[string]string{"unit": "nightshift-controller", "component": "controller"})}, true},
+		{"a provisioner alone", []bootlevel.ServiceRecord{rec(nil), rec(map[string]string{"component": "provisioner"})}, true},
+		{"some other component", []bootlevel.ServiceRecord{rec(map[string]string{"component": "sitter"})}, false},
+	} {
+		if got := HasPools(tc.recs); got != tc.want {
+			t.Errorf("%s: HasPools = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

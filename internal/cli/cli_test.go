@@ -255,3 +255,36 @@ func TestBadRunNamesExit2AndMakeNothing(t *testing.T) {
 		t.Errorf("logs with a path for a service: exit %d, stderr %q", code, stderr)
 	}
 }
+
+// TestProdPlaceholders: plans/prod.toml as shipped holds placeholders
+// (ami-CHANGE-ME, sg-CHANGE-ME); launch refuses it with each one's
+// file:line before anything runs, and --dry-run warns and succeeds.
+func TestProdPlaceholders(t *testing.T) {
+	home := t.TempDir()
+	code, _, stderr := run(t, launch, "--home", home, "--dry-run", "../../plans/prod.toml")
+	if code != 0 {
+		t.Fatalf("dry run exit %d: %s", code, stderr)
+	}
+	for _, w := range []string{"warning: ", "prod.toml:", "globals.ami", "globals.security_group", "CHANGE-ME"} {
+		if !strings.Contains(stderr, w) {
+			t.Errorf("dry run warnings lack %q:\n%s", w, stderr)
+		}
+	}
+	code, _, stderr = run(t, launch, "--home", home, "../../plans/prod.toml")
+	if code != 2 {
+		t.Fatalf("launch with placeholders: exit %d, want 2\n%s", code, stderr)
+	}
+	for _, w := range []string{"prod.toml:", "globals.ami", "globals.security_group"} {
+		if !strings.Contains(stderr, w) {
+			t.Errorf("launch error lacks %q:\n%s", w, stderr)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(home, "nightshift.db")); !os.IsNotExist(err) {
+		t.Errorf("a plan with placeholders created a run database (err=%v)", err)
+	}
+	// Replaced on the command line: no placeholder is left to warn about.
+	code, _, stderr = run(t, launch, "--home", home, "--dry-run", "-g", "ami=ami-1", "-g", "security_group=sg-1", "../../plans/prod.toml")
+	if code != 0 || strings.Contains(stderr, "CHANGE-ME") {
+		t.Errorf("dry run with every placeholder set: exit %d\n%s", code, stderr)
+	}
+}

@@ -95,7 +95,16 @@ func Launch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if *dry {
 		printDryRun(stdout, plan, run)
+		for _, ph := range plan.Placeholders {
+			fmt.Fprintf(stderr, "launch: warning: %s\n", termtext.Line(ph.String()))
+		}
 		return app.ExitOK
+	}
+	// A site value left at its placeholder (ami-CHANGE-ME) would fail only
+	// later, on the cloud's side, after services were already paid for.
+	if err := plan.PlaceholderError(); err != nil {
+		fmt.Fprintf(stderr, "launch: invalid plan:\n%s\n", termtext.Text(err.Error()))
+		return app.ExitUsage
 	}
 
 	if err := checkLocalWorkers(plan, run); err != nil {

@@ -430,7 +430,7 @@ func (m *mgmtCmd) teardown(ctx context.Context, args []string) error {
 		fmt.Fprintf(m.stderr, "note: EC2 sweep incomplete: %s\n", m.line(err.Error()))
 	}
 	td.Sweepers = append(td.Sweepers, sws...)
-	if !*dry && r.State != bootlevel.RunTerminated && hasPools(r) {
+	if !*dry && r.State != bootlevel.RunTerminated && hasPools(ctx, a, run) {
 		conn, err := mgmtbus.Dial(ctx, a.Store, m.home, run, 3*time.Second)
 		if err != nil {
 			fmt.Fprintf(m.stdout, "pools unreachable (%s); the sweep will find their workers\n", m.line(err.Error()))
@@ -530,21 +530,12 @@ func logFiles(ctx context.Context, a *app.App, home, run, name string) ([]string
 	return nil, app.Usagef("run %s has no service or worker %q (see mgmt status %s)", run, name, run)
 }
 
-// hasPools reports whether a run's plan has a controller, i.e. worker pools
-// that status should show and teardown must stop first.
-func hasPools(r bootlevel.Run) bool {
-	p, err := bootlevel.LoadRunPlan(r)
-	if err != nil {
-		return false
-	}
-	for _, l := range p.Levels {
-		for _, s := range l.Services {
-			if s.Type == "controller" || s.Type == "provisioner" {
-				return true
-			}
-		}
-	}
-	return false
+// hasPools reports whether a run has worker pools that status should
+// show and teardown must stop first: a service recorded that it runs a
+// controller or a provisioner (mgmt.HasPools).
+func hasPools(ctx context.Context, a *app.App, run string) bool {
+	recs, err := a.Store.Services(ctx, run)
+	return err == nil && mgmt.HasPools(recs)
 }
 
 func (m *mgmtCmd) reconfigure(ctx context.Context, args []string) error {

@@ -78,9 +78,9 @@ func buildDaemons(t *testing.T) string {
 
 // defaultGroup returns the id of the default VPC's security group on moto,
 // which moto checks RunInstances' groups against as EC2 does.
-func defaultGroup(t *testing.T, endpoint string) string {
+func defaultGroup(t *testing.T, endpoint, region string) string {
 	t.Helper()
-	cfg, err := config.LoadDefaultConfig(context.Background(), config.WithBaseEndpoint(endpoint), config.WithRetryMaxAttempts(2))
+	cfg, err := config.LoadDefaultConfig(context.Background(), config.WithBaseEndpoint(endpoint), config.WithRetryMaxAttempts(2), config.WithRegion(region))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,18 +91,29 @@ func defaultGroup(t *testing.T, endpoint string) string {
 	return aws.ToString(out.SecurityGroups[0].GroupId)
 }
 
+// workerRegion is where the prod test runs the pools: not the services'
+// region (us-east-1), so that everything regional is exercised.
+const workerRegion = "us-west-2"
+
 // TestProdPlanOnMoto boots the whole of plans/prod.toml against moto: the
-// three service instances are launched on EC2 (moto), their steps run here
-// (NIGHTSHIFT_EC2_STEPS_LOCAL=1, NIGHTSHIFT_TEST_MODE=1), the provisioner
-// runs with --driver ec2 and the controller's sleeper pool becomes worker
-// instances; then `mgmt teardown` leaves no instance of the run live and no
-// daemon running.
+// three service instances are launched on EC2 (moto) in one region, their
+// steps run here (NIGHTSHIFT_EC2_STEPS_LOCAL=1, NIGHTSHIFT_TEST_MODE=1), the
+// provisioner runs with --driver ec2 and the controller's pools become
+// worker instances in a second region (worker_region); `mgmt status` shows
+// both pools with their workers, as for plans/local.toml; then `mgmt
+// teardown` freezes the pools, terminates every worker through the
+// provisioner and leaves no instance of the run live in either region and
+// no daemon running.
 func TestProdPlanOnMoto(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots real daemons")
 	}
 	needRabbit(t)
 	cl, moto := ec2test.Client(t) // also sets test AWS credentials and region
+	wcl, err := ec2.New(context.Background(), ec2.Config{Region: workerRegion, EndpointURL: moto, RetryMaxAttempts: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
 	bin := buildDaemons(t)
 	home := t.TempDir()
 	t.Setenv("NIGHTSHIFT_HOME", home)
@@ -116,12 +127,14 @@ func TestProdPlanOnMoto(t *testing.T) {
 	t.Cleanup(func() {
 		procscan.Kill("", home, runName, 0)
 		cl.Sweep(context.Background(), runName, false)
+		wcl.Sweep(context.Background(), runName, false)
 		deleteRunTopology(runName)
 	})
 
 	args := []string{"--home", home, "--plain", "--name", runName,
 		"-g", "endpoint_url=" + moto, "-g", "ami=" + ec2test.Image,
-		"-g", "security_group=" + defaultGroup(t, moto),
+		"-g", "security_group=" + defaultGroup(t, moto, "us-east-1"),
+		"-g", "worker_region=" + workerRegion, "-g", "worker_security_group=" + defaultGroup(t, moto, workerRegion),
 		// moto checks these against resources nobody created; EC2 would too.
 		"-g", "key_name=", "-g", "provisioner_profile=",
 		"-g", "release_url=file://" + bin,
@@ -151,12 +164,32 @@ func TestProdPlanOnMoto(t *testing.T) {
 		t.Fatalf("service instances %v (err %v), want 3", services, err)
 	}
 	// The controller asks the provisioner for the sleeper pool (n = 3); the
-	// provisioner's ec2 driver launches them. Polling, not a timing assertion.
+	// provisioner's ec2 driver launches them in worker_region. Polling, not
+	// a timing assertion.
 	var workers []ec2.Instance
 	if err := testsupport.PollEvery(60*time.Second, 250*time.Millisecond, func() error {
-		workers, err = cl.Find(ctx, map[string]string{ec2.TagRun: runName, ec2.TagOwner: "provisioner", ec2.TagJob: "sleeper"}, nil)
+		workers, err = wcl.Find(ctx, map[string]string{ec2.TagRun: runName, ec2.TagOwner: "provisioner", ec2.TagJob: "sleeper"}, nil)
 		if err != nil || len(workers) < 3 {
 			return fmt.Errorf("sleeper workers %v (err %v), want 3", workers, err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("%v\n%s", err, daemonLogs(home, runName))
+	}
+
+	if stray, err := cl.Find(ctx, map[string]string{ec2.TagRun: runName, ec2.TagOwner: "provisioner"}, nil); err != nil || len(stray) != 0 {
+		t.Errorf("workers in the services' region %v (err %v), want all in %s", stray, err, workerRegion)
+	}
+	// Status shows the pools as it does for plans/local.toml: found by what
+	// the run's services recorded, asked of the controller over the bus.
+	if err := testsupport.PollEvery(30*time.Second, 250*time.Millisecond, func() error {
+		st := status(t, home, runName)
+		pools := map[string]int{}
+		for _, j := range st.Jobs {
+			pools[j.Name] = len(j.Workers)
+		}
+		if pools["sleeper"] < 3 || pools["work"] < 1 {
+			return fmt.Errorf("status pools %v (notes %q), want sleeper with 3 workers and work with at least 1", pools, st.Notes)
 		}
 		return nil
 	}); err != nil {
@@ -178,10 +211,12 @@ func TestProdPlanOnMoto(t *testing.T) {
 			t.Errorf("teardown fell back (%q) instead of freezing and terminating through the bus:\n%s", fallback, out)
 		}
 	}
-	for _, state := range []string{"pending", "running", "stopping", "stopped", "shutting-down"} {
-		left, err := cl.Find(ctx, map[string]string{ec2.TagRun: runName}, []string{state})
-		if err != nil || len(left) != 0 {
-			t.Errorf("after teardown %d instances of the run are %s: %v (err %v)\n%s", len(left), state, left, err, out)
+	for _, c := range []*ec2.Client{cl, wcl} {
+		for _, state := range []string{"pending", "running", "stopping", "stopped", "shutting-down"} {
+			left, err := c.Find(ctx, map[string]string{ec2.TagRun: runName}, []string{state})
+			if err != nil || len(left) != 0 {
+				t.Errorf("after teardown %d instances of the run are %s: %v (err %v)\n%s", len(left), state, left, err, out)
+			}
 		}
 	}
 	if left, _ := procscan.Find("", home, runName); len(left) != 0 {

@@ -12,7 +12,7 @@ import (
 // controller about.
 func livePools(ctx context.Context, a *app.App, run string) bool {
 	r, err := a.Store.GetRun(ctx, run)
-	return err == nil && r.State != bootlevel.RunTerminated && hasPools(r)
+	return err == nil && r.State != bootlevel.RunTerminated && hasPools(ctx, a, run)
 }
 
 // runStatus is what `mgmt status` (and `mgmt dashboard`) shows of run: its

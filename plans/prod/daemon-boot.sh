@@ -72,7 +72,7 @@ if [ "${NIGHTSHIFT_TEST_MODE:-}" = 1 ]; then
   NS_AMQP_URL= NS_RUN_SECRET= NS_COMMAND_KEY= NS_AMQP_CA= NS_JOBS_TOML= setsid "$bin" "$@" >>"$base/$daemon.log" 2>&1 </dev/null &
   echo $! >"$base/pid"
   echo "$daemon started locally (pid $!), log $base/$daemon.log"
-  printf '{"unit": "%s", "pid_file": "%s", "log": "%s"}\n' "nightshift-$daemon" "$base/pid" "$base/$daemon.log" >"${NIGHTSHIFT_OUTPUT:?}"
+  printf '{"unit": "%s", "component": "%s", "pid_file": "%s", "log": "%s"}\n' "nightshift-$daemon" "$daemon" "$base/pid" "$base/$daemon.log" >"${NIGHTSHIFT_OUTPUT:?}"
   exit 0
 fi
 
@@ -88,4 +88,4 @@ $sudo systemctl daemon-reload
 $sudo systemctl enable "$unit" >/dev/null
 $sudo systemctl restart "$unit"
 echo "$unit started"
-printf '{"unit": "%s", "log": "journalctl -u %s"}\n' "$unit" "$unit" >"${NIGHTSHIFT_OUTPUT:?}"
+printf '{"unit": "%s", "component": "%s", "log": "journalctl -u %s"}\n' "$unit" "$daemon" "$unit" >"${NIGHTSHIFT_OUTPUT:?}"

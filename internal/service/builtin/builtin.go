@@ -163,7 +163,7 @@ var provisionerSpec = Spec{
 	Component:   "provisioner",
 	Role:        busid.RoleProvisioner,
 	Permissions: busid.ProvisionerPermissions,
-	Keys:        []string{"driver", "worker_command", "max_launches", "max_terminations", "reconcile_every", "sim_connections"},
+	Keys:        []string{"driver", "worker_command", "max_launches", "max_terminations", "reconcile_every", "sim_connections", "ec2_region", "ec2_endpoint_url"},
 	Args: func(req bootlevel.StepRequest, cfg map[string]any, dir, binDir string, self Self) ([]string, error) {
 		jobsFile := filepath.Join(dir, "jobs.json")
 		jobs, err := writeRunJobs(req, jobsFile)
@@ -176,6 +176,14 @@ var provisionerSpec = Spec{
 		}
 		if driver == simDriver {
 			return simArgs(cfg, jobsFile, self)
+		}
+		if driver == ec2Driver {
+			return ec2Args(cfg, jobsFile, self)
+		}
+		for _, k := range []string{"ec2_region", "ec2_endpoint_url"} {
+			if _, ok := cfg[k]; ok {
+				return nil, fmt.Errorf("config.%s: only for driver \"ec2\"", k)
+			}
 		}
 		worker, err := stringList(cfg, "worker_command")
 		if err != nil {
@@ -255,7 +263,7 @@ func provisionerDriver(cfg map[string]any, jobs map[string]jobspec.Spec) (string
 		driver = d
 	}
 	switch driver {
-	case "local":
+	case "local", ec2Driver:
 		return driver, nil
 	case simDriver:
 		for _, n := range slices.Sorted(maps.Keys(jobs)) {
@@ -265,7 +273,41 @@ func provisionerDriver(cfg map[string]any, jobs map[string]jobspec.Spec) (string
 		}
 		return driver, nil
 	}
-	return "", fmt.Errorf("config.driver: %q is not available to the provisioner yet (local or sim)", driver)
+	return "", fmt.Errorf("config.driver: %q is not available to the provisioner (local, ec2 or sim)", driver)
+}
+
+const ec2Driver = "ec2"
+
+// ec2Args are the provisioner's arguments for EC2 workers: each is an
+// instance of its job's instance table, which names the sitter it runs, so
+// there is no worker command; ec2_region and ec2_endpoint_url set the
+// driver's default region and endpoint (empty: the SDK's and AWS's).
+func ec2Args(cfg map[string]any, jobsFile string, self Self) ([]string, error) {
+	for _, k := range []string{"worker_command", "sim_connections"} {
+		if _, ok := cfg[k]; ok {
+			return nil, fmt.Errorf("config.%s: not for driver \"ec2\"; an ec2 worker runs the sitter its job's instance table names", k)
+		}
+	}
+	args := []string{"--home", os.Getenv(nsenv.Home), "--jobs", jobsFile, "--driver", ec2Driver}
+	for _, k := range []string{"ec2_region", "ec2_endpoint_url"} {
+		v, ok := cfg[k]
+		if !ok {
+			continue
+		}
+		s, ok := v.(string)
+		if !ok {
+			return nil, fmt.Errorf("config.%s: want a string, got %T", k, v)
+		}
+		if s != "" {
+			args = append(args, "--"+strings.ReplaceAll(k, "_", "-"), s)
+		}
+	}
+	if self.ManagementURLFile != "" {
+		// Each worker gets a broker user of its own, created by the
+		// provisioner, which needs the management API for that.
+		args = append(args, "--management-url-file", self.ManagementURLFile)
+	}
+	return tuningArgs(args, cfg, "max_launches", "max_terminations")
 }
 
 // simArgs are the provisioner's arguments for simulated workers; a job's

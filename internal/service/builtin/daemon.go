@@ -293,7 +293,7 @@ func (t *Type) boot(ctx context.Context, req bootlevel.StepRequest, cfg map[stri
 		return nil, err
 	}
 	say("started %s (pid %d), log %s", bin, pid, filepath.Join(dir, "daemon.log"))
-	out := map[string]string{"pid": strconv.Itoa(pid), "component": t.Spec.Component, "log": filepath.Join(dir, "daemon.log"),
+	out := map[string]string{"pid": strconv.Itoa(pid), launchplan.AttrComponent: t.Spec.Component, "log": filepath.Join(dir, "daemon.log"),
 		"broker_user": self.User}
 	if metricsAddr != "off" {
 		u, err := waitMetricsURL(ctx, metricsFile, func() bool { return alive(pid, dir) })

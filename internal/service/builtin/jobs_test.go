@@ -118,3 +118,49 @@ func TestProvisionerDriver(t *testing.T) {
 		t.Fatalf("sim_connections 0: %v", err)
 	}
 }
+
+// TestProvisionerDrivers: the built-in provisioner runs local pools with a
+// worker command and EC2 pools with the region and endpoint its config
+// names, and refuses keys that do not fit the driver.
+func TestProvisionerDrivers(t *testing.T) {
+	sleeper := map[string]any{"driver": "ec2", "worker": map[string]any{"command": []any{"/bin/true"}},
+		"instance": map[string]any{"image": "ami-1", "sitter_url": "https://example.com/sitter"}}
+	req := bootlevel.StepRequest{Plan: controllerPlan(map[string]any{"sleeper": sleeper}), Expand: scope()}
+	for _, tc := range []struct {
+		name     string
+		cfg      map[string]any
+		want     []string // consecutive args
+		notWant  string
+		wantFail string
+	}{
+		{name: "ec2 with region and endpoint", cfg: map[string]any{"driver": "ec2", "ec2_region": "us-west-2", "ec2_endpoint_url": "http://127.0.0.1:5055"},
+			want: []string{"--driver", "ec2", "--ec2-region", "us-west-2", "--ec2-endpoint-url", "http://127.0.0.1:5055"}, notWant: "--worker-command"},
+		{name: "ec2 with the SDK's region", cfg: map[string]any{"driver": "ec2", "ec2_region": ""}, want: []string{"--driver", "ec2"}, notWant: "--ec2-region"},
+		{name: "local", cfg: map[string]any{"worker_command": []any{"/bin/sitter", "agent"}}, want: []string{"--driver", "local", "--worker-command", "/bin/sitter agent"}},
+		{name: "ec2 with a worker command", cfg: map[string]any{"driver": "ec2", "worker_command": []any{"x"}}, wantFail: "config.worker_command"},
+		{name: "local with a region", cfg: map[string]any{"worker_command": []any{"x"}, "ec2_region": "us-east-1"}, wantFail: "config.ec2_region"},
+		{name: "unknown driver", cfg: map[string]any{"driver": "gce"}, wantFail: "config.driver"},
+		{name: "local with a sim key", cfg: map[string]any{"worker_command": []any{"x"}, "sim_connections": float64(2)}, wantFail: "config.sim_connections"},
+		{name: "region not a string", cfg: map[string]any{"driver": "ec2", "ec2_region": int64(1)}, wantFail: "config.ec2_region"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args, err := provisionerSpec.Args(req, tc.cfg, t.TempDir(), "", Self{})
+			if tc.wantFail != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantFail) {
+					t.Fatalf("err = %v, want one naming %s", err, tc.wantFail)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			joined := "\x00" + strings.Join(args, "\x00") + "\x00"
+			if !strings.Contains(joined, "\x00"+strings.Join(tc.want, "\x00")+"\x00") {
+				t.Errorf("args %q lack %q", args, tc.want)
+			}
+			if tc.notWant != "" && strings.Contains(joined, tc.notWant) {
+				t.Errorf("args %q hold %s", args, tc.notWant)
+			}
+		})
+	}
+}
