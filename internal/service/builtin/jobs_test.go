@@ -92,7 +92,8 @@ func TestProvisionerDriver(t *testing.T) {
 		{"mixed jobs default to local", nil, map[string]jobspec.Spec{"a": sim, "b": local}, "local", ""},
 		{"sim asked with a local job", map[string]any{"driver": "sim"}, map[string]jobspec.Spec{"a": sim, "b": local}, "", "job b has driver \"local\""},
 		{"sim asked", map[string]any{"driver": "sim"}, map[string]jobspec.Spec{"a": sim}, "sim", ""},
-		{"ec2 not yet", map[string]any{"driver": "ec2"}, map[string]jobspec.Spec{"a": local}, "", "config.driver: \"ec2\""},
+		{"ec2 asked", map[string]any{"driver": "ec2"}, map[string]jobspec.Spec{"a": {Driver: "ec2"}}, "ec2", ""},
+		{"unknown driver", map[string]any{"driver": "gce"}, map[string]jobspec.Spec{"a": local}, "", "config.driver: \"gce\""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			got, err := provisionerDriver(c.cfg, c.jobs)
