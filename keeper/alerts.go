@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"nightshift/alert"
+	"nightshift/alert/journal"
 	"nightshift/alert/notify"
 	"nightshift/internal/redact"
 	"nightshift/internal/runlayout"
@@ -22,7 +23,7 @@ type alerts struct {
 
 func newAlerts(ctx context.Context, home, run string, log *slog.Logger) *alerts {
 	path := runlayout.Of(home, run).Alerts()
-	recs, err := notify.ReadJournal(path)
+	recs, err := journal.ReadJournal(path)
 	if err != nil {
 		log.Warn("alert journal unreadable", "err", err)
 	}
@@ -30,7 +31,7 @@ func newAlerts(ctx context.Context, home, run string, log *slog.Logger) *alerts 
 		eval:     alert.NewEvaluator(run, alert.Config{}),
 		dispatch: notify.New(notify.Options{Journal: notify.NewJournal(path), Log: log.With("part", "alerts"), Redact: redact.String}),
 	}
-	a.eval.Restore(alert.OfKinds(notify.Firing(recs), alert.KeeperKinds))
+	a.eval.Restore(alert.OfKinds(journal.Firing(recs), alert.KeeperKinds))
 	go a.dispatch.Run(ctx)
 	return a
 }

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"nightshift/alert"
-	"nightshift/alert/notify"
+	"nightshift/alert/journal"
 )
 
 // DefaultAlertsRecent is how far back `mgmt alerts` lists resolved alerts.
@@ -35,7 +35,7 @@ type AlertView struct {
 
 // ReadAlerts folds the journal's records into an AlertList at now, listing
 // episodes resolved within recent.
-func ReadAlerts(recs []notify.Record, now time.Time, recent time.Duration) AlertList {
+func ReadAlerts(recs []journal.Record, now time.Time, recent time.Duration) AlertList {
 	out := AlertList{Firing: []AlertView{}, Recent: []AlertView{}, Deliveries: map[string]int{}}
 	firing := map[string]*AlertView{}
 	var order []string
@@ -109,7 +109,7 @@ func WriteAlerts(w io.Writer, l AlertList, line func(string) string) {
 
 func deliveries(m map[string]int) string {
 	var parts []string
-	for _, r := range []string{notify.Delivered, notify.Failed, notify.Dropped} {
+	for _, r := range []string{journal.Delivered, journal.Failed, journal.Dropped} {
 		if m[r] > 0 {
 			parts = append(parts, fmt.Sprintf("%d %s", m[r], r))
 		}
@@ -144,7 +144,7 @@ func ShowAlerts(ctx context.Context, o AlertsOptions) error {
 	if o.Recent <= 0 {
 		o.Recent = DefaultAlertsRecent
 	}
-	recs, err := notify.ReadJournal(o.Journal)
+	recs, err := journal.ReadJournal(o.Journal)
 	if err != nil {
 		return err
 	}
@@ -154,27 +154,4 @@ func ShowAlerts(ctx context.Context, o AlertsOptions) error {
 	}
 	WriteAlerts(o.Stdout, l, o.Line)
 	return nil
-}
-
-// teardownAlertTimeout bounds how long teardown waits for its sinks.
-const teardownAlertTimeout = 30 * time.Second
-
-// RaiseTeardownLeftovers raises teardown_leftovers when rep, a finished
-// teardown (not a dry run), left something behind: journaled, and
-// delivered to the sinks of cfg (the run's [alerts]; nil: none) before it
-// returns, within a bound, since the process is about to exit.
-func RaiseTeardownLeftovers(ctx context.Context, journal string, cfg *alert.Config, rep *TeardownReport, redact func(string) string, now time.Time) {
-	if rep == nil || rep.DryRun || len(rep.Remaining) == 0 {
-		return
-	}
-	d := notify.New(notify.Options{Journal: notify.NewJournal(journal), Redact: redact})
-	if cfg != nil {
-		d.Configure(*cfg)
-	}
-	ev := alert.Once(rep.Run, alert.TeardownLeftovers, "", alert.Critical,
-		fmt.Sprintf("teardown of run %s left %d resource(s) behind: %s", rep.Run, len(rep.Remaining), strings.Join(rep.Remaining, "; ")),
-		map[string]any{"remaining": rep.Remaining}, now)
-	ctx, cancel := context.WithTimeout(ctx, teardownAlertTimeout)
-	defer cancel()
-	d.DeliverNow(ctx, ev)
 }

@@ -13,7 +13,6 @@ import (
 
 	"nightshift/controller"
 	"nightshift/internal/runlayout"
-	"nightshift/internal/store/ctlstore"
 )
 
 // Series is one pool's history, as History reads it from its controller's
@@ -53,6 +52,21 @@ type SeriesDecision struct {
 	Actions []DecisionAction `json:"actions"`
 }
 
+// HistoryStore is the read side of a controller's store that History
+// needs; OpenHistory opens one read-only. The store adapter
+// (internal/store/ctlstore) is handed in by the caller, so mgmt decides
+// what to show without reaching for a database itself.
+type HistoryStore interface {
+	HasJob(ctx context.Context, job string) (bool, error)
+	Samples(ctx context.Context, job string, since time.Time) ([]controller.Sample, error)
+	DecisionsSince(ctx context.Context, job string, since time.Time, limit int) ([]controller.Decision, error)
+	Close() error
+}
+
+// OpenHistory opens the controller store at file read-only; a file that
+// does not exist is an error wrapping fs.ErrNotExist.
+type OpenHistory func(ctx context.Context, file string) (HistoryStore, error)
+
 // ErrNoHistory is what History wraps when no controller store of the run
 // holds the job.
 var ErrNoHistory = errors.New("no history")
@@ -63,14 +77,14 @@ var ErrNoHistory = errors.New("no history")
 // is found among the run's controller services' work directories
 // (runs/RUN/work/SERVICE/controller/controller.db); the one that holds job
 // is read.
-func History(ctx context.Context, home, run, job string, since time.Time) (Series, error) {
+func History(ctx context.Context, open OpenHistory, home, run, job string, since time.Time) (Series, error) {
 	out := Series{Run: run, Job: job, Since: since, Samples: []controller.Sample{}, Decisions: []SeriesDecision{}}
 	files, err := ControllerStores(home, run)
 	if err != nil {
 		return out, fmt.Errorf("history of job %q: %w", job, err)
 	}
 	for _, f := range files {
-		found, err := readHistory(ctx, f, job, since, &out)
+		found, err := readHistory(ctx, open, f, job, since, &out)
 		if err != nil {
 			return out, fmt.Errorf("history of job %q: %w", job, err)
 		}
@@ -92,8 +106,8 @@ func ControllerStores(home, run string) ([]string, error) {
 	return files, nil
 }
 
-func readHistory(ctx context.Context, file, job string, since time.Time, out *Series) (bool, error) {
-	st, err := ctlstore.OpenReadOnly(ctx, file)
+func readHistory(ctx context.Context, open OpenHistory, file, job string, since time.Time, out *Series) (bool, error) {
+	st, err := open(ctx, file)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	}

@@ -60,7 +60,7 @@ func TestHistory(t *testing.T) {
 	writeStore(t, home, "r", "ctl-b", "batch")
 	ctx := context.Background()
 
-	s, err := History(ctx, home, "r", "batch", h0.Add(time.Second))
+	s, err := History(ctx, openHistory, home, "r", "batch", h0.Add(time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +70,7 @@ func TestHistory(t *testing.T) {
 	if len(s.Decisions) != 1 || s.Decisions[0].Action != "none" {
 		t.Errorf("decisions since h0+1s: %+v, want the one without action", s.Decisions)
 	}
-	s, err = History(ctx, home, "r", "web", time.Time{})
+	s, err = History(ctx, openHistory, home, "r", "web", time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +85,7 @@ func TestHistory(t *testing.T) {
 	// The store is only read: nothing about it changes.
 	file := filepath.Join(runlayout.Of(home, "r").Work("ctl-a"), "controller", "controller.db")
 	before, _ := os.Stat(file)
-	if _, err := History(ctx, home, "r", "web", time.Time{}); err != nil {
+	if _, err := History(ctx, openHistory, home, "r", "web", time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	if after, _ := os.Stat(file); !after.ModTime().Equal(before.ModTime()) || after.Size() != before.Size() {
@@ -93,7 +93,7 @@ func TestHistory(t *testing.T) {
 	}
 
 	for _, tc := range []struct{ run, job string }{{"r", "nope"}, {"other", "web"}} {
-		if _, err := History(ctx, home, tc.run, tc.job, time.Time{}); !errors.Is(err, ErrNoHistory) {
+		if _, err := History(ctx, openHistory, home, tc.run, tc.job, time.Time{}); !errors.Is(err, ErrNoHistory) {
 			t.Errorf("History(%s, %s): %v, want ErrNoHistory", tc.run, tc.job, err)
 		}
 	}
@@ -108,7 +108,16 @@ func TestHistoryBadStore(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "controller.db"), []byte("not a database, not at all, no"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := History(context.Background(), home, "r", "web", time.Time{}); err == nil || errors.Is(err, ErrNoHistory) {
+	if _, err := History(context.Background(), openHistory, home, "r", "web", time.Time{}); err == nil || errors.Is(err, ErrNoHistory) {
 		t.Errorf("a corrupt store: %v, want an error other than no history", err)
 	}
+}
+
+// openHistory is app.OpenHistory, which mgmt's tests cannot import.
+func openHistory(ctx context.Context, file string) (HistoryStore, error) {
+	st, err := ctlstore.OpenReadOnly(ctx, file)
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
 }

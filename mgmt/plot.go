@@ -18,6 +18,8 @@ import (
 
 // PlotOptions is what `mgmt plot` draws and where.
 type PlotOptions struct {
+	// Open reads a controller's store (app.OpenHistory).
+	Open           OpenHistory
 	Home, Run, Job string
 	// Since is how far back the plot reaches from Now.
 	Since time.Duration
@@ -43,7 +45,7 @@ func Plot(ctx context.Context, o PlotOptions) error {
 	if o.Since <= 0 {
 		return fmt.Errorf("--since %v: want a positive duration", o.Since)
 	}
-	s, err := History(ctx, o.Home, o.Run, o.Job, o.Now.Add(-o.Since))
+	s, err := History(ctx, o.Open, o.Home, o.Run, o.Job, o.Now.Add(-o.Since))
 	if err != nil {
 		return err
 	}

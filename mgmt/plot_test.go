@@ -96,7 +96,7 @@ func TestPlotFromStore(t *testing.T) {
 	ctx := context.Background()
 	now := h0.Add(time.Minute)
 	out := filepath.Join(t.TempDir(), "web.svg")
-	o := PlotOptions{Home: home, Run: "r", Job: "web", Since: time.Hour, Now: now, Out: out,
+	o := PlotOptions{Open: openHistory, Home: home, Run: "r", Job: "web", Since: time.Hour, Now: now, Out: out,
 		Redact: func(s string) string { return strings.ReplaceAll(s, "reason", "xxxxx") }}
 	if err := Plot(ctx, o); err != nil {
 		t.Fatal(err)

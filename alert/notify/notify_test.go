@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"nightshift/alert"
+	"nightshift/alert/journal"
 	"nightshift/internal/backoff"
 	"nightshift/internal/testsupport"
 )
@@ -66,7 +67,7 @@ func start(t *testing.T, d *Dispatcher) {
 
 func deliveries(t *testing.T, path string) []Delivery {
 	t.Helper()
-	recs, err := ReadJournal(path)
+	recs, err := journal.ReadJournal(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,11 +308,11 @@ func TestFiring(t *testing.T) {
 	f, _ := os.OpenFile(jpath, os.O_APPEND|os.O_WRONLY, 0)
 	f.WriteString(`{"time":"2026-`)
 	f.Close()
-	recs, err := ReadJournal(jpath)
+	recs, err := journal.ReadJournal(jpath)
 	if err != nil || len(recs) != 5 {
 		t.Fatalf("read %d records (%v), want 5", len(recs), err)
 	}
-	got := Firing(recs)
+	got := journal.Firing(recs)
 	if len(got) != 1 || got[0].Key != a.Key {
 		t.Errorf("firing = %+v, want only %s", got, a.Key)
 	}

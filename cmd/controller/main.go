@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"nightshift/alert"
+	"nightshift/alert/journal"
 	"nightshift/alert/notify"
 	"nightshift/controller"
 	"nightshift/controller/ctlbus"
@@ -234,12 +235,12 @@ func alertWatcher(o options, log *slog.Logger, ctrl *controller.Controller) (*no
 		}
 	}
 	journalPath := runlayout.Of(o.common.Home, o.common.Run).Alerts()
-	recs, err := notify.ReadJournal(journalPath)
+	recs, err := journal.ReadJournal(journalPath)
 	if err != nil {
 		log.Warn("alert journal unreadable; alerts firing before this start may fire again", "err", err)
 	}
 	dispatch := notify.New(notify.Options{Journal: notify.NewJournal(journalPath), Log: log.With("part", "alerts"), Redact: redact.String})
-	w, err := notify.NewWatcher(o.common.Run, cfg, filepath.Join(o.stateDir, "alerts-state.json"), alert.OfKinds(notify.Firing(recs), alert.ControllerKinds), dispatch,
+	w, err := notify.NewWatcher(o.common.Run, cfg, filepath.Join(o.stateDir, "alerts-state.json"), alert.OfKinds(journal.Firing(recs), alert.ControllerKinds), dispatch,
 		func(time.Time) alert.Input { return alert.Input{Pools: ctrl.AlertPools()} })
 	if err != nil {
 		return nil, nil, err

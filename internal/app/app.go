@@ -20,8 +20,10 @@ import (
 	"nightshift/internal/service/ec2service"
 	"nightshift/internal/service/localservice"
 	"nightshift/internal/service/sshservice"
+	"nightshift/internal/store/ctlstore"
 	"nightshift/internal/store/runstore"
 	"nightshift/launchplan"
+	"nightshift/mgmt"
 )
 
 // HomeEnv names the environment variable that sets the home directory.
@@ -166,4 +168,14 @@ func ExitCode(err error) int {
 		return ExitUsage
 	}
 	return exitUnknown
+}
+
+// OpenHistory opens a controller's store file read-only for mgmt.History
+// and mgmt.Plot: mgmt decides what to show, this adapter reads it.
+func OpenHistory(ctx context.Context, file string) (mgmt.HistoryStore, error) {
+	st, err := ctlstore.OpenReadOnly(ctx, file)
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
 }

@@ -3,9 +3,12 @@ package cli
 import (
 	"context"
 	"flag"
+	"fmt"
+	"strings"
 	"time"
 
 	"nightshift/alert"
+	"nightshift/alert/notify"
 	"nightshift/bootlevel"
 	"nightshift/internal/app"
 	"nightshift/internal/runlayout"
@@ -45,7 +48,7 @@ func (m *mgmtCmd) alerts(ctx context.Context, args []string) error {
 }
 
 // teardownAlert raises teardown_leftovers for a teardown that left
-// something behind (see mgmt.RaiseTeardownLeftovers).
+// something behind (see raiseTeardownLeftovers).
 func (m *mgmtCmd) teardownAlert(ctx context.Context, a *app.App, run string, rep *mgmt.TeardownReport) {
 	var cfg *alert.Config
 	if r, err := a.Store.GetRun(ctx, run); err == nil {
@@ -53,5 +56,28 @@ func (m *mgmtCmd) teardownAlert(ctx context.Context, a *app.App, run string, rep
 			cfg = p.Alerts
 		}
 	}
-	mgmt.RaiseTeardownLeftovers(ctx, runlayout.Of(m.home, run).Alerts(), cfg, rep, m.red.String, time.Now())
+	raiseTeardownLeftovers(ctx, runlayout.Of(m.home, run).Alerts(), cfg, rep, m.red.String, time.Now())
+}
+
+// teardownAlertTimeout bounds how long teardown waits for its sinks.
+const teardownAlertTimeout = 30 * time.Second
+
+// raiseTeardownLeftovers raises teardown_leftovers when rep, a finished
+// teardown (not a dry run), left something behind: journaled, and
+// delivered to the sinks of cfg (the run's [alerts]; nil: none) before it
+// returns, within a bound, since the process is about to exit.
+func raiseTeardownLeftovers(ctx context.Context, journal string, cfg *alert.Config, rep *mgmt.TeardownReport, redact func(string) string, now time.Time) {
+	if rep == nil || rep.DryRun || len(rep.Remaining) == 0 {
+		return
+	}
+	d := notify.New(notify.Options{Journal: notify.NewJournal(journal), Redact: redact})
+	if cfg != nil {
+		d.Configure(*cfg)
+	}
+	ev := alert.Once(rep.Run, alert.TeardownLeftovers, "", alert.Critical,
+		fmt.Sprintf("teardown of run %s left %d resource(s) behind: %s", rep.Run, len(rep.Remaining), strings.Join(rep.Remaining, "; ")),
+		map[string]any{"remaining": rep.Remaining}, now)
+	ctx, cancel := context.WithTimeout(ctx, teardownAlertTimeout)
+	defer cancel()
+	d.DeliverNow(ctx, ev)
 }

@@ -132,7 +132,7 @@ func (d *dashSource) Decisions(ctx context.Context, job string, limit int) ([]co
 // controller stored (mgmt.History reads its store read-only), so the plot
 // reaches back before the dashboard started.
 func (d *dashSource) History(ctx context.Context, job string, since time.Time) ([]dashboard.Point, error) {
-	h, err := mgmt.History(ctx, d.m.home, d.run, job, since)
+	h, err := mgmt.History(ctx, app.OpenHistory, d.m.home, d.run, job, since)
 	if err != nil {
 		return nil, err
 	}

@@ -48,7 +48,7 @@ func (m *mgmtCmd) plot(ctx context.Context, args []string) error {
 	}
 	defer a.Close()
 	m.learn(ctx, a, pos[0])
-	err = mgmt.Plot(ctx, mgmt.PlotOptions{Home: m.home, Run: pos[0], Job: pos[1], Since: *since, Now: time.Now(),
+	err = mgmt.Plot(ctx, mgmt.PlotOptions{Open: app.OpenHistory, Home: m.home, Run: pos[0], Job: pos[1], Since: *since, Now: time.Now(),
 		Out: *out, Redact: m.red.String})
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"nightshift/internal/app"
 	"strings"
 	"testing"
 	"time"
@@ -165,7 +166,7 @@ func checkMetrics(t *testing.T, r *Run, ctx context.Context) {
 	}
 
 	// The history the controller keeps, read from its store as mgmt does.
-	h, err := mgmt.History(ctx, r.Home, r.Name, "sleeper", time.Now().Add(-time.Hour))
+	h, err := mgmt.History(ctx, app.OpenHistory, r.Home, r.Name, "sleeper", time.Now().Add(-time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
