@@ -21,6 +21,7 @@ import (
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/busid"
 	"nightshift/internal/cgroup"
+	"nightshift/internal/clikit"
 	"nightshift/internal/cmdledger"
 	"nightshift/internal/daemonflag"
 	"nightshift/internal/envelope"
@@ -69,6 +70,9 @@ type agentConfig struct {
 	cgroupMode, logLevel string
 }
 
+// errAgentHelp: the agent's help was asked for and printed.
+var errAgentHelp = errors.New("help shown")
+
 // usageError is bad or missing input: exit status 2.
 type usageError struct{ msg string }
 
@@ -78,11 +82,13 @@ func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(fo
 
 // parseAgent resolves flags, then environment, then defaults. It reads
 // the broker URL file but starts nothing.
-func parseAgent(args []string, getenv func(string) string, stderr io.Writer) (agentConfig, error) {
+func parseAgent(args []string, getenv func(string) string, helpOut io.Writer) (agentConfig, error) {
 	var c agentConfig
 	fs := flag.NewFlagSet("sitter agent", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, agentUsage); fs.PrintDefaults() }
+	// Parse errors are reported once, by the caller; help goes to helpOut
+	// (stdout), with exit 0.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	// No --home: an agent keeps nothing under a home. No --amqp-url: a URL
 	// on the command line is one other users can read. No --secret-file: a
 	// worker's host never holds the run's secret (see --command-key).
@@ -98,7 +104,11 @@ func parseAgent(args []string, getenv func(string) string, stderr io.Writer) (ag
 	fs.StringVar(&c.cgroupMode, "cgroup", "auto", "auto: use cgroup v2 or v1 when available; off: polling only")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return c, usageError{}
+			fmt.Fprint(helpOut, agentUsage+"\nFlags:\n")
+			fs.SetOutput(helpOut)
+			fs.PrintDefaults()
+			fmt.Fprint(helpOut, "\n"+clikit.ExitCodes+"\n")
+			return c, errAgentHelp
 		}
 		return c, usageError{err.Error()}
 	}
@@ -160,8 +170,11 @@ func parseAgent(args []string, getenv func(string) string, stderr io.Writer) (ag
 
 // agent runs `sitter agent`: 0 after SIGTERM/SIGINT, 2 for bad input, 1 when
 // it could not keep going.
-func agent(args []string, stderr io.Writer) int {
-	c, err := parseAgent(args, os.Getenv, stderr)
+func agent(args []string, stdout, stderr io.Writer) int {
+	c, err := parseAgent(args, os.Getenv, stdout)
+	if errors.Is(err, errAgentHelp) {
+		return 0
+	}
 	if err != nil {
 		if msg := err.Error(); msg != "" {
 			fmt.Fprintln(stderr, "sitter agent:", msg)

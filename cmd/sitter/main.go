@@ -10,7 +10,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -23,22 +22,16 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"nightshift/internal/cgroup"
+	"nightshift/internal/clikit"
 	"nightshift/internal/nsenv"
 	"nightshift/internal/psutil"
 	"nightshift/internal/redact"
 	"nightshift/internal/termtext"
 	"nightshift/sitter"
 )
-
-const usage = `usage:
-  sitter agent [--run R --job J --instance I --amqp-url-file F ...]   (see sitter agent -h)
-  sitter run [--state-dir DIR] [--cgroup auto|off] [--log-level LEVEL] tasks.toml
-  sitter status [--json]
-  sitter start|stop|restart|drain|remove TASK
-  sitter tail [-n LINES] TASK
-All subcommands take --state-dir (default $NIGHTSHIFT_HOME/sitter, else /tmp/nightshift-sitter-<uid>).
-`
 
 func main() {
 	// One P unless the operator says otherwise: a supervisor's work is a
@@ -61,75 +54,138 @@ func defaultStateDir() string {
 
 func socketPath(stateDir string) string { return filepath.Join(stateDir, "sitter.sock") }
 
+// run runs the sitter command line and returns its exit code.
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return 2
+	return clikit.Execute(context.Background(), newRoot(stdout, stderr), args, stderr, exitCode, nil)
+}
+
+// exitCode: bad input is 2, like every nightshift binary.
+func exitCode(err error) int {
+	if errors.As(err, new(usageError)) {
+		return clikit.ExitUsage
 	}
-	cmd, args := args[0], args[1:]
-	if cmd == "agent" {
-		return agent(args, stderr)
+	return clikit.ExitFailed
+}
+
+func newRoot(stdout, stderr io.Writer) *cobra.Command {
+	var stateDir string
+	root := &cobra.Command{
+		Use:   "sitter",
+		Short: "supervise the tasks of one host with CPU, memory and lifetime limits",
+		Long: `sitter supervises the tasks of one host with CPU, memory and lifetime limits.
+"sitter run" runs standalone (no broker), takes the state dir's lock (one
+sitter per state dir) and serves a control socket that the other commands
+talk to. "sitter agent" runs one worker instance's task for a run's
+provisioner.
+
+Flags go anywhere: before or after the command and its arguments.`,
+		Example: `  sitter run tasks.toml
+  sitter status --json
+  sitter restart web
+  sitter tail web -n 50 --state-dir /var/lib/sitter`,
+		Args: cobra.NoArgs,
+		RunE: clikit.NeedCommand,
 	}
-	fs := flag.NewFlagSet("sitter "+cmd, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	stateDir := fs.String("state-dir", defaultStateDir(), "directory for logs, status files and the control socket")
-	var err error
-	switch cmd {
-	case "run":
-		cg := fs.String("cgroup", "auto", "auto: use cgroup v2 or v1 when available; off: polling only")
-		level := fs.String("log-level", "info", "debug, info, warn or error")
-		if fs.Parse(args) != nil {
-			return 2
-		}
-		if fs.NArg() != 1 {
-			fmt.Fprint(stderr, usage)
-			return 2
-		}
-		err = serve(*stateDir, *cg, *level, fs.Arg(0), stderr)
-	case "status":
-		asJSON := fs.Bool("json", false, "print the raw status as JSON")
-		if fs.Parse(args) != nil {
-			return 2
-		}
-		err = status(*stateDir, *asJSON, stdout)
-	case "start", "stop", "restart", "drain", "remove":
-		if fs.Parse(args) != nil {
-			return 2
-		}
-		if fs.NArg() != 1 {
-			fmt.Fprint(stderr, usage)
-			return 2
-		}
-		_, err = control(*stateDir, sitter.ControlRequest{Op: cmd, Task: fs.Arg(0)})
-		if err == nil {
-			fmt.Fprintf(stdout, "%s: %s ok\n", fs.Arg(0), cmd)
-		}
-	case "tail":
-		n := fs.Int("n", 20, "lines per stream")
-		if fs.Parse(args) != nil {
-			return 2
-		}
-		if fs.NArg() != 1 {
-			fmt.Fprint(stderr, usage)
-			return 2
-		}
-		var resp sitter.ControlResponse
-		resp, err = control(*stateDir, sitter.ControlRequest{Op: "tail", Task: fs.Arg(0), N: *n})
-		if err == nil && resp.Tail != nil {
+	root.PersistentFlags().StringVar(&stateDir, "state-dir", defaultStateDir(),
+		"directory for logs, status files, the lock and the control socket ($NIGHTSHIFT_HOME/sitter, else /tmp/nightshift-sitter-<uid>)")
+
+	root.AddCommand(&cobra.Command{
+		Use:   "agent [flags]",
+		Short: "run one worker instance's task and talk to the run's broker",
+		Long: agentUsage + `
+Every flag defaults from the environment the provisioner's driver sets;
+see "sitter agent --help" for them.`,
+		Example:            `  sitter agent --run hello --job work --instance i-1 --amqp-url-file url`,
+		DisableFlagParsing: true, // its flags are the daemons' shared set (internal/daemonflag)
+		RunE: func(_ *cobra.Command, args []string) error {
+			if code := agent(args, stdout, stderr); code != 0 {
+				return clikit.Exit(code)
+			}
+			return nil
+		},
+	})
+
+	var cg, level string
+	runCmd := &cobra.Command{
+		Use:   "run TASKS.toml",
+		Short: "supervise the tasks of a tasks file and serve the control socket",
+		Long: `run supervises the tasks of TASKS.toml until SIGTERM or SIGINT. It takes an
+exclusive lock on the state dir first: a second sitter on the same dir is
+refused with the holder's pid, and only the holder cleans up what a killed
+sitter left.`,
+		Example: `  sitter run tasks.toml
+  sitter run --cgroup off --log-level debug tasks.toml`,
+		Args: clikit.Args(1, 1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			return serve(stateDir, cg, level, args[0], stderr)
+		},
+	}
+	runCmd.Flags().StringVar(&cg, "cgroup", "auto", "auto: use cgroup v2 or v1 when available; off: polling only")
+	runCmd.Flags().StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	root.AddCommand(runCmd)
+
+	var asJSON bool
+	statusCmd := &cobra.Command{
+		Use:   "status",
+		Short: "the tasks and their state; exit 3 when one is not running",
+		Long: `status shows the host and every task. It exits 0 when every task is running,
+exited by its policy or stopped by a command, and 3 when one is starting,
+backing off or failed, so that a check can rely on the exit code alone.`,
+		Example: `  sitter status
+  sitter status --json | jq '.tasks[] | select(.state != "running")'`,
+		Args: clikit.Args(0, 0),
+		RunE: func(_ *cobra.Command, _ []string) error {
+			return status(stateDir, asJSON, stdout)
+		},
+	}
+	statusCmd.Flags().BoolVar(&asJSON, "json", false, "print the raw status as JSON")
+	root.AddCommand(statusCmd)
+
+	for _, op := range []struct{ name, short string }{
+		{"start", "start a stopped task"},
+		{"stop", "stop a task (it stays stopped)"},
+		{"restart", "stop a task and start it again"},
+		{"drain", "ask a task to finish its work and exit"},
+		{"remove", "stop a task and forget it"},
+	} {
+		root.AddCommand(&cobra.Command{
+			Use:     op.name + " TASK",
+			Short:   op.short,
+			Example: "  sitter " + op.name + " web",
+			Args:    clikit.Args(1, 1),
+			RunE: func(_ *cobra.Command, args []string) error {
+				if _, err := control(stateDir, sitter.ControlRequest{Op: op.name, Task: args[0]}); err != nil {
+					return err
+				}
+				fmt.Fprintf(stdout, "%s: %s ok\n", termtext.Line(args[0]), op.name)
+				return nil
+			},
+		})
+	}
+
+	var n int
+	tailCmd := &cobra.Command{
+		Use:     "tail TASK",
+		Short:   "the last lines a task printed on stdout and stderr",
+		Example: "  sitter tail web\n  sitter tail web -n 100",
+		Args:    clikit.Args(1, 1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			resp, err := control(stateDir, sitter.ControlRequest{Op: "tail", Task: args[0], N: n})
+			if err != nil || resp.Tail == nil {
+				return err
+			}
 			// Task output is shown escaped and without URL passwords: it is
 			// whatever the task printed, and this is a person's terminal.
-			fmt.Fprintf(stdout, "==> %s stdout <==\n%s\n==> %s stderr <==\n%s\n", termtext.Line(fs.Arg(0)),
-				shownLines(resp.Tail.Stdout), termtext.Line(fs.Arg(0)), shownLines(resp.Tail.Stderr))
-		}
-	default:
-		fmt.Fprint(stderr, usage)
-		return 2
+			fmt.Fprintf(stdout, "==> %s stdout <==\n%s\n==> %s stderr <==\n%s\n", termtext.Line(args[0]),
+				shownLines(resp.Tail.Stdout), termtext.Line(args[0]), shownLines(resp.Tail.Stderr))
+			return nil
+		},
 	}
-	if err != nil {
-		fmt.Fprintln(stderr, "sitter:", termtext.Text(redact.String(err.Error())))
-		return 1
-	}
-	return 0
+	tailCmd.Flags().IntVarP(&n, "lines", "n", 20, "lines per stream")
+	root.AddCommand(tailCmd)
+
+	clikit.Prepare(root, stdout, stderr)
+	return root
 }
 
 func control(stateDir string, req sitter.ControlRequest) (sitter.ControlResponse, error) {
@@ -151,7 +207,10 @@ func status(stateDir string, asJSON bool, w io.Writer) error {
 	if asJSON {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		return enc.Encode(st)
+		if err := enc.Encode(st); err != nil {
+			return err
+		}
+		return notReady(st)
 	}
 	fmt.Fprintf(w, "limits: %s   load1 %.2f   cpu %.0f%%   mem %.0f/%.0f MB\n",
 		st.LimitMode, st.Host.Load1, st.Host.CPUPercent, st.Host.MemUsedMB, st.Host.MemTotalMB)
@@ -165,7 +224,23 @@ func status(stateDir string, asJSON bool, w io.Writer) error {
 		q := termtext.Line
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.2f\t%.1f\t%s\t%s\n", q(t.Name), q(string(t.State)), t.PID, t.Restarts, t.CPU, t.MemMB, q(string(t.Work)), q(redact.String(reason)))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return notReady(st)
+}
+
+// notReady is status's verdict for scripts: exit 3 when a task is
+// starting, backing off or failed. Stopped (by a command) and exited (by
+// policy) are states the operator or the tasks file asked for.
+func notReady(st *sitter.Status) error {
+	for _, t := range st.Tasks {
+		switch t.State {
+		case sitter.StateStarting, sitter.StateBackoff, sitter.StateFailed:
+			return clikit.Exit(clikit.ExitNotReady)
+		}
+	}
+	return nil
 }
 
 // shownLines joins a task's log lines for a terminal, each escaped.

@@ -195,7 +195,7 @@ func allRunning(st sitter.Status) bool {
 
 func TestUsageErrors(t *testing.T) {
 	var out, errb bytes.Buffer
-	if code := run(nil, &out, &errb); code != 2 || !strings.Contains(errb.String(), "usage:") {
+	if code := run(nil, &out, &errb); code != 2 || !strings.Contains(errb.String(), "Usage:") {
 		t.Errorf("no args: code %d, stderr %q", code, errb.String())
 	}
 	errb.Reset()
@@ -207,6 +207,51 @@ func TestUsageErrors(t *testing.T) {
 	errb.Reset()
 	if code := run([]string{"status", "--state-dir", t.TempDir()}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "is the sitter running") {
 		t.Errorf("status without sitter: code %d, stderr %q", code, errb.String())
+	}
+}
+
+// TestHelpAndVersion: every form of help is on stdout with exit 0 and
+// names the arguments; --version names the build.
+func TestHelpAndVersion(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"--help"}, []string{"Commands:", "agent", "run", "status", "Exit codes:"}},
+		{[]string{"-h"}, []string{"Commands:"}},
+		{[]string{"help"}, []string{"Commands:"}},
+		{[]string{"run", "--help"}, []string{"sitter run TASKS.toml", "Examples:", "--cgroup", "--state-dir"}},
+		{[]string{"help", "tail"}, []string{"sitter tail TASK", "--lines"}},
+		{[]string{"stop", "-h"}, []string{"sitter stop TASK"}},
+		{[]string{"status", "--help"}, []string{"exits 0 when every task is running"}},
+		{[]string{"agent", "--help"}, []string{"usage: sitter agent", "-instance", "Exit codes:"}},
+		{[]string{"--version"}, []string{"sitter ", "commit"}},
+	} {
+		var out, errb bytes.Buffer
+		if code := run(c.args, &out, &errb); code != 0 || errb.Len() != 0 {
+			t.Errorf("%q: exit %d, stderr %q; want 0 and an empty stderr", c.args, code, errb.String())
+		}
+		for _, w := range c.want {
+			if !strings.Contains(out.String(), w) {
+				t.Errorf("%q: stdout lacks %q:\n%s", c.args, w, out.String())
+			}
+		}
+	}
+	// Flags after the arguments, and usage errors.
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"tail", "web", "-n", "5", "--state-dir", t.TempDir()}, 1, "is the sitter running"},
+		{[]string{"frobnicate"}, 2, `unknown command "frobnicate"`},
+		{[]string{"tail"}, 2, "want TASK, got 0"},
+		{[]string{"status", "--bogus"}, 2, "unknown flag: --bogus"},
+	} {
+		var out, errb bytes.Buffer
+		if code := run(c.args, &out, &errb); code != c.code || !strings.Contains(errb.String(), c.want) {
+			t.Errorf("%q: exit %d, stderr %q; want %d and %q", c.args, code, errb.String(), c.code, c.want)
+		}
 	}
 }
 

@@ -22,6 +22,12 @@ func run(t *testing.T, cmd func(context.Context, []string, *bytes.Buffer, *bytes
 	return code, out.String(), errb.String()
 }
 
+// ctxT and bufT shorten the signatures of the command table tests.
+type (
+	ctxT = context.Context
+	bufT = bytes.Buffer
+)
+
 func launch(ctx context.Context, args []string, o, e *bytes.Buffer) int {
 	return Launch(ctx, args, o, e)
 }

@@ -9,15 +9,22 @@ import (
 	"os"
 	"strings"
 
+	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
 	"nightshift/internal/redact"
 )
 
-// kvFlag collects repeated -g key=value pairs.
+// kvFlag collects repeated -g key=value pairs; unlike pflag's
+// StringToString it never splits a value at commas.
 type kvFlag map[string]string
 
 func (k kvFlag) String() string { return fmt.Sprint(map[string]string(k)) }
+
+var _ pflag.Value = kvFlag{}
+
+// Type names the value in help: -g key=value.
+func (k kvFlag) Type() string { return "key=value" }
 
 func (k kvFlag) Set(v string) error {
 	key, val, ok := strings.Cut(v, "=")
@@ -27,12 +34,6 @@ func (k kvFlag) Set(v string) error {
 	k[strings.TrimSpace(key)] = val
 	return nil
 }
-
-// listFlag collects a repeated string flag.
-type listFlag []string
-
-func (l *listFlag) String() string     { return strings.Join(*l, ",") }
-func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 // isTerminal reports whether f is an interactive terminal.
 func isTerminal(f any) bool {

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -13,8 +12,11 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/spf13/cobra"
+
 	"nightshift/bootlevel"
 	"nightshift/internal/app"
+	"nightshift/internal/clikit"
 	"nightshift/internal/envelope"
 	"nightshift/internal/progress"
 	"nightshift/internal/redact"
@@ -25,40 +27,68 @@ import (
 	"nightshift/launchplan"
 )
 
-const launchUsage = `usage: launch [flags] PLAN.toml
-
-Boots a launch plan level by level and records the run. Launching a plan whose
-run already exists resumes it: ready levels are re-verified and skipped.
-
-flags:
-`
+// launchOptions are launch's flags.
+type launchOptions struct {
+	name, home, onFailure, logLevel string
+	dry, allowChange, plain, asJSON bool
+	parallel                        int
+	globals                         kvFlag
+	globalFiles                     []string
+}
 
 // Launch runs the launch command and returns its exit code.
 func Launch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("launch", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, launchUsage); fs.PrintDefaults() }
-	name := fs.String("name", "", "run name (default: the plan's name)")
-	home := fs.String("home", "", "home directory for runs (default $NIGHTSHIFT_HOME or ~/.nightshift)")
-	dry := fs.Bool("dry-run", false, "validate the plan, print levels, services and references, launch nothing")
-	onFailure := fs.String("on-failure", "keep", "what to do with started services when a level fails: keep or rollback")
-	parallel := fs.Int("parallelism", 0, "at most this many services boot at once per level (0: no bound)")
-	allowChange := fs.Bool("allow-plan-change", false, "resume a run even though its plan file changed")
-	plain := fs.Bool("plain", false, "one line per event even on a terminal")
-	logLevel := fs.String("log-level", "info", "level of the run's log file: debug, info, warn, error")
-	globals := kvFlag{}
-	var globalFiles listFlag
-	fs.Var(globals, "g", "set a global: -g key=value (repeatable; overrides -G and [globals])")
-	fs.Var(&globalFiles, "G", "read globals from the [globals] table of a TOML file (repeatable)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return app.ExitOK
-		}
-		return app.ExitUsage
+	var o launchOptions
+	root := &cobra.Command{
+		Use:   "launch PLAN.toml",
+		Short: "boot a launch plan level by level and record the run",
+		Long: `launch boots a launch plan level by level and records the run. Launching a
+plan whose run already exists resumes it: ready levels are re-verified and
+skipped. An interrupted launch (Ctrl-C, SIGTERM, or a lost terminal's
+SIGHUP) records where it stopped; launching again resumes there.
+
+Flags go anywhere: before or after the plan file.`,
+		Example: `  launch examples/hello/plan.toml
+  launch --dry-run examples/hello/plan.toml
+  launch plan.toml --name staging -g region=eu-west-1 -G globals.toml
+  launch plan.toml --on-failure rollback --plain`,
+		Args: clikit.Args(1, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			// `launch help` is help, not a plan named "help".
+			if args[0] == "help" {
+				if _, err := os.Stat(args[0]); err != nil {
+					return cmd.Help()
+				}
+			}
+			if code := runLaunch(cmd.Context(), o, args[0], stdout, stderr); code != app.ExitOK {
+				return clikit.Exit(code)
+			}
+			return nil
+		},
 	}
-	if fs.NArg() != 1 {
-		fmt.Fprintln(stderr, "launch: want exactly one plan file")
-		fs.Usage()
+	f := root.Flags()
+	f.StringVar(&o.name, "name", "", "run name (default: the plan's name)")
+	f.StringVar(&o.home, "home", "", "home directory for runs (default $NIGHTSHIFT_HOME or ~/.nightshift)")
+	f.BoolVar(&o.dry, "dry-run", false, "validate the plan, print levels, services and references, launch nothing")
+	f.StringVar(&o.onFailure, "on-failure", "keep", "what to do with started services when a level fails: keep or rollback")
+	f.IntVar(&o.parallel, "parallelism", 0, "at most this many services boot at once per level (0: no bound)")
+	f.BoolVar(&o.allowChange, "allow-plan-change", false, "resume a run even though its plan file changed")
+	f.BoolVar(&o.plain, "plain", false, "one line per event even on a terminal")
+	f.BoolVar(&o.asJSON, "json", false, "with --dry-run: print the plan as JSON")
+	f.StringVar(&o.logLevel, "log-level", "info", "level of the run's log file: debug, info, warn, error")
+	o.globals = kvFlag{}
+	f.VarP(o.globals, "global", "g", "set a global: -g key=value (repeatable; overrides -G and [globals])")
+	f.StringArrayVarP(&o.globalFiles, "globals-file", "G", nil, "read globals from the [globals] table of a TOML file (repeatable)")
+	clikit.Prepare(root, stdout, stderr)
+	return clikit.Execute(ctx, root, args, stderr, app.ExitCode, nil)
+}
+
+// runLaunch is the launch command proper, once its flags are parsed.
+func runLaunch(ctx context.Context, o launchOptions, planFile string, stdout, stderr io.Writer) int {
+	name, home, dry, onFailure, parallel, allowChange, plain, logLevel := &o.name, &o.home, &o.dry, &o.onFailure, &o.parallel, &o.allowChange, &o.plain, &o.logLevel
+	globals, globalFiles := o.globals, o.globalFiles
+	if o.asJSON && !*dry {
+		fmt.Fprintln(stderr, "launch: --json goes with --dry-run (a launch reports progress as it goes)")
 		return app.ExitUsage
 	}
 	policy := bootlevel.FailurePolicy(*onFailure)
@@ -80,7 +110,7 @@ func Launch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 
-	plan, err := launchplan.Load(fs.Arg(0), launchplan.Options{GlobalFiles: globalFiles, Globals: globals, Types: builtin.Names()})
+	plan, err := launchplan.Load(planFile, launchplan.Options{GlobalFiles: globalFiles, Globals: globals, Types: builtin.Names()})
 	if err != nil {
 		fmt.Fprintf(stderr, "launch: invalid plan:\n%s\n", termtext.Text(err.Error()))
 		return app.ExitUsage
@@ -94,10 +124,20 @@ func Launch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return app.ExitUsage
 	}
 	if *dry {
-		printDryRun(stdout, plan, run)
+		// A dry run shows the plan even with placeholders left in it, so it
+		// warns (on stderr, which --json leaves alone) rather than refusing.
 		for _, ph := range plan.Placeholders {
 			fmt.Fprintf(stderr, "launch: warning: %s\n", termtext.Line(ph.String()))
 		}
+		if o.asJSON {
+			var red *redact.Redactor // nil: URL passwords only; globals are redacted by name
+			if err := red.EncodeJSON(stdout, dryRunOf(plan, run)); err != nil {
+				fmt.Fprintln(stderr, "launch:", termtext.Text(redact.String(err.Error())))
+				return app.ExitFailed
+			}
+			return app.ExitOK
+		}
+		printDryRun(stdout, plan, run)
 		return app.ExitOK
 	}
 	// A site value left at its placeholder (ami-CHANGE-ME) would fail only
@@ -310,4 +350,64 @@ func printDryRun(w io.Writer, p *launchplan.Plan, run string) {
 		}
 	}
 	fmt.Fprintln(w, "dry run: nothing launched")
+}
+
+// dryRun is what `launch --dry-run --json` prints: the plan as loaded, for
+// programs. Secret-named globals are redacted by name.
+type dryRun struct {
+	Run        string            `json:"run"`
+	Plan       string            `json:"plan"`
+	Hash       string            `json:"hash"`
+	Globals    map[string]string `json:"globals"`
+	Levels     []dryLevel        `json:"levels"`
+	References []launchplan.Edge `json:"references"`
+	Jobs       []string          `json:"jobs"`
+}
+
+type dryLevel struct {
+	Index       int          `json:"index"`
+	Parallelism int          `json:"parallelism,omitempty"`
+	Services    []dryService `json:"services"`
+}
+
+type dryService struct {
+	Name      string              `json:"name"`
+	Driver    string              `json:"driver"`
+	Type      string              `json:"type,omitempty"`
+	Boot      *launchplan.Program `json:"boot,omitempty"`
+	Ready     *launchplan.Program `json:"ready,omitempty"`
+	Terminate *launchplan.Program `json:"terminate,omitempty"`
+}
+
+func dryRunOf(p *launchplan.Plan, run string) dryRun {
+	d := dryRun{Run: run, Plan: p.Path, Hash: p.Hash, Globals: map[string]string{}, References: p.Graph(), Jobs: []string{}}
+	for k, v := range p.Globals {
+		d.Globals[k] = redact.Value(k, v)
+	}
+	if d.References == nil {
+		d.References = []launchplan.Edge{}
+	}
+	prog := func(p *launchplan.Program) *launchplan.Program {
+		if p == nil {
+			return nil
+		}
+		c := *p
+		c.Args = make([]string, len(p.Args))
+		for i, a := range p.Args {
+			c.Args[i] = redact.String(a)
+		}
+		return &c
+	}
+	for _, l := range p.Levels {
+		dl := dryLevel{Index: l.Index, Parallelism: l.Parallelism, Services: []dryService{}}
+		for _, s := range l.Services {
+			dl.Services = append(dl.Services, dryService{Name: s.Name, Driver: s.Driver, Type: s.Type,
+				Boot: prog(s.Boot), Ready: prog(s.Ready), Terminate: prog(s.Terminate)})
+		}
+		d.Levels = append(d.Levels, dl)
+	}
+	for _, j := range p.Jobs {
+		d.Jobs = append(d.Jobs, j.Name)
+	}
+	return d
 }

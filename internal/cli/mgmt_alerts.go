@@ -2,36 +2,45 @@ package cli
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"nightshift/alert"
 	"nightshift/alert/notify"
 	"nightshift/bootlevel"
 	"nightshift/internal/app"
+	"nightshift/internal/clikit"
 	"nightshift/internal/runlayout"
-	"nightshift/launchplan"
 	"nightshift/mgmt"
 )
 
-// alerts is `mgmt alerts [--json] [--recent D] RUN`; the logic is
-// mgmt.ShowAlerts.
-func (m *mgmtCmd) alerts(ctx context.Context, args []string) error {
-	var asJSON *bool
-	var recent *time.Duration
-	fs, err := m.flags("alerts", args, 1, func(fs *flag.FlagSet) {
-		asJSON = fs.Bool("json", false, "print JSON")
-		recent = fs.Duration("recent", mgmt.DefaultAlertsRecent, "list alerts resolved within this long")
-	})
-	if err != nil {
-		return err
+func init() { registerMgmt(newAlertsCmd) }
+
+func newAlertsCmd(m *mgmtCmd) *cobra.Command {
+	var recent time.Duration
+	c := &cobra.Command{
+		Use:   "alerts RUN",
+		Short: "alerts firing now and resolved recently (docs/alerts.md)",
+		Example: `  mgmt alerts hello
+  mgmt alerts hello --recent 24h --json`,
+		Args: clikit.Args(1, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			run, err := runArg(args[0])
+			if err != nil {
+				return err
+			}
+			return m.alerts(cmd.Context(), run, recent)
+		},
 	}
-	run := fs.Arg(0)
-	if err := launchplan.CheckRunName(run); err != nil {
-		return &app.UsageError{Err: err}
-	}
+	c.Flags().DurationVar(&recent, "recent", mgmt.DefaultAlertsRecent, "list alerts resolved within this long")
+	return c
+}
+
+// alerts is `mgmt alerts RUN`; the logic is mgmt.ShowAlerts.
+func (m *mgmtCmd) alerts(ctx context.Context, run string, recent time.Duration) error {
 	a, err := m.open(ctx)
 	if err != nil {
 		return err
@@ -42,7 +51,7 @@ func (m *mgmtCmd) alerts(ctx context.Context, args []string) error {
 	}
 	m.learn(ctx, a, run)
 	return mgmt.ShowAlerts(ctx, mgmt.AlertsOptions{
-		Journal: runlayout.Of(m.home, run).Alerts(), JSON: *asJSON, Recent: *recent, Now: time.Now(),
+		Journal: runlayout.Of(m.home, run).Alerts(), JSON: m.asJSON, Recent: recent, Now: time.Now(),
 		Stdout: m.stdout, Line: m.line, EncodeJSON: m.red.EncodeJSON,
 	})
 }

@@ -4,14 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"os"
 	"sync"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"nightshift/controller"
 	"nightshift/internal/app"
+	"nightshift/internal/clikit"
 	"nightshift/internal/nsenv"
 	"nightshift/internal/redact"
 	"nightshift/mgmt"
@@ -19,24 +21,43 @@ import (
 	"nightshift/mgmt/mgmtbus"
 )
 
+func init() { registerMgmt(newDashboardCmd) }
+
+type dashboardOptions struct {
+	addr     string
+	interval time.Duration
+}
+
+func newDashboardCmd(m *mgmtCmd) *cobra.Command {
+	var o dashboardOptions
+	c := &cobra.Command{
+		Use:   "dashboard RUN",
+		Short: "serve a read-only web page of the run (levels, pools, decisions, plots) and print its URL",
+		Example: `  mgmt dashboard hello
+  mgmt dashboard hello --addr 0.0.0.0:8080`,
+		Args:        clikit.Args(1, 1),
+		Annotations: map[string]string{noJSON: "mgmt dashboard serves a web page"},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			run, err := runArg(args[0])
+			if err != nil {
+				return err
+			}
+			return m.dashboard(cmd.Context(), run, o)
+		},
+	}
+	c.Flags().StringVar(&o.addr, "addr", "127.0.0.1:0", "address to serve on; off loopback a bearer token is required ($"+nsenv.DashboardToken+", or one is generated)")
+	c.Flags().DurationVar(&o.interval, "interval", time.Second, "how often the run's status is read")
+	return c
+}
+
 // dashboard serves the run's web dashboard (package mgmt/dashboard) until
 // interrupted. It prints the URL to open first, on its own line.
-func (m *mgmtCmd) dashboard(ctx context.Context, args []string) error {
-	var addr *string
-	var every *time.Duration
-	fs, err := m.flags("dashboard", args, 1, func(fs *flag.FlagSet) {
-		addr = fs.String("addr", "127.0.0.1:0", "address to serve on; off loopback a bearer token is required ($"+nsenv.DashboardToken+", or one is generated)")
-		every = fs.Duration("interval", time.Second, "how often the run's status is read")
-	})
-	if err != nil {
-		return err
-	}
+func (m *mgmtCmd) dashboard(ctx context.Context, run string, o dashboardOptions) error {
 	a, err := m.open(ctx)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
-	run := fs.Arg(0)
 	if _, err := a.Store.GetRun(ctx, run); err != nil {
 		return err
 	}
@@ -44,7 +65,7 @@ func (m *mgmtCmd) dashboard(ctx context.Context, args []string) error {
 	src := &dashSource{m: m, a: a, run: run}
 	defer src.close()
 	srv, err := dashboard.Listen(dashboard.Options{
-		Addr: *addr, Token: os.Getenv(nsenv.DashboardToken), Source: src, Interval: *every, Log: a.Log,
+		Addr: o.addr, Token: os.Getenv(nsenv.DashboardToken), Source: src, Interval: o.interval, Log: a.Log,
 	})
 	if err != nil {
 		return &app.UsageError{Err: err}

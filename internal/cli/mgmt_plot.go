@@ -2,57 +2,58 @@ package cli
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"nightshift/internal/app"
-	"nightshift/launchplan"
+	"nightshift/internal/clikit"
 	"nightshift/mgmt"
 )
 
-// plot is `mgmt plot RUN JOB [--since 1h] -o FILE.svg`: a pool's history
-// drawn into a file (mgmt.Plot). Flags may come before or after the
-// arguments.
-func (m *mgmtCmd) plot(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("mgmt plot", flag.ContinueOnError)
-	fs.SetOutput(m.stderr)
-	since := fs.Duration("since", time.Hour, "how far back the plot reaches")
-	out := fs.String("o", "", "the file to write (.svg)")
-	var pos []string
-	for rest := args; ; {
-		if err := fs.Parse(rest); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
+func init() { registerMgmt(newPlotCmd) }
+
+func newPlotCmd(m *mgmtCmd) *cobra.Command {
+	var since time.Duration
+	var out string
+	c := &cobra.Command{
+		Use:   "plot RUN JOB -o FILE.svg",
+		Short: "draw a pool's desired size, running workers and queue depth over time, each decision marked",
+		Example: `  mgmt plot local work -o work.svg
+  mgmt plot local work --since 10m -o work.svg`,
+		Args:              clikit.Args(2, 2),
+		Annotations:       map[string]string{noJSON: "mgmt plot writes an SVG file"},
+		ValidArgsFunction: m.completeArgs(runNames, jobNames),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			run, err := runArg(args[0])
+			if err != nil {
 				return err
 			}
-			return &app.UsageError{Err: err}
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos, rest = append(pos, fs.Arg(0)), fs.Args()[1:]
+			if out == "" {
+				return app.Usagef("-o FILE.svg is required")
+			}
+			return m.plot(cmd.Context(), run, args[1], since, out)
+		},
 	}
-	if len(pos) != 2 {
-		return app.Usagef("want RUN and JOB, got %d argument(s) (see mgmt help)", len(pos))
-	}
-	if err := launchplan.CheckRunName(pos[0]); err != nil {
-		return &app.UsageError{Err: err}
-	}
-	if *out == "" {
-		return app.Usagef("-o FILE.svg is required")
-	}
+	c.Flags().DurationVar(&since, "since", time.Hour, "how far back the plot reaches")
+	c.Flags().StringVarP(&out, "output", "o", "", "the file to write (.svg)")
+	return c
+}
+
+// plot draws a pool's history into a file (mgmt.Plot).
+func (m *mgmtCmd) plot(ctx context.Context, run, job string, since time.Duration, out string) error {
 	a, err := m.open(ctx)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
-	m.learn(ctx, a, pos[0])
-	err = mgmt.Plot(ctx, mgmt.PlotOptions{Open: app.OpenHistory, Home: m.home, Run: pos[0], Job: pos[1], Since: *since, Now: time.Now(),
-		Out: *out, Redact: m.red.String})
+	m.learn(ctx, a, run)
+	err = mgmt.Plot(ctx, mgmt.PlotOptions{Open: app.OpenHistory, Home: m.home, Run: run, Job: job, Since: since, Now: time.Now(),
+		Out: out, Redact: m.red.String})
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(m.stdout, "wrote %s\n", m.line(*out))
+	fmt.Fprintf(m.stdout, "wrote %s\n", m.line(out))
 	return nil
 }

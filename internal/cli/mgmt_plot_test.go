@@ -17,7 +17,7 @@ func TestMgmtPlotUsage(t *testing.T) {
 		code int
 		want string
 	}{
-		{"no job", []string{"plot", "-o", "x.svg", "local"}, app.ExitUsage, "want RUN and JOB"},
+		{"no job", []string{"plot", "-o", "x.svg", "local"}, app.ExitUsage, "want RUN JOB -o FILE.svg, got 1"},
 		{"no file", []string{"plot", "local", "work"}, app.ExitUsage, "-o FILE.svg is required"},
 		{"bad run", []string{"plot", "../x", "work", "-o", "x.svg"}, app.ExitUsage, ""},
 		{"bad since", []string{"plot", "local", "work", "--since", "soon", "-o", "x.svg"}, app.ExitUsage, "since"},

@@ -1,0 +1,122 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"nightshift/bootlevel"
+	"nightshift/internal/app"
+	"nightshift/internal/clikit"
+	"nightshift/keeper"
+	"nightshift/mgmt"
+	"nightshift/mgmt/mgmtbus"
+)
+
+func init() { registerMgmt(newTeardownCmd) }
+
+func newTeardownCmd(m *mgmtCmd) *cobra.Command {
+	var dry bool
+	c := &cobra.Command{
+		Use:   "teardown RUN",
+		Short: "stop pools, terminate levels in reverse, sweep, and prove nothing is left",
+		Long: `teardown stops the run's keepers and pools, terminates its levels in reverse
+order, sweeps for anything left (workers, processes, broker users, EC2
+instances by tag) and reports what it destroyed and what remains. It is
+idempotent: a second teardown finds nothing to do and succeeds.`,
+		Example: `  mgmt teardown hello
+  mgmt teardown hello --dry-run
+  mgmt teardown hello --json`,
+		Args: clikit.Args(1, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			run, err := runArg(args[0])
+			if err != nil {
+				return err
+			}
+			return m.teardown(cmd.Context(), run, dry)
+		},
+	}
+	c.Flags().BoolVar(&dry, "dry-run", false, "list what would be destroyed, destroy nothing")
+	return c
+}
+
+func (m *mgmtCmd) teardown(ctx context.Context, run string, dry bool) error {
+	a, err := m.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	td := &mgmt.Teardown{
+		Engine: a.Engine,
+		Store:  a.Store,
+		Sweepers: []mgmt.Sweeper{
+			mgmtbus.WorkerSweeper{Home: m.home},
+			mgmt.ProcessSweeper{Home: m.home},
+			mgmtbus.BrokerUserSweeper{Store: a.Store},
+		},
+	}
+	if !m.asJSON {
+		td.Out = m.stdout
+	}
+	r, err := a.Store.GetRun(ctx, run)
+	if err != nil {
+		return err
+	}
+	m.learn(ctx, a, run)
+	if !dry {
+		// The keepers go first: nothing may restart what this tears down.
+		if err := keeper.Stop(ctx, m.home, run, 5*time.Second); err != nil {
+			return err
+		}
+		release, err := app.LockRun(m.home, run, "mgmt teardown")
+		if err != nil {
+			return err
+		}
+		defer release()
+	}
+	sws, err := ec2Sweepers(ctx, r)
+	if err != nil {
+		fmt.Fprintf(m.stderr, "note: EC2 sweep incomplete: %s\n", m.line(err.Error()))
+	}
+	td.Sweepers = append(td.Sweepers, sws...)
+	if !dry && r.State != bootlevel.RunTerminated && hasPools(ctx, a, run) {
+		conn, err := mgmtbus.Dial(ctx, a.Store, m.home, run, 3*time.Second)
+		if err != nil {
+			fmt.Fprintf(m.stdout, "pools unreachable (%s); the sweep will find their workers\n", m.line(err.Error()))
+		} else {
+			defer conn.Close()
+			td.Pools = conn
+		}
+	}
+	rep, err := td.Run(ctx, run, dry)
+	if rep == nil {
+		return err
+	}
+	m.teardownAlert(ctx, a, run, rep)
+	if m.asJSON {
+		if jerr := m.json(rep); jerr != nil {
+			return jerr
+		}
+		return err
+	}
+	verb := "destroyed"
+	if rep.DryRun {
+		verb = "would destroy"
+	}
+	fmt.Fprintf(m.stdout, "%s %d:\n", verb, len(rep.Destroyed))
+	for _, d := range rep.Destroyed {
+		fmt.Fprintf(m.stdout, "  %s\n", m.line(d))
+	}
+	for _, n := range rep.Notes {
+		fmt.Fprintf(m.stdout, "note: %s\n", m.line(n))
+	}
+	if !rep.DryRun {
+		fmt.Fprintf(m.stdout, "remaining %d:\n", len(rep.Remaining))
+		for _, r := range rep.Remaining {
+			fmt.Fprintf(m.stdout, "  %s\n", m.line(r))
+		}
+	}
+	return err
+}
