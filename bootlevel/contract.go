@@ -193,3 +193,10 @@ type Store interface {
 	// DeleteRun removes a run and everything under it.
 	DeleteRun(ctx context.Context, name string) error
 }
+
+// StepHeaderWriter is a Driver that starts each step's log with its own
+// header line (time, step, command line). For the steps it says so of, the
+// engine writes none, so that a step has one header in the log, not two.
+type StepHeaderWriter interface {
+	WritesStepHeader(req StepRequest) bool
+}

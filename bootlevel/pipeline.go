@@ -242,6 +242,23 @@ func (r *runner) waitReady(ctx context.Context, drv Driver, svc, exp *launchplan
 	// Ready checks poll at a constant interval: a service coming up is not
 	// a failure to back off from.
 	retry := backoff.Backoff{Policy: backoff.Policy{Initial: interval, Multiplier: 1}}
+	// A run of identical failures (a service still coming up, every 200 ms)
+	// is recorded as its first and its last, with a count: history is for
+	// what changed, and once made up 97% of a run's events.
+	var same struct {
+		why          string
+		first, count int
+		last         Event
+	}
+	flush := func() {
+		if same.count > 1 {
+			ev := same.last
+			ev.Message += fmt.Sprintf(" (%d identical failures since attempt %d)", same.count, same.first)
+			_ = r.emit(ev)
+		}
+		same.why, same.count = "", 0
+	}
+	defer flush()
 	for attempt := 1; ; attempt++ {
 		res, se := r.runStep(ctx, drv, exp, env, StepReady, exp.Ready, r.clock.Until(deadline))
 		if se == nil {
@@ -275,7 +292,15 @@ func (r *runner) waitReady(ctx context.Context, drv Driver, svc, exp *launchplan
 			}
 			msg := fmt.Sprintf("ready attempt %d failed: %s; retrying in %s", attempt, why, wait)
 			r.log.Info("ready check failed", "service", svc.Name, "attempt", attempt, "exit_code", se.ExitCode)
-			_ = r.emit(Event{Kind: EventStepRetry, Level: svc.Level, Service: svc.Name, Step: StepReady, Message: msg})
+			ev := Event{Kind: EventStepRetry, Level: svc.Level, Service: svc.Name, Step: StepReady, Message: msg}
+			if same.count > 0 && why == same.why {
+				same.count++
+				same.last = ev
+			} else {
+				flush()
+				_ = r.emit(ev)
+				same.why, same.first, same.count, same.last = why, attempt, 1, ev
+			}
 		}
 		t := r.clock.NewTimer(wait)
 		select {
@@ -301,6 +326,14 @@ func (r *runner) withTimeout(ctx context.Context, d time.Duration, step Step) (c
 // runStep runs one program of a service through its driver and turns any
 // failure into a StepError (not yet recorded).
 func (r *runner) runStep(ctx context.Context, drv Driver, exp *launchplan.Service, env map[string]string, step Step, prog *launchplan.Program, timeout time.Duration) (StepResult, *StepError) {
+	return r.step(ctx, drv, exp, env, step, prog, timeout, r.logPath(exp.Name), true)
+}
+
+// step runs one program through its driver with its output in logPath;
+// it records nothing itself (Check relies on that).
+// With header, the step's log starts with a header line, unless the driver
+// writes its own (one header per step).
+func (r *runner) step(ctx context.Context, drv Driver, exp *launchplan.Service, env map[string]string, step Step, prog *launchplan.Program, timeout time.Duration, logPath string, header bool) (StepResult, *StepError) {
 	rec := r.get(exp.Name)
 	req := StepRequest{
 		Run:      r.run.Name,
@@ -309,7 +342,7 @@ func (r *runner) runStep(ctx context.Context, drv Driver, exp *launchplan.Servic
 		Step:     step,
 		Env:      env,
 		WorkDir:  exp.WorkDir,
-		LogPath:  r.logPath(exp.Name),
+		LogPath:  logPath,
 		Host:     rec.Host,
 		Redactor: r.red,
 		Plan:     r.plan,
@@ -318,7 +351,9 @@ func (r *runner) runStep(ctx context.Context, drv Driver, exp *launchplan.Servic
 	if prog != nil {
 		req.Program = *prog
 	}
-	r.appendLog(req.LogPath, fmt.Sprintf("=== %s %s: %s", r.clock.Now().UTC().Format(time.RFC3339), step, describeProgram(prog, exp)))
+	if hw, ok := drv.(StepHeaderWriter); header && !(ok && hw.WritesStepHeader(req)) {
+		r.appendLog(logPath, fmt.Sprintf("=== %s %s: %s", r.clock.Now().UTC().Format(time.RFC3339), step, describeProgram(prog, exp)))
+	}
 	sctx, stop := r.withTimeout(ctx, timeout, step)
 	res, err := drv.Run(sctx, req)
 	cause := context.Cause(sctx)

@@ -34,6 +34,8 @@ type RunStatus struct {
 	// Notes say what could not be shown, such as pools whose controller
 	// cannot be reached.
 	Notes []string `json:"notes,omitempty"`
+	// Checks are the ready checks `status --verify` ran, one per service.
+	Checks []bootlevel.CheckResult `json:"checks,omitempty"`
 }
 
 // LevelStatus is one bootlevel.
@@ -194,7 +196,11 @@ func Redact(s *RunStatus, red *redact.Redactor) (*RunStatus, error) {
 
 // WriteTable renders a status for a person. Every value is escaped
 // (termtext.Line): a cell is one line, whatever a service exported.
-func WriteTable(w io.Writer, s *RunStatus) error {
+func WriteTable(w io.Writer, s *RunStatus) error { return WriteTableWidth(w, s, 80) }
+
+// WriteTableWidth is WriteTable with attributes cut at attrWidth
+// characters, or whole when attrWidth is 0 (a pipe, or --wide).
+func WriteTableWidth(w io.Writer, s *RunStatus, attrWidth int) error {
 	q := termtext.Line
 	fmt.Fprintf(w, "run %s  state %s  plan %s\n", q(s.Run), q(s.State), q(s.Plan))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -205,7 +211,7 @@ func WriteTable(w io.Writer, s *RunStatus) error {
 			if svc.Verified != nil && !*svc.Verified {
 				state += " (ready check failing)"
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", l.Level, q(svc.Name), state, q(svc.Host), attrLine(svc.Attributes))
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", l.Level, q(svc.Name), state, q(svc.Host), attrLine(svc.Attributes, attrWidth))
 		}
 	}
 	if err := tw.Flush(); err != nil {
@@ -360,7 +366,7 @@ func builtinAttr(k string) bool {
 	return k == "hostname" || k == "instance_id" || k == "level" || k == "run"
 }
 
-func attrLine(m map[string]string) string {
+func attrLine(m map[string]string, width int) string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		if !builtinAttr(k) {
@@ -372,7 +378,10 @@ func attrLine(m map[string]string) string {
 	for _, k := range keys {
 		parts = append(parts, termtext.Line(k)+"="+termtext.Line(m[k]))
 	}
-	return termtext.Trim(strings.Join(parts, " "), 80)
+	if width <= 0 {
+		return strings.Join(parts, " ")
+	}
+	return termtext.Trim(strings.Join(parts, " "), width)
 }
 
 func firstLine(s string) string {

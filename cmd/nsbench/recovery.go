@@ -237,6 +237,10 @@ func (e *env) startSystem(ctx context.Context, bin, home, name, plan string) (*s
 
 func (s *system) status(ctx context.Context) (*mgmt.RunStatus, error) {
 	out, err := s.command(ctx, 30*time.Second, "mgmt", "--home", s.home, "status", "--json", s.name)
+	// Exit 3: read fine, but the run is not ready and at policy (yet).
+	if ee := (*exec.ExitError)(nil); errors.As(err, &ee) && ee.ExitCode() == 3 {
+		err = nil
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -86,8 +86,38 @@ Flags go anywhere: before or after the command and its arguments.`,
 		Args: cobra.NoArgs,
 		RunE: clikit.NeedCommand,
 	}
-	root.PersistentFlags().StringVar(&stateDir, "state-dir", defaultStateDir(),
-		"directory for logs, status files, the lock and the control socket ($NIGHTSHIFT_HOME/sitter, else /tmp/nightshift-sitter-<uid>)")
+	root.PersistentFlags().StringVar(&stateDir, "state-dir", "",
+		"directory for logs, status files, the lock and the control socket (default $NIGHTSHIFT_HOME/sitter, else /tmp/nightshift-sitter-<uid>)")
+	// Resolved when a command runs, so that help shows the same text
+	// wherever it is printed (the docs carry it).
+	root.PersistentPreRun = func(*cobra.Command, []string) {
+		if stateDir == "" {
+			stateDir = defaultStateDir()
+		}
+	}
+	// TASK completes to the tasks of the sitter on the state dir.
+	tasks := func(_ *cobra.Command, args []string, prefix string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		dir := stateDir
+		if dir == "" {
+			dir = defaultStateDir()
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		resp, err := sitter.Control(ctx, socketPath(dir), sitter.ControlRequest{Op: "status"})
+		if err != nil || resp.Status == nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		var out []cobra.Completion
+		for _, t := range resp.Status.Tasks {
+			if strings.HasPrefix(t.Name, prefix) {
+				out = append(out, t.Name)
+			}
+		}
+		return out, cobra.ShellCompDirectiveNoFileComp
+	}
 
 	root.AddCommand(&cobra.Command{
 		Use:   "agent [flags]",
@@ -115,7 +145,8 @@ refused with the holder's pid, and only the holder cleans up what a killed
 sitter left.`,
 		Example: `  sitter run tasks.toml
   sitter run --cgroup off --log-level debug tasks.toml`,
-		Args: clikit.Args(1, 1),
+		Args:              clikit.Args(1, 1),
+		ValidArgsFunction: tomlFiles,
 		RunE: func(_ *cobra.Command, args []string) error {
 			return serve(stateDir, cg, level, args[0], stderr)
 		},
@@ -149,10 +180,11 @@ backing off or failed, so that a check can rely on the exit code alone.`,
 		{"remove", "stop a task and forget it"},
 	} {
 		root.AddCommand(&cobra.Command{
-			Use:     op.name + " TASK",
-			Short:   op.short,
-			Example: "  sitter " + op.name + " web",
-			Args:    clikit.Args(1, 1),
+			Use:               op.name + " TASK",
+			Short:             op.short,
+			Example:           "  sitter " + op.name + " web",
+			Args:              clikit.Args(1, 1),
+			ValidArgsFunction: tasks,
 			RunE: func(_ *cobra.Command, args []string) error {
 				if _, err := control(stateDir, sitter.ControlRequest{Op: op.name, Task: args[0]}); err != nil {
 					return err
@@ -165,10 +197,11 @@ backing off or failed, so that a check can rely on the exit code alone.`,
 
 	var n int
 	tailCmd := &cobra.Command{
-		Use:     "tail TASK",
-		Short:   "the last lines a task printed on stdout and stderr",
-		Example: "  sitter tail web\n  sitter tail web -n 100",
-		Args:    clikit.Args(1, 1),
+		Use:               "tail TASK",
+		Short:             "the last lines a task printed on stdout and stderr",
+		Example:           "  sitter tail web\n  sitter tail web -n 100",
+		Args:              clikit.Args(1, 1),
+		ValidArgsFunction: tasks,
 		RunE: func(_ *cobra.Command, args []string) error {
 			resp, err := control(stateDir, sitter.ControlRequest{Op: "tail", Task: args[0], N: n})
 			if err != nil || resp.Tail == nil {
@@ -184,8 +217,14 @@ backing off or failed, so that a check can rely on the exit code alone.`,
 	tailCmd.Flags().IntVarP(&n, "lines", "n", 20, "lines per stream")
 	root.AddCommand(tailCmd)
 
+	clikit.AddCompletion(root)
 	clikit.Prepare(root, stdout, stderr)
 	return root
+}
+
+// tomlFiles completes a tasks file.
+func tomlFiles(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	return []cobra.Completion{"toml"}, cobra.ShellCompDirectiveFilterFileExt
 }
 
 func control(stateDir string, req sitter.ControlRequest) (sitter.ControlResponse, error) {

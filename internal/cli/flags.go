@@ -19,7 +19,12 @@ import (
 // StringToString it never splits a value at commas.
 type kvFlag map[string]string
 
-func (k kvFlag) String() string { return fmt.Sprint(map[string]string(k)) }
+func (k kvFlag) String() string {
+	if len(k) == 0 {
+		return "" // help shows no "(default map[])"
+	}
+	return fmt.Sprint(map[string]string(k))
+}
 
 var _ pflag.Value = kvFlag{}
 

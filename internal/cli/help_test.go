@@ -22,8 +22,8 @@ func TestHelpIsOnStdoutWithExit0(t *testing.T) {
 		{"launch help", launch, []string{"help"}, []string{"launch PLAN.toml", "Examples:"}},
 		{"mgmt --help", mgmtc, []string{"--help"}, []string{"Commands:", "status", "teardown", "Exit codes:", "3  status only"}},
 		{"mgmt help", mgmtc, []string{"help"}, []string{"Commands:"}},
-		{"mgmt help status", mgmtc, []string{"help", "status"}, []string{"mgmt status RUN"}},
-		{"mgmt status --help", mgmtc, []string{"status", "--help"}, []string{"mgmt status RUN", "Examples:", "--verify", "Global Flags:", "--home"}},
+		{"mgmt help status", mgmtc, []string{"help", "status"}, []string{"mgmt status [RUN]"}},
+		{"mgmt status --help", mgmtc, []string{"status", "--help"}, []string{"mgmt status [RUN]", "Examples:", "--verify", "Global Flags:", "--home"}},
 		{"mgmt reconfigure --help", mgmtc, []string{"--home", home, "reconfigure", "--help"}, []string{"mgmt reconfigure RUN JOB KEY=VALUE...", "Examples:"}},
 		{"mgmt logs -h", mgmtc, []string{"logs", "-h"}, []string{"mgmt logs RUN SERVICE|WORKER", "--follow"}},
 		{"mgmt decisions --help", mgmtc, []string{"decisions", "--help"}, []string{"mgmt decisions RUN JOB"}},
@@ -87,7 +87,7 @@ func TestFlagsAnywhere(t *testing.T) {
 		{mgmtc, []string{"status", "hello", "--no-such-flag"}, "unknown flag: --no-such-flag"},
 		{mgmtc, []string{}, "want a command"},
 		{mgmtc, []string{"frobnicate"}, `unknown command "frobnicate"`},
-		{mgmtc, []string{"status", "a", "b"}, "want RUN, got 2"},
+		{mgmtc, []string{"status", "a", "b"}, "want [RUN], got 2"},
 		{mgmtc, []string{"logs", "--json", "hello", "echo"}, "--json: mgmt logs prints"},
 		{mgmtc, []string{"--log-level", "loud", "list"}, "--log-level"},
 		{launch, []string{}, "want PLAN.toml, got 0"},
@@ -98,17 +98,40 @@ func TestFlagsAnywhere(t *testing.T) {
 			t.Errorf("%q: exit %d, stderr %q; want 2 and %q", c.args, code, stderr, c.want)
 		}
 	}
-	// A plan really named help is still launched (dry-run here).
-	dir := t.TempDir()
-	plan, err := os.ReadFile("../../examples/hello/plan.toml")
-	if err != nil {
+}
+
+// TestCompletion: the completion scripts exist for the three shells, and
+// names complete from the home: runs, then a run's services.
+func TestCompletion(t *testing.T) {
+	for _, sh := range []string{"bash", "zsh", "fish"} {
+		for _, c := range []func(ctxT, []string, *bufT, *bufT) int{launch, mgmtc} {
+			if code, out, stderr := run(t, c, "completion", sh); code != 0 || !strings.Contains(out, "__complete") {
+				t.Errorf("completion %s: exit %d, stderr %q", sh, code, stderr)
+			}
+		}
+	}
+	home, dir := t.TempDir(), t.TempDir()
+	t.Setenv("NIGHTSHIFT_HOME", home)
+	if err := os.WriteFile(filepath.Join(dir, "alive"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	t.Chdir(dir)
-	if err := os.WriteFile(filepath.Join(dir, "help"), plan, 0o644); err != nil {
-		t.Fatal(err)
+	if code, out, stderr := run(t, launch, "--home", home, "--plain", "-g", "dir="+dir, "--name", "compl", "testdata/checkable.toml"); code != 0 {
+		t.Fatalf("launch: exit %d\n%s\n%s", code, out, stderr)
 	}
-	if code, out, stderr := run(t, launch, "help", "--dry-run"); !strings.Contains(out+stderr, "help") || strings.Contains(out, "Examples:") {
-		t.Errorf("launch of a plan file named help: exit %d\n%s\n%s", code, out, stderr)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"__complete", "--home", home, "status", ""}, "compl"},
+		{[]string{"__complete", "--home", home, "teardown", "co"}, "compl"},
+		{[]string{"__complete", "--home", home, "logs", "compl", ""}, "svc"},
+	} {
+		code, out, stderr := run(t, mgmtc, c.args...)
+		if code != 0 || !strings.Contains(out, c.want+"\n") {
+			t.Errorf("%q: exit %d, completions %q (stderr %q), want %s", c.args, code, out, stderr, c.want)
+		}
+	}
+	if _, out, _ := run(t, mgmtc, "__complete", "--home", home, "status", "x"); strings.Contains(out, "compl") {
+		t.Errorf("completion ignores the prefix: %q", out)
 	}
 }

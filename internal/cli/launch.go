@@ -38,6 +38,10 @@ type launchOptions struct {
 
 // Launch runs the launch command and returns its exit code.
 func Launch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return clikit.Execute(ctx, newLaunchRoot(stdout, stderr), args, stderr, app.ExitCode, nil)
+}
+
+func newLaunchRoot(stdout, stderr io.Writer) *cobra.Command {
 	var o launchOptions
 	root := &cobra.Command{
 		Use:   "launch PLAN.toml",
@@ -52,14 +56,9 @@ Flags go anywhere: before or after the plan file.`,
   launch --dry-run examples/hello/plan.toml
   launch plan.toml --name staging -g region=eu-west-1 -G globals.toml
   launch plan.toml --on-failure rollback --plain`,
-		Args: clikit.Args(1, 1),
+		Args:              clikit.Args(1, 1),
+		ValidArgsFunction: planFiles,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			// `launch help` is help, not a plan named "help".
-			if args[0] == "help" {
-				if _, err := os.Stat(args[0]); err != nil {
-					return cmd.Help()
-				}
-			}
 			if code := runLaunch(cmd.Context(), o, args[0], stdout, stderr); code != app.ExitOK {
 				return clikit.Exit(code)
 			}
@@ -79,8 +78,16 @@ Flags go anywhere: before or after the plan file.`,
 	o.globals = kvFlag{}
 	f.VarP(o.globals, "global", "g", "set a global: -g key=value (repeatable; overrides -G and [globals])")
 	f.StringArrayVarP(&o.globalFiles, "globals-file", "G", nil, "read globals from the [globals] table of a TOML file (repeatable)")
+	// With a completion command, launch has a subcommand, and cobra's own
+	// help command makes `launch help` help rather than a plan named help.
+	clikit.AddCompletion(root)
 	clikit.Prepare(root, stdout, stderr)
-	return clikit.Execute(ctx, root, args, stderr, app.ExitCode, nil)
+	return root
+}
+
+// planFiles completes a plan file.
+func planFiles(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	return []cobra.Completion{"toml"}, cobra.ShellCompDirectiveFilterFileExt
 }
 
 // runLaunch is the launch command proper, once its flags are parsed.
@@ -257,7 +264,7 @@ func runLaunch(ctx context.Context, o launchOptions, planFile string, stdout, st
 		fmt.Fprintf(stderr, "inspect: mgmt status --home %s %s; logs under %s\n", show(homeDir), show(run), show(lay.Logs()))
 		return app.ExitCode(err)
 	}
-	fmt.Fprintf(stdout, "run %s is %s: %d services in %d levels\n", show(run), rep.State, len(rep.Services), len(plan.Levels))
+	fmt.Fprintf(stdout, "run %s is %s: %d services in %d levels in %s\n", show(run), rep.State, len(rep.Services), len(plan.Levels), progress.Round(pr.Elapsed()))
 	if len(keeper.WatchList(homeDir, run, plan, rep.Services, a.Engine.Types)) > 0 {
 		startKeeper(ctx, stdout, stderr, homeDir, run)
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -77,6 +78,14 @@ Flags go anywhere: before or after the command and its arguments.`,
 	for _, c := range mgmtCommands {
 		root.AddCommand(c(m))
 	}
+	// Every RUN argument completes to the home's runs unless its command
+	// says otherwise (logs, decisions, reconfigure: their later arguments).
+	for _, c := range root.Commands() {
+		if c.ValidArgsFunction == nil && strings.HasPrefix(strings.TrimPrefix(c.Use, c.Name()), " RUN") {
+			c.ValidArgsFunction = m.completeArgs(runNames)
+		}
+	}
+	clikit.AddCompletion(root)
 	clikit.Prepare(root, m.stdout, m.stderr)
 	return root
 }

@@ -20,7 +20,8 @@ func newDecisionsCmd(m *mgmtCmd) *cobra.Command {
 		Short: "a pool's decisions with their reasons, newest first",
 		Example: `  mgmt decisions hello work
   mgmt decisions hello work --limit 100 --json`,
-		Args: clikit.Args(2, 2),
+		Args:              clikit.Args(2, 2),
+		ValidArgsFunction: m.completeArgs(runNames, jobNames),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			run, err := runArg(args[0])
 			if err != nil {

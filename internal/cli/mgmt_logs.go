@@ -34,8 +34,9 @@ log) or of a worker instance (the sitter's output and its tasks' logs).
 Lines are escaped unless --raw; secrets are redacted either way.`,
 		Example: `  mgmt logs hello echo
   mgmt logs hello echo -f -n 50`,
-		Args:        clikit.Args(2, 2),
-		Annotations: map[string]string{noJSON: "mgmt logs prints log lines as written"},
+		Args:              clikit.Args(2, 2),
+		Annotations:       map[string]string{noJSON: "mgmt logs prints log lines as written"},
+		ValidArgsFunction: m.completeArgs(runNames, serviceOrWorkerNames),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			run, err := runArg(args[0])
 			if err != nil {

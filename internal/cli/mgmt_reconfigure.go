@@ -22,8 +22,9 @@ func newReconfigureCmd(m *mgmtCmd) *cobra.Command {
 		Short: "change a pool's policy live (validated by its engine)",
 		Example: `  mgmt reconfigure hello sleepers n=5
   mgmt reconfigure hello work max=8 scale_down_after=2m`,
-		Args:        clikit.Args(3, -1),
-		Annotations: map[string]string{noJSON: "mgmt reconfigure prints one confirmation line"},
+		Args:              clikit.Args(3, -1),
+		Annotations:       map[string]string{noJSON: "mgmt reconfigure prints one confirmation line"},
+		ValidArgsFunction: m.completeArgs(runNames, jobNames),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			run, err := runArg(args[0])
 			if err != nil {

@@ -7,8 +7,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"nightshift/bootlevel"
 	"nightshift/internal/app"
 	"nightshift/internal/clikit"
+	"nightshift/internal/progress"
 	"nightshift/internal/termtext"
 )
 
@@ -21,8 +23,7 @@ func newRepairCmd(m *mgmtCmd) *cobra.Command {
 		Short: "re-verify every service and restart failed ones",
 		Example: `  mgmt repair hello
   mgmt repair hello --max-restarts 5`,
-		Args:        clikit.Args(1, 1),
-		Annotations: map[string]string{noJSON: "mgmt repair prints text only"},
+		Args: clikit.Args(1, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			run, err := runArg(args[0])
 			if err != nil {
@@ -51,12 +52,55 @@ func (m *mgmtCmd) repair(ctx context.Context, run string, max int) error {
 	}
 	defer release()
 	os.Setenv(app.HomeEnv, m.home)
+	// Live progress per service, as launch shows it; --json gets only the
+	// result.
+	var pr *progress.Printer
+	if !m.asJSON {
+		pr = progress.New(m.stdout, isTerminal(m.stdout) && !m.plain, m.red)
+		a.Engine.OnEvent = pr.Event
+	}
 	rep, err := a.Engine.Repair(ctx, run, max)
+	if m.asJSON {
+		if rep == nil {
+			return err
+		}
+		if jerr := m.json(repairResultOf(rep)); jerr != nil {
+			return jerr
+		}
+		return err
+	}
 	if rep != nil {
 		for _, f := range rep.Failures {
 			fmt.Fprintln(m.stderr, "  "+indent(termtext.Text(m.red.String(f.Error()))))
 		}
-		fmt.Fprintf(m.stdout, "run %s is %s\n", m.line(rep.Run), rep.State)
+		fmt.Fprintf(m.stdout, "run %s is %s (%s)\n", m.line(rep.Run), rep.State, progress.Round(pr.Elapsed()))
 	}
 	return err
+}
+
+// repairResult is what `mgmt repair --json` prints.
+type repairResult struct {
+	Run      string          `json:"run"`
+	State    string          `json:"state"`
+	Services []repairService `json:"services"`
+	Failures []string        `json:"failures"`
+}
+
+type repairService struct {
+	Name     string `json:"name"`
+	Level    int    `json:"level"`
+	State    string `json:"state"`
+	Restarts int    `json:"restarts"`
+	Error    string `json:"error,omitempty"`
+}
+
+func repairResultOf(rep *bootlevel.Report) repairResult {
+	out := repairResult{Run: rep.Run, State: string(rep.State), Services: []repairService{}, Failures: []string{}}
+	for _, s := range rep.Services {
+		out.Services = append(out.Services, repairService{Name: s.Name, Level: s.Level, State: string(s.State), Restarts: s.Restarts, Error: s.Error})
+	}
+	for _, f := range rep.Failures {
+		out.Failures = append(out.Failures, f.Error())
+	}
+	return out
 }

@@ -3,6 +3,8 @@ package cli
 import (
 	"context"
 	"fmt"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -18,52 +20,95 @@ import (
 func init() { registerMgmt(newStatusCmd) }
 
 type statusOptions struct {
-	verify, watch bool
-	interval      time.Duration
+	verify, watch, wide bool
+	interval, timeout   time.Duration
 }
 
 func newStatusCmd(m *mgmtCmd) *cobra.Command {
 	var o statusOptions
 	c := &cobra.Command{
-		Use:   "status RUN",
-		Short: "levels, services and pools of a run",
+		Use:   "status [RUN]",
+		Short: "levels, services and pools of a run; exit 3 unless all is ready",
+		Long: `status shows a run's levels, services, processes and pools. It only reads:
+it never writes the run's state and never takes the run's lock, so it is
+safe beside a launch or a repair and from a monitoring check every second.
+
+It exits 0 only when the run is ready, every service's process is alive
+and every pool has the workers its policy wants; 3 when it read the run
+fine but something is not (the reasons go to stderr); 1 when it could not
+read the run. RUN may be left out when the home holds exactly one run.
+
+--verify also runs every service's ready check once, all at once, each cut
+at --timeout, and shows which fail (exit 3 if any does).`,
 		Example: `  mgmt status hello
-  mgmt status hello --json
-  mgmt status hello --verify
+  mgmt status --json | jq '.levels[].services[] | {name, state}'
+  mgmt status hello --verify --timeout 2s || page-someone
   mgmt status hello --watch --interval 5s`,
-		Args: clikit.Args(1, 1),
+		Args:              clikit.Args(0, 1),
+		ValidArgsFunction: m.completeArgs(runNames),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			run, err := runArg(args[0])
-			if err != nil {
-				return err
+			name := ""
+			if len(args) == 1 {
+				// Before anything opens: a bad name must never make a path.
+				var err error
+				if name, err = runArg(args[0]); err != nil {
+					return err
+				}
 			}
-			return m.status(cmd.Context(), run, o)
+			return m.status(cmd.Context(), name, o)
 		},
 	}
-	c.Flags().BoolVar(&o.verify, "verify", false, "run every ready check now and show the result")
+	c.Flags().BoolVar(&o.verify, "verify", false, "run every ready check once now and show the result; exit 3 if one fails")
+	c.Flags().DurationVar(&o.timeout, "timeout", 5*time.Second, "with --verify: how long each ready check may take")
 	c.Flags().BoolVar(&o.watch, "watch", false, "refresh in place until interrupted")
 	c.Flags().DurationVar(&o.interval, "interval", 2*time.Second, "refresh interval for --watch")
+	c.Flags().BoolVar(&o.wide, "wide", false, "show attributes whole on a terminal (a pipe always gets them whole)")
 	return c
 }
 
-func (m *mgmtCmd) status(ctx context.Context, run string, o statusOptions) error {
+// theRun is the run a command names, or the home's only run when it names
+// none.
+func (m *mgmtCmd) theRun(ctx context.Context, a *app.App, name string) (string, error) {
+	if name != "" {
+		return runArg(name)
+	}
+	runs, err := a.Store.ListRuns(ctx)
+	if err != nil {
+		return "", err
+	}
+	switch len(runs) {
+	case 0:
+		return "", fmt.Errorf("no runs in %s", m.home)
+	case 1:
+		return runs[0].Name, nil
+	}
+	names := make([]string, len(runs))
+	for i, r := range runs {
+		names[i] = r.Name
+	}
+	sort.Strings(names)
+	return "", app.Usagef("the home %s holds %d runs (%s): name one", m.home, len(runs), strings.Join(names, ", "))
+}
+
+func (m *mgmtCmd) status(ctx context.Context, name string, o statusOptions) error {
 	a, err := m.open(ctx)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
-	show := func() error {
+	run, err := m.theRun(ctx, a, name)
+	if err != nil {
+		return err
+	}
+	show := func() ([]string, error) {
 		// Again on every refresh of --watch: services export new secrets.
 		m.learn(ctx, a, run)
-		var verified map[string]bool
+		var checks []bootlevel.CheckResult
 		if o.verify {
-			rep, err := a.Engine.Verify(ctx, run)
-			if err != nil && rep == nil {
-				return err
-			}
-			verified = map[string]bool{}
-			for _, s := range rep.Services {
-				verified[s.Name] = s.State == bootlevel.ServiceReady
+			// Read-only: the checks run once and record nothing (not
+			// Engine.Verify, which retries and writes the run's state).
+			if checks, err = a.Engine.Check(ctx, run, o.timeout); err != nil {
+				return nil, err
 			}
 		}
 		var jobs mgmt.JobSource
@@ -84,7 +129,7 @@ func (m *mgmtCmd) status(ctx context.Context, run string, o statusOptions) error
 			st, err = mgmt.Status(ctx, a.Store, run, nil)
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if note != "" {
 			st.Notes = append(st.Notes, note)
@@ -92,38 +137,48 @@ func (m *mgmtCmd) status(ctx context.Context, run string, o statusOptions) error
 		if procs := processes(ctx, a, m.home, run); procs != nil {
 			mgmt.MarkProcesses(st, procs)
 		}
-		for i := range st.Levels {
-			for j := range st.Levels[i].Services {
-				s := &st.Levels[i].Services[j]
-				if ok, has := verified[s.Name]; has {
-					s.Verified = &ok
-				}
-			}
-		}
+		mgmt.MarkChecks(st, checks)
+		why := mgmt.NotReady(st)
 		if m.asJSON {
-			return m.json(st)
+			return why, m.json(st)
 		}
 		clean, err := mgmt.Redact(st, m.red)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		return mgmt.WriteTable(m.stdout, clean)
+		width := 80
+		if o.wide || !isTerminal(m.stdout) {
+			width = 0
+		}
+		return why, mgmt.WriteTableWidth(m.stdout, clean, width)
+	}
+	verdict := func(why []string) error {
+		if len(why) == 0 {
+			return nil
+		}
+		fmt.Fprintf(m.stderr, "not ready: %s\n", m.line(strings.Join(why, "; ")))
+		return clikit.Exit(clikit.ExitNotReady)
 	}
 	if !o.watch {
-		return show()
+		why, err := show()
+		if err != nil {
+			return err
+		}
+		return verdict(why)
 	}
 	t := time.NewTicker(o.interval)
 	defer t.Stop()
 	for {
-		if isTerminal(m.stdout) {
+		if isTerminal(m.stdout) && !m.plain {
 			fmt.Fprint(m.stdout, "\x1b[H\x1b[2J")
 		}
-		if err := show(); err != nil {
+		why, err := show()
+		if err != nil {
 			return err
 		}
 		select {
 		case <-ctx.Done():
-			return nil
+			return verdict(why)
 		case <-t.C:
 		}
 	}

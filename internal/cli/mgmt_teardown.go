@@ -10,6 +10,7 @@ import (
 	"nightshift/bootlevel"
 	"nightshift/internal/app"
 	"nightshift/internal/clikit"
+	"nightshift/internal/progress"
 	"nightshift/keeper"
 	"nightshift/mgmt"
 	"nightshift/mgmt/mgmtbus"
@@ -57,8 +58,13 @@ func (m *mgmtCmd) teardown(ctx context.Context, run string, dry bool) error {
 			mgmtbus.BrokerUserSweeper{Store: a.Store},
 		},
 	}
+	var pr *progress.Printer
 	if !m.asJSON {
 		td.Out = m.stdout
+		// Per-service progress, one line each: teardown also says what it
+		// does between levels, which a redrawn view would overwrite.
+		pr = progress.New(m.stdout, false, m.red)
+		a.Engine.OnEvent = pr.Event
 	}
 	r, err := a.Store.GetRun(ctx, run)
 	if err != nil {
@@ -113,7 +119,7 @@ func (m *mgmtCmd) teardown(ctx context.Context, run string, dry bool) error {
 		fmt.Fprintf(m.stdout, "note: %s\n", m.line(n))
 	}
 	if !rep.DryRun {
-		fmt.Fprintf(m.stdout, "remaining %d:\n", len(rep.Remaining))
+		fmt.Fprintf(m.stdout, "remaining %d (teardown took %s):\n", len(rep.Remaining), progress.Round(pr.Elapsed()))
 		for _, r := range rep.Remaining {
 			fmt.Fprintf(m.stdout, "  %s\n", m.line(r))
 		}

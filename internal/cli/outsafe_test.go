@@ -44,8 +44,11 @@ func TestHostileOutputNeverReachesAPerson(t *testing.T) {
 	mg := func(args ...string) string {
 		t.Helper()
 		code, out, stderr := run(t, mgmtc, append([]string{"--home", home}, args...)...)
-		if code != 0 {
+		if code != 0 && !(code == 3 && args[0] == "status") { // the run failed: status says so with 3
 			t.Fatalf("mgmt %v: exit %d\n%s", args, code, stderr)
+		}
+		if strings.Contains(strings.Join(args, " "), "--json") {
+			return out // stderr may say why status exits 3
 		}
 		return out + stderr
 	}

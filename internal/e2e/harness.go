@@ -209,7 +209,8 @@ func (r *Run) Launch(ctx context.Context) {
 // Status reads mgmt status --json.
 func (r *Run) Status(ctx context.Context) (*mgmt.RunStatus, error) {
 	res := r.Mgmt(ctx, "status", "--json", r.Name)
-	if res.Code != 0 {
+	// 3: read fine, but the run is not ready and at policy (yet).
+	if res.Code != 0 && res.Code != 3 {
 		return nil, fmt.Errorf("mgmt status exit %d: %s", res.Code, strings.TrimSpace(res.Stderr))
 	}
 	var st mgmt.RunStatus

@@ -38,7 +38,25 @@ type row struct {
 	state string
 	note  string
 	since time.Time
+	// first is the service's first event of this command; took is how
+	// long it then took to reach a settled state (ready, failed,
+	// terminated), shown like compose's per-service times.
+	first time.Time
+	took  time.Duration
 }
+
+// settled reports whether a service state ends a service's part of a
+// launch, repair or teardown.
+func settled(state string) bool {
+	switch bootlevel.ServiceState(state) {
+	case bootlevel.ServiceReady, bootlevel.ServiceFailed, bootlevel.ServiceTerminated:
+		return true
+	}
+	return false
+}
+
+// Elapsed is the time since the printer was made: the command's total.
+func (p *Printer) Elapsed() time.Duration { return time.Since(p.start) }
 
 // New returns a printer; live selects the in-place terminal view. red knows
 // the run's secrets; nil removes only what redact.String finds.
@@ -53,21 +71,32 @@ func (p *Printer) Event(e bootlevel.Event) {
 	// Redact before escaping: a secret with a control byte in it would
 	// not be found in its escaped form.
 	e.Message = p.red.String(e.Message)
-	if !p.live {
-		fmt.Fprintln(p.w, Line(e))
-		return
-	}
+	var r *row
 	if e.Service != "" {
-		r, ok := p.svcs[e.Service]
-		if !ok {
-			r = &row{level: e.Level, name: e.Service, since: e.Time}
+		var ok bool
+		if r, ok = p.svcs[e.Service]; !ok {
+			r = &row{level: e.Level, name: e.Service, since: e.Time, first: e.Time}
 			p.svcs[e.Service] = r
 			p.order = append(p.order, e.Service)
 		}
 		if e.State != "" && e.State != r.state {
 			r.state = e.State
 			r.since = e.Time
+			r.took = 0
+			if settled(e.State) {
+				r.took = e.Time.Sub(r.first)
+			}
 		}
+	}
+	if !p.live {
+		line := Line(e)
+		if r != nil && r.took > 0 && e.State != "" {
+			line += " (" + Round(r.took) + ")"
+		}
+		fmt.Fprintln(p.w, line)
+		return
+	}
+	if r != nil {
 		if e.Step != "" {
 			r.note = string(e.Step)
 		}
@@ -119,7 +148,11 @@ func (p *Printer) redraw() {
 			fmt.Fprintf(p.w, "level %d\n", level)
 			lines++
 		}
-		fmt.Fprintf(p.w, "  %s %-24s %-11s %s\n", mark(r.state), termtext.Line(r.name), termtext.Line(r.state), termtext.Trim(r.note, 60))
+		took := ""
+		if r.took > 0 {
+			took = Round(r.took)
+		}
+		fmt.Fprintf(p.w, "  %s %-24s %-11s %7s %s\n", mark(r.state), termtext.Line(r.name), termtext.Line(r.state), took, termtext.Trim(r.note, 60))
 		lines++
 	}
 	p.lines = lines
@@ -144,4 +177,12 @@ func firstLine(s string) string {
 		return s[:i]
 	}
 	return s
+}
+
+// Round shows a duration as a person reads it: 0.4s, 12.3s, 2m3s.
+func Round(d time.Duration) string {
+	if d < time.Minute {
+		return fmt.Sprintf("%.1fs", d.Seconds())
+	}
+	return d.Round(time.Second).String()
 }

@@ -211,6 +211,15 @@ func (d *Driver) Acquire(ctx context.Context, run string, svc *launchplan.Servic
 	}, nil
 }
 
+// WritesStepHeader: the steps this driver runs here are the local
+// driver's, which writes its own header; over ssh, the engine writes it.
+func (d *Driver) WritesStepHeader(req bootlevel.StepRequest) bool {
+	cfg, err := ParseConfig(req.Service.EC2)
+	local := d.AllStepsLocal || (err == nil && cfg.ReadyLocal && req.Step == bootlevel.StepReady)
+	hw, ok := d.Local.(bootlevel.StepHeaderWriter)
+	return local && ok && hw.WritesStepHeader(req)
+}
+
 // Run runs a step on the instance over ssh, or on this machine for a ready
 // check the plan wants run locally.
 func (d *Driver) Run(ctx context.Context, req bootlevel.StepRequest) (bootlevel.StepResult, error) {

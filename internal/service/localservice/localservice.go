@@ -57,6 +57,9 @@ type Driver struct {
 }
 
 // New returns a Driver with the default kill grace; a nil log discards.
+// WritesStepHeader: Run starts every step's log with a header line.
+func (d *Driver) WritesStepHeader(bootlevel.StepRequest) bool { return true }
+
 func New(log *slog.Logger) *Driver {
 	return &Driver{Log: log, KillGrace: DefaultKillGrace}
 }
