@@ -113,7 +113,7 @@ func (m *mgmtCmd) status(ctx context.Context, name string, o statusOptions) erro
 		}
 		var jobs mgmt.JobSource
 		var note string
-		if r, err := a.Store.GetRun(ctx, run); err == nil && r.State != bootlevel.RunTerminated && hasPools(ctx, a, run) {
+		if livePools(ctx, a, run) {
 			conn, err := mgmtbus.Dial(ctx, a.Store, m.home, run, 3*time.Second)
 			if err != nil {
 				note = "pools unavailable: " + err.Error()
@@ -122,20 +122,9 @@ func (m *mgmtCmd) status(ctx context.Context, name string, o statusOptions) erro
 				jobs = conn
 			}
 		}
-		st, err := mgmt.Status(ctx, a.Store, run, jobs)
-		if err != nil && jobs != nil {
-			// The controller may be down: still show the levels.
-			note = "pools unavailable: " + err.Error()
-			st, err = mgmt.Status(ctx, a.Store, run, nil)
-		}
+		st, err := runStatus(ctx, a, m.home, run, jobs, note)
 		if err != nil {
 			return nil, err
-		}
-		if note != "" {
-			st.Notes = append(st.Notes, note)
-		}
-		if procs := processes(ctx, a, m.home, run); procs != nil {
-			mgmt.MarkProcesses(st, procs)
 		}
 		mgmt.MarkChecks(st, checks)
 		why := mgmt.NotReady(st)
