@@ -75,7 +75,7 @@ func (m *mgmtCmd) events(ctx context.Context, run string, o eventsOptions) error
 	}
 	m.learn(ctx, a, run)
 	var pools *mgmtbus.Conn
-	if r.State != bootlevel.RunTerminated && hasPools(r) {
+	if r.State != bootlevel.RunTerminated && hasPools(ctx, a, run) {
 		if conn, err := mgmtbus.Dial(ctx, a.Store, m.home, run, 3*time.Second); err != nil {
 			fmt.Fprintf(m.stderr, "note: no decisions: %s\n", m.line(err.Error()))
 		} else {
