@@ -236,15 +236,23 @@ func (e *env) startSystem(ctx context.Context, bin, home, name, plan string) (*s
 }
 
 func (s *system) status(ctx context.Context) (*mgmt.RunStatus, error) {
-	out, err := s.command(ctx, 30*time.Second, "mgmt", "--home", s.home, "status", "--json", s.name)
-	// Exit 3: read fine, but the run is not ready and at policy (yet).
-	if ee := (*exec.ExitError)(nil); errors.As(err, &ee) && ee.ExitCode() == 3 {
-		err = nil
-	}
+	out, err := s.mgmtStatus(ctx, 30*time.Second, "--json")
 	if err != nil {
 		return nil, err
 	}
 	return decodeStatus(out)
+}
+
+// mgmtStatus runs mgmt status [flags] RUN and returns what it printed.
+// Exit 3 is no error: status read the run fine, and the run is only not
+// ready and at policy (yet).
+func (s *system) mgmtStatus(ctx context.Context, timeout time.Duration, flags ...string) ([]byte, error) {
+	args := append(append([]string{"--home", s.home, "status"}, flags...), s.name)
+	out, err := s.command(ctx, timeout, "mgmt", args...)
+	if ee := (*exec.ExitError)(nil); errors.As(err, &ee) && ee.ExitCode() == 3 {
+		err = nil
+	}
+	return out, err
 }
 
 // waitFor polls status until ok says the run is where the caller wants it.

@@ -225,7 +225,7 @@ func (e *env) scaleAt(ctx context.Context, bin, dir string, n int) (scalePoint, 
 	var jsonTimes, tableTimes []time.Duration
 	for range 3 {
 		t := e.clock.Now()
-		out, err := s.command(ctx, time.Minute, "mgmt", "--home", s.home, "status", "--json", s.name)
+		out, err := s.mgmtStatus(ctx, time.Minute, "--json")
 		if err != nil {
 			return p, err
 		}
@@ -238,7 +238,7 @@ func (e *env) scaleAt(ctx context.Context, bin, dir string, n int) (scalePoint, 
 		j, _ := findJob(st, scaleJob)
 		p.listed = len(j.Workers)
 		t = e.clock.Now()
-		out, err = s.command(ctx, time.Minute, "mgmt", "--home", s.home, "status", s.name)
+		out, err = s.mgmtStatus(ctx, time.Minute)
 		if err != nil {
 			return p, err
 		}

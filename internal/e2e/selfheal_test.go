@@ -112,11 +112,12 @@ func TestSelfHeal(t *testing.T) {
 	if s := Service(st, "provisioner"); !strings.Contains(s.LastExit, fmt.Sprint(ppid)) {
 		t.Errorf("last exit %q does not name the dead pid %d", s.LastExit, ppid)
 	}
-	if res := r.Mgmt(ctx, "status", r.Name); !strings.Contains(res.Stdout, "provisioner: down") {
-		t.Errorf("status table does not say the provisioner is down:\n%s", res.Stdout)
+	// Exit 3: status read the run fine, and it is not ready and at policy.
+	if res := r.Mgmt(ctx, "status", r.Name); res.Code != 3 || !strings.Contains(res.Stdout, "provisioner: down") {
+		t.Errorf("status with the provisioner down: exit %d (want 3), table:\n%s\n%s", res.Code, res.Stdout, res.Stderr)
 	}
-	if res := r.Mgmt(ctx, "status", "--verify", r.Name); res.Took > 10*time.Second {
-		t.Errorf("status --verify took %s on a daemon known dead", res.Took)
+	if res := r.Mgmt(ctx, "status", "--verify", r.Name); res.Code != 3 || res.Took > 10*time.Second {
+		t.Errorf("status --verify on a daemon known dead: exit %d (want 3) after %s\n%s", res.Code, res.Took, res.Stderr)
 	}
 	res := r.Mgmt(ctx, "repair", r.Name)
 	if res.Code != 0 || res.Took > 20*time.Second {
