@@ -188,7 +188,13 @@ func (p *Provisioner) Run(ctx context.Context) error {
 				case <-ctx.Done():
 					return
 				case e := <-w.Exits():
-					p.instanceExited(work, e)
+					// Cleaning up after an exit waits out a grace period;
+					// the next exit must not wait behind it.
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						p.instanceExited(work, e)
+					}()
 				}
 			}
 		}()
@@ -230,8 +236,17 @@ func (p *Provisioner) instanceExited(ctx context.Context, e Exit) {
 	}
 	if _, _, err := p.transition(ctx, e.ID, nightshift.StateFailed, "exited: "+e.Reason, nil); err != nil {
 		p.log.Error("record instance exit", "instance", e.ID, "err", err)
+		p.notify()
+		return
 	}
 	p.notify()
+	// The instance's leader (a local sitter) is gone, but what it started
+	// may not be: a task runs in its own process group and an idle worker
+	// never writes to the dead sitter's pipes, so it would run on,
+	// unsupervised and still taking work, until a reconcile found it.
+	// Terminating the ended instance now kills what is left of it; on an
+	// instance with nothing left it finds nothing.
+	p.driverTerminate(ctx, e.ID, "clean up after its exit")
 }
 
 // Ready is closed once Run has finished its start-up reconcile, so that
