@@ -220,6 +220,12 @@ func (s *Store) Decisions(ctx context.Context, job string, limit int) ([]Decisio
 	if err != nil {
 		return nil, fmt.Errorf("read decisions of job %q: %w", job, err)
 	}
+	return scanDecisions(rows, job)
+}
+
+// scanDecisions reads rows of the decisions table (newest first, as both
+// queries order them) and closes them.
+func scanDecisions(rows *sql.Rows, job string) ([]Decision, error) {
 	defer rows.Close()
 	var out []Decision
 	for rows.Next() {
@@ -232,7 +238,10 @@ func (s *Store) Decisions(ctx context.Context, job string, limit int) ([]Decisio
 		d.Time, d.Actions = fromNanos(t), json.RawMessage(acts)
 		out = append(out, d)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read decisions of job %q: %w", job, err)
+	}
+	return out, nil
 }
 
 // PendingLaunches lists a job's launches still in state pending.
@@ -368,20 +377,9 @@ func (s *Store) DecisionsSince(ctx context.Context, job string, since time.Time,
 	if err != nil {
 		return nil, fmt.Errorf("read decisions of job %q: %w", job, err)
 	}
-	defer rows.Close()
-	var out []Decision
-	for rows.Next() {
-		var d Decision
-		var t int64
-		var acts string
-		if err := rows.Scan(&d.Seq, &t, &d.Job, &d.Engine, &d.Reason, &acts, &d.Target, &d.Scaled, &d.Error); err != nil {
-			return nil, fmt.Errorf("read decisions of job %q: %w", job, err)
-		}
-		d.Time, d.Actions = fromNanos(t), json.RawMessage(acts)
-		out = append(out, d)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read decisions of job %q: %w", job, err)
+	out, err := scanDecisions(rows, job)
+	if err != nil {
+		return nil, err
 	}
 	slices.Reverse(out)
 	return out, nil
