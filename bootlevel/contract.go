@@ -168,6 +168,10 @@ type Event struct {
 	Kind    string    `json:"kind"` // e.g. "level.start", "service.state", "step.failed"
 	State   string    `json:"state,omitempty"`
 	Message string    `json:"message,omitempty"`
+	// Transient marks an event handed to OnEvent but never stored: the
+	// repeats of an identical ready failure, which a terminal shows as
+	// one updating line while history keeps only the first and the last.
+	Transient bool `json:"transient,omitempty"`
 }
 
 // ErrNotFound is returned by a Store for an unknown run.

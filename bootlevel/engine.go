@@ -289,6 +289,20 @@ func (r *runner) emitLocked(ev Event) error {
 	return nil
 }
 
+// notify hands ev to OnEvent without storing it (see Event.Transient).
+func (r *runner) notify(ev Event) {
+	if r.e.OnEvent == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ev.Run = r.run.Name
+	ev.Time = r.clock.Now()
+	ev.Message = r.red.String(ev.Message)
+	ev.Transient = true
+	r.e.OnEvent(ev)
+}
+
 // setRunState records the run's state.
 func (r *runner) setRunState(st RunState) error {
 	r.mu.Lock()

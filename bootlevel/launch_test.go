@@ -315,6 +315,15 @@ func TestReadyTimeout(t *testing.T) {
 		svc.ReadyTimeout = 10 * time.Second
 		svc.ReadyInterval = time.Second
 		svc.ReadyStartPeriod = 4 * time.Second
+		var mu sync.Mutex
+		var live []Event
+		e.OnEvent = func(ev Event) {
+			mu.Lock()
+			defer mu.Unlock()
+			if ev.Kind == EventStepRetry {
+				live = append(live, ev)
+			}
+		}
 		start := time.Now()
 		_, err := e.Launch(t.Context(), plan([]launchplan.Service{svc}), LaunchOptions{Run: "rt"})
 		elapsed := time.Since(start)
@@ -340,6 +349,22 @@ func TestReadyTimeout(t *testing.T) {
 		if len(retries) != 2 || !strings.Contains(retries[0], "ready attempt 4 failed") || !strings.Contains(retries[1], "ready attempt 6 failed") ||
 			!strings.Contains(retries[1], "(3 identical failures since attempt 4)") {
 			t.Errorf("retry events %q, want attempt 4's and attempt 6's with a count of 3", retries)
+		}
+		// A live view sees every attempt: the first stored, then each
+		// repeat as a transient update carrying the running count; the
+		// stored summary comes last.
+		mu.Lock()
+		defer mu.Unlock()
+		var got []string
+		for _, ev := range live {
+			got = append(got, fmt.Sprintf("%v %s", ev.Transient, ev.Message[strings.Index(ev.Message, "ready attempt"):strings.Index(ev.Message, " failed")]))
+		}
+		want := []string{"false ready attempt 4", "true ready attempt 5", "true ready attempt 6", "false ready attempt 6"}
+		if !slices.Equal(got, want) {
+			t.Errorf("live retry events %q, want %q", got, want)
+		}
+		if len(live) == 4 && (!strings.Contains(live[1].Message, "(2 identical failures since attempt 4)") || live[1].Seq != 0) {
+			t.Errorf("transient update %+v: want a running count and no stored seq", live[1])
 		}
 	})
 }

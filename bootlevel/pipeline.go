@@ -296,6 +296,9 @@ func (r *runner) waitReady(ctx context.Context, drv Driver, svc, exp *launchplan
 			if same.count > 0 && why == same.why {
 				same.count++
 				same.last = ev
+				live := ev
+				live.Message += fmt.Sprintf(" (%d identical failures since attempt %d)", same.count, same.first)
+				r.notify(live)
 			} else {
 				flush()
 				_ = r.emit(ev)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"nightshift/bootlevel"
@@ -45,9 +46,78 @@ type Teardown struct {
 type TeardownReport struct {
 	Run       string   `json:"run"`
 	DryRun    bool     `json:"dry_run"`
-	Destroyed []string `json:"destroyed"`
-	Remaining []string `json:"remaining"`
+	Destroyed []Item   `json:"destroyed"`
+	Remaining []Item   `json:"remaining"`
 	Notes     []string `json:"notes,omitempty"`
+}
+
+// Item is one thing teardown destroyed, would destroy, or left behind,
+// structured so that a script reads fields instead of parsing text.
+type Item struct {
+	// Kind is what it is: "worker", "service", or the sweeper that found
+	// it ("process", "worker", "broker-user", "ec2", "ssm-parameter").
+	Kind string `json:"kind"`
+	// ID names it within its kind: a worker's instance id, a service's
+	// name, an EC2 instance id, a pid, a broker user, a parameter name.
+	ID string `json:"id"`
+	// Where is the place a sweeper looked (region and endpoint), when it
+	// has one.
+	Where string `json:"where,omitempty"`
+	// Detail is what else is known (level and state, tags, the job).
+	Detail string `json:"detail,omitempty"`
+}
+
+// String is the item as one line for a person.
+func (i Item) String() string {
+	var b strings.Builder
+	b.WriteString(i.Kind)
+	if i.Where != "" {
+		b.WriteString(" (" + i.Where + ")")
+	}
+	b.WriteString(" " + i.ID)
+	if i.Detail != "" {
+		b.WriteString(" (" + i.Detail + ")")
+	}
+	return b.String()
+}
+
+// ItemStrings renders items one per string.
+func ItemStrings(items []Item) []string {
+	out := make([]string, 0, len(items))
+	for _, i := range items {
+		out = append(out, i.String())
+	}
+	return out
+}
+
+// sweptItems turns a sweeper's lines into items. Sweepers name what they
+// found as "<id>" or "<id> (<detail>)", and name themselves "<kind>" or
+// "<kind> (<where>)".
+func sweptItems(sweeper string, found []string) []Item {
+	kind, where := splitParen(sweeper)
+	out := make([]Item, 0, len(found))
+	for _, f := range found {
+		id, detail := splitParen(f)
+		out = append(out, Item{Kind: kind, ID: id, Where: where, Detail: detail})
+	}
+	return out
+}
+
+// splitParen splits "a (b)" into "a" and "b"; anything else is all head.
+func splitParen(s string) (head, paren string) {
+	i := strings.Index(s, " (")
+	if i < 0 || !strings.HasSuffix(s, ")") {
+		return s, ""
+	}
+	return s[:i], s[i+2 : len(s)-1]
+}
+
+func itemsOf(kind string, ids []string) []Item {
+	out := make([]Item, 0, len(ids))
+	for _, id := range ids {
+		out = append(out, Item{Kind: kind, ID: id})
+	}
+	return out
 }
 
 // ErrRemains is returned when something of the run could not be destroyed.
@@ -56,7 +126,7 @@ var ErrRemains = errors.New("teardown left resources behind")
 // Run tears run down. It is idempotent: a second call finds nothing to do
 // and succeeds. It keeps going past failures and reports them all.
 func (t *Teardown) Run(ctx context.Context, run string, dryRun bool) (*TeardownReport, error) {
-	rep := &TeardownReport{Run: run, DryRun: dryRun, Destroyed: []string{}, Remaining: []string{}}
+	rep := &TeardownReport{Run: run, DryRun: dryRun, Destroyed: []Item{}, Remaining: []Item{}}
 	r, err := t.Store.GetRun(ctx, run)
 	if err != nil {
 		return nil, fmt.Errorf("teardown %q: %w", run, err)
@@ -72,7 +142,7 @@ func (t *Teardown) Run(ctx context.Context, run string, dryRun bool) (*TeardownR
 		}
 		t.say("terminating every worker")
 		gone, err := t.Pools.TerminateAll(ctx, run, func(live int) { t.say("  %d workers still live", live) })
-		rep.Destroyed = append(rep.Destroyed, prefix("worker ", gone)...)
+		rep.Destroyed = append(rep.Destroyed, itemsOf("worker", gone)...)
 		if err != nil {
 			rep.Notes = append(rep.Notes, fmt.Sprintf("provisioner terminate_all failed (%v); relying on the sweep", err))
 		}
@@ -94,11 +164,11 @@ func (t *Teardown) Run(ctx context.Context, run string, dryRun bool) (*TeardownR
 		stuck := map[string]bool{}
 		for _, n := range trep.Remaining {
 			stuck[n] = true
-			rep.Remaining = append(rep.Remaining, "service "+n)
+			rep.Remaining = append(rep.Remaining, Item{Kind: "service", ID: n})
 		}
 		for _, s := range before {
 			if live[s.Name] && !stuck[s.Name] {
-				rep.Destroyed = append(rep.Destroyed, "service "+s.Name)
+				rep.Destroyed = append(rep.Destroyed, Item{Kind: "service", ID: s.Name})
 			}
 		}
 	}
@@ -106,8 +176,8 @@ func (t *Teardown) Run(ctx context.Context, run string, dryRun bool) (*TeardownR
 	for _, sw := range t.Sweepers {
 		t.say("sweeping %s", sw.Name())
 		d, rem, err := sw.Sweep(ctx, run, false)
-		rep.Destroyed = append(rep.Destroyed, prefix(sw.Name()+" ", d)...)
-		rep.Remaining = append(rep.Remaining, prefix(sw.Name()+" ", rem)...)
+		rep.Destroyed = append(rep.Destroyed, sweptItems(sw.Name(), d)...)
+		rep.Remaining = append(rep.Remaining, sweptItems(sw.Name(), rem)...)
 		if err != nil {
 			rep.Notes = append(rep.Notes, fmt.Sprintf("sweep %s: %v", sw.Name(), err))
 		}
@@ -135,7 +205,7 @@ func (t *Teardown) dryRun(ctx context.Context, r bootlevel.Run, rep *TeardownRep
 	for i := len(recs) - 1; i >= 0; i-- { // reverse: the order teardown would use
 		s := recs[i]
 		if s.State != bootlevel.ServiceTerminated && s.State != bootlevel.ServicePending {
-			rep.Destroyed = append(rep.Destroyed, fmt.Sprintf("service %s (level %d, %s)", s.Name, s.Level, s.State))
+			rep.Destroyed = append(rep.Destroyed, Item{Kind: "service", ID: s.Name, Detail: fmt.Sprintf("level %d, %s", s.Level, s.State)})
 		}
 	}
 	for _, sw := range t.Sweepers {
@@ -143,7 +213,7 @@ func (t *Teardown) dryRun(ctx context.Context, r bootlevel.Run, rep *TeardownRep
 		if err != nil {
 			rep.Notes = append(rep.Notes, fmt.Sprintf("sweep %s: %v", sw.Name(), err))
 		}
-		rep.Destroyed = append(rep.Destroyed, prefix(sw.Name()+" ", d)...)
+		rep.Destroyed = append(rep.Destroyed, sweptItems(sw.Name(), d)...)
 	}
 	return rep, nil
 }
@@ -152,14 +222,6 @@ func (t *Teardown) say(format string, args ...any) {
 	if t.Out != nil {
 		fmt.Fprintf(t.Out, format+"\n", args...)
 	}
-}
-
-func prefix(p string, xs []string) []string {
-	out := make([]string, 0, len(xs))
-	for _, x := range xs {
-		out = append(out, p+x)
-	}
-	return out
 }
 
 // ProcessSweeper kills every process on this machine whose environment

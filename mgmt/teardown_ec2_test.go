@@ -71,7 +71,7 @@ func TestTeardownSweepsEveryRegionAndItsParameters(t *testing.T) {
 	stuck := ec2service.Sweeper{Client: ec2.NewWithAPI(stuckAPI{awsec2.NewFromConfig(cfg)}, nil), Place: "eu-west-1 stuck"}
 	td := &mgmt.Teardown{Engine: eng, Store: st, Sweepers: []mgmt.Sweeper{stuck, sweepers[3]}}
 	rep, err := td.Run(ctx, run, false)
-	if !errors.Is(err, mgmt.ErrRemains) || len(rep.Remaining) != 2 || !strings.Contains(rep.Remaining[0], "eu-west-1 stuck") {
+	if !errors.Is(err, mgmt.ErrRemains) || len(rep.Remaining) != 2 || rep.Remaining[0].Where != "eu-west-1 stuck" || rep.Remaining[0].Kind != "ec2" || !strings.HasPrefix(rep.Remaining[0].ID, "i-") {
 		t.Fatalf("with a stuck instance: err %v, remaining %q; want ErrRemains naming both and where", err, rep.Remaining)
 	}
 

@@ -2,6 +2,7 @@ package mgmt_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -255,11 +256,11 @@ func TestTeardown(t *testing.T) {
 			} else if err != nil {
 				t.Fatalf("Run = %v", err)
 			}
-			if !sameSet(rep.Destroyed, c.wantDestroyed) {
-				t.Errorf("destroyed = %q, want %q", rep.Destroyed, c.wantDestroyed)
+			if got := mgmt.ItemStrings(rep.Destroyed); !sameSet(got, c.wantDestroyed) {
+				t.Errorf("destroyed = %q, want %q", got, c.wantDestroyed)
 			}
-			if !sameSet(rep.Remaining, c.wantRemaining) {
-				t.Errorf("remaining = %q, want %q", rep.Remaining, c.wantRemaining)
+			if got := mgmt.ItemStrings(rep.Remaining); !sameSet(got, c.wantRemaining) {
+				t.Errorf("remaining = %q, want %q", got, c.wantRemaining)
 			}
 			if len(rep.Notes) != len(c.wantNotes) {
 				t.Errorf("notes = %q, want %d like %q", rep.Notes, len(c.wantNotes), c.wantNotes)
@@ -323,9 +324,21 @@ func TestTeardownDryRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"service app (level 2, ready)", "service broker (level 1, ready)", "process pid 5 (x)"}
+	want := []mgmt.Item{
+		{Kind: "service", ID: "app", Detail: "level 2, ready"},
+		{Kind: "service", ID: "broker", Detail: "level 1, ready"},
+		{Kind: "process", ID: "pid 5", Detail: "x"},
+	}
 	if !slices.Equal(rep.Destroyed, want) || !rep.DryRun {
-		t.Errorf("dry run report = %+v, want destroyed %q", rep, want)
+		t.Errorf("dry run report = %+v, want destroyed %+v", rep, want)
+	}
+	// A script reads fields, never text cut with "...".
+	js, err := json.Marshal(rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(js), `{"kind":"service","id":"app","detail":"level 2, ready"}`) {
+		t.Errorf("JSON report %s: want structured items", js)
 	}
 	if got := log.get(); !slices.Equal(got, []string{"sweep process dry=true"}) {
 		t.Errorf("dry run calls = %q, want only a looking sweep", got)

@@ -84,7 +84,7 @@ func raiseTeardownLeftovers(ctx context.Context, journal string, cfg *alert.Conf
 		d.Configure(*cfg)
 	}
 	ev := alert.Once(rep.Run, alert.TeardownLeftovers, "", alert.Critical,
-		fmt.Sprintf("teardown of run %s left %d resource(s) behind: %s", rep.Run, len(rep.Remaining), strings.Join(rep.Remaining, "; ")),
+		fmt.Sprintf("teardown of run %s left %d resource(s) behind: %s", rep.Run, len(rep.Remaining), strings.Join(mgmt.ItemStrings(rep.Remaining), "; ")),
 		map[string]any{"remaining": rep.Remaining}, now)
 	ctx, cancel := context.WithTimeout(ctx, teardownAlertTimeout)
 	defer cancel()

@@ -26,10 +26,16 @@ func newTeardownCmd(m *mgmtCmd) *cobra.Command {
 		Long: `teardown stops the run's keepers and pools, terminates its levels in reverse
 order, sweeps for anything left (workers, processes, broker users, EC2
 instances by tag) and reports what it destroyed and what remains. It is
-idempotent: a second teardown finds nothing to do and succeeds.`,
+idempotent: a second teardown finds nothing to do and succeeds. It exits
+non-zero, listing them, when anything remains.
+
+--json prints one object: run, dry_run, destroyed and remaining as lists of
+items {kind, id, where, detail} (kind is worker, service, process,
+broker-user, ec2 or ssm-parameter; where is the region and endpoint a sweep
+looked in), and notes.`,
 		Example: `  mgmt teardown hello
   mgmt teardown hello --dry-run
-  mgmt teardown hello --json`,
+  mgmt teardown hello --json | jq -r '.remaining[] | "\(.kind) \(.id) \(.where)"'`,
 		Args: clikit.Args(1, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			run, err := runArg(args[0])
@@ -113,7 +119,7 @@ func (m *mgmtCmd) teardown(ctx context.Context, run string, dry bool) error {
 	}
 	fmt.Fprintf(m.stdout, "%s %d:\n", verb, len(rep.Destroyed))
 	for _, d := range rep.Destroyed {
-		fmt.Fprintf(m.stdout, "  %s\n", m.line(d))
+		fmt.Fprintf(m.stdout, "  %s\n", m.line(d.String()))
 	}
 	for _, n := range rep.Notes {
 		fmt.Fprintf(m.stdout, "note: %s\n", m.line(n))
@@ -121,7 +127,7 @@ func (m *mgmtCmd) teardown(ctx context.Context, run string, dry bool) error {
 	if !rep.DryRun {
 		fmt.Fprintf(m.stdout, "remaining %d (teardown took %s):\n", len(rep.Remaining), progress.Round(pr.Elapsed()))
 		for _, r := range rep.Remaining {
-			fmt.Fprintf(m.stdout, "  %s\n", m.line(r))
+			fmt.Fprintf(m.stdout, "  %s\n", m.line(r.String()))
 		}
 	}
 	return err

@@ -89,6 +89,10 @@ func (p *Printer) Event(e bootlevel.Event) {
 		}
 	}
 	if !p.live {
+		if e.Transient {
+			// Plain output is a log: it keeps what history keeps.
+			return
+		}
 		line := Line(e)
 		if r != nil && r.took > 0 && e.State != "" {
 			line += " (" + Round(r.took) + ")"

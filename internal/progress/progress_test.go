@@ -2,6 +2,7 @@ package progress
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -43,3 +44,39 @@ func TestEventsAreRedactedAndEscaped(t *testing.T) {
 		}
 	}
 }
+
+// TestRetriesUpdateOneLine: a run of identical ready failures is one
+// service row on a terminal, its note following the running count, and
+// nothing at all in plain output beyond what history stores.
+func TestRetriesUpdateOneLine(t *testing.T) {
+	at := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	events := []bootlevel.Event{
+		{Time: at, Level: 1, Service: "db", Kind: bootlevel.EventServiceState, State: "booting"},
+		{Time: at, Level: 1, Service: "db", Kind: bootlevel.EventStepRetry, Step: bootlevel.StepReady, Message: "ready attempt 2 failed: exit code 1; retrying in 1s"},
+	}
+	for n := 2; n <= 40; n++ {
+		events = append(events, bootlevel.Event{Time: at, Level: 1, Service: "db", Kind: bootlevel.EventStepRetry, Step: bootlevel.StepReady, Transient: true,
+			Message: "ready attempt " + strconvI(n+1) + " failed: exit code 1; retrying in 1s (" + strconvI(n) + " identical failures since attempt 2)"})
+	}
+	for _, live := range []bool{false, true} {
+		var out bytes.Buffer
+		p := New(&out, live, nil)
+		for _, ev := range events {
+			p.Event(ev)
+		}
+		got := out.String()
+		if !live {
+			if n := strings.Count(got, "step.retry"); n != 1 {
+				t.Errorf("plain view printed %d retry lines, want the 1 stored:\n%s", n, got)
+			}
+			continue
+		}
+		// The last frame, after the final cursor-up-and-clear, is the screen.
+		frame := got[strings.LastIndex(got, "\x1b[J")+len("\x1b[J"):]
+		if strings.Count(frame, "\n") != 2 || !strings.Contains(frame, "ready attempt 41 failed") {
+			t.Errorf("live view's last frame is not one level line and one db line on the latest attempt:\n%q", frame)
+		}
+	}
+}
+
+func strconvI(n int) string { return fmt.Sprint(n) }
