@@ -299,7 +299,7 @@ exec sleep 600`)
 func TestProcessInstallFailures(t *testing.T) {
 	cases := []struct {
 		name, daemon, want string
-		url             string
+		url                string
 	}{
 		{"daemon exits at once", "echo cannot reach the broker >&2; exit 3", "exited before serving its metrics", ""},
 		{"binary not found", "exit 0", "curl", "file:///nonexistent/provisioner"},
