@@ -59,6 +59,7 @@ const (
 const (
 	EC2StepsLocal = "NIGHTSHIFT_EC2_STEPS_LOCAL" // "1": ec2 services run their steps here
 	MotoURL       = "NIGHTSHIFT_MOTO_URL"        // moto_server for EC2 tests
+	PGURL         = "NIGHTSHIFT_PG_URL"          // PostgreSQL for the stores' tests
 	TestStrict    = "NIGHTSHIFT_TEST_STRICT"     // "1": a missing test service fails rather than skips
 	Artifacts     = "NIGHTSHIFT_ARTIFACTS"       // a directory tests save artifacts (screenshots) into
 	// UpdateDocs "1": the browser test also writes its screenshot to docs/dashboard.png.

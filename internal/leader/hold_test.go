@@ -1,0 +1,146 @@
+package leader
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+)
+
+// fakeOps is a database whose renewals answer what the test says.
+type fakeOps struct {
+	mu       sync.Mutex
+	renewErr error
+	renewOK  bool
+	renewals int
+	released []Fence
+}
+
+func (f *fakeOps) acquire(context.Context, string, string, time.Duration) (int64, bool, error) {
+	return 1, true, nil
+}
+
+func (f *fakeOps) renew(context.Context, Fence, time.Duration) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.renewals++
+	return f.renewOK, f.renewErr
+}
+
+func (f *fakeOps) release(_ context.Context, fc Fence) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.released = append(f.released, fc)
+	return nil
+}
+
+func (f *fakeOps) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.renewals
+}
+
+// advanceUntil moves the fake clock a step at a time, waiting each time
+// for Hold to be blocked on its timer again, until Hold returns.
+func advanceUntil(t *testing.T, clock *clockwork.FakeClock, step time.Duration, done <-chan error) error {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	result := make(chan error, 1)
+	go func() { err := <-done; result <- err; cancel() }()
+	for range 1000 {
+		if err := clock.BlockUntilContext(ctx, 1); err != nil {
+			return <-result
+		}
+		clock.Advance(step)
+	}
+	t.Fatal("Hold never returned")
+	return nil
+}
+
+func TestHold(t *testing.T) {
+	const ttl = 15 * time.Second
+	for _, tc := range []struct {
+		name     string
+		ok       bool
+		err      error
+		wantLost bool
+		// minRenewals: failing renewals are retried until the TTL runs
+		// out, not given up after one.
+		minRenewals int
+	}{
+		{name: "taken over", ok: false, wantLost: true, minRenewals: 1},
+		{name: "database unreachable past the TTL", err: errors.New("connection refused"), wantLost: true, minRenewals: 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := clockwork.NewFakeClock()
+			ops := &fakeOps{renewOK: tc.ok, renewErr: tc.err}
+			l := newLease(Config{Schema: "s", Name: "provisioner", Holder: "a", TTL: ttl, Clock: clock}, ops)
+			done := make(chan error, 1)
+			f := Fence{Schema: "s", Name: "provisioner", Holder: "a", Epoch: 7}
+			start := clock.Now()
+			go func() { done <- l.Hold(context.Background(), f) }()
+			err := advanceUntil(t, clock, time.Second, done)
+			if !errors.Is(err, ErrLost) {
+				t.Fatalf("Hold = %v, want ErrLost", err)
+			}
+			if n := ops.count(); n < tc.minRenewals {
+				t.Errorf("%d renewals before giving up, want >= %d", n, tc.minRenewals)
+			}
+			if tc.err != nil && clock.Since(start) > ttl+time.Second {
+				t.Errorf("gave up %v after the last renewal, want within the TTL %v", clock.Since(start), ttl)
+			}
+		})
+	}
+}
+
+func TestHoldRenewsAndReleasesOnShutdown(t *testing.T) {
+	clock := clockwork.NewFakeClock()
+	ops := &fakeOps{renewOK: true}
+	l := newLease(Config{Schema: "s", Name: "c", Holder: "a", TTL: 3 * time.Second, Clock: clock}, ops)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	f := Fence{Schema: "s", Name: "c", Holder: "a", Epoch: 2}
+	go func() { done <- l.Hold(ctx, f) }()
+	// Ten TTLs of successful renewals keep the lease.
+	for range 30 {
+		if err := clock.BlockUntilContext(context.Background(), 1); err != nil {
+			t.Fatal(err)
+		}
+		clock.Advance(time.Second)
+	}
+	if n := ops.count(); n < 25 {
+		t.Fatalf("%d renewals in 30 s with a 3 s TTL, want one a second", n)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Hold after shutdown = %v, want nil", err)
+	}
+	if len(ops.released) != 1 || ops.released[0] != f {
+		t.Errorf("released %v, want %v", ops.released, f)
+	}
+}
+
+// TestPausedHolderStopsWithoutRenewing: a holder whose process was paused
+// past its TTL (the clock jumps) gives up on its first tick, without
+// trying to renew what another candidate may hold by now.
+func TestPausedHolderStopsWithoutRenewing(t *testing.T) {
+	clock := clockwork.NewFakeClock()
+	ops := &fakeOps{renewOK: true}
+	l := newLease(Config{Schema: "s", Name: "c", Holder: "a", TTL: 15 * time.Second, Clock: clock}, ops)
+	done := make(chan error, 1)
+	go func() { done <- l.Hold(context.Background(), Fence{Schema: "s", Name: "c", Holder: "a", Epoch: 1}) }()
+	if err := clock.BlockUntilContext(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Minute)
+	if err := <-done; !errors.Is(err, ErrLost) {
+		t.Fatalf("Hold = %v, want ErrLost", err)
+	}
+	if n := ops.count(); n != 0 {
+		t.Errorf("%d renewals after the pause, want none", n)
+	}
+}
