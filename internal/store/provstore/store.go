@@ -1,7 +1,8 @@
 // Package provstore is the provisioner's durable memory: launches, instance
 // records and their full state history in one SQLite file (WAL mode, mode
-// 0600), so a restarted provisioner can tell what it asked for from what
-// exists. It implements provisioner.Store.
+// 0600; the default), or in a PostgreSQL schema that replicas share
+// (OpenPG, fenced writes), so a restarted provisioner can tell what it asked
+// for from what exists. Both implement provisioner.Store.
 package provstore
 
 import (
@@ -215,6 +216,18 @@ func (s *Store) Instances(ctx context.Context, f provisioner.Filter) ([]provisio
 // then history sequence, into records.
 func scanInstances(rows *sql.Rows) ([]provisioner.Instance, error) {
 	defer rows.Close()
+	return foldInstances(rows)
+}
+
+// rowSource is what both backends' result sets offer.
+type rowSource interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+}
+
+// foldInstances is scanInstances for either backend.
+func foldInstances(rows rowSource) ([]provisioner.Instance, error) {
 	var out []provisioner.Instance
 	for rows.Next() {
 		var in provisioner.Instance

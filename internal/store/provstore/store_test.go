@@ -67,9 +67,8 @@ func TestNewerSchemaIsRefused(t *testing.T) {
 	}
 }
 
-func TestLaunchIsRecordedOnce(t *testing.T) {
+func testLaunchIsRecordedOnce(t *testing.T, s provisioner.Store, _ execFunc) {
 	ctx := context.Background()
-	s := open(t, filepath.Join(t.TempDir(), "p.db"))
 	now := time.Unix(1700000000, 123).UTC()
 	l := provisioner.Launch{LaunchID: "L1", Job: "web", Count: 2, Spec: []byte(`{"a":1}`), Created: now}
 	insts := []provisioner.Instance{requested("a", "L1", 0, now), requested("b", "L1", 1, now)}
@@ -96,9 +95,8 @@ func TestLaunchIsRecordedOnce(t *testing.T) {
 	}
 }
 
-func TestUpdateIsCompareAndSetWithHistory(t *testing.T) {
+func testUpdateIsCompareAndSetWithHistory(t *testing.T, s provisioner.Store, _ execFunc) {
 	ctx := context.Background()
-	s := open(t, filepath.Join(t.TempDir(), "p.db"))
 	now := time.Unix(1700000000, 0).UTC()
 	s.CreateLaunch(ctx, provisioner.Launch{LaunchID: "L1", Job: "web", Count: 1, Created: now},
 		[]provisioner.Instance{requested("a", "L1", 0, now)})
@@ -135,13 +133,12 @@ func TestUpdateIsCompareAndSetWithHistory(t *testing.T) {
 	}
 }
 
-func TestCorruptStateIsReported(t *testing.T) {
+func testCorruptStateIsReported(t *testing.T, s provisioner.Store, exec execFunc) {
 	ctx := context.Background()
-	s := open(t, filepath.Join(t.TempDir(), "p.db"))
 	now := time.Unix(1700000000, 0).UTC()
 	s.CreateLaunch(ctx, provisioner.Launch{LaunchID: "L1", Job: "web", Count: 1, Created: now},
 		[]provisioner.Instance{requested("a", "L1", 0, now)})
-	s.db.Exec("UPDATE instances SET state = 'exploded' WHERE id = 'a'")
+	exec(t, "UPDATE instances SET state = 'exploded' WHERE id = 'a'")
 	_, err := s.Instance(ctx, "a")
 	if err == nil || !strings.Contains(err.Error(), "instance a") || !strings.Contains(err.Error(), "exploded") {
 		t.Errorf("err = %v, want one naming the instance and the bad state", err)

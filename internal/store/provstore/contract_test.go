@@ -1,0 +1,318 @@
+package provstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"nightshift"
+	"nightshift/internal/cmdledger"
+	"nightshift/internal/leader"
+	"nightshift/internal/store/pgdb"
+	"nightshift/internal/store/pgdb/pgtest"
+	"nightshift/provisioner"
+)
+
+// execFunc runs a raw statement on a backend's database, for tests that
+// damage it on purpose.
+type execFunc func(t *testing.T, stmt string)
+
+// backend opens a fresh, empty store of one implementation.
+type backend struct {
+	name string
+	open func(t *testing.T) (provisioner.Store, execFunc)
+}
+
+func backends() []backend {
+	return []backend{
+		{"sqlite", func(t *testing.T) (provisioner.Store, execFunc) {
+			s := open(t, filepath.Join(t.TempDir(), "p.db"))
+			return s, func(t *testing.T, stmt string) {
+				if _, err := s.db.Exec(stmt); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}},
+		{"postgres", func(t *testing.T) (provisioner.Store, execFunc) {
+			s := openPG(t, pgtest.URL(), pgtest.Schema(t, "provstore"), leader.Fence{})
+			return s, func(t *testing.T, stmt string) {
+				if _, err := s.db.Pool.Exec(context.Background(), stmt); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}},
+	}
+}
+
+func openPG(t *testing.T, url, schema string, f leader.Fence) *PG {
+	t.Helper()
+	s, err := OpenPG(context.Background(), url, schema, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// TestContract holds both implementations of provisioner.Store to the
+// same behaviour. PostgreSQL runs when it answers (NIGHTSHIFT_PG_URL or
+// 127.0.0.1:5432); otherwise its half skips, or fails under
+// NIGHTSHIFT_TEST_STRICT=1.
+func TestContract(t *testing.T) {
+	for _, b := range backends() {
+		t.Run(b.name, func(t *testing.T) {
+			for _, c := range []struct {
+				name string
+				f    func(t *testing.T, s provisioner.Store, exec execFunc)
+			}{
+				{"LaunchIsRecordedOnce", testLaunchIsRecordedOnce},
+				{"UpdateIsCompareAndSetWithHistory", testUpdateIsCompareAndSetWithHistory},
+				{"CorruptStateIsReported", testCorruptStateIsReported},
+				{"ConcurrentWritersOneWins", testConcurrentWritersOneWins},
+				{"FiltersAndDisabledFlag", testFiltersAndDisabledFlag},
+			} {
+				t.Run(c.name, func(t *testing.T) {
+					if b.name == "postgres" {
+						pgtest.Need(t)
+					}
+					s, exec := b.open(t)
+					c.f(t, s, exec)
+				})
+			}
+		})
+	}
+}
+
+// testConcurrentWritersOneWins: what the single SQLite writer gave for
+// free must hold with concurrent PostgreSQL connections: of many writers
+// recording one launch id exactly one creates it, of many moving one
+// instance from the same state exactly one succeeds, and the history has
+// one entry per accepted transition.
+func testConcurrentWritersOneWins(t *testing.T, s provisioner.Store, _ execFunc) {
+	ctx := context.Background()
+	now := time.Unix(1700000000, 0).UTC()
+	const writers = 8
+	var wg sync.WaitGroup
+	created := make(chan bool, writers)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, ok, err := s.CreateLaunch(ctx, provisioner.Launch{LaunchID: "L1", Job: "web", Count: 1, Created: now},
+				[]provisioner.Instance{requested(fmt.Sprintf("i%d", w), "L1", 0, now)})
+			if err != nil {
+				t.Error(err)
+			}
+			created <- ok
+		}()
+	}
+	wg.Wait()
+	close(created)
+	n := 0
+	for ok := range created {
+		if ok {
+			n++
+		}
+	}
+	all, _ := s.Instances(ctx, provisioner.Filter{LaunchID: "L1"})
+	if n != 1 || len(all) != 1 {
+		t.Fatalf("%d writers created launch L1, %d instances recorded; want 1 and 1", n, len(all))
+	}
+	cur := all[0]
+	wins := make(chan error, writers)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			next, _ := provisioner.Apply(cur, nightshift.StateRunning, fmt.Sprintf("writer %d", w), now.Add(time.Second))
+			wins <- s.UpdateInstance(ctx, next, nightshift.StateRequested)
+		}()
+	}
+	wg.Wait()
+	close(wins)
+	n = 0
+	for err := range wins {
+		switch {
+		case err == nil:
+			n++
+		case !errors.Is(err, provisioner.ErrConflict):
+			t.Errorf("losing writer: %v, want ErrConflict", err)
+		}
+	}
+	got, _ := s.Instance(ctx, cur.ID)
+	if n != 1 || len(got.History) != 2 {
+		t.Errorf("%d writers won, history %+v; want 1 and 2 entries", n, got.History)
+	}
+}
+
+func testFiltersAndDisabledFlag(t *testing.T, s provisioner.Store, _ execFunc) {
+	ctx := context.Background()
+	now := time.Unix(1700000000, 0).UTC()
+	s.CreateLaunch(ctx, provisioner.Launch{LaunchID: "L1", Job: "web", Count: 2, Created: now},
+		[]provisioner.Instance{requested("a", "L1", 0, now), requested("b", "L1", 1, now)})
+	w := requested("c", "L2", 0, now.Add(time.Second))
+	w.Job = "batch"
+	s.CreateLaunch(ctx, provisioner.Launch{LaunchID: "L2", Job: "batch", Count: 1, Created: now}, []provisioner.Instance{w})
+	for _, tc := range []struct {
+		f    provisioner.Filter
+		want string
+	}{
+		{provisioner.Filter{}, "[a b c]"},
+		{provisioner.Filter{Job: "web"}, "[a b]"},
+		{provisioner.Filter{LaunchID: "L2"}, "[c]"},
+		{provisioner.Filter{IDs: []string{"c", "a"}}, "[a c]"},
+		{provisioner.Filter{Job: "web", IDs: []string{"c"}}, "[]"},
+		{provisioner.Filter{LiveOnly: true, Job: "batch"}, "[c]"},
+	} {
+		got, err := s.Instances(ctx, tc.f)
+		var ids []string
+		for _, in := range got {
+			ids = append(ids, in.ID)
+		}
+		if err != nil || fmt.Sprint(ids) != tc.want {
+			t.Errorf("Instances(%+v) = %v, %v; want %s", tc.f, ids, err, tc.want)
+		}
+	}
+	if d, err := s.Disabled(ctx); d || err != nil {
+		t.Fatalf("new store disabled: %v %v", d, err)
+	}
+	for _, want := range []bool{true, false} {
+		if err := s.SetDisabled(ctx, want); err != nil {
+			t.Fatal(err)
+		}
+		if d, err := s.Disabled(ctx); d != want || err != nil {
+			t.Errorf("Disabled = %v %v, want %v", d, err, want)
+		}
+	}
+}
+
+// TestPGFencedWrites: a store opened with a fence writes while its holder
+// leads; once another candidate took the lease over, every write of the
+// old one (record, transition, flag, command ledger) fails with
+// leader.ErrFenced, and the new leader's succeed.
+func TestPGFencedWrites(t *testing.T) {
+	url := pgtest.Need(t)
+	schema := pgtest.Schema(t, "provfence")
+	ctx := context.Background()
+	base := openPG(t, url, schema, leader.Fence{})
+	cand := func(holder string) *leader.Lease {
+		l, err := leader.New(ctx, leader.Config{DB: base.DB().Pool, Schema: schema, Name: "provisioner", Holder: holder, TTL: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	a, b := cand("a"), cand("b")
+	fa, ok, err := a.TryAcquire(ctx)
+	if !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	old := openPG(t, url, schema, fa)
+	now := time.Unix(1700000000, 0).UTC()
+	if _, _, err := old.CreateLaunch(ctx, provisioner.Launch{LaunchID: "L1", Job: "web", Count: 1, Created: now},
+		[]provisioner.Instance{requested("a", "L1", 0, now)}); err != nil {
+		t.Fatalf("leader's write: %v", err)
+	}
+	// The lease is handed over (a release stands in for an expiry).
+	if _, err := base.DB().Pool.Exec(ctx, `UPDATE leases SET expires_at = now()`); err != nil {
+		t.Fatal(err)
+	}
+	fb, ok, err := b.TryAcquire(ctx)
+	if !ok || err != nil || fb.Epoch != fa.Epoch+1 {
+		t.Fatal(fb, ok, err)
+	}
+	cur, _ := old.Instance(ctx, "a")
+	next, _ := provisioner.Apply(cur, nightshift.StateRunning, "late", now.Add(time.Second))
+	_, _, errLaunch := old.CreateLaunch(ctx, provisioner.Launch{LaunchID: "L2", Job: "web", Count: 1, Created: now},
+		[]provisioner.Instance{requested("b", "L2", 0, now)})
+	_, errLedger := old.Commands().Start(ctx, cmdledgerEntry(now))
+	for what, err := range map[string]error{
+		"CreateLaunch":   errLaunch,
+		"UpdateInstance": old.UpdateInstance(ctx, next, nightshift.StateRequested),
+		"SetDisabled":    old.SetDisabled(ctx, true),
+		"ledger Start":   errLedger,
+	} {
+		if !errors.Is(err, leader.ErrFenced) {
+			t.Errorf("deposed %s: %v, want ErrFenced", what, err)
+		}
+	}
+	if got, _ := base.Instance(ctx, "a"); got.State != nightshift.StateRequested {
+		t.Errorf("a deposed write landed: %+v", got)
+	}
+	if err := openPG(t, url, schema, fb).UpdateInstance(ctx, next, nightshift.StateRequested); err != nil {
+		t.Errorf("new leader's write: %v", err)
+	}
+}
+
+// TestPGSchemasAreApart: two runs' stores in one database see nothing of
+// each other, and a store reopened on its schema finds its records.
+func TestPGSchemasAreApart(t *testing.T) {
+	url := pgtest.Need(t)
+	ctx := context.Background()
+	s1, s2 := pgtest.Schema(t, "provrun1"), pgtest.Schema(t, "provrun2")
+	a := openPG(t, url, s1, leader.Fence{})
+	if err := a.SetDisabled(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := openPG(t, url, s2, leader.Fence{}).Disabled(ctx); d {
+		t.Error("run 2 sees run 1's flag")
+	}
+	a.Close()
+	if d, err := openPG(t, url, s1, leader.Fence{}).Disabled(ctx); !d || err != nil {
+		t.Errorf("reopened store lost its flag: %v %v", d, err)
+	}
+}
+
+func TestPGNewerSchemaIsRefused(t *testing.T) {
+	url := pgtest.Need(t)
+	schema := pgtest.Schema(t, "provnewer")
+	s := openPG(t, url, schema, leader.Fence{})
+	if _, err := s.DB().Pool.Exec(context.Background(), `INSERT INTO schema_version (version, name) VALUES (99, 'future')`); err != nil {
+		t.Fatal(err)
+	}
+	_, err := OpenPG(context.Background(), url, schema, leader.Fence{})
+	if err == nil || !containsAll(err.Error(), "newer", schema) {
+		t.Fatalf("err = %v, want refusal of a newer schema naming it", err)
+	}
+}
+
+func TestPGCommandLedger(t *testing.T) {
+	url := pgtest.Need(t)
+	schema := pgtest.Schema(t, "provledger")
+	ctx := context.Background()
+	s := openPG(t, url, schema, leader.Fence{})
+	now := time.Unix(1700000000, 0).UTC()
+	if _, err := s.Commands().Start(ctx, cmdledgerEntry(now)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commands().Finish(ctx, "c1", []byte(`{"live":3}`), now); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	e, err := openPG(t, url, schema, leader.Fence{}).Commands().Lookup(ctx, "c1")
+	if err != nil || e.State != "done" || string(e.Reply) != `{"live":3}` || e.Attempts != 1 {
+		t.Fatalf("after reopening: %+v, %v", e, err)
+	}
+	m, err := pgMigrations.ReadFile("pgmigrations/0001_init.sql")
+	if err != nil || !strings.Contains(string(m), pgdb.LedgerSchema) {
+		t.Errorf("pgmigrations/0001_init.sql does not hold pgdb.LedgerSchema (%v)", err)
+	}
+}
+
+func cmdledgerEntry(now time.Time) cmdledger.Entry {
+	return cmdledger.Entry{ID: "c1", Type: "t", Sig: "s", Started: now}
+}
+
+func containsAll(s string, subs ...string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
+}

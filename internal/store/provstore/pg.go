@@ -1,0 +1,201 @@
+package provstore
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"nightshift"
+	"nightshift/internal/cmdledger"
+	"nightshift/internal/leader"
+	"nightshift/internal/store/pgdb"
+	"nightshift/provisioner"
+)
+
+//go:embed pgmigrations/*.sql
+var pgMigrations embed.FS
+
+// PG is a provisioner.Store in a PostgreSQL schema, which replicas of the
+// provisioner share. Opened with a fence, every write first checks that
+// its holder still leads (leader.Fence), so a deposed replica's writes
+// fail with leader.ErrFenced.
+type PG struct {
+	db *pgdb.DB
+}
+
+var _ provisioner.Store = (*PG)(nil)
+
+// OpenPG connects to url, in schema (pgdb.SchemaName of the run and
+// "provisioner" by convention), and applies pending migrations.
+func OpenPG(ctx context.Context, url, schema string, fence leader.Fence) (*PG, error) {
+	db, err := pgdb.Open(ctx, pgdb.Config{URL: url, Schema: schema, Migrations: pgMigrations, Dir: "pgmigrations", Fence: fence})
+	if err != nil {
+		return nil, fmt.Errorf("open provisioner store: %w", err)
+	}
+	return &PG{db: db}, nil
+}
+
+// Close releases the connections.
+func (s *PG) Close() error { s.db.Close(); return nil }
+
+// DB is the store's schema, for its leases and for tests.
+func (s *PG) DB() *pgdb.DB { return s.db }
+
+// Commands is the ledger of signed commands in this schema.
+func (s *PG) Commands() cmdledger.Ledger { return pgdb.Ledger{DB: s.db} }
+
+// CreateLaunch implements provisioner.Store. Two replicas recording one
+// launch id at once: the second insert waits on the first's key and then
+// does nothing, so exactly one set of instances is written.
+func (s *PG) CreateLaunch(ctx context.Context, l provisioner.Launch, insts []provisioner.Instance) ([]provisioner.Instance, bool, error) {
+	created := false
+	err := s.db.Write(ctx, func(tx pgx.Tx) error {
+		created = false
+		tag, err := tx.Exec(ctx, `INSERT INTO launches(launch_id, job, count, spec, created) VALUES($1,$2,$3,$4,$5)
+			ON CONFLICT (launch_id) DO NOTHING`, l.LaunchID, l.Job, l.Count, []byte(l.Spec), nanos(l.Created))
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return nil
+		}
+		var b pgx.Batch
+		for _, in := range insts {
+			b.Queue(`INSERT INTO instances(id, launch_id, idx, job, driver, host, address, pid, state, reason, live, created, updated)
+				VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)`, in.ID, in.LaunchID, in.Index, in.Job, in.Driver, in.Host, in.Address, in.PID,
+				string(in.State), in.Reason, in.State.Live(), nanos(in.Created), nanos(in.Updated))
+			for seq, h := range in.History {
+				b.Queue(`INSERT INTO history(instance_id, seq, state, reason, time) VALUES($1,$2,$3,$4,$5)`,
+					in.ID, seq+1, string(h.State), h.Reason, nanos(h.Time))
+			}
+		}
+		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+			return fmt.Errorf("instances: %w", err)
+		}
+		created = true
+		return nil
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("create launch %s: %w", l.LaunchID, err)
+	}
+	if created {
+		return nil, true, nil
+	}
+	existing, err := s.Instances(ctx, provisioner.Filter{LaunchID: l.LaunchID})
+	if err != nil {
+		return nil, false, fmt.Errorf("create launch %s: read existing: %w", l.LaunchID, err)
+	}
+	return existing, false, nil
+}
+
+// Launch implements provisioner.Store.
+func (s *PG) Launch(ctx context.Context, launchID string) (provisioner.Launch, error) {
+	var l provisioner.Launch
+	var spec []byte
+	var created int64
+	err := s.db.Pool.QueryRow(ctx, `SELECT launch_id, job, count, spec, created FROM launches WHERE launch_id = $1`, launchID).
+		Scan(&l.LaunchID, &l.Job, &l.Count, &spec, &created)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return l, fmt.Errorf("launch %s: %w", launchID, provisioner.ErrNotFound)
+	}
+	if err != nil {
+		return l, fmt.Errorf("launch %s: %w", launchID, err)
+	}
+	if len(spec) > 0 {
+		l.Spec = spec
+	}
+	l.Created = fromNanos(created)
+	return l, nil
+}
+
+// Instance implements provisioner.Store.
+func (s *PG) Instance(ctx context.Context, id string) (provisioner.Instance, error) {
+	got, err := s.list(ctx, selectInstance+" WHERE i.id = $1 ORDER BY h.seq", id)
+	if err != nil {
+		return provisioner.Instance{}, fmt.Errorf("instance %s: %w", id, err)
+	}
+	if len(got) == 0 {
+		return provisioner.Instance{}, fmt.Errorf("instance %s: %w", id, provisioner.ErrNotFound)
+	}
+	return got[0], nil
+}
+
+// Instances implements provisioner.Store.
+func (s *PG) Instances(ctx context.Context, f provisioner.Filter) ([]provisioner.Instance, error) {
+	q := selectInstance + ` WHERE ($1 = '' OR i.job = $1) AND ($2 = '' OR i.launch_id = $2) AND (NOT $3 OR i.live)
+		AND (cardinality($4::text[]) = 0 OR i.id = ANY($4))
+		ORDER BY i.created, i.launch_id, i.idx, h.seq`
+	ids := f.IDs
+	if ids == nil {
+		ids = []string{}
+	}
+	return s.list(ctx, q, f.Job, f.LaunchID, f.LiveOnly, ids)
+}
+
+func (s *PG) list(ctx context.Context, q string, args ...any) ([]provisioner.Instance, error) {
+	rows, err := s.db.Pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list instances: %w", err)
+	}
+	defer rows.Close()
+	return foldInstances(rows)
+}
+
+// UpdateInstance implements provisioner.Store. The compare-and-set UPDATE
+// locks the instance's row, so the history sequence read after it is this
+// writer's alone until commit.
+func (s *PG) UpdateInstance(ctx context.Context, in provisioner.Instance, prev nightshift.InstanceState) error {
+	if len(in.History) == 0 {
+		return fmt.Errorf("update instance %s: no history entry to append", in.ID)
+	}
+	h := in.History[len(in.History)-1]
+	err := s.db.Write(ctx, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE instances SET host=$1, address=$2, pid=$3, state=$4, reason=$5, live=$6, updated=$7
+			WHERE id = $8 AND state = $9`, in.Host, in.Address, in.PID, string(in.State), in.Reason, in.State.Live(), nanos(in.Updated), in.ID, string(prev))
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return fmt.Errorf("from %s: %w", prev, provisioner.ErrConflict)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO history(instance_id, seq, state, reason, time)
+			SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4 FROM history WHERE instance_id = $1`,
+			in.ID, string(h.State), h.Reason, nanos(h.Time)); err != nil {
+			return fmt.Errorf("history: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("update instance %s: %w", in.ID, err)
+	}
+	return nil
+}
+
+// Disabled implements provisioner.Store.
+func (s *PG) Disabled(ctx context.Context) (bool, error) {
+	var v string
+	err := s.db.Pool.QueryRow(ctx, `SELECT value FROM settings WHERE key = $1`, keyDisabled).Scan(&v)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read disabled flag: %w", err)
+	}
+	return v == "1", nil
+}
+
+// SetDisabled implements provisioner.Store.
+func (s *PG) SetDisabled(ctx context.Context, disabled bool) error {
+	err := s.db.Write(ctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO settings(key, value) VALUES($1, $2)
+			ON CONFLICT (key) DO UPDATE SET value = excluded.value`, keyDisabled, fmt.Sprint(boolInt(disabled)))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("set disabled flag: %w", err)
+	}
+	return nil
+}
