@@ -31,6 +31,7 @@ import (
 	"nightshift/decision"
 	"nightshift/decision/execengine"
 	"nightshift/internal/amqpbus"
+	"nightshift/internal/brokerurl"
 	"nightshift/internal/daemonflag"
 	"nightshift/internal/envelope"
 	"nightshift/internal/metrics"
@@ -106,7 +107,7 @@ func serve(ctx context.Context, o options, getenv func(string) string, log *slog
 	// same CA, and the same name when the URL gives one to verify
 	// (server_name_indication, for a broker reached by address).
 	sni := ""
-	if uri, err := amqp.ParseURI(url); err == nil {
+	if uri, err := amqp.ParseURI(brokerurl.First(url)); err == nil {
 		sni = uri.ServerName
 	}
 	mgmtHTTP, err := pki.HTTPClient(o.common.AMQPCAFile, sni, 5*time.Second)

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"nightshift/internal/amqpbus"
+	"nightshift/internal/brokerurl"
 	"nightshift/internal/busid"
 	"nightshift/internal/cgroup"
 	"nightshift/internal/clikit"
@@ -303,8 +304,9 @@ func runAgent(ctx context.Context, c agentConfig, stderr io.Writer) error {
 	return nil
 }
 
+// brokerUser is the user of the broker URL (a cluster's nodes share it).
 func brokerUser(raw string) string {
-	u, err := amqp.ParseURI(raw)
+	u, err := amqp.ParseURI(brokerurl.First(raw))
 	if err != nil {
 		return ""
 	}

@@ -10,12 +10,14 @@ import (
 	"math/rand/v2"
 	"regexp"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jonboulle/clockwork"
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"nightshift/internal/backoff"
+	"nightshift/internal/brokerurl"
 	"nightshift/internal/pki"
 	"nightshift/internal/redact"
 )
@@ -50,7 +52,10 @@ var (
 
 // Config says where and who to connect as. Only URL and Run are required.
 type Config struct {
-	URL  string // amqp://user:pass@host:port/vhost, or amqps://; the password is never logged
+	// URL is amqp://user:pass@host:port/vhost, or amqps://, or several
+	// nodes of one cluster joined by commas (package brokerurl), all with
+	// the same user and vhost. The password is never logged.
+	URL  string
 	Name string // connection_name client property shown by the broker, e.g. "provisioner@host"
 	Run  string // scopes every exchange and queue name
 	Log  *slog.Logger
@@ -92,14 +97,15 @@ func (c Config) withDefaults() (Config, error) {
 	if c.URL == "" {
 		return c, errors.New("amqp config: empty URL")
 	}
-	uri, err := amqp.ParseURI(c.URL)
-	if err != nil {
-		return c, fmt.Errorf("amqp config: URL %s: %s", Redacted(c.URL), redact.String(err.Error()))
+	if err := CheckURL(c.URL); err != nil {
+		return c, fmt.Errorf("amqp config: %w", err)
 	}
+	uri, _ := amqp.ParseURI(brokerurl.First(c.URL)) // checked by CheckURL
 	if uri.Scheme != "amqps" && (c.CAFile != "" || c.RootCAs != nil) {
 		return c, fmt.Errorf("amqp config: a CA is given but URL %s is not amqps://", Redacted(c.URL))
 	}
 	if c.CAFile != "" && c.RootCAs == nil {
+		var err error
 		if c.RootCAs, err = pki.LoadPool(c.CAFile); err != nil {
 			return c, fmt.Errorf("amqp config: %w", err)
 		}
@@ -131,8 +137,44 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
-// Redacted returns url with its password masked, for logs and errors.
+// Redacted returns url (or a list of them) with its passwords masked, for
+// logs and errors.
 func Redacted(url string) string { return redact.URL(url) }
+
+// CheckURL checks a broker URL, or a cluster's list of them, as Dial will
+// take it: each an AMQP URI, all with one scheme, user and vhost. Its
+// errors never hold a password.
+func CheckURL(list string) error {
+	if err := brokerurl.Check(list); err != nil {
+		return err
+	}
+	us := brokerurl.Split(list)
+	for i, u := range us {
+		if _, err := amqp.ParseURI(u); err != nil {
+			return fmt.Errorf("broker URL %d of %d (%s): %s", i+1, len(us), Redacted(u), redact.String(err.Error()))
+		}
+	}
+	return nil
+}
+
+// Clustered reports whether a broker URL list names more than one node.
+// Such a bus declares its durable queues as quorum queues: replicated on
+// the cluster's nodes, they outlive the loss of any one of them, which a
+// classic queue (living on one node) does not.
+func Clustered(list string) bool { return len(brokerurl.Split(list)) > 1 }
+
+// QueueArgs returns the arguments a durable, shared queue (a job's work
+// queue) is declared with on the broker that list names: x-queue-type
+// quorum on a cluster, none on one node. Every declarer of a queue must
+// agree (the broker refuses a redeclaration of another type), so the
+// examples' producer and worker, which declare the work queue with their
+// own AMQP client, call this too.
+func QueueArgs(list string) amqp.Table {
+	if Clustered(list) {
+		return amqp.Table{"x-queue-type": "quorum"}
+	}
+	return nil
+}
 
 // Topology names. Exported so tools (and the queue-length engine) can name
 // queues without a Bus.
@@ -177,6 +219,13 @@ type Bus struct {
 	rpc   *rpcSession
 
 	user string // the URL's user name, stamped on every publish as user_id
+
+	// urls are the nodes to dial, in order; node is the index of the one
+	// the next dial tries first (the supervisor's alone). quorum is
+	// Clustered(cfg.URL).
+	urls   []string
+	node   atomic.Int32
+	quorum bool
 }
 
 // Dial connects and starts the supervisor that keeps the connection alive.
@@ -188,9 +237,10 @@ func Dial(ctx context.Context, cfg Config) (*Bus, error) {
 	if err != nil {
 		return nil, err
 	}
-	uri, _ := amqp.ParseURI(cfg.URL) // checked by withDefaults
+	urls := brokerurl.Split(cfg.URL)
+	uri, _ := amqp.ParseURI(urls[0]) // checked by withDefaults
 	life, cancel := context.WithCancel(context.Background())
-	b := &Bus{user: uri.Username,
+	b := &Bus{user: uri.Username, urls: urls, quorum: len(urls) > 1,
 		cfg: cfg, log: cfg.Log.With("component", "amqpbus", "run", cfg.Run, "name", cfg.Name), clock: cfg.Clock,
 		life: life, cancel: cancel, done: make(chan struct{}),
 		changed: make(chan struct{}), declared: make(map[string]*amqp.Channel),
@@ -273,14 +323,17 @@ func (b *Bus) supervise(conn *amqp.Connection) {
 				if err := conn.Close(); err != nil && !errors.Is(err, amqp.ErrClosed) {
 					b.log.Warn("amqp close", "err", err)
 				}
-				b.log.Info("amqp closed", "url", Redacted(b.cfg.URL))
+				b.log.Info("amqp closed", "url", b.nodeURL())
 				return
 			case e := <-lost:
 				reason := "closed"
 				if e != nil {
 					reason = redact.String(e.Error())
 				}
-				b.log.Warn("amqp disconnected", "url", Redacted(b.cfg.URL), "reason", reason)
+				b.log.Warn("amqp disconnected", "url", b.nodeURL(), "reason", reason)
+				// Try the other nodes first: the one just lost is
+				// the least likely to answer now.
+				b.node.Store((b.node.Load() + 1) % int32(len(b.urls)))
 				break watch
 			case bl, ok := <-blocked:
 				if !ok {
@@ -309,9 +362,9 @@ func (b *Bus) reconnect() *amqp.Connection {
 		case <-b.life.Done():
 			return nil
 		}
-		conn, err := b.dialOnce(b.life)
+		conn, err := b.dialAny(b.life)
 		if err == nil {
-			b.log.Info("amqp reconnected", "url", Redacted(b.cfg.URL), "attempt", attempt)
+			b.log.Info("amqp reconnected", "url", b.nodeURL(), "attempt", attempt)
 			return conn
 		}
 		if b.life.Err() != nil {
@@ -325,9 +378,9 @@ func (b *Bus) reconnect() *amqp.Connection {
 func (b *Bus) connect(ctx context.Context) (*amqp.Connection, error) {
 	url := Redacted(b.cfg.URL)
 	for attempt := 1; ; attempt++ {
-		conn, err := b.dialOnce(ctx)
+		conn, err := b.dialAny(ctx)
 		if err == nil {
-			b.log.Info("amqp connected", "url", url)
+			b.log.Info("amqp connected", "url", b.nodeURL())
 			return conn, nil
 		}
 		msg := redact.String(err.Error())
@@ -353,15 +406,57 @@ func (b *Bus) connect(ctx context.Context) (*amqp.Connection, error) {
 	}
 }
 
-// dialOnce dials in a goroutine because amqp091-go takes no ctx; if ctx ends
+// nodeURL is the node the bus is (or was last) connected to, redacted.
+func (b *Bus) nodeURL() string { return Redacted(b.urls[b.node.Load()]) }
+
+// Node returns the URL of the node the bus is connected to (or was last),
+// its password redacted: one of Config.URL's list.
+func (b *Bus) Node() string { return b.nodeURL() }
+
+// dialAny dials the nodes once each, from b.node on, and returns the first
+// connection; b.node is then the node it reached. A refused login or a
+// certificate that does not verify ends the round at once: the nodes of a
+// cluster share their users and certificate authority, so the next node
+// would refuse too, and the caller decides whether that is fatal. Otherwise
+// the error is the last node's, every node having been tried.
+func (b *Bus) dialAny(ctx context.Context) (*amqp.Connection, error) {
+	var errs []error
+	first := int(b.node.Load())
+	for i := range b.urls {
+		n := (first + i) % len(b.urls)
+		conn, err := b.dialOnce(ctx, b.urls[n])
+		if err == nil {
+			b.node.Store(int32(n))
+			return conn, nil
+		}
+		if ctx.Err() != nil || refusedForGood(err) {
+			return nil, err
+		}
+		if len(b.urls) > 1 {
+			b.log.Debug("amqp node did not answer; trying the next", "url", Redacted(b.urls[n]), "err", redact.String(err.Error()))
+			err = fmt.Errorf("node %d of %d: %w", n+1, len(b.urls), err)
+		}
+		errs = append(errs, err)
+	}
+	return nil, errors.Join(errs...)
+}
+
+// refusedForGood reports dial errors that another attempt will not cure.
+func refusedForGood(err error) bool {
+	var ae *amqp.Error
+	var ve *tls.CertificateVerificationError
+	return (errors.As(err, &ae) && ae.Code == amqp.AccessRefused) || errors.As(err, &ve)
+}
+
+// dialOnce dials url in a goroutine because amqp091-go takes no ctx; if ctx ends
 // first, a connection that arrives late is closed rather than leaked.
-func (b *Bus) dialOnce(ctx context.Context) (*amqp.Connection, error) {
+func (b *Bus) dialOnce(ctx context.Context, url string) (*amqp.Connection, error) {
 	props := amqp.NewConnectionProperties()
 	if b.cfg.Name != "" {
 		props["connection_name"] = b.cfg.Name
 	}
 	cfg := amqp.Config{Properties: props, Heartbeat: heartbeat, Locale: "en_US", Dial: amqp.DefaultDial(dialTimeout)}
-	if tc, err := TLSConfig(b.cfg.URL, b.cfg.RootCAs); err != nil {
+	if tc, err := TLSConfig(url, b.cfg.RootCAs); err != nil {
 		return nil, err
 	} else if tc != nil {
 		cfg.TLSClientConfig = tc
@@ -372,7 +467,7 @@ func (b *Bus) dialOnce(ctx context.Context) (*amqp.Connection, error) {
 	}
 	res := make(chan result, 1)
 	go func() {
-		c, err := amqp.DialConfig(b.cfg.URL, cfg)
+		c, err := amqp.DialConfig(url, cfg)
 		res <- result{c, err}
 	}()
 	select {

@@ -49,10 +49,10 @@ func (b *Bus) Consume(ctx context.Context, component string, h Handler) error {
 		if b.cfg.Passive {
 			return queue, declarePassive(ch, queue)
 		}
-		if err := declareDead(ch, b.cfg.Run); err != nil {
+		if err := b.declareDead(ch); err != nil {
 			return "", err
 		}
-		return queue, declareDurableQueue(ch, b.cfg.Run, queue)
+		return queue, b.declareDurableQueue(ch, queue)
 	}, h)
 }
 
@@ -96,10 +96,10 @@ func (b *Bus) SubscribeDurable(ctx context.Context, queue string, bindingKeys []
 		if err := declareEvents(ch, exchange); err != nil {
 			return "", err
 		}
-		if err := declareDead(ch, b.cfg.Run); err != nil {
+		if err := b.declareDead(ch); err != nil {
 			return "", err
 		}
-		if err := declareDurableQueue(ch, b.cfg.Run, name); err != nil {
+		if err := b.declareDurableQueue(ch, name); err != nil {
 			return "", err
 		}
 		return name, bind(ch, name, exchange, bindingKeys)

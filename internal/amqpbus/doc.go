@@ -18,6 +18,19 @@
 // Declarations are idempotent and repeated after every reconnect, so either
 // side may start first.
 //
+// On a cluster (Config.URL lists more than one node) every durable queue
+// above, and a job's work queue (DeclareQueue, QueueArgs), is a quorum
+// queue (x-queue-type=quorum): replicated by Raft on the cluster's nodes,
+// it keeps its messages and its consumers when one node of three is lost,
+// where a classic queue lives and dies with one node. Subscribe's queue
+// stays classic, exclusive and auto-delete: a quorum queue can be none of
+// those, and that queue belongs to one connection anyway (events missed
+// while it is down are missed on any broker). Call's direct reply-to is no
+// queue at all. A queue's type is fixed when it is first declared and the
+// broker refuses a redeclaration of another type, so every client of a
+// clustered run must be given the whole list; one URL means one node and
+// classic queues, as before.
+//
 // # Identity
 //
 // Every message the Bus publishes (commands, events, requests, replies)
@@ -64,7 +77,10 @@
 // # Reconnection
 //
 // One goroutine per Bus watches the connection and redials with jittered,
-// capped exponential back-off (Config.MinBackoff..MaxBackoff). amqp091-go's
+// capped exponential back-off (Config.MinBackoff..MaxBackoff). Each redial
+// tries every node of the list once, starting with the one after the node
+// just lost, and keeps the first that answers: a client of a cluster fails
+// over to a live node at the first retry. amqp091-go's
 // own Recovery option is not used: it retries a fixed number of times at a
 // fixed interval and would hide the reconnect from the consumers that must
 // re-declare their exclusive queues. Every connect and disconnect is logged

@@ -286,10 +286,10 @@ func (b *Bus) declareCommandQueue(ch *amqp.Channel, queue string) error {
 	if b.cfg.Passive {
 		return declarePassive(ch, queue)
 	}
-	if err := b.declareOnce(ch, DeadLetterExchange(b.cfg.Run), func() error { return declareDead(ch, b.cfg.Run) }); err != nil {
+	if err := b.declareOnce(ch, DeadLetterExchange(b.cfg.Run), func() error { return b.declareDead(ch) }); err != nil {
 		return err
 	}
-	return declareDurableQueue(ch, b.cfg.Run, queue)
+	return b.declareDurableQueue(ch, queue)
 }
 
 // DeclareCommandQueue declares component's command queue and the run's
@@ -308,14 +308,15 @@ func (b *Bus) DeclareCommandQueue(ctx context.Context, component string) error {
 		return fmt.Errorf("declare command queue of %s: open channel: %w", component, err)
 	}
 	defer func() { _ = ch.Close() }()
-	if err := declareDead(ch, b.cfg.Run); err != nil {
+	if err := b.declareDead(ch); err != nil {
 		return err
 	}
-	return declareDurableQueue(ch, b.cfg.Run, CommandQueue(b.cfg.Run, component))
+	return b.declareDurableQueue(ch, CommandQueue(b.cfg.Run, component))
 }
 
 // DeclareQueue declares a plain durable queue, such as a job's work queue,
-// as the examples' producer and worker declare it.
+// as the examples' producer and worker declare it (a quorum queue on a
+// cluster; see QueueArgs).
 func (b *Bus) DeclareQueue(ctx context.Context, queue string) error {
 	conn, err := b.awaitConn(ctx)
 	if err != nil {
@@ -326,7 +327,7 @@ func (b *Bus) DeclareQueue(ctx context.Context, queue string) error {
 		return fmt.Errorf("declare queue %s: open channel: %w", queue, err)
 	}
 	defer func() { _ = ch.Close() }()
-	if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
+	if _, err := ch.QueueDeclare(queue, true, false, false, false, b.queueArgs(nil)); err != nil {
 		return fmt.Errorf("declare queue %s: %w", queue, err)
 	}
 	return nil
@@ -365,12 +366,27 @@ func declarePassive(ch *amqp.Channel, queue string) error {
 	return nil
 }
 
-func declareDead(ch *amqp.Channel, run string) error {
-	dlx, dead := DeadLetterExchange(run), DeadQueue(run)
+// queueArgs adds x-queue-type quorum to args on a cluster (see Clustered).
+// Only durable, shared queues are declared with it: a quorum queue cannot
+// be exclusive or auto-delete, so Subscribe's per-connection queue stays
+// classic (it is lost with its connection on any broker anyway).
+func (b *Bus) queueArgs(args amqp.Table) amqp.Table {
+	if !b.quorum {
+		return args
+	}
+	out := amqp.Table{"x-queue-type": "quorum"}
+	for k, v := range args {
+		out[k] = v
+	}
+	return out
+}
+
+func (b *Bus) declareDead(ch *amqp.Channel) error {
+	dlx, dead := DeadLetterExchange(b.cfg.Run), DeadQueue(b.cfg.Run)
 	if err := ch.ExchangeDeclare(dlx, amqp.ExchangeFanout, true, false, false, false, nil); err != nil {
 		return fmt.Errorf("declare exchange %s: %w", dlx, err)
 	}
-	if _, err := ch.QueueDeclare(dead, true, false, false, false, nil); err != nil {
+	if _, err := ch.QueueDeclare(dead, true, false, false, false, b.queueArgs(nil)); err != nil {
 		return fmt.Errorf("declare queue %s: %w", dead, err)
 	}
 	if err := ch.QueueBind(dead, "", dlx, false, nil); err != nil {
@@ -379,8 +395,8 @@ func declareDead(ch *amqp.Channel, run string) error {
 	return nil
 }
 
-func declareDurableQueue(ch *amqp.Channel, run, queue string) error {
-	args := amqp.Table{"x-dead-letter-exchange": DeadLetterExchange(run)}
+func (b *Bus) declareDurableQueue(ch *amqp.Channel, queue string) error {
+	args := b.queueArgs(amqp.Table{"x-dead-letter-exchange": DeadLetterExchange(b.cfg.Run)})
 	if _, err := ch.QueueDeclare(queue, true, false, false, false, args); err != nil {
 		return fmt.Errorf("declare queue %s: %w", queue, err)
 	}

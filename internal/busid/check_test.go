@@ -160,4 +160,15 @@ func TestWithUserAndVHost(t *testing.T) {
 	if _, err := busid.WithUser("not a url", "u", "p"); err == nil {
 		t.Error("WithUser accepted a bad URL")
 	}
+	// A cluster's list: every node gets the user, none keeps the admin.
+	got, err = busid.WithUser("amqp://admin:secret@h:5701/v,amqp://admin:secret@h:5702/v", "ns.r.mgmt", "pw")
+	if want := "amqp://ns.r.mgmt:pw@h:5701/v,amqp://ns.r.mgmt:pw@h:5702/v"; err != nil || got != want {
+		t.Fatalf("WithUser of a list = %q, %v; want %q", got, err, want)
+	}
+	if v := busid.VHost(got); v != "v" {
+		t.Errorf("VHost of a list = %q", v)
+	}
+	if _, err := busid.WithUser("amqp://admin:secret@h:5701/,amqp:///", "u", "p"); err == nil {
+		t.Error("WithUser accepted a list with a bad URL")
+	}
 }

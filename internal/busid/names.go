@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+
+	"nightshift/internal/brokerurl"
 )
 
 // Roles a broker user can have.
@@ -78,20 +80,25 @@ func Password(key []byte, user string) string {
 	return hex.EncodeToString(m.Sum(nil)[:18])
 }
 
-// WithUser returns raw (an amqp://, amqps://, http:// or https:// URL) with
-// its credentials replaced by user and pass.
+// WithUser returns raw (an amqp://, amqps://, http:// or https:// URL, or
+// a cluster's list of them, package brokerurl) with its credentials
+// replaced by user and pass, in every URL of a list: a cluster's nodes
+// share their users.
 func WithUser(raw, user, pass string) (string, error) {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
-		return "", fmt.Errorf("broker url: want scheme://user:pass@host:port[/vhost]")
-	}
-	u.User = url.UserPassword(user, pass)
-	return u.String(), nil
+	return brokerurl.Map(raw, func(one string) (string, error) {
+		u, err := url.Parse(one)
+		if err != nil || u.Host == "" {
+			return "", fmt.Errorf("broker url: want scheme://user:pass@host:port[/vhost]")
+		}
+		u.User = url.UserPassword(user, pass)
+		return u.String(), nil
+	})
 }
 
-// VHost returns the vhost an amqp URL names ("/" when it names none).
+// VHost returns the vhost an amqp URL (or the first of a list: they name
+// one) names ("/" when it names none).
 func VHost(amqpURL string) string {
-	u, err := url.Parse(amqpURL)
+	u, err := url.Parse(brokerurl.First(amqpURL))
 	if err != nil {
 		return "/"
 	}

@@ -15,8 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	amqp "github.com/rabbitmq/amqp091-go"
-
+	"nightshift/internal/amqpbus"
 	"nightshift/internal/nsenv"
 	"nightshift/internal/redact"
 	"nightshift/internal/runlayout"
@@ -70,7 +69,7 @@ func (c *Common) Register(fs *flag.FlagSet, opts Options) {
 	fs.StringVar(&c.AMQPURLFile, "amqp-url-file", "", "file holding the broker URL, keeping its password off the command line (default $"+nsenv.AMQPURLFile+")")
 	fs.Var(deprecated{&c.AMQPURLFile}, "broker-url-file", "deprecated spelling of --amqp-url-file")
 	if !opts.URLFileOnly {
-		fs.StringVar(&c.AMQPURL, "amqp-url", "", "broker URL amqp://user:pass@host:port/vhost (default $"+nsenv.AMQPURL+")")
+		fs.StringVar(&c.AMQPURL, "amqp-url", "", "broker URL amqp://user:pass@host:port/vhost, or a cluster's node URLs joined by commas (default $"+nsenv.AMQPURL+")")
 	}
 	fs.StringVar(&c.AMQPCAFile, "amqp-ca-file", "", "PEM CA an amqps:// broker's certificate must chain to (default $"+nsenv.AMQPCAFile+")")
 	if !opts.NoSecret {
@@ -182,7 +181,9 @@ func (c *Common) resolveURL(getenv func(string) string) error {
 	if c.URL == "" {
 		return fmt.Errorf("broker URL from %s is empty", c.URLSource)
 	}
-	if _, err := amqp.ParseURI(c.URL); err != nil {
+	// A cluster's nodes come as one comma-separated list (package
+	// brokerurl); amqpbus checks it the way it will dial it.
+	if err := amqpbus.CheckURL(c.URL); err != nil {
 		// The parser's message may quote the URL, password and all.
 		return fmt.Errorf("broker URL from %s (%s): %s", c.URLSource, redact.URL(c.URL), redact.String(err.Error()))
 	}

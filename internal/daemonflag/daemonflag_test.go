@@ -22,6 +22,8 @@ func TestResolve(t *testing.T) {
 	fileURL := write("url", "amqp://u:hunter2@file:5672/\n")
 	emptyURL := write("empty", "\n")
 	badURL := write("bad", "http://u:hunter2@bad/\n")
+	clusterURL := write("cluster", "amqp://u:hunter2@127.0.0.1:5701/,amqp://u:hunter2@127.0.0.1:5702/\n")
+	mixedURL := write("mixed", "amqp://u:hunter2@127.0.0.1:5701/,amqp://v:hunter2@127.0.0.1:5702/\n")
 	daemon := Options{DefaultURL: "amqp://guest:guest@127.0.0.1:5672/", SecretDefault: true}
 	agent := Options{NoHome: true, URLFileOnly: true, NoSecret: true}
 	env := func(kv ...string) map[string]string {
@@ -73,6 +75,12 @@ func TestResolve(t *testing.T) {
 			}},
 		{name: "old URL file flag", opts: agent, args: []string{"--run", "r", "--broker-url-file", fileURL},
 			check: func(t *testing.T, c *Common) { want(t, c.URL, "amqp://u:hunter2@file:5672/") }},
+		{name: "a cluster's URL list flows through", opts: agent, args: []string{"--run", "r", "--amqp-url-file", clusterURL},
+			check: func(t *testing.T, c *Common) {
+				want(t, c.URL, "amqp://u:hunter2@127.0.0.1:5701/,amqp://u:hunter2@127.0.0.1:5702/")
+			}},
+		{name: "a cluster's URL list in the environment", opts: daemon, env: env("NIGHTSHIFT_RUN", "r", "NIGHTSHIFT_AMQP_URL", "amqp://u:p@a:1/, amqp://u:p@b:2/"),
+			check: func(t *testing.T, c *Common) { want(t, c.URL, "amqp://u:p@a:1/, amqp://u:p@b:2/") }},
 		{name: "relative home and CA made absolute", opts: daemon, args: []string{"--run", "r", "--home", "rel", "--amqp-url", "amqps://u:p@h/", "--amqp-ca-file", "ca.pem"},
 			check: func(t *testing.T, c *Common) {
 				if !filepath.IsAbs(c.Home) || !filepath.IsAbs(c.AMQPCAFile) {
@@ -95,6 +103,7 @@ func TestResolve(t *testing.T) {
 		{name: "missing URL file", opts: agent, args: []string{"--run", "r", "--amqp-url-file", filepath.Join(dir, "nope")}, err: "--amqp-url-file: open"},
 		{name: "empty URL file", opts: agent, args: []string{"--run", "r", "--amqp-url-file", emptyURL}, err: "is empty"},
 		{name: "bad URL, password hidden", opts: agent, args: []string{"--run", "r", "--amqp-url-file", badURL}, err: "u:xxxxx@bad"},
+		{name: "nodes with two users, password hidden", opts: agent, args: []string{"--run", "r", "--amqp-url-file", mixedURL}, err: "user differs"},
 		{name: "CA for a plain URL", opts: daemon, args: []string{"--run", "r", "--amqp-ca-file", "/ca.pem"}, err: "--amqp-ca-file is for an amqps:// broker URL"},
 	}
 	for _, tc := range cases {

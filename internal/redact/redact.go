@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+
+	"nightshift/internal/brokerurl"
 )
 
 // Marker replaces every secret.
@@ -33,8 +35,21 @@ func String(s string) string {
 	return awsKeyID.ReplaceAllString(s, "${1}"+strings.Repeat("X", 16))
 }
 
-// URL returns u with its password replaced; unparsable input goes through String.
+// URL returns u with its password replaced; unparsable input goes through
+// String. A list of broker URLs (package brokerurl) has every URL's
+// password replaced: parsed whole, the later URLs would pass as the first
+// one's path, passwords and all.
 func URL(u string) string {
+	if us := brokerurl.Split(u); len(us) > 1 {
+		for i := range us {
+			us[i] = oneURL(us[i])
+		}
+		return brokerurl.Join(us)
+	}
+	return oneURL(u)
+}
+
+func oneURL(u string) string {
 	p, err := url.Parse(u)
 	if err != nil || p.User == nil {
 		return String(u)

@@ -1,6 +1,9 @@
 package redact
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestString(t *testing.T) {
 	cases := []struct{ in, want string }{
@@ -33,5 +36,27 @@ func TestValueAndMap(t *testing.T) {
 	}
 	if URL("amqp://guest:guest@h:5672/vh") != "amqp://guest:xxxxx@h:5672/vh" {
 		t.Errorf("URL did not redact: %s", URL("amqp://guest:guest@h:5672/vh"))
+	}
+}
+
+// TestURLList: a cluster's URL list has every node's password hidden,
+// including ones whose password holds a comma or is percent-encoded.
+func TestURLList(t *testing.T) {
+	cases := []struct{ in, want string }{
+		{"amqp://u:s3cret1@h:1/,amqp://u:s3cret2@h:2/", "amqp://u:xxxxx@h:1/,amqp://u:xxxxx@h:2/"},
+		{"amqp://u:s3cret1@h:1/, amqps://u:s3%2Fcret2@h:2/v", "amqp://u:xxxxx@h:1/,amqps://u:xxxxx@h:2/v"},
+		{"amqp://u:pa,ss@h:1/", "amqp://u:xxxxx@h:1/"},
+		{"amqp://h:1/,amqp://h:2/", "amqp://h:1/,amqp://h:2/"},
+	}
+	for _, c := range cases {
+		got := URL(c.in)
+		if got != c.want {
+			t.Errorf("URL(%q) = %q, want %q", c.in, got, c.want)
+		}
+		for _, p := range []string{"s3cret", "pa,ss", "s3%2Fcret"} {
+			if strings.Contains(got, p) {
+				t.Errorf("URL(%q) leaks %q: %s", c.in, p, got)
+			}
+		}
 	}
 }
