@@ -24,7 +24,7 @@ type PlotOptions struct {
 	// Since is how far back the plot reaches from Now.
 	Since time.Duration
 	Now   time.Time
-	// Out is the file written; its extension picks the format (.svg).
+	// Out is the file written; its extension picks the format (.svg, .png).
 	Out string
 	// Redact is applied to every text taken from the store (reasons)
 	// before it is drawn; nil leaves it as stored.
@@ -35,12 +35,13 @@ type PlotOptions struct {
 // size, running workers and queue depth over time, each decision marked on
 // the time axis with its reason as the marker's title (shown on hover).
 func Plot(ctx context.Context, o PlotOptions) error {
+	write := WriteSVG
 	switch strings.ToLower(filepath.Ext(o.Out)) {
 	case ".svg":
 	case ".png":
-		return fmt.Errorf("-o %s: PNG is not supported yet; write .svg (any browser or `rsvg-convert` turns it into a PNG)", o.Out)
+		write = WritePNG
 	default:
-		return fmt.Errorf("-o %s: want a .svg file", o.Out)
+		return fmt.Errorf("-o %s: want a .svg or .png file", o.Out)
 	}
 	if o.Since <= 0 {
 		return fmt.Errorf("--since %v: want a positive duration", o.Since)
@@ -56,7 +57,7 @@ func Plot(ctx context.Context, o PlotOptions) error {
 		}
 	}
 	var buf bytes.Buffer
-	if err := WriteSVG(&buf, s, o.Now); err != nil {
+	if err := write(&buf, s, o.Now); err != nil {
 		return err
 	}
 	tmp := o.Out + ".tmp"
@@ -87,32 +88,11 @@ var actionColour = map[string]string{"launch": "#2ca02c", "terminate": "#d62728"
 // right. Output depends only on s and now, so it can be compared with a
 // golden file.
 func WriteSVG(w io.Writer, s Series, now time.Time) error {
-	t0, t1 := s.Since, now
-	if len(s.Samples) > 0 {
-		if first := s.Samples[0].Time; t0.IsZero() || first.Before(t0) {
-			t0 = first
-		}
-		if last := s.Samples[len(s.Samples)-1].Time; last.After(t1) {
-			t1 = last
-		}
-	}
-	if !t1.After(t0) {
-		t1 = t0.Add(time.Minute)
-	}
-	maxW, maxQ := 1, 1
-	for _, p := range s.Samples {
-		maxW = max(maxW, p.Desired, p.Running)
-		if p.QueueDepth != nil {
-			maxQ = max(maxQ, *p.QueueDepth)
-		}
-	}
-	wStep, wTop := niceAxis(maxW)
-	qStep, qTop := niceAxis(maxQ)
-	x0, x1, y0, y1 := padL, plotW-padR, plotH-padBottom, padTop
-	span := t1.Sub(t0).Seconds()
-	xOf := func(t time.Time) float64 { return x0 + (x1-x0)*t.Sub(t0).Seconds()/span }
-	yW := func(v int) float64 { return y0 - (y0-y1)*float64(v)/float64(wTop) }
-	yQ := func(v int) float64 { return y0 - (y0-y1)*float64(v)/float64(qTop) }
+	l := newLayout(s, now)
+	t0, t1 := l.t0, l.t1
+	wStep, wTop, qStep, qTop := l.wStep, l.wTop, l.qStep, l.qTop
+	x0, x1, y0, y1 := l.x0, l.x1, l.y0, l.y1
+	xOf, yW, yQ := l.xOf, l.yW, l.yQ
 
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
@@ -147,18 +127,11 @@ func WriteSVG(w io.Writer, s Series, now time.Time) error {
 	p("</g>\n")
 	p(`<text transform="translate(16 %.1f) rotate(-90)" text-anchor="middle">workers</text>`+"\n", (y0+y1)/2)
 	p(`<text transform="translate(%g %.1f) rotate(90)" text-anchor="middle" fill="#ff7f0e">queue depth</text>`+"\n", plotW-14, (y0+y1)/2)
-	step := timeStep(t1.Sub(t0))
-	layout := "15:04"
-	if step < time.Minute {
-		layout = "15:04:05"
-	}
+	ticks, format := l.timeTicks()
 	p(`<g text-anchor="middle">` + "\n")
-	for t := t0.Truncate(step); !t.After(t1); t = t.Add(step) {
-		if t.Before(t0) {
-			continue
-		}
+	for _, t := range ticks {
 		x := xOf(t)
-		p(`<line x1="%.1f" y1="%g" x2="%.1f" y2="%g" stroke="#999999"/><text x="%.1f" y="%g">%s</text>`+"\n", x, y0, x, y0+5, x, y0+18, t.UTC().Format(layout))
+		p(`<line x1="%.1f" y1="%g" x2="%.1f" y2="%g" stroke="#999999"/><text x="%.1f" y="%g">%s</text>`+"\n", x, y0, x, y0+5, x, y0+18, t.UTC().Format(format))
 	}
 	p("</g>\n")
 	p(`<text x="%g" y="%g" text-anchor="middle" fill="#555555">time (UTC)</text>`+"\n", (x0+x1)/2, plotH-8)
@@ -170,13 +143,7 @@ func WriteSVG(w io.Writer, s Series, now time.Time) error {
 		if d.Time.Before(t0) || d.Time.After(t1) {
 			continue
 		}
-		colour := actionColour[d.Action]
-		if colour == "" {
-			colour = "#7f7f7f"
-			if strings.Contains(d.Action, "+") {
-				colour = "#8c564b"
-			}
-		}
+		colour := decisionColour(d.Action)
 		x := xOf(d.Time)
 		title := fmt.Sprintf("%s %s (target %d): %s", d.Time.UTC().Format("15:04:05"), d.Action, d.Target, d.Reason)
 		if d.Error != "" {
@@ -238,6 +205,74 @@ func WriteSVG(w io.Writer, s Series, now time.Time) error {
 	p("</svg>\n")
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// layout is the plot's geometry, shared by the SVG and PNG writers so that
+// both draw the same picture.
+type layout struct {
+	t0, t1                   time.Time
+	wStep, wTop, qStep, qTop int
+	x0, x1, y0, y1           float64
+}
+
+func newLayout(s Series, now time.Time) layout {
+	t0, t1 := s.Since, now
+	if len(s.Samples) > 0 {
+		if first := s.Samples[0].Time; t0.IsZero() || first.Before(t0) {
+			t0 = first
+		}
+		if last := s.Samples[len(s.Samples)-1].Time; last.After(t1) {
+			t1 = last
+		}
+	}
+	if !t1.After(t0) {
+		t1 = t0.Add(time.Minute)
+	}
+	maxW, maxQ := 1, 1
+	for _, p := range s.Samples {
+		maxW = max(maxW, p.Desired, p.Running)
+		if p.QueueDepth != nil {
+			maxQ = max(maxQ, *p.QueueDepth)
+		}
+	}
+	l := layout{t0: t0, t1: t1, x0: padL, x1: plotW - padR, y0: plotH - padBottom, y1: padTop}
+	l.wStep, l.wTop = niceAxis(maxW)
+	l.qStep, l.qTop = niceAxis(maxQ)
+	return l
+}
+
+func (l layout) xOf(t time.Time) float64 {
+	return l.x0 + (l.x1-l.x0)*t.Sub(l.t0).Seconds()/l.t1.Sub(l.t0).Seconds()
+}
+func (l layout) yW(v int) float64 { return l.y0 - (l.y0-l.y1)*float64(v)/float64(l.wTop) }
+func (l layout) yQ(v int) float64 { return l.y0 - (l.y0-l.y1)*float64(v)/float64(l.qTop) }
+
+// timeTicks are the time axis's ticks and their label layout.
+func (l layout) timeTicks() ([]time.Time, string) {
+	step := timeStep(l.t1.Sub(l.t0))
+	format := "15:04"
+	if step < time.Minute {
+		format = "15:04:05"
+	}
+	var ticks []time.Time
+	for t := l.t0.Truncate(step); !t.After(l.t1); t = t.Add(step) {
+		if !t.Before(l.t0) {
+			ticks = append(ticks, t)
+		}
+	}
+	return ticks, format
+}
+
+// decisionColour is a decision marker's colour: by action, brown for a
+// combined action, grey for none.
+func decisionColour(action string) string {
+	if c := actionColour[action]; c != "" {
+		return c
+	}
+	if strings.Contains(action, "+") {
+		return "#8c564b"
+	}
+	return "#7f7f7f"
 }
 
 // esc makes stored text safe inside SVG: control and format characters

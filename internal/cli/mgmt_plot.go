@@ -18,12 +18,17 @@ func newPlotCmd(m *mgmtCmd) *cobra.Command {
 	var since time.Duration
 	var out string
 	c := &cobra.Command{
-		Use:   "plot RUN JOB -o FILE.svg",
+		Use:   "plot RUN JOB -o FILE.svg|FILE.png",
 		Short: "draw a pool's desired size, running workers and queue depth over time, each decision marked",
+		Long: `plot draws a pool's history, as the controller sampled it every second,
+into a file for a report or a ticket: desired size and running workers on
+the left axis, queue depth on the right, and each decision marked on the
+time axis. In an SVG each marker's title is the decision's reason (shown on
+hover); a PNG carries the same picture, drawn at twice the size.`,
 		Example: `  mgmt plot local work -o work.svg
-  mgmt plot local work --since 10m -o work.svg`,
+  mgmt plot local work --since 10m -o work.png`,
 		Args:              clikit.Args(2, 2),
-		Annotations:       map[string]string{noJSON: "mgmt plot writes an SVG file"},
+		Annotations:       map[string]string{noJSON: "mgmt plot writes an SVG or PNG file"},
 		ValidArgsFunction: m.completeArgs(runNames, jobNames),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			run, err := runArg(args[0])
@@ -31,13 +36,13 @@ func newPlotCmd(m *mgmtCmd) *cobra.Command {
 				return err
 			}
 			if out == "" {
-				return app.Usagef("-o FILE.svg is required")
+				return app.Usagef("-o FILE.svg or -o FILE.png is required")
 			}
 			return m.plot(cmd.Context(), run, args[1], since, out)
 		},
 	}
 	c.Flags().DurationVar(&since, "since", time.Hour, "how far back the plot reaches")
-	c.Flags().StringVarP(&out, "output", "o", "", "the file to write (.svg)")
+	c.Flags().StringVarP(&out, "output", "o", "", "the file to write (.svg or .png)")
 	return c
 }
 
