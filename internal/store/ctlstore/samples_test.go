@@ -10,9 +10,9 @@ import (
 
 func depth(n int) *int { return &n }
 
-func TestSamplesRoundTripAndSince(t *testing.T) {
+func testSamplesRoundTripAndSince(t *testing.T, b backend) {
 	ctx := context.Background()
-	s := open(t, filepath.Join(t.TempDir(), "c.db"))
+	s, _ := b.open(t)
 	want := []Sample{
 		{Time: t0, Job: "a", Desired: 1, Running: 0, Healthy: 0, QueueDepth: nil},
 		{Time: t0.Add(time.Second), Job: "a", Desired: 3, Running: 1, Healthy: 1, QueueDepth: depth(40)},
@@ -46,24 +46,12 @@ func TestSamplesRoundTripAndSince(t *testing.T) {
 	}
 }
 
-func TestCompactSamplesThinsAndDrops(t *testing.T) {
+func testCompactSamplesThinsAndDrops(t *testing.T, b backend) {
 	ctx := context.Background()
-	s := open(t, filepath.Join(t.TempDir(), "c.db"))
+	s, _ := b.open(t)
 	// Three hours of a sample a second, t0 on a minute boundary.
 	start := t0
-	tx, err := s.db.Begin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < 3*3600; i++ {
-		if _, err := tx.Exec(`INSERT INTO samples (time, job, desired, running, healthy) VALUES (?, 'a', ?, 0, 0)`,
-			nanos(start.Add(time.Duration(i)*time.Second)), i); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		t.Fatal(err)
-	}
+	b.insertSamples(t, s, "a", start, 3*3600)
 	if err := s.RecordSample(ctx, Sample{Time: start, Job: "b"}); err != nil {
 		t.Fatal(err)
 	}
@@ -105,9 +93,9 @@ func TestCompactSamplesThinsAndDrops(t *testing.T) {
 	}
 }
 
-func TestDecisionsSinceOldestFirst(t *testing.T) {
+func testDecisionsSinceOldestFirst(t *testing.T, b backend) {
 	ctx := context.Background()
-	s := open(t, filepath.Join(t.TempDir(), "c.db"))
+	s, _ := b.open(t)
 	for i := range 5 {
 		d := Decision{Time: t0.Add(time.Duration(i) * time.Minute), Job: "a", Engine: "n", Reason: "r" + string(rune('0'+i)), Target: i}
 		if _, _, err := s.RecordDecision(ctx, d, nil, nil, func([]string) (json.RawMessage, error) { return json.RawMessage("[]"), nil }); err != nil {

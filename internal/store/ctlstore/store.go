@@ -1,8 +1,9 @@
 // Package ctlstore is the controller's durable memory: job configurations,
 // reconfigurations (who, when, what), every decision with its reason, the
 // launch ids written before a launch is sent, drains in progress and the
-// frozen flag. It is one SQLite file (WAL mode, mode 0600), so a controller
-// killed at any point restarts knowing what it already asked for.
+// frozen flag. It is one SQLite file (WAL mode, mode 0600; the default), or
+// a PostgreSQL schema that replicas share (OpenPG, fenced writes), so a
+// controller killed at any point restarts knowing what it already asked for.
 package ctlstore
 
 import (

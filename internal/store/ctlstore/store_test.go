@@ -42,10 +42,9 @@ func TestOpenModeAndWAL(t *testing.T) {
 	}
 }
 
-func TestDecisionsAndLaunches(t *testing.T) {
+func testDecisionsAndLaunches(t *testing.T, b backend) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "c.db")
-	s := open(t, path)
+	s, reopen := b.open(t)
 	id := func(seq int64, i int) string { return fmt.Sprintf("web.d%d.%d", seq, i) }
 	acts := func(ids []string) (json.RawMessage, error) { return json.Marshal(ids) }
 	seq, ids, err := s.RecordDecision(ctx, Decision{Time: t0, Job: "web", Engine: "npreserving", Reason: "grow", Target: 3, Scaled: true},
@@ -66,7 +65,7 @@ func TestDecisionsAndLaunches(t *testing.T) {
 		t.Fatal("failing renderer: no error")
 	}
 	s.Close()
-	s = open(t, path)
+	s = reopen(t)
 	ds, err := s.Decisions(ctx, "web", 0)
 	if err != nil || len(ds) != 2 || ds[0].Reason != "hold" || ds[1].Reason != "grow" || !ds[1].Scaled {
 		t.Fatalf("decisions %+v err %v, want hold then grow, newest first", ds, err)
@@ -89,10 +88,9 @@ func TestDecisionsAndLaunches(t *testing.T) {
 	}
 }
 
-func TestJobsReconfigFrozenDrainsEpoch(t *testing.T) {
+func testJobsReconfigFrozenDrainsEpoch(t *testing.T, b backend) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "c.db")
-	s := open(t, path)
+	s, reopen := b.open(t)
 	if _, err := s.Job(ctx, "web"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("missing job: %v, want ErrNotFound", err)
 	}
@@ -130,7 +128,7 @@ func TestJobsReconfigFrozenDrainsEpoch(t *testing.T) {
 		t.Fatalf("epoch %q err %v", e1, err)
 	}
 	s.Close()
-	s = open(t, path)
+	s = reopen(t)
 	if f, _ := s.Frozen(ctx); !f {
 		t.Fatal("frozen flag lost on reopen")
 	}
@@ -146,7 +144,7 @@ func TestJobsReconfigFrozenDrainsEpoch(t *testing.T) {
 	if e2, _ := s.Epoch(ctx); e2 != e1 {
 		t.Fatalf("epoch changed on reopen: %q -> %q", e1, e2)
 	}
-	other := open(t, filepath.Join(t.TempDir(), "d.db"))
+	other, _ := b.open(t)
 	if e3, _ := other.Epoch(ctx); e3 == e1 {
 		t.Fatal("two stores share an epoch")
 	}

@@ -1,0 +1,257 @@
+package ctlstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"nightshift/controller"
+	"nightshift/internal/cmdledger"
+	"nightshift/internal/leader"
+	"nightshift/internal/store/pgdb"
+	"nightshift/internal/store/pgdb/pgtest"
+)
+
+// testStore is what both implementations offer the tests.
+type testStore interface {
+	controller.Store
+	Reconfigurations(ctx context.Context, job string) ([]Reconfiguration, error)
+	HasJob(ctx context.Context, job string) (bool, error)
+	Close() error
+}
+
+// backend opens a fresh, empty store of one implementation, and a way to
+// open that same store again (as a restarted controller does).
+type backend struct {
+	name          string
+	open          func(t *testing.T) (testStore, func(t *testing.T) testStore)
+	insertSamples func(t *testing.T, s testStore, job string, start time.Time, n int)
+}
+
+func backends() []backend {
+	return []backend{
+		{
+			name: "sqlite",
+			open: func(t *testing.T) (testStore, func(t *testing.T) testStore) {
+				path := filepath.Join(t.TempDir(), "c.db")
+				return open(t, path), func(t *testing.T) testStore { return open(t, path) }
+			},
+			insertSamples: func(t *testing.T, st testStore, job string, start time.Time, n int) {
+				tx, err := st.(*Store).db.Begin()
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := range n {
+					if _, err := tx.Exec(`INSERT INTO samples (time, job, desired, running, healthy) VALUES (?, ?, ?, 0, 0)`,
+						nanos(start.Add(time.Duration(i)*time.Second)), job, i); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := tx.Commit(); err != nil {
+					t.Fatal(err)
+				}
+			},
+		},
+		{
+			name: "postgres",
+			open: func(t *testing.T) (testStore, func(t *testing.T) testStore) {
+				url, schema := pgtest.URL(), pgtest.Schema(t, "ctlstore")
+				return openPG(t, url, schema, leader.Fence{}), func(t *testing.T) testStore { return openPG(t, url, schema, leader.Fence{}) }
+			},
+			insertSamples: func(t *testing.T, st testStore, job string, start time.Time, n int) {
+				if _, err := st.(*PG).db.Pool.Exec(context.Background(), `INSERT INTO samples (time, job, desired, running, healthy)
+					SELECT $1::bigint + i::bigint * 1000000000, $2, i, 0, 0 FROM generate_series(0, $3 - 1) AS i`, nanos(start), job, n); err != nil {
+					t.Fatal(err)
+				}
+			},
+		},
+	}
+}
+
+func openPG(t *testing.T, url, schema string, f leader.Fence) *PG {
+	t.Helper()
+	s, err := OpenPG(context.Background(), url, schema, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// TestContract holds both implementations of controller.Store to the same
+// behaviour. PostgreSQL runs when it answers (NIGHTSHIFT_PG_URL or
+// 127.0.0.1:5432); otherwise its half skips, or fails under
+// NIGHTSHIFT_TEST_STRICT=1.
+func TestContract(t *testing.T) {
+	for _, b := range backends() {
+		t.Run(b.name, func(t *testing.T) {
+			for _, c := range []struct {
+				name string
+				f    func(t *testing.T, b backend)
+			}{
+				{"DecisionsAndLaunches", testDecisionsAndLaunches},
+				{"JobsReconfigFrozenDrainsEpoch", testJobsReconfigFrozenDrainsEpoch},
+				{"SamplesRoundTripAndSince", testSamplesRoundTripAndSince},
+				{"CompactSamplesThinsAndDrops", testCompactSamplesThinsAndDrops},
+				{"DecisionsSinceOldestFirst", testDecisionsSinceOldestFirst},
+				{"ConcurrentDecisionsGetDistinctSeqs", testConcurrentDecisions},
+				{"HasJob", testHasJob},
+			} {
+				t.Run(c.name, func(t *testing.T) {
+					if b.name == "postgres" {
+						pgtest.Need(t)
+					}
+					c.f(t, b)
+				})
+			}
+		})
+	}
+}
+
+// testConcurrentDecisions: decisions recorded at once from many
+// goroutines get distinct sequence numbers, hence distinct launch ids, and
+// every one is stored.
+func testConcurrentDecisions(t *testing.T, b backend) {
+	ctx := context.Background()
+	s, _ := b.open(t)
+	id := func(seq int64, i int) string { return fmt.Sprintf("web.d%d.%d", seq, i) }
+	const n = 16
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, ids, err := s.RecordDecision(ctx, Decision{Time: t0, Job: "web", Engine: "n", Reason: "grow", Target: 1},
+				[]PendingLaunch{{Count: 1, Spec: json.RawMessage(`{}`)}}, id, func(ids []string) (json.RawMessage, error) { return json.Marshal(ids) })
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			seen[ids[0]] = true
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	pend, err := s.PendingLaunches(ctx, "web")
+	if len(seen) != n || len(pend) != n || err != nil {
+		t.Errorf("%d distinct launch ids, %d pending launches (%v); want %d of each", len(seen), len(pend), err, n)
+	}
+}
+
+func testHasJob(t *testing.T, b backend) {
+	ctx := context.Background()
+	s, _ := b.open(t)
+	if err := s.PutJob(ctx, "a", []byte("{}"), []byte("{}"), t0); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.HasJob(ctx, "a"); !ok || err != nil {
+		t.Errorf("HasJob(a) = %v, %v; want true", ok, err)
+	}
+	if ok, err := s.HasJob(ctx, "nope"); ok || err != nil {
+		t.Errorf("HasJob(nope) = %v, %v; want false", ok, err)
+	}
+}
+
+// TestPGFencedWrites: once another replica took the controller's lease
+// over, every write of the deposed one fails with leader.ErrFenced (a
+// decision, a sample, the frozen flag, the command ledger), nothing of it
+// lands, and the new leader's writes succeed.
+func TestPGFencedWrites(t *testing.T) {
+	url := pgtest.Need(t)
+	schema := pgtest.Schema(t, "ctlfence")
+	ctx := context.Background()
+	base := openPG(t, url, schema, leader.Fence{})
+	cand := func(holder string) *leader.Lease {
+		l, err := leader.New(ctx, leader.Config{DB: base.DB().Pool, Schema: schema, Name: "controller", Holder: holder, TTL: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	a, b := cand("a"), cand("b")
+	fa, ok, err := a.TryAcquire(ctx)
+	if !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	old := openPG(t, url, schema, fa)
+	acts := func(ids []string) (json.RawMessage, error) { return json.Marshal(ids) }
+	id := func(seq int64, i int) string { return fmt.Sprintf("web.d%d.%d", seq, i) }
+	if _, _, err := old.RecordDecision(ctx, Decision{Time: t0, Job: "web", Reason: "grow"}, []PendingLaunch{{Count: 1}}, id, acts); err != nil {
+		t.Fatalf("leader's decision: %v", err)
+	}
+	if _, err := base.DB().Pool.Exec(ctx, `UPDATE leases SET expires_at = now()`); err != nil {
+		t.Fatal(err)
+	}
+	fb, ok, err := b.TryAcquire(ctx)
+	if !ok || err != nil || fb.Epoch != fa.Epoch+1 {
+		t.Fatal(fb, ok, err)
+	}
+	_, _, errDecision := old.RecordDecision(ctx, Decision{Time: t0, Job: "web", Reason: "late"}, []PendingLaunch{{Count: 1}}, id, acts)
+	_, errLedger := old.Commands().Start(ctx, cmdEntry())
+	for what, err := range map[string]error{
+		"RecordDecision": errDecision,
+		"RecordSample":   old.RecordSample(ctx, Sample{Time: t0, Job: "web"}),
+		"SetFrozen":      old.SetFrozen(ctx, true),
+		"SetLaunchState": old.SetLaunchState(ctx, "web.d1.0", LaunchDone, ""),
+		"ledger Start":   errLedger,
+	} {
+		if !errors.Is(err, leader.ErrFenced) {
+			t.Errorf("deposed %s: %v, want ErrFenced", what, err)
+		}
+	}
+	if ds, _ := base.Decisions(ctx, "web", 0); len(ds) != 1 {
+		t.Errorf("%d decisions stored, want only the leader's 1", len(ds))
+	}
+	if pend, _ := base.PendingLaunches(ctx, "web"); len(pend) != 1 {
+		t.Errorf("%d pending launches, want 1 (the deposed leader settled none)", len(pend))
+	}
+	if err := openPG(t, url, schema, fb).SetLaunchState(ctx, "web.d1.0", LaunchDone, ""); err != nil {
+		t.Errorf("new leader's write: %v", err)
+	}
+}
+
+func TestPGNewerSchemaIsRefused(t *testing.T) {
+	url := pgtest.Need(t)
+	schema := pgtest.Schema(t, "ctlnewer")
+	s := openPG(t, url, schema, leader.Fence{})
+	if _, err := s.DB().Pool.Exec(context.Background(), `INSERT INTO schema_version (version, name) VALUES (99, 'future')`); err != nil {
+		t.Fatal(err)
+	}
+	_, err := OpenPG(context.Background(), url, schema, leader.Fence{})
+	if err == nil || !strings.Contains(err.Error(), "newer") || !strings.Contains(err.Error(), schema) {
+		t.Fatalf("err = %v, want refusal of a newer schema naming it", err)
+	}
+}
+
+func TestPGCommandLedger(t *testing.T) {
+	url := pgtest.Need(t)
+	schema := pgtest.Schema(t, "ctlledger")
+	ctx := context.Background()
+	s := openPG(t, url, schema, leader.Fence{})
+	if _, err := s.Commands().Start(ctx, cmdEntry()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commands().Finish(ctx, "c1", []byte(`{"ok":true}`), t0); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	e, err := openPG(t, url, schema, leader.Fence{}).Commands().Lookup(ctx, "c1")
+	if err != nil || e.State != "done" || string(e.Reply) != `{"ok":true}` {
+		t.Fatalf("after reopening: %+v, %v", e, err)
+	}
+	m, err := pgMigrations.ReadFile("pgmigrations/0001_init.sql")
+	if err != nil || !strings.Contains(string(m), pgdb.LedgerSchema) {
+		t.Errorf("pgmigrations/0001_init.sql does not hold pgdb.LedgerSchema (%v)", err)
+	}
+}
+
+func cmdEntry() cmdledger.Entry { return cmdledger.Entry{ID: "c1", Type: "t", Sig: "s", Started: t0} }

@@ -1,0 +1,395 @@
+package ctlstore
+
+import (
+	"context"
+	"crypto/rand"
+	"embed"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"nightshift/controller"
+	"nightshift/internal/cmdledger"
+	"nightshift/internal/leader"
+	"nightshift/internal/store/pgdb"
+)
+
+//go:embed pgmigrations/*.sql
+var pgMigrations embed.FS
+
+// PG is a controller.Store in a PostgreSQL schema, which replicas of the
+// controller share. Opened with a fence, every write first checks that its
+// holder still leads, so a deposed replica's writes fail with
+// leader.ErrFenced.
+type PG struct {
+	db *pgdb.DB
+}
+
+var _ controller.Store = (*PG)(nil)
+
+// OpenPG connects to url, in schema (pgdb.SchemaName of the run and
+// "controller" by convention), and applies pending migrations.
+func OpenPG(ctx context.Context, url, schema string, fence leader.Fence) (*PG, error) {
+	db, err := pgdb.Open(ctx, pgdb.Config{URL: url, Schema: schema, Migrations: pgMigrations, Dir: "pgmigrations", Fence: fence})
+	if err != nil {
+		return nil, fmt.Errorf("open controller store: %w", err)
+	}
+	return &PG{db: db}, nil
+}
+
+// Close releases the connections.
+func (s *PG) Close() error { s.db.Close(); return nil }
+
+// DB is the store's schema, for its leases and for tests.
+func (s *PG) DB() *pgdb.DB { return s.db }
+
+// Commands is the ledger of signed commands in this schema.
+func (s *PG) Commands() cmdledger.Ledger { return pgdb.Ledger{DB: s.db} }
+
+func (s *PG) exec(ctx context.Context, q string, args ...any) error {
+	return s.db.Write(ctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, q, args...)
+		return err
+	})
+}
+
+// Job implements controller.Store.
+func (s *PG) Job(ctx context.Context, name string) (JobRecord, error) {
+	var r JobRecord
+	var fc, pol string
+	var last int64
+	err := s.db.Pool.QueryRow(ctx, `SELECT name, file_config, policy, last_scale_at FROM jobs WHERE name = $1`, name).
+		Scan(&r.Name, &fc, &pol, &last)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return r, fmt.Errorf("job %q: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return r, fmt.Errorf("read job %q: %w", name, err)
+	}
+	r.FileConfig, r.Policy, r.LastScaleAt = json.RawMessage(fc), json.RawMessage(pol), fromNanos(last)
+	return r, nil
+}
+
+// PutJob implements controller.Store.
+func (s *PG) PutJob(ctx context.Context, name string, fileConfig, policy json.RawMessage, now time.Time) error {
+	if err := s.exec(ctx, `INSERT INTO jobs (name, file_config, policy, updated) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (name) DO UPDATE SET file_config = excluded.file_config, policy = excluded.policy, updated = excluded.updated`,
+		name, string(fileConfig), string(policy), nanos(now)); err != nil {
+		return fmt.Errorf("store job %q: %w", name, err)
+	}
+	return nil
+}
+
+// SetLastScaleAt implements controller.Store.
+func (s *PG) SetLastScaleAt(ctx context.Context, job string, t time.Time) error {
+	if err := s.exec(ctx, `UPDATE jobs SET last_scale_at = $1 WHERE name = $2`, nanos(t), job); err != nil {
+		return fmt.Errorf("store last scale of job %q: %w", job, err)
+	}
+	return nil
+}
+
+// Reconfigured implements controller.Store.
+func (s *PG) Reconfigured(ctx context.Context, r Reconfiguration, policy json.RawMessage) error {
+	err := s.db.Write(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO reconfigurations (time, job, who, what, error) VALUES ($1, $2, $3, $4, $5)`,
+			nanos(r.Time), r.Job, r.Who, string(r.What), r.Error); err != nil {
+			return err
+		}
+		if r.Error != "" {
+			return nil
+		}
+		_, err := tx.Exec(ctx, `UPDATE jobs SET policy = $1, updated = $2 WHERE name = $3`, string(policy), nanos(r.Time), r.Job)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store reconfiguration of job %q: %w", r.Job, err)
+	}
+	return nil
+}
+
+// Reconfigurations lists a job's reconfigure requests, oldest first.
+func (s *PG) Reconfigurations(ctx context.Context, job string) ([]Reconfiguration, error) {
+	rows, err := s.db.Pool.Query(ctx, `SELECT time, job, who, what, error FROM reconfigurations WHERE job = $1 ORDER BY id`, job)
+	if err != nil {
+		return nil, fmt.Errorf("read reconfigurations of job %q: %w", job, err)
+	}
+	defer rows.Close()
+	var out []Reconfiguration
+	for rows.Next() {
+		var r Reconfiguration
+		var t int64
+		var what string
+		if err := rows.Scan(&t, &r.Job, &r.Who, &what, &r.Error); err != nil {
+			return nil, fmt.Errorf("read reconfigurations of job %q: %w", job, err)
+		}
+		r.Time, r.What = fromNanos(t), json.RawMessage(what)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// RecordDecision implements controller.Store. The sequence number comes
+// from an identity column: unique across replicas, so launch ids made from
+// it never collide; a retried transaction draws a new one.
+func (s *PG) RecordDecision(ctx context.Context, d Decision, launches []PendingLaunch, id LaunchIDFunc,
+	actions func(ids []string) (json.RawMessage, error)) (int64, []string, error) {
+	var seq int64
+	var ids []string
+	err := s.db.Write(ctx, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, `INSERT INTO decisions (time, job, engine, reason, actions, target, scaled, error)
+			VALUES ($1, $2, $3, $4, '[]', $5, $6, $7) RETURNING seq`,
+			nanos(d.Time), d.Job, d.Engine, d.Reason, d.Target, d.Scaled, d.Error).Scan(&seq); err != nil {
+			return err
+		}
+		ids = make([]string, len(launches))
+		for i, l := range launches {
+			ids[i] = id(seq, i)
+			if _, err := tx.Exec(ctx, `INSERT INTO launches (launch_id, job, seq, count, spec, created) VALUES ($1, $2, $3, $4, $5, $6)`,
+				ids[i], d.Job, seq, l.Count, string(l.Spec), nanos(d.Time)); err != nil {
+				return fmt.Errorf("launch %s: %w", ids[i], err)
+			}
+		}
+		acts, err := actions(ids)
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `UPDATE decisions SET actions = $1 WHERE seq = $2`, string(acts), seq)
+		return err
+	})
+	if err != nil {
+		return 0, nil, fmt.Errorf("store decision of job %q: %w", d.Job, err)
+	}
+	return seq, ids, nil
+}
+
+const decisionColumns = `seq, time, job, engine, reason, actions, target, scaled, error`
+
+// Decisions implements controller.Store.
+func (s *PG) Decisions(ctx context.Context, job string, limit int) ([]Decision, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	return s.decisions(ctx, job, `SELECT `+decisionColumns+` FROM decisions WHERE job = $1 ORDER BY seq DESC LIMIT $2`, job, limit)
+}
+
+// DecisionsSince implements controller.Store.
+func (s *PG) DecisionsSince(ctx context.Context, job string, since time.Time, limit int) ([]Decision, error) {
+	if limit <= 0 {
+		limit = 10000
+	}
+	out, err := s.decisions(ctx, job, `SELECT `+decisionColumns+` FROM decisions WHERE job = $1 AND time >= $2 ORDER BY seq DESC LIMIT $3`,
+		job, nanos(since), limit)
+	if err != nil {
+		return nil, err
+	}
+	slices.Reverse(out)
+	return out, nil
+}
+
+func (s *PG) decisions(ctx context.Context, job, q string, args ...any) ([]Decision, error) {
+	rows, err := s.db.Pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read decisions of job %q: %w", job, err)
+	}
+	defer rows.Close()
+	var out []Decision
+	for rows.Next() {
+		var d Decision
+		var t int64
+		var acts string
+		if err := rows.Scan(&d.Seq, &t, &d.Job, &d.Engine, &d.Reason, &acts, &d.Target, &d.Scaled, &d.Error); err != nil {
+			return nil, fmt.Errorf("read decisions of job %q: %w", job, err)
+		}
+		d.Time, d.Actions = fromNanos(t), json.RawMessage(acts)
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read decisions of job %q: %w", job, err)
+	}
+	return out, nil
+}
+
+// PendingLaunches implements controller.Store.
+func (s *PG) PendingLaunches(ctx context.Context, job string) ([]Launch, error) {
+	rows, err := s.db.Pool.Query(ctx, `SELECT launch_id, job, seq, count, spec, state, created
+		FROM launches WHERE job = $1 AND state = $2 ORDER BY seq, launch_id`, job, LaunchPending)
+	if err != nil {
+		return nil, fmt.Errorf("read pending launches of job %q: %w", job, err)
+	}
+	defer rows.Close()
+	var out []Launch
+	for rows.Next() {
+		var l Launch
+		var spec string
+		var created int64
+		if err := rows.Scan(&l.LaunchID, &l.Job, &l.Seq, &l.Count, &spec, &l.State, &created); err != nil {
+			return nil, fmt.Errorf("read pending launches of job %q: %w", job, err)
+		}
+		l.Spec, l.Created = json.RawMessage(spec), fromNanos(created)
+		out = append(out, l)
+	}
+	return out, rows.Err()
+}
+
+// SetLaunchState implements controller.Store.
+func (s *PG) SetLaunchState(ctx context.Context, launchID, state, note string) error {
+	if err := s.exec(ctx, `UPDATE launches SET state = $1, error = $2 WHERE launch_id = $3`, state, note, launchID); err != nil {
+		return fmt.Errorf("store launch %s %s: %w", launchID, state, err)
+	}
+	return nil
+}
+
+// SetDraining implements controller.Store.
+func (s *PG) SetDraining(ctx context.Context, job, id string, since time.Time) error {
+	if err := s.exec(ctx, `INSERT INTO drains (job, instance_id, since) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
+		job, id, nanos(since)); err != nil {
+		return fmt.Errorf("store drain of %s: %w", id, err)
+	}
+	return nil
+}
+
+// ClearDraining implements controller.Store.
+func (s *PG) ClearDraining(ctx context.Context, job, id string) error {
+	if err := s.exec(ctx, `DELETE FROM drains WHERE job = $1 AND instance_id = $2`, job, id); err != nil {
+		return fmt.Errorf("forget drain of %s: %w", id, err)
+	}
+	return nil
+}
+
+// Draining implements controller.Store.
+func (s *PG) Draining(ctx context.Context, job string) (map[string]time.Time, error) {
+	rows, err := s.db.Pool.Query(ctx, `SELECT instance_id, since FROM drains WHERE job = $1`, job)
+	if err != nil {
+		return nil, fmt.Errorf("read drains of job %q: %w", job, err)
+	}
+	defer rows.Close()
+	out := map[string]time.Time{}
+	for rows.Next() {
+		var id string
+		var since int64
+		if err := rows.Scan(&id, &since); err != nil {
+			return nil, fmt.Errorf("read drains of job %q: %w", job, err)
+		}
+		out[id] = fromNanos(since)
+	}
+	return out, rows.Err()
+}
+
+func (s *PG) setting(ctx context.Context, key string) (string, bool, error) {
+	var v string
+	err := s.db.Pool.QueryRow(ctx, `SELECT value FROM settings WHERE key = $1`, key).Scan(&v)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", false, nil
+	}
+	return v, err == nil, err
+}
+
+// SetFrozen implements controller.Store.
+func (s *PG) SetFrozen(ctx context.Context, frozen bool) error {
+	v := "0"
+	if frozen {
+		v = "1"
+	}
+	if err := s.exec(ctx, `INSERT INTO settings (key, value) VALUES ($1, $2)
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, frozenKey, v); err != nil {
+		return fmt.Errorf("store frozen flag: %w", err)
+	}
+	return nil
+}
+
+// Frozen implements controller.Store.
+func (s *PG) Frozen(ctx context.Context) (bool, error) {
+	v, _, err := s.setting(ctx, frozenKey)
+	if err != nil {
+		return false, fmt.Errorf("read frozen flag: %w", err)
+	}
+	return v == "1", nil
+}
+
+// Epoch implements controller.Store. Replicas opening a fresh schema at
+// once all end up with the one tag the first insert stored.
+func (s *PG) Epoch(ctx context.Context) (string, error) {
+	v, ok, err := s.setting(ctx, epochKey)
+	if err != nil {
+		return "", fmt.Errorf("read store epoch: %w", err)
+	}
+	if ok {
+		return v, nil
+	}
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("create store epoch: %w", err)
+	}
+	if err := s.exec(ctx, `INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT DO NOTHING`, epochKey, hex.EncodeToString(b[:])); err != nil {
+		return "", fmt.Errorf("create store epoch: %w", err)
+	}
+	return s.Epoch(ctx)
+}
+
+// RecordSample implements controller.Store.
+func (s *PG) RecordSample(ctx context.Context, sm Sample) error {
+	if err := s.exec(ctx, `INSERT INTO samples (time, job, desired, running, healthy, queue_depth) VALUES ($1, $2, $3, $4, $5, $6)`,
+		nanos(sm.Time), sm.Job, sm.Desired, sm.Running, sm.Healthy, sm.QueueDepth); err != nil {
+		return fmt.Errorf("store sample of job %q: %w", sm.Job, err)
+	}
+	return nil
+}
+
+// Samples implements controller.Store.
+func (s *PG) Samples(ctx context.Context, job string, since time.Time) ([]Sample, error) {
+	rows, err := s.db.Pool.Query(ctx, `SELECT time, job, desired, running, healthy, queue_depth
+		FROM samples WHERE job = $1 AND time >= $2 ORDER BY time, id`, job, nanos(since))
+	if err != nil {
+		return nil, fmt.Errorf("read samples of job %q: %w", job, err)
+	}
+	defer rows.Close()
+	var out []Sample
+	for rows.Next() {
+		var sm Sample
+		var t int64
+		if err := rows.Scan(&t, &sm.Job, &sm.Desired, &sm.Running, &sm.Healthy, &sm.QueueDepth); err != nil {
+			return nil, fmt.Errorf("read samples of job %q: %w", job, err)
+		}
+		sm.Time = fromNanos(t)
+		out = append(out, sm)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read samples of job %q: %w", job, err)
+	}
+	return out, nil
+}
+
+// CompactSamples implements controller.Store with the SQLite store's
+// statements (integer division of bigints is the same here).
+func (s *PG) CompactSamples(ctx context.Context, job string, thinBefore time.Time, every time.Duration, dropBefore time.Time) error {
+	if every <= 0 {
+		return fmt.Errorf("compact samples of job %q: period %v, want > 0", job, every)
+	}
+	err := s.db.Write(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `DELETE FROM samples WHERE job = $1 AND time < $2`, job, nanos(dropBefore)); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `DELETE FROM samples WHERE job = $1 AND time < $2 AND id NOT IN (
+			SELECT MIN(id) FROM samples WHERE job = $1 AND time < $2 GROUP BY time / $3)`,
+			job, nanos(thinBefore), int64(every))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("compact samples of job %q: %w", job, err)
+	}
+	return nil
+}
+
+// HasJob reports whether the store has ever held job.
+func (s *PG) HasJob(ctx context.Context, job string) (bool, error) {
+	var ok bool
+	if err := s.db.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM jobs WHERE name = $1)`, job).Scan(&ok); err != nil {
+		return false, fmt.Errorf("look for job %q: %w", job, err)
+	}
+	return ok, nil
+}
