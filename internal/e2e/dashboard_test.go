@@ -34,6 +34,8 @@ type pageView struct {
 		Drawn  int      `json:"drawn"`  // points on the time axis of the drawn plot
 		Ink    int      `json:"ink"`    // painted pixels of the plot's canvas
 		Marks  []string `json:"marks"`  // reasons of the decisions marked on it
+		// Desired is the plot's desired-size series, as drawn.
+		Desired []float64 `json:"desired"`
 	} `json:"pools"`
 }
 
@@ -54,6 +56,7 @@ const readPage = `(() => {
       drawn: p && p.plot ? p.plot.data[0].length : 0,
       ink,
       marks: [...box.querySelectorAll(".dmark")].map((m) => m.dataset.reason),
+      desired: p && p.plot ? p.plot.data[1].filter((v) => v != null) : [],
     };
   }
   return out;
@@ -110,8 +113,10 @@ func TestDashboardEndToEnd(t *testing.T) {
 	}
 	read := func() (pageView, error) { return chromedp.Run(bctx, chromedp.Evaluate[pageView](readPage)) }
 
-	// Some work for the queue pool, so its plot has something to show.
-	if err := r.Publish(ctx, 60); err != nil {
+	// The quick start's producer step: 200 messages for the queue pool,
+	// which grows to its maximum of 6 and shrinks back to 1 (checked on
+	// its plot at the end).
+	if err := r.Publish(ctx, 200); err != nil {
 		t.Fatal(err)
 	}
 
@@ -216,6 +221,54 @@ func TestDashboardEndToEnd(t *testing.T) {
 		t.Fatal("the page was reloaded")
 	}
 	t.Logf("page shows %s replaced; sleeper plot marks: %q", victim, page.Pools["sleeper"].Marks)
+
+	// Hovering a decision's marker with the mouse shows its reason.
+	type markAt struct {
+		X, Y   float64
+		Reason string
+	}
+	mark, err := chromedp.Run(bctx, chromedp.Evaluate[markAt](`(() => {
+  const ms = document.querySelectorAll('section.pool[data-job="sleeper"] .dmark');
+  const m = ms[ms.length - 1], r = m.getBoundingClientRect();
+  return { X: r.left + r.width / 2, Y: r.top + r.height / 2, Reason: m.dataset.reason };
+})()`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(bctx, chromedp.MouseEvent(chromedp.MouseMoved, mark.X, mark.Y)); err != nil {
+		t.Fatal(err)
+	}
+	tip, err := chromedp.Run(bctx, chromedp.Evaluate[string](`(() => { const t = document.getElementById("tip"); return t.hidden ? "" : t.textContent; })()`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tip == "" || !strings.Contains(tip, mark.Reason) {
+		t.Errorf("hovering the marker at (%.0f, %.0f) shows %q, want its reason %q", mark.X, mark.Y, tip, mark.Reason)
+	}
+
+	// The work pool's plot: up to 6 for the 200 messages, back to 1, and
+	// the decisions that did it marked with their reasons.
+	testsupport.Eventually(t, 150*time.Second, func() error {
+		var err error
+		if page, err = read(); err != nil {
+			return err
+		}
+		p := page.Pools["work"]
+		if len(p.Desired) == 0 {
+			return errors.New("work plot has no desired series")
+		}
+		if top := slices.Max(p.Desired); top != 6 {
+			return fmt.Errorf("work plot's desired peaked at %v, want 6", top)
+		}
+		if last := p.Desired[len(p.Desired)-1]; last != 1 {
+			return fmt.Errorf("work plot's desired is %v, want back to 1", last)
+		}
+		if len(p.Marks) < 2 || slices.Contains(p.Marks, "") {
+			return fmt.Errorf("work plot marks %q: want the grow and shrink decisions, each with its reason", p.Marks)
+		}
+		return nil
+	})
+	t.Logf("work plot: desired peaked at 6 and is back to 1; %d decisions marked", len(page.Pools["work"].Marks))
 
 	shot, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
 	if err != nil {
