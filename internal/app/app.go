@@ -73,19 +73,21 @@ func Open(ctx context.Context, home string, log *slog.Logger) (*App, error) {
 	}
 	local := localservice.New(log)
 	ssh := sshservice.New(home, log)
-	eng := &bootlevel.Engine{
-		Store: st,
-		Drivers: map[string]bootlevel.Driver{
-			launchplan.DriverLocal: local,
-			launchplan.DriverSSH:   ssh,
-			launchplan.DriverEC2: &ec2service.Driver{
-				Remote: ssh, Local: local, Log: log,
-				// Tests point prod plans at moto, whose instances cannot be
-				// reached over ssh: run their steps here instead.
-				AllStepsLocal: os.Getenv(nsenv.EC2StepsLocal) == "1",
-			},
+	drivers := map[string]bootlevel.Driver{
+		launchplan.DriverLocal: local,
+		launchplan.DriverSSH:   ssh,
+		launchplan.DriverEC2: &ec2service.Driver{
+			Remote: ssh, Local: local, Log: log,
+			// Tests point prod plans at moto, whose instances cannot be
+			// reached over ssh: run their steps here instead.
+			AllStepsLocal: os.Getenv(nsenv.EC2StepsLocal) == "1",
 		},
-		Types:  builtin.Types(BinDir(), log),
+	}
+	eng := &bootlevel.Engine{
+		Store:   st,
+		Drivers: drivers,
+		// The types place their daemons with the same drivers.
+		Types:  builtin.Types(BinDir(), log, drivers),
 		Log:    log,
 		Home:   home,
 		RunEnv: builtin.RunEnv(home),

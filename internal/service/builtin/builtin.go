@@ -143,19 +143,21 @@ func tlsEnv(home, run, name string) (string, error) {
 	return string(cert), nil
 }
 
-// Types returns the built-in service types for an engine.
-func Types(binDir string, log *slog.Logger) map[string]bootlevel.Driver {
+// Types returns the built-in service types for an engine. drivers are the
+// engine's drivers by name: a typed service whose driver is not local gets
+// its host from its driver and installs its daemon there through it.
+func Types(binDir string, log *slog.Logger, drivers map[string]bootlevel.Driver) map[string]bootlevel.Driver {
 	return map[string]bootlevel.Driver{
 		"broker":      broker.New(log),
-		"provisioner": &Type{Spec: provisionerSpec, BinDir: binDir, Log: log},
-		"controller":  &Type{Spec: controllerSpec, BinDir: binDir, Log: log},
+		"provisioner": &Type{Spec: provisionerSpec, BinDir: binDir, Log: log, Drivers: drivers},
+		"controller":  &Type{Spec: controllerSpec, BinDir: binDir, Log: log, Drivers: drivers},
 	}
 }
 
 // Names are the built-in types a plan may name, sorted: the keys of Types,
 // which launchplan.Options.Types validates a plan against.
 func Names() []string {
-	return slices.Sorted(maps.Keys(Types("", slog.New(slog.DiscardHandler))))
+	return slices.Sorted(maps.Keys(Types("", slog.New(slog.DiscardHandler), nil)))
 }
 
 var provisionerSpec = Spec{
@@ -180,6 +182,9 @@ var provisionerSpec = Spec{
 		if driver == ec2Driver {
 			return ec2Args(cfg, jobsFile, self)
 		}
+		if self.Away {
+			return nil, fmt.Errorf("config.driver: %q workers run beside the provisioner, which runs on a host of its own here: use driver \"ec2\" (or \"sim\")", driver)
+		}
 		for _, k := range []string{"ec2_region", "ec2_endpoint_url"} {
 			if _, ok := cfg[k]; ok {
 				return nil, fmt.Errorf("config.%s: only for driver \"ec2\"", k)
@@ -202,7 +207,7 @@ var provisionerSpec = Spec{
 			}
 		}
 		args := []string{
-			"--home", os.Getenv(nsenv.Home),
+			"--home", self.Home,
 			"--jobs", jobsFile,
 			"--driver", driver,
 			"--worker-command", strings.Join(worker, " "),
@@ -288,7 +293,7 @@ func ec2Args(cfg map[string]any, jobsFile string, self Self) ([]string, error) {
 			return nil, fmt.Errorf("config.%s: not for driver \"ec2\"; an ec2 worker runs the sitter its job's instance table names", k)
 		}
 	}
-	args := []string{"--home", os.Getenv(nsenv.Home), "--jobs", jobsFile, "--driver", ec2Driver}
+	args := []string{"--home", self.Home, "--jobs", jobsFile, "--driver", ec2Driver}
 	for _, k := range []string{"ec2_region", "ec2_endpoint_url"} {
 		v, ok := cfg[k]
 		if !ok {
@@ -316,7 +321,7 @@ func simArgs(cfg map[string]any, jobsFile string, self Self) ([]string, error) {
 	if _, ok := cfg["worker_command"]; ok {
 		return nil, fmt.Errorf("config.worker_command: simulated workers run nothing")
 	}
-	args := []string{"--home", os.Getenv(nsenv.Home), "--jobs", jobsFile, "--driver", simDriver}
+	args := []string{"--home", self.Home, "--jobs", jobsFile, "--driver", simDriver}
 	if self.ManagementURLFile != "" {
 		// The provisioner creates the simulator's own broker user.
 		args = append(args, "--management-url-file", self.ManagementURLFile)
@@ -453,11 +458,12 @@ var controllerSpec = Spec{
 			return nil, err
 		}
 		// --state-dir is the controller's own (its store); --home is the
-		// Nightshift home, as for every daemon.
+		// Nightshift home, as for every daemon; the launcher's own home
+		// keeps the redaction registry.
 		home := os.Getenv(nsenv.Home)
-		args := []string{"--state-dir", dir, "--jobs", jobsFile, "--secret-file", runlayout.Of(home, req.Run).Secret()}
-		if home != "" {
-			args = append(args, "--home", home)
+		args := []string{"--state-dir", dir, "--jobs", jobsFile, "--secret-file", runlayout.Of(self.Home, req.Run).Secret()}
+		if self.Home != "" {
+			args = append(args, "--home", self.Home)
 		}
 		if t, ok := cfg["tick"].(string); ok {
 			args = append(args, "--tick", t)

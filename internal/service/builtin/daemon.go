@@ -36,6 +36,7 @@ import (
 	"nightshift/internal/backoff"
 	"nightshift/internal/busid"
 	"nightshift/internal/metrics"
+	"nightshift/internal/nsenv"
 	"nightshift/internal/ping"
 	"nightshift/internal/pki"
 	"nightshift/internal/process"
@@ -73,6 +74,12 @@ type Self struct {
 	// credentials, and ManagementURLFile a 0600 file holding it; both
 	// empty without an own user.
 	ManagementURL, ManagementURLFile string
+	// Home is the Nightshift home as the daemon sees it: the launcher's,
+	// or hostinstall.Home on a host of its own.
+	Home string
+	// Away is set when the service's driver puts the daemon on another
+	// host (ssh, ec2), where nothing of this machine's is at hand.
+	Away bool
 }
 
 // Type implements bootlevel.Driver for a daemon.
@@ -83,13 +90,16 @@ type Type struct {
 	BinDir string
 	Log    *slog.Logger
 	Grace  time.Duration
+	// Drivers are the engine's drivers by name. A service whose driver is
+	// not local runs its daemon where that driver puts it (remote.go).
+	Drivers map[string]bootlevel.Driver
 }
 
 var _ bootlevel.Driver = (*Type)(nil)
 
 // Check validates a service's config table.
 func (t *Type) Check(cfg map[string]any) error {
-	common := []string{"amqp_url", "amqp_ca_file", "binary", "management_url", "metrics_addr"}
+	common := []string{"amqp_url", "amqp_ca_file", "binary", "management_url", "metrics_addr", "release_url"}
 	known := map[string]bool{}
 	for _, k := range append(common, t.Spec.Keys...) {
 		known[k] = true
@@ -119,6 +129,11 @@ func (t *Type) Check(cfg map[string]any) error {
 			return fmt.Errorf("config.amqp_ca_file: want a path (for example \"${broker.ca_file}\"), got %T", v)
 		}
 	}
+	if v, ok := cfg["release_url"]; ok {
+		if _, ok := v.(string); !ok {
+			return fmt.Errorf("config.release_url: want a URL that serves the daemon's binary under its name, got %T", v)
+		}
+	}
 	return nil
 }
 
@@ -139,10 +154,17 @@ func caFile(cfg map[string]any) (string, error) {
 	return ca, nil
 }
 
-// Acquire: daemons run on this machine.
+// Acquire: a daemon runs on this machine, or on the host the service's
+// driver acquires.
 func (t *Type) Acquire(ctx context.Context, run string, svc *launchplan.Service) (bootlevel.Host, error) {
 	if err := t.Check(svc.TypeConfig); err != nil {
 		return bootlevel.Host{}, fmt.Errorf("%s %s: %w", t.Spec.Name, svc.Name, err)
+	}
+	if drv, err := t.placed(svc); err != nil || drv != nil {
+		if err != nil {
+			return bootlevel.Host{}, err
+		}
+		return drv.Acquire(ctx, run, svc)
 	}
 	host, _ := os.Hostname()
 	if host == "" {
@@ -151,9 +173,14 @@ func (t *Type) Acquire(ctx context.Context, run string, svc *launchplan.Service)
 	return bootlevel.Host{Hostname: host, InstanceID: t.Spec.Name + ":" + svc.Name}, nil
 }
 
-// Release: nothing beyond the terminate step.
-func (t *Type) Release(context.Context, string, *launchplan.Service, bootlevel.Host) error {
-	return nil
+// Release: nothing beyond the terminate step here; a host the driver
+// acquired goes back through it.
+func (t *Type) Release(ctx context.Context, run string, svc *launchplan.Service, host bootlevel.Host) error {
+	drv, err := t.placed(svc)
+	if err != nil || drv == nil {
+		return err
+	}
+	return drv.Release(ctx, run, svc, host)
 }
 
 // Run performs boot, ready and terminate.
@@ -169,18 +196,28 @@ func (t *Type) Run(ctx context.Context, req bootlevel.StepRequest) (bootlevel.St
 		tail = append(tail, line)
 		appendLog(req.LogPath, t.Spec.Name+": "+line)
 	}
-	var err error
+	drv, err := t.placed(req.Service)
+	if err != nil {
+		return bootlevel.StepResult{}, err
+	}
+	away := drv != nil && !stepsHere(drv, req.Service)
 	var out map[string]string
-	switch req.Step {
-	case bootlevel.StepBoot:
+	switch {
+	case req.Step == bootlevel.StepBoot && drv != nil:
+		out, err = t.install(ctx, drv, req, cfg, dir, say)
+	case req.Step == bootlevel.StepBoot:
 		out, err = t.boot(ctx, req, cfg, dir, say)
-	case bootlevel.StepReady:
+	case req.Step == bootlevel.StepReady && away:
+		err = t.ready(ctx, req, cfg)
+	case req.Step == bootlevel.StepTerminate && away:
+		err = t.uninstall(ctx, drv, req, say)
+	case req.Step == bootlevel.StepReady:
 		if pid, ok := t.pid(dir); !ok {
 			say("ready failed: the %s is not running (pid %d)", t.Spec.Name, pid)
 			return bootlevel.StepResult{ExitCode: 1, Tail: append(tail, lastLines(filepath.Join(dir, "daemon.log"), 10, req.Scrub)...), Gone: true}, nil
 		}
 		err = t.ready(ctx, req, cfg)
-	case bootlevel.StepTerminate:
+	case req.Step == bootlevel.StepTerminate:
 		err = t.stop(ctx, dir, say)
 	}
 	if err != nil {
@@ -234,6 +271,7 @@ func (t *Type) boot(ctx context.Context, req bootlevel.StepRequest, cfg map[stri
 	if err != nil {
 		return nil, err
 	}
+	self.Home = os.Getenv(nsenv.Home)
 	if self.User != "" {
 		say("broker user %s created for the %s", self.User, t.Spec.Name)
 	}
@@ -463,7 +501,10 @@ func lastLines(path string, n int, scrub func(string) string) []string {
 // service's working directory): its pid, and whether that process is alive
 // and still the daemon started there. It reads one pid file and /proc, so a
 // supervisor can ask many times a second.
-func (t *Type) Process(workDir string, _ *launchplan.Service) (pid int, alive, watched bool) {
+func (t *Type) Process(workDir string, svc *launchplan.Service) (pid int, alive, watched bool) {
+	if drv, err := t.placed(svc); err != nil || (drv != nil && !stepsHere(drv, svc)) {
+		return 0, false, false // systemd on its host keeps it
+	}
 	pid, alive = t.pid(filepath.Join(workDir, t.Spec.Name))
 	return pid, alive, true
 }

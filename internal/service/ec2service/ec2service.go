@@ -211,6 +211,11 @@ func (d *Driver) Acquire(ctx context.Context, run string, svc *launchplan.Servic
 	}, nil
 }
 
+// StepsHere reports whether a service's steps run on this machine rather
+// than on its instance: always when AllStepsLocal (tests against moto).
+// A built-in type then starts its daemon here, not as a unit there.
+func (d *Driver) StepsHere(*launchplan.Service) bool { return d.AllStepsLocal }
+
 // WritesStepHeader: the steps this driver runs here are the local
 // driver's, which writes its own header; over ssh, the engine writes it.
 func (d *Driver) WritesStepHeader(req bootlevel.StepRequest) bool {

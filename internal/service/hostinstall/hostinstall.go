@@ -93,6 +93,10 @@ type Install struct {
 	MetricsFile string
 	// Log and PIDFile are the daemon's output and pid under Process.
 	Log, PIDFile string
+	// RunDir is the run's directory on the host (its secret, its services'
+	// directories): the uninstall script removes it with the last service
+	// of the run there.
+	RunDir string
 }
 
 // UnitName is the unit of a run's service on a host: several runs and
@@ -313,6 +317,14 @@ func StopScript(in Install) (string, error) {
 	for _, f := range in.Files {
 		w("$sudo rm -f %s", shQuote(f.Path))
 	}
+	if in.RunDir != "" {
+		// The run's secret goes with its last service on this host.
+		// The working directory is RunDir/work/SERVICE/NAME; rmdir keeps
+		// what another service of the run still holds.
+		svcDir := path.Dir(in.Unit.WorkingDirectory)
+		w("$sudo rmdir %s %s 2>/dev/null || true", shQuote(svcDir), shQuote(path.Dir(svcDir)))
+		w("if ! $sudo test -d %s; then $sudo rm -rf %s; fi", shQuote(path.Dir(svcDir)), shQuote(in.RunDir))
+	}
 	w("echo %s", shQuote("removed unit "+in.Unit.Name))
 	return b.String(), nil
 }
@@ -334,7 +346,7 @@ func (in Install) check() error {
 	if err := oneLine(u); err != nil {
 		return err
 	}
-	paths := append([]string{in.Binary, in.MetricsFile, in.Log, in.PIDFile}, in.Dirs...)
+	paths := append([]string{in.Binary, in.MetricsFile, in.Log, in.PIDFile, in.RunDir}, in.Dirs...)
 	for _, f := range in.Files {
 		paths = append(paths, f.Path)
 	}

@@ -58,6 +58,7 @@ func provisioner(mode Mode) Install {
 		MetricsFile: dir + "/metrics-url",
 		Log:         dir + "/daemon.log",
 		PIDFile:     dir + "/pid",
+		RunDir:      Home + "/runs/prod",
 	}
 }
 

@@ -10,4 +10,6 @@ $sudo systemctl daemon-reload
 $sudo rm -rf '/var/lib/nightshift/runs/prod/work/provisioner/provisioner' '/opt/nightshift/prod/provisioner'
 $sudo rm -f '/var/lib/nightshift/runs/prod/work/provisioner/provisioner/amqp-url'
 $sudo rm -f '/var/lib/nightshift/runs/prod/secret'
+$sudo rmdir '/var/lib/nightshift/runs/prod/work/provisioner' '/var/lib/nightshift/runs/prod/work' 2>/dev/null || true
+if ! $sudo test -d '/var/lib/nightshift/runs/prod/work'; then $sudo rm -rf '/var/lib/nightshift/runs/prod'; fi
 echo 'removed unit nightshift-prod-provisioner.service'
