@@ -1,6 +1,7 @@
-// Package runstore owns the on-disk run record: a bootlevel.Store over one
-// SQLite file (WAL mode) that the launch and mgmt processes may open at the
-// same time. It owns the schema and its embedded, ordered migrations.
+// Package runstore owns the run record: a bootlevel.Store over one SQLite
+// file (WAL mode; the default) that the launch and mgmt processes may open
+// at the same time, or over a PostgreSQL schema (OpenPG). It owns both
+// schemas and their embedded, ordered migrations.
 package runstore
 
 import (
