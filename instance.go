@@ -86,9 +86,15 @@ func ParseInstanceState(v string) (InstanceState, error) {
 type Health string
 
 const (
-	HealthOK           Health = "ok"
-	HealthBooting      Health = "booting"       // running, first heartbeat not yet due
-	HealthMissing      Health = "missing"       // heartbeats stopped
+	HealthOK      Health = "ok"
+	HealthBooting Health = "booting" // running, first heartbeat not yet due
+	HealthMissing Health = "missing" // heartbeats stopped after at least one
+	// HealthNeverHeard: running past boot_timeout without a first heartbeat.
+	// Told apart from missing because the causes differ: a worker that
+	// stopped heartbeating died or lost its network; one never heard from
+	// never reached the broker (wrong sitter URL, an image without the
+	// agent, a security group), and replacing it changes nothing.
+	HealthNeverHeard   Health = "never_heard"
 	HealthZombie       Health = "zombie"        // heartbeats from an instance that should be gone
 	HealthProcessError Health = "process_error" // the sitter reports a failed task
 	HealthUnknown      Health = "unknown"
@@ -96,5 +102,5 @@ const (
 
 // Unhealthy reports whether the worker must be replaced.
 func (h Health) Unhealthy() bool {
-	return h == HealthMissing || h == HealthZombie || h == HealthProcessError
+	return h == HealthMissing || h == HealthNeverHeard || h == HealthZombie || h == HealthProcessError
 }

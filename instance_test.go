@@ -34,7 +34,7 @@ func TestLiveAndParse(t *testing.T) {
 	if _, err := ParseInstanceState("runnning"); err == nil {
 		t.Fatal("typo state accepted")
 	}
-	if !HealthMissing.Unhealthy() || HealthOK.Unhealthy() || HealthBooting.Unhealthy() {
+	if !HealthMissing.Unhealthy() || !HealthNeverHeard.Unhealthy() || HealthOK.Unhealthy() || HealthBooting.Unhealthy() {
 		t.Fatal("Unhealthy misclassifies")
 	}
 }

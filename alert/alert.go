@@ -24,7 +24,9 @@ type Kind string
 // down: that is what Nightshift fixes without waking anyone.
 const (
 	// PoolBlocked: a pool's launches failed BlockedAfter times in a row
-	// (controller.BlockedAfter) and none has been healthy since.
+	// (controller.BlockedAfter) and none has been healthy since, or the
+	// job's block_after_silent workers in a row reached running and never
+	// sent a heartbeat.
 	PoolBlocked Kind = "pool_blocked"
 	// PoolBelowPolicy: fewer healthy workers than the last decision's
 	// target for longer than Config.PoolBelowPolicyFor.

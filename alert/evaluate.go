@@ -28,8 +28,13 @@ type Pool struct {
 
 // Blocked is why a pool's launches are held.
 type Blocked struct {
+	// Cause is controller.BlockedNoHeartbeat ("no_heartbeat": workers
+	// reach running and never send a heartbeat) or "launch_failures".
+	Cause          string
 	FailedLaunches int
 	LastCause      string
+	// Check says what a person should look at.
+	Check string
 }
 
 // Worker is one live worker of a pool.
@@ -183,9 +188,21 @@ func (e *Evaluator) Evaluate(now time.Time, in Input) []Event {
 func (e *Evaluator) pool(now time.Time, p Pool) []cond {
 	var out []cond
 	if b := p.Blocked; b != nil {
-		out = append(out, cond{kind: PoolBlocked, subject: p.Job, severity: Critical,
-			summary: fmt.Sprintf("pool %s is blocked: %d launches failed in a row and none became healthy; last cause: %s", p.Job, b.FailedLaunches, b.LastCause),
-			details: map[string]any{"failed_launches": b.FailedLaunches, "last_cause": b.LastCause}})
+		summary := fmt.Sprintf("pool %s is blocked: %d launches failed in a row and none became healthy; last cause: %s", p.Job, b.FailedLaunches, b.LastCause)
+		if b.Cause == "no_heartbeat" {
+			summary = fmt.Sprintf("pool %s is blocked: %d workers in a row reached running and never sent a heartbeat; launches stop but for a probe now and then; last: %s", p.Job, b.FailedLaunches, b.LastCause)
+		}
+		if b.Check != "" {
+			summary += "; " + b.Check
+		}
+		details := map[string]any{"failed_launches": b.FailedLaunches, "last_cause": b.LastCause}
+		if b.Cause != "" {
+			details["cause"] = b.Cause
+		}
+		if b.Check != "" {
+			details["check"] = b.Check
+		}
+		out = append(out, cond{kind: PoolBlocked, subject: p.Job, severity: Critical, summary: summary, details: details})
 	}
 
 	if !p.Frozen && p.DeafSince.IsZero() && p.Healthy < p.Desired {

@@ -172,3 +172,24 @@ func TestRestore(t *testing.T) {
 		t.Fatalf("after recovery: %+v, want one resolved with the old first_seen", got)
 	}
 }
+
+// A pool blocked by workers that never heartbeat fires pool_blocked with a
+// summary that says so and what to check.
+func TestPoolBlockedNoHeartbeatSummary(t *testing.T) {
+	e := NewEvaluator("r", Config{})
+	p := Pool{Job: "w", Desired: 3, Blocked: &Blocked{Cause: "no_heartbeat", FailedLaunches: 3,
+		LastCause: "worker w-1 reached running and sent no heartbeat within boot_timeout 20s",
+		Check:     "check the sitter URL (instance.sitter_url), the AMI and the security group to the broker"}}
+	evs := e.Evaluate(t0, Input{Pools: []Pool{p}})
+	if len(evs) != 1 || evs[0].Kind != PoolBlocked || evs[0].Status != Firing {
+		t.Fatalf("events %+v, want pool_blocked firing", evs)
+	}
+	for _, want := range []string{"never sent a heartbeat", "sitter URL", "security group", "w-1"} {
+		if !strings.Contains(evs[0].Summary, want) {
+			t.Errorf("summary %q lacks %q", evs[0].Summary, want)
+		}
+	}
+	if evs[0].Details["cause"] != "no_heartbeat" {
+		t.Errorf("details %v, want the cause", evs[0].Details)
+	}
+}

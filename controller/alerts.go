@@ -31,8 +31,8 @@ func (c *Controller) AlertPools() []alert.Pool {
 // its target is not below policy.
 func (p *Pool) AlertView(now time.Time, held bool) alert.Pool {
 	v := alert.Pool{Job: p.job.Name, Desired: p.lastTarget, Frozen: held, DeafSince: p.deafSince}
-	if p.launchFailures >= BlockedAfter {
-		v.Blocked = &alert.Blocked{FailedLaunches: p.launchFailures, LastCause: p.launchFailReason}
+	if b := p.blocked(); b != nil {
+		v.Blocked = &alert.Blocked{Cause: b.Cause, FailedLaunches: b.FailedLaunches, LastCause: b.LastCause, Check: b.Check}
 	}
 	for _, w := range p.workers {
 		if w.state.Terminal() {

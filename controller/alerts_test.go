@@ -90,3 +90,32 @@ func TestReconfigureAlerts(t *testing.T) {
 		t.Errorf("AlertPools before recovery = %+v, want web, held", pools)
 	}
 }
+
+// TestPoolAlertViewSilentWorkers: workers that reach running and never
+// heartbeat block the pool for the alert evaluator too (pool_blocked),
+// with the cause and what to check; a heartbeat ends it.
+func TestPoolAlertViewSilentWorkers(t *testing.T) {
+	p := newPool(t)
+	for _, id := range []string{"a", "b", "c"} {
+		p.ApplyInstance(inst(id, nightshift.StateRunning, at(0)), at(0))
+	}
+	hold := decision.Decision{Engine: "npreserving", Reason: "hold", Target: 3}
+	if _, err := p.Plan(hold, at(20*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if v := p.AlertView(at(20*time.Second), false); v.Blocked != nil {
+		t.Fatalf("blocked within boot_timeout: %+v", v.Blocked)
+	}
+	if _, err := p.Plan(hold, at(21*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	v := p.AlertView(at(21*time.Second), false)
+	if b := v.Blocked; b == nil || b.Cause != controller.BlockedNoHeartbeat || b.FailedLaunches != 3 ||
+		!strings.Contains(b.LastCause, "sent no heartbeat") || !strings.Contains(b.Check, "worker command") {
+		t.Fatalf("view %+v, want a no_heartbeat block with cause and check", v.Blocked)
+	}
+	p.Heartbeat(beat("a"), at(22*time.Second))
+	if v := p.AlertView(at(22*time.Second), false); v.Blocked != nil {
+		t.Fatalf("still blocked after a heartbeat: %+v", v.Blocked)
+	}
+}

@@ -78,8 +78,38 @@ func (c *Controller) Reconfigure(ctx context.Context, job string, values map[str
 		c.cfg.Log.Warn("reconfigure refused", "job", job, "who", who, "err", rerr)
 		return fmt.Errorf("reconfigure job %s: %w", job, rerr)
 	}
-	c.cfg.Log.Info("reconfigured", "job", job, "who", who, "keys", slices.Sorted(maps.Keys(values)))
+	// A person who reconfigures a blocked job has looked at it: its
+	// launches go again at once rather than at the next probe.
+	c.mu.Lock()
+	wasBlocked := j.pool.blocked() != nil
+	j.pool.Unblock()
+	c.mu.Unlock()
+	c.cfg.Log.Info("reconfigured", "job", job, "who", who, "keys", slices.Sorted(maps.Keys(values)), "unblocked", wasBlocked)
 	j.poke()
+	return nil
+}
+
+// Unblock ends the block of job, or of every job when job is empty, at
+// once (see Pool.Unblock); `mgmt repair` asks for it.
+func (c *Controller) Unblock(job, who string) error {
+	names := c.names
+	if job != "" {
+		if _, ok := c.jobs[job]; !ok {
+			return fmt.Errorf("unblock job %q: unknown job", job)
+		}
+		names = []string{job}
+	}
+	for _, n := range names {
+		j := c.jobs[n]
+		c.mu.Lock()
+		wasBlocked := j.pool.blocked() != nil
+		j.pool.Unblock()
+		c.mu.Unlock()
+		if wasBlocked {
+			c.cfg.Log.Info("unblocked", "job", n, "who", who)
+			j.poke()
+		}
+	}
 	return nil
 }
 

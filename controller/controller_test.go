@@ -680,62 +680,86 @@ func TestBusOutageIsNotTheWorkers(t *testing.T) {
 	}
 }
 
-// TestNeverHealthyWorkersBackOff: workers that reach running but never
-// heartbeat (a wrong broker address, an image without the agent) are
-// replaced, but each one counts as a failed launch, so replacements back
-// off and the reason says why instead of launching every boot_timeout.
-func TestNeverHealthyWorkersBackOff(t *testing.T) {
+// TestSilentWorkersBlock: workers that reach running but never heartbeat
+// (a wrong broker address, an image without the agent) are replaced until
+// 3 in a row were silent; then the job stops launching but for one probe
+// boot_timeout later, and a reconfigure of the job unblocks it at once, as
+// Unblock (mgmt repair) does.
+func TestSilentWorkersBlock(t *testing.T) {
 	r := newRig(t, npJob(t, 2)) // boot_timeout 20s
 	r.tick()
-	for _, id := range r.prov.ids("web", true) {
-		r.c.HandleInstance(r.prov.setState(id, nightshift.StateRunning))
-	}
-	r.clock.Advance(21 * time.Second)
-	r.tick()
-	if terms := r.prov.terminated(); len(terms) != 1 || len(terms[0]) != 2 {
-		t.Fatalf("terminated %v, want both silent workers", terms)
-	}
-	if n, _ := r.prov.launched(); n != 2 {
-		t.Fatalf("%d launched, want no replacement yet: the launches back off", n)
-	}
-	ds, err := r.c.Decisions(context.Background(), "web", 1)
-	if err != nil || len(ds) != 1 || !strings.Contains(ds[0].Reason, "launch back-off after 2 failed launch(es)") ||
-		!strings.Contains(ds[0].Reason, "never sent a heartbeat within boot_timeout 20s") {
-		t.Fatalf("last decision %+v (err %v): want the back-off and why", ds, err)
-	}
-	for range 3 { // back-off after 2 failures: 2s
-		r.clock.Advance(time.Second)
+	silence := func() {
+		for _, id := range r.prov.ids("web", true) {
+			r.c.HandleInstance(r.prov.setState(id, nightshift.StateRunning))
+		}
+		r.clock.Advance(21 * time.Second)
 		r.tick()
 	}
+	silence()
 	if n, _ := r.prov.launched(); n != 4 {
-		t.Fatalf("%d launched, want 2 replacements once the back-off ran out", n)
+		t.Fatalf("%d launched, want 2 replacements: 2 silent workers do not block", n)
 	}
-	if st, _ := r.c.Status("web"); st[0].Blocked != nil {
-		t.Fatalf("blocked after 2 failed launches: %+v, want only from %d", st[0].Blocked, controller.BlockedAfter)
+	silence() // 4 silent in a row
+	if n, _ := r.prov.launched(); n != 4 {
+		t.Fatalf("%d launched, want no replacement: the pool is blocked", n)
 	}
-	// The replacements never heartbeat either: 4 failed in a row, blocked.
-	for _, id := range r.prov.ids("web", true) {
-		r.c.HandleInstance(r.prov.setState(id, nightshift.StateRunning))
-	}
-	r.clock.Advance(21 * time.Second)
-	r.tick()
 	st, err := r.c.Status("web")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b := st[0].Blocked; b == nil || b.FailedLaunches != 4 || !strings.Contains(b.LastCause, "never sent a heartbeat") ||
-		!b.NextLaunch.Equal(r.clock.Now().Add(controller.LaunchBackoff(4))) {
-		t.Fatalf("blocked %+v, want 4 failed launches, the cause and the next launch time", b)
+	b := st[0].Blocked
+	if b == nil || b.Cause != controller.BlockedNoHeartbeat || b.FailedLaunches != 4 || !b.NextLaunch.Equal(r.clock.Now().Add(20*time.Second)) ||
+		!strings.Contains(b.LastCause, "sent no heartbeat within boot_timeout 20s") {
+		t.Fatalf("blocked %+v, want 4 silent workers, the cause and the first probe boot_timeout from now", b)
 	}
-	for range 9 { // back-off after 4 failures: 8s
+	ds, err := r.c.Decisions(context.Background(), "web", 1)
+	if err != nil || len(ds) != 1 || !strings.Contains(ds[0].Reason, "blocked: 4 workers in a row never sent a heartbeat") {
+		t.Fatalf("last decision %+v (err %v): want the block and why", ds, err)
+	}
+	for range 19 {
 		r.clock.Advance(time.Second)
 		r.tick()
 	}
-	if n, _ := r.prov.launched(); n != 6 {
-		t.Fatalf("%d launched, want 2 more once the 8s back-off ran out", n)
+	if n, _ := r.prov.launched(); n != 4 {
+		t.Fatalf("%d launched before the probe's time, want 4", n)
 	}
-	// The replacements are healthy: heard for missing_timeout, the count
-	// resets.
+	r.clock.Advance(time.Second)
+	r.tick()
+	if n, _ := r.prov.launched(); n != 5 {
+		t.Fatalf("%d launched, want one probe (5) when its time came", n)
+	}
+	for range 5 {
+		r.clock.Advance(time.Second)
+		r.tick()
+	}
+	if n, _ := r.prov.launched(); n != 5 {
+		t.Fatalf("%d launched while the probe boots, want 5", n)
+	}
+	// A person reconfigures the job: its launches go at once.
+	if err := r.c.Reconfigure(context.Background(), "web", map[string]any{"n": 2}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	r.tick()
+	if n, _ := r.prov.launched(); n != 6 {
+		t.Fatalf("%d launched after the reconfigure, want the second worker at once (6)", n)
+	}
+	if st, _ := r.c.Status("web"); st[0].Blocked != nil {
+		t.Fatalf("blocked %+v after the reconfigure", st[0].Blocked)
+	}
+	silence() // 2 more silent: 2 in a row, not blocked
+	silence() // 4 in a row: blocked again
+	before, _ := r.prov.launched()
+	if st, _ := r.c.Status("web"); st[0].Blocked == nil {
+		t.Fatalf("not blocked after 4 more silent workers")
+	}
+	if err := r.c.Unblock("", "test"); err != nil {
+		t.Fatal(err)
+	}
+	r.tick()
+	if n, _ := r.prov.launched(); n != before+2 {
+		t.Fatalf("%d launched after Unblock, want %d", n, before+2)
+	}
+	// The replacements heartbeat: no block.
 	ids := r.runAll("web", false)
 	for range 4 {
 		r.clock.Advance(time.Second)
@@ -745,7 +769,7 @@ func TestNeverHealthyWorkersBackOff(t *testing.T) {
 		r.tick()
 	}
 	st, err = r.c.Status("web")
-	if err != nil || len(st) != 1 || strings.Contains(st[0].LastDecision.Reason, "back-off") || st[0].Blocked != nil {
-		t.Fatalf("status %+v (err %v): want the back-off over and the pool unblocked", st, err)
+	if err != nil || st[0].Blocked != nil || len(st[0].Workers) != 2 {
+		t.Fatalf("status %+v (err %v): want 2 healthy workers, unblocked", st, err)
 	}
 }

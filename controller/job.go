@@ -39,10 +39,14 @@ type Job struct {
 	// Worker is the sitter task spec, forwarded opaquely in launch specs.
 	Worker map[string]any        `json:"worker,omitempty"`
 	Health decision.HealthConfig `json:"-"`
-	Queue  QueueConfig           `json:"queue"`
-	raw    map[string]any        // the table as read, for storage
-	where  string                // "file:line" of the table
-	health map[string]any        // the health table as read
+	// BlockAfterSilent is how many workers in a row may reach running
+	// without a first heartbeat before the job stops launching
+	// (block_after_silent, default jobspec.DefaultBlockAfterSilent).
+	BlockAfterSilent int            `json:"block_after_silent,omitempty"`
+	Queue            QueueConfig    `json:"queue"`
+	raw              map[string]any // the table as read, for storage
+	where            string         // "file:line" of the table
+	health           map[string]any // the health table as read
 }
 
 // QueueConfig is the queue a job's depth is read from.
@@ -168,6 +172,10 @@ func ParseJob(name string, t map[string]any, reg *decision.Registry) (Job, error
 		return j, err
 	}
 	if j.Health, err = decision.ParseHealthConfig(j.health); err != nil {
+		return j, fmt.Errorf("job %s: %w", name, err)
+	}
+	f.Has(jobspec.BlockAfterSilentKey) // read below; marked known here
+	if j.BlockAfterSilent, err = jobspec.BlockAfterSilent(t); err != nil {
 		return j, fmt.Errorf("job %s: %w", name, err)
 	}
 	q, err := table(f, t, "queue")

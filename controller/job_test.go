@@ -50,6 +50,9 @@ func TestParseJobsErrors(t *testing.T) {
 		{"queue unknown key", "[jobs.web]\nengine = \"npreserving\"\n[jobs.web.queue]\nnmae = \"q\"\n", []string{"job web: queue: nmae: unknown key"}},
 		{"bad job name", "[jobs.\"a b\"]\nengine = \"npreserving\"\n", []string{"job name", "a b"}},
 		{"stray top-level key", "run = \"x\"\n", []string{"jobs.toml:1", "key run: unknown key"}},
+		{"block_after_silent not a number", "[jobs.web]\nengine = \"npreserving\"\nblock_after_silent = \"3\"\n", []string{"jobs.toml:1", "job web: key block_after_silent: want an integer from 1 to 100, got a string"}},
+		{"block_after_silent zero", "[jobs.web]\nengine = \"npreserving\"\nblock_after_silent = 0\n", []string{"job web: key block_after_silent: want an integer from 1 to 100, got 0"}},
+		{"block_after_silent too big", "[jobs.web]\nengine = \"npreserving\"\nblock_after_silent = 1000\n", []string{"job web: key block_after_silent", "got 1000"}},
 		{"toml syntax", "[jobs.web\n", []string{"jobs.toml"}},
 	}
 	for _, tc := range cases {
@@ -62,6 +65,25 @@ func TestParseJobsErrors(t *testing.T) {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q does not contain %q", err, w)
 				}
+			}
+		})
+	}
+}
+
+func TestParseJobBlockAfterSilent(t *testing.T) {
+	cases := []struct {
+		name, file, doc string
+		want            int
+	}{
+		{"default", "jobs.toml", "[jobs.web]\nengine = \"npreserving\"\n", 3},
+		{"TOML", "jobs.toml", "[jobs.web]\nengine = \"npreserving\"\nblock_after_silent = 5\n", 5},
+		{"JSON", "jobs.json", `{"jobs": {"web": {"engine": "npreserving", "block_after_silent": 1}}}`, 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			jobs, err := controller.ParseJobs(tc.file, []byte(tc.doc), decision.NewRegistry())
+			if err != nil || len(jobs) != 1 || jobs[0].BlockAfterSilent != tc.want {
+				t.Fatalf("jobs %+v (err %v), want block_after_silent %d", jobs, err, tc.want)
 			}
 		})
 	}

@@ -13,12 +13,13 @@ import (
 // Component is the controller's name on the bus.
 const Component = "controller"
 
-// Message types, all version 1. Reconfigure, freeze and unfreeze
+// Message types, all version 1. Reconfigure, freeze, unfreeze and unblock
 // change what runs, so they must be signed with the run secret.
 const (
 	TypeReconfigure = "controller.reconfigure"
 	TypeFreeze      = "controller.freeze"
 	TypeUnfreeze    = "controller.unfreeze"
+	TypeUnblock     = "controller.unblock"
 	TypeStatus      = "controller.status"
 	TypeDecisions   = "controller.decisions"
 	TypeReply       = "controller.reply"
@@ -49,6 +50,16 @@ type UnfreezeBody struct{}
 
 // Validate implements envelope.Validator.
 func (*UnfreezeBody) Validate() error { return nil }
+
+// UnblockBody ends a job's block (or every job's, when Job is empty) at
+// once: `mgmt repair` sends it after a person fixed what the block's
+// reason names. It changes what is launched, so it is signed.
+type UnblockBody struct {
+	Job string `json:"job,omitempty"`
+}
+
+// Validate implements envelope.Validator.
+func (*UnblockBody) Validate() error { return nil }
 
 // StatusBody asks for the status of one job, or all when Job is empty.
 type StatusBody struct {
@@ -93,6 +104,7 @@ func RegisterMessages(r *envelope.Registry) {
 	r.Register(TypeReconfigure, 1, func() envelope.Validator { return &ReconfigureBody{} }, true)
 	r.Register(TypeFreeze, 1, func() envelope.Validator { return &FreezeBody{} }, true)
 	r.Register(TypeUnfreeze, 1, func() envelope.Validator { return &UnfreezeBody{} }, true)
+	r.Register(TypeUnblock, 1, func() envelope.Validator { return &UnblockBody{} }, true)
 	r.Register(TypeStatus, 1, func() envelope.Validator { return &StatusBody{} }, false)
 	r.Register(TypeDecisions, 1, func() envelope.Validator { return &DecisionsBody{} }, false)
 	r.Register(TypeReply, 1, func() envelope.Validator { return &Reply{} }, false)
@@ -113,16 +125,34 @@ type JobStatus struct {
 	// Frozen is an addition to mgmt.JobStatus; decoders that do not know
 	// it ignore it.
 	Frozen bool `json:"frozen,omitempty"`
-	// Blocked is set while launches keep failing: BlockedAfter failed
-	// launches in a row, none healthy since.
+	// Blocked is set while launches are held: the job's
+	// block_after_silent workers in a row never sent a heartbeat, or
+	// BlockedAfter launches in a row failed, none healthy since.
 	Blocked *Blocked `json:"blocked,omitempty"`
 }
 
+// Why a pool is blocked (Blocked.Cause).
+const (
+	// BlockedNoHeartbeat: workers reach running and never send a
+	// heartbeat; launches stop but for a probe now and then.
+	BlockedNoHeartbeat = "no_heartbeat"
+	// BlockedLaunchFailures: instances fail before running, or their task
+	// never runs; launches back off.
+	BlockedLaunchFailures = "launch_failures"
+)
+
 // Blocked says why a pool's launches are held and until when.
 type Blocked struct {
+	Cause string `json:"cause"`
+	// FailedLaunches counts the failed launches (for no_heartbeat: the
+	// silent workers) in a row.
 	FailedLaunches int       `json:"failed_launches"`
 	LastCause      string    `json:"last_cause"`
 	NextLaunch     time.Time `json:"next_launch"`
+	// Probes counts the probe launches sent since a no_heartbeat block.
+	Probes int `json:"probes,omitempty"`
+	// Check says what a person should look at.
+	Check string `json:"check,omitempty"`
 }
 
 // LastDecision is the last decision of a job, with its reason.

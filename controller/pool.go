@@ -10,6 +10,7 @@ import (
 	"nightshift"
 	"nightshift/decision"
 	"nightshift/internal/backoff"
+	"nightshift/internal/jobspec"
 	"nightshift/internal/redact"
 	"nightshift/provisioner"
 	"nightshift/sitter"
@@ -64,6 +65,20 @@ type Pool struct {
 	launchFailures    int
 	lastLaunchFailure time.Time
 	launchFailReason  string
+	// Silent workers in a row: workers that reached running and sent no
+	// heartbeat within boot_timeout. Replacing them changes nothing (the
+	// sitter cannot reach the broker, or never starts), so after the job's
+	// BlockAfterSilent of them the pool is blocked: it stops launching,
+	// but for one probe launch at a time, the first boot_timeout after it
+	// blocked and then further and further apart (SilentBackoff). Any
+	// heartbeat, and a person's reconfigure or repair (Unblock), end it.
+	silent      int
+	silentCause string
+	probes      int
+	nextProbe   time.Time
+	// probeLaunch is the launch id of the last probe: while it is pending
+	// or its worker is live and not yet judged, no other probe goes.
+	probeLaunch string
 }
 
 type worker struct {
@@ -87,6 +102,9 @@ type worker struct {
 	// runs for a moment between crashes does not count.
 	everOK, countedFailed bool
 	okSince               time.Time
+	// countedSilent: counted once as a silent worker (running past
+	// boot_timeout, never heard).
+	countedSilent bool
 }
 
 // NewPool returns an empty view of job for a controller started at
@@ -259,6 +277,9 @@ func (p *Pool) Heartbeat(hb sitter.Heartbeat, now time.Time) bool {
 		w.everOK = true
 		p.launchFailures = 0
 	}
+	// Any heartbeat, even a late one or one reporting a failed task, shows
+	// that the job's workers can reach the broker: the silent block ends.
+	p.silent, p.probes, p.nextProbe, p.probeLaunch = 0, 0, time.Time{}, ""
 	changed := w.lastHeartbeat.IsZero() || w.busy != busy || len(w.failedTasks) != len(failed)
 	w.lastHeartbeat, w.busy, w.failedTasks, w.restarts, w.taskError = now, busy, failed, restarts, taskErr
 	if hb.Host != "" {
@@ -334,7 +355,7 @@ func (p *Pool) health(w *worker, now time.Time) nightshift.Health {
 	}, now, p.job.Health)
 	// Silent through the controller's own outage: not known missing until
 	// the grace after it ends has run out, nor while it lasts.
-	if h == nightshift.HealthMissing && w.state == nightshift.StateRunning &&
+	if (h == nightshift.HealthMissing || h == nightshift.HealthNeverHeard) && w.state == nightshift.StateRunning &&
 		w.lastHeartbeat.Before(p.lastCutOff()) && p.withinHearingGrace(now) {
 		return nightshift.HealthUnknown
 	}
@@ -408,9 +429,9 @@ func (p *Pool) Hold(d decision.Decision, now time.Time) decision.Decision {
 }
 
 // countNeverHealthy counts each worker that d terminates as unhealthy
-// before it was ever heard healthy as a failed launch, with why: no
-// heartbeat ever arrived (wrong broker address, an image without the
-// agent, a firewall), or its task never ran (a crash loop).
+// before it was ever heard healthy because its task never ran (a crash
+// loop) as a failed launch, with why. A worker never heard from at all is
+// a silent worker instead (countSilent).
 func (p *Pool) countNeverHealthy(d decision.Decision, now time.Time) {
 	for _, a := range d.Actions {
 		t, ok := a.(decision.Terminate)
@@ -422,19 +443,140 @@ func (p *Pool) countNeverHealthy(d decision.Decision, now time.Time) {
 			if !ok || w.everOK || w.countedFailed || w.state != nightshift.StateRunning {
 				continue
 			}
-			var why string
-			switch h := p.health(w, now); {
-			case h == nightshift.HealthMissing && w.lastHeartbeat.IsZero():
-				why = fmt.Sprintf("worker %s never sent a heartbeat within boot_timeout %s", id, p.job.Health.WithDefaults().BootTimeout)
-			case h == nightshift.HealthProcessError:
-				why = fmt.Sprintf("worker %s never ran its task: %s", id, w.taskError)
-			default:
+			if p.health(w, now) != nightshift.HealthProcessError {
 				continue
 			}
 			w.countedFailed = true
-			p.launchFailed(now, why)
+			p.launchFailed(now, fmt.Sprintf("worker %s never ran its task: %s", id, w.taskError))
 		}
 	}
+}
+
+// silentBackoffMax caps the wait between probe launches of a blocked pool.
+const silentBackoffMax = 30 * time.Minute
+
+// SilentBackoff is the wait before the probe-th probe launch of a pool
+// blocked by silent workers (from the block for the first, from the last
+// probe for the others): boot_timeout, doubling, at most 30 minutes.
+func SilentBackoff(bootTimeout time.Duration, probe int) time.Duration {
+	return backoff.Policy{Initial: bootTimeout, Max: silentBackoffMax}.Delay(probe, 0)
+}
+
+// blockAfterSilent is the job's threshold of silent workers in a row.
+func (p *Pool) blockAfterSilent() int {
+	if p.job.BlockAfterSilent > 0 {
+		return p.job.BlockAfterSilent
+	}
+	return jobspec.DefaultBlockAfterSilent
+}
+
+// SilentBlocked reports whether the pool is blocked because its workers
+// reach running and never send a heartbeat.
+func (p *Pool) SilentBlocked() bool { return p.silent >= p.blockAfterSilent() }
+
+// countSilent counts, once each, the workers running past boot_timeout
+// that were never heard from. The one that reaches the job's threshold
+// blocks the pool; its first probe may go boot_timeout later.
+func (p *Pool) countSilent(now time.Time) {
+	hc := p.job.Health.WithDefaults()
+	for _, id := range slices.Sorted(maps.Keys(p.workers)) {
+		w := p.workers[id]
+		if w.countedSilent || w.state != nightshift.StateRunning || !w.lastHeartbeat.IsZero() {
+			continue
+		}
+		if p.health(w, now) != nightshift.HealthNeverHeard {
+			continue
+		}
+		w.countedSilent = true
+		was := p.SilentBlocked()
+		p.silent++
+		p.silentCause = fmt.Sprintf("worker %s reached running and sent no heartbeat within boot_timeout %s", id, hc.BootTimeout)
+		if !was && p.SilentBlocked() {
+			p.probes, p.probeLaunch = 0, ""
+			p.nextProbe = now.Add(SilentBackoff(hc.BootTimeout, 1))
+		}
+	}
+}
+
+// probeInFlight reports whether the last probe launch is still pending or
+// its worker is live and not yet judged.
+func (p *Pool) probeInFlight() bool {
+	if p.probeLaunch == "" {
+		return false
+	}
+	for _, l := range p.pending {
+		if l.LaunchID == p.probeLaunch {
+			return true
+		}
+	}
+	for _, w := range p.workers {
+		if w.launchID == p.probeLaunch && !w.countedSilent && w.lastHeartbeat.IsZero() &&
+			w.state.Live() && w.state != nightshift.StateTerminating && !w.state.Terminal() {
+			return true
+		}
+	}
+	return false
+}
+
+// SilentCheck says what to look at when a job's workers never send a
+// heartbeat, by where they run.
+func SilentCheck(driver string) string {
+	switch driver {
+	case DriverEC2:
+		return "check the sitter URL the instances install the agent from (instance.sitter_url), that the AMI (instance.image_id) boots it, and that the security group lets the instance reach the broker's AMQP port"
+	case DriverSim:
+		return "check that the provisioner's simulator can reach the broker (its log)"
+	default:
+		return "check the provisioner's worker command (it must start `sitter agent`), the sitter binary it names, and the instance's stderr under runs/<run>/instances/<id>/"
+	}
+}
+
+// holdSilent drops the launch actions of d while the pool is blocked by
+// silent workers, but for one probe launch of one worker when its time
+// has come and no other probe is out; probe says d carries it.
+func (p *Pool) holdSilent(d decision.Decision, now time.Time) (_ decision.Decision, probe bool) {
+	if !p.SilentBlocked() {
+		return d, false
+	}
+	kept := d.Actions[:0:0]
+	held := false
+	for _, a := range d.Actions {
+		l, ok := a.(decision.Launch)
+		if !ok {
+			kept = append(kept, a)
+			continue
+		}
+		if !probe && !now.Before(p.nextProbe) && !p.probeInFlight() {
+			probe = true
+			held = held || l.Count > 1
+			l.Count = 1
+			l.Reason = "probe: " + l.Reason
+			kept = append(kept, l)
+			continue
+		}
+		held = true
+	}
+	if !held && !probe {
+		return d, false
+	}
+	d.Actions = kept
+	what := fmt.Sprintf("launches held, next probe launch at %s", p.nextProbe.UTC().Format(time.RFC3339))
+	if probe {
+		what = fmt.Sprintf("probe launch %d of one worker", p.probes+1)
+	} else if p.probeInFlight() {
+		what = "launches held while probe launch " + fmt.Sprint(p.probes) + " boots"
+	}
+	d.Reason = fmt.Sprintf("blocked: %d workers in a row never sent a heartbeat (last: %s); %s; %s; engine: %s",
+		p.silent, p.silentCause, what, SilentCheck(p.job.Driver), d.Reason)
+	return d, probe
+}
+
+// Unblock ends the pool's blocks at once, as a person's reconfigure of the
+// job or repair of the run asks: the silent and failed-launch counts start
+// again from zero, and launches go at the next round.
+func (p *Pool) Unblock() {
+	p.silent, p.probes, p.nextProbe, p.probeLaunch = 0, 0, time.Time{}, ""
+	p.launchFailures = 0
 }
 
 // Plan is what one decision asks of the controller, in order: store Record
@@ -450,13 +592,17 @@ type Plan struct {
 	Skip     bool
 	Record   Decision
 	Launches []PendingLaunch
+	// Probe says the (one) launch is a blocked pool's probe.
+	Probe bool
 }
 
 // Plan applies the launch back-off hold and the same-reason skip to the
 // engine's decision d taken at now, and renders what to store.
 func (p *Pool) Plan(d decision.Decision, now time.Time) (Plan, error) {
 	p.countNeverHealthy(d, now)
+	p.countSilent(now)
 	d = p.Hold(d, now)
+	d, probe := p.holdSilent(d, now)
 	if len(d.Actions) == 0 && p.last != nil && p.last.Reason == d.Reason && p.lastTarget == d.Target && p.lastError == d.Error {
 		return Plan{Decision: d, Skip: true}, nil
 	}
@@ -475,6 +621,7 @@ func (p *Pool) Plan(d decision.Decision, now time.Time) (Plan, error) {
 		Decision: d,
 		Record:   Decision{Time: now, Job: job.Name, Engine: d.Engine, Reason: d.Reason, Target: d.Target, Scaled: d.Scaled, Error: d.Error},
 		Launches: launches,
+		Probe:    probe && len(launches) == 1,
 	}, nil
 }
 
@@ -487,6 +634,11 @@ func (p *Pool) Recorded(plan Plan, seq int64, ids []string) {
 	p.lastTarget, p.lastError = d.Target, d.Error
 	for i, l := range plan.Launches {
 		p.pending = append(p.pending, Launch{LaunchID: ids[i], Job: p.job.Name, Seq: seq, Count: l.Count, Spec: l.Spec, State: LaunchPending, Created: now})
+	}
+	if plan.Probe && len(ids) == 1 {
+		p.probes++
+		p.probeLaunch = ids[0]
+		p.nextProbe = now.Add(SilentBackoff(p.job.Health.WithDefaults().BootTimeout, p.probes+1))
 	}
 	if d.Scaled {
 		p.lastScaleAt = now
@@ -539,10 +691,7 @@ func (p *Pool) Status(now time.Time, policy map[string]any, frozen bool) JobStat
 		Counts: map[string]int{}, QueueDepth: p.depth, QueueSource: string(p.source),
 		LastDecision: p.last, Workers: []WorkerStatus{}, Frozen: frozen,
 	}
-	if p.launchFailures >= BlockedAfter {
-		js.Blocked = &Blocked{FailedLaunches: p.launchFailures, LastCause: p.launchFailReason,
-			NextLaunch: p.lastLaunchFailure.Add(LaunchBackoff(p.launchFailures))}
-	}
+	js.Blocked = p.blocked()
 	drainTimeout, hasTimeout := policyDuration(policy, "drain_timeout")
 	for _, l := range p.pending {
 		js.Counts["pending_launch"] += l.Count
@@ -576,6 +725,21 @@ func (p *Pool) Status(now time.Time, policy map[string]any, frozen bool) JobStat
 		js.Workers = append(js.Workers, ws)
 	}
 	return js
+}
+
+// blocked says why the pool's launches are held, or nil: silent workers
+// first (their block holds launches longer), then failed launches.
+func (p *Pool) blocked() *Blocked {
+	switch {
+	case p.SilentBlocked():
+		return &Blocked{Cause: BlockedNoHeartbeat, FailedLaunches: p.silent, LastCause: p.silentCause,
+			NextLaunch: p.nextProbe, Probes: p.probes, Check: SilentCheck(p.job.Driver)}
+	case p.launchFailures >= BlockedAfter:
+		return &Blocked{Cause: BlockedLaunchFailures, FailedLaunches: p.launchFailures, LastCause: p.launchFailReason,
+			NextLaunch: p.lastLaunchFailure.Add(LaunchBackoff(p.launchFailures)),
+			Check:      "check the job's worker command and image, and the instance's reason for failing"}
+	}
+	return nil
 }
 
 // policyDuration reads a duration the engine's rendered configuration

@@ -349,8 +349,8 @@ func TestPoolHealthClamp(t *testing.T) {
 		want  nightshift.Health
 	}{
 		{"running since long before the start, unheard, within boot_timeout of the start", nightshift.StateRunning, at(-time.Hour), time.Time{}, at(10 * time.Second), nightshift.HealthBooting},
-		{"and past it", nightshift.StateRunning, at(-time.Hour), time.Time{}, at(21 * time.Second), nightshift.HealthMissing},
-		{"running since after the start: its own timer", nightshift.StateRunning, at(5 * time.Second), time.Time{}, at(26 * time.Second), nightshift.HealthMissing},
+		{"and past it: never heard", nightshift.StateRunning, at(-time.Hour), time.Time{}, at(21 * time.Second), nightshift.HealthNeverHeard},
+		{"running since after the start: its own timer", nightshift.StateRunning, at(5 * time.Second), time.Time{}, at(26 * time.Second), nightshift.HealthNeverHeard},
 		{"heard, then silent past missing_timeout", nightshift.StateRunning, at(-time.Hour), at(time.Second), at(5 * time.Second), nightshift.HealthMissing},
 		{"terminated before the start, heard long after: zombie", nightshift.StateTerminated, at(-time.Hour), at(time.Second), at(2 * time.Second), nightshift.HealthZombie},
 		{"starting: unknown", nightshift.StateStarted, at(-time.Hour), time.Time{}, at(time.Hour), nightshift.HealthUnknown},

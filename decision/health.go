@@ -97,7 +97,7 @@ type InstanceView struct {
 //     ZombieGrace after it got there: zombie (to be terminated again);
 //   - not running: unknown (requested..started, or gone and quiet);
 //   - running, heard before, silent for more than MissingTimeout: missing;
-//   - running, never heard, running for more than BootTimeout: missing;
+//   - running, never heard, running for more than BootTimeout: never_heard;
 //   - running, never heard, within BootTimeout: booting;
 //   - the last heartbeat reports a failed task or an error: process_error;
 //   - otherwise ok.
@@ -116,7 +116,7 @@ func Assess(inst InstanceView, now time.Time, hc HealthConfig) nightshift.Health
 	}
 	if !heard {
 		if now.Sub(inst.StateSince) > hc.BootTimeout {
-			return nightshift.HealthMissing
+			return nightshift.HealthNeverHeard
 		}
 		return nightshift.HealthBooting
 	}

@@ -19,7 +19,7 @@ func TestAssess(t *testing.T) {
 		{"started is unknown", InstanceView{State: nightshift.StateStarted, StateSince: ago(time.Hour)}, nightshift.HealthUnknown},
 		{"running, first heartbeat not due", InstanceView{State: nightshift.StateRunning, StateSince: ago(59 * time.Second)}, nightshift.HealthBooting},
 		{"running, boot timeout exactly reached is still booting", InstanceView{State: nightshift.StateRunning, StateSince: ago(60 * time.Second)}, nightshift.HealthBooting},
-		{"running, never heard past boot timeout", InstanceView{State: nightshift.StateRunning, StateSince: ago(61 * time.Second)}, nightshift.HealthMissing},
+		{"running, never heard past boot timeout: never_heard, not missing", InstanceView{State: nightshift.StateRunning, StateSince: ago(61 * time.Second)}, nightshift.HealthNeverHeard},
 		{"running, recent heartbeat", InstanceView{State: nightshift.StateRunning, StateSince: ago(time.Hour), LastHeartbeat: ago(time.Second)}, nightshift.HealthOK},
 		{"running, silent exactly missing timeout", InstanceView{State: nightshift.StateRunning, StateSince: ago(time.Hour), LastHeartbeat: ago(3 * time.Second)}, nightshift.HealthOK},
 		{"running, silent past missing timeout", InstanceView{State: nightshift.StateRunning, StateSince: ago(time.Hour), LastHeartbeat: ago(3*time.Second + time.Millisecond)}, nightshift.HealthMissing},

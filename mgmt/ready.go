@@ -5,6 +5,7 @@ import (
 
 	"nightshift"
 	"nightshift/bootlevel"
+	"nightshift/controller"
 )
 
 // NotReady lists why a run is not ready and at policy, or nothing when it
@@ -49,7 +50,11 @@ func NotReady(s *RunStatus) []string {
 		case j.Frozen:
 			why = append(why, fmt.Sprintf("pool %s is frozen", j.Name))
 		case j.Blocked != nil:
-			why = append(why, fmt.Sprintf("pool %s is blocked after %d failed launches", j.Name, j.Blocked.FailedLaunches))
+			if j.Blocked.Cause == controller.BlockedNoHeartbeat {
+				why = append(why, fmt.Sprintf("pool %s is blocked: %d workers in a row never sent a heartbeat", j.Name, j.Blocked.FailedLaunches))
+			} else {
+				why = append(why, fmt.Sprintf("pool %s is blocked after %d failed launches", j.Name, j.Blocked.FailedLaunches))
+			}
 		case healthy != j.Desired:
 			why = append(why, fmt.Sprintf("pool %s has %d healthy workers, wants %d", j.Name, healthy, j.Desired))
 		case j.Counts["pending_launch"] > 0:

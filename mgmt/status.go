@@ -248,10 +248,24 @@ func writeJob(w io.Writer, j JobStatus) {
 	if j.Frozen {
 		frozen = "  FROZEN"
 	}
+	if j.Blocked != nil {
+		frozen += "  blocked"
+	}
 	fmt.Fprintf(w, "\njob %s  engine %s  desired %d  queue %s  %s%s\n", q(j.Name), q(j.Engine), j.Desired, depth, q(countLine(j.Counts)), frozen)
 	if b := j.Blocked; b != nil {
-		fmt.Fprintf(w, "  BLOCKED after %d failed launches in a row (last: %s); next launch at %s. Check the worker's command and image, and that it can reach the broker.\n",
-			b.FailedLaunches, q(b.LastCause), b.NextLaunch.Format(time.RFC3339))
+		check := b.Check
+		if check == "" {
+			check = "check the worker's command and image, and that it can reach the broker"
+		}
+		switch b.Cause {
+		case controller.BlockedNoHeartbeat:
+			fmt.Fprintf(w, "  BLOCKED: %d workers in a row reached running and never sent a heartbeat (last: %s); launches stop but for one probe, next at %s (%d sent). To unblock now: mgmt reconfigure or mgmt repair.\n",
+				b.FailedLaunches, q(b.LastCause), b.NextLaunch.Format(time.RFC3339), b.Probes)
+		default:
+			fmt.Fprintf(w, "  BLOCKED after %d failed launches in a row (last: %s); next launch at %s.\n",
+				b.FailedLaunches, q(b.LastCause), b.NextLaunch.Format(time.RFC3339))
+		}
+		fmt.Fprintf(w, "  %s\n", q(upperFirst(check)))
 	}
 	if j.LastDecision != nil {
 		fmt.Fprintf(w, "  last decision %s: %s\n", j.LastDecision.Time.Format(time.RFC3339), q(j.LastDecision.Reason))
@@ -389,4 +403,12 @@ func firstLine(s string) string {
 		return s[:i]
 	}
 	return s
+}
+
+// upperFirst makes a sentence of a clause.
+func upperFirst(s string) string {
+	if s == "" || s[0] < 'a' || s[0] > 'z' {
+		return s
+	}
+	return string(s[0]-'a'+'A') + s[1:]
 }

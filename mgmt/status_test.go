@@ -147,6 +147,34 @@ func TestTableShowsBlockedPool(t *testing.T) {
 	}
 }
 
+func TestTableShowsPoolBlockedBySilentWorkers(t *testing.T) {
+	next := time.Date(2026, 12, 2, 16, 0, 8, 0, time.UTC)
+	st := &RunStatus{Run: "r", State: "ready", Jobs: []JobStatus{
+		{Name: "web", Engine: "npreserving", Desired: 2, Blocked: &controller.Blocked{Cause: controller.BlockedNoHeartbeat, FailedLaunches: 3,
+			LastCause: "worker web-3 reached running and sent no heartbeat within boot_timeout 20s", NextLaunch: next, Probes: 1,
+			Check: controller.SilentCheck(controller.DriverEC2)}},
+	}}
+	var out bytes.Buffer
+	if err := WriteTable(&out, st); err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()
+	for _, want := range []string{
+		"blocked\n",
+		"BLOCKED: 3 workers in a row reached running and never sent a heartbeat (last: worker web-3",
+		"next at 2026-12-02T16:00:08Z (1 sent)",
+		"Check the sitter URL",
+		"security group",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("table:\n%s\nlacks %q", got, want)
+		}
+	}
+	if why := NotReady(st); len(why) == 0 || !strings.Contains(strings.Join(why, "; "), "never sent a heartbeat") {
+		t.Errorf("NotReady = %v, want the silent block", why)
+	}
+}
+
 // TestTableSummarizesABigPool: a pool of thousands gets a summary and a
 // row only for each worker that is not running and healthy, while --json
 // keeps every worker; a small pool keeps a row per worker.

@@ -16,7 +16,7 @@ import (
 // Client calls a controller over the bus.
 type Client struct {
 	Bus    *amqpbus.Bus
-	Signer *envelope.Signer // needed for Reconfigure, Freeze, Unfreeze
+	Signer *envelope.Signer // needed for Reconfigure, Freeze, Unfreeze, Unblock
 	Sender string
 	Clock  clockwork.Clock
 	// Timeout bounds a call whose ctx has no deadline (default 30s).
@@ -64,6 +64,12 @@ func (c *Client) Freeze(ctx context.Context) error {
 // Unfreeze resumes acting.
 func (c *Client) Unfreeze(ctx context.Context) error {
 	_, err := c.call(ctx, controller.TypeUnfreeze, controller.UnfreezeBody{})
+	return err
+}
+
+// Unblock ends job's block, or every job's when job is empty.
+func (c *Client) Unblock(ctx context.Context, job string) error {
+	_, err := c.call(ctx, controller.TypeUnblock, controller.UnblockBody{Job: job})
 	return err
 }
 

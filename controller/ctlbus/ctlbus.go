@@ -149,6 +149,8 @@ func (s *Server) Handle(ctx context.Context, env envelope.Envelope, body any) co
 		err = c.Freeze(ctx, env.Sender)
 	case *controller.UnfreezeBody:
 		err = c.Unfreeze(ctx, env.Sender)
+	case *controller.UnblockBody:
+		err = c.Unblock(b.Job, env.Sender)
 	case *controller.StatusBody:
 		r.Jobs, err = c.Status(b.Job)
 	case *controller.DecisionsBody:

@@ -19,7 +19,7 @@ func init() { registerMgmt(newReconfigureCmd) }
 func newReconfigureCmd(m *mgmtCmd) *cobra.Command {
 	return &cobra.Command{
 		Use:   "reconfigure RUN JOB KEY=VALUE...",
-		Short: "change a pool's policy live (validated by its engine)",
+		Short: "change a pool's policy live (validated by its engine); unblocks it",
 		Example: `  mgmt reconfigure hello sleepers n=5
   mgmt reconfigure hello work max=8 scale_down_after=2m`,
 		Args:              clikit.Args(3, -1),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -12,6 +13,7 @@ import (
 	"nightshift/internal/clikit"
 	"nightshift/internal/progress"
 	"nightshift/internal/termtext"
+	"nightshift/mgmt/mgmtbus"
 )
 
 func init() { registerMgmt(newRepairCmd) }
@@ -20,7 +22,7 @@ func newRepairCmd(m *mgmtCmd) *cobra.Command {
 	var max int
 	c := &cobra.Command{
 		Use:   "repair RUN",
-		Short: "re-verify every service and restart failed ones",
+		Short: "re-verify every service, restart failed ones, unblock blocked pools",
 		Example: `  mgmt repair hello
   mgmt repair hello --max-restarts 5`,
 		Args: clikit.Args(1, 1),
@@ -60,6 +62,13 @@ func (m *mgmtCmd) repair(ctx context.Context, run string, max int) error {
 		a.Engine.OnEvent = pr.Event
 	}
 	rep, err := a.Engine.Repair(ctx, run, max)
+	if err == nil && hasPools(ctx, a, run) {
+		// A person repairing the run has looked at it: blocked pools
+		// launch again now rather than at their next probe.
+		if uerr := unblockPools(ctx, a, m.home, run); uerr != nil {
+			fmt.Fprintf(m.stderr, "note: pools not unblocked: %s\n", m.line(uerr.Error()))
+		}
+	}
 	if m.asJSON {
 		if rep == nil {
 			return err
@@ -76,6 +85,15 @@ func (m *mgmtCmd) repair(ctx context.Context, run string, max int) error {
 		fmt.Fprintf(m.stdout, "run %s is %s (%s)\n", m.line(rep.Run), rep.State, progress.Round(pr.Elapsed()))
 	}
 	return err
+}
+
+func unblockPools(ctx context.Context, a *app.App, home, run string) error {
+	conn, err := mgmtbus.Dial(ctx, a.Store, home, run, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return conn.Unblock(ctx)
 }
 
 // repairResult is what `mgmt repair --json` prints.

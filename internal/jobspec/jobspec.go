@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -92,7 +93,55 @@ func (s Spec) LaunchSpec(engine any) (json.RawMessage, error) {
 // controllerKeys are the keys of a job table that belong to the
 // controller; a jobs file shared with it carries them and they are
 // ignored here.
-var controllerKeys = []string{"engine", "policy", "health", "queue"}
+var controllerKeys = []string{"engine", "policy", "health", "queue", BlockAfterSilentKey}
+
+// BlockAfterSilentKey is the job key saying after how many workers in a
+// row that reach running without ever sending a heartbeat the controller
+// stops launching the job's workers (docs/jobs.md). It is the
+// controller's, but checked here too, so a bad value is refused with the
+// plan's file and line when the provisioner's type writes the jobs file,
+// before any worker is launched.
+const BlockAfterSilentKey = "block_after_silent"
+
+// Bounds of block_after_silent: more silent workers in a row than this is
+// billing, not patience.
+const (
+	DefaultBlockAfterSilent = 3
+	MaxBlockAfterSilent     = 100
+)
+
+// BlockAfterSilent reads a job table's block_after_silent, or the default
+// when it is absent. The error names the key.
+func BlockAfterSilent(t map[string]any) (int, error) {
+	v, ok := t[BlockAfterSilentKey]
+	if !ok {
+		return DefaultBlockAfterSilent, nil
+	}
+	var n int64
+	switch x := v.(type) {
+	case int64:
+		n = x
+	case int:
+		n = int64(x)
+	case float64:
+		if x != math.Trunc(x) || math.IsInf(x, 0) || math.IsNaN(x) || math.Abs(x) > MaxBlockAfterSilent*2 {
+			return 0, fmt.Errorf("key %s: want an integer from 1 to %d, got %v", BlockAfterSilentKey, MaxBlockAfterSilent, x)
+		}
+		n = int64(x)
+	case json.Number:
+		i, err := x.Int64()
+		if err != nil {
+			return 0, fmt.Errorf("key %s: want an integer from 1 to %d, got %q", BlockAfterSilentKey, MaxBlockAfterSilent, x.String())
+		}
+		n = i
+	default:
+		return 0, fmt.Errorf("key %s: want an integer from 1 to %d, got %s", BlockAfterSilentKey, MaxBlockAfterSilent, jsonType(v))
+	}
+	if n < 1 || n > MaxBlockAfterSilent {
+		return 0, fmt.Errorf("key %s: want an integer from 1 to %d, got %d", BlockAfterSilentKey, MaxBlockAfterSilent, n)
+	}
+	return int(n), nil
+}
 
 // DecodeDocument decodes a jobs document, of at most MaxFileSize bytes, as
 // JSON (numbers kept as json.Number, nothing after the object) when name
@@ -174,6 +223,10 @@ func FromTable(t map[string]any) (Spec, error) {
 				s.Instance = m
 			} else {
 				s.Worker = m
+			}
+		case k == BlockAfterSilentKey:
+			if _, err := BlockAfterSilent(t); err != nil {
+				return s, err
 			}
 		case slices.Contains(controllerKeys, k):
 		default:

@@ -64,6 +64,9 @@ func TestParseRefuses(t *testing.T) {
 		{"driver not a string", "j.toml", "[jobs.web]\ndriver = 1", "key driver: want a string"},
 		{"trailing JSON", "j.json", `{"jobs": {"web": {}}} {}`, "trailing data"},
 		{"bad TOML", "j.toml", "[jobs.web", "j.toml"},
+		{"block_after_silent a string", "j.toml", "[jobs.web]\nblock_after_silent = \"3\"", "job web: key block_after_silent: want an integer from 1 to 100, got a string"},
+		{"block_after_silent a fraction", "j.json", `{"jobs": {"web": {"block_after_silent": 2.5}}}`, "job web: key block_after_silent: want an integer"},
+		{"block_after_silent negative", "j.toml", "[jobs.web]\nblock_after_silent = -1", "got -1"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -72,6 +75,24 @@ func TestParseRefuses(t *testing.T) {
 				t.Errorf("err = %v, want one containing %q", err, c.want)
 			}
 		})
+	}
+}
+
+// The controller's block_after_silent is accepted by the provisioner's
+// reading of the same jobs file, and is no part of the worker spec.
+func TestParseAcceptsBlockAfterSilent(t *testing.T) {
+	specs, err := Parse("j.toml", []byte("[jobs.web]\nblock_after_silent = 5\n[jobs.web.worker]\ncommand = [\"w\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := Parse("j.toml", []byte("[jobs.web]\n[jobs.web.worker]\ncommand = [\"w\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := specs["web"].Digest()
+	b, _ := plain["web"].Digest()
+	if a != b {
+		t.Fatalf("digest %s with block_after_silent, %s without: want the same spec", a, b)
 	}
 }
 

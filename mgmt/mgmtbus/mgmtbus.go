@@ -140,6 +140,13 @@ func (c *Conn) Reconfigure(ctx context.Context, job string, values map[string]an
 	return c.ctl.Reconfigure(ctx, job, values)
 }
 
+// Unblock ends every blocked job's block at once.
+func (c *Conn) Unblock(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return c.ctl.Unblock(ctx, "")
+}
+
 // Decisions returns a job's decision history, newest first.
 func (c *Conn) Decisions(ctx context.Context, job string, limit int) ([]controller.DecisionRecord, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)

@@ -96,7 +96,7 @@ func decide(in input) output {
 		switch {
 		case i.State != "requested" && i.State != "pending" && i.State != "started" && i.State != "running":
 			// terminating or gone: does not count
-		case i.Health == "missing" || i.Health == "zombie" || i.Health == "process_error":
+		case i.Health == "missing" || i.Health == "never_heard" || i.Health == "zombie" || i.Health == "process_error":
 			dead = append(dead, i.ID)
 		case !i.DrainingSince.IsZero():
 			if !i.Busy {
