@@ -147,8 +147,10 @@ func tlsEnv(home, run, name string) (string, error) {
 // engine's drivers by name: a typed service whose driver is not local gets
 // its host from its driver and installs its daemon there through it.
 func Types(binDir string, log *slog.Logger, drivers map[string]bootlevel.Driver) map[string]bootlevel.Driver {
+	b := broker.New(log)
+	b.Drivers = drivers
 	return map[string]bootlevel.Driver{
-		"broker":      broker.New(log),
+		"broker":      b,
 		"provisioner": &Type{Spec: provisionerSpec, BinDir: binDir, Log: log, Drivers: drivers},
 		"controller":  &Type{Spec: controllerSpec, BinDir: binDir, Log: log, Drivers: drivers},
 	}

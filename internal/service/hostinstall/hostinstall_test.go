@@ -325,3 +325,31 @@ func TestProcessInstallFailures(t *testing.T) {
 		})
 	}
 }
+
+func TestBrokerGolden(t *testing.T) {
+	b := Broker{User: "nightshift", Password: "pw-it's", Port: 5671, ManagementPort: 15671,
+		CA: []byte("-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n"),
+		Cert: []byte("-----BEGIN CERTIFICATE-----\nSERVER\n-----END CERTIFICATE-----\n"),
+		Key:  []byte("-----BEGIN EC PRIVATE KEY-----\nKEY\n-----END EC PRIVATE KEY-----\n")}
+	s, err := BrokerScript(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "broker-install.sh", s)
+	syntax(t, "broker-install.sh", s)
+	golden(t, "broker-tls.conf", BrokerConf(b))
+	plain := b
+	plain.CA, plain.Cert, plain.Key, plain.Port, plain.ManagementPort = nil, nil, nil, 5672, 15672
+	golden(t, "broker-plain.conf", BrokerConf(plain))
+	golden(t, "broker-dropin.conf", BrokerDropIn())
+	golden(t, "broker-stop.sh", BrokerStopScript())
+	syntax(t, "broker-stop.sh", BrokerStopScript())
+	if !strings.Contains(s, `printf '%s' 'pw-it'\''s' | $sudo rabbitmqctl add_user`) {
+		t.Error("the password does not reach rabbitmqctl's stdin as one shell word")
+	}
+	for _, bad := range []Broker{{User: "u", Port: 1, ManagementPort: 2}, {User: "u", Password: "p", Port: 1, ManagementPort: 2, Cert: []byte("c")}} {
+		if _, err := BrokerScript(bad); err == nil {
+			t.Errorf("%+v rendered", bad)
+		}
+	}
+}

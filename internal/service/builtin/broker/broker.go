@@ -57,6 +57,10 @@ type Type struct {
 	// Home is Nightshift's home, where a run's CA is kept (runlayout.Run.PKI); empty
 	// means $NIGHTSHIFT_HOME, which launch and mgmt set.
 	Home string
+	// Drivers are the engine's drivers by name: a private node whose
+	// service's driver is not local runs on the host that driver gives it
+	// (remote.go).
+	Drivers map[string]bootlevel.Driver
 }
 
 var _ bootlevel.Driver = (*Type)(nil)
@@ -185,6 +189,12 @@ func (t *Type) Acquire(ctx context.Context, run string, svc *launchplan.Service)
 	if err != nil {
 		return bootlevel.Host{}, fmt.Errorf("broker %s: %w", svc.Name, err)
 	}
+	if drv, err := t.placed(svc, cfg); err != nil || drv != nil {
+		if err != nil {
+			return bootlevel.Host{}, err
+		}
+		return drv.Acquire(ctx, run, svc)
+	}
 	if cfg.Mode == "external" {
 		u, _ := url.Parse(cfg.URL)
 		return bootlevel.Host{Hostname: u.Hostname(), InstanceID: "external"}, nil
@@ -196,9 +206,18 @@ func (t *Type) Acquire(ctx context.Context, run string, svc *launchplan.Service)
 	return bootlevel.Host{Hostname: host, InstanceID: nodeName(run, svc.Name)}, nil
 }
 
-// Release: nothing to give back; the terminate step stopped the node.
-func (t *Type) Release(context.Context, string, *launchplan.Service, bootlevel.Host) error {
-	return nil
+// Release: nothing to give back here, the terminate step stopped the
+// node; a host the driver acquired goes back through it.
+func (t *Type) Release(ctx context.Context, run string, svc *launchplan.Service, host bootlevel.Host) error {
+	cfg, err := ParseConfig(svc.TypeConfig)
+	if err != nil {
+		return fmt.Errorf("broker %s: %w", svc.Name, err)
+	}
+	drv, err := t.placed(svc, cfg)
+	if err != nil || drv == nil {
+		return err
+	}
+	return drv.Release(ctx, run, svc, host)
 }
 
 // Run performs the boot, ready and terminate steps.
@@ -207,21 +226,33 @@ func (t *Type) Run(ctx context.Context, req bootlevel.StepRequest) (bootlevel.St
 	if err != nil {
 		return bootlevel.StepResult{}, fmt.Errorf("broker %s: %w", req.Service.Name, err)
 	}
+	away, err := t.away(req.Service, cfg)
+	if err != nil {
+		return bootlevel.StepResult{}, err
+	}
 	lg := newStepLog(req.LogPath, req.Scrub)
 	defer lg.close()
 	var stepErr error
 	var out map[string]string
 	switch req.Step {
 	case bootlevel.StepBoot:
-		out, stepErr = t.boot(ctx, req, cfg, lg)
+		if away != nil {
+			out, stepErr = t.install(ctx, away, req, cfg, lg)
+		} else {
+			out, stepErr = t.boot(ctx, req, cfg, lg)
+		}
 	case bootlevel.StepReady:
-		if cfg.Mode == "private" && !nodeRunning(t.dir(req)) {
+		if cfg.Mode == "private" && away == nil && !nodeRunning(t.dir(req)) {
 			lg.printf("ready failed: the RabbitMQ node is not running")
 			return bootlevel.StepResult{ExitCode: 1, Tail: lg.tail(), Gone: true}, nil
 		}
 		stepErr = t.ready(ctx, req, cfg, lg)
 	case bootlevel.StepTerminate:
-		stepErr = t.terminate(ctx, req, cfg, lg)
+		if away != nil {
+			stepErr = t.uninstall(ctx, away, req, lg)
+		} else {
+			stepErr = t.terminate(ctx, req, cfg, lg)
+		}
 	default:
 		return bootlevel.StepResult{}, nil
 	}
@@ -689,6 +720,9 @@ func (t *Type) Process(workDir string, svc *launchplan.Service) (pid int, alive,
 	cfg, err := ParseConfig(svc.TypeConfig)
 	if err != nil || cfg.Mode != "private" {
 		return 0, false, false
+	}
+	if away, err := t.away(svc, cfg); err != nil || away != nil {
+		return 0, false, false // its host's systemd keeps it
 	}
 	dir := filepath.Join(workDir, "rabbit")
 	if data, err := os.ReadFile(filepath.Join(dir, "pid")); err == nil {
