@@ -328,7 +328,7 @@ func TestProcessInstallFailures(t *testing.T) {
 
 func TestBrokerGolden(t *testing.T) {
 	b := Broker{User: "nightshift", Password: "pw-it's", Port: 5671, ManagementPort: 15671,
-		CA: []byte("-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n"),
+		CA:   []byte("-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n"),
 		Cert: []byte("-----BEGIN CERTIFICATE-----\nSERVER\n-----END CERTIFICATE-----\n"),
 		Key:  []byte("-----BEGIN EC PRIVATE KEY-----\nKEY\n-----END EC PRIVATE KEY-----\n")}
 	s, err := BrokerScript(b)

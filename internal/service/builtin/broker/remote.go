@@ -46,7 +46,9 @@ func (t *Type) placed(svc *launchplan.Service, cfg Config) (bootlevel.Driver, er
 
 // here reports whether drv runs the service's steps on this machine.
 func here(drv bootlevel.Driver, svc *launchplan.Service) bool {
-	h, ok := drv.(interface{ StepsHere(*launchplan.Service) bool })
+	h, ok := drv.(interface {
+		StepsHere(*launchplan.Service) bool
+	})
 	return ok && h.StepsHere(svc)
 }
 
