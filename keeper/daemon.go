@@ -10,10 +10,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
 	"nightshift/bootlevel"
+	"nightshift/internal/metrics"
 	"nightshift/internal/nsenv"
 	"nightshift/internal/runlayout"
 )
@@ -23,8 +25,9 @@ const (
 	activeLock  = "active.lock" // flock held by the active keeper for its life
 	activePID   = "active.pid"
 	standbyPID  = "standby.pid"
-	stopMarker  = "stop"       // teardown's order: no keeper may act or respawn
-	stateFile   = "state.json" // the active keeper's Views, for status
+	stopMarker  = "stop"        // teardown's order: no keeper may act or respawn
+	stateFile   = "state.json"  // the active keeper's Views, for status
+	metricsURL  = "metrics-url" // where the active keeper serves /metrics
 	LogFile     = "keeper.log"
 	spawnPeriod = time.Second // at most one standby spawned per period
 )
@@ -49,6 +52,10 @@ type Daemon struct {
 	Every time.Duration
 	// Reload is how often the run's records are read again; 0 means 2s.
 	Reload time.Duration
+	// MetricsAddr is where the active keeper serves Prometheus metrics
+	// (host:port; "" is an ephemeral loopback port; "off" serves none).
+	// The URL is kept beside the keeper's state (MetricsURL).
+	MetricsAddr string
 }
 
 // Serve is the keeper's life: wait for the active role, then supervise until
@@ -114,6 +121,17 @@ func (d *Daemon) supervise(ctx context.Context, dir string) error {
 		lastState  []byte
 		lastDeaths = map[string]int{}
 	)
+	var (
+		viewsMu sync.Mutex
+		views   []View
+	)
+	if stop := d.serveMetrics(ctx, dir, func() []View {
+		viewsMu.Lock()
+		defer viewsMu.Unlock()
+		return views
+	}); stop != nil {
+		defer stop()
+	}
 	d.Log.Info("active: supervising", "every", every)
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -168,8 +186,12 @@ func (d *Daemon) supervise(ctx context.Context, dir string) error {
 			d.restart(ctx, core, due)
 			loadedAt = time.Time{} // records changed
 		}
-		alerts.observe(now, core.Views())
-		if b, err := json.Marshal(core.Views()); err == nil && !bytes.Equal(b, lastState) {
+		cur := core.Views()
+		viewsMu.Lock()
+		views = cur
+		viewsMu.Unlock()
+		alerts.observe(now, cur)
+		if b, err := json.Marshal(cur); err == nil && !bytes.Equal(b, lastState) {
 			lastState = b
 			writeState(dir, b)
 		}
@@ -179,6 +201,62 @@ func (d *Daemon) supervise(ctx context.Context, dir string) error {
 		case <-t.C:
 		}
 	}
+}
+
+// serveMetrics serves the active keeper's metrics, read from views at each
+// scrape, and records the URL for status; the returned func stops it. A
+// keeper that cannot serve metrics still supervises: it logs and goes on.
+func (d *Daemon) serveMetrics(ctx context.Context, dir string, views func() []View) (stop func()) {
+	if d.MetricsAddr == "off" {
+		return nil
+	}
+	reg := metrics.NewRegistry()
+	metrics.NewKeeper(reg, d.Run, func() []metrics.KeeperService {
+		vs := views()
+		out := make([]metrics.KeeperService, 0, len(vs))
+		for _, v := range vs {
+			out = append(out, metrics.KeeperService{Service: v.Service, Up: v.Up, Restarts: v.Restarts, GaveUp: v.GaveUp != ""})
+		}
+		return out
+	})
+	srv, err := metrics.Listen(d.MetricsAddr, reg, d.Log)
+	if err != nil {
+		d.Log.Warn("no metrics", "err", err)
+		return nil
+	}
+	if err := srv.WriteURLFile(filepath.Join(dir, metricsURL)); err != nil {
+		d.Log.Warn("metrics URL not recorded", "err", err)
+	}
+	mctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(mctx); err != nil {
+			d.Log.Warn("metrics stopped", "err", err)
+		}
+	}()
+	d.Log.Info("serving metrics", "url", srv.URL)
+	return func() {
+		// The URL goes first, so status never points at a closed port.
+		_ = os.Remove(filepath.Join(dir, metricsURL))
+		cancel()
+		<-done
+	}
+}
+
+// MetricsURL is where the run's active keeper serves its metrics, or ""
+// when no keeper is active (the file outlives a keeper killed with -9).
+// It only reads files, so status can call it every second.
+func MetricsURL(home, run string) string {
+	dir := Dir(home, run)
+	if p, ok := readPIDFile(filepath.Join(dir, activePID)); !ok || !p.alive() {
+		return ""
+	}
+	u, err := metrics.ReadURLFile(filepath.Join(dir, metricsURL))
+	if err != nil {
+		return ""
+	}
+	return u
 }
 
 // restart brings back the due services through the boot engine, holding

@@ -36,6 +36,9 @@ type RunStatus struct {
 	Notes []string `json:"notes,omitempty"`
 	// Checks are the ready checks `status --verify` ran, one per service.
 	Checks []bootlevel.CheckResult `json:"checks,omitempty"`
+	// KeeperMetricsURL is where the run's active keeper serves its
+	// Prometheus metrics; empty when no keeper is active on this host.
+	KeeperMetricsURL string `json:"keeper_metrics_url,omitempty"`
 }
 
 // LevelStatus is one bootlevel.

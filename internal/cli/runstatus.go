@@ -5,6 +5,7 @@ import (
 
 	"nightshift/bootlevel"
 	"nightshift/internal/app"
+	"nightshift/keeper"
 	"nightshift/mgmt"
 )
 
@@ -34,6 +35,7 @@ func runStatus(ctx context.Context, a *app.App, home, run string, jobs mgmt.JobS
 	}
 	if procs := processes(ctx, a, home, run); procs != nil {
 		mgmt.MarkProcesses(st, procs)
+		st.KeeperMetricsURL = keeper.MetricsURL(home, run)
 	}
 	return st, nil
 }

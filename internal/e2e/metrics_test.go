@@ -3,60 +3,15 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"nightshift/internal/app"
 	"strings"
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-
+	"nightshift/internal/metrics/metricstest"
 	"nightshift/internal/testsupport"
 	"nightshift/mgmt"
 )
-
-// scrape fetches and parses a Prometheus text endpoint, as a Prometheus
-// server would.
-func scrape(ctx context.Context, url string) (map[string]*dto.MetricFamily, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	return p.TextToMetricFamilies(resp.Body)
-}
-
-// value finds the series of family name whose labels include want.
-func value(fams map[string]*dto.MetricFamily, name string, want map[string]string) (*dto.Metric, bool) {
-	f := fams[name]
-	if f == nil {
-		return nil, false
-	}
-next:
-	for _, m := range f.Metric {
-		have := map[string]string{}
-		for _, l := range m.Label {
-			have[l.GetName()] = l.GetValue()
-		}
-		for k, v := range want {
-			if have[k] != v {
-				continue next
-			}
-		}
-		return m, true
-	}
-	return nil, false
-}
 
 // metricsURL is a service's metrics_url attribute in st.
 func metricsURL(st *mgmt.RunStatus, service string) string {
@@ -93,7 +48,7 @@ func checkMetrics(t *testing.T, r *Run, ctx context.Context) {
 		if err != nil {
 			return err
 		}
-		fams, err := scrape(ctx, ctlURL)
+		fams, err := metricstest.Scrape(ctx, ctlURL)
 		if err != nil {
 			return err
 		}
@@ -129,7 +84,7 @@ func checkMetrics(t *testing.T, r *Run, ctx context.Context) {
 				}{"nightshift_queue_depth", labels, float64(*j.QueueDepth)})
 			}
 			for _, c := range checks {
-				m, ok := value(fams, c.metric, c.labels)
+				m, ok := metricstest.Find(fams, c.metric, c.labels)
 				if !ok {
 					return fmt.Errorf("no %s%v in the controller's metrics", c.metric, c.labels)
 				}
@@ -140,29 +95,49 @@ func checkMetrics(t *testing.T, r *Run, ctx context.Context) {
 		}
 		return nil
 	})
-	fams, err := scrape(ctx, ctlURL)
+	fams, err := metricstest.Scrape(ctx, ctlURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The issue's own check: n-preserving with n = 3.
-	if m, ok := value(fams, "nightshift_pool_desired", sleeper); !ok || m.GetGauge().GetValue() != 3 {
+	if m, ok := metricstest.Find(fams, "nightshift_pool_desired", sleeper); !ok || m.GetGauge().GetValue() != 3 {
 		t.Errorf(`nightshift_pool_desired{job="sleeper",run=%q} = %v, want 3`, r.Name, m)
 	}
-	if m, ok := value(fams, "nightshift_decisions_total", map[string]string{"run": r.Name, "job": "sleeper", "action": "launch"}); !ok || m.GetCounter().GetValue() < 1 {
+	if m, ok := metricstest.Find(fams, "nightshift_decisions_total", map[string]string{"run": r.Name, "job": "sleeper", "action": "launch"}); !ok || m.GetCounter().GetValue() < 1 {
 		t.Errorf("nightshift_decisions_total{action=launch} of sleeper = %v, want at least the first launch", m)
 	}
-	if m, ok := value(fams, "nightshift_heartbeat_age_seconds", sleeper); !ok || m.GetHistogram().GetSampleCount() == 0 {
+	if m, ok := metricstest.Find(fams, "nightshift_heartbeat_age_seconds", sleeper); !ok || m.GetHistogram().GetSampleCount() == 0 {
 		t.Errorf("nightshift_heartbeat_age_seconds of sleeper = %v, want observations", m)
 	}
-	pfams, err := scrape(ctx, provURL)
+	pfams, err := metricstest.Scrape(ctx, provURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m, ok := value(pfams, "nightshift_launches_total", map[string]string{"run": r.Name, "job": "sleeper", "result": "running"}); !ok || m.GetCounter().GetValue() < 3 {
+	if m, ok := metricstest.Find(pfams, "nightshift_launches_total", map[string]string{"run": r.Name, "job": "sleeper", "result": "running"}); !ok || m.GetCounter().GetValue() < 3 {
 		t.Errorf("provisioner's launches_total{sleeper,running} = %v, want at least 3", m)
 	}
-	if m, ok := value(pfams, "nightshift_launch_seconds", sleeper); !ok || m.GetHistogram().GetSampleCount() < 3 {
+	if m, ok := metricstest.Find(pfams, "nightshift_launch_seconds", sleeper); !ok || m.GetHistogram().GetSampleCount() < 3 {
 		t.Errorf("provisioner's launch_seconds of sleeper = %v, want at least 3 launches timed", m)
+	}
+
+	// The keeper's, found through status as the scrape config finds it:
+	// every process it watches is up.
+	st, err = r.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.KeeperMetricsURL == "" {
+		t.Error("mgmt status --json gives no keeper_metrics_url for a live run with a keeper")
+	} else {
+		kfams, err := metricstest.Scrape(ctx, st.KeeperMetricsURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, svc := range []string{"broker", "provisioner", "controller"} {
+			if v, ok := metricstest.Value(kfams, "nightshift_keeper_service_up", map[string]string{"run": r.Name, "service": svc}); !ok || v != 1 {
+				t.Errorf("keeper's service_up{%s} = %v (present %v), want 1", svc, v, ok)
+			}
+		}
 	}
 
 	// The history the controller keeps, read from its store as mgmt does.
