@@ -32,13 +32,16 @@ import (
 	"nightshift/decision/execengine"
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/brokerurl"
+	"nightshift/internal/cmdledger"
 	"nightshift/internal/daemonflag"
 	"nightshift/internal/envelope"
+	"nightshift/internal/leader"
 	"nightshift/internal/metrics"
 	"nightshift/internal/pki"
 	"nightshift/internal/redact"
 	"nightshift/internal/runlayout"
 	"nightshift/internal/store/ctlstore"
+	"nightshift/internal/store/pgdb"
 	"nightshift/provisioner"
 	"nightshift/provisioner/client"
 )
@@ -59,6 +62,9 @@ type options struct {
 	alerts  string
 	tick    time.Duration
 	metrics metrics.Flags
+	// store chooses SQLite (STATE-DIR/controller.db) or PostgreSQL, and
+	// standby with --lease.
+	store daemonflag.Store
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
@@ -71,6 +77,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	fs.StringVar(&o.alerts, "alerts", "", "alerts file: the plan's [alerts] table as JSON (default: default thresholds, no sinks)")
 	fs.DurationVar(&o.tick, "tick", controller.DefaultTick, "decision period")
 	o.metrics.Register(fs)
+	o.store.Register(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -94,12 +101,16 @@ func serve(ctx context.Context, o options, getenv func(string) string, log *slog
 	if err := o.common.Resolve(getenv); err != nil {
 		return err
 	}
+	if err := o.store.Resolve(); err != nil {
+		return err
+	}
 	// From here on every record is redacted by the values the daemon was
 	// handed (the broker password, the run secret, the run's registry).
 	red, err := o.common.Redactor()
 	if err != nil {
 		return err
 	}
+	red.AddURLPasswords(o.store.URL)
 	log = slog.New(redact.Handler(log.Handler(), red))
 	url := o.common.URL
 	// Queue depth comes from the broker's management API, which a TLS
@@ -133,8 +144,7 @@ func serve(ctx context.Context, o options, getenv func(string) string, log *slog
 	if err := os.MkdirAll(o.stateDir, 0o700); err != nil {
 		return fmt.Errorf("create --state-dir: %w", err)
 	}
-	storePath := filepath.Join(o.stateDir, "controller.db")
-	store, err := ctlstore.Open(ctx, storePath)
+	store, lease, storeName, err := openStore(ctx, o, log)
 	if err != nil {
 		return err
 	}
@@ -187,9 +197,14 @@ func serve(ctx context.Context, o options, getenv func(string) string, log *slog
 	for _, j := range jobs {
 		names = append(names, j.Name)
 	}
-	log.Info("controller starting", "jobs", names, "broker", redact.URL(url), "store", storePath)
+	log.Info("controller starting", "jobs", names, "broker", redact.URL(url), "store", storeName)
 	parent := ctx
 	g, ctx := errgroup.WithContext(ctx)
+	if lease != nil {
+		// Losing the lease ends the group with an error: the process exits
+		// non-zero and its supervisor starts it again, as a standby.
+		g.Go(func() error { return lease(ctx) })
+	}
 	g.Go(func() error {
 		srv := &ctlbus.Server{Bus: bus, Controller: ctrl, Signer: signer, Ledger: store.Commands(), Log: log}
 		return srv.Serve(ctx)
@@ -256,4 +271,50 @@ type provClient struct{ *client.Client }
 // launch whose instances already ended is still recognised after a crash.
 func (p provClient) Describe(ctx context.Context, job string) (provisioner.Status, error) {
 	return p.Client.Describe(ctx, provisioner.DescribeBody{Job: job})
+}
+
+// daemonStore is what the controller needs of either backend.
+type daemonStore interface {
+	controller.Store
+	Commands() cmdledger.Ledger
+	Close() error
+}
+
+// openStore opens STATE-DIR/controller.db, or the run's controller schema
+// in PostgreSQL. With --lease it first stands by until it holds the
+// controller's lease, and returns the store fenced by it and the function
+// that keeps the lease (returning an error wrapping leader.ErrLost when it
+// is lost). name is what the log may show of the store.
+func openStore(ctx context.Context, o options, log *slog.Logger) (s daemonStore, lease func(context.Context) error, name string, err error) {
+	if !o.store.PG() {
+		path := filepath.Join(o.stateDir, "controller.db")
+		st, err := ctlstore.Open(ctx, path)
+		if err != nil {
+			return nil, nil, "", err
+		}
+		return st, nil, path, nil
+	}
+	schema := pgdb.SchemaName("ns", o.common.Run, "controller")
+	name = redact.URL(o.store.URL) + " schema " + schema
+	pg, err := ctlstore.OpenPG(ctx, o.store.URL, schema, leader.Fence{})
+	if err != nil {
+		return nil, nil, "", err
+	}
+	if !o.store.Lease {
+		return pg, nil, name, nil
+	}
+	l, err := leader.New(ctx, leader.Config{DB: pg.DB().Pool, Schema: schema, Name: "controller",
+		Holder: leader.NewHolder("controller"), TTL: o.store.LeaseTTL, Log: log})
+	if err != nil {
+		pg.Close()
+		return nil, nil, "", err
+	}
+	log.Info("standby: waiting for the controller lease", "schema", schema)
+	f, err := l.Acquire(ctx)
+	if err != nil {
+		pg.Close()
+		return nil, nil, "", err
+	}
+	log.Info("active: holding the controller lease", "epoch", f.Epoch, "holder", f.Holder)
+	return pg.Fenced(f), func(ctx context.Context) error { return l.Hold(ctx, f) }, name, nil
 }

@@ -20,6 +20,8 @@ import (
 	"nightshift/controller/ctlbus"
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/envelope"
+	"nightshift/internal/store/pgdb"
+	"nightshift/internal/store/pgdb/pgtest"
 	"nightshift/internal/testsupport"
 	"nightshift/internal/testsupport/amqptest"
 	"nightshift/internal/testsupport/syncbuf"
@@ -148,7 +150,26 @@ func waitUntil(t *testing.T, what string, d *daemon, cond func() bool) {
 	}
 }
 
+// TestKillAndRestartNeverDoubleLaunches runs on the SQLite store and, as a
+// replica with a lease, on the PostgreSQL store: the restarted controller
+// stands by until the killed one's lease expired, then takes over from
+// what the shared store says.
 func TestKillAndRestartNeverDoubleLaunches(t *testing.T) {
+	t.Run("sqlite", func(t *testing.T) { killAndRestart(t, nil) })
+	t.Run("postgres", func(t *testing.T) {
+		url := pgtest.Need(t)
+		file := filepath.Join(t.TempDir(), "store-url")
+		if err := os.WriteFile(file, []byte(url), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		killAndRestart(t, func(run string) []string {
+			t.Cleanup(func() { pgtest.Drop(t, url, pgdb.SchemaName("ns", run, "controller")) })
+			return []string{"--store-file", file, "--lease", "--lease-ttl", "1s"}
+		})
+	})
+}
+
+func killAndRestart(t *testing.T, storeArgs func(run string) []string) {
 	amqptest.NeedBroker(t)
 	bin := buildController(t)
 	run := amqptest.UniqueName(t, "ctltest-")
@@ -186,6 +207,9 @@ func TestKillAndRestartNeverDoubleLaunches(t *testing.T) {
 	}()
 
 	args := []string{"--run", run, "--state-dir", home, "--secret-file", filepath.Join(home, "secret"), "--amqp-url-file", urlFile, "--jobs", jobs, "--tick", "100ms"}
+	if storeArgs != nil {
+		args = append(args, storeArgs(run)...)
+	}
 	first := startDaemon(t, bin, args...)
 	waitUntil(t, "the first launch", first, func() bool { calls, _, _ := fake.snapshot(); return len(calls) == 1 })
 	// The launch reached the provisioner but its reply is withheld: kill -9
@@ -257,6 +281,12 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--run", "r", "--state-dir", "s", "--jobs", "j", "--amqp-url", "amqp://u:p@h", "--amqp-url-file", "f"}, "not both"},
 		{[]string{"--run", "r", "--state-dir", "s", "--jobs", "j", "--amqp-url", "amqps://u:p@h", "--amqp-ca-file", "/nonexistent/ca.pem"}, "--amqp-ca-file"},
 		{[]string{"--run", "r", "--state-dir", t.TempDir(), "--jobs", "/nonexistent/jobs.toml", "--amqp-url", "amqp://u:hunter2@h"}, "load jobs"},
+		{[]string{"--run", "r", "--state-dir", "s", "--jobs", "j", "--amqp-url", "amqp://u:p@h", "--store", "s.db"}, "want a postgres:// URL"},
+		{[]string{"--run", "r", "--state-dir", "s", "--jobs", "j", "--amqp-url", "amqp://u:p@h", "--store", "postgresql:/u:hunter2@h"}, "want a postgres:// URL"},
+		{[]string{"--run", "r", "--state-dir", "s", "--jobs", "j", "--amqp-url", "amqp://u:p@h", "--lease"}, "--lease needs a PostgreSQL --store"},
+		// An unreachable database: the error names it without its password.
+		{[]string{"--run", "r", "--state-dir", t.TempDir(), "--jobs", "/dev/null", "--amqp-url", "amqp://u:p@h",
+			"--store", "postgres://u:hunter2@127.0.0.1:1/db?connect_timeout=2"}, "postgres://u:xxxxx@127.0.0.1:1/db"},
 	}
 	for _, tc := range cases {
 		var out bytes.Buffer

@@ -29,15 +29,18 @@ import (
 
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/busid"
+	"nightshift/internal/cmdledger"
 	"nightshift/internal/daemonflag"
 	"nightshift/internal/ec2"
 	"nightshift/internal/envelope"
 	"nightshift/internal/jobspec"
+	"nightshift/internal/leader"
 	"nightshift/internal/metrics"
 	"nightshift/internal/nsenv"
 	"nightshift/internal/pki"
 	"nightshift/internal/redact"
 	"nightshift/internal/runlayout"
+	"nightshift/internal/store/pgdb"
 	"nightshift/internal/store/provstore"
 	"nightshift/internal/worker/ec2worker"
 	"nightshift/internal/worker/localworker"
@@ -90,6 +93,8 @@ type config struct {
 	simFailRate       float64
 
 	metrics metrics.Flags
+	// store chooses SQLite (db) or PostgreSQL, and standby with --lease.
+	store daemonflag.Store
 }
 
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -120,7 +125,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		return nil
 	})
 	fs.StringVar(&c.jobsFile, "jobs", "", "the run's job definitions (required): JSON or TOML [jobs.NAME] tables, mode 0600; launches run only these workers")
-	fs.StringVar(&c.db, "db", "", "SQLite file (default <home>/runs/<run>/provisioner.db)")
+	fs.StringVar(&c.db, "db", "", "SQLite file (default <home>/runs/<run>/provisioner.db); unused with --store")
+	c.store.Register(fs)
 	fs.IntVar(&c.maxLaunches, "max-launches", 8, "concurrent driver launches")
 	fs.IntVar(&c.maxTerminations, "max-terminations", 8, "concurrent driver terminations")
 	fs.DurationVar(&c.reconcileEvery, "reconcile-every", 30*time.Second, "period of reconciliation with the driver")
@@ -134,6 +140,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	if err := common.Resolve(getenv); err != nil {
+		return c, err
+	}
+	if err := c.store.Resolve(); err != nil {
 		return c, err
 	}
 	c.run, c.home, c.amqpURL, c.amqpCAFile, c.secretFile, c.level = common.Run, common.Home, common.URL, common.AMQPCAFile, common.SecretFile, common.Level
@@ -189,6 +198,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	red.AddURLPasswords(c.store.URL)
 	log := c.common.Logger(stderr, red, true)
 	// Metrics listen first, so the service type that booted this daemon
 	// learns their URL while the broker may still be coming up.
@@ -204,7 +214,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	store, err := provstore.Open(ctx, c.db)
+	store, lease, err := openStore(ctx, c, log)
 	if err != nil {
 		return err
 	}
@@ -268,6 +278,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	srv := &provbus.Server{Bus: bus, Provisioner: p, Log: log, Ledger: store.Commands(),
 		Signer: &envelope.Signer{Secret: secret}}
 	g, gctx := errgroup.WithContext(ctx)
+	if lease != nil {
+		// Losing the lease ends the group with an error: the process exits
+		// non-zero and its supervisor starts it again, as a standby.
+		g.Go(func() error { return lease(gctx) })
+	}
 	g.Go(func() error { return p.Run(gctx) })
 	if sim != nil {
 		g.Go(func() error { return sim.Serve(gctx, runlayout.Of(c.home, c.run).Sim(), 0) })
@@ -284,7 +299,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		case <-gctx.Done():
 			return nil
 		}
-		log.Info("provisioner ready", "run", c.run, "db", c.db, "jobs", slices.Sorted(maps.Keys(jobs)), "amqp", redact.URL(c.amqpURL))
+		log.Info("provisioner ready", "run", c.run, "store", storeName(c), "jobs", slices.Sorted(maps.Keys(jobs)), "amqp", redact.URL(c.amqpURL))
 		return srv.Serve(gctx)
 	})
 	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
@@ -386,4 +401,55 @@ func newSimDriver(ctx context.Context, c config, jobs map[string]jobspec.Spec, s
 		return nil, nil, err
 	}
 	return d, func() { d.Close(); closeAll() }, nil
+}
+
+// daemonStore is what the provisioner needs of either backend.
+type daemonStore interface {
+	provisioner.Store
+	Commands() cmdledger.Ledger
+	Close() error
+}
+
+func storeName(c config) string {
+	if c.store.PG() {
+		return redact.URL(c.store.URL) + " schema " + pgdb.SchemaName("ns", c.run, "provisioner")
+	}
+	return c.db
+}
+
+// openStore opens the SQLite ledger, or the run's provisioner schema in
+// PostgreSQL. With --lease it first stands by until it holds the
+// provisioner's lease, and returns the store fenced by it and the
+// function that keeps the lease (returning an error wrapping
+// leader.ErrLost when it is lost).
+func openStore(ctx context.Context, c config, log *slog.Logger) (daemonStore, func(context.Context) error, error) {
+	if !c.store.PG() {
+		s, err := provstore.Open(ctx, c.db)
+		if err != nil {
+			return nil, nil, err
+		}
+		return s, nil, nil
+	}
+	schema := pgdb.SchemaName("ns", c.run, "provisioner")
+	s, err := provstore.OpenPG(ctx, c.store.URL, schema, leader.Fence{})
+	if err != nil {
+		return nil, nil, err
+	}
+	if !c.store.Lease {
+		return s, nil, nil
+	}
+	l, err := leader.New(ctx, leader.Config{DB: s.DB().Pool, Schema: schema, Name: provisioner.Component,
+		Holder: leader.NewHolder("provisioner"), TTL: c.store.LeaseTTL, Log: log})
+	if err != nil {
+		s.Close()
+		return nil, nil, err
+	}
+	log.Info("standby: waiting for the provisioner lease", "schema", schema)
+	f, err := l.Acquire(ctx)
+	if err != nil {
+		s.Close()
+		return nil, nil, err
+	}
+	log.Info("active: holding the provisioner lease", "epoch", f.Epoch, "holder", f.Holder)
+	return s.Fenced(f), func(ctx context.Context) error { return l.Hold(ctx, f) }, nil
 }

@@ -24,6 +24,10 @@ func TestParseFlags(t *testing.T) {
 		{"ec2 bad wait", []string{"--run", "r1", "--jobs", "j", "--driver", "ec2", "--ec2-wait-timeout", "0s"}, "--ec2-wait-timeout"},
 		{"bad env", []string{"--run", "r1", "--jobs", "j", "--worker-command", "x", "--worker-env", "novalue"}, "KEY=VALUE"},
 		{"stray args", []string{"--run", "r1", "--jobs", "j", "--worker-command", "x", "extra"}, "unexpected"},
+		{"store not postgres", []string{"--run", "r1", "--jobs", "j", "--worker-command", "x", "--store", "/tmp/p.db"}, "want a postgres:// URL"},
+		{"store URL typo keeps its password", []string{"--run", "r1", "--jobs", "j", "--worker-command", "x", "--store", "postgress://u:hunter22@h/db"}, "want a postgres:// URL"},
+		{"lease without store", []string{"--run", "r1", "--jobs", "j", "--worker-command", "x", "--lease"}, "--lease needs a PostgreSQL --store"},
+		{"store and store file", []string{"--run", "r1", "--jobs", "j", "--worker-command", "x", "--store", "postgres://h/db", "--store-file", "f"}, "not both"},
 		{"CA for a plain URL", []string{"--run", "r1", "--jobs", "j", "--worker-command", "x", "--amqp-url", "amqp://u:p@h/", "--amqp-ca-file", "/ca.pem"}, "amqps://"},
 	}
 	for _, c := range cases {
@@ -50,6 +54,9 @@ func TestParseFlags(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Errorf("err = %v, want mention of %q", err, c.want)
+			}
+			if err != nil && strings.Contains(err.Error(), "hunter22") {
+				t.Errorf("err = %v shows the store's password", err)
 			}
 		})
 	}

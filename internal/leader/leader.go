@@ -9,9 +9,12 @@ package leader
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -286,4 +289,13 @@ func Current(ctx context.Context, db DB, schema, name string) (holder string, ep
 		return "", 0, false, fmt.Errorf("read lease %s: %w", name, err)
 	}
 	return holder, epoch, live, nil
+}
+
+// NewHolder names a candidate uniquely: host, pid and a random part, so a
+// restarted process (same host and maybe the same pid) is a new holder.
+func NewHolder(prefix string) string {
+	host, _ := os.Hostname()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s@%s:%d:%s", prefix, host, os.Getpid(), hex.EncodeToString(b[:]))
 }

@@ -98,6 +98,15 @@ func Open(ctx context.Context, c Config) (*DB, error) {
 // Close releases the pool.
 func (db *DB) Close() { db.Pool.Close() }
 
+// WithFence returns the same schema and pool whose writes check f: a
+// replica opens its store as a standby (migrations applied, reads
+// allowed) and fences it once it holds the lease.
+func (db *DB) WithFence(f leader.Fence) *DB {
+	c := *db
+	c.fence = f
+	return &c
+}
+
 // Fence is the fence the store's writes check (zero: none).
 func (db *DB) Fence() leader.Fence { return db.fence }
 

@@ -38,6 +38,10 @@ func OpenPG(ctx context.Context, url, schema string, fence leader.Fence) (*PG, e
 	return &PG{db: db}, nil
 }
 
+// Fenced is the same store whose writes check f (see pgdb.DB.WithFence).
+// Closing either closes both.
+func (s *PG) Fenced(f leader.Fence) *PG { return &PG{db: s.db.WithFence(f)} }
+
 // Close releases the connections.
 func (s *PG) Close() error { s.db.Close(); return nil }
 
