@@ -167,8 +167,8 @@ var provisionerSpec = Spec{
 	Component:   "provisioner",
 	Role:        busid.RoleProvisioner,
 	Permissions: busid.ProvisionerPermissions,
-	Keys:        []string{"driver", "worker_command", "max_launches", "max_terminations", "reconcile_every", "sim_connections", "ec2_region", "ec2_endpoint_url"},
-	Args: func(req bootlevel.StepRequest, cfg map[string]any, dir, binDir string, self Self) ([]string, error) {
+	Keys:        []string{"driver", "worker_command", "max_launches", "max_terminations", "reconcile_every", "sim_connections", "ec2_region", "ec2_endpoint_url", "store"},
+	Args: withStore(func(req bootlevel.StepRequest, cfg map[string]any, dir, binDir string, self Self) ([]string, error) {
 		jobsFile := filepath.Join(dir, "jobs.json")
 		jobs, err := writeRunJobs(req, jobsFile)
 		if err != nil {
@@ -226,7 +226,7 @@ var provisionerSpec = Spec{
 			return nil, fmt.Errorf("config.sim_connections: only for driver \"sim\"")
 		}
 		return tuningArgs(args, cfg, "max_launches", "max_terminations")
-	},
+	}),
 }
 
 // tuningArgs appends the provisioner's whole-number flags named by keys
@@ -430,8 +430,8 @@ var controllerSpec = Spec{
 	Component:   "controller",
 	Role:        busid.RoleController,
 	Permissions: busid.ControllerPermissions,
-	Keys:        []string{"jobs", "tick"},
-	Args: func(req bootlevel.StepRequest, cfg map[string]any, dir, binDir string, self Self) ([]string, error) {
+	Keys:        []string{"jobs", "tick", "store"},
+	Args: withStore(func(req bootlevel.StepRequest, cfg map[string]any, dir, binDir string, self Self) ([]string, error) {
 		jobs, ok := cfg["jobs"].(map[string]any)
 		if !ok || len(jobs) == 0 {
 			return nil, fmt.Errorf("config.jobs: want one [config.jobs.NAME] table per worker pool")
@@ -491,7 +491,7 @@ var controllerSpec = Spec{
 			}
 		}
 		return args, nil
-	},
+	}),
 }
 
 // ownQueueCredentials points every job's queue.management_url at the
@@ -538,4 +538,40 @@ func stringList(cfg map[string]any, key string) ([]string, error) {
 		out = append(out, s)
 	}
 	return out, nil
+}
+
+// withStore adds the store the plan chose (config key store, a postgres://
+// URL; absent means the daemon's SQLite file) to a daemon's arguments: the
+// URL goes into a 0600 file in the daemon's directory (--store-file), never
+// on its command line, and its password into the run's redaction
+// registry, so it is hidden wherever Nightshift shows text.
+func withStore(args func(req bootlevel.StepRequest, cfg map[string]any, dir, binDir string, self Self) ([]string, error)) func(req bootlevel.StepRequest, cfg map[string]any, dir, binDir string, self Self) ([]string, error) {
+	return func(req bootlevel.StepRequest, cfg map[string]any, dir, binDir string, self Self) ([]string, error) {
+		out, err := args(req, cfg, dir, binDir, self)
+		if err != nil {
+			return nil, err
+		}
+		v, ok := cfg["store"]
+		if !ok {
+			return out, nil
+		}
+		s, _ := v.(string)
+		u, perr := url.Parse(s)
+		if perr != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || u.Host == "" {
+			// Not echoed: it may hold a password.
+			return nil, errors.New("config.store: want a postgres://user:password@host:port/database URL (leave it out for the SQLite store)")
+		}
+		if pass, ok := u.User.Password(); ok && pass != "" {
+			if home := os.Getenv(nsenv.Home); home != "" {
+				if err := redact.Register(runlayout.Of(home, req.Run).RedactValues(), pass); err != nil {
+					return nil, fmt.Errorf("config.store: %w", err)
+				}
+			}
+		}
+		file := filepath.Join(dir, "store-url")
+		if err := os.WriteFile(file, []byte(s+"\n"), 0o600); err != nil {
+			return nil, err
+		}
+		return append(out, "--store-file", file), nil
+	}
 }
