@@ -8,10 +8,12 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"nightshift/alert/journal"
 	"nightshift/bootlevel"
 	"nightshift/controller"
 	"nightshift/internal/app"
 	"nightshift/internal/clikit"
+	"nightshift/internal/runlayout"
 	"nightshift/mgmt"
 	"nightshift/mgmt/mgmtbus"
 )
@@ -29,14 +31,16 @@ func newEventsCmd(m *mgmtCmd) *cobra.Command {
 	var o eventsOptions
 	c := &cobra.Command{
 		Use:   "events RUN",
-		Short: "the run's history and its pools' decisions in one time-ordered stream",
-		Long: `events shows the run's history (levels, services, steps, states) and the
-decisions of its pools' engines in one stream, oldest first, like kubectl
-get events. --json prints one JSON object per line. --follow keeps printing
+		Short: "the run's history, its pools' decisions and its alerts in one time-ordered stream",
+		Long: `events shows the run's history (levels, services, steps, states), the
+decisions of its pools' engines and its alerts (firing, resolved, and each
+delivery to a sink, from the run's alert journal) in one stream, oldest
+first, like kubectl get events. --json prints one JSON object per line. --follow keeps printing
 new events until interrupted.`,
 		Example: `  mgmt events hello
   mgmt events hello --follow --service echo
   mgmt events hello --job work --type decision --since 10m
+  mgmt events hello --type alert --since 1h
   mgmt events hello --json | jq -c 'select(.type == "step.failed")'`,
 		Args: clikit.Args(1, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -57,7 +61,7 @@ new events until interrupted.`,
 	f.BoolVarP(&o.follow, "follow", "f", false, "keep printing new events until interrupted")
 	f.StringVar(&o.filter.Service, "service", "", "only events of this service")
 	f.StringVar(&o.filter.Job, "job", "", "only decisions of this job's pool")
-	f.StringVar(&o.filter.Type, "type", "", "only events of this type (decision, service.state, step, step.failed, ...)")
+	f.StringVar(&o.filter.Type, "type", "", "only events of this type (decision, service.state, step, step.failed, alert, alert.firing, ...)")
 	f.DurationVar(&o.since, "since", 0, "only events of the last D (e.g. 10m, 2h)")
 	f.DurationVar(&o.interval, "interval", time.Second, "with --follow: how often to look for new events")
 	return c
@@ -85,6 +89,8 @@ func (m *mgmtCmd) events(ctx context.Context, run string, o eventsOptions) error
 	}
 	var afterSeq int64
 	lastDecision := map[string]int64{}
+	journalPath := runlayout.Of(m.home, run).Alerts()
+	alertsSeen := 0
 	for {
 		hist, err := a.Store.Events(ctx, run, afterSeq)
 		if err != nil {
@@ -97,7 +103,19 @@ func (m *mgmtCmd) events(ctx context.Context, run string, o eventsOptions) error
 		if pools != nil {
 			decs = newDecisions(ctx, pools, run, o.filter.Job, lastDecision)
 		}
-		for _, e := range mgmt.Merge(hist, decs, o.filter) {
+		// The journal only grows: what is new is what lies past the
+		// records already shown.
+		recs, err := journal.ReadJournal(journalPath)
+		if err != nil {
+			fmt.Fprintf(m.stderr, "note: alerts: %s\n", m.line(err.Error()))
+		}
+		var newAlerts []journal.Record
+		if len(recs) > alertsSeen {
+			newAlerts = recs[alertsSeen:]
+		}
+		first := int64(alertsSeen + 1)
+		alertsSeen = max(alertsSeen, len(recs))
+		for _, e := range mgmt.Merge(hist, decs, newAlerts, first, o.filter) {
 			e.Message = m.red.String(e.Message)
 			if m.asJSON {
 				if err := m.jsonLine(e); err != nil {

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -184,6 +185,26 @@ retries = 2
 	}
 	if res := r.Mgmt(ctx, "alerts", r.Name); res.Code != 0 || !strings.Contains(res.Stdout, "pool_blocked") {
 		t.Errorf("mgmt alerts exit %d:\n%s", res.Code, res.Stdout)
+	}
+
+	// The run's history tells the same story: mgmt events has the alert
+	// firing once, then resolved, for the sleeper pool.
+	res = r.Mgmt(ctx, "events", "--type", "alert", "--job", "sleeper", "--json", r.Name)
+	if res.Code != 0 {
+		t.Fatalf("mgmt events exit %d: %s", res.Code, res.Stderr)
+	}
+	var types []string
+	for _, line := range strings.Split(strings.TrimSpace(res.Stdout), "\n") {
+		var e mgmt.StreamEvent
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("mgmt events --json line %q: %v", line, err)
+		}
+		if strings.Contains(e.Message, string(alert.PoolBlocked)) {
+			types = append(types, e.Type)
+		}
+	}
+	if !slices.Equal(types, []string{"alert.firing", "alert.resolved"}) {
+		t.Errorf("mgmt events shows pool_blocked as %v, want firing then resolved:\n%s", types, res.Stdout)
 	}
 }
 
