@@ -182,6 +182,11 @@ func queueTarget(c QueueLenConfig, s Snapshot, p pool, cur int) (int, string) {
 	activate := cur == 0 && depth > 0
 	if !activate {
 		if left := cooldownLeft(c, s); left > 0 {
+			// Whole seconds, rounded up: a person reads "1s left", not
+			// "131.778987ms left", and the reason changes at most once a
+			// second, so the same-reason skip keeps holds from flooding
+			// the decisions.
+			left = (left + time.Second - 1).Truncate(time.Second)
 			return cur, fmt.Sprintf("%s: cooldown %s, %s left: hold at %d", desc, c.Cooldown, left, cur)
 		}
 	}

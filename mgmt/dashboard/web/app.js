@@ -181,14 +181,21 @@
       const width = Math.max(360, p.plotBox.clientWidth || 480);
       p.plot = new uPlot({
         width, height: 240,
-        scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(4, max + 1)] } },
+        // Workers and messages differ by orders of magnitude: each has
+        // its own axis, or a backlog of 200 flattens a pool of 6.
+        scales: {
+          x: { time: true },
+          y: { range: (u, min, max) => [0, Math.max(4, max + 1)] },
+          q: { range: (u, min, max) => [0, Math.max(10, max == null ? 0 : max * 1.1)] },
+        },
         series: [
           {},
           { label: "desired", stroke: "#7c3aed", width: 2, paths: uPlot.paths.stepped({ align: 1 }) },
           { label: "running", stroke: "#15803d", width: 2, fill: "rgba(21,128,61,0.08)", paths: uPlot.paths.stepped({ align: 1 }) },
-          { label: "queue depth", stroke: "#2563eb", width: 1.5, spanGaps: false },
+          { label: "queue depth", stroke: "#2563eb", width: 1.5, dash: [5, 4], spanGaps: false, scale: "q" },
         ],
-        axes: [{}, { label: "workers / messages", size: 50 }],
+        axes: [{}, { label: "workers", size: 50, scale: "y" },
+          { label: "queue depth", size: 50, scale: "q", side: 1, grid: { show: false }, stroke: "#2563eb" }],
         hooks: { draw: [(u) => markDecisions(u, p)] },
       }, data, p.plotBox);
     } else {
@@ -196,13 +203,15 @@
     }
   }
 
-  // markDecisions puts one marker per decision on the plot's time axis;
-  // hovering one shows its time and reason.
+  // markDecisions puts one marker per decision that acted (launched,
+  // terminated, drained) on the plot's time axis; hovering one shows its
+  // time and reason. Holds stay in the list beside the plot: marking each
+  // would bury the changes under them.
   function markDecisions(u, p) {
     for (const m of u.over.querySelectorAll(".dmark")) m.remove();
     const [lo, hi] = [u.scales.x.min, u.scales.x.max];
     for (const d of p.decisions) {
-      if (d.t < lo || d.t > hi) continue;
+      if (d.t < lo || d.t > hi || !(d.actions && d.actions.length)) continue;
       const m = el("div", { class: "dmark", "data-reason": d.reason });
       m.style.left = u.valToPos(d.t, "x") + "px";
       m.addEventListener("mouseenter", (ev) => showTip(ev, d));
