@@ -1,0 +1,110 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"nightshift/internal/store/pgdb"
+	"nightshift/internal/store/pgdb/pgtest"
+	"nightshift/mgmt"
+)
+
+// TestPostgresStoreEndToEnd: plans/local.toml with store = "postgres://..."
+// on its provisioner and controller boots, reaches policy, keeps it after
+// the controller is killed -9 (the keeper restarts it on the same schema),
+// and tears down clean. The state is in the run's two schemas, not in
+// SQLite files, and the store's password appears in no log.
+func TestPostgresStoreEndToEnd(t *testing.T) {
+	requireRuns(t)
+	pgURL := pgtest.Need(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	// Trust authentication ignores the password, which lets the test hand
+	// one over and look for it in the logs.
+	const password = "e2eStorePassw0rd"
+	withPass := strings.Replace(pgURL, "postgres@", "postgres:"+password+"@", 1)
+	if withPass == pgURL {
+		t.Skipf("cannot add a password to %s", pgURL)
+	}
+	b, err := os.ReadFile(filepath.Join(env.Root, "plans", "local.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := string(b)
+	for _, r := range []struct{ old, new string }{
+		{`driver = "local" }`, fmt.Sprintf(`driver = "local", store = %q }`, withPass)},
+		{"[level.service.controller.config]\n", fmt.Sprintf("[level.service.controller.config]\nstore = %q\n", withPass)},
+	} {
+		if !strings.Contains(plan, r.old) {
+			t.Fatalf("plans/local.toml no longer has %q; update this test", r.old)
+		}
+		plan = strings.Replace(plan, r.old, r.new, 1)
+	}
+	path := filepath.Join(env.PlanDir, "local-postgres.toml")
+	if err := os.WriteFile(path, []byte(plan), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := env.NewRun(t, path, "pg")
+	provSchema, ctlSchema := pgdb.SchemaName("ns", r.Name, "provisioner"), pgdb.SchemaName("ns", r.Name, "controller")
+	t.Cleanup(func() { pgtest.Drop(t, pgURL, provSchema); pgtest.Drop(t, pgURL, ctlSchema) })
+	r.Launch(ctx)
+	mustWait(t, r, ctx, "pools at policy after launch", 90*time.Second, atPolicy)
+
+	pid, alive, err := r.DaemonPID("controller", "controller")
+	if err != nil || !alive {
+		t.Fatalf("controller pid %d alive %v: %v", pid, alive, err)
+	}
+	if err := r.Kill9("controller", pid); err != nil {
+		t.Fatal(err)
+	}
+	mustWait(t, r, ctx, "a restarted controller", 60*time.Second, func(*mgmt.RunStatus) (bool, string) {
+		p, ok, _ := r.DaemonPID("controller", "controller")
+		return ok && p != pid, fmt.Sprintf("controller pid %d (killed %d)", p, pid)
+	})
+	mustWait(t, r, ctx, "pools at policy after the restart", 60*time.Second, atPolicy)
+	assertAgrees(t, r, ctx, "on PostgreSQL")
+
+	conn, err := pgx.Connect(ctx, pgURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for _, q := range []struct{ what, sql string }{
+		{"instances in the provisioner's schema", `SELECT COUNT(*) FROM ` + pgx.Identifier{provSchema, "instances"}.Sanitize()},
+		{"decisions in the controller's schema", `SELECT COUNT(*) FROM ` + pgx.Identifier{ctlSchema, "decisions"}.Sanitize()},
+	} {
+		var n int
+		if err := conn.QueryRow(ctx, q.sql).Scan(&n); err != nil || n == 0 {
+			t.Errorf("%d %s (%v), want some", n, q.what, err)
+		}
+	}
+	err = filepath.WalkDir(r.Home, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		switch name := d.Name(); {
+		case name == "provisioner.db" || name == "controller.db":
+			t.Errorf("%s exists: a daemon on PostgreSQL kept a SQLite store", p)
+		case strings.HasSuffix(name, ".log"):
+			if b, err := os.ReadFile(p); err == nil && strings.Contains(string(b), password) {
+				t.Errorf("%s holds the store's password", p)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := r.Teardown(ctx); res.Code != 0 {
+		t.Fatalf("teardown exit %d", res.Code)
+	}
+	r.AssertNoProcesses()
+}
