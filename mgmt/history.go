@@ -76,7 +76,8 @@ var ErrNoHistory = errors.New("no history")
 // works whether the controller runs or not, and changes nothing. The store
 // is found among the run's controller services' work directories
 // (runs/RUN/work/SERVICE/controller/controller.db); the one that holds job
-// is read.
+// is read. A controller on PostgreSQL leaves a locator of its schema there
+// instead, read the same way.
 func History(ctx context.Context, open OpenHistory, home, run, job string, since time.Time) (Series, error) {
 	out := Series{Run: run, Job: job, Since: since, Samples: []controller.Sample{}, Decisions: []SeriesDecision{}}
 	files, err := ControllerStores(home, run)
@@ -96,11 +97,17 @@ func History(ctx context.Context, open OpenHistory, home, run, job string, since
 		ErrNoHistory, runlayout.Of(home, run).Work(""))
 }
 
-// ControllerStores lists the controller store files of a run, sorted.
+// ControllerStores lists the controller store files of a run, sorted: each
+// controller's SQLite file, or the locator of its PostgreSQL schema
+// (controller.pg.json, which OpenHistory reads) when it keeps none.
 func ControllerStores(home, run string) ([]string, error) {
-	files, err := filepath.Glob(filepath.Join(runlayout.Of(home, run).Work("*"), "controller", "controller.db"))
-	if err != nil {
-		return nil, err
+	var files []string
+	for _, name := range []string{"controller.db", "controller.pg.json"} {
+		found, err := filepath.Glob(filepath.Join(runlayout.Of(home, run).Work("*"), "controller", name))
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, found...)
 	}
 	sort.Strings(files)
 	return files, nil

@@ -300,6 +300,11 @@ func openStore(ctx context.Context, o options, log *slog.Logger) (s daemonStore,
 	if err != nil {
 		return nil, nil, "", err
 	}
+	// mgmt's history and plot look for the store in the state directory.
+	if err := ctlstore.WriteLocator(o.stateDir, ctlstore.Locator{URL: o.store.URL, Schema: schema}); err != nil {
+		pg.Close()
+		return nil, nil, "", err
+	}
 	if !o.store.Lease {
 		return pg, nil, name, nil
 	}

@@ -175,6 +175,14 @@ func ExitCode(err error) int {
 // OpenHistory opens a controller's store file read-only for mgmt.History
 // and mgmt.Plot: mgmt decides what to show, this adapter reads it.
 func OpenHistory(ctx context.Context, file string) (mgmt.HistoryStore, error) {
+	if filepath.Base(file) == ctlstore.LocatorFile {
+		// A controller on PostgreSQL: its locator names the schema.
+		st, err := ctlstore.OpenLocated(ctx, file)
+		if err != nil {
+			return nil, err
+		}
+		return st, nil
+	}
 	st, err := ctlstore.OpenReadOnly(ctx, file)
 	if err != nil {
 		return nil, err

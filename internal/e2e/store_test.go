@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"nightshift/internal/app"
 	"nightshift/internal/store/pgdb"
 	"nightshift/internal/store/pgdb/pgtest"
 	"nightshift/mgmt"
@@ -21,7 +22,8 @@ import (
 // on its provisioner and controller boots, reaches policy, keeps it after
 // the controller is killed -9 (the keeper restarts it on the same schema),
 // and tears down clean. The state is in the run's two schemas, not in
-// SQLite files, and the store's password appears in no log.
+// SQLite files, mgmt reads the pools' history from there, and the store's
+// password appears in no log.
 func TestPostgresStoreEndToEnd(t *testing.T) {
 	requireRuns(t)
 	pgURL := pgtest.Need(t)
@@ -85,6 +87,11 @@ func TestPostgresStoreEndToEnd(t *testing.T) {
 		if err := conn.QueryRow(ctx, q.sql).Scan(&n); err != nil || n == 0 {
 			t.Errorf("%d %s (%v), want some", n, q.what, err)
 		}
+	}
+	// mgmt finds the controller's history through the locator it left.
+	h, err := mgmt.History(ctx, app.OpenHistory, r.Home, r.Name, "sleeper", time.Now().Add(-time.Hour))
+	if err != nil || len(h.Samples) == 0 || len(h.Decisions) == 0 {
+		t.Errorf("history of sleeper: %d samples, %d decisions (%v), want some of each", len(h.Samples), len(h.Decisions), err)
 	}
 	err = filepath.WalkDir(r.Home, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {

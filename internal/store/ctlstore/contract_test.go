@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -255,3 +257,44 @@ func TestPGCommandLedger(t *testing.T) {
 }
 
 func cmdEntry() cmdledger.Entry { return cmdledger.Entry{ID: "c1", Type: "t", Sig: "s", Started: t0} }
+
+// TestPGReadOnly: mgmt's view of a controller on PostgreSQL, through the
+// locator the controller leaves in its state directory: it reads the
+// samples and decisions, the server refuses its writes, and a schema that
+// was never created reads as missing (fs.ErrNotExist), as a missing file.
+func TestPGReadOnly(t *testing.T) {
+	url := pgtest.Need(t)
+	schema := pgtest.Schema(t, "ctlro")
+	ctx := context.Background()
+	w := openPG(t, url, schema, leader.Fence{})
+	if err := w.PutJob(ctx, "a", []byte("{}"), []byte("{}"), t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.RecordSample(ctx, Sample{Time: t0, Job: "a", Desired: 2}); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := WriteLocator(dir, Locator{URL: url, Schema: schema}); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, LocatorFile)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("locator: %v, want mode 0600", err)
+	}
+	r, err := OpenLocated(ctx, filepath.Join(dir, LocatorFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if got, err := r.Samples(ctx, "a", time.Time{}); err != nil || len(got) != 1 || got[0].Desired != 2 {
+		t.Errorf("read-only samples: %+v, %v", got, err)
+	}
+	if ok, err := r.HasJob(ctx, "a"); !ok || err != nil {
+		t.Errorf("HasJob(a) = %v, %v", ok, err)
+	}
+	if err := r.RecordSample(ctx, Sample{Time: t0, Job: "a"}); err == nil {
+		t.Error("a read-only store accepted a write")
+	}
+	if _, err := OpenPGReadOnly(ctx, url, schema+"_never"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("missing schema: %v, want fs.ErrNotExist", err)
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -40,6 +42,54 @@ func OpenPG(ctx context.Context, url, schema string, fence leader.Fence) (*PG, e
 		return nil, fmt.Errorf("open controller store: %w", err)
 	}
 	return &PG{db: db}, nil
+}
+
+// OpenPGReadOnly opens an existing controller schema for reading only
+// (mgmt's history and plot); the server refuses any write. A missing
+// schema is an error wrapping fs.ErrNotExist.
+func OpenPGReadOnly(ctx context.Context, url, schema string) (*PG, error) {
+	db, err := pgdb.OpenReadOnly(ctx, url, schema)
+	if err != nil {
+		return nil, fmt.Errorf("open controller store: %w", err)
+	}
+	return &PG{db: db}, nil
+}
+
+// Locator is what a controller on PostgreSQL leaves in its state directory
+// (LocatorFile, mode 0600, since the URL may hold a password) in place of
+// controller.db, so that mgmt finds its store.
+type Locator struct {
+	URL    string `json:"url"`
+	Schema string `json:"schema"`
+}
+
+// LocatorFile is the locator's name in the controller's state directory.
+const LocatorFile = "controller.pg.json"
+
+// WriteLocator writes l into dir.
+func WriteLocator(dir string, l Locator) error {
+	b, err := json.Marshal(l)
+	if err != nil {
+		return err
+	}
+	p := filepath.Join(dir, LocatorFile)
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", p, err)
+	}
+	return os.Chmod(p, 0o600)
+}
+
+// OpenLocated opens, read-only, the store a locator file names.
+func OpenLocated(ctx context.Context, file string) (*PG, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	var l Locator
+	if err := json.Unmarshal(b, &l); err != nil || l.URL == "" || l.Schema == "" {
+		return nil, fmt.Errorf("%s: want {\"url\": ..., \"schema\": ...}", file)
+	}
+	return OpenPGReadOnly(ctx, l.URL, l.Schema)
 }
 
 // Fenced is the same store whose writes check f (see pgdb.DB.WithFence).

@@ -95,6 +95,35 @@ func Open(ctx context.Context, c Config) (*DB, error) {
 	return db, nil
 }
 
+// OpenReadOnly connects to an existing schema for reading only: nothing is
+// created or migrated, and the server refuses every write of the session
+// (default_transaction_read_only), so a reader such as mgmt can never
+// change a daemon's store. A schema that does not exist is an error
+// wrapping fs.ErrNotExist.
+func OpenReadOnly(ctx context.Context, url, schema string) (*DB, error) {
+	pc, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("postgres store %s: invalid URL", redact.URL(url))
+	}
+	pc.ConnConfig.RuntimeParams["search_path"] = schema
+	pc.ConnConfig.RuntimeParams["default_transaction_read_only"] = "on"
+	pc.MaxConns = 2
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("postgres store %s: %s", redact.URL(url), redact.String(err.Error()))
+	}
+	var ok bool
+	if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, schema).Scan(&ok); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres store %s: %w", redact.URL(url), err)
+	}
+	if !ok {
+		pool.Close()
+		return nil, fmt.Errorf("postgres store %s schema %s: %w", redact.URL(url), schema, fs.ErrNotExist)
+	}
+	return &DB{Pool: pool, Schema: schema}, nil
+}
+
 // Close releases the pool.
 func (db *DB) Close() { db.Pool.Close() }
 
