@@ -143,8 +143,12 @@ func (r *runner) boot(ctx context.Context, svc *launchplan.Service) *StepError {
 }
 
 func driverName(svc *launchplan.Service) string {
-	if typed(svc) {
+	if typed(svc) && (svc.Driver == "" || svc.Driver == launchplan.DriverLocal) {
 		return "type " + svc.Type
+	}
+	if typed(svc) {
+		// The type says what runs, its driver where.
+		return svc.Driver + " for type " + svc.Type
 	}
 	return svc.Driver
 }

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,54 +16,30 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	awsec2 "github.com/aws/aws-sdk-go-v2/service/ec2"
 
-	amqp "github.com/rabbitmq/amqp091-go"
-
-	"nightshift/internal/amqpbus"
+	"nightshift/internal/busid"
 	"nightshift/internal/ec2"
 	"nightshift/internal/ec2/ec2test"
 	"nightshift/internal/procscan"
 	"nightshift/internal/testsupport"
 )
 
-// needRabbit skips (fails under NIGHTSHIFT_TEST_STRICT=1) without the
-// shared broker the prod plan's test mode exports.
-func needRabbit(t *testing.T) {
+// needRabbitNode skips (fails under NIGHTSHIFT_TEST_STRICT=1) without
+// RabbitMQ's programs: in test mode the prod plan's broker is a private node
+// on this machine, as plans/local.toml's is.
+func needRabbitNode(t *testing.T) {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", "127.0.0.1:5672", 2*time.Second)
-	if err != nil {
-		msg := "RabbitMQ not reachable at 127.0.0.1:5672: " + err.Error()
-		if os.Getenv("NIGHTSHIFT_TEST_STRICT") == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	c.Close()
-}
-
-// deleteRunTopology removes what the run's daemons declared on the shared
-// broker: the test mode uses it instead of a private broker.
-func deleteRunTopology(run string) {
-	conn, err := amqp.Dial("amqp://guest:guest@127.0.0.1:5672/")
-	if err != nil {
-		return
-	}
-	defer conn.Close()
-	for _, q := range []string{amqpbus.CommandQueue(run, "provisioner"), amqpbus.CommandQueue(run, "controller"),
-		amqpbus.DeadQueue(run), "nightshift." + run + ".work"} {
-		if ch, err := conn.Channel(); err == nil {
-			ch.QueueDelete(q, false, false, false)
-			ch.Close()
-		}
-	}
-	for _, x := range []string{amqpbus.EventsExchange(run), amqpbus.DeadLetterExchange(run)} {
-		if ch, err := conn.Channel(); err == nil {
-			ch.ExchangeDelete(x, false, false)
-			ch.Close()
+	for _, tool := range []string{"rabbitmq-server", "rabbitmqctl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			msg := tool + " not found: the prod plan's broker cannot start in test mode"
+			if os.Getenv("NIGHTSHIFT_TEST_STRICT") == "1" {
+				t.Fatal(msg)
+			}
+			t.Skip(msg)
 		}
 	}
 }
 
-// buildDaemons builds what the prod plan's boot scripts fetch from
+// buildDaemons builds what the prod plan's daemon types fetch from
 // release_url (a file:// URL in the test).
 func buildDaemons(t *testing.T) string {
 	t.Helper()
@@ -97,7 +72,10 @@ const workerRegion = "us-west-2"
 
 // TestProdPlanOnMoto boots the whole of plans/prod.toml against moto: the
 // three service instances are launched on EC2 (moto) in one region, their
-// steps run here (NIGHTSHIFT_EC2_STEPS_LOCAL=1, NIGHTSHIFT_TEST_MODE=1), the
+// steps run here (NIGHTSHIFT_EC2_STEPS_LOCAL=1, NIGHTSHIFT_TEST_MODE=1), so
+// the built-in types run their daemons here as for plans/local.toml (a
+// private TLS broker node, the provisioner and controller fetched from
+// release_url and started detached) instead of as systemd units; the
 // provisioner runs with --driver ec2 and the controller's pools become
 // worker instances in a second region (worker_region); `mgmt status` shows
 // both pools with their workers, as for plans/local.toml; then `mgmt
@@ -108,7 +86,7 @@ func TestProdPlanOnMoto(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots real daemons")
 	}
-	needRabbit(t)
+	needRabbitNode(t)
 	cl, moto := ec2test.Client(t) // also sets test AWS credentials and region
 	wcl, err := ec2.New(context.Background(), ec2.Config{Region: workerRegion, EndpointURL: moto, RetryMaxAttempts: 2})
 	if err != nil {
@@ -128,7 +106,6 @@ func TestProdPlanOnMoto(t *testing.T) {
 		procscan.Kill("", home, runName, 0)
 		cl.Sweep(context.Background(), runName, false)
 		wcl.Sweep(context.Background(), runName, false)
-		deleteRunTopology(runName)
 	})
 
 	args := []string{"--home", home, "--plain", "--name", runName,
@@ -156,6 +133,27 @@ func TestProdPlanOnMoto(t *testing.T) {
 			}
 			if v := s.Attributes["run_secret"]; v != "" && len(v) == 64 {
 				t.Errorf("status shows the run secret of %s unredacted", s.Name)
+			}
+		}
+	}
+	// The same types as plans/local.toml, so the same records: each daemon
+	// names its component, has a broker user of its own and serves metrics;
+	// the broker speaks TLS only.
+	for _, l := range st.Levels {
+		for _, s := range l.Services {
+			a := s.Attributes
+			switch s.Name {
+			case "broker":
+				if !strings.HasPrefix(a["url"], "amqps://") || a["ca_file"] == "" || a["mgmt_url"] == "" {
+					t.Errorf("broker exports url %q, ca_file %q, mgmt_url set %v; want a TLS broker with mgmt's own user", a["url"], a["ca_file"], a["mgmt_url"] != "")
+				}
+			case "provisioner", "controller":
+				if a["component"] != s.Name || !strings.HasPrefix(a["metrics_url"], "http://127.0.0.1:") || a["pid"] == "" || a["log"] == "" {
+					t.Errorf("%s exports %v; want component, metrics_url, pid and log as a local daemon's", s.Name, a)
+				}
+				if want := busid.ComponentUser(runName, s.Name, s.Name); a["broker_user"] != want {
+					t.Errorf("%s connects as %q, want its own user %s", s.Name, a["broker_user"], want)
+				}
 			}
 		}
 	}
@@ -196,6 +194,15 @@ func TestProdPlanOnMoto(t *testing.T) {
 		t.Fatalf("%v\n%s", err, daemonLogs(home, runName))
 	}
 
+	// A daemon's own log, as for a local run.
+	code, out, stderr = run(t, mgmtc, "--home", home, "logs", "--lines", "5", runName, "controller")
+	if code != 0 || len(strings.TrimSpace(out)) == 0 {
+		t.Errorf("mgmt logs controller exit %d\n%s\n%s", code, out, stderr)
+	}
+	code, out, stderr = run(t, mgmtc, "--home", home, "decisions", runName, "sleeper")
+	if code != 0 || len(strings.TrimSpace(out)) == 0 {
+		t.Errorf("mgmt decisions exit %d, want the sleeper pool's decisions\n%s\n%s", code, out, stderr)
+	}
 	// The daemons verify what mgmt signs here: they were handed this
 	// machine's run secret, not one made on the broker.
 	code, out, stderr = run(t, mgmtc, "--home", home, "reconfigure", runName, "sleeper", "n=3")
@@ -231,7 +238,7 @@ func TestProdPlanOnMoto(t *testing.T) {
 func daemonLogs(home, run string) string {
 	var b strings.Builder
 	for _, d := range []string{"provisioner", "controller"} {
-		data, _ := os.ReadFile(filepath.Join(home, "runs", run, "prod", d, d+".log"))
+		data, _ := os.ReadFile(filepath.Join(home, "runs", run, "work", d, d, "daemon.log"))
 		fmt.Fprintf(&b, "--- %s log:\n%s\n", d, data)
 	}
 	return b.String()
