@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"nightshift/internal/amqpbus"
+	"nightshift/internal/backoff"
 	"nightshift/internal/brokerurl"
 	"nightshift/internal/busid"
 	"nightshift/internal/cgroup"
@@ -31,6 +33,7 @@ import (
 	"nightshift/internal/psutil"
 	"nightshift/internal/redact"
 	"nightshift/internal/runlayout"
+	"nightshift/internal/ssmparams"
 	"nightshift/sitter"
 	"nightshift/sitter/sitterbus"
 )
@@ -83,7 +86,10 @@ func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(fo
 
 // parseAgent resolves flags, then environment, then defaults. It reads
 // the broker URL file but starts nothing.
-func parseAgent(args []string, getenv func(string) string, helpOut io.Writer) (agentConfig, error) {
+//
+// With --amqp-url-ssm it reads the broker URL from that SSM parameter
+// through fetch (nil: refused); a failed read is a fetchError.
+func parseAgent(args []string, getenv func(string) string, helpOut io.Writer, fetch paramFetcher) (agentConfig, error) {
 	var c agentConfig
 	fs := flag.NewFlagSet("sitter agent", flag.ContinueOnError)
 	// Parse errors are reported once, by the caller; help goes to helpOut
@@ -103,6 +109,9 @@ func parseAgent(args []string, getenv func(string) string, helpOut io.Writer) (a
 	fs.DurationVar(&c.heartbeat, "heartbeat-interval", time.Second, "how often a heartbeat is published")
 	fs.DurationVar(&c.sample, "sample-interval", time.Second, "how often task trees are measured")
 	fs.StringVar(&c.cgroupMode, "cgroup", "auto", "auto: use cgroup v2 or v1 when available; off: polling only")
+	urlParam := fs.String("amqp-url-ssm", "", "SSM SecureString parameter holding the broker URL, read with this host's AWS role (EC2 workers: user data names it, never holds the URL)")
+	ssmRegion := fs.String("ssm-region", "", "region of --amqp-url-ssm (default the AWS configuration's)")
+	ssmEndpoint := fs.String("ssm-endpoint-url", "", "SSM endpoint other than AWS's, for --amqp-url-ssm (tests against moto)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(helpOut, agentUsage+"\nFlags:\n")
@@ -121,8 +130,18 @@ func parseAgent(args []string, getenv func(string) string, helpOut io.Writer) (a
 			*v = getenv(key)
 		}
 	}
-	// The run, the broker (URL file, else URL, from flags, then the
-	// environment) and the CA.
+	if *urlParam != "" {
+		if fetch == nil {
+			return c, usagef("--amqp-url-ssm: this sitter cannot read SSM parameters")
+		}
+		u, err := fetch(*urlParam, *ssmRegion, *ssmEndpoint)
+		if err != nil {
+			return c, fetchError{err}
+		}
+		common.Preset(u, "ssm parameter "+*urlParam)
+	}
+	// The run, the broker (SSM parameter, else URL file, else URL, from
+	// flags, then the environment) and the CA.
 	if err := common.Resolve(getenv); err != nil {
 		return c, usageError{err.Error()}
 	}
@@ -172,9 +191,15 @@ func parseAgent(args []string, getenv func(string) string, helpOut io.Writer) (a
 // agent runs `sitter agent`: 0 after SIGTERM/SIGINT, 2 for bad input, 1 when
 // it could not keep going.
 func agent(args []string, stdout, stderr io.Writer) int {
-	c, err := parseAgent(args, os.Getenv, stdout)
+	sigCtx, stopSig := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	c, err := parseAgent(args, os.Getenv, stdout, ssmFetcher(sigCtx))
+	stopSig()
 	if errors.Is(err, errAgentHelp) {
 		return 0
+	}
+	if fe := (fetchError{}); errors.As(err, &fe) {
+		fmt.Fprintln(stderr, "sitter agent:", redact.String(fe.Error()))
+		return 1
 	}
 	if err != nil {
 		if msg := err.Error(); msg != "" {
@@ -335,4 +360,47 @@ func (l *laterBus) Publish(ctx context.Context, key string, env envelope.Envelop
 		return sitterbus.ErrDisconnected
 	}
 	return b.Publish(ctx, key, env)
+}
+
+// paramFetcher reads an SSM parameter by full name from region (empty: the
+// AWS configuration's) at endpoint (empty: AWS's).
+type paramFetcher func(name, region, endpoint string) (string, error)
+
+// fetchError is a broker URL that could not be read from SSM: the input was
+// fine, the world was not (exit 1, not 2).
+type fetchError struct{ err error }
+
+func (e fetchError) Error() string { return e.err.Error() }
+func (e fetchError) Unwrap() error { return e.err }
+
+// ssmFetchTimeout bounds the reads of the broker URL at start: an instance's
+// role credentials can take a moment after boot, and a sitter that gives
+// up leaves a worker the controller judges never_heard.
+const ssmFetchTimeout = 2 * time.Minute
+
+// ssmFetcher reads parameters with the standard credential chain (on EC2
+// the instance profile through IMDS), retrying on the shared back-off
+// curve until ssmFetchTimeout. The value goes from the SDK's response into
+// memory only: it is never on a command line, in a file or in a log.
+func ssmFetcher(ctx context.Context) paramFetcher {
+	return func(name, region, endpoint string) (string, error) {
+		ctx, cancel := context.WithTimeout(ctx, ssmFetchTimeout)
+		defer cancel()
+		s, err := ssmparams.New(ctx, ssmparams.Config{Region: region, EndpointURL: endpoint})
+		if err != nil {
+			return "", fmt.Errorf("--amqp-url-ssm: %w", err)
+		}
+		wait := backoff.Backoff{Policy: backoff.Policy{Initial: time.Second, Max: 15 * time.Second}}
+		for {
+			v, err := s.Get(ctx, name)
+			if err == nil {
+				return strings.TrimSpace(v), nil
+			}
+			select {
+			case <-ctx.Done():
+				return "", fmt.Errorf("--amqp-url-ssm: %w", err)
+			case <-time.After(wait.Next()):
+			}
+		}
+	}
 }

@@ -7,7 +7,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -19,8 +21,10 @@ import (
 
 	"nightshift/controller/ctlbus"
 	"nightshift/internal/amqpbus"
+	"nightshift/internal/ec2/ec2test"
 	"nightshift/internal/envelope"
 	"nightshift/internal/pki"
+	"nightshift/internal/ssmparams"
 	"nightshift/internal/testsupport"
 	"nightshift/internal/testsupport/amqptest"
 	"nightshift/internal/testsupport/syncbuf"
@@ -28,6 +32,47 @@ import (
 	"nightshift/provisioner"
 	"nightshift/sitter"
 )
+
+// A broker URL that cannot be read from SSM is a fetchError (exit 1, the
+// world's fault), not bad usage; without a fetcher the flag is refused.
+func TestParseAgentSSMFailures(t *testing.T) {
+	args := []string{"--run", "r", "--job", "j", "--instance", "i", "--spec", "/s", "--amqp-url-ssm", "/nightshift/r/workers/i/broker-url"}
+	env := func(string) string { return "" }
+	_, err := parseAgent(args, env, io.Discard, func(string, string, string) (string, error) {
+		return "", errors.New("AccessDeniedException")
+	})
+	if fe := (fetchError{}); !errors.As(err, &fe) || !strings.Contains(err.Error(), "AccessDenied") {
+		t.Fatalf("err %v, want a fetchError", err)
+	}
+	if _, err := parseAgent(args, env, io.Discard, nil); !errors.As(err, new(usageError)) {
+		t.Fatalf("err %v without a fetcher, want a usage error", err)
+	}
+}
+
+// TestSSMFetcherReadsTheParameter: the fetcher the agent uses reads a
+// SecureString parameter from moto as the provisioner stored it.
+func TestSSMFetcherReadsTheParameter(t *testing.T) {
+	u := ec2test.URL(t)
+	t.Setenv("AWS_ACCESS_KEY_ID", "testing")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "testing")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	ctx := context.Background()
+	st, err := ssmparams.New(ctx, ssmparams.Config{Region: "eu-west-1", EndpointURL: u})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := fmt.Sprintf("sitter%d", time.Now().UnixNano())
+	t.Cleanup(func() { st.DeleteRun(context.Background(), run, false) })
+	want := "amqps://ns." + run + ".worker.i-1:pw-" + run + "@10.0.0.5:5671/"
+	name, err := st.Put(ctx, run, "workers/i-1/broker-url", want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ssmFetcher(ctx)(name, "eu-west-1", u)
+	if err != nil || got != want {
+		t.Fatalf("fetched %q (err %v), want %q", got, err, want)
+	}
+}
 
 func TestParseAgent(t *testing.T) {
 	dir := t.TempDir()
@@ -121,11 +166,32 @@ func TestParseAgent(t *testing.T) {
 		{name: "bad cgroup mode", env: fullEnv, args: []string{"--cgroup", "maybe"}, err: `--cgroup "maybe"`},
 		{name: "stray argument", env: fullEnv, args: []string{"extra"}, err: `unexpected argument "extra"`},
 		{name: "unknown flag", env: fullEnv, args: []string{"--bogus"}, err: "flag provided but not defined"},
+		{name: "EC2 user data: the URL from its SSM parameter", env: map[string]string{},
+			args: []string{"--run", "r2", "--job", "web", "--instance", "i-9", "--amqp-url-ssm", "/nightshift/r2/workers/i-9/broker-url",
+				"--ssm-region", "eu-west-1", "--ssm-endpoint-url", "http://moto:5000", "--spec", "/etc/nightshift/spec.json"},
+			check: func(c agentConfig) bool {
+				return c.brokerURL == "amqp://w:from-ssm@broker:5672/" && c.urlSource == "ssm parameter /nightshift/r2/workers/i-9/broker-url"
+			}},
+		{name: "SSM parameter and URL file both", env: map[string]string{},
+			args: []string{"--run", "r2", "--job", "web", "--instance", "i-9", "--spec", "/s", "--amqp-url-ssm", "/nightshift/r2/x", "--amqp-url-file", urlFile},
+			err:  "give ssm parameter /nightshift/r2/x or --amqp-url/--amqp-url-file, not both"},
+		{name: "SSM parameter that holds no broker URL, password hidden", env: map[string]string{},
+			args: []string{"--run", "r2", "--job", "web", "--instance", "i-9", "--spec", "/s", "--amqp-url-ssm", "/nightshift/r2/bad"},
+			err:  "http://w:xxxxx@broker"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			var stderr bytes.Buffer
-			cfg, err := parseAgent(c.args, func(k string) string { return c.env[k] }, &stderr)
+			fetch := func(name, region, endpoint string) (string, error) {
+				switch {
+				case name == "/nightshift/r2/bad":
+					return "http://w:from-ssm@broker/", nil
+				case region != "eu-west-1" && region != "" || endpoint != "http://moto:5000" && endpoint != "":
+					return "", fmt.Errorf("asked region %q endpoint %q", region, endpoint)
+				}
+				return "amqp://w:from-ssm@broker:5672/", nil
+			}
+			cfg, err := parseAgent(c.args, func(k string) string { return c.env[k] }, &stderr, fetch)
 			if c.err == "" {
 				if err != nil {
 					t.Fatalf("refused: %v", err)

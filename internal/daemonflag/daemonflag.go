@@ -54,8 +54,14 @@ type Common struct {
 	URL, URLSource string
 	Level          slog.Level
 
-	opts Options
+	opts                 Options
+	preset, presetSource string
 }
+
+// Preset gives Resolve a broker URL the caller read itself (`sitter agent
+// --amqp-url-ssm` reads it from an SSM parameter), with where it came from
+// for messages. A flag naming the broker as well is refused.
+func (c *Common) Preset(url, source string) { c.preset, c.presetSource = url, source }
 
 // Register adds the shared flags to fs. --broker-url-file, the sitter's old
 // spelling of --amqp-url-file, is kept for scripts and EC2 user data
@@ -155,7 +161,12 @@ func (c *Common) resolveURL(getenv func(string) string) error {
 	if c.AMQPURL != "" && c.AMQPURLFile != "" {
 		return errors.New("give --amqp-url or --amqp-url-file, not both")
 	}
+	if c.preset != "" && (c.AMQPURL != "" || c.AMQPURLFile != "") {
+		return fmt.Errorf("give %s or --amqp-url/--amqp-url-file, not both", c.presetSource)
+	}
 	switch {
+	case c.preset != "":
+		c.URL, c.URLSource = c.preset, c.presetSource
 	case c.AMQPURL != "":
 		c.URL, c.URLSource = c.AMQPURL, "--amqp-url"
 	case c.AMQPURLFile != "" || getenv(nsenv.AMQPURLFile) != "":

@@ -279,12 +279,29 @@ func TestMapState(t *testing.T) {
 }
 
 func TestWorkerUserDataQuotesEverything(t *testing.T) {
-	s := ec2.WorkerUserData{Run: "r", Job: "j'; rm -rf / #", InstanceID: "i-1", BrokerURL: "amqp://u:p@h/"}.Script()
+	s := ec2.WorkerUserData{Run: "r", Job: "j'; rm -rf / #", InstanceID: "i-1", BrokerURLParam: "/nightshift/r/workers/i-1/broker-url"}.Script()
 	if !strings.Contains(s, `'j'\''; rm -rf / #'`) {
 		t.Fatalf("job not quoted:\n%s", s)
 	}
-	if strings.Contains(s, "--broker-url amqp") {
-		t.Fatalf("broker URL (with credentials) on the command line:\n%s", s)
+}
+
+// TestWorkerUserDataNamesTheParameterOnly: the script hands the sitter the
+// SSM parameter's name, region and endpoint; no broker URL appears.
+func TestWorkerUserDataNamesTheParameterOnly(t *testing.T) {
+	s := ec2.WorkerUserData{Run: "r", Job: "j", InstanceID: "i-1", BrokerURLParam: "/nightshift/r/workers/i-1/broker-url",
+		SSMRegion: "eu-west-1", SSMEndpointURL: "http://127.0.0.1:5055"}.Script()
+	for _, want := range []string{"'--amqp-url-ssm' '/nightshift/r/workers/i-1/broker-url'", "'--ssm-region' 'eu-west-1'", "'--ssm-endpoint-url' 'http://127.0.0.1:5055'"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("script lacks %q:\n%s", want, s)
+		}
+	}
+	for _, bad := range []string{"amqp://", "amqps://", "broker-url-file", "--amqp-url-file"} {
+		if strings.Contains(s, bad) {
+			t.Errorf("script holds %q:\n%s", bad, s)
+		}
+	}
+	if plain := (ec2.WorkerUserData{Run: "r", Job: "j", InstanceID: "i-1", BrokerURLParam: "/nightshift/r/x"}).Script(); strings.Contains(plain, "--ssm-") {
+		t.Errorf("a script without region or endpoint names them:\n%s", plain)
 	}
 }
 
@@ -293,7 +310,7 @@ func TestWorkerUserDataQuotesEverything(t *testing.T) {
 // holds the PEM byte for byte and the sitter is told to verify with it.
 func TestWorkerUserDataWritesTheBrokerCA(t *testing.T) {
 	pem := "-----BEGIN CERTIFICATE-----\nMIIB'x\n-----END CERTIFICATE-----\n"
-	s := ec2.WorkerUserData{Run: "r", Job: "j", InstanceID: "i-1", BrokerURL: "amqps://u:p@h/", BrokerCA: pem}.Script()
+	s := ec2.WorkerUserData{Run: "r", Job: "j", InstanceID: "i-1", BrokerURLParam: "/nightshift/r/workers/i-1/broker-url", BrokerCA: pem}.Script()
 	if !strings.Contains(s, "'--amqp-ca-file' '"+ec2.BrokerCAPath+"'") {
 		t.Fatalf("sitter not given the CA:\n%s", s)
 	}
@@ -314,7 +331,7 @@ func TestWorkerUserDataWritesTheBrokerCA(t *testing.T) {
 	if err != nil || string(got) != pem {
 		t.Errorf("CA file = %q (%v), want %q", got, err, pem)
 	}
-	if plain := (ec2.WorkerUserData{Run: "r", Job: "j", InstanceID: "i-1", BrokerURL: "amqp://u:p@h/"}).Script(); strings.Contains(plain, "amqp-ca-file") {
+	if plain := (ec2.WorkerUserData{Run: "r", Job: "j", InstanceID: "i-1", BrokerURLParam: "/nightshift/r/workers/i-1/broker-url"}).Script(); strings.Contains(plain, "amqp-ca-file") {
 		t.Errorf("a CA-less script names a CA file:\n%s", plain)
 	}
 }

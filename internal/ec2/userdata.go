@@ -12,14 +12,26 @@ func encodeUserData(s string) string { return base64.StdEncoding.EncodeToString(
 // instance. The sitter binary is baked into the image at SitterPath, or
 // fetched from SitterURL first. Every value is single-quoted for the shell,
 // so nothing in a plan can inject a command into the instance's boot.
+//
+// It holds no secret: any process on the instance reads user data through
+// the metadata service, and so does anyone allowed
+// ec2:DescribeInstanceAttribute. The broker URL, which carries the
+// worker's password, is an SSM SecureString parameter (internal/ssmparams)
+// that the sitter reads with the instance's role at start (--amqp-url-ssm);
+// only its name is here.
 type WorkerUserData struct {
 	SitterPath string // default /usr/local/bin/sitter
 	SitterURL  string // optional: download the sitter from here first
 	Run        string
 	Job        string
 	InstanceID string
-	BrokerURL  string // carries credentials: it is written to a 0600 file, not the command line
-	Args       []string
+	// BrokerURLParam is the full name of the SSM parameter holding the
+	// broker URL; SSMRegion the region it is in (the instance's role reads
+	// it there), SSMEndpointURL an SSM endpoint other than AWS's (moto).
+	BrokerURLParam string
+	SSMRegion      string
+	SSMEndpointURL string
+	Args           []string
 
 	// BrokerCA is the PEM CA an amqps:// broker is verified against (the
 	// run's CA); written to a file the sitter gets as --amqp-ca-file.
@@ -46,8 +58,13 @@ func (w WorkerUserData) Script() string {
 		fmt.Fprintf(&b, "curl -fsSL --retry 5 -o %s %s\nchmod 0755 %s\n", q(path), q(w.SitterURL), q(path))
 	}
 	b.WriteString("umask 077\nmkdir -p /etc/nightshift\n")
-	fmt.Fprintf(&b, "printf '%%s\\n' %s > /etc/nightshift/broker-url\n", q(w.BrokerURL))
-	args := []string{path, "agent", "--run", w.Run, "--job", w.Job, "--instance", w.InstanceID, "--amqp-url-file", "/etc/nightshift/broker-url"}
+	args := []string{path, "agent", "--run", w.Run, "--job", w.Job, "--instance", w.InstanceID, "--amqp-url-ssm", w.BrokerURLParam}
+	if w.SSMRegion != "" {
+		args = append(args, "--ssm-region", w.SSMRegion)
+	}
+	if w.SSMEndpointURL != "" {
+		args = append(args, "--ssm-endpoint-url", w.SSMEndpointURL)
+	}
 	if w.BrokerCA != "" {
 		fmt.Fprintf(&b, "printf '%%s' %s > %s\n", q(w.BrokerCA), BrokerCAPath)
 		args = append(args, "--amqp-ca-file", BrokerCAPath)

@@ -45,8 +45,9 @@ type Config struct {
 
 // Store reads and writes a run's parameters.
 type Store struct {
-	api API
-	log *slog.Logger
+	api    API
+	log    *slog.Logger
+	region string
 }
 
 // New loads AWS configuration through config.LoadDefaultConfig.
@@ -65,8 +66,14 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if awsCfg.Region == "" {
 		return nil, errors.New("no AWS region for SSM: set region in the plan, AWS_REGION, or a profile")
 	}
-	return NewWithAPI(ssm.NewFromConfig(awsCfg), cfg.Log), nil
+	s := NewWithAPI(ssm.NewFromConfig(awsCfg), cfg.Log)
+	s.region = awsCfg.Region
+	return s, nil
 }
+
+// Region is the region the store's parameters live in ("" when built
+// with NewWithAPI): an instance reading them must ask that region.
+func (s *Store) Region() string { return s.region }
 
 // NewWithAPI wraps an existing API (tests, fault injection).
 func NewWithAPI(api API, log *slog.Logger) *Store {
@@ -165,6 +172,24 @@ func (s *Store) List(ctx context.Context, run string) ([]string, error) {
 	}
 	sort.Strings(names)
 	return names, nil
+}
+
+// Delete deletes the parameters with these full names; ones that do not
+// exist are no error (a worker terminated twice, or never launched).
+func (s *Store) Delete(ctx context.Context, names []string) error {
+	var errs []error
+	for start := 0; start < len(names); start += deleteBatch {
+		batch := names[start:min(start+deleteBatch, len(names))]
+		for _, n := range batch {
+			if !strings.HasPrefix(n, Root) {
+				return fmt.Errorf("delete ssm parameter %q: not under %s", n, Root)
+			}
+		}
+		if _, err := s.api.DeleteParameters(ctx, &ssm.DeleteParametersInput{Names: batch}); err != nil {
+			errs = append(errs, fmt.Errorf("delete ssm parameters %v: %w", batch, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // deleteBatch is SSM's limit on names per DeleteParameters call.

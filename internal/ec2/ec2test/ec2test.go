@@ -40,7 +40,13 @@ func URL(t testing.TB) string {
 		}
 		t.Logf("ec2test: %s=%s: %v; starting a private moto_server", nsenv.MotoURL, u, err)
 	}
-	return start(t, true)
+	u := start(t, true)
+	if u != "" {
+		// Later calls in the same test (a raw SDK client and a driver,
+		// say) must reach the same moto, not start another.
+		t.Setenv(nsenv.MotoURL, u)
+	}
+	return u
 }
 
 // start starts a private moto_server on a free port, stopped at cleanup;

@@ -26,6 +26,7 @@ import (
 	"nightshift/internal/backoff"
 	"nightshift/internal/ec2"
 	"nightshift/internal/redact"
+	"nightshift/internal/ssmparams"
 	"nightshift/internal/worker/instlock"
 	"nightshift/provisioner"
 )
@@ -35,8 +36,9 @@ import (
 // "launch") are never adopted or killed as worker orphans.
 const Owner = "provisioner"
 
-// Paths on the instance. The broker URL goes in a 0600 file so it never
-// appears on a command line (ps) on the worker. The run's HMAC secret never
+// Paths on the instance. User data holds no secret: the broker URL (the
+// worker's own password) is an SSM SecureString parameter the sitter reads
+// with the instance's role, named in user data. The run's HMAC secret never
 // goes to a worker at all: with it a worker could sign terminate_all.
 const (
 	specPath = "/etc/nightshift/spec.json"
@@ -61,9 +63,13 @@ type Config struct {
 	NewClient func(ctx context.Context, cfg ec2.Config) (*ec2.Client, error)
 	// BrokerURL is what sitters connect to when a launch carries no URL of
 	// its own (InstanceSpec.BrokerURL, the worker's own user, wins); it
-	// carries a password, so it only travels in user data and lands in a
-	// 0600 file. Required.
+	// carries a password, so it is stored as the worker's SSM parameter
+	// (Params) and only the parameter's name is in user data. Required.
 	BrokerURL string
+	// Params returns the SSM parameter store of a region and endpoint
+	// (the instance's, so its role reads the parameter there); nil means
+	// SSMParams, the real one.
+	Params func(ctx context.Context, region, endpoint string) (ParamStore, error)
 	// BrokerCA is the PEM CA an amqps:// BrokerURL is verified against
 	// (the run's CA); the sitter gets it in a file through user data.
 	BrokerCA []byte
@@ -91,8 +97,32 @@ type Driver struct {
 
 	mu      sync.Mutex
 	clients map[string]*ec2.Client // by region|endpoint
+	params  map[string]ParamStore  // by region|endpoint
 	locks   instlock.Set
 }
+
+// ParamStore keeps a run's secrets as SSM SecureString parameters;
+// *ssmparams.Store satisfies it.
+type ParamStore interface {
+	// Put stores value as run's parameter rel and returns its full name.
+	Put(ctx context.Context, run, rel, value string) (string, error)
+	// Delete deletes parameters by full name; missing ones are no error.
+	Delete(ctx context.Context, names []string) error
+	// Region is the region the parameters live in.
+	Region() string
+}
+
+// SSMParams is Config.Params on AWS: an ssmparams.Store for the region
+// and endpoint, credentials from the standard chain.
+func SSMParams(log *slog.Logger) func(ctx context.Context, region, endpoint string) (ParamStore, error) {
+	return func(ctx context.Context, region, endpoint string) (ParamStore, error) {
+		return ssmparams.New(ctx, ssmparams.Config{Region: region, EndpointURL: endpoint, Log: log})
+	}
+}
+
+// brokerURLParam is the name, under the run's path, of a worker's broker
+// URL parameter.
+func brokerURLParam(instance string) string { return "workers/" + instance + "/broker-url" }
 
 var (
 	_ provisioner.Driver         = (*Driver)(nil)
@@ -128,7 +158,10 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.NewClient == nil {
 		cfg.NewClient = ec2.New
 	}
-	d := &Driver{cfg: cfg, log: cfg.Log.With("driver", "ec2"), clients: map[string]*ec2.Client{}}
+	if cfg.Params == nil {
+		cfg.Params = SSMParams(cfg.Log)
+	}
+	d := &Driver{cfg: cfg, log: cfg.Log.With("driver", "ec2"), clients: map[string]*ec2.Client{}, params: map[string]ParamStore{}}
 	d.clients[clientKey(cfg.Region, cfg.EndpointURL)] = cfg.Client
 	return d, nil
 }
@@ -165,6 +198,46 @@ func (d *Driver) client(ctx context.Context, ic InstanceConfig) (*ec2.Client, er
 	return c, nil
 }
 
+// paramStore returns the parameter store for a spec's region and endpoint,
+// made once per place.
+func (d *Driver) paramStore(ctx context.Context, ic InstanceConfig) (ParamStore, string, error) {
+	region, endpoint := ic.Region, ic.EndpointURL
+	if region == "" {
+		region = d.cfg.Region
+	}
+	if endpoint == "" {
+		endpoint = d.cfg.EndpointURL
+	}
+	key := clientKey(region, endpoint)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if s, ok := d.params[key]; ok {
+		return s, endpoint, nil
+	}
+	s, err := d.cfg.Params(ctx, region, endpoint)
+	if err != nil {
+		return nil, "", fmt.Errorf("ssm parameters for region %q endpoint %q: %w", region, endpoint, err)
+	}
+	d.params[key] = s
+	return s, endpoint, nil
+}
+
+// allParamStores lists every parameter store in use.
+func (d *Driver) allParamStores() []ParamStore {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	keys := make([]string, 0, len(d.params))
+	for k := range d.params {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make([]ParamStore, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, d.params[k])
+	}
+	return out
+}
+
 // Locate implements provisioner.Locator: it makes a client for every region
 // and endpoint the given job and launch specs name, so that List, Terminate
 // and Health look there too. The provisioner calls it with its ledger's
@@ -180,6 +253,10 @@ func (d *Driver) Locate(ctx context.Context, specs []json.RawMessage) error {
 		}
 		if _, err := d.client(ctx, ls.Instance); err != nil {
 			return fmt.Errorf("locate: %w", err)
+		}
+		// So Terminate after a restart deletes workers' parameters there.
+		if _, _, err := d.paramStore(ctx, ls.Instance); err != nil {
+			d.log.Warn("locate: ssm parameters", "err", err)
 		}
 	}
 	return nil
@@ -237,7 +314,7 @@ func (d *Driver) Launch(ctx context.Context, spec provisioner.InstanceSpec) (pro
 	if err != nil {
 		return provisioner.LaunchResult{}, fmt.Errorf("launch %s: %w", spec.ID, err)
 	}
-	ud, err := d.userData(spec, ls)
+	ud, err := d.userData(ctx, spec, ls)
 	if err != nil {
 		return provisioner.LaunchResult{}, fmt.Errorf("launch %s: %w", spec.ID, err)
 	}
@@ -286,10 +363,12 @@ func (d *Driver) launchWithRetry(ctx context.Context, cl *ec2.Client, es ec2.Spe
 	}
 }
 
-// userData writes the launch spec to a file, then runs
-// ec2.WorkerUserData's script, which writes the broker URL and starts the
-// sitter agent.
-func (d *Driver) userData(spec provisioner.InstanceSpec, ls LaunchSpec) (string, error) {
+// userData stores the worker's broker URL as its SSM parameter, then
+// writes the launch spec to a file and runs ec2.WorkerUserData's script,
+// which starts the sitter agent with the parameter's name. The parameter
+// is written before the instance exists, so the sitter finds it at boot;
+// a retried launch writes the same name again.
+func (d *Driver) userData(ctx context.Context, spec provisioner.InstanceSpec, ls LaunchSpec) (string, error) {
 	args := []string{"--spec", specPath, "--state-dir", stateDir}
 	var b strings.Builder
 	b.WriteString("#!/bin/sh\nset -eu\numask 077\nmkdir -p /etc/nightshift " + stateDir + "\n")
@@ -298,9 +377,18 @@ func (d *Driver) userData(spec provisioner.InstanceSpec, ls LaunchSpec) (string,
 	if spec.BrokerURL != "" {
 		broker = spec.BrokerURL
 	}
+	ps, endpoint, err := d.paramStore(ctx, ls.Instance)
+	if err != nil {
+		return "", err
+	}
+	param, err := ps.Put(ctx, d.cfg.Run, brokerURLParam(spec.ID), broker)
+	if err != nil {
+		return "", fmt.Errorf("store the worker's broker URL: %w", err)
+	}
 	w := ec2.WorkerUserData{
 		SitterPath: ls.Instance.SitterPath, SitterURL: ls.Instance.SitterURL,
-		Run: d.cfg.Run, Job: spec.Job, InstanceID: spec.ID, BrokerURL: broker, BrokerCA: string(d.cfg.BrokerCA),
+		Run: d.cfg.Run, Job: spec.Job, InstanceID: spec.ID, BrokerCA: string(d.cfg.BrokerCA),
+		BrokerURLParam: param, SSMRegion: ps.Region(), SSMEndpointURL: endpoint,
 		Args: append(args, d.cfg.SitterArgs...),
 	}
 	if len(d.cfg.CommandKey) > 0 {
@@ -362,6 +450,19 @@ func (d *Driver) Terminate(ctx context.Context, id string) error {
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("terminate %s: %w", id, err)
+	}
+	// Its broker URL is of no more use; teardown sweeps any left behind.
+	if len(d.allParamStores()) == 0 {
+		if _, _, err := d.paramStore(ctx, InstanceConfig{}); err != nil {
+			d.log.Warn("delete worker's ssm parameter", "instance", id, "err", err)
+		}
+	}
+	if name, err := ssmparams.Name(d.cfg.Run, brokerURLParam(id)); err == nil {
+		for _, s := range d.allParamStores() {
+			if err := s.Delete(ctx, []string{name}); err != nil {
+				d.log.Warn("delete worker's ssm parameter", "instance", id, "err", err)
+			}
+		}
 	}
 	return nil
 }

@@ -15,7 +15,11 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
 	awsec2 "github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
+	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
 	"github.com/aws/smithy-go"
 	"github.com/google/uuid"
 	"github.com/jonboulle/clockwork"
@@ -24,6 +28,7 @@ import (
 	"nightshift/internal/ec2"
 	"nightshift/internal/ec2/ec2test"
 	"nightshift/internal/jobspec"
+	"nightshift/internal/ssmparams"
 	"nightshift/internal/store/provstore"
 	"nightshift/internal/worker/ec2worker"
 	"nightshift/provisioner"
@@ -63,7 +68,7 @@ func newDriver(t *testing.T, api ec2.API, run string) (*ec2worker.Driver, *ec2.C
 func newDriverWithKey(t *testing.T, api ec2.API, run string, key ed25519.PublicKey) (*ec2worker.Driver, *ec2.Client) {
 	t.Helper()
 	cl := ec2.NewWithAPI(api, nil)
-	d, err := ec2worker.New(ec2worker.Config{Run: run, Client: cl, BrokerURL: brokerURL,
+	d, err := ec2worker.New(ec2worker.Config{Params: motoParams(t), Run: run, Client: cl, BrokerURL: brokerURL,
 		WaitTimeout: 20 * time.Second, RetryDelay: time.Millisecond, CommandKey: key})
 	if err != nil {
 		t.Fatal(err)
@@ -160,47 +165,95 @@ func (r *recordingAPI) RunInstances(ctx context.Context, in *awsec2.RunInstances
 	return r.API.RunInstances(ctx, in, o...)
 }
 
-func TestUserDataStartsTheSitterWithSecretsInFilesOnly(t *testing.T) {
+// TestUserDataHoldsNoSecret: the worker's broker URL (its own password)
+// is stored as an SSM SecureString parameter under /nightshift/<run>/ and
+// the user data EC2 keeps, read back with DescribeInstanceAttribute as
+// anyone allowed to could, names the parameter and holds no password, nor
+// the run's secret or private command key. Terminating the worker deletes
+// its parameter, and teardown's sweep of the run's path leaves none.
+func TestUserDataHoldsNoSecret(t *testing.T) {
 	run := newRun()
-	rec := &recordingAPI{API: sdk(t)}
+	api := sdk(t)
 	_, key, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, _ := newDriverWithKey(t, rec, run, key.Public().(ed25519.PublicKey))
-	own := "amqp://ns." + run + ".worker.work-bb-0:own-pw@10.0.0.5:5672/"
-	if _, err := d.Launch(context.Background(), provisioner.InstanceSpec{ID: "work-bb-0", Job: "work", LaunchID: "L2", Run: run, Spec: specJSON(ec2test.Image), BrokerURL: own}); err != nil {
+	d, _ := newDriverWithKey(t, api, run, key.Public().(ed25519.PublicKey))
+	ctx := context.Background()
+	params, err := motoParams(t)(ctx, "us-east-1", "")
+	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := base64.StdEncoding.DecodeString(aws.ToString(rec.last.UserData))
+	st := params.(*ssmparams.Store)
+	t.Cleanup(func() { st.DeleteRun(context.Background(), run, false) })
+	own := "amqp://ns." + run + ".worker.work-bb-0:own-pw-" + run + "@10.0.0.5:5672/"
+	res, err := d.Launch(ctx, provisioner.InstanceSpec{ID: "work-bb-0", Job: "work", LaunchID: "L2", Run: run, Spec: specJSON(ec2test.Image), BrokerURL: own})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Launch(ctx, provisioner.InstanceSpec{ID: "work-bb-1", Job: "work", LaunchID: "L2", Run: run, Spec: specJSON(ec2test.Image)}); err != nil {
+		t.Fatal(err)
+	}
+	attr, err := api.DescribeInstanceAttribute(ctx, &awsec2.DescribeInstanceAttributeInput{InstanceId: aws.String(res.Host), Attribute: types.InstanceAttributeNameUserData})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if attr.UserData == nil {
+		t.Fatal("no user data on the instance")
+	}
+	raw, err := base64.StdEncoding.DecodeString(aws.ToString(attr.UserData.Value))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ud := string(raw)
+	param := "/nightshift/" + run + "/workers/work-bb-0/broker-url"
 	for _, want := range []string{"'/opt/ns/sitter' 'agent' '--run' '" + run + "' '--job' 'work' '--instance' 'work-bb-0'",
-		"'--spec' '/etc/nightshift/spec.json'", "umask 077", `"command":["/opt/ns/sleeper"]`, "own-pw",
+		"'--amqp-url-ssm' '" + param + "'", "'--ssm-region' 'us-east-1'",
+		"'--spec' '/etc/nightshift/spec.json'", "umask 077", `"command":["/opt/ns/sleeper"]`,
 		// The public half of the run's command key, to verify drain and control.
 		"'--command-key' '" + hex.EncodeToString(key.Public().(ed25519.PublicKey)) + "'"} {
 		if !strings.Contains(ud, want) {
 			t.Errorf("user data lacks %q:\n%s", want, ud)
 		}
 	}
-	// The worker gets its own broker user, never the run-wide URL, and
+	// No broker password, neither the worker's own nor the run-wide one;
 	// never the run's HMAC secret, with which it could sign terminate_all,
 	// nor the private command key, with which it could sign a drain.
-	for _, bad := range []string{"s3cr3t-pw", "--secret-file", "/etc/nightshift/secret",
+	for _, bad := range []string{"own-pw-", "s3cr3t-pw", "amqp://", "--amqp-url-file", "--secret-file", "/etc/nightshift/secret",
 		hex.EncodeToString(key.Seed()), hex.EncodeToString(key), base64.StdEncoding.EncodeToString(key.Seed())} {
 		if strings.Contains(ud, bad) {
 			t.Errorf("user data holds %q:\n%s", bad, ud)
 		}
 	}
-	for _, line := range strings.Split(ud, "\n") {
-		if strings.HasPrefix(line, "nohup") && strings.Contains(line, "own-pw") {
-			t.Errorf("a secret is on the sitter's command line: %s", line)
-		}
-	}
 	if strings.Count(ud, "#!/bin/sh") != 1 {
 		t.Errorf("want one script, got:\n%s", ud)
+	}
+	// The parameters exist, as SecureStrings, with the URLs.
+	for name, want := range map[string]string{param: own, "/nightshift/" + run + "/workers/work-bb-1/broker-url": brokerURL} {
+		got, err := st.Get(ctx, name)
+		if err != nil || got != want {
+			t.Errorf("parameter %s = %q (err %v), want %q", name, got, err, want)
+		}
+	}
+	ssmAPI := ssm.NewFromConfig(aws.Config{Region: "us-east-1", BaseEndpoint: aws.String(ec2test.URL(t)),
+		Credentials: credentials.NewStaticCredentialsProvider("testing", "testing", "")})
+	out, err := ssmAPI.GetParameter(ctx, &ssm.GetParameterInput{Name: aws.String(param)})
+	if err != nil || out.Parameter.Type != ssmtypes.ParameterTypeSecureString {
+		t.Errorf("parameter %s: %+v (err %v), want a SecureString", param, out, err)
+	}
+
+	if err := d.Terminate(ctx, "work-bb-0"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Get(ctx, param); !errors.Is(err, ssmparams.ErrNotFound) {
+		t.Errorf("parameter of a terminated worker: err %v, want it deleted", err)
+	}
+	// Teardown sweeps what is left under the run's path.
+	if _, _, err := (ssmparams.Sweeper{Store: st}).Sweep(ctx, run, false); err != nil {
+		t.Fatal(err)
+	}
+	if left, err := st.List(ctx, run); err != nil || len(left) != 0 {
+		t.Fatalf("after the sweep: %v (err %v), want no parameter", left, err)
 	}
 }
 
@@ -497,7 +550,7 @@ func TestSpecEndpointGetsItsOwnClient(t *testing.T) {
 	cl := ec2.NewWithAPI(api, nil)
 	t.Cleanup(func() { cl.Sweep(context.Background(), run, false) })
 	var built []string
-	d, err := ec2worker.New(ec2worker.Config{Run: run, Client: cl, Region: "us-east-1", EndpointURL: moto, BrokerURL: brokerURL,
+	d, err := ec2worker.New(ec2worker.Config{Params: motoParams(t), Run: run, Client: cl, Region: "us-east-1", EndpointURL: moto, BrokerURL: brokerURL,
 		NewClient: func(ctx context.Context, c ec2.Config) (*ec2.Client, error) {
 			built = append(built, c.Region+" "+c.EndpointURL)
 			return ec2.New(ctx, c)
@@ -534,7 +587,7 @@ func TestUserDataHandsTheWorkerTheBrokerCA(t *testing.T) {
 	rec := &recordingAPI{API: sdk(t)}
 	cl := ec2.NewWithAPI(rec, nil)
 	ca := "-----BEGIN CERTIFICATE-----\nMIIBrunCA\n-----END CERTIFICATE-----\n"
-	d, err := ec2worker.New(ec2worker.Config{Run: run, Client: cl, BrokerURL: "amqps://u:s3cr3t-pw@10.0.0.5:5671/", BrokerCA: []byte(ca),
+	d, err := ec2worker.New(ec2worker.Config{Params: motoParams(t), Run: run, Client: cl, BrokerURL: "amqps://u:s3cr3t-pw@10.0.0.5:5671/", BrokerCA: []byte(ca),
 		WaitTimeout: 20 * time.Second, RetryDelay: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -586,7 +639,7 @@ func TestRestartListsEveryRegionOfTheLedger(t *testing.T) {
 	jobs := map[string]jobspec.Spec{"far": js}
 	st := openStore(t, t.TempDir())
 	start := func(jobs map[string]jobspec.Spec) (*provisioner.Provisioner, *clockwork.FakeClock) {
-		d, err := ec2worker.New(ec2worker.Config{Run: run, Client: ec2.NewWithAPI(api, nil), Region: "us-east-1", EndpointURL: moto,
+		d, err := ec2worker.New(ec2worker.Config{Params: motoParams(t), Run: run, Client: ec2.NewWithAPI(api, nil), Region: "us-east-1", EndpointURL: moto,
 			BrokerURL: brokerURL, WaitTimeout: 20 * time.Second, RetryDelay: time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
@@ -649,5 +702,21 @@ func TestRestartListsEveryRegionOfTheLedger(t *testing.T) {
 	}
 	if r := record(t, st, victim.ID); r.State != nightshift.StateFailed || r.Reason != "disappeared" {
 		t.Fatalf("after two missing lists %s is %s %q, want failed disappeared", victim.ID, r.State, r.Reason)
+	}
+}
+
+// motoParams is Config.Params on the test's moto: a spec's own endpoint
+// where it names one, moto otherwise.
+func motoParams(t *testing.T) func(ctx context.Context, region, endpoint string) (ec2worker.ParamStore, error) {
+	t.Helper()
+	u := ec2test.URL(t)
+	return func(ctx context.Context, region, endpoint string) (ec2worker.ParamStore, error) {
+		if endpoint == "" {
+			endpoint = u
+		}
+		if region == "" {
+			region = "us-east-1"
+		}
+		return ssmparams.New(ctx, ssmparams.Config{Region: region, EndpointURL: endpoint})
 	}
 }
