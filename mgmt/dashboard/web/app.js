@@ -128,6 +128,14 @@
     return p;
   }
 
+  // blockedText says why a pool's launches are held and what to check.
+  function blockedText(b) {
+    const why = b.cause === "no_heartbeat"
+      ? "blocked: " + b.failed_launches + " workers in a row never sent a heartbeat (last: " + b.last_cause + ")"
+      : "blocked after " + b.failed_launches + " failed launches (last: " + b.last_cause + ")";
+    return b.check ? why + "; " + b.check : why;
+  }
+
   function renderPool(job, view) {
     const p = poolView(job.name);
     const counts = Object.entries(job.counts || {}).sort().map(([k, v]) => k + " " + v).join(", ");
@@ -138,8 +146,7 @@
       " · queue ", el("b", { text: depth }),
       counts ? " · " + counts : "",
       job.frozen ? el("b", { class: "blocked", text: " · FROZEN" }) : null,
-      job.blocked ? el("div", { class: "blocked", text: "blocked after " + job.blocked.failed_launches +
-        " failed launches (last: " + job.blocked.last_cause + ")" }) : null,
+      job.blocked ? el("div", { class: "blocked", text: blockedText(job.blocked) }) : null,
     ].filter((c) => c != null && c !== ""));
 
     const rows = (job.workers || []).map((w) => {
