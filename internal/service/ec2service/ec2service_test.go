@@ -99,3 +99,24 @@ func TestReadyLocalRunsReadyOnTheLauncherAndTheRestOverSSH(t *testing.T) {
 		t.Errorf("remote ran %v, want boot and terminate", remote.steps)
 	}
 }
+
+// TestStepsHereFollowsAllStepsLocal: a built-in type asks the driver where
+// its steps run; with AllStepsLocal (tests against moto) every step runs on
+// the local driver, so the type must start its daemon here, not as a unit on
+// an instance nobody can reach.
+func TestStepsHereFollowsAllStepsLocal(t *testing.T) {
+	svc := &launchplan.Service{Name: "provisioner", EC2: map[string]any{"image": "ami-1"}}
+	for _, here := range []bool{false, true} {
+		remote, local := &recordingDriver{}, &recordingDriver{}
+		d := &Driver{Remote: remote, Local: local, AllStepsLocal: here}
+		if got := d.StepsHere(svc); got != here {
+			t.Errorf("AllStepsLocal %v: StepsHere %v", here, got)
+		}
+		if _, err := d.Run(context.Background(), bootlevel.StepRequest{Service: svc, Step: bootlevel.StepBoot, Host: bootlevel.Host{Hostname: "10.0.0.5"}}); err != nil {
+			t.Fatal(err)
+		}
+		if ranHere := len(local.steps) == 1; ranHere != here {
+			t.Errorf("AllStepsLocal %v: boot ran locally %v, but StepsHere says %v", here, ranHere, here)
+		}
+	}
+}
