@@ -65,8 +65,15 @@ func credential(t Task) (*syscall.Credential, *user.User, error) {
 		}
 		gid, _ = strconv.ParseUint(g.Gid, 10, 32)
 	}
-	if me := os.Geteuid(); me != 0 && uint64(me) != uid {
+	me := os.Geteuid()
+	if me != 0 && uint64(me) != uid {
 		return nil, nil, fmt.Errorf("run as user %q: the sitter must run as root (euid %d)", t.User, me)
+	}
+	if me != 0 && uint64(os.Getegid()) == gid {
+		// Already that user (a provisioner running as root starts the
+		// whole worker as it): nothing to switch, and setgroups, which a
+		// credential implies, would fail with EPERM.
+		return nil, u, nil
 	}
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}, u, nil
 }

@@ -103,9 +103,9 @@ func parseAgent(args []string, getenv func(string) string, helpOut io.Writer, fe
 	common.Register(fs, daemonflag.Options{NoHome: true, URLFileOnly: true, NoSecret: true})
 	fs.StringVar(&c.job, "job", "", "job name (default $"+envJob+")")
 	fs.StringVar(&c.instance, "instance", "", "instance id (default $"+envInstance+")")
-	fs.StringVar(&c.specPath, "spec", "", "launch spec with the worker task (default $"+envInstanceDir+"/spec.json)")
+	fs.StringVar(&c.specPath, "spec", "", "launch spec with the worker task (default $"+nsenv.WorkerDir+", else $"+envInstanceDir+", /spec.json)")
 	commandKey := fs.String("command-key", "", "public half of the run's command key (hex), to verify drain and control (default $"+envCommandKey+"; without it they are refused)")
-	fs.StringVar(&c.stateDir, "state-dir", "", "logs, status files, control socket (default $"+envInstanceDir+"/sitter, else a temp dir)")
+	fs.StringVar(&c.stateDir, "state-dir", "", "logs, status files, control socket (default $"+nsenv.WorkerDir+", else $"+envInstanceDir+", /sitter; else a temp dir)")
 	fs.DurationVar(&c.heartbeat, "heartbeat-interval", time.Second, "how often a heartbeat is published")
 	fs.DurationVar(&c.sample, "sample-interval", time.Second, "how often task trees are measured")
 	fs.StringVar(&c.cgroupMode, "cgroup", "auto", "auto: use cgroup v2 or v1 when available; off: polling only")
@@ -160,7 +160,12 @@ func parseAgent(args []string, getenv func(string) string, helpOut io.Writer, fe
 	if c.cgroupMode != "auto" && c.cgroupMode != "off" {
 		return c, usagef("--cgroup %q: want auto or off", c.cgroupMode)
 	}
-	instDir := getenv(envInstanceDir)
+	// An isolated worker's own directory holds its spec and state; the
+	// instance directory is then the provisioner's, out of its reach.
+	instDir := getenv(nsenv.WorkerDir)
+	if instDir == "" {
+		instDir = getenv(envInstanceDir)
+	}
 	if c.specPath == "" {
 		if instDir == "" {
 			return c, usagef("--spec is required (or set $%s to the directory holding spec.json)", envInstanceDir)

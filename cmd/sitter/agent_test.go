@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"nightshift/internal/nsenv"
 	"nightshift/controller/ctlbus"
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/ec2/ec2test"
@@ -117,6 +118,15 @@ func TestParseAgent(t *testing.T) {
 		check func(agentConfig) bool
 		err   string // "" = accepted
 	}{
+		{name: "an isolated worker's own directory wins over the instance directory",
+			env: func() map[string]string {
+				m := without()
+				m[nsenv.WorkerDir] = "/var/lib/nightshift-worker/r1-abc/i-1"
+				return m
+			}(), check: func(c agentConfig) bool {
+				return c.specPath == "/var/lib/nightshift-worker/r1-abc/i-1/spec.json" &&
+					c.stateDir == "/var/lib/nightshift-worker/r1-abc/i-1/sitter"
+			}},
 		{name: "everything from the local driver's environment", env: fullEnv, check: func(c agentConfig) bool {
 			return c.run == "r1" && c.job == "crunch" && c.instance == "i-1" &&
 				c.specPath == "/home/ns/runs/r1/instances/i-1/spec.json" &&

@@ -30,6 +30,10 @@ const (
 const (
 	Job         = "NIGHTSHIFT_JOB"
 	InstanceDir = "NIGHTSHIFT_INSTANCE_DIR"
+	// WorkerDir is an isolated worker's own directory (spec, broker URL,
+	// sitter state), which its user owns; the instance directory is then
+	// the provisioner's alone and only names the instance.
+	WorkerDir   = "NIGHTSHIFT_WORKER_DIR"
 	AMQPURL     = "NIGHTSHIFT_AMQP_URL"      // the broker URL itself; prefer AMQPURLFile
 	AMQPURLFile = "NIGHTSHIFT_AMQP_URL_FILE" // a 0600 file holding the broker URL
 	AMQPCAFile  = "NIGHTSHIFT_AMQP_CA_FILE"  // the PEM CA an amqps:// broker must chain to

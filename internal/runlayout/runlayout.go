@@ -7,7 +7,11 @@
 // once; it is a leaf with no I/O, so cores may import it.
 package runlayout
 
-import "path/filepath"
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"path/filepath"
+)
 
 // Names of files and directories a component hands to another by name.
 const (
@@ -63,6 +67,23 @@ func (r Run) Instances() string { return r.join("instances") }
 
 // Instance is one local worker instance's directory.
 func (r Run) Instance(id string) string { return filepath.Join(r.Instances(), id) }
+
+// WorkerDir is one isolated local worker instance's own directory, the
+// only one its user may write: under root (a directory outside the home,
+// so the worker needs no way into the run's 0700 directory), in a
+// directory per run whose name carries a digest of the home, so two homes'
+// runs of one name never share it.
+func (r Run) WorkerDir(root, id string) string {
+	return filepath.Join(r.WorkerRunDir(root), id)
+}
+
+// WorkerRunDir is the run's directory of isolated worker directories
+// under root (see WorkerDir), 0711: workers reach their own directory
+// through it but cannot list it.
+func (r Run) WorkerRunDir(root string) string {
+	sum := sha256.Sum256([]byte(filepath.Clean(r.Home)))
+	return filepath.Join(root, r.Name+"-"+hex.EncodeToString(sum[:6]))
+}
 
 // PKI is the run's CA and certificates, 0700 (keys 0600).
 func (r Run) PKI() string { return r.join("pki") }

@@ -4,6 +4,14 @@
 // spec.json and owner.json, the ownership marker that lets a teardown (Sweep)
 // or a restarted provisioner (List) find and kill it without any database.
 // Instances run in their own session, so they outlive the provisioner.
+//
+// With Config.Isolation (a provisioner running as root) every instance's
+// process tree runs as an unprivileged user instead (its job's worker.user,
+// else workeruser.DefaultName), started with that uid and gid and no
+// supplementary groups. The instance directory then stays the provisioner's
+// (0700, inside the run's 0700 directory), and the worker gets a directory
+// of its own outside the home (runlayout.Run.WorkerDir) holding only what
+// it needs: its spec, its broker URL, the broker's CA and its sitter state.
 package localworker
 
 import (
@@ -31,6 +39,7 @@ import (
 	"nightshift/internal/redact"
 	"nightshift/internal/runlayout"
 	"nightshift/internal/worker/instlock"
+	"nightshift/internal/workeruser"
 	"nightshift/provisioner"
 )
 
@@ -46,7 +55,17 @@ const (
 	// envCommandKey carries the public half of the run's command key, with
 	// which the sitter verifies drain and control (cmd/sitter reads it).
 	envCommandKey = nsenv.CommandKey
+	envWorkerDir  = nsenv.WorkerDir
 )
+
+// DefaultWorkerRoot holds isolated workers' own directories when
+// Isolation.Root does not say: beside the default worker user's name, and
+// outside any home, whose ancestors (/root) a worker may not traverse.
+const DefaultWorkerRoot = "/var/lib/nightshift-worker"
+
+// Names of the files an isolated worker's directory holds besides its
+// spec and broker URL.
+const workerCAFile = "amqp-ca.pem"
 
 const (
 	ownerFile     = "owner.json"
@@ -69,6 +88,33 @@ type Owner struct {
 	// StartTime is the process start time in clock ticks since boot, from
 	// /proc/<pid>/stat, so a reused pid is never mistaken for the instance.
 	StartTime uint64 `json:"start_time"`
+	// User and WorkerDir are set for an isolated instance: the user its
+	// tree runs as and its own directory (sitter logs are under it).
+	User      string `json:"user,omitempty"`
+	WorkerDir string `json:"worker_dir,omitempty"`
+}
+
+// SitterDir is where instance id's sitter keeps its state and logs: its
+// worker directory when it is isolated, else its instance directory.
+func SitterDir(home, run, id string) string {
+	dir := InstanceDir(home, run, id)
+	if o, err := readOwner(dir); err == nil && o.WorkerDir != "" && o.InstanceID == id {
+		return filepath.Join(o.WorkerDir, runlayout.SitterDir)
+	}
+	return filepath.Join(dir, runlayout.SitterDir)
+}
+
+// Isolation runs every instance as an unprivileged user. Only a root
+// process can start one: cmd/provisioner sets it when it is root.
+type Isolation struct {
+	// Users resolves (and creates, once, the default) worker users; one
+	// per process, shared by every launch.
+	Users *workeruser.Users
+	// User is the user of instances whose job's worker.user names none;
+	// default workeruser.DefaultName.
+	User string
+	// Root holds the workers' own directories; default DefaultWorkerRoot.
+	Root string
 }
 
 // Config configures a Driver.
@@ -82,10 +128,17 @@ type Config struct {
 	// public half: the private key and the run's secret never reach a
 	// worker. Nil leaves sitters refusing those commands.
 	CommandKey ed25519.PublicKey
-	Grace      time.Duration
-	Host       string // reported as the instance host; default os.Hostname()
-	Log        *slog.Logger
-	Clock      clockwork.Clock
+	// CAFile is the PEM CA an amqps:// broker chains to, handed to the
+	// instance as NIGHTSHIFT_AMQP_CA_FILE (a copy in its own directory
+	// when isolated, which cannot reach the run's pki directory).
+	CAFile string
+	// Isolation, when set, runs instances as another user; nil runs them
+	// as this process's user, which lets them read the run's files.
+	Isolation *Isolation
+	Grace     time.Duration
+	Host      string // reported as the instance host; default os.Hostname()
+	Log       *slog.Logger
+	Clock     clockwork.Clock
 }
 
 // Driver implements provisioner.Driver with local processes.
@@ -131,6 +184,22 @@ func New(cfg Config) (*Driver, error) {
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = clockwork.NewRealClock()
+	}
+	if iso := cfg.Isolation; iso != nil {
+		cp := *iso
+		if cp.Users == nil {
+			cp.Users = &workeruser.Users{}
+		}
+		if cp.User == "" {
+			cp.User = workeruser.DefaultName
+		}
+		if cp.Root == "" {
+			cp.Root = DefaultWorkerRoot
+		}
+		if !filepath.IsAbs(cp.Root) {
+			return nil, fmt.Errorf("local worker driver: worker root %q: want an absolute path", cp.Root)
+		}
+		cfg.Isolation = &cp
 	}
 	return &Driver{cfg: cfg, exits: make(chan provisioner.Exit, 256)}, nil
 }
@@ -189,13 +258,19 @@ func (d *Driver) Launch(ctx context.Context, spec provisioner.InstanceSpec) (pro
 	if o, err := readOwner(dir); err == nil && alive("/proc", o.PID, o.StartTime) {
 		return provisioner.LaunchResult{Host: d.cfg.Host, PID: o.PID}, nil
 	}
+	var iso *isolated
+	if d.cfg.Isolation != nil {
+		if iso, err = d.prepareWorker(ctx, spec); err != nil {
+			return provisioner.LaunchResult{}, fmt.Errorf("launch %s: %w", spec.ID, err)
+		}
+	}
 	if len(spec.Spec) > 0 {
 		if err := writeFileAtomic(filepath.Join(dir, runlayout.SpecFile), spec.Spec); err != nil {
 			return provisioner.LaunchResult{}, fmt.Errorf("launch %s: %w", spec.ID, err)
 		}
 	}
 	var urlEnv []string
-	if spec.BrokerURL != "" {
+	if spec.BrokerURL != "" && iso == nil {
 		// The instance's own credentials, in a 0600 file rather than the
 		// environment, which every task of the instance inherits.
 		urlFile := filepath.Join(dir, runlayout.URLFile)
@@ -204,8 +279,16 @@ func (d *Driver) Launch(ctx context.Context, spec provisioner.InstanceSpec) (pro
 		}
 		urlEnv = []string{envURLFile + "=" + urlFile}
 	}
+	if d.cfg.CAFile != "" && iso == nil {
+		// The sitter verifies the broker with it, and hands it on to its
+		// worker tasks, which may use the broker too.
+		urlEnv = append(urlEnv, nsenv.AMQPCAFile+"="+d.cfg.CAFile)
+	}
 	if len(d.cfg.CommandKey) > 0 {
 		urlEnv = append(urlEnv, envCommandKey+"="+hex.EncodeToString(d.cfg.CommandKey))
+	}
+	if iso != nil {
+		urlEnv = append(urlEnv, iso.env...)
 	}
 	stdout, err := redact.OpenPrivate(filepath.Join(dir, "stdout"))
 	if err != nil {
@@ -221,6 +304,9 @@ func (d *Driver) Launch(ctx context.Context, spec provisioner.InstanceSpec) (pro
 	// Not CommandContext: the instance must outlive this call and this process.
 	cmd := exec.Command(d.cfg.Command[0], d.cfg.Command[1:]...)
 	cmd.Dir = dir
+	// The provisioner opened stdout and stderr in the instance directory
+	// and hands the worker only the open files: it writes them, and
+	// cannot reach the directory itself when isolated.
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	// urlEnv comes after Config.Env so the instance's own URL and the
 	// run's command key win over anything a plan sets.
@@ -228,6 +314,12 @@ func (d *Driver) Launch(ctx context.Context, spec provisioner.InstanceSpec) (pro
 		envHome+"="+d.cfg.Home, envRun+"="+d.cfg.Run, envJob+"="+spec.Job,
 		envInstance+"="+spec.ID, envDir+"="+dir)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if iso != nil {
+		// The working directory is entered after the switch, so it is
+		// the worker's own.
+		cmd.Dir = iso.dir
+		cmd.SysProcAttr.Credential = iso.id.Credential()
+	}
 	if err := cmd.Start(); err != nil {
 		return provisioner.LaunchResult{}, fmt.Errorf("launch %s: start %s: %w", spec.ID, d.cfg.Command[0], err)
 	}
@@ -248,6 +340,9 @@ func (d *Driver) Launch(ctx context.Context, spec provisioner.InstanceSpec) (pro
 	st, err := readStat("/proc", pid)
 	if err == nil {
 		o := Owner{Run: d.cfg.Run, Job: spec.Job, InstanceID: spec.ID, LaunchID: spec.LaunchID, PID: pid, StartTime: st.startTime}
+		if iso != nil {
+			o.User, o.WorkerDir = iso.id.Name, iso.dir
+		}
 		var b []byte
 		if b, err = json.MarshalIndent(o, "", "  "); err == nil {
 			err = writeFileAtomic(filepath.Join(dir, ownerFile), b)
@@ -259,7 +354,11 @@ func (d *Driver) Launch(ctx context.Context, spec provisioner.InstanceSpec) (pro
 		syscall.Kill(-pid, syscall.SIGKILL)
 		return provisioner.LaunchResult{}, fmt.Errorf("launch %s: write ownership marker: %w", spec.ID, err)
 	}
-	d.cfg.Log.Info("local instance started", "instance", spec.ID, "pid", pid, "dir", dir)
+	if iso != nil {
+		d.cfg.Log.Info("local instance started", "instance", spec.ID, "pid", pid, "dir", dir, "user", iso.id.Name, "uid", iso.id.UID, "worker_dir", iso.dir)
+	} else {
+		d.cfg.Log.Info("local instance started", "instance", spec.ID, "pid", pid, "dir", dir)
+	}
 	return provisioner.LaunchResult{Host: d.cfg.Host, PID: pid}, nil
 }
 

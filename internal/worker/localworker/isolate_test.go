@@ -1,0 +1,256 @@
+package localworker_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"nightshift/internal/envelope"
+	"nightshift/internal/nsenv"
+	"nightshift/internal/runlayout"
+	"nightshift/internal/testsupport"
+	"nightshift/internal/worker/localworker"
+	"nightshift/internal/workeruser"
+	"nightshift/provisioner"
+)
+
+// publicDir is a temporary directory every user may traverse, as the
+// sitter binary's and the workers' root must be.
+func publicDir(t *testing.T, prefix string) string {
+	t.Helper()
+	d, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
+// buildSitter compiles cmd/sitter where a worker user can run it.
+func buildSitter(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(publicDir(t, "nsworker-bin-"), "sitter")
+	out, err := exec.Command("go", "build", "-o", bin, "nightshift/cmd/sitter").CombinedOutput()
+	if err != nil {
+		t.Fatalf("build sitter: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// uidOf reads the real uid from /proc/<pid>/status.
+func uidOf(pid int) (int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "Uid:"); ok {
+			return strconv.Atoi(strings.Fields(rest)[0])
+		}
+	}
+	return 0, fmt.Errorf("pid %d: no Uid line", pid)
+}
+
+// instancePIDs lists the live processes whose environment names instance
+// id of run: the sitter and its task's tree.
+func instancePIDs(run, id string) []int {
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		env, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
+		if err != nil {
+			continue
+		}
+		if bytes.Contains(env, []byte("\x00"+nsenv.InstanceID+"="+id+"\x00")) &&
+			bytes.Contains(env, []byte(nsenv.Run+"="+run+"\x00")) {
+			if st, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat")); err == nil && !bytes.Contains(st, []byte(") Z ")) {
+				out = append(out, pid)
+			}
+		}
+	}
+	return out
+}
+
+func workerSpec(t *testing.T, name, user, shell string) json.RawMessage {
+	t.Helper()
+	w := map[string]any{"name": name, "shell": shell, "restart": "never"}
+	if user != "" {
+		w["user"] = user
+	}
+	b, err := json.Marshal(map[string]any{"driver": "local", "worker": w})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestIsolatedWorker runs real sitters under a root driver with
+// isolation: the sitter and its task run as the worker user; the task
+// cannot open the run's secret, command key or ledger, nor another
+// worker's directories; terminate and the teardown sweep still kill trees
+// of another uid.
+func TestIsolatedWorker(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("isolation needs root (CI runs as root)")
+	}
+	if testing.Short() {
+		t.Skip("builds the sitter")
+	}
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Skipf("no user nobody: %v", err)
+	}
+	sitterBin := buildSitter(t)
+	home := t.TempDir()
+	run := fmt.Sprintf("iso%d", os.Getpid())
+	lay := runlayout.Of(home, run)
+	if err := os.MkdirAll(lay.Dir(), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := envelope.LoadOrCreateSecret(lay.Secret()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := envelope.LoadOrCreateCommandKey(envelope.CommandKeyPath(lay.Secret())); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(lay.ProvisionerDB(), []byte("ledger"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	root := publicDir(t, "nsworker-root-")
+	users := &workeruser.Users{}
+	drv, err := localworker.New(localworker.Config{Home: home, Run: run, Grace: 2 * time.Second,
+		Command:   []string{sitterBin, "agent", "--cgroup", "off"},
+		Isolation: &localworker.Isolation{Users: users, Root: root}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { localworker.Sweep(context.Background(), home, run) })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	me, err := users.Resolve(ctx, "", "") // creates nightshift-worker on first use
+	if err != nil {
+		t.Fatal(err)
+	}
+	if me.UID == 0 {
+		t.Fatalf("worker user %s is root", me.Name)
+	}
+	broker := "amqp://guest:guest@127.0.0.1:5672/"
+
+	// Another job's worker, as another user.
+	if _, err := drv.Launch(ctx, provisioner.InstanceSpec{ID: "other-1", Job: "other", Run: run, BrokerURL: broker,
+		Spec: workerSpec(t, "other", nobody.Username, "exec sleep 300")}); err != nil {
+		t.Fatal(err)
+	}
+	otherDir := lay.WorkerDir(root, "other-1")
+	targets := []string{lay.Secret(), envelope.CommandKeyPath(lay.Secret()), lay.ProvisionerDB(),
+		lay.Instance("other-1"), lay.Instance("probe-1"), otherDir, filepath.Join(otherDir, runlayout.URLFile)}
+	var script strings.Builder
+	script.WriteString("id -u > \"$HOME/probe.tmp\"\n")
+	for _, p := range targets {
+		// cat for files, ls for directories: either says why it failed.
+		fmt.Fprintf(&script, "echo \"%s: $( (if test -d %q; then ls %q; else cat %q; fi) 2>&1 >/dev/null)\" >> \"$HOME/probe.tmp\"\n", p, p, p, p)
+	}
+	script.WriteString("mv \"$HOME/probe.tmp\" \"$HOME/probe.out\"\nexec sleep 300\n")
+	if _, err := drv.Launch(ctx, provisioner.InstanceSpec{ID: "probe-1", Job: "probe", Run: run, BrokerURL: broker,
+		Spec: workerSpec(t, "probe", "", script.String())}); err != nil {
+		t.Fatal(err)
+	}
+	probeDir := lay.WorkerDir(root, "probe-1")
+	var report []byte
+	testsupport.Eventually(t, 30*time.Second, func() error {
+		report, err = os.ReadFile(filepath.Join(probeDir, "probe.out"))
+		return err
+	})
+	lines := strings.Split(strings.TrimSpace(string(report)), "\n")
+	if lines[0] != strconv.Itoa(int(me.UID)) {
+		t.Errorf("task's id -u = %s, want %d", lines[0], me.UID)
+	}
+	for i, p := range targets {
+		if want := p + ": "; len(lines) <= i+1 || !strings.HasPrefix(lines[i+1], want) || !strings.Contains(lines[i+1], "Permission denied") {
+			t.Errorf("the task could reach %s (want EACCES); report:\n%s", p, report)
+		}
+	}
+
+	// The sitter and every process of its task run as the worker user.
+	pids := instancePIDs(run, "probe-1")
+	if len(pids) < 2 {
+		t.Fatalf("probe-1 has processes %v, want its sitter and its task", pids)
+	}
+	for _, pid := range pids {
+		if uid, err := uidOf(pid); err != nil || uid != int(me.UID) {
+			t.Errorf("pid %d runs as uid %d (%v), want %d", pid, uid, err, me.UID)
+		}
+	}
+	for _, pid := range instancePIDs(run, "other-1") {
+		if uid, _ := uidOf(pid); uid != mustAtoi(t, nobody.Uid) {
+			t.Errorf("other-1 pid %d runs as uid %d, want nobody's %s", pid, uid, nobody.Uid)
+		}
+	}
+
+	// What the worker owns, and what stays the provisioner's.
+	for _, c := range []struct {
+		path string
+		uid  int
+		mode os.FileMode
+	}{
+		{lay.Dir(), 0, 0o700}, {lay.Secret(), 0, 0o600}, {envelope.CommandKeyPath(lay.Secret()), 0, 0o600},
+		{lay.ProvisionerDB(), 0, 0o600}, {lay.Instance("probe-1"), 0, 0o700},
+		{filepath.Join(lay.Instance("probe-1"), "stderr"), 0, 0o600},
+		{lay.WorkerRunDir(root), 0, 0o711},
+		{probeDir, int(me.UID), 0o700}, {filepath.Join(probeDir, runlayout.URLFile), int(me.UID), 0o600},
+	} {
+		fi, err := os.Stat(c.path)
+		if err != nil {
+			t.Errorf("%s: %v", c.path, err)
+			continue
+		}
+		if uid := int(fi.Sys().(*syscall.Stat_t).Uid); uid != c.uid || fi.Mode().Perm() != c.mode {
+			t.Errorf("%s: uid %d mode %04o, want uid %d mode %04o", c.path, uid, fi.Mode().Perm(), c.uid, c.mode)
+		}
+	}
+	if got := localworker.SitterDir(home, run, "probe-1"); got != filepath.Join(probeDir, runlayout.SitterDir) {
+		t.Errorf("SitterDir = %s, want the worker's own", got)
+	}
+
+	// Terminate kills a tree of another uid.
+	if err := drv.Terminate(ctx, "probe-1"); err != nil {
+		t.Fatal(err)
+	}
+	if left := instancePIDs(run, "probe-1"); len(left) > 0 {
+		t.Errorf("after terminate probe-1 still has %v", left)
+	}
+	// So does the teardown sweep, found by marker and environment.
+	killed, err := localworker.Sweep(ctx, home, run)
+	if err != nil || len(killed) != 1 || killed[0] != "other-1" {
+		t.Errorf("sweep killed %v, %v; want [other-1]", killed, err)
+	}
+	if left := instancePIDs(run, "other-1"); len(left) > 0 {
+		t.Errorf("after the sweep other-1 still has %v", left)
+	}
+}
+
+func mustAtoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
