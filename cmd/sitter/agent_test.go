@@ -19,11 +19,11 @@ import (
 	"testing"
 	"time"
 
-	"nightshift/internal/nsenv"
 	"nightshift/controller/ctlbus"
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/ec2/ec2test"
 	"nightshift/internal/envelope"
+	"nightshift/internal/nsenv"
 	"nightshift/internal/pki"
 	"nightshift/internal/ssmparams"
 	"nightshift/internal/testsupport"
