@@ -100,6 +100,16 @@ func TestServeOverBus(t *testing.T) {
 	if err := cl.Unfreeze(ctx); err != nil || r.c.Frozen() {
 		t.Fatalf("unfreeze: %v (frozen %v)", err, r.c.Frozen())
 	}
+	// Unblock (mgmt repair) is signed like freeze; an unknown job is named.
+	if err := forger.Unblock(ctx, ""); err == nil || !strings.Contains(err.Error(), "signature") {
+		t.Fatalf("forged unblock: %v, want a signature error", err)
+	}
+	if err := cl.Unblock(ctx, ""); err != nil {
+		t.Fatalf("unblock: %v", err)
+	}
+	if err := cl.Unblock(ctx, "nope"); !errors.Is(err, ctlbus.ErrRemote) || !strings.Contains(err.Error(), `unknown job`) {
+		t.Fatalf("unblock of an unknown job: %v, want it refused", err)
+	}
 
 	// Heartbeats published by a sitter reach the controller.
 	pub := ctlbus.HeartbeatPublisher{Bus: bus, Sender: "sitter@h", Clock: clock}
