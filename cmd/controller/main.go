@@ -308,18 +308,30 @@ func openStore(ctx context.Context, o options, log *slog.Logger) (s daemonStore,
 	if !o.store.Lease {
 		return pg, nil, name, nil
 	}
-	l, err := leader.New(ctx, leader.Config{DB: pg.DB().Pool, Schema: schema, Name: "controller",
+	// The lease has connections of its own: its renewals must never wait
+	// behind the store's writes for one.
+	leasePool, err := pgdb.Connect(ctx, o.store.URL, 2)
+	if err != nil {
+		pg.Close()
+		return nil, nil, "", err
+	}
+	l, err := leader.New(ctx, leader.Config{DB: leasePool, Schema: schema, Name: "controller",
 		Holder: leader.NewHolder("controller"), TTL: o.store.LeaseTTL, Log: log})
 	if err != nil {
+		leasePool.Close()
 		pg.Close()
 		return nil, nil, "", err
 	}
 	log.Info("standby: waiting for the controller lease", "schema", schema)
 	f, err := l.Acquire(ctx)
 	if err != nil {
+		leasePool.Close()
 		pg.Close()
 		return nil, nil, "", err
 	}
 	log.Info("active: holding the controller lease", "epoch", f.Epoch, "holder", f.Holder)
-	return pg.Fenced(f), func(ctx context.Context) error { return l.Hold(ctx, f) }, name, nil
+	return pg.Fenced(f), func(ctx context.Context) error {
+		defer leasePool.Close()
+		return l.Hold(ctx, f)
+	}, name, nil
 }

@@ -438,18 +438,30 @@ func openStore(ctx context.Context, c config, log *slog.Logger) (daemonStore, fu
 	if !c.store.Lease {
 		return s, nil, nil
 	}
-	l, err := leader.New(ctx, leader.Config{DB: s.DB().Pool, Schema: schema, Name: provisioner.Component,
+	// The lease has connections of its own: its renewals must never wait
+	// behind the store's writes for one.
+	leasePool, err := pgdb.Connect(ctx, c.store.URL, 2)
+	if err != nil {
+		s.Close()
+		return nil, nil, err
+	}
+	l, err := leader.New(ctx, leader.Config{DB: leasePool, Schema: schema, Name: provisioner.Component,
 		Holder: leader.NewHolder("provisioner"), TTL: c.store.LeaseTTL, Log: log})
 	if err != nil {
+		leasePool.Close()
 		s.Close()
 		return nil, nil, err
 	}
 	log.Info("standby: waiting for the provisioner lease", "schema", schema)
 	f, err := l.Acquire(ctx)
 	if err != nil {
+		leasePool.Close()
 		s.Close()
 		return nil, nil, err
 	}
 	log.Info("active: holding the provisioner lease", "epoch", f.Epoch, "holder", f.Holder)
-	return s.Fenced(f), func(ctx context.Context) error { return l.Hold(ctx, f) }, nil
+	return s.Fenced(f), func(ctx context.Context) error {
+		defer leasePool.Close()
+		return l.Hold(ctx, f)
+	}, nil
 }

@@ -95,6 +95,22 @@ func Open(ctx context.Context, c Config) (*DB, error) {
 	return db, nil
 }
 
+// Connect opens a pool of at most maxConns connections to url, outside any
+// schema: a replica's lease gets one of its own, so that renewals never
+// queue behind the store's writes.
+func Connect(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, error) {
+	pc, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("postgres %s: invalid URL", redact.URL(url))
+	}
+	pc.MaxConns = maxConns
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("postgres %s: %s", redact.URL(url), redact.String(err.Error()))
+	}
+	return pool, nil
+}
+
 // OpenReadOnly connects to an existing schema for reading only: nothing is
 // created or migrated, and the server refuses every write of the session
 // (default_transaction_read_only), so a reader such as mgmt can never

@@ -44,3 +44,21 @@ func TestIsURL(t *testing.T) {
 		}
 	}
 }
+
+// FuzzSchemaName: whatever a run is called, its schema name is a plain
+// identifier PostgreSQL keeps whole (never quoted, never truncated), and
+// a name the sanitizing changed carries a hash of the original.
+func FuzzSchemaName(f *testing.F) {
+	for _, s := range []string{"run1", "My-Run", "", "9", strings.Repeat("é", 40), `a"b`, "a_b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, run string) {
+		got := SchemaName("ns", run, "controller")
+		if len(got) > 63 || got == "" || unsafeIdent.MatchString(got) || (got[0] >= '0' && got[0] <= '9') {
+			t.Fatalf("SchemaName(%q) = %q: not a plain identifier of at most 63 bytes", run, got)
+		}
+		if plain := "ns_" + run + "_controller"; got != plain && len(got) < 9 {
+			t.Fatalf("SchemaName(%q) = %q changed the name without a hash", run, got)
+		}
+	})
+}
