@@ -479,14 +479,19 @@ func (p *Pool) SilentBlocked() bool { return p.silent >= p.blockAfterSilent() }
 // blocks the pool; its first probe may go boot_timeout later.
 func (p *Pool) countSilent(now time.Time) {
 	hc := p.job.Health.WithDefaults()
-	for _, id := range slices.Sorted(maps.Keys(p.workers)) {
+	// Every round looks at every worker: keep the common case (heard, or
+	// counted already) cheap and sort only the newly silent, so the last
+	// cause named is the same whatever the map's order.
+	var ids []string
+	for id, w := range p.workers {
+		if !w.countedSilent && w.state == nightshift.StateRunning && w.lastHeartbeat.IsZero() &&
+			p.health(w, now) == nightshift.HealthNeverHeard {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
 		w := p.workers[id]
-		if w.countedSilent || w.state != nightshift.StateRunning || !w.lastHeartbeat.IsZero() {
-			continue
-		}
-		if p.health(w, now) != nightshift.HealthNeverHeard {
-			continue
-		}
 		w.countedSilent = true
 		was := p.SilentBlocked()
 		p.silent++
