@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"nightshift/internal/leader"
 	"nightshift/internal/store/pgdb"
@@ -265,5 +266,68 @@ func TestSIGSTOPedLeaderIsFenced(t *testing.T) {
 	late, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 	if err != nil || len(late) != 0 {
 		t.Errorf("%d writes of epoch 1 after epoch 2's first (%v)", len(late), err)
+	}
+}
+
+// TestHolderSurvivesDroppedConnections: the server drops the holder's
+// connections (a database restart, a proxy timing out) again and again;
+// renewals retry on fresh connections within the TTL, so the holder keeps
+// its lease at the same epoch and nobody else gets it.
+func TestHolderSurvivesDroppedConnections(t *testing.T) {
+	url := pgtest.Need(t)
+	schema := pgtest.Schema(t, "leader")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	base := openStore(t, url, schema, leader.Fence{})
+	app := "lease-holder-" + schema
+	pc, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc.ConnConfig.RuntimeParams["application_name"] = app
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	const ttl = 2 * time.Second
+	a, err := leader.New(ctx, leader.Config{DB: pool, Schema: schema, Name: "controller", Holder: "a", TTL: ttl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := leader.New(ctx, leader.Config{DB: base.Pool, Schema: schema, Name: "controller", Holder: "b", TTL: ttl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fa, ok, err := a.TryAcquire(ctx)
+	if !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	holdCtx, stop := context.WithCancel(ctx)
+	held := make(chan error, 1)
+	go func() { held <- a.Hold(holdCtx, fa) }()
+	// Drop A's connections for two TTLs, four times a TTL; meanwhile B
+	// keeps trying.
+	var dropped int64
+	for end := time.Now().Add(2 * ttl); time.Now().Before(end); {
+		var n int64
+		if err := base.Pool.QueryRow(ctx, `SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1`, app).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		dropped += n
+		if _, ok, err := b.TryAcquire(ctx); ok || err != nil {
+			t.Fatalf("B took the lease while A renews: ok=%v err=%v", ok, err)
+		}
+		time.Sleep(ttl / 4) // pacing of the fault, not an assertion
+	}
+	stop()
+	if err := <-held; err != nil {
+		t.Fatalf("A's Hold = %v, want it kept through dropped connections", err)
+	}
+	if dropped == 0 {
+		t.Fatal("no connection of A's was dropped: the test proved nothing")
+	}
+	if h, e, _, err := leader.Current(ctx, base.Pool, schema, "controller"); err != nil || h != "a" || e != fa.Epoch {
+		t.Errorf("lease after the faults: %s epoch %d (%v), want a epoch %d", h, e, err, fa.Epoch)
 	}
 }
