@@ -2,11 +2,13 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"nightshift/alert"
 	"nightshift/controller"
 	"nightshift/mgmt"
 )
@@ -75,6 +77,21 @@ func TestSilentWorkersBlockEndToEnd(t *testing.T) {
 	if res.Code != 3 {
 		t.Errorf("mgmt status exit %d, want 3 (not at policy)", res.Code)
 	}
+	// The controller raises pool_blocked for it, saying why: in the run's
+	// alert journal, as mgmt alerts lists it (the plan has no sinks).
+	waitUntil(t, "mgmt alerts lists pool_blocked for the silent pool", time.Now(), time.Minute, func() (bool, string) {
+		res := r.Mgmt(ctx, "alerts", "--json", r.Name)
+		var l mgmt.AlertList
+		if res.Code != 0 || json.Unmarshal([]byte(res.Stdout), &l) != nil {
+			return false, fmt.Sprintf("exit %d: %s %s", res.Code, res.Stdout, res.Stderr)
+		}
+		for _, v := range l.Firing {
+			if v.Kind == alert.PoolBlocked && v.Job == "silent" {
+				return strings.Contains(v.Summary, "never sent a heartbeat") && strings.Contains(v.Summary, "worker command"), v.Summary
+			}
+		}
+		return false, fmt.Sprintf("firing %+v", l.Firing)
+	})
 
 	// A reconfigure unblocks at once: the pool launches again.
 	before := launched(j)
