@@ -50,7 +50,7 @@ func provisioner(mode Mode) Install {
 		},
 		BinaryURL: "https://example.com/nightshift/v1/provisioner",
 		Binary:    bin,
-		Dirs:      []string{Home + "/runs", Home + "/runs/prod", Home + "/runs/prod/work", Home + "/runs/prod/work/provisioner", dir},
+		Dirs:      []string{Home, Home + "/runs", Home + "/runs/prod", Home + "/runs/prod/work", Home + "/runs/prod/work/provisioner", dir},
 		Files: []File{
 			{Path: dir + "/amqp-url", Data: []byte("amqps://u:secret@10.0.0.5:5671/\n")},
 			{Path: Home + "/runs/prod/secret", Data: []byte("00ff\n")},
@@ -351,5 +351,117 @@ func TestBrokerGolden(t *testing.T) {
 		if _, err := BrokerScript(bad); err == nil {
 			t.Errorf("%+v rendered", bad)
 		}
+	}
+}
+
+// shim writes an executable shell script named name into dir.
+func shim(t *testing.T, dir, name, body string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, name), []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSystemdScriptOnAShimmedHost runs the systemd install script as a
+// non-root user with sudo on a pretend host: sudo, id, useradd, install,
+// systemctl and journalctl are shims that put every absolute path of the
+// host under a temporary root and record what they were asked to do. No
+// real host is touched; what is checked is the script's own flow: the user
+// is created, every file lands with its mode and owner, the unit is the one
+// UnitText renders, systemd is reloaded, enabled and restarted in that
+// order, and the daemon's metrics URL is exported.
+func TestSystemdScriptOnAShimmedHost(t *testing.T) {
+	root, bin := t.TempDir(), t.TempDir()
+	calls := filepath.Join(t.TempDir(), "calls")
+	// A host with systemd has its unit directory.
+	if err := os.MkdirAll(root+UnitDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	in := provisioner(Systemd)
+	src := filepath.Join(t.TempDir(), "provisioner")
+	if err := os.WriteFile(src, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	in.BinaryURL = "file://" + src
+	env := "ROOT=" + root + "\nCALLS=" + calls + "\n"
+	shim(t, bin, "id", env+`if [ "$#" = 1 ]; then echo 1000; exit 0; fi; exit 1  # id -u: not root; id -u nightshift: no such user yet`)
+	shim(t, bin, "sudo", env+`[ "$1" = -n ] || { echo "sudo without -n would prompt" >&2; exit 1; }
+shift
+cmd=$1; shift
+for a; do
+  case $a in /var/lib/nightshift*|/opt/nightshift*|/etc/systemd*) a=$ROOT$a ;; esac
+  set -- "$@" "$a"; shift
+done
+echo "sudo $cmd $*" | sed "s|$ROOT||g" >>"$CALLS"
+exec "$cmd" "$@"`)
+	shim(t, bin, "useradd", "")
+	shim(t, bin, "journalctl", "")
+	// install: the real one, without -o/-g (no such user here); owners are
+	// recorded instead.
+	shim(t, bin, "install", env+`owner=root; n=$#; i=0
+while [ "$i" -lt "$n" ]; do
+  a=$1; shift; i=$((i + 1))
+  case $a in -o) owner=$1; shift; i=$((i + 1)); continue ;; -g) shift; i=$((i + 1)); continue ;; esac
+  set -- "$@" "$a"
+done
+eval "last=\${$#}"
+echo "owner $owner $last" | sed "s|$ROOT||g" >>"$CALLS"
+exec /usr/bin/install "$@"`)
+	metrics := root + in.MetricsFile
+	shim(t, bin, "systemctl", env+`echo "systemctl $*" >>"$CALLS"
+case $1 in restart) echo http://127.0.0.1:9464/metrics >`+shQuote(metrics)+` ;; esac
+exit 0`)
+	script, err := Script(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "install.sh")
+	if err := os.WriteFile(p, []byte(script), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	outFile := filepath.Join(t.TempDir(), "out.json")
+	cmd := exec.Command(p)
+	cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "NIGHTSHIFT_OUTPUT="+outFile)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("install: %v\n%s", err, out)
+	}
+	data, err := os.ReadFile(calls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := string(data)
+	for _, w := range []string{
+		"sudo useradd --system --home-dir /var/lib/nightshift --no-create-home --shell /usr/sbin/nologin nightshift",
+		"owner nightshift " + in.Files[0].Path, "owner nightshift " + in.Files[1].Path,
+		"owner nightshift " + in.Unit.WorkingDirectory, "owner root " + in.Binary,
+		"owner root /etc/systemd/system/" + in.Unit.Name,
+	} {
+		if !strings.Contains(log, w+"\n") {
+			t.Errorf("no %q in what the host was asked:\n%s", w, log)
+		}
+	}
+	reload := strings.Index(log, "systemctl daemon-reload")
+	enable := strings.Index(log, "systemctl enable "+in.Unit.Name)
+	restart := strings.Index(log, "systemctl restart "+in.Unit.Name)
+	if reload < 0 || enable < reload || restart < enable {
+		t.Errorf("systemd not reloaded, enabled and restarted in that order:\n%s", log)
+	}
+	unit, err := os.ReadFile(root + "/etc/systemd/system/" + in.Unit.Name)
+	want, _ := UnitText(in.Unit)
+	if err != nil || string(unit) != want {
+		t.Errorf("unit on the host (err %v):\n%s\nwant:\n%s", err, unit, want)
+	}
+	for _, f := range in.Files {
+		st, err := os.Stat(root + f.Path)
+		if err != nil || st.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v %v, want 0600", f.Path, st, err)
+		}
+	}
+	if st, err := os.Stat(root + in.Binary); err != nil || st.Mode().Perm() != 0o755 {
+		t.Errorf("binary: %v %v", st, err)
+	}
+	var exports map[string]string
+	if data, err := os.ReadFile(outFile); err != nil || json.Unmarshal(data, &exports) != nil || exports["metrics_url"] != "http://127.0.0.1:9464/metrics" {
+		t.Errorf("exports %q (err %v)", data, err)
 	}
 }

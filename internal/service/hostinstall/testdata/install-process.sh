@@ -11,6 +11,7 @@ put() { # MODE OWNER PATH BASE64
   if [ "$2" = root ]; then $sudo install -m "$1" "$t" "$3"; else $sudo install -m "$1" $own "$t" "$3"; fi
   rm -f "$t"
 }
+$sudo install -d -m 0700 $own '/var/lib/nightshift'
 $sudo install -d -m 0700 $own '/var/lib/nightshift/runs'
 $sudo install -d -m 0700 $own '/var/lib/nightshift/runs/prod'
 $sudo install -d -m 0700 $own '/var/lib/nightshift/runs/prod/work'
