@@ -92,6 +92,7 @@ func TestParseJobBlockAfterSilent(t *testing.T) {
 func FuzzParseJobs(f *testing.F) {
 	f.Add([]byte("[jobs.web]\nengine = \"npreserving\"\n[jobs.web.policy]\nn = 2\n"))
 	f.Add([]byte("[jobs.q]\nengine = \"queuelen\"\n[jobs.q.policy]\nhigh_water = 5\nlow_water = 1\n[jobs.q.queue]\nname = \"x\"\n"))
+	f.Add([]byte("[jobs.web]\nengine = \"npreserving\"\nblock_after_silent = 7\n"))
 	reg := decision.NewRegistry()
 	f.Fuzz(func(t *testing.T, data []byte) {
 		jobs, err := controller.ParseJobs("jobs.toml", data, reg)
@@ -99,7 +100,8 @@ func FuzzParseJobs(f *testing.F) {
 			return
 		}
 		for _, j := range jobs {
-			if j.Name == "" || j.Engine == "" || (j.Driver != "local" && j.Driver != "ec2") {
+			if j.Name == "" || j.Engine == "" || (j.Driver != "local" && j.Driver != "ec2" && j.Driver != "sim") ||
+				j.BlockAfterSilent < 1 || j.BlockAfterSilent > 100 {
 				t.Fatalf("accepted an invalid job %+v", j)
 			}
 		}

@@ -128,6 +128,8 @@ func FuzzParse(f *testing.F) {
 	f.Add("j.json", []byte(`{"jobs":{"web":{"driver":"ec2","instance":{"image":"a"},"worker":{"cpu":0.5}}}}`))
 	f.Add("j.json", []byte(`{"jobs":{"web":{"engine":"x","queue":{"name":"q"}}}}`))
 	f.Add("j.toml", []byte("[jobs]\n"))
+	f.Add("j.toml", []byte("[jobs.web]\nblock_after_silent = 3\n"))
+	f.Add("j.json", []byte(`{"jobs":{"web":{"block_after_silent":1e2}}}`))
 	f.Fuzz(func(t *testing.T, name string, data []byte) {
 		jobs, err := Parse(name, data)
 		if err != nil {
