@@ -46,7 +46,9 @@
 // Commands are persistent and publisher-confirmed: SendCommand returns nil
 // only once the broker has taken responsibility for the message. If the
 // connection drops before the confirm arrives the message is published again
-// on the next connection, so a command is delivered AT LEAST ONCE. Consumers
+// on the next connection, so a command is delivered AT LEAST ONCE. On a
+// cluster a nack is retried the same way (a quorum queue nacks while it
+// elects a leader or lacks a majority); on one node it is ErrNacked. Consumers
 // must dedupe by envelope ID. While disconnected, every publishing call blocks
 // until the bus reconnects or its ctx ends; nothing is dropped silently.
 //

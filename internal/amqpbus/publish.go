@@ -211,7 +211,22 @@ func (b *Bus) publish(ctx context.Context, what string, get func(context.Context
 			return nil
 		}
 		if !ch.IsClosed() {
-			return fmt.Errorf("%s: %w", what, ErrNacked)
+			if !b.quorum {
+				return fmt.Errorf("%s: %w", what, ErrNacked)
+			}
+			// A quorum queue nacks what it cannot commit: while it elects
+			// a new leader after losing a node, or while a majority of its
+			// nodes is away. The broker took no responsibility for the
+			// message, so publishing it again is the at-least-once
+			// contract, until ctx says stop. On a new channel: RabbitMQ
+			// 3.10 keeps nacking, long after the election, every publish
+			// on a channel whose first publish found no leader.
+			b.log.Warn("broker nacked publish; publishing again on a new channel", "op", what, "attempt", attempt)
+			_ = ch.Close()
+			if err := b.sleep(ctx, b.retryDelay(attempt, 0.5)); err != nil {
+				return fmt.Errorf("%s: %w (%w)", what, ErrNacked, err)
+			}
+			continue
 		}
 		b.log.Warn("channel closed before confirm; publishing again", "op", what, "attempt", attempt)
 	}

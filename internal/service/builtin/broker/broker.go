@@ -7,6 +7,13 @@
 // AMQP connection, plus the management API in private mode, because the
 // queue-length engine needs it to count unacknowledged messages.
 //
+// With `nodes = N` (N > 1) private mode starts a cluster of N nodes on this
+// host instead (cluster.go): distinct node names, ports and data dirs, one
+// Erlang cookie, joined by classic-config peer discovery. The service
+// exports every node's URL (`urls`, `mgmt_url`) besides the first node's
+// (`url`), and clients given the list fail over between the nodes and
+// declare quorum queues (package amqpbus).
+//
 // With `tls = true` a private node serves AMQPS only (plain AMQP is off) and
 // its management API over HTTPS, with a certificate issued by the run's own
 // CA (package pki), whose key stays in the launcher's run directory. The
@@ -39,6 +46,7 @@ import (
 
 	"nightshift/bootlevel"
 	"nightshift/internal/amqpbus"
+	"nightshift/internal/brokerurl"
 	"nightshift/internal/busid"
 	"nightshift/internal/nsenv"
 	"nightshift/internal/pki"
@@ -83,16 +91,24 @@ type Config struct {
 	User           string
 	TLS            bool   // private mode: AMQPS and HTTPS only, certificates from the run's CA
 	CAFile         string // external mode: the CA an amqps:// URL's broker is verified against
+	// Nodes is how many RabbitMQ nodes a private broker runs as one
+	// cluster on this host: 1 (the default) or 3 and up for a quorum that
+	// outlives one node. With fixed ports, node i uses port+i-1 (and so
+	// for the management and distribution ports).
+	Nodes int
 }
+
+// MaxNodes bounds `nodes`: each node is an Erlang VM of ~150 MB on one host.
+const MaxNodes = 7
 
 // Keys lists the accepted config keys.
 func Keys() []string {
-	return []string{"mode", "url", "port", "management_port", "dist_port", "user", "tls", "ca_file"}
+	return []string{"mode", "url", "port", "management_port", "dist_port", "user", "tls", "ca_file", "nodes"}
 }
 
 // ParseConfig reads and checks a broker's config table.
 func ParseConfig(m map[string]any) (Config, error) {
-	c := Config{Mode: "private", User: "nightshift"}
+	c := Config{Mode: "private", User: "nightshift", Nodes: 1}
 	for k, v := range m {
 		var err error
 		switch k {
@@ -116,6 +132,8 @@ func ParseConfig(m map[string]any) (Config, error) {
 			c.TLS = b
 		case "ca_file":
 			c.CAFile, err = str(k, v)
+		case "nodes":
+			c.Nodes, err = nodeCount(v)
 		default:
 			err = fmt.Errorf("config.%s: unknown key for a broker (known: %s)", k, strings.Join(Keys(), ", "))
 		}
@@ -131,11 +149,23 @@ func ParseConfig(m map[string]any) (Config, error) {
 		if c.CAFile != "" {
 			return Config{}, errors.New("config.ca_file: only for mode = \"external\" (a private node with tls = true makes its own CA)")
 		}
+		for i, p := range []int{c.Port, c.ManagementPort, c.DistPort} {
+			if p != 0 && p+c.Nodes-1 > 65535 {
+				return Config{}, fmt.Errorf("config.%s: %d nodes from port %d run past 65535", []string{"port", "management_port", "dist_port"}[i], c.Nodes, p)
+			}
+		}
 	case "external":
 		if c.URL == "" {
 			return Config{}, errors.New("config.url: required for mode = \"external\"")
 		}
-		u, err := url.Parse(c.URL)
+		if c.Nodes != 1 {
+			return Config{}, errors.New("config.nodes: only for mode = \"private\"; give an external cluster's nodes as a comma-separated url list")
+		}
+		// An external cluster is adopted as the list of its nodes' URLs.
+		if err := amqpbus.CheckURL(c.URL); err != nil {
+			return Config{}, fmt.Errorf("config.url: want amqp://user:pass@host:port/vhost (or a cluster's, comma-separated): %w", err)
+		}
+		u, err := url.Parse(brokerurl.First(c.URL))
 		if err != nil || (u.Scheme != "amqp" && u.Scheme != "amqps") {
 			return Config{}, fmt.Errorf("config.url: want amqp://user:pass@host:port/vhost, got %q", redact.URL(c.URL))
 		}
@@ -157,6 +187,22 @@ func str(k string, v any) (string, error) {
 		return "", fmt.Errorf("config.%s: want a string, got %T", k, v)
 	}
 	return s, nil
+}
+
+func nodeCount(v any) (int, error) {
+	var n int64
+	switch x := v.(type) {
+	case int64:
+		n = x
+	case int:
+		n = int64(x)
+	default:
+		return 0, fmt.Errorf("config.nodes: want a whole number, got %T", v)
+	}
+	if n < 1 || n > MaxNodes {
+		return 0, fmt.Errorf("config.nodes: want 1 to %d, got %d (3 keeps a quorum when one node is lost)", MaxNodes, n)
+	}
+	return int(n), nil
 }
 
 func port(k string, v any) (int, error) {
@@ -196,14 +242,14 @@ func (t *Type) Acquire(ctx context.Context, run string, svc *launchplan.Service)
 		return drv.Acquire(ctx, run, svc)
 	}
 	if cfg.Mode == "external" {
-		u, _ := url.Parse(cfg.URL)
+		u, _ := url.Parse(brokerurl.First(cfg.URL))
 		return bootlevel.Host{Hostname: u.Hostname(), InstanceID: "external"}, nil
 	}
 	host, _ := os.Hostname()
 	if host == "" {
 		host = "localhost"
 	}
-	return bootlevel.Host{Hostname: host, InstanceID: nodeName(run, svc.Name)}, nil
+	return bootlevel.Host{Hostname: host, InstanceID: nodesOf(run, svc.Name, "", cfg.Nodes)[0].name}, nil
 }
 
 // Release: nothing to give back here, the terminate step stopped the
@@ -242,9 +288,13 @@ func (t *Type) Run(ctx context.Context, req bootlevel.StepRequest) (bootlevel.St
 			out, stepErr = t.boot(ctx, req, cfg, lg)
 		}
 	case bootlevel.StepReady:
-		if cfg.Mode == "private" && away == nil && !nodeRunning(t.dir(req)) {
-			lg.printf("ready failed: the RabbitMQ node is not running")
-			return bootlevel.StepResult{ExitCode: 1, Tail: lg.tail(), Gone: true}, nil
+		if cfg.Mode == "private" && away == nil {
+			for _, n := range nodesOf(req.Run, req.Service.Name, req.WorkDir, cfg.Nodes) {
+				if !nodeRunning(n.dir) {
+					lg.printf("ready failed: the RabbitMQ node %s is not running", n.name)
+					return bootlevel.StepResult{ExitCode: 1, Tail: lg.tail(), Gone: true}, nil
+				}
+			}
 		}
 		stepErr = t.ready(ctx, req, cfg, lg)
 	case bootlevel.StepTerminate:
@@ -266,45 +316,24 @@ func (t *Type) Run(ctx context.Context, req bootlevel.StepRequest) (bootlevel.St
 	return bootlevel.StepResult{Outputs: out, Tail: lg.tail()}, nil
 }
 
-func nodeName(run, svc string) string { return "ns-" + run + "-" + svc + "@localhost" }
-
-func (t *Type) dir(req bootlevel.StepRequest) string { return filepath.Join(req.WorkDir, "rabbit") }
-
 func (t *Type) boot(ctx context.Context, req bootlevel.StepRequest, cfg Config, lg *stepLog) (map[string]string, error) {
 	if cfg.Mode == "external" {
-		u, _ := url.Parse(cfg.URL)
+		u, _ := url.Parse(brokerurl.First(cfg.URL))
 		lg.printf("using external broker %s", redact.URL(cfg.URL))
-		// No management API, so no per-component users: mgmt shares the URL.
-		return map[string]string{"url": cfg.URL, "mgmt_url": cfg.URL, "host": u.Hostname(), "port": portOf(u), "mode": "external", "management_url": "", "ca_file": cfg.CAFile}, nil
+		// No management API, so no per-component users: mgmt shares the URL
+		// (all of a cluster's nodes, to fail over between them).
+		return map[string]string{"url": brokerurl.First(cfg.URL), "urls": cfg.URL, "mgmt_url": cfg.URL, "host": u.Hostname(), "port": portOf(u), "mode": "external", "management_url": "", "ca_file": cfg.CAFile, "nodes": strconv.Itoa(len(brokerurl.Split(cfg.URL)))}, nil
 	}
 	if _, err := os.Stat(t.ServerPath); err != nil {
 		return nil, fmt.Errorf("rabbitmq-server is not installed (%s missing): apt-get install rabbitmq-server", t.ServerPath)
 	}
-	dir := t.dir(req)
-	// A node left from an earlier boot of this service is stopped first, so
-	// a re-boot never leaves two nodes of one service.
-	if err := stopNode(ctx, dir, 30*time.Second, lg); err != nil {
-		return nil, err
-	}
-	// A re-boot (repair after the node died) keeps the node's password and
+	nodes := nodesOf(req.Run, req.Service.Name, req.WorkDir, cfg.Nodes)
+	clustered := len(nodes) > 1
+	// A re-boot (repair after a node died) keeps the nodes' password and
 	// ports: RabbitMQ applies default_pass only to an empty database, and
-	// every daemon and sitter of the run holds a URL with both.
-	prev, _ := loadState(dir)
-	ports := []int{cfg.Port, cfg.ManagementPort, cfg.DistPort}
-	for i, p := range []int{prev.Port, prev.ManagementPort, prev.DistPort} {
-		if ports[i] == 0 && p != 0 {
-			ports[i] = p
-		}
-	}
-	for i, p := range ports {
-		if p == 0 {
-			free, err := freePort()
-			if err != nil {
-				return nil, err
-			}
-			ports[i] = free
-		}
-	}
+	// every daemon and sitter of the run holds a URL with both. The first
+	// node's state holds the passwords of all.
+	prev, _ := loadState(nodes[0].dir)
 	pass := prev.Password
 	if pass == "" || prev.User != cfg.User {
 		var err error
@@ -319,38 +348,192 @@ func (t *Type) boot(ctx context.Context, req bootlevel.StepRequest, cfg Config, 
 			return nil, err
 		}
 	}
+	cl := cluster{}
+	if clustered {
+		var err error
+		if cl, err = t.newCluster(req, nodes); err != nil {
+			return nil, err
+		}
+	}
+	started := make([]nodeAddr, len(nodes))
+	var tlsFiles *serverFiles
+	for i, n := range nodes {
+		if clustered && nodeRunning(n.dir) {
+			// A live node of the cluster is left alone: re-booting the
+			// service restarts the nodes that are down, not the quorum.
+			st, err := loadState(n.dir)
+			if err != nil {
+				return nil, fmt.Errorf("node %s runs but its state is unreadable: %w", n.name, err)
+			}
+			started[i] = nodeAddr{ports: []int{st.Port, st.ManagementPort, st.DistPort}}
+			if cfg.TLS && tlsFiles == nil {
+				// Kept as they are (a certificate that still verifies is
+				// not reissued); only their paths are wanted here.
+				if tlsFiles, err = t.serverCert(req.Run, n.dir, lg); err != nil {
+					return nil, err
+				}
+			}
+			cl.live++
+			lg.printf("RabbitMQ node %s is running; left as it is", n.name)
+			continue
+		}
+		if !clustered {
+			// A node left from an earlier boot of this service is stopped
+			// first, so a re-boot never leaves two nodes of one service.
+			if err := stopNode(ctx, n.dir, 30*time.Second, lg); err != nil {
+				return nil, err
+			}
+		}
+		blank := isBlank(n.dir)
+		addr, err := t.startNode(ctx, req, cfg, n, i, pass, mgmtPass, cl, lg)
+		if err != nil {
+			return nil, err
+		}
+		started[i] = addr
+		if addr.tls != nil {
+			tlsFiles = addr.tls
+		}
+		if clustered && blank && cl.live == 0 && i < len(nodes)-1 {
+			// The first node of a new cluster must run before the others
+			// look for it: a blank node joins the first listed peer that
+			// answers, and with none it would form a cluster of its own.
+			// (A node with data is not waited for: it waits for its peers.)
+			if err := awaitNode(ctx, n, addr.ports[0], lg); err != nil {
+				return nil, err
+			}
+		}
+		cl.live++
+	}
+	scheme, mgmtScheme := "amqp", "http"
+	if cfg.TLS {
+		scheme, mgmtScheme = "amqps", "https"
+	}
+	var urls, mgmtURLs, mgmtAMQPs, ports, names []string
+	for i, a := range started {
+		host := fmt.Sprintf("127.0.0.1:%d", a.ports[0])
+		urls = append(urls, (&url.URL{Scheme: scheme, User: url.UserPassword(cfg.User, pass), Host: host, Path: "/"}).String())
+		mgmtURLs = append(mgmtURLs, (&url.URL{Scheme: mgmtScheme, User: url.UserPassword(cfg.User, pass), Host: fmt.Sprintf("127.0.0.1:%d", a.ports[1])}).String())
+		// mgmt's own user: created by the ready step, once the node answers.
+		mgmtAMQPs = append(mgmtAMQPs, (&url.URL{Scheme: scheme, User: url.UserPassword(busid.MgmtUser(req.Run), mgmtPass), Host: host, Path: "/"}).String())
+		ports = append(ports, strconv.Itoa(a.ports[0]))
+		names = append(names, nodes[i].name)
+	}
+	// url, port, node and management_url are the first node's, as they
+	// were before clusters; urls and mgmt_url name every node, for
+	// clients that fail over between them.
+	out := map[string]string{
+		"url": urls[0], "urls": brokerurl.Join(urls), "mgmt_url": brokerurl.Join(mgmtAMQPs), "host": "127.0.0.1", "port": ports[0],
+		"management_url": mgmtURLs[0], "node": names[0], "mode": "private", "nodes": strconv.Itoa(len(nodes)),
+		"user": cfg.User, "password": pass, "data_dir": nodes[0].dir, "ca_file": "",
+	}
+	if clustered {
+		out["ports"] = strings.Join(ports, ",")
+		out["management_urls"] = brokerurl.Join(mgmtURLs)
+		out["cluster_nodes"] = strings.Join(names, ",")
+	}
+	if tlsFiles != nil {
+		out["ca_file"] = tlsFiles.runCA
+	}
+	return out, nil
+}
+
+// dir is the (first) node's directory; a node on another host keeps its
+// state there too.
+func (t *Type) dir(req bootlevel.StepRequest) string { return filepath.Join(req.WorkDir, "rabbit") }
+
+// node is one RabbitMQ node of a broker service: its Erlang node name and
+// its directory (data, logs, config, pid file).
+type node struct {
+	name, dir string
+}
+
+// nodesOf lists the nodes of a broker service whose working directory is
+// workDir. A single node keeps the name and directory it always had; a
+// cluster's first node keeps the directory too (tools find its pid file
+// there), and every node's name says which it is.
+func nodesOf(run, svc, workDir string, n int) []node {
+	if n <= 1 {
+		return []node{{name: "ns-" + run + "-" + svc + "@localhost", dir: filepath.Join(workDir, "rabbit")}}
+	}
+	out := make([]node, n)
+	for i := range out {
+		dir := filepath.Join(workDir, "rabbit")
+		if i > 0 {
+			dir += "-" + strconv.Itoa(i+1)
+		}
+		out[i] = node{name: fmt.Sprintf("ns-%s-%s-b%d@localhost", run, svc, i+1), dir: dir}
+	}
+	return out
+}
+
+// nodeAddr is what a started node listens on: AMQP(S), management, Erlang
+// distribution; and its TLS files, with tls = true.
+type nodeAddr struct {
+	ports []int
+	tls   *serverFiles
+}
+
+// startNode writes node n's configuration and state and starts it
+// detached. i is its index among the service's nodes (fixed ports count
+// up from the configured ones).
+func (t *Type) startNode(ctx context.Context, req bootlevel.StepRequest, cfg Config, n node, i int, pass, mgmtPass string, cl cluster, lg *stepLog) (nodeAddr, error) {
+	dir := n.dir
+	prev, _ := loadState(dir)
+	ports := []int{cfg.Port, cfg.ManagementPort, cfg.DistPort}
+	for j := range ports {
+		if ports[j] != 0 {
+			ports[j] += i
+		}
+	}
+	for j, p := range []int{prev.Port, prev.ManagementPort, prev.DistPort} {
+		if ports[j] == 0 && p != 0 {
+			ports[j] = p
+		}
+	}
+	for j, p := range ports {
+		if p == 0 {
+			free, err := freePort()
+			if err != nil {
+				return nodeAddr{}, err
+			}
+			ports[j] = free
+		}
+	}
 	for _, d := range []string{dir, filepath.Join(dir, "mnesia"), filepath.Join(dir, "log")} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
-			return nil, fmt.Errorf("create %s: %w", d, err)
+			return nodeAddr{}, fmt.Errorf("create %s: %w", d, err)
 		}
 	}
 	var tlsFiles *serverFiles
 	if cfg.TLS {
 		var err error
 		if tlsFiles, err = t.serverCert(req.Run, dir, lg); err != nil {
-			return nil, err
+			return nodeAddr{}, err
 		}
 	}
-	if err := os.WriteFile(filepath.Join(dir, "rabbitmq.conf"), []byte(nodeConf(ports, cfg.User, pass, tlsFiles)), 0o600); err != nil {
-		return nil, err
+	conf := nodeConf(ports, cfg.User, pass, tlsFiles) + cl.conf()
+	if err := os.WriteFile(filepath.Join(dir, "rabbitmq.conf"), []byte(conf), 0o600); err != nil {
+		return nodeAddr{}, err
 	}
 	if err := saveState(dir, nodeState{User: cfg.User, Password: pass, MgmtPassword: mgmtPass, Port: ports[0], ManagementPort: ports[1], DistPort: ports[2], Booted: time.Now()}); err != nil {
-		return nil, err
+		return nodeAddr{}, err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "enabled_plugins"), []byte("[rabbitmq_management].\n"), 0o600); err != nil {
-		return nil, err
+		return nodeAddr{}, err
+	}
+	if err := cl.install(dir); err != nil {
+		return nodeAddr{}, err
 	}
 	cred, err := runAs(dir, lg)
 	if err != nil {
-		return nil, err
+		return nodeAddr{}, err
 	}
-	node := nodeName(req.Run, req.Service.Name)
 	cmd := exec.CommandContext(ctx, t.ServerPath, "-detached")
 	cmd.Dir = dir // where a failed boot leaves erl_crash.dump
 	cmd.Env = append(os.Environ(), envList(req.Env)...)
 	cmd.Env = append(cmd.Env,
 		"HOME="+dir,
-		"RABBITMQ_NODENAME="+node,
+		"RABBITMQ_NODENAME="+n.name,
 		"RABBITMQ_DIST_PORT="+strconv.Itoa(ports[2]),
 		"RABBITMQ_MNESIA_BASE="+filepath.Join(dir, "mnesia"),
 		"RABBITMQ_LOG_BASE="+filepath.Join(dir, "log"),
@@ -358,6 +541,7 @@ func (t *Type) boot(ctx context.Context, req bootlevel.StepRequest, cfg Config, 
 		"RABBITMQ_ENABLED_PLUGINS_FILE="+filepath.Join(dir, "enabled_plugins"),
 		"RABBITMQ_CONFIG_FILE="+filepath.Join(dir, "rabbitmq"),
 	)
+	cmd.Env = append(cmd.Env, cl.env()...)
 	if tlsFiles == nil {
 		// Only for plain AMQP: RABBITMQ_NODE_PORT would open the TCP
 		// listener that `listeners.tcp = none` keeps shut.
@@ -372,23 +556,11 @@ func (t *Type) boot(ctx context.Context, req bootlevel.StepRequest, cfg Config, 
 	if tlsFiles != nil {
 		scheme, mgmtScheme = "amqps", "https"
 	}
-	lg.printf("starting private RabbitMQ node %s on %s://127.0.0.1:%d (management %s port %d) in %s", node, scheme, ports[0], mgmtScheme, ports[1], dir)
+	lg.printf("starting private RabbitMQ node %s on %s://127.0.0.1:%d (management %s port %d) in %s", n.name, scheme, ports[0], mgmtScheme, ports[1], dir)
 	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("start rabbitmq node %s: %w", node, err)
+		return nodeAddr{}, fmt.Errorf("start rabbitmq node %s: %w", n.name, err)
 	}
-	u := &url.URL{Scheme: scheme, User: url.UserPassword(cfg.User, pass), Host: fmt.Sprintf("127.0.0.1:%d", ports[0]), Path: "/"}
-	mgmtURL := (&url.URL{Scheme: mgmtScheme, User: url.UserPassword(cfg.User, pass), Host: fmt.Sprintf("127.0.0.1:%d", ports[1])}).String()
-	// mgmt's own user: created by the ready step, once the node answers.
-	mgmtAMQP := &url.URL{Scheme: scheme, User: url.UserPassword(busid.MgmtUser(req.Run), mgmtPass), Host: u.Host, Path: "/"}
-	out := map[string]string{
-		"url": u.String(), "mgmt_url": mgmtAMQP.String(), "host": "127.0.0.1", "port": strconv.Itoa(ports[0]),
-		"management_url": mgmtURL, "node": node, "mode": "private",
-		"user": cfg.User, "password": pass, "data_dir": dir, "ca_file": "",
-	}
-	if tlsFiles != nil {
-		out["ca_file"] = tlsFiles.runCA
-	}
-	return out, nil
+	return nodeAddr{ports: ports, tls: tlsFiles}, nil
 }
 
 // nodeConf renders rabbitmq.conf. With TLS the only AMQP listener is the
@@ -412,6 +584,14 @@ func nodeConf(ports []int, user, pass string, tf *serverFiles) string {
 	return b.String()
 }
 
+// home is Nightshift's home: Type.Home, else $NIGHTSHIFT_HOME.
+func (t *Type) home() string {
+	if t.Home != "" {
+		return t.Home
+	}
+	return os.Getenv(nsenv.Home)
+}
+
 // serverFiles are the node's TLS files, inside its data dir (readable by
 // the node's user), and the run CA's certificate that clients are given.
 type serverFiles struct {
@@ -426,10 +606,7 @@ type serverFiles struct {
 // them. The CA's key stays in the run's pki directory, outside dir, which
 // is handed to the rabbitmq user.
 func (t *Type) serverCert(run, dir string, lg *stepLog) (*serverFiles, error) {
-	home := t.Home
-	if home == "" {
-		home = os.Getenv(nsenv.Home)
-	}
+	home := t.home()
 	if home == "" {
 		return nil, errors.New("tls: no Nightshift home to keep the run's CA in ($NIGHTSHIFT_HOME is not set)")
 	}
@@ -467,12 +644,44 @@ func (t *Type) ready(ctx context.Context, req bootlevel.StepRequest, cfg Config,
 	mgmtURL := ""
 	if cfg.Mode == "private" {
 		raw = req.Service.Attributes["url"]
+		if us := req.Service.Attributes["urls"]; us != "" {
+			raw = us
+		}
 		mgmtURL = req.Service.Attributes["management_url"]
 		caFile = req.Service.Attributes["ca_file"]
 	}
 	if raw == "" {
 		return errors.New("no broker url recorded: the boot step did not export one")
 	}
+	// Every node must answer: a cluster is ready when all of it is.
+	for _, one := range brokerurl.Split(raw) {
+		if err := dialReady(ctx, one, caFile); err != nil {
+			return err
+		}
+	}
+	if mgmtURL != "" {
+		dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		if err := mgmtReady(dctx, mgmtURL, caFile); err != nil {
+			return err
+		}
+		if cfg.Nodes > 1 {
+			if err := clusterReady(dctx, mgmtURL, caFile, cfg.Nodes); err != nil {
+				return err
+			}
+		}
+		uctx, ucancel := context.WithTimeout(ctx, 10*time.Second)
+		defer ucancel()
+		if err := ensureMgmtUser(uctx, req, caFile); err != nil {
+			return err
+		}
+	}
+	lg.printf("broker %s is ready", redact.URL(raw))
+	return nil
+}
+
+// dialReady opens and closes one AMQP connection to raw, one node's URL.
+func dialReady(ctx context.Context, raw, caFile string) error {
 	var roots *x509.CertPool
 	if caFile != "" {
 		var err error
@@ -494,17 +703,6 @@ func (t *Type) ready(ctx context.Context, req bootlevel.StepRequest, cfg Config,
 		return fmt.Errorf("connect %s: %s", redact.URL(raw), redact.String(err.Error()))
 	}
 	conn.Close()
-	if mgmtURL != "" {
-		if err := mgmtReady(dctx, mgmtURL, caFile); err != nil {
-			return err
-		}
-		uctx, ucancel := context.WithTimeout(ctx, 10*time.Second)
-		defer ucancel()
-		if err := ensureMgmtUser(uctx, req, caFile); err != nil {
-			return err
-		}
-	}
-	lg.printf("broker %s is ready", redact.URL(raw))
 	return nil
 }
 
@@ -516,7 +714,8 @@ func ensureMgmtUser(ctx context.Context, req bootlevel.StepRequest, caFile strin
 	if raw == "" {
 		return nil // booted by a version without per-component users
 	}
-	u, err := url.Parse(raw)
+	// A cluster's mgmt_url lists every node; they share their users.
+	u, err := url.Parse(brokerurl.First(raw))
 	if err != nil {
 		return fmt.Errorf("mgmt_url: %s", redact.String(err.Error()))
 	}
@@ -562,7 +761,30 @@ func (t *Type) terminate(ctx context.Context, req bootlevel.StepRequest, cfg Con
 		lg.printf("external broker left running")
 		return nil
 	}
-	return stopNode(ctx, t.dir(req), 30*time.Second, lg)
+	// All nodes at once: a cluster's nodes stopped one by one each wait
+	// for the others' quorum queues to hand over leadership.
+	nodes := nodesOf(req.Run, req.Service.Name, req.WorkDir, cfg.Nodes)
+	errs := make(chan error, len(nodes))
+	for _, n := range nodes {
+		go func() { errs <- stopNode(ctx, n.dir, 30*time.Second, lg) }()
+	}
+	var all []error
+	for range nodes {
+		all = append(all, <-errs)
+	}
+	if err := errors.Join(all...); err != nil {
+		return err
+	}
+	// The run is over for this broker: its messages and its cluster
+	// membership go with it (the state file stays, so a later boot of
+	// the service hands out the same URLs to a blank node).
+	for _, n := range nodes {
+		if err := os.RemoveAll(filepath.Join(n.dir, "mnesia")); err != nil {
+			return fmt.Errorf("remove the data of node %s: %w", n.name, err)
+		}
+	}
+	lg.printf("stopped %d RabbitMQ node(s) and removed their data", len(nodes))
+	return nil
 }
 
 // stopNode stops the node whose pid file is in dir: SIGTERM (the Erlang VM
@@ -724,9 +946,17 @@ func (t *Type) Process(workDir string, svc *launchplan.Service) (pid int, alive,
 	if away, err := t.away(svc, cfg); err != nil || away != nil {
 		return 0, false, false // its host's systemd keeps it
 	}
-	dir := filepath.Join(workDir, "rabbit")
-	if data, err := os.ReadFile(filepath.Join(dir, "pid")); err == nil {
-		pid, _ = strconv.Atoi(strings.TrimSpace(string(data)))
+	// A cluster is alive when every node is: a lost node is restarted by
+	// re-booting the service, which starts only the nodes that are down.
+	// pid is the first node's.
+	alive = true
+	for i, n := range nodesOf("", svc.Name, workDir, cfg.Nodes) {
+		if i == 0 {
+			if data, err := os.ReadFile(filepath.Join(n.dir, "pid")); err == nil {
+				pid, _ = strconv.Atoi(strings.TrimSpace(string(data)))
+			}
+		}
+		alive = alive && nodeRunning(n.dir)
 	}
-	return pid, nodeRunning(dir), true
+	return pid, alive, true
 }

@@ -58,6 +58,9 @@ func (t *Type) away(svc *launchplan.Service, cfg Config) (bootlevel.Driver, erro
 	if err != nil || drv == nil || here(drv, svc) {
 		return nil, err
 	}
+	if cfg.Nodes > 1 {
+		return nil, fmt.Errorf("broker %s: config.nodes: a cluster of nodes runs on this host only, not through driver %q", svc.Name, svc.Driver)
+	}
 	return drv, nil
 }
 
