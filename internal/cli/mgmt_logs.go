@@ -14,6 +14,7 @@ import (
 	"nightshift/internal/app"
 	"nightshift/internal/clikit"
 	"nightshift/internal/runlayout"
+	"nightshift/internal/termtext"
 	"nightshift/mgmt"
 )
 
@@ -65,7 +66,29 @@ func (m *mgmtCmd) logs(ctx context.Context, run, name string, o logsOptions) err
 	if err != nil {
 		return err
 	}
+	if unit, host := hostUnit(ctx, a, run, name); unit != "" {
+		// A daemon installed on a host of its own logs to that host's
+		// journal, which is not here: say where, rather than show less
+		// than a local daemon's log without a word.
+		fmt.Fprintf(m.stderr, "note: %s runs as unit %s on %s; its own output is there: journalctl -u %s\n",
+			termtext.Line(name), termtext.Line(unit), termtext.Line(host), termtext.Line(unit))
+	}
 	return mgmt.ShowLogs(ctx, m.stdout, files, mgmt.LogOptions{Lines: o.lines, Follow: o.follow, Redactor: m.red, Raw: o.raw})
+}
+
+// hostUnit is the systemd unit and host of a service whose built-in type
+// installed its daemon on another host (it exported unit, and no log here).
+func hostUnit(ctx context.Context, a *app.App, run, name string) (unit, host string) {
+	recs, err := a.Store.Services(ctx, run)
+	if err != nil {
+		return "", ""
+	}
+	for _, s := range recs {
+		if s.Name == name && s.Attributes["unit"] != "" && s.Attributes["log"] == "" {
+			return s.Attributes["unit"], s.Host.Hostname
+		}
+	}
+	return "", ""
 }
 
 // logFiles finds the logs of a service (its step log, and a daemon's own
