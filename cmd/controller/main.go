@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"golang.org/x/sync/errgroup"
 
@@ -133,6 +134,9 @@ func serve(ctx context.Context, o options, getenv func(string) string, log *slog
 	if err != nil {
 		return err
 	}
+	// Serving starts now, not with the rest: a replica standing by for its
+	// lease is seen on its metrics too.
+	serveMetrics := startMetrics(ctx, msrv)
 	reg := decision.NewRegistry()
 	if err := reg.Register(execengine.Name, execengine.Factory(log)); err != nil {
 		return err
@@ -144,7 +148,7 @@ func serve(ctx context.Context, o options, getenv func(string) string, log *slog
 	if err := os.MkdirAll(o.stateDir, 0o700); err != nil {
 		return fmt.Errorf("create --state-dir: %w", err)
 	}
-	store, lease, storeName, err := openStore(ctx, o, log)
+	store, lease, storeName, err := openStore(ctx, o, log, promReg)
 	if err != nil {
 		return err
 	}
@@ -216,7 +220,7 @@ func serve(ctx context.Context, o options, getenv func(string) string, log *slog
 	g.Go(func() error { alerts.Run(ctx); return nil })
 	if msrv != nil {
 		log.Info("metrics", "url", msrv.URL)
-		g.Go(func() error { return msrv.Serve(ctx) })
+		g.Go(func() error { return serveMetrics(ctx) })
 	}
 	g.Go(func() error {
 		// Closing the connection first unblocks consumers whose channel
@@ -285,7 +289,7 @@ type daemonStore interface {
 // controller's lease, and returns the store fenced by it and the function
 // that keeps the lease (returning an error wrapping leader.ErrLost when it
 // is lost). name is what the log may show of the store.
-func openStore(ctx context.Context, o options, log *slog.Logger) (s daemonStore, lease func(context.Context) error, name string, err error) {
+func openStore(ctx context.Context, o options, log *slog.Logger, promReg prometheus.Registerer) (s daemonStore, lease func(context.Context) error, name string, err error) {
 	if !o.store.PG() {
 		path := filepath.Join(o.stateDir, "controller.db")
 		st, err := ctlstore.Open(ctx, path)
@@ -322,6 +326,8 @@ func openStore(ctx context.Context, o options, log *slog.Logger) (s daemonStore,
 		pg.Close()
 		return nil, nil, "", err
 	}
+	// Served while standing by too, so an operator sees the standby.
+	obs := metrics.NewLease(promReg, o.common.Run, "controller")
 	log.Info("standby: waiting for the controller lease", "schema", schema)
 	f, err := l.Acquire(ctx)
 	if err != nil {
@@ -330,8 +336,32 @@ func openStore(ctx context.Context, o options, log *slog.Logger) (s daemonStore,
 		return nil, nil, "", err
 	}
 	log.Info("active: holding the controller lease", "epoch", f.Epoch, "holder", f.Holder)
+	obs.Active(f.Epoch)
 	return pg.Fenced(f), func(ctx context.Context) error {
 		defer leasePool.Close()
-		return l.Hold(ctx, f)
+		err := l.Hold(ctx, f)
+		obs.Standby()
+		return err
 	}, name, nil
+}
+
+// startMetrics serves m (nil: none) from now until the context given to the
+// function it returns ends, which returns what Serve returned.
+func startMetrics(ctx context.Context, m *metrics.Server) func(context.Context) error {
+	if m == nil {
+		return func(context.Context) error { return nil }
+	}
+	mctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- m.Serve(mctx) }()
+	return func(ctx context.Context) error {
+		select {
+		case err := <-done:
+			stop()
+			return err
+		case <-ctx.Done():
+			stop()
+			return <-done
+		}
+	}
 }

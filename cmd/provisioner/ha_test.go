@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -69,20 +71,49 @@ func TestReplicasOnPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	type replica struct {
-		cmd  *exec.Cmd
-		logs *syncBuf
+		cmd        *exec.Cmd
+		logs       *syncBuf
+		metricsURL string
 	}
+	n := 0
 	start := func() replica {
+		n++
 		logs := &syncBuf{}
+		urlFile := filepath.Join(home, fmt.Sprintf("metrics-url-%d", n))
 		cmd := exec.Command(bin, "--run", run, "--home", home, "--amqp-url", amqptest.URL(), "--jobs", jobsFile,
 			"--worker-command", "sleep 3600", "--reconcile-every", "1s", "--grace", "1s",
-			"--store-file", storeFile, "--lease", "--lease-ttl", "1s")
+			"--store-file", storeFile, "--lease", "--lease-ttl", "1s", "--metrics-addr", "127.0.0.1:0", "--metrics-url-file", urlFile)
 		cmd.Stderr = logs
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { cmd.Process.Signal(syscall.SIGCONT); cmd.Process.Kill(); cmd.Wait() })
-		return replica{cmd, logs}
+		var u []byte
+		testsupport.Eventually(t, 30*time.Second, func() error {
+			var err error
+			u, err = os.ReadFile(urlFile)
+			return err
+		})
+		return replica{cmd, logs, strings.TrimSpace(string(u))}
+	}
+	// lease reads a replica's lease metrics: "active epoch".
+	lease := func(r replica) string {
+		t.Helper()
+		resp, err := http.Get(r.metricsURL)
+		if err != nil {
+			t.Fatalf("metrics: %v", err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		var active, epoch string
+		for _, line := range strings.Split(string(body), "\n") {
+			if f := strings.Fields(line); len(f) == 2 && strings.HasPrefix(f[0], "nightshift_lease_active{") {
+				active = f[1]
+			} else if len(f) == 2 && strings.HasPrefix(f[0], "nightshift_lease_epoch{") {
+				epoch = f[1]
+			}
+		}
+		return active + " " + epoch
 	}
 	says := func(r replica, what string) {
 		t.Helper()
@@ -120,6 +151,12 @@ func TestReplicasOnPostgres(t *testing.T) {
 	says(a, `"epoch":1`)
 	b := start()
 	says(b, "standby: waiting for the provisioner lease")
+	if got := lease(b); got != "0 0" {
+		t.Errorf("standby's lease metrics %q, want active 0 epoch 0", got)
+	}
+	if got := lease(a); got != "1 1" {
+		t.Errorf("leader's lease metrics %q, want active 1 epoch 1", got)
+	}
 	if _, err := c.Launch(ctx, provisionertest.Launch(jobs, "L1", "web", 2)); err != nil {
 		t.Fatal(err)
 	}
@@ -127,6 +164,9 @@ func TestReplicasOnPostgres(t *testing.T) {
 	a.cmd.Process.Signal(syscall.SIGKILL)
 	a.cmd.Wait()
 	says(b, `"epoch":2`)
+	if got := lease(b); got != "1 2" {
+		t.Errorf("new leader's lease metrics %q, want active 1 epoch 2", got)
+	}
 	if _, err := c.Launch(ctx, provisionertest.Launch(jobs, "L2", "web", 1)); err != nil {
 		t.Fatal(err)
 	}

@@ -25,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"nightshift/internal/amqpbus"
@@ -207,6 +208,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Serving starts now, not with the rest: a replica standing by for its
+	// lease is seen on its metrics too.
+	serveMetrics := startMetrics(ctx, msrv)
 	if err := os.MkdirAll(filepath.Dir(c.db), 0o700); err != nil {
 		return err
 	}
@@ -214,7 +218,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	store, lease, err := openStore(ctx, c, log)
+	store, lease, err := openStore(ctx, c, log, promReg)
 	if err != nil {
 		return err
 	}
@@ -289,7 +293,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if msrv != nil {
 		log.Info("metrics", "url", msrv.URL)
-		g.Go(func() error { return msrv.Serve(gctx) })
+		g.Go(func() error { return serveMetrics(gctx) })
 	}
 	g.Go(func() error {
 		// Recover before taking new work, so requests never race the
@@ -422,7 +426,7 @@ func storeName(c config) string {
 // provisioner's lease, and returns the store fenced by it and the
 // function that keeps the lease (returning an error wrapping
 // leader.ErrLost when it is lost).
-func openStore(ctx context.Context, c config, log *slog.Logger) (daemonStore, func(context.Context) error, error) {
+func openStore(ctx context.Context, c config, log *slog.Logger, promReg prometheus.Registerer) (daemonStore, func(context.Context) error, error) {
 	if !c.store.PG() {
 		s, err := provstore.Open(ctx, c.db)
 		if err != nil {
@@ -452,6 +456,8 @@ func openStore(ctx context.Context, c config, log *slog.Logger) (daemonStore, fu
 		s.Close()
 		return nil, nil, err
 	}
+	// Served while standing by too, so an operator sees the standby.
+	obs := metrics.NewLease(promReg, c.run, "provisioner")
 	log.Info("standby: waiting for the provisioner lease", "schema", schema)
 	f, err := l.Acquire(ctx)
 	if err != nil {
@@ -460,8 +466,32 @@ func openStore(ctx context.Context, c config, log *slog.Logger) (daemonStore, fu
 		return nil, nil, err
 	}
 	log.Info("active: holding the provisioner lease", "epoch", f.Epoch, "holder", f.Holder)
+	obs.Active(f.Epoch)
 	return s.Fenced(f), func(ctx context.Context) error {
 		defer leasePool.Close()
-		return l.Hold(ctx, f)
+		err := l.Hold(ctx, f)
+		obs.Standby()
+		return err
 	}, nil
+}
+
+// startMetrics serves m (nil: none) from now until the context given to the
+// function it returns ends, which returns what Serve returned.
+func startMetrics(ctx context.Context, m *metrics.Server) func(context.Context) error {
+	if m == nil {
+		return func(context.Context) error { return nil }
+	}
+	mctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- m.Serve(mctx) }()
+	return func(ctx context.Context) error {
+		select {
+		case err := <-done:
+			stop()
+			return err
+		case <-ctx.Done():
+			stop()
+			return <-done
+		}
+	}
 }
