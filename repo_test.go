@@ -68,6 +68,7 @@ var (
 // with no I/O of their own that the rest of the tree shares.
 var internalAllowed = map[string]bool{
 	"nightshift/internal/redact":    true, // secrets out of messages
+	"nightshift/internal/brokerurl": true, // a broker address list's one spelling, no I/O (redact splits by it)
 	"nightshift/internal/backoff":   true, // the one retry curve
 	"nightshift/internal/envelope":  true, // the message format cores define their commands in
 	"nightshift/internal/jobspec":   true, // a job's worker spec and its digest, values only

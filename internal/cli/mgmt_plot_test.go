@@ -17,8 +17,8 @@ func TestMgmtPlotUsage(t *testing.T) {
 		code int
 		want string
 	}{
-		{"no job", []string{"plot", "-o", "x.svg", "local"}, app.ExitUsage, "want RUN JOB -o FILE.svg, got 1"},
-		{"no file", []string{"plot", "local", "work"}, app.ExitUsage, "-o FILE.svg is required"},
+		{"no job", []string{"plot", "-o", "x.svg", "local"}, app.ExitUsage, "want RUN JOB -o FILE.svg|FILE.png, got 1"},
+		{"no file", []string{"plot", "local", "work"}, app.ExitUsage, "-o FILE.svg or -o FILE.png is required"},
 		{"bad run", []string{"plot", "../x", "work", "-o", "x.svg"}, app.ExitUsage, ""},
 		{"bad since", []string{"plot", "local", "work", "--since", "soon", "-o", "x.svg"}, app.ExitUsage, "since"},
 		{"no runs", []string{"plot", "local", "work", "--since", "10m", "-o", "x.svg"}, 1, "no runs in"},
