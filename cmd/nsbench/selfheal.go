@@ -14,6 +14,7 @@ import (
 
 	"nightshift/internal/bench"
 	"nightshift/internal/runlayout"
+	"nightshift/internal/worker/localworker"
 	"nightshift/keeper"
 	"nightshift/mgmt"
 )
@@ -298,9 +299,18 @@ var doneItem = regexp.MustCompile(`item="item (\d+) of (\d+) at ([^"]+)"`)
 // processed counts the distinct items of a batch of n, published at or
 // after since, that some worker logged as done.
 func (s *system) processed(since time.Time, n int) (int, error) {
-	logs, err := filepath.Glob(filepath.Join(runlayout.Of(s.home, s.name).Instances(), "*", runlayout.SitterDir, "logs", "*.log"))
+	// Each instance's sitter logs, in its own worker directory when the
+	// provisioner isolated it (run as root).
+	ents, err := os.ReadDir(runlayout.Of(s.home, s.name).Instances())
 	if err != nil {
 		return 0, err
+	}
+	var logs []string
+	for _, e := range ents {
+		if e.IsDir() {
+			more, _ := filepath.Glob(filepath.Join(localworker.SitterDir(s.home, s.name, e.Name()), "logs", "*.log"))
+			logs = append(logs, more...)
+		}
 	}
 	seen := map[string]bool{}
 	for _, p := range logs {

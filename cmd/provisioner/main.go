@@ -37,7 +37,6 @@ import (
 	"nightshift/internal/jobspec"
 	"nightshift/internal/leader"
 	"nightshift/internal/metrics"
-	"nightshift/internal/nsenv"
 	"nightshift/internal/pki"
 	"nightshift/internal/redact"
 	"nightshift/internal/runlayout"
@@ -46,6 +45,7 @@ import (
 	"nightshift/internal/worker/ec2worker"
 	"nightshift/internal/worker/localworker"
 	"nightshift/internal/worker/simworker"
+	"nightshift/internal/workeruser"
 	"nightshift/provisioner"
 	"nightshift/provisioner/provbus"
 	"nightshift/sitter"
@@ -66,6 +66,9 @@ type config struct {
 	level                                      slog.Level
 	jobsFile                                   string
 	workerCommand, workerEnv                   []string
+	// workerUser and workerRoot: who local workers run as, and where
+	// their own directories are, when this provisioner is root.
+	workerUser, workerRoot string
 	// commandKey is the public half of the run's command key, for workers.
 	commandKey                         ed25519.PublicKey
 	maxLaunches, maxTerminations       int
@@ -118,6 +121,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.StringVar(&c.ec2Region, "ec2-region", "", "AWS region for --driver ec2 (default AWS_REGION or the profile's)")
 	fs.StringVar(&c.ec2Endpoint, "ec2-endpoint-url", os.Getenv("AWS_ENDPOINT_URL"), "EC2 endpoint for --driver ec2 (default $AWS_ENDPOINT_URL, else AWS's)")
 	fs.DurationVar(&c.ec2WaitTimeout, "ec2-wait-timeout", 5*time.Minute, "how long an EC2 worker may take to run with an address")
+	fs.StringVar(&c.workerUser, "worker-user", workeruser.DefaultName, "when run as root: the user local workers run as unless their job's worker.user names one (this default is created if missing)")
+	fs.StringVar(&c.workerRoot, "worker-root", localworker.DefaultWorkerRoot, "when run as root: where each local worker gets a directory of its own")
 	fs.Func("worker-env", "KEY=VALUE for local instances (repeatable); they inherit only PATH, HOME, LANG and similar", func(v string) error {
 		if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
 			return fmt.Errorf("want KEY=VALUE, got %q", v)
@@ -163,6 +168,12 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	case "local":
 		if len(c.workerCommand) == 0 {
 			return c, errors.New("--worker-command is required for --driver local")
+		}
+		if err := workeruser.CheckName(c.workerUser); err != nil {
+			return c, fmt.Errorf("--worker-user: %w", err)
+		}
+		if !filepath.IsAbs(c.workerRoot) {
+			return c, fmt.Errorf("--worker-root %q: want an absolute path", c.workerRoot)
 		}
 	case "ec2":
 		if len(c.workerCommand) > 0 || len(c.workerEnv) > 0 {
@@ -251,7 +262,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		defer closeSim()
 		drv = sim
-	} else if drv, err = newDriver(ctx, c, log); err != nil {
+	} else if drv, err = newDriver(ctx, c, workeruser.IsRoot(), log); err != nil {
 		return err
 	}
 	// Simulated workers speak with the simulator's one identity, not a
@@ -312,16 +323,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	return nil
 }
 
-func newDriver(ctx context.Context, c config, log *slog.Logger) (provisioner.Driver, error) {
+func newDriver(ctx context.Context, c config, isRoot bool, log *slog.Logger) (provisioner.Driver, error) {
 	if c.driver == "local" {
-		env := c.workerEnv
-		if c.amqpCAFile != "" {
-			// The sitter verifies the broker with it, and hands it on to
-			// its worker tasks, which may use the broker too.
-			env = append(slices.Clip(env), nsenv.AMQPCAFile+"="+c.amqpCAFile)
+		iso, err := workerIsolation(ctx, c, isRoot, &workeruser.Users{}, log)
+		if err != nil {
+			return nil, err
 		}
-		return localworker.New(localworker.Config{Home: c.home, Run: c.run, Command: c.workerCommand, Env: env, Grace: c.grace, Log: log,
-			CommandKey: c.commandKey})
+		return localworker.New(localworker.Config{Home: c.home, Run: c.run, Command: c.workerCommand, Env: c.workerEnv, Grace: c.grace, Log: log,
+			CommandKey: c.commandKey, CAFile: c.amqpCAFile, Isolation: iso})
 	}
 	var brokerCA []byte
 	if c.amqpCAFile != "" {
@@ -341,6 +350,35 @@ func newDriver(ctx context.Context, c config, log *slog.Logger) (provisioner.Dri
 		// prod plan that is the broker instance's private address.
 		BrokerURL: c.amqpURL, BrokerCA: brokerCA, WaitTimeout: c.ec2WaitTimeout, Log: log, CommandKey: c.commandKey,
 	})
+}
+
+// workerIsolation decides who local workers run as. As root: a user of
+// their own, the default one resolved (and created, once) now, so a host
+// that cannot have it fails here rather than at every launch. Otherwise
+// they run as this process's user and can read the run's secrets: said
+// once, loudly, and recorded for mgmt status. isRoot is the probe, a
+// parameter so the non-root path is tested as root.
+func workerIsolation(ctx context.Context, c config, isRoot bool, users *workeruser.Users, log *slog.Logger) (*localworker.Isolation, error) {
+	if !isRoot {
+		me := workeruser.Current()
+		log.Warn(localworker.NotIsolatedNote(me))
+		if err := localworker.WriteIdentity(c.home, c.run, localworker.Identity{User: me}); err != nil {
+			return nil, err
+		}
+		return nil, nil
+	}
+	id, err := users.Resolve(ctx, c.workerUser, "")
+	if err != nil {
+		return nil, fmt.Errorf("--worker-user: %w", err)
+	}
+	if id.UID == 0 {
+		return nil, fmt.Errorf("--worker-user %s is root: local workers would read every file of the run; name an unprivileged user", c.workerUser)
+	}
+	if err := localworker.WriteIdentity(c.home, c.run, localworker.Identity{Isolated: true, User: id.Name}); err != nil {
+		return nil, err
+	}
+	log.Info("local workers run as their own user", "user", id.Name, "uid", id.UID, "worker_root", c.workerRoot)
+	return &localworker.Isolation{Users: users, User: c.workerUser, Root: c.workerRoot}, nil
 }
 
 // newSimDriver dials the sim driver's few connections. With the broker's

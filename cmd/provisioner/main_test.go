@@ -1,10 +1,17 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"io"
+	"log/slog"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"nightshift/internal/worker/localworker"
+	"nightshift/internal/workeruser"
 )
 
 func TestParseFlags(t *testing.T) {
@@ -23,6 +30,8 @@ func TestParseFlags(t *testing.T) {
 		{"ec2 with worker command", []string{"--run", "r1", "--jobs", "j", "--driver", "ec2", "--worker-command", "x"}, "for --driver local"},
 		{"ec2 bad wait", []string{"--run", "r1", "--jobs", "j", "--driver", "ec2", "--ec2-wait-timeout", "0s"}, "--ec2-wait-timeout"},
 		{"bad env", []string{"--run", "r1", "--jobs", "j", "--worker-command", "x", "--worker-env", "novalue"}, "KEY=VALUE"},
+		{"bad worker user", []string{"--run", "r1", "--jobs", "j", "--worker-command", "x", "--worker-user", "Bad User"}, "--worker-user"},
+		{"relative worker root", []string{"--run", "r1", "--jobs", "j", "--worker-command", "x", "--worker-root", "workers"}, "--worker-root"},
 		{"stray args", []string{"--run", "r1", "--jobs", "j", "--worker-command", "x", "extra"}, "unexpected"},
 		{"store not postgres", []string{"--run", "r1", "--jobs", "j", "--worker-command", "x", "--store", "/tmp/p.db"}, "want a postgres:// URL"},
 		{"store URL typo keeps its password", []string{"--run", "r1", "--jobs", "j", "--worker-command", "x", "--store", "postgress://u:hunter22@h/db"}, "want a postgres:// URL"},
@@ -75,3 +84,62 @@ func TestParseFlagsCAFile(t *testing.T) {
 
 // noEnv keeps the tests from the environment they happen to run in.
 func noEnv(string) string { return "" }
+
+// TestWorkerIsolation: as root, local workers get their own user (resolved
+// at start); otherwise the provisioner says once, as a warning, that they
+// can read the run's secrets, and records it for mgmt status. The probe is
+// injected, so both paths run whoever runs the tests.
+func TestWorkerIsolation(t *testing.T) {
+	users := func(uid string) *workeruser.Users {
+		return &workeruser.Users{Lookup: func(name string) (*user.User, error) {
+			return &user.User{Username: name, Uid: uid, Gid: uid}, nil
+		}}
+	}
+	cases := []struct {
+		name     string
+		isRoot   bool
+		uid      string
+		wantIso  bool
+		wantWarn bool
+		wantErr  string
+	}{
+		{name: "not root: warned, not isolated", isRoot: false, uid: "999", wantWarn: true},
+		{name: "root: isolated", isRoot: true, uid: "999", wantIso: true},
+		{name: "root with a worker user that is root", isRoot: true, uid: "0", wantErr: "is root"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			home := t.TempDir()
+			c := config{home: home, run: "r1", workerUser: "nightshift-worker", workerRoot: "/var/lib/nightshift-worker"}
+			var buf bytes.Buffer
+			log := slog.New(slog.NewTextHandler(&buf, nil))
+			iso, err := workerIsolation(context.Background(), c, tc.isRoot, users(tc.uid), log)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (iso != nil) != tc.wantIso {
+				t.Fatalf("isolation %+v, want isolated=%v", iso, tc.wantIso)
+			}
+			warnings := strings.Count(buf.String(), "level=WARN")
+			if tc.wantWarn && (warnings != 1 || !strings.Contains(buf.String(), "they can read this run's secrets")) {
+				t.Fatalf("want one warning about the run's secrets, log:\n%s", buf.String())
+			}
+			if !tc.wantWarn && warnings != 0 {
+				t.Fatalf("unexpected warning:\n%s", buf.String())
+			}
+			id, ok := localworker.ReadIdentity(home, "r1")
+			if !ok || id.Isolated != tc.wantIso {
+				t.Fatalf("recorded identity %+v (%v), want isolated=%v", id, ok, tc.wantIso)
+			}
+			if tc.wantIso && id.User != "nightshift-worker" {
+				t.Fatalf("recorded user %q", id.User)
+			}
+		})
+	}
+}

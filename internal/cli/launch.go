@@ -23,6 +23,7 @@ import (
 	"nightshift/internal/runlayout"
 	"nightshift/internal/service/builtin"
 	"nightshift/internal/termtext"
+	"nightshift/internal/workeruser"
 	"nightshift/keeper"
 	"nightshift/launchplan"
 )
@@ -157,6 +158,9 @@ func runLaunch(ctx context.Context, o launchOptions, planFile string, stdout, st
 	if err := checkLocalWorkers(plan, run); err != nil {
 		fmt.Fprintf(stderr, "launch: invalid plan:\n%v\n", err)
 		return app.ExitUsage
+	}
+	if note := localWorkersShareUser(plan, workeruser.IsRoot(), workeruser.Current()); note != "" {
+		fmt.Fprintln(stderr, "launch: warning:", termtext.Line(note))
 	}
 
 	homeDir, err := app.ResolveHome(*home)

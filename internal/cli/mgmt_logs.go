@@ -15,6 +15,7 @@ import (
 	"nightshift/internal/clikit"
 	"nightshift/internal/runlayout"
 	"nightshift/internal/termtext"
+	"nightshift/internal/worker/localworker"
 	"nightshift/mgmt"
 )
 
@@ -117,7 +118,8 @@ func logFiles(ctx context.Context, a *app.App, home, run, name string) ([]string
 	dir := runlayout.Of(home, run).Instance(name)
 	if st, err := os.Stat(dir); err == nil && st.IsDir() {
 		files := []string{filepath.Join(dir, "stderr"), filepath.Join(dir, "stdout")}
-		more, _ := filepath.Glob(filepath.Join(dir, runlayout.SitterDir, "logs", "*.log"))
+		// An isolated worker's sitter logs are in its own directory.
+		more, _ := filepath.Glob(filepath.Join(localworker.SitterDir(home, run, name), "logs", "*.log"))
 		return append(files, more...), nil
 	}
 	return nil, app.Usagef("run %s has no service or worker %q (see mgmt status %s)", run, name, run)

@@ -5,6 +5,7 @@ import (
 
 	"nightshift/bootlevel"
 	"nightshift/internal/app"
+	"nightshift/internal/worker/localworker"
 	"nightshift/keeper"
 	"nightshift/mgmt"
 )
@@ -32,6 +33,9 @@ func runStatus(ctx context.Context, a *app.App, home, run string, jobs mgmt.JobS
 	}
 	if note != "" {
 		st.Notes = append(st.Notes, note)
+	}
+	if id, ok := localworker.ReadIdentity(home, run); ok && !id.Isolated {
+		st.Notes = append(st.Notes, localworker.NotIsolatedNote(id.User))
 	}
 	if procs := processes(ctx, a, home, run); procs != nil {
 		mgmt.MarkProcesses(st, procs)

@@ -10,6 +10,7 @@ import (
 	"nightshift/internal/app"
 	"nightshift/internal/runlayout"
 	"nightshift/internal/store/runstore"
+	"nightshift/internal/worker/localworker"
 )
 
 // runFacts is what status must never change: the run's state and its
@@ -102,5 +103,35 @@ func TestStatusIsReadOnlyAndScriptable(t *testing.T) {
 	}
 	if code, _, stderr := run(t, mgmtc, "status", "other", "--home", home); code != 0 {
 		t.Errorf("status of the second, ready run: exit %d, want 0\n%s", code, stderr)
+	}
+}
+
+// TestStatusNotesWorkersSharingTheUser: a run whose provisioner could not
+// isolate its local workers (it was not root) says so in mgmt status, in
+// the table and in --json; one whose workers run as their own user does
+// not.
+func TestStatusNotesWorkersSharingTheUser(t *testing.T) {
+	home, dir := t.TempDir(), t.TempDir()
+	t.Setenv("NIGHTSHIFT_HOME", home)
+	if err := os.WriteFile(filepath.Join(dir, "alive"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, stderr := run(t, launch, "--home", home, "--plain", "-g", "dir="+dir, "testdata/checkable.toml"); code != 0 {
+		t.Fatalf("launch exit %d\n%s\n%s", code, out, stderr)
+	}
+	const want = "local workers run as your user alice: they can read this run's secrets"
+	for _, tc := range []struct {
+		id   localworker.Identity
+		note bool
+	}{{localworker.Identity{User: "alice"}, true}, {localworker.Identity{Isolated: true, User: "nightshift-worker"}, false}} {
+		if err := localworker.WriteIdentity(home, "checkable", tc.id); err != nil {
+			t.Fatal(err)
+		}
+		for _, args := range [][]string{{"status", "checkable"}, {"status", "--json", "checkable"}} {
+			_, out, stderr := run(t, mgmtc, append(args, "--home", home)...)
+			if got := strings.Contains(out, want); got != tc.note {
+				t.Errorf("%q with %+v: note shown %v, want %v\n%s\n%s", args, tc.id, got, tc.note, out, stderr)
+			}
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 
+	"nightshift/internal/worker/localworker"
 	"nightshift/launchplan"
 )
 
@@ -55,6 +56,44 @@ func checkLocalWorkers(p *launchplan.Plan, run string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// localWorkersShareUser says, when this process cannot isolate workers
+// (isRoot false), what the operator must know: a plan whose provisioner
+// runs here with local jobs gives its workers the launcher's own user,
+// which can read the run's secrets. Empty when that is not so.
+func localWorkersShareUser(p *launchplan.Plan, isRoot bool, me string) string {
+	if isRoot {
+		return ""
+	}
+	local := false
+	for _, l := range p.Levels {
+		for i := range l.Services {
+			svc := &l.Services[i]
+			if svc.Type == "provisioner" && (svc.Driver == "" || svc.Driver == launchplan.DriverLocal) {
+				local = true
+			}
+		}
+	}
+	if !local {
+		return ""
+	}
+	for _, l := range p.Levels {
+		for i := range l.Services {
+			svc := &l.Services[i]
+			if svc.Type != "controller" {
+				continue
+			}
+			jobs, _ := svc.TypeConfig["jobs"].(map[string]any)
+			for _, j := range jobs {
+				job, _ := j.(map[string]any)
+				if d, _ := job["driver"].(string); d == "" || d == launchplan.DriverLocal {
+					return localworker.NotIsolatedNote(me)
+				}
+			}
+		}
+	}
+	return ""
 }
 
 // executable says why path cannot be run, or nil; a bare name is looked

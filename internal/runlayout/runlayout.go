@@ -85,6 +85,10 @@ func (r Run) WorkerRunDir(root string) string {
 	return filepath.Join(root, r.Name+"-"+hex.EncodeToString(sum[:6]))
 }
 
+// WorkersIdentity records who the run's local workers run as (their own
+// user, or the provisioner's), for mgmt status.
+func (r Run) WorkersIdentity() string { return r.join("workers-identity.json") }
+
 // PKI is the run's CA and certificates, 0700 (keys 0600).
 func (r Run) PKI() string { return r.join("pki") }
 

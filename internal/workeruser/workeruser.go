@@ -105,10 +105,12 @@ func (u *Users) Resolve(ctx context.Context, name, group string) (Identity, erro
 		if create == nil {
 			create = useradd
 		}
-		if cerr := create(ctx, name); cerr != nil {
+		cerr := create(ctx, name)
+		// Another provisioner may have created it meanwhile (useradd
+		// then fails on its lock): what counts is that it exists now.
+		if usr, err = u.lookup(name); err != nil && cerr != nil {
 			return Identity{}, fmt.Errorf("worker user %s: create: %w", name, cerr)
 		}
-		usr, err = u.lookup(name)
 	}
 	if err != nil {
 		return Identity{}, fmt.Errorf("worker user %s: %w", name, err)
