@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"nightshift/decision"
+	"nightshift/internal/brokerurl"
 	"nightshift/internal/jobspec"
 	"nightshift/provisioner"
 )
@@ -223,9 +224,12 @@ func parseQueue(job string, q map[string]any) (QueueConfig, error) {
 		return qc, err
 	}
 	if qc.ManagementURL != "" {
-		u, err := url.Parse(qc.ManagementURL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return qc, f.Errorf("management_url", "want an http(s) URL with a host")
+		// A cluster's nodes' APIs may come as a comma-separated list.
+		for _, one := range brokerurl.Split(qc.ManagementURL) {
+			u, err := url.Parse(one)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return qc, f.Errorf("management_url", "want an http(s) URL with a host (or a cluster's, comma-separated)")
+			}
 		}
 		if qc.Name == "" {
 			return qc, f.Errorf("name", "required when queue.management_url is set")

@@ -47,6 +47,7 @@ func TestParseJobsErrors(t *testing.T) {
 		{"missing below interval", "[jobs.web]\nengine = \"npreserving\"\n[jobs.web.health]\nheartbeat_interval = \"5s\"\nmissing_timeout = \"1s\"\n", []string{"missing_timeout", "below heartbeat_interval"}},
 		{"mgmt without name", "[jobs.web]\nengine = \"npreserving\"\n[jobs.web.queue]\nmanagement_url = \"http://h:15672\"\n", []string{"job web: queue: name: required"}},
 		{"mgmt not http", "[jobs.web]\nengine = \"npreserving\"\n[jobs.web.queue]\nname = \"q\"\nmanagement_url = \"amqp://h\"\n", []string{"job web: queue: management_url"}},
+		{"mgmt list with one not http", "[jobs.web]\nengine = \"npreserving\"\n[jobs.web.queue]\nname = \"q\"\nmanagement_url = \"http://h:1,amqp://h:2\"\n", []string{"job web: queue: management_url"}},
 		{"queue unknown key", "[jobs.web]\nengine = \"npreserving\"\n[jobs.web.queue]\nnmae = \"q\"\n", []string{"job web: queue: nmae: unknown key"}},
 		{"bad job name", "[jobs.\"a b\"]\nengine = \"npreserving\"\n", []string{"job name", "a b"}},
 		{"stray top-level key", "run = \"x\"\n", []string{"jobs.toml:1", "key run: unknown key"}},

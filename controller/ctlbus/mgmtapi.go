@@ -3,6 +3,7 @@ package ctlbus
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"nightshift/controller"
+	"nightshift/internal/brokerurl"
 	"nightshift/internal/redact"
 )
 
@@ -41,8 +43,28 @@ type mgmtQueue struct {
 
 // MgmtQueueDepth reads ready plus unacknowledged messages of a queue from
 // the RabbitMQ management API at base (credentials in the URL's userinfo
-// are sent as basic auth and never appear in errors).
+// are sent as basic auth and never appear in errors). base may list a
+// cluster's nodes (package brokerurl): any node reports a queue of the
+// cluster, so one that does not answer is passed over for the next.
 func MgmtQueueDepth(ctx context.Context, hc *http.Client, base, vhost, queue string) (int, error) {
+	var errs []error
+	for _, one := range brokerurl.Split(base) {
+		n, err := mgmtQueueDepth(ctx, hc, one, vhost, queue)
+		if err == nil || !errors.Is(err, errUnanswered) || ctx.Err() != nil {
+			return n, err
+		}
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		return 0, fmt.Errorf("management api depth of %s: no url", queue)
+	}
+	return 0, errors.Join(errs...)
+}
+
+// errUnanswered marks a request no node answered (refused, timed out).
+var errUnanswered = errors.New("no answer")
+
+func mgmtQueueDepth(ctx context.Context, hc *http.Client, base, vhost, queue string) (int, error) {
 	what := fmt.Sprintf("management api depth of %s via %s", queue, redact.URL(base))
 	u, err := url.Parse(base)
 	if err != nil {
@@ -66,7 +88,7 @@ func MgmtQueueDepth(ctx context.Context, hc *http.Client, base, vhost, queue str
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return 0, fmt.Errorf("%s: %s", what, redact.String(err.Error()))
+		return 0, fmt.Errorf("%s: %w: %s", what, errUnanswered, redact.String(err.Error()))
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))

@@ -69,3 +69,31 @@ func TestMgmtAPIUnreachableHidesPassword(t *testing.T) {
 		t.Fatalf("err %v: want an error without the password", err)
 	}
 }
+
+// TestMgmtAPIClusterFailsOver: with a cluster's list of management APIs a
+// node that does not answer is passed over, one that answers with an
+// error is not (it is the cluster's answer), and no error shows a password.
+func TestMgmtAPIClusterFailsOver(t *testing.T) {
+	dead := httptest.NewServer(http.NotFoundHandler())
+	deadBase := strings.Replace(dead.URL, "http://", "http://ops:s3cret@", 1)
+	dead.Close()
+	live := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"messages_ready":2,"messages_unacknowledged":1}`))
+	}))
+	defer live.Close()
+	liveBase := strings.Replace(live.URL, "http://", "http://ops:s3cret@", 1)
+	got, err := ctlbus.MgmtAPI{}.QueueDepth(context.Background(), deadBase+","+liveBase, "/", "q")
+	if err != nil || got != 3 {
+		t.Fatalf("depth %d, err %v; want 3 from the node that answers", got, err)
+	}
+	_, err = ctlbus.MgmtAPI{}.QueueDepth(context.Background(), deadBase+","+deadBase, "/", "q")
+	if err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("err %v: want an error without the password", err)
+	}
+	busy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(503) }))
+	defer busy.Close()
+	busyBase := strings.Replace(busy.URL, "http://", "http://ops:s3cret@", 1)
+	if _, err := (ctlbus.MgmtAPI{}).QueueDepth(context.Background(), busyBase+","+liveBase, "/", "q"); err == nil || !strings.Contains(err.Error(), "HTTP 503") {
+		t.Fatalf("err %v: want the answering node's HTTP 503", err)
+	}
+}

@@ -58,11 +58,8 @@ func produce(count int, run, home, url, caFile, queue string, work time.Duration
 			return err
 		}
 	}
-	tc, err := amqpbus.TLSConfig(url, roots)
-	if err != nil {
-		return err
-	}
-	conn, err := amqp.DialConfig(url, amqp.Config{TLSClientConfig: tc})
+	// A cluster's URL list: the first node that answers.
+	conn, err := amqpbus.DialAny(url, roots, amqp.Config{})
 	if err != nil {
 		return fmt.Errorf("connect %s: %w", redact.URL(url), err)
 	}
@@ -71,7 +68,8 @@ func produce(count int, run, home, url, caFile, queue string, work time.Duration
 	if err != nil {
 		return err
 	}
-	if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
+	// A quorum queue on a cluster, as the provisioner declares it.
+	if _, err := ch.QueueDeclare(queue, true, false, false, false, amqpbus.QueueArgs(url)); err != nil {
 		return fmt.Errorf("declare %s: %w", queue, err)
 	}
 	if err := ch.Confirm(false); err != nil {
@@ -113,6 +111,9 @@ func brokerURL(ctx context.Context, run, homeFlag string) (url, caFile string, e
 	}
 	for _, s := range recs {
 		if u := s.Attributes["url"]; strings.HasPrefix(u, "amqp") && s.Attributes["mode"] != "" {
+			if us := s.Attributes["urls"]; us != "" {
+				u = us // every node of a cluster
+			}
 			return u, s.Attributes["ca_file"], nil
 		}
 	}

@@ -13,7 +13,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -56,8 +55,9 @@ func main() {
 			os.Exit(2)
 		}
 	}
-	tc, err := amqpbus.TLSConfig(*urlFlag, roots)
-	if err != nil {
+	// A cluster's nodes come as a comma-separated list: each connection
+	// goes to the first that answers.
+	if err := amqpbus.CheckURL(*urlFlag); err != nil {
 		fmt.Fprintln(os.Stderr, "queueworker:", err)
 		os.Exit(2)
 	}
@@ -71,7 +71,7 @@ func main() {
 	}
 	defer rec.Close()
 	for ctx.Err() == nil {
-		err := consume(ctx, *urlFlag, tc, *queue, workTime{*work, *maxWork}, st, rec, log)
+		err := consume(ctx, *urlFlag, roots, *queue, workTime{*work, *maxWork}, st, rec, log)
 		if errors.Is(err, errDrained) {
 			log.Info("drained: exiting")
 			return
@@ -176,8 +176,8 @@ func (w workTime) of(body []byte) time.Duration {
 	return w.Default
 }
 
-func consume(ctx context.Context, url string, tc *tls.Config, queue string, work workTime, st *workerkit.Status, rec *recorder, log *slog.Logger) error {
-	conn, err := amqp.DialConfig(url, amqp.Config{TLSClientConfig: tc, Properties: amqp.Table{"connection_name": "queueworker " + os.Getenv("NIGHTSHIFT_INSTANCE_ID")}})
+func consume(ctx context.Context, url string, roots *x509.CertPool, queue string, work workTime, st *workerkit.Status, rec *recorder, log *slog.Logger) error {
+	conn, err := amqpbus.DialAny(url, roots, amqp.Config{Properties: amqp.Table{"connection_name": "queueworker " + os.Getenv("NIGHTSHIFT_INSTANCE_ID")}})
 	if err != nil {
 		return err
 	}
@@ -192,7 +192,8 @@ func consume(ctx context.Context, url string, tc *tls.Config, queue string, work
 		if ch, err = conn.Channel(); err != nil {
 			return err
 		}
-		if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
+		// A quorum queue on a cluster, as the provisioner declares it.
+		if _, err := ch.QueueDeclare(queue, true, false, false, false, amqpbus.QueueArgs(url)); err != nil {
 			return err
 		}
 	}

@@ -519,3 +519,32 @@ func isFatal(err error) bool {
 	var ae *amqp.Error
 	return errors.As(err, &ae) && (ae.Code == amqp.AccessRefused || ae.Code == amqp.PreconditionFailed)
 }
+
+// DialAny connects a plain amqp091-go client (the examples' producer and
+// worker, which keep their own connection) to the first node of list that
+// answers, each amqps:// node verified against roots as the Bus verifies
+// it. cfg's TLSClientConfig is set per node. Reconnecting callers call it
+// again: a lost node refuses at once and the next is tried.
+func DialAny(list string, roots *x509.CertPool, cfg amqp.Config) (*amqp.Connection, error) {
+	if err := CheckURL(list); err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, u := range brokerurl.Split(list) {
+		tc, err := TLSConfig(u, roots)
+		if err != nil {
+			return nil, err
+		}
+		c := cfg
+		c.TLSClientConfig = tc
+		conn, err := amqp.DialConfig(u, c)
+		if err == nil {
+			return conn, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %s", Redacted(u), redact.String(err.Error())))
+		if refusedForGood(err) {
+			break
+		}
+	}
+	return nil, errors.Join(errs...)
+}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"nightshift/internal/testsupport/amqptest"
 )
 
 // TestClusterURLFailsOverToNextNode: a bus given two nodes (two relays to
@@ -181,4 +183,22 @@ func (f *fixture) deleteRaw(queue string) {
 	conn, ch := f.raw()
 	defer conn.Close()
 	_, _ = ch.QueueDelete(queue, false, false, false)
+}
+
+// TestDialAnyPassesOverALostNode: the plain-client helper the examples use
+// connects to the first node that answers, and says which failed without
+// their passwords when none does.
+func TestDialAnyPassesOverALostNode(t *testing.T) {
+	amqptest.NeedBroker(t)
+	p := startProxy(t)
+	conn, err := DialAny("amqp://guest:guest@127.0.0.1:1/,"+p.url(), nil, amqp.Config{})
+	if err != nil {
+		t.Fatalf("DialAny: %v", err)
+	}
+	_ = conn.Close()
+	_, err = DialAny("amqp://guest:guest@127.0.0.1:1/,amqp://guest:guest@127.0.0.1:2/", nil, amqp.Config{})
+	if err == nil || !strings.Contains(err.Error(), "127.0.0.1:2") {
+		t.Fatalf("DialAny to lost nodes: %v, want an error naming them", err)
+	}
+	noPassword(t, err.Error())
 }

@@ -12,13 +12,16 @@ import (
 	"strings"
 	"time"
 
+	"nightshift/internal/brokerurl"
 	"nightshift/internal/redact"
 )
 
 // Admin creates and deletes broker users through RabbitMQ's management
 // HTTP API. The user in URL needs the administrator tag.
 type Admin struct {
-	// URL is the management API's base, http://user:pass@host:port.
+	// URL is the management API's base, http://user:pass@host:port, or a
+	// cluster's nodes' bases joined by commas (package brokerurl): a call
+	// goes to the first node that answers.
 	URL string
 	// VHost is where permissions are granted; default "/".
 	VHost  string
@@ -37,7 +40,21 @@ func (a Admin) do(ctx context.Context, method, path string, body any) ([]byte, i
 	if a.URL == "" {
 		return nil, 0, ErrNoManagement
 	}
-	u, err := url.Parse(a.URL)
+	// A cluster's nodes share users and permissions, so any node that
+	// answers will do; one that does not (a lost node) is passed over.
+	var errs []error
+	for _, base := range brokerurl.Split(a.URL) {
+		out, code, err := a.doAt(ctx, base, method, path, body)
+		if err == nil || !errors.Is(err, ErrUnreachable) || ctx.Err() != nil {
+			return out, code, err
+		}
+		errs = append(errs, err)
+	}
+	return nil, 0, errors.Join(errs...)
+}
+
+func (a Admin) doAt(ctx context.Context, base, method, path string, body any) ([]byte, int, error) {
+	u, err := url.Parse(base)
 	if err != nil {
 		return nil, 0, fmt.Errorf("management url: %w", err)
 	}

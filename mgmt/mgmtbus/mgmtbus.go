@@ -238,6 +238,9 @@ func (s BrokerUserSweeper) Sweep(ctx context.Context, run string, dryRun bool) (
 			if err != nil {
 				return nil, nil, err
 			}
+			if us := r.Attributes["management_urls"]; us != "" {
+				u = us // a cluster's: any node that answers
+			}
 			admin = busid.Admin{URL: u, VHost: busid.VHost(r.Attributes["url"]), Client: hc}
 			break
 		}

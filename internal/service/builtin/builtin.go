@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"nightshift/bootlevel"
+	"nightshift/internal/brokerurl"
 	"nightshift/internal/busid"
 	"nightshift/internal/envelope"
 	"nightshift/internal/jobspec"
@@ -498,7 +499,7 @@ var controllerSpec = Spec{
 // controller's own user, so the broker's admin credentials a plan names
 // there never reach the controller's files.
 func ownQueueCredentials(jobs map[string]any, own string) error {
-	u, err := url.Parse(own)
+	u, err := url.Parse(brokerurl.First(own))
 	if err != nil {
 		return fmt.Errorf("management url: %w", err)
 	}
