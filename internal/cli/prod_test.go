@@ -113,7 +113,7 @@ func TestProdPlanOnMoto(t *testing.T) {
 		"-g", "security_group=" + defaultGroup(t, moto, "us-east-1"),
 		"-g", "worker_region=" + workerRegion, "-g", "worker_security_group=" + defaultGroup(t, moto, workerRegion),
 		// moto checks these against resources nobody created; EC2 would too.
-		"-g", "key_name=", "-g", "provisioner_profile=",
+		"-g", "key_name=", "-g", "provisioner_profile=", "-g", "worker_profile=",
 		"-g", "release_url=file://" + bin,
 		// Never fetched: moto runs no user data. The driver wants http(s).
 		"-g", "sitter_url=http://127.0.0.1:9/sitter",
