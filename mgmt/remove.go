@@ -10,6 +10,7 @@ import (
 
 	"nightshift/bootlevel"
 	"nightshift/internal/runlayout"
+	"nightshift/internal/worker/localworker"
 )
 
 // ErrLive refuses to remove a run that is not torn down: its services may
@@ -42,7 +43,11 @@ func (r RunRemover) Remove(ctx context.Context, run string) error {
 		return fmt.Errorf("run %s is %s: %w (mgmt teardown %s)", run, rec.State, ErrLive, run)
 	}
 	// Files first: records without files can be removed again, files
-	// without records would be found by nothing.
+	// without records would be found by nothing. Isolated workers' own
+	// directories are found through the run's, so they go before it.
+	if err := localworker.RemoveWorkerDirs(r.Home, run); err != nil {
+		return fmt.Errorf("remove run %s: %w", run, err)
+	}
 	if err := os.RemoveAll(runlayout.Of(r.Home, run).Dir()); err != nil {
 		return fmt.Errorf("remove run %s: %w", run, err)
 	}

@@ -66,6 +66,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "nsbench: work dir:", err)
 		return 1
 	}
+	// Run as root, the provisioners start workers as their own user,
+	// which must reach the binaries built under it.
+	if err := os.Chmod(work, 0o755); err != nil {
+		fmt.Fprintln(stderr, "nsbench: work dir:", err)
+		return 1
+	}
 	if *keep {
 		fmt.Fprintln(stderr, "nsbench: work directory kept at", work)
 	} else {

@@ -31,7 +31,15 @@ func testEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{root: root, work: t.TempDir(), quick: true, settle: 200 * time.Millisecond,
+	work := t.TempDir()
+	// As root the provisioners run workers as their own user, which must
+	// reach the binaries built under work.
+	for _, d := range []string{filepath.Dir(work), work} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return &env{root: root, work: work, quick: true, settle: 200 * time.Millisecond,
 		clock: clockwork.NewRealClock(), log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 }
 

@@ -84,6 +84,11 @@ func NewEnv(ctx context.Context, dir string) (*Env, error) {
 		return nil, err
 	}
 	e := &Env{Root: root, BinDir: filepath.Join(dir, "bin"), PlanDir: filepath.Join(dir, "plan")}
+	// A provisioner running as root (CI) starts workers as their own
+	// user, which must reach the sitter and the workers' binaries.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("prepare %s: %w", dir, err)
+	}
 	for _, d := range []string{e.BinDir, e.PlanDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("prepare %s: %w", d, err)
@@ -93,6 +98,23 @@ func NewEnv(ctx context.Context, dir string) (*Env, error) {
 		return nil, err
 	}
 	return e, nil
+}
+
+// WorkerWritableDir is a temporary directory a test's workers may write
+// into (records, markers): under a root provisioner they run as their own
+// user, not the test's.
+func WorkerWritableDir(t testing.TB) string {
+	t.Helper()
+	d, err := os.MkdirTemp("", "nse2e-shared-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Test data only: every worker user may write it.
+	if err := os.Chmod(d, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
 }
 
 // Run is one launched run in its own home.
@@ -139,6 +161,8 @@ func (r *Run) cleanup() {
 		r.T.Logf("cleanup run %s: SIGKILLed %v, remaining %v, err %v", r.Name, killed, remaining, err)
 	}
 	if !r.T.Failed() {
+		// Isolated workers' directories are outside the home.
+		_ = localworker.RemoveWorkerDirs(r.Home, r.Name)
 		os.RemoveAll(r.Home)
 	} else {
 		r.T.Logf("run %s failed: home kept at %s for inspection", r.Name, r.Home)

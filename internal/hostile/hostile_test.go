@@ -20,6 +20,7 @@ import (
 	"nightshift/internal/e2e"
 	"nightshift/internal/envelope"
 	"nightshift/internal/runlayout"
+	"nightshift/internal/worker/localworker"
 	"nightshift/mgmt"
 	"nightshift/provisioner"
 	"nightshift/sitter"
@@ -99,7 +100,7 @@ type worker struct{ id, url string }
 
 func workerOf(t *testing.T, r *e2e.Run, id string) worker {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(r.RunDir(), "instances", id, "amqp-url"))
+	b, err := os.ReadFile(localworker.WorkerFile(r.Home, r.Name, id, runlayout.URLFile))
 	if err != nil {
 		t.Fatalf("worker %s has no URL file of its own: %v", id, err)
 	}
@@ -225,7 +226,8 @@ func TestHostileWorker(t *testing.T) {
 	workers := e2e.Running(e2e.Job(st, "work"))
 	me, victim := workerOf(t, r, sleepers[0]), sleepers[1]
 	before := take(t, ctx, r)
-	marker := filepath.Join(t.TempDir(), "pwned")
+	// Where a worker user could write, so a command that ran would show.
+	marker := filepath.Join(e2e.WorkerWritableDir(t), "pwned")
 	w := dial(t, me.url)
 	events := amqpbus.EventsExchange(run)
 	provQ := amqpbus.CommandQueue(run, provisioner.Component)

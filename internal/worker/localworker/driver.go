@@ -94,15 +94,19 @@ type Owner struct {
 	WorkerDir string `json:"worker_dir,omitempty"`
 }
 
-// SitterDir is where instance id's sitter keeps its state and logs: its
-// worker directory when it is isolated, else its instance directory.
-func SitterDir(home, run, id string) string {
+// WorkerFile is where instance id keeps a file of its own (its broker URL
+// file, its sitter's directory): in its worker directory when it is
+// isolated, else in its instance directory.
+func WorkerFile(home, run, id, name string) string {
 	dir := InstanceDir(home, run, id)
 	if o, err := readOwner(dir); err == nil && o.WorkerDir != "" && o.InstanceID == id {
-		return filepath.Join(o.WorkerDir, runlayout.SitterDir)
+		return filepath.Join(o.WorkerDir, name)
 	}
-	return filepath.Join(dir, runlayout.SitterDir)
+	return filepath.Join(dir, name)
 }
+
+// SitterDir is where instance id's sitter keeps its state and logs.
+func SitterDir(home, run, id string) string { return WorkerFile(home, run, id, runlayout.SitterDir) }
 
 // Isolation runs every instance as an unprivileged user. Only a root
 // process can start one: cmd/provisioner sets it when it is root.

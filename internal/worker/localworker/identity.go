@@ -2,6 +2,7 @@ package localworker
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -49,4 +50,44 @@ func ReadIdentity(home, run string) (id Identity, ok bool) {
 		return Identity{}, false
 	}
 	return id, true
+}
+
+// RemoveWorkerDirs removes the directories of run's isolated workers,
+// found through their owner.json files (mgmt rm, before the run's own
+// directory goes). Only a directory named for this run and home is
+// removed, whatever a marker says.
+func RemoveWorkerDirs(home, run string) error {
+	home, err := filepath.Abs(home)
+	if err != nil {
+		return fmt.Errorf("remove worker dirs: %w", err)
+	}
+	lay := runlayout.Of(home, run)
+	ents, err := os.ReadDir(lay.Instances())
+	if err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("remove worker dirs: %w", err)
+	}
+	want := filepath.Base(lay.WorkerRunDir("/"))
+	parents := map[string]bool{}
+	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
+		o, err := readOwner(filepath.Join(lay.Instances(), e.Name()))
+		if err != nil || o.WorkerDir == "" || !filepath.IsAbs(o.WorkerDir) || filepath.Base(o.WorkerDir) != e.Name() {
+			continue
+		}
+		if p := filepath.Dir(o.WorkerDir); filepath.Base(p) == want {
+			parents[p] = true
+		}
+	}
+	var errs []error
+	for p := range parents {
+		if err := os.RemoveAll(p); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("remove worker dirs: %w", err)
+	}
+	return nil
 }

@@ -244,6 +244,13 @@ func TestIsolatedWorker(t *testing.T) {
 	if left := instancePIDs(run, "other-1"); len(left) > 0 {
 		t.Errorf("after the sweep other-1 still has %v", left)
 	}
+	// mgmt rm removes the workers' directories, found through the run's.
+	if err := localworker.RemoveWorkerDirs(home, run); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(lay.WorkerRunDir(root)); !os.IsNotExist(err) {
+		t.Errorf("worker directories left: %v", err)
+	}
 }
 
 func mustAtoi(t *testing.T, s string) int {

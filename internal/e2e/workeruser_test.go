@@ -1,0 +1,82 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/user"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"nightshift/internal/workeruser"
+)
+
+// procUID is the real uid of pid, from /proc/<pid>/status.
+func procUID(pid int) (int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "Uid:"); ok {
+			return strconv.Atoi(strings.Fields(rest)[0])
+		}
+	}
+	return 0, fmt.Errorf("pid %d: no Uid line", pid)
+}
+
+// TestWorkerUserEndToEnd: plans/local.toml launched as root runs
+// every local worker (sitter and task) as nightshift-worker, mgmt status
+// carries no "can read this run's secrets" note, mgmt logs still shows a
+// worker's sitter logs, and teardown leaves no process of the run.
+func TestWorkerUserEndToEnd(t *testing.T) {
+	requireRuns(t)
+	if os.Geteuid() != 0 {
+		t.Skip("local workers are isolated only under a root provisioner (CI runs as root)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	r := env.NewRun(t, "plans/local.toml", "wu")
+	r.Launch(ctx)
+	mustWait(t, r, ctx, "pools at policy after launch", 90*time.Second, atPolicy)
+	u, err := user.Lookup(workeruser.DefaultName)
+	if err != nil {
+		t.Fatalf("the provisioner did not create %s: %v", workeruser.DefaultName, err)
+	}
+	want, _ := strconv.Atoi(u.Uid)
+	if want == 0 {
+		t.Fatalf("%s is uid 0", workeruser.DefaultName)
+	}
+	sitters, err := r.Sitters()
+	if err != nil || len(sitters) < 4 {
+		t.Fatalf("sitters %v (err %v), want 3 sleepers and a queue worker", sitters, err)
+	}
+	var anyID string
+	for id, pid := range sitters {
+		anyID = id
+		if uid, err := procUID(pid); err != nil || uid != want {
+			t.Errorf("sitter of %s (pid %d) runs as uid %d (%v), want %s's %d", id, pid, uid, err, u.Username, want)
+		}
+	}
+	tasks, err := r.Workers("sleeper")
+	if err != nil || len(tasks) != 3 {
+		t.Fatalf("sleeper tasks %v (err %v)", tasks, err)
+	}
+	for _, p := range tasks {
+		if uid, err := procUID(p.PID); err != nil || uid != want {
+			t.Errorf("task %v runs as uid %d (%v), want %d", p, uid, err, want)
+		}
+	}
+	if res := r.Mgmt(ctx, "status", r.Name); strings.Contains(res.Stdout, "can read this run's secrets") {
+		t.Errorf("status warns of shared user under a root provisioner:\n%s", res.Stdout)
+	}
+	if res := r.Mgmt(ctx, "logs", r.Name, anyID); res.Code != 0 || strings.TrimSpace(res.Stdout) == "" {
+		t.Errorf("mgmt logs %s: exit %d\n%s%s", anyID, res.Code, res.Stdout, res.Stderr)
+	}
+	if res := r.Teardown(ctx); res.Code != 0 {
+		t.Fatalf("teardown exit %d", res.Code)
+	}
+	r.AssertNoProcesses()
+}
