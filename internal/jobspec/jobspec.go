@@ -24,6 +24,8 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+
+	"nightshift/internal/workeruser"
 )
 
 // DriverLocal is a job's driver when its definition names none, as the
@@ -222,6 +224,9 @@ func FromTable(t map[string]any) (Spec, error) {
 			if k == "instance" {
 				s.Instance = m
 			} else {
+				if err := checkWorkerUser(m); err != nil {
+					return s, err
+				}
 				s.Worker = m
 			}
 		case k == BlockAfterSilentKey:
@@ -240,6 +245,27 @@ func FromTable(t map[string]any) (Spec, error) {
 		return s, err
 	}
 	return s, nil
+}
+
+// checkWorkerUser checks worker.user and worker.group, which decide the
+// Unix user a local worker runs as under a root provisioner (and a task's
+// user under a root sitter): a bad one is refused when the plan is booted,
+// with its file and line, rather than at every launch.
+func checkWorkerUser(w map[string]any) error {
+	for _, k := range []string{"user", "group"} {
+		v, ok := w[k]
+		if !ok {
+			continue
+		}
+		name, isString := v.(string)
+		if !isString {
+			return fmt.Errorf("key worker.%s: want a user name (a string), got %s", k, jsonType(v))
+		}
+		if err := workeruser.CheckName(name); err != nil {
+			return fmt.Errorf("key worker.%s: %w", k, err)
+		}
+	}
+	return nil
 }
 
 func jsonType(v any) string {

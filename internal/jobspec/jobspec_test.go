@@ -67,6 +67,9 @@ func TestParseRefuses(t *testing.T) {
 		{"block_after_silent a string", "j.toml", "[jobs.web]\nblock_after_silent = \"3\"", "job web: key block_after_silent: want an integer from 1 to 100, got a string"},
 		{"block_after_silent a fraction", "j.json", `{"jobs": {"web": {"block_after_silent": 2.5}}}`, "job web: key block_after_silent: want an integer"},
 		{"block_after_silent negative", "j.toml", "[jobs.web]\nblock_after_silent = -1", "got -1"},
+		{"worker user a number", "j.toml", "[jobs.web.worker]\nuser = 1001", "job web: key worker.user: want a user name (a string), got a number"},
+		{"worker user not a name", "j.toml", "[jobs.web.worker]\nuser = \"../root\"", "job web: key worker.user: \"../root\" is not a user name"},
+		{"worker group not a name", "j.json", `{"jobs": {"web": {"worker": {"user": "batch", "group": "Wheel Group"}}}}`, "key worker.group: \"Wheel Group\" is not a user name"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -64,6 +64,11 @@ func TestWriteRunJobs(t *testing.T) {
 		{"worker refers to a later service", controllerPlan(map[string]any{"w": map[string]any{
 			"worker": map[string]any{"command": []any{"${later.bin}"}}}}), "config.jobs.w: worker.command[0]"},
 		{"unknown key", controllerPlan(map[string]any{"w": map[string]any{"wroker": map[string]any{}}}), "key wroker: unknown key"},
+		{"worker user not a name", func() *launchplan.Plan {
+			p := controllerPlan(map[string]any{"w": map[string]any{"worker": map[string]any{"command": []any{"/bin/true"}, "user": "Root Admin"}}})
+			p.Levels[1].Services[0].Pos = launchplan.Pos{File: "local.toml", Line: 33}
+			return p
+		}(), `local.toml:33: service controller: config.jobs.w: key worker.user: "Root Admin" is not a user name`},
 	}
 	for _, c := range bad {
 		t.Run(c.name, func(t *testing.T) {
