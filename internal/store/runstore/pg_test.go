@@ -3,6 +3,7 @@ package runstore
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -75,5 +76,71 @@ func TestPGEventsAppendOnly(t *testing.T) {
 	}
 	if _, err := s.Events(ctx, "r", 0); !errors.Is(err, bootlevel.ErrNotFound) {
 		t.Errorf("events of a deleted run: %v, want ErrNotFound", err)
+	}
+}
+
+// TestPGPagingNeverSkipsAnEvent: while writers append to one run at once,
+// a reader pages with Events(afterSeq) from the last seq it saw. Every
+// event must reach it: with sequence numbers drawn before commit, an event
+// committed after a later-numbered one would fall behind the reader's
+// cursor, which the run row's lock prevents.
+func TestPGPagingNeverSkipsAnEvent(t *testing.T) {
+	pgtest.Need(t)
+	ctx := testCtx(t)
+	s := openPGAt(t, pgtest.Schema(t, "runstore"))
+	if err := s.CreateRun(ctx, storetest.NewRun("r")); err != nil {
+		t.Fatal(err)
+	}
+	const writers, each = 6, 40
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				if _, err := s.AppendEvent(ctx, bootlevel.Event{Run: "r", Kind: "w", Level: w, Message: strconv.Itoa(i)}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	seen := map[int64]bool{}
+	var after int64
+	for finished := false; ; {
+		select {
+		case <-done:
+			finished = true
+		default:
+		}
+		evs, err := s.Events(ctx, "r", after)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range evs {
+			seen[e.Seq] = true
+			after = e.Seq
+		}
+		if finished && len(evs) == 0 {
+			break
+		}
+	}
+	all, err := s.Events(ctx, "r", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != writers*each {
+		t.Fatalf("%d events stored, want %d", len(all), writers*each)
+	}
+	var missed []int64
+	for _, e := range all {
+		if !seen[e.Seq] {
+			missed = append(missed, e.Seq)
+		}
+	}
+	if len(missed) > 0 {
+		t.Errorf("the paging reader never saw events %v", missed)
 	}
 }
