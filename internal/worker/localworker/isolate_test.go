@@ -198,7 +198,14 @@ func TestIsolatedWorker(t *testing.T) {
 			t.Errorf("pid %d runs as uid %d (%v), want %d", pid, uid, err, me.UID)
 		}
 	}
-	for _, pid := range instancePIDs(run, "other-1") {
+	// other-1's sitter runs as nobody and so does its task, whose spec
+	// names nobody too: a sitter already that user starts it without
+	// switching (which it could not).
+	otherPIDs := instancePIDs(run, "other-1")
+	if len(otherPIDs) < 2 {
+		t.Errorf("other-1 has processes %v, want its sitter and its task", otherPIDs)
+	}
+	for _, pid := range otherPIDs {
 		if uid, _ := uidOf(pid); uid != mustAtoi(t, nobody.Uid) {
 			t.Errorf("other-1 pid %d runs as uid %d, want nobody's %s", pid, uid, nobody.Uid)
 		}
