@@ -144,3 +144,23 @@ func TestPausedHolderStopsWithoutRenewing(t *testing.T) {
 		t.Errorf("%d renewals after the pause, want none", n)
 	}
 }
+
+// TestHoldCountsFromTheAcquire: a daemon that set up for longer than the
+// TTL between taking the lease and holding it does not believe it still
+// leads: Hold gives up at once, without renewing a lease that expired.
+func TestHoldCountsFromTheAcquire(t *testing.T) {
+	clock := clockwork.NewFakeClock()
+	ops := &fakeOps{renewOK: true}
+	l := newLease(Config{Schema: "s", Name: "c", Holder: "a", TTL: 15 * time.Second, Clock: clock}, ops)
+	f, ok, err := l.TryAcquire(context.Background())
+	if !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	clock.Advance(20 * time.Second)
+	if err := l.Hold(context.Background(), f); !errors.Is(err, ErrLost) {
+		t.Fatalf("Hold = %v, want ErrLost", err)
+	}
+	if n := ops.count(); n != 0 {
+		t.Errorf("%d renewals of an expired tenure, want none", n)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -101,6 +102,12 @@ type Config struct {
 type Lease struct {
 	c  Config
 	db ops
+
+	mu sync.Mutex
+	// sent is when the acquire of epoch was sent: the tenure's first
+	// "good renewal", from which Hold counts even when it starts later.
+	sent  time.Time
+	epoch int64
 }
 
 // ops are the three statements, behind an interface so that the renewal
@@ -155,10 +162,14 @@ func isDuplicate(err error) bool {
 // TryAcquire takes the lease if it is free (never held, released or
 // expired by the database's clock), with the epoch one above the last.
 func (l *Lease) TryAcquire(ctx context.Context) (Fence, bool, error) {
+	sent := l.c.Clock.Now()
 	epoch, ok, err := l.db.acquire(ctx, l.c.Name, l.c.Holder, l.c.TTL)
 	if err != nil || !ok {
 		return Fence{}, false, err
 	}
+	l.mu.Lock()
+	l.sent, l.epoch = sent, epoch
+	l.mu.Unlock()
 	return Fence{Schema: l.c.Schema, Name: l.c.Name, Holder: l.c.Holder, Epoch: epoch}, true, nil
 }
 
@@ -194,9 +205,16 @@ func (l *Lease) Acquire(ctx context.Context) (Fence, error) {
 // it attempts is refused by the database.
 func (l *Lease) Hold(ctx context.Context, f Fence) error {
 	clock := l.c.Clock
-	lastOK := clock.Now()
 	every := l.c.TTL / 3
-	t := clock.NewTimer(every)
+	// The tenure began when its acquire was sent, not when Hold started:
+	// a daemon may take seconds to set up between the two.
+	lastOK := clock.Now()
+	l.mu.Lock()
+	if l.epoch == f.Epoch && !l.sent.IsZero() {
+		lastOK = l.sent
+	}
+	l.mu.Unlock()
+	t := clock.NewTimer(max(0, every-clock.Since(lastOK)))
 	defer t.Stop()
 	for {
 		select {
