@@ -97,10 +97,13 @@ const (
 	HealthNeverHeard   Health = "never_heard"
 	HealthZombie       Health = "zombie"        // heartbeats from an instance that should be gone
 	HealthProcessError Health = "process_error" // the sitter reports a failed task
-	HealthUnknown      Health = "unknown"
+	// HealthProbeFailed: a running task's health probe failed its
+	// failure_threshold in a row; the application is not serving.
+	HealthProbeFailed Health = "probe_failed"
+	HealthUnknown     Health = "unknown"
 )
 
 // Unhealthy reports whether the worker must be replaced.
 func (h Health) Unhealthy() bool {
-	return h == HealthMissing || h == HealthNeverHeard || h == HealthZombie || h == HealthProcessError
+	return h == HealthMissing || h == HealthNeverHeard || h == HealthZombie || h == HealthProcessError || h == HealthProbeFailed
 }

@@ -14,6 +14,7 @@ import (
 	"nightshift/internal/brokerurl"
 	"nightshift/internal/jobspec"
 	"nightshift/provisioner"
+	"nightshift/sitter"
 )
 
 // Drivers a job may name.
@@ -168,6 +169,13 @@ func ParseJob(name string, t map[string]any, reg *decision.Registry) (Job, error
 	}
 	if j.Worker, err = table(f, t, "worker"); err != nil {
 		return j, err
+	}
+	// The worker's probe is the sitter's to run, but a bad one is refused
+	// here, with the jobs file's line, rather than on every worker.
+	if h, ok := j.Worker["health"]; ok {
+		if _, err := sitter.ProbeFromTable("worker.", h); err != nil {
+			return j, fmt.Errorf("job %s: %w", name, err)
+		}
 	}
 	if j.health, err = table(f, t, "health"); err != nil {
 		return j, err

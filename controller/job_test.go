@@ -55,6 +55,10 @@ func TestParseJobsErrors(t *testing.T) {
 		{"block_after_silent zero", "[jobs.web]\nengine = \"npreserving\"\nblock_after_silent = 0\n", []string{"job web: key block_after_silent: want an integer from 1 to 100, got 0"}},
 		{"block_after_silent too big", "[jobs.web]\nengine = \"npreserving\"\nblock_after_silent = 1000\n", []string{"job web: key block_after_silent", "got 1000"}},
 		{"toml syntax", "[jobs.web\n", []string{"jobs.toml"}},
+		{"worker probe unknown key", "\n[jobs.web]\nengine = \"npreserving\"\n[jobs.web.worker]\nhealth = { http = \"http://127.0.0.1:${port}/\", period = \"1s\" }\n",
+			[]string{"jobs.toml:2", "job web: key worker.health.period: unknown key"}},
+		{"worker probe bad timeout", "[jobs.web]\nengine = \"npreserving\"\n[jobs.web.worker.health]\ncommand = [\"true\"]\ninterval = \"1s\"\ntimeout = \"5s\"\n",
+			[]string{"jobs.toml:1", "job web: key worker.health.timeout: 5s must not exceed interval 1s"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -172,6 +172,10 @@ type WorkerStatus struct {
 	// Error is the failing task's last exit or start error when health is
 	// process_error.
 	Error string `json:"error,omitempty"`
+	// Probe is the worker's health probe as its last heartbeat said
+	// ("work: healthy (HTTP 200)"), a failing or starting one first;
+	// empty when its tasks have none.
+	Probe string `json:"probe,omitempty"`
 	// Busy is what the worker's last heartbeat said: a task running with
 	// work busy. Scale-in drains busy workers instead of terminating them.
 	Busy bool `json:"busy"`

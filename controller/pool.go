@@ -90,9 +90,13 @@ type worker struct {
 	failedTasks        []string
 	taskError          string // the failing task's last exit or start error
 	heartbeatError     string
-	busy               bool
-	restarts           int
-	drainingSince      time.Time
+	// probeFailing is the running task whose health probe is unhealthy,
+	// with the probe's last output; probe is every probe's state, shown.
+	probeFailing  string
+	probe         string
+	busy          bool
+	restarts      int
+	drainingSince time.Time
 	// everOK: heard healthy at least once. A worker replaced before that
 	// is a failed launch (countedFailed: counted once), so a pool whose
 	// workers reach running but never work backs off instead of being
@@ -251,8 +255,17 @@ func (p *Pool) Heartbeat(hb sitter.Heartbeat, now time.Time) bool {
 	}
 	busy, restarts := false, 0
 	var failed []string
-	taskErr := ""
+	taskErr, probeFailing, probe := "", "", ""
 	for _, t := range hb.Tasks {
+		if pr := t.Probe; pr != nil && t.State == sitter.StateRunning {
+			line := fmt.Sprintf("%s: %s (%s)", t.Name, pr.State, pr.Output)
+			if pr.State == sitter.ProbeUnhealthy && probeFailing == "" {
+				probeFailing = fmt.Sprintf("%s: probe failed %d in a row: %s", t.Name, pr.Failures, pr.Output)
+			}
+			if probe == "" || pr.State != sitter.ProbeHealthy {
+				probe = line
+			}
+		}
 		if t.State == sitter.StateRunning && t.Work == sitter.WorkBusy {
 			busy = true
 		}
@@ -268,7 +281,7 @@ func (p *Pool) Heartbeat(hb sitter.Heartbeat, now time.Time) bool {
 		restarts += t.Restarts
 	}
 	switch {
-	case len(failed) > 0 || w.state != nightshift.StateRunning:
+	case len(failed) > 0 || probeFailing != "" || w.state != nightshift.StateRunning:
 		w.okSince = time.Time{}
 	case w.okSince.IsZero():
 		w.okSince = now
@@ -280,8 +293,10 @@ func (p *Pool) Heartbeat(hb sitter.Heartbeat, now time.Time) bool {
 	// Any heartbeat, even a late one or one reporting a failed task, shows
 	// that the job's workers can reach the broker: the silent block ends.
 	p.silent, p.probes, p.nextProbe, p.probeLaunch = 0, 0, time.Time{}, ""
-	changed := w.lastHeartbeat.IsZero() || w.busy != busy || len(w.failedTasks) != len(failed)
+	changed := w.lastHeartbeat.IsZero() || w.busy != busy || len(w.failedTasks) != len(failed) ||
+		(w.probeFailing == "") != (probeFailing == "")
 	w.lastHeartbeat, w.busy, w.failedTasks, w.restarts, w.taskError = now, busy, failed, restarts, taskErr
+	w.probeFailing, w.probe = probeFailing, probe
 	if hb.Host != "" {
 		w.host = hb.Host
 	}
@@ -351,7 +366,7 @@ func (p *Pool) health(w *worker, now time.Time) nightshift.Health {
 	}
 	h := decision.Assess(decision.InstanceView{
 		ID: w.id, State: w.state, StateSince: since, LastHeartbeat: w.lastHeartbeat,
-		FailedTasks: w.failedTasks, HeartbeatError: w.heartbeatError,
+		FailedTasks: w.failedTasks, HeartbeatError: w.heartbeatError, ProbeFailing: w.probeFailing,
 	}, now, p.job.Health)
 	// Silent through the controller's own outage: not known missing until
 	// the grace after it ends has run out, nor while it lasts.
@@ -443,11 +458,17 @@ func (p *Pool) countNeverHealthy(d decision.Decision, now time.Time) {
 			if !ok || w.everOK || w.countedFailed || w.state != nightshift.StateRunning {
 				continue
 			}
-			if p.health(w, now) != nightshift.HealthProcessError {
-				continue
+			switch p.health(w, now) {
+			case nightshift.HealthProcessError:
+				w.countedFailed = true
+				p.launchFailed(now, fmt.Sprintf("worker %s never ran its task: %s", id, w.taskError))
+			case nightshift.HealthProbeFailed:
+				// A version that never passes its probe is as broken as one
+				// that never starts: back off rather than relaunch it
+				// every failure_threshold intervals.
+				w.countedFailed = true
+				p.launchFailed(now, fmt.Sprintf("worker %s never passed its health probe: %s", id, w.probeFailing))
 			}
-			w.countedFailed = true
-			p.launchFailed(now, fmt.Sprintf("worker %s never ran its task: %s", id, w.taskError))
 		}
 	}
 }
@@ -712,9 +733,13 @@ func (p *Pool) Status(now time.Time, policy map[string]any, frozen bool) JobStat
 			js.Counts["draining"]++
 		}
 		ws := WorkerStatus{ID: id, State: string(w.state), Health: string(h), Host: w.host, Restarts: w.restarts, Busy: w.busy}
-		if h == nightshift.HealthProcessError {
+		switch h {
+		case nightshift.HealthProcessError:
 			ws.Error = w.taskError
+		case nightshift.HealthProbeFailed:
+			ws.Error = w.probeFailing
 		}
+		ws.Probe = w.probe
 		if !w.drainingSince.IsZero() {
 			since := w.drainingSince
 			ws.DrainingSince = &since

@@ -90,6 +90,9 @@ type InstanceView struct {
 	// HeartbeatError is an error the last heartbeat reported (the sitter
 	// could not inspect its tasks, say).
 	HeartbeatError string
+	// ProbeFailing names a running task whose health probe the last
+	// heartbeat reported unhealthy, and the probe's last output.
+	ProbeFailing string
 }
 
 // Assess judges an instance's health at now. The rules, in order:
@@ -100,6 +103,7 @@ type InstanceView struct {
 //   - running, never heard, running for more than BootTimeout: never_heard;
 //   - running, never heard, within BootTimeout: booting;
 //   - the last heartbeat reports a failed task or an error: process_error;
+//   - the last heartbeat reports a task's probe unhealthy: probe_failed;
 //   - otherwise ok.
 func Assess(inst InstanceView, now time.Time, hc HealthConfig) nightshift.Health {
 	hc = hc.WithDefaults()
@@ -125,6 +129,9 @@ func Assess(inst InstanceView, now time.Time, hc HealthConfig) nightshift.Health
 	}
 	if len(inst.FailedTasks) > 0 || inst.HeartbeatError != "" {
 		return nightshift.HealthProcessError
+	}
+	if inst.ProbeFailing != "" {
+		return nightshift.HealthProbeFailed
 	}
 	return nightshift.HealthOK
 }

@@ -295,8 +295,13 @@ func writeJob(w io.Writer, j JobStatus) {
 	}
 	tw.Flush()
 	for _, wk := range rows {
-		if wk.Error != "" {
+		switch {
+		case wk.Error != "":
 			fmt.Fprintf(w, "  %s: %s\n", wk.ID, firstLine(redact.String(wk.Error)))
+		case wk.Probe != "":
+			// The probe's last output, also while it passes: what the
+			// application said of itself.
+			fmt.Fprintf(w, "  %s: probe %s\n", q(wk.ID), q(firstLine(redact.String(wk.Probe))))
 		}
 	}
 }

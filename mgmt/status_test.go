@@ -255,3 +255,30 @@ func TestHasPoolsByRecordedComponent(t *testing.T) {
 		}
 	}
 }
+
+func TestTableShowsProbe(t *testing.T) {
+	st := &RunStatus{Run: "r", State: "ready", Jobs: []JobStatus{{
+		Name: "work", Engine: "queuelen", Desired: 2,
+		Workers: []WorkerStatus{
+			{ID: "w1", State: "running", Health: "probe_failed", Error: "work: probe failed 3 in a row: HTTP 503: db down",
+				Probe: "work: unhealthy (HTTP 503: db down)"},
+			{ID: "w2", State: "running", Health: "ok", Probe: "work: healthy (HTTP 200)"},
+		},
+	}}}
+	var out bytes.Buffer
+	if err := WriteTable(&out, st); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"  w1: work: probe failed 3 in a row: HTTP 503: db down\n", "  w2: probe work: healthy (HTTP 200)\n"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, out.String())
+		}
+	}
+	b, err := json.Marshal(st.Jobs[0].Workers[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"probe":"work: healthy (HTTP 200)"`) {
+		t.Errorf("JSON %s lacks the probe", b)
+	}
+}

@@ -23,6 +23,9 @@ const (
 	EnvStatusFile = nsenv.StatusFile
 	EnvDrainFile  = nsenv.DrainFile
 	EnvTaskName   = nsenv.Task
+	// EnvPort is the port the sitter picked for a run whose probe URL
+	// names ${port}: the task serves its health endpoint there.
+	EnvPort = nsenv.Port
 )
 
 // process is one run of a task.
@@ -33,6 +36,7 @@ type process struct {
 	exited  chan exitResult
 	group   Group
 	run     uint64 // which of the task's runs, for the sample loop's findings
+	port    int    // NIGHTSHIFT_PORT of the run; 0 when its probe needs none
 }
 
 type exitResult struct {
@@ -81,7 +85,7 @@ func credential(t Task) (*syscall.Credential, *user.User, error) {
 // taskEnv builds the child's environment: the sitter's own environment
 // without secrets (the sitter may hold AWS or broker credentials that a task
 // has no business seeing), then the protocol variables, then the task's env.
-func taskEnv(t Task, u *user.User, statusFile, drainFile string) []string {
+func taskEnv(t Task, u *user.User, statusFile, drainFile string, port int) []string {
 	m := map[string]string{}
 	for _, kv := range os.Environ() {
 		k, v, _ := cutEnv(kv)
@@ -93,6 +97,9 @@ func taskEnv(t Task, u *user.User, statusFile, drainFile string) []string {
 		m["HOME"], m["USER"], m["LOGNAME"] = u.HomeDir, u.Username, u.Username
 	}
 	m[EnvStatusFile], m[EnvDrainFile], m[EnvTaskName] = statusFile, drainFile, t.Name
+	if port > 0 {
+		m[EnvPort] = strconv.Itoa(port)
+	}
 	for k, v := range t.Env {
 		m[k] = v
 	}
@@ -126,8 +133,14 @@ func (r *runner) start(ctx context.Context) (*process, error) {
 		return nil, err
 	}
 	argv := t.Argv()
+	port := 0
+	if t.Health != nil && t.Health.WantsPort() {
+		if port, err = freePort(); err != nil {
+			return nil, err
+		}
+	}
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = taskEnv(t, u, r.statusFile(), r.drainFile())
+	cmd.Env = taskEnv(t, u, r.statusFile(), r.drainFile(), port)
 	cmd.Dir = t.Workdir
 	// Our own pipes rather than os/exec's: with exec's, Wait also waits for
 	// grandchildren that hold the pipes open, so the leader's death would be
@@ -169,7 +182,7 @@ func (r *runner) start(ctx context.Context) (*process, error) {
 	}
 	go drain(outR, r.stdout)
 	go drain(errR, r.stderr)
-	p := &process{cmd: cmd, pid: cmd.Process.Pid, started: r.s.clock.Now(), exited: make(chan exitResult, 1), group: group}
+	p := &process{cmd: cmd, pid: cmd.Process.Pid, started: r.s.clock.Now(), exited: make(chan exitResult, 1), group: group, port: port}
 	if group != nil {
 		// The child runs outside the cgroup until this write (cgroup v1 has
 		// no clone-into-cgroup); children it forks in that instant are still

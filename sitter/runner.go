@@ -213,6 +213,10 @@ func (r *runner) status() TaskStatus {
 		v := *st.LastViolation
 		st.LastViolation = &v
 	}
+	if st.Probe != nil {
+		ps := *st.Probe
+		st.Probe = &ps
+	}
 	return st
 }
 
@@ -282,6 +286,10 @@ func (r *runner) loop(ctx context.Context) {
 		deadline   clockwork.Timer
 		health     clockwork.Timer
 		healthDone chan healthResult
+		// The probe's timer and the check in flight, per run as health's.
+		probe     clockwork.Timer
+		probeDone chan ProbeResult
+		probeSt   ProbeStatus
 	)
 	reply := func(err error) {
 		for _, w := range waiters {
@@ -323,7 +331,16 @@ func (r *runner) loop(ctx context.Context) {
 		if len(t.HealthCommand) > 0 {
 			health = clock.NewTimer(t.HealthInterval.D())
 		}
+		probeDone = nil
+		if t.Health != nil {
+			probeSt = ProbeStatus{State: ProbeStarting}
+			probe = clock.NewTimer(t.Health.FirstCheck(p.started).Sub(clock.Now()))
+		}
 		r.update(func(st *TaskStatus) {
+			if t.Health != nil {
+				ps := probeSt
+				st.Probe = &ps
+			}
 			st.State, st.PID, st.StartedAt, st.ExitCode, st.Reason = StateRunning, p.pid, p.started, 0, ""
 			st.CPU, st.MemMB, st.Work = 0, 0, WorkUnknown
 		})
@@ -355,6 +372,8 @@ func (r *runner) loop(ctx context.Context) {
 		stopTimer(&deadline)
 		stopTimer(&health)
 		healthDone = nil
+		stopTimer(&probe)
+		probeDone = nil
 		// Whatever the leader left behind dies with it.
 		p.signalGroup(syscall.SIGKILL)
 		end := RunEnd{Started: p.started, Ended: clock.Now(), ExitCode: res.code, Signal: res.signal, Violation: violation}
@@ -518,6 +537,27 @@ func (r *runner) loop(ctx context.Context) {
 			}
 			beginStop(intentViolation, &Violation{Kind: ViolationHealth, Measured: float64(h.code), At: clock.Now(), Detail: detail})
 
+		case <-timerC(probe):
+			probe = nil
+			if p != nil && intent == intentNone {
+				probeDone = make(chan ProbeResult, 1)
+				pr, port := *t.Health, p.port
+				go func() { probeDone <- r.runProbe(ctx, pr, port) }()
+			}
+
+		case res := <-probeDone:
+			probeDone = nil
+			if p == nil || intent != intentNone {
+				continue
+			}
+			probeSt = t.Health.Observe(probeSt, res)
+			ps := probeSt
+			r.update(func(st *TaskStatus) { st.Probe = &ps })
+			if ps.Failures == t.Health.FailureThreshold {
+				r.s.log.Warn("probe failing: task unhealthy", "task", t.Name, "failures", ps.Failures, "output", ps.Output)
+			}
+			probe = clock.NewTimer(t.Health.Interval.D())
+
 		case rv := <-r.violations:
 			// Stale (an earlier run) or late (already stopping): the stop in
 			// progress stands.
@@ -550,7 +590,7 @@ func (r *runner) runHealth(ctx context.Context, out chan<- healthResult) {
 	hctx, cancel := context.WithTimeout(ctx, t.HealthInterval.D())
 	defer cancel()
 	cmd := exec.CommandContext(hctx, t.HealthCommand[0], t.HealthCommand[1:]...)
-	cmd.Env = taskEnv(t, u, r.statusFile(), r.drainFile())
+	cmd.Env = taskEnv(t, u, r.statusFile(), r.drainFile(), 0)
 	cmd.Dir = t.Workdir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }

@@ -45,6 +45,9 @@ type Config struct {
 	HardCPUFactor, HardMemFactor float64
 	Clock                        clockwork.Clock
 	Logger                       *slog.Logger
+	// HTTPProbe checks tasks' HTTP health probes (sitter/httpprobe); nil
+	// fails every HTTP probe, saying so.
+	HTTPProbe HTTPChecker
 	// InstanceID, Job and Host identify the heartbeats.
 	InstanceID, Job, Host string
 }

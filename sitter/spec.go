@@ -60,6 +60,10 @@ type Task struct {
 
 	HealthCommand  []string `toml:"health_command" json:"health_command,omitempty"`
 	HealthInterval Duration `toml:"health_interval" json:"health_interval,omitempty"`
+
+	// Health is the task's probe (see Probe): reported on the heartbeat
+	// for the pool to judge, never a reason for the sitter to restart.
+	Health *Probe `toml:"health" json:"health,omitempty"`
 }
 
 // Defaults applied by WithDefaults. They follow the complaints collected in
@@ -126,6 +130,10 @@ func (t Task) WithDefaults() Task {
 	if len(t.HealthCommand) > 0 && t.HealthInterval == 0 {
 		t.HealthInterval = Duration(DefaultHealthInterval)
 	}
+	if t.Health != nil {
+		p := t.Health.WithDefaults()
+		t.Health = &p
+	}
 	return t
 }
 
@@ -187,6 +195,11 @@ func (t Task) Validate() error {
 	// one timing out at once.
 	if len(t.HealthCommand) > 0 && t.HealthInterval == ZeroDuration {
 		return bad("health_interval", "must be > 0 when health_command is set")
+	}
+	if t.Health != nil {
+		if key, err := t.Health.Validate(); err != nil {
+			return bad("health."+key, "%s", err)
+		}
 	}
 	switch t.Restart {
 	case "", RestartAlways, RestartOnFailure, RestartNever:
@@ -350,7 +363,10 @@ func ParseFile(name string, src []byte) (File, error) {
 			if errors.As(err, &fe) {
 				key = fe.Key
 			}
-			return File{}, fmt.Errorf("%s:%d: %w", name, lineOf(src, i, key), err)
+			// A key of an inline table (health.interval) is on the line of
+			// its table's key.
+			top, _, _ := strings.Cut(key, ".")
+			return File{}, fmt.Errorf("%s:%d: %w", name, lineOf(src, i, top), err)
 		}
 		if j, dup := seen[t.Name]; dup {
 			return File{}, fmt.Errorf("%s:%d: task %s: name: duplicate of task #%d", name, lineOf(src, i, "name"), t.Name, j+1)

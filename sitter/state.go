@@ -109,6 +109,9 @@ type TaskStatus struct {
 	Work      Work      `json:"work"`
 	StartedAt time.Time `json:"started_at,omitzero"`
 	ExitCode  int       `json:"exit_code,omitempty"`
+	// Probe is the task's health probe over its current (or last) run;
+	// nil when the task has none.
+	Probe *ProbeStatus `json:"probe,omitempty"`
 }
 
 // HostVitals is the machine's own load, for placement decisions upstream.

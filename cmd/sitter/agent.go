@@ -35,6 +35,7 @@ import (
 	"nightshift/internal/runlayout"
 	"nightshift/internal/ssmparams"
 	"nightshift/sitter"
+	"nightshift/sitter/httpprobe"
 	"nightshift/sitter/sitterbus"
 )
 
@@ -273,6 +274,7 @@ func runAgent(ctx context.Context, c agentConfig, stderr io.Writer) error {
 			}()
 		}
 	}
+	cfg.HTTPProbe = httpprobe.Checker{}
 	bus := &laterBus{run: c.run}
 	cfg.Sink = &sitterbus.Sink{Bus: bus, Sender: sitterbus.Component(c.instance)}
 	s, err := sitter.New(cfg)

@@ -31,6 +31,7 @@ import (
 	"nightshift/internal/redact"
 	"nightshift/internal/termtext"
 	"nightshift/sitter"
+	"nightshift/sitter/httpprobe"
 )
 
 func main() {
@@ -328,6 +329,7 @@ func serve(stateDir, cgMode, level, tasksFile string, stderr io.Writer) error {
 			}
 		}()
 	}
+	cfg.HTTPProbe = httpprobe.Checker{}
 	// New takes the state dir's lock: a second `sitter run` on the same
 	// dir stops here, before it sweeps the first one's tasks as orphans or
 	// removes its control socket.

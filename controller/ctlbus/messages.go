@@ -37,7 +37,7 @@ type DrainBody = sitterbus.DrainBody
 func Messages() *envelope.Registry {
 	r := &envelope.Registry{}
 	controller.RegisterMessages(r)
-	r.Register(TypeHeartbeat, 1, func() envelope.Validator { return &HeartbeatBody{} }, false)
+	sitterbus.RegisterHeartbeat(r)
 	r.Register(TypeDrain, 1, func() envelope.Validator { return &DrainBody{} }, true)
 	r.Register(provisioner.TypeInstance, 1, func() envelope.Validator { return &provisioner.InstanceEvent{} }, false)
 	return r
@@ -50,9 +50,9 @@ func DecodeHeartbeat(reg *envelope.Registry, data []byte) (sitter.Heartbeat, err
 	if err != nil {
 		return sitter.Heartbeat{}, fmt.Errorf("decode heartbeat: %w", err)
 	}
-	hb, ok := body.(*HeartbeatBody)
+	hb, ok := sitterbus.HeartbeatOf(body)
 	if !ok {
 		return sitter.Heartbeat{}, fmt.Errorf("decode heartbeat: message %q is not %q", env.Type, TypeHeartbeat)
 	}
-	return sitter.Heartbeat(*hb), nil
+	return hb, nil
 }

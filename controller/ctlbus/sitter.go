@@ -9,6 +9,7 @@ import (
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/envelope"
 	"nightshift/sitter"
+	"nightshift/sitter/sitterbus"
 )
 
 // BusDrainer sends signed drain commands to sitters.
@@ -49,7 +50,7 @@ func (h HeartbeatPublisher) SendHeartbeat(ctx context.Context, hb sitter.Heartbe
 	if clock == nil {
 		clock = clockwork.NewRealClock()
 	}
-	env, err := envelope.NewEnvelope(TypeHeartbeat, 1, h.Bus.Run(), h.Sender, HeartbeatBody(hb), clock.Now())
+	env, err := sitterbus.NewHeartbeat(h.Bus.Run(), h.Sender, hb, clock.Now())
 	if err != nil {
 		return fmt.Errorf("heartbeat of %s: %w", hb.InstanceID, err)
 	}

@@ -46,6 +46,9 @@ const (
 	StatusFile = "NIGHTSHIFT_STATUS_FILE"
 	DrainFile  = "NIGHTSHIFT_DRAIN_FILE"
 	Task       = "NIGHTSHIFT_TASK"
+	// Port is the loopback port a run serves its health probe on, when
+	// the probe's URL names ${port}.
+	Port = "NIGHTSHIFT_PORT"
 )
 
 // Run-scoped values a plan references as ${env.NAME}; the engine serves

@@ -2,13 +2,15 @@ package sitterbus
 
 import (
 	"fmt"
+	"time"
 
 	"nightshift/internal/envelope"
 	"nightshift/internal/ping"
 	"nightshift/sitter"
 )
 
-// Message types defined by the sitter, all version 1. The controller
+// Message types defined by the sitter, all version 1 but for heartbeats
+// (HeartbeatVersion). The controller
 // speaks two of them: it consumes heartbeats and sends drains.
 const (
 	// TypeHeartbeat is a sitter heartbeat event, published with routing
@@ -37,15 +39,86 @@ const MaxTailLines = 10000
 // the run's events exchange.
 func HeartbeatKey(job, instanceID string) string { return "heartbeat." + job + "." + instanceID }
 
-// HeartbeatBody is sitter.Heartbeat on the wire.
+// Heartbeat versions. Version 2 adds each task's probe; a sitter sends
+// version 1 while none of its tasks has one (HeartbeatVersionOf), so a
+// controller that predates probes keeps reading every heartbeat of a pool
+// without them, and a body with a probe is never read as version 1.
+const (
+	HeartbeatV1      = 1
+	HeartbeatV2      = 2
+	HeartbeatVersion = HeartbeatV2
+)
+
+// HeartbeatVersionOf is the version hb is sent as.
+func HeartbeatVersionOf(hb sitter.Heartbeat) int {
+	for _, t := range hb.Tasks {
+		if t.Probe != nil {
+			return HeartbeatV2
+		}
+	}
+	return HeartbeatV1
+}
+
+// HeartbeatBody is sitter.Heartbeat on the wire (version 2).
 type HeartbeatBody sitter.Heartbeat
 
 // Validate implements envelope.Validator.
 func (h *HeartbeatBody) Validate() error {
-	return envelope.FirstError(
+	errs := []error{
 		envelope.Require("instance_id", h.InstanceID != ""),
 		envelope.Require("job", h.Job != ""),
-		envelope.Require("time", !h.Time.IsZero()))
+		envelope.Require("time", !h.Time.IsZero()),
+	}
+	for i, t := range h.Tasks {
+		if t.Probe == nil {
+			continue
+		}
+		f := fmt.Sprintf("tasks[%d].probe.", i)
+		switch t.Probe.State {
+		case sitter.ProbeStarting, sitter.ProbeHealthy, sitter.ProbeUnhealthy:
+		default:
+			errs = append(errs, envelope.Check(f+"state", false, fmt.Sprintf("%q is not one of starting, healthy, unhealthy", t.Probe.State)))
+		}
+		errs = append(errs,
+			envelope.Check(f+"failures", t.Probe.Failures >= 0, "negative"),
+			envelope.Check(f+"output", len(t.Probe.Output) <= sitter.MaxProbeOutput, fmt.Sprintf("longer than %d bytes", sitter.MaxProbeOutput)))
+	}
+	return envelope.FirstError(errs...)
+}
+
+// HeartbeatV1Body is a version 1 heartbeat: the same shape without probes.
+type HeartbeatV1Body sitter.Heartbeat
+
+// Validate implements envelope.Validator.
+func (h *HeartbeatV1Body) Validate() error {
+	for i, t := range h.Tasks {
+		if t.Probe != nil {
+			return envelope.Check(fmt.Sprintf("tasks[%d].probe", i), false, "not part of version 1")
+		}
+	}
+	return (*HeartbeatBody)(h).Validate()
+}
+
+// RegisterHeartbeat registers every heartbeat version this build reads.
+func RegisterHeartbeat(r *envelope.Registry) {
+	r.Register(TypeHeartbeat, HeartbeatV1, func() envelope.Validator { return &HeartbeatV1Body{} }, false)
+	r.Register(TypeHeartbeat, HeartbeatV2, func() envelope.Validator { return &HeartbeatBody{} }, false)
+}
+
+// HeartbeatOf returns the heartbeat a decoded body of any version holds.
+func HeartbeatOf(body any) (sitter.Heartbeat, bool) {
+	switch b := body.(type) {
+	case *HeartbeatBody:
+		return sitter.Heartbeat(*b), true
+	case *HeartbeatV1Body:
+		return sitter.Heartbeat(*b), true
+	}
+	return sitter.Heartbeat{}, false
+}
+
+// NewHeartbeat is hb as an envelope of the version HeartbeatVersionOf picks.
+func NewHeartbeat(run, sender string, hb sitter.Heartbeat, now time.Time) (envelope.Envelope, error) {
+	return envelope.NewEnvelope(TypeHeartbeat, HeartbeatVersionOf(hb), run, sender, HeartbeatBody(hb), now)
 }
 
 // DrainBody asks the sitter of InstanceID to drain its tasks: finish the
@@ -118,7 +191,7 @@ func (*Reply) Validate() error { return nil }
 func Messages() *envelope.Registry {
 	r := &envelope.Registry{}
 	r.Register(TypeDrain, 1, func() envelope.Validator { return &DrainBody{} }, true)
-	r.Register(TypeHeartbeat, 1, func() envelope.Validator { return &HeartbeatBody{} }, false)
+	RegisterHeartbeat(r)
 	r.Register(TypeControl, 1, func() envelope.Validator { return &ControlBody{} }, true)
 	r.Register(TypeTail, 1, func() envelope.Validator { return &TailBody{} }, false)
 	r.Register(TypeStatus, 1, func() envelope.Validator { return &StatusBody{} }, false)

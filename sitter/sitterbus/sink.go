@@ -56,7 +56,7 @@ func (s *Sink) SendHeartbeat(ctx context.Context, hb sitter.Heartbeat) error {
 	if clock == nil {
 		clock = clockwork.NewRealClock()
 	}
-	env, err := envelope.NewEnvelope(TypeHeartbeat, 1, s.Bus.Run(), s.Sender, HeartbeatBody(hb), clock.Now())
+	env, err := NewHeartbeat(s.Bus.Run(), s.Sender, hb, clock.Now())
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}

@@ -33,6 +33,7 @@ import (
 	"nightshift/internal/runlayout"
 	"nightshift/internal/service/builtin/broker"
 	"nightshift/launchplan"
+	"nightshift/sitter"
 )
 
 // RunRedactor returns a redactor that knows the run's secrets kept in files:
@@ -390,7 +391,16 @@ func resolvedSpec(t map[string]any, expand func(string) (string, error)) (jobspe
 			cp[k] = e
 		}
 	}
-	return jobspec.FromTable(cp)
+	spec, err := jobspec.FromTable(cp)
+	if err != nil {
+		return spec, err
+	}
+	if h, ok := spec.Worker["health"]; ok {
+		if _, err := sitter.ProbeFromTable("worker.", h); err != nil {
+			return spec, err
+		}
+	}
+	return spec, nil
 }
 
 func expandValue(key string, v any, expand func(string) (string, error)) (any, error) {

@@ -69,6 +69,8 @@ func TestWriteRunJobs(t *testing.T) {
 			p.Levels[1].Services[0].Pos = launchplan.Pos{File: "local.toml", Line: 33}
 			return p
 		}(), `local.toml:33: service controller: config.jobs.w: key worker.user: "Root Admin" is not a user name`},
+		{"bad probe", controllerPlan(map[string]any{"w": map[string]any{"worker": map[string]any{"command": []any{"w"},
+			"health": map[string]any{"http": "127.0.0.1:$${port}/healthz"}}}}), "config.jobs.w: key worker.health.http:"},
 	}
 	for _, c := range bad {
 		t.Run(c.name, func(t *testing.T) {
