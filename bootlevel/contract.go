@@ -92,6 +92,11 @@ type StepRequest struct {
 	// config. Either may be nil for drivers that run programs.
 	Plan   *launchplan.Plan
 	Expand func(template string) (string, error)
+	// Reboot is set on the terminate step that
+	// a restart or repair runs before booting the same service again: a
+	// type keeps what must outlive its process (a broker's users, vhosts
+	// and durable queues), which a teardown removes.
+	Reboot bool
 }
 
 // Scrub removes the run's known secrets from s (with a nil Redactor, only

@@ -732,10 +732,17 @@ func (r *runner) bringUp(ctx context.Context, svc *launchplan.Service) *StepErro
 }
 
 func (r *runner) bestEffortTerminate(ctx context.Context, svc *launchplan.Service) {
-	if err := r.terminate(ctx, svc); err != nil {
+	if err := r.terminate(context.WithValue(ctx, rebootKey{}, true), svc); err != nil {
 		r.log.Warn("terminate before reboot failed; booting anyway", "service", svc.Name, "err", r.scrub(err.Error()))
 	}
 }
+
+// rebootKey marks a context whose terminate precedes a boot of the same
+// service (StepRequest.Reboot). A context value, not a parameter, because
+// it only has to reach the step request through the shared terminate path.
+type rebootKey struct{}
+
+func rebooting(ctx context.Context) bool { v, _ := ctx.Value(rebootKey{}).(bool); return v }
 
 // teardown terminates the services selected by want, levels in reverse,
 // services of a level concurrently; it keeps going past failures.

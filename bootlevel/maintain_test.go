@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -516,6 +517,48 @@ func TestRestartTouchesOnlyNamed(t *testing.T) {
 		}
 		if drv.count("db", StepBoot) != 2 {
 			t.Error("a service of a run being torn down was rebooted")
+		}
+	})
+}
+
+// TestRestartTerminateIsMarkedReboot: the terminate a restart runs before
+// booting a service again says so (a broker keeps its users through it);
+// a teardown's terminate does not.
+func TestRestartTerminateIsMarkedReboot(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		var reboots []bool
+		var dead atomic.Bool
+		drv := &fakeDriver{script: func(ctx context.Context, req StepRequest) (StepResult, error) {
+			if req.Service.Name == "db" && req.Step == StepBoot {
+				dead.Store(false)
+			}
+			if req.Service.Name == "db" && req.Step == StepReady && dead.Load() {
+				return StepResult{ExitCode: 1, Gone: true}, nil
+			}
+			if req.Service.Name == "db" && req.Step == StepTerminate {
+				mu.Lock()
+				reboots = append(reboots, req.Reboot)
+				mu.Unlock()
+			}
+			return StepResult{}, nil
+		}}
+		e, _ := newEngine(t, drv)
+		p := plan([]launchplan.Service{service("db")})
+		if _, err := e.Launch(t.Context(), p, LaunchOptions{Run: "rb"}); err != nil {
+			t.Fatal(err)
+		}
+		dead.Store(true)
+		if _, err := e.Restart(t.Context(), "rb", []string{"db"}); err != nil {
+			t.Fatalf("restart: %v", err)
+		}
+		if _, err := e.Terminate(t.Context(), "rb"); err != nil {
+			t.Fatalf("teardown: %v", err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if !slices.Equal(reboots, []bool{true, false}) {
+			t.Errorf("terminate steps marked reboot %v, want [true false]: the restart's, then the teardown's", reboots)
 		}
 	})
 }

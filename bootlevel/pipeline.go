@@ -354,6 +354,7 @@ func (r *runner) step(ctx context.Context, drv Driver, exp *launchplan.Service, 
 		Redactor: r.red,
 		Plan:     r.plan,
 		Expand:   r.scope(maps.Clone(exp.Attributes)).Expand,
+		Reboot:   rebooting(ctx),
 	}
 	if prog != nil {
 		req.Program = *prog

@@ -775,6 +775,13 @@ func (t *Type) terminate(ctx context.Context, req bootlevel.StepRequest, cfg Con
 	if err := errors.Join(all...); err != nil {
 		return err
 	}
+	// A restart (the keeper's, repair's) boots the same node again: its
+	// users (every daemon's and worker's own), vhost and durable queues
+	// must survive, or every client is locked out of the new node.
+	if req.Reboot {
+		lg.printf("stopped %d RabbitMQ node(s); their data stays for the reboot", len(nodes))
+		return nil
+	}
 	// The run is over for this broker: its messages and its cluster
 	// membership go with it (the state file stays, so a later boot of
 	// the service hands out the same URLs to a blank node).

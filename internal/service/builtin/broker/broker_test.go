@@ -2,6 +2,8 @@ package broker
 
 import (
 	"context"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -159,6 +161,31 @@ func TestRebootKeepsPasswordAndPorts(t *testing.T) {
 	}
 	svc.Attributes = first.Outputs
 	waitReady()
+	// A daemon's own broker user, as the provisioner and controller types
+	// create theirs: it must outlive the node's restart.
+	api := func(method, path, body string) int {
+		t.Helper()
+		u, err := url.Parse(first.Outputs["management_url"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		pass, _ := u.User.Password()
+		req, err := http.NewRequestWithContext(ctx, method, u.Scheme+"://"+u.Host+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.SetBasicAuth(u.User.Username(), pass)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := api(http.MethodPut, "/api/users/ns.t.controller", `{"password":"pw","tags":""}`); code/100 != 2 {
+		t.Fatalf("create user: HTTP %d", code)
+	}
 	pidData, _ := os.ReadFile(filepath.Join(dir, "rabbit", "pid"))
 	pid, _ := strconv.Atoi(strings.TrimSpace(string(pidData)))
 	syscall.Kill(pid, syscall.SIGKILL)
@@ -168,6 +195,13 @@ func TestRebootKeepsPasswordAndPorts(t *testing.T) {
 	res, err := ty.Run(ctx, step(svc, bootlevel.StepReady, dir))
 	if err != nil || res.ExitCode == 0 || !res.Gone {
 		t.Fatalf("ready of a dead node: %+v %v, want a failure marked Gone", res, err)
+	}
+	// The engine's restart terminates before it boots again, marked as a
+	// reboot: the node's data stays.
+	stop := step(svc, bootlevel.StepTerminate, dir)
+	stop.Reboot = true
+	if res, err := ty.Run(ctx, stop); err != nil || res.ExitCode != 0 {
+		t.Fatalf("terminate before reboot: %+v %v", res, err)
 	}
 	second, err := ty.Run(ctx, step(svc, bootlevel.StepBoot, dir))
 	if err != nil || second.ExitCode != 0 {
@@ -180,6 +214,9 @@ func TestRebootKeepsPasswordAndPorts(t *testing.T) {
 	}
 	svc.Attributes = second.Outputs
 	waitReady() // the old URL, password included, still connects
+	if code := api(http.MethodGet, "/api/users/ns.t.controller", ""); code != http.StatusOK {
+		t.Errorf("after the restart the daemon's broker user is gone (HTTP %d): every client would be refused", code)
+	}
 }
 
 // needServer returns the broker type, skipping (failing under strict mode)
