@@ -329,8 +329,14 @@ func newDriver(ctx context.Context, c config, isRoot bool, log *slog.Logger) (pr
 		if err != nil {
 			return nil, err
 		}
-		return localworker.New(localworker.Config{Home: c.home, Run: c.run, Command: c.workerCommand, Env: c.workerEnv, Grace: c.grace, Log: log,
-			CommandKey: c.commandKey, CAFile: c.amqpCAFile, Isolation: iso})
+		cfg := localworker.Config{Home: c.home, Run: c.run, Command: c.workerCommand, Env: c.workerEnv, Grace: c.grace, Log: log,
+			CommandKey: c.commandKey, CAFile: c.amqpCAFile, Isolation: iso}
+		if c.managementURL == "" {
+			// No per-worker users: workers share this provisioner's,
+			// in a URL file of their own.
+			cfg.SharedBrokerURL = c.amqpURL
+		}
+		return localworker.New(cfg)
 	}
 	var brokerCA []byte
 	if c.amqpCAFile != "" {

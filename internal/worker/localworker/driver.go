@@ -136,6 +136,11 @@ type Config struct {
 	// instance as NIGHTSHIFT_AMQP_CA_FILE (a copy in its own directory
 	// when isolated, which cannot reach the run's pki directory).
 	CAFile string
+	// SharedBrokerURL is the broker URL an instance gets when its launch
+	// carries none of its own (no per-worker broker users: every component
+	// shares one). It is written to the instance's own 0600 URL file, since
+	// an isolated instance cannot read the provisioner's.
+	SharedBrokerURL string
 	// Isolation, when set, runs instances as another user; nil runs them
 	// as this process's user, which lets them read the run's files.
 	Isolation *Isolation
@@ -261,6 +266,9 @@ func (d *Driver) Launch(ctx context.Context, spec provisioner.InstanceSpec) (pro
 	defer unlock()
 	if o, err := readOwner(dir); err == nil && alive("/proc", o.PID, o.StartTime) {
 		return provisioner.LaunchResult{Host: d.cfg.Host, PID: o.PID}, nil
+	}
+	if spec.BrokerURL == "" {
+		spec.BrokerURL = d.cfg.SharedBrokerURL
 	}
 	var iso *isolated
 	if d.cfg.Isolation != nil {

@@ -280,18 +280,32 @@ func TestBadInput(t *testing.T) {
 // TestInstanceGetsItsOwnBrokerURL: a launch carrying the instance's own
 // broker URL puts it in a 0600 file of the instance's own, and that file,
 // not a run-wide one from Config.Env, is what the instance is pointed at.
+// Without per-worker users the shared URL goes into that file too: an
+// isolated instance could not read the provisioner's.
 func TestInstanceGetsItsOwnBrokerURL(t *testing.T) {
+	for _, shared := range []bool{false, true} {
+		t.Run(fmt.Sprintf("shared=%v", shared), func(t *testing.T) { testOwnBrokerURL(t, shared) })
+	}
+}
+
+func testOwnBrokerURL(t *testing.T, shared bool) {
 	home := t.TempDir()
 	out := filepath.Join(home, "env-seen")
-	d, err := New(Config{Home: home, Run: "r1", Grace: 2 * time.Second,
+	own := "amqp://ns.r1.worker.web-1:own-pw@127.0.0.1:5672/"
+	cfg := Config{Home: home, Run: "r1", Grace: 2 * time.Second,
 		Command: []string{"/bin/sh", "-c", `cat "$NIGHTSHIFT_AMQP_URL_FILE" > ` + out + `; env >> ` + out + `; sleep 300`},
-		Env:     []string{"NIGHTSHIFT_AMQP_URL_FILE=/shared/provisioner-url"}})
+		Env:     []string{"NIGHTSHIFT_AMQP_URL_FILE=/shared/provisioner-url"}}
+	spec := provisioner.InstanceSpec{ID: "web-1", Job: "web", LaunchID: "L1", Run: "r1", BrokerURL: own}
+	if shared {
+		own = "amqp://ns.r1.provisioner.p:prov-pw@127.0.0.1:5672/"
+		cfg.SharedBrokerURL, spec.BrokerURL = own, ""
+	}
+	d, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { Sweep(context.Background(), home, "r1") })
-	own := "amqp://ns.r1.worker.web-1:own-pw@127.0.0.1:5672/"
-	if _, err := d.Launch(context.Background(), provisioner.InstanceSpec{ID: "web-1", Job: "web", LaunchID: "L1", Run: "r1", BrokerURL: own}); err != nil {
+	if _, err := d.Launch(context.Background(), spec); err != nil {
 		t.Fatal(err)
 	}
 	file := filepath.Join(InstanceDir(home, "r1", "web-1"), "amqp-url")
