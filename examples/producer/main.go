@@ -7,6 +7,7 @@ package main
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -58,36 +59,85 @@ func produce(count int, run, home, url, caFile, queue string, work time.Duration
 			return err
 		}
 	}
-	// A cluster's URL list: the first node that answers.
-	conn, err := amqpbus.DialAny(url, roots, amqp.Config{})
-	if err != nil {
-		return fmt.Errorf("connect %s: %w", redact.URL(url), err)
+	// Every item is confirmed before the next is sent. A nack (a quorum
+	// queue electing a leader after losing a node) or a lost connection
+	// (the node itself) sends the item again on a new channel or a new
+	// connection, to the first node of a cluster's list that answers: at
+	// least once, like the daemons' commands.
+	var conn *amqp.Connection
+	var ch *amqp.Channel
+	defer func() {
+		if conn != nil {
+			conn.Close()
+		}
+	}()
+	open := func() error {
+		if conn == nil || conn.IsClosed() {
+			if conn != nil {
+				conn.Close()
+			}
+			c, err := amqpbus.DialAny(url, roots, amqp.Config{})
+			if err != nil {
+				return fmt.Errorf("connect %s: %w", redact.URL(url), err)
+			}
+			conn = c
+		}
+		if ch != nil {
+			_ = ch.Close()
+		}
+		var err error
+		if ch, err = conn.Channel(); err != nil {
+			return err
+		}
+		// A quorum queue on a cluster, as the provisioner declares it.
+		if _, err := ch.QueueDeclare(queue, true, false, false, false, amqpbus.QueueArgs(url)); err != nil {
+			return fmt.Errorf("declare %s: %w", queue, err)
+		}
+		return ch.Confirm(false)
 	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		return err
-	}
-	// A quorum queue on a cluster, as the provisioner declares it.
-	if _, err := ch.QueueDeclare(queue, true, false, false, false, amqpbus.QueueArgs(url)); err != nil {
-		return fmt.Errorf("declare %s: %w", queue, err)
-	}
-	if err := ch.Confirm(false); err != nil {
-		return err
-	}
+	const attempts = 20
 	for i := 1; i <= count; i++ {
 		body := fmt.Sprintf("item %d of %d at %s", i, count, time.Now().UTC().Format(time.RFC3339Nano))
 		if work > 0 {
 			body += " work=" + work.String()
 		}
-		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", queue, false, false, amqp.Publishing{
-			DeliveryMode: amqp.Persistent, ContentType: "text/plain", Body: []byte(body),
-		})
-		if err != nil {
-			return fmt.Errorf("publish item %d: %w", i, err)
-		}
-		if ok, err := dc.WaitContext(ctx); err != nil || !ok {
-			return fmt.Errorf("broker did not confirm item %d (%v)", i, err)
+		var last error
+		for attempt := 1; ; attempt++ {
+			if attempt > 1 {
+				if attempt > attempts {
+					return fmt.Errorf("item %d not confirmed after %d attempts: %w", i, attempts, last)
+				}
+				select {
+				case <-ctx.Done():
+					return fmt.Errorf("item %d: %w (last: %v)", i, ctx.Err(), last)
+				case <-time.After(time.Duration(attempt) * 100 * time.Millisecond):
+				}
+			}
+			if ch == nil || ch.IsClosed() || last != nil {
+				if err := open(); err != nil {
+					last = err
+					continue
+				}
+			}
+			dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", queue, false, false, amqp.Publishing{
+				DeliveryMode: amqp.Persistent, ContentType: "text/plain", Body: []byte(body),
+			})
+			if err != nil {
+				last = fmt.Errorf("publish: %w", err)
+				continue
+			}
+			ok, err := dc.WaitContext(ctx)
+			switch {
+			case err != nil:
+				last = fmt.Errorf("confirm: %w", err)
+			case !ok:
+				last = errors.New("nacked by the broker")
+			default:
+				last = nil
+			}
+			if last == nil {
+				break
+			}
 		}
 	}
 	fmt.Printf("published %d items to %s on %s\n", count, queue, redact.URL(url))

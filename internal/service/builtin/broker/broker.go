@@ -196,6 +196,11 @@ func nodeCount(v any) (int, error) {
 		n = x
 	case int:
 		n = int64(x)
+	case float64: // the stored plan is JSON
+		if x != float64(int64(x)) {
+			return 0, fmt.Errorf("config.nodes: want a whole number, got %v", x)
+		}
+		n = int64(x)
 	default:
 		return 0, fmt.Errorf("config.nodes: want a whole number, got %T", v)
 	}
@@ -761,9 +766,18 @@ func (t *Type) terminate(ctx context.Context, req bootlevel.StepRequest, cfg Con
 		lg.printf("external broker left running")
 		return nil
 	}
+	nodes := nodesOf(req.Run, req.Service.Name, req.WorkDir, cfg.Nodes)
+	if req.Reboot && len(nodes) > 1 {
+		// A restart of a cluster (the keeper's after a node died, a
+		// repair's): its live nodes are its quorum and where its clients
+		// failed over to. Stopping them would turn the loss of one node
+		// into an outage of all; the boot that follows starts the nodes
+		// that are down and leaves the others running.
+		lg.printf("restart of a cluster: its running nodes are left running")
+		return nil
+	}
 	// All nodes at once: a cluster's nodes stopped one by one each wait
 	// for the others' quorum queues to hand over leadership.
-	nodes := nodesOf(req.Run, req.Service.Name, req.WorkDir, cfg.Nodes)
 	errs := make(chan error, len(nodes))
 	for _, n := range nodes {
 		go func() { errs <- stopNode(ctx, n.dir, 30*time.Second, lg) }()

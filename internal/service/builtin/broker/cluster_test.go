@@ -36,6 +36,8 @@ func TestParseConfigNodes(t *testing.T) {
 		{map[string]any{"nodes": int64(0)}, 0, "config.nodes: want 1 to 7"},
 		{map[string]any{"nodes": int64(8)}, 0, "config.nodes: want 1 to 7"},
 		{map[string]any{"nodes": "3"}, 0, "config.nodes: want a whole number"},
+		{map[string]any{"nodes": float64(3)}, 3, ""}, // as the stored plan's JSON gives it
+		{map[string]any{"nodes": 2.5}, 0, "config.nodes: want a whole number, got 2.5"},
 		{map[string]any{"nodes": int64(3), "port": int64(65534)}, 0, "config.port: 3 nodes from port 65534"},
 		{map[string]any{"mode": "external", "url": "amqp://u:p@h:1/", "nodes": int64(3)}, 0, "config.nodes: only for mode"},
 		{map[string]any{"mode": "external", "url": "amqp://u:p@h:1/,amqp://u:p@h:2/"}, 1, ""},
@@ -151,10 +153,17 @@ func TestClusterOfThree(t *testing.T) {
 		quorumSurvivesNodeLoss(t, run, out["urls"], nodes[0])
 	})
 
-	t.Run("re-boot restarts only the dead node", func(t *testing.T) {
+	t.Run("repair restarts only the dead node and keeps the data", func(t *testing.T) {
 		before := map[string]int{}
 		for _, n := range nodes[1:] {
 			before[n.name], _ = readPID(n.dir)
+		}
+		// As a repair and the keeper do it: terminate (marked Reboot),
+		// then boot.
+		term := stepOf(bootlevel.StepTerminate)
+		term.Reboot = true
+		if res, err := ty.Run(ctx, term); err != nil || res.ExitCode != 0 {
+			t.Fatalf("terminate before re-boot: %+v %v", res, err)
 		}
 		res, err := ty.Run(ctx, stepOf(bootlevel.StepBoot))
 		if err != nil || res.ExitCode != 0 {
@@ -173,6 +182,11 @@ func TestClusterOfThree(t *testing.T) {
 		waitReady()
 		if running := runningNodes(t, nodes[0]); len(running) != 3 {
 			t.Fatalf("running nodes after re-boot %q, want 3", running)
+		}
+		// The queue and its messages outlived the repair: consumed
+		// everything before, so it is there and empty.
+		if q := listQueues(t, nodes[0]); !strings.Contains(q, amqpbus.CommandQueue(run, "work")+"\tquorum\t") {
+			t.Fatalf("the work queue did not survive the repair:\n%s", q)
 		}
 	})
 
@@ -357,6 +371,18 @@ func quorumSurvivesNodeLoss(t *testing.T, run, urls string, victim node) {
 	if pub.Node() == first || sub.Node() == first {
 		t.Errorf("after the kill the buses are on %s and %s; want another node than %s", pub.Node(), sub.Node(), first)
 	}
+}
+
+// listQueues asks node n for the vhost's queues: name, type, messages.
+func listQueues(t *testing.T, n node) string {
+	t.Helper()
+	cmd := exec.Command("/usr/lib/rabbitmq/bin/rabbitmqctl", "-n", n.name, "-q", "list_queues", "name", "type", "messages")
+	cmd.Env = append(os.Environ(), "HOME="+n.dir)
+	b, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("rabbitmqctl list_queues: %v", err)
+	}
+	return string(b)
 }
 
 func maps(m map[string]int) map[string]int {
