@@ -162,6 +162,9 @@ func runLaunch(ctx context.Context, o launchOptions, planFile string, stdout, st
 	if note := localWorkersShareUser(plan, workeruser.IsRoot(), workeruser.Current()); note != "" {
 		fmt.Fprintln(stderr, "launch: warning:", termtext.Line(note))
 	}
+	for _, w := range workersCannotReach(plan, run, workeruser.IsRoot()) {
+		fmt.Fprintln(stderr, "launch: warning:", termtext.Line(w))
+	}
 
 	homeDir, err := app.ResolveHome(*home)
 	if err != nil {

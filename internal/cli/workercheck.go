@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -20,6 +21,26 @@ import (
 // problem is reported with the service's file:line and the key.
 func checkLocalWorkers(p *launchplan.Plan, run string) error {
 	var errs []error
+	for _, c := range localJobCommands(p, run) {
+		if err := executable(c.path); err != nil {
+			errs = append(errs, &launchplan.Error{Pos: c.pos, Key: c.key,
+				Msg: fmt.Sprintf("%s (the pool's workers could not start; build or install it first)", err)})
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// jobCommand is a local job's program, resolved, and where the plan says it.
+type jobCommand struct {
+	pos       launchplan.Pos
+	key, path string
+}
+
+// localJobCommands lists the program of every local-driver job a
+// controller service declares. Commands that use a later service's
+// attributes cannot be resolved yet and are skipped.
+func localJobCommands(p *launchplan.Plan, run string) []jobCommand {
+	var out []jobCommand
 	for _, l := range p.Levels {
 		for i := range l.Services {
 			svc := &l.Services[i]
@@ -48,14 +69,49 @@ func checkLocalWorkers(p *launchplan.Plan, run string) error {
 				if err != nil || prog == "" {
 					continue
 				}
-				if err := executable(exp); err != nil {
-					errs = append(errs, &launchplan.Error{Pos: svc.Pos, Key: fmt.Sprintf("config.jobs.%s.worker.command", name),
-						Msg: fmt.Sprintf("%s (the pool's workers could not start; build or install it first)", err)})
-				}
+				out = append(out, jobCommand{pos: svc.Pos, key: fmt.Sprintf("config.jobs.%s.worker.command", name), path: exp})
 			}
 		}
 	}
-	return errors.Join(errs...)
+	return out
+}
+
+// workersCannotReach warns, when launch runs as root (so its local workers
+// will run as a user of their own), of job programs that other users
+// cannot run: a binary under a 0700 directory such as /root starts for
+// root and fails for every worker. A warning, not an error: the worker's
+// user or group may be granted access another way.
+func workersCannotReach(p *launchplan.Plan, run string, isRoot bool) []string {
+	if !isRoot {
+		return nil
+	}
+	var out []string
+	for _, c := range localJobCommands(p, run) {
+		if !filepath.IsAbs(c.path) {
+			continue
+		}
+		if why := othersCannotRun(c.path); why != "" {
+			out = append(out, fmt.Sprintf("%s: %s: %s, and local workers run as their own user (docs/jobs.md), not root", c.pos, c.key, why))
+		}
+	}
+	return out
+}
+
+// othersCannotRun says why a user other than the file's owner and group
+// could not execute path, or "".
+func othersCannotRun(path string) string {
+	for dir := filepath.Dir(path); ; dir = filepath.Dir(dir) {
+		if st, err := os.Stat(dir); err == nil && st.Mode().Perm()&0o001 == 0 {
+			return fmt.Sprintf("other users cannot reach %s (%s is mode %04o)", path, dir, st.Mode().Perm())
+		}
+		if dir == filepath.Dir(dir) {
+			break
+		}
+	}
+	if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o001 == 0 {
+		return fmt.Sprintf("other users cannot run %s (mode %04o)", path, st.Mode().Perm())
+	}
+	return ""
 }
 
 // localWorkersShareUser says, when this process cannot isolate workers

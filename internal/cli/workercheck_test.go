@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -35,6 +37,63 @@ func TestLocalWorkersShareUserWarning(t *testing.T) {
 			got := localWorkersShareUser(tc.plan, tc.isRoot, "alice")
 			if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
 				t.Fatalf("warning %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestWorkersCannotReachWarning: as root, launch warns of a job program its
+// workers, running as their own user, could not run (a 0700 directory on
+// the way, or a file only its owner may run); not root, or reachable, no
+// warning.
+func TestWorkersCannotReachWarning(t *testing.T) {
+	base, err := os.MkdirTemp("", "nsreach-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	mk := func(dir string, dirMode, fileMode os.FileMode) string {
+		d := filepath.Join(base, dir)
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		f := filepath.Join(d, "worker")
+		if err := os.WriteFile(f, []byte("#!/bin/sh\n"), fileMode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(f, fileMode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(d, dirMode); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	open, private, ownerOnly := mk("open", 0o755, 0o755), mk("private", 0o700, 0o755), mk("owner", 0o755, 0o700)
+	plan := func(prog string) *launchplan.Plan {
+		return &launchplan.Plan{Levels: []launchplan.Level{{Index: 1, Services: []launchplan.Service{{
+			Name: "controller", Type: "controller", Pos: launchplan.Pos{File: "p.toml", Line: 7},
+			TypeConfig: map[string]any{"jobs": map[string]any{"w": map[string]any{"worker": map[string]any{"command": []any{prog}}}}},
+		}}}}}
+	}
+	for _, tc := range []struct {
+		name   string
+		prog   string
+		isRoot bool
+		want   string
+	}{
+		{"reachable", open, true, ""},
+		{"under a 0700 directory", private, true, "p.toml:7: config.jobs.w.worker.command: other users cannot reach " + private},
+		{"only its owner may run it", ownerOnly, true, "other users cannot run " + ownerOnly + " (mode 0700)"},
+		{"not root: workers run as the launcher", private, false, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := strings.Join(workersCannotReach(plan(tc.prog), "r1", tc.isRoot), "\n")
+			if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+				t.Fatalf("warnings %q, want %q", got, tc.want)
 			}
 		})
 	}
