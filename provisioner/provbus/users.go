@@ -50,9 +50,37 @@ type WorkerUsers struct {
 	mu       sync.Mutex
 	inflight map[string]int  // instance ids whose Launch is running
 	touched  map[string]bool // ids launched at any time since the current List began
+	// missed: users whose instance the last List did not show. With an
+	// eventually consistent driver one missing list is no proof that an
+	// instance is gone, so its user is deleted only when the next List
+	// misses it too, as the provisioner judges the instance itself.
+	missed map[string]bool
 }
 
-var _ provisioner.Driver = (*WorkerUsers)(nil)
+// WorkerUsers wraps the real driver: what the provisioner asks of that
+// driver beyond provisioner.Driver must reach it through the wrapper, or a
+// restarted provisioner lists only the default region and judges every
+// other worker from one list.
+var (
+	_ provisioner.Driver         = (*WorkerUsers)(nil)
+	_ provisioner.Locator        = (*WorkerUsers)(nil)
+	_ provisioner.EventualLister = (*WorkerUsers)(nil)
+)
+
+// Locate passes the ledger's specs on to the inner driver when it keeps
+// instances in more than one place (provisioner.Locator).
+func (w *WorkerUsers) Locate(ctx context.Context, specs []json.RawMessage) error {
+	if loc, ok := w.Driver.(provisioner.Locator); ok {
+		return loc.Locate(ctx, specs)
+	}
+	return nil
+}
+
+// ListIsEventual says what the inner driver says (provisioner.EventualLister).
+func (w *WorkerUsers) ListIsEventual() bool {
+	el, ok := w.Driver.(provisioner.EventualLister)
+	return ok && el.ListIsEventual()
+}
 
 // Name implements provisioner.Driver.
 func (w *WorkerUsers) Name() string { return w.Driver.Name() }
@@ -170,9 +198,18 @@ func (w *WorkerUsers) List(ctx context.Context) ([]provisioner.Owned, error) {
 	for id := range w.touched {
 		live[busid.WorkerUser(w.Run, id)] = true
 	}
+	missed := w.missed
+	w.missed = map[string]bool{}
 	w.mu.Unlock()
+	eventual := w.ListIsEventual()
 	for _, u := range users {
 		if live[u] {
+			continue
+		}
+		if eventual && !missed[u] {
+			w.mu.Lock()
+			w.missed[u] = true
+			w.mu.Unlock()
 			continue
 		}
 		id := u[len(busid.WorkerPrefix(w.Run)):]
