@@ -102,6 +102,26 @@ func Open(ctx context.Context, home string, log *slog.Logger) (*App, error) {
 	return &App{Home: home, Store: st, Engine: eng, Log: log}, nil
 }
 
+// PlaceSteps records in plan, before a launch stores it as run's, whether
+// the run's ec2 services run their steps on this machine: when this process
+// has NIGHTSHIFT_EC2_STEPS_LOCAL=1, or when a launch of the same (not torn
+// down) run recorded so already. Teardown, repair, status and the keeper
+// then read it from the run and place the steps the same way, so nobody
+// has to repeat the switch (without it they would ssh to moto's instances).
+func (a *App) PlaceSteps(ctx context.Context, run string, plan *launchplan.Plan) {
+	here := os.Getenv(nsenv.EC2StepsLocal) == "1"
+	if !here {
+		if prev, err := a.Store.GetRun(ctx, run); err == nil && prev.State != bootlevel.RunTerminated {
+			if stored, err := bootlevel.LoadRunPlan(prev); err == nil {
+				here = ec2service.StepsLocal(stored)
+			}
+		}
+	}
+	if here {
+		ec2service.MarkStepsLocal(plan)
+	}
+}
+
 // Redactor returns what a person may see of a run's output: a redactor that
 // knows the run's secret file and registry (builtin.RunRedactor) and the
 // secrets in its stored plan and service records (bootlevel.LearnSecrets).

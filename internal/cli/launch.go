@@ -244,6 +244,7 @@ func runLaunch(ctx context.Context, o launchOptions, planFile string, stdout, st
 			return app.ExitFailed
 		}
 	}
+	a.PlaceSteps(ctx, run, plan)
 	fmt.Fprintf(stdout, "launching run %s from %s (home %s)\n", show(run), show(plan.Path), show(homeDir))
 	rep, err := a.Engine.Launch(ctx, plan, bootlevel.LaunchOptions{Run: run, OnFailure: policy, AllowPlanChange: *allowChange})
 	var ie *bootlevel.InterruptedError

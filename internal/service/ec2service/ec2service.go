@@ -53,6 +53,11 @@ type Config struct {
 	UserData           string
 	WaitTimeout        time.Duration
 	ReadyLocal         bool
+	// StepsLocal runs every step on this machine, as AllStepsLocal does.
+	// Launch sets it (MarkStepsLocal) in the plan the run stores when it
+	// runs with AllStepsLocal, so that teardown, repair, status and the
+	// keeper of that run place its steps the same way without the switch.
+	StepsLocal bool
 }
 
 // ParseConfig reads and checks a service's `ec2` table.
@@ -90,12 +95,16 @@ func ParseConfig(m map[string]any) (Config, error) {
 					err = fmt.Errorf("ec2.wait_timeout: %w", err)
 				}
 			}
-		case "ready_local":
+		case "ready_local", StepsLocalKey:
 			b, ok := v.(bool)
 			if !ok {
-				err = fmt.Errorf("ec2.ready_local: want true or false, got %T", v)
+				err = fmt.Errorf("ec2.%s: want true or false, got %T", k, v)
 			}
-			c.ReadyLocal = b
+			if k == StepsLocalKey {
+				c.StepsLocal = b
+			} else {
+				c.ReadyLocal = b
+			}
 		default:
 			err = fmt.Errorf("ec2.%s: unknown key", k)
 		}
@@ -112,7 +121,42 @@ func ParseConfig(m map[string]any) (Config, error) {
 // Keys lists the keys ParseConfig accepts, for plan validation and docs.
 func Keys() []string {
 	return []string{"region", "endpoint_url", "image", "instance_type", "key_name", "security_groups", "subnet",
-		"iam_instance_profile", "user_data", "wait_timeout", "ready_local"}
+		"iam_instance_profile", "user_data", "wait_timeout", "ready_local", StepsLocalKey}
+}
+
+// StepsLocalKey is the `ec2` table's key that records that a service's
+// steps run on this machine (Config.StepsLocal).
+const StepsLocalKey = "steps_local"
+
+// MarkStepsLocal records in plan that every ec2 service of it runs its
+// steps on this machine: launch calls it when the driver has AllStepsLocal,
+// before the run stores its plan.
+func MarkStepsLocal(plan *launchplan.Plan) {
+	for li := range plan.Levels {
+		for si := range plan.Levels[li].Services {
+			s := &plan.Levels[li].Services[si]
+			if s.Driver != launchplan.DriverEC2 {
+				continue
+			}
+			if s.EC2 == nil {
+				s.EC2 = map[string]any{}
+			}
+			s.EC2[StepsLocalKey] = true
+		}
+	}
+}
+
+// StepsLocal reports whether plan, as a run stored it, has an ec2 service
+// whose steps run on this machine (MarkStepsLocal).
+func StepsLocal(plan *launchplan.Plan) bool {
+	for _, l := range plan.Levels {
+		for _, s := range l.Services {
+			if s.Driver == launchplan.DriverEC2 && s.EC2[StepsLocalKey] == true {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func str(k string, v any) (string, error) {
@@ -212,15 +256,22 @@ func (d *Driver) Acquire(ctx context.Context, run string, svc *launchplan.Servic
 }
 
 // StepsHere reports whether a service's steps run on this machine rather
-// than on its instance: always when AllStepsLocal (tests against moto).
-// A built-in type then starts its daemon here, not as a unit there.
-func (d *Driver) StepsHere(*launchplan.Service) bool { return d.AllStepsLocal }
+// than on its instance: always when AllStepsLocal (tests against moto), or
+// when the run recorded so at launch (steps_local). A built-in type then
+// starts its daemon here, not as a unit there.
+func (d *Driver) StepsHere(svc *launchplan.Service) bool {
+	if d.AllStepsLocal {
+		return true
+	}
+	cfg, err := ParseConfig(svc.EC2)
+	return err == nil && cfg.StepsLocal
+}
 
 // WritesStepHeader: the steps this driver runs here are the local
 // driver's, which writes its own header; over ssh, the engine writes it.
 func (d *Driver) WritesStepHeader(req bootlevel.StepRequest) bool {
 	cfg, err := ParseConfig(req.Service.EC2)
-	local := d.AllStepsLocal || (err == nil && cfg.ReadyLocal && req.Step == bootlevel.StepReady)
+	local := d.AllStepsLocal || (err == nil && (cfg.StepsLocal || cfg.ReadyLocal && req.Step == bootlevel.StepReady))
 	hw, ok := d.Local.(bootlevel.StepHeaderWriter)
 	return local && ok && hw.WritesStepHeader(req)
 }
@@ -232,7 +283,7 @@ func (d *Driver) Run(ctx context.Context, req bootlevel.StepRequest) (bootlevel.
 	if err != nil {
 		return bootlevel.StepResult{}, fmt.Errorf("service %s: %w", req.Service.Name, err)
 	}
-	if d.AllStepsLocal || (cfg.ReadyLocal && req.Step == bootlevel.StepReady) {
+	if d.AllStepsLocal || cfg.StepsLocal || (cfg.ReadyLocal && req.Step == bootlevel.StepReady) {
 		if d.Local == nil {
 			return bootlevel.StepResult{}, errors.New("ec2 driver: no local driver configured")
 		}

@@ -2,6 +2,7 @@ package ec2service
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -118,5 +119,62 @@ func TestStepsHereFollowsAllStepsLocal(t *testing.T) {
 		if ranHere := len(local.steps) == 1; ranHere != here {
 			t.Errorf("AllStepsLocal %v: boot ran locally %v, but StepsHere says %v", here, ranHere, here)
 		}
+	}
+}
+
+// TestStepsLocalRecordedInThePlan: a run launched with AllStepsLocal stores
+// steps_local in its ec2 services' tables (MarkStepsLocal); a driver
+// without the switch, as teardown or repair of that run get, then still runs
+// every step of those services here and tells the types so, while a
+// service of another plan still goes over ssh.
+func TestStepsLocalRecordedInThePlan(t *testing.T) {
+	plan := &launchplan.Plan{Levels: []launchplan.Level{{Services: []launchplan.Service{
+		{Name: "broker", Driver: launchplan.DriverEC2},
+		{Name: "provisioner", Driver: launchplan.DriverEC2, EC2: map[string]any{"image": "ami-1"}},
+		{Name: "web", Driver: launchplan.DriverLocal},
+	}}}}
+	if StepsLocal(plan) {
+		t.Fatal("an unmarked plan reports local steps")
+	}
+	MarkStepsLocal(plan)
+	// The run stores the plan as JSON; teardown reads it back.
+	data, err := json.Marshal(plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stored launchplan.Plan
+	if err := json.Unmarshal(data, &stored); err != nil {
+		t.Fatal(err)
+	}
+	if !StepsLocal(&stored) {
+		t.Fatal("the stored plan lost steps_local")
+	}
+	if _, ok := stored.Levels[0].Services[2].EC2[StepsLocalKey]; ok {
+		t.Error("a local service was marked")
+	}
+	prov := &stored.Levels[0].Services[1]
+	prov.EC2["image"] = "ami-1"
+	for _, c := range []struct {
+		name string
+		svc  *launchplan.Service
+		here bool
+	}{
+		{"recorded", prov, true},
+		{"not recorded", &launchplan.Service{Name: "other", Driver: launchplan.DriverEC2, EC2: map[string]any{"image": "ami-1"}}, false},
+	} {
+		remote, local := &recordingDriver{}, &recordingDriver{}
+		d := &Driver{Remote: remote, Local: local} // no AllStepsLocal: as mgmt teardown without the switch
+		if got := d.StepsHere(c.svc); got != c.here {
+			t.Errorf("%s: StepsHere %v, want %v", c.name, got, c.here)
+		}
+		if _, err := d.Run(context.Background(), bootlevel.StepRequest{Service: c.svc, Step: bootlevel.StepTerminate, Host: bootlevel.Host{Hostname: "10.0.0.5"}}); err != nil {
+			t.Fatal(err)
+		}
+		if ranHere := len(local.steps) == 1 && len(remote.steps) == 0; ranHere != c.here {
+			t.Errorf("%s: terminate ran here %v (local %v, remote %v), want %v", c.name, ranHere, local.steps, remote.steps, c.here)
+		}
+	}
+	if _, err := ParseConfig(map[string]any{"image": "ami-1", StepsLocalKey: "yes"}); err == nil || !strings.Contains(err.Error(), "ec2."+StepsLocalKey) {
+		t.Errorf("steps_local = \"yes\": err %v, want one naming ec2.%s", err, StepsLocalKey)
 	}
 }
