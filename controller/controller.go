@@ -102,6 +102,9 @@ type job struct {
 	acting sync.Mutex
 	// trigger wakes the job's loop for a prompt round; it holds one.
 	trigger chan struct{}
+	// savedSilent is the pool's SilentState as the store holds it; a round
+	// that changes it stores it (saveSilent). Guarded by acting.
+	savedSilent SilentState
 }
 
 // New builds a controller: it validates the configuration, opens each
@@ -189,7 +192,14 @@ func (c *Controller) openJob(ctx context.Context, j Job) (*job, error) {
 		}
 		policy = stored
 		lastScaleAt = rec.LastScaleAt
+		// Unchanged, so its workers would still be silent: the block,
+		// or the count towards it, goes on where it was.
+		jb.pool.RestoreSilent(rec.Silent)
+		jb.savedSilent = rec.Silent
 	case err == nil:
+		// An edited job (a fixed sitter URL, say) starts its count
+		// afresh; the first round stores the zero state over the old.
+		jb.savedSilent = rec.Silent
 		c.cfg.Log.Info("job definition changed; stored reconfigurations dropped", "job", j.Name)
 		lastScaleAt = rec.LastScaleAt
 	case !errors.Is(err, ErrNotFound):

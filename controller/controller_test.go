@@ -773,3 +773,68 @@ func TestSilentWorkersBlock(t *testing.T) {
 		t.Fatalf("status %+v (err %v): want 2 healthy workers, unblocked", st, err)
 	}
 }
+
+// TestSilentBlockSurvivesARestart: the count of silent workers is stored,
+// so a controller restarted (kill -9) after 2 of them does not allow 3
+// more: the next silent worker blocks the pool. A controller restarted
+// while the pool is blocked keeps it blocked, with the same probe time,
+// and does not count again the workers it had counted.
+func TestSilentBlockSurvivesARestart(t *testing.T) {
+	r := newRig(t, npJob(t, 2)) // boot_timeout 20s, block after 3
+	r.tick()
+	silence := func() {
+		for _, id := range r.prov.ids("web", true) {
+			r.c.HandleInstance(r.prov.setState(id, nightshift.StateRunning))
+		}
+		r.clock.Advance(21 * time.Second)
+		r.tick()
+	}
+	silence() // 2 silent: replaced
+	if n, _ := r.prov.launched(); n != 4 {
+		t.Fatalf("%d launched, want 2 replacements: 2 silent workers do not block", n)
+	}
+	r.restart()
+	r.tick()
+	silence() // 4 in a row, 2 of them before the restart
+	if n, _ := r.prov.launched(); n != 4 {
+		t.Fatalf("%d launched after the restart, want none: the 2 silent workers before it count", n)
+	}
+	st, err := r.c.Status("web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := st[0].Blocked
+	if b == nil || b.Cause != controller.BlockedNoHeartbeat || b.FailedLaunches != 4 {
+		t.Fatalf("blocked %+v, want no_heartbeat after 4 silent workers", b)
+	}
+	next := b.NextLaunch
+
+	r.restart()
+	for range 5 {
+		r.clock.Advance(time.Second)
+		r.tick()
+	}
+	if n, _ := r.prov.launched(); n != 4 {
+		t.Fatalf("%d launched after a second restart, want none before the probe's time", n)
+	}
+	st, err = r.c.Status("web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := st[0].Blocked; b == nil || b.FailedLaunches != 4 || !b.NextLaunch.Equal(next) {
+		t.Fatalf("after a restart while blocked: %+v, want the same block (4 silent workers, next probe %s)", b, next)
+	}
+	// A heartbeat ends the block, and the stored count with it.
+	r.clock.Advance(20 * time.Second)
+	r.tick() // the probe
+	ids := r.runAll("web", false)
+	if len(ids) == 0 {
+		t.Fatal("no probe launched")
+	}
+	r.tick()
+	r.restart()
+	r.tick()
+	if st, _ := r.c.Status("web"); st[0].Blocked != nil {
+		t.Fatalf("blocked %+v after a heartbeat and a restart", st[0].Blocked)
+	}
+}

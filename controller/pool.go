@@ -79,7 +79,17 @@ type Pool struct {
 	// probeLaunch is the launch id of the last probe: while it is pending
 	// or its worker is live and not yet judged, no other probe goes.
 	probeLaunch string
+	// countedIDs are the most recent workers counted silent, and
+	// restoredCounted those a restarted controller read from its store
+	// (RestoreSilent): a worker counted before the restart is not counted
+	// again when the provisioner reports it anew.
+	countedIDs      []string
+	restoredCounted map[string]bool
 }
+
+// maxCountedIDs bounds SilentState.Counted: only workers still live can be
+// counted twice, and a blocked pool has few.
+const maxCountedIDs = 32
 
 type worker struct {
 	id, launchID, host string
@@ -507,6 +517,10 @@ func (p *Pool) countSilent(now time.Time) {
 	for id, w := range p.workers {
 		if !w.countedSilent && w.state == nightshift.StateRunning && w.lastHeartbeat.IsZero() &&
 			p.health(w, now) == nightshift.HealthNeverHeard {
+			if p.restoredCounted[id] {
+				w.countedSilent = true
+				continue
+			}
 			ids = append(ids, id)
 		}
 	}
@@ -514,6 +528,10 @@ func (p *Pool) countSilent(now time.Time) {
 	for _, id := range ids {
 		w := p.workers[id]
 		w.countedSilent = true
+		p.countedIDs = append(p.countedIDs, id)
+		if n := len(p.countedIDs); n > maxCountedIDs {
+			p.countedIDs = slices.Clone(p.countedIDs[n-maxCountedIDs:])
+		}
 		was := p.SilentBlocked()
 		p.silent++
 		p.silentCause = fmt.Sprintf("worker %s reached running and sent no heartbeat within boot_timeout %s", id, hc.BootTimeout)
@@ -595,6 +613,25 @@ func (p *Pool) holdSilent(d decision.Decision, now time.Time) (_ decision.Decisi
 	d.Reason = fmt.Sprintf("blocked: %d workers in a row never sent a heartbeat (last: %s); %s; %s; engine: %s",
 		p.silent, p.silentCause, what, SilentCheck(p.job.Driver), d.Reason)
 	return d, probe
+}
+
+// Silent returns the pool's block after silent workers as the controller
+// stores it.
+func (p *Pool) Silent() SilentState {
+	return SilentState{Count: p.silent, Cause: p.silentCause, Counted: slices.Clone(p.countedIDs), Probes: p.probes, NextProbe: p.nextProbe}
+}
+
+// RestoreSilent sets the pool's block after silent workers from what a
+// previous controller stored: the count and probes go on from there, and
+// the workers it counted are not counted again. The probe in flight, if
+// any, is judged like any other worker.
+func (p *Pool) RestoreSilent(s SilentState) {
+	p.silent, p.silentCause, p.probes, p.nextProbe = s.Count, s.Cause, s.Probes, s.NextProbe
+	p.countedIDs = slices.Clone(s.Counted)
+	p.restoredCounted = make(map[string]bool, len(s.Counted))
+	for _, id := range s.Counted {
+		p.restoredCounted[id] = true
+	}
 }
 
 // Unblock ends the pool's blocks at once, as a person's reconfigure of the

@@ -63,9 +63,27 @@ func (c *Controller) tickJob(ctx context.Context, j *job) error {
 	plan, err := j.pool.Plan(d, now)
 	c.mu.Unlock()
 	if err != nil || plan.Skip {
-		return err
+		return errors.Join(err, c.saveSilent(ctx, j))
 	}
-	return c.apply(ctx, j, plan)
+	return errors.Join(c.apply(ctx, j, plan), c.saveSilent(ctx, j))
+}
+
+// saveSilent stores the job's block after silent workers when a round
+// changed it (a worker counted, a probe sent, a heartbeat or a person
+// ending it), so that a restarted controller does not allow
+// block_after_silent more silent launches. The caller holds j.acting.
+func (c *Controller) saveSilent(ctx context.Context, j *job) error {
+	c.mu.Lock()
+	s := j.pool.Silent()
+	c.mu.Unlock()
+	if s.Equal(j.savedSilent) {
+		return nil
+	}
+	if err := c.cfg.Store.SetSilent(ctx, j.def.Name, s); err != nil {
+		return fmt.Errorf("job %s: store silent workers: %w", j.def.Name, err)
+	}
+	j.savedSilent = s
+	return nil
 }
 
 // apply persists plan's decision with its reason, then executes its

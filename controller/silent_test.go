@@ -234,3 +234,47 @@ func TestSilentCheckByDriver(t *testing.T) {
 		}
 	}
 }
+
+// TestPoolRestoreSilentCountsNoWorkerTwice: a pool restored from what a
+// previous controller stored (RestoreSilent) goes on counting from there;
+// the workers that controller counted, reported again by the provisioner
+// and still silent, are not counted again, and a new silent one is.
+func TestPoolRestoreSilentCountsNoWorkerTwice(t *testing.T) {
+	table := map[string]any{
+		"engine": "npreserving", "policy": map[string]any{"n": 3},
+		"health": map[string]any{"heartbeat_interval": "1s", "missing_timeout": "3s", "boot_timeout": "20s"},
+	}
+	grow := func(p *controller.Pool, now time.Time) controller.Plan {
+		plan, err := p.Plan(decision.Decision{Engine: "npreserving", Reason: "grow", Target: 3,
+			Actions: []decision.Action{decision.Launch{Count: 1, Reason: "grow"}}}, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return plan
+	}
+	running := func(p *controller.Pool, now time.Time, ids ...string) {
+		for _, id := range ids {
+			p.ApplyInstance(provisioner.Instance{ID: id, Job: "web", LaunchID: "L-" + id, State: nightshift.StateRunning, Created: at(0), Updated: now}, now)
+		}
+	}
+	before := controller.NewPool(mustJob(t, "web", table), started)
+	running(before, at(0), "a", "b")
+	grow(before, at(21*time.Second)) // a and b: 2 silent
+	saved := before.Silent()
+	if saved.Count != 2 || len(saved.Counted) != 2 {
+		t.Fatalf("stored state %+v, want 2 silent workers, both named", saved)
+	}
+
+	// The restarted controller: the provisioner reports a and b again,
+	// still silent, and c, new.
+	after := controller.NewPool(mustJob(t, "web", table), at(30*time.Second))
+	after.RestoreSilent(saved)
+	running(after, at(30*time.Second), "a", "b", "c")
+	if plan := grow(after, at(60*time.Second)); len(plan.Launches) != 0 {
+		t.Errorf("launched %d after the third silent worker, want the pool blocked", len(plan.Launches))
+	}
+	b := after.Status(at(60*time.Second), nil, false).Blocked
+	if b == nil || b.FailedLaunches != 3 || !strings.Contains(b.LastCause, "worker c ") {
+		t.Errorf("blocked %+v, want 3 silent workers (a and b once, then c)", b)
+	}
+}

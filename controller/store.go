@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"time"
 )
 
@@ -29,6 +30,11 @@ type Store interface {
 	// SetLastScaleAt records when a job's pool size was last changed by
 	// policy.
 	SetLastScaleAt(ctx context.Context, job string, t time.Time) error
+	// SetSilent stores a job's count of silent workers and its probes
+	// (SilentState), which JobRecord.Silent returns, so that a restarted
+	// controller keeps a block rather than allowing block_after_silent
+	// more silent launches.
+	SetSilent(ctx context.Context, job string, s SilentState) error
 	// Reconfigured records a reconfigure request; when r.Error is empty it
 	// also stores policy as the job's policy, in the same transaction.
 	Reconfigured(ctx context.Context, r Reconfiguration, policy json.RawMessage) error
@@ -118,6 +124,27 @@ type JobRecord struct {
 	FileConfig  json.RawMessage
 	Policy      json.RawMessage
 	LastScaleAt time.Time
+	// Silent is what SetSilent stored last (zero when never).
+	Silent SilentState
+}
+
+// SilentState is the part of a Pool's block after silent workers that
+// outlives the controller: the workers in a row that reached running and
+// never sent a heartbeat (Count, the last one's Cause, the ids already
+// counted, the most recent ones only), and the probe launches sent since the
+// pool blocked and when the next may go.
+type SilentState struct {
+	Count     int       `json:"count,omitempty"`
+	Cause     string    `json:"cause,omitempty"`
+	Counted   []string  `json:"counted,omitempty"`
+	Probes    int       `json:"probes,omitempty"`
+	NextProbe time.Time `json:"next_probe,omitzero"`
+}
+
+// Equal reports whether s and o are the same state.
+func (s SilentState) Equal(o SilentState) bool {
+	return s.Count == o.Count && s.Cause == o.Cause && slices.Equal(s.Counted, o.Counted) &&
+		s.Probes == o.Probes && s.NextProbe.Equal(o.NextProbe)
 }
 
 // Reconfiguration is one reconfigure request and its outcome.

@@ -104,6 +104,7 @@ func TestContract(t *testing.T) {
 				{"DecisionsSinceOldestFirst", testDecisionsSinceOldestFirst},
 				{"ConcurrentDecisionsGetDistinctSeqs", testConcurrentDecisions},
 				{"HasJob", testHasJob},
+				{"SilentSurvivesReopen", testSilentSurvivesReopen},
 			} {
 				t.Run(c.name, func(t *testing.T) {
 					if b.name == "postgres" {
@@ -160,6 +161,46 @@ func testHasJob(t *testing.T, b backend) {
 	}
 	if ok, err := s.HasJob(ctx, "nope"); ok || err != nil {
 		t.Errorf("HasJob(nope) = %v, %v; want false", ok, err)
+	}
+}
+
+// testSilentSurvivesReopen: a job's block after silent workers, stored
+// with SetSilent, is what Job returns after the store is opened again (a
+// restarted controller), PutJob keeps it, the zero state clears it, and an
+// unknown job is refused rather than silently ignored.
+func testSilentSurvivesReopen(t *testing.T, b backend) {
+	ctx := context.Background()
+	s, reopen := b.open(t)
+	if err := s.PutJob(ctx, "web", []byte("{}"), []byte("{}"), t0); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := s.Job(ctx, "web"); err != nil || !rec.Silent.Equal(SilentState{}) {
+		t.Fatalf("a new job's silent state %+v (err %v), want zero", rec.Silent, err)
+	}
+	want := SilentState{Count: 4, Cause: "worker w-4 reached running and sent no heartbeat", Counted: []string{"w-3", "w-4"},
+		Probes: 1, NextProbe: t0.Add(40 * time.Second)}
+	if err := s.SetSilent(ctx, "web", want); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = reopen(t)
+	if err := s.PutJob(ctx, "web", []byte("{}"), []byte("{}"), t0.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := s.Job(ctx, "web")
+	if err != nil || !rec.Silent.Equal(want) {
+		t.Errorf("after reopen and PutJob, silent state %+v (err %v), want %+v", rec.Silent, err, want)
+	}
+	if err := s.SetSilent(ctx, "web", SilentState{}); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := s.Job(ctx, "web"); err != nil || !rec.Silent.Equal(SilentState{}) {
+		t.Errorf("after storing the zero state, silent state %+v (err %v)", rec.Silent, err)
+	}
+	if err := s.SetSilent(ctx, "nope", want); !errors.Is(err, ErrNotFound) {
+		t.Errorf("SetSilent of an unknown job: %v, want ErrNotFound", err)
 	}
 }
 

@@ -115,10 +115,10 @@ func (s *PG) exec(ctx context.Context, q string, args ...any) error {
 // Job implements controller.Store.
 func (s *PG) Job(ctx context.Context, name string) (JobRecord, error) {
 	var r JobRecord
-	var fc, pol string
+	var fc, pol, silent string
 	var last int64
-	err := s.db.Pool.QueryRow(ctx, `SELECT name, file_config, policy, last_scale_at FROM jobs WHERE name = $1`, name).
-		Scan(&r.Name, &fc, &pol, &last)
+	err := s.db.Pool.QueryRow(ctx, `SELECT name, file_config, policy, last_scale_at, silent FROM jobs WHERE name = $1`, name).
+		Scan(&r.Name, &fc, &pol, &last, &silent)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return r, fmt.Errorf("job %q: %w", name, ErrNotFound)
 	}
@@ -126,7 +126,8 @@ func (s *PG) Job(ctx context.Context, name string) (JobRecord, error) {
 		return r, fmt.Errorf("read job %q: %w", name, err)
 	}
 	r.FileConfig, r.Policy, r.LastScaleAt = json.RawMessage(fc), json.RawMessage(pol), fromNanos(last)
-	return r, nil
+	r.Silent, err = decodeSilent(name, silent)
+	return r, err
 }
 
 // PutJob implements controller.Store.
@@ -143,6 +144,25 @@ func (s *PG) PutJob(ctx context.Context, name string, fileConfig, policy json.Ra
 func (s *PG) SetLastScaleAt(ctx context.Context, job string, t time.Time) error {
 	if err := s.exec(ctx, `UPDATE jobs SET last_scale_at = $1 WHERE name = $2`, nanos(t), job); err != nil {
 		return fmt.Errorf("store last scale of job %q: %w", job, err)
+	}
+	return nil
+}
+
+// SetSilent implements controller.Store.
+func (s *PG) SetSilent(ctx context.Context, job string, st SilentState) error {
+	text, err := encodeSilent(st)
+	if err != nil {
+		return fmt.Errorf("store silent workers of job %q: %w", job, err)
+	}
+	err = s.db.Write(ctx, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE jobs SET silent = $1 WHERE name = $2`, text, job)
+		if err == nil && tag.RowsAffected() == 0 {
+			err = ErrNotFound
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store silent workers of job %q: %w", job, err)
 	}
 	return nil
 }

@@ -41,7 +41,29 @@ type (
 	PendingLaunch   = controller.PendingLaunch
 	Sample          = controller.Sample
 	LaunchIDFunc    = controller.LaunchIDFunc
+	SilentState     = controller.SilentState
 )
+
+// encodeSilent and decodeSilent are the jobs.silent column's one spelling
+// for both backends: JSON, or the empty string for the zero state.
+func encodeSilent(s SilentState) (string, error) {
+	if s.Equal(SilentState{}) {
+		return "", nil
+	}
+	b, err := json.Marshal(s)
+	return string(b), err
+}
+
+func decodeSilent(job, text string) (SilentState, error) {
+	var s SilentState
+	if text == "" {
+		return s, nil
+	}
+	if err := json.Unmarshal([]byte(text), &s); err != nil {
+		return s, fmt.Errorf("job %q: stored silent workers: %w", job, err)
+	}
+	return s, nil
+}
 
 // Launch states.
 const (
@@ -97,10 +119,10 @@ func fromNanos(n int64) time.Time {
 // Job returns a job's stored record, or ErrNotFound.
 func (s *Store) Job(ctx context.Context, name string) (JobRecord, error) {
 	var r JobRecord
-	var fc, pol string
+	var fc, pol, silent string
 	var last int64
-	err := s.db.QueryRowContext(ctx, `SELECT name, file_config, policy, last_scale_at FROM jobs WHERE name = ?`, name).
-		Scan(&r.Name, &fc, &pol, &last)
+	err := s.db.QueryRowContext(ctx, `SELECT name, file_config, policy, last_scale_at, silent FROM jobs WHERE name = ?`, name).
+		Scan(&r.Name, &fc, &pol, &last, &silent)
 	if errors.Is(err, sql.ErrNoRows) {
 		return r, fmt.Errorf("job %q: %w", name, ErrNotFound)
 	}
@@ -108,7 +130,8 @@ func (s *Store) Job(ctx context.Context, name string) (JobRecord, error) {
 		return r, fmt.Errorf("read job %q: %w", name, err)
 	}
 	r.FileConfig, r.Policy, r.LastScaleAt = json.RawMessage(fc), json.RawMessage(pol), fromNanos(last)
-	return r, nil
+	r.Silent, err = decodeSilent(name, silent)
+	return r, err
 }
 
 // PutJob stores a job's file definition and the policy in force, keeping
@@ -127,6 +150,22 @@ func (s *Store) PutJob(ctx context.Context, name string, fileConfig, policy json
 func (s *Store) SetLastScaleAt(ctx context.Context, job string, t time.Time) error {
 	if _, err := s.db.ExecContext(ctx, `UPDATE jobs SET last_scale_at = ? WHERE name = ?`, nanos(t), job); err != nil {
 		return fmt.Errorf("store last scale of job %q: %w", job, err)
+	}
+	return nil
+}
+
+// SetSilent implements controller.Store.
+func (s *Store) SetSilent(ctx context.Context, job string, st SilentState) error {
+	text, err := encodeSilent(st)
+	if err != nil {
+		return fmt.Errorf("store silent workers of job %q: %w", job, err)
+	}
+	res, err := s.db.ExecContext(ctx, `UPDATE jobs SET silent = ? WHERE name = ?`, text, job)
+	if err != nil {
+		return fmt.Errorf("store silent workers of job %q: %w", job, err)
+	}
+	if n, err := res.RowsAffected(); err == nil && n == 0 {
+		return fmt.Errorf("store silent workers of job %q: %w", job, ErrNotFound)
 	}
 	return nil
 }
