@@ -212,7 +212,7 @@ func TestShippedPlansValidate(t *testing.T) {
 		t.Fatal("no shipped plans found")
 	}
 	for _, p := range plans {
-		if _, err := launchplan.Load(p, launchplan.Options{Types: builtin.Names()}); err != nil {
+		if _, err := launchplan.Load(p, launchplan.Options{Types: builtin.Names(), Replicas: builtin.Replicas}); err != nil {
 			t.Errorf("%s does not validate:\n%v", p, err)
 		}
 	}

@@ -429,6 +429,7 @@ func (b *builder) service(level int, n node, defaults map[string]node) *decl {
 		}
 		svc.TypeConfig = rawTable(cfg)
 		d.addTemplates(cfg)
+		b.typeReplicas(d, cfg)
 	}
 
 	for _, p := range []struct {
@@ -601,6 +602,39 @@ func (b *builder) mergedTable(key string, own, defaults map[string]node, known [
 		out = append(out, merged[k])
 	}
 	return out, blame, true
+}
+
+// typeReplicas applies a typed service's config.replicas (Options.Replicas):
+// the service expands into replicas as with replica_count, which it may not
+// be combined with.
+func (b *builder) typeReplicas(d *decl, cfg []node) {
+	if b.opts.Replicas == nil || d.svc.Type == "" {
+		return
+	}
+	var at node
+	found := false
+	for _, c := range cfg {
+		if c.path[len(c.path)-1] == "replicas" {
+			at, found = c, true
+		}
+	}
+	if !found {
+		return
+	}
+	n, err := b.opts.Replicas(d.svc.Type, d.svc.TypeConfig)
+	switch {
+	case err != nil:
+		b.errf(at, "%v", err)
+	case n > 1 && d.replicas > 1:
+		b.errf(at, "set with replica_count too; use one of them")
+	case n > 1:
+		if len(fmt.Sprintf("%s-%d", d.name, n-1)) > 63 {
+			b.errf(at, "replica name %s-%d is longer than 63 characters", d.name, n-1)
+			return
+		}
+		b.services += n - 1
+		d.replicas = n
+	}
 }
 
 func rawTable(nodes []node) map[string]any {

@@ -31,6 +31,12 @@ type Options struct {
 	// naming any other is refused. The loader keeps no list of its own, so
 	// the registry and validation cannot drift apart.
 	Types []string
+	// Replicas reads how many replicas a typed service's config asks for
+	// (its config key `replicas`; builtin.Replicas for the daemons that
+	// stand by under a lease): 0 when the type has no such key, else the
+	// count, which expands the service as replica_count does. Its error is
+	// reported at config.replicas. nil: no type has replicas.
+	Replicas func(typ string, cfg map[string]any) (int, error)
 	// LookPath resolves bare program names; nil means exec.LookPath.
 	LookPath func(string) (string, error)
 }

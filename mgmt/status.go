@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -72,11 +73,24 @@ type ServiceStatus struct {
 // /proc says what runs.
 const StateDown = "down"
 
+// The attributes status adds to a replica of a daemon (config.replicas):
+// its role (active or standby) and the epoch of the lease it holds (0 while
+// it stands by), as the replica last recorded them.
+const (
+	AttrRole  = "role"
+	AttrEpoch = "epoch"
+)
+
 // Process is what this host knows of a service's process right now.
 type Process struct {
 	PID      int
 	Alive    bool
 	LastExit string // how it last ended, when known
+	// Role and Epoch are what a replica of a daemon (config.replicas)
+	// says of its lease: "active" with the lease's epoch, or "standby"
+	// with 0; Role is empty for a process that is no replica.
+	Role  string
+	Epoch int64
 }
 
 // MarkProcesses adds procs to the services of st; a ready or failed
@@ -93,6 +107,12 @@ func MarkProcesses(st *RunStatus, procs map[string]Process) {
 			s.Alive, s.PID, s.LastExit = &alive, p.PID, redact.String(p.LastExit)
 			if !alive && (s.State == string(bootlevel.ServiceReady) || s.State == string(bootlevel.ServiceFailed)) {
 				s.State = StateDown
+			}
+			if p.Role != "" && alive {
+				if s.Attributes == nil {
+					s.Attributes = map[string]string{}
+				}
+				s.Attributes[AttrRole], s.Attributes[AttrEpoch] = p.Role, strconv.FormatInt(p.Epoch, 10)
 			}
 		}
 	}
@@ -213,6 +233,11 @@ func WriteTableWidth(w io.Writer, s *RunStatus, attrWidth int) error {
 			state := q(svc.State)
 			if svc.Verified != nil && !*svc.Verified {
 				state += " (ready check failing)"
+			}
+			if role := svc.Attributes[AttrRole]; role == "active" {
+				state += " (active, epoch " + q(svc.Attributes[AttrEpoch]) + ")"
+			} else if role != "" {
+				state += " (" + q(role) + ")"
 			}
 			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", l.Level, q(svc.Name), state, q(svc.Host), attrLine(svc.Attributes, attrWidth))
 		}

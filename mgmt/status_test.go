@@ -282,3 +282,38 @@ func TestTableShowsProbe(t *testing.T) {
 		t.Errorf("JSON %s lacks the probe", b)
 	}
 }
+
+// TestReplicaRoles: a live replica's role and epoch become its attributes
+// and show in the table's state; a dead one's stale record shows nothing
+// but down.
+func TestReplicaRoles(t *testing.T) {
+	st := &RunStatus{Run: "ha", State: "ready", Levels: []LevelStatus{{Level: 2, Services: []ServiceStatus{
+		{Name: "controller-0", State: "ready"},
+		{Name: "controller-1", State: "ready", Attributes: map[string]string{"pid": "12"}},
+		{Name: "controller-2", State: "ready"},
+	}}}}
+	MarkProcesses(st, map[string]Process{
+		"controller-0": {PID: 11, Alive: true, Role: "active", Epoch: 4},
+		"controller-1": {PID: 12, Alive: true, Role: "standby"},
+		"controller-2": {PID: 13, Alive: false, Role: "active", Epoch: 3},
+	})
+	svcs := st.Levels[0].Services
+	if a := svcs[0].Attributes; a[AttrRole] != "active" || a[AttrEpoch] != "4" {
+		t.Errorf("active replica: %v", a)
+	}
+	if a := svcs[1].Attributes; a[AttrRole] != "standby" || a[AttrEpoch] != "0" || a["pid"] != "12" {
+		t.Errorf("standby replica: %v", a)
+	}
+	if svcs[2].State != StateDown || svcs[2].Attributes[AttrRole] != "" {
+		t.Errorf("dead replica: %s %v", svcs[2].State, svcs[2].Attributes)
+	}
+	var buf bytes.Buffer
+	if err := WriteTable(&buf, st); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"ready (active, epoch 4)", "ready (standby)"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, buf.String())
+		}
+	}
+}

@@ -329,6 +329,9 @@ func openStore(ctx context.Context, o options, log *slog.Logger, promReg prometh
 	// Served while standing by too, so an operator sees the standby.
 	obs := metrics.NewLease(promReg, o.common.Run, "controller")
 	log.Info("standby: waiting for the controller lease", "schema", schema)
+	if err := leader.WriteState(o.store.LeaseFile, leader.State{Role: leader.RoleStandby}); err != nil {
+		log.Warn("role not recorded for status", "err", err)
+	}
 	f, err := l.Acquire(ctx)
 	if err != nil {
 		leasePool.Close()
@@ -337,10 +340,16 @@ func openStore(ctx context.Context, o options, log *slog.Logger, promReg prometh
 	}
 	log.Info("active: holding the controller lease", "epoch", f.Epoch, "holder", f.Holder)
 	obs.Active(f.Epoch)
+	if err := leader.WriteState(o.store.LeaseFile, leader.State{Role: leader.RoleActive, Epoch: f.Epoch}); err != nil {
+		log.Warn("role not recorded for status", "err", err)
+	}
 	return pg.Fenced(f), func(ctx context.Context) error {
 		defer leasePool.Close()
 		err := l.Hold(ctx, f)
 		obs.Standby()
+		// The process exits next; until its supervisor starts it again,
+		// status must not show it as the active one.
+		_ = leader.WriteState(o.store.LeaseFile, leader.State{Role: leader.RoleStandby})
 		return err
 	}, name, nil
 }

@@ -55,7 +55,7 @@ func TestGeneratedPlansValidate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		plan, err := launchplan.Load(p, launchplan.Options{Types: builtin.Names()})
+		plan, err := launchplan.Load(p, launchplan.Options{Types: builtin.Names(), Replicas: builtin.Replicas})
 		if err != nil {
 			t.Fatalf("generated plan %s does not validate: %v", p, err)
 		}

@@ -503,6 +503,9 @@ func openStore(ctx context.Context, c config, log *slog.Logger, promReg promethe
 	// Served while standing by too, so an operator sees the standby.
 	obs := metrics.NewLease(promReg, c.run, "provisioner")
 	log.Info("standby: waiting for the provisioner lease", "schema", schema)
+	if err := leader.WriteState(c.store.LeaseFile, leader.State{Role: leader.RoleStandby}); err != nil {
+		log.Warn("role not recorded for status", "err", err)
+	}
 	f, err := l.Acquire(ctx)
 	if err != nil {
 		leasePool.Close()
@@ -511,10 +514,16 @@ func openStore(ctx context.Context, c config, log *slog.Logger, promReg promethe
 	}
 	log.Info("active: holding the provisioner lease", "epoch", f.Epoch, "holder", f.Holder)
 	obs.Active(f.Epoch)
+	if err := leader.WriteState(c.store.LeaseFile, leader.State{Role: leader.RoleActive, Epoch: f.Epoch}); err != nil {
+		log.Warn("role not recorded for status", "err", err)
+	}
 	return s.Fenced(f), func(ctx context.Context) error {
 		defer leasePool.Close()
 		err := l.Hold(ctx, f)
 		obs.Standby()
+		// The process exits next; until its supervisor starts it again,
+		// status must not show it as the active one.
+		_ = leader.WriteState(c.store.LeaseFile, leader.State{Role: leader.RoleStandby})
 		return err
 	}, nil
 }

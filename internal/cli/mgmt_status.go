@@ -12,7 +12,9 @@ import (
 	"nightshift/bootlevel"
 	"nightshift/internal/app"
 	"nightshift/internal/clikit"
+	"nightshift/internal/leader"
 	"nightshift/keeper"
+	"nightshift/launchplan"
 	"nightshift/mgmt"
 	"nightshift/mgmt/mgmtbus"
 )
@@ -176,6 +178,12 @@ func (m *mgmtCmd) status(ctx context.Context, name string, o statusOptions) erro
 // processes looks at the run's watched services on this host (pid file and
 // /proc: cheap and certain) and adds the keeper's account of how each last
 // ended; nil when the run is not live.
+// leaseType is a service type whose replicas record their lease
+// (builtin.Type).
+type leaseType interface {
+	Lease(workDir string, svc *launchplan.Service) (leader.State, bool)
+}
+
 func processes(ctx context.Context, a *app.App, home, run string) map[string]mgmt.Process {
 	r, err := a.Store.GetRun(ctx, run)
 	if err != nil || r.State == bootlevel.RunTerminated {
@@ -204,6 +212,17 @@ func processes(ctx context.Context, a *app.App, home, run string) map[string]mgm
 			}
 		}
 		out[o.Service] = p
+	}
+	for _, w := range ws {
+		lt, ok := w.Type.(leaseType)
+		if !ok {
+			continue
+		}
+		if st, ok := lt.Lease(w.WorkDir, w.Service); ok {
+			p := out[w.Service.Name]
+			p.Role, p.Epoch = st.Role, st.Epoch
+			out[w.Service.Name] = p
+		}
 	}
 	return out
 }

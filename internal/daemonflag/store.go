@@ -18,6 +18,9 @@ type Store struct {
 	URL, File string
 	Lease     bool
 	LeaseTTL  time.Duration
+	// LeaseFile is where a replica records its role and epoch
+	// (leader.WriteState) for status on its host; empty: nowhere.
+	LeaseFile string
 }
 
 // DefaultLeaseTTL is --lease-ttl's default, Kubernetes' lease duration.
@@ -29,6 +32,7 @@ func (s *Store) Register(fs *flag.FlagSet) {
 	fs.StringVar(&s.File, "store-file", "", "file (mode 0600) holding the --store URL")
 	fs.BoolVar(&s.Lease, "lease", false, "run as a replica: stand by until this daemon holds the role's lease in the PostgreSQL store, then serve; exit non-zero when the lease is lost")
 	fs.DurationVar(&s.LeaseTTL, "lease-ttl", DefaultLeaseTTL, "how long the lease lasts unrenewed (renewed every third of it)")
+	fs.StringVar(&s.LeaseFile, "lease-file", "", "with --lease: file where this replica records its role (active or standby) and epoch, for status")
 }
 
 // Resolve reads --store-file and checks the combination. Its errors never
@@ -54,6 +58,9 @@ func (s *Store) Resolve() error {
 	}
 	if s.Lease && s.URL == "" {
 		return errors.New("--lease needs a PostgreSQL --store: the lease lives in the shared database")
+	}
+	if s.LeaseFile != "" && !s.Lease {
+		return errors.New("--lease-file needs --lease")
 	}
 	if s.LeaseTTL < 3*time.Second/10 {
 		return fmt.Errorf("--lease-ttl %v: want at least 300ms", s.LeaseTTL)

@@ -169,7 +169,7 @@ var provisionerSpec = Spec{
 	Component:   "provisioner",
 	Role:        busid.RoleProvisioner,
 	Permissions: busid.ProvisionerPermissions,
-	Keys:        []string{"driver", "worker_command", "max_launches", "max_terminations", "reconcile_every", "sim_connections", "ec2_region", "ec2_endpoint_url", "store"},
+	Keys:        []string{"driver", "worker_command", "max_launches", "max_terminations", "reconcile_every", "sim_connections", "ec2_region", "ec2_endpoint_url", "store", "replicas", "lease_ttl"},
 	Args: withStore(func(req bootlevel.StepRequest, cfg map[string]any, dir, binDir string, self Self) ([]string, error) {
 		jobsFile := filepath.Join(dir, "jobs.json")
 		jobs, err := writeRunJobs(req, jobsFile)
@@ -441,7 +441,7 @@ var controllerSpec = Spec{
 	Component:   "controller",
 	Role:        busid.RoleController,
 	Permissions: busid.ControllerPermissions,
-	Keys:        []string{"jobs", "tick", "store"},
+	Keys:        []string{"jobs", "tick", "store", "replicas", "lease_ttl"},
 	Args: withStore(func(req bootlevel.StepRequest, cfg map[string]any, dir, binDir string, self Self) ([]string, error) {
 		jobs, ok := cfg["jobs"].(map[string]any)
 		if !ok || len(jobs) == 0 {
@@ -564,6 +564,13 @@ func withStore(args func(req bootlevel.StepRequest, cfg map[string]any, dir, bin
 		}
 		v, ok := cfg["store"]
 		if !ok {
+			n, err := replicaCount(cfg)
+			if err != nil {
+				return nil, fmt.Errorf("config.replicas: %w", err)
+			}
+			if n > 1 {
+				return nil, fmt.Errorf("config.replicas: %d replicas need a PostgreSQL store (config.store)", n)
+			}
 			return out, nil
 		}
 		s, _ := v.(string)
@@ -583,6 +590,79 @@ func withStore(args func(req bootlevel.StepRequest, cfg map[string]any, dir, bin
 		if err := os.WriteFile(file, []byte(s+"\n"), 0o600); err != nil {
 			return nil, err
 		}
-		return append(out, "--store-file", file), nil
+		out = append(out, "--store-file", file)
+		n, err := replicaCount(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("config.replicas: %w", err)
+		}
+		if _, ok := cfg["lease_ttl"]; ok && n <= 1 {
+			return nil, errors.New("config.lease_ttl: only for replicas > 1")
+		}
+		if n > 1 {
+			// Each replica stands by until it holds the role's lease, and
+			// only then connects to the broker: a standby consumes nothing.
+			out = append(out, "--lease", "--lease-file", filepath.Join(dir, LeaseFile))
+			if v, ok := cfg["lease_ttl"]; ok {
+				ttl, _ := v.(string)
+				if d, err := time.ParseDuration(ttl); err != nil || d < 300*time.Millisecond {
+					return nil, fmt.Errorf("config.lease_ttl: want a duration of at least 300ms such as \"15s\", got %v", v)
+				}
+				out = append(out, "--lease-ttl", ttl)
+			}
+		}
+		return out, nil
 	}
+}
+
+// LeaseFile is where, in its directory, a replica of a daemon records its
+// role and epoch (leader.WriteState) for status.
+const LeaseFile = "lease.json"
+
+// MaxReplicas bounds config.replicas: one active daemon and a few standbys
+// is the point; more only add connections to the store.
+const MaxReplicas = 9
+
+// Replicas is launchplan.Options.Replicas for the built-in types: the
+// provisioner's and the controller's config.replicas, 1 to MaxReplicas,
+// more than 1 only with a PostgreSQL store (config.store), where the
+// replicas' lease and shared state live. Other types have no replicas (0).
+func Replicas(typ string, cfg map[string]any) (int, error) {
+	if typ != "provisioner" && typ != "controller" {
+		return 0, nil
+	}
+	n, err := replicaCount(cfg)
+	if err != nil {
+		return 0, err
+	}
+	if n > 1 {
+		if s, _ := cfg["store"].(string); s == "" {
+			return 0, fmt.Errorf("replicas = %d needs store = \"postgres://...\": replicas share their state and the lease that picks the active one in PostgreSQL", n)
+		}
+	}
+	return n, nil
+}
+
+// replicaCount is config.replicas, 1 when absent; a plan's TOML gives an
+// integer, a stored plan's JSON a float.
+func replicaCount(cfg map[string]any) (int, error) {
+	v, ok := cfg["replicas"]
+	if !ok {
+		return 1, nil
+	}
+	var n int
+	switch x := v.(type) {
+	case int64:
+		n = int(x)
+	case float64:
+		if x != float64(int(x)) {
+			return 0, fmt.Errorf("want a whole number of replicas, got %v", x)
+		}
+		n = int(x)
+	default:
+		return 0, fmt.Errorf("want a whole number of replicas, got %T", v)
+	}
+	if n < 1 || n > MaxReplicas {
+		return 0, fmt.Errorf("want 1 to %d replicas, got %d", MaxReplicas, n)
+	}
+	return n, nil
 }

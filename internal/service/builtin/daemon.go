@@ -35,6 +35,7 @@ import (
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/backoff"
 	"nightshift/internal/busid"
+	"nightshift/internal/leader"
 	"nightshift/internal/metrics"
 	"nightshift/internal/nsenv"
 	"nightshift/internal/ping"
@@ -507,4 +508,20 @@ func (t *Type) Process(workDir string, svc *launchplan.Service) (pid int, alive,
 	}
 	pid, alive = t.pid(filepath.Join(workDir, t.Spec.Name))
 	return pid, alive, true
+}
+
+// Lease reports the role and epoch a replica of this type (config.replicas
+// > 1) last recorded in its directory, while the process that recorded it
+// still runs there; ok is false for a daemon that is no replica, or dead.
+// It reads two small files and /proc, as Process does.
+func (t *Type) Lease(workDir string, svc *launchplan.Service) (st leader.State, ok bool) {
+	dir := filepath.Join(workDir, t.Spec.Name)
+	st, err := leader.ReadState(filepath.Join(dir, LeaseFile))
+	if err != nil {
+		return leader.State{}, false
+	}
+	if pid, alive := t.pid(dir); !alive || pid != st.PID {
+		return leader.State{}, false
+	}
+	return st, true
 }
