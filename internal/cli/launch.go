@@ -162,7 +162,8 @@ func runLaunch(ctx context.Context, o launchOptions, planFile string, stdout, st
 	if note := localWorkersShareUser(plan, workeruser.IsRoot(), workeruser.Current()); note != "" {
 		fmt.Fprintln(stderr, "launch: warning:", termtext.Line(note))
 	}
-	for _, w := range workersCannotReach(plan, run, workeruser.IsRoot()) {
+	sitterBin, _ := builtin.FindBinary(app.BinDir(), "sitter")
+	for _, w := range workersCannotReach(plan, run, workeruser.IsRoot(), sitterBin) {
 		fmt.Fprintln(stderr, "launch: warning:", termtext.Line(w))
 	}
 

@@ -81,12 +81,32 @@ func localJobCommands(p *launchplan.Plan, run string) []jobCommand {
 // cannot run: a binary under a 0700 directory such as /root starts for
 // root and fails for every worker. A warning, not an error: the worker's
 // user or group may be granted access another way.
-func workersCannotReach(p *launchplan.Plan, run string, isRoot bool) []string {
+// The sitter (defaultSitter, unless a local provisioner's worker_command
+// names another program) is checked too: every local worker starts as it.
+func workersCannotReach(p *launchplan.Plan, run string, isRoot bool, defaultSitter string) []string {
 	if !isRoot {
 		return nil
 	}
+	cmds := localJobCommands(p, run)
+	if len(cmds) > 0 {
+		for _, l := range p.Levels {
+			for i := range l.Services {
+				svc := &l.Services[i]
+				if svc.Type != "provisioner" || (svc.Driver != "" && svc.Driver != launchplan.DriverLocal) {
+					continue
+				}
+				c := jobCommand{pos: svc.Pos, key: "config.worker_command (the sitter)", path: defaultSitter}
+				if wc, _ := svc.TypeConfig["worker_command"].([]any); len(wc) > 0 {
+					c.path, _ = wc[0].(string)
+				}
+				if c.path != "" {
+					cmds = append(cmds, c)
+				}
+			}
+		}
+	}
 	var out []string
-	for _, c := range localJobCommands(p, run) {
+	for _, c := range cmds {
 		if !filepath.IsAbs(c.path) {
 			continue
 		}

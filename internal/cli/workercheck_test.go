@@ -74,24 +74,26 @@ func TestWorkersCannotReachWarning(t *testing.T) {
 	}
 	open, private, ownerOnly := mk("open", 0o755, 0o755), mk("private", 0o700, 0o755), mk("owner", 0o755, 0o700)
 	plan := func(prog string) *launchplan.Plan {
-		return &launchplan.Plan{Levels: []launchplan.Level{{Index: 1, Services: []launchplan.Service{{
-			Name: "controller", Type: "controller", Pos: launchplan.Pos{File: "p.toml", Line: 7},
-			TypeConfig: map[string]any{"jobs": map[string]any{"w": map[string]any{"worker": map[string]any{"command": []any{prog}}}}},
-		}}}}}
+		return &launchplan.Plan{Levels: []launchplan.Level{{Index: 1, Services: []launchplan.Service{
+			{Name: "provisioner", Type: "provisioner", Pos: launchplan.Pos{File: "p.toml", Line: 3}},
+			{Name: "controller", Type: "controller", Pos: launchplan.Pos{File: "p.toml", Line: 7},
+				TypeConfig: map[string]any{"jobs": map[string]any{"w": map[string]any{"worker": map[string]any{"command": []any{prog}}}}}},
+		}}}}
 	}
 	for _, tc := range []struct {
-		name   string
-		prog   string
-		isRoot bool
-		want   string
+		name         string
+		prog, sitter string
+		isRoot       bool
+		want         string
 	}{
-		{"reachable", open, true, ""},
-		{"under a 0700 directory", private, true, "p.toml:7: config.jobs.w.worker.command: other users cannot reach " + private},
-		{"only its owner may run it", ownerOnly, true, "other users cannot run " + ownerOnly + " (mode 0700)"},
-		{"not root: workers run as the launcher", private, false, ""},
+		{"reachable", open, open, true, ""},
+		{"under a 0700 directory", private, open, true, "p.toml:7: config.jobs.w.worker.command: other users cannot reach " + private},
+		{"only its owner may run it", ownerOnly, open, true, "other users cannot run " + ownerOnly + " (mode 0700)"},
+		{"the sitter under a 0700 directory", open, private, true, "p.toml:3: config.worker_command (the sitter): other users cannot reach " + private},
+		{"not root: workers run as the launcher", private, private, false, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := strings.Join(workersCannotReach(plan(tc.prog), "r1", tc.isRoot), "\n")
+			got := strings.Join(workersCannotReach(plan(tc.prog), "r1", tc.isRoot, tc.sitter), "\n")
 			if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
 				t.Fatalf("warnings %q, want %q", got, tc.want)
 			}
