@@ -6,11 +6,14 @@ package app
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"nightshift/bootlevel"
 	"nightshift/internal/nsenv"
@@ -54,9 +57,55 @@ func ResolveHome(flagValue string) (string, error) {
 // App is an opened home: the run store and a boot engine over it.
 type App struct {
 	Home   string
-	Store  *runstore.Store
+	Store  RunStore
 	Engine *bootlevel.Engine
 	Log    *slog.Logger
+}
+
+// RunStore is the home's run store: SQLite in the home by default, or
+// PostgreSQL when NIGHTSHIFT_STORE names one (OpenRunStore).
+type RunStore interface {
+	bootlevel.Store
+	Close() error
+}
+
+// OpenRunStore opens home's run store: the SQLite file in home, or, when
+// NIGHTSHIFT_STORE holds a postgres:// URL, a schema of that database
+// named after the home's absolute path, so that homes sharing a server
+// never see each other's runs. create false opens SQLite only when its
+// file exists (nil, nil otherwise), for callers that must not create one.
+func OpenRunStore(ctx context.Context, home string, create bool) (RunStore, error) {
+	if u := os.Getenv(nsenv.Store); u != "" {
+		if !strings.HasPrefix(u, "postgres://") && !strings.HasPrefix(u, "postgresql://") {
+			return nil, fmt.Errorf("%s: want a postgres:// URL, got %q", nsenv.Store, redact.String(u))
+		}
+		abs, err := filepath.Abs(home)
+		if err != nil {
+			return nil, fmt.Errorf("run store: %w", err)
+		}
+		st, err := runstore.OpenPG(ctx, u, RunStoreSchema(abs))
+		if err != nil {
+			return nil, errors.New(redact.String(err.Error()))
+		}
+		return st, nil
+	}
+	if !create {
+		if _, err := os.Stat(runlayout.DB(home)); err != nil {
+			return nil, nil
+		}
+	}
+	st, err := runstore.Open(ctx, runlayout.DB(home))
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// RunStoreSchema is the PostgreSQL schema of the home at absolute path
+// home: ns_runs_ and a hash of the path.
+func RunStoreSchema(home string) string {
+	sum := sha256.Sum256([]byte(home))
+	return "ns_runs_" + hex.EncodeToString(sum[:6])
 }
 
 // Open opens (creating if needed) the home directory and its run database.
@@ -67,9 +116,9 @@ func Open(ctx context.Context, home string, log *slog.Logger) (*App, error) {
 	if err := os.MkdirAll(home, 0o700); err != nil {
 		return nil, fmt.Errorf("create home %s: %w", home, err)
 	}
-	st, err := runstore.Open(ctx, runlayout.DB(home))
+	st, err := OpenRunStore(ctx, home, true)
 	if err != nil {
-		return nil, fmt.Errorf("open run database in %s: %w", home, err)
+		return nil, fmt.Errorf("open run database of %s: %w", home, err)
 	}
 	local := localservice.New(log)
 	ssh := sshservice.New(home, log)

@@ -11,7 +11,6 @@ import (
 	"nightshift/bootlevel"
 	"nightshift/internal/app"
 	"nightshift/internal/runlayout"
-	"nightshift/internal/store/runstore"
 )
 
 // What a RUN, SERVICE, WORKER or JOB argument completes to, read from the
@@ -66,13 +65,10 @@ func withPrefix(all []string, prefix string) []string {
 	return out
 }
 
-// openStore opens the home's run database, or nil when it has none.
-func openStore(ctx context.Context, home string) *runstore.Store {
-	if _, err := os.Stat(runlayout.DB(home)); err != nil {
-		return nil
-	}
-	st, err := runstore.Open(ctx, runlayout.DB(home))
-	if err != nil {
+// openStore opens the home's run store, or nil when it has none.
+func openStore(ctx context.Context, home string) app.RunStore {
+	st, err := app.OpenRunStore(ctx, home, false)
+	if err != nil || st == nil {
 		return nil
 	}
 	return st

@@ -17,6 +17,7 @@ import (
 	"nightshift/internal/clikit"
 	"nightshift/internal/ec2"
 	"nightshift/internal/redact"
+	"nightshift/internal/nsenv"
 	"nightshift/internal/runlayout"
 	"nightshift/internal/service/ec2service"
 	"nightshift/internal/ssmparams"
@@ -135,7 +136,9 @@ func (m *mgmtCmd) open(ctx context.Context) (*app.App, error) {
 		return nil, err
 	}
 	m.home = home
-	if _, err := os.Stat(runlayout.DB(home)); err != nil {
+	// mgmt only reads and acts on runs: it never creates a SQLite run
+	// store (a PostgreSQL one, NIGHTSHIFT_STORE, is shared and may exist).
+	if _, err := os.Stat(runlayout.DB(home)); err != nil && os.Getenv(nsenv.Store) == "" {
 		return nil, fmt.Errorf("no runs in %s (nothing was launched with this home)", home)
 	}
 	log, _, err := newLogger(runlayout.MgmtLog(home), m.level, nil)

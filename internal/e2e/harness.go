@@ -124,6 +124,9 @@ type Run struct {
 	Home string
 	Name string
 	Plan string // plan file path
+	// Env is added to every command's environment (after the home), as
+	// a user's exports would be.
+	ExtraEnv []string
 }
 
 // NewRun prepares a run of plan (absolute, or relative to the module root) in a fresh
@@ -181,7 +184,7 @@ type Result struct {
 func (r *Run) Cmd(ctx context.Context, prog string, args ...string) Result {
 	cmd := exec.CommandContext(ctx, filepath.Join(r.Env.BinDir, prog), args...)
 	cmd.Dir = r.Env.Root
-	cmd.Env = append(cleanEnv(), nsenv.Home+"="+r.Home)
+	cmd.Env = append(append(cleanEnv(), nsenv.Home+"="+r.Home), r.ExtraEnv...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	// Daemons started by launch inherit our pipes unless they detach them;

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"nightshift/internal/app"
+	"nightshift/internal/nsenv"
 	"nightshift/internal/store/pgdb"
 	"nightshift/internal/store/pgdb/pgtest"
 	"nightshift/mgmt"
@@ -55,8 +56,18 @@ func TestPostgresStoreEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := env.NewRun(t, path, "pg")
+	// launch, mgmt and the keeper keep the home's run store there too.
+	r.ExtraEnv = []string{nsenv.Store + "=" + withPass}
 	provSchema, ctlSchema := pgdb.SchemaName("ns", r.Name, "provisioner"), pgdb.SchemaName("ns", r.Name, "controller")
-	t.Cleanup(func() { pgtest.Drop(t, pgURL, provSchema); pgtest.Drop(t, pgURL, ctlSchema) })
+	runSchema := app.RunStoreSchema(r.Home)
+	t.Cleanup(func() {
+		// Cleanups run last-registered first: tear down before the run
+		// store it needs is dropped.
+		r.Mgmt(context.Background(), "teardown", r.Name)
+		pgtest.Drop(t, pgURL, provSchema)
+		pgtest.Drop(t, pgURL, ctlSchema)
+		pgtest.Drop(t, pgURL, runSchema)
+	})
 	r.Launch(ctx)
 	mustWait(t, r, ctx, "pools at policy after launch", 90*time.Second, atPolicy)
 
@@ -82,6 +93,7 @@ func TestPostgresStoreEndToEnd(t *testing.T) {
 	for _, q := range []struct{ what, sql string }{
 		{"instances in the provisioner's schema", `SELECT COUNT(*) FROM ` + pgx.Identifier{provSchema, "instances"}.Sanitize()},
 		{"decisions in the controller's schema", `SELECT COUNT(*) FROM ` + pgx.Identifier{ctlSchema, "decisions"}.Sanitize()},
+		{"events in the home's run store", `SELECT COUNT(*) FROM ` + pgx.Identifier{runSchema, "events"}.Sanitize()},
 	} {
 		var n int
 		if err := conn.QueryRow(ctx, q.sql).Scan(&n); err != nil || n == 0 {
@@ -100,6 +112,8 @@ func TestPostgresStoreEndToEnd(t *testing.T) {
 		switch name := d.Name(); {
 		case name == "provisioner.db" || name == "controller.db":
 			t.Errorf("%s exists: a daemon on PostgreSQL kept a SQLite store", p)
+		case name == "nightshift.db":
+			t.Errorf("%s exists: launch and mgmt kept the run store in SQLite with %s set", p, nsenv.Store)
 		case strings.HasSuffix(name, ".log"):
 			if b, err := os.ReadFile(p); err == nil && strings.Contains(string(b), password) {
 				t.Errorf("%s holds the store's password", p)

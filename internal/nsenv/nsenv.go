@@ -17,6 +17,11 @@ const (
 	Run  = "NIGHTSHIFT_RUN"  // the run's name
 )
 
+// Read by launch and mgmt: where the home keeps its run store. Unset, it
+// is the home's SQLite file; a postgres:// URL puts it in PostgreSQL
+// (docs/store.md).
+const Store = "NIGHTSHIFT_STORE"
+
 // Set by the boot engine for a plan service's programs.
 const (
 	Service    = "NIGHTSHIFT_SERVICE"
