@@ -20,12 +20,11 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 
 	"github.com/BurntSushi/toml"
-
-	"nightshift/internal/workeruser"
 )
 
 // DriverLocal is a job's driver when its definition names none, as the
@@ -261,7 +260,7 @@ func checkWorkerUser(w map[string]any) error {
 		if !isString {
 			return fmt.Errorf("key worker.%s: want a user name (a string), got %s", k, jsonType(v))
 		}
-		if err := workeruser.CheckName(name); err != nil {
+		if err := CheckUserName(name); err != nil {
 			return fmt.Errorf("key worker.%s: %w", k, err)
 		}
 	}
@@ -335,6 +334,18 @@ func Write(path string, jobs map[string]Spec) error {
 	}
 	if werr != nil {
 		return fmt.Errorf("write jobs %s: %w", path, werr)
+	}
+	return nil
+}
+
+// userNamePattern is what a worker user may be called: a POSIX-portable
+// login name (as useradd accepts by default), or a numeric uid.
+var userNamePattern = regexp.MustCompile(`^([a-z_][a-z0-9_-]{0,31}|[0-9]{1,10})$`)
+
+// CheckUserName reports why name cannot name a worker user, or nil.
+func CheckUserName(name string) error {
+	if !userNamePattern.MatchString(name) {
+		return fmt.Errorf("%q is not a user name (want [a-z_][a-z0-9_-]{0,31}, or a numeric uid)", name)
 	}
 	return nil
 }

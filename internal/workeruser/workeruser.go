@@ -11,10 +11,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"nightshift/internal/jobspec"
 	"os"
 	"os/exec"
 	"os/user"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,17 +25,11 @@ import (
 // none.
 const DefaultName = "nightshift-worker"
 
-// namePattern is what a worker user may be called: a POSIX-portable login
-// name (as useradd accepts by default), or a numeric uid.
-var namePattern = regexp.MustCompile(`^([a-z_][a-z0-9_-]{0,31}|[0-9]{1,10})$`)
-
-// CheckName reports why name cannot name a worker user, or nil.
-func CheckName(name string) error {
-	if !namePattern.MatchString(name) {
-		return fmt.Errorf("%q is not a user name (want [a-z_][a-z0-9_-]{0,31}, or a numeric uid)", name)
-	}
-	return nil
-}
+// CheckName reports why name cannot name a worker user, or nil. The rule
+// is jobspec's, which validates a job's worker.user with the plan; it
+// lives there because jobspec is a pure leaf the cores use, and this
+// package runs useradd.
+func CheckName(name string) error { return jobspec.CheckUserName(name) }
 
 // Identity is a resolved worker user.
 type Identity struct {
