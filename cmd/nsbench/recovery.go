@@ -496,6 +496,11 @@ func (s *system) cleanup() {
 	if len(killed) > 0 || len(remaining) > 0 || err != nil {
 		s.e.log.Warn("recovery: cleanup killed leftovers", "run", s.name, "killed", killed, "remaining", remaining, "err", err)
 	}
+	// Run as root, the workers had directories of their own outside the
+	// home, which goes with the work directory.
+	if err := localworker.RemoveWorkerDirs(s.home, s.name); err != nil {
+		s.e.log.Warn("recovery: cleanup of worker directories", "run", s.name, "err", err)
+	}
 }
 
 // decodeStatus reads `mgmt status --json`.

@@ -48,6 +48,8 @@ func TestSurvivesKill9MidLaunch(t *testing.T) {
 		if killed, _ := localworker.Sweep(context.Background(), home, run); len(killed) > 0 {
 			t.Errorf("swept stray instances at cleanup: %v", killed)
 		}
+		// As root the workers had directories of their own, outside home.
+		localworker.RemoveWorkerDirs(home, run)
 	})
 
 	jobs := provisionertest.Jobs("web")

@@ -53,7 +53,10 @@ func TestReplicasOnPostgres(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { localworker.Sweep(context.Background(), home, run) })
+	t.Cleanup(func() {
+		localworker.Sweep(context.Background(), home, run)
+		localworker.RemoveWorkerDirs(home, run) // outside home, as root
+	})
 	jobs := provisionertest.Jobs("web")
 	jobsFile := filepath.Join(home, "jobs.json")
 	if err := jobspec.Write(jobsFile, jobs); err != nil {

@@ -18,6 +18,7 @@ import (
 	"nightshift/internal/jobspec"
 	"nightshift/internal/procscan"
 	"nightshift/internal/testsupport/amqptest"
+	"nightshift/internal/worker/localworker"
 	"nightshift/provisioner"
 	"nightshift/provisioner/client"
 	"nightshift/provisioner/provisionertest"
@@ -67,6 +68,10 @@ func startRun(t *testing.T, prefix string) *liveRun {
 	amqptest.NeedBroker(t)
 	r := &liveRun{t: t, run: amqptest.UniqueName(t, prefix), home: t.TempDir(), logs: &syncBuf{}, jobs: provisionertest.Jobs("web")}
 	deleteTopology(t, r.run)
+	t.Cleanup(func() {
+		localworker.Sweep(context.Background(), r.home, r.run)
+		localworker.RemoveWorkerDirs(r.home, r.run) // outside home, as root
+	})
 	var err error
 	if r.secret, err = envelope.LoadOrCreateSecret(filepath.Join(r.home, "runs", r.run, "secret")); err != nil {
 		t.Fatal(err)

@@ -100,3 +100,19 @@ func TestNamedUserMustExist(t *testing.T) {
 		t.Fatal("bad name accepted")
 	}
 }
+
+// FuzzCheckName: whatever CheckName accepts is one path element and one
+// argument (it becomes part of a useradd command line and of messages).
+func FuzzCheckName(f *testing.F) {
+	for _, s := range []string{"nightshift-worker", "1001", "", "../x", "-r", "a b", "x\x00"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		if CheckName(name) != nil {
+			return
+		}
+		if name == "" || len(name) > 32 || strings.ContainsAny(name, "/.\x00 \n=:") || strings.HasPrefix(name, "-") {
+			t.Fatalf("accepted %q", name)
+		}
+	})
+}
