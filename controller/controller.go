@@ -105,6 +105,9 @@ type job struct {
 	// savedSilent is the pool's SilentState as the store holds it; a round
 	// that changes it stores it (saveSilent). Guarded by acting.
 	savedSilent SilentState
+	// rev is the worker-spec revision in force, whose spec def holds: new
+	// launches are of it. Changed under acting.
+	rev Revision
 }
 
 // New builds a controller: it validates the configuration, opens each
@@ -213,6 +216,9 @@ func (c *Controller) openJob(ctx context.Context, j Job) (*job, error) {
 		return nil, fmt.Errorf("job %s: encode policy: %w", j.Name, err)
 	}
 	if err := c.cfg.Store.PutJob(ctx, j.Name, fileCfg, pol, c.cfg.Clock.Now()); err != nil {
+		return nil, err
+	}
+	if err := c.openRevision(ctx, jb); err != nil {
 		return nil, err
 	}
 	latest, err := c.cfg.Store.Decisions(ctx, j.Name, 1)
@@ -393,4 +399,33 @@ func (c *Controller) Tick(ctx context.Context) {
 		wg.Go(func() { c.round(ctx, j) })
 	}
 	wg.Wait()
+}
+
+// openRevision settles the job's spec revision in force at start
+// (StartRevision), stores what that changes, and makes its spec the
+// job's.
+func (c *Controller) openRevision(ctx context.Context, jb *job) error {
+	j := jb.def
+	revs, err := c.cfg.Store.Revisions(ctx, j.Name)
+	if err != nil {
+		return err
+	}
+	cur, writes, err := StartRevision(j.Name, revs, SpecOf(j), c.cfg.Clock.Now())
+	if err != nil {
+		return err
+	}
+	for _, r := range writes {
+		if err := c.cfg.Store.PutRevision(ctx, r); err != nil {
+			return err
+		}
+		c.cfg.Log.Info("job revision", "job", j.Name, "revision", r.Number, "digest", r.Digest, "who", r.Who, "outcome", r.Outcome)
+	}
+	spec, err := SpecOfRevision(cur)
+	if err != nil {
+		return err
+	}
+	jb.def.Driver, jb.def.Instance, jb.def.Worker = spec.Driver, spec.Instance, spec.Worker
+	jb.rev = cur
+	jb.pool.SetRevision(cur)
+	return nil
 }

@@ -129,6 +129,9 @@ type JobStatus struct {
 	// block_after_silent workers in a row never sent a heartbeat, or
 	// BlockedAfter launches in a row failed, none healthy since.
 	Blocked *Blocked `json:"blocked,omitempty"`
+	// Revision is the job's worker-spec revision in force: what new
+	// workers run.
+	Revision *RevisionStatus `json:"revision,omitempty"`
 }
 
 // Why a pool is blocked (Blocked.Cause).
@@ -172,6 +175,9 @@ type WorkerStatus struct {
 	// Error is the failing task's last exit or start error when health is
 	// process_error.
 	Error string `json:"error,omitempty"`
+	// Revision is the job's spec revision the worker was launched with
+	// (0: unknown, launched by an older controller).
+	Revision int `json:"revision,omitempty"`
 	// Probe is the worker's health probe as its last heartbeat said
 	// ("work: healthy (HTTP 200)"), a failing or starting one first;
 	// empty when its tasks have none.
@@ -230,8 +236,10 @@ func encodeActions(acts []actionRecord) (json.RawMessage, error) {
 }
 
 // LaunchID derives the idempotency key of the i-th launch of decision seq
-// of job. epoch is a random value created with the store, so a controller
-// started on a fresh store never reuses an id an older store handed out.
-func LaunchID(job, epoch string, seq int64, i int) string {
-	return fmt.Sprintf("%s.%s.d%d.%d", job, epoch, seq, i)
+// of job, for workers of spec revision rev. epoch is a random value created
+// with the store, so a controller started on a fresh store never reuses an
+// id an older store handed out. The revision in the id is how a worker's
+// revision is known (RevisionOfLaunch), after a restart too.
+func LaunchID(job, epoch string, rev int, seq int64, i int) string {
+	return fmt.Sprintf("%s.%s.r%d.d%d.%d", job, epoch, rev, seq, i)
 }

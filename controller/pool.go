@@ -85,6 +85,8 @@ type Pool struct {
 	// again when the provisioner reports it anew.
 	countedIDs      []string
 	restoredCounted map[string]bool
+	// revision is the job's worker-spec revision in force.
+	revision *RevisionStatus
 }
 
 // maxCountedIDs bounds SilentState.Counted: only workers still live can be
@@ -125,6 +127,11 @@ type worker struct {
 // started.
 func NewPool(job Job, started time.Time) *Pool {
 	return &Pool{job: job, started: started, workers: map[string]*worker{}}
+}
+
+// SetRevision records the job's spec revision in force, for status.
+func (p *Pool) SetRevision(r Revision) {
+	p.revision = &RevisionStatus{Number: r.Number, Digest: r.Digest, Time: r.Time, Who: r.Who}
 }
 
 // Deaf records that the controller is cut off from the bus at now.
@@ -755,6 +762,10 @@ func (p *Pool) Status(now time.Time, policy map[string]any, frozen bool) JobStat
 		LastDecision: p.last, Workers: []WorkerStatus{}, Frozen: frozen,
 	}
 	js.Blocked = p.blocked()
+	if p.revision != nil {
+		r := *p.revision
+		js.Revision = &r
+	}
 	drainTimeout, hasTimeout := policyDuration(policy, "drain_timeout")
 	for _, l := range p.pending {
 		js.Counts["pending_launch"] += l.Count
@@ -777,6 +788,7 @@ func (p *Pool) Status(now time.Time, policy map[string]any, frozen bool) JobStat
 			ws.Error = w.probeFailing
 		}
 		ws.Probe = w.probe
+		ws.Revision = RevisionOfLaunch(w.launchID)
 		if !w.drainingSince.IsZero() {
 			since := w.drainingSince
 			ws.DrainingSince = &since

@@ -91,7 +91,8 @@ func (c *Controller) saveSilent(ctx context.Context, j *job) error {
 // before any launch is sent.
 func (c *Controller) apply(ctx context.Context, j *job, plan Plan) error {
 	name, d, now := j.def.Name, plan.Decision, plan.Record.Time
-	idFor := func(seq int64, i int) string { return LaunchID(name, c.epoch, seq, i) }
+	rev := j.rev.Number
+	idFor := func(seq int64, i int) string { return LaunchID(name, c.epoch, rev, seq, i) }
 	var acts []actionRecord
 	seq, ids, err := c.cfg.Store.RecordDecision(ctx, plan.Record, plan.Launches, idFor, func(ids []string) (json.RawMessage, error) {
 		acts = actionRecords(d.Actions, ids)

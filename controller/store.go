@@ -70,6 +70,11 @@ type Store interface {
 	// thinBefore are thinned to the first of each period of every, and
 	// samples taken before dropBefore are deleted.
 	CompactSamples(ctx context.Context, job string, thinBefore time.Time, every time.Duration, dropBefore time.Time) error
+	// PutRevision stores a job's revision r.Number, or, when it exists,
+	// its outcome, note and updated time (the rest of a revision never
+	// changes). Revisions lists a job's revisions, oldest first.
+	PutRevision(ctx context.Context, r Revision) error
+	Revisions(ctx context.Context, job string) ([]Revision, error)
 }
 
 // ErrNotFound is what Store.Job wraps for an unknown job.

@@ -295,6 +295,9 @@ func writeJob(w io.Writer, j JobStatus) {
 		}
 		fmt.Fprintf(w, "  %s\n", q(upperFirst(check)))
 	}
+	if r := j.Revision; r != nil {
+		fmt.Fprintf(w, "  spec revision r%d %s by %s at %s\n", r.Number, q(shortDigest(r.Digest)), q(r.Who), r.Time.Format(time.RFC3339))
+	}
 	if j.LastDecision != nil {
 		fmt.Fprintf(w, "  last decision %s: %s\n", j.LastDecision.Time.Format(time.RFC3339), q(j.LastDecision.Reason))
 	}
@@ -306,7 +309,7 @@ func writeJob(w io.Writer, j JobStatus) {
 		}
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  WORKER\tSTATE\tHEALTH\tHOST\tHEARTBEAT\tRESTARTS\tWORK\tDRAINING")
+	fmt.Fprintln(tw, "  WORKER\tSTATE\tHEALTH\tREV\tHOST\tHEARTBEAT\tRESTARTS\tWORK\tDRAINING")
 	for _, wk := range rows {
 		hb := "-"
 		if wk.HeartbeatAgeS != nil {
@@ -316,7 +319,11 @@ func writeJob(w io.Writer, j JobStatus) {
 		if wk.Busy {
 			work = "busy"
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", q(wk.ID), q(wk.State), q(wk.Health), q(wk.Host), hb, wk.Restarts, work, drainCell(wk))
+		rev := "-"
+		if wk.Revision > 0 {
+			rev = fmt.Sprintf("r%d", wk.Revision)
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", q(wk.ID), q(wk.State), q(wk.Health), rev, q(wk.Host), hb, wk.Restarts, work, drainCell(wk))
 	}
 	tw.Flush()
 	for _, wk := range rows {
@@ -444,4 +451,12 @@ func upperFirst(s string) string {
 		return s
 	}
 	return string(s[0]-'a'+'A') + s[1:]
+}
+
+// shortDigest is a spec digest cut to what a person compares by eye.
+func shortDigest(d string) string {
+	if len(d) > len("sha256:")+12 {
+		return d[:len("sha256:")+12]
+	}
+	return d
 }

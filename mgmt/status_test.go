@@ -317,3 +317,32 @@ func TestReplicaRoles(t *testing.T) {
 		}
 	}
 }
+
+func TestTableShowsRevisions(t *testing.T) {
+	at := time.Date(2026, 12, 3, 8, 0, 0, 0, time.UTC)
+	st := &RunStatus{Run: "r", State: "ready", Jobs: []JobStatus{{
+		Name: "work", Engine: "queuelen", Desired: 2,
+		Revision: &controller.RevisionStatus{Number: 2, Digest: "sha256:0123456789abcdef0123", Time: at, Who: "ns.r.mgmt"},
+		Workers: []WorkerStatus{
+			{ID: "w1", State: "running", Health: "ok", Revision: 1},
+			{ID: "w2", State: "running", Health: "ok", Revision: 2},
+			{ID: "w3", State: "running", Health: "ok"},
+		},
+	}}}
+	var out bytes.Buffer
+	if err := WriteTable(&out, st); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "  spec revision r2 sha256:0123456789ab by ns.r.mgmt at 2026-12-03T08:00:00Z\n") {
+		t.Errorf("table lacks the job's revision:\n%s", out.String())
+	}
+	rev := map[string]string{}
+	for _, l := range strings.Split(out.String(), "\n") {
+		if f := strings.Fields(l); len(f) > 3 && strings.HasPrefix(f[0], "w") {
+			rev[f[0]] = f[3]
+		}
+	}
+	if rev["w1"] != "r1" || rev["w2"] != "r2" || rev["w3"] != "-" {
+		t.Errorf("REV column %v, want w1 r1, w2 r2, w3 -:\n%s", rev, out.String())
+	}
+}

@@ -105,6 +105,7 @@ func TestContract(t *testing.T) {
 				{"ConcurrentDecisionsGetDistinctSeqs", testConcurrentDecisions},
 				{"HasJob", testHasJob},
 				{"SilentSurvivesReopen", testSilentSurvivesReopen},
+				{"Revisions", testRevisions},
 			} {
 				t.Run(c.name, func(t *testing.T) {
 					if b.name == "postgres" {
@@ -337,5 +338,51 @@ func TestPGReadOnly(t *testing.T) {
 	}
 	if _, err := OpenPGReadOnly(ctx, url, schema+"_never"); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("missing schema: %v, want fs.ErrNotExist", err)
+	}
+}
+
+// testRevisions: a revision is stored whole once; a later put changes only
+// its outcome, note and updated time; revisions list oldest first, per
+// job, and survive reopening.
+func testRevisions(t *testing.T, b backend) {
+	ctx := context.Background()
+	s, reopen := b.open(t)
+	if got, err := s.Revisions(ctx, "web"); err != nil || len(got) != 0 {
+		t.Fatalf("revisions of a fresh store = %v, %v", got, err)
+	}
+	r1 := Revision{Job: "web", Number: 1, Digest: "sha256:aa", Spec: json.RawMessage(`{"driver":"local"}`), Time: t0,
+		Who: "plan", Outcome: "current", Updated: t0}
+	r2 := Revision{Job: "web", Number: 2, Digest: "sha256:bb", Spec: json.RawMessage(`{"driver":"local","worker":{"env":{"VERSION":"2"}}}`),
+		Time: t0.Add(time.Minute), Who: "ns.r.mgmt", Outcome: "current", Updated: t0.Add(time.Minute)}
+	other := Revision{Job: "db", Number: 1, Digest: "sha256:cc", Spec: json.RawMessage(`{}`), Time: t0, Who: "plan", Outcome: "current", Updated: t0}
+	for _, r := range []Revision{r2, r1, other} {
+		if err := s.PutRevision(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The outcome changes; what the revision is does not.
+	changed := r1
+	changed.Outcome, changed.Note, changed.Updated = "superseded", "revision 2 rolled out", t0.Add(2*time.Minute)
+	changed.Digest, changed.Who = "sha256:ff", "someone else"
+	if err := s.PutRevision(ctx, changed); err != nil {
+		t.Fatal(err)
+	}
+	s = reopen(t)
+	got, err := s.Revisions(ctx, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want1 := r1
+	want1.Outcome, want1.Note, want1.Updated = changed.Outcome, changed.Note, changed.Updated
+	want := []Revision{want1, r2}
+	if len(got) != 2 {
+		t.Fatalf("revisions %+v, want %+v", got, want)
+	}
+	for i := range want {
+		g, w := got[i], want[i]
+		if g.Job != w.Job || g.Number != w.Number || g.Digest != w.Digest || string(g.Spec) != string(w.Spec) || !g.Time.Equal(w.Time) ||
+			g.Who != w.Who || g.Outcome != w.Outcome || g.Note != w.Note || !g.Updated.Equal(w.Updated) {
+			t.Errorf("revision %d = %+v, want %+v", i, g, w)
+		}
 	}
 }

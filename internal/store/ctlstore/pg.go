@@ -467,3 +467,36 @@ func (s *PG) HasJob(ctx context.Context, job string) (bool, error) {
 	}
 	return ok, nil
 }
+
+// PutRevision implements controller.Store.
+func (s *PG) PutRevision(ctx context.Context, r Revision) error {
+	if err := s.exec(ctx, `INSERT INTO revisions (job, number, digest, spec, time, who, outcome, note, updated)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+		ON CONFLICT (job, number) DO UPDATE SET outcome = excluded.outcome, note = excluded.note, updated = excluded.updated`,
+		r.Job, r.Number, r.Digest, string(r.Spec), nanos(r.Time), r.Who, r.Outcome, r.Note, nanos(r.Updated)); err != nil {
+		return fmt.Errorf("store revision %d of job %q: %w", r.Number, r.Job, err)
+	}
+	return nil
+}
+
+// Revisions implements controller.Store.
+func (s *PG) Revisions(ctx context.Context, job string) ([]Revision, error) {
+	rows, err := s.db.Pool.Query(ctx, `SELECT job, number, digest, spec, time, who, outcome, note, updated
+		FROM revisions WHERE job = $1 ORDER BY number`, job)
+	if err != nil {
+		return nil, fmt.Errorf("read revisions of job %q: %w", job, err)
+	}
+	defer rows.Close()
+	var out []Revision
+	for rows.Next() {
+		var r Revision
+		var spec string
+		var t, u int64
+		if err := rows.Scan(&r.Job, &r.Number, &r.Digest, &spec, &t, &r.Who, &r.Outcome, &r.Note, &u); err != nil {
+			return nil, fmt.Errorf("read revisions of job %q: %w", job, err)
+		}
+		r.Spec, r.Time, r.Updated = json.RawMessage(spec), fromNanos(t), fromNanos(u)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}

@@ -42,6 +42,7 @@ type (
 	Sample          = controller.Sample
 	LaunchIDFunc    = controller.LaunchIDFunc
 	SilentState     = controller.SilentState
+	Revision        = controller.Revision
 )
 
 // encodeSilent and decodeSilent are the jobs.silent column's one spelling
@@ -509,4 +510,37 @@ func (s *Store) HasJob(ctx context.Context, job string) (bool, error) {
 		return false, fmt.Errorf("look for job %q: %w", job, err)
 	}
 	return n > 0, nil
+}
+
+// PutRevision implements controller.Store.
+func (s *Store) PutRevision(ctx context.Context, r Revision) error {
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO revisions (job, number, digest, spec, time, who, outcome, note, updated)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (job, number) DO UPDATE SET outcome = excluded.outcome, note = excluded.note, updated = excluded.updated`,
+		r.Job, r.Number, r.Digest, string(r.Spec), nanos(r.Time), r.Who, r.Outcome, r.Note, nanos(r.Updated)); err != nil {
+		return fmt.Errorf("store revision %d of job %q: %w", r.Number, r.Job, err)
+	}
+	return nil
+}
+
+// Revisions implements controller.Store.
+func (s *Store) Revisions(ctx context.Context, job string) ([]Revision, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT job, number, digest, spec, time, who, outcome, note, updated
+		FROM revisions WHERE job = ? ORDER BY number`, job)
+	if err != nil {
+		return nil, fmt.Errorf("read revisions of job %q: %w", job, err)
+	}
+	defer rows.Close()
+	var out []Revision
+	for rows.Next() {
+		var r Revision
+		var spec string
+		var t, u int64
+		if err := rows.Scan(&r.Job, &r.Number, &r.Digest, &spec, &t, &r.Who, &r.Outcome, &r.Note, &u); err != nil {
+			return nil, fmt.Errorf("read revisions of job %q: %w", job, err)
+		}
+		r.Spec, r.Time, r.Updated = json.RawMessage(spec), fromNanos(t), fromNanos(u)
+		out = append(out, r)
+	}
+	return out, rows.Err()
 }
