@@ -31,7 +31,7 @@ func TestBrokerClusterEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const store = `store = "postgres://postgres@127.0.0.1:5432/postgres"`
+	const store = haStore
 	plan := string(b)
 	if !strings.Contains(plan, store) {
 		t.Fatalf("plans/ha.toml no longer has %q; update this test", store)
