@@ -75,6 +75,10 @@ type Store interface {
 	// changes). Revisions lists a job's revisions, oldest first.
 	PutRevision(ctx context.Context, r Revision) error
 	Revisions(ctx context.Context, job string) ([]Revision, error)
+	// PutRollout stores r as its job's latest rollout, replacing the one
+	// before; Rollout reads it, or an error wrapping ErrNotFound.
+	PutRollout(ctx context.Context, r Rollout, now time.Time) error
+	Rollout(ctx context.Context, job string) (Rollout, error)
 }
 
 // ErrNotFound is what Store.Job wraps for an unknown job.

@@ -106,6 +106,7 @@ func TestContract(t *testing.T) {
 				{"HasJob", testHasJob},
 				{"SilentSurvivesReopen", testSilentSurvivesReopen},
 				{"Revisions", testRevisions},
+				{"RolloutSurvivesReopen", testRolloutSurvivesReopen},
 			} {
 				t.Run(c.name, func(t *testing.T) {
 					if b.name == "postgres" {
@@ -384,5 +385,37 @@ func testRevisions(t *testing.T, b backend) {
 			g.Who != w.Who || g.Outcome != w.Outcome || g.Note != w.Note || !g.Updated.Equal(w.Updated) {
 			t.Errorf("revision %d = %+v, want %+v", i, g, w)
 		}
+	}
+}
+
+// testRolloutSurvivesReopen: a job's latest rollout is kept whole, a later
+// put replaces it, and it is there after reopening; a job without one is
+// not found.
+func testRolloutSurvivesReopen(t *testing.T, b backend) {
+	ctx := context.Background()
+	s, reopen := b.open(t)
+	if _, err := s.Rollout(ctx, "work"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("rollout of a fresh store: %v, want not found", err)
+	}
+	r := controller.Rollout{Job: "work", From: 1, To: 2, Phase: controller.RolloutRolling, Who: "ns.r.mgmt", Started: t0,
+		Config: controller.RolloutConfig{MaxSurge: 2, MinReady: 5 * time.Second, FailureThreshold: 1}}
+	if err := s.PutRollout(ctx, r, t0); err != nil {
+		t.Fatal(err)
+	}
+	r.Phase, r.Failed, r.Reason = controller.RolloutRollingBack, []string{"work-ab-0"}, "rolling back to revision 1: probe failed"
+	if err := s.PutRollout(ctx, r, t0.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutRollout(ctx, controller.Rollout{Job: "other", From: 3, To: 4, Phase: controller.RolloutDone}, t0); err != nil {
+		t.Fatal(err)
+	}
+	s = reopen(t)
+	got, err := s.Rollout(ctx, "work")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Phase != r.Phase || got.From != 1 || got.To != 2 || got.Config != r.Config || !got.Started.Equal(t0) ||
+		len(got.Failed) != 1 || got.Failed[0] != "work-ab-0" || got.Reason != r.Reason || got.Who != r.Who {
+		t.Errorf("rollout after reopening %+v, want %+v", got, r)
 	}
 }

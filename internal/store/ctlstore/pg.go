@@ -500,3 +500,33 @@ func (s *PG) Revisions(ctx context.Context, job string) ([]Revision, error) {
 	}
 	return out, rows.Err()
 }
+
+// PutRollout implements controller.Store.
+func (s *PG) PutRollout(ctx context.Context, r Rollout, now time.Time) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("store rollout of job %q: %w", r.Job, err)
+	}
+	if err := s.exec(ctx, `INSERT INTO rollouts (job, state, updated) VALUES ($1, $2, $3)
+		ON CONFLICT (job) DO UPDATE SET state = excluded.state, updated = excluded.updated`, r.Job, string(b), nanos(now)); err != nil {
+		return fmt.Errorf("store rollout of job %q: %w", r.Job, err)
+	}
+	return nil
+}
+
+// Rollout implements controller.Store.
+func (s *PG) Rollout(ctx context.Context, job string) (Rollout, error) {
+	var state string
+	err := s.db.Pool.QueryRow(ctx, `SELECT state FROM rollouts WHERE job = $1`, job).Scan(&state)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Rollout{}, fmt.Errorf("rollout of job %q: %w", job, ErrNotFound)
+	}
+	if err != nil {
+		return Rollout{}, fmt.Errorf("read rollout of job %q: %w", job, err)
+	}
+	var r Rollout
+	if err := json.Unmarshal([]byte(state), &r); err != nil {
+		return Rollout{}, fmt.Errorf("read rollout of job %q: %w", job, err)
+	}
+	return r, nil
+}

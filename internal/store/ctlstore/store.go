@@ -43,6 +43,7 @@ type (
 	LaunchIDFunc    = controller.LaunchIDFunc
 	SilentState     = controller.SilentState
 	Revision        = controller.Revision
+	Rollout         = controller.Rollout
 )
 
 // encodeSilent and decodeSilent are the jobs.silent column's one spelling
@@ -543,4 +544,34 @@ func (s *Store) Revisions(ctx context.Context, job string) ([]Revision, error) {
 		out = append(out, r)
 	}
 	return out, rows.Err()
+}
+
+// PutRollout implements controller.Store.
+func (s *Store) PutRollout(ctx context.Context, r Rollout, now time.Time) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("store rollout of job %q: %w", r.Job, err)
+	}
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO rollouts (job, state, updated) VALUES (?, ?, ?)
+		ON CONFLICT (job) DO UPDATE SET state = excluded.state, updated = excluded.updated`, r.Job, string(b), nanos(now)); err != nil {
+		return fmt.Errorf("store rollout of job %q: %w", r.Job, err)
+	}
+	return nil
+}
+
+// Rollout implements controller.Store.
+func (s *Store) Rollout(ctx context.Context, job string) (Rollout, error) {
+	var state string
+	err := s.db.QueryRowContext(ctx, `SELECT state FROM rollouts WHERE job = ?`, job).Scan(&state)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Rollout{}, fmt.Errorf("rollout of job %q: %w", job, ErrNotFound)
+	}
+	if err != nil {
+		return Rollout{}, fmt.Errorf("read rollout of job %q: %w", job, err)
+	}
+	var r Rollout
+	if err := json.Unmarshal([]byte(state), &r); err != nil {
+		return Rollout{}, fmt.Errorf("read rollout of job %q: %w", job, err)
+	}
+	return r, nil
 }
