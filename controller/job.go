@@ -184,6 +184,7 @@ func ParseJob(name string, t map[string]any, reg *decision.Registry) (Job, error
 		return j, fmt.Errorf("job %s: %w", name, err)
 	}
 	f.Has(jobspec.BlockAfterSilentKey) // read below; marked known here
+	f.Has(jobspec.DNSKey)              // the provisioner's (jobspec checks it)
 	if j.BlockAfterSilent, err = jobspec.BlockAfterSilent(t); err != nil {
 		return j, fmt.Errorf("job %s: %w", name, err)
 	}

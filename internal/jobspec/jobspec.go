@@ -39,6 +39,10 @@ type Spec struct {
 	Driver   string         `json:"driver"`
 	Instance map[string]any `json:"instance,omitempty"`
 	Worker   map[string]any `json:"worker,omitempty"`
+	// DNS, when set, is the job's dns table. It is not part of the digest
+	// or of a driver's launch spec: it decides the names the provisioner
+	// gives workers, not what runs, and the controller does not read it.
+	DNS *DNS `json:"dns,omitempty"`
 }
 
 // canonical is the JSON the digest is taken over: keys sorted (as
@@ -48,6 +52,7 @@ func (s Spec) canonical() ([]byte, error) {
 	if s.Driver == "" {
 		s.Driver = DriverLocal
 	}
+	s.DNS = nil
 	raw, err := json.Marshal(s)
 	if err != nil {
 		return nil, err
@@ -228,13 +233,19 @@ func FromTable(t map[string]any) (Spec, error) {
 				}
 				s.Worker = m
 			}
+		case k == DNSKey:
+			d, err := parseDNS(v)
+			if err != nil {
+				return s, err
+			}
+			s.DNS = d
 		case k == BlockAfterSilentKey:
 			if _, err := BlockAfterSilent(t); err != nil {
 				return s, err
 			}
 		case slices.Contains(controllerKeys, k):
 		default:
-			return s, fmt.Errorf("key %s: unknown key (a job has driver, instance, worker and the controller's %s)", k, strings.Join(controllerKeys, ", "))
+			return s, fmt.Errorf("key %s: unknown key (a job has driver, instance, worker, dns and the controller's %s)", k, strings.Join(controllerKeys, ", "))
 		}
 	}
 	if s.Driver == "" {

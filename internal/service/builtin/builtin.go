@@ -382,7 +382,7 @@ func writeRunJobs(req bootlevel.StepRequest, path string) (map[string]jobspec.Sp
 // alone.
 func resolvedSpec(t map[string]any, expand func(string) (string, error)) (jobspec.Spec, error) {
 	cp := maps.Clone(t)
-	for _, k := range []string{"driver", "instance", "worker"} {
+	for _, k := range []string{"driver", "instance", "worker", jobspec.DNSKey} {
 		if v, ok := t[k]; ok {
 			e, err := expandValue(k, v, expand)
 			if err != nil {

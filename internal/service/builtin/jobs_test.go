@@ -172,3 +172,34 @@ func TestProvisionerDrivers(t *testing.T) {
 		})
 	}
 }
+
+// TestWriteRunJobsDNS: a job's dns table reaches the provisioner's jobs
+// file with the plan's escapes undone ($${job} is the name template's
+// ${job}) and its plan references resolved; a bad one is refused with the
+// service's file:line and the key.
+func TestWriteRunJobsDNS(t *testing.T) {
+	web := map[string]any{"worker": map[string]any{"command": []any{"/bin/w"}},
+		"dns": map[string]any{"zone": "example.internal", "name": "$${job}-$${index}.${.run}.example.internal", "ttl": int64(30)}}
+	path := filepath.Join(t.TempDir(), "jobs.json")
+	if _, err := writeRunJobs(bootlevel.StepRequest{Plan: controllerPlan(map[string]any{"web": web}), Expand: scope()}, path); err != nil {
+		t.Fatal(err)
+	}
+	got, err := jobspec.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := got["web"].DNS
+	if d == nil || d.Name != "${job}-${index}.r1.example.internal" || d.TTL != 30 || d.Zone != "example.internal" {
+		t.Fatalf("dns = %+v", d)
+	}
+	if n, err := jobspec.RenderName(d.Name, "web", "r1", 2); err != nil || n != "web-2.r1.example.internal" {
+		t.Fatalf("name = %q, %v", n, err)
+	}
+
+	p := controllerPlan(map[string]any{"web": map[string]any{"dns": map[string]any{"zone": "Z1", "name": "web.example.internal"}}})
+	p.Levels[1].Services[0].Pos = launchplan.Pos{File: "prod.toml", Line: 90}
+	_, err = writeRunJobs(bootlevel.StepRequest{Plan: p, Expand: scope()}, filepath.Join(t.TempDir(), "j.json"))
+	if want := `prod.toml:90: service controller: config.jobs.web: key dns.name: "web.example.internal": want ${index}`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("err = %v, want %q", err, want)
+	}
+}
