@@ -9,6 +9,10 @@
 // (the delivery is then marked redelivered). With --record FILE it appends
 // one JSON line per item started, finished or given back, which is how the
 // end-to-end tests count that no item is lost or interrupted.
+//
+// When its sitter gives it a port (NIGHTSHIFT_PORT, for a health probe
+// whose URL names ${port}), it serves GET /healthz there on loopback: 200
+// while it consumes its queue, 503 while it has no broker connection.
 package main
 
 import (
@@ -19,10 +23,13 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -70,8 +77,19 @@ func main() {
 		os.Exit(2)
 	}
 	defer rec.Close()
+	var consuming atomic.Bool
+	if port := os.Getenv("NIGHTSHIFT_PORT"); port != "" {
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", port))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "queueworker: health endpoint:", err)
+			os.Exit(1)
+		}
+		srv := &http.Server{Handler: healthHandler(&consuming, *queue), ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = srv.Serve(l) }()
+		defer srv.Close()
+	}
 	for ctx.Err() == nil {
-		err := consume(ctx, *urlFlag, roots, *queue, workTime{*work, *maxWork}, st, rec, log)
+		err := consume(ctx, *urlFlag, roots, *queue, workTime{*work, *maxWork}, st, rec, &consuming, log)
 		if errors.Is(err, errDrained) {
 			log.Info("drained: exiting")
 			return
@@ -176,7 +194,21 @@ func (w workTime) of(body []byte) time.Duration {
 	return w.Default
 }
 
-func consume(ctx context.Context, url string, roots *x509.CertPool, queue string, work workTime, st *workerkit.Status, rec *recorder, log *slog.Logger) error {
+// healthHandler answers a health probe: the worker is healthy while it
+// consumes its queue.
+func healthHandler(consuming *atomic.Bool, queue string) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if !consuming.Load() {
+			http.Error(w, "no broker connection", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintf(w, "consuming %s\n", queue)
+	})
+	return mux
+}
+
+func consume(ctx context.Context, url string, roots *x509.CertPool, queue string, work workTime, st *workerkit.Status, rec *recorder, consuming *atomic.Bool, log *slog.Logger) error {
 	conn, err := amqpbus.DialAny(url, roots, amqp.Config{Properties: amqp.Table{"connection_name": "queueworker " + os.Getenv("NIGHTSHIFT_INSTANCE_ID")}})
 	if err != nil {
 		return err
@@ -206,6 +238,8 @@ func consume(ctx context.Context, url string, roots *x509.CertPool, queue string
 	if err != nil {
 		return err
 	}
+	consuming.Store(true)
+	defer consuming.Store(false)
 	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -26,5 +29,25 @@ func TestWorkTimeOf(t *testing.T) {
 		if got := w.of([]byte(tc.body)); got != tc.want {
 			t.Errorf("work for %q = %s, want %s", tc.body, got, tc.want)
 		}
+	}
+}
+
+func TestHealthHandler(t *testing.T) {
+	var consuming atomic.Bool
+	h := healthHandler(&consuming, "q1")
+	get := func(path string) (int, string) {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		return rec.Code, rec.Body.String()
+	}
+	if code, body := get("/healthz"); code != http.StatusServiceUnavailable || body != "no broker connection\n" {
+		t.Errorf("before consuming: %d %q, want 503", code, body)
+	}
+	consuming.Store(true)
+	if code, body := get("/healthz"); code != http.StatusOK || body != "consuming q1\n" {
+		t.Errorf("consuming: %d %q, want 200", code, body)
+	}
+	if code, _ := get("/other"); code != http.StatusNotFound {
+		t.Errorf("another path: %d, want 404", code)
 	}
 }
