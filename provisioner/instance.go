@@ -15,19 +15,23 @@ import (
 // Instance is the provisioner's record of one worker instance. It is a
 // value: every change produces a new Instance with one more History entry.
 type Instance struct {
-	ID       string                   `json:"id"`
-	Job      string                   `json:"job"`
-	LaunchID string                   `json:"launch_id"`
-	Index    int                      `json:"index"`
-	Driver   string                   `json:"driver"`
-	Host     string                   `json:"host,omitempty"`
-	Address  string                   `json:"address,omitempty"`
-	PID      int                      `json:"pid,omitempty"`
-	State    nightshift.InstanceState `json:"state"`
-	Reason   string                   `json:"reason,omitempty"`
-	Created  time.Time                `json:"created"`
-	Updated  time.Time                `json:"updated"`
-	History  []Change                 `json:"history,omitempty"`
+	ID       string `json:"id"`
+	Job      string `json:"job"`
+	LaunchID string `json:"launch_id"`
+	Index    int    `json:"index"`
+	Driver   string `json:"driver"`
+	Host     string `json:"host,omitempty"`
+	Address  string `json:"address,omitempty"`
+	PID      int    `json:"pid,omitempty"`
+	// DNSName is the worker's DNS name when its job has a dns table: chosen
+	// and recorded with the launch, before any record is written, so that
+	// a restarted provisioner repairs records from the ledger.
+	DNSName string                   `json:"dns_name,omitempty"`
+	State   nightshift.InstanceState `json:"state"`
+	Reason  string                   `json:"reason,omitempty"`
+	Created time.Time                `json:"created"`
+	Updated time.Time                `json:"updated"`
+	History []Change                 `json:"history,omitempty"`
 }
 
 // Change is one step of an Instance's history.

@@ -75,6 +75,7 @@ func TestContract(t *testing.T) {
 				{"CorruptStateIsReported", testCorruptStateIsReported},
 				{"ConcurrentWritersOneWins", testConcurrentWritersOneWins},
 				{"FiltersAndDisabledFlag", testFiltersAndDisabledFlag},
+				{"DNSNameIsKeptThroughTransitions", testDNSNameIsKept},
 			} {
 				t.Run(c.name, func(t *testing.T) {
 					if b.name == "postgres" {
@@ -315,4 +316,30 @@ func containsAll(s string, subs ...string) bool {
 		}
 	}
 	return true
+}
+
+// testDNSNameIsKept: a worker's DNS name is recorded with its launch,
+// before any record exists, and survives every transition, so a restarted
+// provisioner finds the names its live workers hold.
+func testDNSNameIsKept(t *testing.T, s provisioner.Store, _ execFunc) {
+	ctx := context.Background()
+	now := time.Unix(1700000000, 0).UTC()
+	a, b := requested("a", "L1", 0, now), requested("b", "L1", 1, now)
+	a.DNSName = "web-0.r1.example.internal"
+	if _, _, err := s.CreateLaunch(ctx, provisioner.Launch{LaunchID: "L1", Job: "web", Count: 2, Created: now}, []provisioner.Instance{a, b}); err != nil {
+		t.Fatal(err)
+	}
+	next := a
+	next.State, next.Address, next.Updated = nightshift.StateRunning, "10.0.0.1", now.Add(time.Second)
+	next.History = append(next.History, provisioner.Change{State: nightshift.StateRunning, Time: next.Updated})
+	if err := s.UpdateInstance(ctx, next, nightshift.StateRequested); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Instances(ctx, provisioner.Filter{LiveOnly: true})
+	if err != nil || len(got) != 2 {
+		t.Fatalf("Instances = %v, %v", got, err)
+	}
+	if got[0].DNSName != a.DNSName || got[0].Address != "10.0.0.1" || got[1].DNSName != "" {
+		t.Errorf("dns names %q, %q; want %q and none", got[0].DNSName, got[1].DNSName, a.DNSName)
+	}
 }
