@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -82,8 +83,40 @@ func TestBrokerClusterEndToEnd(t *testing.T) {
 	})
 	assertAgrees(t, r, ctx, "after kill -9 of a broker node")
 
+	// One VM per node: the restart started the lost node once, beside
+	// the two that were left running.
+	if vms := brokerVMs(t, r.RunDir()); len(vms) != 3 {
+		t.Errorf("%d RabbitMQ VMs of the run (pids %v), want 3", len(vms), vms)
+	}
 	if res := r.Teardown(ctx); res.Code != 0 {
 		t.Fatalf("teardown exit %d", res.Code)
 	}
 	r.AssertNoProcesses()
+}
+
+// brokerVMs lists the pids of the Erlang VMs whose -home is under runDir.
+func brokerVMs(t *testing.T, runDir string) []int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || !strings.Contains(string(b), "beam.smp") {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		for i, a := range args {
+			if a == "-home" && i+1 < len(args) && strings.HasPrefix(args[i+1], runDir+"/") {
+				out = append(out, pid)
+			}
+		}
+	}
+	return out
 }

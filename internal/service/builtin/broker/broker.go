@@ -37,6 +37,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -382,12 +383,13 @@ func (t *Type) boot(ctx context.Context, req bootlevel.StepRequest, cfg Config, 
 			lg.printf("RabbitMQ node %s is running; left as it is", n.name)
 			continue
 		}
-		if !clustered {
-			// A node left from an earlier boot of this service is stopped
-			// first, so a re-boot never leaves two nodes of one service.
-			if err := stopNode(ctx, n.dir, 30*time.Second, lg); err != nil {
-				return nil, err
-			}
+		// A node left from an earlier boot of this service is stopped
+		// first, so a re-boot never leaves two nodes of one service; a dead
+		// node's pid file goes too (a stale one would make the new node
+		// look dead until it writes its own, and the restart start it
+		// again).
+		if err := stopNode(ctx, n.dir, 30*time.Second, lg); err != nil {
+			return nil, err
 		}
 		blank := isBlank(n.dir)
 		addr, err := t.startNode(ctx, req, cfg, n, i, pass, mgmtPass, cl, lg)
@@ -842,7 +844,9 @@ func isNode(pid int, dir string) bool {
 	if st, err := process.ReadStat("", pid); err == nil && st.Zombie() {
 		return false
 	}
-	return strings.Contains(string(b), dir)
+	// An argument equal to dir (the VM's -home): a substring would take
+	// a peer's ".../rabbit-2" for the first node's ".../rabbit".
+	return slices.Contains(strings.Split(string(b), "\x00"), dir)
 }
 
 // runAs returns the credential to start the node with. As root we prefer
