@@ -5,8 +5,10 @@ package e2e
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -14,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -24,6 +27,8 @@ import (
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/envelope"
 	"nightshift/internal/runlayout"
+	"nightshift/internal/store/pgdb"
+	"nightshift/internal/store/pgdb/pgtest"
 	"nightshift/internal/testsupport"
 	"nightshift/mgmt"
 	"nightshift/provisioner"
@@ -84,24 +89,74 @@ func TestChaos(t *testing.T) {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			t.Logf("seed %d; replay with: go test -tags chaos ./internal/e2e/ -run Chaos -chaos.seed=%d -chaos.faults=%s",
 				seed, seed, *chaosFaults)
-			chaosSeedRun(t, seed, faults)
+			chaosSeedRun(t, seed, faults, chaosPlanFile(t), false)
 		})
 	}
 }
 
-func chaosSeedRun(t *testing.T, seed uint64, faults []string) {
+// haFaults are the faults TestChaosHA draws from, on plans/ha.toml: the
+// active replica of a daemon, or one node of the broker cluster, killed.
+var haFaults = []string{"active-controller", "active-provisioner", "broker-node"}
+
+// TestChaosHA is TestChaos on plans/ha.toml (its defaults timeout lowered
+// likewise), with the faults of a replicated run: after each the pools
+// converge back to policy with the same invariants, a standby has taken
+// over, and the keeper has brought the dead process back.
+func TestChaosHA(t *testing.T) {
+	requireRuns(t)
+	pgURL := pgtest.Need(t)
+	seeds := make([]uint64, 0, *chaosSeeds)
+	if *chaosSeed != 0 {
+		seeds = append(seeds, *chaosSeed)
+	} else {
+		for range *chaosSeeds {
+			seeds = append(seeds, rand.Uint64()%1_000_000+1)
+		}
+	}
+	for _, seed := range seeds {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			t.Logf("seed %d; replay with: go test -tags chaos ./internal/e2e/ -run ChaosHA -chaos.seed=%d", seed, seed)
+			b, err := os.ReadFile(haPlan(t, pgURL, ""))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := strings.Replace(string(b), "\ntimeout = \"2m\"\n", "\ntimeout = \"20s\"\n", 1)
+			if out == string(b) {
+				t.Fatal("plans/ha.toml no longer has [defaults] timeout = \"2m\"; update TestChaosHA")
+			}
+			path := filepath.Join(t.TempDir(), "ha-chaos.toml")
+			if err := os.WriteFile(path, []byte(out), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			chaosSeedRun(t, seed, haFaults, path, true)
+		})
+	}
+}
+
+func chaosSeedRun(t *testing.T, seed uint64, faults []string, plan string, ha bool) {
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	ctx, cancel := context.WithTimeout(context.Background(), 9*time.Minute)
 	defer cancel()
 
-	r := env.NewRun(t, chaosPlanFile(t), "ch")
+	r := env.NewRun(t, plan, "ch")
+	if ha {
+		pgURL := pgtest.Need(t)
+		t.Cleanup(func() {
+			pgtest.Drop(t, pgURL, pgdb.SchemaName("ns", r.Name, "provisioner"))
+			pgtest.Drop(t, pgURL, pgdb.SchemaName("ns", r.Name, "controller"))
+		})
+	}
 	r.Launch(ctx)
 	mustWait(t, r, ctx, "pools at policy after launch", 60*time.Second, atPolicy)
 
 	// A shuffled schedule rather than independent draws: every seed with
 	// enough steps covers every fault, in its own order and timing.
 	order := rng.Perm(len(faults))
-	for step := 1; step <= *chaosSteps; step++ {
+	steps := *chaosSteps
+	if ha {
+		steps = len(faults)
+	}
+	for step := 1; step <= steps; step++ {
 		// A random point: not always right after the pools settled.
 		time.Sleep(time.Duration(rng.IntN(3000)) * time.Millisecond)
 		bound := 0 * time.Second
@@ -115,7 +170,7 @@ func chaosSeedRun(t *testing.T, seed uint64, faults []string) {
 			}
 		}
 		fault := faults[order[(step-1)%len(faults)]]
-		t.Logf("step %d/%d: fault %s", step, *chaosSteps, fault)
+		t.Logf("step %d/%d: fault %s", step, steps, fault)
 		injectFault(t, r, ctx, rng, fault)
 		// A step that published waits until its load is worked off too:
 		// the pool may not have grown yet when the fault's own damage is
@@ -131,7 +186,7 @@ func chaosSeedRun(t *testing.T, seed uint64, faults []string) {
 		t.Errorf("teardown exit %d", res.Code)
 	}
 	r.AssertNoProcesses()
-	checkDatabases(t, r)
+	checkDatabases(t, r, ha)
 }
 
 // chaosPlanFile returns the plan a chaos run uses. The shipped plan's
@@ -296,6 +351,44 @@ func injectFault(t *testing.T, r *Run, ctx context.Context, rng *rand.Rand, faul
 			npid, alive, err := r.BrokerPID()
 			return err == nil && alive && npid != pid, fmt.Sprintf("pid %d alive %v err %v", npid, alive, err)
 		})
+	case "active-controller", "active-provisioner":
+		role := strings.TrimPrefix(fault, "active-")
+		st, err := r.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, active, saw := replicas(st, role)
+		if active == nil {
+			t.Fatalf("no one active %s: %s", role, saw)
+		}
+		epoch, _ := strconv.Atoi(active.Attributes[mgmt.AttrEpoch])
+		if err := r.Kill9("active "+active.Name, active.PID); err != nil {
+			t.Fatal(err)
+		}
+		// Nobody runs repair: a standby takes the lease, and the keeper
+		// brings the dead replica back as a standby.
+		mustWait(t, r, ctx, "a standby "+role+" takes over and the killed one is back", 90*time.Second, func(st *mgmt.RunStatus) (bool, string) {
+			ok, saw, now := twoReplicasOneActive(role)(st)
+			if !ok {
+				return false, saw
+			}
+			e, _ := strconv.Atoi(now.Attributes[mgmt.AttrEpoch])
+			// A higher epoch is a takeover; the restarted replica itself
+			// may win the lease, if the keeper is quicker than its expiry.
+			return e > epoch, saw
+		})
+	case "broker-node":
+		pid, alive, err := readPID(filepath.Join(r.RunDir(), "work", "broker", "rabbit-2", "pid"))
+		if err != nil || !alive {
+			t.Fatalf("broker node 2 pid file: pid %d alive %v err %v", pid, alive, err)
+		}
+		if err := r.Kill9("broker node 2", pid); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, "broker node 2 restarted by the keeper", time.Now(), 90*time.Second, func() (bool, string) {
+			npid, alive, err := readPID(filepath.Join(r.RunDir(), "work", "broker", "rabbit-2", "pid"))
+			return err == nil && alive && npid != pid, fmt.Sprintf("pid %d alive %v err %v", npid, alive, err)
+		})
 	default:
 		t.Fatalf("unknown fault %q", fault)
 	}
@@ -440,6 +533,10 @@ func describe(ctx context.Context, r *Run) (provisioner.Status, error) {
 	// The controller's own broker user may ask the provisioner; the
 	// provisioner's own may not command itself.
 	url, err := os.ReadFile(filepath.Join(r.RunDir(), "work", "controller", "controller", "amqp-url"))
+	if errors.Is(err, fs.ErrNotExist) {
+		// plans/ha.toml: the first replica's (config.replicas).
+		url, err = os.ReadFile(filepath.Join(r.RunDir(), "work", "controller-0", "controller", "amqp-url"))
+	}
 	if err != nil {
 		return provisioner.Status{}, fmt.Errorf("describe: %w", err)
 	}
@@ -461,12 +558,12 @@ func describe(ctx context.Context, r *Run) (provisioner.Status, error) {
 
 // checkDatabases runs PRAGMA integrity_check on every SQLite database of the
 // run after teardown.
-func checkDatabases(t *testing.T, r *Run) {
+func checkDatabases(t *testing.T, r *Run, pg bool) {
 	t.Helper()
-	dbs := []string{
-		filepath.Join(r.Home, "nightshift.db"),
-		filepath.Join(r.RunDir(), "provisioner.db"),
-		filepath.Join(r.RunDir(), "work", "controller", "controller", "controller.db"),
+	dbs := []string{filepath.Join(r.Home, "nightshift.db")}
+	if !pg { // on PostgreSQL the daemons keep no SQLite file
+		dbs = append(dbs, filepath.Join(r.RunDir(), "provisioner.db"),
+			filepath.Join(r.RunDir(), "work", "controller", "controller", "controller.db"))
 	}
 	for _, path := range dbs {
 		if _, err := os.Stat(path); err != nil {
