@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"nightshift/internal/envelope"
+	"nightshift/internal/jobspec"
 )
 
 // Component is the provisioner's name on the bus: commands go to its
@@ -20,9 +21,12 @@ const (
 	TypeTerminate    = "provisioner.terminate"
 	TypeTerminateAll = "provisioner.terminate_all"
 	TypeEnable       = "provisioner.enable"
-	TypeDescribe     = "provisioner.describe"
-	TypeReply        = "provisioner.reply"
-	TypeInstance     = "provisioner.instance" // event, routing key EventKey
+	// TypeRevise hands the provisioner a revision of a job's worker spec
+	// (ReviseBody), which launches may then name by its digest.
+	TypeRevise   = "provisioner.revise"
+	TypeDescribe = "provisioner.describe"
+	TypeReply    = "provisioner.reply"
+	TypeInstance = "provisioner.instance" // event, routing key EventKey
 )
 
 // Limits of the terminate body.
@@ -57,6 +61,30 @@ type EnableBody struct{}
 
 // Validate implements envelope.Validator.
 func (*EnableBody) Validate() error { return nil }
+
+// ReviseBody is a revision of Job's worker spec, a rollout's: launches
+// whose spec_digest is Digest then run Spec. It is signed like launch, for
+// the same reason: it decides what workers run. The controller sends it,
+// for the revision a person's signed mgmt rollout made.
+type ReviseBody struct {
+	Job    string       `json:"job"`
+	Digest string       `json:"digest"`
+	Spec   jobspec.Spec `json:"spec"`
+}
+
+// Validate implements envelope.Validator.
+func (b *ReviseBody) Validate() error {
+	if err := ValidJob(b.Job); err != nil {
+		return &envelope.FieldError{Field: "job", Reason: err.Error()}
+	}
+	if !specDigest.MatchString(b.Digest) {
+		return &envelope.FieldError{Field: "digest", Reason: "want sha256: and 64 lower-case hex digits (jobspec.Spec.Digest)"}
+	}
+	if len(b.Spec.Worker) == 0 {
+		return &envelope.FieldError{Field: "spec.worker", Reason: "missing"}
+	}
+	return nil
+}
 
 // DescribeBody asks for the records of one job, or all when Job is empty.
 // Replies travel as one message, so large pools should ask for LiveOnly
@@ -120,6 +148,7 @@ func Messages() *envelope.Registry {
 	r.Register(TypeTerminate, 1, func() envelope.Validator { return &TerminateBody{} }, true)
 	r.Register(TypeTerminateAll, 1, func() envelope.Validator { return &TerminateAllBody{} }, true)
 	r.Register(TypeEnable, 1, func() envelope.Validator { return &EnableBody{} }, true)
+	r.Register(TypeRevise, 1, func() envelope.Validator { return &ReviseBody{} }, true)
 	r.Register(TypeDescribe, 1, func() envelope.Validator { return &DescribeBody{} }, false)
 	r.Register(TypeReply, 1, func() envelope.Validator { return &Reply{} }, false)
 	r.Register(TypeInstance, 1, func() envelope.Validator { return &InstanceEvent{} }, false)
@@ -142,6 +171,8 @@ func (p *Provisioner) Handle(ctx context.Context, body any) Reply {
 		r.Disabled = err == nil
 	case *EnableBody:
 		err = p.Enable(ctx)
+	case *ReviseBody:
+		err = p.Revise(ctx, *b)
 	case *DescribeBody:
 		var st Status
 		st, err = p.Describe(ctx, b.Job)

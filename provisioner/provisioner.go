@@ -82,6 +82,12 @@ type Provisioner struct {
 
 	// digests of cfg.Jobs, computed once: every launch compares one.
 	digests map[string]string
+	// revised holds the revisions handed over by Revise, by job and
+	// digest, at most maxRevisions per job. They live in memory: the
+	// controller, which stores them, hands a revision over again before
+	// it launches workers of it, so a restarted provisioner learns it anew.
+	revMu   sync.Mutex
+	revised map[string]map[string]revisedSpec
 
 	// reconMu serialises reconciles; missedSince is the two-list rule's
 	// memory (ConfirmDisappeared).
@@ -134,6 +140,7 @@ func New(cfg Config) (*Provisioner, error) {
 	}
 	return &Provisioner{
 		digests: digests,
+		revised: map[string]map[string]revisedSpec{},
 		cfg:     cfg,
 		log:     cfg.Log.With("component", "provisioner", "run", cfg.Run, "driver", cfg.Driver.Name()),
 		clock:   cfg.Clock,
@@ -356,8 +363,14 @@ func (p *Provisioner) spec(req LaunchRequest) (json.RawMessage, error) {
 		return nil, fmt.Errorf("launch %s: %w: field \"job\": unknown job %q: the run's jobs are %s", req.LaunchID, ErrInvalid, req.Job, strings.Join(known, ", "))
 	}
 	if digest := p.digests[req.Job]; digest != req.SpecDigest {
-		return nil, fmt.Errorf("launch %s: %w: field \"spec_digest\": job %s: spec digest %s is not the provisioner's %s: the sender and the provisioner hold different definitions of the job (relaunch the plan so both read the same one)",
-			req.LaunchID, ErrInvalid, req.Job, req.SpecDigest, p.digests[req.Job])
+		p.revMu.Lock()
+		rs, ok := p.revised[req.Job][req.SpecDigest]
+		p.revMu.Unlock()
+		if !ok {
+			return nil, fmt.Errorf("launch %s: %w: field \"spec_digest\": job %s: spec digest %s is not the provisioner's %s nor a revision handed to it: the sender and the provisioner hold different definitions of the job (relaunch the plan so both read the same one)",
+				req.LaunchID, ErrInvalid, req.Job, req.SpecDigest, p.digests[req.Job])
+		}
+		js = rs.spec
 	}
 	var engine any
 	if req.Engine != nil {
@@ -787,4 +800,76 @@ func (p *Provisioner) act(ctx context.Context, a Action) error {
 		return p.driverTerminate(ctx, a.ID, why)
 	}
 	return nil
+}
+
+// maxRevisions bounds the revisions a provisioner keeps per job: a rollout
+// needs two (from and to), and a few more cover rollouts in a row.
+const maxRevisions = 8
+
+type revisedSpec struct {
+	spec jobspec.Spec
+	seq  uint64
+}
+
+// Revise accepts a revision of a job's worker spec, so that launches may
+// name it by its digest (a rollout's new workers, or its rollback's). The
+// job must be one of the run's, with the same driver: a revision changes
+// what a worker runs, not where. The spec passes the checks a plan's job
+// passes, and its digest must be b.Digest. Handing over a revision again
+// changes nothing.
+func (p *Provisioner) Revise(_ context.Context, b ReviseBody) error {
+	plan, ok := p.cfg.Jobs[b.Job]
+	if !ok {
+		return fmt.Errorf("revise: %w: field \"job\": unknown job %q", ErrInvalid, b.Job)
+	}
+	driver := func(s jobspec.Spec) string {
+		if s.Driver == "" {
+			return jobspec.DriverLocal
+		}
+		return s.Driver
+	}
+	if driver(b.Spec) != driver(plan) {
+		return fmt.Errorf("revise: %w: field \"spec.driver\": job %s: driver %q is not the plan's %q: a revision changes what a worker runs, not where", ErrInvalid, b.Job, b.Spec.Driver, plan.Driver)
+	}
+	if _, err := jobspec.FromTable(map[string]any{"driver": driver(b.Spec), "instance": orEmpty(b.Spec.Instance), "worker": orEmpty(b.Spec.Worker)}); err != nil {
+		return fmt.Errorf("revise: %w: field \"spec\": job %s: %w", ErrInvalid, b.Job, err)
+	}
+	digest, err := b.Spec.Digest()
+	if err != nil {
+		return fmt.Errorf("revise: %w: field \"spec\": job %s: %w", ErrInvalid, b.Job, err)
+	}
+	if digest != b.Digest {
+		return fmt.Errorf("revise: %w: field \"digest\": job %s: %s is not the spec's digest %s", ErrInvalid, b.Job, b.Digest, digest)
+	}
+	p.revMu.Lock()
+	defer p.revMu.Unlock()
+	revs := p.revised[b.Job]
+	if revs == nil {
+		revs = map[string]revisedSpec{}
+		p.revised[b.Job] = revs
+	}
+	if _, seen := revs[digest]; seen {
+		return nil
+	}
+	var seq uint64
+	oldest, oldestSeq := "", ^uint64(0)
+	for d, r := range revs {
+		seq = max(seq, r.seq)
+		if r.seq < oldestSeq {
+			oldest, oldestSeq = d, r.seq
+		}
+	}
+	if len(revs) >= maxRevisions {
+		delete(revs, oldest)
+	}
+	revs[digest] = revisedSpec{spec: b.Spec, seq: seq + 1}
+	p.log.Info("job revision accepted", "job", b.Job, "digest", digest)
+	return nil
+}
+
+func orEmpty(m map[string]any) map[string]any {
+	if m == nil {
+		return map[string]any{}
+	}
+	return m
 }

@@ -610,3 +610,61 @@ func TestLaunchSpecComesFromTheJobDefinition(t *testing.T) {
 		t.Errorf("driver got %q, want [%s]", got, want)
 	}
 }
+
+// A revision handed over by Revise may be launched by its digest, and only
+// then; it cannot change the job's driver, and its digest must be its own.
+func TestReviseLetsLaunchesNameARevision(t *testing.T) {
+	var mu sync.Mutex
+	var got []string
+	h := newHarness(t, func(c *provisioner.Config) {
+		c.Jobs = map[string]jobspec.Spec{"web": {Driver: "local", Worker: map[string]any{"command": []any{"/bin/worker"}}}}
+	})
+	h.drv.BeforeLaunch = func(_ context.Context, spec provisioner.InstanceSpec) error {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, string(spec.Spec))
+		return nil
+	}
+	h.start()
+	ctx := context.Background()
+	v2 := jobspec.Spec{Driver: "local", Worker: map[string]any{"command": []any{"/bin/worker"}, "env": map[string]any{"VERSION": "2"}}}
+	d2 := provisionertest.Digest(v2)
+	launch2 := provisioner.LaunchRequest{LaunchID: "L2", Job: "web", Count: 1, SpecDigest: d2}
+	if _, err := h.p.Launch(ctx, launch2); err == nil || !strings.Contains(err.Error(), "nor a revision handed to it") {
+		t.Fatalf("launch of an unknown revision: %v, want refused", err)
+	}
+	bad := []struct {
+		name string
+		body provisioner.ReviseBody
+		want string
+	}{
+		{"unknown job", provisioner.ReviseBody{Job: "db", Digest: d2, Spec: v2}, `field "job": unknown job "db"`},
+		{"another driver", provisioner.ReviseBody{Job: "web", Digest: provisionertest.Digest(jobspec.Spec{Driver: "ec2", Worker: v2.Worker}),
+			Spec: jobspec.Spec{Driver: "ec2", Worker: v2.Worker}}, `field "spec.driver"`},
+		{"a digest that is not the spec's", provisioner.ReviseBody{Job: "web", Digest: provisionertest.Digest(h.cfg.Jobs["web"]), Spec: v2}, `field "digest"`},
+		{"a bad worker user", provisioner.ReviseBody{Job: "web", Digest: provisionertest.Digest(jobspec.Spec{Driver: "local", Worker: map[string]any{"command": []any{"w"}, "user": "Root Admin"}}),
+			Spec: jobspec.Spec{Driver: "local", Worker: map[string]any{"command": []any{"w"}, "user": "Root Admin"}}}, "worker.user"},
+	}
+	for _, c := range bad {
+		if err := h.p.Revise(ctx, c.body); err == nil || !errors.Is(err, provisioner.ErrInvalid) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an invalid-request error naming %s", c.name, err, c.want)
+		}
+	}
+	if err := h.p.Revise(ctx, provisioner.ReviseBody{Job: "web", Digest: d2, Spec: v2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.p.Launch(ctx, launch2); err != nil {
+		t.Fatal(err)
+	}
+	// The plan's spec stays launchable beside it (a rollback needs it).
+	if _, err := h.p.Launch(ctx, provisionertest.Launch(h.cfg.Jobs, "L1", "web", 1)); err != nil {
+		t.Fatal(err)
+	}
+	h.idle()
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{`{"driver":"local","worker":{"command":["/bin/worker"],"env":{"VERSION":"2"}}}`, `{"driver":"local","worker":{"command":["/bin/worker"]}}`}
+	if len(got) != 2 || !slices.Contains(got, want[0]) || !slices.Contains(got, want[1]) {
+		t.Errorf("driver got %q, want %q", got, want)
+	}
+}

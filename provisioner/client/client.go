@@ -86,6 +86,13 @@ func (c *Client) TerminateAll(ctx context.Context) (live int, err error) {
 	return r.Live, err
 }
 
+// Revise hands the provisioner a revision of a job's worker spec, which
+// launches may then name by its digest. Repeating it is safe.
+func (c *Client) Revise(ctx context.Context, b provisioner.ReviseBody) error {
+	_, err := c.call(ctx, provisioner.TypeRevise, b)
+	return err
+}
+
 // Enable accepts launches again.
 func (c *Client) Enable(ctx context.Context) error {
 	_, err := c.call(ctx, provisioner.TypeEnable, provisioner.EnableBody{})

@@ -31,7 +31,7 @@ import (
 // command queue by mistake are refused.
 var commands = []string{
 	provisioner.TypeLaunch, provisioner.TypeTerminate, provisioner.TypeTerminateAll,
-	provisioner.TypeEnable, provisioner.TypeDescribe,
+	provisioner.TypeEnable, provisioner.TypeDescribe, provisioner.TypeRevise,
 }
 
 // Server serves one Provisioner on one Bus.
