@@ -187,7 +187,12 @@ func (c *Controller) Status(job string) ([]JobStatus, error) {
 	out := make([]JobStatus, 0, len(names))
 	for _, n := range names {
 		j := c.jobs[n]
-		out = append(out, j.pool.Status(now, j.engine.Config(), c.frozen))
+		js := j.pool.Status(now, j.engine.Config(), c.frozen)
+		if j.rollout != nil {
+			r := *j.rollout
+			js.Rollout = &r
+		}
+		out = append(out, js)
 	}
 	return out, nil
 }

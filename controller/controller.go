@@ -108,6 +108,9 @@ type job struct {
 	// rev is the worker-spec revision in force, whose spec def holds: new
 	// launches are of it. Changed under acting.
 	rev Revision
+	// rollout is the job's latest rollout (nil: none); guarded by
+	// Controller.mu, changed under acting.
+	rollout *Rollout
 }
 
 // New builds a controller: it validates the configuration, opens each
@@ -219,6 +222,17 @@ func (c *Controller) openJob(ctx context.Context, j Job) (*job, error) {
 		return nil, err
 	}
 	if err := c.openRevision(ctx, jb); err != nil {
+		return nil, err
+	}
+	// A rollout in progress resumes where it was: its target revision is
+	// the one openRevision found in force.
+	switch r, err := c.cfg.Store.Rollout(ctx, j.Name); {
+	case err == nil:
+		jb.rollout = &r
+		if r.Active() {
+			c.cfg.Log.Info("rollout resumes", "job", j.Name, "phase", r.Phase, "from", r.From, "to", r.To)
+		}
+	case !errors.Is(err, ErrNotFound):
 		return nil, err
 	}
 	latest, err := c.cfg.Store.Decisions(ctx, j.Name, 1)

@@ -39,6 +39,7 @@ type fakeProv struct {
 	failLaunch int
 	lostReply  bool
 	refuse     bool
+	revised    []provisioner.ReviseBody
 	failDesc   bool
 	// onLaunch, when set, runs as a launch arrives (before it is recorded).
 	onLaunch func(provisioner.LaunchRequest)
@@ -101,6 +102,13 @@ func (f *fakeProv) Terminate(_ context.Context, ids []string) ([]provisioner.Ins
 		out = append(out, r)
 	}
 	return out, nil
+}
+
+func (f *fakeProv) Revise(_ context.Context, b provisioner.ReviseBody) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.revised = append(f.revised, b)
+	return nil
 }
 
 func (f *fakeProv) Describe(_ context.Context, job string) (provisioner.Status, error) {

@@ -132,6 +132,9 @@ type JobStatus struct {
 	// Revision is the job's worker-spec revision in force: what new
 	// workers run.
 	Revision *RevisionStatus `json:"revision,omitempty"`
+	// Rollout is the job's latest rollout, in progress or ended; nil
+	// when it never had one.
+	Rollout *Rollout `json:"rollout,omitempty"`
 }
 
 // Why a pool is blocked (Blocked.Cause).

@@ -104,8 +104,12 @@ type worker struct {
 	heartbeatError     string
 	// probeFailing is the running task whose health probe is unhealthy,
 	// with the probe's last output; probe is every probe's state, shown.
-	probeFailing  string
-	probe         string
+	probeFailing string
+	probe        string
+	// readySince is since when (the controller's clock) every probe of
+	// the worker's running tasks passes, or, without probes, since when
+	// it is healthy: a rollout's min_ready runs from it.
+	readySince    time.Time
 	busy          bool
 	restarts      int
 	drainingSince time.Time
@@ -273,7 +277,12 @@ func (p *Pool) Heartbeat(hb sitter.Heartbeat, now time.Time) bool {
 	busy, restarts := false, 0
 	var failed []string
 	taskErr, probeFailing, probe := "", "", ""
+	probed, allHealthy := false, true
 	for _, t := range hb.Tasks {
+		if t.Probe != nil && t.State == sitter.StateRunning {
+			probed = true
+			allHealthy = allHealthy && t.Probe.State == sitter.ProbeHealthy
+		}
 		if pr := t.Probe; pr != nil && t.State == sitter.StateRunning {
 			line := fmt.Sprintf("%s: %s (%s)", t.Name, pr.State, pr.Output)
 			if pr.State == sitter.ProbeUnhealthy && probeFailing == "" {
@@ -314,6 +323,12 @@ func (p *Pool) Heartbeat(hb sitter.Heartbeat, now time.Time) bool {
 		(w.probeFailing == "") != (probeFailing == "")
 	w.lastHeartbeat, w.busy, w.failedTasks, w.restarts, w.taskError = now, busy, failed, restarts, taskErr
 	w.probeFailing, w.probe = probeFailing, probe
+	switch {
+	case probed && !allHealthy, !probed && w.okSince.IsZero(), len(failed) > 0:
+		w.readySince = time.Time{}
+	case w.readySince.IsZero():
+		w.readySince = now
+	}
 	if hb.Host != "" {
 		w.host = hb.Host
 	}
@@ -871,4 +886,27 @@ func redactPolicy(m map[string]any) map[string]any {
 		}
 	}
 	return out
+}
+
+// RolloutSnapshot is the pool at now as a rollout sees it, desired being
+// the size its engine wants.
+func (p *Pool) RolloutSnapshot(now time.Time, desired int) RolloutSnapshot {
+	s := RolloutSnapshot{Now: now, Desired: desired}
+	for _, l := range p.pending {
+		s.PendingLaunches += l.Count
+	}
+	for _, id := range slices.Sorted(maps.Keys(p.workers)) {
+		w := p.workers[id]
+		h := p.health(w, now)
+		rw := RolloutWorker{ID: id, Revision: RevisionOfLaunch(w.launchID), State: w.state, Health: h,
+			Busy: w.busy || p.drainUnconfirmed(w), Draining: !w.drainingSince.IsZero(), ReadySince: w.readySince}
+		switch h {
+		case nightshift.HealthProcessError:
+			rw.Error = w.taskError
+		case nightshift.HealthProbeFailed:
+			rw.Error = w.probeFailing
+		}
+		s.Workers = append(s.Workers, rw)
+	}
+	return s
 }

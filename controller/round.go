@@ -59,6 +59,10 @@ func (c *Controller) tickJob(ctx context.Context, j *job) error {
 	c.mu.Unlock()
 
 	d := decision.Run(ctx, j.engine, snap)
+	d, _, err := c.rolloutRound(ctx, j, d, now)
+	if err != nil {
+		return err
+	}
 	c.mu.Lock()
 	plan, err := j.pool.Plan(d, now)
 	c.mu.Unlock()
@@ -142,6 +146,14 @@ func (c *Controller) flushLaunches(ctx context.Context, j *job) error {
 		if err != nil {
 			errs = append(errs, err)
 			continue
+		}
+		// A rollout's revision is handed over before each launch of it: a
+		// provisioner restarted since holds only the plan's.
+		if j.rev.Who != WhoPlan && RevisionOfLaunch(l.LaunchID) == j.rev.Number {
+			if err := c.revise(ctx, j.rev); err != nil {
+				errs = append(errs, fmt.Errorf("job %s: launch %s: %w", l.Job, l.LaunchID, err))
+				continue
+			}
 		}
 		cctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
 		insts, err := c.cfg.Provisioner.Launch(cctx, req)

@@ -13,6 +13,9 @@ type Provisioner interface {
 	Launch(ctx context.Context, req provisioner.LaunchRequest) ([]provisioner.Instance, error)
 	Terminate(ctx context.Context, ids []string) ([]provisioner.Instance, error)
 	Describe(ctx context.Context, job string) (provisioner.Status, error)
+	// Revise hands over a revision of a job's worker spec, which launches
+	// may then name by its digest; again is harmless.
+	Revise(ctx context.Context, b provisioner.ReviseBody) error
 }
 
 // Drainer tells the sitter of one instance to drain; ctlbus.BusDrainer

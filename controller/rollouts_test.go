@@ -1,0 +1,187 @@
+package controller_test
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"nightshift"
+	"nightshift/controller"
+	"nightshift/sitter"
+)
+
+// rolloutRig drives a rig through a rollout: every live worker runs, old
+// workers are busy until drained (then idle a heartbeat interval later),
+// and new workers report probe for their task.
+type rolloutRig struct {
+	*rig
+	probe      func(id string) *sitter.ProbeStatus
+	drainedAt  map[string]time.Time
+	lastBusy   map[string]bool
+	killedBusy []string
+}
+
+func (rr *rolloutRig) beat() {
+	drained := rr.drainer.got()
+	for _, id := range rr.prov.ids("web", true) {
+		rr.c.HandleInstance(rr.prov.setState(id, nightshift.StateRunning))
+		if slices.Contains(drained, id) && rr.drainedAt[id].IsZero() {
+			rr.drainedAt[id] = rr.clock.Now()
+		}
+		busy := rr.lastBusy[id]
+		if at := rr.drainedAt[id]; !at.IsZero() && rr.clock.Now().Sub(at) >= time.Second {
+			busy = false
+		}
+		rr.lastBusy[id] = busy
+		w := sitter.WorkIdle
+		if busy {
+			w = sitter.WorkBusy
+		}
+		ts := sitter.TaskStatus{Name: "work", State: sitter.StateRunning, Work: w}
+		if rr.probe != nil {
+			ts.Probe = rr.probe(id)
+		}
+		rr.c.IngestHeartbeat(sitter.Heartbeat{InstanceID: id, Job: "web", Host: "h", Time: rr.clock.Now(), Tasks: []sitter.TaskStatus{ts}})
+	}
+}
+
+func (rr *rolloutRig) step() *controller.Rollout {
+	rr.t.Helper()
+	before := map[string]bool{}
+	for _, id := range rr.prov.ids("web", true) {
+		before[id] = rr.lastBusy[id]
+	}
+	rr.tick()
+	for id, busy := range before {
+		if busy && !slices.Contains(rr.prov.ids("web", true), id) {
+			rr.killedBusy = append(rr.killedBusy, id)
+		}
+	}
+	rr.clock.Advance(500 * time.Millisecond)
+	rr.beat()
+	ro, err := rr.c.RolloutOf("web")
+	if err != nil {
+		rr.t.Fatal(err)
+	}
+	return ro
+}
+
+func startRolloutRig(t *testing.T) *rolloutRig {
+	rr := &rolloutRig{rig: newRig(t, npJob(t, 2)), drainedAt: map[string]time.Time{}, lastBusy: map[string]bool{}}
+	rr.tick()
+	for _, id := range rr.prov.ids("web", true) {
+		rr.lastBusy[id] = true
+	}
+	for range 5 {
+		rr.beat()
+		rr.clock.Advance(time.Second)
+	}
+	return rr
+}
+
+func TestRolloutThroughRounds(t *testing.T) {
+	rr := startRolloutRig(t)
+	old := rr.prov.ids("web", true)
+	ctx := context.Background()
+	ro, err := rr.c.StartRollout(ctx, "web", controller.RolloutRequest{Set: map[string]string{"env.VERSION": "2"},
+		Config: controller.RolloutConfig{MinReady: 2 * time.Second}}, "ns.r.mgmt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ro.From != 1 || ro.To != 2 || ro.Phase != controller.RolloutRolling {
+		t.Fatalf("rollout %+v", ro)
+	}
+	if _, err := rr.c.StartRollout(ctx, "web", controller.RolloutRequest{Set: map[string]string{"env.VERSION": "3"}}, "x"); err == nil {
+		t.Error("a second rollout started while one is in progress")
+	}
+	var last *controller.Rollout
+	for range 100 {
+		if last = rr.step(); !last.Active() {
+			break
+		}
+	}
+	if last.Phase != controller.RolloutDone {
+		t.Fatalf("rollout %+v, want done", last)
+	}
+	if len(rr.killedBusy) > 0 {
+		t.Errorf("busy workers terminated: %v", rr.killedBusy)
+	}
+	for _, id := range old {
+		if !slices.Contains(rr.drainer.got(), id) {
+			t.Errorf("old busy worker %s was not drained before it went", id)
+		}
+	}
+	st, _ := rr.c.Status("web")
+	for _, w := range st[0].Workers {
+		if w.State == "running" && w.Revision != 2 {
+			t.Errorf("worker %s at revision %d after the rollout", w.ID, w.Revision)
+		}
+		if slices.Contains(old, w.ID) && w.State == "running" {
+			t.Errorf("old worker %s still running", w.ID)
+		}
+	}
+	if st[0].Rollout == nil || st[0].Rollout.Phase != controller.RolloutDone || st[0].Revision.Number != 2 {
+		t.Errorf("status rollout %+v revision %+v", st[0].Rollout, st[0].Revision)
+	}
+	rr.prov.mu.Lock()
+	revised := slices.Clone(rr.prov.revised)
+	rr.prov.mu.Unlock()
+	if len(revised) == 0 || revised[0].Digest != st[0].Revision.Digest || revised[0].Spec.Worker["env"].(map[string]any)["VERSION"] != "2" {
+		t.Errorf("provisioner handed %+v, want revision 2 with VERSION=2", revised)
+	}
+	ds, _ := rr.c.Decisions(ctx, "web", 100)
+	if !slices.ContainsFunc(ds, func(d controller.Decision) bool { return strings.HasPrefix(d.Reason, "rollout to revision 2 done") }) {
+		t.Errorf("no decision says the rollout is done")
+	}
+}
+
+func TestRolloutRollsBackWhenProbesFail(t *testing.T) {
+	rr := startRolloutRig(t)
+	old := rr.prov.ids("web", true)
+	rr.probe = func(id string) *sitter.ProbeStatus {
+		if slices.Contains(old, id) {
+			return &sitter.ProbeStatus{State: sitter.ProbeHealthy, Output: "HTTP 200"}
+		}
+		return &sitter.ProbeStatus{State: sitter.ProbeUnhealthy, Failures: 3, Output: "HTTP 404"}
+	}
+	ctx := context.Background()
+	if _, err := rr.c.StartRollout(ctx, "web", controller.RolloutRequest{Set: map[string]string{"health.http": "http://127.0.0.1:${port}/nope"}}, "ns.r.mgmt"); err != nil {
+		t.Fatal(err)
+	}
+	var last *controller.Rollout
+	for range 100 {
+		if last = rr.step(); !last.Active() {
+			break
+		}
+	}
+	if last.Phase != controller.RolloutRolledBack {
+		t.Fatalf("rollout %+v, want rolled_back", last)
+	}
+	if !strings.Contains(last.Reason, "rolling back to revision 1") || !strings.Contains(last.Reason, "HTTP 404") {
+		t.Errorf("reason %q", last.Reason)
+	}
+	if len(rr.killedBusy) > 0 {
+		t.Errorf("busy workers terminated: %v", rr.killedBusy)
+	}
+	st, _ := rr.c.Status("web")
+	if st[0].Revision.Number != 1 {
+		t.Errorf("revision in force %d, want 1 again", st[0].Revision.Number)
+	}
+	ds, _ := rr.c.Decisions(ctx, "web", 200)
+	if !slices.ContainsFunc(ds, func(d controller.Decision) bool {
+		return strings.Contains(d.Reason, "rolling back to revision 1: 1 new worker(s) of revision 2 failed")
+	}) {
+		t.Errorf("no decision says why it rolled back")
+	}
+	revs, _ := rr.store.Revisions(ctx, "web")
+	if len(revs) != 2 || revs[0].Outcome != controller.RevisionCurrent || revs[1].Outcome != controller.RevisionRolledBack {
+		t.Errorf("revisions %+v", revs)
+	}
+	// The rollout, and where it ended, survive a restart.
+	rr.restart()
+	if ro, _ := rr.c.RolloutOf("web"); ro == nil || ro.Phase != controller.RolloutRolledBack {
+		t.Errorf("rollout after restart %+v", ro)
+	}
+}
