@@ -85,6 +85,9 @@ type LaunchResult struct {
 	Address string
 	PID     int
 	State   nightshift.InstanceState
+	// PrivateIP and PublicIP are the instance's IPv4 addresses where the
+	// driver has them (EC2): a job's DNS records hold one of them.
+	PrivateIP, PublicIP string
 }
 
 // Owned is one live instance a driver found carrying its ownership marker.
@@ -95,4 +98,7 @@ type Owned struct {
 	LaunchID   string
 	Host       string
 	PID        int
+	// PrivateIP and PublicIP as in LaunchResult: an adopted worker's DNS
+	// record is repaired from them.
+	PrivateIP, PublicIP string
 }

@@ -26,12 +26,15 @@ type Instance struct {
 	// DNSName is the worker's DNS name when its job has a dns table: chosen
 	// and recorded with the launch, before any record is written, so that
 	// a restarted provisioner repairs records from the ledger.
-	DNSName string                   `json:"dns_name,omitempty"`
-	State   nightshift.InstanceState `json:"state"`
-	Reason  string                   `json:"reason,omitempty"`
-	Created time.Time                `json:"created"`
-	Updated time.Time                `json:"updated"`
-	History []Change                 `json:"history,omitempty"`
+	DNSName string `json:"dns_name,omitempty"`
+	// DNSAddress is the IPv4 address the worker's record holds, from the
+	// driver once it runs.
+	DNSAddress string                   `json:"dns_address,omitempty"`
+	State      nightshift.InstanceState `json:"state"`
+	Reason     string                   `json:"reason,omitempty"`
+	Created    time.Time                `json:"created"`
+	Updated    time.Time                `json:"updated"`
+	History    []Change                 `json:"history,omitempty"`
 }
 
 // Change is one step of an Instance's history.

@@ -45,6 +45,9 @@ type Config struct {
 	// Observer is told of every state change once it is recorded
 	// (metrics); nil for none.
 	Observer Observer
+	// DNS is the zone of each job with a dns table (Jobs[job].DNS); jobs
+	// without one get no records. Jobs sharing a zone share one value.
+	DNS map[string]DNSZone
 }
 
 // Observer is told of each recorded state change of an instance, with the
@@ -93,6 +96,10 @@ type Provisioner struct {
 	// memory (ConfirmDisappeared).
 	reconMu     sync.Mutex
 	missedSince map[string]time.Time
+
+	// nameMu serialises choosing DNS names with recording them; dnsMu
+	// serialises syncing the zones.
+	nameMu, dnsMu sync.Mutex
 }
 
 // New checks cfg and returns a Provisioner; call Run to start its workers.
@@ -137,6 +144,9 @@ func New(cfg Config) (*Provisioner, error) {
 			return nil, fmt.Errorf("new provisioner: job %s: %w", name, err)
 		}
 		digests[name] = d
+		if (js.DNS == nil) != (cfg.DNS[name] == nil) {
+			return nil, fmt.Errorf("new provisioner: job %s: a dns table needs its zone in Config.DNS, and only then", name)
+		}
 	}
 	return &Provisioner{
 		digests: digests,
@@ -417,7 +427,15 @@ func (p *Provisioner) Launch(ctx context.Context, req LaunchRequest) ([]Instance
 		}
 	}
 	l := Launch{LaunchID: req.LaunchID, Job: req.Job, Count: req.Count, Spec: spec, Created: now}
+	// Names are chosen and recorded with the launch, before any record
+	// is written (write-ahead, as for the instances themselves).
+	p.nameMu.Lock()
+	if err := p.assignDNSNames(ctx, req.Job, insts); err != nil {
+		p.nameMu.Unlock()
+		return nil, fmt.Errorf("launch %s: %w", req.LaunchID, err)
+	}
 	existing, created, err := p.cfg.Store.CreateLaunch(ctx, l, insts)
+	p.nameMu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("launch %s: record: %w", req.LaunchID, err)
 	}
@@ -559,6 +577,7 @@ func (p *Provisioner) transition(ctx context.Context, id string, next nightshift
 	}
 	p.logChange(out, cur.State)
 	p.publish(ctx, out)
+	p.dnsChanged(ctx, out)
 	return out, true, nil
 }
 
@@ -625,6 +644,7 @@ func (p *Provisioner) launchOne(ctx context.Context, id string) {
 	}
 	cur, ok, err := p.transition(ctx, id, next, "launched", func(i *Instance) {
 		i.Host, i.Address, i.PID = res.Host, res.Address, res.PID
+		i.DNSAddress = p.dnsAddress(i.Job, res.PrivateIP, res.PublicIP)
 	})
 	if err != nil {
 		p.log.Error("launch: record launched instance", "instance", id, "err", err)
@@ -723,6 +743,11 @@ func (p *Provisioner) Reconcile(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	// The records follow the ledger after every reconcile, so a crash
+	// between a worker's launch and its record is repaired here.
+	if err := p.SyncDNS(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	p.notify()
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("reconcile: %w", err)
@@ -774,6 +799,7 @@ func (p *Provisioner) act(ctx context.Context, a Action) error {
 		o := a.Owned
 		_, _, err := p.transition(ctx, a.ID, nightshift.StateRunning, "adopted: instance found live after restart", func(i *Instance) {
 			i.Host, i.PID = o.Host, o.PID
+			i.DNSAddress = p.dnsAddress(i.Job, o.PrivateIP, o.PublicIP)
 		})
 		return err
 	case ActDisappeared:

@@ -39,6 +39,7 @@ import (
 	"nightshift/internal/metrics"
 	"nightshift/internal/pki"
 	"nightshift/internal/redact"
+	"nightshift/internal/route53dns"
 	"nightshift/internal/runlayout"
 	"nightshift/internal/store/pgdb"
 	"nightshift/internal/store/provstore"
@@ -281,8 +282,18 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	} else if sim == nil {
 		log.Warn("no --management-url-file: workers share this provisioner's broker user")
 	}
+	// Jobs with a dns table get their hosted zone now: a zone that does
+	// not resolve stops the start rather than leave workers unnamed.
+	zones, err := route53dns.JobZones(ctx, jobs, log)
+	if err != nil {
+		return err
+	}
+	dns := map[string]provisioner.DNSZone{}
+	for job, z := range zones {
+		dns[job] = z
+	}
 	p, err := provisioner.New(provisioner.Config{
-		Run: c.run, Driver: drv, Store: store, Events: provbus.Events{Bus: bus}, Log: log, Jobs: jobs,
+		Run: c.run, Driver: drv, Store: store, Events: provbus.Events{Bus: bus}, Log: log, Jobs: jobs, DNS: dns,
 		MaxLaunches: c.maxLaunches, MaxTerminations: c.maxTerminations,
 		CallTimeout: c.callTimeout, ReconcileEvery: c.reconcileEvery,
 		Observer: metrics.NewProvisioner(promReg, c.run),

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -22,6 +23,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/route53"
 	"github.com/aws/aws-sdk-go-v2/service/route53/types"
+
+	"nightshift/internal/jobspec"
 )
 
 // API is the narrow part of the Route 53 client Nightshift uses;
@@ -389,4 +392,71 @@ func (w Sweeper) Name() string { return "dns-record (zone " + w.Zone.id + ")" }
 // Sweep implements mgmt.Sweeper.
 func (w Sweeper) Sweep(ctx context.Context, run string, dryRun bool) (destroyed, remaining []string, err error) {
 	return w.Zone.DeleteRun(ctx, run, dryRun)
+}
+
+// UpsertRecord, DeleteRecord and RecordAddresses make a Zone the
+// provisioner's DNSZone.
+
+// UpsertRecord is Upsert of one record.
+func (z *Zone) UpsertRecord(ctx context.Context, run, name string, addrs []string, ttl int64) error {
+	return z.Upsert(ctx, run, Record{Name: name, Addresses: addrs, TTL: ttl})
+}
+
+// DeleteRecord is Delete.
+func (z *Zone) DeleteRecord(ctx context.Context, run, name string) error {
+	return z.Delete(ctx, run, name)
+}
+
+// RecordAddresses is List as name to addresses; a name with only its TXT
+// record left has none, so the provisioner deletes or rewrites it.
+func (z *Zone) RecordAddresses(ctx context.Context, run string) (map[string][]string, error) {
+	recs, err := z.List(ctx, run)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string][]string, len(recs))
+	for _, r := range recs {
+		out[r.Name] = r.Addresses
+	}
+	return out, nil
+}
+
+// JobZones opens the hosted zone of every job with a dns table, reached
+// at the endpoint of the job's instance table (endpoint_url: moto, or ""
+// for AWS). Jobs naming one zone at one endpoint share one *Zone, so the
+// provisioner syncs the zone's records as one set.
+func JobZones(ctx context.Context, jobs map[string]jobspec.Spec, log *slog.Logger) (map[string]*Zone, error) {
+	type key struct{ endpoint, zone string }
+	apis := map[string]API{}
+	zones := map[key]*Zone{}
+	out := map[string]*Zone{}
+	for _, job := range slices.Sorted(maps.Keys(jobs)) {
+		d := jobs[job].DNS
+		if d == nil {
+			continue
+		}
+		endpoint, _ := jobs[job].Instance["endpoint_url"].(string)
+		k := key{endpoint, canonical(d.Zone)}
+		if IsZoneID(d.Zone) {
+			k.zone = strings.TrimPrefix(d.Zone, "/hostedzone/")
+		}
+		if z := zones[k]; z != nil {
+			out[job] = z
+			continue
+		}
+		api := apis[endpoint]
+		if api == nil {
+			var err error
+			if api, err = NewAPI(ctx, Config{EndpointURL: endpoint, Log: log}); err != nil {
+				return nil, fmt.Errorf("job %s: dns: %w", job, err)
+			}
+			apis[endpoint] = api
+		}
+		z, err := OpenZone(ctx, api, d.Zone, log)
+		if err != nil {
+			return nil, fmt.Errorf("job %s: dns: %w", job, err)
+		}
+		zones[k], out[job] = z, z
+	}
+	return out, nil
 }

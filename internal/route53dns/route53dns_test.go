@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -13,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/route53/types"
 
 	"nightshift/internal/ec2/ec2test"
+	"nightshift/internal/jobspec"
 	"nightshift/internal/route53dns"
 )
 
@@ -203,5 +205,31 @@ func TestUpsertRefusesBadRecords(t *testing.T) {
 func TestOwnerValueIsExternalDNSStyle(t *testing.T) {
 	if got := route53dns.Owner("prod"); got != `"heritage=nightshift,run=prod"` {
 		t.Fatalf("Owner = %s", got)
+	}
+}
+
+// Jobs naming one zone share one *Zone (the provisioner syncs a zone's
+// records as one set); a job without a dns table gets none; a zone that
+// does not resolve stops the provisioner's start with the job's name.
+func TestJobZones(t *testing.T) {
+	_, _, zname := newZone(t)
+	ctx := context.Background()
+	u := ec2test.URL(t)
+	dns := func(zone string) *jobspec.DNS {
+		return &jobspec.DNS{Zone: zone, Name: "${job}-${index}." + zname, TTL: 60, Address: "private"}
+	}
+	inst := map[string]any{"endpoint_url": u}
+	zs, err := route53dns.JobZones(ctx, map[string]jobspec.Spec{
+		"a": {Instance: inst, DNS: dns(zname)}, "b": {Instance: inst, DNS: dns(zname + ".")}, "c": {Instance: inst},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(zs) != 2 || zs["a"] == nil || zs["a"] != zs["b"] {
+		t.Fatalf("zones %v: want a and b sharing one", zs)
+	}
+	_, err = route53dns.JobZones(ctx, map[string]jobspec.Spec{"web": {Instance: inst, DNS: dns("missing-" + newID() + ".invalid")}}, nil)
+	if err == nil || !strings.Contains(err.Error(), "job web: dns: route53: no hosted zone") {
+		t.Fatalf("err = %v", err)
 	}
 }

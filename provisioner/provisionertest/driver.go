@@ -22,6 +22,7 @@ type Driver struct {
 	live     map[string]provisioner.Owned
 	launches map[string]int // launch calls per instance id
 	terms    map[string]int
+	seq      int // addresses handed out
 
 	// LaunchErr, if set, decides the error of each Launch call.
 	LaunchErr func(spec provisioner.InstanceSpec) error
@@ -59,11 +60,14 @@ func (d *Driver) Launch(ctx context.Context, spec provisioner.InstanceSpec) (pro
 	}
 	o, ok := d.live[spec.ID]
 	if !ok {
+		d.seq++
 		o = provisioner.Owned{Run: spec.Run, Job: spec.Job, InstanceID: spec.ID, LaunchID: spec.LaunchID,
-			Host: "fake-host", PID: 1000 + len(d.live)}
+			Host: "fake-host", PID: 1000 + len(d.live),
+			// A new address per instance, as a cloud gives a replacement.
+			PrivateIP: fmt.Sprintf("10.0.%d.%d", d.seq/250, d.seq%250+1), PublicIP: fmt.Sprintf("198.51.%d.%d", d.seq/250, d.seq%250+1)}
 		d.live[spec.ID] = o
 	}
-	return provisioner.LaunchResult{Host: o.Host, PID: o.PID}, nil
+	return provisioner.LaunchResult{Host: o.Host, PID: o.PID, PrivateIP: o.PrivateIP, PublicIP: o.PublicIP}, nil
 }
 
 // Terminate implements provisioner.Driver.

@@ -331,6 +331,7 @@ func testDNSNameIsKept(t *testing.T, s provisioner.Store, _ execFunc) {
 	}
 	next := a
 	next.State, next.Address, next.Updated = nightshift.StateRunning, "10.0.0.1", now.Add(time.Second)
+	next.DNSAddress = "10.0.0.9"
 	next.History = append(next.History, provisioner.Change{State: nightshift.StateRunning, Time: next.Updated})
 	if err := s.UpdateInstance(ctx, next, nightshift.StateRequested); err != nil {
 		t.Fatal(err)
@@ -339,7 +340,7 @@ func testDNSNameIsKept(t *testing.T, s provisioner.Store, _ execFunc) {
 	if err != nil || len(got) != 2 {
 		t.Fatalf("Instances = %v, %v", got, err)
 	}
-	if got[0].DNSName != a.DNSName || got[0].Address != "10.0.0.1" || got[1].DNSName != "" {
+	if got[0].DNSName != a.DNSName || got[0].Address != "10.0.0.1" || got[0].DNSAddress != "10.0.0.9" || got[1].DNSName != "" {
 		t.Errorf("dns names %q, %q; want %q and none", got[0].DNSName, got[1].DNSName, a.DNSName)
 	}
 }

@@ -157,8 +157,9 @@ func (s *PG) UpdateInstance(ctx context.Context, in provisioner.Instance, prev n
 	}
 	h := in.History[len(in.History)-1]
 	err := s.db.Write(ctx, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `UPDATE instances SET host=$1, address=$2, pid=$3, state=$4, reason=$5, live=$6, updated=$7
-			WHERE id = $8 AND state = $9`, in.Host, in.Address, in.PID, string(in.State), in.Reason, in.State.Live(), nanos(in.Updated), in.ID, string(prev))
+		tag, err := tx.Exec(ctx, `UPDATE instances SET host=$1, address=$2, pid=$3, state=$4, reason=$5, live=$6, updated=$7, dns_address=$10
+			WHERE id = $8 AND state = $9`, in.Host, in.Address, in.PID, string(in.State), in.Reason, in.State.Live(), nanos(in.Updated), in.ID, string(prev),
+			in.DNSAddress)
 		if err != nil {
 			return err
 		}

@@ -32,7 +32,7 @@ type Store struct {
 	getInstance, updateInstance, appendHistory, getLaunch *sql.Stmt
 }
 
-const selectInstance = `SELECT i.id, i.launch_id, i.idx, i.job, i.driver, i.host, i.address, i.pid, i.state, i.reason, i.created, i.updated, i.dns_name,
+const selectInstance = `SELECT i.id, i.launch_id, i.idx, i.job, i.driver, i.host, i.address, i.pid, i.state, i.reason, i.created, i.updated, i.dns_name, i.dns_address,
 		h.state, h.reason, h.time
 		FROM instances i JOIN history h ON h.instance_id = i.id`
 
@@ -59,7 +59,7 @@ func (s *Store) prepare(ctx context.Context) error {
 		q    string
 	}{
 		{&s.getInstance, selectInstance + " WHERE i.id = ? ORDER BY h.seq"},
-		{&s.updateInstance, `UPDATE instances SET host=?, address=?, pid=?, state=?, reason=?, live=?, updated=?
+		{&s.updateInstance, `UPDATE instances SET host=?, address=?, pid=?, state=?, reason=?, live=?, updated=?, dns_address=?
 		WHERE id = ? AND state = ?`},
 		{&s.appendHistory, `INSERT INTO history(instance_id, seq, state, reason, time)
 		SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ? FROM history WHERE instance_id = ?`},
@@ -236,7 +236,7 @@ func foldInstances(rows rowSource) ([]provisioner.Instance, error) {
 		var h provisioner.Change
 		var err error
 		if err = rows.Scan(&in.ID, &in.LaunchID, &in.Index, &in.Job, &in.Driver, &in.Host, &in.Address, &in.PID, &state, &in.Reason,
-			&created, &updated, &in.DNSName, &hstate, &h.Reason, &htime); err != nil {
+			&created, &updated, &in.DNSName, &in.DNSAddress, &hstate, &h.Reason, &htime); err != nil {
 			return nil, fmt.Errorf("list instances: %w", err)
 		}
 		if in.State, err = nightshift.ParseInstanceState(state); err != nil {
@@ -272,7 +272,7 @@ func (s *Store) UpdateInstance(ctx context.Context, in provisioner.Instance, pre
 	}
 	defer tx.Rollback()
 	res, err := tx.StmtContext(ctx, s.updateInstance).ExecContext(ctx, in.Host, in.Address, in.PID, string(in.State), in.Reason, boolInt(in.State.Live()),
-		nanos(in.Updated), in.ID, string(prev))
+		nanos(in.Updated), in.DNSAddress, in.ID, string(prev))
 	if err != nil {
 		return fmt.Errorf("update instance %s: %w", in.ID, err)
 	}

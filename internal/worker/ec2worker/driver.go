@@ -340,7 +340,8 @@ func (d *Driver) Launch(ctx context.Context, spec provisioner.InstanceSpec) (pro
 		return provisioner.LaunchResult{Host: inst.ID}, &LaunchError{Instance: spec.ID, Reason: reason, Err: err}
 	}
 	d.log.Info("ec2 worker running", "instance", spec.ID, "ec2_id", running.ID, "address", running.Address())
-	return provisioner.LaunchResult{Host: running.ID, Address: running.Address(), State: nightshift.StateRunning}, nil
+	return provisioner.LaunchResult{Host: running.ID, Address: running.Address(), State: nightshift.StateRunning,
+		PrivateIP: running.PrivateIP, PublicIP: running.PublicIP}, nil
 }
 
 // launchWithRetry retries only errors that leave it unknown whether EC2
@@ -484,7 +485,8 @@ func (d *Driver) List(ctx context.Context) ([]provisioner.Owned, error) {
 			d.log.Warn("ec2 instance with run and owner tags but no instance tag", "ec2_id", i.ID)
 			continue
 		}
-		out = append(out, provisioner.Owned{Run: d.cfg.Run, Job: i.Tags[ec2.TagJob], InstanceID: id, LaunchID: i.Tags[ec2.TagLaunch], Host: i.ID})
+		out = append(out, provisioner.Owned{Run: d.cfg.Run, Job: i.Tags[ec2.TagJob], InstanceID: id, LaunchID: i.Tags[ec2.TagLaunch], Host: i.ID,
+			PrivateIP: i.PrivateIP, PublicIP: i.PublicIP})
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].InstanceID < out[b].InstanceID })
 	return out, nil
