@@ -44,6 +44,7 @@ func scenarios(e *env) []bench.Scenario {
 		{Name: "controller", Title: "Controller and decision engines: time per tick, heartbeat ingest", Reproduce: "go run ./cmd/nsbench -run controller", Run: e.controllerScenario},
 		{Name: "recovery", Title: "Recovery end to end on plans/local.toml, teardown of 50 workers", Reproduce: "go run ./cmd/nsbench -run recovery", Run: e.recoveryScenario},
 		{Name: "selfheal", Title: "Self-healing: kill -9 of each daemon, the broker node and the keeper on plans/local.toml", Reproduce: "go run ./cmd/nsbench -run selfheal", Run: e.selfhealScenario},
+		{Name: "ha", Title: "High availability on plans/ha.toml: the active controller, the active provisioner mid-burst, a broker node", Reproduce: "go run ./cmd/nsbench -run ha", Run: e.haScenario},
 		{Name: "scale", Title: "Scale: 100 to 10,000 simulated workers over the real broker, one controller", Reproduce: "go run ./cmd/nsbench -run scale", Run: e.scaleScenario},
 		{Name: "fuzz", Title: "Bad-input corpus: every fuzz target of the module", Reproduce: "go run ./cmd/nsbench -run fuzz", Run: e.fuzzScenario},
 	}
