@@ -49,3 +49,24 @@ func TestEC2PlacesCoverEveryRegionAndEndpointTheRunNames(t *testing.T) {
 		})
 	}
 }
+
+func TestDNSZonesAreEveryJobsZone(t *testing.T) {
+	jobs := map[string]any{
+		"web": map[string]any{"instance": map[string]any{"endpoint_url": "http://moto"},
+			"dns": map[string]any{"zone": "${global.zone}", "name": "$${job}-$${index}.x.y"}},
+		"db":    map[string]any{"dns": map[string]any{"zone": "Z123", "name": "db-$${index}.x.y"}},
+		"batch": map[string]any{"instance": map[string]any{"endpoint_url": "http://moto"}},
+	}
+	p := &launchplan.Plan{Globals: map[string]string{"zone": "example.internal"}, Levels: []launchplan.Level{{Services: []launchplan.Service{
+		{Name: "controller", TypeConfig: map[string]any{"jobs": jobs}},
+		{Name: "other", TypeConfig: map[string]any{"dns": map[string]any{"zone": "not-a-job.internal"}}},
+	}}}}
+	got := mgmt.DNSZones(p, "http://env")
+	want := []mgmt.DNSZone{{Zone: "Z123", EndpointURL: "http://env"}, {Zone: "example.internal", EndpointURL: "http://moto"}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("zones %+v, want %+v", got, want)
+	}
+	if got := mgmt.DNSZones(&launchplan.Plan{}, ""); len(got) != 0 {
+		t.Fatalf("a plan without dns tables: %+v", got)
+	}
+}

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"nightshift/internal/ec2"
 	"nightshift/internal/nsenv"
 	"nightshift/internal/redact"
+	"nightshift/internal/route53dns"
 	"nightshift/internal/runlayout"
 	"nightshift/internal/service/ec2service"
 	"nightshift/internal/ssmparams"
@@ -178,5 +180,24 @@ func ec2Sweepers(ctx context.Context, r bootlevel.Run) ([]mgmt.Sweeper, error) {
 		}
 		out = append(out, ssmparams.Sweeper{Store: s, Place: pl.String()})
 	}
-	return out, nil
+	// The run's DNS records, by their TXT owners, in every zone a job
+	// names: with the provisioner dead they are otherwise left behind.
+	var errs []error
+	for _, dz := range mgmt.DNSZones(p, os.Getenv("AWS_ENDPOINT_URL")) {
+		api, err := route53dns.NewAPI(ctx, route53dns.Config{EndpointURL: dz.EndpointURL})
+		if err == nil {
+			var z *route53dns.Zone
+			if z, err = route53dns.OpenZone(ctx, api, dz.Zone, nil); err == nil {
+				out = append(out, route53dns.Sweeper{Zone: z})
+				continue
+			}
+			if errors.Is(err, route53dns.ErrNoZone) {
+				continue // a zone that is gone holds no record
+			}
+		}
+		// Not knowing is not "none left": the zone is reported remaining.
+		out = append(out, route53dns.Unreachable{Zone: dz.Zone, Err: err})
+		errs = append(errs, fmt.Errorf("dns zone %s: %w", dz.Zone, err))
+	}
+	return out, errors.Join(errs...)
 }

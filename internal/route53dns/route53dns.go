@@ -122,7 +122,7 @@ func OpenZone(ctx context.Context, api API, zone string, log *slog.Logger) (*Zon
 		// whether it exists.
 		return &Zone{api: api, id: strings.TrimPrefix(zone, "/hostedzone/"), log: log}, nil
 	case len(found) == 0:
-		return nil, fmt.Errorf("route53: no hosted zone %s", zone)
+		return nil, fmt.Errorf("route53: %w %s", ErrNoZone, zone)
 	case len(found) > 1:
 		return nil, fmt.Errorf("route53: %d hosted zones are named %s: give the zone's id", len(found), zone)
 	}
@@ -158,6 +158,10 @@ func ownerRun(txt string) string {
 	}
 	return v
 }
+
+// ErrNoZone is returned by OpenZone for a zone that does not exist: it
+// holds no record of anyone's.
+var ErrNoZone = errors.New("no hosted zone")
 
 // ErrNotOwned is returned when a name already holds records that are not
 // the run's: Nightshift never overwrites or deletes those.
@@ -389,9 +393,30 @@ type Sweeper struct {
 // Name implements mgmt.Sweeper.
 func (w Sweeper) Name() string { return "dns-record (zone " + w.Zone.id + ")" }
 
-// Sweep implements mgmt.Sweeper.
+// Sweep implements mgmt.Sweeper. A zone it could not list is reported
+// remaining: not knowing is not "none left".
 func (w Sweeper) Sweep(ctx context.Context, run string, dryRun bool) (destroyed, remaining []string, err error) {
-	return w.Zone.DeleteRun(ctx, run, dryRun)
+	destroyed, remaining, err = w.Zone.DeleteRun(ctx, run, dryRun)
+	if err != nil && len(remaining) == 0 && !dryRun {
+		remaining = []string{"zone " + w.Zone.id + " (not listed)"}
+	}
+	return destroyed, remaining, err
+}
+
+// Unreachable stands for a zone teardown could not open: it reports the
+// zone remaining, so teardown exits non-zero rather than claim no record
+// is left. It satisfies mgmt.Sweeper.
+type Unreachable struct {
+	Zone string
+	Err  error
+}
+
+// Name implements mgmt.Sweeper.
+func (u Unreachable) Name() string { return "dns-record (zone " + u.Zone + ")" }
+
+// Sweep implements mgmt.Sweeper.
+func (u Unreachable) Sweep(context.Context, string, bool) (destroyed, remaining []string, err error) {
+	return nil, []string{"zone " + u.Zone + " (not opened)"}, u.Err
 }
 
 // UpsertRecord, DeleteRecord and RecordAddresses make a Zone the
