@@ -20,6 +20,7 @@ const (
 	TypeFreeze      = "controller.freeze"
 	TypeUnfreeze    = "controller.unfreeze"
 	TypeUnblock     = "controller.unblock"
+	TypeRollout     = "controller.rollout"
 	TypeStatus      = "controller.status"
 	TypeDecisions   = "controller.decisions"
 	TypeReply       = "controller.reply"
@@ -37,6 +38,35 @@ func (b *ReconfigureBody) Validate() error {
 	return envelope.FirstError(
 		envelope.Require("job", b.Job != ""),
 		envelope.Check("values", len(b.Values) > 0, "must hold at least one key"))
+}
+
+// Rollout actions.
+const (
+	RolloutStart = "start"
+	RolloutUndo  = "undo"
+)
+
+// RolloutBody starts a rollout of Job (Action start, with Request) or
+// turns its rollout back (undo). It changes what workers run, so it is
+// signed, and only mgmt may send it.
+type RolloutBody struct {
+	Job     string         `json:"job"`
+	Action  string         `json:"action"`
+	Request RolloutRequest `json:"request,omitzero"`
+}
+
+// Validate implements envelope.Validator.
+func (b *RolloutBody) Validate() error {
+	c := b.Request.Config
+	return envelope.FirstError(
+		envelope.Require("job", b.Job != ""),
+		envelope.Check("action", b.Action == RolloutStart || b.Action == RolloutUndo, fmt.Sprintf("%q is not one of start, undo", b.Action)),
+		envelope.Check("request", b.Action != RolloutStart || len(b.Request.Set) > 0 || b.Request.Spec != nil, "a start needs set or spec"),
+		envelope.Check("request.set", len(b.Request.Set) <= 100, "at most 100 keys"),
+		envelope.Check("request.config.max_surge", c.MaxSurge >= 0 && c.MaxSurge <= 1000, "want 0..1000"),
+		envelope.Check("request.config.max_unavailable", c.MaxUnavailable >= 0 && c.MaxUnavailable <= 1000, "want 0..1000"),
+		envelope.Check("request.config.min_ready", c.MinReady >= 0 && c.MinReady <= 24*time.Hour, "want 0..24h"),
+		envelope.Check("request.config.failure_threshold", c.FailureThreshold >= 0 && c.FailureThreshold <= 1000, "want 0..1000"))
 }
 
 // FreezeBody stops the controller acting (teardown); UnfreezeBody resumes.
@@ -92,6 +122,8 @@ type Reply struct {
 	Frozen    bool             `json:"frozen"`
 	Jobs      []JobStatus      `json:"jobs,omitempty"`
 	Decisions []DecisionRecord `json:"decisions,omitempty"`
+	// Rollout is the rollout a rollout command started or turned back.
+	Rollout *Rollout `json:"rollout,omitempty"`
 }
 
 // Validate implements envelope.Validator.
@@ -105,6 +137,7 @@ func RegisterMessages(r *envelope.Registry) {
 	r.Register(TypeFreeze, 1, func() envelope.Validator { return &FreezeBody{} }, true)
 	r.Register(TypeUnfreeze, 1, func() envelope.Validator { return &UnfreezeBody{} }, true)
 	r.Register(TypeUnblock, 1, func() envelope.Validator { return &UnblockBody{} }, true)
+	r.Register(TypeRollout, 1, func() envelope.Validator { return &RolloutBody{} }, true)
 	r.Register(TypeStatus, 1, func() envelope.Validator { return &StatusBody{} }, false)
 	r.Register(TypeDecisions, 1, func() envelope.Validator { return &DecisionsBody{} }, false)
 	r.Register(TypeReply, 1, func() envelope.Validator { return &Reply{} }, false)

@@ -3,6 +3,7 @@ package controller_test
 import (
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 
 	"nightshift/controller"
@@ -34,5 +35,27 @@ func TestStatusShapeMatchesMgmt(t *testing.T) {
 	delete(a, "frozen")
 	if !reflect.DeepEqual(a, z) {
 		t.Fatalf("controller status %s\n != mgmt status %s", b, back)
+	}
+}
+
+func TestRolloutBodyValidate(t *testing.T) {
+	cases := []struct {
+		name  string
+		body  controller.RolloutBody
+		field string // empty: valid
+	}{
+		{"start", controller.RolloutBody{Job: "w", Action: controller.RolloutStart, Request: controller.RolloutRequest{Set: map[string]string{"env.V": "2"}}}, ""},
+		{"undo", controller.RolloutBody{Job: "w", Action: controller.RolloutUndo}, ""},
+		{"no job", controller.RolloutBody{Action: controller.RolloutUndo}, "job"},
+		{"bad action", controller.RolloutBody{Job: "w", Action: "go"}, "action"},
+		{"start without changes", controller.RolloutBody{Job: "w", Action: controller.RolloutStart}, "request"},
+		{"negative surge", controller.RolloutBody{Job: "w", Action: controller.RolloutStart, Request: controller.RolloutRequest{
+			Set: map[string]string{"env.V": "2"}, Config: controller.RolloutConfig{MaxSurge: -1}}}, "request.config.max_surge"},
+	}
+	for _, tc := range cases {
+		err := tc.body.Validate()
+		if (tc.field == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), tc.field) {
+			t.Errorf("%s: %v, want field %q", tc.name, err, tc.field)
+		}
 	}
 }

@@ -55,6 +55,16 @@ func (c *Client) Reconfigure(ctx context.Context, job string, values map[string]
 	return err
 }
 
+// Rollout starts a rollout of job (action start, with req) or turns it
+// back (undo), and returns it.
+func (c *Client) Rollout(ctx context.Context, job, action string, req controller.RolloutRequest) (controller.Rollout, error) {
+	r, err := c.call(ctx, controller.TypeRollout, controller.RolloutBody{Job: job, Action: action, Request: req})
+	if err != nil || r.Rollout == nil {
+		return controller.Rollout{}, err
+	}
+	return *r.Rollout, nil
+}
+
 // Freeze stops the controller acting.
 func (c *Client) Freeze(ctx context.Context) error {
 	_, err := c.call(ctx, controller.TypeFreeze, controller.FreezeBody{})

@@ -151,6 +151,16 @@ func (s *Server) Handle(ctx context.Context, env envelope.Envelope, body any) co
 		err = c.Unfreeze(ctx, env.Sender)
 	case *controller.UnblockBody:
 		err = c.Unblock(b.Job, env.Sender)
+	case *controller.RolloutBody:
+		var ro controller.Rollout
+		if b.Action == controller.RolloutUndo {
+			ro, err = c.UndoRollout(ctx, b.Job, env.Sender)
+		} else {
+			ro, err = c.StartRollout(ctx, b.Job, b.Request, env.Sender)
+		}
+		if err == nil {
+			r.Rollout = &ro
+		}
 	case *controller.StatusBody:
 		r.Jobs, err = c.Status(b.Job)
 	case *controller.DecisionsBody:

@@ -140,6 +140,20 @@ func (c *Conn) Reconfigure(ctx context.Context, job string, values map[string]an
 	return c.ctl.Reconfigure(ctx, job, values)
 }
 
+// Rollout starts a job's rollout (action start) or turns it back (undo).
+func (c *Conn) Rollout(ctx context.Context, job, action string, req controller.RolloutRequest) (controller.Rollout, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return c.ctl.Rollout(ctx, job, action, req)
+}
+
+// JobStatus returns one job's status from its controller.
+func (c *Conn) JobStatus(ctx context.Context, job string) ([]controller.JobStatus, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return c.ctl.Status(ctx, job)
+}
+
 // Unblock ends every blocked job's block at once.
 func (c *Conn) Unblock(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
