@@ -202,10 +202,13 @@ type LastDecision struct {
 
 // WorkerStatus is one worker of a job.
 type WorkerStatus struct {
-	ID            string   `json:"id"`
-	State         string   `json:"state"`
-	Health        string   `json:"health"`
-	Host          string   `json:"host,omitempty"`
+	ID     string `json:"id"`
+	State  string `json:"state"`
+	Health string `json:"health"`
+	Host   string `json:"host,omitempty"`
+	// DNSName is the worker's name in its job's DNS zone (the job's dns
+	// table), which a replacement takes over; empty without one.
+	DNSName       string   `json:"dns_name,omitempty"`
 	HeartbeatAgeS *float64 `json:"heartbeat_age_s"`
 	Restarts      int      `json:"restarts"`
 	// Error is the failing task's last exit or start error when health is

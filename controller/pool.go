@@ -95,6 +95,7 @@ const maxCountedIDs = 32
 
 type worker struct {
 	id, launchID, host string
+	dnsName            string // the provisioner's name for it (a job's dns table)
 	state              nightshift.InstanceState
 	stateSince         time.Time
 	launchedAt         time.Time
@@ -225,7 +226,7 @@ func (p *Pool) ApplyInstance(inst provisioner.Instance, now time.Time) bool {
 		if launched.IsZero() {
 			launched = since
 		}
-		p.workers[inst.ID] = &worker{id: inst.ID, launchID: inst.LaunchID, host: inst.Host, state: inst.State, stateSince: since, launchedAt: launched}
+		p.workers[inst.ID] = &worker{id: inst.ID, launchID: inst.LaunchID, host: inst.Host, dnsName: inst.DNSName, state: inst.State, stateSince: since, launchedAt: launched}
 		// First seen already failed: the launch itself failed (a refusal comes
 		// back in the launch reply). Old failures read at recovery are older
 		// than any back-off and only lengthen the next one a little.
@@ -236,6 +237,9 @@ func (p *Pool) ApplyInstance(inst provisioner.Instance, now time.Time) bool {
 	}
 	if inst.Host != "" {
 		w.host = inst.Host
+	}
+	if inst.DNSName != "" {
+		w.dnsName = inst.DNSName
 	}
 	if w.state == inst.State || !w.state.CanMoveTo(inst.State) {
 		return false
@@ -795,7 +799,7 @@ func (p *Pool) Status(now time.Time, policy map[string]any, frozen bool) JobStat
 		if !w.drainingSince.IsZero() {
 			js.Counts["draining"]++
 		}
-		ws := WorkerStatus{ID: id, State: string(w.state), Health: string(h), Host: w.host, Restarts: w.restarts, Busy: w.busy}
+		ws := WorkerStatus{ID: id, State: string(w.state), Health: string(h), Host: w.host, DNSName: w.dnsName, Restarts: w.restarts, Busy: w.busy}
 		switch h {
 		case nightshift.HealthProcessError:
 			ws.Error = w.taskError

@@ -709,3 +709,24 @@ func TestPoolDrainIdleNeedsHeartbeatAfterDrain(t *testing.T) {
 		})
 	}
 }
+
+// TestStatusShowsTheProvisionersDNSName: the name the provisioner gave a
+// worker (its job's dns table) reaches mgmt status, from the first event
+// or a later one.
+func TestStatusShowsTheProvisionersDNSName(t *testing.T) {
+	p := newPool(t)
+	a := inst("a", nightshift.StatePending, at(0))
+	a.DNSName = "web-0.r.example.internal"
+	p.ApplyInstance(a, at(0))
+	b := inst("b", nightshift.StatePending, at(0))
+	p.ApplyInstance(b, at(0))
+	b.State, b.DNSName, b.Updated = nightshift.StateRunning, "web-1.r.example.internal", at(time.Second)
+	p.ApplyInstance(b, at(time.Second))
+	got := map[string]string{}
+	for _, w := range p.Status(at(time.Second), nil, false).Workers {
+		got[w.ID] = w.DNSName
+	}
+	if got["a"] != "web-0.r.example.internal" || got["b"] != "web-1.r.example.internal" {
+		t.Fatalf("dns names %v", got)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -308,8 +309,15 @@ func writeJob(w io.Writer, j JobStatus) {
 			return
 		}
 	}
+	// The DNS column only for jobs with a dns table: other pools' tables
+	// stay as they were.
+	withDNS := slices.ContainsFunc(rows, func(wk WorkerStatus) bool { return wk.DNSName != "" })
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  WORKER\tSTATE\tHEALTH\tREV\tHOST\tHEARTBEAT\tRESTARTS\tWORK\tDRAINING")
+	if withDNS {
+		fmt.Fprintln(tw, "  WORKER\tSTATE\tHEALTH\tREV\tHOST\tDNS\tHEARTBEAT\tRESTARTS\tWORK\tDRAINING")
+	} else {
+		fmt.Fprintln(tw, "  WORKER\tSTATE\tHEALTH\tREV\tHOST\tHEARTBEAT\tRESTARTS\tWORK\tDRAINING")
+	}
 	for _, wk := range rows {
 		hb := "-"
 		if wk.HeartbeatAgeS != nil {
@@ -323,7 +331,15 @@ func writeJob(w io.Writer, j JobStatus) {
 		if wk.Revision > 0 {
 			rev = fmt.Sprintf("r%d", wk.Revision)
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", q(wk.ID), q(wk.State), q(wk.Health), rev, q(wk.Host), hb, wk.Restarts, work, drainCell(wk))
+		host := q(wk.Host)
+		if withDNS {
+			dns := "-"
+			if wk.DNSName != "" {
+				dns = q(wk.DNSName)
+			}
+			host += "\t" + dns
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", q(wk.ID), q(wk.State), q(wk.Health), rev, host, hb, wk.Restarts, work, drainCell(wk))
 	}
 	tw.Flush()
 	for _, wk := range rows {

@@ -8,6 +8,7 @@ import (
 	"nightshift/controller"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -344,5 +345,45 @@ func TestTableShowsRevisions(t *testing.T) {
 	}
 	if rev["w1"] != "r1" || rev["w2"] != "r2" || rev["w3"] != "-" {
 		t.Errorf("REV column %v, want w1 r1, w2 r2, w3 -:\n%s", rev, out.String())
+	}
+}
+
+// TestTableShowsDNSNames: a pool with a dns table shows each worker's name
+// (a worker not yet named shows -); a pool without one keeps its columns.
+func TestTableShowsDNSNames(t *testing.T) {
+	st := &RunStatus{Run: "r", State: "ready", Jobs: []JobStatus{
+		{Name: "web", Engine: "npreserving", Desired: 2, Workers: []WorkerStatus{
+			{ID: "w1", State: "running", Health: "ok", Host: "i-1", DNSName: "web-0.r.example.internal"},
+			{ID: "w2", State: "pending", Health: "unknown", Host: "i-2"},
+		}},
+		{Name: "batch", Engine: "npreserving", Desired: 1, Workers: []WorkerStatus{{ID: "b1", State: "running", Health: "ok", Host: "i-3"}}},
+	}}
+	var out bytes.Buffer
+	if err := WriteTable(&out, st); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(out.String(), "\n")
+	var headers []string
+	for _, l := range lines {
+		if strings.HasPrefix(strings.TrimSpace(l), "WORKER") {
+			headers = append(headers, strings.Join(strings.Fields(l), " "))
+		}
+	}
+	want := []string{"WORKER STATE HEALTH REV HOST DNS HEARTBEAT RESTARTS WORK DRAINING", "WORKER STATE HEALTH REV HOST HEARTBEAT RESTARTS WORK DRAINING"}
+	if !slices.Equal(headers, want) {
+		t.Fatalf("headers %q, want %q:\n%s", headers, want, out.String())
+	}
+	for _, l := range lines {
+		f := strings.Fields(l)
+		switch {
+		case len(f) > 5 && f[0] == "w1" && f[5] != "web-0.r.example.internal":
+			t.Errorf("w1's row %q lacks its name", l)
+		case len(f) > 5 && f[0] == "w2" && f[5] != "-":
+			t.Errorf("w2's row %q: want - for no name", l)
+		}
+	}
+	b, _ := json.Marshal(st.Jobs[0].Workers[0])
+	if !strings.Contains(string(b), `"dns_name":"web-0.r.example.internal"`) {
+		t.Errorf("JSON %s lacks the name", b)
 	}
 }
