@@ -40,7 +40,8 @@ const (
 	DaemonRestartLoop Kind = "daemon_restart_loop"
 	// TeardownLeftovers: mgmt teardown finished with resources remaining.
 	TeardownLeftovers Kind = "teardown_leftovers"
-	// RolloutRolledBack is reserved: Nightshift has no rollouts yet.
+	// RolloutRolledBack: the pool's latest rollout was turned back, by
+	// itself (new workers failed) or by a person's undo.
 	RolloutRolledBack Kind = "rollout_rolled_back"
 	// BrokerUnreachable: the controller has been cut off from the run's
 	// broker for longer than Config.BrokerUnreachableFor.

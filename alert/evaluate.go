@@ -24,6 +24,15 @@ type Pool struct {
 	// Workers are the pool's live workers; a worker that disappears while
 	// it was last seen unhealthy was replaced.
 	Workers []Worker
+	// RolledBack is set while the pool's latest rollout is rolling back or
+	// rolled back.
+	RolledBack *RolledBack
+}
+
+// RolledBack is a rollout that was turned back.
+type RolledBack struct {
+	From, To int
+	Reason   string
 }
 
 // Blocked is why a pool's launches are held.
@@ -203,6 +212,11 @@ func (e *Evaluator) pool(now time.Time, p Pool) []cond {
 			details["check"] = b.Check
 		}
 		out = append(out, cond{kind: PoolBlocked, subject: p.Job, severity: Critical, summary: summary, details: details})
+	}
+	if rb := p.RolledBack; rb != nil {
+		out = append(out, cond{kind: RolloutRolledBack, subject: p.Job, severity: Warning,
+			summary: fmt.Sprintf("pool %s: the rollout to revision %d was turned back to revision %d: %s", p.Job, rb.To, rb.From, rb.Reason),
+			details: map[string]any{"from": rb.From, "to": rb.To, "reason": rb.Reason}})
 	}
 
 	if !p.Frozen && p.DeafSince.IsZero() && p.Healthy < p.Desired {

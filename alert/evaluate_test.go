@@ -47,6 +47,12 @@ func TestEvaluate(t *testing.T) {
 			{2 * time.Minute, Input{Pools: []Pool{healthy("w", 3)}}, []string{"resolved pool_blocked/w"}},
 			{3 * time.Minute, Input{Pools: []Pool{healthy("w", 3)}}, nil},
 		}},
+		{"a rolled back rollout fires once, and its next rollout resolves it", Config{}, []step{
+			{0, Input{Pools: []Pool{healthy("w", 3)}}, nil},
+			{time.Second, Input{Pools: []Pool{rolledBack("w")}}, []string{"firing rollout_rolled_back/w"}},
+			{time.Minute, Input{Pools: []Pool{rolledBack("w")}}, nil},
+			{2 * time.Minute, Input{Pools: []Pool{healthy("w", 3)}}, []string{"resolved rollout_rolled_back/w"}},
+		}},
 		{"below policy only after the threshold", Config{PoolBelowPolicyFor: time.Minute}, []step{
 			{0, Input{Pools: []Pool{{Job: "w", Desired: 3, Healthy: 1}}}, nil},
 			{59 * time.Second, Input{Pools: []Pool{{Job: "w", Desired: 3, Healthy: 2}}}, nil},
@@ -192,4 +198,10 @@ func TestPoolBlockedNoHeartbeatSummary(t *testing.T) {
 	if evs[0].Details["cause"] != "no_heartbeat" {
 		t.Errorf("details %v, want the cause", evs[0].Details)
 	}
+}
+
+func rolledBack(job string) Pool {
+	p := healthy(job, 3)
+	p.RolledBack = &RolledBack{From: 1, To: 2, Reason: "rolling back to revision 1: 1 new worker(s) of revision 2 failed"}
+	return p
 }

@@ -21,7 +21,11 @@ func (c *Controller) AlertPools() []alert.Pool {
 	now := c.cfg.Clock.Now()
 	out := make([]alert.Pool, 0, len(c.names))
 	for _, n := range c.names {
-		out = append(out, c.jobs[n].pool.AlertView(now, c.frozen || !c.recovered))
+		v := c.jobs[n].pool.AlertView(now, c.frozen || !c.recovered)
+		if r := c.jobs[n].rollout; r != nil && (r.Phase == RolloutRollingBack || r.Phase == RolloutRolledBack) {
+			v.RolledBack = &alert.RolledBack{From: r.From, To: r.To, Reason: r.Reason}
+		}
+		out = append(out, v)
 	}
 	return out
 }

@@ -179,6 +179,13 @@ func TestRolloutRollsBackWhenProbesFail(t *testing.T) {
 	if len(revs) != 2 || revs[0].Outcome != controller.RevisionCurrent || revs[1].Outcome != controller.RevisionRolledBack {
 		t.Errorf("revisions %+v", revs)
 	}
+	var raised bool
+	for _, p := range rr.c.AlertPools() {
+		raised = raised || p.Job == "web" && p.RolledBack != nil && p.RolledBack.To == 2 && strings.Contains(p.RolledBack.Reason, "HTTP 404")
+	}
+	if !raised {
+		t.Error("the alert evaluator is not told of the rollback (rollout_rolled_back)")
+	}
 	// The rollout, and where it ended, survive a restart.
 	rr.restart()
 	if ro, _ := rr.c.RolloutOf("web"); ro == nil || ro.Phase != controller.RolloutRolledBack {
