@@ -295,3 +295,24 @@ func TestProdPlaceholders(t *testing.T) {
 		t.Errorf("dry run with every placeholder set: exit %d\n%s", code, stderr)
 	}
 }
+
+// TestDryRunShowsDNSNames: the names a plan's pools would get, rendered as
+// the provisioner renders them; a bad dns table is named, not launched.
+func TestDryRunShowsDNSNames(t *testing.T) {
+	code, out, stderr := run(t, launch, "--dry-run", "--name", "prod", "testdata/dns.toml")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, w := range []string{
+		"web in zone example.internal: web-0.prod.example.internal, web-1.prod.example.internal, web-2.prod.example.internal; pool web.prod.example.internal\n",
+		`bad: key dns.name: "bad.example.internal": want ${index}`,
+	} {
+		if !strings.Contains(out, w) {
+			t.Errorf("dry run output lacks %q:\n%s", w, out)
+		}
+	}
+	code, out, stderr = run(t, launch, "--dry-run", "--json", "--name", "prod", "testdata/dns.toml")
+	if code != 0 || !strings.Contains(out, `"web-2.prod.example.internal"`) || !strings.Contains(out, `"pool": "web.prod.example.internal"`) {
+		t.Errorf("--json: exit %d, %s%s", code, out, stderr)
+	}
+}

@@ -365,6 +365,23 @@ func printDryRun(w io.Writer, p *launchplan.Plan, run string) {
 			fmt.Fprintf(w, "  %s\n", q(j.Name))
 		}
 	}
+	if dns := planDNSNames(p, run); len(dns) > 0 {
+		fmt.Fprintln(w, "dns names (Route 53):")
+		for _, d := range dns {
+			if d.Error != "" {
+				fmt.Fprintf(w, "  %s: %s\n", q(d.Job), q(d.Error))
+				continue
+			}
+			fmt.Fprintf(w, "  %s in zone %s: %s", q(d.Job), q(d.Zone), q(strings.Join(d.Names, ", ")))
+			if len(d.Names) == maxDryNames {
+				fmt.Fprint(w, ", ...")
+			}
+			if d.Pool != "" {
+				fmt.Fprintf(w, "; pool %s", q(d.Pool))
+			}
+			fmt.Fprintln(w)
+		}
+	}
 	fmt.Fprintln(w, "dry run: nothing launched")
 }
 
@@ -378,6 +395,7 @@ type dryRun struct {
 	Levels     []dryLevel        `json:"levels"`
 	References []launchplan.Edge `json:"references"`
 	Jobs       []string          `json:"jobs"`
+	DNS        []dryDNS          `json:"dns,omitempty"`
 }
 
 type dryLevel struct {
@@ -425,5 +443,6 @@ func dryRunOf(p *launchplan.Plan, run string) dryRun {
 	for _, j := range p.Jobs {
 		d.Jobs = append(d.Jobs, j.Name)
 	}
+	d.DNS = planDNSNames(p, run)
 	return d
 }
