@@ -270,6 +270,10 @@ func (c *Controller) Recover(ctx context.Context) error {
 	}
 	c.mu.Lock()
 	c.recovered = true
+	now := c.cfg.Clock.Now()
+	for _, j := range c.jobs {
+		j.pool.Listening(now)
+	}
 	c.mu.Unlock()
 	return nil
 }

@@ -40,6 +40,11 @@ type Pool struct {
 	// instances start no earlier, or every worker looks missing right
 	// after a restart.
 	started time.Time
+	// listeningSince is when the controller had recovered its view and
+	// was listening for heartbeats (Listening): for a worker running
+	// since before the start and not heard since, the last moment it
+	// could have been heard and was not.
+	listeningSince time.Time
 	// deafSince is when the controller was first seen without its bus in
 	// the current outage (zero while it hears); hearingSince is when it
 	// last got its bus back, and hearingGrace how long after that a
@@ -137,6 +142,19 @@ func NewPool(job Job, started time.Time) *Pool {
 // SetRevision records the job's spec revision in force, for status.
 func (p *Pool) SetRevision(r Revision) {
 	p.revision = &RevisionStatus{Number: r.Number, Digest: r.Digest, Time: r.Time, Who: r.Who}
+}
+
+// Listening records that the controller, having recovered its view of the
+// pool, listens for heartbeats from now on (only the first call counts).
+// From then, a worker that was running before the controller started and
+// is still unheard is judged by missing_timeout, as a worker that fell
+// silent: its sitter had its first heartbeat's chance long ago (a
+// predecessor heard it), so waiting boot_timeout for it would leave a
+// worker killed during a controller's restart unreplaced for that long.
+func (p *Pool) Listening(now time.Time) {
+	if p.listeningSince.IsZero() {
+		p.listeningSince = now
+	}
 }
 
 // Deaf records that the controller is cut off from the bus at now.
@@ -404,6 +422,12 @@ func (p *Pool) health(w *worker, now time.Time) nightshift.Health {
 		ID: w.id, State: w.state, StateSince: since, LastHeartbeat: w.lastHeartbeat,
 		FailedTasks: w.failedTasks, HeartbeatError: w.heartbeatError, ProbeFailing: w.probeFailing,
 	}, now, p.job.Health)
+	if (h == nightshift.HealthBooting || h == nightshift.HealthNeverHeard) && w.stateSince.Before(p.started) && !p.listeningSince.IsZero() {
+		h = nightshift.HealthUnknown
+		if now.Sub(p.listeningSince) > p.job.Health.WithDefaults().MissingTimeout {
+			h = nightshift.HealthMissing
+		}
+	}
 	// Silent through the controller's own outage: not known missing until
 	// the grace after it ends has run out, nor while it lasts.
 	if (h == nightshift.HealthMissing || h == nightshift.HealthNeverHeard) && w.state == nightshift.StateRunning &&

@@ -348,7 +348,7 @@ func TestPoolHealthClamp(t *testing.T) {
 		now   time.Time
 		want  nightshift.Health
 	}{
-		{"running since long before the start, unheard, within boot_timeout of the start", nightshift.StateRunning, at(-time.Hour), time.Time{}, at(10 * time.Second), nightshift.HealthBooting},
+		{"running since long before the start, unheard, before recovery, within boot_timeout of the start", nightshift.StateRunning, at(-time.Hour), time.Time{}, at(10 * time.Second), nightshift.HealthBooting},
 		{"and past it: never heard", nightshift.StateRunning, at(-time.Hour), time.Time{}, at(21 * time.Second), nightshift.HealthNeverHeard},
 		{"running since after the start: its own timer", nightshift.StateRunning, at(5 * time.Second), time.Time{}, at(26 * time.Second), nightshift.HealthNeverHeard},
 		{"heard, then silent past missing_timeout", nightshift.StateRunning, at(-time.Hour), at(time.Second), at(5 * time.Second), nightshift.HealthMissing},
@@ -728,5 +728,38 @@ func TestStatusShowsTheProvisionersDNSName(t *testing.T) {
 	}
 	if got["a"] != "web-0.r.example.internal" || got["b"] != "web-1.r.example.internal" {
 		t.Fatalf("dns names %v", got)
+	}
+}
+
+// TestPoolUnheardAfterRestart: a worker that was running before the
+// controller started and is still unheard once the controller listens is
+// judged by missing_timeout from then, not boot_timeout: one killed during
+// the restart is replaced seconds after it, not boot_timeout after.
+func TestPoolUnheardAfterRestart(t *testing.T) {
+	cases := []struct {
+		name  string
+		since time.Time // running since
+		beat  time.Time // zero: not heard by this controller
+		now   time.Time
+		want  nightshift.Health
+	}{
+		{"from before the start, within missing_timeout of listening", at(-time.Hour), time.Time{}, at(4 * time.Second), nightshift.HealthUnknown},
+		{"and past it: missing", at(-time.Hour), time.Time{}, at(5 * time.Second), nightshift.HealthMissing},
+		{"heard after the restart: its own timer", at(-time.Hour), at(3 * time.Second), at(5 * time.Second), nightshift.HealthOK},
+		{"running since after the start: boot_timeout still", at(2 * time.Second), time.Time{}, at(10 * time.Second), nightshift.HealthBooting},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPool(t)
+			p.ApplyInstance(inst("a", nightshift.StateRunning, tc.since), at(0))
+			p.Listening(at(time.Second)) // recovery done a second after the start
+			if !tc.beat.IsZero() {
+				p.Heartbeat(beat("a"), tc.beat)
+			}
+			got, _ := snapInstance(t, p, tc.now, "a")
+			if got.Health != tc.want {
+				t.Fatalf("health %s, want %s", got.Health, tc.want)
+			}
+		})
 	}
 }
