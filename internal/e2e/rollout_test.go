@@ -1,0 +1,86 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"nightshift/controller"
+	"nightshift/mgmt"
+)
+
+// TestRolloutEndToEnd is issue 21's proof on the real binaries: the work
+// pool of plans/local.toml (recording queueworkers, 2 s items) held at 3
+// workers under load, then
+//
+//  1. mgmt rollout --set env.VERSION=2: every worker replaced by one of
+//     revision 2, busy ones drained first; every item finishes, none is
+//     lost, and no worker is stopped holding one;
+//  2. a revision whose probe fails (its health URL answers 404): rolled
+//     back by itself to revision 2, with the reason in the decisions.
+func TestRolloutEndToEnd(t *testing.T) {
+	requireRuns(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	recFile := WorkerWritableDir(t) + "/rollout-records.jsonl"
+	r := env.NewRun(t, scaleInPlan(t, recFile), "ro")
+	r.Launch(ctx)
+	reconfigure(t, r, ctx, "min_instances=3")
+	mustWait(t, r, ctx, "3 work workers healthy", 2*time.Minute, func(st *mgmt.RunStatus) (bool, string) {
+		w := Healthy(Job(st, "work"))
+		return len(w) == 3, fmt.Sprintf("healthy workers %v", w)
+	})
+	const items = 30
+	publish(t, r, ctx, items, "")
+
+	res := r.Mgmt(ctx, "rollout", r.Name, "work", "--set", "env.VERSION=2", "--min-ready", "2s")
+	if res.Code != 0 {
+		t.Fatalf("mgmt rollout exit %d: %s", res.Code, res.Stderr)
+	}
+	mustWait(t, r, ctx, "the rollout to revision 2 done", 5*time.Minute, func(st *mgmt.RunStatus) (bool, string) {
+		j := Job(st, "work")
+		if j == nil || j.Rollout == nil {
+			return false, "no rollout in status"
+		}
+		for _, w := range j.Workers {
+			if w.State == "running" && w.Revision != 2 {
+				return false, fmt.Sprintf("worker %s at revision %d; %s", w.ID, w.Revision, lastReason(j))
+			}
+		}
+		return j.Rollout.Phase == controller.RolloutDone, fmt.Sprintf("rollout %s; %s", j.Rollout.Phase, lastReason(j))
+	})
+	mustWait(t, r, ctx, "every item finished", 4*time.Minute, func(st *mgmt.RunStatus) (bool, string) {
+		c := countItems(readRecordsOrNil(recFile), map[int]int{items: items})
+		return c.finishedItems == items, fmt.Sprintf("%d/%d items finished", c.finishedItems, items)
+	})
+	c := countItems(readRecordsOrNil(recFile), map[int]int{items: items})
+	t.Logf("items: started %d, finished %d, redelivered %d, duplicates %d, interrupted %d, lost %d",
+		c.starts, c.finishes, c.redelivered, c.duplicates, len(c.interrupted), len(c.lost))
+	if len(c.lost) > 0 || len(c.interrupted) > 0 || len(c.bad) > 0 {
+		t.Errorf("the rollout lost %v, interrupted %v (bad records %v)", c.lost, c.interrupted, c.bad)
+	}
+
+	res = r.Mgmt(ctx, "rollout", r.Name, "work", "--set", "health.http=http://127.0.0.1:${port}/nope",
+		"--set", "health.interval=500ms", "--min-ready", "2s")
+	if res.Code != 0 {
+		t.Fatalf("mgmt rollout exit %d: %s", res.Code, res.Stderr)
+	}
+	mustWait(t, r, ctx, "the failing revision rolled back", 5*time.Minute, func(st *mgmt.RunStatus) (bool, string) {
+		j := Job(st, "work")
+		if j == nil || j.Rollout == nil {
+			return false, "no rollout in status"
+		}
+		return j.Rollout.Phase == controller.RolloutRolledBack && j.Revision != nil && j.Revision.Number == 2,
+			fmt.Sprintf("rollout %s; %s", j.Rollout.Phase, lastReason(j))
+	})
+	out := r.Mgmt(ctx, "decisions", r.Name, "work", "--limit", "200")
+	if !strings.Contains(out.Stdout, "rolling back to revision 2") || !strings.Contains(out.Stdout, "HTTP 404") {
+		t.Errorf("the decisions do not say why it rolled back:\n%s", out.Stdout)
+	}
+	if res := r.Teardown(ctx); res.Code != 0 {
+		t.Fatalf("teardown exit %d", res.Code)
+	}
+	r.AssertNoProcesses()
+}
