@@ -192,3 +192,41 @@ func TestRolloutRollsBackWhenProbesFail(t *testing.T) {
 		t.Errorf("rollout after restart %+v", ro)
 	}
 }
+
+// A controller restarted mid-rollout picks the rollout up where it was,
+// its target revision in force, and finishes it.
+func TestRolloutResumesAfterRestart(t *testing.T) {
+	rr := startRolloutRig(t)
+	ctx := context.Background()
+	if _, err := rr.c.StartRollout(ctx, "web", controller.RolloutRequest{Set: map[string]string{"env.VERSION": "2"},
+		Config: controller.RolloutConfig{MinReady: 2 * time.Second}}, "ns.r.mgmt"); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		rr.step()
+	}
+	if ro, _ := rr.c.RolloutOf("web"); ro == nil || ro.Phase != controller.RolloutRolling {
+		t.Fatalf("rollout before the restart %+v, want still rolling", ro)
+	}
+	rr.restart()
+	ro, _ := rr.c.RolloutOf("web")
+	if ro == nil || ro.Phase != controller.RolloutRolling || ro.To != 2 {
+		t.Fatalf("rollout after the restart %+v, want rolling to 2", ro)
+	}
+	st, _ := rr.c.Status("web")
+	if st[0].Revision.Number != 2 {
+		t.Fatalf("revision in force after the restart %d, want 2", st[0].Revision.Number)
+	}
+	var last *controller.Rollout
+	for range 100 {
+		if last = rr.step(); !last.Active() {
+			break
+		}
+	}
+	if last.Phase != controller.RolloutDone {
+		t.Fatalf("rollout %+v, want done after resuming", last)
+	}
+	if len(rr.killedBusy) > 0 {
+		t.Errorf("busy workers terminated: %v", rr.killedBusy)
+	}
+}
