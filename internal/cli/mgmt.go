@@ -160,8 +160,9 @@ func hasPools(ctx context.Context, a *app.App, run string) bool {
 
 // ec2Sweepers returns a tag sweeper and an SSM parameter sweeper for every
 // region and endpoint any service or job of the run names (mgmt.EC2Places),
-// so teardown looks everywhere the run may have gone, with its provisioner
-// dead too.
+// and a DNS record sweeper for every hosted zone a job names
+// (mgmt.DNSZones), so teardown looks everywhere the run may have gone, with
+// its provisioner dead too.
 func ec2Sweepers(ctx context.Context, r bootlevel.Run) ([]mgmt.Sweeper, error) {
 	p, err := bootlevel.LoadRunPlan(r)
 	if err != nil {

@@ -90,7 +90,7 @@ func (m *mgmtCmd) teardown(ctx context.Context, run string, dry bool) error {
 	}
 	sws, err := ec2Sweepers(ctx, r)
 	if err != nil {
-		fmt.Fprintf(m.stderr, "note: EC2 sweep incomplete: %s\n", m.line(err.Error()))
+		fmt.Fprintf(m.stderr, "note: cloud sweep incomplete (EC2, SSM, Route 53): %s\n", m.line(err.Error()))
 	}
 	td.Sweepers = append(td.Sweepers, sws...)
 	if !dry && r.State != bootlevel.RunTerminated && hasPools(ctx, a, run) {
