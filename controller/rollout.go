@@ -13,10 +13,8 @@ import (
 // another, in batches, never killing a busy worker: this file is its pure
 // core, a state machine over snapshots as the engines are. Rollout.Step
 // takes the state and what the pool looks like now and returns what to do
-// and the next state; it does no I/O and reads no clock.
-//
-// Not yet wired: the controller does not run rollouts (issue 21, slice 3
-// on): no command starts one and no round calls Step.
+// and the next state; it does no I/O and reads no clock. rollouts.go is
+// its I/O side: the command that starts or undoes one, and the rounds.
 
 // Rollout phases.
 const (
