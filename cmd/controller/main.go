@@ -136,7 +136,7 @@ func serve(ctx context.Context, o options, getenv func(string) string, log *slog
 	}
 	// Serving starts now, not with the rest: a replica standing by for its
 	// lease is seen on its metrics too.
-	serveMetrics := startMetrics(ctx, msrv)
+	serveMetrics := metrics.Start(ctx, msrv)
 	reg := decision.NewRegistry()
 	if err := reg.Register(execengine.Name, execengine.Factory(log)); err != nil {
 		return err
@@ -352,25 +352,4 @@ func openStore(ctx context.Context, o options, log *slog.Logger, promReg prometh
 		_ = leader.WriteState(o.store.LeaseFile, leader.State{Role: leader.RoleStandby})
 		return err
 	}, name, nil
-}
-
-// startMetrics serves m (nil: none) from now until the context given to the
-// function it returns ends, which returns what Serve returned.
-func startMetrics(ctx context.Context, m *metrics.Server) func(context.Context) error {
-	if m == nil {
-		return func(context.Context) error { return nil }
-	}
-	mctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- m.Serve(mctx) }()
-	return func(ctx context.Context) error {
-		select {
-		case err := <-done:
-			stop()
-			return err
-		case <-ctx.Done():
-			stop()
-			return <-done
-		}
-	}
 }

@@ -222,7 +222,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	// Serving starts now, not with the rest: a replica standing by for its
 	// lease is seen on its metrics too.
-	serveMetrics := startMetrics(ctx, msrv)
+	serveMetrics := metrics.Start(ctx, msrv)
 	if err := os.MkdirAll(filepath.Dir(c.db), 0o700); err != nil {
 		return err
 	}
@@ -537,25 +537,4 @@ func openStore(ctx context.Context, c config, log *slog.Logger, promReg promethe
 		_ = leader.WriteState(c.store.LeaseFile, leader.State{Role: leader.RoleStandby})
 		return err
 	}, nil
-}
-
-// startMetrics serves m (nil: none) from now until the context given to the
-// function it returns ends, which returns what Serve returned.
-func startMetrics(ctx context.Context, m *metrics.Server) func(context.Context) error {
-	if m == nil {
-		return func(context.Context) error { return nil }
-	}
-	mctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- m.Serve(mctx) }()
-	return func(ctx context.Context) error {
-		select {
-		case err := <-done:
-			stop()
-			return err
-		case <-ctx.Done():
-			stop()
-			return <-done
-		}
-	}
 }

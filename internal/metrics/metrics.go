@@ -157,3 +157,26 @@ func (f Flags) Start(reg *prometheus.Registry, log *slog.Logger) (*Server, error
 	}
 	return srv, nil
 }
+
+// Start serves s (nil: none) from now until the context given to the
+// function it returns ends, which returns what Serve returned. A daemon
+// binds and publishes its URL first (Flags.Start), then serves beside its
+// work and stops serving only on its way out.
+func Start(ctx context.Context, s *Server) func(context.Context) error {
+	if s == nil {
+		return func(context.Context) error { return nil }
+	}
+	mctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(mctx) }()
+	return func(ctx context.Context) error {
+		select {
+		case err := <-done:
+			stop()
+			return err
+		case <-ctx.Done():
+			stop()
+			return <-done
+		}
+	}
+}
