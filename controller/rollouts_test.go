@@ -230,3 +230,53 @@ func TestRolloutResumesAfterRestart(t *testing.T) {
 		t.Errorf("busy workers terminated: %v", rr.killedBusy)
 	}
 }
+
+// A launch decided before a rollout, whose outcome was unknown (a lost
+// reply), is resent after the rollout started as the revision it was
+// decided for: its id names revision 1, so it must carry revision 1's
+// digest, not the new revision's.
+func TestPendingLaunchKeepsItsRevisionAcrossARollout(t *testing.T) {
+	r := newRig(t, npJob(t, 2))
+	r.prov.mu.Lock()
+	r.prov.failLaunch = 1000
+	r.prov.mu.Unlock()
+	r.tick()
+	r.prov.mu.Lock()
+	if len(r.prov.calls) == 0 {
+		r.prov.mu.Unlock()
+		t.Fatal("no launch sent")
+	}
+	pending := r.prov.calls[0]
+	r.prov.mu.Unlock()
+	if controller.RevisionOfLaunch(pending.LaunchID) != 1 {
+		t.Fatalf("launch %s, want one of revision 1", pending.LaunchID)
+	}
+	ctx := context.Background()
+	if _, err := r.c.StartRollout(ctx, "web", controller.RolloutRequest{Set: map[string]string{"env.VERSION": "2"}}, "ns.r.mgmt"); err != nil {
+		t.Fatal(err)
+	}
+	r.prov.mu.Lock()
+	r.prov.failLaunch = 0
+	r.prov.calls = nil
+	r.prov.mu.Unlock()
+	r.tick()
+	r.prov.mu.Lock()
+	defer r.prov.mu.Unlock()
+	var resent bool
+	for _, c := range r.prov.calls {
+		switch controller.RevisionOfLaunch(c.LaunchID) {
+		case 1:
+			resent = resent || c.LaunchID == pending.LaunchID
+			if c.SpecDigest != pending.SpecDigest {
+				t.Errorf("launch %s of revision 1 resent with digest %s, want revision 1's %s", c.LaunchID, c.SpecDigest, pending.SpecDigest)
+			}
+		case 2:
+			if c.SpecDigest == pending.SpecDigest {
+				t.Errorf("launch %s of revision 2 carries revision 1's digest", c.LaunchID)
+			}
+		}
+	}
+	if !resent {
+		t.Errorf("the pending launch %s was not resent (calls %+v)", pending.LaunchID, r.prov.calls)
+	}
+}

@@ -142,15 +142,32 @@ func (c *Controller) flushLaunches(ctx context.Context, j *job) error {
 			errs = append(errs, c.settle(ctx, j, l.LaunchID, LaunchDone, "instance records seen"))
 			continue
 		}
-		req, err := launchRequest(j.def, l)
+		// A launch runs the revision it was decided for, which its id
+		// names: one recorded before a rollout (or its rollback) and
+		// resent after it must not take the new revision's digest, or its
+		// workers would run one revision while counted as another.
+		rev, def, err := c.launchRevision(ctx, j, l.LaunchID)
+		if errors.Is(err, errRevisionGone) {
+			// Nothing can send it as decided; the engine decides afresh.
+			c.cfg.Log.Warn("launch dropped", "job", l.Job, "launch_id", l.LaunchID, "err", err)
+			errs = append(errs, c.settle(ctx, j, l.LaunchID, LaunchRefused, err.Error()))
+			continue
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("job %s: launch %s: %w", l.Job, l.LaunchID, err))
+			continue
+		}
+		req, err := launchRequest(def, l)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		// A rollout's revision is handed over before each launch of it: a
-		// provisioner restarted since holds only the plan's.
-		if j.rev.Who != WhoPlan && RevisionOfLaunch(l.LaunchID) == j.rev.Number {
-			if err := c.revise(ctx, j.rev); err != nil {
+		// A revision other than the plan's in force is handed over before
+		// each launch of it: the provisioner keeps what it is handed, but
+		// one that never got it (or a plan revision older than its jobs
+		// file) would refuse the launch for good.
+		if rev.Who != WhoPlan || rev.Number != j.rev.Number {
+			if err := c.revise(ctx, rev); err != nil {
 				errs = append(errs, fmt.Errorf("job %s: launch %s: %w", l.Job, l.LaunchID, err))
 				continue
 			}
@@ -174,6 +191,37 @@ func (c *Controller) flushLaunches(ctx context.Context, j *job) error {
 	}
 	return errors.Join(errs...)
 }
+
+// launchRevision is the revision launchID was made for and the job's
+// definition with its spec: the revision in force for an id that names it
+// or names none (an older controller's), else the stored one.
+func (c *Controller) launchRevision(ctx context.Context, j *job, launchID string) (Revision, Job, error) {
+	n := RevisionOfLaunch(launchID)
+	if n == 0 || n == j.rev.Number {
+		return j.rev, j.def, nil
+	}
+	revs, err := c.cfg.Store.Revisions(ctx, j.def.Name)
+	if err != nil {
+		return Revision{}, Job{}, err
+	}
+	for _, r := range revs {
+		if r.Number != n {
+			continue
+		}
+		spec, err := SpecOfRevision(r)
+		if err != nil {
+			return Revision{}, Job{}, err
+		}
+		def := j.def
+		def.Driver, def.Instance, def.Worker = spec.Driver, spec.Instance, spec.Worker
+		return r, def, nil
+	}
+	return Revision{}, Job{}, fmt.Errorf("revision %d: %w", n, errRevisionGone)
+}
+
+// errRevisionGone: a pending launch names a revision the store does not
+// hold (its store was replaced), so it cannot be sent as it was decided.
+var errRevisionGone = errors.New("the revision the launch was decided for is not stored")
 
 func (c *Controller) settle(ctx context.Context, j *job, launchID, state, note string) error {
 	if err := c.cfg.Store.SetLaunchState(ctx, launchID, state, note); err != nil {

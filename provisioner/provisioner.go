@@ -85,10 +85,10 @@ type Provisioner struct {
 
 	// digests of cfg.Jobs, computed once: every launch compares one.
 	digests map[string]string
-	// revised holds the revisions handed over by Revise, by job and
-	// digest, at most maxRevisions per job. They live in memory: the
-	// controller, which stores them, hands a revision over again before
-	// it launches workers of it, so a restarted provisioner learns it anew.
+	// revised caches the revisions handed over by Revise, by job and
+	// digest, at most maxRevisions per job. The Store keeps them all: a
+	// launch naming one the cache lacks (after a restart, or on a standby
+	// that took over) reads it from there.
 	revMu   sync.Mutex
 	revised map[string]map[string]revisedSpec
 
@@ -363,7 +363,7 @@ func (r LaunchRequest) Validate() error {
 
 // spec builds the driver's spec of req from the job's definition, refusing
 // an unknown job or a digest that is not the definition's.
-func (p *Provisioner) spec(req LaunchRequest) (json.RawMessage, error) {
+func (p *Provisioner) spec(ctx context.Context, req LaunchRequest) (json.RawMessage, error) {
 	js, ok := p.cfg.Jobs[req.Job]
 	if !ok {
 		known := slices.Sorted(maps.Keys(p.cfg.Jobs))
@@ -373,14 +373,15 @@ func (p *Provisioner) spec(req LaunchRequest) (json.RawMessage, error) {
 		return nil, fmt.Errorf("launch %s: %w: field \"job\": unknown job %q: the run's jobs are %s", req.LaunchID, ErrInvalid, req.Job, strings.Join(known, ", "))
 	}
 	if digest := p.digests[req.Job]; digest != req.SpecDigest {
-		p.revMu.Lock()
-		rs, ok := p.revised[req.Job][req.SpecDigest]
-		p.revMu.Unlock()
-		if !ok {
+		rs, err := p.revision(ctx, req.Job, req.SpecDigest)
+		if errors.Is(err, ErrNotFound) {
 			return nil, fmt.Errorf("launch %s: %w: field \"spec_digest\": job %s: spec digest %s is not the provisioner's %s nor a revision handed to it: the sender and the provisioner hold different definitions of the job (relaunch the plan so both read the same one)",
 				req.LaunchID, ErrInvalid, req.Job, req.SpecDigest, p.digests[req.Job])
 		}
-		js = rs.spec
+		if err != nil {
+			return nil, fmt.Errorf("launch %s: %w", req.LaunchID, err)
+		}
+		js = rs
 	}
 	var engine any
 	if req.Engine != nil {
@@ -403,7 +404,7 @@ func (p *Provisioner) Launch(ctx context.Context, req LaunchRequest) ([]Instance
 	if err := req.Validate(); err != nil {
 		return nil, fmt.Errorf("launch: %w: %w", ErrInvalid, err)
 	}
-	spec, err := p.spec(req)
+	spec, err := p.spec(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -828,8 +829,9 @@ func (p *Provisioner) act(ctx context.Context, a Action) error {
 	return nil
 }
 
-// maxRevisions bounds the revisions a provisioner keeps per job: a rollout
-// needs two (from and to), and a few more cover rollouts in a row.
+// maxRevisions bounds the revisions a provisioner caches per job: a rollout
+// needs two (from and to), and a few more cover rollouts in a row; older
+// ones are read from the Store when a launch names them.
 const maxRevisions = 8
 
 type revisedSpec struct {
@@ -843,7 +845,7 @@ type revisedSpec struct {
 // what a worker runs, not where. The spec passes the checks a plan's job
 // passes, and its digest must be b.Digest. Handing over a revision again
 // changes nothing.
-func (p *Provisioner) Revise(_ context.Context, b ReviseBody) error {
+func (p *Provisioner) Revise(ctx context.Context, b ReviseBody) error {
 	plan, ok := p.cfg.Jobs[b.Job]
 	if !ok {
 		return fmt.Errorf("revise: %w: field \"job\": unknown job %q", ErrInvalid, b.Job)
@@ -868,14 +870,69 @@ func (p *Provisioner) Revise(_ context.Context, b ReviseBody) error {
 		return fmt.Errorf("revise: %w: field \"digest\": job %s: %s is not the spec's digest %s", ErrInvalid, b.Job, b.Digest, digest)
 	}
 	p.revMu.Lock()
+	_, seen := p.revised[b.Job][digest]
+	p.revMu.Unlock()
+	if seen {
+		return nil
+	}
+	// The ledger first: a revision accepted is one a restarted provisioner
+	// still launches (the controller hands it over again only before
+	// launches of the revision in force, not before a resent launch of an
+	// older one).
+	raw, err := json.Marshal(b.Spec)
+	if err != nil {
+		return fmt.Errorf("revise: %w: field \"spec\": job %s: %w", ErrInvalid, b.Job, err)
+	}
+	if err := p.cfg.Store.PutRevision(ctx, Revision{Job: b.Job, Digest: digest, Spec: raw, Created: p.clock.Now().UTC()}); err != nil {
+		return fmt.Errorf("revise: job %s: %w", b.Job, err)
+	}
+	p.remember(b.Job, digest, b.Spec)
+	p.log.Info("job revision accepted", "job", b.Job, "digest", digest)
+	return nil
+}
+
+// revision returns the spec of job's revision digest, from the cache or
+// else the Store (caching it), or an error wrapping ErrNotFound.
+func (p *Provisioner) revision(ctx context.Context, job, digest string) (jobspec.Spec, error) {
+	p.revMu.Lock()
+	rs, ok := p.revised[job][digest]
+	p.revMu.Unlock()
+	if ok {
+		return rs.spec, nil
+	}
+	r, err := p.cfg.Store.Revision(ctx, job, digest)
+	if err != nil {
+		return jobspec.Spec{}, err
+	}
+	var spec jobspec.Spec
+	if err := json.Unmarshal(r.Spec, &spec); err != nil {
+		return jobspec.Spec{}, fmt.Errorf("revision %s of job %s: stored spec: %w", digest, job, err)
+	}
+	// What the ledger holds was checked when it was handed over; its
+	// digest is checked again so a damaged row never runs.
+	d, err := spec.Digest()
+	if err != nil {
+		return jobspec.Spec{}, fmt.Errorf("revision %s of job %s: stored spec: %w", digest, job, err)
+	}
+	if d != digest {
+		return jobspec.Spec{}, fmt.Errorf("revision %s of job %s: stored spec has digest %s", digest, job, d)
+	}
+	p.remember(job, digest, spec)
+	return spec, nil
+}
+
+// remember caches a revision, evicting the job's oldest beyond
+// maxRevisions.
+func (p *Provisioner) remember(job, digest string, spec jobspec.Spec) {
+	p.revMu.Lock()
 	defer p.revMu.Unlock()
-	revs := p.revised[b.Job]
+	revs := p.revised[job]
 	if revs == nil {
 		revs = map[string]revisedSpec{}
-		p.revised[b.Job] = revs
+		p.revised[job] = revs
 	}
 	if _, seen := revs[digest]; seen {
-		return nil
+		return
 	}
 	var seq uint64
 	oldest, oldestSeq := "", ^uint64(0)
@@ -888,9 +945,7 @@ func (p *Provisioner) Revise(_ context.Context, b ReviseBody) error {
 	if len(revs) >= maxRevisions {
 		delete(revs, oldest)
 	}
-	revs[digest] = revisedSpec{spec: b.Spec, seq: seq + 1}
-	p.log.Info("job revision accepted", "job", b.Job, "digest", digest)
-	return nil
+	revs[digest] = revisedSpec{spec: spec, seq: seq + 1}
 }
 
 func orEmpty(m map[string]any) map[string]any {

@@ -668,3 +668,39 @@ func TestReviseLetsLaunchesNameARevision(t *testing.T) {
 		t.Errorf("driver got %q, want %q", got, want)
 	}
 }
+
+// A revision handed over before a restart is still launched after it,
+// without being handed over again: the ledger keeps it. A controller
+// resends a pending launch of the revision it came from without handing
+// that one over first, so memory alone would refuse it.
+func TestRevisionSurvivesRestart(t *testing.T) {
+	var mu sync.Mutex
+	var got []string
+	h := newHarness(t, func(c *provisioner.Config) {
+		c.Jobs = map[string]jobspec.Spec{"web": {Driver: "local", Worker: map[string]any{"command": []any{"/bin/worker"}}}}
+	})
+	h.drv.BeforeLaunch = func(_ context.Context, spec provisioner.InstanceSpec) error {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, string(spec.Spec))
+		return nil
+	}
+	h.start()
+	ctx := context.Background()
+	v2 := jobspec.Spec{Driver: "local", Worker: map[string]any{"command": []any{"/bin/worker"}, "env": map[string]any{"VERSION": "2"}}}
+	d2 := provisionertest.Digest(v2)
+	if err := h.p.Revise(ctx, provisioner.ReviseBody{Job: "web", Digest: d2, Spec: v2}); err != nil {
+		t.Fatal(err)
+	}
+	h.restart()
+	if _, err := h.p.Launch(ctx, provisioner.LaunchRequest{LaunchID: "L2", Job: "web", Count: 1, SpecDigest: d2}); err != nil {
+		t.Fatalf("launch of a revision handed over before the restart: %v", err)
+	}
+	h.idle()
+	mu.Lock()
+	defer mu.Unlock()
+	want := `{"driver":"local","worker":{"command":["/bin/worker"],"env":{"VERSION":"2"}}}`
+	if len(got) != 1 || got[0] != want {
+		t.Errorf("driver got %q, want [%s]", got, want)
+	}
+}

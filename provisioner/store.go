@@ -2,6 +2,8 @@ package provisioner
 
 import (
 	"context"
+	"encoding/json"
+	"time"
 
 	"nightshift"
 )
@@ -27,6 +29,23 @@ type Store interface {
 	// Disabled reports the flag terminate_all sets and enable clears.
 	Disabled(ctx context.Context) (bool, error)
 	SetDisabled(ctx context.Context, disabled bool) error
+	// PutRevision records a revision of a job's worker spec handed over by
+	// Revise; one already recorded (same job and digest) is left as it
+	// is. Kept durably so a provisioner restarted mid-rollout, or a
+	// standby replica taking over, still launches it.
+	PutRevision(ctx context.Context, r Revision) error
+	// Revision returns the recorded revision of job with digest, or an
+	// error wrapping ErrNotFound.
+	Revision(ctx context.Context, job, digest string) (Revision, error)
+}
+
+// Revision is a revision of a job's worker spec as the provisioner's
+// ledger keeps it: Spec is the jobspec.Spec as JSON, Digest its digest.
+type Revision struct {
+	Job     string          `json:"job"`
+	Digest  string          `json:"digest"`
+	Spec    json.RawMessage `json:"spec"`
+	Created time.Time       `json:"created"`
 }
 
 // Filter selects instance records; zero fields match everything.

@@ -76,6 +76,7 @@ func TestContract(t *testing.T) {
 				{"ConcurrentWritersOneWins", testConcurrentWritersOneWins},
 				{"FiltersAndDisabledFlag", testFiltersAndDisabledFlag},
 				{"DNSNameIsKeptThroughTransitions", testDNSNameIsKept},
+				{"RevisionsAreKept", testRevisionsAreKept},
 			} {
 				t.Run(c.name, func(t *testing.T) {
 					if b.name == "postgres" {
@@ -342,5 +343,36 @@ func testDNSNameIsKept(t *testing.T, s provisioner.Store, _ execFunc) {
 	}
 	if got[0].DNSName != a.DNSName || got[0].Address != "10.0.0.1" || got[0].DNSAddress != "10.0.0.9" || got[1].DNSName != "" {
 		t.Errorf("dns names %q, %q; want %q and none", got[0].DNSName, got[1].DNSName, a.DNSName)
+	}
+}
+
+// testRevisionsAreKept: a revision handed over is found by job and digest,
+// recording it again changes nothing (the first spec and time stay), and an
+// unknown one is ErrNotFound, so a restarted provisioner launches exactly
+// what it was handed.
+func testRevisionsAreKept(t *testing.T, s provisioner.Store, _ execFunc) {
+	ctx := context.Background()
+	now := time.Unix(1700000000, 0).UTC()
+	r := provisioner.Revision{Job: "web", Digest: "sha256:" + strings.Repeat("a", 64), Spec: []byte(`{"driver":"local","worker":{"env":{"VERSION":"2"}}}`), Created: now}
+	if _, err := s.Revision(ctx, r.Job, r.Digest); !errors.Is(err, provisioner.ErrNotFound) {
+		t.Fatalf("Revision before PutRevision: %v, want ErrNotFound", err)
+	}
+	if err := s.PutRevision(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	again := r
+	again.Spec, again.Created = []byte(`{"driver":"local"}`), now.Add(time.Hour)
+	if err := s.PutRevision(ctx, again); err != nil {
+		t.Fatalf("PutRevision again: %v, want nil (idempotent)", err)
+	}
+	got, err := s.Revision(ctx, r.Job, r.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got.Spec) != string(r.Spec) || !got.Created.Equal(now) || got.Job != "web" || got.Digest != r.Digest {
+		t.Errorf("Revision = %+v (spec %s), want the first one recorded", got, got.Spec)
+	}
+	if _, err := s.Revision(ctx, "db", r.Digest); !errors.Is(err, provisioner.ErrNotFound) {
+		t.Errorf("Revision of another job: %v, want ErrNotFound", err)
 	}
 }

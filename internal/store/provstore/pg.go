@@ -204,3 +204,32 @@ func (s *PG) SetDisabled(ctx context.Context, disabled bool) error {
 	}
 	return nil
 }
+
+// PutRevision implements provisioner.Store.
+func (s *PG) PutRevision(ctx context.Context, r provisioner.Revision) error {
+	err := s.db.Write(ctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO revisions(job, digest, spec, created) VALUES($1,$2,$3,$4)
+			ON CONFLICT (job, digest) DO NOTHING`, r.Job, r.Digest, []byte(r.Spec), nanos(r.Created))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("put revision %s of job %s: %w", r.Digest, r.Job, err)
+	}
+	return nil
+}
+
+// Revision implements provisioner.Store.
+func (s *PG) Revision(ctx context.Context, job, digest string) (provisioner.Revision, error) {
+	r := provisioner.Revision{Job: job, Digest: digest}
+	var spec []byte
+	var created int64
+	err := s.db.Pool.QueryRow(ctx, `SELECT spec, created FROM revisions WHERE job = $1 AND digest = $2`, job, digest).Scan(&spec, &created)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return r, fmt.Errorf("revision %s of job %s: %w", digest, job, provisioner.ErrNotFound)
+	}
+	if err != nil {
+		return r, fmt.Errorf("revision %s of job %s: %w", digest, job, err)
+	}
+	r.Spec, r.Created = spec, fromNanos(created)
+	return r, nil
+}

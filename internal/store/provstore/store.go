@@ -316,3 +316,29 @@ func (s *Store) SetDisabled(ctx context.Context, disabled bool) error {
 // Commands is the ledger of signed commands by id (migration 0002), kept
 // in this database so a restart remembers what was handled.
 func (s *Store) Commands() cmdledger.Ledger { return cmdledger.SQL{DB: s.db} }
+
+// PutRevision implements provisioner.Store.
+func (s *Store) PutRevision(ctx context.Context, r provisioner.Revision) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO revisions(job, digest, spec, created) VALUES(?,?,?,?)
+		ON CONFLICT(job, digest) DO NOTHING`, r.Job, r.Digest, []byte(r.Spec), nanos(r.Created))
+	if err != nil {
+		return fmt.Errorf("put revision %s of job %s: %w", r.Digest, r.Job, err)
+	}
+	return nil
+}
+
+// Revision implements provisioner.Store.
+func (s *Store) Revision(ctx context.Context, job, digest string) (provisioner.Revision, error) {
+	r := provisioner.Revision{Job: job, Digest: digest}
+	var spec []byte
+	var created int64
+	err := s.db.QueryRowContext(ctx, `SELECT spec, created FROM revisions WHERE job = ? AND digest = ?`, job, digest).Scan(&spec, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return r, fmt.Errorf("revision %s of job %s: %w", digest, job, provisioner.ErrNotFound)
+	}
+	if err != nil {
+		return r, fmt.Errorf("revision %s of job %s: %w", digest, job, err)
+	}
+	r.Spec, r.Created = spec, fromNanos(created)
+	return r, nil
+}
