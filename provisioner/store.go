@@ -26,6 +26,14 @@ type Store interface {
 	// the stored state is still prev; otherwise it returns an error wrapping
 	// ErrConflict.
 	UpdateInstance(ctx context.Context, inst Instance, prev nightshift.InstanceState) error
+	// UpdateInstances stores many updates in one transaction (a group
+	// commit: one commit for a burst of transitions instead of one each),
+	// in order, each exactly as UpdateInstance would. An update whose
+	// stored state is no longer its Prev is skipped and reported in its
+	// slot of conflicts (an error wrapping ErrConflict); the others are
+	// written. conflicts has one slot per update, nil when written. Any
+	// other failure writes nothing and is returned as err.
+	UpdateInstances(ctx context.Context, ups []Update) (conflicts []error, err error)
 	// Disabled reports the flag terminate_all sets and enable clears.
 	Disabled(ctx context.Context) (bool, error)
 	SetDisabled(ctx context.Context, disabled bool) error
@@ -46,6 +54,13 @@ type Revision struct {
 	Digest  string          `json:"digest"`
 	Spec    json.RawMessage `json:"spec"`
 	Created time.Time       `json:"created"`
+}
+
+// Update is one compare-and-set write of UpdateInstances: Instance, whose
+// last History entry is new, replaces the record if it is still in Prev.
+type Update struct {
+	Instance Instance
+	Prev     nightshift.InstanceState
 }
 
 // Filter selects instance records; zero fields match everything.

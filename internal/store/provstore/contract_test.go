@@ -77,6 +77,7 @@ func TestContract(t *testing.T) {
 				{"FiltersAndDisabledFlag", testFiltersAndDisabledFlag},
 				{"DNSNameIsKeptThroughTransitions", testDNSNameIsKept},
 				{"RevisionsAreKept", testRevisionsAreKept},
+				{"UpdatesAreGroupCommitted", testUpdatesAreGroupCommitted},
 			} {
 				t.Run(c.name, func(t *testing.T) {
 					if b.name == "postgres" {
@@ -149,6 +150,87 @@ func testConcurrentWritersOneWins(t *testing.T, s provisioner.Store, _ execFunc)
 	got, _ := s.Instance(ctx, cur.ID)
 	if n != 1 || len(got.History) != 2 {
 		t.Errorf("%d writers won, history %+v; want 1 and 2 entries", n, got.History)
+	}
+}
+
+// testUpdatesAreGroupCommitted: UpdateInstances writes a burst of
+// transitions as UpdateInstance would one at a time, skipping and
+// reporting the stale ones in their slots; two moves of one instance in
+// one burst both land, in order; a bad update writes nothing at all.
+func testUpdatesAreGroupCommitted(t *testing.T, s provisioner.Store, _ execFunc) {
+	ctx := context.Background()
+	now := time.Unix(1700000000, 0).UTC()
+	const n = 300
+	insts := make([]provisioner.Instance, n)
+	for i := range insts {
+		insts[i] = requested(fmt.Sprintf("i%03d", i), "L1", i, now)
+	}
+	if _, _, err := s.CreateLaunch(ctx, provisioner.Launch{LaunchID: "L1", Job: "web", Count: n, Created: now}, insts); err != nil {
+		t.Fatal(err)
+	}
+	at := now.Add(time.Second)
+	var ups []provisioner.Update
+	for i, in := range insts {
+		next, _ := provisioner.Apply(in, nightshift.StatePending, "launching", at)
+		prev := nightshift.StateRequested
+		if i%100 == 7 {
+			prev = nightshift.StateRunning // stale: must be refused
+		}
+		ups = append(ups, provisioner.Update{Instance: next, Prev: prev})
+	}
+	conflicts, err := s.UpdateInstances(ctx, ups)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two moves of one instance in one burst.
+	run, _ := provisioner.Apply(ups[0].Instance, nightshift.StateRunning, "launched", at)
+	run.Host = "h0"
+	term, _ := provisioner.Apply(run, nightshift.StateTerminating, "terminate requested", at)
+	twice, err := s.UpdateInstances(ctx, []provisioner.Update{{Instance: run, Prev: nightshift.StatePending}, {Instance: term, Prev: nightshift.StateRunning}})
+	if err != nil || twice[0] != nil || twice[1] != nil {
+		t.Fatalf("two moves of one instance: %v %v", twice, err)
+	}
+	if len(conflicts) != len(ups) {
+		t.Fatalf("%d conflict slots for %d updates", len(conflicts), len(ups))
+	}
+	for k, u := range ups {
+		stale := u.Prev == nightshift.StateRunning
+		if stale != errors.Is(conflicts[k], provisioner.ErrConflict) || (!stale && conflicts[k] != nil) {
+			t.Errorf("update %d (%s from %s): conflict = %v", k, u.Instance.ID, u.Prev, conflicts[k])
+		}
+	}
+	all, err := s.Instances(ctx, provisioner.Filter{LaunchID: "L1"})
+	if err != nil || len(all) != n {
+		t.Fatalf("%d records, %v", len(all), err)
+	}
+	for i, got := range all {
+		want := "requested,pending"
+		switch {
+		case i == 0:
+			want = "requested,pending,running,terminating"
+		case i%100 == 7:
+			want = "requested"
+		}
+		var hs []string
+		for _, h := range got.History {
+			hs = append(hs, string(h.State))
+		}
+		if strings.Join(hs, ",") != want || string(got.State) != hs[len(hs)-1] {
+			t.Errorf("%s: state %s history %v, want %s", got.ID, got.State, hs, want)
+		}
+	}
+	if all[0].Host != "h0" {
+		t.Errorf("host of the instance moved twice = %q", all[0].Host)
+	}
+	// A bad update in a burst writes nothing, not even the good ones.
+	good, _ := provisioner.Apply(all[1], nightshift.StateRunning, "launched", at)
+	bad := all[2]
+	bad.History = nil
+	if _, err := s.UpdateInstances(ctx, []provisioner.Update{{Instance: good, Prev: nightshift.StatePending}, {Instance: bad, Prev: bad.State}}); err == nil {
+		t.Fatal("an update without a history entry was accepted")
+	}
+	if got, _ := s.Instance(ctx, all[1].ID); got.State != nightshift.StatePending {
+		t.Errorf("failed burst wrote %s: %s", got.ID, got.State)
 	}
 }
 

@@ -148,35 +148,91 @@ func (s *PG) list(ctx context.Context, q string, args ...any) ([]provisioner.Ins
 	return foldInstances(rows)
 }
 
-// UpdateInstance implements provisioner.Store. The compare-and-set UPDATE
-// locks the instance's row, so the history sequence read after it is this
-// writer's alone until commit.
+// UpdateInstance implements provisioner.Store.
 func (s *PG) UpdateInstance(ctx context.Context, in provisioner.Instance, prev nightshift.InstanceState) error {
-	if len(in.History) == 0 {
-		return fmt.Errorf("update instance %s: no history entry to append", in.ID)
+	conflicts, err := s.UpdateInstances(ctx, []provisioner.Update{{Instance: in, Prev: prev}})
+	if err != nil {
+		return err
 	}
-	h := in.History[len(in.History)-1]
+	return conflicts[0]
+}
+
+// pgUpdate is one compare-and-set with its history entry in one statement:
+// the UPDATE locks the instance's row, so the history sequence read with it
+// is this writer's alone until commit, and the history row is written only
+// when the UPDATE matched. A writer that waited for the row lock finds the
+// state moved on (every transition changes it) and matches nothing.
+const pgUpdate = `WITH u AS (
+		UPDATE instances SET host=$1, address=$2, pid=$3, state=$4, reason=$5, live=$6, updated=$7, dns_address=$10
+		WHERE id = $8 AND state = $9 RETURNING id)
+	INSERT INTO history(instance_id, seq, state, reason, time)
+	SELECT u.id, COALESCE((SELECT MAX(seq) FROM history WHERE instance_id = u.id), 0) + 1, $11, $12, $13 FROM u`
+
+// UpdateInstances implements provisioner.Store: one transaction whose
+// statements go out as one pipelined batch, so a burst of transitions
+// costs one round trip and one commit.
+func (s *PG) UpdateInstances(ctx context.Context, ups []provisioner.Update) ([]error, error) {
+	conflicts := make([]error, len(ups))
+	if len(ups) == 0 {
+		return conflicts, nil
+	}
+	for _, u := range ups {
+		if len(u.Instance.History) == 0 {
+			return nil, fmt.Errorf("update instance %s: no history entry to append", u.Instance.ID)
+		}
+	}
+	// Updates of one instance in one batch must see each other's history
+	// rows, which one statement's snapshot would not: such a batch is
+	// written one statement at a time.
+	seen := make(map[string]bool, len(ups))
+	pipelined := true
+	for _, u := range ups {
+		if seen[u.Instance.ID] {
+			pipelined = false
+			break
+		}
+		seen[u.Instance.ID] = true
+	}
+	args := func(u provisioner.Update) []any {
+		in, h := u.Instance, u.Instance.History[len(u.Instance.History)-1]
+		return []any{in.Host, in.Address, in.PID, string(in.State), in.Reason, in.State.Live(), nanos(in.Updated), in.ID, string(u.Prev),
+			in.DNSAddress, string(h.State), h.Reason, nanos(h.Time)}
+	}
 	err := s.db.Write(ctx, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `UPDATE instances SET host=$1, address=$2, pid=$3, state=$4, reason=$5, live=$6, updated=$7, dns_address=$10
-			WHERE id = $8 AND state = $9`, in.Host, in.Address, in.PID, string(in.State), in.Reason, in.State.Live(), nanos(in.Updated), in.ID, string(prev),
-			in.DNSAddress)
-		if err != nil {
-			return err
+		clear(conflicts)
+		if !pipelined {
+			for k, u := range ups {
+				tag, err := tx.Exec(ctx, pgUpdate, args(u)...)
+				if err != nil {
+					return fmt.Errorf("instance %s: %w", u.Instance.ID, err)
+				}
+				if tag.RowsAffected() == 0 {
+					conflicts[k] = fmt.Errorf("update instance %s from %s: %w", u.Instance.ID, u.Prev, provisioner.ErrConflict)
+				}
+			}
+			return nil
 		}
-		if tag.RowsAffected() == 0 {
-			return fmt.Errorf("from %s: %w", prev, provisioner.ErrConflict)
+		var b pgx.Batch
+		for _, u := range ups {
+			b.Queue(pgUpdate, args(u)...)
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO history(instance_id, seq, state, reason, time)
-			SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4 FROM history WHERE instance_id = $1`,
-			in.ID, string(h.State), h.Reason, nanos(h.Time)); err != nil {
-			return fmt.Errorf("history: %w", err)
+		br := tx.SendBatch(ctx, &b)
+		for k, u := range ups {
+			tag, err := br.Exec()
+			if err != nil {
+				br.Close()
+				return fmt.Errorf("instance %s: %w", u.Instance.ID, err)
+			}
+			if tag.RowsAffected() == 0 {
+				conflicts[k] = fmt.Errorf("update instance %s from %s: %w", u.Instance.ID, u.Prev, provisioner.ErrConflict)
+			}
 		}
-		return nil
+		return br.Close()
 	})
 	if err != nil {
-		return fmt.Errorf("update instance %s: %w", in.ID, err)
+		return nil, fmt.Errorf("update %d instances: %w", len(ups), err)
 	}
-	return nil
+	return conflicts, nil
 }
 
 // Disabled implements provisioner.Store.

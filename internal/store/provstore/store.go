@@ -262,30 +262,50 @@ func foldInstances(rows rowSource) ([]provisioner.Instance, error) {
 
 // UpdateInstance implements provisioner.Store.
 func (s *Store) UpdateInstance(ctx context.Context, in provisioner.Instance, prev nightshift.InstanceState) error {
-	if len(in.History) == 0 {
-		return fmt.Errorf("update instance %s: no history entry to append", in.ID)
+	conflicts, err := s.UpdateInstances(ctx, []provisioner.Update{{Instance: in, Prev: prev}})
+	if err != nil {
+		return err
 	}
-	h := in.History[len(in.History)-1]
+	return conflicts[0]
+}
+
+// UpdateInstances implements provisioner.Store: one immediate transaction,
+// so a burst of transitions costs one commit.
+func (s *Store) UpdateInstances(ctx context.Context, ups []provisioner.Update) ([]error, error) {
+	conflicts := make([]error, len(ups))
+	if len(ups) == 0 {
+		return conflicts, nil
+	}
+	for _, u := range ups {
+		if len(u.Instance.History) == 0 {
+			return nil, fmt.Errorf("update instance %s: no history entry to append", u.Instance.ID)
+		}
+	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("update instance %s: %w", in.ID, err)
+		return nil, fmt.Errorf("update %d instances: %w", len(ups), err)
 	}
 	defer tx.Rollback()
-	res, err := tx.StmtContext(ctx, s.updateInstance).ExecContext(ctx, in.Host, in.Address, in.PID, string(in.State), in.Reason, boolInt(in.State.Live()),
-		nanos(in.Updated), in.DNSAddress, in.ID, string(prev))
-	if err != nil {
-		return fmt.Errorf("update instance %s: %w", in.ID, err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("update instance %s from %s: %w", in.ID, prev, provisioner.ErrConflict)
-	}
-	if _, err := tx.StmtContext(ctx, s.appendHistory).ExecContext(ctx, in.ID, string(h.State), h.Reason, nanos(h.Time), in.ID); err != nil {
-		return fmt.Errorf("update instance %s: history: %w", in.ID, err)
+	upd, hist := tx.StmtContext(ctx, s.updateInstance), tx.StmtContext(ctx, s.appendHistory)
+	for k, u := range ups {
+		in, h := u.Instance, u.Instance.History[len(u.Instance.History)-1]
+		res, err := upd.ExecContext(ctx, in.Host, in.Address, in.PID, string(in.State), in.Reason, boolInt(in.State.Live()),
+			nanos(in.Updated), in.DNSAddress, in.ID, string(u.Prev))
+		if err != nil {
+			return nil, fmt.Errorf("update instance %s: %w", in.ID, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			conflicts[k] = fmt.Errorf("update instance %s from %s: %w", in.ID, u.Prev, provisioner.ErrConflict)
+			continue
+		}
+		if _, err := hist.ExecContext(ctx, in.ID, string(h.State), h.Reason, nanos(h.Time), in.ID); err != nil {
+			return nil, fmt.Errorf("update instance %s: history: %w", in.ID, err)
+		}
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("update instance %s: commit: %w", in.ID, err)
+		return nil, fmt.Errorf("update %d instances: commit: %w", len(ups), err)
 	}
-	return nil
+	return conflicts, nil
 }
 
 const keyDisabled = "disabled"
