@@ -4,12 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
+
 	"nightshift"
 	"nightshift/controller/ctlbus"
+	"nightshift/internal/amqpbus"
 	"nightshift/internal/envelope"
+	"nightshift/internal/testsupport/amqptest"
 	"nightshift/sitter"
 )
 
@@ -74,4 +80,163 @@ func heartbeatMessage(t testing.TB, hb sitter.Heartbeat) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// BenchmarkIngestHeartbeats measures the controller's heartbeat path over
+// the real broker at 10,000 workers: one op is a round of one heartbeat per
+// worker, published raw to the run's events exchange, until the controller
+// has ingested the last of them (a beat of a one-worker job sent after the
+// round, read back with Status: the subscription queue is FIFO). The
+// controller ticks every second meanwhile, as it does in a run. batch=1 is
+// the path before batching (a lock and an ack per beat, 32 unacked);
+// batch=512 is ctlbus's default.
+func BenchmarkIngestHeartbeats(b *testing.B) {
+	const n = 10000
+	for _, batch := range []int{1, amqpbus.DefaultBatch} {
+		b.Run(fmt.Sprintf("instances=%d/batch=%d", n, batch), func(b *testing.B) {
+			bus, run := dialTestBus(b)
+			probe := mustJob(b, "probe", map[string]any{
+				"engine": "npreserving", "policy": map[string]any{"n": 1, "deployable": "worker"},
+				"worker": map[string]any{"command": []any{"/bin/worker"}},
+			})
+			r := newRig(b, npJob(b, n), probe)
+			ids := r.prov.seed("web", n, nightshift.StateRunning, t0.Add(-time.Hour))
+			probeID := r.prov.seed("probe", 1, nightshift.StateRunning, t0.Add(-time.Hour))[0]
+			r.restart()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			srv := &ctlbus.Server{Bus: bus, Controller: r.c, Clock: r.clock, Ledger: r.store.Commands(), HeartbeatBatch: batch,
+				Signer: &envelope.Signer{Secret: []byte(strings.Repeat("k", 32)), Now: r.clock.Now}}
+			served := make(chan error, 1)
+			go func() { served <- srv.Serve(ctx) }()
+			go func() {
+				t := time.NewTicker(time.Second)
+				defer t.Stop()
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case <-t.C:
+						r.c.Tick(ctx)
+					}
+				}
+			}()
+			pub := newRawPublisher(b, run)
+			beat := func(job, id string, busy bool) []byte {
+				w := sitter.WorkIdle
+				if busy {
+					w = sitter.WorkBusy
+				}
+				return heartbeatMessage(b, sitter.Heartbeat{InstanceID: id, Job: job, Host: "h", Time: t0,
+					Tasks: []sitter.TaskStatus{{Name: "work", State: sitter.StateRunning, Work: w}}})
+			}
+			msgs := make([][]byte, n)
+			for i, id := range ids {
+				msgs[i] = beat("web", id, true)
+			}
+			marks := [2][]byte{beat("probe", probeID, false), beat("probe", probeID, true)}
+			// heard waits until the probe worker's last beat said busy.
+			heard := func(busy bool, resend bool) {
+				for {
+					if resend {
+						pub.send(ctlbus.HeartbeatKey("probe", probeID), marks[boolIndex(busy)])
+					}
+					st, err := r.c.Status("probe")
+					if err != nil {
+						b.Fatal(err)
+					}
+					if w := st[0].Workers; len(w) == 1 && w[0].HeartbeatAgeS != nil && w[0].Busy == busy {
+						return
+					}
+					time.Sleep(2 * time.Millisecond)
+					select {
+					case err := <-served:
+						b.Fatalf("serve: %v", err)
+					default:
+					}
+				}
+			}
+			// The subscription is bound once a beat gets through.
+			heard(true, true)
+			busy := true
+			cpu0 := processCPU(b)
+			b.ResetTimer()
+			for b.Loop() {
+				busy = !busy
+				for i, id := range ids {
+					pub.send(ctlbus.HeartbeatKey("web", id), msgs[i])
+				}
+				pub.send(ctlbus.HeartbeatKey("probe", probeID), marks[boolIndex(busy)])
+				heard(busy, false)
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "heartbeats/s")
+			// CPU of the whole test process (the raw publisher's share is
+			// the same in both modes): robust where wall time is not on a
+			// shared machine.
+			b.ReportMetric(float64((processCPU(b)-cpu0).Nanoseconds())/float64(b.N*n), "cpu-ns/heartbeat")
+			st, err := r.c.Status("web")
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, w := range st[0].Workers {
+				if w.HeartbeatAgeS == nil || !w.Busy {
+					b.Fatalf("worker %s not heard: %+v", w.ID, w)
+				}
+			}
+			cancel()
+			bus.Close()
+			<-served
+		})
+	}
+}
+
+func boolIndex(v bool) int {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+// rawPublisher publishes events without confirms, as fast as the broker
+// takes them, with the connection's user as user_id (as a Bus does).
+type rawPublisher struct {
+	t        testing.TB
+	ch       *amqp.Channel
+	exchange string
+	user     string
+}
+
+func newRawPublisher(t testing.TB, run string) *rawPublisher {
+	uri, err := amqp.ParseURI(amqptest.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := amqp.Dial(amqptest.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &rawPublisher{t: t, ch: ch, exchange: amqpbus.EventsExchange(run), user: uri.Username}
+}
+
+func (p *rawPublisher) send(key string, body []byte) {
+	err := p.ch.PublishWithContext(context.Background(), p.exchange, key, false, false,
+		amqp.Publishing{UserId: p.user, ContentType: "application/json", Body: body})
+	if err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// processCPU is the user and system CPU time this process has used.
+func processCPU(t testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -21,7 +21,7 @@ import (
 
 // dialTestBus connects to the shared broker under a unique run, or skips
 // (fails under NIGHTSHIFT_TEST_STRICT=1) when it is not there.
-func dialTestBus(t *testing.T) (*amqpbus.Bus, string) {
+func dialTestBus(t testing.TB) (*amqpbus.Bus, string) {
 	t.Helper()
 	amqptest.NeedBroker(t)
 	run := amqptest.UniqueName(t, "ctlbus-")

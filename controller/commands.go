@@ -43,6 +43,29 @@ func (c *Controller) IngestHeartbeat(hb sitter.Heartbeat) {
 	}
 }
 
+// IngestHeartbeats records heartbeats that arrived together, as
+// IngestHeartbeat does each, under one lock and with one arrival time:
+// taking the lock per beat at 10,000 beats a second contends with every
+// round's snapshot. Each job whose view changed is woken once.
+func (c *Controller) IngestHeartbeats(hbs []sitter.Heartbeat) {
+	if len(hbs) == 0 {
+		return
+	}
+	var changed []*job
+	now := c.cfg.Clock.Now()
+	c.mu.Lock()
+	for _, hb := range hbs {
+		j, ok := c.jobs[hb.Job]
+		if ok && j.pool.Heartbeat(hb, now) && !slices.Contains(changed, j) {
+			changed = append(changed, j)
+		}
+	}
+	c.mu.Unlock()
+	for _, j := range changed {
+		j.poke()
+	}
+}
+
 // Reconfigure applies a partial policy update to a job through its
 // engine's Reconfigure and records who asked. A bad value is refused with
 // the engine's error and the old configuration stays in force.

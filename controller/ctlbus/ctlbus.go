@@ -23,6 +23,7 @@ import (
 	"nightshift/internal/cmdledger"
 	"nightshift/internal/envelope"
 	"nightshift/provisioner"
+	"nightshift/sitter"
 )
 
 // Server connects a Controller to the bus: it serves the controller's
@@ -37,6 +38,9 @@ type Server struct {
 	Ledger cmdledger.Ledger
 	Log    *slog.Logger
 	Clock  clockwork.Clock
+	// HeartbeatBatch is the most heartbeats ingested at once (0:
+	// amqpbus.DefaultBatch).
+	HeartbeatBatch int
 
 	guard *cmdledger.Guard
 }
@@ -64,18 +68,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	})
 	if len(hbKeys) > 0 {
 		g.Go(func() error {
-			return s.Bus.Subscribe(ctx, hbKeys, func(ctx context.Context, d amqpbus.Delivery) error {
-				hb, err := DecodeHeartbeat(reg, d.Body)
-				if err != nil {
-					s.Log.Warn("malformed heartbeat dropped", "routing_key", d.RoutingKey, "err", err)
-					return fmt.Errorf("%w: %w", amqpbus.ErrReject, err)
-				}
-				if err := s.heartbeatOrigin(d, hb.Job, hb.InstanceID); err != nil {
-					s.Log.Warn("forged heartbeat dropped", "instance", hb.InstanceID, "err", err)
-					return err
-				}
-				s.Controller.IngestHeartbeat(hb)
-				return nil
+			return s.Bus.SubscribeBatch(ctx, hbKeys, s.HeartbeatBatch, func(ctx context.Context, ds []amqpbus.Delivery) []error {
+				return s.heartbeats(reg, ds)
 			})
 		})
 		g.Go(func() error {
@@ -100,17 +94,62 @@ func (s *Server) Serve(ctx context.Context) error {
 	return g.Wait()
 }
 
+// Heartbeats checks and ingests a batch of heartbeat deliveries, as Serve
+// does with what its heartbeat subscription hands it, and returns what
+// amqpbus.BatchHandler returns. The batch goes in under one lock of the
+// controller (Controller.IngestHeartbeats): at 10,000 workers beating
+// every second, taking it per beat and acking each beat on its own left
+// the consumer seconds behind, and late beats made healthy workers
+// missing. Each beat is still checked against its own publisher; a
+// malformed or forged one is refused alone and the rest of its batch goes
+// in.
+func (s *Server) Heartbeats(ds []amqpbus.Delivery) []error {
+	return s.heartbeats(Messages(), ds)
+}
+
+func (s *Server) heartbeats(reg *envelope.Registry, ds []amqpbus.Delivery) []error {
+	log := s.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	var errs []error
+	hbs := make([]sitter.Heartbeat, 0, len(ds))
+	refuse := func(i int, err error) {
+		if errs == nil {
+			errs = make([]error, len(ds))
+		}
+		errs[i] = err
+	}
+	for i, d := range ds {
+		hb, err := DecodeHeartbeat(reg, d.Body)
+		if err != nil {
+			log.Warn("malformed heartbeat dropped", "routing_key", d.RoutingKey, "err", err)
+			refuse(i, fmt.Errorf("%w: %w", amqpbus.ErrReject, err))
+			continue
+		}
+		if err := s.heartbeatOrigin(d, hb.Job, hb.InstanceID); err != nil {
+			log.Warn("forged heartbeat dropped", "instance", hb.InstanceID, "err", err)
+			refuse(i, err)
+			continue
+		}
+		hbs = append(hbs, hb)
+	}
+	s.Controller.IngestHeartbeats(hbs)
+	return errs
+}
+
 // heartbeatOrigin accepts a heartbeat from the instance's own user, or,
 // for a job this controller holds as simulated, from the run's simulator
 // (busid.Origin.SimHeartbeat), whose broker permissions allow only those
 // jobs' routing keys.
 func (s *Server) heartbeatOrigin(d amqpbus.Delivery, job, instanceID string) error {
 	o := busid.For(s.Bus)
-	err := o.Heartbeat(TypeHeartbeat, d.UserID, instanceID)
-	if err != nil && s.Controller.Simulated(job) && d.UserID == busid.SimulatorUser(o.Run) {
+	// The simulator's beats are all its run's beats at size: judge them by
+	// its rule first rather than build the refusal of the worker rule.
+	if s.Controller.Simulated(job) && d.UserID == busid.SimulatorUser(o.Run) {
 		return o.SimHeartbeat(TypeHeartbeat, d.UserID, d.RoutingKey, job, instanceID)
 	}
-	return err
+	return o.Heartbeat(TypeHeartbeat, d.UserID, instanceID)
 }
 
 func (s *Server) command(ctx context.Context, reg *envelope.Registry, d amqpbus.Delivery) error {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
@@ -106,6 +107,49 @@ func (b *Bus) SubscribeDurable(ctx context.Context, queue string, bindingKeys []
 	}, h)
 }
 
+// BatchHandler processes deliveries that arrived together, in delivery
+// order. It returns nil when every one is done, or one error per delivery
+// with Handler's meaning (nil acks, ErrReject dead-letters, others requeue).
+// ds is reused for the next batch: keep none of it after returning.
+type BatchHandler func(ctx context.Context, ds []Delivery) []error
+
+// DefaultBatch is SubscribeBatch's batch size when it is given none.
+const DefaultBatch = 512
+
+// SubscribeBatch is Subscribe for a high-rate stream of small transient
+// events, such as heartbeats: at 10,000 a second, settling each one on its
+// own (an ack frame each, a window of Config.Prefetch) leaves one consumer
+// behind the stream. It hands h what has already arrived, up to most
+// deliveries (DefaultBatch when most <= 0), without waiting to fill a
+// batch, so a quiet stream sees batches of one and no added latency. The
+// broker may keep 4 batches in flight, and a batch whose deliveries all
+// succeeded is settled with one ack (multiple); most = 1 is Subscribe's
+// path. Its queue is exclusive and auto-delete, as Subscribe's: a consumer
+// that dies before acking takes the batch with its queue, so nothing it
+// had is redelivered to anyone.
+func (b *Bus) SubscribeBatch(ctx context.Context, bindingKeys []string, most int, h BatchHandler) error {
+	what := fmt.Sprintf("subscribe batch %q", bindingKeys)
+	if len(bindingKeys) == 0 {
+		return fmt.Errorf("%s: no binding keys", what)
+	}
+	if most <= 0 {
+		most = DefaultBatch
+	}
+	exchange := EventsExchange(b.cfg.Run)
+	// Never a smaller window than Subscribe's: a batch of one is Subscribe.
+	c := consumer{prefetch: max(4*most, b.cfg.Prefetch), batch: most, many: h}
+	return b.serveWith(ctx, what, func(ch *amqp.Channel) (string, error) {
+		if err := declareEvents(ch, exchange); err != nil {
+			return "", err
+		}
+		q, err := ch.QueueDeclare("", false, true, true, false, nil)
+		if err != nil {
+			return "", fmt.Errorf("declare subscription queue: %w", err)
+		}
+		return q.Name, bind(ch, q.Name, exchange, bindingKeys)
+	}, c)
+}
+
 func bind(ch *amqp.Channel, queue, exchange string, keys []string) error {
 	for _, k := range keys {
 		if err := ch.QueueBind(queue, k, exchange, false, nil); err != nil {
@@ -118,6 +162,18 @@ func bind(ch *amqp.Channel, queue, exchange string, keys []string) error {
 // serve keeps one consumer alive across reconnects. declare runs on each new
 // channel and returns the queue to consume.
 func (b *Bus) serve(ctx context.Context, what string, declare func(*amqp.Channel) (string, error), h Handler) error {
+	return b.serveWith(ctx, what, declare, consumer{prefetch: b.cfg.Prefetch, batch: 1, one: h})
+}
+
+// consumer is how serveChannel takes deliveries: one at a time with one,
+// or up to batch at once with many.
+type consumer struct {
+	prefetch, batch int
+	one             Handler
+	many            BatchHandler
+}
+
+func (b *Bus) serveWith(ctx context.Context, what string, declare func(*amqp.Channel) (string, error), h consumer) error {
 	failures := 0
 	for {
 		conn, err := b.awaitConn(ctx)
@@ -151,7 +207,7 @@ var errConsumerEnded = errors.New("delivery stream ended (channel closed or cons
 
 // serveChannel consumes on a fresh channel until it fails. started reports
 // whether consuming began, which tells serve whether to back off.
-func (b *Bus) serveChannel(ctx context.Context, conn *amqp.Connection, declare func(*amqp.Channel) (string, error), h Handler) (started bool, err error) {
+func (b *Bus) serveChannel(ctx context.Context, conn *amqp.Connection, declare func(*amqp.Channel) (string, error), h consumer) (started bool, err error) {
 	ch, err := conn.Channel()
 	if err != nil {
 		return false, fmt.Errorf("open channel: %w", err)
@@ -170,7 +226,7 @@ func (b *Bus) serveChannel(ctx context.Context, conn *amqp.Connection, declare f
 		_ = ch.Close()
 	}()
 	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
-	if err := ch.Qos(b.cfg.Prefetch, 0, false); err != nil {
+	if err := ch.Qos(h.prefetch, 0, false); err != nil {
 		return false, fmt.Errorf("set prefetch: %w", err)
 	}
 	queue, err := declare(ch)
@@ -184,10 +240,12 @@ func (b *Bus) serveChannel(ctx context.Context, conn *amqp.Connection, declare f
 	if err != nil {
 		return false, fmt.Errorf("consume %s: %w", queue, err)
 	}
-	b.log.Info("consuming", "queue", queue, "prefetch", b.cfg.Prefetch)
+	b.log.Info("consuming", "queue", queue, "prefetch", h.prefetch, "batch", h.batch)
 	if b.cfg.OnConsume != nil {
 		b.cfg.OnConsume(queue)
 	}
+	var batch []amqp.Delivery
+	var ds []Delivery
 	for {
 		select {
 		case <-ctx.Done():
@@ -196,17 +254,110 @@ func (b *Bus) serveChannel(ctx context.Context, conn *amqp.Connection, declare f
 			return true, ErrClosed
 		case d, ok := <-deliveries:
 			if !ok {
-				select {
-				case e := <-closed:
-					if e != nil {
-						return true, e
-					}
-				default:
-				}
-				return true, errConsumerEnded
+				return true, ended(closed)
 			}
-			b.handle(ctx, queue, d, h)
+			if h.many == nil {
+				b.handle(ctx, queue, d, h.one)
+				continue
+			}
+			// One buffer for every batch: a Delivery is large, and most
+			// batches of a quiet stream hold one.
+			batch = append(batch[:0], d)
+			open := true
+			for open && len(batch) < h.batch {
+				select {
+				case d, ok := <-deliveries:
+					if !ok {
+						open = false
+						break
+					}
+					batch = append(batch, d)
+				default:
+					open = false
+				}
+			}
+			// Handled even when the stream just ended: settling on a
+			// closed channel fails harmlessly, and a live channel that
+			// only lost its consumer still wants its acks.
+			ds = b.handleBatch(ctx, queue, batch, ds, h.many)
+			clear(batch)
 		}
+	}
+}
+
+// ended says why a delivery stream ended.
+func ended(closed <-chan *amqp.Error) error {
+	select {
+	case e := <-closed:
+		if e != nil {
+			return e
+		}
+	default:
+	}
+	return errConsumerEnded
+}
+
+// handleBatch runs h on batch and settles it: with one ack for all when
+// every delivery succeeded, else each delivery as handle would. It hands h
+// ds[:len(batch)] and returns ds for the next batch to reuse.
+func (b *Bus) handleBatch(ctx context.Context, queue string, batch []amqp.Delivery, ds []Delivery, h BatchHandler) []Delivery {
+	ds = ds[:0]
+	for _, d := range batch {
+		ds = append(ds, toDelivery(d))
+	}
+	defer clear(ds) // let the bodies go with the batch
+	errs := runBatch(ctx, h, ds, b.log.With("queue", queue, "batch", len(ds)))
+	if !slices.ContainsFunc(errs, func(err error) bool { return err != nil }) {
+		if err := batch[len(batch)-1].Ack(true); err != nil {
+			b.log.Warn("could not settle delivery batch; broker will redeliver it", "queue", queue, "batch", len(batch), "err", err)
+		}
+		return ds
+	}
+	requeueWait := false
+	for i, d := range batch {
+		var err error
+		if i < len(errs) {
+			err = errs[i]
+		}
+		if err != nil && !errors.Is(err, ErrReject) && !requeueWait {
+			// As handle: one pause for the batch before requeueing.
+			requeueWait = true
+			_ = b.sleep(ctx, b.cfg.RequeueDelay)
+		}
+		b.settle(d, err, b.log.With("queue", queue, "message_id", d.MessageId, "type", d.Type, "user_id", d.UserId))
+	}
+	return ds
+}
+
+func runBatch(ctx context.Context, h BatchHandler, ds []Delivery, log *slog.Logger) (errs []error) {
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error("batch handler panicked; dead-lettering the batch", "panic", redact.String(fmt.Sprint(r)), "stack", string(debug.Stack()))
+			err := fmt.Errorf("%w: handler panic: %v", ErrReject, r)
+			errs = make([]error, len(ds))
+			for i := range errs {
+				errs[i] = err
+			}
+		}
+	}()
+	errs = h(ctx, ds)
+	if errs != nil && len(errs) != len(ds) {
+		// A handler that miscounts must not ack what it did not look at.
+		err := fmt.Errorf("batch handler returned %d results for %d deliveries", len(errs), len(ds))
+		log.Error("batch handler broke its contract; requeueing the batch", "err", err)
+		errs = make([]error, len(ds))
+		for i := range errs {
+			errs[i] = err
+		}
+	}
+	return errs
+}
+
+func toDelivery(d amqp.Delivery) Delivery {
+	return Delivery{
+		Body: d.Body, ReplyTo: d.ReplyTo, CorrelationID: d.CorrelationId, Redelivered: d.Redelivered,
+		Headers: map[string]any(d.Headers), RoutingKey: d.RoutingKey, MessageID: d.MessageId,
+		UserID: d.UserId,
 	}
 }
 
@@ -214,13 +365,18 @@ func (b *Bus) serveChannel(ctx context.Context, conn *amqp.Connection, declare f
 // logged: the broker redelivers unacked messages, which is why consumers
 // dedupe.
 func (b *Bus) handle(ctx context.Context, queue string, d amqp.Delivery, h Handler) {
-	del := Delivery{
-		Body: d.Body, ReplyTo: d.ReplyTo, CorrelationID: d.CorrelationId, Redelivered: d.Redelivered,
-		Headers: map[string]any(d.Headers), RoutingKey: d.RoutingKey, MessageID: d.MessageId,
-		UserID: d.UserId,
-	}
 	log := b.log.With("queue", queue, "message_id", d.MessageId, "type", d.Type, "user_id", d.UserId)
-	err := runHandler(ctx, h, del, log)
+	err := runHandler(ctx, h, toDelivery(d), log)
+	if err != nil && !errors.Is(err, ErrReject) {
+		// Wait before requeueing so a failing dependency is not hammered;
+		// on shutdown requeue at once so another consumer can take it.
+		_ = b.sleep(ctx, b.cfg.RequeueDelay)
+	}
+	b.settle(d, err, log)
+}
+
+// settle acks d (err nil), dead-letters it (ErrReject) or requeues it.
+func (b *Bus) settle(d amqp.Delivery, err error, log *slog.Logger) {
 	var settle error
 	switch {
 	case err == nil:
@@ -230,9 +386,6 @@ func (b *Bus) handle(ctx context.Context, queue string, d amqp.Delivery, h Handl
 		settle = d.Nack(false, false)
 	default:
 		log.Warn("handler failed; requeueing", "err", redact.String(err.Error()), "delay", b.cfg.RequeueDelay)
-		// Wait before requeueing so a failing dependency is not hammered;
-		// on shutdown requeue at once so another consumer can take it.
-		_ = b.sleep(ctx, b.cfg.RequeueDelay)
 		settle = d.Nack(false, true)
 	}
 	if settle != nil {

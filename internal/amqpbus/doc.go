@@ -61,6 +61,9 @@
 // treated as ErrReject: a message that crashes its consumer would otherwise
 // crash it again forever. Each Consume/Subscribe call runs its handler for one
 // message at a time, in delivery order; run several calls for parallelism.
+// SubscribeBatch, for high-rate transient events (heartbeats), hands its
+// handler what has already arrived, up to a batch, and acks a batch that
+// succeeded whole with one ack (multiple).
 // Consume and Subscribe block until ctx ends (returning ctx.Err()) or the bus
 // is closed (ErrClosed), re-declaring their queue, bindings and consumer after
 // every reconnect.
