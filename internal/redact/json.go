@@ -45,6 +45,9 @@ func (r *Redactor) JSON(data []byte) ([]byte, error) {
 	}
 	var stack []frame
 	var out bytes.Buffer
+	// The same few keys repeat in every element of a long list (a status
+	// lists every worker): match each against the secret pattern once.
+	secretKeys := keyCache{}
 	for {
 		tok, err := dec.Token()
 		if errors.Is(err, io.EOF) {
@@ -88,7 +91,7 @@ func (r *Redactor) JSON(data []byte) ([]byte, error) {
 			stack = append(stack, frame{obj: t == '{'})
 		case string:
 			s := r.String(t)
-			if !isKey && t != "" && IsSecretKey(key) {
+			if !isKey && t != "" && secretKeys.is(key) {
 				s = Marker
 			}
 			b, err := json.Marshal(s)
@@ -109,4 +112,16 @@ func (r *Redactor) JSON(data []byte) ([]byte, error) {
 		}
 	}
 	return out.Bytes(), nil
+}
+
+// keyCache remembers IsSecretKey per key within one document.
+type keyCache map[string]bool
+
+func (c keyCache) is(key string) bool {
+	secret, ok := c[key]
+	if !ok {
+		secret = IsSecretKey(key)
+		c[key] = secret
+	}
+	return secret
 }
