@@ -151,6 +151,42 @@ func TestQueueBacklogLaunches(t *testing.T) {
 		if len(ds) == 0 || !strings.Contains(ds[0].Reason, "unavailable") && !strings.Contains(ds[0].Reason, "no ") {
 			t.Fatalf("decisions %+v: want a hold reason about the missing metric", ds)
 		}
+		if !strings.Contains(st[0].QueueError, "HTTP 500") {
+			t.Fatalf("status queue_error %q, want the API's answer", st[0].QueueError)
+		}
+	})
+	// A queue nobody has declared yet is not a broken broker: status names
+	// it, so the operator looks at the producer or the plan's queue name,
+	// and the pool holds until it appears.
+	t.Run("a queue not declared yet is named in status", func(t *testing.T) {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			http.Error(w, `{"error":"Object Not Found","reason":"Not Found"}`, http.StatusNotFound)
+		}))
+		defer srv.Close()
+		for _, mgmt := range []string{srv.URL, ""} {
+			r := newRig(t, qlJob(mgmt))
+			r.meter.err = fmt.Errorf("passive declare: %w", controller.ErrQueueMissing)
+			r.tick()
+			st, _ := r.c.Status("crunch")
+			if st[0].QueueDepth != nil || !strings.Contains(st[0].QueueError, `"work.q" not declared yet`) {
+				t.Fatalf("mgmt %q: status depth %v queue_error %q, want nil and the queue named as not declared", mgmt, st[0].QueueDepth, st[0].QueueError)
+			}
+			if n, _ := r.prov.launched(); n != 0 {
+				t.Fatalf("mgmt %q: %d launched with no queue, want 0 (hold)", mgmt, n)
+			}
+			if mgmt != "" {
+				continue
+			}
+			r.meter.mu.Lock()
+			r.meter.err, r.meter.depth = nil, 7
+			r.meter.mu.Unlock()
+			r.clock.Advance(time.Minute)
+			r.tick()
+			st, _ = r.c.Status("crunch")
+			if st[0].QueueDepth == nil || *st[0].QueueDepth != 7 || st[0].QueueError != "" {
+				t.Fatalf("once declared: depth %v queue_error %q, want 7 and no error", st[0].QueueDepth, st[0].QueueError)
+			}
+		}
 	})
 }
 

@@ -146,13 +146,16 @@ func RegisterMessages(r *envelope.Registry) {
 // JobStatus is the JSON shape of mgmt.JobStatus (kept as a copy so mgmt
 // can depend on this package and not the other way round).
 type JobStatus struct {
-	Name         string         `json:"name"`
-	Engine       string         `json:"engine"`
-	Policy       map[string]any `json:"policy,omitempty"`
-	Desired      int            `json:"desired"`
-	Counts       map[string]int `json:"counts,omitempty"`
-	QueueDepth   *int           `json:"queue_depth"`
-	QueueSource  string         `json:"queue_source,omitempty"`
+	Name        string         `json:"name"`
+	Engine      string         `json:"engine"`
+	Policy      map[string]any `json:"policy,omitempty"`
+	Desired     int            `json:"desired"`
+	Counts      map[string]int `json:"counts,omitempty"`
+	QueueDepth  *int           `json:"queue_depth"`
+	QueueSource string         `json:"queue_source,omitempty"`
+	// QueueError says why QueueDepth is null, when the job has a queue:
+	// not declared yet, broker unreachable, ...
+	QueueError   string         `json:"queue_error,omitempty"`
 	LastDecision *LastDecision  `json:"last_decision,omitempty"`
 	Workers      []WorkerStatus `json:"workers"`
 	// Frozen is an addition to mgmt.JobStatus; decoders that do not know

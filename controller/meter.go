@@ -2,29 +2,39 @@ package controller
 
 import (
 	"context"
+	"errors"
+	"fmt"
 
 	"nightshift/decision"
 	"nightshift/internal/redact"
 )
 
+// depthReading is one measurement of a job's queue. Depth nil means
+// unavailable, and then Why says, for a person, what stopped the reading.
+type depthReading struct {
+	Depth  *int
+	Source decision.DepthSource
+	Why    string
+}
+
 // readDepth measures a job's queue: the management API (ready+unacked) when
 // configured, else a passive declare (ready only). Any error leaves the
 // depth unavailable, which makes engines hold the pool size.
-func (c *Controller) readDepth(ctx context.Context, j Job) (*int, decision.DepthSource) {
+func (c *Controller) readDepth(ctx context.Context, j Job) depthReading {
 	if j.Queue.Name == "" {
-		return nil, decision.SourceNone
+		return depthReading{}
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
 	defer cancel()
 	if j.Queue.ManagementURL != "" {
 		if c.cfg.MgmtAPI == nil {
 			c.cfg.Log.Warn("queue depth unavailable", "job", j.Name, "source", decision.SourceMgmtAPI, "err", "no management API client configured")
-			return nil, decision.SourceNone
+			return depthReading{Why: "no management API client configured"}
 		}
 		n, err := c.cfg.MgmtAPI.QueueDepth(ctx, j.Queue.ManagementURL, j.Queue.VHost, j.Queue.Name)
 		if err != nil {
 			c.cfg.Log.Warn("queue depth unavailable", "job", j.Name, "source", decision.SourceMgmtAPI, "err", redact.String(err.Error()))
-			return nil, decision.SourceNone
+			return depthReading{Why: unavailable(j.Queue.Name, err)}
 		}
 		// The management API's figures are sampled (every few seconds), so
 		// a backlog that just arrived shows there late; a passive declare
@@ -36,15 +46,28 @@ func (c *Controller) readDepth(ctx context.Context, j Job) (*int, decision.Depth
 				n = live
 			}
 		}
-		return &n, decision.SourceMgmtAPI
+		return depthReading{Depth: &n, Source: decision.SourceMgmtAPI}
 	}
 	if c.cfg.Meter == nil {
-		return nil, decision.SourceNone
+		return depthReading{Why: "no queue meter configured"}
 	}
 	n, err := c.cfg.Meter.QueueDepth(ctx, j.Queue.Name)
 	if err != nil {
 		c.cfg.Log.Warn("queue depth unavailable", "job", j.Name, "source", decision.SourcePassiveDeclare, "err", redact.String(err.Error()))
-		return nil, decision.SourceNone
+		return depthReading{Why: unavailable(j.Queue.Name, err)}
 	}
-	return &n, decision.SourcePassiveDeclare
+	return depthReading{Depth: &n, Source: decision.SourcePassiveDeclare}
+}
+
+// unavailable says in a few words why a queue could not be read. A missing
+// queue is named as such (the pool holds its size until a producer or a
+// worker declares it); anything else is the broker's error, redacted.
+func unavailable(queue string, err error) string {
+	if errors.Is(err, ErrQueueMissing) {
+		return fmt.Sprintf("queue %q not declared yet; the pool holds its size until a producer or worker declares it", queue)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return "broker did not answer in time"
+	}
+	return redact.String(err.Error())
 }

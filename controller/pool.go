@@ -61,6 +61,7 @@ type Pool struct {
 	lastScaleAt time.Time
 	depth       *int
 	source      decision.DepthSource
+	depthWhy    string // why depth is nil, for status
 	last        *LastDecision
 	lastTarget  int
 	lastError   string
@@ -357,9 +358,13 @@ func (p *Pool) Heartbeat(hb sitter.Heartbeat, now time.Time) bool {
 	return changed
 }
 
-// Observe records the latest queue depth reading (nil: unavailable).
-func (p *Pool) Observe(depth *int, source decision.DepthSource) {
-	p.depth, p.source = depth, source
+// Observe records the latest queue depth reading; depth nil means
+// unavailable, and why then says why, for status.
+func (p *Pool) Observe(depth *int, source decision.DepthSource, why string) {
+	p.depth, p.source, p.depthWhy = depth, source, why
+	if depth != nil {
+		p.depthWhy = ""
+	}
 }
 
 // Snapshot builds the engine's input at now: every known instance with its
@@ -801,7 +806,7 @@ func (p *Pool) Drained(id string, now time.Time) {
 func (p *Pool) Status(now time.Time, policy map[string]any, frozen bool) JobStatus {
 	js := JobStatus{
 		Name: p.job.Name, Engine: p.job.Engine, Policy: redactPolicy(policy), Desired: p.lastTarget,
-		Counts: map[string]int{}, QueueDepth: p.depth, QueueSource: string(p.source),
+		Counts: map[string]int{}, QueueDepth: p.depth, QueueSource: string(p.source), QueueError: p.depthWhy,
 		LastDecision: p.last, Workers: []WorkerStatus{}, Frozen: frozen,
 	}
 	js.Blocked = p.blocked()

@@ -393,7 +393,7 @@ func TestPoolSnapshot(t *testing.T) {
 		p.ApplyInstance(inst(id, nightshift.StateRunning, at(0)), at(0))
 	}
 	depth := 7
-	p.Observe(&depth, decision.SourcePassiveDeclare)
+	p.Observe(&depth, decision.SourcePassiveDeclare, "")
 	p.Restore(at(-time.Minute), nil)
 	s := p.Snapshot(at(time.Second))
 	var ids []string

@@ -39,7 +39,7 @@ func (c *Controller) tickJob(ctx context.Context, j *job) error {
 			return nil
 		}
 	}
-	depth, source := c.readDepth(ctx, j.def)
+	depth := c.readDepth(ctx, j.def)
 	c.act.RLock()
 	defer c.act.RUnlock()
 	j.acting.Lock()
@@ -53,7 +53,7 @@ func (c *Controller) tickJob(ctx context.Context, j *job) error {
 		return nil
 	}
 	now := c.cfg.Clock.Now()
-	j.pool.Observe(depth, source)
+	j.pool.Observe(depth.Depth, depth.Source, depth.Why)
 	snap := j.pool.Snapshot(now)
 	j.pool.Prune(now)
 	c.mu.Unlock()

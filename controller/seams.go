@@ -25,17 +25,25 @@ type Drainer interface {
 }
 
 // QueueMeter reads a queue's ready-message count (a passive declare);
-// amqpbus.Bus implements it.
+// ctlbus.Meter implements it over amqpbus.Bus. A queue that does not exist
+// is an error wrapping ErrQueueMissing.
 type QueueMeter interface {
 	QueueDepth(ctx context.Context, queue string) (int, error)
 }
 
 // QueueStats reads a queue's ready plus unacknowledged messages from the
 // RabbitMQ management API at base (credentials in its userinfo);
-// ctlbus.MgmtAPI implements it.
+// ctlbus.MgmtAPI implements it. A queue that does not exist is an error
+// wrapping ErrQueueMissing.
 type QueueStats interface {
 	QueueDepth(ctx context.Context, base, vhost, queue string) (int, error)
 }
+
+// ErrQueueMissing marks a depth reading refused because the queue does not
+// exist on the broker: nothing has declared it yet (no producer or worker
+// has run), or the plan names the wrong queue. Status says so instead of a
+// bare "n/a", since the two need different fixes at 3 AM.
+var ErrQueueMissing = errors.New("queue not declared on the broker")
 
 // ErrRefused marks provisioner errors that resending cannot fix (the
 // provisioner answered and said no). Provisioner implementations wrap it, or

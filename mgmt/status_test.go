@@ -387,3 +387,22 @@ func TestTableShowsDNSNames(t *testing.T) {
 		t.Errorf("JSON %s lacks the name", b)
 	}
 }
+
+// A pool whose queue cannot be read says why under its line, escaped; a
+// pool whose depth is known says nothing of the kind.
+func TestTableSaysWhyQueueDepthIsUnavailable(t *testing.T) {
+	depth := 4
+	st := &RunStatus{Run: "r", State: "ready", Jobs: []JobStatus{
+		{Name: "work", Engine: "queuelen", Desired: 1, QueueError: "queue \"work\" not declared yet\x1b[2J"},
+		{Name: "fine", Engine: "queuelen", Desired: 1, QueueDepth: &depth, QueueSource: "mgmt_api", QueueError: "stale"},
+	}}
+	var out bytes.Buffer
+	if err := WriteTable(&out, st); err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()
+	want := `queue depth unavailable: queue "work" not declared yet\x1b[2J`
+	if !strings.Contains(got, want) || strings.Count(got, "queue depth unavailable") != 1 {
+		t.Fatalf("table:\n%s\nwant one line with %q", got, want)
+	}
+}

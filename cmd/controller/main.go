@@ -178,7 +178,7 @@ func serve(ctx context.Context, o options, getenv func(string) string, log *slog
 		Jobs: jobs, Registry: reg, Store: store,
 		Provisioner:   provClient{client.New(bus, signer, sender, log)},
 		Drainer:       ctlbus.BusDrainer{Bus: bus, Signer: drainSigner, Sender: sender},
-		Meter:         bus,
+		Meter:         ctlbus.Meter{Bus: bus},
 		MgmtAPI:       ctlbus.MgmtAPI{HTTP: mgmtHTTP},
 		Link:          bus,
 		Log:           log,

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"nightshift/controller"
+	"nightshift/internal/amqpbus"
 	"nightshift/internal/brokerurl"
 	"nightshift/internal/redact"
 )
@@ -24,6 +25,23 @@ type MgmtAPI struct {
 }
 
 var _ controller.QueueStats = MgmtAPI{}
+
+// Meter reads a queue's ready count by passive declare on Bus
+// (controller.QueueMeter), and names a missing queue as
+// controller.ErrQueueMissing, which the controller's core cannot learn
+// from the AMQP layer's own error.
+type Meter struct{ Bus *amqpbus.Bus }
+
+var _ controller.QueueMeter = Meter{}
+
+// QueueDepth implements controller.QueueMeter.
+func (m Meter) QueueDepth(ctx context.Context, queue string) (int, error) {
+	n, err := m.Bus.QueueDepth(ctx, queue)
+	if errors.Is(err, amqpbus.ErrQueueNotFound) {
+		return 0, fmt.Errorf("%w: %w", controller.ErrQueueMissing, err)
+	}
+	return n, err
+}
 
 // QueueDepth implements controller.QueueStats.
 func (m MgmtAPI) QueueDepth(ctx context.Context, base, vhost, queue string) (int, error) {
@@ -94,6 +112,10 @@ func mgmtQueueDepth(ctx context.Context, hc *http.Client, base, vhost, queue str
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
 		return 0, fmt.Errorf("%s: read: %w", what, err)
+	}
+	if resp.StatusCode == http.StatusNotFound {
+		// The API answers 404 for a queue (or vhost) that does not exist.
+		return 0, fmt.Errorf("%s: HTTP 404: %w", what, controller.ErrQueueMissing)
 	}
 	if resp.StatusCode != http.StatusOK {
 		return 0, fmt.Errorf("%s: HTTP %d", what, resp.StatusCode)

@@ -2,12 +2,19 @@ package ctlbus_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
+	"nightshift/controller"
 	"nightshift/controller/ctlbus"
+	"nightshift/internal/amqpbus"
+	"nightshift/internal/testsupport/amqptest"
 )
 
 func TestMgmtAPIQueueDepth(t *testing.T) {
@@ -23,6 +30,7 @@ func TestMgmtAPIQueueDepth(t *testing.T) {
 		{"a named vhost is escaped", "prod/a", 200, `{"messages_ready":0,"messages_unacknowledged":0}`, 0, ""},
 		{"stats not collected yet", "", 200, `{"name":"q"}`, 0, "stats not collected yet"},
 		{"an HTTP error", "", 503, `busy`, 0, "HTTP 503"},
+		{"queue not declared", "", 404, `{"error":"Object Not Found","reason":"Not Found"}`, 0, "HTTP 404"},
 		{"not JSON", "", 200, `<html>`, 0, "decode"},
 	}
 	for _, tc := range cases {
@@ -43,6 +51,9 @@ func TestMgmtAPIQueueDepth(t *testing.T) {
 				}
 				if strings.Contains(err.Error(), "s3cret") {
 					t.Fatalf("error %q shows the password", err)
+				}
+				if missing := errors.Is(err, controller.ErrQueueMissing); missing != (tc.status == http.StatusNotFound) {
+					t.Fatalf("err %v: ErrQueueMissing %v, want it only for a 404", err, missing)
 				}
 				return
 			}
@@ -95,5 +106,31 @@ func TestMgmtAPIClusterFailsOver(t *testing.T) {
 	busyBase := strings.Replace(busy.URL, "http://", "http://ops:s3cret@", 1)
 	if _, err := (ctlbus.MgmtAPI{}).QueueDepth(context.Background(), busyBase+","+liveBase, "/", "q"); err == nil || !strings.Contains(err.Error(), "HTTP 503") {
 		t.Fatalf("err %v: want the answering node's HTTP 503", err)
+	}
+}
+
+// TestMeterNamesAMissingQueue reads depths by passive declare on the real
+// broker: a queue nobody declared is ErrQueueMissing (status then says
+// "not declared yet"), and once declared its ready count is read.
+func TestMeterNamesAMissingQueue(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	run := fmt.Sprintf("metertest%d", time.Now().UnixNano())
+	b, err := amqpbus.Dial(ctx, amqpbus.Config{URL: amqptest.URL(), Name: "meter", Run: run, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	m := ctlbus.Meter{Bus: b}
+	queue := run + ".work"
+	if _, err := m.QueueDepth(ctx, queue); !errors.Is(err, controller.ErrQueueMissing) {
+		t.Fatalf("depth of an undeclared queue: err %v, want ErrQueueMissing", err)
+	}
+	if err := b.DeclareQueue(ctx, queue); err != nil {
+		t.Fatalf("declare: %v", err)
+	}
+	amqptest.DeleteAtEnd(t, amqptest.Topology{Queues: []string{queue}})
+	if n, err := m.QueueDepth(ctx, queue); err != nil || n != 0 {
+		t.Fatalf("depth of an empty declared queue: %d, %v; want 0", n, err)
 	}
 }
