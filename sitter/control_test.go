@@ -49,6 +49,20 @@ func TestControlSocket(t *testing.T) {
 	if resp.Status == nil || len(resp.Status.Tasks) != 1 || resp.Status.Tasks[0].State != sitter.StateRunning || resp.Status.LimitMode != "polling" {
 		t.Fatalf("status = %+v", resp.Status)
 	}
+	// Running means started, not that the shell has echoed yet: wait for
+	// the line, so that the tail after the stop tests what the sitter
+	// keeps, not how fast a loaded machine runs echo.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := call(sitter.ControlRequest{Op: "tail", Task: "svc", N: 1})
+		if err == nil && resp.Tail != nil && len(resp.Tail.Stdout) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no output from the task within 10s: %+v, %v", resp.Tail, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	if _, err := call(sitter.ControlRequest{Op: "stop", Task: "svc"}); err != nil {
 		t.Fatal(err)
 	}
