@@ -19,8 +19,8 @@ type fakeOps struct {
 	released []Fence
 }
 
-func (f *fakeOps) acquire(context.Context, string, string, time.Duration) (int64, bool, error) {
-	return 1, true, nil
+func (f *fakeOps) acquire(context.Context, string, string, time.Duration) (int64, bool, time.Duration, error) {
+	return 1, true, 0, nil
 }
 
 func (f *fakeOps) renew(context.Context, Fence, time.Duration) (bool, error) {
@@ -162,5 +162,78 @@ func TestHoldCountsFromTheAcquire(t *testing.T) {
 	}
 	if n := ops.count(); n != 0 {
 		t.Errorf("%d renewals of an expired tenure, want none", n)
+	}
+}
+
+// heldOps is a lease another holder has, expiring left after each try
+// until tries run out; then it is free.
+type heldOps struct {
+	fakeOps
+	mu    sync.Mutex
+	left  time.Duration
+	held  int
+	tries int
+}
+
+func (h *heldOps) acquire(context.Context, string, string, time.Duration) (int64, bool, time.Duration, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.tries++
+	if h.tries <= h.held {
+		return 0, false, h.left, nil
+	}
+	return 7, true, 0, nil
+}
+
+func (h *heldOps) count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.tries
+}
+
+// TestStandbyTriesAtTheExpiry: a standby that found the lease with 200 ms
+// left tries again just after it expires, not a whole Retry (1 s) later,
+// so a kill -9'd holder is replaced within the TTL, not TTL plus Retry.
+// A lease with more than Retry left is still tried every Retry, so a
+// release is seen as before.
+func TestStandbyTriesAtTheExpiry(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		left time.Duration
+		want time.Duration // when the second try is due
+	}{
+		{"expires before the next retry", 200 * time.Millisecond, 200*time.Millisecond + expiryMargin},
+		{"expires after it", 5 * time.Second, time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := clockwork.NewFakeClock()
+			ops := &heldOps{left: tc.left, held: 1}
+			l := newLease(Config{Schema: "s", Name: "controller", Holder: "b", TTL: 3 * time.Second, Retry: time.Second, Clock: clock}, ops)
+			done := make(chan Fence, 1)
+			go func() {
+				f, err := l.Acquire(context.Background())
+				if err != nil {
+					t.Error(err)
+				}
+				done <- f
+			}()
+			clock.BlockUntil(1)
+			if ops.count() != 1 {
+				t.Fatalf("%d tries before waiting, want 1", ops.count())
+			}
+			clock.Advance(tc.want - time.Millisecond)
+			if ops.count() != 1 {
+				t.Fatalf("tried again %v after, before %v", tc.want-time.Millisecond, tc.want)
+			}
+			clock.Advance(time.Millisecond)
+			select {
+			case f := <-done:
+				if f.Epoch != 7 {
+					t.Fatalf("fence %+v, want epoch 7", f)
+				}
+			case <-time.After(10 * time.Second): // a deadlock guard, not a timing
+				t.Fatalf("no second try %v after the first", tc.want)
+			}
+		})
 	}
 }

@@ -91,8 +91,10 @@ type Config struct {
 	// TTL is the lease's length (DefaultTTL when zero); it is renewed
 	// every TTL/3.
 	TTL time.Duration
-	// Retry is how often a standby tries to take the lease (TTL/3 when
-	// zero).
+	// Retry is how often a standby tries to take the lease at most apart
+	// (TTL/3 when zero); it tries sooner when the lease it saw expires
+	// sooner, so a takeover follows the expiry within moments, not up to
+	// Retry later.
 	Retry time.Duration
 	Clock clockwork.Clock
 	Log   *slog.Logger
@@ -112,8 +114,10 @@ type Lease struct {
 
 // ops are the three statements, behind an interface so that the renewal
 // logic can be tested with an injected clock and a failing database.
+// acquire reports, when it did not take the lease, how long the lease it
+// found has left by the database's clock (0 when unknown).
 type ops interface {
-	acquire(ctx context.Context, name, holder string, ttl time.Duration) (epoch int64, ok bool, err error)
+	acquire(ctx context.Context, name, holder string, ttl time.Duration) (epoch int64, ok bool, left time.Duration, err error)
 	renew(ctx context.Context, f Fence, ttl time.Duration) (ok bool, err error)
 	release(ctx context.Context, f Fence) error
 }
@@ -162,22 +166,37 @@ func isDuplicate(err error) bool {
 // TryAcquire takes the lease if it is free (never held, released or
 // expired by the database's clock), with the epoch one above the last.
 func (l *Lease) TryAcquire(ctx context.Context) (Fence, bool, error) {
+	f, ok, _, err := l.tryAcquire(ctx)
+	return f, ok, err
+}
+
+// tryAcquire is TryAcquire that also says how long the lease it could not
+// take has left.
+func (l *Lease) tryAcquire(ctx context.Context) (Fence, bool, time.Duration, error) {
 	sent := l.c.Clock.Now()
-	epoch, ok, err := l.db.acquire(ctx, l.c.Name, l.c.Holder, l.c.TTL)
+	epoch, ok, left, err := l.db.acquire(ctx, l.c.Name, l.c.Holder, l.c.TTL)
 	if err != nil || !ok {
-		return Fence{}, false, err
+		return Fence{}, false, left, err
 	}
 	l.mu.Lock()
 	l.sent, l.epoch = sent, epoch
 	l.mu.Unlock()
-	return Fence{Schema: l.c.Schema, Name: l.c.Name, Holder: l.c.Holder, Epoch: epoch}, true, nil
+	return Fence{Schema: l.c.Schema, Name: l.c.Name, Holder: l.c.Holder, Epoch: epoch}, true, 0, nil
 }
 
+// expiryMargin is how long after the expiry it saw a standby tries again:
+// a moment, so that the database's clock has surely passed it.
+const expiryMargin = 5 * time.Millisecond
+
 // Acquire waits as a standby until it holds the lease, trying every
-// Retry; a database error is logged and retried.
+// Retry, or just after the lease it found expires when that is sooner: a
+// holder killed mid-tenure is replaced as soon as the database lets
+// anyone in, which is what the TTL alone decides. Trying early is always
+// safe, the database refuses a lease that has not expired; a database
+// error is logged and retried.
 func (l *Lease) Acquire(ctx context.Context) (Fence, error) {
 	for {
-		f, ok, err := l.TryAcquire(ctx)
+		f, ok, left, err := l.tryAcquire(ctx)
 		if ok {
 			l.c.Log.Info("lease acquired", "lease", l.c.Name, "holder", l.c.Holder, "epoch", f.Epoch)
 			return f, nil
@@ -185,7 +204,11 @@ func (l *Lease) Acquire(ctx context.Context) (Fence, error) {
 		if err != nil {
 			l.c.Log.Warn("lease: acquire failed", "lease", l.c.Name, "err", err)
 		}
-		t := l.c.Clock.NewTimer(l.c.Retry)
+		wait := l.c.Retry
+		if err == nil && left > 0 && left+expiryMargin < wait {
+			wait = left + expiryMargin
+		}
+		t := l.c.Clock.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -261,7 +284,7 @@ type sqlOps struct {
 	table string
 }
 
-func (o sqlOps) acquire(ctx context.Context, name, holder string, ttl time.Duration) (int64, bool, error) {
+func (o sqlOps) acquire(ctx context.Context, name, holder string, ttl time.Duration) (int64, bool, time.Duration, error) {
 	var epoch int64
 	err := o.db.QueryRow(ctx, `INSERT INTO `+o.table+` AS l (name, holder, epoch, expires_at)
 		VALUES ($1, $2, 1, now() + $3 * interval '1 microsecond')
@@ -269,12 +292,21 @@ func (o sqlOps) acquire(ctx context.Context, name, holder string, ttl time.Durat
 		WHERE l.expires_at <= now()
 		RETURNING epoch`, name, holder, ttl.Microseconds()).Scan(&epoch)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, false, nil
+		// Held: how long it has left, by the database's clock alone (a
+		// difference of its own timestamps), so this host's clock only
+		// times the wait and can at worst make the next try early.
+		var us int64
+		err := o.db.QueryRow(ctx, `SELECT GREATEST(0, (EXTRACT(EPOCH FROM expires_at - now()) * 1000000)::BIGINT)
+			FROM `+o.table+` WHERE name = $1`, name).Scan(&us)
+		if err != nil {
+			return 0, false, 0, nil // it is held; the next try reads it again
+		}
+		return 0, false, time.Duration(us) * time.Microsecond, nil
 	}
 	if err != nil {
-		return 0, false, fmt.Errorf("acquire lease %s: %w", name, err)
+		return 0, false, 0, fmt.Errorf("acquire lease %s: %w", name, err)
 	}
-	return epoch, true, nil
+	return epoch, true, 0, nil
 }
 
 func (o sqlOps) renew(ctx context.Context, f Fence, ttl time.Duration) (bool, error) {

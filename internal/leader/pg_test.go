@@ -331,3 +331,28 @@ func TestHolderSurvivesDroppedConnections(t *testing.T) {
 		t.Errorf("lease after the faults: %s epoch %d (%v), want a epoch %d", h, e, err, fa.Epoch)
 	}
 }
+
+// TestStandbyTakesOverAtTheExpiry: with a Retry far beyond the test's
+// deadline, a standby still takes over a lease its holder stopped
+// renewing, because it tries again when the database says the lease
+// expires rather than a Retry later.
+func TestStandbyTakesOverAtTheExpiry(t *testing.T) {
+	url := pgtest.Need(t)
+	schema := pgtest.Schema(t, "leader")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	base := openStore(t, url, schema, leader.Fence{})
+	a := candidate(t, base, "a", time.Second)
+	if _, ok, err := a.TryAcquire(ctx); err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	b, err := leader.New(ctx, leader.Config{DB: base.Pool, Schema: base.Schema, Name: "provisioner", Holder: "b",
+		TTL: time.Second, Retry: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fb, err := b.Acquire(ctx)
+	if err != nil || fb.Epoch != 2 {
+		t.Fatalf("standby: %+v %v, want epoch 2 once A's lease expired", fb, err)
+	}
+}
