@@ -247,3 +247,45 @@ func TestReplayedReconfigureDoesNotRevert(t *testing.T) {
 		t.Fatalf("replayed n=5 after a restart: reply %+v, n=%v; want n still 2", rep, policyN())
 	}
 }
+
+// TestInstanceEndedBeforeSubscribingIsSeen is a standby's takeover: the
+// new active controller recovered its view from the provisioner, and a
+// worker died before its instance subscription was bound, so the
+// provisioner's event went to nobody. Binding the subscription rereads the
+// records, so the death is seen (and the worker replaced) at once, not by
+// missing_timeout of silence; the fake clock never gets there.
+func TestInstanceEndedBeforeSubscribingIsSeen(t *testing.T) {
+	bus, _ := dialTestBus(t)
+	r := newRig(t, npJob(t, 2))
+	ids := r.prov.seed("web", 2, nightshift.StateRunning, t0)
+	r.restart() // recovered: both running
+	// Died after the recovery's describe, before any subscription.
+	r.prov.setState(ids[0], nightshift.StateFailed)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srv := &ctlbus.Server{Bus: bus, Controller: r.c, Clock: r.clock, Ledger: r.store.Commands(),
+		Signer: &envelope.Signer{Secret: []byte(strings.Repeat("k", 32)), Now: r.clock.Now}}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx) }()
+	testsupport.Eventually(t, 15*time.Second, func() error {
+		st, err := r.c.Status("web")
+		if err != nil {
+			return err
+		}
+		for _, w := range st[0].Workers {
+			if w.ID == ids[0] && w.State != string(nightshift.StateFailed) {
+				return fmt.Errorf("worker %s is %s, want failed", w.ID, w.State)
+			}
+		}
+		return nil
+	})
+	r.tick()
+	if n, _ := r.prov.launched(); n != 1 {
+		t.Fatalf("%d instances launched after the death was seen, want 1 replacement", n)
+	}
+	cancel()
+	bus.Close()
+	if err := <-served; err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, amqpbus.ErrClosed) {
+		t.Fatalf("Serve returned %v", err)
+	}
+}

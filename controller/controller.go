@@ -378,6 +378,16 @@ func (c *Controller) round(ctx context.Context, j *job) {
 	}
 }
 
+// Resync rereads every job's instance records from the provisioner and
+// applies what changed, as if the events had arrived. Events are best
+// effort: one published while the controller was not subscribed (a
+// standby taking over, a reconnect) is lost, so the bus adapter calls this
+// each time its instance subscription is bound, and Run every ResyncEvery.
+// A worker that died meanwhile is then replaced at once, not after
+// missing_timeout of silence. Failures are logged; the next resync covers
+// them.
+func (c *Controller) Resync(ctx context.Context) { c.resync(ctx) }
+
 func (c *Controller) resync(ctx context.Context) {
 	for _, name := range c.names {
 		cctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)

@@ -72,8 +72,30 @@ func (s *Server) Serve(ctx context.Context) error {
 				return s.heartbeats(reg, ds)
 			})
 		})
+		// Each time the instance subscription is bound (a new queue: at
+		// start, after a standby took over, after a reconnect), the
+		// records are read again: an instance that ended before it was
+		// bound sent its event to nobody, and would otherwise be noticed
+		// only by its silence (missing_timeout) or the periodic resync.
+		resync := make(chan struct{}, 1)
+		bound := func() {
+			select {
+			case resync <- struct{}{}:
+			default: // one pending resync reads everything already
+			}
+		}
 		g.Go(func() error {
-			return s.Bus.Subscribe(ctx, instKeys, func(ctx context.Context, d amqpbus.Delivery) error {
+			for {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-resync:
+					s.Controller.Resync(ctx)
+				}
+			}
+		})
+		g.Go(func() error {
+			return s.Bus.SubscribeBound(ctx, instKeys, bound, func(ctx context.Context, d amqpbus.Delivery) error {
 				env, body, err := amqpbus.DecodeOrReject(reg, s.Log, d)
 				if err != nil {
 					return err

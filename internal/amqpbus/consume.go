@@ -62,12 +62,24 @@ func (b *Bus) Consume(ctx context.Context, component string, h Handler) error {
 // exclusive to this connection and vanishes with it, so events published
 // while disconnected are missed; use SubscribeDurable when that matters.
 func (b *Bus) Subscribe(ctx context.Context, bindingKeys []string, h Handler) error {
+	return b.SubscribeBound(ctx, bindingKeys, nil, h)
+}
+
+// SubscribeBound is Subscribe that calls bound (when not nil) each time its
+// queue is bound and consuming: first, and again after every reconnect.
+// The queue is a new one each time, so an event published before bound
+// was called never reached it; a caller that must not miss what events
+// report rereads the records they describe then (the controller resyncs
+// its instances from the provisioner). bound runs on the consumer's
+// goroutine before any delivery of that queue is handled: it must not
+// block.
+func (b *Bus) SubscribeBound(ctx context.Context, bindingKeys []string, bound func(), h Handler) error {
 	what := fmt.Sprintf("subscribe %q", bindingKeys)
 	if len(bindingKeys) == 0 {
 		return fmt.Errorf("%s: no binding keys", what)
 	}
 	exchange := EventsExchange(b.cfg.Run)
-	return b.serve(ctx, what, func(ch *amqp.Channel) (string, error) {
+	return b.serveWith(ctx, what, func(ch *amqp.Channel) (string, error) {
 		if err := declareEvents(ch, exchange); err != nil {
 			return "", err
 		}
@@ -76,7 +88,7 @@ func (b *Bus) Subscribe(ctx context.Context, bindingKeys []string, h Handler) er
 			return "", fmt.Errorf("declare subscription queue: %w", err)
 		}
 		return q.Name, bind(ch, q.Name, exchange, bindingKeys)
-	}, h)
+	}, consumer{prefetch: b.cfg.Prefetch, batch: 1, one: h, bound: bound})
 }
 
 // SubscribeDurable is Subscribe with a named durable queue
@@ -166,11 +178,13 @@ func (b *Bus) serve(ctx context.Context, what string, declare func(*amqp.Channel
 }
 
 // consumer is how serveChannel takes deliveries: one at a time with one,
-// or up to batch at once with many.
+// or up to batch at once with many. bound (nil for none) is called each
+// time consuming has begun (SubscribeBound).
 type consumer struct {
 	prefetch, batch int
 	one             Handler
 	many            BatchHandler
+	bound           func()
 }
 
 func (b *Bus) serveWith(ctx context.Context, what string, declare func(*amqp.Channel) (string, error), h consumer) error {
@@ -243,6 +257,9 @@ func (b *Bus) serveChannel(ctx context.Context, conn *amqp.Connection, declare f
 	b.log.Info("consuming", "queue", queue, "prefetch", h.prefetch, "batch", h.batch)
 	if b.cfg.OnConsume != nil {
 		b.cfg.OnConsume(queue)
+	}
+	if h.bound != nil {
+		h.bound()
 	}
 	var batch []amqp.Delivery
 	var ds []Delivery
