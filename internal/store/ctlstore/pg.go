@@ -114,18 +114,13 @@ func (s *PG) exec(ctx context.Context, q string, args ...any) error {
 
 // Job implements controller.Store.
 func (s *PG) Job(ctx context.Context, name string) (JobRecord, error) {
-	var r JobRecord
-	var fc, pol, silent string
-	var last int64
-	err := s.db.Pool.QueryRow(ctx, `SELECT name, file_config, policy, last_scale_at, silent FROM jobs WHERE name = $1`, name).
-		Scan(&r.Name, &fc, &pol, &last, &silent)
+	r, silent, err := scanJob(s.db.Pool.QueryRow(ctx, `SELECT `+jobColumns+` FROM jobs WHERE name = $1`, name))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return r, fmt.Errorf("job %q: %w", name, ErrNotFound)
 	}
 	if err != nil {
 		return r, fmt.Errorf("read job %q: %w", name, err)
 	}
-	r.FileConfig, r.Policy, r.LastScaleAt = json.RawMessage(fc), json.RawMessage(pol), fromNanos(last)
 	r.Silent, err = decodeSilent(name, silent)
 	return r, err
 }
@@ -188,23 +183,13 @@ func (s *PG) Reconfigured(ctx context.Context, r Reconfiguration, policy json.Ra
 
 // Reconfigurations lists a job's reconfigure requests, oldest first.
 func (s *PG) Reconfigurations(ctx context.Context, job string) ([]Reconfiguration, error) {
-	rows, err := s.db.Pool.Query(ctx, `SELECT time, job, who, what, error FROM reconfigurations WHERE job = $1 ORDER BY id`, job)
+	what := fmt.Sprintf("read reconfigurations of job %q", job)
+	rows, err := s.db.Pool.Query(ctx, `SELECT `+reconfigurationColumns+` FROM reconfigurations WHERE job = $1 ORDER BY id`, job)
 	if err != nil {
-		return nil, fmt.Errorf("read reconfigurations of job %q: %w", job, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	defer rows.Close()
-	var out []Reconfiguration
-	for rows.Next() {
-		var r Reconfiguration
-		var t int64
-		var what string
-		if err := rows.Scan(&t, &r.Job, &r.Who, &what, &r.Error); err != nil {
-			return nil, fmt.Errorf("read reconfigurations of job %q: %w", job, err)
-		}
-		r.Time, r.What = fromNanos(t), json.RawMessage(what)
-		out = append(out, r)
-	}
-	return out, rows.Err()
+	return collect(rows, what, scanReconfiguration)
 }
 
 // RecordDecision implements controller.Store. The sequence number comes
@@ -241,8 +226,6 @@ func (s *PG) RecordDecision(ctx context.Context, d Decision, launches []PendingL
 	return seq, ids, nil
 }
 
-const decisionColumns = `seq, time, job, engine, reason, actions, target, scaled, error`
-
 // Decisions implements controller.Store.
 func (s *PG) Decisions(ctx context.Context, job string, limit int) ([]Decision, error) {
 	if limit <= 0 {
@@ -266,48 +249,25 @@ func (s *PG) DecisionsSince(ctx context.Context, job string, since time.Time, li
 }
 
 func (s *PG) decisions(ctx context.Context, job, q string, args ...any) ([]Decision, error) {
+	what := fmt.Sprintf("read decisions of job %q", job)
 	rows, err := s.db.Pool.Query(ctx, q, args...)
 	if err != nil {
-		return nil, fmt.Errorf("read decisions of job %q: %w", job, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	defer rows.Close()
-	var out []Decision
-	for rows.Next() {
-		var d Decision
-		var t int64
-		var acts string
-		if err := rows.Scan(&d.Seq, &t, &d.Job, &d.Engine, &d.Reason, &acts, &d.Target, &d.Scaled, &d.Error); err != nil {
-			return nil, fmt.Errorf("read decisions of job %q: %w", job, err)
-		}
-		d.Time, d.Actions = fromNanos(t), json.RawMessage(acts)
-		out = append(out, d)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read decisions of job %q: %w", job, err)
-	}
-	return out, nil
+	return collect(rows, what, scanDecision)
 }
 
 // PendingLaunches implements controller.Store.
 func (s *PG) PendingLaunches(ctx context.Context, job string) ([]Launch, error) {
-	rows, err := s.db.Pool.Query(ctx, `SELECT launch_id, job, seq, count, spec, state, created
+	what := fmt.Sprintf("read pending launches of job %q", job)
+	rows, err := s.db.Pool.Query(ctx, `SELECT `+launchColumns+`
 		FROM launches WHERE job = $1 AND state = $2 ORDER BY seq, launch_id`, job, LaunchPending)
 	if err != nil {
-		return nil, fmt.Errorf("read pending launches of job %q: %w", job, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	defer rows.Close()
-	var out []Launch
-	for rows.Next() {
-		var l Launch
-		var spec string
-		var created int64
-		if err := rows.Scan(&l.LaunchID, &l.Job, &l.Seq, &l.Count, &spec, &l.State, &created); err != nil {
-			return nil, fmt.Errorf("read pending launches of job %q: %w", job, err)
-		}
-		l.Spec, l.Created = json.RawMessage(spec), fromNanos(created)
-		out = append(out, l)
-	}
-	return out, rows.Err()
+	return collect(rows, what, scanLaunch)
 }
 
 // SetLaunchState implements controller.Store.
@@ -337,21 +297,17 @@ func (s *PG) ClearDraining(ctx context.Context, job, id string) error {
 
 // Draining implements controller.Store.
 func (s *PG) Draining(ctx context.Context, job string) (map[string]time.Time, error) {
+	what := fmt.Sprintf("read drains of job %q", job)
 	rows, err := s.db.Pool.Query(ctx, `SELECT instance_id, since FROM drains WHERE job = $1`, job)
 	if err != nil {
-		return nil, fmt.Errorf("read drains of job %q: %w", job, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	defer rows.Close()
-	out := map[string]time.Time{}
-	for rows.Next() {
-		var id string
-		var since int64
-		if err := rows.Scan(&id, &since); err != nil {
-			return nil, fmt.Errorf("read drains of job %q: %w", job, err)
-		}
-		out[id] = fromNanos(since)
+	ds, err := collect(rows, what, scanDrain)
+	if err != nil {
+		return nil, err
 	}
-	return out, rows.Err()
+	return drainMap(ds), nil
 }
 
 func (s *PG) setting(ctx context.Context, key string) (string, bool, error) {
@@ -416,26 +372,14 @@ func (s *PG) RecordSample(ctx context.Context, sm Sample) error {
 
 // Samples implements controller.Store.
 func (s *PG) Samples(ctx context.Context, job string, since time.Time) ([]Sample, error) {
-	rows, err := s.db.Pool.Query(ctx, `SELECT time, job, desired, running, healthy, queue_depth
+	what := fmt.Sprintf("read samples of job %q", job)
+	rows, err := s.db.Pool.Query(ctx, `SELECT `+sampleColumns+`
 		FROM samples WHERE job = $1 AND time >= $2 ORDER BY time, id`, job, nanos(since))
 	if err != nil {
-		return nil, fmt.Errorf("read samples of job %q: %w", job, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	defer rows.Close()
-	var out []Sample
-	for rows.Next() {
-		var sm Sample
-		var t int64
-		if err := rows.Scan(&t, &sm.Job, &sm.Desired, &sm.Running, &sm.Healthy, &sm.QueueDepth); err != nil {
-			return nil, fmt.Errorf("read samples of job %q: %w", job, err)
-		}
-		sm.Time = fromNanos(t)
-		out = append(out, sm)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read samples of job %q: %w", job, err)
-	}
-	return out, nil
+	return collect(rows, what, scanSample)
 }
 
 // CompactSamples implements controller.Store with the SQLite store's
@@ -481,24 +425,14 @@ func (s *PG) PutRevision(ctx context.Context, r Revision) error {
 
 // Revisions implements controller.Store.
 func (s *PG) Revisions(ctx context.Context, job string) ([]Revision, error) {
-	rows, err := s.db.Pool.Query(ctx, `SELECT job, number, digest, spec, time, who, outcome, note, updated
+	what := fmt.Sprintf("read revisions of job %q", job)
+	rows, err := s.db.Pool.Query(ctx, `SELECT `+revisionColumns+`
 		FROM revisions WHERE job = $1 ORDER BY number`, job)
 	if err != nil {
-		return nil, fmt.Errorf("read revisions of job %q: %w", job, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	defer rows.Close()
-	var out []Revision
-	for rows.Next() {
-		var r Revision
-		var spec string
-		var t, u int64
-		if err := rows.Scan(&r.Job, &r.Number, &r.Digest, &spec, &t, &r.Who, &r.Outcome, &r.Note, &u); err != nil {
-			return nil, fmt.Errorf("read revisions of job %q: %w", job, err)
-		}
-		r.Spec, r.Time, r.Updated = json.RawMessage(spec), fromNanos(t), fromNanos(u)
-		out = append(out, r)
-	}
-	return out, rows.Err()
+	return collect(rows, what, scanRevision)
 }
 
 // PutRollout implements controller.Store.

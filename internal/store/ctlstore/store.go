@@ -120,18 +120,13 @@ func fromNanos(n int64) time.Time {
 
 // Job returns a job's stored record, or ErrNotFound.
 func (s *Store) Job(ctx context.Context, name string) (JobRecord, error) {
-	var r JobRecord
-	var fc, pol, silent string
-	var last int64
-	err := s.db.QueryRowContext(ctx, `SELECT name, file_config, policy, last_scale_at, silent FROM jobs WHERE name = ?`, name).
-		Scan(&r.Name, &fc, &pol, &last, &silent)
+	r, silent, err := scanJob(s.db.QueryRowContext(ctx, `SELECT `+jobColumns+` FROM jobs WHERE name = ?`, name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return r, fmt.Errorf("job %q: %w", name, ErrNotFound)
 	}
 	if err != nil {
 		return r, fmt.Errorf("read job %q: %w", name, err)
 	}
-	r.FileConfig, r.Policy, r.LastScaleAt = json.RawMessage(fc), json.RawMessage(pol), fromNanos(last)
 	r.Silent, err = decodeSilent(name, silent)
 	return r, err
 }
@@ -194,23 +189,13 @@ func (s *Store) Reconfigured(ctx context.Context, r Reconfiguration, policy json
 
 // Reconfigurations lists a job's reconfigure requests, oldest first.
 func (s *Store) Reconfigurations(ctx context.Context, job string) ([]Reconfiguration, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT time, job, who, what, error FROM reconfigurations WHERE job = ? ORDER BY id`, job)
+	what := fmt.Sprintf("read reconfigurations of job %q", job)
+	rows, err := s.db.QueryContext(ctx, `SELECT `+reconfigurationColumns+` FROM reconfigurations WHERE job = ? ORDER BY id`, job)
 	if err != nil {
-		return nil, fmt.Errorf("read reconfigurations of job %q: %w", job, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	defer rows.Close()
-	var out []Reconfiguration
-	for rows.Next() {
-		var r Reconfiguration
-		var t int64
-		var what string
-		if err := rows.Scan(&t, &r.Job, &r.Who, &what, &r.Error); err != nil {
-			return nil, fmt.Errorf("read reconfigurations of job %q: %w", job, err)
-		}
-		r.Time, r.What = fromNanos(t), json.RawMessage(what)
-		out = append(out, r)
-	}
-	return out, rows.Err()
+	return collect(rows, what, scanReconfiguration)
 }
 
 // RecordDecision stores d and the launches it asks for in one transaction,
@@ -257,55 +242,31 @@ func (s *Store) Decisions(ctx context.Context, job string, limit int) ([]Decisio
 	if limit <= 0 {
 		limit = 100
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT seq, time, job, engine, reason, actions, target, scaled, error
-		FROM decisions WHERE job = ? ORDER BY seq DESC LIMIT ?`, job, limit)
-	if err != nil {
-		return nil, fmt.Errorf("read decisions of job %q: %w", job, err)
-	}
-	return scanDecisions(rows, job)
+	return s.decisions(ctx, job, `SELECT `+decisionColumns+` FROM decisions WHERE job = ? ORDER BY seq DESC LIMIT ?`, job, limit)
 }
 
-// scanDecisions reads rows of the decisions table (newest first, as both
-// queries order them) and closes them.
-func scanDecisions(rows *sql.Rows, job string) ([]Decision, error) {
+// decisions runs q, a query of decisions rows (newest first, as both
+// callers order them).
+func (s *Store) decisions(ctx context.Context, job, q string, args ...any) ([]Decision, error) {
+	what := fmt.Sprintf("read decisions of job %q", job)
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
 	defer rows.Close()
-	var out []Decision
-	for rows.Next() {
-		var d Decision
-		var t int64
-		var acts string
-		if err := rows.Scan(&d.Seq, &t, &d.Job, &d.Engine, &d.Reason, &acts, &d.Target, &d.Scaled, &d.Error); err != nil {
-			return nil, fmt.Errorf("read decisions of job %q: %w", job, err)
-		}
-		d.Time, d.Actions = fromNanos(t), json.RawMessage(acts)
-		out = append(out, d)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read decisions of job %q: %w", job, err)
-	}
-	return out, nil
+	return collect(rows, what, scanDecision)
 }
 
 // PendingLaunches lists a job's launches still in state pending.
 func (s *Store) PendingLaunches(ctx context.Context, job string) ([]Launch, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT launch_id, job, seq, count, spec, state, created
+	what := fmt.Sprintf("read pending launches of job %q", job)
+	rows, err := s.db.QueryContext(ctx, `SELECT `+launchColumns+`
 		FROM launches WHERE job = ? AND state = ? ORDER BY seq, launch_id`, job, LaunchPending)
 	if err != nil {
-		return nil, fmt.Errorf("read pending launches of job %q: %w", job, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	defer rows.Close()
-	var out []Launch
-	for rows.Next() {
-		var l Launch
-		var spec string
-		var created int64
-		if err := rows.Scan(&l.LaunchID, &l.Job, &l.Seq, &l.Count, &spec, &l.State, &created); err != nil {
-			return nil, fmt.Errorf("read pending launches of job %q: %w", job, err)
-		}
-		l.Spec, l.Created = json.RawMessage(spec), fromNanos(created)
-		out = append(out, l)
-	}
-	return out, rows.Err()
+	return collect(rows, what, scanLaunch)
 }
 
 // SetLaunchState moves a launch to done or refused, with an optional note.
@@ -334,21 +295,17 @@ func (s *Store) ClearDraining(ctx context.Context, job, id string) error {
 
 // Draining returns a job's draining instances and when each drain began.
 func (s *Store) Draining(ctx context.Context, job string) (map[string]time.Time, error) {
+	what := fmt.Sprintf("read drains of job %q", job)
 	rows, err := s.db.QueryContext(ctx, `SELECT instance_id, since FROM drains WHERE job = ?`, job)
 	if err != nil {
-		return nil, fmt.Errorf("read drains of job %q: %w", job, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	defer rows.Close()
-	out := map[string]time.Time{}
-	for rows.Next() {
-		var id string
-		var since int64
-		if err := rows.Scan(&id, &since); err != nil {
-			return nil, fmt.Errorf("read drains of job %q: %w", job, err)
-		}
-		out[id] = fromNanos(since)
+	ds, err := collect(rows, what, scanDrain)
+	if err != nil {
+		return nil, err
 	}
-	return out, rows.Err()
+	return drainMap(ds), nil
 }
 
 const frozenKey = "frozen"
@@ -414,12 +371,8 @@ func (s *Store) DecisionsSince(ctx context.Context, job string, since time.Time,
 	if limit <= 0 {
 		limit = 10000
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT seq, time, job, engine, reason, actions, target, scaled, error
-		FROM decisions WHERE job = ? AND time >= ? ORDER BY seq DESC LIMIT ?`, job, nanos(since), limit)
-	if err != nil {
-		return nil, fmt.Errorf("read decisions of job %q: %w", job, err)
-	}
-	out, err := scanDecisions(rows, job)
+	out, err := s.decisions(ctx, job, `SELECT `+decisionColumns+` FROM decisions WHERE job = ? AND time >= ? ORDER BY seq DESC LIMIT ?`,
+		job, nanos(since), limit)
 	if err != nil {
 		return nil, err
 	}
@@ -442,31 +395,14 @@ func (s *Store) RecordSample(ctx context.Context, sm Sample) error {
 
 // Samples returns a job's samples taken at or after since, oldest first.
 func (s *Store) Samples(ctx context.Context, job string, since time.Time) ([]Sample, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT time, job, desired, running, healthy, queue_depth
+	what := fmt.Sprintf("read samples of job %q", job)
+	rows, err := s.db.QueryContext(ctx, `SELECT `+sampleColumns+`
 		FROM samples WHERE job = ? AND time >= ? ORDER BY time, id`, job, nanos(since))
 	if err != nil {
-		return nil, fmt.Errorf("read samples of job %q: %w", job, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	defer rows.Close()
-	var out []Sample
-	for rows.Next() {
-		var sm Sample
-		var t int64
-		var depth sql.NullInt64
-		if err := rows.Scan(&t, &sm.Job, &sm.Desired, &sm.Running, &sm.Healthy, &depth); err != nil {
-			return nil, fmt.Errorf("read samples of job %q: %w", job, err)
-		}
-		sm.Time = fromNanos(t)
-		if depth.Valid {
-			d := int(depth.Int64)
-			sm.QueueDepth = &d
-		}
-		out = append(out, sm)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read samples of job %q: %w", job, err)
-	}
-	return out, nil
+	return collect(rows, what, scanSample)
 }
 
 // CompactSamples thins a job's samples taken before thinBefore to the first
@@ -526,24 +462,14 @@ func (s *Store) PutRevision(ctx context.Context, r Revision) error {
 
 // Revisions implements controller.Store.
 func (s *Store) Revisions(ctx context.Context, job string) ([]Revision, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT job, number, digest, spec, time, who, outcome, note, updated
+	what := fmt.Sprintf("read revisions of job %q", job)
+	rows, err := s.db.QueryContext(ctx, `SELECT `+revisionColumns+`
 		FROM revisions WHERE job = ? ORDER BY number`, job)
 	if err != nil {
-		return nil, fmt.Errorf("read revisions of job %q: %w", job, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	defer rows.Close()
-	var out []Revision
-	for rows.Next() {
-		var r Revision
-		var spec string
-		var t, u int64
-		if err := rows.Scan(&r.Job, &r.Number, &r.Digest, &spec, &t, &r.Who, &r.Outcome, &r.Note, &u); err != nil {
-			return nil, fmt.Errorf("read revisions of job %q: %w", job, err)
-		}
-		r.Spec, r.Time, r.Updated = json.RawMessage(spec), fromNanos(t), fromNanos(u)
-		out = append(out, r)
-	}
-	return out, rows.Err()
+	return collect(rows, what, scanRevision)
 }
 
 // PutRollout implements controller.Store.
