@@ -107,3 +107,41 @@ func TestHeartbeatBatchDropsForgedBeats(t *testing.T) {
 		}
 	}
 }
+
+// A big launch whose reply is lost while its instances show up a few at a
+// time (the provisioner records them over seconds) is not launched again:
+// until all of its instances are in the view, the rest still count as
+// pending, and the launch is resent under its own id rather than settled.
+func TestPartlySeenLaunchIsNotLaunchedAgain(t *testing.T) {
+	r := newRig(t, npJob(t, 10))
+	r.prov.failLaunch, r.prov.lostReply = 2, true
+	r.tick()
+	_, calls := r.prov.launched()
+	if len(calls) != 1 || calls[0].Count != 10 {
+		t.Fatalf("first round: calls %+v, want one launch of 10", calls)
+	}
+	first := calls[0].LaunchID
+	// Three of its ten instances are announced before any reply.
+	for _, id := range r.prov.ids("web", true)[:3] {
+		r.c.HandleInstance(r.prov.setState(id, nightshift.StateRunning))
+	}
+	st, _ := r.c.Status("web")
+	if got := st[0].Counts["pending_launch"]; got != 7 {
+		t.Errorf("pending_launch %d with 3 of 10 seen, want 7", got)
+	}
+	r.tick() // the reply is lost again
+	r.tick() // now it arrives
+	n, calls := r.prov.launched()
+	if n != 10 {
+		t.Errorf("%d instances launched, want the 10 of the first launch only", n)
+	}
+	for _, c := range calls {
+		if c.LaunchID != first {
+			t.Errorf("launch %s of %d sent while %s was under way", c.LaunchID, c.Count, first)
+		}
+	}
+	st, _ = r.c.Status("web")
+	if got, ok := st[0].Counts["pending_launch"]; ok && got != 0 {
+		t.Errorf("pending_launch %d after the reply, want none", got)
+	}
+}

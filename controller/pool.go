@@ -376,9 +376,7 @@ func (p *Pool) Snapshot(now time.Time) decision.Snapshot {
 		Depth: p.depth, Source: p.source, LastScaleAt: p.lastScaleAt,
 		Instances: make([]decision.Instance, 0, len(p.workers)),
 	}
-	for _, l := range p.pending {
-		s.PendingLaunches += l.Count
-	}
+	s.PendingLaunches = p.owed()
 	for _, w := range p.workers {
 		s.Instances = append(s.Instances, decision.Instance{
 			ID: w.id, State: w.state, Health: p.health(w, now),
@@ -772,20 +770,50 @@ type LaunchStep struct {
 }
 
 // LaunchSteps says, for every pending launch in order, whether to settle or
-// send it.
+// send it: a launch all of whose instances are in the view is done; one
+// only partly seen is sent again, and the provisioner's reply settles it.
 func (p *Pool) LaunchSteps() []LaunchStep {
 	if len(p.pending) == 0 {
 		return nil
 	}
-	seen := map[string]bool{}
-	for _, w := range p.workers {
-		seen[w.launchID] = true
-	}
+	seen := p.launchSeen()
 	steps := make([]LaunchStep, 0, len(p.pending))
 	for _, l := range p.pending {
-		steps = append(steps, LaunchStep{Launch: l, Settle: seen[l.LaunchID]})
+		steps = append(steps, LaunchStep{Launch: l, Settle: seen[l.LaunchID] >= l.Count})
 	}
 	return steps
+}
+
+// launchSeen counts the instances of each pending launch in the view.
+func (p *Pool) launchSeen() map[string]int {
+	if len(p.pending) == 0 {
+		return nil
+	}
+	seen := make(map[string]int, len(p.pending))
+	for _, l := range p.pending {
+		seen[l.LaunchID] = 0
+	}
+	for _, w := range p.workers {
+		if n, ok := seen[w.launchID]; ok {
+			seen[w.launchID] = n + 1
+		}
+	}
+	return seen
+}
+
+// owed is how many instances the pending launches still owe the view: each
+// one's count less those of its instances already seen. A launch of
+// thousands is carried out over seconds, its instances showing up as the
+// provisioner records them; settled at its first instance, the rest of it
+// went uncounted and the engine launched them again (at 10,000, 8,331 more
+// on top of a launch of 10,000 still under way).
+func (p *Pool) owed() int {
+	seen := p.launchSeen()
+	n := 0
+	for _, l := range p.pending {
+		n += max(0, l.Count-seen[l.LaunchID])
+	}
+	return n
 }
 
 // Settled removes a launch that is done or refused from the pending ones.
@@ -815,8 +843,8 @@ func (p *Pool) Status(now time.Time, policy map[string]any, frozen bool) JobStat
 		js.Revision = &r
 	}
 	drainTimeout, hasTimeout := policyDuration(policy, "drain_timeout")
-	for _, l := range p.pending {
-		js.Counts["pending_launch"] += l.Count
+	if n := p.owed(); n > 0 || len(p.pending) > 0 {
+		js.Counts["pending_launch"] = n
 	}
 	for _, id := range slices.Sorted(maps.Keys(p.workers)) {
 		w := p.workers[id]
@@ -925,9 +953,7 @@ func redactPolicy(m map[string]any) map[string]any {
 // the size its engine wants.
 func (p *Pool) RolloutSnapshot(now time.Time, desired int) RolloutSnapshot {
 	s := RolloutSnapshot{Now: now, Desired: desired}
-	for _, l := range p.pending {
-		s.PendingLaunches += l.Count
-	}
+	s.PendingLaunches = p.owed()
 	for _, id := range slices.Sorted(maps.Keys(p.workers)) {
 		w := p.workers[id]
 		h := p.health(w, now)
