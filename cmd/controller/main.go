@@ -298,7 +298,7 @@ func openStore(ctx context.Context, o options, log *slog.Logger, promReg prometh
 		}
 		return st, nil, path, nil
 	}
-	schema := pgdb.SchemaName("ns", o.common.Run, "controller")
+	schema := pgdb.DaemonSchema(o.common.Run, "controller")
 	name = redact.URL(o.store.URL) + " schema " + schema
 	pg, err := ctlstore.OpenPG(ctx, o.store.URL, schema, leader.Fence{})
 	if err != nil {

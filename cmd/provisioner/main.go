@@ -471,7 +471,7 @@ type daemonStore interface {
 
 func storeName(c config) string {
 	if c.store.PG() {
-		return redact.URL(c.store.URL) + " schema " + pgdb.SchemaName("ns", c.run, "provisioner")
+		return redact.URL(c.store.URL) + " schema " + pgdb.DaemonSchema(c.run, "provisioner")
 	}
 	return c.db
 }
@@ -489,7 +489,7 @@ func openStore(ctx context.Context, c config, log *slog.Logger, promReg promethe
 		}
 		return s, nil, nil
 	}
-	schema := pgdb.SchemaName("ns", c.run, "provisioner")
+	schema := pgdb.DaemonSchema(c.run, "provisioner")
 	s, err := provstore.OpenPG(ctx, c.store.URL, schema, leader.Fence{})
 	if err != nil {
 		return nil, nil, err

@@ -3,6 +3,11 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -11,7 +16,10 @@ import (
 	"nightshift/internal/app"
 	"nightshift/internal/clikit"
 	"nightshift/internal/progress"
+	"nightshift/internal/runlayout"
+	"nightshift/internal/store/pgdb"
 	"nightshift/keeper"
+	"nightshift/launchplan"
 	"nightshift/mgmt"
 	"nightshift/mgmt/mgmtbus"
 )
@@ -25,14 +33,15 @@ func newTeardownCmd(m *mgmtCmd) *cobra.Command {
 		Short: "stop pools, terminate levels in reverse, sweep, and prove nothing is left",
 		Long: `teardown stops the run's keepers and pools, terminates its levels in reverse
 order, sweeps for anything left (workers, processes, broker users, EC2
-instances by tag) and reports what it destroyed and what remains. It is
+instances by tag, the daemons' PostgreSQL schemas) and reports what it
+destroyed and what remains. It is
 idempotent: a second teardown finds nothing to do and succeeds. It exits
 non-zero, listing them, when anything remains.
 
 --json prints one object: run, dry_run, destroyed and remaining as lists of
 items {kind, id, where, detail} (kind is worker, service, process,
-broker-user, ec2 or ssm-parameter; where is the region and endpoint a sweep
-looked in), and notes.`,
+broker-user, ec2, ssm-parameter or pg-schema; where is the region and
+endpoint, or the database, a sweep looked in), and notes.`,
 		Example: `  mgmt teardown hello
   mgmt teardown hello --dry-run
   mgmt teardown hello --json | jq -r '.remaining[] | "\(.kind) \(.id) \(.where)"'`,
@@ -93,6 +102,9 @@ func (m *mgmtCmd) teardown(ctx context.Context, run string, dry bool) error {
 		fmt.Fprintf(m.stderr, "note: cloud sweep incomplete (EC2, SSM, Route 53): %s\n", m.line(err.Error()))
 	}
 	td.Sweepers = append(td.Sweepers, sws...)
+	// Last: the daemons are stopped by then (levels go first), so nothing
+	// writes to the schemas while they are dropped.
+	td.Sweepers = append(td.Sweepers, pgSweepers(m.home, r)...)
 	if !dry && r.State != bootlevel.RunTerminated && hasPools(ctx, a, run) {
 		conn, err := mgmtbus.Dial(ctx, a.Store, m.home, run, 3*time.Second)
 		if err != nil {
@@ -131,4 +143,55 @@ func (m *mgmtCmd) teardown(ctx context.Context, run string, dry bool) error {
 		}
 	}
 	return err
+}
+
+// pgSweepers returns a schema sweeper (pgdb.Sweeper) for every PostgreSQL
+// database the run's daemons kept their stores in, found two ways: the
+// store-url files the daemons were started with (exact, whatever the
+// launch's -g or environment made of the plan), and the stored plan's
+// provisioner and controller `store` values expanded against its globals,
+// so a run whose directory is gone is still swept. The home's run store
+// (NIGHTSHIFT_STORE) is not among them: it is the home's, and the run's
+// rows in it go with `mgmt rm`.
+func pgSweepers(home string, r bootlevel.Run) []mgmt.Sweeper {
+	var urls []string
+	add := func(u string) {
+		if u = strings.TrimSpace(u); pgdb.IsURL(u) && !slices.Contains(urls, u) {
+			urls = append(urls, u)
+		}
+	}
+	work := runlayout.Of(home, r.Name).Work("")
+	_ = filepath.WalkDir(work, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil // an unreadable corner hides no store-url of ours
+		}
+		if d.IsDir() && strings.Count(strings.TrimPrefix(p, work), string(filepath.Separator)) > 3 {
+			return filepath.SkipDir // services keep it at work/SERVICE/COMPONENT/store-url
+		}
+		if !d.IsDir() && d.Name() == "store-url" {
+			if b, err := os.ReadFile(p); err == nil {
+				add(string(b))
+			}
+		}
+		return nil
+	})
+	if p, err := bootlevel.LoadRunPlan(r); err == nil {
+		// Globals only: another service's export or this shell's
+		// environment may not be what the launch saw.
+		scope := launchplan.Scope{Globals: p.Globals, Getenv: func(string) (string, bool) { return "", false }}
+		for _, l := range p.Levels {
+			for _, s := range l.Services {
+				if v, ok := s.TypeConfig["store"].(string); ok && (s.Type == "provisioner" || s.Type == "controller") {
+					if x, err := scope.Expand(v); err == nil {
+						add(x)
+					}
+				}
+			}
+		}
+	}
+	out := make([]mgmt.Sweeper, 0, len(urls))
+	for _, u := range urls {
+		out = append(out, pgdb.Sweeper{URL: u})
+	}
+	return out
 }

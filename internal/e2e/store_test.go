@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io/fs"
 	"os"
@@ -124,8 +125,59 @@ func TestPostgresStoreEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res := r.Teardown(ctx); res.Code != 0 {
-		t.Fatalf("teardown exit %d", res.Code)
+	// Teardown drops the daemons' schemas once they are stopped, says so,
+	// and leaves the home's run store, whose rows of the run go with
+	// `mgmt rm`.
+	res := r.Mgmt(ctx, "teardown", "--json", r.Name)
+	if res.Code != 0 {
+		t.Fatalf("teardown exit %d: %s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	var rep mgmt.TeardownReport
+	if err := json.Unmarshal([]byte(res.Stdout), &rep); err != nil {
+		t.Fatalf("teardown --json: %v\n%s", err, res.Stdout)
+	}
+	dropped := map[string]bool{}
+	for _, it := range rep.Destroyed {
+		if it.Kind == "pg-schema" {
+			dropped[it.ID] = true
+			if strings.Contains(it.Where, password) || it.Where == "" {
+				t.Errorf("pg-schema item where %q: want the server, no password", it.Where)
+			}
+		}
+	}
+	if !dropped[provSchema] || !dropped[ctlSchema] || len(dropped) != 2 || len(rep.Remaining) != 0 {
+		t.Errorf("teardown destroyed pg-schemas %v, remaining %+v; want exactly %s and %s, none left", dropped, rep.Remaining, provSchema, ctlSchema)
+	}
+	schemaExists := func(s string) bool {
+		var n int
+		if err := conn.QueryRow(ctx, `SELECT COUNT(*) FROM pg_namespace WHERE nspname = $1`, s).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n == 1
+	}
+	for _, s := range []string{provSchema, ctlSchema} {
+		if schemaExists(s) {
+			t.Errorf("schema %s left after teardown", s)
+		}
+	}
+	var runs int
+	if err := conn.QueryRow(ctx, `SELECT COUNT(*) FROM `+pgx.Identifier{runSchema, "runs"}.Sanitize()+` WHERE name = $1`, r.Name).Scan(&runs); err != nil || runs != 1 {
+		t.Errorf("the home's run store holds %d records of the run (%v), want it kept for mgmt rm", runs, err)
+	}
+	if res := r.Mgmt(ctx, "teardown", "--json", r.Name); res.Code != 0 {
+		t.Errorf("a second teardown exit %d: %s", res.Code, res.Stdout)
+	}
+	if res := r.Mgmt(ctx, "rm", r.Name); res.Code != 0 {
+		t.Fatalf("rm exit %d: %s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	for _, tbl := range []string{"runs", "services", "events"} {
+		var n int
+		if err := conn.QueryRow(ctx, `SELECT COUNT(*) FROM `+pgx.Identifier{runSchema, tbl}.Sanitize()+` WHERE `+map[bool]string{true: "name", false: "run"}[tbl == "runs"]+` = $1`, r.Name).Scan(&n); err != nil || n != 0 {
+			t.Errorf("%d rows of the run in the home's %s after rm (%v)", n, tbl, err)
+		}
+	}
+	if !schemaExists(runSchema) {
+		t.Errorf("the home's run store %s was dropped", runSchema)
 	}
 	r.AssertNoProcesses()
 }
