@@ -15,6 +15,7 @@ import (
 	"nightshift/decision"
 	"nightshift/internal/backoff"
 	"nightshift/internal/redact"
+	"nightshift/provisioner"
 )
 
 // Defaults.
@@ -111,6 +112,12 @@ type job struct {
 	// rollout is the job's latest rollout (nil: none); guarded by
 	// Controller.mu, changed under acting.
 	rollout *Rollout
+	// sentHealth is the judgement of the job's workers the provisioner
+	// last accepted (healthSent: any); a round sends it again only when it
+	// changed. Guarded by acting; empty after a restart, so a restarted
+	// controller tells it once more.
+	sentHealth provisioner.HealthBody
+	healthSent bool
 }
 
 // New builds a controller: it validates the configuration, opens each

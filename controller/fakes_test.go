@@ -41,6 +41,10 @@ type fakeProv struct {
 	refuse     bool
 	revised    []provisioner.ReviseBody
 	failDesc   bool
+	// health are the health bodies accepted; failHealth refuses them as
+	// a transport error would.
+	health     []provisioner.HealthBody
+	failHealth bool
 	// onLaunch, when set, runs as a launch arrives (before it is recorded).
 	onLaunch func(provisioner.LaunchRequest)
 }
@@ -108,6 +112,16 @@ func (f *fakeProv) Revise(_ context.Context, b provisioner.ReviseBody) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.revised = append(f.revised, b)
+	return nil
+}
+
+func (f *fakeProv) Health(_ context.Context, b provisioner.HealthBody) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failHealth {
+		return errTransport
+	}
+	f.health = append(f.health, b)
 	return nil
 }
 
@@ -332,4 +346,11 @@ func mustOpen(t *testing.T, path string) *ctlstore.Store {
 	}
 	t.Cleanup(func() { st.Close() })
 	return st
+}
+
+// healthSent returns the health bodies the provisioner accepted.
+func (f *fakeProv) healthSent() []provisioner.HealthBody {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.health)
 }

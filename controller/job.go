@@ -44,11 +44,14 @@ type Job struct {
 	// BlockAfterSilent is how many workers in a row may reach running
 	// without a first heartbeat before the job stops launching
 	// (block_after_silent, default jobspec.DefaultBlockAfterSilent).
-	BlockAfterSilent int            `json:"block_after_silent,omitempty"`
-	Queue            QueueConfig    `json:"queue"`
-	raw              map[string]any // the table as read, for storage
-	where            string         // "file:line" of the table
-	health           map[string]any // the health table as read
+	BlockAfterSilent int         `json:"block_after_silent,omitempty"`
+	Queue            QueueConfig `json:"queue"`
+	// DNS says the job has a dns table: its workers' records follow
+	// their health, which the controller tells the provisioner.
+	DNS    bool           `json:"-"`
+	raw    map[string]any // the table as read, for storage
+	where  string         // "file:line" of the table
+	health map[string]any // the health table as read
 }
 
 // QueueConfig is the queue a job's depth is read from.
@@ -184,7 +187,9 @@ func ParseJob(name string, t map[string]any, reg *decision.Registry) (Job, error
 		return j, fmt.Errorf("job %s: %w", name, err)
 	}
 	f.Has(jobspec.BlockAfterSilentKey) // read below; marked known here
-	f.Has(jobspec.DNSKey)              // the provisioner's (jobspec checks it)
+	// The dns table is the provisioner's (jobspec checks it); the
+	// controller only tells it, for such a job, which workers are healthy.
+	j.DNS = f.Has(jobspec.DNSKey)
 	if j.BlockAfterSilent, err = jobspec.BlockAfterSilent(t); err != nil {
 		return j, fmt.Errorf("job %s: %w", name, err)
 	}

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
+	"nightshift"
 	"nightshift/decision"
 	"nightshift/internal/redact"
 	"nightshift/provisioner"
@@ -57,6 +59,7 @@ func (c *Controller) tickJob(ctx context.Context, j *job) error {
 	snap := j.pool.Snapshot(now)
 	j.pool.Prune(now)
 	c.mu.Unlock()
+	c.reportHealth(ctx, j, snap)
 
 	d := decision.Run(ctx, j.engine, snap)
 	d, _, err := c.rolloutRound(ctx, j, d, now)
@@ -280,4 +283,41 @@ func (c *Controller) drain(ctx context.Context, j *job, a decision.Drain, now ti
 		c.mu.Unlock()
 	}
 	return errors.Join(errs...)
+}
+
+// reportHealth tells the provisioner, for a job with a dns table, which of
+// its running workers are healthy and which unhealthy, when that changed
+// since it last accepted it: the workers' DNS records follow health, and
+// only the controller hears the heartbeats and probes that decide it. A
+// worker neither (booting, or not yet heard since a restart) is left out,
+// so the provisioner keeps what it had. A failure is retried next round.
+// The caller holds j.acting.
+func (c *Controller) reportHealth(ctx context.Context, j *job, snap decision.Snapshot) {
+	if !j.def.DNS {
+		return
+	}
+	b := provisioner.HealthBody{Job: j.def.Name}
+	for _, in := range snap.Instances {
+		if in.State != nightshift.StateRunning {
+			continue
+		}
+		switch {
+		case in.Health == nightshift.HealthOK:
+			b.Healthy = append(b.Healthy, in.ID)
+		case in.Health.Unhealthy():
+			b.Unhealthy = append(b.Unhealthy, in.ID)
+		}
+	}
+	if j.healthSent && slices.Equal(b.Healthy, j.sentHealth.Healthy) && slices.Equal(b.Unhealthy, j.sentHealth.Unhealthy) ||
+		!j.healthSent && len(b.Healthy)+len(b.Unhealthy) == 0 {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
+	err := c.cfg.Provisioner.Health(cctx, b)
+	cancel()
+	if err != nil {
+		c.cfg.Log.Warn("telling the provisioner the workers' health failed; the next round retries", "job", j.def.Name, "err", redact.String(err.Error()))
+		return
+	}
+	j.sentHealth, j.healthSent = b, true
 }

@@ -16,6 +16,10 @@ type Provisioner interface {
 	// Revise hands over a revision of a job's worker spec, which launches
 	// may then name by its digest; again is harmless.
 	Revise(ctx context.Context, b provisioner.ReviseBody) error
+	// Health tells the provisioner which running workers of a job the
+	// controller judges healthy and unhealthy (their DNS records follow
+	// it); again is harmless.
+	Health(ctx context.Context, b provisioner.HealthBody) error
 }
 
 // Drainer tells the sitter of one instance to drain; ctlbus.BusDrainer

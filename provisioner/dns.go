@@ -11,16 +11,30 @@ import (
 	"nightshift/internal/jobspec"
 )
 
+// DNSRecord is one A record a run wants in a zone: a worker's (one
+// address) or a pool's (every healthy worker's).
+type DNSRecord struct {
+	Name      string
+	Addresses []string // sorted, without duplicates
+	TTL       int64
+}
+
+// DNSChanges says what a DNSZone.Sync changed, by record name.
+type DNSChanges struct {
+	Upserted, Deleted []string
+}
+
 // DNSZone keeps a run's A records in one hosted zone (internal/route53dns
 // through the wiring). Records of other runs, and names the run does not
 // own, are not its business: the zone refuses them.
 type DNSZone interface {
-	// UpsertRecord points name at addrs with ttl.
-	UpsertRecord(ctx context.Context, run, name string, addrs []string, ttl int64) error
-	// DeleteRecord deletes run's record name; one already gone is no error.
-	DeleteRecord(ctx context.Context, run, name string) error
-	// RecordAddresses lists run's records in the zone: name to addresses.
-	RecordAddresses(ctx context.Context, run string) (map[string][]string, error)
+	// Sync makes run's records in the zone exactly want. With full it
+	// lists the zone first and repairs whatever differs: the periodic
+	// reconcile's repair. Without, it changes only what differs from what
+	// it last listed or wrote, batched into as few requests as the zone
+	// allows: what follows each change, which must not list a zone of
+	// thousands of records every time a worker starts.
+	Sync(ctx context.Context, run string, want []DNSRecord, full bool) (DNSChanges, error)
 }
 
 // assignDNSNames names each new instance of a job with a dns table: the
@@ -77,15 +91,20 @@ func (p *Provisioner) dnsAddress(job, private, public string) string {
 	return private
 }
 
-// SyncDNS makes every DNS zone hold exactly the records the ledger wants:
-// a record per running worker with a name and an address, a pool record
-// per job that has one (every running worker's address), and none of the
+// SyncDNS makes every DNS zone hold exactly the records the ledger wants,
+// listing each zone and repairing what differs; Reconcile calls it. A
+// record per running worker with a name and an address that the
+// controller has judged healthy at least once (SetHealth), a pool record
+// per job that has one (every worker judged healthy now), and none of the
 // run's other records. It works from the ledger alone, so it repairs what
 // a crash between a launch and its record left, and a replacement's record
-// is never deleted by its predecessor's late cleanup. Running (not yet
-// healthy) is what earns a record. Errors are returned after every zone was
-// tried; the next reconcile tries again.
-func (p *Provisioner) SyncDNS(ctx context.Context) error {
+// is never deleted by its predecessor's late cleanup. Errors are returned
+// after every zone was tried; the next reconcile tries again.
+func (p *Provisioner) SyncDNS(ctx context.Context) error { return p.syncDNS(ctx, true) }
+
+// syncDNS is SyncDNS; without full each zone changes only the records that
+// differ from what it last listed or wrote (DNSZone.Sync).
+func (p *Provisioner) syncDNS(ctx context.Context, full bool) error {
 	if len(p.cfg.DNS) == 0 {
 		return nil
 	}
@@ -95,18 +114,16 @@ func (p *Provisioner) SyncDNS(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("dns: list records: %w", err)
 	}
-	type want struct {
-		addrs []string
-		ttl   int64
-	}
-	zones := map[DNSZone]map[string]*want{}
+	zones := map[DNSZone]map[string]*DNSRecord{}
+	var order []DNSZone
 	for _, job := range slices.Sorted(maps.Keys(p.cfg.DNS)) {
 		z, d := p.cfg.DNS[job], p.cfg.Jobs[job].DNS
 		if d == nil {
 			continue
 		}
 		if zones[z] == nil {
-			zones[z] = map[string]*want{}
+			zones[z] = map[string]*DNSRecord{}
+			order = append(order, z)
 		}
 		pool := ""
 		if d.Pool != "" {
@@ -115,68 +132,143 @@ func (p *Provisioner) SyncDNS(ctx context.Context) error {
 			}
 		}
 		for _, r := range recs {
-			if r.Job != job || r.State != nightshift.StateRunning || r.DNSName == "" || r.DNSAddress == "" {
+			if r.Job != job || r.State != nightshift.StateRunning || r.DNSName == "" || r.DNSAddress == "" || r.Health == "" {
 				continue
 			}
-			zones[z][r.DNSName] = &want{addrs: []string{r.DNSAddress}, ttl: d.TTL}
-			if pool != "" {
+			zones[z][r.DNSName] = &DNSRecord{Name: r.DNSName, Addresses: []string{r.DNSAddress}, TTL: d.TTL}
+			if pool != "" && r.Health == HealthHealthy {
 				if zones[z][pool] == nil {
-					zones[z][pool] = &want{ttl: d.TTL}
+					zones[z][pool] = &DNSRecord{Name: pool, TTL: d.TTL}
 				}
-				zones[z][pool].addrs = append(zones[z][pool].addrs, r.DNSAddress)
+				zones[z][pool].Addresses = append(zones[z][pool].Addresses, r.DNSAddress)
 			}
 		}
 	}
 	var errs []error
-	for z, wanted := range zones {
-		have, err := z.RecordAddresses(ctx, p.cfg.Run)
+	for _, z := range order {
+		var want []DNSRecord
+		for _, name := range slices.Sorted(maps.Keys(zones[z])) {
+			w := zones[z][name]
+			slices.Sort(w.Addresses)
+			w.Addresses = slices.Compact(w.Addresses)
+			want = append(want, *w)
+		}
+		ch, err := z.Sync(ctx, p.cfg.Run, want, full)
+		for _, n := range ch.Upserted {
+			p.log.Info("dns record set", "name", n)
+		}
+		for _, n := range ch.Deleted {
+			p.log.Info("dns record deleted", "name", n)
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("dns: %w", err))
-			continue
-		}
-		for _, name := range slices.Sorted(maps.Keys(wanted)) {
-			w := wanted[name]
-			slices.Sort(w.addrs)
-			w.addrs = slices.Compact(w.addrs)
-			if cur, ok := have[name]; ok && slices.Equal(sorted(cur), w.addrs) {
-				continue
-			}
-			if err := z.UpsertRecord(ctx, p.cfg.Run, name, w.addrs, w.ttl); err != nil {
-				errs = append(errs, fmt.Errorf("dns: %w", err))
-				continue
-			}
-			p.log.Info("dns record set", "name", name, "addresses", w.addrs)
-		}
-		for _, name := range slices.Sorted(maps.Keys(have)) {
-			if wanted[name] != nil {
-				continue
-			}
-			if err := z.DeleteRecord(ctx, p.cfg.Run, name); err != nil {
-				errs = append(errs, fmt.Errorf("dns: %w", err))
-				continue
-			}
-			p.log.Info("dns record deleted", "name", name)
 		}
 	}
-	return errors.Join(errs...)
+	err = errors.Join(errs...)
+	p.reportDNS(err)
+	return err
 }
 
-func sorted(s []string) []string {
-	s = slices.Clone(s)
-	slices.Sort(s)
-	return s
+// reportDNS logs the DNS state when it changes: a failure loudly (the
+// workers run on, unnamed or under stale records, until it passes), and
+// its end. Repeats of one failure are logged quietly.
+func (p *Provisioner) reportDNS(err error) {
+	p.dnsErrMu.Lock()
+	defer p.dnsErrMu.Unlock()
+	switch {
+	case err != nil && p.dnsErr == "":
+		p.log.Error("dns records are not being kept: workers run, but their names may be missing or stale until this passes; retrying", "err", err)
+	case err != nil && p.dnsErr != err.Error():
+		p.log.Error("dns records are still not being kept; retrying", "err", err)
+	case err != nil:
+		p.log.Debug("dns records still not kept", "err", err)
+	case p.dnsErr != "":
+		p.log.Info("dns records are kept again")
+	}
+	p.dnsErr = ""
+	if err != nil {
+		p.dnsErr = err.Error()
+	}
 }
 
-// dnsChanged syncs the records after a change that moves one: an instance
-// of a job with DNS reached running or ended.
+// DNSProblem is the last DNS sync's error ("" when it worked or no job has
+// DNS), for status.
+func (p *Provisioner) DNSProblem() string {
+	p.dnsErrMu.Lock()
+	defer p.dnsErrMu.Unlock()
+	return p.dnsErr
+}
+
+// SetHealth records the controller's judgement of b.Job's running workers
+// (Instance.Health) in the ledger and moves their DNS records: a worker
+// gets its own record when first healthy and is in its pool record while
+// healthy. Ids the provisioner does not hold as running workers of the
+// job are stale news and ignored. Only the controller sends it, signed
+// (provbus), so a worker cannot vouch for itself.
+func (p *Provisioner) SetHealth(ctx context.Context, b HealthBody) error {
+	if _, ok := p.cfg.Jobs[b.Job]; !ok {
+		return fmt.Errorf("health: %w: field \"job\": unknown job %q", ErrInvalid, b.Job)
+	}
+	healthy := make(map[string]bool, len(b.Healthy)+len(b.Unhealthy))
+	for _, id := range b.Healthy {
+		healthy[id] = true
+	}
+	for _, id := range b.Unhealthy {
+		healthy[id] = false
+	}
+	p.mu.Lock()
+	recs, err := p.cfg.Store.Instances(ctx, Filter{Job: b.Job, LiveOnly: true})
+	if err != nil {
+		p.mu.Unlock()
+		return fmt.Errorf("health of job %s: %w", b.Job, err)
+	}
+	changed := false
+	var errs []error
+	for _, r := range recs {
+		h, ok := healthy[r.ID]
+		if !ok || r.State != nightshift.StateRunning {
+			continue
+		}
+		next := r.Health
+		switch {
+		case h:
+			next = HealthHealthy
+		case r.Health == HealthHealthy:
+			next = HealthUnhealthy
+		}
+		if next == r.Health {
+			continue
+		}
+		if err := p.cfg.Store.SetHealth(ctx, r.ID, r.State, next); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		p.log.Info("worker health recorded", "instance", r.ID, "job", r.Job, "health", next)
+		changed = true
+	}
+	p.mu.Unlock()
+	if changed && p.cfg.DNS[b.Job] != nil {
+		if err := p.syncDNS(ctx, false); err != nil {
+			p.log.Warn("dns sync failed; the next reconcile retries", "job", b.Job, "err", err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("health of job %s: %w", b.Job, err)
+	}
+	return nil
+}
+
+// dnsChanged syncs the records, incrementally, after a change that may
+// move one: an instance of a job with DNS reached running, left it, or
+// ended. A sync that finds nothing to change costs no request.
 func (p *Provisioner) dnsChanged(ctx context.Context, inst Instance) {
 	if inst.DNSName == "" || p.cfg.DNS[inst.Job] == nil {
 		return
 	}
-	if inst.State != nightshift.StateRunning && inst.State.Live() {
+	if inst.State == nightshift.StateRequested || inst.State == nightshift.StatePending {
 		return
 	}
-	if err := p.SyncDNS(ctx); err != nil {
+	if err := p.syncDNS(ctx, false); err != nil {
 		p.log.Warn("dns sync failed; the next reconcile retries", "instance", inst.ID, "err", err)
 	}
 }

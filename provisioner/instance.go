@@ -29,13 +29,30 @@ type Instance struct {
 	DNSName string `json:"dns_name,omitempty"`
 	// DNSAddress is the IPv4 address the worker's record holds, from the
 	// driver once it runs.
-	DNSAddress string                   `json:"dns_address,omitempty"`
-	State      nightshift.InstanceState `json:"state"`
-	Reason     string                   `json:"reason,omitempty"`
-	Created    time.Time                `json:"created"`
-	Updated    time.Time                `json:"updated"`
-	History    []Change                 `json:"history,omitempty"`
+	DNSAddress string `json:"dns_address,omitempty"`
+	// Health is the controller's last word on a running worker (SetHealth),
+	// which decides its DNS records: "" until it is first judged healthy,
+	// then HealthHealthy or HealthUnhealthy. Only the controller judges
+	// health (from heartbeats and probes), over its signed command.
+	Health  string                   `json:"health,omitempty"`
+	State   nightshift.InstanceState `json:"state"`
+	Reason  string                   `json:"reason,omitempty"`
+	Created time.Time                `json:"created"`
+	Updated time.Time                `json:"updated"`
+	History []Change                 `json:"history,omitempty"`
 }
+
+// Instance.Health values.
+const (
+	// HealthHealthy: the controller judges the worker healthy; it is in
+	// its job's pool record.
+	HealthHealthy = "healthy"
+	// HealthUnhealthy: healthy once, unhealthy now. It keeps its own
+	// record (its name is how a person reaches it to see what is wrong,
+	// and the controller replaces it anyway) but leaves the pool record,
+	// which is for reaching a worker that works.
+	HealthUnhealthy = "unhealthy"
+)
 
 // Change is one step of an Instance's history.
 type Change struct {

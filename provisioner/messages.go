@@ -23,7 +23,12 @@ const (
 	TypeEnable       = "provisioner.enable"
 	// TypeRevise hands the provisioner a revision of a job's worker spec
 	// (ReviseBody), which launches may then name by its digest.
-	TypeRevise   = "provisioner.revise"
+	TypeRevise = "provisioner.revise"
+	// TypeHealth tells the provisioner the controller's judgement of a
+	// job's workers (HealthBody), which decides their DNS records. It is
+	// signed, and only the controller's broker user may send it, so a
+	// worker cannot put itself (or take another) in a pool record.
+	TypeHealth   = "provisioner.health"
 	TypeDescribe = "provisioner.describe"
 	TypeReply    = "provisioner.reply"
 	TypeInstance = "provisioner.instance" // event, routing key EventKey
@@ -82,6 +87,45 @@ func (b *ReviseBody) Validate() error {
 	}
 	if len(b.Spec.Worker) == 0 {
 		return &envelope.FieldError{Field: "spec.worker", Reason: "missing"}
+	}
+	return nil
+}
+
+// HealthBody is the controller's judgement of Job's running workers:
+// those heard healthy and those judged unhealthy (missing, probe failed,
+// ...). A worker in neither list (booting, not yet heard after a restart)
+// keeps what it had. The controller sends it whenever the judgement of a
+// job with a dns table changes, and again after it restarts; the same
+// body again changes nothing.
+type HealthBody struct {
+	Job       string   `json:"job"`
+	Healthy   []string `json:"healthy,omitempty"`
+	Unhealthy []string `json:"unhealthy,omitempty"`
+}
+
+// Validate implements envelope.Validator.
+func (b *HealthBody) Validate() error {
+	if err := ValidJob(b.Job); err != nil {
+		return &envelope.FieldError{Field: "job", Reason: err.Error()}
+	}
+	if len(b.Healthy)+len(b.Unhealthy) > MaxCount {
+		return &envelope.FieldError{Field: "healthy", Reason: fmt.Sprintf("want at most %d ids in all", MaxCount)}
+	}
+	seen := make(map[string]bool, len(b.Healthy))
+	for field, ids := range map[string][]string{"healthy": b.Healthy, "unhealthy": b.Unhealthy} {
+		for i, id := range ids {
+			if id == "" || len(id) > maxInstanceIDLen {
+				return &envelope.FieldError{Field: fmt.Sprintf("%s[%d]", field, i), Reason: fmt.Sprintf("want 1..%d characters", maxInstanceIDLen)}
+			}
+		}
+	}
+	for _, id := range b.Healthy {
+		seen[id] = true
+	}
+	for i, id := range b.Unhealthy {
+		if seen[id] {
+			return &envelope.FieldError{Field: fmt.Sprintf("unhealthy[%d]", i), Reason: fmt.Sprintf("%s is also healthy", id)}
+		}
 	}
 	return nil
 }
@@ -149,6 +193,7 @@ func Messages() *envelope.Registry {
 	r.Register(TypeTerminateAll, 1, func() envelope.Validator { return &TerminateAllBody{} }, true)
 	r.Register(TypeEnable, 1, func() envelope.Validator { return &EnableBody{} }, true)
 	r.Register(TypeRevise, 1, func() envelope.Validator { return &ReviseBody{} }, true)
+	r.Register(TypeHealth, 1, func() envelope.Validator { return &HealthBody{} }, true)
 	r.Register(TypeDescribe, 1, func() envelope.Validator { return &DescribeBody{} }, false)
 	r.Register(TypeReply, 1, func() envelope.Validator { return &Reply{} }, false)
 	r.Register(TypeInstance, 1, func() envelope.Validator { return &InstanceEvent{} }, false)
@@ -173,6 +218,8 @@ func (p *Provisioner) Handle(ctx context.Context, body any) Reply {
 		err = p.Enable(ctx)
 	case *ReviseBody:
 		err = p.Revise(ctx, *b)
+	case *HealthBody:
+		err = p.SetHealth(ctx, *b)
 	case *DescribeBody:
 		var st Status
 		st, err = p.Describe(ctx, b.Job)

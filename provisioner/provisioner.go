@@ -100,6 +100,9 @@ type Provisioner struct {
 	// nameMu serialises choosing DNS names with recording them; dnsMu
 	// serialises syncing the zones.
 	nameMu, dnsMu sync.Mutex
+	// dnsErr is the last DNS sync's error, for DNSProblem.
+	dnsErrMu sync.Mutex
+	dnsErr   string
 }
 
 // New checks cfg and returns a Provisioner; call Run to start its workers.

@@ -34,6 +34,11 @@ type Store interface {
 	// written. conflicts has one slot per update, nil when written. Any
 	// other failure writes nothing and is returned as err.
 	UpdateInstances(ctx context.Context, ups []Update) (conflicts []error, err error)
+	// SetHealth stores the controller's word on instance id's health
+	// (Instance.Health) only if the stored state is still state, without
+	// a history entry (health is no state); otherwise it returns an error
+	// wrapping ErrConflict.
+	SetHealth(ctx context.Context, id string, state nightshift.InstanceState, health string) error
 	// Disabled reports the flag terminate_all sets and enable clears.
 	Disabled(ctx context.Context) (bool, error)
 	SetDisabled(ctx context.Context, disabled bool) error

@@ -282,8 +282,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	} else if sim == nil {
 		log.Warn("no --management-url-file: workers share this provisioner's broker user")
 	}
-	// Jobs with a dns table get their hosted zone now: a zone that does
-	// not resolve stops the start rather than leave workers unnamed.
+	// Jobs with a dns table get their hosted zone now. One that does not
+	// resolve is logged and looked up again on a back-off: failing the
+	// start would only restart the provisioner in a loop, pools stopped.
 	zones, err := route53dns.JobZones(ctx, jobs, log)
 	if err != nil {
 		return err

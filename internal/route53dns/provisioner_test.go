@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/route53"
+	"github.com/aws/smithy-go"
+
 	"nightshift"
 	"nightshift/internal/jobspec"
 	"nightshift/internal/route53dns"
@@ -19,18 +22,43 @@ import (
 	"nightshift/provisioner/provisionertest"
 )
 
-// flaky fails every upsert while down, as Route 53 unreachable (or the
+// flaky fails every sync while down, as Route 53 unreachable (or the
 // provisioner killed between a launch and its record) would leave things.
 type flaky struct {
 	*route53dns.Zone
 	down atomic.Bool
 }
 
-func (f *flaky) UpsertRecord(ctx context.Context, run, name string, addrs []string, ttl int64) error {
+func (f *flaky) Sync(ctx context.Context, run string, want []provisioner.DNSRecord, full bool) (provisioner.DNSChanges, error) {
 	if f.down.Load() {
-		return errors.New("route53 unreachable")
+		return provisioner.DNSChanges{}, errors.New("route53 unreachable")
 	}
-	return f.Zone.UpsertRecord(ctx, run, name, addrs, ttl)
+	return f.Zone.Sync(ctx, run, want, full)
+}
+
+// counting counts the Route 53 requests a zone makes, and answers the
+// first throttle changes with Throttling, as Route 53 does beyond 5
+// requests a second.
+type counting struct {
+	route53dns.API
+	lists, changes, throttle atomic.Int32
+}
+
+func (c *counting) ListResourceRecordSets(ctx context.Context, in *route53.ListResourceRecordSetsInput, opts ...func(*route53.Options)) (*route53.ListResourceRecordSetsOutput, error) {
+	c.lists.Add(1)
+	return c.API.ListResourceRecordSets(ctx, in, opts...)
+}
+
+func (c *counting) ChangeResourceRecordSets(ctx context.Context, in *route53.ChangeResourceRecordSetsInput, opts ...func(*route53.Options)) (*route53.ChangeResourceRecordSetsOutput, error) {
+	c.changes.Add(1)
+	if c.throttle.Add(-1) >= 0 {
+		return nil, &smithy.GenericAPIError{Code: "Throttling", Message: "Rate exceeded"}
+	}
+	return c.API.ChangeResourceRecordSets(ctx, in, opts...)
+}
+
+func (c *counting) reset() (lists, changes int32) {
+	return c.lists.Swap(0), c.changes.Swap(0)
 }
 
 type dnsHarness struct {
@@ -82,16 +110,49 @@ func (h *dnsHarness) instanceNamed(name string) provisioner.Instance {
 	return provisioner.Instance{}
 }
 
+// healthy tells the provisioner the controller's judgement of web's
+// workers, as the controller's signed provisioner.health does.
+func (h *dnsHarness) health(healthy, unhealthy []string) {
+	h.t.Helper()
+	if err := h.p.SetHealth(context.Background(), provisioner.HealthBody{Job: "web", Healthy: healthy, Unhealthy: unhealthy}); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// allHealthy judges every running worker of web healthy.
+func (h *dnsHarness) allHealthy() {
+	h.t.Helper()
+	recs, _ := h.store.Instances(context.Background(), provisioner.Filter{Job: "web", LiveOnly: true})
+	var ids []string
+	for _, r := range recs {
+		if r.State == nightshift.StateRunning {
+			ids = append(ids, r.ID)
+		}
+	}
+	h.health(ids, nil)
+}
+
 // TestRecordsFollowThePool is issue 20's "done when" on moto: a pool of 3
-// has 3 records with the right names and addresses; a worker killed behind
-// the run's back loses its record at the next reconcile and its
-// replacement takes the name; scale-in deletes the record; a record lost
-// to a crash between a launch and its record is repaired by the restarted
-// provisioner's reconcile; a sweep with the provisioner dead leaves none.
+// gets no record while running but not yet healthy, then 3 records with
+// the right names and addresses and a pool record once the controller
+// judges them healthy; a worker judged unhealthy keeps its name but leaves
+// the pool record; a worker killed behind the run's back loses its record
+// at the next reconcile and its healthy replacement takes the name;
+// scale-in deletes the record; a record lost to a crash between a launch
+// and its record is repaired by the restarted provisioner's reconcile; a
+// sweep with the provisioner dead leaves none. Each change after the
+// first reconcile costs one ChangeResourceRecordSets and no listing.
 func TestRecordsFollowThePool(t *testing.T) {
-	api, _, zname := newZone(t)
+	raw, _, zname := newZone(t)
+	api := &counting{API: raw}
 	ctx := context.Background()
 	zone, err := route53dns.OpenZone(ctx, api, zname, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The test looks through a zone of its own, so that only the
+	// provisioner's requests are counted.
+	seen, err := route53dns.OpenZone(ctx, raw, zname, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,24 +174,28 @@ func TestRecordsFollowThePool(t *testing.T) {
 	h.start()
 	name := func(i string) string { return "web-" + i + "." + run + "." + zname }
 	poolName := "web." + run + "." + zname
+	// check: a record per running worker ever judged healthy, the pool
+	// record of those healthy now, and nothing else of the run's.
 	check := func(names ...string) {
 		t.Helper()
-		got, err := zone.RecordAddresses(ctx, run)
+		got, err := seen.RecordAddresses(ctx, run)
 		if err != nil {
 			t.Fatal(err)
 		}
 		recs, _ := st.Instances(ctx, provisioner.Filter{LiveOnly: true})
-		var all []string
+		var pool []string
 		want := map[string][]string{}
 		for _, r := range recs {
-			if r.State == nightshift.StateRunning {
+			if r.State == nightshift.StateRunning && r.Health != "" {
 				want[r.DNSName] = []string{r.DNSAddress}
-				all = append(all, r.DNSAddress)
+			}
+			if r.State == nightshift.StateRunning && r.Health == provisioner.HealthHealthy {
+				pool = append(pool, r.DNSAddress)
 			}
 		}
-		if len(all) > 0 {
-			slices.Sort(all)
-			want[poolName] = all
+		if len(pool) > 0 {
+			slices.Sort(pool)
+			want[poolName] = pool
 		}
 		if g, w := slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(want)); !slices.Equal(g, w) {
 			t.Fatalf("records %v, want %v", g, w)
@@ -146,17 +211,52 @@ func TestRecordsFollowThePool(t *testing.T) {
 			}
 		}
 	}
+	api.reset()
+	requests := func(what string, wantChanges int32) {
+		t.Helper()
+		lists, changes := api.reset()
+		if lists != 0 || changes != wantChanges {
+			t.Errorf("%s: %d lists and %d changes of the zone, want 0 and %d", what, lists, changes, wantChanges)
+		}
+	}
 
-	// A pool of 3.
+	// A pool of 3: running earns no record yet ...
 	if _, err := h.p.Launch(ctx, provisionertest.Launch(jobs, "L1", "web", 3)); err != nil {
 		t.Fatal(err)
 	}
 	h.idle()
-	check(name("0"), name("1"), name("2"))
+	requests("launch of 3, not yet healthy", 0)
+	check()
+	// ... healthy does, in one batch.
+	h.allHealthy()
+	requests("3 workers healthy", 1)
+	check(name("0"), name("1"), name("2"), poolName)
+	api.reset()
+
+	// Worker 0 turns unhealthy: it keeps its name, but leaves the pool
+	// record; healthy again, it is back in it.
+	w0 := h.instanceNamed(name("0"))
+	h.health(nil, []string{w0.ID})
+	requests("worker 0 unhealthy", 1)
+	if got, _ := seen.RecordAddresses(ctx, run); slices.Contains(got[poolName], w0.DNSAddress) || got[name("0")] == nil {
+		t.Fatalf("after worker 0 turned unhealthy: %v; want its record kept and it out of the pool record", got)
+	}
+	check(name("0"))
+	api.reset()
+	h.health([]string{w0.ID}, nil)
+	check(name("0"))
+	if got, _ := seen.RecordAddresses(ctx, run); !slices.Contains(got[poolName], w0.DNSAddress) {
+		t.Fatalf("worker 0 healthy again but not in the pool record: %v", got)
+	}
+	api.reset()
+	// The same judgement again changes nothing and costs nothing.
+	h.allHealthy()
+	requests("the same judgement again", 0)
+
 	old := h.instanceNamed(name("1"))
 
 	// Worker 1 dies behind the run's back: one reconcile fails it and
-	// deletes its record; its replacement takes the name.
+	// deletes its record; its replacement takes the name once healthy.
 	h.drv.Vanish(old.ID)
 	if err := h.p.Reconcile(ctx); err != nil {
 		t.Fatal(err)
@@ -166,6 +266,7 @@ func TestRecordsFollowThePool(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.idle()
+	h.allHealthy()
 	check(name("0"), name("1"), name("2"))
 	repl := h.instanceNamed(name("1"))
 	if repl.ID == old.ID || repl.DNSAddress == old.DNSAddress {
@@ -173,10 +274,12 @@ func TestRecordsFollowThePool(t *testing.T) {
 	}
 
 	// Scale in: worker 2's record goes with it.
+	api.reset()
 	if _, err := h.p.Terminate(ctx, []string{h.instanceNamed(name("2")).ID}); err != nil {
 		t.Fatal(err)
 	}
 	h.idle()
+	requests("scale-in of one", 1)
 	check(name("0"), name("1"))
 
 	// The record of a worker launched while Route 53 failed (as after a
@@ -186,7 +289,8 @@ func TestRecordsFollowThePool(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.idle()
-	if got, _ := zone.RecordAddresses(ctx, run); got[name("2")] != nil {
+	h.allHealthy()
+	if got, _ := seen.RecordAddresses(ctx, run); got[name("2")] != nil {
 		t.Fatalf("record %s written while Route 53 was down", name("2"))
 	}
 	// ... and a restarted provisioner's first reconcile repairs it.
@@ -202,7 +306,7 @@ func TestRecordsFollowThePool(t *testing.T) {
 	if err != nil || len(remaining) != 0 || len(deleted) != 4 {
 		t.Fatalf("sweep: deleted %v, remaining %v, %v; want 4 deleted", deleted, remaining, err)
 	}
-	if got, _ := zone.RecordAddresses(ctx, run); len(got) != 0 {
+	if got, _ := seen.RecordAddresses(ctx, run); len(got) != 0 {
 		t.Fatalf("records left after the sweep: %v", got)
 	}
 }

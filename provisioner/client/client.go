@@ -93,6 +93,13 @@ func (c *Client) Revise(ctx context.Context, b provisioner.ReviseBody) error {
 	return err
 }
 
+// Health tells the provisioner the controller's judgement of a job's
+// workers, which their DNS records follow. Repeating it is safe.
+func (c *Client) Health(ctx context.Context, b provisioner.HealthBody) error {
+	_, err := c.call(ctx, provisioner.TypeHealth, b)
+	return err
+}
+
 // Enable accepts launches again.
 func (c *Client) Enable(ctx context.Context) error {
 	_, err := c.call(ctx, provisioner.TypeEnable, provisioner.EnableBody{})

@@ -301,6 +301,16 @@ func TestIdentitiesOnAPrivateBroker(t *testing.T) {
 		if _, err := m.Describe(ctx, provisioner.DescribeBody{}); err != nil {
 			t.Errorf("describe from mgmt: %v", err)
 		}
+		// Workers' health decides their DNS records: only the controller,
+		// which hears their heartbeats, speaks for it; mgmt, though it may
+		// sign commands, may not.
+		hb := provisioner.HealthBody{Job: "work", Healthy: []string{id}}
+		if err := m.Health(ctx, hb); err == nil || !strings.Contains(err.Error(), "user_id") {
+			t.Errorf("health from mgmt: %v, want refused for its user_id", err)
+		}
+		if err := ctl.Health(ctx, hb); err != nil {
+			t.Errorf("health from the controller: %v", err)
+		}
 		env, _ := envelope.NewEnvelope(provisioner.TypeInstance, 1, run, "controller", provisioner.InstanceEvent{}, time.Now())
 		pctx, pcancel := context.WithTimeout(ctx, 3*time.Second)
 		defer pcancel()

@@ -32,6 +32,7 @@ import (
 var commands = []string{
 	provisioner.TypeLaunch, provisioner.TypeTerminate, provisioner.TypeTerminateAll,
 	provisioner.TypeEnable, provisioner.TypeDescribe, provisioner.TypeRevise,
+	provisioner.TypeHealth,
 }
 
 // Server serves one Provisioner on one Bus.
@@ -85,8 +86,13 @@ func (s *Server) handle(ctx context.Context, reg *envelope.Registry, d amqpbus.D
 	}
 	if err == nil {
 		// The broker validated user_id: only a controller or mgmt may
-		// command the provisioner.
-		if err = busid.For(s.Bus).From(env.Type, d.UserID, busid.RoleController, busid.RoleMgmt); err != nil {
+		// command the provisioner, and only the controller, which hears
+		// the heartbeats, speaks for workers' health.
+		roles := []string{busid.RoleController, busid.RoleMgmt}
+		if env.Type == provisioner.TypeHealth {
+			roles = roles[:1]
+		}
+		if err = busid.For(s.Bus).From(env.Type, d.UserID, roles...); err != nil {
 			s.Log.Warn("refusing command from a sender that may not command the provisioner; dead-lettering",
 				"type", env.Type, "user_id", d.UserID, "sender", env.Sender)
 		}

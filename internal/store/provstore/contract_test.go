@@ -76,6 +76,7 @@ func TestContract(t *testing.T) {
 				{"ConcurrentWritersOneWins", testConcurrentWritersOneWins},
 				{"FiltersAndDisabledFlag", testFiltersAndDisabledFlag},
 				{"DNSNameIsKeptThroughTransitions", testDNSNameIsKept},
+				{"HealthIsKeptAndSetOnlyInItsState", testHealthIsKept},
 				{"RevisionsAreKept", testRevisionsAreKept},
 				{"UpdatesAreGroupCommitted", testUpdatesAreGroupCommitted},
 			} {
@@ -456,5 +457,41 @@ func testRevisionsAreKept(t *testing.T, s provisioner.Store, _ execFunc) {
 	}
 	if _, err := s.Revision(ctx, "db", r.Digest); !errors.Is(err, provisioner.ErrNotFound) {
 		t.Errorf("Revision of another job: %v, want ErrNotFound", err)
+	}
+}
+
+// testHealthIsKept: the controller's word on a worker's health is stored
+// beside its record, survives a transition, and is refused (ErrConflict)
+// once the record left the state it was judged in.
+func testHealthIsKept(t *testing.T, s provisioner.Store, _ execFunc) {
+	ctx := context.Background()
+	now := time.Unix(1700000000, 0).UTC()
+	a := requested("a", "L1", 0, now)
+	if _, _, err := s.CreateLaunch(ctx, provisioner.Launch{LaunchID: "L1", Job: "web", Count: 1, Created: now}, []provisioner.Instance{a}); err != nil {
+		t.Fatal(err)
+	}
+	run := a
+	run.State, run.Updated = nightshift.StateRunning, now.Add(time.Second)
+	run.History = append(run.History, provisioner.Change{State: nightshift.StateRunning, Time: run.Updated})
+	if err := s.UpdateInstance(ctx, run, nightshift.StateRequested); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetHealth(ctx, "a", nightshift.StateRunning, provisioner.HealthHealthy); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Instance(ctx, "a"); err != nil || got.Health != provisioner.HealthHealthy {
+		t.Fatalf("health %q, %v; want %q", got.Health, err, provisioner.HealthHealthy)
+	}
+	if err := s.SetHealth(ctx, "a", nightshift.StatePending, provisioner.HealthUnhealthy); !errors.Is(err, provisioner.ErrConflict) {
+		t.Fatalf("SetHealth in a state the record is not in: %v, want ErrConflict", err)
+	}
+	term := run
+	term.State, term.Updated = nightshift.StateTerminating, now.Add(2*time.Second)
+	term.History = append(term.History, provisioner.Change{State: nightshift.StateTerminating, Time: term.Updated})
+	if err := s.UpdateInstance(ctx, term, nightshift.StateRunning); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Instance(ctx, "a"); err != nil || got.Health != provisioner.HealthHealthy {
+		t.Fatalf("after a transition: health %q, %v; want it kept", got.Health, err)
 	}
 }

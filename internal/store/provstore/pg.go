@@ -235,6 +235,24 @@ func (s *PG) UpdateInstances(ctx context.Context, ups []provisioner.Update) ([]e
 	return conflicts, nil
 }
 
+// SetHealth implements provisioner.Store.
+func (s *PG) SetHealth(ctx context.Context, id string, state nightshift.InstanceState, health string) error {
+	err := s.db.Write(ctx, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE instances SET health = $1 WHERE id = $2 AND state = $3`, health, id, string(state))
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return fmt.Errorf("in %s: %w", state, provisioner.ErrConflict)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("set health of instance %s: %w", id, err)
+	}
+	return nil
+}
+
 // Disabled implements provisioner.Store.
 func (s *PG) Disabled(ctx context.Context) (bool, error) {
 	var v string

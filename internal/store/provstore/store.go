@@ -32,7 +32,7 @@ type Store struct {
 	getInstance, updateInstance, appendHistory, getLaunch *sql.Stmt
 }
 
-const selectInstance = `SELECT i.id, i.launch_id, i.idx, i.job, i.driver, i.host, i.address, i.pid, i.state, i.reason, i.created, i.updated, i.dns_name, i.dns_address,
+const selectInstance = `SELECT i.id, i.launch_id, i.idx, i.job, i.driver, i.host, i.address, i.pid, i.state, i.reason, i.created, i.updated, i.dns_name, i.dns_address, i.health,
 		h.state, h.reason, h.time
 		FROM instances i JOIN history h ON h.instance_id = i.id`
 
@@ -236,7 +236,7 @@ func foldInstances(rows rowSource) ([]provisioner.Instance, error) {
 		var h provisioner.Change
 		var err error
 		if err = rows.Scan(&in.ID, &in.LaunchID, &in.Index, &in.Job, &in.Driver, &in.Host, &in.Address, &in.PID, &state, &in.Reason,
-			&created, &updated, &in.DNSName, &in.DNSAddress, &hstate, &h.Reason, &htime); err != nil {
+			&created, &updated, &in.DNSName, &in.DNSAddress, &in.Health, &hstate, &h.Reason, &htime); err != nil {
 			return nil, fmt.Errorf("list instances: %w", err)
 		}
 		if in.State, err = nightshift.ParseInstanceState(state); err != nil {
@@ -306,6 +306,18 @@ func (s *Store) UpdateInstances(ctx context.Context, ups []provisioner.Update) (
 		return nil, fmt.Errorf("update %d instances: commit: %w", len(ups), err)
 	}
 	return conflicts, nil
+}
+
+// SetHealth implements provisioner.Store.
+func (s *Store) SetHealth(ctx context.Context, id string, state nightshift.InstanceState, health string) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE instances SET health = ? WHERE id = ? AND state = ?`, health, id, string(state))
+	if err != nil {
+		return fmt.Errorf("set health of instance %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("set health of instance %s in %s: %w", id, state, provisioner.ErrConflict)
+	}
+	return nil
 }
 
 const keyDisabled = "disabled"
