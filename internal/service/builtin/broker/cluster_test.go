@@ -150,7 +150,7 @@ func TestClusterOfThree(t *testing.T) {
 	}
 
 	t.Run("quorum queue loses nothing when a node is killed", func(t *testing.T) {
-		quorumSurvivesNodeLoss(t, run, out["urls"], nodes[0])
+		quorumSurvivesNodeLoss(t, run, out["urls"], "", nodes[0])
 	})
 
 	t.Run("repair restarts only the dead node and keeps the data", func(t *testing.T) {
@@ -215,7 +215,7 @@ func TestClusterOfThree(t *testing.T) {
 // acks through two buses given every node's URL, both connected to victim
 // (the first node), kills victim's VM mid-stream, and checks that every
 // confirmed message is consumed and both buses moved to another node.
-func quorumSurvivesNodeLoss(t *testing.T, run, urls string, victim node) {
+func quorumSurvivesNodeLoss(t *testing.T, run, urls, caFile string, victim node) {
 	logs := &syncbuf.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	t.Cleanup(func() {
@@ -226,7 +226,7 @@ func quorumSurvivesNodeLoss(t *testing.T, run, urls string, victim node) {
 	dial := func(name string) *amqpbus.Bus {
 		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		b, err := amqpbus.Dial(dctx, amqpbus.Config{URL: urls, Run: run, Name: name, Log: log, MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second})
+		b, err := amqpbus.Dial(dctx, amqpbus.Config{URL: urls, CAFile: caFile, Run: run, Name: name, Log: log, MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}

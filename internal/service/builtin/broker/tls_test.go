@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -20,6 +21,7 @@ import (
 
 	"nightshift/bootlevel"
 	"nightshift/internal/amqpbus"
+	"nightshift/internal/brokerurl"
 	"nightshift/internal/pki"
 	"nightshift/internal/runlayout"
 	"nightshift/launchplan"
@@ -228,4 +230,82 @@ func listenerProtocols(t *testing.T, mgmtURL, caFile string) []string {
 		out = append(out, l.Protocol)
 	}
 	return out
+}
+
+// TestTLSClusterOfThree is tls = true with nodes = 3: every node serves
+// AMQPS and HTTPS only, with a certificate from the run's one CA; the
+// exported urls and management_urls are all amqps:// and https://; the
+// cluster forms (Erlang distribution stays on loopback, unencrypted, as
+// for a plain cluster); and clients that verify the run's CA fail over
+// between the nodes with nothing lost when one is killed.
+func TestTLSClusterOfThree(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three RabbitMQ nodes")
+	}
+	ty := needServer(t)
+	home := t.TempDir()
+	t.Setenv("NIGHTSHIFT_HOME", home)
+	run := "tc" + strconv.Itoa(os.Getpid()%100000)
+	dir := filepath.Join(home, "runs", run, "work", "mq")
+	svc := &launchplan.Service{Name: "mq", Type: "broker", TypeConfig: map[string]any{"nodes": int64(3), "tls": true}}
+	ctx := context.Background()
+	stepOf := func(st bootlevel.Step) bootlevel.StepRequest {
+		return bootlevel.StepRequest{Run: run, Service: svc, Step: st, WorkDir: dir, LogPath: filepath.Join(dir, "broker.log")}
+	}
+	nodes := nodesOf(run, "mq", dir, 3)
+	t.Cleanup(func() {
+		ty.Run(context.Background(), stepOf(bootlevel.StepTerminate))
+		for _, n := range nodes {
+			if pid, err := readPID(n.dir); err == nil && isNode(pid, n.dir) {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		if t.Failed() {
+			if b, err := os.ReadFile(filepath.Join(dir, "broker.log")); err == nil {
+				t.Logf("broker.log:\n%s", b)
+			}
+		}
+	})
+	res, err := ty.Run(ctx, stepOf(bootlevel.StepBoot))
+	if err != nil || res.ExitCode != 0 {
+		t.Fatalf("boot: %+v %v", res, err)
+	}
+	out := res.Outputs
+	svc.Attributes = out
+	caFile := filepath.Join(runlayout.Of(home, run).PKI(), pki.CACertFile)
+	urls, mgmtURLs := brokerurl.Split(out["urls"]), brokerurl.Split(out["management_urls"])
+	if len(urls) != 3 || len(mgmtURLs) != 3 || out["ca_file"] != caFile {
+		t.Fatalf("outputs: %d urls, %d management urls, ca_file %q", len(urls), len(mgmtURLs), out["ca_file"])
+	}
+	for i := range urls {
+		if !strings.HasPrefix(urls[i], "amqps://") || !strings.HasPrefix(mgmtURLs[i], "https://") {
+			t.Fatalf("node %d: %s, %s: want amqps and https", i+1, amqpbus.Redacted(urls[i]), amqpbus.Redacted(mgmtURLs[i]))
+		}
+	}
+	for i := 0; ; i++ {
+		r, err := ty.Run(ctx, stepOf(bootlevel.StepReady))
+		if err == nil && r.ExitCode == 0 {
+			break
+		}
+		if i == 480 {
+			t.Fatalf("cluster never became ready: %v %v", r.Tail, err)
+		}
+		waitABit()
+	}
+	if running := runningNodes(t, nodes[1]); len(running) != 3 {
+		t.Fatalf("running nodes %q, want all three", running)
+	}
+	for i, u := range mgmtURLs {
+		protocols := strings.Join(listenerProtocols(t, u, caFile), ",")
+		if !strings.Contains(protocols, "amqp/ssl") || !strings.Contains(protocols, "https") ||
+			slices.Contains(strings.Split(protocols, ","), "amqp") || slices.Contains(strings.Split(protocols, ","), "http") {
+			t.Errorf("node %d listens with %s: want amqp/ssl and https only", i+1, protocols)
+		}
+		plain := strings.Replace(urls[i], "amqps://", "amqp://", 1)
+		if c, err := amqp.DialConfig(plain, amqp.Config{Dial: amqp.DefaultDial(3 * time.Second)}); err == nil {
+			c.Close()
+			t.Errorf("plain AMQP connected to TLS node %d", i+1)
+		}
+	}
+	quorumSurvivesNodeLoss(t, run, out["urls"], caFile, nodes[0])
 }
