@@ -9,10 +9,12 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"nightshift"
+	"nightshift/internal/jobspec"
 	"nightshift/internal/store/provstore"
 	"nightshift/provisioner"
 	"nightshift/provisioner/provisionertest"
@@ -119,5 +121,190 @@ func BenchmarkLaunch(b *testing.B) {
 			b.ReportMetric(memPer, "heap-B/record")
 			b.ReportMetric(diskPer, "disk-B/record")
 		})
+	}
+}
+
+// slowEvents stands in for provbus.Events, whose every publish waits for
+// the broker's confirm: each call takes delay, and calls may overlap.
+type slowEvents struct{ delay time.Duration }
+
+func (e slowEvents) InstanceChanged(ctx context.Context, _ provisioner.Instance) error {
+	if e.delay <= 0 {
+		return nil
+	}
+	t := time.NewTimer(e.delay)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+	}
+	return nil
+}
+
+// countingStore counts the ledger's write transactions.
+type countingStore struct {
+	*provstore.Store
+	mu  sync.Mutex
+	txs int
+}
+
+func (c *countingStore) count() {
+	c.mu.Lock()
+	c.txs++
+	c.mu.Unlock()
+}
+
+func (c *countingStore) commits() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.txs
+}
+
+func (c *countingStore) CreateLaunch(ctx context.Context, l provisioner.Launch, insts []provisioner.Instance) ([]provisioner.Instance, bool, error) {
+	c.count()
+	return c.Store.CreateLaunch(ctx, l, insts)
+}
+
+func (c *countingStore) UpdateInstance(ctx context.Context, in provisioner.Instance, prev nightshift.InstanceState) error {
+	c.count()
+	return c.Store.UpdateInstance(ctx, in, prev)
+}
+
+func (c *countingStore) UpdateInstances(ctx context.Context, ups []provisioner.Update) ([]error, error) {
+	c.count()
+	return c.Store.UpdateInstances(ctx, ups)
+}
+
+// cpuTime is the process's user and system CPU time so far: on a shared
+// machine it says more about a change than wall time does.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// burstBench is a running provisioner on a fresh SQLite store for one
+// iteration of a burst benchmark.
+type burstBench struct {
+	p      *provisioner.Provisioner
+	st     *countingStore
+	drv    *provisionertest.Driver
+	jobs   map[string]jobspec.Spec
+	cancel func()
+}
+
+func newBurstBench(b *testing.B, events provisioner.Events) *burstBench {
+	b.Helper()
+	db, err := provstore.Open(context.Background(), filepath.Join(b.TempDir(), "p.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	st := &countingStore{Store: db}
+	jobs := provisionertest.Jobs("web")
+	drv := provisionertest.NewDriver("bench")
+	p, err := provisioner.New(provisioner.Config{Run: "bench", Driver: drv, Store: st,
+		Events: events, Log: slog.New(slog.DiscardHandler), ReconcileEvery: -1, Jobs: jobs})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	<-p.Ready()
+	return &burstBench{p: p, st: st, drv: drv, jobs: jobs, cancel: func() { cancel(); <-done; st.Close() }}
+}
+
+func (bb *burstBench) launch(b *testing.B, id string, n int) {
+	b.Helper()
+	ctx := context.Background()
+	if _, err := bb.p.Launch(ctx, provisionertest.Launch(bb.jobs, id, "web", n)); err != nil {
+		b.Fatal(err)
+	}
+	if err := bb.p.WaitIdle(ctx); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// burstEvents are the event sinks the burst benchmarks run with: none,
+// and one whose publishes take a millisecond, about what a confirmed
+// publish to a local broker costs.
+var burstEvents = []struct {
+	name  string
+	delay time.Duration
+}{{"none", 0}, {"1ms", time.Millisecond}}
+
+// BenchmarkLaunchBurst measures one launch request for n instances, as a
+// controller sends when a pool grows from empty (nsbench -run scale's
+// 0 -> 10,000): from the request to every instance recorded running, with
+// the in-memory driver and a real SQLite store.
+func BenchmarkLaunchBurst(b *testing.B) {
+	for _, ev := range burstEvents {
+		for _, n := range []int{1000, 10000} {
+			b.Run(fmt.Sprintf("events=%s/instances=%d", ev.name, n), func(b *testing.B) {
+				var elapsed, cpu time.Duration
+				var commits int
+				for i := 0; i < b.N; i++ {
+					b.StopTimer()
+					bb := newBurstBench(b, slowEvents{ev.delay})
+					b.StartTimer()
+					t0, c0, n0 := time.Now(), cpuTime(b), bb.st.commits()
+					bb.launch(b, "burst", n)
+					elapsed += time.Since(t0)
+					cpu += cpuTime(b) - c0
+					commits += bb.st.commits() - n0
+					b.StopTimer()
+					if live := len(bb.drv.Live()); live != n {
+						b.Fatalf("%d live, want %d", live, n)
+					}
+					bb.cancel()
+					b.StartTimer()
+				}
+				b.ReportMetric(float64(n*b.N)/elapsed.Seconds(), "launches/s")
+				b.ReportMetric(float64(cpu.Microseconds())/float64(n*b.N), "cpu-µs/launch")
+				b.ReportMetric(float64(commits)/float64(n*b.N), "commits/launch")
+			})
+		}
+	}
+}
+
+// BenchmarkTerminateAll measures terminate_all of n running instances
+// (mgmt teardown): from the command to every instance recorded terminated.
+func BenchmarkTerminateAll(b *testing.B) {
+	for _, ev := range burstEvents {
+		for _, n := range []int{1000, 10000} {
+			b.Run(fmt.Sprintf("events=%s/instances=%d", ev.name, n), func(b *testing.B) {
+				var elapsed, cpu time.Duration
+				var commits int
+				for i := 0; i < b.N; i++ {
+					b.StopTimer()
+					bb := newBurstBench(b, slowEvents{ev.delay})
+					bb.launch(b, "burst", n)
+					ctx := context.Background()
+					b.StartTimer()
+					t0, c0, n0 := time.Now(), cpuTime(b), bb.st.commits()
+					if _, err := bb.p.TerminateAll(ctx); err != nil {
+						b.Fatal(err)
+					}
+					if err := bb.p.WaitIdle(ctx); err != nil {
+						b.Fatal(err)
+					}
+					elapsed += time.Since(t0)
+					cpu += cpuTime(b) - c0
+					commits += bb.st.commits() - n0
+					b.StopTimer()
+					if live := len(bb.drv.Live()); live != 0 {
+						b.Fatalf("%d live after terminate_all", live)
+					}
+					bb.cancel()
+					b.StartTimer()
+				}
+				b.ReportMetric(float64(n*b.N)/elapsed.Seconds(), "terminations/s")
+				b.ReportMetric(float64(cpu.Microseconds())/float64(n*b.N), "cpu-µs/termination")
+				b.ReportMetric(float64(commits)/float64(n*b.N), "commits/termination")
+			})
+		}
 	}
 }

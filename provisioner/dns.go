@@ -258,17 +258,13 @@ func (p *Provisioner) SetHealth(ctx context.Context, b HealthBody) error {
 	return nil
 }
 
-// dnsChanged syncs the records, incrementally, after a change that may
-// move one: an instance of a job with DNS reached running, left it, or
-// ended. A sync that finds nothing to change costs no request.
-func (p *Provisioner) dnsChanged(ctx context.Context, inst Instance) {
+// movesDNS reports whether a recorded change may move a record, so that
+// the zones need an (incremental) sync: an instance of a job with DNS
+// reached running, left it, or ended. A sync that finds nothing to change
+// costs no request.
+func (p *Provisioner) movesDNS(inst Instance) bool {
 	if inst.DNSName == "" || p.cfg.DNS[inst.Job] == nil {
-		return
+		return false
 	}
-	if inst.State == nightshift.StateRequested || inst.State == nightshift.StatePending {
-		return
-	}
-	if err := p.syncDNS(ctx, false); err != nil {
-		p.log.Warn("dns sync failed; the next reconcile retries", "instance", inst.ID, "err", err)
-	}
+	return inst.State != nightshift.StateRequested && inst.State != nightshift.StatePending
 }

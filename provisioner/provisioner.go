@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
-	"golang.org/x/sync/semaphore"
 
 	"nightshift"
 	"nightshift/internal/envelope"
@@ -69,10 +68,16 @@ type Provisioner struct {
 	launchQ *queue
 	termQ   *queue
 
-	// mu serialises each read-check-write of a record so that two
-	// concurrent transitions of one instance cannot both win; the Store's
-	// compare-and-set backs this up across processes.
-	mu sync.Mutex
+	// commits group-commits transitions and serialises each
+	// read-check-write of a record, so that two concurrent transitions of
+	// one instance cannot both win (batch.go).
+	commits committer
+	// eventQ publishes recorded changes off the recording path (batch.go).
+	eventQ eventQueue
+	// launches caches launch records, which never change once written:
+	// every instance of a burst needs its launch's spec.
+	launchMu sync.Mutex
+	launches map[string]Launch
 	// gate makes TerminateAll wait for launches that already checked the
 	// disabled flag, so none slips past it unterminated.
 	gate sync.RWMutex
@@ -103,7 +108,26 @@ type Provisioner struct {
 	// dnsErr is the last DNS sync's error, for DNSProblem.
 	dnsErrMu sync.Mutex
 	dnsErr   string
+	// mu serialises SetHealth's read-check-write with the committer's
+	// (batch.go), which holds it while it reads, applies and writes.
+	mu sync.Mutex
+
+	// stopMu guards stopLaunch: ids recorded terminating or ended while
+	// waiting for a driver slot, whose launch is skipped (an instance
+	// terminated before it ever started need not start).
+	stopMu     sync.Mutex
+	stopLaunch map[string]bool
 }
+
+// limits bound a dispatcher: window holds a token per id taken from its
+// queue and not yet done, slots one per driver call under way.
+type limits struct {
+	window, slots chan struct{}
+}
+
+func (l *limits) acquire() { l.slots <- struct{}{} }
+func (l *limits) release() { <-l.slots }
+func (l *limits) done()    { <-l.window }
 
 // New checks cfg and returns a Provisioner; call Run to start its workers.
 func New(cfg Config) (*Provisioner, error) {
@@ -151,18 +175,22 @@ func New(cfg Config) (*Provisioner, error) {
 			return nil, fmt.Errorf("new provisioner: job %s: a dns table needs its zone in Config.DNS, and only then", name)
 		}
 	}
-	return &Provisioner{
-		digests: digests,
-		revised: map[string]map[string]revisedSpec{},
-		cfg:     cfg,
-		log:     cfg.Log.With("component", "provisioner", "run", cfg.Run, "driver", cfg.Driver.Name()),
-		clock:   cfg.Clock,
-		events:  cfg.Events,
-		launchQ: newQueue(),
-		termQ:   newQueue(),
-		changed: make(chan struct{}),
-		ready:   make(chan struct{}),
-	}, nil
+	p := &Provisioner{
+		launches:   map[string]Launch{},
+		stopLaunch: map[string]bool{},
+		digests:    digests,
+		revised:    map[string]map[string]revisedSpec{},
+		cfg:        cfg,
+		log:        cfg.Log.With("component", "provisioner", "run", cfg.Run, "driver", cfg.Driver.Name()),
+		clock:      cfg.Clock,
+		events:     cfg.Events,
+		launchQ:    newQueue(),
+		termQ:      newQueue(),
+		changed:    make(chan struct{}),
+		ready:      make(chan struct{}),
+	}
+	p.eventQ.space.L = &p.eventQ.mu
+	return p, nil
 }
 
 // Run reconciles once, then launches and terminates queued instances and
@@ -177,25 +205,41 @@ func (p *Provisioner) Run(ctx context.Context) error {
 	p.readyOnce.Do(func() { close(p.ready) })
 	var wg sync.WaitGroup
 	work := context.WithoutCancel(ctx)
-	dispatch := func(q *queue, n int, do func(context.Context, string)) {
+	// dispatch hands queued ids to do in batches of up to maxBatch, with
+	// at most maxBatch (or n, if larger) taken and not yet done: a burst
+	// is taken, recorded and driven together, in a few commits rather
+	// than one per instance. do calls the driver under lim's n slots,
+	// then q.Done and lim.done for each id.
+	dispatch := func(q *queue, n int, do func(context.Context, []string, *limits)) {
 		defer wg.Done()
-		sem := semaphore.NewWeighted(int64(n))
+		lim := &limits{window: make(chan struct{}, max(n, maxBatch)), slots: make(chan struct{}, n)}
 		for {
-			id, ok := q.Get(ctx)
-			if !ok {
+			select {
+			case lim.window <- struct{}{}:
+			case <-ctx.Done():
 				return
 			}
-			if err := sem.Acquire(ctx, 1); err != nil {
-				q.Done(id)
+			held := 1
+		more:
+			for held < maxBatch {
+				select {
+				case lim.window <- struct{}{}:
+					held++
+				default:
+					break more
+				}
+			}
+			ids, ok := q.GetBatch(ctx, held)
+			for range held - len(ids) {
+				lim.done()
+			}
+			if !ok {
 				return
 			}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				defer sem.Release(1)
-				do(work, id)
-				q.Done(id)
-				p.notify()
+				do(work, ids, lim)
 			}()
 		}
 	}
@@ -220,8 +264,8 @@ func (p *Provisioner) Run(ctx context.Context) error {
 		}()
 	}
 	wg.Add(2)
-	go dispatch(p.launchQ, p.cfg.MaxLaunches, p.launchOne)
-	go dispatch(p.termQ, p.cfg.MaxTerminations, p.terminateOne)
+	go dispatch(p.launchQ, p.cfg.MaxLaunches, p.launchBatch)
+	go dispatch(p.termQ, p.cfg.MaxTerminations, p.terminateBatch)
 	if p.cfg.ReconcileEvery > 0 {
 		t := p.clock.NewTicker(p.cfg.ReconcileEvery)
 		defer t.Stop()
@@ -246,17 +290,22 @@ func (p *Provisioner) Run(ctx context.Context) error {
 // failed. An exit the provisioner caused (the record is already
 // terminating) is not news: terminateOne records that one.
 func (p *Provisioner) instanceExited(ctx context.Context, e Exit) {
-	cur, err := p.cfg.Store.Instance(ctx, e.ID)
-	if err != nil {
-		p.log.Warn("exit of an unknown instance", "instance", e.ID, "reason", e.Reason, "err", err)
+	// Exits come in bursts (a rack, a kill of 10%): concurrent ones share
+	// one ledger commit.
+	r := p.transitionMany(ctx, []step{{id: e.ID, next: nightshift.StateFailed, reason: "exited: " + e.Reason,
+		when: func(cur Instance) bool {
+			return cur.State.Live() && cur.State.Rank() < nightshift.StateTerminating.Rank()
+		}}})[0]
+	if errors.Is(r.err, ErrNotFound) {
+		p.log.Warn("exit of an unknown instance", "instance", e.ID, "reason", e.Reason, "err", r.err)
 		return
 	}
-	if !cur.State.Live() || cur.State.Rank() >= nightshift.StateTerminating.Rank() {
-		return
-	}
-	if _, _, err := p.transition(ctx, e.ID, nightshift.StateFailed, "exited: "+e.Reason, nil); err != nil {
-		p.log.Error("record instance exit", "instance", e.ID, "err", err)
+	if r.err != nil {
+		p.log.Error("record instance exit", "instance", e.ID, "err", r.err)
 		p.notify()
+		return
+	}
+	if !r.changed {
 		return
 	}
 	p.notify()
@@ -281,8 +330,11 @@ func (p *Provisioner) notify() {
 	p.idleMu.Unlock()
 }
 
-// Idle reports whether no launch or termination is queued or in progress.
-func (p *Provisioner) Idle() bool { return p.launchQ.Len() == 0 && p.termQ.Len() == 0 }
+// Idle reports whether no launch or termination is queued or in progress
+// and every recorded change has been published.
+func (p *Provisioner) Idle() bool {
+	return p.launchQ.Len() == 0 && p.termQ.Len() == 0 && p.eventsPending() == 0
+}
 
 // WaitIdle blocks until Idle or ctx ends; tests and benchmarks use it.
 func (p *Provisioner) WaitIdle(ctx context.Context) error {
@@ -468,21 +520,29 @@ func (p *Provisioner) Launch(ctx context.Context, req LaunchRequest) ([]Instance
 // Unknown ids are reported in an error wrapping ErrNotFound after the known
 // ones have been handled; instances already gone are returned as they are.
 func (p *Provisioner) Terminate(ctx context.Context, ids []string) ([]Instance, error) {
+	steps := make([]step, len(ids))
+	for k, id := range ids {
+		steps[k] = step{id: id, next: nightshift.StateTerminating, reason: "terminate requested"}
+	}
 	var out []Instance
 	var missing []string
-	for _, id := range ids {
-		inst, _, err := p.Transition(ctx, id, nightshift.StateTerminating, "terminate requested")
-		if errors.Is(err, ErrNotFound) {
-			missing = append(missing, id)
+	var errs []error
+	for k, r := range p.transitionMany(ctx, steps) {
+		switch {
+		case errors.Is(r.err, ErrNotFound):
+			missing = append(missing, ids[k])
+			continue
+		case r.err != nil:
+			errs = append(errs, fmt.Errorf("terminate %s: %w", ids[k], r.err))
 			continue
 		}
-		if err != nil {
-			return out, fmt.Errorf("terminate %s: %w", id, err)
+		if r.inst.State == nightshift.StateTerminating {
+			p.termQ.Add(ids[k])
 		}
-		if inst.State == nightshift.StateTerminating {
-			p.termQ.Add(id)
-		}
-		out = append(out, inst)
+		out = append(out, r.inst)
+	}
+	if len(errs) > 0 {
+		return out, errors.Join(errs...)
 	}
 	if len(missing) > 0 {
 		return out, fmt.Errorf("terminate: unknown instances %v: %w", missing, ErrNotFound)
@@ -492,7 +552,9 @@ func (p *Provisioner) Terminate(ctx context.Context, ids []string) ([]Instance, 
 
 // TerminateAll disables new launches, moves every live instance to
 // terminating and queues it. It is idempotent; poll it (or Describe) until
-// it reports no live instances.
+// it reports no live instances. The moves are group-committed (maxBatch
+// per transaction) and the driver calls run in the background, so the
+// call returns in about the time of a few commits however large the run.
 func (p *Provisioner) TerminateAll(ctx context.Context) (live int, err error) {
 	p.gate.Lock()
 	err = p.cfg.Store.SetDisabled(ctx, true)
@@ -504,14 +566,28 @@ func (p *Provisioner) TerminateAll(ctx context.Context) (live int, err error) {
 	if err != nil {
 		return 0, fmt.Errorf("terminate all: %w", err)
 	}
+	var steps []step
 	for _, r := range recs {
-		inst, _, err := p.Transition(ctx, r.ID, nightshift.StateTerminating, "terminate_all")
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			return len(recs), fmt.Errorf("terminate all: %s: %w", r.ID, err)
-		}
-		if inst.State == nightshift.StateTerminating {
+		if r.State == nightshift.StateTerminating {
+			// A repeated terminate_all (mgmt polls it) writes nothing
+			// for what is already on its way out.
 			p.termQ.Add(r.ID)
+			continue
 		}
+		steps = append(steps, step{id: r.ID, next: nightshift.StateTerminating, reason: "terminate_all"})
+	}
+	var errs []error
+	for _, r := range p.transitionMany(ctx, steps) {
+		if r.err != nil && !errors.Is(r.err, ErrNotFound) {
+			errs = append(errs, r.err)
+			continue
+		}
+		if r.inst.State == nightshift.StateTerminating {
+			p.termQ.Add(r.inst.ID)
+		}
+	}
+	if len(errs) > 0 {
+		return len(recs), fmt.Errorf("terminate all: %d of %d not recorded: %w", len(errs), len(steps), errors.Join(errs...))
 	}
 	return len(recs), nil
 }
@@ -559,30 +635,11 @@ func (p *Provisioner) Transition(ctx context.Context, id string, next nightshift
 }
 
 func (p *Provisioner) transition(ctx context.Context, id string, next nightshift.InstanceState, reason string, mutate func(*Instance)) (Instance, bool, error) {
-	p.mu.Lock()
-	cur, err := p.cfg.Store.Instance(ctx, id)
-	if err != nil {
-		p.mu.Unlock()
-		return Instance{}, false, fmt.Errorf("instance %s: %w", id, err)
+	r := p.transitionMany(ctx, []step{{id: id, next: next, reason: reason, mutate: mutate}})[0]
+	if errors.Is(r.err, ErrNotFound) {
+		return Instance{}, false, r.err
 	}
-	out, ok := Apply(cur, next, reason, p.clock.Now().UTC())
-	if !ok {
-		p.mu.Unlock()
-		p.log.Debug("stale instance update ignored", "instance", id, "state", cur.State, "update", next)
-		return cur, false, nil
-	}
-	if mutate != nil {
-		mutate(&out)
-	}
-	err = p.cfg.Store.UpdateInstance(ctx, out, cur.State)
-	p.mu.Unlock()
-	if err != nil {
-		return cur, false, fmt.Errorf("instance %s: record %s: %w", id, next, err)
-	}
-	p.logChange(out, cur.State)
-	p.publish(ctx, out)
-	p.dnsChanged(ctx, out)
-	return out, true, nil
+	return r.inst, r.changed, r.err
 }
 
 // logChange logs a recorded state change and tells the observer.
@@ -594,37 +651,88 @@ func (p *Provisioner) logChange(inst Instance, from nightshift.InstanceState) {
 	}
 }
 
-func (p *Provisioner) publish(ctx context.Context, inst Instance) {
-	if err := p.events.InstanceChanged(ctx, inst); err != nil {
-		p.log.Warn("publish instance event failed", "instance", inst.ID, "state", inst.State, "err", err)
+// launchBatch brings to life those of ids whose records still want it:
+// the requested ones are recorded pending in one commit (write-ahead: the
+// record says "launching" before the driver is called), then each gets
+// its own driver call under lim's slots; their outcomes share commits as
+// they come in.
+func (p *Provisioner) launchBatch(ctx context.Context, ids []string, lim *limits) {
+	steps := make([]step, len(ids))
+	for k, id := range ids {
+		steps[k] = step{id: id, next: nightshift.StatePending, reason: "launching",
+			when: func(cur Instance) bool { return cur.State == nightshift.StateRequested }}
 	}
+	for k, r := range p.transitionMany(ctx, steps) {
+		id := ids[k]
+		// Pending without a change was recorded as launching by an
+		// earlier run or attempt; the driver's idempotency per id makes a
+		// second call safe.
+		if r.err != nil || r.inst.State != nightshift.StatePending {
+			if r.err != nil {
+				p.log.Error("launch: record pending", "instance", id, "err", r.err)
+			}
+			p.launchDone(id, lim)
+			continue
+		}
+		go func() {
+			p.launchOne(ctx, r.inst, lim)
+			p.launchDone(id, lim)
+			p.notify()
+		}()
+	}
+	p.notify()
 }
 
-// launchOne brings one record to life if it still wants to be launched.
-func (p *Provisioner) launchOne(ctx context.Context, id string) {
-	inst, err := p.cfg.Store.Instance(ctx, id)
+func (p *Provisioner) launchDone(id string, lim *limits) {
+	p.stopMu.Lock()
+	delete(p.stopLaunch, id)
+	p.stopMu.Unlock()
+	p.launchQ.Done(id)
+	lim.done()
+}
+
+// launchStopped reports whether id's record ended while its launch waited.
+func (p *Provisioner) launchStopped(id string) bool {
+	p.stopMu.Lock()
+	defer p.stopMu.Unlock()
+	return p.stopLaunch[id]
+}
+
+// launch returns a launch record, from the cache if it is there.
+func (p *Provisioner) launch(ctx context.Context, id string) (Launch, error) {
+	p.launchMu.Lock()
+	l, ok := p.launches[id]
+	p.launchMu.Unlock()
+	if ok {
+		return l, nil
+	}
+	l, err := p.cfg.Store.Launch(ctx, id)
 	if err != nil {
-		p.log.Error("launch: read record", "instance", id, "err", err)
-		return
+		return l, err
 	}
-	switch inst.State {
-	case nightshift.StateRequested:
-		var ok bool
-		if inst, ok, err = p.Transition(ctx, id, nightshift.StatePending, "launching"); err != nil || !ok {
-			if err != nil {
-				p.log.Error("launch: record pending", "instance", id, "err", err)
-			}
-			return
-		}
-	case nightshift.StatePending:
-		// Recorded as launching by an earlier run or attempt; the driver's
-		// idempotency per id makes a second call safe.
-	default:
-		return
+	p.launchMu.Lock()
+	if len(p.launches) >= 64 {
+		clear(p.launches)
 	}
-	l, err := p.cfg.Store.Launch(ctx, inst.LaunchID)
+	p.launches[id] = l
+	p.launchMu.Unlock()
+	return l, nil
+}
+
+// launchOne calls the driver for a record recorded pending and records
+// the outcome; it holds a driver slot for the driver work only.
+func (p *Provisioner) launchOne(ctx context.Context, inst Instance, lim *limits) {
+	id := inst.ID
+	l, err := p.launch(ctx, inst.LaunchID)
 	if err != nil {
 		p.fail(ctx, id, fmt.Sprintf("launch record missing: %v", err))
+		return
+	}
+	lim.acquire()
+	if p.launchStopped(id) {
+		// Its termination, recorded meanwhile, finishes it (a driver
+		// terminate of an id never launched finds nothing).
+		lim.release()
 		return
 	}
 	cctx, cancel := context.WithTimeout(ctx, p.cfg.CallTimeout)
@@ -640,8 +748,10 @@ func (p *Provisioner) launchOne(ctx context.Context, id string) {
 		// reconcile kills.
 		p.fail(ctx, id, reason)
 		p.driverTerminate(ctx, id, "clean up failed launch")
+		lim.release()
 		return
 	}
+	lim.release()
 	next := res.State
 	if next == "" {
 		next = nightshift.StateRunning
@@ -682,17 +792,41 @@ func (p *Provisioner) driverTerminate(ctx context.Context, id, why string) error
 	return nil
 }
 
-// terminateOne finishes a recorded termination.
-func (p *Provisioner) terminateOne(ctx context.Context, id string) {
-	inst, err := p.cfg.Store.Instance(ctx, id)
+// terminateBatch finishes the recorded terminations among ids: their
+// records are read in one query, each gets its own driver call under
+// lim's slots, and the ends share commits as they come in.
+func (p *Provisioner) terminateBatch(ctx context.Context, ids []string, lim *limits) {
+	recs, err := p.records(ctx, ids)
 	if err != nil {
-		p.log.Error("terminate: read record", "instance", id, "err", err)
-		return
+		p.log.Error("terminate: read records", "instances", len(ids), "err", err)
 	}
-	if inst.State != nightshift.StateTerminating {
-		return
+	for _, id := range ids {
+		inst, ok := recs[id]
+		if !ok || inst.State != nightshift.StateTerminating {
+			if err == nil && !ok {
+				p.log.Error("terminate: no record", "instance", id)
+			}
+			p.termQ.Done(id)
+			lim.done()
+			continue
+		}
+		go func() {
+			p.terminateOne(ctx, inst, lim)
+			p.termQ.Done(id)
+			lim.done()
+			p.notify()
+		}()
 	}
-	if err := p.driverTerminate(ctx, id, inst.Reason); err != nil {
+	p.notify()
+}
+
+// terminateOne finishes one recorded termination.
+func (p *Provisioner) terminateOne(ctx context.Context, inst Instance, lim *limits) {
+	id := inst.ID
+	lim.acquire()
+	err := p.driverTerminate(ctx, id, inst.Reason)
+	lim.release()
+	if err != nil {
 		// Stay terminating; retry later (and every reconcile retries too).
 		p.clock.AfterFunc(p.cfg.RetryDelay, func() { p.termQ.Add(id); p.notify() })
 		return
@@ -742,7 +876,42 @@ func (p *Provisioner) Reconcile(ctx context.Context) error {
 		}
 	}
 	var errs []error
+	// Adoptions and disappearances only write the ledger, and after a
+	// restart they come by the thousand (a simulated pool vanishes with
+	// its process): they share commits.
+	var steps []step
+	var stepActs []Action
+	rest := acts[:0:0]
 	for _, a := range acts {
+		switch a.Kind {
+		case ActAdopt:
+			o := a.Owned
+			steps = append(steps, step{id: a.ID, next: nightshift.StateRunning, reason: "adopted: instance found live after restart",
+				mutate: func(i *Instance) {
+					i.Host, i.PID = o.Host, o.PID
+					i.DNSAddress = p.dnsAddress(i.Job, o.PrivateIP, o.PublicIP)
+				}})
+			stepActs = append(stepActs, a)
+		case ActDisappeared:
+			steps = append(steps, step{id: a.ID, next: nightshift.StateFailed, reason: "disappeared"})
+			stepActs = append(stepActs, a)
+		default:
+			rest = append(rest, a)
+		}
+	}
+	for k, r := range p.transitionMany(ctx, steps) {
+		if r.err != nil {
+			errs = append(errs, r.err)
+			continue
+		}
+		if stepActs[k].Kind == ActDisappeared {
+			// The driver no longer lists it, but leftovers (children of a
+			// dead leader, a half-deleted VM) may remain; terminate is
+			// idempotent.
+			p.driverTerminate(ctx, r.inst.ID, "clean up disappeared instance")
+		}
+	}
+	for _, a := range rest {
 		if err := p.act(ctx, a); err != nil {
 			errs = append(errs, err)
 		}
@@ -799,21 +968,6 @@ func (p *Provisioner) act(ctx context.Context, a Action) error {
 		p.launchQ.Add(a.ID)
 	case ActTerminate:
 		p.termQ.Add(a.ID)
-	case ActAdopt:
-		o := a.Owned
-		_, _, err := p.transition(ctx, a.ID, nightshift.StateRunning, "adopted: instance found live after restart", func(i *Instance) {
-			i.Host, i.PID = o.Host, o.PID
-			i.DNSAddress = p.dnsAddress(i.Job, o.PrivateIP, o.PublicIP)
-		})
-		return err
-	case ActDisappeared:
-		if _, _, err := p.Transition(ctx, a.ID, nightshift.StateFailed, "disappeared"); err != nil {
-			return err
-		}
-		// The driver no longer lists it, but leftovers (children of a dead
-		// leader, a half-deleted VM) may remain; terminate is idempotent.
-		p.driverTerminate(ctx, a.ID, "clean up disappeared instance")
-		return nil
 	case ActKillOrphan:
 		// A launch recorded after the snapshot is not an orphan.
 		cur, err := p.cfg.Store.Instance(ctx, a.ID)

@@ -94,3 +94,41 @@ func (q *queue) Len() int {
 	defer q.mu.Unlock()
 	return len(q.items) + len(q.processing)
 }
+
+// GetBatch is Get for up to max ids at once: it blocks until at least one
+// is available or ctx ends, and hands out every id it returns as Get
+// would.
+func (q *queue) GetBatch(ctx context.Context, max int) ([]string, bool) {
+	for {
+		q.mu.Lock()
+		if len(q.items) > 0 {
+			n := min(max, len(q.items))
+			ids := make([]string, n)
+			copy(ids, q.items[:n])
+			clear(q.items[:n])
+			q.items = q.items[n:]
+			for _, id := range ids {
+				delete(q.queued, id)
+				q.processing[id] = true
+			}
+			if len(q.items) > 0 {
+				q.signal()
+			}
+			q.mu.Unlock()
+			return ids, true
+		}
+		q.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return nil, false
+		case <-q.wake:
+		}
+	}
+}
+
+// Processing reports whether id has been handed out and is not done yet.
+func (q *queue) Processing(id string) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.processing[id]
+}
