@@ -262,7 +262,13 @@ func runAgent(ctx context.Context, c agentConfig, stderr io.Writer) error {
 		InstanceID: c.instance, Job: c.job,
 	}
 	if c.cgroupMode == "auto" {
-		cg, err := cgroup.Detect(cgroup.DefaultRoot, fmt.Sprintf("nightshift/sitter-%d", os.Getpid()))
+		// An isolated worker's sitter runs as its user, which can make
+		// groups only in the one its driver handed it.
+		prefix := fmt.Sprintf("nightshift/sitter-%d", os.Getpid())
+		if p := os.Getenv(nsenv.Cgroup); p != "" {
+			prefix = p
+		}
+		cg, err := cgroup.Detect(cgroup.DefaultRoot, prefix)
 		if err != nil {
 			log.Warn("cgroups unusable, polling only", "err", err)
 		} else if cg != nil {

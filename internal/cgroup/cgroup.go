@@ -32,6 +32,10 @@ type Manager struct {
 	version int // 1 or 2
 	root    string
 	prefix  string
+	// delegated: prefix is a group the provisioner made and handed to
+	// this user (Delegate); it is used as it is and left for the
+	// provisioner to release.
+	delegated bool
 }
 
 var _ sitter.Limiter = (*Manager)(nil)
@@ -44,6 +48,9 @@ var _ sitter.Limiter = (*Manager)(nil)
 func Detect(root, prefix string) (*Manager, error) {
 	if prefix == "" || strings.Contains(prefix, "..") {
 		return nil, fmt.Errorf("cgroup: bad prefix %q", prefix)
+	}
+	if isDelegatedV1(root, prefix) {
+		return &Manager{version: 1, root: root, prefix: prefix, delegated: true}, nil
 	}
 	if _, err := os.Stat(filepath.Join(root, "cgroup.controllers")); err == nil {
 		if delegatedV2(root) {
@@ -70,6 +77,26 @@ func Detect(root, prefix string) (*Manager, error) {
 		}
 	}
 	return m, nil
+}
+
+// isDelegatedV1 reports whether prefix is a v1 group in both the cpu and
+// the memory hierarchies that this process may make groups in and move
+// processes into although it cannot write the hierarchies themselves: one
+// handed to its user (Delegate).
+func isDelegatedV1(root, prefix string) bool {
+	if _, err := os.Stat(filepath.Join(root, "cgroup.controllers")); err == nil {
+		return false
+	}
+	for _, ctl := range []string{"cpu", "memory"} {
+		dir := filepath.Join(root, ctl, prefix)
+		if fi, err := os.Lstat(dir); err != nil || !fi.IsDir() {
+			return false
+		}
+		if syscall.Access(dir, 2 /* W_OK */) != nil || syscall.Access(filepath.Join(dir, "cgroup.procs"), 2) != nil {
+			return false
+		}
+	}
+	return true
 }
 
 func delegatedV2(root string) bool {
@@ -138,6 +165,9 @@ func (m *Manager) Create(ctx context.Context, name string, l sitter.Limits) (sit
 // Close removes the prefix directories (they must be empty: remove every
 // group first).
 func (m *Manager) Close() error {
+	if m.delegated {
+		return nil // the provisioner's, released with the instance
+	}
 	var dirs []string
 	if m.version == 2 {
 		dirs = []string{filepath.Join(m.root, m.prefix)}

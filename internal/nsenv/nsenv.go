@@ -44,6 +44,10 @@ const (
 	AMQPCAFile  = "NIGHTSHIFT_AMQP_CA_FILE"  // the PEM CA an amqps:// broker must chain to
 	WorkQueue   = "NIGHTSHIFT_WORK_QUEUE"    // a job's work queue, in its worker env
 	CommandKey  = "NIGHTSHIFT_COMMAND_KEY"   // the public half of the run's command key (hex)
+	// Cgroup is the cgroup (a path under each v1 hierarchy) the driver
+	// made for an isolated worker and handed to its user: its sitter
+	// makes its task groups there.
+	Cgroup = "NIGHTSHIFT_CGROUP"
 )
 
 // Set by a sitter for its tasks.

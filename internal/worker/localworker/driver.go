@@ -35,6 +35,7 @@ import (
 	"github.com/jonboulle/clockwork"
 	"golang.org/x/sync/errgroup"
 
+	"nightshift/internal/cgroup"
 	"nightshift/internal/nsenv"
 	"nightshift/internal/redact"
 	"nightshift/internal/runlayout"
@@ -119,6 +120,24 @@ type Isolation struct {
 	User string
 	// Root holds the workers' own directories; default DefaultWorkerRoot.
 	Root string
+	// CgroupRoot is where the cgroup hierarchies are mounted (default
+	// cgroup.DefaultRoot): each instance gets a group there handed to its
+	// user (CgroupPrefix), where its sitter makes its tasks' groups.
+	CgroupRoot string
+}
+
+// CgroupPrefix is the cgroup an isolated instance's sitter is handed, in
+// each v1 hierarchy: apart from root sitters' own (nightshift/sitter-PID),
+// one directory per run, so a sweep finds all of a run's.
+func CgroupPrefix(run, id string) string { return cgroupRunPrefix(run) + "/" + id }
+
+func cgroupRunPrefix(run string) string { return "nightshift-workers/" + run }
+
+func (iso *Isolation) cgroupRoot() string {
+	if iso.CgroupRoot != "" {
+		return iso.CgroupRoot
+	}
+	return cgroup.DefaultRoot
 }
 
 // Config configures a Driver.
@@ -420,6 +439,13 @@ func (d *Driver) Terminate(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("terminate %s: %w", id, err)
 	}
+	if iso := d.cfg.Isolation; iso != nil {
+		// The instance's delegated cgroup, with the groups its sitter made
+		// in it, goes with it (nothing is left in them by now).
+		if err := cgroup.Release(ctx, iso.cgroupRoot(), CgroupPrefix(d.cfg.Run, id), d.cfg.Grace); err != nil {
+			return fmt.Errorf("terminate %s: %w", id, err)
+		}
+	}
 	return nil
 }
 
@@ -582,6 +608,13 @@ func Sweep(ctx context.Context, home, run string) (killed []string, err error) {
 	}
 	g.Wait()
 	sort.Strings(killed)
+	// The cgroups isolated instances were handed, found by the run's
+	// directory of them whoever launched them; none there is no error.
+	if os.Geteuid() == 0 {
+		if err := cgroup.Release(ctx, cgroup.DefaultRoot, cgroupRunPrefix(run), defaultGrace); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return killed, fmt.Errorf("sweep %s: %w", run, err)
 	}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"nightshift/internal/cgroup"
 	"nightshift/internal/nsenv"
 	"nightshift/internal/runlayout"
 	"nightshift/internal/workeruser"
@@ -129,6 +130,18 @@ func (d *Driver) prepareWorker(ctx context.Context, spec provisioner.InstanceSpe
 		return nil, fmt.Errorf("worker dir: %w", err)
 	}
 	out.env = append(out.env, envWorkerDir+"="+dir, "HOME="+dir, "USER="+id.Name, "LOGNAME="+id.Name)
+	if id.UID != 0 {
+		// A cgroup of its own, handed to its user: as that user the sitter
+		// could make none, and enforced its limits by polling alone. Not
+		// having one is not worth refusing the launch for.
+		prefix := CgroupPrefix(d.cfg.Run, spec.ID)
+		switch mode, err := cgroup.Delegate(iso.cgroupRoot(), prefix, int(id.UID), int(id.GID)); {
+		case err != nil:
+			d.cfg.Log.Warn("no cgroup for the isolated worker; its sitter polls its limits", "instance", spec.ID, "err", err)
+		case mode != "":
+			out.env = append(out.env, nsenv.Cgroup+"="+prefix)
+		}
+	}
 	return out, nil
 }
 

@@ -9,12 +9,14 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"nightshift/internal/cgroup"
 	"nightshift/internal/envelope"
 	"nightshift/internal/nsenv"
 	"nightshift/internal/runlayout"
@@ -267,4 +269,104 @@ func mustAtoi(t *testing.T, s string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestIsolatedWorkerGetsACgroup: an isolated sitter runs as its worker's
+// user, which cannot make cgroups in root's hierarchies, so it enforced
+// its limits by polling alone. The driver now makes the instance a cgroup
+// (v1) and hands it to the user: the sitter puts its task's run in a group
+// of its own inside it, with the task's limits; terminate removes it all.
+func TestIsolatedWorkerGetsACgroup(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("isolation needs root (CI runs as root)")
+	}
+	if testing.Short() {
+		t.Skip("builds the sitter")
+	}
+	const cgRoot = "/sys/fs/cgroup"
+	probe := "nightshift-workers/probe-" + strconv.Itoa(os.Getpid())
+	if mode, err := cgroup.Delegate(cgRoot, probe, 0, 0); err != nil || mode == "" {
+		t.Skipf("no cgroup v1 hierarchy to delegate here (%q, %v)", mode, err)
+	}
+	if err := cgroup.Release(context.Background(), cgRoot, probe, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	sitterBin := buildSitter(t)
+	home := t.TempDir()
+	run := fmt.Sprintf("cg%d", os.Getpid())
+	if err := os.MkdirAll(runlayout.Of(home, run).Dir(), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	root := publicDir(t, "nsworker-root-")
+	users := &workeruser.Users{}
+	drv, err := localworker.New(localworker.Config{Home: home, Run: run, Grace: 2 * time.Second,
+		Command:   []string{sitterBin, "agent"},
+		Isolation: &localworker.Isolation{Users: users, Root: root, CgroupRoot: cgRoot}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { localworker.Sweep(context.Background(), home, run) })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	me, err := users.Resolve(ctx, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := map[string]any{"name": "probe", "restart": "never", "cpu": 0.5, "mem": 64,
+		"shell": "exec sleep 300"}
+	spec, err := json.Marshal(map[string]any{"driver": "local", "worker": w})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := drv.Launch(ctx, provisioner.InstanceSpec{ID: "probe-1", Job: "probe", Run: run,
+		BrokerURL: "amqp://guest:guest@127.0.0.1:5672/", Spec: spec}); err != nil {
+		t.Fatal(err)
+	}
+	prefix := localworker.CgroupPrefix(run, "probe-1")
+	for _, ctl := range []string{"cpu", "memory"} {
+		dir := filepath.Join(cgRoot, ctl, prefix)
+		fi, err := os.Stat(dir)
+		if err != nil {
+			t.Fatalf("the instance's %s cgroup: %v", ctl, err)
+		}
+		if uid := fi.Sys().(*syscall.Stat_t).Uid; uid != me.UID {
+			t.Errorf("%s owned by uid %d, want the worker's %d", dir, uid, me.UID)
+		}
+	}
+	// The task (sleep, the worker's uid, not the sitter) is moved into a
+	// group of its own under the instance's, in both hierarchies.
+	testsupport.Eventually(t, 30*time.Second, func() error {
+		var saw []string
+		for _, pid := range instancePIDs(run, "probe-1") {
+			comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+			if strings.TrimSpace(string(comm)) != "sleep" {
+				continue
+			}
+			cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+			if err != nil {
+				return err
+			}
+			in := 0
+			for _, line := range strings.Split(string(cg), "\n") {
+				f := strings.SplitN(line, ":", 3)
+				if len(f) == 3 && (slices.Contains(strings.Split(f[1], ","), "cpu") || slices.Contains(strings.Split(f[1], ","), "memory")) &&
+					strings.HasPrefix(f[2], "/"+prefix+"/") {
+					in++
+				}
+			}
+			if in == 2 {
+				return nil
+			}
+			saw = append(saw, string(cg))
+		}
+		return fmt.Errorf("no task process in a cpu and a memory group under /%s: %q", prefix, saw)
+	})
+	if err := drv.Terminate(ctx, "probe-1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, ctl := range []string{"cpu", "memory"} {
+		if _, err := os.Stat(filepath.Join(cgRoot, ctl, prefix)); !os.IsNotExist(err) {
+			t.Errorf("the instance's %s cgroup is left after terminate: %v", ctl, err)
+		}
+	}
 }
