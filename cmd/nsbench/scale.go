@@ -174,15 +174,22 @@ func (e *env) scaleAt(ctx context.Context, bin, dir string, n int) (scalePoint, 
 	if _, err := s.command(ctx, time.Minute, "mgmt", "--home", s.home, "reconfigure", s.name, scaleJob, fmt.Sprintf("n=%d", n)); err != nil {
 		return p, err
 	}
-	if _, err := e.scaleWait(ctx, s, fmt.Sprintf("0 -> %d healthy workers", n), limit, poll, &p.best, full); err != nil {
-		return p, err
-	}
-	p.up = e.clock.Since(t0)
+	_, werr := e.scaleWait(ctx, s, fmt.Sprintf("0 -> %d healthy workers", n), limit, poll, &p.best, full)
+	took := e.clock.Since(t0)
 	cpu1, err := sampleCPU(pids)
 	if err != nil {
-		return p, err
+		return p, errors.Join(werr, err)
 	}
-	p.upCtlCores, p.upProvCores, p.upBrokerCore = cores(cpu0, cpu1, "controller", p.up), cores(cpu0, cpu1, "provisioner", p.up), cores(cpu0, cpu1, "broker", p.up)
+	// Measured whether or not the size was reached: where it stopped
+	// short, what each process spent trying is the reason.
+	p.upCtlCores, p.upProvCores, p.upBrokerCore = cores(cpu0, cpu1, "controller", took), cores(cpu0, cpu1, "provisioner", took), cores(cpu0, cpu1, "broker", took)
+	if st, err := readSimStats(runlayout.Of(s.home, s.name).Sim()); err == nil {
+		p.dropped = st.Dropped
+	}
+	if werr != nil {
+		return p, werr
+	}
+	p.up = took
 	e.log.Info("scale: full", "workers", n, "took", p.up.Round(time.Millisecond))
 
 	// Steady state: nothing but heartbeats and ticks. Let the scale-up's
@@ -419,7 +426,8 @@ func (e *env) scaleReport(res *bench.Result, pts []scalePoint) {
 		if p.failed != "" {
 			res.Figures = append(res.Figures, bench.Figure{Name: fmt.Sprintf("most workers running and heard at once, of %d asked (stopped short)", p.n),
 				Value: float64(p.best), Unit: "workers", Command: "mgmt reconfigure RUN load n=N; mgmt --home $HOME_DIR status --json RUN"})
-			res.Notes = append(res.Notes, fmt.Sprintf("At %d workers the run stopped short: %s. Sizes above it were not tried.", p.n, p.failed))
+			res.Notes = append(res.Notes, fmt.Sprintf("At %d workers the run stopped short: %s. Sizes above it were not tried. While it tried, the controller used %.2f cores, the provisioner (simulator included) %.2f, the broker %.2f; heartbeats the simulator gave up on (no confirm within the interval; they may still have arrived): %d.",
+				p.n, p.failed, p.upCtlCores, p.upProvCores, p.upBrokerCore, p.dropped))
 			if p.up > 0 {
 				res.Figures = append(res.Figures, bench.Figure{Name: fmt.Sprintf("0 -> full size at %d workers (before it stopped short)", p.n), Value: p.up.Seconds(), Unit: "s",
 					Command: "mgmt reconfigure RUN load n=N; mgmt --home $HOME_DIR status --json RUN until all healthy"})
