@@ -15,8 +15,8 @@ type DNSZone struct {
 	EndpointURL string // the job's instance endpoint_url ("" for AWS)
 }
 
-// DNSZones lists every hosted zone any job of the plan names in a dns
-// table, so that teardown sweeps the run's records there with the
+// DNSZones lists every hosted zone any job of the plan, or any ec2
+// service, names in a dns table, so that teardown sweeps the run's records there with the
 // provisioner and its ledger gone (the records carry the run's TXT owner).
 // Values are expanded against the plan's globals; an empty endpoint takes
 // defaultEndpoint (the launcher's AWS_ENDPOINT_URL).
@@ -57,6 +57,19 @@ func DNSZones(p *launchplan.Plan, defaultEndpoint string) []DNSZone {
 		for _, s := range l.Services {
 			if jobs, ok := s.TypeConfig["jobs"]; ok {
 				walk(jobs)
+			}
+			// An ec2 service's own record (its ec2 table's dns key).
+			if s.Driver != launchplan.DriverEC2 {
+				continue
+			}
+			if dns, ok := s.EC2["dns"].(map[string]any); ok {
+				if z := str(dns, "zone"); z != "" {
+					e := str(s.EC2, "endpoint_url")
+					if e == "" {
+						e = defaultEndpoint
+					}
+					seen[DNSZone{Zone: z, EndpointURL: e}] = true
+				}
 			}
 		}
 	}

@@ -60,9 +60,14 @@ func TestDNSZonesAreEveryJobsZone(t *testing.T) {
 	p := &launchplan.Plan{Globals: map[string]string{"zone": "example.internal"}, Levels: []launchplan.Level{{Services: []launchplan.Service{
 		{Name: "controller", TypeConfig: map[string]any{"jobs": jobs}},
 		{Name: "other", TypeConfig: map[string]any{"dns": map[string]any{"zone": "not-a-job.internal"}}},
+		// An ec2 service's own record; a local one's ec2 table is not used.
+		{Name: "broker", Driver: launchplan.DriverEC2, EC2: map[string]any{"endpoint_url": "http://moto2",
+			"dns": map[string]any{"zone": "svc.internal", "name": "$${service}.x.y"}}},
+		{Name: "local", EC2: map[string]any{"dns": map[string]any{"zone": "not-ec2.internal"}}},
 	}}}}
 	got := mgmt.DNSZones(p, "http://env")
-	want := []mgmt.DNSZone{{Zone: "Z123", EndpointURL: "http://env"}, {Zone: "example.internal", EndpointURL: "http://moto"}}
+	want := []mgmt.DNSZone{{Zone: "Z123", EndpointURL: "http://env"}, {Zone: "example.internal", EndpointURL: "http://moto"},
+		{Zone: "svc.internal", EndpointURL: "http://moto2"}}
 	if !slices.Equal(got, want) {
 		t.Fatalf("zones %+v, want %+v", got, want)
 	}

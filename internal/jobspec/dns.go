@@ -45,8 +45,28 @@ var placeholder = regexp.MustCompile(`\$\{([^}]*)\}`)
 // digits and inner hyphens.
 var label = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
-// parseDNS reads a dns table; errors name the key (dns.zone, ...).
-func parseDNS(v any) (*DNS, error) {
+// parseDNS reads a job's dns table; errors name the key (dns.zone, ...).
+func parseDNS(v any) (*DNS, error) { return parseDNSTable(v, false) }
+
+// ParseServiceDNS reads an ec2 service's dns table (the `ec2` table's
+// `dns` key): one A record for the service's instance, kept while it
+// runs. Its name is a template over ${service} and ${run} (in a plan
+// $${service}, $${run}); it has no ${index} and no pool, a service being
+// one instance.
+func ParseServiceDNS(v any) (*DNS, error) { return parseDNSTable(v, true) }
+
+// RenderServiceName is a service's DNS name: tmpl with ${service} and
+// ${run} filled in, as RenderName does a job's.
+func RenderServiceName(tmpl, service, run string) (string, error) {
+	for _, m := range placeholder.FindAllStringSubmatch(tmpl, -1) {
+		if m[1] != "service" && m[1] != "run" {
+			return "", fmt.Errorf("%q: unknown placeholder ${%s} (want ${service}, ${run})", tmpl, m[1])
+		}
+	}
+	return RenderName(strings.ReplaceAll(tmpl, "${service}", "${job}"), service, run, 0)
+}
+
+func parseDNSTable(v any, service bool) (*DNS, error) {
 	t, ok := v.(map[string]any)
 	if !ok {
 		return nil, fmt.Errorf("key %s: want a table, got %s", DNSKey, jsonType(v))
@@ -55,7 +75,12 @@ func parseDNS(v any) (*DNS, error) {
 	for _, k := range slices.Sorted(maps.Keys(t)) {
 		v := t[k]
 		switch k {
-		case "zone", "name", "address", "pool":
+		case "pool":
+			if service {
+				return nil, fmt.Errorf("key dns.pool: a service is one instance: it has no pool record")
+			}
+			fallthrough
+		case "zone", "name", "address":
 			s, ok := v.(string)
 			if !ok {
 				return nil, fmt.Errorf("key dns.%s: want a string, got %s", k, jsonType(v))
@@ -86,8 +111,17 @@ func parseDNS(v any) (*DNS, error) {
 	if d.Address != AddressPriv && d.Address != AddressPublic {
 		return nil, fmt.Errorf("key dns.address: %q: want %q or %q", d.Address, AddressPriv, AddressPublic)
 	}
+	if d.Name == "" && service {
+		return nil, fmt.Errorf("key dns.name: required (a template such as \"$${service}.$${run}.example.internal\")")
+	}
 	if d.Name == "" {
 		return nil, fmt.Errorf("key dns.name: required (a template such as \"$${job}-$${index}.$${run}.example.internal\")")
+	}
+	if service {
+		if _, err := RenderServiceName(d.Name, "service", "run"); err != nil {
+			return nil, fmt.Errorf("key dns.name: %w", err)
+		}
+		return d, nil
 	}
 	if err := checkTemplate(d.Name, true); err != nil {
 		return nil, fmt.Errorf("key dns.name: %w", err)

@@ -17,6 +17,8 @@ import (
 
 	"nightshift/bootlevel"
 	"nightshift/internal/ec2"
+	"nightshift/internal/jobspec"
+	"nightshift/internal/route53dns"
 	"nightshift/launchplan"
 )
 
@@ -32,7 +34,10 @@ type Driver struct {
 	AllStepsLocal bool
 	// NewClient builds the EC2 client for a service's region and endpoint.
 	NewClient func(ctx context.Context, cfg ec2.Config) (*ec2.Client, error)
-	Log       *slog.Logger
+	// NewDNS builds the Route 53 client of a service's dns table at an
+	// endpoint ("" for AWS); default route53dns.NewAPI.
+	NewDNS func(ctx context.Context, endpoint string) (route53dns.API, error)
+	Log    *slog.Logger
 
 	mu      sync.Mutex
 	clients map[string]*ec2.Client
@@ -58,6 +63,10 @@ type Config struct {
 	// runs with AllStepsLocal, so that teardown, repair, status and the
 	// keeper of that run place its steps the same way without the switch.
 	StepsLocal bool
+	// DNS is the optional `dns` table: an A record for the instance,
+	// written once it runs and deleted when it is released
+	// (jobspec.ParseServiceDNS).
+	DNS *jobspec.DNS
 }
 
 // ParseConfig reads and checks a service's `ec2` table.
@@ -95,6 +104,10 @@ func ParseConfig(m map[string]any) (Config, error) {
 					err = fmt.Errorf("ec2.wait_timeout: %w", err)
 				}
 			}
+		case "dns":
+			if c.DNS, err = jobspec.ParseServiceDNS(v); err != nil {
+				err = fmt.Errorf("ec2: %w", err)
+			}
 		case "ready_local", StepsLocalKey:
 			b, ok := v.(bool)
 			if !ok {
@@ -121,7 +134,7 @@ func ParseConfig(m map[string]any) (Config, error) {
 // Keys lists the keys ParseConfig accepts, for plan validation and docs.
 func Keys() []string {
 	return []string{"region", "endpoint_url", "image", "instance_type", "key_name", "security_groups", "subnet",
-		"iam_instance_profile", "user_data", "wait_timeout", "ready_local", StepsLocalKey}
+		"iam_instance_profile", "user_data", "wait_timeout", "ready_local", StepsLocalKey, "dns"}
 }
 
 // StepsLocalKey is the `ec2` table's key that records that a service's
@@ -248,11 +261,69 @@ func (d *Driver) Acquire(ctx context.Context, run string, svc *launchplan.Servic
 	if err != nil {
 		return bootlevel.Host{InstanceID: inst.ID}, fmt.Errorf("service %s: %w", svc.Name, err)
 	}
-	return bootlevel.Host{
+	host := bootlevel.Host{
 		Hostname:   running.Address(),
 		InstanceID: running.ID,
 		Attrs:      map[string]string{"private_ip": running.PrivateIP, "public_ip": running.PublicIP, "public_dns": running.PublicDNS},
-	}, nil
+	}
+	if cfg.DNS != nil {
+		// Written as soon as the instance runs, before its boot steps, so
+		// later levels may already use the name.
+		name, err := d.upsertRecord(ctx, run, svc, cfg, running)
+		if err != nil {
+			return bootlevel.Host{InstanceID: running.ID}, fmt.Errorf("service %s: dns: %w", svc.Name, err)
+		}
+		host.Attrs["dns_name"] = name
+	}
+	return host, nil
+}
+
+// zone opens the hosted zone of the service's dns table and renders the
+// service's record name.
+func (d *Driver) zone(ctx context.Context, run string, svc *launchplan.Service, cfg Config) (*route53dns.Zone, string, error) {
+	name, err := jobspec.RenderServiceName(cfg.DNS.Name, svc.Name, run)
+	if err != nil {
+		return nil, "", err
+	}
+	endpoint := cfg.EndpointURL
+	if endpoint == "" {
+		endpoint = os.Getenv("AWS_ENDPOINT_URL")
+	}
+	newDNS := d.NewDNS
+	if newDNS == nil {
+		newDNS = func(ctx context.Context, endpoint string) (route53dns.API, error) {
+			return route53dns.NewAPI(ctx, route53dns.Config{EndpointURL: endpoint, Log: d.log()})
+		}
+	}
+	api, err := newDNS(ctx, endpoint)
+	if err != nil {
+		return nil, "", err
+	}
+	z, err := route53dns.OpenZone(ctx, api, cfg.DNS.Zone, d.log())
+	if err != nil {
+		return nil, "", err
+	}
+	return z, name, nil
+}
+
+// upsertRecord points the service's record at its running instance,
+// owned by the run (route53dns), so teardown's sweep finds it too.
+func (d *Driver) upsertRecord(ctx context.Context, run string, svc *launchplan.Service, cfg Config, inst ec2.Instance) (string, error) {
+	addr := inst.PrivateIP
+	if cfg.DNS.Address == jobspec.AddressPublic {
+		addr = inst.PublicIP
+	}
+	if addr == "" {
+		return "", fmt.Errorf("instance %s has no %s address for its record", inst.ID, cfg.DNS.Address)
+	}
+	z, name, err := d.zone(ctx, run, svc, cfg)
+	if err != nil {
+		return "", err
+	}
+	if err := z.Upsert(ctx, run, route53dns.Record{Name: name, Addresses: []string{addr}, TTL: cfg.DNS.TTL}); err != nil {
+		return "", err
+	}
+	return name, nil
 }
 
 // StepsHere reports whether a service's steps run on this machine rather
@@ -328,10 +399,22 @@ func (d *Driver) Release(ctx context.Context, run string, svc *launchplan.Servic
 			ids = append(ids, i.ID)
 		}
 	}
-	if err := cl.Terminate(ctx, ids); err != nil {
-		return fmt.Errorf("service %s: %w", svc.Name, err)
+	// The record goes first, so the name never points at an address the
+	// terminated instance gives back; a zone gone holds no record.
+	var dnsErr error
+	if cfg.DNS != nil {
+		z, name, err := d.zone(ctx, run, svc, cfg)
+		if err == nil {
+			err = z.Delete(ctx, run, name)
+		}
+		if err != nil && !errors.Is(err, route53dns.ErrNoZone) {
+			dnsErr = fmt.Errorf("service %s: dns: %w", svc.Name, err)
+		}
 	}
-	return nil
+	if err := cl.Terminate(ctx, ids); err != nil {
+		return errors.Join(dnsErr, fmt.Errorf("service %s: %w", svc.Name, err))
+	}
+	return dnsErr
 }
 
 func (d *Driver) log() *slog.Logger {

@@ -6,11 +6,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/route53"
 	"github.com/google/uuid"
 
 	"nightshift/bootlevel"
 	"nightshift/internal/ec2"
 	"nightshift/internal/ec2/ec2test"
+	"nightshift/internal/route53dns"
 	"nightshift/launchplan"
 )
 
@@ -26,6 +29,13 @@ func TestParseConfig(t *testing.T) {
 		{map[string]any{"image": "ami-1", "wait_timeout": "-1s"}, "must be positive"},
 		{map[string]any{"image": "ami-1", "security_groups": []any{"sg-1", 3}}, "want strings"},
 		{map[string]any{"image": "ami-1", "ready_local": "yes"}, "want true or false"},
+		{map[string]any{"image": "ami-1", "dns": map[string]any{"zone": "z.internal", "name": "${service}.z.internal"}}, ""},
+		{map[string]any{"image": "ami-1", "dns": map[string]any{"zone": "z.internal", "name": "${service}-${run}.z.internal", "ttl": 30, "address": "public"}}, ""},
+		{map[string]any{"image": "ami-1", "dns": map[string]any{"zone": "z.internal", "name": "${service}-${index}.z.internal"}}, "unknown placeholder ${index}"},
+		{map[string]any{"image": "ami-1", "dns": map[string]any{"zone": "z.internal", "name": "${service}.z.internal", "pool": "all.z.internal"}}, "no pool record"},
+		{map[string]any{"image": "ami-1", "dns": map[string]any{"name": "${service}.z.internal"}}, "dns.zone: required"},
+		{map[string]any{"image": "ami-1", "dns": map[string]any{"zone": "z.internal"}}, "dns.name: required"},
+		{map[string]any{"image": "ami-1", "dns": "z.internal"}, "want a table"},
 	}
 	for _, c := range cases {
 		_, err := ParseConfig(c.in)
@@ -176,5 +186,52 @@ func TestStepsLocalRecordedInThePlan(t *testing.T) {
 	}
 	if _, err := ParseConfig(map[string]any{"image": "ami-1", StepsLocalKey: "yes"}); err == nil || !strings.Contains(err.Error(), "ec2."+StepsLocalKey) {
 		t.Errorf("steps_local = \"yes\": err %v, want one naming ec2.%s", err, StepsLocalKey)
+	}
+}
+
+// An ec2 service's dns table: its record points at the instance once it
+// runs (Acquire), owned by the run so teardown's sweep would find it, and
+// is deleted when the service is released; releasing twice is fine.
+func TestServiceRecordFollowsItsInstance(t *testing.T) {
+	_, url := ec2test.Client(t)
+	t.Setenv("AWS_ACCESS_KEY_ID", "testing")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "testing")
+	t.Setenv("AWS_REGION", "us-east-1")
+	ctx := context.Background()
+	api, err := route53dns.NewAPI(ctx, route53dns.Config{EndpointURL: url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	zname := "z" + strings.ReplaceAll(uuid.NewString()[:8], "-", "") + ".example.internal"
+	if _, err := api.(*route53.Client).CreateHostedZone(ctx, &route53.CreateHostedZoneInput{
+		Name: aws.String(zname), CallerReference: aws.String(uuid.NewString()),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	zone, err := route53dns.OpenZone(ctx, api, zname, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &Driver{}
+	run := "t" + uuid.NewString()[:8]
+	svc := &launchplan.Service{Name: "broker", Driver: launchplan.DriverEC2,
+		EC2: map[string]any{"image": ec2test.Image, "endpoint_url": url, "region": "us-east-1",
+			"dns": map[string]any{"zone": zname, "name": "${service}.${run}." + zname, "ttl": 30}}}
+	h, err := d.Acquire(ctx, run, svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := "broker." + run + "." + zname
+	got, err := zone.RecordAddresses(ctx, run)
+	if err != nil || len(got) != 1 || len(got[name]) != 1 || got[name][0] != h.Attrs["private_ip"] || h.Attrs["dns_name"] != name {
+		t.Fatalf("records %v (%v), host %+v: want %s at the instance's private address", got, err, h, name)
+	}
+	for range 2 {
+		if err := d.Release(ctx, run, svc, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := zone.RecordAddresses(ctx, run); err != nil || len(got) != 0 {
+		t.Fatalf("records after release: %v, %v", got, err)
 	}
 }
