@@ -142,7 +142,7 @@ func NewPool(job Job, started time.Time) *Pool {
 
 // SetRevision records the job's spec revision in force, for status.
 func (p *Pool) SetRevision(r Revision) {
-	p.revision = &RevisionStatus{Number: r.Number, Digest: r.Digest, Time: r.Time, Who: r.Who}
+	p.revision = &RevisionStatus{Number: r.Number, Digest: r.Digest, Time: r.Time, Who: r.Who, Spec: r.Spec}
 }
 
 // Listening records that the controller, having recovered its view of the

@@ -138,4 +138,8 @@ type RevisionStatus struct {
 	Digest string    `json:"digest"`
 	Time   time.Time `json:"time"`
 	Who    string    `json:"who"`
+	// Spec is the revision's worker spec (jobspec.Spec as JSON): what
+	// mgmt rollout --from-plan shows a plan's spec against before it
+	// sends it.
+	Spec json.RawMessage `json:"spec,omitempty"`
 }

@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,7 +21,9 @@ import (
 //     revision 2, busy ones drained first; every item finishes, none is
 //     lost, and no worker is stopped holding one;
 //  2. a revision whose probe fails (its health URL answers 404): rolled
-//     back by itself to revision 2, with the reason in the decisions.
+//     back by itself to revision 2, with the reason in the decisions;
+//  3. mgmt rollout --from-plan with an edited copy of the plan: its diff
+//     shown before it is sent, every worker replaced by revision 4.
 func TestRolloutEndToEnd(t *testing.T) {
 	requireRuns(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -79,8 +83,55 @@ func TestRolloutEndToEnd(t *testing.T) {
 	if !strings.Contains(out.Stdout, "rolling back to revision 2") || !strings.Contains(out.Stdout, "HTTP 404") {
 		t.Errorf("the decisions do not say why it rolled back:\n%s", out.Stdout)
 	}
+
+	// An edited plan: the job's spec from it, its diff shown before it
+	// is sent, then rolled out like --set's.
+	edited := editPlan(t, r.Plan, `NIGHTSHIFT_WORK_QUEUE = "nightshift.${.run}.work" }`,
+		`NIGHTSHIFT_WORK_QUEUE = "nightshift.${.run}.work", VERSION = "3" }`)
+	res = r.Mgmt(ctx, "rollout", r.Name, "work", "--from-plan", edited, "-g", "plan_dir="+r.Env.PlanDir, "--min-ready", "2s")
+	if res.Code != 0 {
+		t.Fatalf("mgmt rollout --from-plan exit %d: %s", res.Code, res.Stderr)
+	}
+	for _, w := range []string{`- worker.env.VERSION = "2"`, `+ worker.env.VERSION = "3"`, "rolling out revision 4 (from 2)"} {
+		if !strings.Contains(res.Stdout, w) {
+			t.Errorf("mgmt rollout --from-plan output lacks %q:\n%s", w, res.Stdout)
+		}
+	}
+	mustWait(t, r, ctx, "the rollout from the plan done", 5*time.Minute, func(st *mgmt.RunStatus) (bool, string) {
+		j := Job(st, "work")
+		if j == nil || j.Rollout == nil || j.Rollout.To != 4 {
+			return false, "no rollout to revision 4 in status"
+		}
+		for _, w := range j.Workers {
+			if w.State == "running" && w.Revision != 4 {
+				return false, fmt.Sprintf("worker %s at revision %d; %s", w.ID, w.Revision, lastReason(j))
+			}
+		}
+		return j.Rollout.Phase == controller.RolloutDone, fmt.Sprintf("rollout %s; %s", j.Rollout.Phase, lastReason(j))
+	})
+	// The same plan again changes nothing, and says so.
+	if res := r.Mgmt(ctx, "rollout", r.Name, "work", "--from-plan", edited, "-g", "plan_dir="+r.Env.PlanDir); res.Code != 2 || !strings.Contains(res.Stderr, "nothing to roll out") {
+		t.Errorf("a second rollout of the same plan: exit %d, want 2 and nothing to roll out: %s", res.Code, res.Stderr)
+	}
 	if res := r.Teardown(ctx); res.Code != 0 {
 		t.Fatalf("teardown exit %d", res.Code)
 	}
 	r.AssertNoProcesses()
+}
+
+// editPlan writes a copy of plan beside it with old replaced by new.
+func editPlan(t *testing.T, plan, old, new string) string {
+	t.Helper()
+	b, err := os.ReadFile(plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), old) {
+		t.Fatalf("%s lacks %q", plan, old)
+	}
+	path := filepath.Join(t.TempDir(), "edited-"+filepath.Base(plan))
+	if err := os.WriteFile(path, []byte(strings.Replace(string(b), old, new, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

@@ -376,6 +376,13 @@ func writeRunJobs(req bootlevel.StepRequest, path string) (map[string]jobspec.Sp
 	return jobs, jobspec.Write(path, jobs)
 }
 
+// JobSpec is the worker spec of a controller service's job table t, its
+// templates resolved with expand as the provisioner's type resolves them at
+// boot: what mgmt rollout --from-plan takes from an edited plan.
+func JobSpec(t map[string]any, expand func(string) (string, error)) (jobspec.Spec, error) {
+	return resolvedSpec(t, expand)
+}
+
 // resolvedSpec expands the templates of a job's driver, instance and
 // worker, the keys that decide what runs; the controller's keys (queue,
 // ...) may refer to services that boot after the provisioner and are left
