@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -178,6 +179,15 @@ func ParseJob(name string, t map[string]any, reg *decision.Registry) (Job, error
 	if h, ok := j.Worker["health"]; ok {
 		if _, err := sitter.ProbeFromTable("worker.", h); err != nil {
 			return j, fmt.Errorf("job %s: %w", name, err)
+		}
+	}
+	linked, _ := j.Worker["linked"].(map[string]any)
+	for _, ln := range slices.Sorted(maps.Keys(linked)) {
+		lt, _ := linked[ln].(map[string]any)
+		if h, ok := lt["health"]; ok {
+			if _, err := sitter.ProbeFromTable("worker.linked."+ln+".", h); err != nil {
+				return j, fmt.Errorf("job %s: %w", name, err)
+			}
 		}
 	}
 	if j.health, err = table(f, t, "health"); err != nil {

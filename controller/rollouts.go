@@ -36,7 +36,8 @@ type RolloutRequest struct {
 // ApplySet returns spec with set's changes: "env.NAME" sets a variable of
 // the worker's environment (always a string), "instance.KEY" a key of the
 // instance table, and any other key ("worker.KEY" or "KEY") a key of the
-// worker table, its value JSON when it parses as JSON, else a string.
+// worker table, its value JSON when it parses as JSON, else a string; a
+// linked task's keys are "linked.TASK.KEY" ("linked.TASK.env.NAME").
 func ApplySet(spec jobspec.Spec, set map[string]string) (jobspec.Spec, error) {
 	out := jobspec.Spec{Driver: spec.Driver, Instance: cloneMap(spec.Instance), Worker: cloneMap(spec.Worker)}
 	for _, k := range slices.Sorted(maps.Keys(set)) {
@@ -63,8 +64,10 @@ func ApplySet(spec jobspec.Spec, set map[string]string) (jobspec.Spec, error) {
 			}
 			table = sub
 		}
+		// An environment's values are strings, the worker's own or a
+		// linked task's (linked.NAME.env.VAR).
 		var val any = v
-		if path[0] != "env" {
+		if len(path) < 2 || path[len(path)-2] != "env" {
 			var j any
 			if json.Unmarshal([]byte(v), &j) == nil {
 				val = j
@@ -91,7 +94,8 @@ func cloneMap(m map[string]any) map[string]any {
 	return out
 }
 
-// checkWorker refuses a worker table the sitter would refuse.
+// checkWorker refuses a worker table the sitter would refuse, its linked
+// tasks included.
 func checkWorker(job string, worker map[string]any) error {
 	b, err := json.Marshal(worker)
 	if err != nil {
@@ -99,14 +103,11 @@ func checkWorker(job string, worker map[string]any) error {
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
-	var t sitter.Task
-	if err := dec.Decode(&t); err != nil {
+	var w sitter.Worker
+	if err := dec.Decode(&w); err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
-	if t.Name == "" {
-		t.Name = job
-	}
-	if err := t.Validate(); err != nil {
+	if _, err := w.Tasks(job); err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
 	return nil
@@ -148,7 +149,19 @@ func (c *Controller) StartRollout(ctx context.Context, job string, req RolloutRe
 	}
 	now := c.cfg.Clock.Now()
 	from := j.rev
-	to, err := NewRevision(job, from.Number+1, spec, who, now)
+	// The next number after every stored one, not after the one in force:
+	// after a rollback the revision in force is older than the last, and
+	// reusing a number would overwrite the rolled-back revision and make
+	// its workers' launch ids name the new one.
+	revs, err := c.cfg.Store.Revisions(ctx, job)
+	if err != nil {
+		return Rollout{}, err
+	}
+	next := from.Number + 1
+	for _, r := range revs {
+		next = max(next, r.Number+1)
+	}
+	to, err := NewRevision(job, next, spec, who, now)
 	if err != nil {
 		return Rollout{}, err
 	}

@@ -191,6 +191,20 @@ func TestRolloutRollsBackWhenProbesFail(t *testing.T) {
 	if ro, _ := rr.c.RolloutOf("web"); ro == nil || ro.Phase != controller.RolloutRolledBack {
 		t.Errorf("rollout after restart %+v", ro)
 	}
+	// The next rollout from revision 1 makes revision 3: revision 2, rolled
+	// back, keeps its number, its record and its workers' launch ids.
+	rr.probe = nil
+	next, err := rr.c.StartRollout(ctx, "web", controller.RolloutRequest{Set: map[string]string{"env.VERSION": "3"}}, "ns.r.mgmt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.From != 1 || next.To != 3 {
+		t.Errorf("next rollout %d -> %d, want 1 -> 3", next.From, next.To)
+	}
+	revs, _ = rr.store.Revisions(ctx, "web")
+	if len(revs) != 3 || revs[1].Number != 2 || revs[1].Outcome != controller.RevisionRolledBack || revs[2].Number != 3 {
+		t.Errorf("revisions %+v, want 1, 2 (rolled back) and 3", revs)
+	}
 }
 
 // A controller restarted mid-rollout picks the rollout up where it was,
@@ -278,5 +292,68 @@ func TestPendingLaunchKeepsItsRevisionAcrossARollout(t *testing.T) {
 	}
 	if !resent {
 		t.Errorf("the pending launch %s was not resent (calls %+v)", pending.LaunchID, r.prov.calls)
+	}
+}
+
+// A worker's linked tasks are part of its revision: a --set on one linked
+// task's environment makes a new revision whose spec changes that task
+// alone, every new worker launches it (all its tasks on it), and a linked
+// task the sitter would refuse is refused before anything is recorded.
+func TestRolloutOfALinkedTask(t *testing.T) {
+	job := mustJob(t, "web", map[string]any{
+		"engine": "npreserving",
+		"policy": map[string]any{"n": 2, "drain_timeout": "30s"},
+		"health": map[string]any{"heartbeat_interval": "1s", "missing_timeout": "3s", "boot_timeout": "20s"},
+		"worker": map[string]any{"command": []any{"/bin/worker"},
+			"linked": map[string]any{"sidecar": map[string]any{"command": []any{"/bin/sidecar"}, "env": map[string]any{"VERSION": "1"}}}},
+	})
+	r := newRig(t, job)
+	r.tick()
+	ctx := context.Background()
+	if _, err := r.c.StartRollout(ctx, "web", controller.RolloutRequest{Set: map[string]string{"linked.sidecar.cpus": "2"}}, "ns.r.mgmt"); err == nil || !strings.Contains(err.Error(), "cpus") {
+		t.Errorf("a linked task with an unknown key: %v, want refused", err)
+	}
+	ro, err := r.c.StartRollout(ctx, "web", controller.RolloutRequest{Set: map[string]string{"linked.sidecar.env.VERSION": "2"}}, "ns.r.mgmt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ro.From != 1 || ro.To != 2 {
+		t.Fatalf("rollout %+v, want 1 -> 2", ro)
+	}
+	r.prov.mu.Lock()
+	revised := slices.Clone(r.prov.revised)
+	r.prov.mu.Unlock()
+	if len(revised) != 1 {
+		t.Fatalf("provisioner handed %d revisions, want 1", len(revised))
+	}
+	w := revised[0].Spec.Worker
+	side := w["linked"].(map[string]any)["sidecar"].(map[string]any)
+	if side["env"].(map[string]any)["VERSION"] != "2" || w["command"].([]any)[0] != "/bin/worker" {
+		t.Errorf("revision 2's worker %v, want the sidecar's VERSION 2 (a string) and the worker as it was", w)
+	}
+	st, _ := r.c.Status("web")
+	if st[0].Revision.Digest != revised[0].Digest {
+		t.Errorf("revision in force %s, want the one handed over %s", st[0].Revision.Digest, revised[0].Digest)
+	}
+	r.prov.mu.Lock()
+	r.prov.calls = nil
+	r.prov.mu.Unlock()
+	for range 3 {
+		r.tick()
+		r.clock.Advance(time.Second)
+	}
+	r.prov.mu.Lock()
+	defer r.prov.mu.Unlock()
+	var fresh int
+	for _, c := range r.prov.calls {
+		if controller.RevisionOfLaunch(c.LaunchID) == 2 {
+			fresh++
+			if c.SpecDigest != revised[0].Digest {
+				t.Errorf("launch %s of revision 2 carries %s", c.LaunchID, c.SpecDigest)
+			}
+		}
+	}
+	if fresh == 0 {
+		t.Errorf("no worker of revision 2 launched (calls %+v)", r.prov.calls)
 	}
 }

@@ -228,6 +228,7 @@ func (r *runner) update(f func(st *TaskStatus)) {
 	r.mu.Unlock()
 	if st.State != before {
 		r.s.log.Info("task state", "task", st.Name, "state", st.State, "reason", st.Reason, "pid", st.PID)
+		r.s.leaderChanged(st.Name, st.State, 0)
 	}
 }
 
@@ -344,6 +345,8 @@ func (r *runner) loop(ctx context.Context) {
 			st.State, st.PID, st.StartedAt, st.ExitCode, st.Reason = StateRunning, p.pid, p.started, 0, ""
 			st.CPU, st.MemMB, st.Work = 0, 0, WorkUnknown
 		})
+		// Its linked tasks restart with each new run of it.
+		r.s.leaderChanged(t.Name, StateRunning, p.run)
 		return nil
 	}
 	beginStop := func(in stopIntent, v *Violation) {

@@ -407,6 +407,16 @@ func (s *Sitter) AddTask(ctx context.Context, t Task) error {
 	if _, dup := s.runners[t.Name]; dup {
 		return fmt.Errorf("add task %s: already exists", t.Name)
 	}
+	if t.Follows != "" {
+		// One level, leader first: no chains and no cycles to untangle.
+		lead, ok := s.runners[t.Follows]
+		switch {
+		case !ok:
+			return fmt.Errorf("add task %s: follows %q, which is not added (add the task it follows first)", t.Name, t.Follows)
+		case lead.spec.Follows != "":
+			return fmt.Errorf("add task %s: follows %q, which follows %q itself: link tasks to one leader", t.Name, t.Follows, lead.spec.Follows)
+		}
+	}
 	r := newRunner(s, t)
 	s.runners[t.Name] = r
 	s.order = append(s.order, r)
@@ -492,6 +502,44 @@ func (s *Sitter) send(ctx context.Context, name string, op opKind) error {
 	case <-ctx.Done():
 		return fmt.Errorf("%s task %s: %w", op, name, ctx.Err())
 	}
+}
+
+// leaderChanged applies the linked-task rule (Task.Follows) after the
+// task leader entered state to (run: the leader's run number when it
+// started one): a new run after the first restarts its followers, which
+// starts them if they were stopped; an end for good stops them. Called
+// from the leader's loop, it hands the commands to a goroutine of its
+// own: a follower's loop may be busy, and must never wait on its leader.
+func (s *Sitter) leaderChanged(leader string, to TaskState, run uint64) {
+	var op opKind
+	switch {
+	case to == StateRunning && run > 1:
+		op = opRestart
+	case to == StateExited || to == StateFailed || to == StateStopped:
+		op = opStop
+	default:
+		return
+	}
+	s.mu.Lock()
+	ctx := s.ctx
+	var followers []string
+	for _, r := range s.order {
+		if r.spec.Follows == leader {
+			followers = append(followers, r.spec.Name)
+		}
+	}
+	s.mu.Unlock()
+	if len(followers) == 0 || ctx == nil || ctx.Err() != nil {
+		return // a shutdown stops every task anyway
+	}
+	s.wg.Go(func() {
+		for _, f := range followers {
+			s.log.Info("linked task follows its leader", "task", f, "leader", leader, "leader_state", to, "op", op)
+			if err := s.send(ctx, f, op); err != nil && ctx.Err() == nil && !errors.Is(err, ErrNoTask) {
+				s.log.Warn("linked task did not follow its leader", "task", f, "leader", leader, "op", op, "err", err)
+			}
+		}
+	})
 }
 
 // Errors of the control methods, for errors.Is.

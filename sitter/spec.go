@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -64,6 +65,72 @@ type Task struct {
 	// Health is the task's probe (see Probe): reported on the heartbeat
 	// for the pool to judge, never a reason for the sitter to restart.
 	Health *Probe `toml:"health" json:"health,omitempty"`
+
+	// Follows names the task this one is linked to (its leader, added
+	// before it), as Cerebro's linked jobs followed theirs: it starts with
+	// the leader, is restarted whenever the leader starts a new run, and is
+	// stopped when the leader stops for good (exited, failed or stopped).
+	// Its own exits follow its own restart policy and never touch the
+	// leader. "" for none.
+	Follows string `toml:"follows" json:"follows,omitempty"`
+}
+
+// Worker is a job's worker table as a launch spec carries it: the worker's
+// own task and, under linked, the tasks that run beside it on the same
+// sitter (a sidecar), by name. They are one unit: each linked task
+// follows the worker's (Task.Follows), and a rollout, which replaces the
+// whole worker, restarts them all on the new revision.
+type Worker struct {
+	Task
+	Linked map[string]Task `toml:"linked" json:"linked,omitempty"`
+}
+
+// Tasks returns the worker's tasks: its own first (named job when the
+// table names none), then the linked ones in name order, each named by
+// its key and following the worker's task. Every one is validated; a
+// FieldError's key is the worker table's (linked.NAME.KEY).
+func (w Worker) Tasks(job string) ([]Task, error) {
+	main := w.Task
+	if main.Name == "" {
+		main.Name = job
+	}
+	if main.Follows != "" {
+		return nil, &FieldError{Task: main.Name, Key: "follows", Msg: "the worker's own task follows none (its linked tasks follow it)"}
+	}
+	if err := main.Validate(); err != nil {
+		return nil, err
+	}
+	out := []Task{main}
+	names := make([]string, 0, len(w.Linked))
+	for n := range w.Linked {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		t := w.Linked[n]
+		bad := func(key, format string, args ...any) error {
+			return &FieldError{Task: n, Key: "linked." + n + "." + key, Msg: fmt.Sprintf(format, args...)}
+		}
+		if t.Name != "" && t.Name != n {
+			return nil, bad("name", "%q: a linked task is named by its key", t.Name)
+		}
+		if t.Follows != "" && t.Follows != main.Name {
+			return nil, bad("follows", "%q: a linked task follows the worker's task %q", t.Follows, main.Name)
+		}
+		if n == main.Name {
+			return nil, bad("name", "the worker's own task is named %q too", n)
+		}
+		t.Name, t.Follows = n, main.Name
+		if err := t.Validate(); err != nil {
+			var fe *FieldError
+			if errors.As(err, &fe) {
+				return nil, bad(fe.Key, "%s", fe.Msg)
+			}
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, nil
 }
 
 // Defaults applied by WithDefaults. They follow the complaints collected in
@@ -167,6 +234,9 @@ func (t Task) Validate() error {
 	// Task names become file and cgroup names, so they must be path-safe.
 	if !taskName.MatchString(t.Name) {
 		return bad("name", "%q must be 1-64 of [A-Za-z0-9_.-] starting with a letter or digit", t.Name)
+	}
+	if t.Follows == t.Name {
+		return bad("follows", "a task cannot follow itself")
 	}
 	switch {
 	case len(t.Command) == 0 && t.Shell == "":

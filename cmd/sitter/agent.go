@@ -239,7 +239,7 @@ func runAgent(ctx context.Context, c agentConfig, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl})).
 		With("run", c.run, "job", c.job, "instance", c.instance)
 
-	task, err := sitterbus.LoadSpec(c.specPath, c.job)
+	tasks, err := sitterbus.LoadSpec(c.specPath, c.job)
 	if err != nil {
 		return usageError{err.Error()}
 	}
@@ -288,10 +288,13 @@ func runAgent(ctx context.Context, c agentConfig, stderr io.Writer) error {
 		return err
 	}
 	defer s.Close()
-	if err := s.AddTask(ctx, task); err != nil {
-		return fmt.Errorf("worker spec %s: %w", c.specPath, err)
+	// The worker's own task first: its linked tasks follow it.
+	for _, task := range tasks {
+		if err := s.AddTask(ctx, task); err != nil {
+			return fmt.Errorf("worker spec %s: %w", c.specPath, err)
+		}
 	}
-	log.Info("sitter agent starting", "task", task.Name, "spec", c.specPath, "state_dir", c.stateDir,
+	log.Info("sitter agent starting", "task", tasks[0].Name, "linked", len(tasks)-1, "spec", c.specPath, "state_dir", c.stateDir,
 		"broker", redact.URL(c.brokerURL))
 
 	// Supervision starts at once and never waits for the broker: at boot

@@ -22,8 +22,10 @@ import (
 //     lost, and no worker is stopped holding one;
 //  2. a revision whose probe fails (its health URL answers 404): rolled
 //     back by itself to revision 2, with the reason in the decisions;
-//  3. mgmt rollout --from-plan with an edited copy of the plan: its diff
-//     shown before it is sent, every worker replaced by revision 4.
+//  3. mgmt rollout --from-plan with an edited copy of the plan (a new
+//     VERSION and a linked sidecar task): its diff shown before it is
+//     sent, every worker replaced by revision 4 (revision 3 rolled back
+//     keeps its number), running both tasks.
 func TestRolloutEndToEnd(t *testing.T) {
 	requireRuns(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -84,15 +86,18 @@ func TestRolloutEndToEnd(t *testing.T) {
 		t.Errorf("the decisions do not say why it rolled back:\n%s", out.Stdout)
 	}
 
-	// An edited plan: the job's spec from it, its diff shown before it
-	// is sent, then rolled out like --set's.
+	// An edited plan: the job's spec from it (a new VERSION and a linked
+	// sidecar task), its diff shown before it is sent, then rolled out
+	// like --set's: every new worker runs both tasks.
 	edited := editPlan(t, r.Plan, `NIGHTSHIFT_WORK_QUEUE = "nightshift.${.run}.work" }`,
 		`NIGHTSHIFT_WORK_QUEUE = "nightshift.${.run}.work", VERSION = "3" }`)
+	appendFile(t, edited, "\n[level.service.controller.config.jobs.work.worker.linked.sidecar]\ncommand = [\"sleep\", \"600\"]\n")
 	res = r.Mgmt(ctx, "rollout", r.Name, "work", "--from-plan", edited, "-g", "plan_dir="+r.Env.PlanDir, "--min-ready", "2s")
 	if res.Code != 0 {
 		t.Fatalf("mgmt rollout --from-plan exit %d: %s", res.Code, res.Stderr)
 	}
-	for _, w := range []string{`- worker.env.VERSION = "2"`, `+ worker.env.VERSION = "3"`, "rolling out revision 4 (from 2)"} {
+	for _, w := range []string{`- worker.env.VERSION = "2"`, `+ worker.env.VERSION = "3"`, `+ worker.linked.sidecar.command = ["sleep","600"]`,
+		"rolling out revision 4 (from 2)"} {
 		if !strings.Contains(res.Stdout, w) {
 			t.Errorf("mgmt rollout --from-plan output lacks %q:\n%s", w, res.Stdout)
 		}
@@ -134,4 +139,16 @@ func editPlan(t *testing.T, plan, old, new string) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+func appendFile(t *testing.T, path, text string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(text); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -16,54 +16,54 @@ import (
 const MaxSpecSize = 1 << 20
 
 // LoadSpec reads the launch spec a provisioner driver wrote for this
-// instance and returns its worker task (see ParseSpec).
-func LoadSpec(path, job string) (sitter.Task, error) {
+// instance and returns its worker's tasks (see ParseSpec).
+func LoadSpec(path, job string) ([]sitter.Task, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return sitter.Task{}, fmt.Errorf("load worker spec: %w", err)
+		return nil, fmt.Errorf("load worker spec: %w", err)
 	}
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, MaxSpecSize+1))
 	if err != nil {
-		return sitter.Task{}, fmt.Errorf("load worker spec %s: %w", path, err)
+		return nil, fmt.Errorf("load worker spec %s: %w", path, err)
 	}
 	return ParseSpec(path, b, job)
 }
 
 // ParseSpec decodes a launch spec ({"driver", "instance", "worker",
-// "engine"}) and returns its "worker" object as a validated sitter.Task.
-// The task's name defaults to job. Keys outside "worker" belong to the
-// provisioner and are not checked here; inside it every key must be a
-// sitter.Task key, so a typo in a plan fails here instead of being
-// ignored. Errors carry name, the line for JSON syntax errors, and the key.
-func ParseSpec(name string, data []byte, job string) (sitter.Task, error) {
+// "engine"}) and returns its "worker" object as validated sitter tasks
+// (sitter.Worker.Tasks): the worker's own, named job unless it says
+// otherwise, first, then its linked tasks, which follow it. Keys outside
+// "worker" belong to the provisioner and are not checked here; inside it
+// every key must be a sitter.Task key (or linked), so a typo in a plan
+// fails here instead of being ignored. Errors carry name, the line for
+// JSON syntax errors, and the key.
+func ParseSpec(name string, data []byte, job string) ([]sitter.Task, error) {
 	if len(data) > MaxSpecSize {
-		return sitter.Task{}, fmt.Errorf("%s: %d bytes, limit %d", name, len(data), MaxSpecSize)
+		return nil, fmt.Errorf("%s: %d bytes, limit %d", name, len(data), MaxSpecSize)
 	}
 	var top struct {
 		Worker json.RawMessage `json:"worker"`
 	}
 	if err := strictDecode(data, &top, false); err != nil {
-		return sitter.Task{}, specError(name, data, "", err)
+		return nil, specError(name, data, "", err)
 	}
 	if len(top.Worker) == 0 || string(top.Worker) == "null" {
-		return sitter.Task{}, fmt.Errorf("%s: key worker: missing: the launch spec has no sitter task", name)
+		return nil, fmt.Errorf("%s: key worker: missing: the launch spec has no sitter task", name)
 	}
-	var t sitter.Task
-	if err := strictDecode(top.Worker, &t, true); err != nil {
-		return sitter.Task{}, specError(name, data, "worker", err)
+	var w sitter.Worker
+	if err := strictDecode(top.Worker, &w, true); err != nil {
+		return nil, specError(name, data, "worker", err)
 	}
-	if t.Name == "" {
-		t.Name = job
-	}
-	if err := t.Validate(); err != nil {
+	tasks, err := w.Tasks(job)
+	if err != nil {
 		var fe *sitter.FieldError
 		if errors.As(err, &fe) {
-			return sitter.Task{}, fmt.Errorf("%s:%d: key worker.%s: %w", name, lineOfKey(data, fe.Key), fe.Key, err)
+			return nil, fmt.Errorf("%s:%d: key worker.%s: %w", name, lineOfKey(data, lastKey(fe.Key)), fe.Key, err)
 		}
-		return sitter.Task{}, fmt.Errorf("%s: key worker: %w", name, err)
+		return nil, fmt.Errorf("%s: key worker: %w", name, err)
 	}
-	return t, nil
+	return tasks, nil
 }
 
 func strictDecode(data []byte, v any, strict bool) error {
@@ -101,7 +101,9 @@ func specError(name string, data []byte, prefix string, err error) error {
 	case errors.As(err, &syn) && prefix == "":
 		return fmt.Errorf("%s:%d: bad JSON: %w", name, lineAt(data, syn.Offset), err)
 	case errors.As(err, &typ):
-		return fmt.Errorf("%s:%d: key %s: want %s, got JSON %s", name, lineOfKey(data, lastKey(typ.Field)), join(typ.Field), typ.Type, typ.Value)
+		// The worker's own keys are sitter.Worker's embedded Task's.
+		field := strings.TrimPrefix(typ.Field, "Task.")
+		return fmt.Errorf("%s:%d: key %s: want %s, got JSON %s", name, lineOfKey(data, lastKey(field)), join(field), typ.Type, typ.Value)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		// encoding/json has no typed error for this; its message is stable.
 		k := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)

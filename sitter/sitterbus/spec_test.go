@@ -12,14 +12,53 @@ import (
 )
 
 func TestLoadSpec(t *testing.T) {
-	task, err := sitterbus.LoadSpec("testdata/spec_ok.json", "crunch")
+	tasks, err := sitterbus.LoadSpec("testdata/spec_ok.json", "crunch")
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(tasks) != 1 {
+		t.Fatalf("%d tasks, want the worker's alone", len(tasks))
+	}
+	task := tasks[0]
 	if task.Name != "crunch" || task.Shell != "exec sleep 300" || task.CPU != 0.5 || task.Mem != 128 ||
 		task.TimeLimit.D() != time.Hour || task.Restart != sitter.RestartAlways || task.StopGrace.D() != 2*time.Second ||
 		task.Env["QUEUE"] != "jobs" {
 		t.Errorf("task = %+v", task)
+	}
+}
+
+// TestLinkedTasks: a worker's linked tasks come after its own, named by
+// their keys, each following the worker's task; their keys are checked as
+// strictly as the worker's, and reported under worker.linked.NAME.
+func TestLinkedTasks(t *testing.T) {
+	src := `{"driver":"local","worker":{"command":["/bin/worker"],"env":{"VERSION":"2"},
+		"linked":{"sidecar":{"command":["/bin/sidecar"],"env":{"VERSION":"2"}},"agent":{"shell":"exec sleep 300"}}}}`
+	tasks, err := sitterbus.ParseSpec("spec.json", []byte(src), "work")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, tk := range tasks {
+		got = append(got, tk.Name+"<"+tk.Follows)
+	}
+	if strings.Join(got, " ") != "work< agent<work sidecar<work" {
+		t.Errorf("tasks %q, want the worker's first, then its linked ones following it", got)
+	}
+	if tasks[2].Env["VERSION"] != "2" || tasks[2].Command[0] != "/bin/sidecar" {
+		t.Errorf("sidecar %+v", tasks[2])
+	}
+	for _, c := range []struct{ src, want string }{
+		{`{"worker":{"shell":"x","linked":{"side":{"shell":"y","cpus":1}}}}`, "unknown key"},
+		{`{"worker":{"shell":"x","linked":{"side":{"cpu":1}}}}`, "key worker.linked.side.command"},
+		{`{"worker":{"shell":"x","linked":{"side":{"shell":"y","name":"other"}}}}`, "key worker.linked.side.name"},
+		{`{"worker":{"shell":"x","linked":{"side":{"shell":"y","follows":"elsewhere"}}}}`, "key worker.linked.side.follows"},
+		{`{"worker":{"shell":"x","linked":{"job":{"shell":"y"}}}}`, "key worker.linked.job.name"},
+		{`{"worker":{"shell":"x","follows":"a"}}`, "key worker.follows"},
+		{`{"worker":{"shell":"x","linked":{"side":{"shell":"y","linked":{}}}}}`, "unknown key"},
+	} {
+		if _, err := sitterbus.ParseSpec("spec.json", []byte(c.src), "job"); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error with %q", c.src, err, c.want)
+		}
 	}
 }
 
@@ -86,15 +125,17 @@ func FuzzParseSpec(f *testing.F) {
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		task, err := sitterbus.ParseSpec("spec.json", data, "job")
+		tasks, err := sitterbus.ParseSpec("spec.json", data, "job")
 		if err != nil {
 			if !strings.HasPrefix(err.Error(), "spec.json") {
 				t.Errorf("error does not name the file: %v", err)
 			}
 			return
 		}
-		if err := task.Validate(); err != nil {
-			t.Errorf("accepted an invalid task: %v", err)
+		for _, task := range tasks {
+			if err := task.Validate(); err != nil {
+				t.Errorf("accepted an invalid task: %v", err)
+			}
 		}
 	})
 }

@@ -407,6 +407,16 @@ func resolvedSpec(t map[string]any, expand func(string) (string, error)) (jobspe
 			return spec, err
 		}
 	}
+	// Linked tasks' probes are checked the same way, at their keys.
+	linked, _ := spec.Worker["linked"].(map[string]any)
+	for _, name := range slices.Sorted(maps.Keys(linked)) {
+		t, _ := linked[name].(map[string]any)
+		if h, ok := t["health"]; ok {
+			if _, err := sitter.ProbeFromTable("worker.linked."+name+".", h); err != nil {
+				return spec, err
+			}
+		}
+	}
 	return spec, nil
 }
 
