@@ -53,7 +53,8 @@ func (e *env) haScenario(ctx context.Context) (bench.Result, error) {
 	if err := rabbitAvailable(); err != nil {
 		return res, bench.NotMeasured("%v", err)
 	}
-	// Unique per invocation: the run's schemas stay in the database.
+	// Unique per invocation, so a run left by an interrupted scenario (its
+	// schemas, which teardown drops, included) never meets the next.
 	name := fmt.Sprintf("nsha%d", time.Now().UnixNano()%1_000_000_000)
 	sys, err := e.startSystem(ctx, bin, filepath.Join(dir, "home"), name, plan)
 	if err != nil {
