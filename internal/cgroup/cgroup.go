@@ -88,6 +88,9 @@ func isDelegatedV1(root, prefix string) bool {
 		return false
 	}
 	for _, ctl := range []string{"cpu", "memory"} {
+		if syscall.Access(filepath.Join(root, ctl), 2 /* W_OK */) == nil {
+			return false // it may make its own groups: nothing was handed to it
+		}
 		dir := filepath.Join(root, ctl, prefix)
 		if fi, err := os.Lstat(dir); err != nil || !fi.IsDir() {
 			return false
