@@ -430,6 +430,7 @@ func (b *builder) service(level int, n node, defaults map[string]node) *decl {
 		svc.TypeConfig = rawTable(cfg)
 		d.addTemplates(cfg)
 		b.typeReplicas(d, cfg)
+		b.typeCheck(d, cfg, cn)
 	}
 
 	for _, p := range []struct {
@@ -635,6 +636,30 @@ func (b *builder) typeReplicas(d *decl, cfg []node) {
 		b.services += n - 1
 		d.replicas = n
 	}
+}
+
+// typeCheck applies Options.TypeCheck to a typed service's config, placing
+// an error at the key it names ("config.KEY: ...") when the plan sets that
+// key, else at the config table.
+func (b *builder) typeCheck(d *decl, cfg []node, table node) {
+	if b.opts.TypeCheck == nil || d.svc.Type == "" {
+		return
+	}
+	err := b.opts.TypeCheck(d.svc.Type, d.svc.TypeConfig)
+	if err == nil {
+		return
+	}
+	msg, at := err.Error(), table
+	if rest, ok := strings.CutPrefix(msg, "config."); ok {
+		if key, why, ok := strings.Cut(rest, ": "); ok {
+			for _, c := range cfg {
+				if c.path[len(c.path)-1] == key {
+					at, msg = c, why
+				}
+			}
+		}
+	}
+	b.errf(at, "%s", msg)
 }
 
 func rawTable(nodes []node) map[string]any {

@@ -37,6 +37,12 @@ type Options struct {
 	// count, which expands the service as replica_count does. Its error is
 	// reported at config.replicas. nil: no type has replicas.
 	Replicas func(typ string, cfg map[string]any) (int, error)
+	// TypeCheck checks a typed service's config table as a whole at load
+	// (builtin.CheckConfig), so that a config the type will refuse is
+	// refused before anything boots. An error that begins "config.KEY:"
+	// is reported at that key, any other at the config table. Values may
+	// still hold ${...} references here. nil: no check.
+	TypeCheck func(typ string, cfg map[string]any) error
 	// LookPath resolves bare program names; nil means exec.LookPath.
 	LookPath func(string) (string, error)
 }

@@ -118,7 +118,7 @@ func runLaunch(ctx context.Context, o launchOptions, planFile string, stdout, st
 		}
 	}
 
-	plan, err := launchplan.Load(planFile, launchplan.Options{GlobalFiles: globalFiles, Globals: globals, Types: builtin.Names(), Replicas: builtin.Replicas})
+	plan, err := launchplan.Load(planFile, launchplan.Options{GlobalFiles: globalFiles, Globals: globals, Types: builtin.Names(), Replicas: builtin.Replicas, TypeCheck: builtin.CheckConfig})
 	if err != nil {
 		fmt.Fprintf(stderr, "launch: invalid plan:\n%s\n", termtext.Text(err.Error()))
 		return app.ExitUsage

@@ -82,7 +82,9 @@ func testBadPlans(t *testing.T) {
 		t.Run(filepath.Base(f), func(t *testing.T) {
 			want := wants(t, f)
 			var err error
-			noPanic(t, "launchplan.Load", func() { _, err = launchplan.Load(f, launchplan.Options{Types: builtin.Names()}) })
+			noPanic(t, "launchplan.Load", func() {
+				_, err = launchplan.Load(f, launchplan.Options{Types: builtin.Names(), Replicas: builtin.Replicas, TypeCheck: builtin.CheckConfig})
+			})
 			if err == nil {
 				t.Fatal("loaded without error")
 			}
@@ -109,7 +111,9 @@ func testBadPlans(t *testing.T) {
 			t.Fatal(err)
 		}
 		var err error
-		noPanic(t, "launchplan.Load", func() { _, err = launchplan.Load(f, launchplan.Options{Types: builtin.Names()}) })
+		noPanic(t, "launchplan.Load", func() {
+			_, err = launchplan.Load(f, launchplan.Options{Types: builtin.Names(), Replicas: builtin.Replicas, TypeCheck: builtin.CheckConfig})
+		})
 		if err == nil || !strings.Contains(err.Error(), f) || !strings.Contains(err.Error(), "larger than") {
 			t.Fatalf("oversized plan: err %v, want it refused naming the file and its size", err)
 		}

@@ -169,7 +169,8 @@ var provisionerSpec = Spec{
 	Component:   "provisioner",
 	Role:        busid.RoleProvisioner,
 	Permissions: busid.ProvisionerPermissions,
-	Keys:        []string{"driver", "worker_command", "max_launches", "max_terminations", "reconcile_every", "sim_connections", "ec2_region", "ec2_endpoint_url", "store", "replicas", "lease_ttl"},
+	Keys:        []string{"driver", "worker_command", "max_launches", "max_terminations", "reconcile_every", "sim_connections", "ec2_region", "ec2_endpoint_url", "store", "replicas", "lease_ttl", "shared_worker_user"},
+	Check:       checkWorkerIdentity,
 	Args: withStore(func(req bootlevel.StepRequest, cfg map[string]any, dir, binDir string, self Self) ([]string, error) {
 		jobsFile := filepath.Join(dir, "jobs.json")
 		jobs, err := writeRunJobs(req, jobsFile)
@@ -221,7 +222,8 @@ var provisionerSpec = Spec{
 			// provisioner, which needs the management API for that.
 			args = append(args, "--management-url-file", self.ManagementURLFile)
 		} else {
-			// No management API: the sitters share the provisioner's URL.
+			// No management API, accepted with shared_worker_user (see
+			// checkWorkerIdentity): the sitters share the provisioner's URL.
 			args = append(args, "--worker-env", nsenv.AMQPURLFile+"="+filepath.Join(dir, runlayout.URLFile))
 		}
 		if _, ok := cfg["sim_connections"]; ok {
@@ -229,6 +231,34 @@ var provisionerSpec = Spec{
 		}
 		return tuningArgs(args, cfg, "max_launches", "max_terminations")
 	}),
+}
+
+// checkWorkerIdentity refuses, at plan load, a provisioner that would hand
+// its own broker credentials to every worker: without the management API
+// it cannot create a user per worker, and a worker holding the
+// provisioner's user could consume its commands, purge queues and publish
+// events as it. shared_worker_user = true accepts that, for a broker that
+// offers no management API on a network where every worker is trusted.
+// Simulated workers speak through the simulator's own restricted user, so
+// a sim provisioner needs neither.
+func checkWorkerIdentity(cfg map[string]any) error {
+	shared := false
+	if v, ok := cfg["shared_worker_user"]; ok {
+		b, ok := v.(bool)
+		if !ok {
+			return fmt.Errorf("config.shared_worker_user: want true or false, got %T", v)
+		}
+		shared = b
+	}
+	if d, _ := cfg["driver"].(string); d == simDriver || shared {
+		return nil
+	}
+	if s, _ := cfg["management_url"].(string); s != "" {
+		return nil
+	}
+	return fmt.Errorf("config.management_url: required so that each worker gets a broker user of its own " +
+		"(for example \"${broker.management_url}\"); without it every worker would hold the provisioner's credentials " +
+		"and could take its commands and purge queues. Set shared_worker_user = true to accept that on a trusted network")
 }
 
 // tuningArgs appends the provisioner's whole-number flags named by keys
@@ -638,6 +668,19 @@ const LeaseFile = "lease.json"
 // MaxReplicas bounds config.replicas: one active daemon and a few standbys
 // is the point; more only add connections to the store.
 const MaxReplicas = 9
+
+// CheckConfig is launchplan.Options.TypeCheck: the checks of a built-in
+// type's config that hold whatever its ${...} references resolve to, run
+// at plan load so that a plan the type would refuse mid-boot is refused
+// before anything starts.
+func CheckConfig(typ string, cfg map[string]any) error {
+	for _, sp := range []Spec{provisionerSpec, controllerSpec} {
+		if sp.Name == typ && sp.Check != nil {
+			return sp.Check(cfg)
+		}
+	}
+	return nil
+}
 
 // Replicas is launchplan.Options.Replicas for the built-in types: the
 // provisioner's and the controller's config.replicas, 1 to MaxReplicas,

@@ -68,3 +68,40 @@ func TestRunEnvServesTheRunsTLS(t *testing.T) {
 		t.Error("IsRunEnv")
 	}
 }
+
+// TestCheckConfigWorkerIdentity: a provisioner that would hand its own
+// broker credentials to its workers is refused at plan load, unless the
+// plan says it accepts that; sim provisioners and controllers need no
+// management API.
+func TestCheckConfigWorkerIdentity(t *testing.T) {
+	cases := []struct {
+		name, typ string
+		cfg       map[string]any
+		wantErr   string
+	}{
+		{"local without management api", "provisioner", map[string]any{"amqp_url": "${broker.url}", "driver": "local"}, "config.management_url: required"},
+		{"ec2 without management api", "provisioner", map[string]any{"amqp_url": "${broker.url}", "driver": "ec2"}, "config.management_url: required"},
+		{"driver unset without management api", "provisioner", map[string]any{"amqp_url": "${broker.url}"}, "config.management_url: required"},
+		{"with management api", "provisioner", map[string]any{"amqp_url": "${broker.url}", "management_url": "${broker.management_url}"}, ""},
+		{"shared accepted", "provisioner", map[string]any{"amqp_url": "${broker.url}", "shared_worker_user": true}, ""},
+		{"shared false is no escape", "provisioner", map[string]any{"amqp_url": "${broker.url}", "shared_worker_user": false}, "config.management_url: required"},
+		{"shared not a bool", "provisioner", map[string]any{"amqp_url": "${broker.url}", "shared_worker_user": "yes"}, "config.shared_worker_user: want true or false"},
+		{"sim needs none", "provisioner", map[string]any{"amqp_url": "${broker.url}", "driver": "sim"}, ""},
+		{"controller needs none", "controller", map[string]any{"amqp_url": "${broker.url}"}, ""},
+		{"broker has no such check", "broker", map[string]any{}, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := CheckConfig(tc.typ, tc.cfg)
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("CheckConfig: %v, want nil", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("CheckConfig: %v, want an error saying %q", err, tc.wantErr)
+			}
+		})
+	}
+}

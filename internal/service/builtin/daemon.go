@@ -59,6 +59,9 @@ type Spec struct {
 	// Permissions what its own broker user may do.
 	Role        string
 	Permissions func(run string) busid.Permissions
+	// Check, when set, validates what the type's keys mean together,
+	// after Type.Check has checked each key alone.
+	Check func(cfg map[string]any) error
 	// Args builds the daemon's arguments (beyond --run, --amqp-url-file and
 	// --amqp-ca-file)
 	// from the checked config; it may write files (jobs, specs) into dir,
@@ -134,6 +137,9 @@ func (t *Type) Check(cfg map[string]any) error {
 		if _, ok := v.(string); !ok {
 			return fmt.Errorf("config.release_url: want a URL that serves the daemon's binary under its name, got %T", v)
 		}
+	}
+	if t.Spec.Check != nil {
+		return t.Spec.Check(cfg)
 	}
 	return nil
 }

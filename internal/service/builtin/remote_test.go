@@ -97,7 +97,7 @@ func unitOf(t *testing.T, script string) string {
 func TestRemoteDaemonInstallsThroughItsDriver(t *testing.T) {
 	drv := &hostDriver{outputs: map[string]string{"metrics_url": "http://127.0.0.1:9464/metrics"}}
 	ty := &Type{Spec: provisionerSpec, Log: slog.New(slog.DiscardHandler), Drivers: map[string]bootlevel.Driver{launchplan.DriverSSH: drv}}
-	req, svc := remoteProvisioner(t, map[string]any{"amqp_url": "amqps://u:pw@10.0.0.5:5671/", "driver": "ec2",
+	req, svc := remoteProvisioner(t, map[string]any{"amqp_url": "amqps://u:pw@10.0.0.5:5671/", "driver": "ec2", "shared_worker_user": true,
 		"release_url": "https://rel/v1/", "ec2_region": "us-east-1"})
 	host, err := ty.Acquire(context.Background(), "r1", svc)
 	if err != nil || host.InstanceID != "i-provisioner" {
@@ -186,8 +186,8 @@ func TestRemoteDaemonRefusals(t *testing.T) {
 		cfg  map[string]any
 		want string
 	}{
-		{"no release url", map[string]any{"amqp_url": "amqp://u:p@h/", "driver": "ec2"}, "config.release_url: required"},
-		{"local workers beside a remote provisioner", map[string]any{"amqp_url": "amqp://u:p@h/", "driver": "local", "release_url": "https://rel"}, "runs on a host of its own"},
+		{"no release url", map[string]any{"amqp_url": "amqp://u:p@h/", "driver": "ec2", "shared_worker_user": true}, "config.release_url: required"},
+		{"local workers beside a remote provisioner", map[string]any{"amqp_url": "amqp://u:p@h/", "driver": "local", "release_url": "https://rel", "shared_worker_user": true}, "runs on a host of its own"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -208,7 +208,7 @@ func TestRemoteDaemonRefusals(t *testing.T) {
 		})
 	}
 	ty := &Type{Spec: provisionerSpec, Log: slog.New(slog.DiscardHandler)}
-	svc := &launchplan.Service{Name: "p", Type: "provisioner", Driver: launchplan.DriverEC2, TypeConfig: map[string]any{"amqp_url": "amqp://h/"}}
+	svc := &launchplan.Service{Name: "p", Type: "provisioner", Driver: launchplan.DriverEC2, TypeConfig: map[string]any{"amqp_url": "amqp://h/", "shared_worker_user": true}}
 	if _, err := ty.Acquire(context.Background(), "r1", svc); err == nil || !strings.Contains(err.Error(), `driver "ec2" is not available`) {
 		t.Errorf("acquire without the driver: %v", err)
 	}
@@ -234,7 +234,7 @@ exec sleep 600
 	}
 	ty := &Type{Spec: provisionerSpec, Log: slog.New(slog.DiscardHandler), Grace: 0,
 		Drivers: map[string]bootlevel.Driver{launchplan.DriverSSH: hereDriver{localservice.New(nil)}}}
-	req, svc := remoteProvisioner(t, map[string]any{"amqp_url": "amqp://u:p@127.0.0.1:1/", "driver": "ec2", "binary": fake})
+	req, svc := remoteProvisioner(t, map[string]any{"amqp_url": "amqp://u:p@127.0.0.1:1/", "driver": "ec2", "binary": fake, "shared_worker_user": true})
 	req.Step = bootlevel.StepBoot
 	res, err := ty.Run(context.Background(), req)
 	if err != nil || res.ExitCode != 0 {
