@@ -173,6 +173,9 @@ func (p *Provisioner) syncDNS(ctx context.Context, full bool) error {
 // workers run on, unnamed or under stale records, until it passes), and
 // its end. Repeats of one failure are logged quietly.
 func (p *Provisioner) reportDNS(err error) {
+	if o, ok := p.cfg.Observer.(DNSObserver); ok {
+		o.DNSSynced(err)
+	}
 	p.dnsErrMu.Lock()
 	defer p.dnsErrMu.Unlock()
 	switch {
@@ -239,7 +242,9 @@ func (p *Provisioner) SetHealth(ctx context.Context, b HealthBody) error {
 		if next == r.Health {
 			continue
 		}
-		if err := p.cfg.Store.SetHealth(ctx, r.ID, r.State, next); err != nil {
+		if err := p.cfg.Store.SetHealth(ctx, r.ID, r.State, next); errors.Is(err, ErrConflict) {
+			continue // it left running meanwhile (another replica): stale news
+		} else if err != nil {
 			errs = append(errs, err)
 			continue
 		}

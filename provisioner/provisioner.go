@@ -55,6 +55,13 @@ type Observer interface {
 	InstanceChanged(inst Instance, from nightshift.InstanceState)
 }
 
+// DNSObserver is an Observer that is also told how each DNS sync went
+// (nil: it worked), so a failing one shows beside the log (metrics). It
+// must not block.
+type DNSObserver interface {
+	DNSSynced(err error)
+}
+
 // defaultReconcileEvery is also the two-list rule's gap when periodic
 // reconciles are off.
 const defaultReconcileEvery = 30 * time.Second

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -164,5 +165,31 @@ nightshift_launch_seconds_sum{job="sleeper",run="local"} 3
 nightshift_launch_seconds_count{job="sleeper",run="local"} 1
 `), "nightshift_launch_seconds"); err != nil {
 		t.Error(err)
+	}
+}
+
+// nightshift_dns_records_ok shows only for a run whose provisioner keeps
+// DNS records, and follows each sync.
+func TestProvisionerDNSRecordsOK(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	p := NewProvisioner(reg, "prod")
+	if n, err := testutil.GatherAndCount(reg, "nightshift_dns_records_ok"); err != nil || n != 0 {
+		t.Fatalf("%d series before any sync (%v), want none", n, err)
+	}
+	head := `
+# HELP nightshift_dns_records_ok 1 while the run's DNS records are kept (the last sync of every zone worked), 0 while not (a zone not resolved, Route 53 errors).
+# TYPE nightshift_dns_records_ok gauge
+`
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{errors.New("route53: no hosted zone example.internal"), "0"},
+		{nil, "1"},
+	} {
+		p.DNSSynced(tc.err)
+		if err := testutil.GatherAndCompare(reg, strings.NewReader(head+`nightshift_dns_records_ok{run="prod"} `+tc.want+"\n"), "nightshift_dns_records_ok"); err != nil {
+			t.Errorf("after a sync with error %v: %v", tc.err, err)
+		}
 	}
 }

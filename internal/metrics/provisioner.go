@@ -22,9 +22,13 @@ type Provisioner struct {
 	run      string
 	launches *prometheus.CounterVec
 	seconds  *prometheus.HistogramVec
+	dnsOK    *prometheus.GaugeVec
 }
 
-var _ provisioner.Observer = (*Provisioner)(nil)
+var (
+	_ provisioner.Observer    = (*Provisioner)(nil)
+	_ provisioner.DNSObserver = (*Provisioner)(nil)
+)
 
 // NewProvisioner registers the provisioner's metrics of run in reg.
 func NewProvisioner(reg prometheus.Registerer, run string) *Provisioner {
@@ -34,9 +38,22 @@ func NewProvisioner(reg prometheus.Registerer, run string) *Provisioner {
 			Help: "Instances launched, by result: running, failed (before running) or rejected."}, []string{"run", "job", "result"}),
 		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: Namespace, Name: "launch_seconds",
 			Help: "From a launch request recorded to its instance running.", Buckets: durationBuckets}, []string{"run", "job"}),
+		// A vector, so a run without DNS shows no series rather than a
+		// failing one.
+		dnsOK: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: Namespace, Name: "dns_records_ok",
+			Help: "1 while the run's DNS records are kept (the last sync of every zone worked), 0 while not (a zone not resolved, Route 53 errors)."}, []string{"run"}),
 	}
-	reg.MustRegister(p.launches, p.seconds)
+	reg.MustRegister(p.launches, p.seconds, p.dnsOK)
 	return p
+}
+
+// DNSSynced implements provisioner.DNSObserver.
+func (p *Provisioner) DNSSynced(err error) {
+	v := 1.0
+	if err != nil {
+		v = 0
+	}
+	p.dnsOK.WithLabelValues(p.run).Set(v)
 }
 
 // InstanceChanged implements provisioner.Observer.

@@ -7,14 +7,19 @@ import (
 	"maps"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/route53"
 	"github.com/aws/smithy-go"
 
 	"nightshift"
+	"nightshift/internal/backoff"
+	"nightshift/internal/ec2/ec2test"
 	"nightshift/internal/jobspec"
 	"nightshift/internal/route53dns"
 	"nightshift/internal/store/provstore"
@@ -308,5 +313,96 @@ func TestRecordsFollowThePool(t *testing.T) {
 	}
 	if got, _ := seen.RecordAddresses(ctx, run); len(got) != 0 {
 		t.Fatalf("records left after the sweep: %v", got)
+	}
+}
+
+// dnsSeen records what the provisioner tells its observer of DNS syncs.
+type dnsSeen struct {
+	mu   sync.Mutex
+	errs []error
+}
+
+func (o *dnsSeen) InstanceChanged(provisioner.Instance, nightshift.InstanceState) {}
+
+func (o *dnsSeen) DNSSynced(err error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.errs = append(o.errs, err)
+}
+
+func (o *dnsSeen) last() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(o.errs) == 0 {
+		return errors.New("no sync seen")
+	}
+	return o.errs[len(o.errs)-1]
+}
+
+// A hosted zone that does not resolve when the provisioner starts does not
+// stop it: its pools launch and run, the problem is reported (log,
+// DNSProblem, the metrics observer), and once the zone exists a reconcile
+// past the look-up's back-off writes the records.
+func TestZoneMissingAtStartPoolsStillRun(t *testing.T) {
+	raw, _, _ := newZone(t)
+	ctx := context.Background()
+	missing := "late-" + newID() + ".example.internal"
+	run := "r" + newID()
+	jobs := provisionertest.Jobs("web")
+	web := jobs["web"]
+	web.DNS = &jobspec.DNS{Zone: missing, Name: "${job}-${index}.${run}." + missing, TTL: 30, Address: jobspec.AddressPriv}
+	web.Instance = map[string]any{"endpoint_url": ec2test.URL(t)}
+	jobs["web"] = web
+	zones, err := route53dns.JobZones(ctx, jobs, nil)
+	if err != nil {
+		t.Fatalf("JobZones with a zone that does not resolve: %v, want the provisioner to start", err)
+	}
+	now := time.Now()
+	var nowMu sync.Mutex
+	route53dns.SetRetry(zones["web"], backoff.Policy{}, 1, nil, func() time.Time { nowMu.Lock(); defer nowMu.Unlock(); return now })
+	st, err := provstore.Open(ctx, filepath.Join(t.TempDir(), "prov.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	obs := &dnsSeen{}
+	h := &dnsHarness{t: t, drv: provisionertest.NewDriver(run), store: st}
+	h.cfg = provisioner.Config{Run: run, Driver: h.drv, Store: st, Jobs: jobs, DNS: map[string]provisioner.DNSZone{"web": zones["web"]},
+		Log: slog.New(slog.DiscardHandler), ReconcileEvery: -1, RetryDelay: time.Second, CallTimeout: 10 * time.Second, Observer: obs}
+	h.start()
+	if _, err := h.p.Launch(ctx, provisionertest.Launch(jobs, "L1", "web", 2)); err != nil {
+		t.Fatal(err)
+	}
+	h.idle()
+	h.allHealthy()
+	recs, _ := st.Instances(ctx, provisioner.Filter{Job: "web", LiveOnly: true})
+	if len(recs) != 2 || recs[0].State != nightshift.StateRunning || recs[1].State != nightshift.StateRunning {
+		t.Fatalf("workers %+v: want 2 running without their zone", recs)
+	}
+	if p := h.p.DNSProblem(); !strings.Contains(p, "no hosted zone") || !errors.Is(obs.last(), route53dns.ErrNoZone) {
+		t.Fatalf("DNSProblem %q, observer told %v; want the missing zone reported", p, obs.last())
+	}
+
+	if _, err := raw.(*route53.Client).CreateHostedZone(ctx, &route53.CreateHostedZoneInput{
+		Name: aws.String(missing), CallerReference: aws.String(newID()),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	nowMu.Lock()
+	now = now.Add(time.Hour)
+	nowMu.Unlock()
+	if err := h.p.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if p := h.p.DNSProblem(); p != "" || obs.last() != nil {
+		t.Fatalf("DNSProblem %q, observer told %v after the zone appeared; want none", p, obs.last())
+	}
+	seen, err := route53dns.OpenZone(ctx, raw, missing, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := seen.RecordAddresses(ctx, run)
+	if err != nil || len(got) != 2 || got["web-0."+run+"."+missing] == nil || got["web-1."+run+"."+missing] == nil {
+		t.Fatalf("records %v (%v), want web-0 and web-1", got, err)
 	}
 }
