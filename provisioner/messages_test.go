@@ -45,6 +45,10 @@ func TestMalformedMessagesNameTypeAndField(t *testing.T) {
 		{"no ids", provisioner.TypeTerminate, `{"instance_ids":[]}`, "instance_ids"},
 		{"empty id", provisioner.TypeTerminate, `{"instance_ids":["a",""]}`, "instance_ids[1]"},
 		{"bad describe job", provisioner.TypeDescribe, `{"job":"a b"}`, "job"},
+		{"health of a bad job", provisioner.TypeHealth, `{"job":"a b","healthy":["x"]}`, "job"},
+		{"health with an empty id", provisioner.TypeHealth, `{"job":"web","healthy":["x",""]}`, "healthy[1]"},
+		{"healthy and unhealthy at once", provisioner.TypeHealth, `{"job":"web","healthy":["x"],"unhealthy":["y","x"]}`, "unhealthy[1]"},
+		{"health with a field of its own", provisioner.TypeHealth, `{"job":"web","healthy":["x"],"dns":"evil"}`, "dns"},
 		{"event without state", provisioner.TypeInstance, `{"instance":{"id":"x","state":"sideways"}}`, "instance.state"},
 	}
 	for _, c := range cases {
@@ -66,6 +70,9 @@ func TestDestructiveCommandsNeedSignatures(t *testing.T) {
 	for typ, want := range map[string]bool{
 		provisioner.TypeLaunch: true, provisioner.TypeDescribe: false,
 		provisioner.TypeTerminate: true, provisioner.TypeTerminateAll: true, provisioner.TypeEnable: true,
+		// Health decides who is in a pool's DNS record: signed, like
+		// every command that changes anything.
+		provisioner.TypeHealth: true,
 	} {
 		if got := reg.Destructive(typ); got != want {
 			t.Errorf("Destructive(%s) = %v, want %v", typ, got, want)
