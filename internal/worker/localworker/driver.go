@@ -128,10 +128,15 @@ type Isolation struct {
 
 // CgroupPrefix is the cgroup an isolated instance's sitter is handed, in
 // each v1 hierarchy: apart from root sitters' own (nightshift/sitter-PID),
-// one directory per run, so a sweep finds all of a run's.
-func CgroupPrefix(run, id string) string { return cgroupRunPrefix(run) + "/" + id }
+// one directory per run, so a sweep finds all of a run's. The run's
+// directory is named as its worker directories are (WorkerRunDir: the run
+// and a digest of the absolute home), so two homes' runs of one name never
+// share it and one's sweep never reaches the other's tasks.
+func CgroupPrefix(home, run, id string) string { return cgroupRunPrefix(home, run) + "/" + id }
 
-func cgroupRunPrefix(run string) string { return "nightshift-workers/" + run }
+func cgroupRunPrefix(home, run string) string {
+	return "nightshift-workers/" + filepath.Base(runlayout.Of(home, run).WorkerRunDir("/"))
+}
 
 func (iso *Isolation) cgroupRoot() string {
 	if iso.CgroupRoot != "" {
@@ -442,7 +447,7 @@ func (d *Driver) Terminate(ctx context.Context, id string) error {
 	if iso := d.cfg.Isolation; iso != nil {
 		// The instance's delegated cgroup, with the groups its sitter made
 		// in it, goes with it (nothing is left in them by now).
-		if err := cgroup.Release(ctx, iso.cgroupRoot(), CgroupPrefix(d.cfg.Run, id), d.cfg.Grace); err != nil {
+		if err := cgroup.Release(ctx, iso.cgroupRoot(), CgroupPrefix(d.cfg.Home, d.cfg.Run, id), d.cfg.Grace); err != nil {
 			return fmt.Errorf("terminate %s: %w", id, err)
 		}
 	}
@@ -611,7 +616,7 @@ func Sweep(ctx context.Context, home, run string) (killed []string, err error) {
 	// The cgroups isolated instances were handed, found by the run's
 	// directory of them whoever launched them; none there is no error.
 	if os.Geteuid() == 0 {
-		if err := cgroup.Release(ctx, cgroup.DefaultRoot, cgroupRunPrefix(run), defaultGrace); err != nil {
+		if err := cgroup.Release(ctx, cgroup.DefaultRoot, cgroupRunPrefix(home, run), defaultGrace); err != nil {
 			errs = append(errs, err)
 		}
 	}

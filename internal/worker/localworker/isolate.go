@@ -134,7 +134,7 @@ func (d *Driver) prepareWorker(ctx context.Context, spec provisioner.InstanceSpe
 		// A cgroup of its own, handed to its user: as that user the sitter
 		// could make none, and enforced its limits by polling alone. Not
 		// having one is not worth refusing the launch for.
-		prefix := CgroupPrefix(d.cfg.Run, spec.ID)
+		prefix := CgroupPrefix(d.cfg.Home, d.cfg.Run, spec.ID)
 		switch mode, err := cgroup.Delegate(iso.cgroupRoot(), prefix, int(id.UID), int(id.GID)); {
 		case err != nil:
 			d.cfg.Log.Warn("no cgroup for the isolated worker; its sitter polls its limits", "instance", spec.ID, "err", err)

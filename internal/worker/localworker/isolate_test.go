@@ -322,7 +322,14 @@ func TestIsolatedWorkerGetsACgroup(t *testing.T) {
 		BrokerURL: "amqp://guest:guest@127.0.0.1:5672/", Spec: spec}); err != nil {
 		t.Fatal(err)
 	}
-	prefix := localworker.CgroupPrefix(run, "probe-1")
+	home, err = filepath.Abs(home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix := localworker.CgroupPrefix(home, run, "probe-1")
+	if other := localworker.CgroupPrefix(home+"2", run, "probe-1"); other == prefix {
+		t.Errorf("two homes' runs of one name share the cgroup %s", prefix)
+	}
 	for _, ctl := range []string{"cpu", "memory"} {
 		dir := filepath.Join(cgRoot, ctl, prefix)
 		fi, err := os.Stat(dir)
