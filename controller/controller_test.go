@@ -3,6 +3,7 @@ package controller_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -133,12 +134,31 @@ func TestQueueBacklogLaunches(t *testing.T) {
 			t.Fatalf("status depth %d, want the live 60", *st[0].QueueDepth)
 		}
 	})
+	// The API not answering (or not having sampled a new queue yet) while
+	// AMQP works still gives a reading: the ready count, named as such.
+	t.Run("management api down falls back to a passive declare", func(t *testing.T) {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			w.Write([]byte(`{"name":"work.q"}`)) // stats not collected yet
+		}))
+		defer srv.Close()
+		r := newRig(t, qlJob(srv.URL))
+		r.meter.depth = 30
+		r.tick()
+		if n, _ := r.prov.launched(); n != 1 {
+			t.Fatalf("API unsampled, 30 ready: %d launched, want 1", n)
+		}
+		st, _ := r.c.Status("crunch")
+		if st[0].QueueDepth == nil || *st[0].QueueDepth != 30 || st[0].QueueSource != "passive_declare" || st[0].QueueError != "" {
+			t.Fatalf("status depth %v source %q error %q, want 30 from passive_declare", st[0].QueueDepth, st[0].QueueSource, st[0].QueueError)
+		}
+	})
 	t.Run("depth unavailable holds", func(t *testing.T) {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 			http.Error(w, "boom", http.StatusInternalServerError)
 		}))
 		defer srv.Close()
 		r := newRig(t, qlJob(srv.URL))
+		r.meter.err = errors.New("channel closed")
 		r.tick()
 		if n, _ := r.prov.launched(); n != 0 {
 			t.Fatalf("no metric: %d launched, want 0 (hold)", n)

@@ -34,6 +34,14 @@ func (c *Controller) readDepth(ctx context.Context, j Job) depthReading {
 		n, err := c.cfg.MgmtAPI.QueueDepth(ctx, j.Queue.ManagementURL, j.Queue.VHost, j.Queue.Name)
 		if err != nil {
 			c.cfg.Log.Warn("queue depth unavailable", "job", j.Name, "source", decision.SourceMgmtAPI, "err", redact.String(err.Error()))
+			// The API has not sampled a new queue yet, or is down while
+			// AMQP works: the ready count a passive declare gives now is
+			// a reading, if a narrower one (engines know the source).
+			if c.cfg.Meter != nil && !errors.Is(err, ErrQueueMissing) {
+				if live, lerr := c.cfg.Meter.QueueDepth(ctx, j.Queue.Name); lerr == nil {
+					return depthReading{Depth: &live, Source: decision.SourcePassiveDeclare}
+				}
+			}
 			return depthReading{Why: unavailable(j.Queue.Name, err)}
 		}
 		// The management API's figures are sampled (every few seconds), so
