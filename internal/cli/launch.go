@@ -118,7 +118,7 @@ func runLaunch(ctx context.Context, o launchOptions, planFile string, stdout, st
 		}
 	}
 
-	plan, err := launchplan.Load(planFile, launchplan.Options{GlobalFiles: globalFiles, Globals: globals, Types: builtin.Names(), Replicas: builtin.Replicas, TypeCheck: builtin.CheckConfig})
+	plan, err := launchplan.Load(planFile, planOptions(globalFiles, globals))
 	if err != nil {
 		fmt.Fprintf(stderr, "launch: invalid plan:\n%s\n", termtext.Text(err.Error()))
 		return app.ExitUsage
@@ -445,4 +445,12 @@ func dryRunOf(p *launchplan.Plan, run string) dryRun {
 	}
 	d.DNS = planDNSNames(p, run)
 	return d
+}
+
+// planOptions are the loader's options wherever the command line reads a
+// plan (launch, mgmt rollout --from-plan), so both accept and refuse the
+// same plans: the built-in types, their replicas and their config checks.
+func planOptions(globalFiles []string, globals map[string]string) launchplan.Options {
+	return launchplan.Options{GlobalFiles: globalFiles, Globals: globals, Types: builtin.Names(),
+		Replicas: builtin.Replicas, TypeCheck: builtin.CheckConfig}
 }

@@ -15,7 +15,6 @@ import (
 	"nightshift/internal/app"
 	"nightshift/internal/clikit"
 	"nightshift/internal/jobspec"
-	"nightshift/internal/service/builtin"
 	"nightshift/internal/termtext"
 	"nightshift/launchplan"
 	"nightshift/mgmt/mgmtbus"
@@ -96,7 +95,7 @@ func (m *mgmtCmd) rollout(ctx context.Context, run, job string, f rolloutFlags) 
 	// problem at its file, line and key, as launch refuses it.
 	var plan *launchplan.Plan
 	if f.fromPlan != "" {
-		p, err := launchplan.Load(f.fromPlan, launchplan.Options{GlobalFiles: f.globalFiles, Globals: f.globals, Types: builtin.Names(), Replicas: builtin.Replicas})
+		p, err := launchplan.Load(f.fromPlan, planOptions(f.globalFiles, f.globals))
 		if err != nil {
 			return app.Usagef("--from-plan: invalid plan:\n%s", termtext.Text(err.Error()))
 		}
