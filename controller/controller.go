@@ -309,6 +309,7 @@ func (c *Controller) recoverJob(ctx context.Context, j *job) error {
 	}
 	c.mu.Lock()
 	gone := j.pool.Recover(st.Instances, still, drains, c.cfg.Clock.Now())
+	j.pool.dnsProblem = st.DNSProblem
 	c.mu.Unlock()
 	c.cfg.Log.Info("job recovered", "job", name, "instances", len(st.Instances), "pending_launches", len(still))
 	for _, id := range gone {
@@ -407,6 +408,9 @@ func (c *Controller) resync(ctx context.Context) {
 		for _, inst := range st.Instances {
 			c.HandleInstance(inst)
 		}
+		c.mu.Lock()
+		c.jobs[name].pool.dnsProblem = st.DNSProblem
+		c.mu.Unlock()
 	}
 }
 

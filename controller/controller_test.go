@@ -894,3 +894,25 @@ func TestSilentBlockSurvivesARestart(t *testing.T) {
 		t.Fatalf("blocked %+v after a heartbeat and a restart", st[0].Blocked)
 	}
 }
+
+// TestDNSProblemShowsInStatus: records the provisioner cannot keep (a
+// zone that does not resolve, Route 53 refusing) reach mgmt status
+// through the controller's recovery and periodic resync, and leave it
+// once the provisioner syncs again.
+func TestDNSProblemShowsInStatus(t *testing.T) {
+	r := newRig(t, npJob(t, 1))
+	r.prov.mu.Lock()
+	r.prov.dnsProblem = "hosted zone example.internal not found"
+	r.prov.mu.Unlock()
+	r.restart()
+	if st, _ := r.c.Status("web"); st[0].DNSError != "hosted zone example.internal not found" {
+		t.Fatalf("after recovery: dns_error %q, want the provisioner's problem", st[0].DNSError)
+	}
+	r.prov.mu.Lock()
+	r.prov.dnsProblem = ""
+	r.prov.mu.Unlock()
+	r.c.Resync(context.Background())
+	if st, _ := r.c.Status("web"); st[0].DNSError != "" {
+		t.Fatalf("after a resync with DNS kept: dns_error %q, want none", st[0].DNSError)
+	}
+}

@@ -41,6 +41,7 @@ type fakeProv struct {
 	refuse     bool
 	revised    []provisioner.ReviseBody
 	failDesc   bool
+	dnsProblem string // what Describe says of DNS records
 	// health are the health bodies accepted; failHealth refuses them as
 	// a transport error would.
 	health     []provisioner.HealthBody
@@ -131,7 +132,7 @@ func (f *fakeProv) Describe(_ context.Context, job string) (provisioner.Status, 
 	if f.failDesc {
 		return provisioner.Status{}, errTransport
 	}
-	var st provisioner.Status
+	st := provisioner.Status{DNSProblem: f.dnsProblem}
 	for _, r := range f.records {
 		if r.Job == job {
 			st.Instances = append(st.Instances, r)

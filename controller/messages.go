@@ -155,7 +155,10 @@ type JobStatus struct {
 	QueueSource string         `json:"queue_source,omitempty"`
 	// QueueError says why QueueDepth is null, when the job has a queue:
 	// not declared yet, broker unreachable, ...
-	QueueError   string         `json:"queue_error,omitempty"`
+	QueueError string `json:"queue_error,omitempty"`
+	// DNSError says why the job's DNS records are not being kept, as the
+	// provisioner last reported it (at most ResyncEvery old).
+	DNSError     string         `json:"dns_error,omitempty"`
 	LastDecision *LastDecision  `json:"last_decision,omitempty"`
 	Workers      []WorkerStatus `json:"workers"`
 	// Frozen is an addition to mgmt.JobStatus; decoders that do not know

@@ -62,9 +62,12 @@ type Pool struct {
 	depth       *int
 	source      decision.DepthSource
 	depthWhy    string // why depth is nil, for status
-	last        *LastDecision
-	lastTarget  int
-	lastError   string
+	// dnsProblem is the provisioner's last word on the job's DNS records
+	// (provisioner.Status.DNSProblem), as of the last recovery or resync.
+	dnsProblem string
+	last       *LastDecision
+	lastTarget int
+	lastError  string
 	// Launch failures in a row (instances that failed before running):
 	// launches then back off exponentially, as an Auto Scaling group does,
 	// instead of asking every tick for an image that does not exist.
@@ -834,7 +837,7 @@ func (p *Pool) Drained(id string, now time.Time) {
 func (p *Pool) Status(now time.Time, policy map[string]any, frozen bool) JobStatus {
 	js := JobStatus{
 		Name: p.job.Name, Engine: p.job.Engine, Policy: redactPolicy(policy), Desired: p.lastTarget,
-		Counts: map[string]int{}, QueueDepth: p.depth, QueueSource: string(p.source), QueueError: p.depthWhy,
+		Counts: map[string]int{}, QueueDepth: p.depth, QueueSource: string(p.source), QueueError: p.depthWhy, DNSError: p.dnsProblem,
 		LastDecision: p.last, Workers: []WorkerStatus{}, Frozen: frozen,
 	}
 	js.Blocked = p.blocked()

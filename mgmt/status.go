@@ -281,6 +281,9 @@ func writeJob(w io.Writer, j JobStatus) {
 		frozen += "  blocked"
 	}
 	fmt.Fprintf(w, "\njob %s  engine %s  desired %d  queue %s  %s%s\n", q(j.Name), q(j.Engine), j.Desired, depth, q(countLine(j.Counts)), frozen)
+	if j.DNSError != "" {
+		fmt.Fprintf(w, "  DNS RECORDS NOT KEPT: %s\n", q(j.DNSError))
+	}
 	if j.QueueDepth == nil && j.QueueError != "" {
 		fmt.Fprintf(w, "  queue depth unavailable: %s\n", q(j.QueueError))
 	}

@@ -406,3 +406,20 @@ func TestTableSaysWhyQueueDepthIsUnavailable(t *testing.T) {
 		t.Fatalf("table:\n%s\nwant one line with %q", got, want)
 	}
 }
+
+// The provisioner's DNS trouble is said under the pool, escaped.
+func TestTableSaysDNSRecordsAreNotKept(t *testing.T) {
+	st := &RunStatus{Run: "r", State: "ready", Jobs: []JobStatus{
+		{Name: "web", Engine: "npreserving", Desired: 1, DNSError: "zone not found\x1b[2J"},
+		{Name: "fine", Engine: "npreserving", Desired: 1},
+	}}
+	var out bytes.Buffer
+	if err := WriteTable(&out, st); err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()
+	want := `DNS RECORDS NOT KEPT: zone not found\x1b[2J`
+	if !strings.Contains(got, want) || strings.Count(got, "DNS RECORDS") != 1 {
+		t.Fatalf("table:\n%s\nwant one line with %q", got, want)
+	}
+}

@@ -613,6 +613,10 @@ type Status struct {
 	Disabled  bool       `json:"disabled"`
 	Live      int        `json:"live"`
 	Instances []Instance `json:"instances"`
+	// DNSProblem is why the last DNS sync failed, when the job asked
+	// about (any job, for all) has a dns table and its records are not
+	// being kept; the controller shows it in status.
+	DNSProblem string `json:"dns_problem,omitempty"`
 }
 
 // Describe returns the records of job (all jobs if empty).
@@ -626,6 +630,9 @@ func (p *Provisioner) Describe(ctx context.Context, job string) (Status, error) 
 		return Status{}, fmt.Errorf("describe: %w", err)
 	}
 	st := Status{Disabled: disabled, Instances: recs}
+	if job == "" || p.cfg.DNS[job] != nil {
+		st.DNSProblem = p.DNSProblem()
+	}
 	for _, r := range recs {
 		if r.State.Live() {
 			st.Live++

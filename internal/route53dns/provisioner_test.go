@@ -382,6 +382,10 @@ func TestZoneMissingAtStartPoolsStillRun(t *testing.T) {
 	if p := h.p.DNSProblem(); !strings.Contains(p, "no hosted zone") || !errors.Is(obs.last(), route53dns.ErrNoZone) {
 		t.Fatalf("DNSProblem %q, observer told %v; want the missing zone reported", p, obs.last())
 	}
+	// What the controller shows in mgmt status comes through Describe.
+	if d, err := h.p.Describe(ctx, "web"); err != nil || !strings.Contains(d.DNSProblem, "no hosted zone") {
+		t.Fatalf("Describe: dns_problem %q (%v), want the missing zone", d.DNSProblem, err)
+	}
 
 	if _, err := raw.(*route53.Client).CreateHostedZone(ctx, &route53.CreateHostedZoneInput{
 		Name: aws.String(missing), CallerReference: aws.String(newID()),
