@@ -320,3 +320,91 @@ func TestWindowSync(t *testing.T) {
 		t.Error("arrive with a canceled context returned nil while the other never came")
 	}
 }
+
+// A report nsbench cannot parse stops the write with the file's name in
+// the error, and neither the report nor its JSON is touched.
+func TestWriteReportKeepsMalformedFile(t *testing.T) {
+	dir := t.TempDir()
+	md := filepath.Join(dir, "B.md")
+	oldMD := []byte("# by hand\n<!-- nsbench:begin ha -->\nrows without an end\n")
+	oldJS := []byte(`{"meta":{},"outcomes":[]}`)
+	if err := os.WriteFile(md, oldMD, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(jsonPath(md), oldJS, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rep := bench.Report{Outcomes: []bench.Outcome{{Scenario: "ha", Status: bench.StatusMeasured}}}
+	err := writeReport(md, rep)
+	if err == nil || !strings.Contains(err.Error(), md) || !strings.Contains(err.Error(), "has no end marker") {
+		t.Fatalf("err = %v", err)
+	}
+	for path, want := range map[string][]byte{md: oldMD, jsonPath(md): oldJS} {
+		if got, _ := os.ReadFile(path); !bytes.Equal(got, want) {
+			t.Errorf("%s changed to:\n%s", path, got)
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".*")); len(left) != 0 {
+		t.Errorf("temporary files left: %v", left)
+	}
+}
+
+// Two runs of different scenarios into one file: the second keeps the
+// first's block in the markdown and its outcome in the JSON.
+func TestWriteReportMergesRuns(t *testing.T) {
+	md := filepath.Join(t.TempDir(), "B.md")
+	boot := bench.Report{Meta: bench.Meta{Command: "go run ./cmd/nsbench -run boot"}, Outcomes: []bench.Outcome{
+		{Scenario: "boot", Title: "Boot", Status: bench.StatusMeasured, Result: bench.Result{Figures: []bench.Figure{{Name: "boot wall", Value: 1}}}}}}
+	ha := bench.Report{Meta: bench.Meta{Command: "go run ./cmd/nsbench -run ha"}, Outcomes: []bench.Outcome{
+		{Scenario: "ha", Title: "HA", Status: bench.StatusMeasured, Result: bench.Result{Figures: []bench.Figure{{Name: "takeover", Value: 2}}}}}}
+	for _, r := range []bench.Report{boot, ha} {
+		if err := writeReport(md, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := os.ReadFile(md)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"<!-- nsbench:begin boot -->", "| boot | boot wall |", "<!-- nsbench:begin ha -->", "| ha | takeover |"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("report lacks %q:\n%s", want, b)
+		}
+	}
+	var rep bench.Report
+	js, err := os.ReadFile(jsonPath(md))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(js, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Outcomes) != 2 || rep.Outcomes[0].Scenario != "boot" || rep.Outcomes[1].Scenario != "ha" {
+		t.Errorf("json outcomes: %+v", rep.Outcomes)
+	}
+}
+
+// The committed report must stay mergeable: a hand edit that breaks a
+// marker would otherwise surface only when someone next runs a scenario.
+// Merging a run of nothing must give the file back byte for byte.
+func TestCommittedReportMerges(t *testing.T) {
+	path := filepath.Join("..", "..", "docs", "BENCHMARKS.md")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := bench.MergeMarkdown(b, bench.Report{})
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	if !bytes.Equal(got, b) {
+		t.Errorf("%s changes when merged with an empty run", path)
+	}
+	js, err := os.ReadFile(jsonPath(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bench.MergeJSON(js, bench.Report{}); err != nil {
+		t.Errorf("%s: %v", jsonPath(path), err)
+	}
+}

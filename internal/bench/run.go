@@ -57,6 +57,11 @@ type Outcome struct {
 	Reason    string        `json:"reason,omitempty"`
 	Reproduce string        `json:"reproduce"`
 	Elapsed   time.Duration `json:"elapsed_ns"`
+	// Meta is the run that produced this outcome, set in a merged report
+	// whose outcomes come from several runs.
+	Meta *Meta `json:"meta,omitempty"`
+	// Stale says which later run ran the scenario without refreshing it.
+	Stale string `json:"stale,omitempty"`
 	Result
 }
 
