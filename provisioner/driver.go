@@ -56,6 +56,20 @@ type Locator interface {
 	Locate(ctx context.Context, specs []json.RawMessage) error
 }
 
+// UIDPicker is implemented by drivers that run instances of some launches
+// each under a Unix uid of its own (the local driver when root: systemd's
+// DynamicUser, without a passwd entry). The provisioner asks it for the
+// uids of a launch's new instances and records them with the launch
+// (write-ahead, Instance.WorkerUID), so a retried or recovered launch of
+// an instance gets the same uid, and no live record shares one.
+type UIDPicker interface {
+	// PickUIDs returns n uids for new instances of a launch with spec, none
+	// of them held (held returns the uids of every live record) and none
+	// the host uses (a passwd entry, a running process, and so on); nil
+	// when instances of spec run under no uid of their own.
+	PickUIDs(ctx context.Context, spec json.RawMessage, n int, held func() (map[uint32]bool, error)) ([]uint32, error)
+}
+
 // Exit says that an instance's process or machine is gone.
 type Exit struct {
 	ID     string
@@ -75,6 +89,9 @@ type InstanceSpec struct {
 	// credentials (provbus.WorkerUsers); the driver hands it to the
 	// instance instead of any run-wide URL. It carries a password.
 	BrokerURL string
+	// UID, when not 0, is the uid this instance runs as, from UIDPicker
+	// and recorded with its launch: the same on every launch of the id.
+	UID uint32
 }
 
 // LaunchResult describes a started instance. State is the state the

@@ -34,12 +34,16 @@ type Instance struct {
 	// which decides its DNS records: "" until it is first judged healthy,
 	// then HealthHealthy or HealthUnhealthy. Only the controller judges
 	// health (from heartbeats and probes), over its signed command.
-	Health  string                   `json:"health,omitempty"`
-	State   nightshift.InstanceState `json:"state"`
-	Reason  string                   `json:"reason,omitempty"`
-	Created time.Time                `json:"created"`
-	Updated time.Time                `json:"updated"`
-	History []Change                 `json:"history,omitempty"`
+	Health string `json:"health,omitempty"`
+	// WorkerUID is the Unix uid of the instance's own (UIDPicker), chosen
+	// and recorded with its launch before anything starts; 0 for none.
+	// The ledger lets no two live records hold one.
+	WorkerUID uint32                   `json:"worker_uid,omitempty"`
+	State     nightshift.InstanceState `json:"state"`
+	Reason    string                   `json:"reason,omitempty"`
+	Created   time.Time                `json:"created"`
+	Updated   time.Time                `json:"updated"`
+	History   []Change                 `json:"history,omitempty"`
 }
 
 // Instance.Health values.

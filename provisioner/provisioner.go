@@ -497,6 +497,10 @@ func (p *Provisioner) Launch(ctx context.Context, req LaunchRequest) ([]Instance
 		p.nameMu.Unlock()
 		return nil, fmt.Errorf("launch %s: %w", req.LaunchID, err)
 	}
+	if err := p.assignUIDs(ctx, spec, insts); err != nil {
+		p.nameMu.Unlock()
+		return nil, fmt.Errorf("launch %s: %w", req.LaunchID, err)
+	}
 	existing, created, err := p.cfg.Store.CreateLaunch(ctx, l, insts)
 	p.nameMu.Unlock()
 	if err != nil {
@@ -750,7 +754,7 @@ func (p *Provisioner) launchOne(ctx context.Context, inst Instance, lim *limits)
 		return
 	}
 	cctx, cancel := context.WithTimeout(ctx, p.cfg.CallTimeout)
-	res, err := p.cfg.Driver.Launch(cctx, InstanceSpec{ID: id, Job: inst.Job, LaunchID: inst.LaunchID, Run: p.cfg.Run, Spec: l.Spec})
+	res, err := p.cfg.Driver.Launch(cctx, InstanceSpec{ID: id, Job: inst.Job, LaunchID: inst.LaunchID, Run: p.cfg.Run, Spec: l.Spec, UID: inst.WorkerUID})
 	cancel()
 	if err != nil {
 		reason := "launch failed: " + redact.String(err.Error())

@@ -70,6 +70,9 @@ type config struct {
 	// workerUser and workerRoot: who local workers run as, and where
 	// their own directories are, when this provisioner is root.
 	workerUser, workerRoot string
+	// ownUIDs: local workers whose job names no user each run under a uid
+	// of their own; off when --worker-user is given.
+	ownUIDs bool
 	// commandKey is the public half of the run's command key, for workers.
 	commandKey                         ed25519.PublicKey
 	maxLaunches, maxTerminations       int
@@ -122,7 +125,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.StringVar(&c.ec2Region, "ec2-region", "", "AWS region for --driver ec2 (default AWS_REGION or the profile's)")
 	fs.StringVar(&c.ec2Endpoint, "ec2-endpoint-url", os.Getenv("AWS_ENDPOINT_URL"), "EC2 endpoint for --driver ec2 (default $AWS_ENDPOINT_URL, else AWS's)")
 	fs.DurationVar(&c.ec2WaitTimeout, "ec2-wait-timeout", 5*time.Minute, "how long an EC2 worker may take to run with an address")
-	fs.StringVar(&c.workerUser, "worker-user", workeruser.DefaultName, "when run as root: the user local workers run as unless their job's worker.user names one (this default is created if missing)")
+	fs.StringVar(&c.workerUser, "worker-user", workeruser.DefaultName, "when run as root: the user local workers run as unless their job's worker.user names one (this default is created if missing); when not given, each local worker whose job names no user runs under a uid of its own (61184-65519)")
 	fs.StringVar(&c.workerRoot, "worker-root", localworker.DefaultWorkerRoot, "when run as root: where each local worker gets a directory of its own")
 	fs.Func("worker-env", "KEY=VALUE for local instances (repeatable); they inherit only PATH, HOME, LANG and similar", func(v string) error {
 		if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
@@ -143,6 +146,12 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
+	c.ownUIDs = true
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "worker-user" {
+			c.ownUIDs = false
+		}
+	})
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
@@ -396,7 +405,13 @@ func workerIsolation(ctx context.Context, c config, isRoot bool, users *workerus
 		return nil, err
 	}
 	log.Info("local workers run as their own user", "user", id.Name, "uid", id.UID, "worker_root", c.workerRoot)
-	return &localworker.Isolation{Users: users, User: c.workerUser, Root: c.workerRoot}, nil
+	iso := &localworker.Isolation{Users: users, User: c.workerUser, Root: c.workerRoot}
+	if c.ownUIDs {
+		r := localworker.DefaultUIDs
+		iso.UIDs = &r
+		log.Info("local workers whose job names no user each run under a uid of their own", "first", r.First, "last", r.Last)
+	}
+	return iso, nil
 }
 
 // newSimDriver dials the sim driver's few connections. With the broker's

@@ -76,6 +76,7 @@ func TestContract(t *testing.T) {
 				{"ConcurrentWritersOneWins", testConcurrentWritersOneWins},
 				{"FiltersAndDisabledFlag", testFiltersAndDisabledFlag},
 				{"DNSNameIsKeptThroughTransitions", testDNSNameIsKept},
+				{"WorkerUIDIsKeptAndUniqueWhileLive", testWorkerUIDIsKept},
 				{"HealthIsKeptAndSetOnlyInItsState", testHealthIsKept},
 				{"RevisionsAreKept", testRevisionsAreKept},
 				{"UpdatesAreGroupCommitted", testUpdatesAreGroupCommitted},
@@ -426,6 +427,57 @@ func testDNSNameIsKept(t *testing.T, s provisioner.Store, _ execFunc) {
 	}
 	if got[0].DNSName != a.DNSName || got[0].Address != "10.0.0.1" || got[0].DNSAddress != "10.0.0.9" || got[1].DNSName != "" {
 		t.Errorf("dns names %q, %q; want %q and none", got[0].DNSName, got[1].DNSName, a.DNSName)
+	}
+}
+
+// testWorkerUIDIsKept: an instance's own uid is recorded with its launch
+// (write-ahead) and survives its transitions, so a restarted provisioner
+// relaunches it under the same uid; no two live records may hold one uid,
+// and one that ended frees its uid for another launch.
+func testWorkerUIDIsKept(t *testing.T, s provisioner.Store, _ execFunc) {
+	ctx := context.Background()
+	now := time.Unix(1700000000, 0).UTC()
+	a, b := requested("a", "L1", 0, now), requested("b", "L1", 1, now)
+	a.WorkerUID, b.WorkerUID = 61184, 61185
+	if _, _, err := s.CreateLaunch(ctx, provisioner.Launch{LaunchID: "L1", Job: "web", Count: 2, Created: now}, []provisioner.Instance{a, b}); err != nil {
+		t.Fatal(err)
+	}
+	next := a
+	next.State, next.PID, next.Updated = nightshift.StateRunning, 42, now.Add(time.Second)
+	next.History = append(next.History, provisioner.Change{State: nightshift.StateRunning, Time: next.Updated})
+	if err := s.UpdateInstance(ctx, next, nightshift.StateRequested); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Instance(ctx, "a")
+	if err != nil || got.WorkerUID != 61184 {
+		t.Fatalf("Instance(a).WorkerUID = %d, %v; want 61184", got.WorkerUID, err)
+	}
+	// Another live record may not take a's uid.
+	c := requested("c", "L2", 0, now)
+	c.WorkerUID = 61184
+	if _, _, err := s.CreateLaunch(ctx, provisioner.Launch{LaunchID: "L2", Job: "web", Count: 1, Created: now}, []provisioner.Instance{c}); err == nil {
+		t.Fatal("a second live record with uid 61184 was recorded")
+	}
+	if _, err := s.Instance(ctx, "c"); !errors.Is(err, provisioner.ErrNotFound) {
+		t.Errorf("the refused launch left instance c: %v", err)
+	}
+	// Records without a uid of their own are not in each other's way.
+	d, e := requested("d", "L3", 0, now), requested("e", "L3", 1, now)
+	if _, _, err := s.CreateLaunch(ctx, provisioner.Launch{LaunchID: "L3", Job: "web", Count: 2, Created: now}, []provisioner.Instance{d, e}); err != nil {
+		t.Fatal(err)
+	}
+	// Once a has ended, its uid is free.
+	done := next
+	done.State, done.Updated = nightshift.StateTerminated, now.Add(2*time.Second)
+	done.History = append(done.History, provisioner.Change{State: nightshift.StateTerminated, Time: done.Updated})
+	if err := s.UpdateInstance(ctx, done, nightshift.StateRunning); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.CreateLaunch(ctx, provisioner.Launch{LaunchID: "L2", Job: "web", Count: 1, Created: now}, []provisioner.Instance{c}); err != nil {
+		t.Fatalf("uid 61184 of terminated a not free: %v", err)
+	}
+	if got, err := s.Instance(ctx, "c"); err != nil || got.WorkerUID != 61184 {
+		t.Errorf("Instance(c).WorkerUID = %d, %v; want 61184", got.WorkerUID, err)
 	}
 }
 

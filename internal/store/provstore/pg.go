@@ -68,9 +68,9 @@ func (s *PG) CreateLaunch(ctx context.Context, l provisioner.Launch, insts []pro
 		}
 		var b pgx.Batch
 		for _, in := range insts {
-			b.Queue(`INSERT INTO instances(id, launch_id, idx, job, driver, host, address, pid, state, reason, live, created, updated, dns_name)
-				VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)`, in.ID, in.LaunchID, in.Index, in.Job, in.Driver, in.Host, in.Address, in.PID,
-				string(in.State), in.Reason, in.State.Live(), nanos(in.Created), nanos(in.Updated), in.DNSName)
+			b.Queue(`INSERT INTO instances(id, launch_id, idx, job, driver, host, address, pid, state, reason, live, created, updated, dns_name, worker_uid)
+				VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)`, in.ID, in.LaunchID, in.Index, in.Job, in.Driver, in.Host, in.Address, in.PID,
+				string(in.State), in.Reason, in.State.Live(), nanos(in.Created), nanos(in.Updated), in.DNSName, int64(in.WorkerUID))
 			for seq, h := range in.History {
 				b.Queue(`INSERT INTO history(instance_id, seq, state, reason, time) VALUES($1,$2,$3,$4,$5)`,
 					in.ID, seq+1, string(h.State), h.Reason, nanos(h.Time))

@@ -32,7 +32,7 @@ type Store struct {
 	getInstance, updateInstance, appendHistory, getLaunch *sql.Stmt
 }
 
-const selectInstance = `SELECT i.id, i.launch_id, i.idx, i.job, i.driver, i.host, i.address, i.pid, i.state, i.reason, i.created, i.updated, i.dns_name, i.dns_address, i.health,
+const selectInstance = `SELECT i.id, i.launch_id, i.idx, i.job, i.driver, i.host, i.address, i.pid, i.state, i.reason, i.created, i.updated, i.dns_name, i.dns_address, i.health, i.worker_uid,
 		h.state, h.reason, h.time
 		FROM instances i JOIN history h ON h.instance_id = i.id`
 
@@ -116,8 +116,8 @@ func (s *Store) CreateLaunch(ctx context.Context, l provisioner.Launch, insts []
 		}
 		return existing, false, nil
 	}
-	insI, err := tx.PrepareContext(ctx, `INSERT INTO instances(id, launch_id, idx, job, driver, host, address, pid, state, reason, live, created, updated, dns_name)
-		VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)`)
+	insI, err := tx.PrepareContext(ctx, `INSERT INTO instances(id, launch_id, idx, job, driver, host, address, pid, state, reason, live, created, updated, dns_name, worker_uid)
+		VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`)
 	if err != nil {
 		return nil, false, fmt.Errorf("create launch %s: %w", l.LaunchID, err)
 	}
@@ -129,7 +129,7 @@ func (s *Store) CreateLaunch(ctx context.Context, l provisioner.Launch, insts []
 	defer insH.Close()
 	for _, in := range insts {
 		if _, err := insI.ExecContext(ctx, in.ID, in.LaunchID, in.Index, in.Job, in.Driver, in.Host, in.Address, in.PID,
-			string(in.State), in.Reason, boolInt(in.State.Live()), nanos(in.Created), nanos(in.Updated), in.DNSName); err != nil {
+			string(in.State), in.Reason, boolInt(in.State.Live()), nanos(in.Created), nanos(in.Updated), in.DNSName, int64(in.WorkerUID)); err != nil {
 			return nil, false, fmt.Errorf("create launch %s: instance %s: %w", l.LaunchID, in.ID, err)
 		}
 		for seq, h := range in.History {
@@ -236,7 +236,7 @@ func foldInstances(rows rowSource) ([]provisioner.Instance, error) {
 		var h provisioner.Change
 		var err error
 		if err = rows.Scan(&in.ID, &in.LaunchID, &in.Index, &in.Job, &in.Driver, &in.Host, &in.Address, &in.PID, &state, &in.Reason,
-			&created, &updated, &in.DNSName, &in.DNSAddress, &in.Health, &hstate, &h.Reason, &htime); err != nil {
+			&created, &updated, &in.DNSName, &in.DNSAddress, &in.Health, &in.WorkerUID, &hstate, &h.Reason, &htime); err != nil {
 			return nil, fmt.Errorf("list instances: %w", err)
 		}
 		if in.State, err = nightshift.ParseInstanceState(state); err != nil {

@@ -93,6 +93,9 @@ type Owner struct {
 	// tree runs as and its own directory (sitter logs are under it).
 	User      string `json:"user,omitempty"`
 	WorkerDir string `json:"worker_dir,omitempty"`
+	// UID is the uid of the instance's own (Isolation.UIDs), 0 when it
+	// runs as a named user: terminate kills every process holding it.
+	UID uint32 `json:"uid,omitempty"`
 }
 
 // WorkerFile is where instance id keeps a file of its own (its broker URL
@@ -124,6 +127,17 @@ type Isolation struct {
 	// cgroup.DefaultRoot): each instance gets a group there handed to its
 	// user (CgroupPrefix), where its sitter makes its tasks' groups.
 	CgroupRoot string
+	// UIDs, when set, runs each instance whose job names no worker.user
+	// under a uid of its own from this range, with the same number as its
+	// gid and no passwd entry (systemd's DynamicUser): workers of one job
+	// cannot read each other's files, signal or trace each other, or read
+	// each other's environment. The provisioner records the uid with the
+	// instance (provisioner.UIDPicker). Nil runs them all as User.
+	UIDs *UIDRange
+	// PasswdFile and GroupFile are where the host's users and groups are
+	// listed, whose ids UIDs never hands out; default /etc/passwd and
+	// /etc/group.
+	PasswdFile, GroupFile string
 }
 
 // CgroupPrefix is the cgroup an isolated instance's sitter is handed, in
@@ -228,6 +242,9 @@ func New(cfg Config) (*Driver, error) {
 		}
 		if cp.Root == "" {
 			cp.Root = DefaultWorkerRoot
+		}
+		if r := cp.UIDs; r != nil && (r.First == 0 || r.Last < r.First) {
+			return nil, fmt.Errorf("local worker driver: uid range %d-%d: want 0 < first <= last", r.First, r.Last)
 		}
 		if !filepath.IsAbs(cp.Root) {
 			return nil, fmt.Errorf("local worker driver: worker root %q: want an absolute path", cp.Root)
@@ -378,6 +395,9 @@ func (d *Driver) Launch(ctx context.Context, spec provisioner.InstanceSpec) (pro
 		o := Owner{Run: d.cfg.Run, Job: spec.Job, InstanceID: spec.ID, LaunchID: spec.LaunchID, PID: pid, StartTime: st.startTime}
 		if iso != nil {
 			o.User, o.WorkerDir = iso.id.Name, iso.dir
+			if iso.own {
+				o.UID = iso.id.UID
+			}
 		}
 		var b []byte
 		if b, err = json.MarshalIndent(o, "", "  "); err == nil {
@@ -467,7 +487,7 @@ func terminate(ctx context.Context, clock clockwork.Clock, home, run, id string,
 		if err != nil {
 			return nil, err
 		}
-		return members(procs, home, run, id, o.PID, leaderAlive), nil
+		return members(procs, home, run, id, o.PID, leaderAlive, o.UID), nil
 	}
 	ps, err := find()
 	if err != nil || len(ps) == 0 {

@@ -20,6 +20,7 @@ import (
 // isolated is what Launch needs to start an instance as its worker user.
 type isolated struct {
 	id  workeruser.Identity
+	own bool     // id is the instance's own uid, not a named user
 	dir string   // the worker's own directory
 	env []string // variables naming what is in it, and who it is
 }
@@ -53,12 +54,23 @@ func (d *Driver) prepareWorker(ctx context.Context, spec provisioner.InstanceSpe
 	if err != nil {
 		return nil, err
 	}
-	if name == "" {
-		name = iso.User
-	}
-	id, err := iso.Users.Resolve(ctx, name, group)
-	if err != nil {
-		return nil, err
+	var id workeruser.Identity
+	own := name == "" && group == "" && spec.UID != 0 && iso.UIDs != nil
+	switch {
+	case own:
+		// Its own uid, recorded with it in the ledger; gid the same
+		// number, and no passwd entry (credentials take numbers).
+		if spec.UID < iso.UIDs.First || spec.UID > iso.UIDs.Last {
+			return nil, fmt.Errorf("worker uid %d: outside the range %d-%d", spec.UID, iso.UIDs.First, iso.UIDs.Last)
+		}
+		id = workeruser.Identity{Name: ownUIDName(spec.UID), UID: spec.UID, GID: spec.UID}
+	default:
+		if name == "" {
+			name = iso.User
+		}
+		if id, err = iso.Users.Resolve(ctx, name, group); err != nil {
+			return nil, err
+		}
 	}
 	if id.UID == 0 {
 		d.cfg.Log.Warn("local worker runs as root: its job's worker.user says so; it can read every file of the run", "instance", spec.ID, "user", id.Name)
@@ -81,7 +93,7 @@ func (d *Driver) prepareWorker(ctx context.Context, spec provisioner.InstanceSpe
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("worker dir: %w", err)
 	}
-	out := &isolated{id: id, dir: dir}
+	out := &isolated{id: id, own: own, dir: dir}
 	write := func(name string, data []byte) (string, error) {
 		p := filepath.Join(dir, name)
 		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)

@@ -23,6 +23,42 @@ type proc struct {
 	// belongs to. Children inherit these, and they survive setsid.
 	home, run, instance string
 	dir                 string // NIGHTSHIFT_INSTANCE_DIR
+	// uids are its real, effective, saved and filesystem uids: a process
+	// of an instance's own uid is the instance's, whatever its environment.
+	uids [4]uint32
+}
+
+// has reports whether the process holds uid in any of its uids.
+func (p proc) has(uid uint32) bool {
+	return uid != 0 && (p.uids[0] == uid || p.uids[1] == uid || p.uids[2] == uid || p.uids[3] == uid)
+}
+
+// readUIDs reads the Uid: line of /proc/<pid>/status.
+func readUIDs(procRoot string, pid int) ([4]uint32, error) {
+	var out [4]uint32
+	b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "status"))
+	if err != nil {
+		return out, err
+	}
+	for _, line := range bytes.Split(b, []byte{'\n'}) {
+		rest, ok := bytes.CutPrefix(line, []byte("Uid:"))
+		if !ok {
+			continue
+		}
+		f := bytes.Fields(rest)
+		if len(f) != 4 {
+			break
+		}
+		for i := range f {
+			n, err := strconv.ParseUint(string(f[i]), 10, 32)
+			if err != nil {
+				return out, fmt.Errorf("pid %d: uid %q: %w", pid, f[i], err)
+			}
+			out[i] = uint32(n)
+		}
+		return out, nil
+	}
+	return out, fmt.Errorf("pid %d: no Uid line in status", pid)
 }
 
 // ours reports whether the process was started by this driver for an
@@ -71,6 +107,9 @@ func scan(procRoot string) ([]proc, error) {
 		if err != nil || p.zombie {
 			continue // gone meanwhile, or a zombie holding nothing
 		}
+		if uids, err := readUIDs(procRoot, pid); err == nil {
+			p.uids = uids
+		}
 		if env, err := os.ReadFile(filepath.Join(procRoot, e.Name(), "environ")); err == nil {
 			for _, kv := range bytes.Split(env, []byte{0}) {
 				k, v, _ := bytes.Cut(kv, []byte{'='})
@@ -93,13 +132,15 @@ func scan(procRoot string) ([]proc, error) {
 
 // members returns the processes of one instance: those in the session the
 // instance's leader created (while that leader is verifiably the original
-// process) and those whose environment names the instance.
-func members(procs []proc, home, run, id string, leader int, leaderAlive bool) []proc {
+// process), those whose environment names the instance, and, for an
+// instance with a uid of its own (uid not 0), every process holding that
+// uid: one that left the session and cleared its environment too.
+func members(procs []proc, home, run, id string, leader int, leaderAlive bool, uid uint32) []proc {
 	var out []proc
 	for _, p := range procs {
 		byEnv := p.instance == id && p.ours(home, run)
 		bySession := leaderAlive && p.sid == leader
-		if byEnv || bySession {
+		if byEnv || bySession || p.has(uid) {
 			out = append(out, p)
 		}
 	}

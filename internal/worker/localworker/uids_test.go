@@ -1,0 +1,168 @@
+package localworker_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"nightshift/internal/runlayout"
+	"nightshift/internal/testsupport"
+	"nightshift/internal/worker/localworker"
+	"nightshift/internal/workeruser"
+	"nightshift/provisioner"
+)
+
+// TestIsolatedInstancesGetOwnUIDs: two instances of one job each run
+// under a uid of their own from the range, so one's task can neither read
+// the other's directory nor signal or inspect its processes; a uid still
+// held by a running process is not handed out again, and is once
+// terminate has killed everything of it (found by its uid, too).
+func TestIsolatedInstancesGetOwnUIDs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("isolation needs root (CI runs as root)")
+	}
+	if testing.Short() {
+		t.Skip("builds the sitter")
+	}
+	sitterBin := buildSitter(t)
+	home := t.TempDir()
+	run := fmt.Sprintf("uid%d", os.Getpid())
+	lay := runlayout.Of(home, run)
+	root := publicDir(t, "nsworker-root-")
+	// A range of the default's top, where nothing of this host lives.
+	r := localworker.UIDRange{First: 65500, Last: 65519}
+	drv, err := localworker.New(localworker.Config{Home: home, Run: run, Grace: 2 * time.Second,
+		Command:   []string{sitterBin, "agent", "--cgroup", "off"},
+		Isolation: &localworker.Isolation{Users: &workeruser.Users{}, Root: root, UIDs: &r}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { localworker.Sweep(context.Background(), home, run) })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	broker := "amqp://guest:guest@127.0.0.1:5672/"
+
+	// A job naming its user takes none of the range.
+	if got, err := drv.PickUIDs(ctx, workerSpec(t, "named", "nobody", "true"), 1, heldNone); err != nil || got != nil {
+		t.Errorf("PickUIDs for a job with worker.user = %v, %v; want none", got, err)
+	}
+	held := map[uint32]bool{r.First: true} // a live record holds it
+	uids, err := drv.PickUIDs(ctx, workerSpec(t, "a", "", "true"), 2, func() (map[uint32]bool, error) { return held, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(uids) != 2 || uids[0] == uids[1] || slices.Contains(uids, r.First) || uids[0] < r.First || uids[1] > r.Last {
+		t.Fatalf("PickUIDs = %v; want two distinct uids of %d-%d but %d", uids, r.First, r.Last, r.First)
+	}
+
+	if _, err := drv.Launch(ctx, provisioner.InstanceSpec{ID: "a-1", Job: "a", Run: run, BrokerURL: broker, UID: uids[0],
+		Spec: workerSpec(t, "a", "", "echo ok > \"$HOME/secret.txt\"; exec sleep 300")}); err != nil {
+		t.Fatal(err)
+	}
+	var victims []int
+	testsupport.Eventually(t, 30*time.Second, func() error {
+		if victims = instancePIDs(run, "a-1"); len(victims) < 2 {
+			return fmt.Errorf("a-1 has processes %v, want its sitter and its task", victims)
+		}
+		return nil
+	})
+	dirA := lay.WorkerDir(root, "a-1")
+	var script strings.Builder
+	script.WriteString("id -u > \"$HOME/probe.tmp\"\n")
+	fmt.Fprintf(&script, "echo \"read: $(cat %q 2>&1 >/dev/null)\" >> \"$HOME/probe.tmp\"\n", filepath.Join(dirA, "secret.txt"))
+	for _, pid := range victims {
+		fmt.Fprintf(&script, "echo \"kill %d: $(kill -0 %d 2>&1)\" >> \"$HOME/probe.tmp\"\n", pid, pid)
+		fmt.Fprintf(&script, "echo \"environ %d: $(cat /proc/%d/environ 2>&1 >/dev/null)\" >> \"$HOME/probe.tmp\"\n", pid, pid)
+	}
+	script.WriteString("mv \"$HOME/probe.tmp\" \"$HOME/probe.out\"\nexec sleep 300\n")
+	if _, err := drv.Launch(ctx, provisioner.InstanceSpec{ID: "a-2", Job: "a", Run: run, BrokerURL: broker, UID: uids[1],
+		Spec: workerSpec(t, "a", "", script.String())}); err != nil {
+		t.Fatal(err)
+	}
+	dirB := lay.WorkerDir(root, "a-2")
+	var report []byte
+	testsupport.Eventually(t, 30*time.Second, func() error {
+		report, err = os.ReadFile(filepath.Join(dirB, "probe.out"))
+		return err
+	})
+	lines := strings.Split(strings.TrimSpace(string(report)), "\n")
+	if lines[0] != strconv.Itoa(int(uids[1])) {
+		t.Errorf("a-2's task: id -u = %s, want %d", lines[0], uids[1])
+	}
+	for _, l := range lines[1:] {
+		if !strings.Contains(l, "Permission denied") && !strings.Contains(l, "Operation not permitted") {
+			t.Errorf("a-2's task reached a-1: %q (want EACCES or EPERM); report:\n%s", l, report)
+		}
+	}
+	for id, uid := range map[string]uint32{"a-1": uids[0], "a-2": uids[1]} {
+		for _, pid := range instancePIDs(run, id) {
+			if got, err := uidOf(pid); err != nil || got != int(uid) {
+				t.Errorf("%s pid %d runs as uid %d (%v), want %d", id, pid, got, err, uid)
+			}
+		}
+		fi, err := os.Stat(lay.WorkerDir(root, id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := fi.Sys().(*syscall.Stat_t); st.Uid != uid || st.Gid != uid {
+			t.Errorf("%s's directory is %d:%d, want %d:%d", id, st.Uid, st.Gid, uid, uid)
+		}
+	}
+
+	// A process of a-1's uid that left its session and cleared its
+	// environment still holds the uid: not handed out, and killed by
+	// terminate.
+	stray := "cd /; exec env -i setsid sleep 300 </dev/null >/dev/null 2>&1 &"
+	if out, err := runAs(ctx, uids[0], stray); err != nil {
+		t.Fatalf("stray: %v: %s", err, out)
+	}
+	if got, err := drv.PickUIDs(ctx, workerSpec(t, "a", "", "true"), 1, func() (map[uint32]bool, error) { return map[uint32]bool{r.First: true}, nil }); err != nil || len(got) != 1 || got[0] == uids[0] || got[0] == uids[1] {
+		t.Errorf("PickUIDs while a-1 and a-2 run = %v, %v; want neither's uid", got, err)
+	}
+	if err := drv.Terminate(ctx, "a-1"); err != nil {
+		t.Fatal(err)
+	}
+	if left := pidsOfUID(uids[0]); len(left) > 0 {
+		t.Errorf("after terminate, processes of a-1's uid %d remain: %v", uids[0], left)
+	}
+	if got, err := drv.PickUIDs(ctx, workerSpec(t, "a", "", "true"), 1, func() (map[uint32]bool, error) { return map[uint32]bool{r.First: true}, nil }); err != nil || len(got) != 1 || got[0] != uids[0] {
+		t.Errorf("PickUIDs after a-1 terminated = %v, %v; want its uid %d back", got, err, uids[0])
+	}
+}
+
+// runAs runs a shell command as uid (gid the same), as a root helper.
+func runAs(ctx context.Context, uid uint32, script string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", script)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid, Groups: []uint32{}}}
+	return cmd.CombinedOutput()
+}
+
+// pidsOfUID lists the live processes whose real uid is uid.
+func pidsOfUID(uid uint32) []int {
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		st, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil || strings.Contains(string(st), ") Z ") {
+			continue
+		}
+		if got, err := uidOf(pid); err == nil && got == int(uid) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+func heldNone() (map[uint32]bool, error) { return nil, nil }

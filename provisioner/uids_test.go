@@ -1,0 +1,92 @@
+package provisioner_test
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"testing"
+
+	"nightshift/provisioner"
+	"nightshift/provisioner/provisionertest"
+)
+
+// uidDriver is the fake driver with a uid of its own per instance: the
+// lowest of 100-199 not held, and the uid each launch of an id was given.
+type uidDriver struct {
+	*provisionertest.Driver
+	mu   sync.Mutex
+	uids map[string][]uint32
+}
+
+func (d *uidDriver) PickUIDs(_ context.Context, _ json.RawMessage, n int, heldBy func() (map[uint32]bool, error)) ([]uint32, error) {
+	held, err := heldBy()
+	if err != nil {
+		return nil, err
+	}
+	var out []uint32
+	for u := uint32(100); u < 200 && len(out) < n; u++ {
+		if !held[u] {
+			out = append(out, u)
+		}
+	}
+	return out, nil
+}
+
+func (d *uidDriver) Launch(ctx context.Context, spec provisioner.InstanceSpec) (provisioner.LaunchResult, error) {
+	d.mu.Lock()
+	d.uids[spec.ID] = append(d.uids[spec.ID], spec.UID)
+	d.mu.Unlock()
+	return d.Driver.Launch(ctx, spec)
+}
+
+func (d *uidDriver) launchedWith(id string) []uint32 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]uint32(nil), d.uids[id]...)
+}
+
+// TestWorkerUIDsAreRecordedReusedAndFreed: each instance's own uid is
+// chosen and recorded with its launch, before the driver runs anything;
+// a provisioner restarted before the driver call launches the instance
+// under the recorded uid; no two live instances share one; a terminated
+// instance's uid goes to the next launch.
+func TestWorkerUIDsAreRecordedReusedAndFreed(t *testing.T) {
+	var drv *uidDriver
+	h := newHarness(t, func(c *provisioner.Config) {
+		drv = &uidDriver{Driver: c.Driver.(*provisionertest.Driver), uids: map[string][]uint32{}}
+		c.Driver = drv
+	})
+	// Recorded, then the "crash": nothing ran yet.
+	insts := h.launch("L1", "web", 2)
+	a, b := insts[0], insts[1]
+	if a.WorkerUID != 100 || b.WorkerUID != 101 {
+		t.Fatalf("recorded uids %d, %d; want 100, 101", a.WorkerUID, b.WorkerUID)
+	}
+	if got := h.get(a.ID).WorkerUID; got != 100 {
+		t.Fatalf("ledger holds uid %d for %s, want 100", got, a.ID)
+	}
+	if n := drv.Launches(a.ID); n != 0 {
+		t.Fatalf("driver launched %s %d times before the restart", a.ID, n)
+	}
+	h.restart()
+	h.idle()
+	for _, in := range []provisioner.Instance{a, b} {
+		if got := drv.launchedWith(in.ID); len(got) != 1 || got[0] != in.WorkerUID {
+			t.Errorf("%s launched with uids %v, want [%d] recorded before the restart", in.ID, got, in.WorkerUID)
+		}
+	}
+	// Another job's launch takes none that a live instance holds.
+	c := h.launch("L2", "db", 1)[0]
+	if c.WorkerUID != 102 {
+		t.Errorf("db's instance got uid %d, want 102", c.WorkerUID)
+	}
+	h.idle()
+	if _, err := h.p.Terminate(context.Background(), []string{a.ID}); err != nil {
+		t.Fatal(err)
+	}
+	h.idle()
+	d := h.launch("L3", "web", 1)[0]
+	if d.WorkerUID != a.WorkerUID {
+		t.Errorf("after %s terminated the next instance got uid %d, want its %d", a.ID, d.WorkerUID, a.WorkerUID)
+	}
+}
