@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"nightshift/internal/worker/localworker"
 	"nightshift/internal/workeruser"
 )
 
@@ -28,7 +29,8 @@ func procUID(pid int) (int, error) {
 }
 
 // TestWorkerUserEndToEnd: plans/local.toml launched as root runs
-// every local worker (sitter and task) as nightshift-worker, mgmt status
+// every local worker (sitter and task) under a uid of its own from
+// localworker.DefaultUIDs (not nightshift-worker's, nor another's), mgmt status
 // carries no "can read this run's secrets" note, mgmt logs still shows a
 // worker's sitter logs, and teardown leaves no process of the run.
 func TestWorkerUserEndToEnd(t *testing.T) {
@@ -54,19 +56,26 @@ func TestWorkerUserEndToEnd(t *testing.T) {
 		t.Fatalf("sitters %v (err %v), want 3 sleepers and a queue worker", sitters, err)
 	}
 	var anyID string
+	r0 := localworker.DefaultUIDs
+	owner := map[int]string{} // uid: the instance whose sitter holds it
 	for id, pid := range sitters {
 		anyID = id
-		if uid, err := procUID(pid); err != nil || uid != want {
-			t.Errorf("sitter of %s (pid %d) runs as uid %d (%v), want %s's %d", id, pid, uid, err, u.Username, want)
+		uid, err := procUID(pid)
+		if err != nil || uid == want || uid < int(r0.First) || uid > int(r0.Last) {
+			t.Errorf("sitter of %s (pid %d) runs as uid %d (%v), want one of its own in %d-%d", id, pid, uid, err, r0.First, r0.Last)
 		}
+		if other, ok := owner[uid]; ok {
+			t.Errorf("sitters of %s and %s share uid %d", id, other, uid)
+		}
+		owner[uid] = id
 	}
 	tasks, err := r.Workers("sleeper")
 	if err != nil || len(tasks) != 3 {
 		t.Fatalf("sleeper tasks %v (err %v)", tasks, err)
 	}
 	for _, p := range tasks {
-		if uid, err := procUID(p.PID); err != nil || uid != want {
-			t.Errorf("task %v runs as uid %d (%v), want %d", p, uid, err, want)
+		if uid, err := procUID(p.PID); err != nil || owner[uid] == "" {
+			t.Errorf("task %v runs as uid %d (%v), want its sitter's (%v)", p, uid, err, owner)
 		}
 	}
 	if res := r.Mgmt(ctx, "status", r.Name); strings.Contains(res.Stdout, "can read this run's secrets") {

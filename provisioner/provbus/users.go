@@ -65,7 +65,18 @@ var (
 	_ provisioner.Driver         = (*WorkerUsers)(nil)
 	_ provisioner.Locator        = (*WorkerUsers)(nil)
 	_ provisioner.EventualLister = (*WorkerUsers)(nil)
+	_ provisioner.UIDPicker      = (*WorkerUsers)(nil)
 )
+
+// PickUIDs passes on to the inner driver when it runs instances under
+// uids of their own (provisioner.UIDPicker); without it every local
+// worker would share one user.
+func (w *WorkerUsers) PickUIDs(ctx context.Context, spec json.RawMessage, n int, held func() (map[uint32]bool, error)) ([]uint32, error) {
+	if p, ok := w.Driver.(provisioner.UIDPicker); ok {
+		return p.PickUIDs(ctx, spec, n, held)
+	}
+	return nil, nil
+}
 
 // Locate passes the ledger's specs on to the inner driver when it keeps
 // instances in more than one place (provisioner.Locator).

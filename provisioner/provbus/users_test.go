@@ -148,3 +148,30 @@ func TestWorkerUsersPassOnLocateAndEventualLists(t *testing.T) {
 		srv.Close()
 	}
 }
+
+// uidDriver picks uid 7 for every instance, as the local driver picks
+// uids of their own.
+type uidDriver struct{ *provisionertest.Driver }
+
+func (uidDriver) PickUIDs(_ context.Context, _ json.RawMessage, n int, _ func() (map[uint32]bool, error)) ([]uint32, error) {
+	return slices.Repeat([]uint32{7}, n), nil
+}
+
+// TestWorkerUsersPassOnPickUIDs: the provisioner reaches the local
+// driver's uid picker through WorkerUsers, or every isolated local worker
+// of a run with per-worker broker users would share one Unix user.
+func TestWorkerUsersPassOnPickUIDs(t *testing.T) {
+	var wu provisioner.Driver = &provbus.WorkerUsers{Driver: uidDriver{provisionertest.NewDriver("r")}, Run: "r"}
+	p, ok := wu.(provisioner.UIDPicker)
+	if !ok {
+		t.Fatal("WorkerUsers is no UIDPicker")
+	}
+	got, err := p.PickUIDs(context.Background(), nil, 2, func() (map[uint32]bool, error) { return nil, nil })
+	if err != nil || !slices.Equal(got, []uint32{7, 7}) {
+		t.Errorf("PickUIDs through WorkerUsers = %v, %v; want the driver's [7 7]", got, err)
+	}
+	plain := &provbus.WorkerUsers{Driver: provisionertest.NewDriver("r"), Run: "r"}
+	if got, err := plain.PickUIDs(context.Background(), nil, 2, nil); err != nil || got != nil {
+		t.Errorf("PickUIDs over a driver without uids = %v, %v; want none", got, err)
+	}
+}
