@@ -37,6 +37,10 @@ func TestIsolatedInstancesGetOwnUIDs(t *testing.T) {
 	run := fmt.Sprintf("uid%d", os.Getpid())
 	lay := runlayout.Of(home, run)
 	root := publicDir(t, "nsworker-root-")
+	absHome, err := filepath.Abs(home)
+	if err != nil {
+		t.Fatal(err)
+	}
 	// A range of the default's top, where nothing of this host lives.
 	r := localworker.UIDRange{First: 65500, Last: 65519}
 	drv, err := localworker.New(localworker.Config{Home: home, Run: run, Grace: 2 * time.Second,
@@ -114,6 +118,13 @@ func TestIsolatedInstancesGetOwnUIDs(t *testing.T) {
 		}
 		if st := fi.Sys().(*syscall.Stat_t); st.Uid != uid || st.Gid != uid {
 			t.Errorf("%s's directory is %d:%d, want %d:%d", id, st.Uid, st.Gid, uid, uid)
+		}
+		// Its cgroup, where this host has v1 hierarchies to hand over.
+		cg := filepath.Join("/sys/fs/cgroup/cpu", localworker.CgroupPrefix(absHome, run, id))
+		if fi, err := os.Stat(cg); err != nil {
+			t.Logf("no cgroup for %s here: %v", id, err)
+		} else if st := fi.Sys().(*syscall.Stat_t); st.Uid != uid || st.Gid != uid {
+			t.Errorf("%s's cgroup %s is %d:%d, want %d:%d", id, cg, st.Uid, st.Gid, uid, uid)
 		}
 	}
 
