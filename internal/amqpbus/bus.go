@@ -46,6 +46,9 @@ var (
 	ErrNacked = errors.New("broker nacked publish")
 	// ErrConnectionLost means a Call's reply could no longer arrive.
 	ErrConnectionLost = errors.New("connection lost before reply")
+	// ErrNotConnected means PublishTransient found no live connection and
+	// dropped the message rather than wait for the reconnect.
+	ErrNotConnected = errors.New("no live connection; message dropped")
 	// ErrQueueNotFound is returned by QueueDepth for a missing queue.
 	ErrQueueNotFound = errors.New("queue not found")
 )
@@ -214,6 +217,10 @@ type Bus struct {
 	pub      *amqp.Channel // shared confirm-mode channel for publishing
 	pubConn  *amqp.Connection
 	declared map[string]*amqp.Channel // once-per-channel declarations
+	// fire and fireConn are the channel PublishTransient uses: without
+	// confirms, so its publishes never wait on the broker's acks.
+	fire     *amqp.Channel
+	fireConn *amqp.Connection
 
 	rpcMu sync.Mutex
 	rpc   *rpcSession
@@ -250,6 +257,11 @@ func Dial(ctx context.Context, cfg Config) (*Bus, error) {
 		cancel()
 		return nil, err
 	}
+	// Connected from the moment Dial returns, not from when the
+	// supervisor first runs: callers that drop rather than wait while
+	// disconnected (heartbeat sinks, PublishTransient) would otherwise
+	// lose their first message to the race.
+	b.setConn(conn)
 	go b.supervise(conn)
 	return b, nil
 }

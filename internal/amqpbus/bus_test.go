@@ -638,3 +638,64 @@ func TestPublishWhileDisconnected(t *testing.T) {
 		t.Error("Connected() = false after reconnect")
 	}
 }
+
+// PublishTransient delivers the message as Publish would (routing key,
+// message id, the sender's user_id), and across a connection loss neither
+// waits for the reconnect nor wedges: it fails at once while the bus is
+// down, and works on a new channel once it is back.
+func TestPublishTransientAcrossConnectionLoss(t *testing.T) {
+	f := newFixture(t)
+	ready := make(readyCounter, 4)
+	scfg := f.config("sub-" + f.run)
+	scfg.OnConsume = ready.hook
+	sub := f.dial(scfg)
+	got := make(chan Delivery, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- sub.Subscribe(ctx, []string{"beat.#"}, func(_ context.Context, d Delivery) error { got <- d; return nil })
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	ready.wait(t, 1)
+
+	p := startProxy(t)
+	pcfg := f.config("pub-" + f.run)
+	pcfg.URL = p.url()
+	pub := f.dial(pcfg)
+	first := f.envelope("beat", launch{Count: 1})
+	if err := pub.PublishTransient(ctx, "beat.j.i1", first); err != nil {
+		t.Fatal(err)
+	}
+	d := receive(t, got, "first transient publish")
+	if d.MessageID != first.ID || d.RoutingKey != "beat.j.i1" || d.UserID != pub.User() {
+		t.Errorf("got %s as %q from %q, want %s as beat.j.i1 from %q", d.MessageID, d.RoutingKey, d.UserID, first.ID, pub.User())
+	}
+
+	p.cut()
+	waitFor(t, "bus to notice the outage", func() bool { return !pub.Connected() })
+	long, stop := context.WithTimeout(ctx, time.Minute)
+	defer stop()
+	if err := pub.PublishTransient(long, "beat.j.i1", f.envelope("beat", launch{Count: 2})); !errors.Is(err, ErrNotConnected) {
+		t.Fatalf("transient publish while disconnected = %v, want ErrNotConnected at once", err)
+	}
+
+	p.restore()
+	waitFor(t, "bus to reconnect", pub.Connected)
+	second := f.envelope("beat", launch{Count: 3})
+	if err := pub.PublishTransient(ctx, "beat.j.i1", second); err != nil {
+		t.Fatalf("transient publish after reconnect: %v", err)
+	}
+	if d := receive(t, got, "transient publish after reconnect"); d.MessageID != second.ID {
+		t.Errorf("got %s after reconnect, want %s (the dropped one must not appear)", d.MessageID, second.ID)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -56,6 +56,75 @@ func (b *Bus) Publish(ctx context.Context, routingKey string, env envelope.Envel
 	return b.publish(ctx, what, b.publisher, prepare, exchange, routingKey, msg)
 }
 
+// PublishTransient sends env to the run's events exchange with routingKey
+// at most once: as a transient message, on a channel without publisher
+// confirms, and without retrying. It returns once the message is written
+// to the connection, or fails at once when there is no live channel. It is
+// for messages whose loss the next one covers, such as heartbeats: waiting
+// for a confirm buys them nothing, and a simulator that multiplexes
+// thousands of sitters over one connection cannot afford the wait. The
+// broker still checks user_id and the sender's write permission on
+// routingKey; a refusal closes the channel (logged) and the next call
+// opens a new one.
+func (b *Bus) PublishTransient(ctx context.Context, routingKey string, env envelope.Envelope) error {
+	if routingKey == "" {
+		return fmt.Errorf("publish event %q: empty routing key", env.Type)
+	}
+	msg, err := b.message(env)
+	if err != nil {
+		return fmt.Errorf("publish event %q as %q: %w", env.Type, routingKey, err)
+	}
+	msg.DeliveryMode = amqp.Transient
+	ch, err := b.fireChannel(ctx)
+	if err != nil {
+		return fmt.Errorf("publish event %q as %q: %w", env.Type, routingKey, err)
+	}
+	exchange := EventsExchange(b.cfg.Run)
+	// Keyed apart from Publish's declaration, which is per confirm channel.
+	if err := b.declareOnce(ch, "fire:"+exchange, func() error { return b.declareEvents(ch, exchange) }); err != nil {
+		return fmt.Errorf("publish event %q as %q: declare: %w", env.Type, routingKey, err)
+	}
+	if err := ch.PublishWithContext(ctx, exchange, routingKey, false, false, msg); err != nil {
+		return fmt.Errorf("publish event %q as %q: %w", env.Type, routingKey, err)
+	}
+	return nil
+}
+
+// fireChannel returns the shared channel without confirms, opening a new
+// one after a reconnect or channel error. Unlike publisher it does not wait
+// for a reconnect: PublishTransient's callers drop the message instead.
+func (b *Bus) fireChannel(ctx context.Context) (*amqp.Channel, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	conn := b.conn
+	b.mu.Unlock()
+	if conn == nil || conn.IsClosed() {
+		return nil, ErrNotConnected
+	}
+	b.pubMu.Lock()
+	defer b.pubMu.Unlock()
+	if b.fire != nil && b.fireConn == conn && !b.fire.IsClosed() {
+		return b.fire, nil
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		return nil, fmt.Errorf("open channel: %w", err)
+	}
+	// Without confirms, the broker's refusal of a publish (a forged
+	// user_id, a routing key the user may not write) arrives only as the
+	// channel's closing; say so, since the caller was told it was sent.
+	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
+	go func() {
+		if e := <-closed; e != nil {
+			b.log.Warn("transient publish channel closed by broker", "err", redact.String(e.Error()))
+		}
+	}()
+	b.fire, b.fireConn = ch, conn
+	return ch, nil
+}
+
 // Call sends env to component's command queue as a request and waits for
 // the Reply. ctx must carry a deadline: it bounds the wait and becomes the
 // request's TTL. If the connection drops after the request was sent, Call

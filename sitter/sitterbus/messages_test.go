@@ -325,6 +325,54 @@ func TestSink(t *testing.T) {
 	}
 }
 
+// transientBus is a fakeBus that can also publish without confirms.
+type transientBus struct {
+	fakeBus
+	transient int
+}
+
+func (b *transientBus) PublishTransient(ctx context.Context, key string, env envelope.Envelope) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.transient++
+	b.keys, b.envs = append(b.keys, key), append(b.envs, env)
+	return nil
+}
+
+// The simulator's sink publishes without waiting for confirms: a broker
+// slow to confirm (here: never) does not cost it the beat, which goes out
+// as the same message under the same routing key. A sink not asking for
+// that keeps waiting, as a real sitter's does.
+func TestSinkUnconfirmed(t *testing.T) {
+	hb := sitter.Heartbeat{InstanceID: "i-1", Job: "crunch", Host: "h", Time: time.Now(),
+		Tasks: []sitter.TaskStatus{{Name: "w", State: sitter.StateRunning}}}
+	ctx := context.Background()
+	bus := &transientBus{fakeBus: fakeBus{connected: true, block: true}}
+	sink := &sitterbus.Sink{Bus: bus, Sender: "sim", Timeout: 50 * time.Millisecond, Unconfirmed: true}
+	for range 3 {
+		if err := sink.SendHeartbeat(ctx, hb); err != nil {
+			t.Fatalf("unconfirmed heartbeat with a broker that never confirms: %v", err)
+		}
+	}
+	if bus.transient != 3 || bus.keys[0] != ctlbus.HeartbeatKey("crunch", "i-1") {
+		t.Fatalf("%d transient publishes as %q, want 3 as %q", bus.transient, bus.keys, ctlbus.HeartbeatKey("crunch", "i-1"))
+	}
+	raw, _ := json.Marshal(bus.envs[0])
+	if got, err := ctlbus.DecodeHeartbeat(ctlbus.Messages(), raw); err != nil || got.InstanceID != "i-1" {
+		t.Errorf("controller decoded %+v, %v", got, err)
+	}
+	bus.connected = false
+	if err := sink.SendHeartbeat(ctx, hb); !errors.Is(err, sitterbus.ErrDisconnected) {
+		t.Errorf("disconnected: %v, want ErrDisconnected", err)
+	}
+
+	bus.connected = true
+	sink.Unconfirmed = false
+	if err := sink.SendHeartbeat(ctx, hb); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("confirmed sink on a stalled broker: %v, want DeadlineExceeded", err)
+	}
+}
+
 // The fuzz seed corpus lives in testdata/fuzz; make sure it is there so
 // `go test` replays it.
 func TestFuzzCorpusPresent(t *testing.T) {

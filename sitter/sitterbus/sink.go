@@ -36,6 +36,19 @@ type Sink struct {
 	Sender  string        // envelope sender, e.g. "sitter@<instance>"
 	Timeout time.Duration // default DefaultPublishTimeout
 	Clock   clockwork.Clock
+	// Unconfirmed publishes each heartbeat at most once, without waiting
+	// for the broker's confirm (amqpbus.Bus.PublishTransient), when Bus
+	// can. The message, its routing key and user_id are the same; only
+	// the wait goes. The worker simulator sets it: it multiplexes
+	// thousands of sitters over one connection, where a wait per beat
+	// made it, not the controller, the bottleneck. A lost beat is covered
+	// by the next one, as for any heartbeat.
+	Unconfirmed bool
+}
+
+// TransientBus is what Sink uses when Unconfirmed; *amqpbus.Bus is one.
+type TransientBus interface {
+	PublishTransient(ctx context.Context, routingKey string, env envelope.Envelope) error
 }
 
 var _ sitter.HeartbeatSink = (*Sink)(nil)
@@ -43,7 +56,7 @@ var _ sitter.HeartbeatSink = (*Sink)(nil)
 // SendHeartbeat publishes hb, or drops it with an error when the broker is
 // unreachable or does not confirm within Timeout.
 func (s *Sink) SendHeartbeat(ctx context.Context, hb sitter.Heartbeat) error {
-	what := fmt.Sprintf("heartbeat of %s", hb.InstanceID)
+	what := "heartbeat of " + hb.InstanceID
 	if hb.InstanceID == "" || hb.Job == "" {
 		return fmt.Errorf("%s: instance id and job are required (job %q)", what, hb.Job)
 	}
@@ -52,13 +65,21 @@ func (s *Sink) SendHeartbeat(ctx context.Context, hb sitter.Heartbeat) error {
 	if !s.Bus.Connected() {
 		return fmt.Errorf("%s: %w", what, ErrDisconnected)
 	}
-	clock := s.Clock
-	if clock == nil {
-		clock = clockwork.NewRealClock()
+	var now time.Time
+	if s.Clock != nil {
+		now = s.Clock.Now()
+	} else {
+		now = time.Now()
 	}
-	env, err := NewHeartbeat(s.Bus.Run(), s.Sender, hb, clock.Now())
+	env, err := NewHeartbeat(s.Bus.Run(), s.Sender, hb, now)
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
+	}
+	if tb, ok := s.Bus.(TransientBus); ok && s.Unconfirmed {
+		if err := tb.PublishTransient(ctx, HeartbeatKey(hb.Job, hb.InstanceID), env); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		return nil
 	}
 	timeout := s.Timeout
 	if timeout <= 0 {
