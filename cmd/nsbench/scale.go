@@ -70,7 +70,7 @@ instance = { boot_delay = "1s", heartbeat_interval = "1s" }
 type scalePoint struct {
 	n                                     int
 	up, replaced, teardown                time.Duration
-	hbRate                                float64 // heartbeats/s confirmed by the broker
+	hbRate                                float64 // heartbeats/s the simulator published (at most once, unconfirmed)
 	ctlCores, provCores, brokerCores      float64
 	ctlRSS                                float64 // MiB
 	statusJSON, statusTable               time.Duration
@@ -426,7 +426,7 @@ func (e *env) scaleReport(res *bench.Result, pts []scalePoint) {
 		if p.failed != "" {
 			res.Figures = append(res.Figures, bench.Figure{Name: fmt.Sprintf("most workers running and heard at once, of %d asked (stopped short)", p.n),
 				Value: float64(p.best), Unit: "workers", Command: "mgmt reconfigure RUN load n=N; mgmt --home $HOME_DIR status --json RUN"})
-			res.Notes = append(res.Notes, fmt.Sprintf("At %d workers the run stopped short: %s. Sizes above it were not tried. While it tried, the controller used %.2f cores, the provisioner (simulator included) %.2f, the broker %.2f; heartbeats the simulator gave up on (no confirm within the interval; they may still have arrived): %d.",
+			res.Notes = append(res.Notes, fmt.Sprintf("At %d workers the run stopped short: %s. Sizes above it were not tried. While it tried, the controller used %.2f cores, the provisioner (simulator included) %.2f, the broker %.2f; heartbeats the simulator dropped (no connection or a failed publish; it does not wait for confirms): %d.",
 				p.n, p.failed, p.upCtlCores, p.upProvCores, p.upBrokerCore, p.dropped))
 			if p.up > 0 {
 				res.Figures = append(res.Figures, bench.Figure{Name: fmt.Sprintf("0 -> full size at %d workers (before it stopped short)", p.n), Value: p.up.Seconds(), Unit: "s",
@@ -461,7 +461,7 @@ func (e *env) scaleReport(res *bench.Result, pts []scalePoint) {
 			t3, v3 = "< 10 s", bench.AtMost(p.replaced.Seconds(), 10)
 		}
 		res.Figures = append(res.Figures,
-			fig("heartbeats through the broker (confirmed publishes)", p.hbRate, "msgs/s", "simulator's stats.json over a "+p.window.String()+" steady window", "", ""),
+			fig("heartbeats through the broker (published at most once, unconfirmed)", p.hbRate, "msgs/s", "simulator's stats.json over a "+p.window.String()+" steady window", "", ""),
 			fig("controller CPU, steady", p.ctlCores, "cores", "/proc/<controller pid>/stat over the window", t1, v1),
 			fig("controller CPU per 1,000 workers, steady", p.ctlCores/k, "cores", "/proc/<controller pid>/stat over the window", "", ""),
 			fig("controller RSS per 1,000 workers", p.ctlRSS/k, "MiB", "/proc/<controller pid>/status VmRSS after the window", "", ""),
