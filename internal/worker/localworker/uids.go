@@ -4,11 +4,15 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
+	"nightshift/internal/runlayout"
 	"nightshift/provisioner"
 )
 
@@ -47,13 +51,25 @@ func (d *Driver) PickUIDs(ctx context.Context, spec json.RawMessage, n int, held
 	if err != nil {
 		return nil, err
 	}
+	claims, err := d.openClaims(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer claims.close()
 	out := make([]uint32, 0, n)
 	for uid := uint64(iso.UIDs.First); uid <= uint64(iso.UIDs.Last) && len(out) < n; uid++ {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
 		u := uint32(uid)
-		if !held[u] && !used[u] {
+		if held[u] || used[u] {
+			continue
+		}
+		ok, err := claims.take(u)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
 			out = append(out, u)
 		}
 	}
@@ -61,6 +77,67 @@ func (d *Driver) PickUIDs(ctx context.Context, spec json.RawMessage, n int, held
 		return nil, fmt.Errorf("uids %d-%d: %d free, %d wanted", iso.UIDs.First, iso.UIDs.Last, len(out), n)
 	}
 	return out, nil
+}
+
+// uidClaims are the host's claims on uids of the range, one file per uid
+// under <worker root>/.uids naming the run (its worker directory) that
+// took it. The ledger keeps one run's workers apart; claims keep runs
+// apart, also while a recorded worker of another run is not running (not
+// yet launched, or its provisioner is down). A run keeps its claims until
+// its worker directory goes (mgmt rm), and reuses them meanwhile.
+type uidClaims struct {
+	dir, run, root string
+	unlock         func()
+}
+
+func (d *Driver) openClaims(ctx context.Context) (*uidClaims, error) {
+	iso := d.cfg.Isolation
+	if err := os.MkdirAll(iso.Root, 0o755); err != nil {
+		return nil, fmt.Errorf("worker uids: %w", err)
+	}
+	// The run's worker directory first: a claim whose run has none is
+	// stale, and is taken over.
+	runDir := runlayout.Of(d.cfg.Home, d.cfg.Run).WorkerRunDir(iso.Root)
+	if err := rootOwnedDir(runDir, 0o711); err != nil {
+		return nil, fmt.Errorf("worker uids: %w", err)
+	}
+	dir := filepath.Join(iso.Root, ".uids")
+	if err := rootOwnedDir(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("worker uids: %w", err)
+	}
+	// One picker at a time on this host, so a stale claim is taken over
+	// by one run only.
+	unlock, err := flock(ctx, dir)
+	if err != nil {
+		return nil, fmt.Errorf("worker uids: %w", err)
+	}
+	return &uidClaims{dir: dir, run: filepath.Base(runDir), root: iso.Root, unlock: unlock}, nil
+}
+
+func (c *uidClaims) close() { c.unlock() }
+
+// take claims uid for this run: ok when it was free, stale or this run's.
+func (c *uidClaims) take(uid uint32) (ok bool, err error) {
+	p := filepath.Join(c.dir, strconv.FormatUint(uint64(uid), 10))
+	b, err := os.ReadFile(p)
+	switch {
+	case err == nil:
+		owner := strings.TrimSpace(string(b))
+		if owner == c.run {
+			return true, nil
+		}
+		if owner != "" && !strings.ContainsAny(owner, "/") {
+			if _, err := os.Lstat(filepath.Join(c.root, owner)); err == nil {
+				return false, nil // another run's, and that run is still here
+			}
+		}
+	case !errors.Is(err, fs.ErrNotExist):
+		return false, fmt.Errorf("worker uids: claim %d: %w", uid, err)
+	}
+	if err := writeFileAtomic(p, []byte(c.run+"\n")); err != nil {
+		return false, fmt.Errorf("worker uids: claim %d: %w", uid, err)
+	}
+	return true, nil
 }
 
 func (iso *Isolation) passwdFile() string {

@@ -177,3 +177,57 @@ func pidsOfUID(uid uint32) []int {
 }
 
 func heldNone() (map[uint32]bool, error) { return nil, nil }
+
+// TestUIDClaimsKeepRunsApart: two runs on one host each keep their own
+// ledger, so a uid one recorded for a worker not running yet (or whose
+// provisioner is down) is invisible to the other's ledger and /proc; the
+// host-wide claim keeps the other run off it until the first run's worker
+// directory is removed (mgmt rm). A run takes its own claims again.
+func TestUIDClaimsKeepRunsApart(t *testing.T) {
+	root := publicDir(t, "nsworker-root-")
+	r := localworker.UIDRange{First: 65510, Last: 65519}
+	spec := workerSpec(t, "a", "", "true")
+	ctx := context.Background()
+	open := func(home, run string) *localworker.Driver {
+		d, err := localworker.New(localworker.Config{Home: home, Run: run, Command: []string{"true"},
+			Isolation: &localworker.Isolation{Users: &workeruser.Users{}, Root: root, UIDs: &r,
+				PasswdFile: "/nonexistent", GroupFile: "/nonexistent"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	homeA, homeB := t.TempDir(), t.TempDir()
+	a, b := open(homeA, "one"), open(homeB, "one") // one run name, two homes
+	got1, err := a.PickUIDs(ctx, spec, 2, heldNone)
+	if err != nil || len(got1) != 2 {
+		t.Fatalf("run A picked %v, %v", got1, err)
+	}
+	got2, err := b.PickUIDs(ctx, spec, 2, heldNone)
+	if err != nil || len(got2) != 2 || slices.Contains(got2, got1[0]) || slices.Contains(got2, got1[1]) {
+		t.Errorf("run B picked %v (%v) while run A holds %v; want none of A's", got2, err, got1)
+	}
+	// A's ledger freed them: A takes its own claims again.
+	if again, err := a.PickUIDs(ctx, spec, 2, heldNone); err != nil || !slices.Equal(again, got1) {
+		t.Errorf("run A picked %v (%v) again, want its own %v", again, err, got1)
+	}
+	// A is removed (mgmt rm removes its worker directory): its uids are
+	// free for B.
+	if err := os.RemoveAll(runlayout.Of(absPath(t, homeA), "one").WorkerRunDir(root)); err != nil {
+		t.Fatal(err)
+	}
+	held := map[uint32]bool{got2[0]: true, got2[1]: true}
+	got3, err := b.PickUIDs(ctx, spec, 2, func() (map[uint32]bool, error) { return held, nil })
+	if err != nil || !slices.Equal(got3, got1) {
+		t.Errorf("run B picked %v (%v) after A was removed, want A's %v", got3, err, got1)
+	}
+}
+
+func absPath(t *testing.T, p string) string {
+	t.Helper()
+	a, err := filepath.Abs(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
