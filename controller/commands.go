@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"time"
 
 	"nightshift/provisioner"
 	"nightshift/sitter"
@@ -24,6 +25,22 @@ func (c *Controller) HandleInstance(inst provisioner.Instance) {
 	if changed {
 		j.poke()
 	}
+}
+
+// HeartbeatMaxAge is how long a heartbeat may wait on the bus and still
+// be worth delivering: half the shortest missing_timeout of the run's
+// jobs. Heartbeats are timed on receipt, so a beat that waited longer
+// would make a worker look fresher than it is; and when the controller
+// falls behind the stream (thousands of workers), dropping such beats in
+// the broker keeps what it does take recent instead of ever later.
+func (c *Controller) HeartbeatMaxAge() time.Duration {
+	var age time.Duration
+	for _, j := range c.jobs {
+		if half := j.def.Health.WithDefaults().MissingTimeout / 2; half > 0 && (age == 0 || half < age) {
+			age = half
+		}
+	}
+	return age
 }
 
 // IngestHeartbeat records a sitter heartbeat, timed by the controller's

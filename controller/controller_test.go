@@ -916,3 +916,20 @@ func TestDNSProblemShowsInStatus(t *testing.T) {
 		t.Fatalf("after a resync with DNS kept: dns_error %q, want none", st[0].DNSError)
 	}
 }
+
+// TestHeartbeatMaxAge: the bus drops heartbeats older than half the
+// shortest missing_timeout, so a beat that arrives never makes a worker
+// look fresher than half its missing window allows.
+func TestHeartbeatMaxAge(t *testing.T) {
+	slow := mustJob(t, "slow", map[string]any{
+		"engine": "npreserving", "policy": map[string]any{"n": 1},
+		"health": map[string]any{"heartbeat_interval": "5s", "missing_timeout": "20s", "boot_timeout": "60s"},
+	})
+	r := newRig(t, npJob(t, 1), slow)
+	if got := r.c.HeartbeatMaxAge(); got != 1500*time.Millisecond {
+		t.Fatalf("HeartbeatMaxAge = %v, want 1.5s (half of web's 3s missing_timeout)", got)
+	}
+	if got := newRig(t, slow).c.HeartbeatMaxAge(); got != 10*time.Second {
+		t.Fatalf("HeartbeatMaxAge of slow alone = %v, want 10s", got)
+	}
+}

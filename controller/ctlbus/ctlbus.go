@@ -68,7 +68,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	})
 	if len(hbKeys) > 0 {
 		g.Go(func() error {
-			return s.Bus.SubscribeBatch(ctx, hbKeys, s.HeartbeatBatch, func(ctx context.Context, ds []amqpbus.Delivery) []error {
+			return s.Bus.SubscribeBatch(ctx, hbKeys, s.HeartbeatBatch, s.Controller.HeartbeatMaxAge(), func(ctx context.Context, ds []amqpbus.Delivery) []error {
 				return s.heartbeats(reg, ds)
 			})
 		})

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"nightshift/internal/testsupport"
 	"nightshift/internal/testsupport/amqptest"
 )
 
@@ -115,7 +118,7 @@ func TestSubscribeBatchSettlesEachDeliveryByItsResult(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- b.SubscribeBatch(ctx, []string{"ev.#"}, 64, rec.handle) }()
+	go func() { done <- b.SubscribeBatch(ctx, []string{"ev.#"}, 64, 0, rec.handle) }()
 	ready.wait(t, 1)
 	pub := func(key string) {
 		t.Helper()
@@ -169,7 +172,7 @@ func TestSubscribeBatchSurvivesPanic(t *testing.T) {
 	rec := &batchRecorder{seen: map[string]int{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go b.SubscribeBatch(ctx, []string{"ev.#"}, 8, rec.handle)
+	go b.SubscribeBatch(ctx, []string{"ev.#"}, 8, 0, rec.handle)
 	ready.wait(t, 1)
 	for _, k := range []string{"ev.panic", "ev.after"} {
 		if err := b.Publish(ctx, k, f.envelope("launch", launch{Count: 1})); err != nil {
@@ -203,7 +206,7 @@ func TestSubscribeBatchConnectionLossRedeliversNothing(t *testing.T) {
 	rec := &batchRecorder{seen: map[string]int{}, hold: release, holding: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go b.SubscribeBatch(ctx, []string{"ev.#"}, 8, rec.handle)
+	go b.SubscribeBatch(ctx, []string{"ev.#"}, 8, 0, rec.handle)
 	ready.wait(t, 1)
 	if err := b.Publish(ctx, "ev.old", f.envelope("launch", launch{Count: 1})); err != nil {
 		t.Fatal(err)
@@ -219,5 +222,53 @@ func TestSubscribeBatchConnectionLossRedeliversNothing(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if got := rec.all(); fmt.Sprint(got) != fmt.Sprint([]string{"ev.old", "ev.new"}) {
 		t.Fatalf("deliveries %v, want ev.old once, then ev.new", got)
+	}
+}
+
+// With maxAge, events that waited longer behind a busy consumer are
+// dropped by the broker: the consumer gets what is fresh, not a backlog.
+func TestSubscribeBatchDropsEventsOlderThanMaxAge(t *testing.T) {
+	f := newFixture(t)
+	ready := make(readyCounter, 4)
+	cfg := f.config("")
+	cfg.OnConsume = ready.hook
+	b := f.dial(cfg)
+	release := make(chan struct{})
+	rec := &batchRecorder{seen: map[string]int{}, hold: release, holding: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go b.SubscribeBatch(ctx, []string{"ev.#"}, 1, 300*time.Millisecond, rec.handle)
+	ready.wait(t, 1)
+	pub := func(key string) {
+		t.Helper()
+		if err := b.Publish(ctx, key, f.envelope("launch", launch{Count: 1})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub("ev.first")
+	<-rec.holding
+	const stale = 200
+	for i := range stale {
+		pub(fmt.Sprintf("ev.stale%03d", i))
+	}
+	time.Sleep(time.Second) // all of them past maxAge, but what the broker already handed over
+	close(release)
+	pub("ev.fresh")
+	testsupport.Eventually(t, 10*time.Second, func() error {
+		if !slices.Contains(rec.all(), "ev.fresh") {
+			return errors.New("the event published after the consumer caught up was not delivered")
+		}
+		return nil
+	})
+	got := 0
+	for _, k := range rec.all() {
+		if strings.HasPrefix(k, "ev.stale") {
+			got++
+		}
+	}
+	// The consumer's prefetch window was delivered before it expired;
+	// everything behind it must have been dropped.
+	if got > stale/2 {
+		t.Fatalf("%d of %d stale events delivered after waiting past maxAge, want only the prefetched few", got, stale)
 	}
 }

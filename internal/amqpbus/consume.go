@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"slices"
+	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
@@ -139,7 +140,13 @@ const DefaultBatch = 512
 // path. Its queue is exclusive and auto-delete, as Subscribe's: a consumer
 // that dies before acking takes the batch with its queue, so nothing it
 // had is redelivered to anyone.
-func (b *Bus) SubscribeBatch(ctx context.Context, bindingKeys []string, most int, h BatchHandler) error {
+//
+// maxAge > 0 has the broker drop an event that waited in the queue longer
+// (x-message-ttl): for a stream where each event supersedes the last of
+// its kind (a worker's heartbeat), a consumer slower than the stream then
+// gets recent events late by at most maxAge, instead of every event later
+// and later behind a backlog that only grows.
+func (b *Bus) SubscribeBatch(ctx context.Context, bindingKeys []string, most int, maxAge time.Duration, h BatchHandler) error {
 	what := fmt.Sprintf("subscribe batch %q", bindingKeys)
 	if len(bindingKeys) == 0 {
 		return fmt.Errorf("%s: no binding keys", what)
@@ -154,7 +161,11 @@ func (b *Bus) SubscribeBatch(ctx context.Context, bindingKeys []string, most int
 		if err := declareEvents(ch, exchange); err != nil {
 			return "", err
 		}
-		q, err := ch.QueueDeclare("", false, true, true, false, nil)
+		var args amqp.Table
+		if maxAge > 0 {
+			args = amqp.Table{"x-message-ttl": int64(max(maxAge/time.Millisecond, 1))}
+		}
+		q, err := ch.QueueDeclare("", false, true, true, false, args)
 		if err != nil {
 			return "", fmt.Errorf("declare subscription queue: %w", err)
 		}
