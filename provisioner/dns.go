@@ -265,10 +265,12 @@ func (p *Provisioner) SetHealth(ctx context.Context, b HealthBody) error {
 
 // movesDNS reports whether a recorded change may move a record, so that
 // the zones need an (incremental) sync: an instance of a job with DNS
-// reached running, left it, or ended. A sync that finds nothing to change
-// costs no request.
+// that the controller has judged (Health set) left running or ended. One
+// never judged has no record yet (it gets one through SetHealth, which
+// syncs), so its launch and its reaching running need no sync: a burst of
+// N launches would otherwise read the whole ledger N times for nothing.
 func (p *Provisioner) movesDNS(inst Instance) bool {
-	if inst.DNSName == "" || p.cfg.DNS[inst.Job] == nil {
+	if inst.DNSName == "" || inst.Health == "" || p.cfg.DNS[inst.Job] == nil {
 		return false
 	}
 	return inst.State != nightshift.StateRequested && inst.State != nightshift.StatePending

@@ -3,9 +3,11 @@ package provisioner_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 
 	"nightshift"
+	"nightshift/internal/jobspec"
 	"nightshift/provisioner"
 )
 
@@ -53,5 +55,61 @@ func TestSetHealthRecordsTheControllersWord(t *testing.T) {
 				t.Fatalf("%s is %s, want terminated", id, got.State)
 			}
 		}
+	}
+}
+
+// countZone is a provisioner.DNSZone that counts its syncs.
+type countZone struct {
+	mu    sync.Mutex
+	syncs int
+}
+
+func (z *countZone) Sync(context.Context, string, []provisioner.DNSRecord, bool) (provisioner.DNSChanges, error) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	z.syncs++
+	return provisioner.DNSChanges{}, nil
+}
+
+func (z *countZone) count() int {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	return z.syncs
+}
+
+// Workers the controller has not judged yet have no record, so launching
+// them and their reaching running sync nothing: each such sync reads the
+// whole ledger, and a burst of N would do it N times. The controller's
+// word, and a judged worker ending, do sync.
+func TestUnjudgedWorkersCostNoDNSSync(t *testing.T) {
+	zone := &countZone{}
+	h := newHarness(t, func(c *provisioner.Config) {
+		web := c.Jobs["web"]
+		web.DNS = &jobspec.DNS{Zone: "example.internal", Name: "${job}-${index}.example.internal", TTL: 60, Address: jobspec.AddressPriv}
+		c.Jobs["web"] = web
+		c.DNS = map[string]provisioner.DNSZone{"web": zone}
+	})
+	h.start()
+	h.idle()
+	ctx := context.Background()
+	base := zone.count() // the start's repair
+	web := h.launch("L1", "web", 20)
+	h.idle()
+	if n := zone.count() - base; n != 0 {
+		t.Fatalf("%d DNS syncs for 20 launches no one has judged, want 0", n)
+	}
+	if err := h.p.SetHealth(ctx, provisioner.HealthBody{Job: "web", Healthy: []string{web[0].ID, web[1].ID}}); err != nil {
+		t.Fatal(err)
+	}
+	after := zone.count()
+	if after == 0 {
+		t.Fatal("the controller's word synced nothing")
+	}
+	if _, err := h.p.Terminate(ctx, []string{web[0].ID}); err != nil {
+		t.Fatal(err)
+	}
+	h.idle()
+	if zone.count() == after {
+		t.Fatal("a judged worker ended and nothing synced its record away")
 	}
 }
