@@ -224,6 +224,9 @@ var provisionerSpec = Spec{
 		} else {
 			// No management API, accepted with shared_worker_user (see
 			// checkWorkerIdentity): the sitters share the provisioner's URL.
+			if err := sharedWorkerUserAccepted(cfg); err != nil {
+				return nil, err
+			}
 			args = append(args, "--worker-env", nsenv.AMQPURLFile+"="+filepath.Join(dir, runlayout.URLFile))
 		}
 		if _, ok := cfg["sim_connections"]; ok {
@@ -345,8 +348,22 @@ func ec2Args(cfg map[string]any, jobsFile string, self Self) ([]string, error) {
 		// Each worker gets a broker user of its own, created by the
 		// provisioner, which needs the management API for that.
 		args = append(args, "--management-url-file", self.ManagementURLFile)
+	} else if err := sharedWorkerUserAccepted(cfg); err != nil {
+		return nil, err
 	}
 	return tuningArgs(args, cfg, "max_launches", "max_terminations")
+}
+
+// sharedWorkerUserAccepted is checkWorkerIdentity again at boot, on the
+// resolved config: a management_url that was a ${...} reference at load
+// may resolve to nothing, and workers would then get the provisioner's
+// own credentials although the plan never accepted that.
+func sharedWorkerUserAccepted(cfg map[string]any) error {
+	if shared, _ := cfg["shared_worker_user"].(bool); shared {
+		return nil
+	}
+	return fmt.Errorf("config.management_url: resolved to nothing, so every worker would hold the provisioner's broker credentials; " +
+		"give the broker's management API, or set shared_worker_user = true to accept that on a trusted network")
 }
 
 // simArgs are the provisioner's arguments for simulated workers; a job's

@@ -152,7 +152,7 @@ func TestProvisionerDrivers(t *testing.T) {
 		{name: "region not a string", cfg: map[string]any{"driver": "ec2", "ec2_region": int64(1)}, wantFail: "config.ec2_region"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			args, err := provisionerSpec.Args(req, tc.cfg, t.TempDir(), "", Self{})
+			args, err := provisionerSpec.Args(req, tc.cfg, t.TempDir(), "", Self{ManagementURLFile: "/run/m"})
 			if tc.wantFail != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantFail) {
 					t.Fatalf("err = %v, want one naming %s", err, tc.wantFail)
@@ -201,5 +201,26 @@ func TestWriteRunJobsDNS(t *testing.T) {
 	_, err = writeRunJobs(bootlevel.StepRequest{Plan: p, Expand: scope()}, filepath.Join(t.TempDir(), "j.json"))
 	if want := `prod.toml:90: service controller: config.jobs.web: key dns.name: "web.example.internal": want ${index}`; err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("err = %v, want %q", err, want)
+	}
+}
+
+// TestProvisionerWithoutOwnWorkerUsers: a management_url that resolved to
+// nothing at boot leaves the provisioner no way to give each worker a user
+// of its own; that is refused unless the plan accepted sharing.
+func TestProvisionerWithoutOwnWorkerUsers(t *testing.T) {
+	sleeper := map[string]any{"driver": "ec2", "worker": map[string]any{"command": []any{"/bin/true"}},
+		"instance": map[string]any{"image": "ami-1", "sitter_url": "https://example.com/sitter"}}
+	req := bootlevel.StepRequest{Plan: controllerPlan(map[string]any{"sleeper": sleeper}), Expand: scope()}
+	for _, cfg := range []map[string]any{
+		{"worker_command": []any{"/bin/sitter", "agent"}},
+		{"driver": "ec2"},
+	} {
+		if _, err := provisionerSpec.Args(req, cfg, t.TempDir(), "", Self{}); err == nil || !strings.Contains(err.Error(), "config.management_url") {
+			t.Fatalf("%v without a management API: err %v, want one naming config.management_url", cfg, err)
+		}
+		cfg["shared_worker_user"] = true
+		if _, err := provisionerSpec.Args(req, cfg, t.TempDir(), "", Self{}); err != nil {
+			t.Fatalf("%v: %v, want sharing accepted", cfg, err)
+		}
 	}
 }

@@ -39,7 +39,7 @@ func TestStoreKey(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			args, err := tc.spec.Args(req, tc.cfg, dir, "", Self{Home: home})
+			args, err := tc.spec.Args(req, tc.cfg, dir, "", Self{Home: home, ManagementURLFile: "/run/m"})
 			if tc.wantFail != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantFail) || strings.Contains(err.Error(), pass) {
 					t.Fatalf("err = %v, want one naming %s without the password", err, tc.wantFail)
