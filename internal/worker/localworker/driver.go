@@ -475,7 +475,37 @@ func (d *Driver) Terminate(ctx context.Context, id string) error {
 }
 
 // terminate kills one instance and reports whether anything was running.
+// An instance that ran under a uid of its own then has its private
+// directory taken back by root (reclaim).
 func terminate(ctx context.Context, clock clockwork.Clock, home, run, id string, grace time.Duration) (bool, error) {
+	had, err := kill(ctx, clock, home, run, id, grace)
+	if err != nil {
+		return had, err
+	}
+	return had, reclaim(InstanceDir(home, run, id), id)
+}
+
+// reclaim gives an ended instance's private directory to root, mode 0700,
+// when the instance had a uid of its own: the uid goes to a later worker,
+// which would otherwise own, read and change everything the ended one left
+// there (its spec, broker URL file, logs, task output) until mgmt rm.
+func reclaim(dir, id string) error {
+	o, err := readOwner(dir)
+	if err != nil || o.UID == 0 || o.WorkerDir == "" || o.InstanceID != id {
+		return nil // nothing of its own to take back
+	}
+	if err := os.Lchown(o.WorkerDir, 0, 0); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("reclaim %s from uid %d: %w", o.WorkerDir, o.UID, err)
+	}
+	if err := os.Chmod(o.WorkerDir, 0o700); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("reclaim %s from uid %d: %w", o.WorkerDir, o.UID, err)
+	}
+	return nil
+}
+
+// kill stops every process of one instance and reports whether anything
+// was running.
+func kill(ctx context.Context, clock clockwork.Clock, home, run, id string, grace time.Duration) (bool, error) {
 	dir := InstanceDir(home, run, id)
 	o, err := readOwner(dir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {

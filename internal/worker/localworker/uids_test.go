@@ -147,6 +147,12 @@ func TestIsolatedInstancesGetOwnUIDs(t *testing.T) {
 	if got, err := drv.PickUIDs(ctx, workerSpec(t, "a", "", "true"), 1, func() (map[uint32]bool, error) { return map[uint32]bool{r.First: true}, nil }); err != nil || len(got) != 1 || got[0] != uids[0] {
 		t.Errorf("PickUIDs after a-1 terminated = %v, %v; want its uid %d back", got, err, uids[0])
 	}
+	// The uid's next holder must not find what a-1 left: its directory
+	// is root's now.
+	out, err := runAs(ctx, uids[0], "ls "+lay.WorkerDir(root, "a-1")+" 2>&1; cat "+lay.WorkerDir(root, "a-1")+"/* 2>&1; true")
+	if err != nil || !strings.Contains(string(out), "Permission denied") {
+		t.Errorf("uid %d after a-1 ended reads its directory: %v\n%s", uids[0], err, out)
+	}
 }
 
 // runAs runs a shell command as uid (gid the same), as a root helper.
