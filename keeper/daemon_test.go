@@ -114,11 +114,14 @@ func TestDaemonRestartsDeadServiceAndStops(t *testing.T) {
 		return ok && p.PID == os.Getpid()
 	})
 
-	// The active keeper's metrics, found where status finds them.
-	url := MetricsURL(home, "k")
-	if url == "" {
-		t.Fatal("no metrics URL recorded for the active keeper")
-	}
+	// The active keeper's metrics, found where status finds them. The
+	// keeper records its pid as active first and its metrics URL once the
+	// endpoint listens, so the URL may come a moment later.
+	var url string
+	waitFor(t, "the active keeper's metrics URL", func() bool {
+		url = MetricsURL(home, "k")
+		return url != ""
+	})
 	series := map[string]string{"run": "k", "service": "d"}
 	metric := func(name string, labels map[string]string) (float64, error) {
 		fams, err := metricstest.Scrape(ctx, url)

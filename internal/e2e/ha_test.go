@@ -115,7 +115,7 @@ func TestHAReplicasEndToEnd(t *testing.T) {
 	pgURL := pgtest.Need(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	recFile := filepath.Join(WorkerWritableDir(t), "work-records.jsonl")
+	recFile := WorkerWritableFile(t, "work-records.jsonl")
 	r := env.NewRun(t, haPlan(t, pgURL, recFile), "har")
 	t.Cleanup(func() {
 		pgtest.Drop(t, pgURL, pgdb.SchemaName("ns", r.Name, "provisioner"))

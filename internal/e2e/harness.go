@@ -117,6 +117,23 @@ func WorkerWritableDir(t testing.TB) string {
 	return d
 }
 
+// WorkerWritableFile is an empty file in a WorkerWritableDir that every
+// worker may append to, whatever its uid: isolated workers each run under
+// a uid of their own, so a file the first one created (mode 0600) would
+// refuse the next.
+func WorkerWritableFile(t testing.TB, name string) string {
+	t.Helper()
+	f := filepath.Join(WorkerWritableDir(t), name)
+	if err := os.WriteFile(f, nil, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	// Test data only; Chmod because the umask trimmed WriteFile's mode.
+	if err := os.Chmod(f, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
 // Run is one launched run in its own home.
 type Run struct {
 	T    testing.TB

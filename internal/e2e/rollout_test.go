@@ -30,7 +30,7 @@ func TestRolloutEndToEnd(t *testing.T) {
 	requireRuns(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	recFile := WorkerWritableDir(t) + "/rollout-records.jsonl"
+	recFile := WorkerWritableFile(t, "rollout-records.jsonl")
 	r := env.NewRun(t, scaleInPlan(t, recFile), "ro")
 	r.Launch(ctx)
 	reconfigure(t, r, ctx, "min_instances=3")

@@ -52,7 +52,7 @@ func TestScaleInEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
 
-	recFile := filepath.Join(WorkerWritableDir(t), "work-records.jsonl")
+	recFile := WorkerWritableFile(t, "work-records.jsonl")
 	r := env.NewRun(t, scaleInPlan(t, recFile), "si")
 	r.Launch(ctx)
 	mustWait(t, r, ctx, "1 work worker running and healthy", 90*time.Second, func(st *mgmt.RunStatus) (bool, string) {
@@ -468,7 +468,7 @@ func TestScaleInFaultsEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 
-	recFile := filepath.Join(WorkerWritableDir(t), "work-records.jsonl")
+	recFile := WorkerWritableFile(t, "work-records.jsonl")
 	r := env.NewRun(t, scaleInPlan(t, recFile), "sf")
 	r.Launch(ctx)
 	mustWait(t, r, ctx, "1 work worker running and healthy", 90*time.Second, func(st *mgmt.RunStatus) (bool, string) {

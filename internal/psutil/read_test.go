@@ -46,7 +46,10 @@ func TestReadFDRegularSizes(t *testing.T) {
 // a seq_file of many records, which the kernel hands out in buffer-sized
 // reads; every child must come back, through the kept-open fd too.
 func TestReadFDManyChildren(t *testing.T) {
-	const kids = 900 // ~6 bytes each: more than one 4 KiB buffer
+	// At least 4 bytes each ("123 "; pids wrap around to low numbers on
+	// a busy machine, so 5-digit pids cannot be counted on): 1,500 are
+	// more than one 4 KiB buffer whatever their numbers.
+	const kids = 1500
 	cmd := spawn(t, "i=0; while [ $i -lt "+strconv.Itoa(kids)+" ]; do sleep 60 & i=$((i+1)); done; wait", nil)
 	pid := cmd.Process.Pid
 	r := newProcReader()
