@@ -4,6 +4,7 @@ import (
 	"go/parser"
 	"go/token"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -260,6 +261,52 @@ func TestDocsLinkInsideRepo(t *testing.T) {
 					t.Errorf("%s:%d: link %q: %v", doc, i+1, m[1], err)
 				}
 			}
+		}
+	}
+}
+
+// TestArchitectureNamesEveryPackage: docs/architecture.md's "Who owns
+// what" table has one row per package of the module, each once, and no row
+// for a package that is gone, so the one page cannot drift from the tree.
+func TestArchitectureNamesEveryPackage(t *testing.T) {
+	out, err := exec.Command("go", "list", "./...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	want := map[string]bool{}
+	for _, p := range strings.Fields(string(out)) {
+		if rel, ok := strings.CutPrefix(p, "nightshift/"); ok {
+			p = rel
+		}
+		want[p] = true
+	}
+	b, err := os.ReadFile("docs/architecture.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, ok := strings.Cut(string(b), "\n## Who owns what\n")
+	if !ok {
+		t.Fatal(`docs/architecture.md: no "## Who owns what" section`)
+	}
+	table, _, _ = strings.Cut(table, "\n## ")
+	row := regexp.MustCompile("^\\| `([^`]+)` \\|")
+	seen := map[string]int{}
+	for _, line := range strings.Split(table, "\n") {
+		m := row.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		seen[m[1]]++
+		if !want[m[1]] {
+			t.Errorf("docs/architecture.md: a row names %q, which is not a package of the module", m[1])
+		}
+		if seen[m[1]] == 2 {
+			t.Errorf("docs/architecture.md: %q has more than one row", m[1])
+		}
+	}
+	for _, p := range slices.Sorted(maps.Keys(want)) {
+		if seen[p] == 0 {
+			t.Errorf("docs/architecture.md: package %q has no row in \"Who owns what\"", p)
 		}
 	}
 }
