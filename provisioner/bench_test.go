@@ -142,11 +142,13 @@ func (e slowEvents) InstanceChanged(ctx context.Context, _ provisioner.Instance)
 	return nil
 }
 
-// countingStore counts the ledger's write transactions.
+// countingStore counts the ledger's write transactions, and the time
+// spent writing health (what SetHealth holds the commit lock for).
 type countingStore struct {
 	*provstore.Store
-	mu  sync.Mutex
-	txs int
+	mu     sync.Mutex
+	txs    int
+	health time.Duration
 }
 
 func (c *countingStore) count() {
@@ -174,6 +176,17 @@ func (c *countingStore) UpdateInstance(ctx context.Context, in provisioner.Insta
 func (c *countingStore) UpdateInstances(ctx context.Context, ups []provisioner.Update) ([]error, error) {
 	c.count()
 	return c.Store.UpdateInstances(ctx, ups)
+}
+
+func (c *countingStore) SetHealths(ctx context.Context, job string, healths map[string]string) ([]string, error) {
+	c.count()
+	t0 := time.Now()
+	defer func() {
+		c.mu.Lock()
+		c.health += time.Since(t0)
+		c.mu.Unlock()
+	}()
+	return c.Store.SetHealths(ctx, job, healths)
 }
 
 // cpuTime is the process's user and system CPU time so far: on a shared
@@ -315,4 +328,37 @@ func BenchmarkTerminateAll(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkSetHealth measures a health report that changes every worker
+// of a pool of 10,000 (the first report after a controller restart, or a
+// whole pool turning), with a real SQLite ledger: each iteration turns
+// the whole pool, healthy and unhealthy in turn. Besides the call's time:
+// the ledger writes it costs, and how long they took, which is how long
+// it holds launches and terminations back (the commit lock).
+func BenchmarkSetHealth(b *testing.B) {
+	const n = 10000
+	bb := newBurstBench(b, slowEvents{})
+	defer bb.cancel()
+	bb.launch(b, "pool", n)
+	ids := bb.drv.Live()
+	ctx := context.Background()
+	n0 := bb.st.commits()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		r := provisioner.HealthBody{Job: "web", Healthy: ids}
+		if i%2 == 1 {
+			r = provisioner.HealthBody{Job: "web", Unhealthy: ids}
+		}
+		if err := bb.p.SetHealth(ctx, r); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	bb.st.mu.Lock()
+	held := bb.st.health
+	bb.st.mu.Unlock()
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/report")
+	b.ReportMetric(float64(held.Microseconds())/1000/float64(b.N), "write-ms/report")
+	b.ReportMetric(float64(bb.st.commits()-n0)/float64(b.N), "commits/report")
 }

@@ -208,6 +208,10 @@ func (p *Provisioner) DNSProblem() string {
 // healthy. Ids the provisioner does not hold as running workers of the
 // job are stale news and ignored. Only the controller sends it, signed
 // (provbus), so a worker cannot vouch for itself.
+//
+// The changes go to the ledger in one transaction (Store.SetHealths),
+// which is all that holds mu: the first report on a pool of thousands
+// must not stall the launches and terminations behind it.
 func (p *Provisioner) SetHealth(ctx context.Context, b HealthBody) error {
 	if _, ok := p.cfg.Jobs[b.Job]; !ok {
 		return fmt.Errorf("health: %w: field \"job\": unknown job %q", ErrInvalid, b.Job)
@@ -219,46 +223,53 @@ func (p *Provisioner) SetHealth(ctx context.Context, b HealthBody) error {
 	for _, id := range b.Unhealthy {
 		healthy[id] = false
 	}
-	p.mu.Lock()
+	// Two reports read and written interleaved could leave a mix of both
+	// that neither said.
+	p.healthMu.Lock()
+	defer p.healthMu.Unlock()
+	// Read without mu: only SetHealth writes health (healthMu), and a
+	// worker that leaves running meanwhile is skipped by the write's
+	// compare-and-set.
 	recs, err := p.cfg.Store.Instances(ctx, Filter{Job: b.Job, LiveOnly: true})
 	if err != nil {
-		p.mu.Unlock()
 		return fmt.Errorf("health of job %s: %w", b.Job, err)
 	}
-	changed := false
-	var errs []error
+	next := map[string]string{}
 	for _, r := range recs {
 		h, ok := healthy[r.ID]
 		if !ok || r.State != nightshift.StateRunning {
 			continue
 		}
-		next := r.Health
 		switch {
 		case h:
-			next = HealthHealthy
+			next[r.ID] = HealthHealthy
 		case r.Health == HealthHealthy:
-			next = HealthUnhealthy
+			next[r.ID] = HealthUnhealthy
 		}
-		if next == r.Health {
-			continue
+		if next[r.ID] == r.Health {
+			delete(next, r.ID)
 		}
-		if err := p.cfg.Store.SetHealth(ctx, r.ID, r.State, next); errors.Is(err, ErrConflict) {
-			continue // it left running meanwhile (another replica): stale news
-		} else if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		p.log.Info("worker health recorded", "instance", r.ID, "job", r.Job, "health", next)
-		changed = true
 	}
+	if len(next) == 0 {
+		return nil
+	}
+	// The committer reads a record, applies a transition and writes it
+	// under mu, and decides from the Health it read whether the change
+	// moves a DNS record (movesDNS): a health written in between would
+	// leave a record it never syncs away.
+	p.mu.Lock()
+	set, err := p.cfg.Store.SetHealths(ctx, b.Job, next)
 	p.mu.Unlock()
-	if changed && p.cfg.DNS[b.Job] != nil {
+	if err != nil {
+		return fmt.Errorf("health of job %s: %w", b.Job, err)
+	}
+	for _, id := range set {
+		p.log.Info("worker health recorded", "instance", id, "job", b.Job, "health", next[id])
+	}
+	if len(set) > 0 && p.cfg.DNS[b.Job] != nil {
 		if err := p.syncDNS(ctx, false); err != nil {
 			p.log.Warn("dns sync failed; the next reconcile retries", "job", b.Job, "err", err)
 		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("health of job %s: %w", b.Job, err)
 	}
 	return nil
 }

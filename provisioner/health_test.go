@@ -8,6 +8,9 @@ import (
 
 	"nightshift"
 	"nightshift/internal/jobspec"
+	"nightshift/internal/leader"
+	"nightshift/internal/store/pgdb/pgtest"
+	"nightshift/internal/store/provstore"
 	"nightshift/provisioner"
 )
 
@@ -111,5 +114,108 @@ func TestUnjudgedWorkersCostNoDNSSync(t *testing.T) {
 	h.idle()
 	if zone.count() == after {
 		t.Fatal("a judged worker ended and nothing synced its record away")
+	}
+}
+
+// healthWrites counts the ledger's health writes.
+type healthWrites struct {
+	provisioner.Store
+	mu    sync.Mutex
+	calls int
+}
+
+func (s *healthWrites) SetHealths(ctx context.Context, job string, healths map[string]string) ([]string, error) {
+	s.mu.Lock()
+	s.calls++
+	s.mu.Unlock()
+	return s.Store.SetHealths(ctx, job, healths)
+}
+
+func (s *healthWrites) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.calls
+}
+
+// A report on a whole pool is one write to the ledger, on either backend,
+// however many workers it names: the first report on thousands of workers
+// after a controller restart used to write one transaction per worker
+// while every launch and termination waited behind it. Every worker gets
+// its word all the same, and the zone is synced once for the lot.
+func TestSetHealthOfAPoolIsOneWrite(t *testing.T) {
+	const n = 1000
+	for _, backend := range []string{"sqlite", "postgres"} {
+		t.Run(backend, func(t *testing.T) {
+			ctx := context.Background()
+			zone := &countZone{}
+			var st *healthWrites
+			h := newHarness(t, func(c *provisioner.Config) {
+				if backend == "postgres" {
+					pg, err := provstore.OpenPG(ctx, pgtest.Need(t), pgtest.Schema(t, "provhealth"), leader.Fence{})
+					if err != nil {
+						t.Fatal(err)
+					}
+					t.Cleanup(func() { pg.Close() })
+					c.Store = pg
+				}
+				st = &healthWrites{Store: c.Store}
+				c.Store = st
+				web := c.Jobs["web"]
+				web.DNS = &jobspec.DNS{Zone: "example.internal", Name: "${job}-${index}.example.internal", Pool: "web.example.internal", TTL: 60, Address: jobspec.AddressPriv}
+				c.Jobs["web"] = web
+				c.DNS = map[string]provisioner.DNSZone{"web": zone}
+			})
+			h.start()
+			web := h.launch("L1", "web", n)
+			h.idle()
+			report := provisioner.HealthBody{Job: "web"}
+			for i, in := range web {
+				if i%4 == 0 {
+					report.Unhealthy = append(report.Unhealthy, in.ID)
+				} else {
+					report.Healthy = append(report.Healthy, in.ID)
+				}
+			}
+			check := func(what string, writes int, want func(i int) string) {
+				t.Helper()
+				syncs := zone.count()
+				if err := h.p.SetHealth(ctx, report); err != nil {
+					t.Fatal(err)
+				}
+				if got := st.count(); got != writes {
+					t.Errorf("%s: %d health writes to the ledger, want %d", what, got, writes)
+				}
+				if got := zone.count() - syncs; got != 1 {
+					t.Errorf("%s: %d DNS syncs, want 1", what, got)
+				}
+				recs, err := st.Instances(ctx, provisioner.Filter{Job: "web"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				health := map[string]string{}
+				for _, r := range recs {
+					health[r.ID] = r.Health
+				}
+				for i, in := range web {
+					if health[in.ID] != want(i) {
+						t.Fatalf("%s: worker %d health %q, want %q", what, i, health[in.ID], want(i))
+					}
+				}
+			}
+			// Never healthy, the unhealthy quarter has nothing to lose.
+			check("first report", 1, func(i int) string {
+				if i%4 == 0 {
+					return ""
+				}
+				return provisioner.HealthHealthy
+			})
+			report.Healthy, report.Unhealthy = report.Unhealthy, report.Healthy
+			check("turned around", 2, func(i int) string {
+				if i%4 == 0 {
+					return provisioner.HealthHealthy
+				}
+				return provisioner.HealthUnhealthy
+			})
+		})
 	}
 }

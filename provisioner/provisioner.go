@@ -115,9 +115,10 @@ type Provisioner struct {
 	// dnsErr is the last DNS sync's error, for DNSProblem.
 	dnsErrMu sync.Mutex
 	dnsErr   string
-	// mu serialises SetHealth's read-check-write with the committer's
-	// (batch.go), which holds it while it reads, applies and writes.
-	mu sync.Mutex
+	// mu keeps SetHealth's write out of the committer's read-apply-write
+	// (batch.go), which holds it throughout. healthMu serialises
+	// SetHealth's own read-check-write.
+	mu, healthMu sync.Mutex
 
 	// stopMu guards stopLaunch: ids recorded terminating or ended while
 	// waiting for a driver slot, whose launch is skipped (an instance

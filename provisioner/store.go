@@ -34,11 +34,14 @@ type Store interface {
 	// written. conflicts has one slot per update, nil when written. Any
 	// other failure writes nothing and is returned as err.
 	UpdateInstances(ctx context.Context, ups []Update) (conflicts []error, err error)
-	// SetHealth stores the controller's word on instance id's health
-	// (Instance.Health) only if the stored state is still state, without
-	// a history entry (health is no state); otherwise it returns an error
-	// wrapping ErrConflict.
-	SetHealth(ctx context.Context, id string, state nightshift.InstanceState, health string) error
+	// SetHealths stores the controller's word on the health of job's
+	// workers (Instance.Health), health by instance id, in one
+	// transaction and without history entries (health is no state). A
+	// record is written only if it is still a running worker of job and
+	// its health differs: ids of another job, of no record, or of a worker
+	// that left running meanwhile are stale news, skipped. It returns the
+	// ids it wrote, sorted. A failure writes nothing.
+	SetHealths(ctx context.Context, job string, healths map[string]string) (set []string, err error)
 	// Disabled reports the flag terminate_all sets and enable clears.
 	Disabled(ctx context.Context) (bool, error)
 	SetDisabled(ctx context.Context, disabled bool) error

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -77,7 +78,8 @@ func TestContract(t *testing.T) {
 				{"FiltersAndDisabledFlag", testFiltersAndDisabledFlag},
 				{"DNSNameIsKeptThroughTransitions", testDNSNameIsKept},
 				{"WorkerUIDIsKeptAndUniqueWhileLive", testWorkerUIDIsKept},
-				{"HealthIsKeptAndSetOnlyInItsState", testHealthIsKept},
+				{"HealthIsKeptForRunningWorkersOnly", testHealthIsKept},
+				{"HealthsAreOneTransaction", testHealthsAreOneTransaction},
 				{"RevisionsAreKept", testRevisionsAreKept},
 				{"UpdatesAreGroupCommitted", testUpdatesAreGroupCommitted},
 			} {
@@ -513,8 +515,8 @@ func testRevisionsAreKept(t *testing.T, s provisioner.Store, _ execFunc) {
 }
 
 // testHealthIsKept: the controller's word on a worker's health is stored
-// beside its record, survives a transition, and is refused (ErrConflict)
-// once the record left the state it was judged in.
+// beside its record and survives a transition; once the record left
+// running it is stale news, not written.
 func testHealthIsKept(t *testing.T, s provisioner.Store, _ execFunc) {
 	ctx := context.Background()
 	now := time.Unix(1700000000, 0).UTC()
@@ -522,28 +524,127 @@ func testHealthIsKept(t *testing.T, s provisioner.Store, _ execFunc) {
 	if _, _, err := s.CreateLaunch(ctx, provisioner.Launch{LaunchID: "L1", Job: "web", Count: 1, Created: now}, []provisioner.Instance{a}); err != nil {
 		t.Fatal(err)
 	}
-	run := a
-	run.State, run.Updated = nightshift.StateRunning, now.Add(time.Second)
-	run.History = append(run.History, provisioner.Change{State: nightshift.StateRunning, Time: run.Updated})
+	if set, err := s.SetHealths(ctx, "web", map[string]string{"a": provisioner.HealthHealthy}); err != nil || len(set) != 0 {
+		t.Fatalf("SetHealths of a requested worker: %v, %v; want nothing written", set, err)
+	}
+	run := moved(a, nightshift.StateRunning, now.Add(time.Second))
 	if err := s.UpdateInstance(ctx, run, nightshift.StateRequested); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SetHealth(ctx, "a", nightshift.StateRunning, provisioner.HealthHealthy); err != nil {
-		t.Fatal(err)
+	if set, err := s.SetHealths(ctx, "web", map[string]string{"a": provisioner.HealthHealthy}); err != nil || !slices.Equal(set, []string{"a"}) {
+		t.Fatalf("SetHealths = %v, %v; want [a]", set, err)
 	}
 	if got, err := s.Instance(ctx, "a"); err != nil || got.Health != provisioner.HealthHealthy {
 		t.Fatalf("health %q, %v; want %q", got.Health, err, provisioner.HealthHealthy)
 	}
-	if err := s.SetHealth(ctx, "a", nightshift.StatePending, provisioner.HealthUnhealthy); !errors.Is(err, provisioner.ErrConflict) {
-		t.Fatalf("SetHealth in a state the record is not in: %v, want ErrConflict", err)
-	}
-	term := run
-	term.State, term.Updated = nightshift.StateTerminating, now.Add(2*time.Second)
-	term.History = append(term.History, provisioner.Change{State: nightshift.StateTerminating, Time: term.Updated})
-	if err := s.UpdateInstance(ctx, term, nightshift.StateRunning); err != nil {
+	if err := s.UpdateInstance(ctx, moved(run, nightshift.StateTerminating, now.Add(2*time.Second)), nightshift.StateRunning); err != nil {
 		t.Fatal(err)
+	}
+	if set, err := s.SetHealths(ctx, "web", map[string]string{"a": provisioner.HealthUnhealthy}); err != nil || len(set) != 0 {
+		t.Fatalf("SetHealths of a worker that left running: %v, %v; want nothing written", set, err)
 	}
 	if got, err := s.Instance(ctx, "a"); err != nil || got.Health != provisioner.HealthHealthy {
 		t.Fatalf("after a transition: health %q, %v; want it kept", got.Health, err)
+	}
+}
+
+// moved is in after a transition to state at t.
+func moved(in provisioner.Instance, state nightshift.InstanceState, t time.Time) provisioner.Instance {
+	in.State, in.Updated = state, t
+	in.History = append(slices.Clone(in.History), provisioner.Change{State: state, Time: t})
+	return in
+}
+
+// testHealthsAreOneTransaction: a report on a whole pool is one call that
+// writes every running worker of the job it names and nothing else (not
+// another job's, not one that left running, not an unknown id, not one
+// whose health is already that), returns exactly what it wrote, and is
+// all or nothing: a write that fails part way leaves every record as it
+// was.
+func testHealthsAreOneTransaction(t *testing.T, s provisioner.Store, exec execFunc) {
+	ctx := context.Background()
+	now := time.Unix(1700000000, 0).UTC()
+	const n = 300
+	var web []provisioner.Instance
+	for i := range n {
+		web = append(web, requested(fmt.Sprintf("w-%04d", i), "L1", i, now))
+	}
+	other := requested("db-0", "L2", 0, now)
+	other.Job = "db"
+	if _, _, err := s.CreateLaunch(ctx, provisioner.Launch{LaunchID: "L1", Job: "web", Count: n, Created: now}, web); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.CreateLaunch(ctx, provisioner.Launch{LaunchID: "L2", Job: "db", Count: 1, Created: now}, []provisioner.Instance{other}); err != nil {
+		t.Fatal(err)
+	}
+	var ups []provisioner.Update
+	for _, in := range append(slices.Clone(web), other) {
+		ups = append(ups, provisioner.Update{Instance: moved(in, nightshift.StateRunning, now.Add(time.Second)), Prev: nightshift.StateRequested})
+	}
+	gone := web[n-1].ID
+	ups = append(ups, provisioner.Update{Instance: moved(ups[n-1].Instance, nightshift.StateTerminated, now.Add(2*time.Second)), Prev: nightshift.StateRunning})
+	if _, err := s.UpdateInstances(ctx, ups); err != nil {
+		t.Fatal(err)
+	}
+	report := map[string]string{other.ID: provisioner.HealthHealthy, "w-nobody": provisioner.HealthHealthy}
+	var want []string
+	for _, in := range web {
+		report[in.ID] = provisioner.HealthHealthy
+		if in.ID != gone {
+			want = append(want, in.ID)
+		}
+	}
+	set, err := s.SetHealths(ctx, "web", report)
+	if err != nil || !slices.Equal(set, want) {
+		t.Fatalf("SetHealths wrote %d ids (%v), want the %d running workers of web", len(set), err, len(want))
+	}
+	if set, err := s.SetHealths(ctx, "web", report); err != nil || len(set) != 0 {
+		t.Fatalf("the same report again wrote %v, %v; want nothing", set, err)
+	}
+	health := func() map[string]string {
+		t.Helper()
+		all, err := s.Instances(ctx, provisioner.Filter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]string{}
+		for _, in := range all {
+			out[in.ID] = in.Health
+		}
+		return out
+	}
+	got := health()
+	for _, id := range want {
+		if got[id] != provisioner.HealthHealthy {
+			t.Fatalf("%s health %q, want healthy", id, got[id])
+		}
+	}
+	if got[other.ID] != "" || got[gone] != "" {
+		t.Fatalf("another job's worker %q, a terminated one %q: want both untouched", got[other.ID], got[gone])
+	}
+
+	// One record in the middle refuses the write: the whole report is
+	// refused, the records before it included.
+	bad := web[n/2].ID
+	switch s.(type) {
+	case *Store:
+		exec(t, `CREATE TRIGGER refuse BEFORE UPDATE OF health ON instances WHEN NEW.id = '`+bad+`'
+			BEGIN SELECT RAISE(ABORT, 'refused'); END`)
+	case *PG:
+		exec(t, `ALTER TABLE instances ADD CONSTRAINT refuse CHECK (id <> '`+bad+`' OR health <> 'unhealthy')`)
+	default:
+		t.Fatalf("no way to make %T refuse a write", s)
+	}
+	for _, id := range want {
+		report[id] = provisioner.HealthUnhealthy
+	}
+	if set, err := s.SetHealths(ctx, "web", report); err == nil {
+		t.Fatalf("SetHealths past a refused record wrote %d and succeeded, want an error", len(set))
+	}
+	got = health()
+	for _, id := range want {
+		if got[id] != provisioner.HealthHealthy {
+			t.Fatalf("after a refused report %s health %q, want healthy as before", id, got[id])
+		}
 	}
 }

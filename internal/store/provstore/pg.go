@@ -23,8 +23,11 @@ var pgMigrations embed.FS
 // its holder still leads (leader.Fence), so a deposed replica's writes
 // fail with leader.ErrFenced.
 type PG struct {
+	shared
 	db *pgdb.DB
 }
+
+func newPG(db *pgdb.DB) *PG { return &PG{shared: shared{db: pgDB{db}}, db: db} }
 
 var _ provisioner.Store = (*PG)(nil)
 
@@ -35,12 +38,12 @@ func OpenPG(ctx context.Context, url, schema string, fence leader.Fence) (*PG, e
 	if err != nil {
 		return nil, fmt.Errorf("open provisioner store: %w", err)
 	}
-	return &PG{db: db}, nil
+	return newPG(db), nil
 }
 
 // Fenced is the same store whose writes check f (see pgdb.DB.WithFence).
 // Closing either closes both.
-func (s *PG) Fenced(f leader.Fence) *PG { return &PG{db: s.db.WithFence(f)} }
+func (s *PG) Fenced(f leader.Fence) *PG { return newPG(s.db.WithFence(f)) }
 
 // Close releases the connections.
 func (s *PG) Close() error { s.db.Close(); return nil }
@@ -95,38 +98,6 @@ func (s *PG) CreateLaunch(ctx context.Context, l provisioner.Launch, insts []pro
 	return existing, false, nil
 }
 
-// Launch implements provisioner.Store.
-func (s *PG) Launch(ctx context.Context, launchID string) (provisioner.Launch, error) {
-	var l provisioner.Launch
-	var spec []byte
-	var created int64
-	err := s.db.Pool.QueryRow(ctx, `SELECT launch_id, job, count, spec, created FROM launches WHERE launch_id = $1`, launchID).
-		Scan(&l.LaunchID, &l.Job, &l.Count, &spec, &created)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return l, fmt.Errorf("launch %s: %w", launchID, provisioner.ErrNotFound)
-	}
-	if err != nil {
-		return l, fmt.Errorf("launch %s: %w", launchID, err)
-	}
-	if len(spec) > 0 {
-		l.Spec = spec
-	}
-	l.Created = fromNanos(created)
-	return l, nil
-}
-
-// Instance implements provisioner.Store.
-func (s *PG) Instance(ctx context.Context, id string) (provisioner.Instance, error) {
-	got, err := s.list(ctx, selectInstance+" WHERE i.id = $1 ORDER BY h.seq", id)
-	if err != nil {
-		return provisioner.Instance{}, fmt.Errorf("instance %s: %w", id, err)
-	}
-	if len(got) == 0 {
-		return provisioner.Instance{}, fmt.Errorf("instance %s: %w", id, provisioner.ErrNotFound)
-	}
-	return got[0], nil
-}
-
 // Instances implements provisioner.Store.
 func (s *PG) Instances(ctx context.Context, f provisioner.Filter) ([]provisioner.Instance, error) {
 	q := selectInstance + ` WHERE ($1 = '' OR i.job = $1) AND ($2 = '' OR i.launch_id = $2) AND (NOT $3 OR i.live)
@@ -137,15 +108,6 @@ func (s *PG) Instances(ctx context.Context, f provisioner.Filter) ([]provisioner
 		ids = []string{}
 	}
 	return s.list(ctx, q, f.Job, f.LaunchID, f.LiveOnly, ids)
-}
-
-func (s *PG) list(ctx context.Context, q string, args ...any) ([]provisioner.Instance, error) {
-	rows, err := s.db.Pool.Query(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list instances: %w", err)
-	}
-	defer rows.Close()
-	return foldInstances(rows)
 }
 
 // UpdateInstance implements provisioner.Store.
@@ -172,14 +134,9 @@ const pgUpdate = `WITH u AS (
 // statements go out as one pipelined batch, so a burst of transitions
 // costs one round trip and one commit.
 func (s *PG) UpdateInstances(ctx context.Context, ups []provisioner.Update) ([]error, error) {
-	conflicts := make([]error, len(ups))
-	if len(ups) == 0 {
-		return conflicts, nil
-	}
-	for _, u := range ups {
-		if len(u.Instance.History) == 0 {
-			return nil, fmt.Errorf("update instance %s: no history entry to append", u.Instance.ID)
-		}
+	conflicts, err := newConflicts(ups)
+	if err != nil || len(ups) == 0 {
+		return conflicts, err
 	}
 	// Updates of one instance in one batch must see each other's history
 	// rows, which one statement's snapshot would not: such a batch is
@@ -198,7 +155,7 @@ func (s *PG) UpdateInstances(ctx context.Context, ups []provisioner.Update) ([]e
 		return []any{in.Host, in.Address, in.PID, string(in.State), in.Reason, in.State.Live(), nanos(in.Updated), in.ID, string(u.Prev),
 			in.DNSAddress, string(h.State), h.Reason, nanos(h.Time)}
 	}
-	err := s.db.Write(ctx, func(tx pgx.Tx) error {
+	err = s.db.Write(ctx, func(tx pgx.Tx) error {
 		clear(conflicts)
 		if !pipelined {
 			for k, u := range ups {
@@ -235,75 +192,50 @@ func (s *PG) UpdateInstances(ctx context.Context, ups []provisioner.Update) ([]e
 	return conflicts, nil
 }
 
-// SetHealth implements provisioner.Store.
-func (s *PG) SetHealth(ctx context.Context, id string, state nightshift.InstanceState, health string) error {
-	err := s.db.Write(ctx, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `UPDATE instances SET health = $1 WHERE id = $2 AND state = $3`, health, id, string(state))
-		if err != nil {
-			return err
-		}
-		if tag.RowsAffected() == 0 {
-			return fmt.Errorf("in %s: %w", state, provisioner.ErrConflict)
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("set health of instance %s: %w", id, err)
-	}
-	return nil
-}
+// pgDB runs the shared statements on PostgreSQL: each write
+// is a transaction of its own that checks the fence (pgdb.DB.Write).
+type pgDB struct{ db *pgdb.DB }
 
-// Disabled implements provisioner.Store.
-func (s *PG) Disabled(ctx context.Context) (bool, error) {
-	var v string
-	err := s.db.Pool.QueryRow(ctx, `SELECT value FROM settings WHERE key = $1`, keyDisabled).Scan(&v)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("read disabled flag: %w", err)
-	}
-	return v == "1", nil
-}
-
-// SetDisabled implements provisioner.Store.
-func (s *PG) SetDisabled(ctx context.Context, disabled bool) error {
-	err := s.db.Write(ctx, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `INSERT INTO settings(key, value) VALUES($1, $2)
-			ON CONFLICT (key) DO UPDATE SET value = excluded.value`, keyDisabled, fmt.Sprint(boolInt(disabled)))
+func (d pgDB) exec(ctx context.Context, q string, args ...any) (int64, error) {
+	var n int64
+	err := d.db.Write(ctx, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, dollar(q), args...)
+		n = tag.RowsAffected()
 		return err
 	})
-	if err != nil {
-		return fmt.Errorf("set disabled flag: %w", err)
-	}
-	return nil
+	return n, err
 }
 
-// PutRevision implements provisioner.Store.
-func (s *PG) PutRevision(ctx context.Context, r provisioner.Revision) error {
-	err := s.db.Write(ctx, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `INSERT INTO revisions(job, digest, spec, created) VALUES($1,$2,$3,$4)
-			ON CONFLICT (job, digest) DO NOTHING`, r.Job, r.Digest, []byte(r.Spec), nanos(r.Created))
-		return err
+// execEach sends the runs as one pipelined batch: one round trip and one
+// commit however many there are.
+func (d pgDB) execEach(ctx context.Context, q string, args [][]any) ([]int64, error) {
+	q = dollar(q)
+	n := make([]int64, len(args))
+	err := d.db.Write(ctx, func(tx pgx.Tx) error {
+		var b pgx.Batch
+		for _, a := range args {
+			b.Queue(q, a...)
+		}
+		br := tx.SendBatch(ctx, &b)
+		for k := range args {
+			tag, err := br.Exec()
+			if err != nil {
+				br.Close()
+				return err
+			}
+			n[k] = tag.RowsAffected()
+		}
+		return br.Close()
 	})
-	if err != nil {
-		return fmt.Errorf("put revision %s of job %s: %w", r.Digest, r.Job, err)
-	}
-	return nil
+	return n, err
 }
 
-// Revision implements provisioner.Store.
-func (s *PG) Revision(ctx context.Context, job, digest string) (provisioner.Revision, error) {
-	r := provisioner.Revision{Job: job, Digest: digest}
-	var spec []byte
-	var created int64
-	err := s.db.Pool.QueryRow(ctx, `SELECT spec, created FROM revisions WHERE job = $1 AND digest = $2`, job, digest).Scan(&spec, &created)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return r, fmt.Errorf("revision %s of job %s: %w", digest, job, provisioner.ErrNotFound)
-	}
-	if err != nil {
-		return r, fmt.Errorf("revision %s of job %s: %w", digest, job, err)
-	}
-	r.Spec, r.Created = spec, fromNanos(created)
-	return r, nil
+func (d pgDB) queryRow(ctx context.Context, q string, args ...any) interface{ Scan(dest ...any) error } {
+	return d.db.Pool.QueryRow(ctx, dollar(q), args...)
 }
+
+func (d pgDB) query(ctx context.Context, q string, args ...any) (closingRows, error) {
+	return d.db.Pool.Query(ctx, dollar(q), args...)
+}
+
+func (pgDB) noRows(err error) bool { return errors.Is(err, pgx.ErrNoRows) }

@@ -25,16 +25,16 @@ var migrations embed.FS
 
 // Store is a provisioner.Store backed by SQLite.
 type Store struct {
+	shared
 	db   *sql.DB
 	path string
 	// Statements on the hot path of every transition, prepared once:
 	// preparing dominated the cost of a launch.
-	getInstance, updateInstance, appendHistory, getLaunch *sql.Stmt
+	updateInstance, appendHistory *sql.Stmt
+	// sq runs the statements shared with PG; it holds the prepared
+	// instance and launch reads.
+	sq *sqliteDB
 }
-
-const selectInstance = `SELECT i.id, i.launch_id, i.idx, i.job, i.driver, i.host, i.address, i.pid, i.state, i.reason, i.created, i.updated, i.dns_name, i.dns_address, i.health, i.worker_uid,
-		h.state, h.reason, h.time
-		FROM instances i JOIN history h ON h.instance_id = i.id`
 
 var _ provisioner.Store = (*Store)(nil)
 
@@ -45,7 +45,8 @@ func Open(ctx context.Context, file string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open provisioner store %s: %w", file, err)
 	}
-	s := &Store{db: db, path: file}
+	s := &Store{db: db, path: file, sq: &sqliteDB{db: db, stmts: map[string]*sql.Stmt{}}}
+	s.shared = shared{db: s.sq}
 	if err := s.prepare(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open provisioner store %s: %w", file, err)
@@ -58,12 +59,10 @@ func (s *Store) prepare(ctx context.Context) error {
 		stmt **sql.Stmt
 		q    string
 	}{
-		{&s.getInstance, selectInstance + " WHERE i.id = ? ORDER BY h.seq"},
 		{&s.updateInstance, `UPDATE instances SET host=?, address=?, pid=?, state=?, reason=?, live=?, updated=?, dns_address=?
 		WHERE id = ? AND state = ?`},
 		{&s.appendHistory, `INSERT INTO history(instance_id, seq, state, reason, time)
 		SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ? FROM history WHERE instance_id = ?`},
-		{&s.getLaunch, `SELECT launch_id, job, count, spec, created FROM launches WHERE launch_id = ?`},
 	} {
 		st, err := s.db.PrepareContext(ctx, p.q)
 		if err != nil {
@@ -71,15 +70,25 @@ func (s *Store) prepare(ctx context.Context) error {
 		}
 		*p.stmt = st
 	}
+	for _, q := range []string{qInstance, qLaunch} {
+		st, err := s.db.PrepareContext(ctx, q)
+		if err != nil {
+			return fmt.Errorf("prepare: %w", err)
+		}
+		s.sq.stmts[q] = st
+	}
 	return nil
 }
 
 // Close releases the database.
 func (s *Store) Close() error {
-	for _, st := range []*sql.Stmt{s.getInstance, s.updateInstance, s.appendHistory, s.getLaunch} {
+	for _, st := range []*sql.Stmt{s.updateInstance, s.appendHistory} {
 		if st != nil {
 			st.Close()
 		}
+	}
+	for _, st := range s.sq.stmts {
+		st.Close()
 	}
 	return s.db.Close()
 }
@@ -144,41 +153,6 @@ func (s *Store) CreateLaunch(ctx context.Context, l provisioner.Launch, insts []
 	return nil, true, nil
 }
 
-// Launch implements provisioner.Store.
-func (s *Store) Launch(ctx context.Context, launchID string) (provisioner.Launch, error) {
-	var l provisioner.Launch
-	var spec []byte
-	var created int64
-	err := s.getLaunch.QueryRowContext(ctx, launchID).Scan(&l.LaunchID, &l.Job, &l.Count, &spec, &created)
-	if errors.Is(err, sql.ErrNoRows) {
-		return l, fmt.Errorf("launch %s: %w", launchID, provisioner.ErrNotFound)
-	}
-	if err != nil {
-		return l, fmt.Errorf("launch %s: %w", launchID, err)
-	}
-	if len(spec) > 0 {
-		l.Spec = spec
-	}
-	l.Created = fromNanos(created)
-	return l, nil
-}
-
-// Instance implements provisioner.Store.
-func (s *Store) Instance(ctx context.Context, id string) (provisioner.Instance, error) {
-	rows, err := s.getInstance.QueryContext(ctx, id)
-	if err != nil {
-		return provisioner.Instance{}, fmt.Errorf("instance %s: %w", id, err)
-	}
-	got, err := scanInstances(rows)
-	if err != nil {
-		return provisioner.Instance{}, err
-	}
-	if len(got) == 0 {
-		return provisioner.Instance{}, fmt.Errorf("instance %s: %w", id, provisioner.ErrNotFound)
-	}
-	return got[0], nil
-}
-
 // Instances implements provisioner.Store.
 func (s *Store) Instances(ctx context.Context, f provisioner.Filter) ([]provisioner.Instance, error) {
 	var where []string
@@ -205,59 +179,7 @@ func (s *Store) Instances(ctx context.Context, f provisioner.Filter) ([]provisio
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
 	q += " ORDER BY i.created, i.launch_id, i.idx, h.seq"
-	rows, err := s.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list instances: %w", err)
-	}
-	return scanInstances(rows)
-}
-
-// scanInstances folds the instance-history join, ordered by instance and
-// then history sequence, into records.
-func scanInstances(rows *sql.Rows) ([]provisioner.Instance, error) {
-	defer rows.Close()
-	return foldInstances(rows)
-}
-
-// rowSource is what both backends' result sets offer.
-type rowSource interface {
-	Next() bool
-	Scan(dest ...any) error
-	Err() error
-}
-
-// foldInstances is scanInstances for either backend.
-func foldInstances(rows rowSource) ([]provisioner.Instance, error) {
-	var out []provisioner.Instance
-	for rows.Next() {
-		var in provisioner.Instance
-		var state, hstate string
-		var created, updated, htime int64
-		var h provisioner.Change
-		var err error
-		if err = rows.Scan(&in.ID, &in.LaunchID, &in.Index, &in.Job, &in.Driver, &in.Host, &in.Address, &in.PID, &state, &in.Reason,
-			&created, &updated, &in.DNSName, &in.DNSAddress, &in.Health, &in.WorkerUID, &hstate, &h.Reason, &htime); err != nil {
-			return nil, fmt.Errorf("list instances: %w", err)
-		}
-		if in.State, err = nightshift.ParseInstanceState(state); err != nil {
-			return nil, fmt.Errorf("list instances: instance %s: %w", in.ID, err)
-		}
-		if h.State, err = nightshift.ParseInstanceState(hstate); err != nil {
-			return nil, fmt.Errorf("list instances: instance %s history: %w", in.ID, err)
-		}
-		h.Time = fromNanos(htime)
-		if n := len(out); n > 0 && out[n-1].ID == in.ID {
-			out[n-1].History = append(out[n-1].History, h)
-			continue
-		}
-		in.Created, in.Updated = fromNanos(created), fromNanos(updated)
-		in.History = []provisioner.Change{h}
-		out = append(out, in)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list instances: %w", err)
-	}
-	return out, nil
+	return s.list(ctx, q, args...)
 }
 
 // UpdateInstance implements provisioner.Store.
@@ -272,14 +194,9 @@ func (s *Store) UpdateInstance(ctx context.Context, in provisioner.Instance, pre
 // UpdateInstances implements provisioner.Store: one immediate transaction,
 // so a burst of transitions costs one commit.
 func (s *Store) UpdateInstances(ctx context.Context, ups []provisioner.Update) ([]error, error) {
-	conflicts := make([]error, len(ups))
-	if len(ups) == 0 {
-		return conflicts, nil
-	}
-	for _, u := range ups {
-		if len(u.Instance.History) == 0 {
-			return nil, fmt.Errorf("update instance %s: no history entry to append", u.Instance.ID)
-		}
+	conflicts, err := newConflicts(ups)
+	if err != nil || len(ups) == 0 {
+		return conflicts, err
 	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -308,69 +225,76 @@ func (s *Store) UpdateInstances(ctx context.Context, ups []provisioner.Update) (
 	return conflicts, nil
 }
 
-// SetHealth implements provisioner.Store.
-func (s *Store) SetHealth(ctx context.Context, id string, state nightshift.InstanceState, health string) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE instances SET health = ? WHERE id = ? AND state = ?`, health, id, string(state))
-	if err != nil {
-		return fmt.Errorf("set health of instance %s: %w", id, err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("set health of instance %s in %s: %w", id, state, provisioner.ErrConflict)
-	}
-	return nil
-}
-
-const keyDisabled = "disabled"
-
-// Disabled implements provisioner.Store.
-func (s *Store) Disabled(ctx context.Context) (bool, error) {
-	var v string
-	err := s.db.QueryRowContext(ctx, `SELECT value FROM settings WHERE key = ?`, keyDisabled).Scan(&v)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("read disabled flag: %w", err)
-	}
-	return v == "1", nil
-}
-
-// SetDisabled implements provisioner.Store.
-func (s *Store) SetDisabled(ctx context.Context, disabled bool) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO settings(key, value) VALUES(?, ?)
-		ON CONFLICT(key) DO UPDATE SET value = excluded.value`, keyDisabled, fmt.Sprint(boolInt(disabled)))
-	if err != nil {
-		return fmt.Errorf("set disabled flag: %w", err)
-	}
-	return nil
-}
-
 // Commands is the ledger of signed commands by id (migration 0002), kept
 // in this database so a restart remembers what was handled.
 func (s *Store) Commands() cmdledger.Ledger { return cmdledger.SQL{DB: s.db} }
 
-// PutRevision implements provisioner.Store.
-func (s *Store) PutRevision(ctx context.Context, r provisioner.Revision) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO revisions(job, digest, spec, created) VALUES(?,?,?,?)
-		ON CONFLICT(job, digest) DO NOTHING`, r.Job, r.Digest, []byte(r.Spec), nanos(r.Created))
-	if err != nil {
-		return fmt.Errorf("put revision %s of job %s: %w", r.Digest, r.Job, err)
-	}
-	return nil
+// sqliteDB runs the shared statements on SQLite; those in
+// stmts (by query) are prepared once, as the hot path wants.
+type sqliteDB struct {
+	db    *sql.DB
+	stmts map[string]*sql.Stmt
 }
 
-// Revision implements provisioner.Store.
-func (s *Store) Revision(ctx context.Context, job, digest string) (provisioner.Revision, error) {
-	r := provisioner.Revision{Job: job, Digest: digest}
-	var spec []byte
-	var created int64
-	err := s.db.QueryRowContext(ctx, `SELECT spec, created FROM revisions WHERE job = ? AND digest = ?`, job, digest).Scan(&spec, &created)
-	if errors.Is(err, sql.ErrNoRows) {
-		return r, fmt.Errorf("revision %s of job %s: %w", digest, job, provisioner.ErrNotFound)
+func (d *sqliteDB) exec(ctx context.Context, q string, args ...any) (int64, error) {
+	res, err := d.db.ExecContext(ctx, q, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+func (d *sqliteDB) execEach(ctx context.Context, q string, args [][]any) ([]int64, error) {
+	tx, err := d.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	st, err := tx.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	n := make([]int64, len(args))
+	for k, a := range args {
+		res, err := st.ExecContext(ctx, a...)
+		if err != nil {
+			return nil, err
+		}
+		if n[k], err = res.RowsAffected(); err != nil {
+			return nil, err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("commit: %w", err)
+	}
+	return n, nil
+}
+
+func (d *sqliteDB) queryRow(ctx context.Context, q string, args ...any) interface{ Scan(dest ...any) error } {
+	if st := d.stmts[q]; st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
+	return d.db.QueryRowContext(ctx, q, args...)
+}
+
+func (d *sqliteDB) query(ctx context.Context, q string, args ...any) (closingRows, error) {
+	var rs *sql.Rows
+	var err error
+	if st := d.stmts[q]; st != nil {
+		rs, err = st.QueryContext(ctx, args...)
+	} else {
+		rs, err = d.db.QueryContext(ctx, q, args...)
 	}
 	if err != nil {
-		return r, fmt.Errorf("revision %s of job %s: %w", digest, job, err)
+		return nil, err
 	}
-	r.Spec, r.Created = spec, fromNanos(created)
-	return r, nil
+	return sqlRows{rs}, nil
 }
+
+func (*sqliteDB) noRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }
+
+// sqlRows gives database/sql's result set pgx's Close.
+type sqlRows struct{ *sql.Rows }
+
+func (r sqlRows) Close() { r.Rows.Close() }
