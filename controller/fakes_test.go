@@ -2,6 +2,7 @@ package controller_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -17,6 +18,8 @@ import (
 	"nightshift/controller"
 	"nightshift/controller/ctlbus"
 	"nightshift/decision"
+	"nightshift/internal/amqpbus"
+	"nightshift/internal/envelope"
 	"nightshift/internal/store/ctlstore"
 	"nightshift/provisioner"
 	"nightshift/sitter"
@@ -46,6 +49,9 @@ type fakeProv struct {
 	// a transport error would.
 	health     []provisioner.HealthBody
 	failHealth bool
+	// onHealth, when set, gets each health body after it passed the
+	// provisioner's decoding, and may refuse it.
+	onHealth func(provisioner.HealthBody) error
 	// onLaunch, when set, runs as a launch arrives (before it is recorded).
 	onLaunch func(provisioner.LaunchRequest)
 }
@@ -122,6 +128,24 @@ func (f *fakeProv) Health(_ context.Context, b provisioner.HealthBody) error {
 	if f.failHealth {
 		return errTransport
 	}
+	// What the provisioner's bus would refuse (too many ids, too big) is
+	// refused here too.
+	env, err := envelope.NewEnvelope(provisioner.TypeHealth, 1, "r1", "controller", b, f.clock.Now())
+	if err != nil {
+		return err
+	}
+	data, err := json.Marshal(env)
+	if err != nil {
+		return err
+	}
+	if _, _, err := provisioner.Messages().Decode(data, amqpbus.MaxMessageSize); err != nil {
+		return fmt.Errorf("health: %w: %w", controller.ErrRefused, err)
+	}
+	if f.onHealth != nil {
+		if err := f.onHealth(b); err != nil {
+			return err
+		}
+	}
 	f.health = append(f.health, b)
 	return nil
 }
@@ -153,16 +177,22 @@ func (f *fakeProv) setState(id string, s nightshift.InstanceState) provisioner.I
 }
 
 func (f *fakeProv) seed(job string, n int, state nightshift.InstanceState, created time.Time) []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
 	var ids []string
 	for i := range n {
-		id := fmt.Sprintf("%s-seed-%d", job, i)
+		ids = append(ids, fmt.Sprintf("%s-seed-%d", job, i))
+	}
+	f.seedIDs(job, ids, state, created)
+	return ids
+}
+
+// seedIDs is seed with the ids given.
+func (f *fakeProv) seedIDs(job string, ids []string, state nightshift.InstanceState, created time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, id := range ids {
 		f.records[id] = provisioner.Instance{ID: id, Job: job, LaunchID: "seed", Index: i, State: state,
 			Created: created.Add(time.Duration(i) * time.Second), Updated: created}
-		ids = append(ids, id)
 	}
-	return ids
 }
 
 // launched returns the number of instances created and launch calls made.

@@ -1,12 +1,19 @@
 package controller_test
 
 import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
+	"nightshift"
 	"nightshift/controller"
+	"nightshift/internal/store/provstore"
 	"nightshift/provisioner"
+	"nightshift/provisioner/provisionertest"
 )
 
 func dnsJob(t testing.TB, name string, n int, dns bool) controller.Job {
@@ -89,4 +96,82 @@ func TestHealthFollowsToTheProvisioner(t *testing.T) {
 	r.tick()
 	want = append(want, provisioner.HealthBody{Job: "web", Healthy: ids[:1]})
 	check("restarted, heard")
+}
+
+// A pool of more workers than one provisioner.health message may name
+// (MaxCount) is reported in several messages, each of which the
+// provisioner's decoding accepts, and the provisioner, a real one with
+// those workers in its ledger, ends up with the word on every one.
+// Sent whole, the report was refused every round and the pool's DNS
+// records were never kept.
+func TestHealthOfAPoolBeyondOneMessage(t *testing.T) {
+	const n = provisioner.MaxCount + 50
+	ctx := context.Background()
+	st, err := provstore.Open(ctx, filepath.Join(t.TempDir(), "prov.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	jobs := provisionertest.Jobs("web")
+	p, err := provisioner.New(provisioner.Config{Run: "r1", Driver: provisionertest.NewDriver("r1"), Store: st, Jobs: jobs,
+		Log: slog.New(slog.DiscardHandler), ReconcileEvery: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(runCtx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	<-p.Ready()
+	for i, count := range []int{provisioner.MaxCount, n - provisioner.MaxCount} {
+		if _, err := p.Launch(ctx, provisionertest.Launch(jobs, fmt.Sprintf("L%d", i), "web", count)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.WaitIdle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	status, err := p.Describe(ctx, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range status.Instances {
+		if in.State == nightshift.StateRunning {
+			ids = append(ids, in.ID)
+		}
+	}
+	if len(ids) != n {
+		t.Fatalf("%d workers running in the provisioner, want %d", len(ids), n)
+	}
+
+	r := newRig(t, dnsJob(t, "web", n, true))
+	r.prov.seedIDs("web", ids, nightshift.StateRunning, t0.Add(-time.Hour))
+	r.prov.onHealth = func(b provisioner.HealthBody) error {
+		if rep := p.Handle(ctx, &b); rep.Error != "" {
+			return fmt.Errorf("provisioner: %s", rep.Error)
+		}
+		return nil
+	}
+	r.restart()
+	for _, id := range ids {
+		r.heartbeat("web", id, false)
+	}
+	r.tick()
+	if sent := r.prov.healthSent(); len(sent) < 2 {
+		t.Fatalf("%d health messages accepted, want the %d workers in several", len(sent), n)
+	}
+	recs, err := st.Instances(ctx, provisioner.Filter{Job: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	healthy := 0
+	for _, in := range recs {
+		if in.Health == provisioner.HealthHealthy {
+			healthy++
+		}
+	}
+	if healthy != n {
+		t.Fatalf("the provisioner holds %d workers healthy, want all %d", healthy, n)
+	}
 }

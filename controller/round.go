@@ -312,12 +312,17 @@ func (c *Controller) reportHealth(ctx context.Context, j *job, snap decision.Sna
 		!j.healthSent && len(b.Healthy)+len(b.Unhealthy) == 0 {
 		return
 	}
-	cctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
-	err := c.cfg.Provisioner.Health(cctx, b)
-	cancel()
-	if err != nil {
-		c.cfg.Log.Warn("telling the provisioner the workers' health failed; the next round retries", "job", j.def.Name, "err", redact.String(err.Error()))
-		return
+	// A pool of more than one message's worth goes in chunks, each a
+	// complete word on its own ids; after a failure the next round sends
+	// them all again, which changes nothing for those already taken.
+	for _, chunk := range b.Chunks() {
+		cctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
+		err := c.cfg.Provisioner.Health(cctx, chunk)
+		cancel()
+		if err != nil {
+			c.cfg.Log.Warn("telling the provisioner the workers' health failed; the next round retries", "job", j.def.Name, "err", redact.String(err.Error()))
+			return
+		}
 	}
 	j.sentHealth, j.healthSent = b, true
 }

@@ -95,8 +95,9 @@ func (b *ReviseBody) Validate() error {
 // those heard healthy and those judged unhealthy (missing, probe failed,
 // ...). A worker in neither list (booting, not yet heard after a restart)
 // keeps what it had. The controller sends it whenever the judgement of a
-// job with a dns table changes, and again after it restarts; the same
-// body again changes nothing.
+// job with a dns table changes, and again after it restarts, a pool too
+// big for one message in several (Chunks); the same body again changes
+// nothing.
 type HealthBody struct {
 	Job       string   `json:"job"`
 	Healthy   []string `json:"healthy,omitempty"`
@@ -128,6 +129,43 @@ func (b *HealthBody) Validate() error {
 		}
 	}
 	return nil
+}
+
+// maxHealthIDBytes bounds the ids of one HealthBody as JSON, well inside
+// the bus's 1 MiB limit on a command (amqpbus.MaxMessageSize) with room
+// for the envelope: MaxCount ids of the longest instance ids the
+// provisioner makes take about 800 KB, and Validate lets an id be longer.
+const maxHealthIDBytes = 512 << 10
+
+// Chunks splits b into bodies for b.Job that each validate and fit one
+// command, to be sent in turn: a controller's pool may hold more than
+// MaxCount workers. Each chunk is a complete statement about its own ids
+// and leaves every other worker as it was (left out keeps what it had),
+// and no id is in two chunks, so the chunks in any order say what b says.
+// A body without ids is one chunk.
+func (b HealthBody) Chunks() []HealthBody {
+	var out []HealthBody
+	cur, n, size := HealthBody{Job: b.Job}, 0, 0
+	add := func(id string, healthy bool) {
+		// An id costs its quotes and a comma besides itself.
+		if n > 0 && (n == MaxCount || size+len(id)+3 > maxHealthIDBytes) {
+			out = append(out, cur)
+			cur, n, size = HealthBody{Job: b.Job}, 0, 0
+		}
+		if healthy {
+			cur.Healthy = append(cur.Healthy, id)
+		} else {
+			cur.Unhealthy = append(cur.Unhealthy, id)
+		}
+		n, size = n+1, size+len(id)+3
+	}
+	for _, id := range b.Healthy {
+		add(id, true)
+	}
+	for _, id := range b.Unhealthy {
+		add(id, false)
+	}
+	return append(out, cur)
 }
 
 // DescribeBody asks for the records of one job, or all when Job is empty.

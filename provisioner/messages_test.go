@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"nightshift"
+	"nightshift/internal/amqpbus"
 	"nightshift/internal/envelope"
 	"nightshift/provisioner"
 	"nightshift/provisioner/provisionertest"
@@ -169,5 +170,75 @@ func TestReplySaysWhetherRetryingCanHelp(t *testing.T) {
 	good := provisionertest.Launch(h.cfg.Jobs, "L1", "web", 1)
 	if r := h.p.Handle(ctx, &good); r.Error == "" || !r.Retryable {
 		t.Errorf("launch with a broken store: %+v, want a retryable error", r)
+	}
+}
+
+// A controller's report on a pool larger than one message may carry is
+// split into messages that each pass the provisioner's decoding (at most
+// MaxCount ids, inside the bus's size limit, even of ids as long as
+// Validate allows) and that together name every id once, in its list.
+func TestHealthChunksEachValidateAndTogetherSayAll(t *testing.T) {
+	reg := provisioner.Messages()
+	for _, c := range []struct {
+		name               string
+		healthy, unhealthy int
+		idLen              int
+		minChunks          int
+	}{
+		{"none", 0, 0, 20, 1},
+		{"small", 3, 2, 20, 1},
+		{"over the count", provisioner.MaxCount + 7, 9000, 20, 2},
+		{"long ids", 5000, 4000, 200, 4},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			id := func(i int) string {
+				s := fmt.Sprintf("web-%d-", i)
+				return s + strings.Repeat("x", c.idLen-len(s))
+			}
+			b := provisioner.HealthBody{Job: "web"}
+			for i := range c.healthy {
+				b.Healthy = append(b.Healthy, id(i))
+			}
+			for i := range c.unhealthy {
+				b.Unhealthy = append(b.Unhealthy, id(c.healthy+i))
+			}
+			chunks := b.Chunks()
+			if len(chunks) < c.minChunks {
+				t.Fatalf("%d chunks, want at least %d", len(chunks), c.minChunks)
+			}
+			said := map[string]bool{}
+			for k, ch := range chunks {
+				raw, err := json.Marshal(ch)
+				if err != nil {
+					t.Fatal(err)
+				}
+				data := envelopeJSON(t, provisioner.TypeHealth, string(raw))
+				if _, _, err := reg.Decode(data, amqpbus.MaxMessageSize); err != nil {
+					t.Fatalf("chunk %d (%d healthy, %d unhealthy, %d bytes) refused: %v", k, len(ch.Healthy), len(ch.Unhealthy), len(data), err)
+				}
+				if ch.Job != "web" {
+					t.Fatalf("chunk %d of job %q", k, ch.Job)
+				}
+				for _, l := range []struct {
+					ids     []string
+					healthy bool
+				}{{ch.Healthy, true}, {ch.Unhealthy, false}} {
+					for _, id := range l.ids {
+						if _, dup := said[id]; dup {
+							t.Fatalf("%s in two chunks", id)
+						}
+						said[id] = l.healthy
+					}
+				}
+			}
+			if len(said) != c.healthy+c.unhealthy {
+				t.Fatalf("chunks name %d ids, want %d", len(said), c.healthy+c.unhealthy)
+			}
+			for _, id := range b.Healthy {
+				if !said[id] {
+					t.Fatalf("%s healthy in the body, not in the chunks", id)
+				}
+			}
+		})
 	}
 }
