@@ -46,6 +46,11 @@ const (
 	// BrokerUnreachable: the controller has been cut off from the run's
 	// broker for longer than Config.BrokerUnreachableFor.
 	BrokerUnreachable Kind = "broker_unreachable_for"
+	// MassSilence: more than the job's mass_silence_percent of its
+	// running workers went silent at once; their replacement is held,
+	// since the cause is more likely the broker, the controller or the
+	// network than that many workers.
+	MassSilence Kind = "mass_silence"
 )
 
 // Kinds lists every kind, in the order docs/alerts.md describes them.

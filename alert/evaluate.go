@@ -27,6 +27,16 @@ type Pool struct {
 	// RolledBack is set while the pool's latest rollout is rolling back or
 	// rolled back.
 	RolledBack *RolledBack
+	// Silence is set during a mass silence of the pool's workers.
+	Silence *Silence
+}
+
+// Silence is a mass silence: Silent of Running workers silent at once since
+// Since; their replacement is held until Until (Held).
+type Silence struct {
+	Silent, Running int
+	Since, Until    time.Time
+	Held            bool
 }
 
 // RolledBack is a rollout that was turned back.
@@ -212,6 +222,16 @@ func (e *Evaluator) pool(now time.Time, p Pool) []cond {
 			details["check"] = b.Check
 		}
 		out = append(out, cond{kind: PoolBlocked, subject: p.Job, severity: Critical, summary: summary, details: details})
+	}
+	if m := p.Silence; m != nil {
+		what := fmt.Sprintf("not replaced until %s", m.Until.UTC().Format(time.RFC3339))
+		if !m.Held {
+			what = "the hold ended and they are being replaced"
+		}
+		out = append(out, cond{kind: MassSilence, subject: p.Job, severity: Critical,
+			summary: fmt.Sprintf("pool %s: %d of %d running workers went silent at once; more likely the broker, the controller or the network than the workers: %s; check the controller's heartbeat queue and the broker",
+				p.Job, m.Silent, m.Running, what),
+			details: map[string]any{"silent": m.Silent, "running": m.Running, "since": m.Since, "until": m.Until, "held": m.Held}})
 	}
 	if rb := p.RolledBack; rb != nil {
 		out = append(out, cond{kind: RolloutRolledBack, subject: p.Job, severity: Warning,

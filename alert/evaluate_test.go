@@ -205,3 +205,23 @@ func rolledBack(job string) Pool {
 	p.RolledBack = &RolledBack{From: 1, To: 2, Reason: "rolling back to revision 1: 1 new worker(s) of revision 2 failed"}
 	return p
 }
+
+func TestMassSilenceFiresAndResolves(t *testing.T) {
+	e := NewEvaluator("r", Config{})
+	p := healthy("w", 20)
+	p.Silence = &Silence{Silent: 15, Running: 20, Since: t0, Until: t0.Add(time.Minute), Held: true}
+	evs := e.Evaluate(t0, Input{Pools: []Pool{p}})
+	if len(evs) != 1 || evs[0].Kind != MassSilence || evs[0].Status != Firing || evs[0].Severity != Critical {
+		t.Fatalf("events %+v, want mass_silence firing, critical", evs)
+	}
+	for _, want := range []string{"15 of 20", "not replaced until", "broker"} {
+		if !strings.Contains(evs[0].Summary, want) {
+			t.Errorf("summary %q lacks %q", evs[0].Summary, want)
+		}
+	}
+	p.Silence = nil
+	evs = e.Evaluate(t0.Add(time.Second), Input{Pools: []Pool{p}})
+	if len(evs) != 1 || evs[0].Kind != MassSilence || evs[0].Status != Resolved {
+		t.Fatalf("events %+v, want mass_silence resolved", evs)
+	}
+}

@@ -35,6 +35,9 @@ func (c *Controller) AlertPools() []alert.Pool {
 // its target is not below policy.
 func (p *Pool) AlertView(now time.Time, held bool) alert.Pool {
 	v := alert.Pool{Job: p.job.Name, Desired: p.lastTarget, Frozen: held, DeafSince: p.deafSince}
+	if m := p.Silence(); m != nil {
+		v.Silence = &alert.Silence{Silent: m.Silent, Running: m.Running, Since: m.Since, Until: m.Until, Held: m.Held}
+	}
 	if b := p.blocked(); b != nil {
 		v.Blocked = &alert.Blocked{Cause: b.Cause, FailedLaunches: b.FailedLaunches, LastCause: b.LastCause, Check: b.Check}
 	}

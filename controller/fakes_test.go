@@ -69,6 +69,10 @@ func (f *fakeProv) Launch(_ context.Context, req provisioner.LaunchRequest) ([]p
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, req)
+	if req.Count < 1 || req.Count > provisioner.MaxCount {
+		// The real provisioner refuses it at its message's validation.
+		return nil, fmt.Errorf("launch: %w: count %d: want 1..%d", controller.ErrRefused, req.Count, provisioner.MaxCount)
+	}
 	if f.refuse {
 		return nil, fmt.Errorf("launch: %w: launches disabled", controller.ErrRefused)
 	}
@@ -102,6 +106,9 @@ func (f *fakeProv) Terminate(_ context.Context, ids []string) ([]provisioner.Ins
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.terms = append(f.terms, slices.Clone(ids))
+	if err := (&provisioner.TerminateBody{InstanceIDs: ids}).Validate(); err != nil {
+		return nil, fmt.Errorf("terminate: %w: %w", controller.ErrRefused, err)
+	}
 	var out []provisioner.Instance
 	for _, id := range ids {
 		r, ok := f.records[id]

@@ -158,7 +158,11 @@ type JobStatus struct {
 	QueueError string `json:"queue_error,omitempty"`
 	// DNSError says why the job's DNS records are not being kept, as the
 	// provisioner last reported it (at most ResyncEvery old).
-	DNSError     string         `json:"dns_error,omitempty"`
+	DNSError string `json:"dns_error,omitempty"`
+	// MassSilence is set while more than mass_silence_percent of the
+	// job's running workers are silent at once: blamed on the bus or
+	// the controller, they are not replaced until its Until.
+	MassSilence  *MassSilence   `json:"mass_silence,omitempty"`
 	LastDecision *LastDecision  `json:"last_decision,omitempty"`
 	Workers      []WorkerStatus `json:"workers"`
 	// Frozen is an addition to mgmt.JobStatus; decoders that do not know

@@ -55,8 +55,11 @@ type Pool struct {
 	deafSince    time.Time
 	hearingSince time.Time
 	hearingGrace time.Duration
-	workers      map[string]*worker
-	pending      []Launch
+	// silence is the last JudgeSilence: a mass silence holds the
+	// replacement of silent workers (HealthConfig.MassSilencePercent).
+	silence MassSilence
+	workers map[string]*worker
+	pending []Launch
 	// lastScaleAt feeds Snapshot.LastScaleAt (cooldowns).
 	lastScaleAt time.Time
 	depth       *int
@@ -417,7 +420,66 @@ func (p *Pool) drainUnconfirmed(w *worker) bool {
 	return w.lastHeartbeat.Before(w.drainingSince.Add(interval))
 }
 
+// MassSilence is a pool's share of silent workers, when it is a mass
+// silence (see decision.HealthConfig.MassSilencePercent).
+type MassSilence struct {
+	Silent  int       `json:"silent"`
+	Running int       `json:"running"`
+	Since   time.Time `json:"since"`
+	// Until is when the hold ends: silent workers are replaced again
+	// from then on, whatever the share.
+	Until time.Time `json:"until"`
+	// Held says silent workers are not being replaced now.
+	Held bool `json:"held"`
+}
+
+// JudgeSilence counts the running workers silent at now and decides
+// whether this is a mass silence, which holds their replacement until
+// boot_timeout after it began. Called once per decision round, before
+// Snapshot: health reads its outcome per worker.
+func (p *Pool) JudgeSilence(now time.Time) {
+	hc := p.job.Health.WithDefaults()
+	p.silence.Held = false // judge each worker on its own first
+	running, silent := 0, 0
+	for _, w := range p.workers {
+		if w.state != nightshift.StateRunning {
+			continue
+		}
+		running++
+		if p.assess(w, now) == nightshift.HealthMissing {
+			silent++
+		}
+	}
+	if silent < decision.MassSilenceMin || silent*100 <= hc.MassSilencePercent*running {
+		p.silence = MassSilence{}
+		return
+	}
+	if p.silence.Since.IsZero() {
+		p.silence.Since = now
+		p.silence.Until = now.Add(hc.BootTimeout)
+	}
+	p.silence.Silent, p.silence.Running = silent, running
+	p.silence.Held = now.Before(p.silence.Until)
+}
+
+// Silence is the pool's mass silence, nil when there is none.
+func (p *Pool) Silence() *MassSilence {
+	if p.silence.Since.IsZero() {
+		return nil
+	}
+	s := p.silence
+	return &s
+}
+
 func (p *Pool) health(w *worker, now time.Time) nightshift.Health {
+	h := p.assess(w, now)
+	if h == nightshift.HealthMissing && p.silence.Held && w.state == nightshift.StateRunning {
+		return nightshift.HealthUnknown
+	}
+	return h
+}
+
+func (p *Pool) assess(w *worker, now time.Time) nightshift.Health {
 	since := w.stateSince
 	// Timers start no earlier than our own start, or every worker looks
 	// missing right after a restart.
@@ -722,6 +784,12 @@ func (p *Pool) Plan(d decision.Decision, now time.Time) (Plan, error) {
 	p.countSilent(now)
 	d = p.Hold(d, now)
 	d, probe := p.holdSilent(d, now)
+	if m := p.silence; m.Held {
+		// Counts left out: they move every round, and a reason that
+		// changes each time would store a decision each round.
+		d.Reason += fmt.Sprintf("; mass silence since %s: more than %d%% of running workers silent at once, not replaced until %s",
+			m.Since.UTC().Format(time.TimeOnly), p.job.Health.WithDefaults().MassSilencePercent, m.Until.UTC().Format(time.TimeOnly))
+	}
 	if len(d.Actions) == 0 && p.last != nil && p.last.Reason == d.Reason && p.lastTarget == d.Target && p.lastError == d.Error {
 		return Plan{Decision: d, Skip: true}, nil
 	}
@@ -733,7 +801,11 @@ func (p *Pool) Plan(d decision.Decision, now time.Time) (Plan, error) {
 			if err != nil {
 				return Plan{}, fmt.Errorf("job %s: encode launch spec: %w", job.Name, err)
 			}
-			launches = append(launches, PendingLaunch{Count: l.Count, Spec: spec})
+			// One launch request may ask for provisioner.MaxCount at most;
+			// a bigger step is several launches, each with its own id.
+			for left := l.Count; left > 0; left -= provisioner.MaxCount {
+				launches = append(launches, PendingLaunch{Count: min(left, provisioner.MaxCount), Spec: spec})
+			}
 		}
 	}
 	return Plan{
@@ -837,7 +909,7 @@ func (p *Pool) Drained(id string, now time.Time) {
 func (p *Pool) Status(now time.Time, policy map[string]any, frozen bool) JobStatus {
 	js := JobStatus{
 		Name: p.job.Name, Engine: p.job.Engine, Policy: redactPolicy(policy), Desired: p.lastTarget,
-		Counts: map[string]int{}, QueueDepth: p.depth, QueueSource: string(p.source), QueueError: p.depthWhy, DNSError: p.dnsProblem,
+		Counts: map[string]int{}, QueueDepth: p.depth, QueueSource: string(p.source), QueueError: p.depthWhy, DNSError: p.dnsProblem, MassSilence: p.Silence(),
 		LastDecision: p.last, Workers: []WorkerStatus{}, Frozen: frozen,
 	}
 	js.Blocked = p.blocked()
@@ -919,12 +991,16 @@ func actionRecords(acts []decision.Action, launchIDs []string) []actionRecord {
 	for _, a := range acts {
 		switch a := a.(type) {
 		case decision.Launch:
-			r := actionRecord{Type: "launch", Count: a.Count, Reason: a.Reason}
-			if li < len(launchIDs) {
-				r.LaunchID = launchIDs[li]
+			// Plan split a launch over provisioner.MaxCount into several,
+			// one id each: one record per id, in the same order.
+			for left := a.Count; left > 0; left -= provisioner.MaxCount {
+				r := actionRecord{Type: "launch", Count: min(left, provisioner.MaxCount), Reason: a.Reason}
+				if li < len(launchIDs) {
+					r.LaunchID = launchIDs[li]
+				}
+				li++
+				out = append(out, r)
 			}
-			li++
-			out = append(out, r)
 		case decision.Terminate:
 			out = append(out, actionRecord{Type: "terminate", IDs: a.IDs, Reason: a.Reason})
 		case decision.Drain:

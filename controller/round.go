@@ -56,6 +56,7 @@ func (c *Controller) tickJob(ctx context.Context, j *job) error {
 	}
 	now := c.cfg.Clock.Now()
 	j.pool.Observe(depth.Depth, depth.Source, depth.Why)
+	j.pool.JudgeSilence(now)
 	snap := j.pool.Snapshot(now)
 	j.pool.Prune(now)
 	c.mu.Unlock()
@@ -249,15 +250,24 @@ func (c *Controller) applyInstances(j *job, insts []provisioner.Instance) {
 	}
 }
 
+// terminateChunk is the most ids one terminate request carries: well
+// under the message's limit (provisioner.MaxCount), and small enough that
+// each call ends within CallTimeout however slow the driver; a failed
+// chunk leaves the others done.
+const terminateChunk = 1000
+
 func (c *Controller) terminate(ctx context.Context, j *job, ids []string) error {
-	cctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
-	insts, err := c.cfg.Provisioner.Terminate(cctx, ids)
-	cancel()
-	c.applyInstances(j, insts)
-	if err != nil {
-		return fmt.Errorf("job %s: terminate %v: %w", j.def.Name, ids, err)
+	var errs []error
+	for chunk := range slices.Chunk(ids, terminateChunk) {
+		cctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
+		insts, err := c.cfg.Provisioner.Terminate(cctx, chunk)
+		cancel()
+		c.applyInstances(j, insts)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("job %s: terminate %d workers (%s ...): %w", j.def.Name, len(chunk), chunk[0], err))
+		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 func (c *Controller) drain(ctx context.Context, j *job, a decision.Drain, now time.Time) error {

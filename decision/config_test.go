@@ -100,7 +100,7 @@ func TestHealthConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := HealthConfig{HeartbeatInterval: 2 * time.Second, MissingTimeout: 6 * time.Second, BootTimeout: time.Minute, ZombieGrace: 6 * time.Second}
+	want := HealthConfig{HeartbeatInterval: 2 * time.Second, MissingTimeout: 6 * time.Second, BootTimeout: time.Minute, ZombieGrace: 6 * time.Second, MassSilencePercent: DefaultMassSilence}
 	if hc != want {
 		t.Fatalf("got %+v want %+v", hc, want)
 	}

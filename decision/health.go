@@ -21,6 +21,15 @@ type HealthConfig struct {
 	// terminated, failed) its heartbeats are still accepted as the tail of
 	// a normal shutdown (default MissingTimeout). Later ones mark a zombie.
 	ZombieGrace time.Duration
+	// MassSilencePercent: when more than this share of a pool's running
+	// workers is silent (missing) at once, and at least MassSilenceMin,
+	// the silence is blamed on what carries the heartbeats (the broker,
+	// the controller, the network), not on the workers: they are not
+	// replaced for BootTimeout, and an alert fires. Replacing them all
+	// would add a whole pool's launches to an overloaded bus, as
+	// Kubernetes' node controller stops evicting when a whole zone goes
+	// NotReady. 100 turns it off (default 50).
+	MassSilencePercent int
 }
 
 // Health defaults.
@@ -28,6 +37,10 @@ const (
 	DefaultHeartbeatInterval = time.Second
 	DefaultMissingIntervals  = 3
 	DefaultBootTimeout       = 60 * time.Second
+	DefaultMassSilence       = 50
+	// MassSilenceMin is the fewest silent workers that count as a mass
+	// silence: in a small pool one dead worker is a large share.
+	MassSilenceMin = 10
 )
 
 // WithDefaults fills zero fields with their defaults.
@@ -44,11 +57,15 @@ func (hc HealthConfig) WithDefaults() HealthConfig {
 	if hc.ZombieGrace <= 0 {
 		hc.ZombieGrace = hc.MissingTimeout
 	}
+	if hc.MassSilencePercent <= 0 {
+		hc.MassSilencePercent = DefaultMassSilence
+	}
 	return hc
 }
 
 // ParseHealthConfig reads a health table (heartbeat_interval,
-// missing_timeout, boot_timeout, zombie_grace), filling defaults.
+// missing_timeout, boot_timeout, zombie_grace, mass_silence_percent),
+// filling defaults.
 func ParseHealthConfig(m map[string]any) (HealthConfig, error) {
 	f := NewFields("health", m)
 	var hc HealthConfig
@@ -64,6 +81,14 @@ func ParseHealthConfig(m map[string]any) (HealthConfig, error) {
 	}
 	if hc.ZombieGrace, err = f.Duration("zombie_grace", 0); err != nil {
 		return hc, err
+	}
+	if n, ok, err := f.Int("mass_silence_percent"); err != nil {
+		return hc, err
+	} else if ok {
+		if n < 1 || n > 100 {
+			return hc, f.Errorf("mass_silence_percent", "%d: want 1..100 (100 turns the guard off)", n)
+		}
+		hc.MassSilencePercent = n
 	}
 	if err := f.Unknown(); err != nil {
 		return hc, err

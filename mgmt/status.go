@@ -284,6 +284,15 @@ func writeJob(w io.Writer, j JobStatus) {
 	if j.DNSError != "" {
 		fmt.Fprintf(w, "  DNS RECORDS NOT KEPT: %s\n", q(j.DNSError))
 	}
+	if m := j.MassSilence; m != nil {
+		if m.Held {
+			fmt.Fprintf(w, "  MASS SILENCE: %d of %d running workers silent since %s; blamed on the broker or the controller, not replaced until %s\n",
+				m.Silent, m.Running, m.Since.UTC().Format(time.TimeOnly), m.Until.UTC().Format(time.TimeOnly))
+		} else {
+			fmt.Fprintf(w, "  MASS SILENCE: %d of %d running workers silent since %s; the hold ended at %s, they are being replaced\n",
+				m.Silent, m.Running, m.Since.UTC().Format(time.TimeOnly), m.Until.UTC().Format(time.TimeOnly))
+		}
+	}
 	if j.QueueDepth == nil && j.QueueError != "" {
 		fmt.Fprintf(w, "  queue depth unavailable: %s\n", q(j.QueueError))
 	}

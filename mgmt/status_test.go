@@ -423,3 +423,21 @@ func TestTableSaysDNSRecordsAreNotKept(t *testing.T) {
 		t.Fatalf("table:\n%s\nwant one line with %q", got, want)
 	}
 }
+
+// A mass silence is said under its pool, with when the hold ends.
+func TestTableSaysMassSilence(t *testing.T) {
+	since := time.Date(2026, 12, 3, 18, 0, 0, 0, time.UTC)
+	st := &RunStatus{Run: "r", State: "ready", Jobs: []JobStatus{
+		{Name: "web", Engine: "npreserving", Desired: 20, MassSilence: &controller.MassSilence{Silent: 15, Running: 20, Since: since, Until: since.Add(time.Minute), Held: true}},
+		{Name: "fine", Engine: "npreserving", Desired: 1},
+	}}
+	var out bytes.Buffer
+	if err := WriteTable(&out, st); err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()
+	want := "MASS SILENCE: 15 of 20 running workers silent since 18:00:00; blamed on the broker or the controller, not replaced until 18:01:00"
+	if !strings.Contains(got, want) || strings.Count(got, "MASS SILENCE") != 1 {
+		t.Fatalf("table:\n%s\nwant one line with %q", got, want)
+	}
+}
