@@ -26,6 +26,8 @@ type env struct {
 	quick bool
 	// fuzztime is go test's -fuzztime for each target of the fuzz step.
 	fuzztime string
+	// sizes overrides the scale scenario's pool sizes (-scale-sizes).
+	sizes []int
 	// settle is the pause between "every child is up" and the start of a
 	// CPU window, so start-up work is not billed as idle cost; 0 means 3 s.
 	settle time.Duration

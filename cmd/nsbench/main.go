@@ -41,12 +41,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	quick := fs.Bool("quick", false, "smoke test: small sizes and short windows, under 2 minutes")
 	out := fs.String("out", "", "markdown report to update; the JSON goes beside it (default docs/BENCHMARKS.md in the module, or $TMPDIR/nsbench-quick/BENCHMARKS.md with -quick)")
 	keep := fs.Bool("keep", false, "keep the work directory (generated plans, configs, logs) and print its path")
+	sizes := fs.String("scale-sizes", "", "comma-separated pool sizes for the scale scenario (default 100,1000,10000; 1000 with -quick), to measure one size again without the others")
 	fuzztime := fs.String("fuzztime", defaultFuzztime, "go test -fuzztime for each fuzz target in the fuzz step (full mode only)")
 	if fs.Parse(args) != nil {
 		return 2
 	}
 	if err := checkFuzztime(*fuzztime); err != nil {
 		fmt.Fprintln(stderr, "nsbench:", err)
+		return 2
+	}
+	scaleSizes, err := parseSizes(*sizes)
+	if err != nil {
+		fmt.Fprintln(stderr, "nsbench: -scale-sizes:", err)
 		return 2
 	}
 	if fs.NArg() != 0 {
@@ -78,7 +84,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	} else {
 		defer os.RemoveAll(work)
 	}
-	e := &env{root: root, work: work, quick: *quick, fuzztime: *fuzztime, clock: clockwork.NewRealClock(), log: log}
+	e := &env{root: root, work: work, quick: *quick, fuzztime: *fuzztime, sizes: scaleSizes, clock: clockwork.NewRealClock(), log: log}
 	all := scenarios(e)
 	selected, err := bench.Select(all, *only)
 	if err != nil {

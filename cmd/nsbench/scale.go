@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -68,15 +69,21 @@ instance = { boot_delay = "1s", heartbeat_interval = "1s" }
 
 // scalePoint is what one pool size cost.
 type scalePoint struct {
-	n                                     int
-	up, replaced, teardown                time.Duration
-	hbRate                                float64 // heartbeats/s the simulator published (at most once, unconfirmed)
-	ctlCores, provCores, brokerCores      float64
-	ctlRSS                                float64 // MiB
-	statusJSON, statusTable               time.Duration
-	statusJSONBytes, statusTableBytes     int
-	statusTableLines                      int
-	killed                                int
+	n                                 int
+	up, replaced, teardown            time.Duration
+	hbRate                            float64 // heartbeats/s the simulator published (at most once, unconfirmed)
+	ctlCores, provCores, brokerCores  float64
+	ctlRSS                            float64 // MiB
+	statusJSON, statusTable           time.Duration
+	statusJSONBytes, statusTableBytes int
+	statusTableLines                  int
+	killed                            int
+	// settled is from the kill to the pool at exactly n, all healthy,
+	// nothing in flight; 0 when that was not seen within the limit.
+	settled time.Duration
+	// churn is instances the simulator launched in the steady window
+	// (nothing asked for any), late its beats sent over an interval late.
+	churn, late                           uint64
 	window                                time.Duration
 	dropped                               uint64
 	upCtlCores, upProvCores, upBrokerCore float64
@@ -88,6 +95,9 @@ type scalePoint struct {
 }
 
 func (e *env) scaleSizes() []int {
+	if len(e.sizes) > 0 {
+		return e.sizes
+	}
 	if e.quick {
 		return []int{1000}
 	}
@@ -224,6 +234,7 @@ func (e *env) scaleAt(ctx context.Context, bin, dir string, n int) (scalePoint, 
 		p.hbRate = float64(st1.Heartbeats-st0.Heartbeats) / dt
 	}
 	p.dropped = st1.Dropped
+	p.churn, p.late = st1.Launched-st0.Launched, st1.Late-st0.Late
 	if p.ctlRSS, err = rssMB(pids["controller"]); err != nil {
 		return p, err
 	}
@@ -264,22 +275,33 @@ func (e *env) scaleAt(ctx context.Context, bin, dir string, n int) (scalePoint, 
 	for _, id := range killed {
 		gone[id] = true
 	}
-	if _, err := e.scaleWait(ctx, s, fmt.Sprintf("%d killed workers replaced", len(killed)), limit, poll, new(int), func(st *mgmt.RunStatus) bool {
-		if !full(st) {
-			return false
-		}
-		j, _ := findJob(st, scaleJob)
+	// Replaced: every killed worker is gone from the pool and n workers
+	// run healthy. Other workers being replaced at the same moment (churn,
+	// measured in the steady window) do not hold this up; the stricter
+	// "exactly n listed, nothing in flight" is reported beside it.
+	noneKilled := func(j mgmt.JobStatus) bool {
 		for _, w := range j.Workers {
 			if gone[w.ID] {
 				return false
 			}
 		}
 		return true
+	}
+	if _, err := e.scaleWait(ctx, s, fmt.Sprintf("%d killed workers replaced", len(killed)), limit, poll, new(int), func(st *mgmt.RunStatus) bool {
+		j, ok := findJob(st, scaleJob)
+		return ok && j.Desired == n && healthyRunning(j) >= n && noneKilled(j)
 	}); err != nil {
 		return p, err
 	}
 	p.replaced = e.clock.Since(at)
 	e.log.Info("scale: replaced", "workers", n, "killed", len(killed), "took", p.replaced.Round(time.Millisecond))
+	if _, err := e.scaleWait(ctx, s, "the pool settled at its size", limit/2, poll, new(int), full); err == nil {
+		p.settled = e.clock.Since(at)
+	} else if ctx.Err() != nil {
+		return p, ctx.Err()
+	} else {
+		e.log.Warn("scale: never settled", "workers", n, "err", err)
+	}
 
 	// Teardown of the whole run with n workers.
 	t0 = e.clock.Now()
@@ -468,13 +490,20 @@ func (e *env) scaleReport(res *bench.Result, pts []scalePoint) {
 			fig("provisioner CPU (simulator included), steady", p.provCores, "cores", "/proc/<provisioner pid>/stat over the window", "", ""),
 			fig("broker CPU, steady", p.brokerCores, "cores", "/proc/<rabbit node pid>/stat over the window", "", ""),
 			fig("0 -> full size, every worker running and heard", p.up.Seconds(), "s", "mgmt reconfigure RUN load n=N; "+status+" until all healthy", t2, v2),
-			fig(fmt.Sprintf("%d killed (10%%) to all replaced and heard", p.killed), p.replaced.Seconds(), "s", "a kill request {fraction: 0.1} in $HOME_DIR/runs/RUN/sim; "+status+" until all healthy", t3, v3),
+			fig(fmt.Sprintf("%d killed (10%%) to all replaced and heard", p.killed), p.replaced.Seconds(), "s", "a kill request {fraction: 0.1} in $HOME_DIR/runs/RUN/sim; "+status+" until none of the killed is listed and N run healthy", t3, v3),
+			fig("instances launched in the steady window with nothing killed (churn)", float64(p.churn), "instances", "simulator's stats.json over a "+p.window.String()+" steady window", "", ""),
+			fig("heartbeats the simulator sent over an interval late, steady window", float64(p.late), "beats", "simulator's stats.json over a "+p.window.String()+" steady window", "", ""),
 			fig("`mgmt status --json` time (median of 3)", p.statusJSON.Seconds(), "s", status, t4, v4),
 			fig(fmt.Sprintf("`mgmt status --json` size (%d workers listed)", p.listed), float64(p.statusJSONBytes)/1024, "KiB", status, "", ""),
 			fig("`mgmt status` (table) time (median of 3)", p.statusTable.Seconds(), "s", "mgmt --home $HOME_DIR status RUN", t5, v5),
 			fig("`mgmt status` (table) lines", float64(p.statusTableLines), "lines", "mgmt --home $HOME_DIR status RUN", "", ""),
 			fig("`mgmt teardown`", p.teardown.Seconds(), "s", "mgmt --home $HOME_DIR teardown RUN", t6, v6),
 		)
+		if p.settled > 0 {
+			res.Figures = append(res.Figures, fig("killed to the pool settled (exactly N listed, all healthy, nothing in flight)", p.settled.Seconds(), "s", "as above, until "+status+" lists exactly N", "", ""))
+		} else {
+			res.Notes = append(res.Notes, fmt.Sprintf("At %d workers the pool was never seen at exactly %d listed, all healthy, in the minutes after the kill: workers were being replaced all along (churn).", p.n, p.n))
+		}
 		res.Notes = append(res.Notes, fmt.Sprintf("At %d workers the first component to saturate: %s. During 0 -> %d the controller used %.2f cores, the provisioner %.2f, the broker %.2f; heartbeats dropped by the simulator over the whole run: %d.",
 			p.n, saturated(p, nproc), p.n, p.upCtlCores, p.upProvCores, p.upBrokerCore, p.dropped))
 	}
@@ -529,4 +558,24 @@ func (e *env) scaleTick(ctx context.Context, res *bench.Result) error {
 		res.Series = append(res.Series, s)
 	}
 	return nil
+}
+
+// parseSizes reads -scale-sizes: pool sizes from 1 to 100,000, ascending,
+// since a size that breaks stops the bigger ones.
+func parseSizes(s string) ([]int, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > 100000 {
+			return nil, fmt.Errorf("%q: want a pool size from 1 to 100000", f)
+		}
+		if len(out) > 0 && n <= out[len(out)-1] {
+			return nil, fmt.Errorf("%d after %d: sizes must ascend", n, out[len(out)-1])
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }

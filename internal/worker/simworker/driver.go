@@ -98,6 +98,12 @@ type Driver struct {
 	rnd   *rand.Rand
 	sent  uint64 // heartbeats published
 	errs  uint64 // heartbeats the sink refused
+	// launched and terminated count Launch and Terminate calls that
+	// started or ended an instance: in a steady pool, launches are churn.
+	launched, terminated uint64
+	// late counts beats that left more than one interval after they
+	// were due, the simulator's own share of a beat's lateness.
+	late uint64
 }
 
 type instance struct {
@@ -256,6 +262,7 @@ func (d *Driver) Launch(ctx context.Context, spec provisioner.InstanceSpec) (pro
 		stop:  cancel, done: make(chan struct{}),
 	}
 	d.insts[spec.ID] = in
+	d.launched++
 	// A random phase within one interval spreads a pool launched at once
 	// over the interval, as real boots are spread.
 	phase := time.Duration(d.rnd.Int64N(int64(p.every)))
@@ -272,14 +279,23 @@ func (d *Driver) live(ctx context.Context, in *instance, p params, phase time.Du
 	rnd := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	// Probability of dying within one interval, for FailRate per second.
 	pDie := 1 - pow1m(p.failRate, p.every.Seconds())
-	wait := p.boot + phase
+	// Beats are due on a fixed schedule, as a sitter's ticker fires:
+	// a slow send delays that beat, not every beat after it.
+	due := d.cfg.Clock.Now().Add(p.boot + phase)
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-d.cfg.Clock.After(wait):
+		case <-d.cfg.Clock.After(due.Sub(d.cfg.Clock.Now())):
 		}
-		wait = p.every
+		now := d.cfg.Clock.Now()
+		lateBeat := now.Sub(due) > p.every
+		due = due.Add(p.every)
+		if due.Before(now) {
+			// Far behind: skip the beats already missed, as a ticker
+			// drops ticks, instead of sending a burst.
+			due = now.Add(p.every - now.Sub(due)%p.every)
+		}
 		if pDie > 0 && rnd.Float64() < pDie {
 			d.die(in.owned.InstanceID, fmt.Sprintf("simulated failure (fail_rate %v/s)", p.failRate))
 			return
@@ -295,6 +311,9 @@ func (d *Driver) live(ctx context.Context, in *instance, p params, phase time.Du
 			d.errs++
 		} else {
 			d.sent++
+		}
+		if lateBeat {
+			d.late++
 		}
 		d.mu.Unlock()
 		if err != nil && ctx.Err() == nil {
@@ -356,6 +375,9 @@ func (d *Driver) Terminate(ctx context.Context, id string) error {
 	if !ok {
 		return nil
 	}
+	d.mu.Lock()
+	d.terminated++
+	d.mu.Unlock()
 	select {
 	case <-in.done:
 		return nil
@@ -415,13 +437,17 @@ type Stats struct {
 	Live       int    `json:"live"`
 	Heartbeats uint64 `json:"heartbeats"`
 	Dropped    uint64 `json:"dropped"`
+	Late       uint64 `json:"late"`
+	Launched   uint64 `json:"launched"`
+	Terminated uint64 `json:"terminated"`
 }
 
-// Stats reports live instances and heartbeats sent and dropped.
+// Stats reports live instances, heartbeats sent, dropped and late, and
+// instances launched and terminated.
 func (d *Driver) Stats() Stats {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return Stats{Live: len(d.insts), Heartbeats: d.sent, Dropped: d.errs}
+	return Stats{Live: len(d.insts), Heartbeats: d.sent, Dropped: d.errs, Late: d.late, Launched: d.launched, Terminated: d.terminated}
 }
 
 // Close ends every instance without reporting exits, as when the
