@@ -462,7 +462,9 @@ func (p *Provisioner) spec(ctx context.Context, req LaunchRequest) (json.RawMess
 // progress is announced through Events. The same LaunchID again returns
 // the first request's instances and starts nothing; reusing it with a
 // different job or count is an error. While disabled (after TerminateAll)
-// the instances are recorded as rejected.
+// the instances are recorded as rejected. Instances the driver runs under a
+// uid of their own (UIDPicker) that cannot be given one are recorded
+// failed, never launched.
 func (p *Provisioner) Launch(ctx context.Context, req LaunchRequest) ([]Instance, error) {
 	if err := req.Validate(); err != nil {
 		return nil, fmt.Errorf("launch: %w: %w", ErrInvalid, err)
@@ -499,8 +501,17 @@ func (p *Provisioner) Launch(ctx context.Context, req LaunchRequest) ([]Instance
 		return nil, fmt.Errorf("launch %s: %w", req.LaunchID, err)
 	}
 	if err := p.assignUIDs(ctx, spec, insts); err != nil {
-		p.nameMu.Unlock()
-		return nil, fmt.Errorf("launch %s: %w", req.LaunchID, err)
+		if ctx.Err() != nil {
+			p.nameMu.Unlock()
+			return nil, fmt.Errorf("launch %s: %w", req.LaunchID, err)
+		}
+		// Without a uid of its own an instance has no identity safe to run
+		// its (untrusted) code under: it is recorded failed, with why, so
+		// the controller counts a failed launch (and backs off) and the
+		// operator sees the reason, instead of a launch answered with an
+		// error the controller can only resend.
+		failUnlaunched(insts, now, "launch failed: "+redact.String(err.Error()))
+		p.log.Error("launch failed: no worker uids", "launch_id", req.LaunchID, "job", req.Job, "count", req.Count, "err", err)
 	}
 	existing, created, err := p.cfg.Store.CreateLaunch(ctx, l, insts)
 	p.nameMu.Unlock()
@@ -521,7 +532,7 @@ func (p *Provisioner) Launch(ctx context.Context, req LaunchRequest) ([]Instance
 	for _, inst := range insts {
 		p.logChange(inst, "")
 		p.publish(ctx, inst)
-		if !disabled {
+		if inst.State == nightshift.StateRequested {
 			p.launchQ.Add(inst.ID)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"nightshift"
 )
@@ -46,4 +47,12 @@ func (p *Provisioner) assignUIDs(ctx context.Context, spec json.RawMessage, inst
 		insts[k].WorkerUID = uids[k]
 	}
 	return nil
+}
+
+// failUnlaunched records new instances as failed before any driver call.
+func failUnlaunched(insts []Instance, now time.Time, reason string) {
+	for k := range insts {
+		insts[k].State, insts[k].Reason = nightshift.StateFailed, reason
+		insts[k].History = []Change{{State: nightshift.StateFailed, Reason: reason, Time: now}}
+	}
 }

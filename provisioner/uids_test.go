@@ -3,9 +3,12 @@ package provisioner_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
 
+	"nightshift"
 	"nightshift/provisioner"
 	"nightshift/provisioner/provisionertest"
 )
@@ -16,6 +19,7 @@ type uidDriver struct {
 	*provisionertest.Driver
 	mu   sync.Mutex
 	uids map[string][]uint32
+	last uint32 // highest uid to hand out; 0 means 199
 }
 
 func (d *uidDriver) PickUIDs(_ context.Context, _ json.RawMessage, n int, heldBy func() (map[uint32]bool, error)) ([]uint32, error) {
@@ -23,11 +27,18 @@ func (d *uidDriver) PickUIDs(_ context.Context, _ json.RawMessage, n int, heldBy
 	if err != nil {
 		return nil, err
 	}
+	last := d.last
+	if last == 0 {
+		last = 199
+	}
 	var out []uint32
-	for u := uint32(100); u < 200 && len(out) < n; u++ {
+	for u := uint32(100); u <= last && len(out) < n; u++ {
 		if !held[u] {
 			out = append(out, u)
 		}
+	}
+	if len(out) < n {
+		return nil, fmt.Errorf("uids 100-%d: %d free, %d wanted", last, len(out), n)
 	}
 	return out, nil
 }
@@ -88,5 +99,44 @@ func TestWorkerUIDsAreRecordedReusedAndFreed(t *testing.T) {
 	d := h.launch("L3", "web", 1)[0]
 	if d.WorkerUID != a.WorkerUID {
 		t.Errorf("after %s terminated the next instance got uid %d, want its %d", a.ID, d.WorkerUID, a.WorkerUID)
+	}
+}
+
+// TestLaunchWithoutWorkerUIDsFails: when the driver cannot give a launch's
+// instances uids of their own (its range is exhausted), they are recorded
+// failed with the picker's reason, announced, and never handed to the
+// driver, which would otherwise have nothing but a shared identity to run
+// them under; the ledger frees nothing it did not hold.
+func TestLaunchWithoutWorkerUIDsFails(t *testing.T) {
+	var drv *uidDriver
+	h := newHarness(t, func(c *provisioner.Config) {
+		drv = &uidDriver{Driver: c.Driver.(*provisionertest.Driver), uids: map[string][]uint32{}, last: 101}
+		c.Driver = drv
+	})
+	h.start()
+	ok := h.launch("L1", "web", 2) // takes 100 and 101, the whole range
+	h.idle()
+	insts := h.launch("L2", "web", 1)
+	h.idle()
+	in := h.get(insts[0].ID)
+	if in.State != nightshift.StateFailed || !strings.Contains(in.Reason, "uids 100-101: 0 free, 1 wanted") {
+		t.Errorf("instance without a uid is %s (%q); want failed, saying the range is exhausted", in.State, in.Reason)
+	}
+	if insts[0].State != nightshift.StateFailed {
+		t.Errorf("Launch returned the instance %s; want failed", insts[0].State)
+	}
+	if got := drv.launchedWith(in.ID); len(got) != 0 || drv.Launches(in.ID) != 0 {
+		t.Errorf("the driver was asked to launch %s (uids %v); want never", in.ID, got)
+	}
+	if !h.events.has(provisioner.EventKey(in)) {
+		t.Errorf("the failure of %s was not announced", in.ID)
+	}
+	// The live ones keep their uids; once one ends, its uid serves again.
+	if _, err := h.p.Terminate(context.Background(), []string{ok[0].ID}); err != nil {
+		t.Fatal(err)
+	}
+	h.idle()
+	if again := h.launch("L3", "web", 1)[0]; again.State != nightshift.StateRequested || again.WorkerUID != ok[0].WorkerUID {
+		t.Errorf("after %s ended the next instance is %s with uid %d; want requested with %d", ok[0].ID, again.State, again.WorkerUID, ok[0].WorkerUID)
 	}
 }

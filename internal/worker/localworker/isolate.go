@@ -55,8 +55,13 @@ func (d *Driver) prepareWorker(ctx context.Context, spec provisioner.InstanceSpe
 		return nil, err
 	}
 	var id workeruser.Identity
-	own := name == "" && group == "" && spec.UID != 0 && iso.UIDs != nil
+	own := name == "" && group == "" && iso.UIDs != nil
 	switch {
+	case own && spec.UID == 0:
+		// Its uid was never allocated (or its record predates uids). The
+		// shared user would let it read and signal every other worker of
+		// that user: refused, so the instance fails and is replaced.
+		return nil, fmt.Errorf("worker uid: none allocated for this instance (range %d-%d); refusing to run it as the shared user %s", iso.UIDs.First, iso.UIDs.Last, iso.User)
 	case own:
 		// Its own uid, recorded with it in the ledger; gid the same
 		// number, and no passwd entry (credentials take numbers).

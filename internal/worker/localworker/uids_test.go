@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -236,4 +237,57 @@ func absPath(t *testing.T, p string) string {
 		t.Fatal(err)
 	}
 	return a
+}
+
+// TestIsolatedLaunchWithoutUIDFails: when uid allocation fails (the range
+// is exhausted, or the claim directory is unusable) picking says so, and a
+// launch that consequently carries no uid is refused: nothing of the
+// instance runs, under the shared worker user or any other.
+func TestIsolatedLaunchWithoutUIDFails(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("isolation needs root (CI runs as root)")
+	}
+	if _, err := user.Lookup("nobody"); err != nil {
+		t.Skipf("no user nobody: %v", err)
+	}
+	root := publicDir(t, "nsworker-root-")
+	home := t.TempDir()
+	run := fmt.Sprintf("nouid%d", os.Getpid())
+	r := localworker.UIDRange{First: 65518, Last: 65519}
+	drv, err := localworker.New(localworker.Config{Home: home, Run: run, Grace: time.Second,
+		Command: []string{"/bin/sh", "-c", "exec sleep 300"},
+		Isolation: &localworker.Isolation{Users: &workeruser.Users{}, User: "nobody", Root: root, UIDs: &r,
+			PasswdFile: "/nonexistent", GroupFile: "/nonexistent"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { localworker.Sweep(context.Background(), home, run) })
+	ctx := context.Background()
+	spec := workerSpec(t, "a", "", "true")
+
+	full := func() (map[uint32]bool, error) { return map[uint32]bool{65518: true, 65519: true}, nil }
+	if got, err := drv.PickUIDs(ctx, spec, 1, full); err == nil || !strings.Contains(err.Error(), "0 free, 1 wanted") {
+		t.Errorf("PickUIDs with the range held = %v, %v; want an error saying it is exhausted", got, err)
+	}
+	claims := filepath.Join(root, ".uids")
+	if err := os.RemoveAll(claims); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(claims, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := drv.PickUIDs(ctx, spec, 1, heldNone); err == nil || !strings.Contains(err.Error(), "worker uids") {
+		t.Errorf("PickUIDs with its claim directory a file = %v, %v; want an error", got, err)
+	}
+
+	_, err = drv.Launch(ctx, provisioner.InstanceSpec{ID: "a-1", Job: "a", Run: run, Spec: spec})
+	if err == nil || !strings.Contains(err.Error(), "refusing to run it as the shared user nobody") {
+		t.Errorf("Launch without a uid = %v; want it refused", err)
+	}
+	if pids := instancePIDs(run, "a-1"); len(pids) > 0 {
+		t.Errorf("a-1 runs (pids %v) though it has no uid of its own", pids)
+	}
+	if _, err := os.Stat(filepath.Join(localworker.InstanceDir(absPath(t, home), run, "a-1"), "owner.json")); err == nil {
+		t.Errorf("a-1 has an ownership marker: something was started")
+	}
 }
