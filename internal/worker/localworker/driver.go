@@ -476,7 +476,8 @@ func (d *Driver) Terminate(ctx context.Context, id string) error {
 
 // terminate kills one instance and reports whether anything was running.
 // An instance that ran under a uid of its own then has its private
-// directory taken back by root (reclaim).
+// directory taken back by root, and its files in the shared directories
+// removed (reclaim).
 func terminate(ctx context.Context, clock clockwork.Clock, home, run, id string, grace time.Duration) (bool, error) {
 	had, err := kill(ctx, clock, home, run, id, grace)
 	if err != nil {
@@ -486,9 +487,11 @@ func terminate(ctx context.Context, clock clockwork.Clock, home, run, id string,
 }
 
 // reclaim gives an ended instance's private directory to root, mode 0700,
-// when the instance had a uid of its own: the uid goes to a later worker,
-// which would otherwise own, read and change everything the ended one left
-// there (its spec, broker URL file, logs, task output) until mgmt rm.
+// and removes its files from /tmp, /var/tmp and /dev/shm, when the
+// instance had a uid of its own: the uid goes to a later worker, which
+// would otherwise own, read and change everything the ended one left
+// there (its spec, broker URL file, logs, task output, scratch files).
+// The caller has made sure nothing of the instance runs.
 func reclaim(dir, id string) error {
 	o, err := readOwner(dir)
 	if err != nil || o.UID == 0 || o.WorkerDir == "" || o.InstanceID != id {
@@ -499,6 +502,10 @@ func reclaim(dir, id string) error {
 	}
 	if err := os.Chmod(o.WorkerDir, 0o700); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("reclaim %s from uid %d: %w", o.WorkerDir, o.UID, err)
+	}
+	// The workers' root: <root>/<run dir>/<id>.
+	if err := sweepUIDFiles(o.UID, sharedDirs, filepath.Dir(filepath.Dir(o.WorkerDir))); err != nil {
+		return fmt.Errorf("reclaim from uid %d: %w", o.UID, err)
 	}
 	return nil
 }

@@ -69,6 +69,14 @@ func (d *Driver) prepareWorker(ctx context.Context, spec provisioner.InstanceSpe
 			return nil, fmt.Errorf("worker uid %d: outside the range %d-%d", spec.UID, iso.UIDs.First, iso.UIDs.Last)
 		}
 		id = workeruser.Identity{Name: ownUIDName(spec.UID), UID: spec.UID, GID: spec.UID}
+		// Terminate sweeps what an ended holder of the uid left in the
+		// shared directories, but an instance whose end was recorded before
+		// its terminate ran (its exit, a provisioner crash) frees the uid
+		// first. No process of the uid runs now (PickUIDs made sure, and
+		// only root starts one): sweep again before this one can look.
+		if err := sweepUIDFiles(spec.UID, sharedDirs, iso.Root); err != nil {
+			return nil, fmt.Errorf("worker uid: %w", err)
+		}
 	default:
 		if name == "" {
 			name = iso.User
