@@ -195,6 +195,7 @@ type Driver struct {
 	// process; flock on the directory covers other processes.
 	locks instlock.Set
 	exits chan provisioner.Exit
+	procs procUIDs // PickUIDs' view of the uids running processes hold
 }
 
 var (
@@ -463,6 +464,11 @@ func (d *Driver) Terminate(ctx context.Context, id string) error {
 	_, err := terminate(ctx, d.cfg.Clock, d.cfg.Home, d.cfg.Run, id, d.cfg.Grace)
 	if err != nil {
 		return fmt.Errorf("terminate %s: %w", id, err)
+	}
+	if o, err := readOwner(InstanceDir(d.cfg.Home, d.cfg.Run, id)); err == nil && o.UID != 0 && o.InstanceID == id {
+		// terminate saw the last of the uid's processes go, and only a
+		// launch under it (which its record's end forbids) starts another.
+		d.procs.release(o.UID)
 	}
 	if iso := d.cfg.Isolation; iso != nil {
 		// The instance's delegated cgroup, with the groups its sitter made

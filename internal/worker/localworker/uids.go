@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"nightshift/internal/runlayout"
 	"nightshift/provisioner"
@@ -34,7 +36,9 @@ var _ provisioner.UIDPicker = (*Driver)(nil)
 // PickUIDs implements provisioner.UIDPicker: the lowest n uids of the
 // range that no live record holds, no passwd or group entry names, and no
 // running process holds (a freed uid whose processes still run, say of a
-// failed instance whose kill is pending, waits until they are gone).
+// failed instance whose kill is pending, waits until they are gone). The
+// running processes come from a scan of /proc that picks share for
+// procScanTTL (procUIDs says why that is safe).
 func (d *Driver) PickUIDs(ctx context.Context, spec json.RawMessage, n int, heldBy func() (map[uint32]bool, error)) ([]uint32, error) {
 	iso := d.cfg.Isolation
 	if iso == nil || iso.UIDs == nil || n <= 0 {
@@ -47,9 +51,17 @@ func (d *Driver) PickUIDs(ctx context.Context, spec json.RawMessage, n int, held
 	if err != nil {
 		return nil, fmt.Errorf("worker uids: %w", err)
 	}
-	used, err := hostUIDs(iso.passwdFile(), iso.groupFile(), "/proc")
+	used := map[uint32]bool{}
+	for _, f := range []string{iso.passwdFile(), iso.groupFile()} {
+		if err := idsOf(f, used); err != nil {
+			return nil, err
+		}
+	}
+	d.procs.Lock()
+	defer d.procs.Unlock()
+	running, err := d.procs.uids(d.cfg.Clock.Now(), "/proc", held)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("worker uids: %w", err)
 	}
 	claims, err := d.openClaims(ctx)
 	if err != nil {
@@ -62,7 +74,7 @@ func (d *Driver) PickUIDs(ctx context.Context, spec json.RawMessage, n int, held
 			return nil, err
 		}
 		u := uint32(uid)
-		if held[u] || used[u] {
+		if held[u] || used[u] || running[u] {
 			continue
 		}
 		ok, err := claims.take(u)
@@ -76,7 +88,57 @@ func (d *Driver) PickUIDs(ctx context.Context, spec json.RawMessage, n int, held
 	if len(out) < n {
 		return nil, fmt.Errorf("uids %d-%d: %d free, %d wanted", iso.UIDs.First, iso.UIDs.Last, len(out), n)
 	}
+	d.procs.handedOut(out)
 	return out, nil
+}
+
+// procScanTTL is how long one /proc scan serves the picks after it: a
+// burst of hundreds of launches, one pick each, scans a few times rather
+// than hundreds (each scan reads the status of every process on the host).
+const procScanTTL = 2 * time.Second
+
+// procUIDs is the uids running processes hold, as of the last scan, made
+// safe to reuse for a while. A process of a uid of the range that has none
+// can only be started by root: by this driver for a uid it handed out, or
+// a live record holds (a retried launch), or by another run for a uid it
+// claims (claims are checked at every pick). So to a scan's uids are added
+// every uid a live record held when it was taken and every uid handed out
+// since: whatever such an instance leaves running when its record ends
+// keeps its uid from the next pick until a fresh scan looks again, or
+// this driver's terminate has seen the last of them go.
+type procUIDs struct {
+	sync.Mutex
+	at   time.Time
+	used map[uint32]bool
+}
+
+// uids returns the uids to treat as held by processes, scanning procRoot
+// when the last scan is older than procScanTTL.
+func (c *procUIDs) uids(now time.Time, procRoot string, held map[uint32]bool) (map[uint32]bool, error) {
+	if c.used == nil || now.Sub(c.at) >= procScanTTL || now.Before(c.at) {
+		used, err := runningUIDs(procRoot)
+		if err != nil {
+			return nil, err
+		}
+		c.at, c.used = now, used
+	}
+	for u := range held {
+		c.used[u] = true
+	}
+	return c.used, nil
+}
+
+// release says no process holds uid any more.
+func (c *procUIDs) release(uid uint32) {
+	c.Lock()
+	defer c.Unlock()
+	delete(c.used, uid)
+}
+
+func (c *procUIDs) handedOut(uids []uint32) {
+	for _, u := range uids {
+		c.used[u] = true
+	}
 }
 
 // uidClaims are the host's claims on uids of the range, one file per uid
@@ -152,28 +214,6 @@ func (iso *Isolation) groupFile() string {
 		return iso.GroupFile
 	}
 	return "/etc/group"
-}
-
-// hostUIDs is every id this host uses: the uids of passwd entries, the
-// gids of group entries (an instance's gid is its uid), and every uid a
-// running process holds.
-func hostUIDs(passwd, group, procRoot string) (map[uint32]bool, error) {
-	used := map[uint32]bool{}
-	for _, f := range []string{passwd, group} {
-		if err := idsOf(f, used); err != nil {
-			return nil, err
-		}
-	}
-	procs, err := scan(procRoot)
-	if err != nil {
-		return nil, err
-	}
-	for _, p := range procs {
-		for _, u := range p.uids {
-			used[u] = true
-		}
-	}
-	return used, nil
 }
 
 // idsOf adds the third field of each line of a passwd or group file.

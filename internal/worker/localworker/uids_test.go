@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"nightshift/internal/runlayout"
 	"nightshift/internal/testsupport"
 	"nightshift/internal/worker/localworker"
@@ -195,8 +197,9 @@ func TestUIDClaimsKeepRunsApart(t *testing.T) {
 	r := localworker.UIDRange{First: 65510, Last: 65519}
 	spec := workerSpec(t, "a", "", "true")
 	ctx := context.Background()
+	clock := clockwork.NewFakeClock()
 	open := func(home, run string) *localworker.Driver {
-		d, err := localworker.New(localworker.Config{Home: home, Run: run, Command: []string{"true"},
+		d, err := localworker.New(localworker.Config{Home: home, Run: run, Command: []string{"true"}, Clock: clock,
 			Isolation: &localworker.Isolation{Users: &workeruser.Users{}, Root: root, UIDs: &r,
 				PasswdFile: "/nonexistent", GroupFile: "/nonexistent"}})
 		if err != nil {
@@ -214,7 +217,9 @@ func TestUIDClaimsKeepRunsApart(t *testing.T) {
 	if err != nil || len(got2) != 2 || slices.Contains(got2, got1[0]) || slices.Contains(got2, got1[1]) {
 		t.Errorf("run B picked %v (%v) while run A holds %v; want none of A's", got2, err, got1)
 	}
-	// A's ledger freed them: A takes its own claims again.
+	// A's ledger freed them: A takes its own claims again (once a fresh
+	// scan of /proc shows nothing of them runs).
+	clock.Advance(time.Minute)
 	if again, err := a.PickUIDs(ctx, spec, 2, heldNone); err != nil || !slices.Equal(again, got1) {
 		t.Errorf("run A picked %v (%v) again, want its own %v", again, err, got1)
 	}
@@ -289,5 +294,49 @@ func TestIsolatedLaunchWithoutUIDFails(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(localworker.InstanceDir(absPath(t, home), run, "a-1"), "owner.json")); err == nil {
 		t.Errorf("a-1 has an ownership marker: something was started")
+	}
+}
+
+// TestPickUIDsReusesAScanSafely: picks share one /proc scan for a while,
+// yet never hand out a uid a process holds that started after the scan
+// under a uid the ledger held then (its instance launched later) or that
+// this driver handed out since, once the record that held it has ended.
+func TestPickUIDsReusesAScanSafely(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("starts processes of other uids (CI runs as root)")
+	}
+	r := localworker.UIDRange{First: 65480, Last: 65483}
+	clock := clockwork.NewFakeClock() // the scan never goes stale here
+	d, err := localworker.New(localworker.Config{Home: t.TempDir(), Run: "scan", Command: []string{"true"}, Clock: clock,
+		Isolation: &localworker.Isolation{Users: &workeruser.Users{}, Root: publicDir(t, "nsworker-root-"), UIDs: &r,
+			PasswdFile: "/nonexistent", GroupFile: "/nonexistent"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	spec := workerSpec(t, "a", "", "true")
+	held := map[uint32]bool{r.First: true} // recorded, not launched yet
+	heldBy := func() (map[uint32]bool, error) { return held, nil }
+	got, err := d.PickUIDs(ctx, spec, 1, heldBy) // scans
+	if err != nil || len(got) != 1 || got[0] != r.First+1 {
+		t.Fatalf("first pick = %v, %v; want [%d]", got, err, r.First+1)
+	}
+	// Both instances launch after the scan, and their records end while
+	// a process of each still runs (a kill pending).
+	for _, u := range []uint32{r.First, got[0]} {
+		if out, err := runAs(ctx, u, "cd /; exec setsid sleep 300 </dev/null >/dev/null 2>&1 &"); err != nil {
+			t.Fatalf("process of %d: %v: %s", u, err, out)
+		}
+		t.Cleanup(func() {
+			for _, pid := range pidsOfUID(u) {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		})
+	}
+	held = map[uint32]bool{}
+	again, err := d.PickUIDs(ctx, spec, 2, heldBy)
+	if err != nil || len(again) != 2 || slices.Contains(again, r.First) || slices.Contains(again, got[0]) {
+		t.Errorf("pick while processes of %d and %d run = %v, %v; want neither", r.First, got[0], again, err)
 	}
 }
