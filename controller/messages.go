@@ -218,7 +218,11 @@ type WorkerStatus struct {
 	Host   string `json:"host,omitempty"`
 	// DNSName is the worker's name in its job's DNS zone (the job's dns
 	// table), which a replacement takes over; empty without one.
-	DNSName       string   `json:"dns_name,omitempty"`
+	DNSName string `json:"dns_name,omitempty"`
+	// UID is the Unix uid of the worker's own when a root provisioner runs
+	// it on its host under one (provisioner.Instance.WorkerUID); 0, left
+	// out, when it runs as a named user or elsewhere.
+	UID           uint32   `json:"uid,omitempty"`
 	HeartbeatAgeS *float64 `json:"heartbeat_age_s"`
 	Restarts      int      `json:"restarts"`
 	// Error is the failing task's last exit or start error when health is

@@ -108,6 +108,7 @@ const maxCountedIDs = 32
 type worker struct {
 	id, launchID, host string
 	dnsName            string // the provisioner's name for it (a job's dns table)
+	uid                uint32 // its uid of its own on a local host, 0 when none
 	state              nightshift.InstanceState
 	stateSince         time.Time
 	launchedAt         time.Time
@@ -251,7 +252,7 @@ func (p *Pool) ApplyInstance(inst provisioner.Instance, now time.Time) bool {
 		if launched.IsZero() {
 			launched = since
 		}
-		p.workers[inst.ID] = &worker{id: inst.ID, launchID: inst.LaunchID, host: inst.Host, dnsName: inst.DNSName, state: inst.State, stateSince: since, launchedAt: launched}
+		p.workers[inst.ID] = &worker{id: inst.ID, launchID: inst.LaunchID, host: inst.Host, dnsName: inst.DNSName, uid: inst.WorkerUID, state: inst.State, stateSince: since, launchedAt: launched}
 		// First seen already failed: the launch itself failed (a refusal comes
 		// back in the launch reply). Old failures read at recovery are older
 		// than any back-off and only lengthen the next one a little.
@@ -265,6 +266,9 @@ func (p *Pool) ApplyInstance(inst provisioner.Instance, now time.Time) bool {
 	}
 	if inst.DNSName != "" {
 		w.dnsName = inst.DNSName
+	}
+	if inst.WorkerUID != 0 {
+		w.uid = inst.WorkerUID
 	}
 	if w.state == inst.State || !w.state.CanMoveTo(inst.State) {
 		return false
@@ -931,7 +935,7 @@ func (p *Pool) Status(now time.Time, policy map[string]any, frozen bool) JobStat
 		if !w.drainingSince.IsZero() {
 			js.Counts["draining"]++
 		}
-		ws := WorkerStatus{ID: id, State: string(w.state), Health: string(h), Host: w.host, DNSName: w.dnsName, Restarts: w.restarts, Busy: w.busy}
+		ws := WorkerStatus{ID: id, State: string(w.state), Health: string(h), Host: w.host, DNSName: w.dnsName, UID: w.uid, Restarts: w.restarts, Busy: w.busy}
 		switch h {
 		case nightshift.HealthProcessError:
 			ws.Error = w.taskError

@@ -2,6 +2,7 @@ package controller_test
 
 import (
 	"encoding/json"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -728,6 +729,28 @@ func TestStatusShowsTheProvisionersDNSName(t *testing.T) {
 	}
 	if got["a"] != "web-0.r.example.internal" || got["b"] != "web-1.r.example.internal" {
 		t.Fatalf("dns names %v", got)
+	}
+}
+
+// TestStatusShowsTheWorkersUID: the uid of its own the provisioner gave a
+// local worker reaches mgmt status, from the first event or a later one.
+func TestStatusShowsTheWorkersUID(t *testing.T) {
+	p := newPool(t)
+	a := inst("a", nightshift.StatePending, at(0))
+	a.WorkerUID = 61184
+	p.ApplyInstance(a, at(0))
+	b := inst("b", nightshift.StatePending, at(0))
+	p.ApplyInstance(b, at(0))
+	b.State, b.WorkerUID, b.Updated = nightshift.StateRunning, 61185, at(time.Second)
+	p.ApplyInstance(b, at(time.Second))
+	c := inst("c", nightshift.StateRunning, at(0)) // a named user's: none
+	p.ApplyInstance(c, at(0))
+	got := map[string]uint32{}
+	for _, w := range p.Status(at(time.Second), nil, false).Workers {
+		got[w.ID] = w.UID
+	}
+	if want := map[string]uint32{"a": 61184, "b": 61185, "c": 0}; !maps.Equal(got, want) {
+		t.Fatalf("worker uids %v, want %v", got, want)
 	}
 }
 

@@ -327,12 +327,18 @@ func writeJob(w io.Writer, j JobStatus) {
 	// The DNS column only for jobs with a dns table: other pools' tables
 	// stay as they were.
 	withDNS := slices.ContainsFunc(rows, func(wk WorkerStatus) bool { return wk.DNSName != "" })
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	// The UID column likewise only where a row has one (local workers of
+	// a root provisioner), so a person can match a worker to ps and files.
+	withUID := slices.ContainsFunc(rows, func(wk WorkerStatus) bool { return wk.UID != 0 })
+	head := "  WORKER\tSTATE\tHEALTH\tREV\tHOST"
 	if withDNS {
-		fmt.Fprintln(tw, "  WORKER\tSTATE\tHEALTH\tREV\tHOST\tDNS\tHEARTBEAT\tRESTARTS\tWORK\tDRAINING")
-	} else {
-		fmt.Fprintln(tw, "  WORKER\tSTATE\tHEALTH\tREV\tHOST\tHEARTBEAT\tRESTARTS\tWORK\tDRAINING")
+		head += "\tDNS"
 	}
+	if withUID {
+		head += "\tUID"
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, head+"\tHEARTBEAT\tRESTARTS\tWORK\tDRAINING")
 	for _, wk := range rows {
 		hb := "-"
 		if wk.HeartbeatAgeS != nil {
@@ -353,6 +359,13 @@ func writeJob(w io.Writer, j JobStatus) {
 				dns = q(wk.DNSName)
 			}
 			host += "\t" + dns
+		}
+		if withUID {
+			uid := "-"
+			if wk.UID != 0 {
+				uid = strconv.FormatUint(uint64(wk.UID), 10)
+			}
+			host += "\t" + uid
 		}
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", q(wk.ID), q(wk.State), q(wk.Health), rev, host, hb, wk.Restarts, work, drainCell(wk))
 	}

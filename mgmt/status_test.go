@@ -441,3 +441,55 @@ func TestTableSaysMassSilence(t *testing.T) {
 		t.Fatalf("table:\n%s\nwant one line with %q", got, want)
 	}
 }
+
+// TestTableShowsWorkerUIDs: local workers with uids of their own show them
+// in a UID column (a worker without one shows -), also among the rows a
+// big pool's summary keeps, and in --json; a pool without any keeps its
+// columns.
+func TestTableShowsWorkerUIDs(t *testing.T) {
+	st := &RunStatus{Run: "r", State: "ready", Jobs: []JobStatus{
+		{Name: "web", Engine: "npreserving", Desired: 2, Workers: []WorkerStatus{
+			{ID: "w1", State: "running", Health: "ok", Host: "h", UID: 61184},
+			{ID: "w2", State: "pending", Health: "unknown", Host: "h"},
+		}},
+		{Name: "batch", Engine: "npreserving", Desired: 1, Workers: []WorkerStatus{{ID: "b1", State: "running", Health: "ok", Host: "h"}}},
+	}}
+	var out bytes.Buffer
+	if err := WriteTable(&out, st); err != nil {
+		t.Fatal(err)
+	}
+	var headers []string
+	for _, l := range strings.Split(out.String(), "\n") {
+		f := strings.Fields(l)
+		switch {
+		case len(f) > 0 && f[0] == "WORKER":
+			headers = append(headers, strings.Join(f, " "))
+		case len(f) > 5 && f[0] == "w1" && f[5] != "61184":
+			t.Errorf("w1's row %q lacks its uid", l)
+		case len(f) > 5 && f[0] == "w2" && f[5] != "-":
+			t.Errorf("w2's row %q: want - for no uid", l)
+		}
+	}
+	want := []string{"WORKER STATE HEALTH REV HOST UID HEARTBEAT RESTARTS WORK DRAINING", "WORKER STATE HEALTH REV HOST HEARTBEAT RESTARTS WORK DRAINING"}
+	if !slices.Equal(headers, want) {
+		t.Fatalf("headers %q, want %q:\n%s", headers, want, out.String())
+	}
+	b, _ := json.Marshal(st.Jobs[0].Workers)
+	if !strings.Contains(string(b), `"uid":61184`) || strings.Count(string(b), `"uid"`) != 1 {
+		t.Errorf("JSON %s: want uid 61184 for w1 only", b)
+	}
+
+	// A big pool stays summarized; the rows it keeps carry their uids.
+	big := make([]WorkerStatus, 5*MaxWorkerRows)
+	for i := range big {
+		big[i] = WorkerStatus{ID: fmt.Sprintf("load-%05d", i), State: "running", Health: "ok", Host: "h", UID: uint32(61184 + i)}
+	}
+	big[7].Health = "missing"
+	out.Reset()
+	if err := WriteTable(&out, &RunStatus{Run: "r", State: "ready", Jobs: []JobStatus{{Name: "load", Engine: "npreserving", Desired: len(big), Workers: big}}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(out.String(), "  load-"); n != 1 || !strings.Contains(out.String(), "61191") {
+		t.Errorf("a big pool with one missing worker: %d rows, want that one with its uid 61191:\n%s", n, out.String())
+	}
+}

@@ -30,9 +30,10 @@ func procUID(pid int) (int, error) {
 
 // TestWorkerUserEndToEnd: plans/local.toml launched as root runs
 // every local worker (sitter and task) under a uid of its own from
-// localworker.DefaultUIDs (not nightshift-worker's, nor another's), mgmt status
-// carries no "can read this run's secrets" note, mgmt logs still shows a
-// worker's sitter logs, and teardown leaves no process of the run.
+// localworker.DefaultUIDs (not nightshift-worker's, nor another's), mgmt
+// status shows each worker's uid and carries no "can read this run's
+// secrets" note, mgmt logs still shows a worker's sitter logs, and
+// teardown leaves no process of the run.
 func TestWorkerUserEndToEnd(t *testing.T) {
 	requireRuns(t)
 	if os.Geteuid() != 0 {
@@ -78,8 +79,32 @@ func TestWorkerUserEndToEnd(t *testing.T) {
 			t.Errorf("task %v runs as uid %d (%v), want its sitter's (%v)", p, uid, err, owner)
 		}
 	}
-	if res := r.Mgmt(ctx, "status", r.Name); strings.Contains(res.Stdout, "can read this run's secrets") {
+	res := r.Mgmt(ctx, "status", r.Name)
+	if strings.Contains(res.Stdout, "can read this run's secrets") {
 		t.Errorf("status warns of shared user under a root provisioner:\n%s", res.Stdout)
+	}
+	if !strings.Contains(res.Stdout, " UID ") {
+		t.Errorf("status shows no UID column for workers with uids of their own:\n%s", res.Stdout)
+	}
+	// Every worker's uid in --json is the one its sitter runs under.
+	st, err := r.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shown := 0
+	for _, j := range st.Jobs {
+		for _, w := range j.Workers {
+			if _, ok := sitters[w.ID]; !ok {
+				continue
+			}
+			shown++
+			if owner[int(w.UID)] != w.ID {
+				t.Errorf("status gives %s uid %d; its sitter's is another (%v)", w.ID, w.UID, owner)
+			}
+		}
+	}
+	if shown == 0 {
+		t.Errorf("status --json lists none of the running workers %v", sitters)
 	}
 	if res := r.Mgmt(ctx, "logs", r.Name, anyID); res.Code != 0 || strings.TrimSpace(res.Stdout) == "" {
 		t.Errorf("mgmt logs %s: exit %d\n%s%s", anyID, res.Code, res.Stdout, res.Stderr)
