@@ -16,6 +16,7 @@ import (
 	"nightshift/internal/envelope"
 	"nightshift/internal/testsupport"
 	"nightshift/internal/testsupport/amqptest"
+	"nightshift/provisioner/provbus"
 	"nightshift/sitter"
 )
 
@@ -24,10 +25,17 @@ import (
 func dialTestBus(t testing.TB) (*amqpbus.Bus, string) {
 	t.Helper()
 	amqptest.NeedBroker(t)
+	return dialNamedBus(t, "controller-test")
+}
+
+// dialNamedBus is dialTestBus with the connection named name, which
+// amqptest.KillConnection finds.
+func dialNamedBus(t testing.TB, name string) (*amqpbus.Bus, string) {
+	t.Helper()
 	run := amqptest.UniqueName(t, "ctlbus-")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	bus, err := amqpbus.Dial(ctx, amqpbus.Config{URL: amqptest.URL(), Name: "controller-test", Run: run, Log: slog.New(slog.DiscardHandler)})
+	bus, err := amqpbus.Dial(ctx, amqpbus.Config{URL: amqptest.URL(), Name: name, Run: run, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,6 +290,72 @@ func TestInstanceEndedBeforeSubscribingIsSeen(t *testing.T) {
 	r.tick()
 	if n, _ := r.prov.launched(); n != 1 {
 		t.Fatalf("%d instances launched after the death was seen, want 1 replacement", n)
+	}
+	cancel()
+	bus.Close()
+	if err := <-served; err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, amqpbus.ErrClosed) {
+		t.Fatalf("Serve returned %v", err)
+	}
+}
+
+// TestRecordsReadOncePerBindOverBus is TestRecordsReadOncePerBind as the
+// daemon runs it: Serve binds the instance subscription and Run recovers
+// after that bind, reading the provisioner's records once at start; a
+// lost connection binds a new subscription, which reads them once more,
+// so a worker that died meanwhile, its event sent to nobody, is replaced.
+func TestRecordsReadOncePerBindOverBus(t *testing.T) {
+	amqptest.NeedRabbitmqctl(t)
+	name := amqptest.UniqueName(t, "controller-test-")
+	bus, _ := dialNamedBus(t, name)
+	r := newRig(t, npJob(t, 1))
+	ids := r.prov.seed("web", 1, nightshift.StateRunning, t0)
+	r.restartAwaitingBind()
+	base := r.prov.describeCount()
+	reads := func() int { return r.prov.describeCount() - base }
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srv := &ctlbus.Server{Bus: bus, Controller: r.c, Clock: r.clock, Ledger: r.store.Commands(),
+		Signer: &envelope.Signer{Secret: []byte(strings.Repeat("k", 32)), Now: r.clock.Now}}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx) }()
+	r.run()
+	testsupport.Eventually(t, 15*time.Second, func() error {
+		st, err := r.c.Status("web")
+		if err != nil {
+			return err
+		}
+		if len(st[0].Workers) != 1 {
+			return fmt.Errorf("workers %+v, want %s once recovered", st[0].Workers, ids[0])
+		}
+		return nil
+	})
+	// An event heard is one of a bound subscription: the bind is past.
+	ev := r.prov.setState(ids[0], nightshift.StateRunning)
+	ev.DNSName = "w0.example.internal"
+	if err := (provbus.Events{Bus: bus, Clock: r.clock}).InstanceChanged(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	testsupport.Eventually(t, 15*time.Second, func() error {
+		st, _ := r.c.Status("web")
+		if w := st[0].Workers; len(w) != 1 || w[0].DNSName != ev.DNSName {
+			return fmt.Errorf("workers %+v, want %s named %s by its event", w, ids[0], ev.DNSName)
+		}
+		return nil
+	})
+	if got := reads(); got != 1 {
+		t.Fatalf("records read %d times at start, want once (recovery and first bind together)", got)
+	}
+	// Died while the connection is down: its event reaches nobody.
+	r.prov.setState(ids[0], nightshift.StateFailed)
+	amqptest.KillConnection(t, name)
+	testsupport.Eventually(t, 30*time.Second, func() error {
+		if n, _ := r.prov.launched(); n != 1 {
+			return fmt.Errorf("%d instances launched, want 1 replacing %s", n, ids[0])
+		}
+		return nil
+	})
+	if got := reads(); got != 2 {
+		t.Fatalf("records read %d times after a reconnect, want twice: once at start, once for the new bind", got)
 	}
 	cancel()
 	bus.Close()

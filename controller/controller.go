@@ -50,6 +50,14 @@ type Config struct {
 	// ResyncEvery is how often the instance view is refreshed from the
 	// provisioner's records (default 30s).
 	ResyncEvery time.Duration
+	// AwaitBind makes Run recover only once the bus adapter has bound the
+	// instance subscription (Bound): a read of the provisioner's records
+	// made after the bind is the one Recover needs and the one the bind
+	// needs, where recovering first read every record twice at start (at
+	// 10,000 instances, time a standby taking over spends before its
+	// first decision). Set it only when something calls Bound
+	// (ctlbus.Server does), or Run waits for ever.
+	AwaitBind bool
 	// RemoteRefused reports whether a provisioner error is a definite
 	// refusal (never resend) rather than a transport failure. nil means
 	// errors.Is(err, ErrRefused).
@@ -83,9 +91,14 @@ type Controller struct {
 	// Freeze returns no action is in progress or will start.
 	act sync.RWMutex
 
-	mu        sync.Mutex // guards frozen, recovered and every job's pool
+	mu        sync.Mutex // guards frozen, recovered, binds and every job's pool
 	frozen    bool
 	recovered bool
+	// binds counts the instance subscription's binds (Bound), so that a
+	// Recover whose reads began before one knows it must read again.
+	binds     uint64
+	firstBind chan struct{} // closed by the first Bound
+	bindOnce  sync.Once
 	names     []string
 	jobs      map[string]*job
 }
@@ -158,7 +171,7 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 	if cfg.RemoteRefused == nil {
 		cfg.RemoteRefused = func(err error) bool { return errors.Is(err, ErrRefused) }
 	}
-	c := &Controller{cfg: cfg, started: cfg.Clock.Now(), jobs: map[string]*job{}}
+	c := &Controller{cfg: cfg, started: cfg.Clock.Now(), jobs: map[string]*job{}, firstBind: make(chan struct{})}
 	epoch, err := cfg.Store.Epoch(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("new controller: %w", err)
@@ -268,8 +281,14 @@ func (c *Controller) Jobs() []string { return slices.Clone(c.names) }
 // provisioner's records is done and is not resent; one not found stays
 // pending and is resent with the same id on the next tick (the provisioner
 // dedupes it if it did arrive after all). No decision is taken before
-// Recover has succeeded for every job.
+// Recover has succeeded for every job. Its reads of the records stand for
+// the reread a bind of the instance subscription asks for (Bound) when
+// they began after it; when a bind came while they were under way, they
+// are read again.
 func (c *Controller) Recover(ctx context.Context) error {
+	c.mu.Lock()
+	binds := c.binds
+	c.mu.Unlock()
 	for _, name := range c.names {
 		if err := c.recoverJob(ctx, c.jobs[name]); err != nil {
 			return err
@@ -281,7 +300,11 @@ func (c *Controller) Recover(ctx context.Context) error {
 	for _, j := range c.jobs {
 		j.pool.Listening(now)
 	}
+	again := c.binds != binds
 	c.mu.Unlock()
+	if again {
+		c.resync(ctx)
+	}
 	return nil
 }
 
@@ -326,6 +349,14 @@ func (c *Controller) recoverJob(ctx context.Context, j *job) error {
 // has its own loop, so one job's slow provisioner call (up to
 // CallTimeout) does not delay another's decisions.
 func (c *Controller) Run(ctx context.Context) error {
+	if c.cfg.AwaitBind && len(c.names) > 0 {
+		c.cfg.Log.Info("waiting for the instance subscription before reading the provisioner's records")
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.firstBind:
+		}
+	}
 	retry := backoff.Backoff{Policy: backoff.Policy{Initial: c.cfg.Tick, Max: 30 * time.Second}}
 	for {
 		err := c.Recover(ctx)
@@ -389,12 +420,28 @@ func (c *Controller) round(ctx context.Context, j *job) {
 // Resync rereads every job's instance records from the provisioner and
 // applies what changed, as if the events had arrived. Events are best
 // effort: one published while the controller was not subscribed (a
-// standby taking over, a reconnect) is lost, so the bus adapter calls this
-// each time its instance subscription is bound, and Run every ResyncEvery.
-// A worker that died meanwhile is then replaced at once, not after
+// standby taking over, a reconnect) is lost, so each bind of the instance
+// subscription rereads them (Bound), and Run does every ResyncEvery. A
+// worker that died meanwhile is then replaced at once, not after
 // missing_timeout of silence. Failures are logged; the next resync covers
 // them.
 func (c *Controller) Resync(ctx context.Context) { c.resync(ctx) }
+
+// Bound is what the bus adapter calls each time its instance subscription
+// is bound (at start, after a standby took over, after a reconnect): an
+// event published before that reached nobody, so the records are read
+// again, at once, unless Recover is still to read them (it reads them
+// again itself when this bind came while it was reading).
+func (c *Controller) Bound(ctx context.Context) {
+	c.mu.Lock()
+	c.binds++
+	recovered := c.recovered
+	c.mu.Unlock()
+	c.bindOnce.Do(func() { close(c.firstBind) })
+	if recovered {
+		c.resync(ctx)
+	}
+}
 
 func (c *Controller) resync(ctx context.Context) {
 	for _, name := range c.names {

@@ -933,3 +933,64 @@ func TestHeartbeatMaxAge(t *testing.T) {
 		t.Fatalf("HeartbeatMaxAge of slow alone = %v, want 10s", got)
 	}
 }
+
+// TestRecordsReadOncePerBind: the provisioner's records (every instance
+// of every job: at 10,000 instances, time a standby taking over waits) are
+// read once at start, not once to recover and again for the instance
+// subscription's first bind, and once more at each later bind (a
+// reconnect), which an instance event published unbound reached nobody.
+func TestRecordsReadOncePerBind(t *testing.T) {
+	r := newRig(t, npJob(t, 1))
+	r.restartAwaitingBind()
+	base := r.prov.describeCount()
+	reads := func() int { return r.prov.describeCount() - base }
+	r.run()
+	r.c.Bound(context.Background()) // the bus adapter's first bind
+	testsupport.Eventually(t, 10*time.Second, func() error {
+		if n, _ := r.prov.launched(); n != 1 {
+			return fmt.Errorf("%d instances launched, want 1 once recovered", n)
+		}
+		return nil
+	})
+	if got := reads(); got != 1 {
+		t.Fatalf("records read %d times at start, want once (recovery and first bind together)", got)
+	}
+	for want := 2; want <= 3; want++ {
+		r.c.Bound(context.Background())
+		if got := reads(); got != want {
+			t.Fatalf("records read %d times after %d binds, want %d: once more per bind", got, want, want)
+		}
+	}
+}
+
+// TestBindDuringRecoveryReadsAgain: a bind of the instance subscription
+// while the recovery is reading the records is not covered by that read
+// (a worker may have died between the read and the bind, its event sent
+// to nobody), so the recovery reads them again.
+func TestBindDuringRecoveryReadsAgain(t *testing.T) {
+	r := newRig(t, npJob(t, 2))
+	ids := r.prov.seed("web", 2, nightshift.StateRunning, t0)
+	r.restartAwaitingBind()
+	c := r.c
+	var bound bool
+	r.prov.mu.Lock()
+	r.prov.afterDescribe = func() {
+		if !bound {
+			bound = true
+			r.prov.setState(ids[0], nightshift.StateFailed)
+			c.Bound(context.Background())
+		}
+	}
+	r.prov.mu.Unlock()
+	base := r.prov.describeCount()
+	if err := c.Recover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.prov.describeCount() - base; got != 2 {
+		t.Fatalf("records read %d times, want twice: again after the bind", got)
+	}
+	r.tick()
+	if n, _ := r.prov.launched(); n != 1 {
+		t.Fatalf("%d instances launched after the recovery, want 1 replacing %s, which died before the bind", n, ids[0])
+	}
+}

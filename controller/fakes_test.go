@@ -54,6 +54,10 @@ type fakeProv struct {
 	onHealth func(provisioner.HealthBody) error
 	// onLaunch, when set, runs as a launch arrives (before it is recorded).
 	onLaunch func(provisioner.LaunchRequest)
+	// describes counts Describe calls; afterDescribe, when set, runs after
+	// each one has taken its snapshot of the records.
+	describes     int
+	afterDescribe func()
 }
 
 func newFakeProv(clock clockwork.Clock) *fakeProv {
@@ -129,6 +133,13 @@ func (f *fakeProv) Revise(_ context.Context, b provisioner.ReviseBody) error {
 	return nil
 }
 
+// describeCount returns the number of Describe calls.
+func (f *fakeProv) describeCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.describes
+}
+
 func (f *fakeProv) Health(_ context.Context, b provisioner.HealthBody) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -159,8 +170,9 @@ func (f *fakeProv) Health(_ context.Context, b provisioner.HealthBody) error {
 
 func (f *fakeProv) Describe(_ context.Context, job string) (provisioner.Status, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
+	f.describes++
 	if f.failDesc {
+		f.mu.Unlock()
 		return provisioner.Status{}, errTransport
 	}
 	st := provisioner.Status{DNSProblem: f.dnsProblem}
@@ -168,6 +180,11 @@ func (f *fakeProv) Describe(_ context.Context, job string) (provisioner.Status, 
 		if r.Job == job {
 			st.Instances = append(st.Instances, r)
 		}
+	}
+	after := f.afterDescribe
+	f.mu.Unlock()
+	if after != nil {
+		after()
 	}
 	return st, nil
 }
@@ -345,6 +362,43 @@ func (r *rig) start() {
 		r.t.Fatal(err)
 	}
 	r.c = c
+}
+
+// restartAwaitingBind restarts as the daemon starts with its bus adapter
+// (AwaitBind): r.c is a new controller on the same store, neither
+// recovered nor running; its Run recovers only after Bound.
+func (r *rig) restartAwaitingBind() {
+	r.t.Helper()
+	r.store.Close()
+	ctx := context.Background()
+	st, err := ctlstore.Open(ctx, r.path)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(func() { st.Close() })
+	r.store = st
+	c, err := controller.New(ctx, controller.Config{
+		Jobs: r.jobs, Registry: decision.NewRegistry(), Store: st, Provisioner: r.prov,
+		Drainer: r.drainer, Meter: r.meter, MgmtAPI: ctlbus.MgmtAPI{}, Clock: r.clock, Link: r.link, Observer: r.obs,
+		AwaitBind: true,
+	})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.c = c
+}
+
+// run runs r.c until the test ends.
+func (r *rig) run() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.c.Run(ctx) }()
+	r.t.Cleanup(func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			r.t.Errorf("Run returned %v, want context.Canceled", err)
+		}
+	})
 }
 
 // restart simulates a crash: the old controller is dropped without any

@@ -188,6 +188,9 @@ func serve(ctx context.Context, o options, getenv func(string) string, log *slog
 			return watcher.Reconfigure(values)
 		},
 		Observer: metrics.NewController(promReg, o.common.Run),
+		// Serve below binds the instance subscription; its first bind's
+		// reread of the records is the recovery's.
+		AwaitBind: true,
 	})
 	if err != nil {
 		return err

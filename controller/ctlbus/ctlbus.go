@@ -74,9 +74,13 @@ func (s *Server) Serve(ctx context.Context) error {
 		})
 		// Each time the instance subscription is bound (a new queue: at
 		// start, after a standby took over, after a reconnect), the
-		// records are read again: an instance that ended before it was
-		// bound sent its event to nobody, and would otherwise be noticed
-		// only by its silence (missing_timeout) or the periodic resync.
+		// controller is told (Controller.Bound), and reads the records
+		// again: an instance that ended before it was bound sent its
+		// event to nobody, and would otherwise be noticed only by its
+		// silence (missing_timeout) or the periodic resync. The first
+		// bind's read is Recover's when the controller awaits it
+		// (Config.AwaitBind). bound must not block, so the reads are
+		// made here.
 		resync := make(chan struct{}, 1)
 		bound := func() {
 			select {
@@ -90,7 +94,7 @@ func (s *Server) Serve(ctx context.Context) error {
 				case <-ctx.Done():
 					return nil
 				case <-resync:
-					s.Controller.Resync(ctx)
+					s.Controller.Bound(ctx)
 				}
 			}
 		})
