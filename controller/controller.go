@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -99,8 +100,12 @@ type Controller struct {
 	binds     uint64
 	firstBind chan struct{} // closed by the first Bound
 	bindOnce  sync.Once
-	names     []string
-	jobs      map[string]*job
+	// provGen is bumped whenever the provisioner may have changed unseen
+	// (Bound: the controller was not listening): every job's
+	// revisionAcks of an older generation count for nothing.
+	provGen atomic.Uint64
+	names   []string
+	jobs    map[string]*job
 }
 
 // job is one job's loop state around its Pool.
@@ -131,6 +136,13 @@ type job struct {
 	// controller tells it once more.
 	sentHealth provisioner.HealthBody
 	healthSent bool
+	// acks are the revisions the provisioner acknowledged (Revise), which
+	// launches need not hand over again. Guarded by acting.
+	acks revisionAcks
+	// revs caches the job's stored revisions by number (a revision's
+	// number, digest and spec never change), for launches that name one
+	// other than rev. Guarded by acting.
+	revs map[int]Revision
 }
 
 // New builds a controller: it validates the configuration, opens each
@@ -204,7 +216,7 @@ func (c *Controller) openJob(ctx context.Context, j Job) (*job, error) {
 	if err != nil {
 		return nil, fmt.Errorf("job %s: encode definition: %w", j.Name, err)
 	}
-	jb := &job{def: j, engine: e, pool: NewPool(j, c.started), trigger: make(chan struct{}, 1)}
+	jb := &job{def: j, engine: e, pool: NewPool(j, c.started), trigger: make(chan struct{}, 1), revs: map[int]Revision{}}
 	policy := j.Policy
 	var lastScaleAt time.Time
 	rec, err := c.cfg.Store.Job(ctx, j.Name)
@@ -431,8 +443,12 @@ func (c *Controller) Resync(ctx context.Context) { c.resync(ctx) }
 // is bound (at start, after a standby took over, after a reconnect): an
 // event published before that reached nobody, so the records are read
 // again, at once, unless Recover is still to read them (it reads them
-// again itself when this bind came while it was reading).
+// again itself when this bind came while it was reading). A provisioner
+// the controller could not hear may also have been replaced meanwhile, so
+// which revisions it was handed is forgotten: the next launch of each
+// hands its revision over again.
 func (c *Controller) Bound(ctx context.Context) {
+	c.provGen.Add(1)
 	c.mu.Lock()
 	c.binds++
 	recovered := c.recovered
@@ -505,6 +521,9 @@ func (c *Controller) openRevision(ctx context.Context, jb *job) error {
 			return err
 		}
 		c.cfg.Log.Info("job revision", "job", j.Name, "revision", r.Number, "digest", r.Digest, "who", r.Who, "outcome", r.Outcome)
+	}
+	for _, r := range append(revs, writes...) {
+		jb.revs[r.Number] = r
 	}
 	spec, err := SpecOfRevision(cur)
 	if err != nil {

@@ -54,6 +54,14 @@ type fakeProv struct {
 	onHealth func(provisioner.HealthBody) error
 	// onLaunch, when set, runs as a launch arrives (before it is recorded).
 	onLaunch func(provisioner.LaunchRequest)
+	// sent is every launch and revise in order ("launch ID", "revise
+	// DIGEST").
+	sent []string
+	// ledger holds the digests of the revisions handed over; with
+	// planDigest set, a launch naming neither it nor one of them is
+	// refused, as the real provisioner refuses an unknown revision.
+	ledger     map[string]bool
+	planDigest string
 	// describes counts Describe calls; afterDescribe, when set, runs after
 	// each one has taken its snapshot of the records.
 	describes     int
@@ -73,12 +81,16 @@ func (f *fakeProv) Launch(_ context.Context, req provisioner.LaunchRequest) ([]p
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, req)
+	f.sent = append(f.sent, "launch "+req.LaunchID)
 	if req.Count < 1 || req.Count > provisioner.MaxCount {
 		// The real provisioner refuses it at its message's validation.
 		return nil, fmt.Errorf("launch: %w: count %d: want 1..%d", controller.ErrRefused, req.Count, provisioner.MaxCount)
 	}
 	if f.refuse {
 		return nil, fmt.Errorf("launch: %w: launches disabled", controller.ErrRefused)
+	}
+	if f.planDigest != "" && req.SpecDigest != f.planDigest && !f.ledger[req.SpecDigest] {
+		return nil, fmt.Errorf("launch %s: %w: spec digest %s is not the provisioner's nor a revision handed to it", req.LaunchID, controller.ErrRefused, req.SpecDigest)
 	}
 	if f.failLaunch > 0 && !f.lostReply {
 		f.failLaunch--
@@ -130,7 +142,28 @@ func (f *fakeProv) Revise(_ context.Context, b provisioner.ReviseBody) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.revised = append(f.revised, b)
+	f.sent = append(f.sent, "revise "+b.Digest)
+	if f.ledger == nil {
+		f.ledger = map[string]bool{}
+	}
+	f.ledger[b.Digest] = true
 	return nil
+}
+
+// loseLedger is a provisioner restarted on a fresh store: it remembers no
+// revision handed to it, and refuses launches naming one other than
+// planDigest.
+func (f *fakeProv) loseLedger(planDigest string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.ledger, f.planDigest = nil, planDigest
+}
+
+// sentLog returns every launch and revise sent, in order.
+func (f *fakeProv) sentLog() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.sent)
 }
 
 // describeCount returns the number of Describe calls.
@@ -297,9 +330,11 @@ type rig struct {
 	link    *fakeLink
 	path    string
 	store   *ctlstore.Store
-	jobs    []controller.Job
-	obs     *recObserver
-	c       *controller.Controller
+	// revReads counts the controller's reads of the stored revisions.
+	revReads atomic.Int64
+	jobs     []controller.Job
+	obs      *recObserver
+	c        *controller.Controller
 }
 
 // recObserver records what a controller tells its Observer.
@@ -352,7 +387,7 @@ func (r *rig) start() {
 	r.t.Cleanup(func() { st.Close() })
 	r.store = st
 	c, err := controller.New(ctx, controller.Config{
-		Jobs: r.jobs, Registry: decision.NewRegistry(), Store: st, Provisioner: r.prov,
+		Jobs: r.jobs, Registry: decision.NewRegistry(), Store: countingStore{st, &r.revReads}, Provisioner: r.prov,
 		Drainer: r.drainer, Meter: r.meter, MgmtAPI: ctlbus.MgmtAPI{}, Clock: r.clock, Link: r.link, Observer: r.obs,
 	})
 	if err != nil {
@@ -399,6 +434,17 @@ func (r *rig) run() {
 			r.t.Errorf("Run returned %v, want context.Canceled", err)
 		}
 	})
+}
+
+// countingStore counts reads of the stored revisions.
+type countingStore struct {
+	*ctlstore.Store
+	revReads *atomic.Int64
+}
+
+func (s countingStore) Revisions(ctx context.Context, job string) ([]controller.Revision, error) {
+	s.revReads.Add(1)
+	return s.Store.Revisions(ctx, job)
 }
 
 // restart simulates a crash: the old controller is dropped without any

@@ -169,7 +169,7 @@ func (c *Controller) StartRollout(ctx context.Context, job string, req RolloutRe
 		return Rollout{}, fmt.Errorf("rollout of job %s: the spec is revision %d's already", job, from.Number)
 	}
 	// The provisioner first: a revision it refuses is never recorded.
-	if err := c.revise(ctx, to); err != nil {
+	if err := c.revise(ctx, j, to); err != nil {
 		return Rollout{}, fmt.Errorf("rollout of job %s: %w", job, err)
 	}
 	r := Rollout{Job: job, From: from.Number, To: to.Number, Phase: RolloutRolling, Config: req.Config.WithDefaults(), Who: who, Started: now}
@@ -253,7 +253,7 @@ func (c *Controller) turnBack(ctx context.Context, j *job, r Rollout) error {
 	if from == nil {
 		return fmt.Errorf("rollout of job %s: revision %d is not stored", j.def.Name, r.From)
 	}
-	if err := c.revise(ctx, *from); err != nil {
+	if err := c.revise(ctx, j, *from); err != nil {
 		return err
 	}
 	if err := c.cfg.Store.PutRollout(ctx, r, now); err != nil {
@@ -281,20 +281,54 @@ func (c *Controller) setRevision(j *job, rev Revision) {
 	j.pool.SetRevision(rev)
 }
 
-// revise hands rev to the provisioner; one it holds already (the plan's,
-// or one handed over before) changes nothing there.
-func (c *Controller) revise(ctx context.Context, rev Revision) error {
+// revise hands rev, a revision of j, to the provisioner; one it holds
+// already (the plan's, or one handed over before) changes nothing there.
+// Called under j.acting.
+func (c *Controller) revise(ctx context.Context, j *job, rev Revision) error {
 	spec, err := SpecOfRevision(rev)
 	if err != nil {
 		return err
 	}
+	// The generation before sending: a bind while it is under way makes
+	// this ack one of the provisioner the controller then doubts.
+	gen := c.provGen.Load()
 	cctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
 	defer cancel()
 	if err := c.cfg.Provisioner.Revise(cctx, provisioner.ReviseBody{Job: rev.Job, Digest: rev.Digest, Spec: spec}); err != nil {
 		return fmt.Errorf("hand revision %d to the provisioner: %w", rev.Number, err)
 	}
+	j.acks.add(gen, rev.Digest)
 	return nil
 }
+
+// revisionAcks are the digests of the revisions of one job the
+// provisioner acknowledged while the controller's view of it was at
+// generation gen (Controller.provGen): an ack of an older generation
+// counts for nothing.
+type revisionAcks struct {
+	gen     uint64
+	digests map[string]bool
+}
+
+// has reports whether digest was acknowledged at generation gen.
+func (a *revisionAcks) has(gen uint64, digest string) bool {
+	return a.gen == gen && a.digests[digest]
+}
+
+// add records an ack of digest made at generation gen; one of a
+// generation already past is dropped.
+func (a *revisionAcks) add(gen uint64, digest string) {
+	switch {
+	case gen < a.gen:
+		return
+	case gen > a.gen || a.digests == nil:
+		a.gen, a.digests = gen, map[string]bool{}
+	}
+	a.digests[digest] = true
+}
+
+// forget drops the ack of digest.
+func (a *revisionAcks) forget(digest string) { delete(a.digests, digest) }
 
 // rolloutRound replaces the engine's actions with the rollout's step while
 // a rollout is active, keeping the engine's target as the pool's size.

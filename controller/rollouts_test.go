@@ -295,6 +295,51 @@ func TestPendingLaunchKeepsItsRevisionAcrossARollout(t *testing.T) {
 	}
 }
 
+// TestResentLaunchOfAnOlderRevision: a launch whose outcome stays unknown
+// is resent round after round; when it is of a revision no longer in
+// force, each resend used to read every stored revision again and hand
+// that revision to the provisioner again. Stored revisions never change
+// and the provisioner keeps what it is handed: neither is needed twice.
+func TestResentLaunchOfAnOlderRevision(t *testing.T) {
+	r := newRig(t, npJob(t, 2))
+	r.prov.mu.Lock()
+	r.prov.failLaunch = 1000
+	r.prov.mu.Unlock()
+	r.tick()
+	_, calls := r.prov.launched()
+	if len(calls) == 0 {
+		t.Fatal("no launch sent")
+	}
+	pending := calls[0]
+	ctx := context.Background()
+	if _, err := r.c.StartRollout(ctx, "web", controller.RolloutRequest{Set: map[string]string{"env.VERSION": "2"}}, "ns.r.mgmt"); err != nil {
+		t.Fatal(err)
+	}
+	reads, before := r.revReads.Load(), len(r.prov.sentLog())
+	const rounds = 5
+	for range rounds {
+		r.tick()
+	}
+	resent, revised := 0, 0
+	for _, s := range r.prov.sentLog()[before:] {
+		switch s {
+		case "launch " + pending.LaunchID:
+			resent++
+		case "revise " + pending.SpecDigest:
+			revised++
+		}
+	}
+	if resent != rounds {
+		t.Fatalf("launch %s of revision 1 resent %d times in %d rounds", pending.LaunchID, resent, rounds)
+	}
+	if revised != 1 {
+		t.Errorf("revision 1 handed over %d times for %d resends, want once", revised, resent)
+	}
+	if got := r.revReads.Load() - reads; got != 0 {
+		t.Errorf("stored revisions read %d times for %d resends, want none (the controller holds them)", got, resent)
+	}
+}
+
 // A worker's linked tasks are part of its revision: a --set on one linked
 // task's environment makes a new revision whose spec changes that task
 // alone, every new worker launches it (all its tasks on it), and a linked
@@ -355,5 +400,101 @@ func TestRolloutOfALinkedTask(t *testing.T) {
 	}
 	if fresh == 0 {
 		t.Errorf("no worker of revision 2 launched (calls %+v)", r.prov.calls)
+	}
+}
+
+// TestRevisionHandedOverOncePerProvisioner: a revision other than the
+// plan's is handed to the provisioner once, not before every launch of it
+// (a signed, confirmed round trip each, all through a rollout and after
+// it). It is handed over again before the next launch once the controller
+// has reason to think the provisioner may have forgotten it: its instance
+// subscription was bound again (a reconnect, a takeover), or a launch
+// naming it was refused (a provisioner restarted on a fresh store), which
+// is then sent once more and accepted.
+func TestRevisionHandedOverOncePerProvisioner(t *testing.T) {
+	rr := startRolloutRig(t)
+	ctx := context.Background()
+	plan, _ := rr.c.Status("web")
+	if _, err := rr.c.StartRollout(ctx, "web", controller.RolloutRequest{Set: map[string]string{"env.VERSION": "2"},
+		Config: controller.RolloutConfig{MinReady: 2 * time.Second}}, "ns.r.mgmt"); err != nil {
+		t.Fatal(err)
+	}
+	for range 100 {
+		if ro := rr.step(); !ro.Active() {
+			break
+		}
+	}
+	st, _ := rr.c.Status("web")
+	if st[0].Rollout == nil || st[0].Rollout.Phase != controller.RolloutDone {
+		t.Fatalf("rollout %+v, want done", st[0].Rollout)
+	}
+	rev2 := st[0].Revision.Digest
+	// grow grows the pool by one worker, times times, and returns the
+	// launches and revises sent meanwhile.
+	n := 2
+	grow := func(times int) []string {
+		t.Helper()
+		before := len(rr.prov.sentLog())
+		for range times {
+			n++
+			if err := rr.c.Reconfigure(ctx, "web", map[string]any{"n": n}, "ops"); err != nil {
+				t.Fatal(err)
+			}
+			rr.tick()
+			rr.clock.Advance(500 * time.Millisecond)
+			rr.beat()
+		}
+		return rr.prov.sentLog()[before:]
+	}
+	launchesOf := func(sent []string) int {
+		k := 0
+		for _, s := range sent {
+			if id, ok := strings.CutPrefix(s, "launch "); ok && controller.RevisionOfLaunch(id) == 2 {
+				k++
+			}
+		}
+		return k
+	}
+	revises := func(sent []string) []string {
+		var out []string
+		for _, s := range sent {
+			if d, ok := strings.CutPrefix(s, "revise "); ok {
+				out = append(out, d)
+			}
+		}
+		return out
+	}
+	all := rr.prov.sentLog()
+	if got := revises(all); len(got) != 1 || got[0] != rev2 {
+		t.Fatalf("rollout: revisions handed over %v over %d launches of revision 2, want revision 2 once (when the rollout started)", got, launchesOf(all))
+	}
+	const N = 5
+	sent := grow(N)
+	if launchesOf(sent) != N || len(revises(sent)) != 0 {
+		t.Fatalf("%d launches of revision 2 sent %v; want %d launches and no revision handed over again", launchesOf(sent), sent, N)
+	}
+
+	// The instance subscription bound again: the provisioner may be
+	// another, so the next launch hands the revision over first, and the
+	// one after does not.
+	rr.c.Bound(ctx)
+	sent = grow(2)
+	if len(sent) != 3 || sent[0] != "revise "+rev2 || !strings.HasPrefix(sent[1], "launch ") || !strings.HasPrefix(sent[2], "launch ") {
+		t.Fatalf("after a bind: sent %v, want revision 2 handed over, then two launches", sent)
+	}
+
+	// A provisioner restarted on a fresh store refuses the launch; the
+	// revision is handed over and the same launch sent once more.
+	rr.prov.loseLedger(plan[0].Revision.Digest)
+	instances, _ := rr.prov.launched()
+	sent = grow(1)
+	if len(sent) != 3 || !strings.HasPrefix(sent[0], "launch ") || sent[1] != "revise "+rev2 || sent[2] != sent[0] {
+		t.Fatalf("after the provisioner lost its revisions: sent %v, want the launch refused, revision 2 handed over, and the launch again", sent)
+	}
+	if now, _ := rr.prov.launched(); now != instances+1 {
+		t.Fatalf("%d instances launched after the retry, want 1", now-instances)
+	}
+	if sent = grow(1); len(sent) != 1 || launchesOf(sent) != 1 {
+		t.Fatalf("next launch: sent %v, want the launch alone", sent)
 	}
 }

@@ -166,19 +166,39 @@ func (c *Controller) flushLaunches(ctx context.Context, j *job) error {
 			errs = append(errs, err)
 			continue
 		}
-		// A revision other than the plan's in force is handed over before
-		// each launch of it: the provisioner keeps what it is handed, but
-		// one that never got it (or a plan revision older than its jobs
-		// file) would refuse the launch for good.
+		// A revision other than the plan's in force must have been handed
+		// over: a provisioner that never got it (or a plan revision older
+		// than its jobs file) would refuse the launch for good. Once is
+		// enough, as it keeps what it is handed in its ledger; handing it
+		// over before every launch was a signed, confirmed round trip per
+		// launch, all through a rollout and after it.
+		trusted := false // not handed over now, on the strength of an earlier ack
 		if rev.Who != WhoPlan || rev.Number != j.rev.Number {
-			if err := c.revise(ctx, rev); err != nil {
-				errs = append(errs, fmt.Errorf("job %s: launch %s: %w", l.Job, l.LaunchID, err))
-				continue
+			trusted = j.acks.has(c.provGen.Load(), rev.Digest)
+			if !trusted {
+				if err := c.revise(ctx, j, rev); err != nil {
+					errs = append(errs, fmt.Errorf("job %s: launch %s: %w", l.Job, l.LaunchID, err))
+					continue
+				}
 			}
 		}
-		cctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
-		insts, err := c.cfg.Provisioner.Launch(cctx, req)
-		cancel()
+		insts, err := c.launch(ctx, req)
+		if trusted && err != nil && c.cfg.RemoteRefused(err) {
+			// The provisioner may not hold the revision after all (one
+			// whose ledger was lost, which the controller cannot tell from
+			// the one that acknowledged it): hand it over and send the
+			// launch once more, which a refusal for another reason refuses
+			// again. Nothing was recorded of the refused launch, so its id
+			// is still free.
+			c.cfg.Log.Info("launch refused; handing its revision over again", "job", l.Job, "launch_id", l.LaunchID,
+				"revision", rev.Number, "err", redact.String(err.Error()))
+			j.acks.forget(rev.Digest)
+			if rerr := c.revise(ctx, j, rev); rerr != nil {
+				errs = append(errs, fmt.Errorf("job %s: launch %s: %w", l.Job, l.LaunchID, rerr))
+				continue
+			}
+			insts, err = c.launch(ctx, req)
+		}
 		switch {
 		case err == nil:
 			c.applyInstances(j, insts)
@@ -204,23 +224,35 @@ func (c *Controller) launchRevision(ctx context.Context, j *job, launchID string
 	if n == 0 || n == j.rev.Number {
 		return j.rev, j.def, nil
 	}
-	revs, err := c.cfg.Store.Revisions(ctx, j.def.Name)
-	if err != nil {
-		return Revision{}, Job{}, err
-	}
-	for _, r := range revs {
-		if r.Number != n {
-			continue
-		}
-		spec, err := SpecOfRevision(r)
+	r, ok := j.revs[n]
+	if !ok {
+		// One made since the cache was filled (by a rollout) or not
+		// stored at all: only the store can tell.
+		revs, err := c.cfg.Store.Revisions(ctx, j.def.Name)
 		if err != nil {
 			return Revision{}, Job{}, err
 		}
-		def := j.def
-		def.Driver, def.Instance, def.Worker = spec.Driver, spec.Instance, spec.Worker
-		return r, def, nil
+		for _, r := range revs {
+			j.revs[r.Number] = r
+		}
+		if r, ok = j.revs[n]; !ok {
+			return Revision{}, Job{}, fmt.Errorf("revision %d: %w", n, errRevisionGone)
+		}
 	}
-	return Revision{}, Job{}, fmt.Errorf("revision %d: %w", n, errRevisionGone)
+	spec, err := SpecOfRevision(r)
+	if err != nil {
+		return Revision{}, Job{}, err
+	}
+	def := j.def
+	def.Driver, def.Instance, def.Worker = spec.Driver, spec.Instance, spec.Worker
+	return r, def, nil
+}
+
+// launch sends one launch request.
+func (c *Controller) launch(ctx context.Context, req provisioner.LaunchRequest) ([]provisioner.Instance, error) {
+	cctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
+	defer cancel()
+	return c.cfg.Provisioner.Launch(cctx, req)
 }
 
 // errRevisionGone: a pending launch names a revision the store does not

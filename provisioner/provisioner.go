@@ -1063,9 +1063,8 @@ func (p *Provisioner) Revise(ctx context.Context, b ReviseBody) error {
 		return nil
 	}
 	// The ledger first: a revision accepted is one a restarted provisioner
-	// still launches (the controller hands it over again only before
-	// launches of the revision in force, not before a resent launch of an
-	// older one).
+	// still launches (the controller hands a revision over once, not
+	// before each launch of it).
 	raw, err := json.Marshal(b.Spec)
 	if err != nil {
 		return fmt.Errorf("revise: %w: field \"spec\": job %s: %w", ErrInvalid, b.Job, err)
