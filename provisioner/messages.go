@@ -190,7 +190,8 @@ func (b *DescribeBody) Validate() error {
 // Reply answers every command. Error is empty on success; Instances holds
 // the affected records (launch, terminate) or all matching ones (describe);
 // Live counts live instances (terminate_all, describe) so callers can poll
-// until it reaches zero.
+// until it reaches zero; DNSProblem is Status.DNSProblem (describe), which
+// the controller shows in status.
 type Reply struct {
 	Error    string `json:"error,omitempty"`
 	NotFound bool   `json:"not_found,omitempty"`
@@ -200,6 +201,9 @@ type Reply struct {
 	Disabled  bool       `json:"disabled,omitempty"`
 	Live      int        `json:"live"`
 	Instances []Instance `json:"instances,omitempty"`
+	// DNSProblem is Status.DNSProblem; without it a controller over the
+	// bus never heard why a pool's records are not being kept.
+	DNSProblem string `json:"dns_problem,omitempty"`
 }
 
 // Validate implements envelope.Validator.
@@ -261,7 +265,7 @@ func (p *Provisioner) Handle(ctx context.Context, body any) Reply {
 	case *DescribeBody:
 		var st Status
 		st, err = p.Describe(ctx, b.Job)
-		r.Live, r.Disabled = st.Live, st.Disabled
+		r.Live, r.Disabled, r.DNSProblem = st.Live, st.Disabled, st.DNSProblem
 		for _, in := range st.Instances {
 			if b.LiveOnly && !in.State.Live() {
 				continue

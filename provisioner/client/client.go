@@ -107,10 +107,11 @@ func (c *Client) Enable(ctx context.Context) error {
 }
 
 // Describe returns the records q selects; Live counts all live instances
-// of q.Job whatever q.LiveOnly says.
+// of q.Job whatever q.LiveOnly says, and DNSProblem why the DNS records
+// are not being kept.
 func (c *Client) Describe(ctx context.Context, q provisioner.DescribeBody) (provisioner.Status, error) {
 	r, err := c.call(ctx, provisioner.TypeDescribe, q)
-	return provisioner.Status{Disabled: r.Disabled, Live: r.Live, Instances: r.Instances}, err
+	return provisioner.Status{Disabled: r.Disabled, Live: r.Live, Instances: r.Instances, DNSProblem: r.DNSProblem}, err
 }
 
 // SubscribeEvents calls h for each instance event matching keys (topic

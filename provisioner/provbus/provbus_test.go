@@ -47,6 +47,13 @@ func dial(t *testing.T, run, name string, onConsume func(string)) *amqpbus.Bus {
 // client for it.
 func start(t *testing.T) *fixture {
 	t.Helper()
+	return startWith(t, nil)
+}
+
+// startWith is start with the provisioner's config (its Jobs are the
+// fixture's) changed by edit first.
+func startWith(t *testing.T, edit func(*provisioner.Config)) *fixture {
+	t.Helper()
 	amqptest.NeedBroker(t)
 	f := &fixture{run: amqptest.UniqueName(t, "provtest"), secret: []byte("0123456789abcdef0123456789abcdef")}
 	deleteTopology(t, f.run)
@@ -59,7 +66,11 @@ func start(t *testing.T) *fixture {
 	srvBus := dial(t, f.run, "provisioner-test", func(q string) { consuming <- q })
 	f.drv = provisionertest.NewDriver(f.run)
 	f.jobs = provisionertest.Jobs("web")
-	f.p, err = provisioner.New(provisioner.Config{Run: f.run, Driver: f.drv, Store: st, Events: provbus.Events{Bus: srvBus}, ReconcileEvery: -1, Jobs: f.jobs})
+	cfg := provisioner.Config{Run: f.run, Driver: f.drv, Store: st, Events: provbus.Events{Bus: srvBus}, ReconcileEvery: -1, Jobs: f.jobs}
+	if edit != nil {
+		edit(&cfg)
+	}
+	f.p, err = provisioner.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
