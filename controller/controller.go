@@ -102,7 +102,8 @@ type Controller struct {
 	bindOnce  sync.Once
 	// provGen is bumped whenever the provisioner may have changed unseen
 	// (Bound: the controller was not listening): every job's
-	// revisionAcks of an older generation count for nothing.
+	// revisionAcks and sentHealth of an older generation count for
+	// nothing.
 	provGen atomic.Uint64
 	names   []string
 	jobs    map[string]*job
@@ -131,11 +132,16 @@ type job struct {
 	// Controller.mu, changed under acting.
 	rollout *Rollout
 	// sentHealth is the judgement of the job's workers the provisioner
-	// last accepted (healthSent: any); a round sends it again only when it
-	// changed. Guarded by acting; empty after a restart, so a restarted
-	// controller tells it once more.
+	// last accepted (healthSent: any), while the controller's view of it
+	// was at generation healthGen (Controller.provGen); a round sends it
+	// again only when it changed or the generation moved on (a bind: the
+	// provisioner may be a replacement on a fresh store, which would
+	// otherwise not hear of the workers' health until it changed).
+	// Guarded by acting; empty after a restart, so a restarted controller
+	// tells it once more.
 	sentHealth provisioner.HealthBody
 	healthSent bool
+	healthGen  uint64
 	// acks are the revisions the provisioner acknowledged (Revise), which
 	// launches need not hand over again. Guarded by acting.
 	acks revisionAcks
@@ -445,8 +451,9 @@ func (c *Controller) Resync(ctx context.Context) { c.resync(ctx) }
 // again, at once, unless Recover is still to read them (it reads them
 // again itself when this bind came while it was reading). A provisioner
 // the controller could not hear may also have been replaced meanwhile, so
-// which revisions it was handed is forgotten: the next launch of each
-// hands its revision over again.
+// which revisions it was handed and which health it was told are
+// forgotten: the next launch of each hands its revision over again, and
+// the next round of each job with DNS tells it its workers' health.
 func (c *Controller) Bound(ctx context.Context) {
 	c.provGen.Add(1)
 	c.mu.Lock()

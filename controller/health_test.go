@@ -98,6 +98,30 @@ func TestHealthFollowsToTheProvisioner(t *testing.T) {
 	check("restarted, heard")
 }
 
+// The controller's memory of the health it told the provisioner does not
+// outlive a bind of its instance subscription: the provisioner may have
+// been replaced unseen (a fresh store holds no health, so no records), and
+// a judgement that does not change would never reach the new one. The
+// next round after a bind tells it again, once.
+func TestHealthToldAgainAfterABind(t *testing.T) {
+	r := newRig(t, dnsJob(t, "web", 2, true))
+	r.tick() // launches
+	ids := r.runAll("web", false)
+	slices.Sort(ids)
+	r.tick()
+	r.tick()
+	if got := r.prov.healthSent(); len(got) != 1 {
+		t.Fatalf("health sent %+v over two rounds, want once", got)
+	}
+	r.c.Bound(context.Background())
+	r.tick()
+	r.tick()
+	got := r.prov.healthSent()
+	if len(got) != 2 || got[1].Job != "web" || !slices.Equal(got[1].Healthy, ids) || len(got[1].Unhealthy) != 0 {
+		t.Fatalf("health sent %+v, want the same word (%v healthy) once more after the bind", got, ids)
+	}
+}
+
 // A pool of more workers than one provisioner.health message may name
 // (MaxCount) is reported in several messages, each of which the
 // provisioner's decoding accepts, and the provisioner, a real one with

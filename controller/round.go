@@ -332,7 +332,8 @@ func (c *Controller) drain(ctx context.Context, j *job, a decision.Drain, now ti
 // since it last accepted it: the workers' DNS records follow health, and
 // only the controller hears the heartbeats and probes that decide it. A
 // worker neither (booting, or not yet heard since a restart) is left out,
-// so the provisioner keeps what it had. A failure is retried next round.
+// so the provisioner keeps what it had. A failure is retried next round,
+// and so is the unchanged word after a bind (Bound).
 // The caller holds j.acting.
 func (c *Controller) reportHealth(ctx context.Context, j *job, snap decision.Snapshot) {
 	if !j.def.DNS {
@@ -350,8 +351,12 @@ func (c *Controller) reportHealth(ctx context.Context, j *job, snap decision.Sna
 			b.Unhealthy = append(b.Unhealthy, in.ID)
 		}
 	}
-	if j.healthSent && slices.Equal(b.Healthy, j.sentHealth.Healthy) && slices.Equal(b.Unhealthy, j.sentHealth.Unhealthy) ||
-		!j.healthSent && len(b.Healthy)+len(b.Unhealthy) == 0 {
+	// The generation before sending: a bind while it is under way makes
+	// this word one to a provisioner the controller then doubts.
+	gen := c.provGen.Load()
+	sent := j.healthSent && j.healthGen == gen
+	if sent && slices.Equal(b.Healthy, j.sentHealth.Healthy) && slices.Equal(b.Unhealthy, j.sentHealth.Unhealthy) ||
+		!sent && len(b.Healthy)+len(b.Unhealthy) == 0 {
 		return
 	}
 	// A pool of more than one message's worth goes in chunks, each a
@@ -366,5 +371,5 @@ func (c *Controller) reportHealth(ctx context.Context, j *job, snap decision.Sna
 			return
 		}
 	}
-	j.sentHealth, j.healthSent = b, true
+	j.sentHealth, j.healthSent, j.healthGen = b, true, gen
 }
