@@ -18,12 +18,17 @@ import (
 	"github.com/aws/smithy-go"
 
 	"nightshift"
+	"nightshift/internal/amqpbus"
 	"nightshift/internal/backoff"
 	"nightshift/internal/ec2/ec2test"
+	"nightshift/internal/envelope"
 	"nightshift/internal/jobspec"
 	"nightshift/internal/route53dns"
 	"nightshift/internal/store/provstore"
+	"nightshift/internal/testsupport/amqptest"
 	"nightshift/provisioner"
+	"nightshift/provisioner/client"
+	"nightshift/provisioner/provbus"
 	"nightshift/provisioner/provisionertest"
 )
 
@@ -135,6 +140,46 @@ func (h *dnsHarness) allHealthy() {
 		}
 	}
 	h.health(ids, nil)
+}
+
+// busClient serves p on the shared broker under run, as the provisioner
+// daemon does, and returns a client of it (the controller's side).
+func busClient(t *testing.T, p *provisioner.Provisioner, st *provstore.Store, run string) *client.Client {
+	t.Helper()
+	amqptest.NeedBroker(t)
+	amqptest.DeleteAtEnd(t, amqptest.Topology{
+		Queues:    []string{amqpbus.CommandQueue(run, provisioner.Component), amqpbus.DeadQueue(run)},
+		Exchanges: []string{amqpbus.EventsExchange(run), amqpbus.DeadLetterExchange(run)},
+	})
+	dial := func(name string, onConsume func(string)) *amqpbus.Bus {
+		dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		b, err := amqpbus.Dial(dctx, amqpbus.Config{URL: amqptest.URL(), Name: name, Run: run, Log: slog.New(slog.DiscardHandler), OnConsume: onConsume})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		return b
+	}
+	consuming := make(chan string, 1)
+	srvBus := dial("route53dns-test-provisioner", func(q string) {
+		select {
+		case consuming <- q:
+		default:
+		}
+	})
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	srv := &provbus.Server{Bus: srvBus, Provisioner: p, Signer: &envelope.Signer{Secret: secret}, Ledger: st.Commands()}
+	go func() { srv.Serve(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-consuming:
+	case <-time.After(10 * time.Second):
+		t.Fatal("provisioner bus server never started consuming")
+	}
+	return client.New(dial("route53dns-test-client", nil), &envelope.Signer{Secret: secret}, "test", nil)
 }
 
 // TestRecordsFollowThePool is issue 20's "done when" on moto: a pool of 3
@@ -341,7 +386,8 @@ func (o *dnsSeen) last() error {
 
 // A hosted zone that does not resolve when the provisioner starts does not
 // stop it: its pools launch and run, the problem is reported (log,
-// DNSProblem, the metrics observer), and once the zone exists a reconcile
+// DNSProblem, the metrics observer, Describe, also over the bus as the
+// controller asks it), and once the zone exists a reconcile
 // past the look-up's back-off writes the records.
 func TestZoneMissingAtStartPoolsStillRun(t *testing.T) {
 	raw, _, _ := newZone(t)
@@ -382,10 +428,17 @@ func TestZoneMissingAtStartPoolsStillRun(t *testing.T) {
 	if p := h.p.DNSProblem(); !strings.Contains(p, "no hosted zone") || !errors.Is(obs.last(), route53dns.ErrNoZone) {
 		t.Fatalf("DNSProblem %q, observer told %v; want the missing zone reported", p, obs.last())
 	}
-	// What the controller shows in mgmt status comes through Describe.
+	// What the controller shows in mgmt status comes through Describe,
+	// which it calls over the bus.
 	if d, err := h.p.Describe(ctx, "web"); err != nil || !strings.Contains(d.DNSProblem, "no hosted zone") {
 		t.Fatalf("Describe: dns_problem %q (%v), want the missing zone", d.DNSProblem, err)
 	}
+	t.Run("over the bus", func(t *testing.T) {
+		d, err := busClient(t, h.p, st, run).Describe(ctx, provisioner.DescribeBody{Job: "web"})
+		if err != nil || !strings.Contains(d.DNSProblem, "no hosted zone") {
+			t.Fatalf("Describe over the bus: dns_problem %q (%v), want the missing zone", d.DNSProblem, err)
+		}
+	})
 
 	if _, err := raw.(*route53.Client).CreateHostedZone(ctx, &route53.CreateHostedZoneInput{
 		Name: aws.String(missing), CallerReference: aws.String(newID()),
