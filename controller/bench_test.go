@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"strings"
 	"syscall"
 	"testing"
@@ -12,10 +13,13 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"nightshift"
+	"nightshift/controller"
 	"nightshift/controller/ctlbus"
 	"nightshift/internal/amqpbus"
 	"nightshift/internal/envelope"
+	"nightshift/internal/redact"
 	"nightshift/internal/testsupport/amqptest"
+	"nightshift/mgmt"
 	"nightshift/sitter"
 )
 
@@ -239,4 +243,90 @@ func processCPU(t testing.TB) time.Duration {
 		t.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkMgmtStatus measures `mgmt status` of a pool of 10,000 workers
+// over the real broker, as far as the pools go: the controller's status
+// handler (ctlbus.Server), the reply through RabbitMQ, the client's
+// decode, then what the CLI does with it. json is `mgmt status --json`
+// (every worker, encoded through the redactor); table is the table
+// (mgmt.Redact, then mgmt.WriteTableWidth). One worker in a hundred has
+// never been heard, so the table has problem rows to list. reply-KiB is
+// the size of the pools' part of the reply the table path asked for.
+func BenchmarkMgmtStatus(b *testing.B) {
+	const n = 10000
+	bus, _ := dialTestBus(b)
+	r := newRig(b, npJob(b, n))
+	ids := r.prov.seed("web", n, nightshift.StateRunning, t0.Add(-time.Hour))
+	r.restart()
+	for i, id := range ids {
+		if i%100 != 0 {
+			r.heartbeat("web", id, i%3 == 0)
+		}
+	}
+	r.c.Tick(context.Background())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srv := &ctlbus.Server{Bus: bus, Controller: r.c, Clock: r.clock, Ledger: r.store.Commands(),
+		Signer: &envelope.Signer{Secret: []byte(strings.Repeat("k", 32)), Now: r.clock.Now}}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx) }()
+	cl := &ctlbus.Client{Bus: bus, Sender: "mgmt", Clock: r.clock, Timeout: 10 * time.Second}
+	// The command consumer is up once a status answers.
+	for {
+		if _, err := cl.Status(ctx, "web"); err == nil {
+			break
+		}
+		select {
+		case err := <-served:
+			b.Fatalf("serve: %v", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	red := redact.NewRedactor("not-a-secret-of-this-run")
+	for _, mode := range []string{"json", "table"} {
+		b.Run(fmt.Sprintf("workers=%d/%s", n, mode), func(b *testing.B) {
+			var replyBytes int
+			for b.Loop() {
+				var jobs []controller.JobStatus
+				var err error
+				if mode == "json" {
+					jobs, err = cl.Status(ctx, "")
+				} else {
+					jobs, err = tableJobs(ctx, cl)
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+				st := &mgmt.RunStatus{Run: "r1", State: "ready", Levels: []mgmt.LevelStatus{}, Jobs: jobs}
+				mgmt.NotReady(st)
+				if mode == "json" {
+					if got := len(jobs[0].Workers); got != n {
+						b.Fatalf("--json listed %d workers, want %d", got, n)
+					}
+					if err := red.EncodeJSON(io.Discard, st); err != nil {
+						b.Fatal(err)
+					}
+					continue
+				}
+				raw, _ := json.Marshal(jobs)
+				replyBytes = len(raw)
+				clean, err := mgmt.Redact(st, red)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := mgmt.WriteTableWidth(io.Discard, clean, 0); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if mode == "table" {
+				b.ReportMetric(float64(replyBytes)/1024, "reply-KiB")
+			}
+		})
+	}
+}
+
+// tableJobs is what the table of `mgmt status` asks the controller for.
+func tableJobs(ctx context.Context, cl *ctlbus.Client) ([]controller.JobStatus, error) {
+	return cl.Status(ctx, "")
 }
