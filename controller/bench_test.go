@@ -326,7 +326,8 @@ func BenchmarkMgmtStatus(b *testing.B) {
 	}
 }
 
-// tableJobs is what the table of `mgmt status` asks the controller for.
+// tableJobs is what the table of `mgmt status` asks the controller for:
+// the pools summarized (mgmtbus.Conn.Summaries).
 func tableJobs(ctx context.Context, cl *ctlbus.Client) ([]controller.JobStatus, error) {
-	return cl.Status(ctx, "")
+	return cl.Summary(ctx, "")
 }

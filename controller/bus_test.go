@@ -363,3 +363,86 @@ func TestRecordsReadOncePerBindOverBus(t *testing.T) {
 		t.Fatalf("Serve returned %v", err)
 	}
 }
+
+// TestStatusSummaryOverBus: a status asked for with Summary (the table of
+// `mgmt status`) brings a big pool's counts and its first problem workers
+// only; one asked for without (`mgmt status --json`) still brings every
+// worker; a small pool comes whole either way.
+func TestStatusSummaryOverBus(t *testing.T) {
+	bus, _ := dialTestBus(t)
+	const n = 200
+	small := mustJob(t, "small", map[string]any{
+		"engine": "npreserving", "policy": map[string]any{"n": 2, "deployable": "worker"},
+		"worker": map[string]any{"command": []any{"/bin/worker"}},
+	})
+	r := newRig(t, npJob(t, n), small)
+	ids := r.prov.seed("web", n, nightshift.StateRunning, t0.Add(-time.Hour))
+	smallIDs := r.prov.seed("small", 2, nightshift.StateRunning, t0.Add(-time.Hour))
+	r.restart()
+	silent := map[string]bool{}
+	for i, id := range ids {
+		if i%3 == 0 {
+			silent[id] = true // never heard: not healthy
+			continue
+		}
+		r.heartbeat("web", id, i%2 == 0)
+	}
+	for _, id := range smallIDs {
+		r.heartbeat("small", id, false)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srv := &ctlbus.Server{Bus: bus, Controller: r.c, Clock: r.clock, Ledger: r.store.Commands(),
+		Signer: &envelope.Signer{Secret: []byte(strings.Repeat("k", 32)), Now: r.clock.Now}}
+	go srv.Serve(ctx)
+	cl := &ctlbus.Client{Bus: bus, Sender: "mgmt", Clock: r.clock, Timeout: 10 * time.Second}
+	var whole []controller.JobStatus
+	testsupport.Eventually(t, 10*time.Second, func() error {
+		cctx, c := context.WithTimeout(ctx, time.Second)
+		defer c()
+		var err error
+		whole, err = cl.Status(cctx, "")
+		return err
+	})
+	sum, err := cl.Summary(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := func(js []controller.JobStatus, name string) controller.JobStatus {
+		for _, j := range js {
+			if j.Name == name {
+				return j
+			}
+		}
+		t.Fatalf("no job %s in %+v", name, js)
+		return controller.JobStatus{}
+	}
+	if w := byName(whole, "web"); len(w.Workers) != n || w.Summary != nil {
+		t.Fatalf("whole status: %d workers, summary %v; want every one of %d and no summary", len(w.Workers), w.Summary, n)
+	}
+	web := byName(sum, "web")
+	s := web.Summary
+	if s == nil {
+		t.Fatalf("summarized status of %d workers has no summary (%d workers listed)", n, len(web.Workers))
+	}
+	if s.Workers != n || s.Problems != len(silent) || s.Healthy != n-len(silent) {
+		t.Errorf("summary %+v: want %d workers, %d problems, %d healthy", *s, n, len(silent), n-len(silent))
+	}
+	if len(web.Workers) != controller.MaxWorkerRows {
+		t.Fatalf("summarized status lists %d workers, want the first %d problem ones", len(web.Workers), controller.MaxWorkerRows)
+	}
+	var firstSilent []string
+	for _, w := range byName(whole, "web").Workers {
+		if silent[w.ID] && len(firstSilent) < controller.MaxWorkerRows {
+			firstSilent = append(firstSilent, w.ID)
+		}
+	}
+	for i, w := range web.Workers {
+		if w.ID != firstSilent[i] {
+			t.Fatalf("summarized row %d is %s, want %s (the first problem workers in order)", i, w.ID, firstSilent[i])
+		}
+	}
+	if sm := byName(sum, "small"); sm.Summary != nil || len(sm.Workers) != 2 {
+		t.Errorf("small pool summarized: summary %v, %d workers; want both workers, no summary", sm.Summary, len(sm.Workers))
+	}
+}

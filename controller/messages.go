@@ -3,8 +3,10 @@ package controller
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
+	"nightshift"
 	"nightshift/internal/envelope"
 	"nightshift/internal/jobspec"
 	"nightshift/provisioner"
@@ -94,6 +96,12 @@ func (*UnblockBody) Validate() error { return nil }
 // StatusBody asks for the status of one job, or all when Job is empty.
 type StatusBody struct {
 	Job string `json:"job,omitempty"`
+	// Summary asks for each pool of more than MaxWorkerRows workers as a
+	// WorkerSummary and its first MaxWorkerRows problem workers, not
+	// every worker: the table of `mgmt status` shows no more, and at
+	// 10,000 workers the whole list is megabytes to encode, send, decode
+	// and redact (issue 18). `mgmt status --json` leaves it false.
+	Summary bool `json:"summary,omitempty"`
 }
 
 // Validate implements envelope.Validator.
@@ -178,6 +186,97 @@ type JobStatus struct {
 	// Rollout is the job's latest rollout, in progress or ended; nil
 	// when it never had one.
 	Rollout *Rollout `json:"rollout,omitempty"`
+	// Summary is set when the status was asked for with
+	// StatusBody.Summary and the pool has more than MaxWorkerRows
+	// workers; Workers then holds only its first problem workers.
+	Summary *WorkerSummary `json:"summary,omitempty"`
+}
+
+// MaxWorkerRows is how many workers of a pool the table of `mgmt status`
+// lists one a line. A bigger pool (thousands of workers) is summarized
+// instead (WorkerSummary), with a row for each worker that is not running
+// and healthy, up to this many.
+const MaxWorkerRows = 50
+
+// WorkerSummary is what the table of `mgmt status` shows of a big pool.
+type WorkerSummary struct {
+	// Workers is how many workers it counts: all that JobStatus.Workers
+	// would list without the summary.
+	Workers int `json:"workers"`
+	// ByStateHealth counts them by "state/health".
+	ByStateHealth map[string]int `json:"by_state_health"`
+	// Healthy counts those running, healthy and not draining: what a
+	// pool's readiness compares with its desired size.
+	Healthy  int `json:"healthy"`
+	Busy     int `json:"busy"`
+	Draining int `json:"draining"`
+	// HeartbeatMedianS and HeartbeatOldestS are the ages of the heard
+	// workers' last heartbeats; nil when none was heard.
+	HeartbeatMedianS *float64 `json:"heartbeat_median_s,omitempty"`
+	HeartbeatOldestS *float64 `json:"heartbeat_oldest_s,omitempty"`
+	// Problems counts the workers not running and healthy (or draining,
+	// or with an error to show).
+	Problems int `json:"problems"`
+}
+
+// Problem reports a worker that gets a row of its own in a summarized
+// pool: not running and healthy, draining, or with an error to show.
+func (w WorkerStatus) Problem() bool {
+	return w.State != string(nightshift.StateRunning) || w.Health != string(nightshift.HealthOK) || w.DrainingSince != nil || w.Error != ""
+}
+
+// Healthy reports a worker that counts towards the pool's desired size.
+func (w WorkerStatus) Healthy() bool {
+	return w.State == string(nightshift.StateRunning) && w.Health == string(nightshift.HealthOK) && w.DrainingSince == nil
+}
+
+// SummarizeWorkers summarizes ws and returns its first rows problem
+// workers, in the order of ws.
+func SummarizeWorkers(ws []WorkerStatus, rows int) (WorkerSummary, []WorkerStatus) {
+	s := WorkerSummary{Workers: len(ws), ByStateHealth: map[string]int{}}
+	var ages []float64
+	var odd []WorkerStatus
+	for _, wk := range ws {
+		s.ByStateHealth[wk.State+"/"+wk.Health]++
+		if wk.Busy {
+			s.Busy++
+		}
+		if wk.DrainingSince != nil {
+			s.Draining++
+		}
+		if wk.Healthy() {
+			s.Healthy++
+		}
+		if wk.HeartbeatAgeS != nil {
+			ages = append(ages, *wk.HeartbeatAgeS)
+		}
+		if wk.Problem() {
+			s.Problems++
+			if len(odd) < rows {
+				odd = append(odd, wk)
+			}
+		}
+	}
+	if len(ages) > 0 {
+		slices.Sort(ages)
+		median, oldest := ages[len(ages)/2], ages[len(ages)-1]
+		s.HeartbeatMedianS, s.HeartbeatOldestS = &median, &oldest
+	}
+	return s, odd
+}
+
+// Summarize replaces the workers of a pool of more than MaxWorkerRows
+// with their summary and first problem workers (StatusBody.Summary); a
+// smaller pool keeps every worker, each a row of the table.
+func (js *JobStatus) Summarize() {
+	if len(js.Workers) <= MaxWorkerRows {
+		return
+	}
+	s, odd := SummarizeWorkers(js.Workers, MaxWorkerRows)
+	if odd == nil {
+		odd = []WorkerStatus{}
+	}
+	js.Summary, js.Workers = &s, odd
 }
 
 // Why a pool is blocked (Blocked.Cause).

@@ -3,7 +3,6 @@ package mgmt
 import (
 	"fmt"
 
-	"nightshift"
 	"nightshift/bootlevel"
 	"nightshift/controller"
 )
@@ -41,9 +40,14 @@ func NotReady(s *RunStatus) []string {
 	}
 	for _, j := range s.Jobs {
 		healthy := 0
-		for _, w := range j.Workers {
-			if w.State == string(nightshift.StateRunning) && w.Health == string(nightshift.HealthOK) && w.DrainingSince == nil {
-				healthy++
+		if j.Summary != nil {
+			// Workers holds only the problem ones: the summary counts.
+			healthy = j.Summary.Healthy
+		} else {
+			for _, w := range j.Workers {
+				if w.Healthy() {
+					healthy++
+				}
 			}
 		}
 		switch {

@@ -318,8 +318,15 @@ func writeJob(w io.Writer, j JobStatus) {
 		fmt.Fprintf(w, "  last decision %s: %s\n", j.LastDecision.Time.Format(time.RFC3339), q(j.LastDecision.Reason))
 	}
 	rows := j.Workers
-	if len(rows) > MaxWorkerRows {
-		rows = summarizeWorkers(w, j.Workers)
+	sum := j.Summary
+	if sum == nil && len(rows) > MaxWorkerRows {
+		// A controller asked for every worker (or one from before
+		// summaries): the same summary, made here.
+		s, odd := controller.SummarizeWorkers(j.Workers, MaxWorkerRows)
+		sum, rows = &s, odd
+	}
+	if sum != nil {
+		writeSummary(w, sum, len(rows))
 		if len(rows) == 0 {
 			return
 		}
@@ -386,50 +393,25 @@ func writeJob(w io.Writer, j JobStatus) {
 // A bigger pool (thousands of workers) is summarized instead: counts by
 // state and health, work, heartbeat ages, and a row for each worker that
 // is not running and healthy, up to this many; --json keeps every worker.
-const MaxWorkerRows = 50
+const MaxWorkerRows = controller.MaxWorkerRows
 
-// summarizeWorkers writes a big pool's summary and returns the workers
-// worth a row of their own.
-func summarizeWorkers(w io.Writer, ws []WorkerStatus) []WorkerStatus {
-	byState := map[string]int{}
-	busy, draining := 0, 0
-	var ages []float64
-	var odd []WorkerStatus
-	for _, wk := range ws {
-		byState[wk.State+"/"+wk.Health]++
-		if wk.Busy {
-			busy++
-		}
-		if wk.DrainingSince != nil {
-			draining++
-		}
-		if wk.HeartbeatAgeS != nil {
-			ages = append(ages, *wk.HeartbeatAgeS)
-		}
-		if wk.State != "running" || wk.Health != "ok" || wk.DrainingSince != nil || wk.Error != "" {
-			odd = append(odd, wk)
-		}
-	}
-	fmt.Fprintf(w, "  %d workers (state/health): %s\n", len(ws), termtext.Line(countLine(byState)))
+// writeSummary writes a big pool's summary; shown is how many of its
+// problem workers follow, a row each.
+func writeSummary(w io.Writer, s *controller.WorkerSummary, shown int) {
+	fmt.Fprintf(w, "  %d workers (state/health): %s\n", s.Workers, termtext.Line(countLine(s.ByStateHealth)))
 	hb := "none heard"
-	if len(ages) > 0 {
-		sort.Float64s(ages)
-		hb = fmt.Sprintf("median %.1fs ago, oldest %.1fs ago", ages[len(ages)/2], ages[len(ages)-1])
+	if s.HeartbeatMedianS != nil && s.HeartbeatOldestS != nil {
+		hb = fmt.Sprintf("median %.1fs ago, oldest %.1fs ago", *s.HeartbeatMedianS, *s.HeartbeatOldestS)
 	}
-	fmt.Fprintf(w, "  busy %d  idle %d  draining %d  heartbeats: %s\n", busy, len(ws)-busy, draining, hb)
-	shown := odd
-	if len(shown) > MaxWorkerRows {
-		shown = shown[:MaxWorkerRows]
-	}
+	fmt.Fprintf(w, "  busy %d  idle %d  draining %d  heartbeats: %s\n", s.Busy, s.Workers-s.Busy, s.Draining, hb)
 	switch {
-	case len(odd) == 0:
+	case s.Problems == 0:
 		fmt.Fprintf(w, "  every worker is running and healthy; `mgmt status --json` lists each one\n")
-	case len(shown) < len(odd):
-		fmt.Fprintf(w, "  %d workers are not running and healthy; the first %d (`mgmt status --json` lists every worker):\n", len(odd), len(shown))
+	case shown < s.Problems:
+		fmt.Fprintf(w, "  %d workers are not running and healthy; the first %d (`mgmt status --json` lists every worker):\n", s.Problems, shown)
 	default:
-		fmt.Fprintf(w, "  the %d workers not running and healthy (`mgmt status --json` lists every worker):\n", len(odd))
+		fmt.Fprintf(w, "  the %d workers not running and healthy (`mgmt status --json` lists every worker):\n", s.Problems)
 	}
-	return shown
 }
 
 // drainCell says since when a worker drains and when its drain_timeout

@@ -493,3 +493,80 @@ func TestTableShowsWorkerUIDs(t *testing.T) {
 		t.Errorf("a big pool with one missing worker: %d rows, want that one with its uid 61191:\n%s", n, out.String())
 	}
 }
+
+// TestSummarizedPoolShowsAsTheWholeOne: the table of a pool the
+// controller sent summarized (StatusBody.Summary: a summary and its first
+// problem workers) is the table of the same pool sent whole, and its
+// readiness verdict is the same, so the table can ask for kilobytes where
+// every worker of 10,000 is megabytes.
+func TestSummarizedPoolShowsAsTheWholeOne(t *testing.T) {
+	since := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	pool := func(n int, sick ...int) *RunStatus {
+		ws := make([]WorkerStatus, n)
+		for i := range ws {
+			age := float64(i%10) / 10
+			ws[i] = WorkerStatus{ID: fmt.Sprintf("load-%05d", i), State: "running", Health: "ok", Host: "sim", HeartbeatAgeS: &age, Busy: i%3 == 0}
+		}
+		for k, i := range sick {
+			switch k % 4 {
+			case 0:
+				ws[i].Health = "missing"
+			case 1:
+				ws[i].State, ws[i].Health, ws[i].HeartbeatAgeS = "launching", "booting", nil
+			case 2:
+				ws[i].DrainingSince = &since
+			case 3:
+				ws[i].Health, ws[i].Error = "process_error", "exit 3"
+			}
+		}
+		return &RunStatus{Run: "r", State: "ready", Jobs: []JobStatus{{Name: "load", Engine: "npreserving", Desired: n, Workers: ws}}}
+	}
+	render := func(st *RunStatus) string {
+		var out bytes.Buffer
+		if err := WriteTable(&out, st); err != nil {
+			t.Fatal(err)
+		}
+		return out.String()
+	}
+	many := make([]int, 120)
+	for i := range many {
+		many[i] = i * 13
+	}
+	for _, tc := range []struct {
+		name string
+		st   func() *RunStatus
+	}{
+		{"healthy", func() *RunStatus { return pool(10000) }},
+		{"two sick", func() *RunStatus { return pool(10000, 17, 4242) }},
+		{"more sick than rows", func() *RunStatus { return pool(5000, many...) }},
+		{"small", func() *RunStatus { return pool(MaxWorkerRows, 3, 7) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			whole, sent := tc.st(), tc.st()
+			sent.Jobs[0].Summarize()
+			// Through JSON, as the reply goes.
+			b, err := json.Marshal(sent)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got RunStatus
+			if err := json.Unmarshal(b, &got); err != nil {
+				t.Fatal(err)
+			}
+			if n := len(whole.Jobs[0].Workers); n > MaxWorkerRows {
+				if got.Jobs[0].Summary == nil || len(got.Jobs[0].Workers) > MaxWorkerRows {
+					t.Fatalf("a pool of %d sent summarized: summary %v, %d workers", n, got.Jobs[0].Summary, len(got.Jobs[0].Workers))
+				}
+				if len(b) > 64<<10 {
+					t.Errorf("summarized pool of %d is %d bytes", n, len(b))
+				}
+			}
+			if w, g := render(whole), render(&got); w != g {
+				t.Errorf("summarized table differs:\n--- whole\n%s\n--- summarized\n%s", w, g)
+			}
+			if w, g := NotReady(whole), NotReady(&got); !slices.Equal(w, g) {
+				t.Errorf("not ready: whole %q, summarized %q", w, g)
+			}
+		})
+	}
+}

@@ -89,6 +89,14 @@ func (c *Client) Status(ctx context.Context, job string) ([]controller.JobStatus
 	return r.Jobs, err
 }
 
+// Summary is Status with each pool of more than controller.MaxWorkerRows
+// workers summarized (controller.StatusBody.Summary): kilobytes where
+// Status of 10,000 workers is megabytes.
+func (c *Client) Summary(ctx context.Context, job string) ([]controller.JobStatus, error) {
+	r, err := c.call(ctx, controller.TypeStatus, controller.StatusBody{Job: job, Summary: true})
+	return r.Jobs, err
+}
+
 // Decisions returns a job's decision history, newest first.
 func (c *Client) Decisions(ctx context.Context, job string, limit int) ([]controller.DecisionRecord, error) {
 	r, err := c.call(ctx, controller.TypeDecisions, controller.DecisionsBody{Job: job, Limit: limit})

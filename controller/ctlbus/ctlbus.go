@@ -228,6 +228,13 @@ func (s *Server) Handle(ctx context.Context, env envelope.Envelope, body any) co
 		}
 	case *controller.StatusBody:
 		r.Jobs, err = c.Status(b.Job)
+		if b.Summary {
+			// Outside the controller's lock: heartbeats wait for none
+			// of it.
+			for i := range r.Jobs {
+				r.Jobs[i].Summarize()
+			}
+		}
 	case *controller.DecisionsBody:
 		r.Decisions, err = c.Decisions(ctx, b.Job, b.Limit)
 	default:

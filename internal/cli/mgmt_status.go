@@ -122,6 +122,11 @@ func (m *mgmtCmd) status(ctx context.Context, name string, o statusOptions) erro
 			} else {
 				defer conn.Close()
 				jobs = conn
+				if !m.asJSON {
+					// The table shows no more of a big pool than its
+					// summary; --json keeps every worker.
+					jobs = conn.Summaries()
+				}
 			}
 		}
 		st, err := runStatus(ctx, a, m.home, run, jobs, note)

@@ -133,6 +133,26 @@ func (c *Conn) Jobs(ctx context.Context, run string) ([]mgmt.JobStatus, error) {
 	return c.ctl.Status(ctx, "")
 }
 
+// Summaries is c as a mgmt.JobSource for the table of `mgmt status`: each
+// pool of more than controller.MaxWorkerRows workers comes summarized, a
+// few KiB where every worker of 10,000 is megabytes (issue 18).
+func (c *Conn) Summaries() mgmt.JobSource { return summaries{c} }
+
+type summaries struct{ c *Conn }
+
+// Jobs implements mgmt.JobSource. A controller from before summaries
+// refuses the request's unknown field; it is asked for every worker then,
+// which the table summarizes itself.
+func (s summaries) Jobs(ctx context.Context, run string) ([]mgmt.JobStatus, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	js, err := s.c.ctl.Summary(ctx, "")
+	if errors.Is(err, ctlbus.ErrRemote) {
+		return s.c.ctl.Status(ctx, "")
+	}
+	return js, err
+}
+
 // Reconfigure changes a job's policy live.
 func (c *Conn) Reconfigure(ctx context.Context, job string, values map[string]any) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
