@@ -280,3 +280,88 @@ func TestTerminatedWhileWaitingForADriverSlotNeverStarts(t *testing.T) {
 		t.Errorf("%s: %s, want running", running, got.State)
 	}
 }
+
+// pollStore counts what polls of terminate_all cost the ledger: writes of
+// the disabled flag, and reads of each instance by id (the reads a
+// termination makes: recording it, handing it out, recording its end).
+type pollStore struct {
+	provisioner.Store
+	disables atomic.Int64
+	mu       sync.Mutex
+	reads    map[string]int
+}
+
+func (s *pollStore) SetDisabled(ctx context.Context, disabled bool) error {
+	s.disables.Add(1)
+	return s.Store.SetDisabled(ctx, disabled)
+}
+
+func (s *pollStore) Instances(ctx context.Context, f provisioner.Filter) ([]provisioner.Instance, error) {
+	s.mu.Lock()
+	for _, id := range f.IDs {
+		s.reads[id]++
+	}
+	s.mu.Unlock()
+	return s.Store.Instances(ctx, f)
+}
+
+// TestPolledTerminateAllRedoesNothing: mgmt polls terminate_all until
+// nothing is live. A poll while the terminations are under way writes
+// nothing (the flag is set already) and hands no termination out again:
+// at 10,000 workers each of those was work the terminations themselves
+// waited behind.
+func TestPolledTerminateAllRedoesNothing(t *testing.T) {
+	const n = 40
+	ps := &pollStore{reads: map[string]int{}}
+	h := newHarness(t, func(c *provisioner.Config) {
+		ps.Store = c.Store
+		c.Store = ps
+	})
+	h.start()
+	h.launch("big", "web", n)
+	h.idle()
+	ps.mu.Lock()
+	clear(ps.reads) // the launch's
+	ps.mu.Unlock()
+	release := make(chan struct{})
+	started := make(chan struct{}, 1)
+	h.drv.TerminateErr = func(string) error {
+		select {
+		case started <- struct{}{}:
+		default:
+		}
+		<-release
+		return nil
+	}
+	ctx := context.Background()
+	if live, err := h.p.TerminateAll(ctx); err != nil || live != n {
+		t.Fatalf("terminate_all = %d, %v; want %d live", live, err, n)
+	}
+	<-started // the terminations are handed out and under way
+	disables := ps.disables.Load()
+	for range 3 {
+		if live, err := h.p.TerminateAll(ctx); err != nil || live != n {
+			t.Fatalf("polled terminate_all = %d, %v; want %d live", live, err, n)
+		}
+	}
+	if d := ps.disables.Load() - disables; d != 0 {
+		t.Errorf("3 polls wrote the disabled flag %d times, want 0: it is set", d)
+	}
+	close(release)
+	h.idle()
+	if live, err := h.p.TerminateAll(ctx); err != nil || live != 0 {
+		t.Fatalf("terminate_all after the end = %d, %v; want 0 live", live, err)
+	}
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	for _, id := range h.drv.Live() {
+		t.Errorf("%s still live in the driver", id)
+	}
+	for id, k := range ps.reads {
+		// Recorded terminating, handed out, recorded terminated: one
+		// read each. A fourth is the termination handed out again.
+		if k > 3 {
+			t.Errorf("%s read %d times by id, want at most 3: a poll queued its termination again", id, k)
+		}
+	}
+}

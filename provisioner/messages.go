@@ -264,7 +264,7 @@ func (p *Provisioner) Handle(ctx context.Context, body any) Reply {
 		err = p.SetHealth(ctx, *b)
 	case *DescribeBody:
 		var st Status
-		st, err = p.Describe(ctx, b.Job)
+		st, err = p.describe(ctx, b.Job, b.LiveOnly)
 		r.Live, r.Disabled, r.DNSProblem = st.Live, st.Disabled, st.DNSProblem
 		for _, in := range st.Instances {
 			if b.LiveOnly && !in.State.Live() {

@@ -580,7 +580,13 @@ func (p *Provisioner) Terminate(ctx context.Context, ids []string) ([]Instance, 
 // call returns in about the time of a few commits however large the run.
 func (p *Provisioner) TerminateAll(ctx context.Context) (live int, err error) {
 	p.gate.Lock()
-	err = p.cfg.Store.SetDisabled(ctx, true)
+	disabled, err := p.cfg.Store.Disabled(ctx)
+	if err == nil && !disabled {
+		// Only the first call writes the flag: mgmt polls terminate_all
+		// until nothing is live, and at 10,000 workers every write of a
+		// poll is one the terminations' own commits wait behind.
+		err = p.cfg.Store.SetDisabled(ctx, true)
+	}
 	p.gate.Unlock()
 	if err != nil {
 		return 0, fmt.Errorf("terminate all: disable: %w", err)
@@ -593,8 +599,11 @@ func (p *Provisioner) TerminateAll(ctx context.Context) (live int, err error) {
 	for _, r := range recs {
 		if r.State == nightshift.StateTerminating {
 			// A repeated terminate_all (mgmt polls it) writes nothing
-			// for what is already on its way out.
-			p.termQ.Add(r.ID)
+			// for what is already on its way out, and leaves alone a
+			// termination under way: queued again, it would be handed
+			// out and read once more when it ends. One that fails is
+			// retried by terminateOne itself (and by reconcile).
+			p.termQ.AddIdle(r.ID)
 			continue
 		}
 		steps = append(steps, step{id: r.ID, next: nightshift.StateTerminating, reason: "terminate_all"})
@@ -637,11 +646,18 @@ type Status struct {
 
 // Describe returns the records of job (all jobs if empty).
 func (p *Provisioner) Describe(ctx context.Context, job string) (Status, error) {
+	return p.describe(ctx, job, false)
+}
+
+// describe is Describe of the live records only when liveOnly: at
+// 10,000 workers, the records a run's churn ended are as many again to
+// read for a caller that drops them (mgmt teardown).
+func (p *Provisioner) describe(ctx context.Context, job string, liveOnly bool) (Status, error) {
 	disabled, err := p.cfg.Store.Disabled(ctx)
 	if err != nil {
 		return Status{}, fmt.Errorf("describe: %w", err)
 	}
-	recs, err := p.cfg.Store.Instances(ctx, Filter{Job: job})
+	recs, err := p.cfg.Store.Instances(ctx, Filter{Job: job, LiveOnly: liveOnly})
 	if err != nil {
 		return Status{}, fmt.Errorf("describe: %w", err)
 	}

@@ -42,6 +42,19 @@ func (q *queue) Add(id string) {
 	q.signal()
 }
 
+// AddIdle is Add for an id that is not being processed; one that is
+// gets nothing (Add would hand it out again once it is done).
+func (q *queue) AddIdle(id string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.processing[id] || q.queued[id] {
+		return
+	}
+	q.queued[id] = true
+	q.items = append(q.items, id)
+	q.signal()
+}
+
 func (q *queue) signal() {
 	select {
 	case q.wake <- struct{}{}:

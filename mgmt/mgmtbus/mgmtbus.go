@@ -195,12 +195,16 @@ func (c *Conn) Freeze(ctx context.Context, run string) error {
 	return c.ctl.Freeze(ctx)
 }
 
-// TerminateAll implements mgmt.PoolStopper: terminate_all, then poll
-// describe until no instance is live (or the deadline passes).
+// TerminateAll implements mgmt.PoolStopper: terminate_all, then poll it
+// until no instance is live (or the deadline passes), each wait sized to
+// the work left (pollWait).
 func (c *Conn) TerminateAll(ctx context.Context, run string, progress func(live int)) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	before, err := c.describe(ctx)
+	// The live ones only: they are what this destroys, and at 10,000
+	// workers a run's ended records would make this the biggest reply of
+	// the teardown.
+	before, err := c.describe(ctx, provisioner.DescribeBody{LiveOnly: true})
 	if err != nil {
 		return nil, err
 	}
@@ -210,7 +214,7 @@ func (c *Conn) TerminateAll(ctx context.Context, run string, progress func(live 
 			live[i.ID] = true
 		}
 	}
-	last := -1
+	last, lastAt := -1, time.Time{}
 	for {
 		cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
 		n, err := c.prov.TerminateAll(cctx)
@@ -218,17 +222,19 @@ func (c *Conn) TerminateAll(ctx context.Context, run string, progress func(live 
 		if err != nil {
 			return nil, fmt.Errorf("terminate_all: %w", err)
 		}
+		now := time.Now()
 		if n != last && progress != nil {
 			progress(n)
 		}
-		last = n
 		if n == 0 {
 			break
 		}
+		wait := pollWait(n, last, now.Sub(lastAt))
+		last, lastAt = n, now
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("terminate_all: %d workers still live: %w", n, ctx.Err())
-		case <-time.After(500 * time.Millisecond):
+		case <-time.After(wait):
 		}
 	}
 	gone := make([]string, 0, len(live))
@@ -238,10 +244,33 @@ func (c *Conn) TerminateAll(ctx context.Context, run string, progress func(live 
 	return gone, nil
 }
 
-func (c *Conn) describe(ctx context.Context) (provisioner.Status, error) {
+// Bounds of the wait between two polls of terminate_all.
+const (
+	minPollWait = 50 * time.Millisecond
+	maxPollWait = 2 * time.Second
+)
+
+// pollWait is how long to wait before polling terminate_all again, with
+// live workers left now, prev at the poll before, since long ago (prev
+// is -1 at the first poll). A poll reads every live record in the
+// provisioner, beside the terminations it waits for, so polling is sized
+// to the work: half the time the last rate says is left, so that a big
+// pool is polled a few times and the last worker's end is seen within a
+// fraction of the whole, not within a fixed 500 ms whatever the size.
+func pollWait(live, prev int, since time.Duration) time.Duration {
+	if prev <= live || since <= 0 {
+		// No rate yet (first poll, or nothing ended since): a short
+		// look, longer for a bigger pool.
+		return min(max(time.Duration(live)*100*time.Microsecond, minPollWait), maxPollWait)
+	}
+	left := time.Duration(float64(since) * float64(live) / float64(prev-live))
+	return min(max(left/2, minPollWait), maxPollWait)
+}
+
+func (c *Conn) describe(ctx context.Context, body provisioner.DescribeBody) (provisioner.Status, error) {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	return c.prov.Describe(cctx, provisioner.DescribeBody{})
+	return c.prov.Describe(cctx, body)
 }
 
 // BrokerUserSweeper deletes the broker users a run left behind (a worker
