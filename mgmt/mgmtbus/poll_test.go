@@ -30,3 +30,14 @@ func TestPollWaitIsSizedToTheWorkLeft(t *testing.T) {
 		}
 	}
 }
+
+// TestTerminateAllTimeoutGrowsWithThePool: the call that records every
+// worker terminating before it answers gets more time for more workers.
+func TestTerminateAllTimeoutGrowsWithThePool(t *testing.T) {
+	if got := terminateAllTimeout(0); got != 10*time.Second {
+		t.Errorf("no workers: %s, want 10s", got)
+	}
+	if got := terminateAllTimeout(10000); got != 20*time.Second {
+		t.Errorf("10,000 workers: %s, want 20s", got)
+	}
+}
