@@ -122,7 +122,8 @@ type InstanceView struct {
 
 // Assess judges an instance's health at now. The rules, in order:
 //   - terminating, terminated or failed, with a heartbeat later than
-//     ZombieGrace after it got there: zombie (to be terminated again);
+//     ZombieGrace after it got there, and not silent for MissingTimeout
+//     since: zombie (to be terminated again);
 //   - not running: unknown (requested..started, or gone and quiet);
 //   - running, heard before, silent for more than MissingTimeout: missing;
 //   - running, never heard, running for more than BootTimeout: never_heard;
@@ -135,7 +136,11 @@ func Assess(inst InstanceView, now time.Time, hc HealthConfig) nightshift.Health
 	heard := !inst.LastHeartbeat.IsZero()
 	switch inst.State {
 	case nightshift.StateTerminating, nightshift.StateTerminated, nightshift.StateFailed:
-		if heard && inst.LastHeartbeat.Sub(inst.StateSince) > hc.ZombieGrace {
+		// A zombie is one that should be gone and still speaks: once it
+		// has been silent for missing_timeout there is nothing left to
+		// terminate again, and judging it a zombie for ever had the
+		// engine re-terminate it every round.
+		if heard && inst.LastHeartbeat.Sub(inst.StateSince) > hc.ZombieGrace && now.Sub(inst.LastHeartbeat) <= hc.MissingTimeout {
 			return nightshift.HealthZombie
 		}
 		return nightshift.HealthUnknown

@@ -30,6 +30,8 @@ func TestAssess(t *testing.T) {
 		{"terminating, heartbeat after grace is a zombie", InstanceView{State: nightshift.StateTerminating, StateSince: ago(10 * time.Second), LastHeartbeat: ago(time.Second)}, nightshift.HealthZombie},
 		{"terminated, heartbeat after grace is a zombie", InstanceView{State: nightshift.StateTerminated, StateSince: ago(time.Minute), LastHeartbeat: ago(time.Second)}, nightshift.HealthZombie},
 		{"failed, heartbeat after grace is a zombie", InstanceView{State: nightshift.StateFailed, StateSince: ago(time.Minute), LastHeartbeat: t0}, nightshift.HealthZombie},
+		{"terminated, a late heartbeat but silent since: no longer a zombie", InstanceView{State: nightshift.StateTerminated, StateSince: ago(time.Minute), LastHeartbeat: ago(4 * time.Second)}, nightshift.HealthUnknown},
+		{"terminating, a late heartbeat, silent exactly missing timeout: still a zombie", InstanceView{State: nightshift.StateTerminating, StateSince: ago(time.Minute), LastHeartbeat: ago(3 * time.Second)}, nightshift.HealthZombie},
 		{"terminated and quiet", InstanceView{State: nightshift.StateTerminated, StateSince: ago(time.Minute), LastHeartbeat: ago(2 * time.Minute)}, nightshift.HealthUnknown},
 		{"unknown state", InstanceView{State: "exploded", StateSince: ago(time.Minute), LastHeartbeat: t0}, nightshift.HealthUnknown},
 	}
