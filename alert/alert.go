@@ -54,7 +54,7 @@ const (
 )
 
 // Kinds lists every kind, in the order docs/alerts.md describes them.
-var Kinds = []Kind{PoolBlocked, PoolBelowPolicy, ReplacementFlapping, DaemonRestartLoop, TeardownLeftovers, RolloutRolledBack, BrokerUnreachable}
+var Kinds = []Kind{PoolBlocked, PoolBelowPolicy, ReplacementFlapping, BrokerUnreachable, MassSilence, DaemonRestartLoop, TeardownLeftovers, RolloutRolledBack}
 
 // Severity says how urgently a person is needed.
 type Severity string
@@ -117,7 +117,7 @@ func Once(run string, kind Kind, subject string, sev Severity, summary string, d
 // resolves; KeeperKinds the keeper's. Each restores only its own from the
 // journal, which they share.
 var (
-	ControllerKinds = []Kind{PoolBlocked, PoolBelowPolicy, ReplacementFlapping, BrokerUnreachable}
+	ControllerKinds = []Kind{PoolBlocked, PoolBelowPolicy, ReplacementFlapping, BrokerUnreachable, MassSilence, RolloutRolledBack}
 	KeeperKinds     = []Kind{DaemonRestartLoop}
 )
 

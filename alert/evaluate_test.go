@@ -2,6 +2,7 @@ package alert
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -223,5 +224,43 @@ func TestMassSilenceFiresAndResolves(t *testing.T) {
 	evs = e.Evaluate(t0.Add(time.Second), Input{Pools: []Pool{p}})
 	if len(evs) != 1 || evs[0].Kind != MassSilence || evs[0].Status != Resolved {
 		t.Fatalf("events %+v, want mass_silence resolved", evs)
+	}
+}
+
+// Every kind a controller's evaluator raises must be one the controller
+// restores from the journal after a restart, or a firing alert is paged
+// again (or never resolved) by the controller that takes over.
+func TestControllerRestoresEveryKindItRaises(t *testing.T) {
+	e := NewEvaluator("r", Config{})
+	raised := map[Kind]bool{}
+	// Two pools cover every condition: one blocked, rolled back and in a
+	// mass silence; one whose workers were replaced while unhealthy.
+	a := Pool{Job: "a", Desired: 3, Healthy: 0, DeafSince: t0,
+		Blocked:    &Blocked{Cause: "launch_failures", FailedLaunches: 3, LastCause: "x"},
+		RolledBack: &RolledBack{From: 1, To: 2, Reason: "x"},
+		Silence:    &Silence{Silent: 20, Running: 20, Since: t0, Until: t0.Add(time.Minute), Held: true}}
+	b := Pool{Job: "b", Desired: 10, Healthy: 0}
+	for i := range 10 {
+		b.Workers = append(b.Workers, Worker{ID: fmt.Sprintf("b-%d", i), Unhealthy: true})
+	}
+	for _, ev := range e.Evaluate(t0, Input{Pools: []Pool{a, b}}) {
+		raised[ev.Kind] = true
+	}
+	b.Workers = nil // all replaced while unhealthy: flapping
+	for _, ev := range e.Evaluate(t0.Add(time.Hour), Input{Pools: []Pool{a, b}}) {
+		raised[ev.Kind] = true
+	}
+	for _, k := range []Kind{PoolBlocked, PoolBelowPolicy, ReplacementFlapping, BrokerUnreachable, MassSilence, RolloutRolledBack} {
+		if !raised[k] {
+			t.Errorf("the scenario never raised %s; extend it", k)
+		}
+	}
+	for k := range raised {
+		if !slices.Contains(ControllerKinds, k) {
+			t.Errorf("the controller raises %s but does not restore it (ControllerKinds)", k)
+		}
+		if !slices.Contains(Kinds, k) {
+			t.Errorf("%s is not in Kinds", k)
+		}
 	}
 }
