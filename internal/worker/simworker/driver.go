@@ -93,6 +93,10 @@ type Driver struct {
 	cfg   Config
 	exits chan provisioner.Exit
 
+	// running counts live goroutines, including those of terminated
+	// instances still finishing a send: Close waits for them all.
+	running sync.WaitGroup
+
 	mu    sync.Mutex
 	insts map[string]*instance
 	rnd   *rand.Rand
@@ -298,7 +302,11 @@ func (d *Driver) Launch(ctx context.Context, spec provisioner.InstanceSpec) (pro
 	// over the interval, as real boots are spread.
 	phase := time.Duration(d.rnd.Int64N(int64(p.every)))
 	seed := d.rnd.Uint64()
-	go d.live(ictx, in, p, phase, seed)
+	d.running.Add(1)
+	go func() {
+		defer d.running.Done()
+		d.live(ictx, in, p, phase, seed)
+	}()
 	return provisioner.LaunchResult{Host: Host}, nil
 }
 
@@ -502,9 +510,9 @@ func (d *Driver) Close() {
 	d.insts = map[string]*instance{}
 	d.mu.Unlock()
 	for _, in := range all {
+		in.kill()
 		in.stop()
 	}
-	for _, in := range all {
-		<-in.done
-	}
+	// Also those Terminate let go while they were sending.
+	d.running.Wait()
 }

@@ -414,7 +414,6 @@ func TestTerminateDoesNotWaitForAStuckBeat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer drv.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := drv.Launch(ctx, provisioner.InstanceSpec{ID: "w-1", Job: "j", LaunchID: "L1", Run: "stuck"}); err != nil {
@@ -433,7 +432,20 @@ func TestTerminateDoesNotWaitForAStuckBeat(t *testing.T) {
 	if err := drv.Terminate(ctx, "w-1"); err != nil {
 		t.Fatalf("terminate with a beat stuck: %v", err)
 	}
-	close(sink.release)
+	// Close does wait for it: nothing of the driver outlives Close.
+	closing := make(chan struct{})
+	go func() {
+		<-closing
+		close(sink.release)
+	}()
+	close(closing)
+	drv.Close()
+	sink.mu.Lock()
+	sent := sink.sent
+	sink.mu.Unlock()
+	if sent != 1 {
+		t.Fatalf("Close returned with the stuck beat still being sent (%d sent)", sent)
+	}
 	clock.Advance(5 * time.Second)
 	select {
 	case id := <-sink.started:
