@@ -35,7 +35,9 @@ func (c *Controller) AlertPools() []alert.Pool {
 // its target is not below policy.
 func (p *Pool) AlertView(now time.Time, held bool) alert.Pool {
 	v := alert.Pool{Job: p.job.Name, Desired: p.lastTarget, Frozen: held, DeafSince: p.deafSince}
-	if m := p.Silence(); m != nil {
+	// A frozen or recovering controller takes no rounds, so its last
+	// judgement of a silence is not current.
+	if m := p.Silence(); m != nil && !held {
 		v.Silence = &alert.Silence{Silent: m.Silent, Running: m.Running, Since: m.Since, Until: m.Until, Held: m.Held}
 	}
 	if b := p.blocked(); b != nil {

@@ -187,3 +187,30 @@ func TestPoolsOverOneMessageLaunchAndTerminateInParts(t *testing.T) {
 		t.Fatalf("after all went silent: %d instances in %d launch calls, want %d in 4", got, len(calls), 2*n)
 	}
 }
+
+// A controller cut off from its bus stops judging; its last mass silence
+// must not stay on show (or keep its alert firing) as if current.
+func TestMassSilenceNotShownWhileDeafOrHeld(t *testing.T) {
+	p := controller.NewPool(mustJob(t, "web", map[string]any{"engine": "npreserving", "policy": map[string]any{"n": 20},
+		"health": map[string]any{"heartbeat_interval": "1s", "missing_timeout": "3s", "boot_timeout": "20s"}}), started)
+	for i := range 20 {
+		id := fmt.Sprintf("w%02d", i)
+		p.ApplyInstance(provisioner.Instance{ID: id, Job: "web", LaunchID: "L", State: nightshift.StateRunning, Created: at(0), Updated: at(0)}, at(0))
+		p.Heartbeat(beat(id), at(0))
+	}
+	now := at(5 * time.Second)
+	p.JudgeSilence(now)
+	if p.Silence() == nil || p.AlertView(now, false).Silence == nil {
+		t.Fatal("all 20 silent: want a mass silence in status and in the alert view")
+	}
+	if v := p.AlertView(now, true); v.Silence != nil {
+		t.Errorf("frozen or recovering: alert view silence %+v, want none", v.Silence)
+	}
+	p.Deaf(now)
+	if m := p.Silence(); m != nil {
+		t.Errorf("deaf: status silence %+v, want none", m)
+	}
+	if m := p.Status(now, nil, false).MassSilence; m != nil {
+		t.Errorf("deaf: job status silence %+v, want none", m)
+	}
+}

@@ -170,6 +170,8 @@ func (p *Pool) Deaf(now time.Time) {
 	if p.deafSince.IsZero() {
 		p.deafSince = now
 	}
+	// Judged afresh once it hears again (with its hearing grace).
+	p.silence = MassSilence{}
 }
 
 // Hearing records that the controller has its bus at now. After an outage
@@ -466,9 +468,12 @@ func (p *Pool) JudgeSilence(now time.Time) {
 	p.silence.Held = now.Before(p.silence.Until)
 }
 
-// Silence is the pool's mass silence, nil when there is none.
+// Silence is the pool's mass silence, nil when there is none. While the
+// controller is cut off from its bus, rounds stop and the last judgement
+// would go stale: every silence is then the controller's own, which the
+// deafness (and its alert) already says.
 func (p *Pool) Silence() *MassSilence {
-	if p.silence.Since.IsZero() {
+	if p.silence.Since.IsZero() || !p.deafSince.IsZero() {
 		return nil
 	}
 	s := p.silence
@@ -805,10 +810,8 @@ func (p *Pool) Plan(d decision.Decision, now time.Time) (Plan, error) {
 			if err != nil {
 				return Plan{}, fmt.Errorf("job %s: encode launch spec: %w", job.Name, err)
 			}
-			// One launch request may ask for provisioner.MaxCount at most;
-			// a bigger step is several launches, each with its own id.
-			for left := l.Count; left > 0; left -= provisioner.MaxCount {
-				launches = append(launches, PendingLaunch{Count: min(left, provisioner.MaxCount), Spec: spec})
+			for _, n := range launchParts(l.Count) {
+				launches = append(launches, PendingLaunch{Count: n, Spec: spec})
 			}
 		}
 	}
@@ -989,16 +992,28 @@ func policyDuration(policy map[string]any, key string) (time.Duration, bool) {
 
 // actionRecords renders d's actions as stored with their decision, the
 // i-th launch carrying the i-th launch id.
+// launchParts splits a launch of count instances into the counts of the
+// launches that carry it: one launch request may ask for
+// provisioner.MaxCount at most, so a bigger step is several, each with its
+// own id.
+func launchParts(count int) []int {
+	var out []int
+	for left := count; left > 0; left -= provisioner.MaxCount {
+		out = append(out, min(left, provisioner.MaxCount))
+	}
+	return out
+}
+
 func actionRecords(acts []decision.Action, launchIDs []string) []actionRecord {
 	out := make([]actionRecord, 0, len(acts))
 	li := 0
 	for _, a := range acts {
 		switch a := a.(type) {
 		case decision.Launch:
-			// Plan split a launch over provisioner.MaxCount into several,
-			// one id each: one record per id, in the same order.
-			for left := a.Count; left > 0; left -= provisioner.MaxCount {
-				r := actionRecord{Type: "launch", Count: min(left, provisioner.MaxCount), Reason: a.Reason}
+			// Plan split the launch (launchParts), one id each: one
+			// record per id, in the same order.
+			for _, n := range launchParts(a.Count) {
+				r := actionRecord{Type: "launch", Count: n, Reason: a.Reason}
 				if li < len(launchIDs) {
 					r.LaunchID = launchIDs[li]
 				}
