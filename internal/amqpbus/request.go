@@ -97,13 +97,15 @@ func (b *Bus) Answer(ctx context.Context, d Delivery, replyType, sender string, 
 
 // DecodeReply decodes raw as the reply R registered in reg under
 // replyType, at most maxSize bytes (0 means MaxMessageSize), naming the
-// type and field when it is malformed.
+// type and field when it is malformed. Unknown body fields are ignored (see
+// envelope.Registry.DecodeReply) so a newer peer's additions do not break
+// this process's reading of its answers.
 func DecodeReply[R any](reg *envelope.Registry, raw []byte, replyType string, maxSize int) (R, error) {
 	var zero R
 	if maxSize <= 0 {
 		maxSize = MaxMessageSize
 	}
-	env, body, err := reg.Decode(raw, maxSize)
+	env, body, err := reg.DecodeReply(raw, maxSize, replyType)
 	if err != nil {
 		return zero, fmt.Errorf("decode reply: %w", err)
 	}

@@ -35,8 +35,16 @@ func testRegistry() *Registry {
 	r := &Registry{}
 	r.Register("launch", 1, func() Validator { return &launchBody{} }, false)
 	r.Register("terminate_all", 1, func() Validator { return &terminateAllBody{} }, true)
+	r.Register("reply", 1, func() Validator { return &replyBody{} }, false)
 	return r
 }
+
+type replyBody struct {
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+}
+
+func (b *replyBody) Validate() error { return nil }
 
 // msg builds an envelope JSON with body substituted verbatim.
 func msg(typ string, version int, body string) []byte {
@@ -114,6 +122,45 @@ func TestDecodeErrors(t *testing.T) {
 				t.Errorf("body = %+v on error, want nil", body)
 			}
 		})
+	}
+}
+
+// A reply from a newer peer carries fields this process does not know yet
+// (as dns_problem or a worker's uid once were); it must still be read, with
+// the known fields intact, while a command with an unknown field is still
+// refused, naming the type and the field.
+func TestDecodeReplyIgnoresUnknownFields(t *testing.T) {
+	reg := testRegistry()
+	_, body, err := reg.DecodeReply(msg("reply", 1, `{"ok":true,"error":"e","dns_problem":{"since":"x"}}`), 0, "reply")
+	if err != nil {
+		t.Fatalf("DecodeReply with a newer field: %v", err)
+	}
+	if rb, ok := body.(*replyBody); !ok || !rb.OK || rb.Error != "e" {
+		t.Errorf("body = %#v, want ok and error \"e\" kept", body)
+	}
+
+	_, _, err = reg.Decode(msg("launch", 1, `{"deployable_type":"w","count":1,"cuont":2}`), 0)
+	var de *DecodeError
+	if !errors.As(err, &de) || de.Type != "launch" || de.Field != "cuont" || de.Reason != "unknown field" {
+		t.Fatalf("command with an unknown field: err = %v, want a DecodeError naming \"launch\" and \"cuont\"", err)
+	}
+
+	// DecodeReply is lenient only for the reply type it was asked for: a
+	// command sent where a reply was expected is refused before its body is
+	// read.
+	_, body, err = reg.DecodeReply(msg("launch", 1, `{"deployable_type":"w","count":1,"cuont":2}`), 0, "reply")
+	if !errors.As(err, &de) || de.Type != "launch" || body != nil {
+		t.Fatalf("command through DecodeReply: body %v, err %v, want refused naming \"launch\"", body, err)
+	}
+	// The envelope and the body's own checks stay strict for replies.
+	for _, data := range [][]byte{
+		[]byte(`{"type":"reply","version":1,"extra":true}`),
+		append(msg("reply", 1, `{"ok":true}`), `{}`...),
+		msg("reply", 1, `{"ok":"yes"}`),
+	} {
+		if _, _, err := reg.DecodeReply(data, 0, "reply"); err == nil {
+			t.Errorf("DecodeReply(%s) succeeded, want error", data)
+		}
 	}
 }
 

@@ -9,14 +9,29 @@ import (
 
 // FuzzDecode checks that Decode never panics, that every failure is a
 // *DecodeError worded "message...", and that anything it accepts survives a
-// marshal/decode round trip unchanged.
+// marshal/decode round trip unchanged. DecodeReply must accept whatever
+// Decode accepts of the reply type (it only relaxes unknown body fields) and
+// refuse every other type.
 func FuzzDecode(f *testing.F) {
 	f.Add(msg("launch", 1, `{"deployable_type":"web","count":2}`))
+	f.Add(msg("reply", 1, `{"ok":true,"newer":1}`))
 	f.Add(msg("terminate_all", 1, `{"reason":"x"}`))
 	f.Add([]byte(`{"type":"launch"`))
 	reg := testRegistry()
 	f.Fuzz(func(t *testing.T, data []byte) {
+		renv, rbody, rerr := reg.DecodeReply(data, 4096, "reply")
+		if rerr != nil {
+			var de *DecodeError
+			if !errors.As(rerr, &de) || !strings.HasPrefix(rerr.Error(), "message") || rbody != nil {
+				t.Fatalf("DecodeReply error %T %q (body %v), want a *DecodeError worded \"message...\" and no body", rerr, rerr, rbody)
+			}
+		} else if renv.Type != "reply" {
+			t.Fatalf("DecodeReply accepted a %q message", renv.Type)
+		}
 		env, body, err := reg.Decode(data, 4096)
+		if err == nil && env.Type == "reply" && rerr != nil {
+			t.Fatalf("Decode accepts a reply DecodeReply refuses: %v", rerr)
+		}
 		if err != nil {
 			var de *DecodeError
 			if !errors.As(err, &de) {

@@ -144,6 +144,23 @@ func FirstError(errs ...error) error {
 // maxSize > 0 caps len(data). Unknown fields anywhere are refused. Every
 // error is a *DecodeError. Decode does not check signatures.
 func (r *Registry) Decode(data []byte, maxSize int) (Envelope, any, error) {
+	return r.decode(data, maxSize, "")
+}
+
+// DecodeReply is Decode for a reply of type replyType, and refuses any other
+// type before reading the body. The body is decoded without refusing unknown
+// fields: replies gain fields as the answering side grows (a provisioner's
+// dns_problem, a worker's uid), and a strict decoder would turn an older
+// controller or mgmt talking to a newer peer into one that cannot read any
+// answer at all. Replies answer a request this process sent, so they are not
+// untrusted commands; those stay strict through Decode. The envelope itself
+// stays strict, and the body is still validated.
+func (r *Registry) DecodeReply(data []byte, maxSize int, replyType string) (Envelope, any, error) {
+	return r.decode(data, maxSize, replyType)
+}
+
+// decode is Decode, or DecodeReply when replyType is not "".
+func (r *Registry) decode(data []byte, maxSize int, replyType string) (Envelope, any, error) {
 	if maxSize > 0 && len(data) > maxSize {
 		return Envelope{}, nil, &DecodeError{Reason: fmt.Sprintf("oversized: %d bytes, limit %d", len(data), maxSize)}
 	}
@@ -158,6 +175,10 @@ func (r *Registry) Decode(data []byte, maxSize int) (Envelope, any, error) {
 	}
 	if env.Version < 1 {
 		de.Field, de.Reason = "version", "must be >= 1"
+		return env, nil, de
+	}
+	if replyType != "" && env.Type != replyType {
+		de.Reason = fmt.Sprintf("not a %q reply", replyType)
 		return env, nil, de
 	}
 	e, ok, typeKnown := r.lookup(env.Type, env.Version)
@@ -183,7 +204,7 @@ func (r *Registry) Decode(data []byte, maxSize int) (Envelope, any, error) {
 		de.Reason = "registry constructor returned nil"
 		return env, nil, de
 	}
-	if err := strictUnmarshal(env.Body, body); err != nil {
+	if err := unmarshal(env.Body, body, replyType == ""); err != nil {
 		return env, nil, jsonDecodeError(de, err)
 	}
 	if err := body.Validate(); err != nil {
@@ -196,8 +217,16 @@ func (r *Registry) Decode(data []byte, maxSize int) (Envelope, any, error) {
 // data, so a typo in a sender's field name fails loudly instead of being
 // silently dropped.
 func strictUnmarshal(data []byte, v any) error {
+	return unmarshal(data, v, true)
+}
+
+// unmarshal is strictUnmarshal, refusing unknown fields only when strict;
+// trailing data is refused either way.
+func unmarshal(data []byte, v any, strict bool) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
+	if strict {
+		dec.DisallowUnknownFields()
+	}
 	if err := dec.Decode(v); err != nil {
 		return err
 	}
