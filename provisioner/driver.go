@@ -3,6 +3,7 @@ package provisioner
 import (
 	"context"
 	"encoding/json"
+	"errors"
 
 	"nightshift"
 )
@@ -67,8 +68,17 @@ type UIDPicker interface {
 	// of them held (held returns the uids of every live record) and none
 	// the host uses (a passwd entry, a running process, and so on); nil
 	// when instances of spec run under no uid of their own.
+	// An error wrapping ErrUIDsExhausted fails the launch's instances for
+	// good; any other error (a store read, the claims directory, /proc)
+	// fails the launch request, which the controller resends.
 	PickUIDs(ctx context.Context, spec json.RawMessage, n int, held func() (map[uint32]bool, error)) ([]uint32, error)
 }
+
+// ErrUIDsExhausted is what a UIDPicker's error wraps when too few uids of
+// its range are free for a launch. Only this error records the launch's
+// instances failed: resending the launch would not help until some end,
+// while any other pick error is transient and the request is resent.
+var ErrUIDsExhausted = errors.New("uid range exhausted")
 
 // Exit says that an instance's process or machine is gone.
 type Exit struct {

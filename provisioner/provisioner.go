@@ -500,8 +500,24 @@ func (p *Provisioner) Launch(ctx context.Context, req LaunchRequest) ([]Instance
 		p.nameMu.Unlock()
 		return nil, fmt.Errorf("launch %s: %w", req.LaunchID, err)
 	}
-	if err := p.assignUIDs(ctx, spec, insts); err != nil {
-		if ctx.Err() != nil {
+	// A resend of a launch already recorded must not pick uids: the pick
+	// takes claims, and with the range full would log a launch failure
+	// that did not happen. CreateLaunch below finds the duplicate.
+	_, err = p.cfg.Store.Launch(ctx, req.LaunchID)
+	recorded := err == nil
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		p.nameMu.Unlock()
+		return nil, fmt.Errorf("launch %s: %w", req.LaunchID, err)
+	}
+	var pickErr error
+	if !recorded {
+		pickErr = p.assignUIDs(ctx, spec, insts)
+	}
+	if err := pickErr; err != nil {
+		if !errors.Is(err, ErrUIDsExhausted) {
+			// Transient (a store read, the claims directory, /proc, a
+			// cancelled context): the launch is not recorded, and the
+			// controller resends it.
 			p.nameMu.Unlock()
 			return nil, fmt.Errorf("launch %s: %w", req.LaunchID, err)
 		}

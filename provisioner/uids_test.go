@@ -3,6 +3,7 @@ package provisioner_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -20,9 +21,19 @@ type uidDriver struct {
 	mu   sync.Mutex
 	uids map[string][]uint32
 	last uint32 // highest uid to hand out; 0 means 199
+	// pickErr, if set, is what PickUIDs fails with (a transient error).
+	pickErr error
+	picks   int // PickUIDs calls
 }
 
 func (d *uidDriver) PickUIDs(_ context.Context, _ json.RawMessage, n int, heldBy func() (map[uint32]bool, error)) ([]uint32, error) {
+	d.mu.Lock()
+	d.picks++
+	pickErr := d.pickErr
+	d.mu.Unlock()
+	if pickErr != nil {
+		return nil, pickErr
+	}
 	held, err := heldBy()
 	if err != nil {
 		return nil, err
@@ -38,7 +49,7 @@ func (d *uidDriver) PickUIDs(_ context.Context, _ json.RawMessage, n int, heldBy
 		}
 	}
 	if len(out) < n {
-		return nil, fmt.Errorf("uids 100-%d: %d free, %d wanted", last, len(out), n)
+		return nil, fmt.Errorf("uids 100-%d: %d free, %d wanted: %w", last, len(out), n, provisioner.ErrUIDsExhausted)
 	}
 	return out, nil
 }
@@ -138,5 +149,63 @@ func TestLaunchWithoutWorkerUIDsFails(t *testing.T) {
 	h.idle()
 	if again := h.launch("L3", "web", 1)[0]; again.State != nightshift.StateRequested || again.WorkerUID != ok[0].WorkerUID {
 		t.Errorf("after %s ended the next instance is %s with uid %d; want requested with %d", ok[0].ID, again.State, again.WorkerUID, ok[0].WorkerUID)
+	}
+}
+
+// TestLaunchUIDPickErrorIsResent: an error picking uids that is not the
+// range running out (a store read, the claims directory, /proc) fails the
+// launch request, recording nothing, so the controller's resend launches
+// the instances; it does not fail them for good.
+func TestLaunchUIDPickErrorIsResent(t *testing.T) {
+	var drv *uidDriver
+	h := newHarness(t, func(c *provisioner.Config) {
+		drv = &uidDriver{Driver: c.Driver.(*provisionertest.Driver), uids: map[string][]uint32{},
+			pickErr: errors.New("claims: input/output error")}
+		c.Driver = drv
+	})
+	h.start()
+	req := provisionertest.Launch(h.cfg.Jobs, "L1", "web", 2)
+	if insts, err := h.p.Launch(context.Background(), req); err == nil || !strings.Contains(err.Error(), "input/output error") {
+		t.Fatalf("Launch with a failing uid pick = %v, %v; want the pick's error", insts, err)
+	}
+	if _, err := h.store.Launch(context.Background(), "L1"); !errors.Is(err, provisioner.ErrNotFound) {
+		t.Fatalf("launch L1 after a transient pick error: %v; want not recorded", err)
+	}
+	drv.mu.Lock()
+	drv.pickErr = nil
+	drv.mu.Unlock()
+	insts := h.launch("L1", "web", 2) // the controller's resend
+	h.idle()
+	for _, in := range insts {
+		if got := h.get(in.ID); got.State == nightshift.StateFailed || got.WorkerUID == 0 {
+			t.Errorf("resent launch's %s is %s (%q) with uid %d; want launched under a uid of its own", in.ID, got.State, got.Reason, got.WorkerUID)
+		}
+	}
+}
+
+// TestResentLaunchPicksNoUIDs: a resend of a launch already recorded
+// returns its instances without picking uids again: with the range full a
+// pick would fail (and log a launch failure that did not happen), and a
+// real picker would take claims for nothing.
+func TestResentLaunchPicksNoUIDs(t *testing.T) {
+	var drv *uidDriver
+	h := newHarness(t, func(c *provisioner.Config) {
+		drv = &uidDriver{Driver: c.Driver.(*provisionertest.Driver), uids: map[string][]uint32{}, last: 101}
+		c.Driver = drv
+	})
+	h.start()
+	first := h.launch("L1", "web", 2) // takes 100 and 101, the whole range
+	h.idle()
+	again := h.launch("L1", "web", 2)
+	drv.mu.Lock()
+	picks := drv.picks
+	drv.mu.Unlock()
+	if picks != 1 {
+		t.Errorf("PickUIDs ran %d times for one launch and its resend; want once", picks)
+	}
+	for k, in := range again {
+		if in.ID != first[k].ID || in.State == nightshift.StateFailed || in.WorkerUID != first[k].WorkerUID {
+			t.Errorf("resend returned %s %s (%q) uid %d; want %s as recorded, uid %d", in.ID, in.State, in.Reason, in.WorkerUID, first[k].ID, first[k].WorkerUID)
+		}
 	}
 }

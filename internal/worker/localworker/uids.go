@@ -86,7 +86,7 @@ func (d *Driver) PickUIDs(ctx context.Context, spec json.RawMessage, n int, held
 		}
 	}
 	if len(out) < n {
-		return nil, fmt.Errorf("uids %d-%d: %d free, %d wanted", iso.UIDs.First, iso.UIDs.Last, len(out), n)
+		return nil, fmt.Errorf("uids %d-%d: %d free, %d wanted: %w", iso.UIDs.First, iso.UIDs.Last, len(out), n, provisioner.ErrUIDsExhausted)
 	}
 	d.procs.handedOut(out)
 	return out, nil

@@ -2,6 +2,7 @@ package localworker_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -271,8 +272,8 @@ func TestIsolatedLaunchWithoutUIDFails(t *testing.T) {
 	spec := workerSpec(t, "a", "", "true")
 
 	full := func() (map[uint32]bool, error) { return map[uint32]bool{65518: true, 65519: true}, nil }
-	if got, err := drv.PickUIDs(ctx, spec, 1, full); err == nil || !strings.Contains(err.Error(), "0 free, 1 wanted") {
-		t.Errorf("PickUIDs with the range held = %v, %v; want an error saying it is exhausted", got, err)
+	if got, err := drv.PickUIDs(ctx, spec, 1, full); err == nil || !strings.Contains(err.Error(), "0 free, 1 wanted") || !errors.Is(err, provisioner.ErrUIDsExhausted) {
+		t.Errorf("PickUIDs with the range held = %v, %v; want an error saying it is exhausted, wrapping ErrUIDsExhausted", got, err)
 	}
 	claims := filepath.Join(root, ".uids")
 	if err := os.RemoveAll(claims); err != nil {
