@@ -173,8 +173,9 @@ type JobStatus struct {
 	MassSilence  *MassSilence   `json:"mass_silence,omitempty"`
 	LastDecision *LastDecision  `json:"last_decision,omitempty"`
 	Workers      []WorkerStatus `json:"workers"`
-	// Frozen is an addition to mgmt.JobStatus; decoders that do not know
-	// it ignore it.
+	// Frozen is an addition to mgmt.JobStatus; an older mgmt ignores it,
+	// as it does every field it does not know: replies are decoded
+	// without refusing unknown fields (envelope.Registry.DecodeReply).
 	Frozen bool `json:"frozen,omitempty"`
 	// Blocked is set while launches are held: the job's
 	// block_after_silent workers in a row never sent a heartbeat, or

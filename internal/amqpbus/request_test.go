@@ -48,6 +48,10 @@ func TestDecodeReply(t *testing.T) {
 		wantErr string
 	}{
 		{name: "the reply", raw: good, want: answer{Echo: "x"}},
+		// A newer peer's reply, with a field this side does not know yet,
+		// is read all the same (Ask and every typed client come here).
+		{name: "a newer peer's reply", raw: replyJSON(t, "answer", map[string]any{"echo": "x", "uid": 61184}), want: answer{Echo: "x"}},
+		{name: "a command with an unknown field", raw: replyJSON(t, "launch", map[string]any{"count": 1, "cuont": 2}), wantErr: `field "cuont": unknown field`},
 		{name: "another registered type", raw: replyJSON(t, "launch", launch{Count: 1}), wantErr: `message "launch" is not "answer"`},
 		{name: "not an envelope", raw: []byte(`{"echo":"x"}`), wantErr: "decode reply:"},
 		{name: "unknown type", raw: replyJSON(t, "mystery", answer{}), wantErr: "decode reply:"},

@@ -147,9 +147,9 @@ func (r *Registry) Decode(data []byte, maxSize int) (Envelope, any, error) {
 	return r.decode(data, maxSize, "")
 }
 
-// DecodeReply is Decode for a reply of type replyType, and refuses any other
-// type before reading the body. The body is decoded without refusing unknown
-// fields: replies gain fields as the answering side grows (a provisioner's
+// DecodeReply is Decode, except that the body of a message of type
+// replyType is decoded without refusing unknown fields (any other type is
+// decoded as strictly as by Decode): replies gain fields as the answering side grows (a provisioner's
 // dns_problem, a worker's uid), and a strict decoder would turn an older
 // controller or mgmt talking to a newer peer into one that cannot read any
 // answer at all. Replies answer a request this process sent, so they are not
@@ -159,7 +159,7 @@ func (r *Registry) DecodeReply(data []byte, maxSize int, replyType string) (Enve
 	return r.decode(data, maxSize, replyType)
 }
 
-// decode is Decode, or DecodeReply when replyType is not "".
+// decode is DecodeReply, or Decode when replyType is "" (no type is "").
 func (r *Registry) decode(data []byte, maxSize int, replyType string) (Envelope, any, error) {
 	if maxSize > 0 && len(data) > maxSize {
 		return Envelope{}, nil, &DecodeError{Reason: fmt.Sprintf("oversized: %d bytes, limit %d", len(data), maxSize)}
@@ -175,10 +175,6 @@ func (r *Registry) decode(data []byte, maxSize int, replyType string) (Envelope,
 	}
 	if env.Version < 1 {
 		de.Field, de.Reason = "version", "must be >= 1"
-		return env, nil, de
-	}
-	if replyType != "" && env.Type != replyType {
-		de.Reason = fmt.Sprintf("not a %q reply", replyType)
 		return env, nil, de
 	}
 	e, ok, typeKnown := r.lookup(env.Type, env.Version)
@@ -204,7 +200,7 @@ func (r *Registry) decode(data []byte, maxSize int, replyType string) (Envelope,
 		de.Reason = "registry constructor returned nil"
 		return env, nil, de
 	}
-	if err := unmarshal(env.Body, body, replyType == ""); err != nil {
+	if err := unmarshal(env.Body, body, env.Type != replyType); err != nil {
 		return env, nil, jsonDecodeError(de, err)
 	}
 	if err := body.Validate(); err != nil {
