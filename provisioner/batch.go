@@ -226,9 +226,7 @@ func (p *Provisioner) announce(ctx context.Context, res []stepResult) {
 		sync = sync || p.movesDNS(r.inst)
 	}
 	if sync {
-		if err := p.syncDNS(ctx, false); err != nil {
-			p.log.Warn("dns sync failed; the next reconcile retries", "err", err)
-		}
+		p.syncDNSSoon(ctx)
 	}
 }
 

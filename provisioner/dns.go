@@ -211,7 +211,10 @@ func (p *Provisioner) DNSProblem() string {
 //
 // The changes go to the ledger in one transaction (Store.SetHealths),
 // which is all that holds mu: the first report on a pool of thousands
-// must not stall the launches and terminations behind it.
+// must not stall the launches and terminations behind it. The DNS sync
+// that follows holds no health lock and is shared (syncDNSSoon): while
+// another caller syncs, SetHealth returns once its changes are recorded,
+// and that caller's next sync moves their records.
 func (p *Provisioner) SetHealth(ctx context.Context, b HealthBody) error {
 	if _, ok := p.cfg.Jobs[b.Job]; !ok {
 		return fmt.Errorf("health: %w: field \"job\": unknown job %q", ErrInvalid, b.Job)
@@ -223,6 +226,22 @@ func (p *Provisioner) SetHealth(ctx context.Context, b HealthBody) error {
 	for _, id := range b.Unhealthy {
 		healthy[id] = false
 	}
+	set, err := p.setHealth(ctx, b.Job, healthy)
+	if err != nil {
+		return err
+	}
+	// After healthMu is released: the zone's calls (Route 53, seconds
+	// each) must not hold up the next report, and the chunks of a pool's
+	// report arriving meanwhile share one sync (syncDNSSoon).
+	if len(set) > 0 && p.cfg.DNS[b.Job] != nil {
+		p.syncDNSSoon(ctx)
+	}
+	return nil
+}
+
+// setHealth is SetHealth's ledger half: it records the judgements in
+// healthy that change a running worker's Health, returning the ids set.
+func (p *Provisioner) setHealth(ctx context.Context, job string, healthy map[string]bool) ([]string, error) {
 	// Two reports read and written interleaved could leave a mix of both
 	// that neither said.
 	p.healthMu.Lock()
@@ -230,9 +249,9 @@ func (p *Provisioner) SetHealth(ctx context.Context, b HealthBody) error {
 	// Read without mu: only SetHealth writes health (healthMu), and a
 	// worker that leaves running meanwhile is skipped by the write's
 	// compare-and-set.
-	recs, err := p.cfg.Store.Instances(ctx, Filter{Job: b.Job, LiveOnly: true})
+	recs, err := p.cfg.Store.Instances(ctx, Filter{Job: job, LiveOnly: true})
 	if err != nil {
-		return fmt.Errorf("health of job %s: %w", b.Job, err)
+		return nil, fmt.Errorf("health of job %s: %w", job, err)
 	}
 	next := map[string]string{}
 	for _, r := range recs {
@@ -251,27 +270,51 @@ func (p *Provisioner) SetHealth(ctx context.Context, b HealthBody) error {
 		}
 	}
 	if len(next) == 0 {
-		return nil
+		return nil, nil
 	}
 	// The committer reads a record, applies a transition and writes it
 	// under mu, and decides from the Health it read whether the change
 	// moves a DNS record (movesDNS): a health written in between would
 	// leave a record it never syncs away.
 	p.mu.Lock()
-	set, err := p.cfg.Store.SetHealths(ctx, b.Job, next)
+	set, err := p.cfg.Store.SetHealths(ctx, job, next)
 	p.mu.Unlock()
 	if err != nil {
-		return fmt.Errorf("health of job %s: %w", b.Job, err)
+		return nil, fmt.Errorf("health of job %s: %w", job, err)
 	}
 	for _, id := range set {
-		p.log.Info("worker health recorded", "instance", id, "job", b.Job, "health", next[id])
+		p.log.Info("worker health recorded", "instance", id, "job", job, "health", next[id])
 	}
-	if len(set) > 0 && p.cfg.DNS[b.Job] != nil {
+	return set, nil
+}
+
+// syncDNSSoon runs an incremental sync (syncDNS) for changes already in
+// the ledger. While one runs, it only marks the zones dirty and returns:
+// the running caller syncs once more when done, and that sync reads the
+// ledger after every change marked before it. So one sync at a time runs
+// however many changes arrive (a pool over 10,000 reports its health in
+// several chunks), and a burst costs at most two syncs, not one each. A
+// failed sync is logged; the next reconcile repairs it.
+func (p *Provisioner) syncDNSSoon(ctx context.Context) {
+	p.dnsReqMu.Lock()
+	p.dnsDirty = true
+	if p.dnsRunning {
+		p.dnsReqMu.Unlock()
+		return
+	}
+	p.dnsRunning = true
+	for p.dnsDirty && ctx.Err() == nil {
+		p.dnsDirty = false
+		p.dnsReqMu.Unlock()
 		if err := p.syncDNS(ctx, false); err != nil {
-			p.log.Warn("dns sync failed; the next reconcile retries", "job", b.Job, "err", err)
+			p.log.Warn("dns sync failed; the next reconcile retries", "err", err)
 		}
+		p.dnsReqMu.Lock()
 	}
-	return nil
+	// A cancelled caller leaves what is still dirty to the next change's
+	// sync or the reconcile.
+	p.dnsRunning = false
+	p.dnsReqMu.Unlock()
 }
 
 // movesDNS reports whether a recorded change may move a record, so that

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 	"testing"
+	"time"
 
 	"nightshift"
 	"nightshift/internal/jobspec"
@@ -217,5 +218,100 @@ func TestSetHealthOfAPoolIsOneWrite(t *testing.T) {
 				return provisioner.HealthUnhealthy
 			})
 		})
+	}
+}
+
+// gateZone is a provisioner.DNSZone whose first incremental sync calls
+// during before returning, and that counts the syncs and the most ever in
+// flight at once.
+type gateZone struct {
+	during func()
+	mu     sync.Mutex
+	once   bool
+	syncs  int
+	in     int
+	maxIn  int
+}
+
+func (z *gateZone) Sync(_ context.Context, _ string, _ []provisioner.DNSRecord, full bool) (provisioner.DNSChanges, error) {
+	z.mu.Lock()
+	z.syncs++
+	z.in++
+	z.maxIn = max(z.maxIn, z.in)
+	first := !full && !z.once
+	if first {
+		z.once = true
+	}
+	z.mu.Unlock()
+	if first {
+		z.during()
+	}
+	z.mu.Lock()
+	z.in--
+	z.mu.Unlock()
+	return provisioner.DNSChanges{}, nil
+}
+
+// A pool's health report arriving in chunks while a DNS sync is under way
+// (Route 53 calls take seconds) neither waits for that sync nor costs a
+// sync per chunk: the chunks are recorded at once, and one more sync after
+// the running one takes them all up. SetHealth used to hold its lock
+// through the sync, so each chunk waited for the one before and then ran a
+// full sync of its own.
+func TestSetHealthChunksShareOneDNSSync(t *testing.T) {
+	const chunks = 5
+	zone := &gateZone{}
+	h := newHarness(t, func(c *provisioner.Config) {
+		web := c.Jobs["web"]
+		web.DNS = &jobspec.DNS{Zone: "example.internal", Name: "${job}-${index}.example.internal", Pool: "web.example.internal", TTL: 60, Address: jobspec.AddressPriv}
+		c.Jobs["web"] = web
+		c.DNS = map[string]provisioner.DNSZone{"web": zone}
+	})
+	h.start()
+	ctx := context.Background()
+	web := h.launch("L1", "web", chunks)
+	h.idle()
+	chunk := func(i int) provisioner.HealthBody {
+		return provisioner.HealthBody{Job: "web", Healthy: []string{web[i].ID}}
+	}
+	// While the first chunk's sync is in the zone, the other chunks
+	// arrive. They must return without waiting for it; the guard only
+	// keeps a regression from hanging the test.
+	zone.during = func() {
+		done := make(chan error, chunks)
+		for i := 1; i < chunks; i++ {
+			go func() { done <- h.p.SetHealth(ctx, chunk(i)) }()
+		}
+		for i := 1; i < chunks; i++ {
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Error(err)
+				}
+			case <-time.After(time.Minute):
+				t.Error("a health chunk waited for another chunk's DNS sync")
+				return
+			}
+		}
+	}
+	zone.mu.Lock()
+	base := zone.syncs
+	zone.mu.Unlock()
+	if err := h.p.SetHealth(ctx, chunk(0)); err != nil {
+		t.Fatal(err)
+	}
+	zone.mu.Lock()
+	syncs, maxIn := zone.syncs-base, zone.maxIn
+	zone.mu.Unlock()
+	if syncs != 2 {
+		t.Errorf("%d DNS syncs for %d health chunks, the later ones arriving during the first sync; want 2 (the first, then one for the rest)", syncs, chunks)
+	}
+	if maxIn > 1 {
+		t.Errorf("%d DNS syncs in flight at once, want 1", maxIn)
+	}
+	for i, in := range web {
+		if got := h.get(in.ID).Health; got != provisioner.HealthHealthy {
+			t.Errorf("chunk %d: %s health %q, want healthy", i, in.ID, got)
+		}
 	}
 }

@@ -112,6 +112,10 @@ type Provisioner struct {
 	// nameMu serialises choosing DNS names with recording them; dnsMu
 	// serialises syncing the zones.
 	nameMu, dnsMu sync.Mutex
+	// dnsReqMu guards dnsDirty (a change awaits an incremental sync) and
+	// dnsRunning (a caller of syncDNSSoon is syncing): syncDNSSoon.
+	dnsReqMu             sync.Mutex
+	dnsDirty, dnsRunning bool
 	// dnsErr is the last DNS sync's error, for DNSProblem.
 	dnsErrMu sync.Mutex
 	dnsErr   string
