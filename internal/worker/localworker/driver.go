@@ -461,7 +461,7 @@ func (d *Driver) Terminate(ctx context.Context, id string) error {
 		return fmt.Errorf("terminate: instance id %q: want [a-zA-Z0-9_.-]", id)
 	}
 	defer d.locks.Lock(id)()
-	_, err := terminate(ctx, d.cfg.Clock, d.cfg.Home, d.cfg.Run, id, d.cfg.Grace)
+	_, err := terminate(ctx, d.cfg.Log, d.cfg.Clock, d.cfg.Home, d.cfg.Run, id, d.cfg.Grace)
 	if err != nil {
 		return fmt.Errorf("terminate %s: %w", id, err)
 	}
@@ -484,12 +484,12 @@ func (d *Driver) Terminate(ctx context.Context, id string) error {
 // An instance that ran under a uid of its own then has its private
 // directory taken back by root, and its files in the shared directories
 // removed (reclaim).
-func terminate(ctx context.Context, clock clockwork.Clock, home, run, id string, grace time.Duration) (bool, error) {
+func terminate(ctx context.Context, log *slog.Logger, clock clockwork.Clock, home, run, id string, grace time.Duration) (bool, error) {
 	had, err := kill(ctx, clock, home, run, id, grace)
 	if err != nil {
 		return had, err
 	}
-	return had, reclaim(InstanceDir(home, run, id), id)
+	return had, reclaim(log, InstanceDir(home, run, id), id)
 }
 
 // reclaim gives an ended instance's private directory to root, mode 0700,
@@ -498,7 +498,7 @@ func terminate(ctx context.Context, clock clockwork.Clock, home, run, id string,
 // would otherwise own, read and change everything the ended one left
 // there (its spec, broker URL file, logs, task output, scratch files).
 // The caller has made sure nothing of the instance runs.
-func reclaim(dir, id string) error {
+func reclaim(log *slog.Logger, dir, id string) error {
 	o, err := readOwner(dir)
 	if err != nil || o.UID == 0 || o.WorkerDir == "" || o.InstanceID != id {
 		return nil // nothing of its own to take back
@@ -510,8 +510,12 @@ func reclaim(dir, id string) error {
 		return fmt.Errorf("reclaim %s from uid %d: %w", o.WorkerDir, o.UID, err)
 	}
 	// The workers' root: <root>/<run dir>/<id>.
-	if err := sweepUIDFiles(o.UID, sharedDirs, filepath.Dir(filepath.Dir(o.WorkerDir))); err != nil {
-		return fmt.Errorf("reclaim from uid %d: %w", o.UID, err)
+	// Best effort: what the sweep could not remove it has sealed or left
+	// for a launch under the uid to sweep again, and failing here would
+	// let a worker keep its own terminate failing forever (its record
+	// terminating, its uid and cgroup never released).
+	if err := sweepUIDFiles(log, o.UID, sharedDirs, filepath.Dir(filepath.Dir(o.WorkerDir))); err != nil {
+		log.Warn("shared directories not fully swept", "instance", id, "uid", o.UID, "err", err)
 	}
 	return nil
 }
@@ -662,7 +666,7 @@ func Sweep(ctx context.Context, home, run string) (killed []string, err error) {
 	g.SetLimit(16) // each waits out its own grace period; do them together
 	for id := range ids {
 		g.Go(func() error {
-			had, err := terminate(ctx, clock, home, run, id, defaultGrace)
+			had, err := terminate(ctx, slog.Default(), clock, home, run, id, defaultGrace)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {

@@ -74,7 +74,7 @@ func (d *Driver) prepareWorker(ctx context.Context, spec provisioner.InstanceSpe
 		// its terminate ran (its exit, a provisioner crash) frees the uid
 		// first. No process of the uid runs now (PickUIDs made sure, and
 		// only root starts one): sweep again before this one can look.
-		if err := sweepUIDFiles(spec.UID, sharedDirs, iso.Root); err != nil {
+		if err := sweepUIDFiles(d.cfg.Log, spec.UID, sharedDirs, iso.Root); err != nil {
 			return nil, fmt.Errorf("worker uid: %w", err)
 		}
 	default:
@@ -97,6 +97,11 @@ func (d *Driver) prepareWorker(ctx context.Context, spec provisioner.InstanceSpe
 		return nil, err
 	}
 	dir := lay.WorkerDir(iso.Root, spec.ID)
+	if own {
+		if err := disownRunDir(runDir, spec.UID, dir); err != nil {
+			return nil, err
+		}
+	}
 	// A directory left by an earlier start of this id (its process is
 	// dead: Launch checked) belongs to a worker that may have planted
 	// links in it. Start over.
@@ -188,6 +193,45 @@ func rootOwnedDir(dir string, perm fs.FileMode) error {
 	if fi.Mode().Perm() != perm {
 		if err := os.Chmod(dir, perm); err != nil {
 			return fmt.Errorf("worker dir: %w", err)
+		}
+	}
+	return nil
+}
+
+// disownRunDir gives to root, mode 0700, every entry of the run's worker
+// directory that uid owns, but keep (the new holder's own, rebuilt next).
+// An earlier holder of the uid whose end was recorded but whose terminate
+// never ran (a provisioner crash in between) kept its directory, which
+// the new holder could otherwise open. Only root creates entries in the
+// run's directory (root's, 0711), so none is swapped meanwhile.
+func disownRunDir(runDir string, uid uint32, keep string) error {
+	entries, err := os.ReadDir(runDir)
+	if err != nil {
+		return fmt.Errorf("worker dir: %w", err)
+	}
+	for _, e := range entries {
+		p := filepath.Join(runDir, e.Name())
+		if p == keep {
+			continue
+		}
+		fi, err := os.Lstat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("worker dir: %w", err)
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok || st.Uid != uid {
+			continue
+		}
+		if err := os.Lchown(p, 0, 0); err != nil {
+			return fmt.Errorf("worker dir %s from uid %d: %w", p, uid, err)
+		}
+		if fi.IsDir() {
+			if err := os.Chmod(p, 0o700); err != nil {
+				return fmt.Errorf("worker dir %s from uid %d: %w", p, uid, err)
+			}
 		}
 	}
 	return nil

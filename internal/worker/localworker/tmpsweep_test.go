@@ -7,10 +7,12 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"nightshift/internal/runlayout"
 	"nightshift/internal/testsupport"
 	"nightshift/internal/worker/localworker"
 	"nightshift/internal/workeruser"
@@ -138,5 +140,94 @@ touch "$HOME/ready"; exec sleep 300`
 		t.Errorf("the uid's directory holding another's file: %v", err)
 	} else if st := fi.Sys().(*syscall.Stat_t); st.Uid != 0 {
 		t.Errorf("the uid's directory holding another's file is uid %d's after terminate; want root's", st.Uid)
+	}
+}
+
+// TestHostileHolderCannotPoisonItsUID: a worker that builds a tree in /tmp
+// deeper than the sweep walks cannot make its terminate fail, nor every
+// later launch under its uid: the directory where the walk stops becomes
+// root's, 0700, so the uid cannot reach what is below it. And a directory
+// an earlier holder of the uid kept in the run's worker directory (its
+// terminate never ran) is root's, 0700, once a launch under the uid is
+// prepared.
+func TestHostileHolderCannotPoisonItsUID(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("isolation needs root (CI runs as root)")
+	}
+	top := filepath.Join("/tmp", fmt.Sprintf("ndeep%d", os.Getpid()))
+	t.Cleanup(func() { os.RemoveAll(top) })
+	// top is depth 1; the walk seals what it finds at depth 128.
+	deep := top + strings.Repeat("/d", 140)
+	sealed := top + strings.Repeat("/d", 127)
+	root := publicDir(t, "nsworker-root-")
+	home := t.TempDir()
+	run := fmt.Sprintf("deep%d", os.Getpid())
+	script := `set -e; umask 022; mkdir -p ` + deep + `; echo secret > ` + deep + `/f
+touch "$HOME/ready"; exec sleep 300`
+	r := localworker.UIDRange{First: 65480, Last: 65488}
+	drv, err := localworker.New(localworker.Config{Home: home, Run: run, Grace: time.Second,
+		Command: []string{"/bin/sh", "-c", script},
+		Isolation: &localworker.Isolation{Users: &workeruser.Users{}, Root: root, UIDs: &r,
+			PasswdFile: "/nonexistent", GroupFile: "/nonexistent"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { localworker.Sweep(context.Background(), home, run) })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	spec := workerSpec(t, "a", "", "true")
+	uids, err := drv.PickUIDs(ctx, spec, 1, heldNone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid := uids[0]
+	if _, err := drv.Launch(ctx, provisioner.InstanceSpec{ID: "a-1", Job: "a", Run: run, UID: uid, Spec: spec}); err != nil {
+		t.Fatal(err)
+	}
+	testsupport.Eventually(t, 30*time.Second, func() error {
+		_, err := os.Stat(filepath.Join(deep, "f"))
+		return err
+	})
+	if err := drv.Terminate(ctx, "a-1"); err != nil {
+		t.Fatalf("terminate of a worker that built a deep tree: %v", err)
+	}
+	fi, err := os.Lstat(sealed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != 0 || fi.Mode().Perm() != 0o700 {
+		t.Errorf("%s, where the walk stopped, is uid %d's, mode %v; want root's, 0700", sealed, st.Uid, fi.Mode().Perm())
+	}
+	if out, err := runAs(ctx, uid, "cat "+deep+"/f"); err == nil {
+		t.Errorf("uid %d still reads what it left below the walk's depth: %q", uid, out)
+	}
+
+	// An earlier holder's directory whose terminate never ran.
+	runDir := runlayout.Of(absPath(t, home), run).WorkerRunDir(root)
+	stale := filepath.Join(runDir, "a-0")
+	if err := os.Mkdir(stale, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(stale, "url"), []byte("secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{stale, filepath.Join(stale, "url")} {
+		if err := os.Lchown(p, int(uid), int(uid)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := drv.Launch(ctx, provisioner.InstanceSpec{ID: "a-2", Job: "a", Run: run, UID: uid, Spec: spec}); err != nil {
+		t.Fatalf("launch under the uid after its holder built a deep tree: %v", err)
+	}
+	if fi, err := os.Lstat(stale); err != nil {
+		t.Error(err)
+	} else if st := fi.Sys().(*syscall.Stat_t); st.Uid != 0 || fi.Mode().Perm() != 0o700 {
+		t.Errorf("an earlier holder's directory is uid %d's, mode %v, at the next launch under uid %d; want root's, 0700", st.Uid, fi.Mode().Perm(), uid)
+	}
+	if out, err := runAs(ctx, uid, "cat "+filepath.Join(stale, "url")); err == nil {
+		t.Errorf("uid %d reads an earlier holder's directory: %q", uid, out)
+	}
+	if err := drv.Terminate(ctx, "a-2"); err != nil {
+		t.Fatal(err)
 	}
 }
