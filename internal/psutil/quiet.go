@@ -2,9 +2,7 @@ package psutil
 
 import (
 	"fmt"
-	"syscall"
 	"time"
-	"unsafe"
 
 	"nightshift/internal/process"
 )
@@ -98,18 +96,4 @@ func CPUTime(pid int) (time.Duration, error) {
 		return 0, fmt.Errorf("cpu clock of pid %d: %w", pid, err)
 	}
 	return time.Duration(ns), nil
-}
-
-// cpuClock returns the CPU time, in nanoseconds, that every thread of
-// process pid has run: clock_gettime on the process's CPUCLOCK_SCHED
-// clock, the id clock_getcpuclockid(3) makes. (A thread's own clock would
-// be cheaper, but Linux gives those only to the thread's own process.)
-func cpuClock(pid int) (uint64, error) {
-	id := (^pid << 3) | 2 // CPUCLOCK_SCHED, process-wide
-	var ts syscall.Timespec
-	_, _, errno := syscall.Syscall(syscall.SYS_CLOCK_GETTIME, uintptr(id), uintptr(unsafe.Pointer(&ts)), 0)
-	if errno != 0 {
-		return 0, errno
-	}
-	return uint64(ts.Nano()), nil
 }

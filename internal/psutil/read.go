@@ -5,7 +5,6 @@ import (
 	"os"
 	"strconv"
 	"syscall"
-	"unsafe"
 )
 
 // procReader reads small /proc files into one reused buffer. It calls
@@ -23,9 +22,6 @@ func newProcReader() *procReader {
 	page := os.Getpagesize()
 	return &procReader{path: make([]byte, 0, 64), buf: make([]byte, page), page: page}
 }
-
-// atFDCWD is AT_FDCWD (-100) as the uintptr openat expects.
-const atFDCWD = ^uintptr(99)
 
 // pidPath sets r.path to /proc/<pid>/<file> or, with tid > 0, to
 // /proc/<pid>/task/<tid>/<file>.
@@ -48,8 +44,7 @@ func (r *procReader) open() (int, error) {
 	var fd uintptr
 	var errno syscall.Errno
 	for {
-		fd, _, errno = syscall.Syscall6(syscall.SYS_OPENAT, atFDCWD, uintptr(unsafe.Pointer(&r.path[0])),
-			syscall.O_RDONLY|syscall.O_CLOEXEC, 0, 0, 0)
+		fd, errno = openRaw(&r.path[0])
 		if errno != syscall.EINTR {
 			break
 		}
