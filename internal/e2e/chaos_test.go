@@ -403,6 +403,40 @@ func injectFault(t *testing.T, r *Run, ctx context.Context, rng *rand.Rand, faul
 	}
 }
 
+// queueMessages asks the run's broker node for the messages on queue,
+// ready and unacknowledged, as the queue process counts them now.
+func queueMessages(ctx context.Context, st *mgmt.RunStatus, queue string) (int, error) {
+	var node, dataDir string
+	for _, l := range st.Levels {
+		for _, s := range l.Services {
+			if s.Name == "broker" {
+				node, dataDir = s.Attributes["node"], s.Attributes["data_dir"]
+			}
+		}
+	}
+	if node == "" {
+		return -1, fmt.Errorf("status has no broker node")
+	}
+	cookie, err := os.ReadFile(filepath.Join(dataDir, ".erlang.cookie"))
+	if err != nil {
+		return -1, fmt.Errorf("private node's cookie: %w", err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(cctx, "rabbitmqctl", "-n", node, "--erlang-cookie", strings.TrimSpace(string(cookie)),
+		"-q", "list_queues", "--no-table-headers", "name", "messages").Output()
+	if err != nil {
+		return -1, fmt.Errorf("list_queues on %s: %w", node, err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 2 && f[0] == queue {
+			return strconv.Atoi(f[1])
+		}
+	}
+	return -1, fmt.Errorf("queue %s not listed on %s", queue, node)
+}
+
 func brokerNode(t *testing.T, r *Run, ctx context.Context) (node, dataDir string) {
 	t.Helper()
 	st, err := r.Status(ctx)
@@ -447,6 +481,14 @@ func checkInvariants(t *testing.T, r *Run, ctx context.Context, when string, bou
 					depth = fmt.Sprint(*w.QueueDepth)
 				}
 				return false, what + "; work queue depth " + depth
+			}
+			// Status's depth may come from the management API, whose
+			// statistics lag by seconds: right after a publish it can still
+			// say 0. Ask the queue itself (ready and unacknowledged); a
+			// node that cannot answer (one a fault took down) leaves the
+			// judgement to status.
+			if n, err := queueMessages(ctx, st, "nightshift."+r.Name+".work"); err == nil && n != 0 {
+				return false, fmt.Sprintf("%s; the broker holds %d items on the work queue", what, n)
 			}
 		}
 		return ok, what
